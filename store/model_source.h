@@ -1,0 +1,73 @@
+// A model checkpoint opened for loading: its config, its tensors under
+// canonical names, and its tokenizer. The readers (HF safetensors, GGUF)
+// produce one; the segment builder consumes it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_config.h"
+#include "common/vocab.h"
+#include "store/mapped_file.h"
+
+namespace paged {
+
+// Element types a checkpoint file may hold.
+enum class SourceType : uint32_t {
+  kF32,
+  kF16,
+  kBF16,
+  kQ8_0,  // GGUF Q8_0: blocks of 32 values, each {f16 scale, int8 q[32]} (34 bytes)
+};
+std::string_view SourceTypeName(SourceType t);
+
+// Canonical tensor names (shapes are [rows, cols] = [out, in]):
+//   globals: "tok_embd" [vocab, hidden], "output_norm" [hidden],
+//            "output" [vocab, hidden] (absent when embeddings are tied)
+//   layer i: "attn_norm" [hidden], "wq" [n_heads*head_dim, hidden],
+//            "wk"/"wv" [n_kv_heads*head_dim, hidden], "wo" [hidden, n_heads*head_dim],
+//            "bq" [n_heads*head_dim], "bk"/"bv" [n_kv_heads*head_dim] (qkv_bias only),
+//            "ffn_norm" [hidden], "w_gate"/"w_up" [ffn, hidden], "w_down" [hidden, ffn]
+// 1-D tensors have rows == 1.
+inline constexpr const char* kLayerTensorNames[] = {
+    "attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "ffn_norm", "w_gate", "w_up", "w_down"};
+
+struct SourceTensor {
+  std::string name;  // canonical name
+  int layer = -1;    // -1 for globals
+  SourceType type = SourceType::kF32;
+  int64_t rows = 1;
+  int64_t cols = 0;
+  const uint8_t* data = nullptr;  // points into a mapped file of the source
+  uint64_t bytes = 0;
+  // Non-zero: the rows are in GGUF's adjacent-pair RoPE order for heads of
+  // this size and must be permuted to the store's halves order (wq, wk, bq, bk
+  // of GGUF llama files). Within each head, source row 2*i + j goes to
+  // destination row j * head_dim/2 + i.
+  int32_t rope_permute_head_dim = 0;
+};
+
+struct ModelSource {
+  std::string path;             // as given
+  std::string format;           // "safetensors" or "gguf"
+  ModelConfig config;
+  std::vector<SourceTensor> tensors;
+  Vocab vocab;                  // empty pieces when the checkpoint has none we read
+  uint64_t fingerprint = 0;     // identity of the files: paths, sizes, mtimes
+  std::vector<std::unique_ptr<MappedFile>> files;  // keep the tensor data mapped
+
+  const SourceTensor* Find(std::string_view name, int layer = -1) const;
+};
+
+// Checks that every tensor the config needs is present exactly once with the
+// shape the config implies, and no unexpected tensor is; `origin` prefixes the
+// error ("model.safetensors: ...").
+absl::Status CheckTensorSet(const ModelSource& src);
+
+// Opens an HF checkpoint directory or a .gguf file.
+absl::StatusOr<std::unique_ptr<ModelSource>> OpenModel(const std::string& path);
+
+}  // namespace paged
