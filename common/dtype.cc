@@ -22,7 +22,7 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
     if (name == DTypeName(t)) return t;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown dtype '", name, "' (expected f32, f16, bf16, int8 or int4)"));
+      absl::StrCat("unknown dtype '", std::string(name), "' (expected f32, f16, bf16, int8 or int4)"));
 }
 
 bool IsQuantized(DType t) { return t == DType::kI8 || t == DType::kI4; }

@@ -18,12 +18,12 @@ absl::StatusOr<Arch> ParseArch(std::string_view name) {
     if (name == ArchName(a)) return a;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unsupported architecture '", name, "' (supported: llama, mistral, qwen2)"));
+      absl::StrCat("unsupported architecture '", std::string(name), "' (supported: llama, mistral, qwen2)"));
 }
 
 absl::Status ValidateConfig(const ModelConfig& c) {
   auto bad = [](std::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat("bad model config: ", what));
+    return absl::InvalidArgumentError(absl::StrCat("bad model config: ", std::string(what)));
   };
   // Limits far above any real model, so absurd headers fail here and not in
   // a multiplication that overflows later.
@@ -62,7 +62,7 @@ absl::Status ValidateConfig(const ModelConfig& c) {
 }
 
 std::string DescribeConfig(const ModelConfig& c) {
-  return absl::StrCat(ArchName(c.arch), ": ", c.n_layers, " layers, hidden ", c.hidden, ", ffn ",
+  return absl::StrCat(std::string(ArchName(c.arch)), ": ", c.n_layers, " layers, hidden ", c.hidden, ", ffn ",
                       c.ffn, ", heads ", c.n_heads, " (kv ", c.n_kv_heads, ", head_dim ",
                       c.head_dim, "), vocab ", c.vocab, ", context ", c.max_context,
                       c.tied_embeddings ? ", tied embeddings" : "",

@@ -56,7 +56,7 @@ std::string SerializeVocab(const Vocab& v) {
 
 absl::StatusOr<Vocab> ParseVocab(std::string_view blob) {
   auto bad = [](std::string_view what) {
-    return absl::DataLossError(absl::StrCat("tokenizer blob: ", what));
+    return absl::DataLossError(absl::StrCat("tokenizer blob: ", std::string(what)));
   };
   if (blob.size() < sizeof(kMagic) || std::memcmp(blob.data(), kMagic, sizeof(kMagic)) != 0)
     return bad("bad magic");

@@ -56,7 +56,7 @@ std::vector<Expected> ExpectedTensors(const ModelConfig& c) {
 }
 
 std::string Label(std::string_view name, int layer) {
-  return layer < 0 ? std::string(name) : absl::StrCat("layer ", layer, " ", name);
+  return layer < 0 ? std::string(name) : absl::StrCat("layer ", layer, " ", std::string(name));
 }
 
 }  // namespace
@@ -83,7 +83,7 @@ absl::Status CheckTensorSet(const ModelSource& src) {
     const auto& [layer, name] = *seen.begin();
     return absl::InvalidArgumentError(absl::StrCat(
         src.path, ": unexpected tensor ", Label(name, layer), " (not used by ",
-        ArchName(src.config.arch), " with this config)"));
+        std::string(ArchName(src.config.arch)), " with this config)"));
   }
   return absl::OkStatus();
 }

@@ -1,0 +1,100 @@
+#include "client/pagectl/presets.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace paged {
+
+namespace {
+
+std::vector<Preset> MakePresets() {
+  std::vector<Preset> v;
+  // clang-format off
+  // Tiny models for tests: ~1 MB each in f16, every code path of their
+  // architecture (GQA, qkv bias + tied embeddings, llama3 rope scaling).
+  v.push_back({.name = "tiny", .model_type = "llama", .hidden = 128, .ffn = 344, .n_layers = 2,
+               .n_heads = 4, .n_kv_heads = 2, .vocab = 512, .max_pos = 2048,
+               .rope_theta = 10000.0, .rms_eps = 1e-5});
+  v.push_back({.name = "tiny-qwen2", .model_type = "qwen2", .hidden = 128, .ffn = 352,
+               .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .vocab = 512, .max_pos = 4096,
+               .rope_theta = 1000000.0, .rms_eps = 1e-6, .tied = true, .qkv_bias = true});
+  v.push_back({.name = "tiny-llama3", .model_type = "llama", .hidden = 128, .ffn = 448,
+               .n_layers = 2, .n_heads = 4, .n_kv_heads = 1, .vocab = 512, .max_pos = 131072,
+               .rope_theta = 500000.0, .rms_eps = 1e-5, .llama3 = Llama3RopeScaling{}});
+  // Real shapes (from the models' config.json).
+  v.push_back({.name = "llama-7b", .model_type = "llama", .hidden = 4096, .ffn = 11008,
+               .n_layers = 32, .n_heads = 32, .n_kv_heads = 32, .vocab = 32000, .max_pos = 4096,
+               .rope_theta = 10000.0, .rms_eps = 1e-5});
+  v.push_back({.name = "llama-13b", .model_type = "llama", .hidden = 5120, .ffn = 13824,
+               .n_layers = 40, .n_heads = 40, .n_kv_heads = 40, .vocab = 32000, .max_pos = 4096,
+               .rope_theta = 10000.0, .rms_eps = 1e-5});
+  v.push_back({.name = "llama-70b", .model_type = "llama", .hidden = 8192, .ffn = 28672,
+               .n_layers = 80, .n_heads = 64, .n_kv_heads = 8, .vocab = 32000, .max_pos = 4096,
+               .rope_theta = 10000.0, .rms_eps = 1e-5});
+  v.push_back({.name = "llama3-8b", .model_type = "llama", .hidden = 4096, .ffn = 14336,
+               .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .vocab = 128256,
+               .max_pos = 131072, .rope_theta = 500000.0, .rms_eps = 1e-5,
+               .llama3 = Llama3RopeScaling{}});
+  v.push_back({.name = "qwen2-0.5b", .model_type = "qwen2", .hidden = 896, .ffn = 4864,
+               .n_layers = 24, .n_heads = 14, .n_kv_heads = 2, .vocab = 151936, .max_pos = 32768,
+               .rope_theta = 1000000.0, .rms_eps = 1e-6, .tied = true, .qkv_bias = true});
+  v.push_back({.name = "qwen2-7b", .model_type = "qwen2", .hidden = 3584, .ffn = 18944,
+               .n_layers = 28, .n_heads = 28, .n_kv_heads = 4, .vocab = 152064, .max_pos = 32768,
+               .rope_theta = 1000000.0, .rms_eps = 1e-6, .qkv_bias = true});
+  v.push_back({.name = "mistral-7b", .model_type = "mistral", .hidden = 4096, .ffn = 14336,
+               .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .vocab = 32000, .max_pos = 32768,
+               .rope_theta = 10000.0, .rms_eps = 1e-5});
+  // clang-format on
+  return v;
+}
+
+}  // namespace
+
+const std::vector<Preset>& AllPresets() {
+  static const std::vector<Preset>* const presets = new std::vector<Preset>(MakePresets());
+  return *presets;
+}
+
+absl::StatusOr<Preset> FindPreset(std::string_view name) {
+  // (This abseil's string_view is not std::string_view: names are strings.)
+  std::vector<std::string> names;
+  for (const Preset& p : AllPresets()) {
+    if (p.name == name) return p;
+    names.push_back(p.name);
+  }
+  return absl::NotFoundError(absl::StrCat("unknown preset '", std::string(name),
+                                          "' (known: ", absl::StrJoin(names, ", "), ")"));
+}
+
+ModelConfig PresetModelConfig(const Preset& p) {
+  ModelConfig c;
+  // model_type values are the ArchName spellings; the presets above use only those.
+  c.arch = p.model_type == "qwen2"     ? Arch::kQwen2
+           : p.model_type == "mistral" ? Arch::kMistral
+                                       : Arch::kLlama;
+  c.n_layers = p.n_layers;
+  c.hidden = p.hidden;
+  c.ffn = p.ffn;
+  c.n_heads = p.n_heads;
+  c.n_kv_heads = p.n_kv_heads;
+  c.head_dim = p.head_dim();
+  c.vocab = p.vocab;
+  c.max_context = p.max_pos;
+  c.norm_eps = static_cast<float>(p.rms_eps);
+  c.rope_theta = static_cast<float>(p.rope_theta);
+  if (p.llama3) {
+    c.rope_scaling = RopeScaling::kLlama3;
+    c.rope_factor = static_cast<float>(p.llama3->factor);
+    c.rope_low_freq_factor = static_cast<float>(p.llama3->low_freq_factor);
+    c.rope_high_freq_factor = static_cast<float>(p.llama3->high_freq_factor);
+    c.rope_original_max_pos = p.llama3->original_max_pos;
+  }
+  c.tied_embeddings = p.tied ? 1 : 0;
+  c.qkv_bias = p.qkv_bias ? 1 : 0;
+  c.bos_id = 1;
+  c.n_eos = 1;
+  c.eos_ids[0] = 2;
+  return c;
+}
+
+}  // namespace paged

@@ -1,6 +1,14 @@
 #include "tests/unit/test_util.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <cstring>
 
 #include <atomic>
 #include <cstdlib>
@@ -8,6 +16,8 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+extern char** environ;
 
 namespace paged::testing {
 
@@ -59,6 +69,94 @@ std::string UniqueSegmentName(std::string_view stem) {
   static std::atomic<int> counter{0};
   return "paged-test-" + std::string(stem) + "-" + std::to_string(::getpid()) + "-" +
          std::to_string(counter++);
+}
+
+Subprocess::Subprocess(std::vector<std::string> argv) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  const int rc = ::posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(fds[1]);
+  fd_ = fds[0];
+  if (rc != 0) throw std::runtime_error("cannot spawn " + argv[0] + ": " + std::strerror(rc));
+}
+
+Subprocess::~Subprocess() {
+  if (!exited_ && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status_, 0);
+  }
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool Subprocess::ReadSome(double timeout_s) {
+  pollfd p{fd_, POLLIN, 0};
+  if (::poll(&p, 1, int(timeout_s * 1000)) <= 0) return false;
+  char buf[4096];
+  const ssize_t n = ::read(fd_, buf, sizeof(buf));
+  if (n <= 0) return false;
+  output_.append(buf, size_t(n));
+  return true;
+}
+
+bool Subprocess::WaitForLine(std::string_view needle, double timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  size_t scanned = 0;
+  while (true) {
+    if (output_.find(needle, scanned > needle.size() ? scanned - needle.size() : 0) != std::string::npos)
+      return true;
+    scanned = output_.size();
+    const double left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return false;
+    if (!ReadSome(std::min(left, 0.2))) {
+      int st = 0;
+      if (!exited_ && ::waitpid(pid_, &st, WNOHANG) == pid_) {
+        exited_ = true;
+        status_ = st;
+        while (ReadSome(0.05)) {
+        }
+        return output_.find(needle) != std::string::npos;
+      }
+      if (exited_) return false;
+    }
+  }
+}
+
+int Subprocess::Wait(double timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (!exited_) {
+    ReadSome(0.05);
+    int st = 0;
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+      exited_ = true;
+      status_ = st;
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) return -1;
+  }
+  while (ReadSome(0.01)) {
+  }
+  if (WIFEXITED(status_)) return WEXITSTATUS(status_);
+  if (WIFSIGNALED(status_)) return 128 + WTERMSIG(status_);
+  return -1;
+}
+
+int Subprocess::Signal(int sig, double timeout_s) {
+  if (!exited_) ::kill(pid_, sig);
+  return Wait(timeout_s);
+}
+
+std::pair<int, std::string> RunCommand(std::vector<std::string> argv, double timeout_s) {
+  Subprocess p(std::move(argv));
+  const int rc = p.Wait(timeout_s);
+  return {rc, p.output()};
 }
 
 }  // namespace paged::testing

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
+#include <sys/types.h>
 
 namespace paged::testing {
 
@@ -35,5 +37,38 @@ std::string BinaryPath(std::string_view name);
 
 // A segment name unique to this process and call.
 std::string UniqueSegmentName(std::string_view stem);
+
+// A child process started with exec (posix_spawn), its stdout and stderr
+// merged into one pipe that the test reads. Killed (SIGKILL) at destruction
+// if still running.
+class Subprocess {
+ public:
+  explicit Subprocess(std::vector<std::string> argv);
+  ~Subprocess();
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+
+  // Reads output until a line contains `needle` (true) or the child exits or
+  // `timeout_s` passes (false). All output read so far is in output().
+  bool WaitForLine(std::string_view needle, double timeout_s = 60);
+  // Sends `sig` and waits for exit; returns the exit code, or 128 + signal.
+  int Signal(int sig, double timeout_s = 30);
+  // Waits for exit (reading output); returns the exit code or 128 + signal,
+  // -1 on timeout.
+  int Wait(double timeout_s = 60);
+  const std::string& output() const { return output_; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  bool ReadSome(double timeout_s);
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  int status_ = -1;
+  bool exited_ = false;
+  std::string output_;
+};
+
+// Runs a command to completion; returns {exit code, output}.
+std::pair<int, std::string> RunCommand(std::vector<std::string> argv, double timeout_s = 120);
 
 }  // namespace paged::testing

@@ -1,0 +1,119 @@
+#include "store/convert.h"
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "common/quant.h"
+
+namespace paged {
+namespace {
+
+constexpr int kQ8Block = 32;
+constexpr int kQ8BlockBytes = 2 + kQ8Block;  // f16 scale + 32 int8
+
+uint64_t SourceRowBytes(const SourceTensor& t) {
+  switch (t.type) {
+    case SourceType::kF32: return uint64_t(t.cols) * 4;
+    case SourceType::kF16:
+    case SourceType::kBF16: return uint64_t(t.cols) * 2;
+    case SourceType::kQ8_0: return uint64_t(t.cols) / kQ8Block * kQ8BlockBytes;
+  }
+  return 0;
+}
+
+uint16_t LoadU16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+void ConvertRow(const SourceTensor& t, DType dst, int group, int64_t dst_row, uint8_t* payload,
+                uint8_t* scales, float* tmp) {
+  const int64_t cols = t.cols;
+  const int64_t src_row = SourceRowFor(t, dst_row);
+  const uint64_t row_bytes = PayloadBytes(dst, 1, uint64_t(cols));
+  uint8_t* out = payload + uint64_t(dst_row) * row_bytes;
+  uint16_t* row_scales =
+      reinterpret_cast<uint16_t*>(scales) + (IsQuantized(dst) ? dst_row * GroupsPerRow(cols, group) : 0);
+  const uint8_t* in = t.data + uint64_t(src_row) * SourceRowBytes(t);
+  // Same-type rows are plain copies (the common case: native f16/bf16).
+  if ((t.type == SourceType::kF32 && dst == DType::kF32) ||
+      (t.type == SourceType::kF16 && dst == DType::kF16) ||
+      (t.type == SourceType::kBF16 && dst == DType::kBF16)) {
+    std::memcpy(out, in, row_bytes);
+    return;
+  }
+  if (t.type == SourceType::kQ8_0 && dst == DType::kI8 && group == kQ8Block) {
+    for (int64_t b = 0; b < cols / kQ8Block; ++b) {
+      const uint8_t* blk = in + b * kQ8BlockBytes;
+      std::memcpy(&row_scales[b], blk, 2);
+      std::memcpy(out + b * kQ8Block, blk + 2, kQ8Block);
+    }
+    return;
+  }
+  SourceRowToFloat(t, src_row, tmp);
+  switch (dst) {
+    case DType::kF32: std::memcpy(out, tmp, row_bytes); break;
+    case DType::kF16:
+      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t*>(out)[c] = FloatToHalf(tmp[c]);
+      break;
+    case DType::kBF16:
+      for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t*>(out)[c] = FloatToBf16(tmp[c]);
+      break;
+    case DType::kI8: QuantizeRowInt8(tmp, cols, group, reinterpret_cast<int8_t*>(out), row_scales); break;
+    case DType::kI4: QuantizeRowInt4(tmp, cols, group, out, row_scales); break;
+  }
+}
+
+}  // namespace
+
+int64_t SourceRowFor(const SourceTensor& t, int64_t dst_row) {
+  const int64_t hd = t.rope_permute_head_dim;
+  if (hd <= 0) return dst_row;
+  // Within a head, destination row j * hd/2 + i comes from source row 2i + j.
+  const int64_t head = dst_row / hd, r = dst_row % hd;
+  const int64_t j = r / (hd / 2), i = r % (hd / 2);
+  return head * hd + 2 * i + j;
+}
+
+void SourceRowToFloat(const SourceTensor& t, int64_t row, float* out) {
+  const uint8_t* in = t.data + uint64_t(row) * SourceRowBytes(t);
+  switch (t.type) {
+    case SourceType::kF32: std::memcpy(out, in, uint64_t(t.cols) * 4); break;
+    case SourceType::kF16:
+      for (int64_t c = 0; c < t.cols; ++c) out[c] = HalfToFloat(LoadU16(in + 2 * c));
+      break;
+    case SourceType::kBF16:
+      for (int64_t c = 0; c < t.cols; ++c) out[c] = Bf16ToFloat(LoadU16(in + 2 * c));
+      break;
+    case SourceType::kQ8_0:
+      for (int64_t b = 0; b < t.cols / kQ8Block; ++b) {
+        const uint8_t* blk = in + b * kQ8BlockBytes;
+        const float s = HalfToFloat(LoadU16(blk));
+        for (int k = 0; k < kQ8Block; ++k) out[b * kQ8Block + k] = s * float(int8_t(blk[2 + k]));
+      }
+      break;
+  }
+}
+
+void ConvertTensor(const SourceTensor& t, DType dst, int group, uint8_t* payload, uint8_t* scales,
+                   int threads) {
+  const int64_t rows = t.rows;
+  // Small tensors are not worth a thread.
+  const int n = int(std::clamp<int64_t>(rows * t.cols / (1 << 18), 1, std::max(threads, 1)));
+  auto work = [&](int64_t r0, int64_t r1) {
+    std::vector<float> tmp(size_t(t.cols));
+    for (int64_t r = r0; r < r1; ++r) ConvertRow(t, dst, group, r, payload, scales, tmp.data());
+  };
+  if (n == 1) {
+    work(0, rows);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (int i = 0; i < n; ++i) pool.emplace_back(work, rows * i / n, rows * (i + 1) / n);
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace paged

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs one libFuzzer target briefly over seed inputs; fails on any crash.
+#   fuzz_smoke.sh NAME FUZZER PAGECTL SHARED_MODELS_DIR
+set -euo pipefail
+name=$1 fuzzer=$2 pagectl=$3 models=$4
+seconds=${PAGED_FUZZ_SECONDS:-15}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/corpus"
+case $name in
+  fuzz_safetensors)
+    "$pagectl" make-model --preset=tiny --out="$work/tiny" >/dev/null
+    head -c 65536 "$work/tiny/model.safetensors" > "$work/corpus/tiny.safetensors"
+    cp "$work/tiny/config.json" "$work/corpus/config.json" ;;
+  fuzz_gguf)
+    if [[ -f $models/stories260K.gguf ]]; then
+      head -c 65536 "$models/stories260K.gguf" > "$work/corpus/stories.gguf"
+    fi ;;
+esac
+"$fuzzer" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 "$work/corpus" 2>&1 | tail -n 12

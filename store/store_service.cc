@@ -1,0 +1,192 @@
+#include "store/store_service.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/segment.h"
+#include "common/size_flag.h"
+#include "common/status.h"
+
+namespace paged {
+
+namespace bip = boost::interprocess;
+
+struct Store::Impl {
+  StoreOptions opts;
+  std::unique_ptr<bip::shared_memory_object> shm;
+  std::unique_ptr<bip::mapped_region> region;
+  SegmentHeader* header = nullptr;
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// True when `old` describes the segment `plan` would build.
+bool SameSegment(const SegmentHeader& old, const SegmentHeader& plan) {
+  return old.model_fingerprint == plan.model_fingerprint &&
+         std::strncmp(old.model_path, plan.model_path, sizeof(old.model_path)) == 0 &&
+         old.weight_format == plan.weight_format && old.dense_dtype == plan.dense_dtype &&
+         old.total_bytes == plan.total_bytes && old.layer_block_bytes == plan.layer_block_bytes &&
+         old.block_tokens == plan.block_tokens && old.kv_n_blocks == plan.kv_n_blocks &&
+         old.n_layer_tensors == plan.n_layer_tensors && old.n_global_tensors == plan.n_global_tensors;
+}
+
+ProgressFn MakeProgressPrinter(bool quiet) {
+  if (quiet) return nullptr;
+  auto start = std::make_shared<Clock::time_point>(Clock::now());
+  auto last = std::make_shared<Clock::time_point>(Clock::now());
+  return [start, last](uint64_t done, uint64_t total) {
+    const auto now = Clock::now();
+    if (done < total && now - *last < std::chrono::milliseconds(500)) return;
+    *last = now;
+    const double s = std::chrono::duration<double>(now - *start).count();
+    std::fprintf(stderr, "paged-store: loading %s / %s (%.0f MB/s)\n", FormatBytes(done).c_str(),
+                 FormatBytes(total).c_str(), s > 0 ? double(done) / 1e6 / s : 0.0);
+  };
+}
+
+absl::Status SetPermissions(int fd, const std::string& group, const std::string& name) {
+  mode_t mode = 0600;
+  if (!group.empty()) {
+    struct group* g = ::getgrnam(group.c_str());
+    if (g == nullptr) return absl::InvalidArgumentError(absl::StrCat("--group=", group, ": no such group"));
+    if (::fchown(fd, static_cast<uid_t>(-1), g->gr_gid) != 0)
+      return absl::PermissionDeniedError(
+          absl::StrCat("segment ", name, ": cannot give it to group ", group, ": ", std::strerror(errno)));
+    mode = 0640;
+  }
+  if (::fchmod(fd, mode) != 0)
+    return absl::PermissionDeniedError(absl::StrCat("segment ", name, ": chmod: ", std::strerror(errno)));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Store::~Store() {
+  impl_->region.reset();
+  const std::string name = impl_->opts.segment;
+  impl_->shm.reset();  // closes the fd and with it the lock
+  if (impl_->opts.remove_on_exit) bip::shared_memory_object::remove(name.c_str());
+}
+
+const SegmentHeader& Store::header() const { return *impl_->header; }
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
+  const auto t0 = Clock::now();
+  RETURN_IF_ERROR(CheckSegmentName(opts.segment));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> src, OpenModel(opts.model_path));
+  ASSIGN_OR_RETURN(SegmentHeader plan, PlanSegment(*src, opts.layout));
+
+  auto impl = std::make_unique<Impl>();
+  impl->opts = opts;
+  StoreReady ready;
+  try {
+    impl->shm = std::make_unique<bip::shared_memory_object>(
+        bip::open_or_create, opts.segment.c_str(), bip::read_write, bip::permissions(0600));
+    const int fd = impl->shm->get_mapping_handle().handle;
+    // One store per segment: an advisory lock on the segment itself, released
+    // by the kernel when the holder dies (no stale lock files).
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0)
+      return absl::FailedPreconditionError(absl::StrCat(
+          "segment ", opts.segment, " is already served by another paged-store; stop it first or "
+          "choose another --segment"));
+    RETURN_IF_ERROR(SetPermissions(fd, opts.group, opts.segment));
+
+    bip::offset_t size = 0;
+    impl->shm->get_size(size);
+    uint64_t old_generation = 0;
+    bool reattach = false;
+    if (uint64_t(size) >= sizeof(SegmentHeader)) {
+      bip::mapped_region hr(*impl->shm, bip::read_only, 0, sizeof(SegmentHeader));
+      const auto* old = static_cast<const SegmentHeader*>(hr.get_address());
+      if (ValidateHeader(*old, uint64_t(size)).ok()) {
+        old_generation = old->generation;
+        reattach = LoadState(*old) == uint32_t(SegmentState::kReady) && SameSegment(*old, plan);
+      }
+    }
+
+    if (!reattach) {
+      // Fresh contents: drop the old pages, then reserve every page now so a
+      // full /dev/shm is a clear error here and not a SIGBUS mid-load.
+      impl->shm->truncate(0);
+      impl->shm->truncate(bip::offset_t(plan.total_bytes));
+      if (int e = ::posix_fallocate(fd, 0, off_t(plan.total_bytes)); e != 0) {
+        impl->shm->truncate(0);
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "segment ", opts.segment, ": cannot reserve ", FormatBytes(plan.total_bytes),
+            " of shared memory (/dev/shm): ", std::strerror(e)));
+      }
+    }
+    impl->region = std::make_unique<bip::mapped_region>(*impl->shm, bip::read_write, 0, plan.total_bytes);
+    auto* base = static_cast<uint8_t*>(impl->region->get_address());
+    impl->header = reinterpret_cast<SegmentHeader*>(base);
+
+    if (!reattach) {
+      plan.generation = old_generation + 1;
+      plan.state = uint32_t(SegmentState::kLoading);
+      std::memcpy(base, &plan, sizeof(plan));
+      const int threads = opts.threads > 0 ? opts.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+      RETURN_IF_ERROR(FillSegment(*src, plan, base, threads, MakeProgressPrinter(opts.quiet)));
+      plan.state = uint32_t(SegmentState::kLoading);
+      plan.header_checksum = ComputeHeaderChecksum(plan);
+      std::memcpy(base, &plan, sizeof(plan));
+      StoreState(*impl->header, SegmentState::kReady);
+    }
+    ready.reattached = reattach;
+    ready.total_bytes = plan.total_bytes;
+    ready.weight_bytes = WeightBytes(plan);
+    for (const SourceTensor& t : src->tensors) ready.source_bytes += t.bytes;
+    // Keep it in RAM; without the privilege it is a warning, not a failure.
+    if (::mlock(base, plan.total_bytes) == 0) {
+      ready.locked_in_ram = true;
+    } else {
+      std::fprintf(stderr,
+                   "paged-store: warning: cannot lock the %s segment in RAM (%s); raise "
+                   "RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity) so it is never swapped out\n",
+                   FormatBytes(plan.total_bytes).c_str(), std::strerror(errno));
+    }
+  } catch (const bip::interprocess_exception& e) {
+    return absl::UnavailableError(absl::StrCat("segment ", opts.segment, ": ", e.what()));
+  }
+  ready.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  auto store = std::unique_ptr<Store>(new Store(std::move(impl)));
+  store->ready_ = ready;
+  return store;
+}
+
+void BlockTerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int WaitForTerminationSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+}  // namespace paged

@@ -1,0 +1,167 @@
+// paged-store as a real process: build, verify from another exec'd process
+// (read-only map + per-tensor checksums against the model file), permissions,
+// one store per segment, SIGTERM, re-attach, rebuild on a model change.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "client/pagectl/make_model.h"
+#include "tests/unit/test_util.h"
+
+namespace paged {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::BinaryPath;
+using testing::RunCommand;
+using testing::Subprocess;
+using testing::TempDir;
+using testing::UniqueSegmentName;
+
+std::string ShmPath(const std::string& segment) { return "/dev/shm/" + segment; }
+
+class StoreProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MakeModelOptions o;
+    o.preset = "tiny";
+    o.out_dir = dir_.File("tiny");
+    ASSERT_TRUE(MakeModel(o).ok());
+    segment_ = UniqueSegmentName("store");
+  }
+  void TearDown() override { std::filesystem::remove(ShmPath(segment_)); }
+
+  std::unique_ptr<Subprocess> StartStore(const std::string& model, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {BinaryPath("paged-store"), "--model=" + model, "--segment=" + segment_,
+                                     "--kv-gib=0.01"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Subprocess>(argv);
+  }
+  std::pair<int, std::string> Pagectl(std::vector<std::string> args) {
+    args.insert(args.begin(), BinaryPath("pagectl"));
+    return RunCommand(args);
+  }
+
+  TempDir dir_;
+  std::string segment_;
+};
+
+TEST_F(StoreProcessTest, BuildsVerifiesRefusesASecondStoreAndReattaches) {
+  auto store = StartStore(dir_.File("tiny"));
+  ASSERT_TRUE(store->WaitForLine("ready")) << store->output();
+  EXPECT_THAT(store->output(), HasSubstr("built"));
+
+  struct stat st {};
+  ASSERT_EQ(::stat(ShmPath(segment_).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  // Another process, exec'd, maps the segment read-only and checks every
+  // tensor against the checkpoint.
+  auto [vrc, vout] = Pagectl({"verify", "--segment=" + segment_});
+  EXPECT_EQ(vrc, 0) << vout;
+  EXPECT_THAT(vout, HasSubstr("all match"));
+
+  auto [irc, iout] = Pagectl({"inspect", "--segment=" + segment_, "--json"});
+  ASSERT_EQ(irc, 0) << iout;
+  const auto j = nlohmann::json::parse(iout);
+  EXPECT_EQ(j["state"], "READY");
+  EXPECT_EQ(j["architecture"], "llama");
+  EXPECT_EQ(j["n_layers"], 2);
+  EXPECT_EQ(j["hidden_size"], 128);
+  EXPECT_EQ(j["weight_format"], "f16");
+  EXPECT_EQ(j["generation"], 1);
+  for (const char* key : {"n_heads", "n_kv_heads", "vocab_size", "layer_bytes"}) EXPECT_TRUE(j.contains(key)) << key;
+
+  // A second store on the same segment refuses and leaves the first alone.
+  auto second = StartStore(dir_.File("tiny"));
+  EXPECT_NE(second->Wait(), 0);
+  EXPECT_THAT(second->output(), HasSubstr("already served by another paged-store"));
+
+  EXPECT_EQ(store->Signal(SIGTERM), 0) << store->output();
+  EXPECT_TRUE(std::filesystem::exists(ShmPath(segment_)));
+
+  auto again = StartStore(dir_.File("tiny"));
+  ASSERT_TRUE(again->WaitForLine("ready")) << again->output();
+  EXPECT_THAT(again->output(), HasSubstr("re-attached"));
+  auto [rc2, out2] = Pagectl({"verify", "--segment=" + segment_});
+  EXPECT_EQ(rc2, 0) << out2;
+  EXPECT_EQ(again->Signal(SIGINT), 0);
+}
+
+TEST_F(StoreProcessTest, ADifferentModelOrFormatRebuildsWithANewGeneration) {
+  auto store = StartStore(dir_.File("tiny"));
+  ASSERT_TRUE(store->WaitForLine("ready")) << store->output();
+  ASSERT_EQ(store->Signal(SIGTERM), 0);
+  auto int8 = StartStore(dir_.File("tiny"), {"--weight-format=int8"});
+  ASSERT_TRUE(int8->WaitForLine("ready")) << int8->output();
+  EXPECT_THAT(int8->output(), HasSubstr("built"));
+  auto [rc, out] = Pagectl({"inspect", "--segment=" + segment_, "--json"});
+  ASSERT_EQ(rc, 0) << out;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["weight_format"], "int8");
+  EXPECT_EQ(j["generation"], 2);
+  auto [vrc, vout] = Pagectl({"verify", "--segment=" + segment_});
+  EXPECT_EQ(vrc, 0) << vout;
+  EXPECT_EQ(int8->Signal(SIGTERM), 0);
+}
+
+TEST_F(StoreProcessTest, RemoveOnExitRemovesTheSegment) {
+  auto store = StartStore(dir_.File("tiny"), {"--weight-format=int4", "--remove-on-exit"});
+  ASSERT_TRUE(store->WaitForLine("ready")) << store->output();
+  auto [vrc, vout] = Pagectl({"verify", "--segment=" + segment_});
+  EXPECT_EQ(vrc, 0) << vout;
+  EXPECT_EQ(store->Signal(SIGTERM), 0);
+  EXPECT_FALSE(std::filesystem::exists(ShmPath(segment_)));
+  auto [rc, out] = Pagectl({"inspect", "--segment=" + segment_});
+  EXPECT_NE(rc, 0);
+  EXPECT_THAT(out, HasSubstr("does not exist"));
+}
+
+TEST_F(StoreProcessTest, Stories260KLoadsAndInspects) {
+  const std::string gguf = testing::Stories260KPath();
+  if (gguf.empty()) GTEST_SKIP() << "../shared/models/stories260K.gguf not present";
+  auto store = StartStore(gguf, {"--weight-format=f32"});
+  ASSERT_TRUE(store->WaitForLine("ready")) << store->output();
+  auto [rc, out] = Pagectl({"inspect", "--segment=" + segment_, "--json"});
+  ASSERT_EQ(rc, 0) << out;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["n_layers"], 5);
+  EXPECT_EQ(j["hidden_size"], 64);
+  EXPECT_EQ(j["n_heads"], 8);
+  EXPECT_EQ(j["n_kv_heads"], 4);
+  EXPECT_EQ(j["vocab_size"], 512);
+  EXPECT_EQ(j["source_format"], "gguf");
+  auto [vrc, vout] = Pagectl({"verify", "--segment=" + segment_});
+  EXPECT_EQ(vrc, 0) << vout;
+  EXPECT_EQ(store->Signal(SIGTERM), 0);
+}
+
+TEST_F(StoreProcessTest, BadFlagsAreOneLineErrors) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string want;
+  };
+  const std::vector<Case> cases = {
+      {{"--model=" + dir_.File("nope"), "--segment=" + segment_}, "no such file or directory"},
+      {{"--model=" + dir_.File("tiny"), "--segment=bad/name"}, "bad segment name"},
+      {{"--model=" + dir_.File("tiny"), "--segment=" + segment_, "--weight-format=fp8"}, "--weight-format=fp8"},
+      {{"--model=" + dir_.File("tiny"), "--segment=" + segment_, "--block-tokens=0"}, "--block-tokens"},
+      {{"--segment=" + segment_}, "--model is required"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {BinaryPath("paged-store")};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    auto [rc, out] = RunCommand(argv);
+    EXPECT_NE(rc, 0) << c.want;
+    EXPECT_THAT(out, HasSubstr(c.want));
+    EXPECT_LE(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  }
+}
+
+}  // namespace
+}  // namespace paged

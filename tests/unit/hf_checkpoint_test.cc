@@ -1,0 +1,546 @@
+// config.json parsing and HF checkpoint directories (single file, sharded),
+// built from tiny tensors in a temporary directory.
+#include "store/hf_checkpoint.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "store/safetensors_writer.h"
+#include "tests/unit/test_util.h"
+
+namespace paged {
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+std::string Msg(const absl::Status& s) { return std::string(s.message()); }
+
+// hidden 8, 2 heads of 4 (1 kv head), ffn 16, 2 layers, vocab 32.
+json TinyConfig(const std::string& model_type = "llama") {
+  return json{{"model_type", model_type},
+              {"architectures", json::array({"LlamaForCausalLM"})},
+              {"hidden_size", 8},
+              {"intermediate_size", 16},
+              {"num_hidden_layers", 2},
+              {"num_attention_heads", 2},
+              {"num_key_value_heads", 1},
+              {"vocab_size", 32},
+              {"max_position_embeddings", 64},
+              {"rms_norm_eps", 1e-5},
+              {"rope_theta", 10000.0},
+              {"tie_word_embeddings", false},
+              {"bos_token_id", 1},
+              {"eos_token_id", 2}};
+}
+
+// The HF tensors a TinyConfig model holds (with biases when `qkv_bias`).
+std::vector<SafetensorsEntry> TinyTensors(bool qkv_bias = false, bool lm_head = true,
+                                          const std::string& dtype = "F32") {
+  std::vector<SafetensorsEntry> e = {{"model.embed_tokens.weight", dtype, {32, 8}},
+                                     {"model.norm.weight", dtype, {8}}};
+  if (lm_head) e.push_back({"lm_head.weight", dtype, {32, 8}});
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    e.push_back({p + "input_layernorm.weight", dtype, {8}});
+    e.push_back({p + "self_attn.q_proj.weight", dtype, {8, 8}});
+    e.push_back({p + "self_attn.k_proj.weight", dtype, {4, 8}});
+    e.push_back({p + "self_attn.v_proj.weight", dtype, {4, 8}});
+    e.push_back({p + "self_attn.o_proj.weight", dtype, {8, 8}});
+    if (qkv_bias) {
+      e.push_back({p + "self_attn.q_proj.bias", dtype, {8}});
+      e.push_back({p + "self_attn.k_proj.bias", dtype, {4}});
+      e.push_back({p + "self_attn.v_proj.bias", dtype, {4}});
+    }
+    e.push_back({p + "post_attention_layernorm.weight", dtype, {8}});
+    e.push_back({p + "mlp.gate_proj.weight", dtype, {16, 8}});
+    e.push_back({p + "mlp.up_proj.weight", dtype, {16, 8}});
+    e.push_back({p + "mlp.down_proj.weight", dtype, {8, 16}});
+  }
+  return e;
+}
+
+void Replace(std::vector<SafetensorsEntry>& e, const std::string& name, SafetensorsEntry with) {
+  for (auto& x : e) {
+    if (x.name == name) x = std::move(with);
+  }
+}
+void Remove(std::vector<SafetensorsEntry>& e, const std::string& name) {
+  std::erase_if(e, [&](const SafetensorsEntry& x) { return x.name == name; });
+}
+
+// Writes `entries` with a byte pattern as data (byte i of the data is i % 251).
+void WriteSafetensors(const std::string& path, const std::vector<SafetensorsEntry>& entries) {
+  auto w = SafetensorsWriter::Create(path, entries);
+  ASSERT_TRUE(w.ok()) << w.status();
+  std::string data((*w)->data_bytes(), '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = char(i % 251);
+  ASSERT_TRUE((*w)->Append(data.data(), data.size()).ok());
+  ASSERT_TRUE((*w)->Finish().ok());
+}
+
+class HfCheckpointTest : public ::testing::Test {
+ protected:
+  void WriteConfig(const json& config) {
+    paged::testing::WriteFile(dir_.File("config.json"), config.dump(2));
+  }
+  void WriteModel(const json& config, const std::vector<SafetensorsEntry>& entries) {
+    WriteConfig(config);
+    WriteSafetensors(dir_.File("model.safetensors"), entries);
+  }
+  // Writes a two-shard checkpoint: the first `split` entries in shard 1.
+  void WriteSharded(const json& config, const std::vector<SafetensorsEntry>& entries, size_t split,
+                    bool write_second = true) {
+    WriteConfig(config);
+    const std::string s1 = "model-00001-of-00002.safetensors";
+    const std::string s2 = "model-00002-of-00002.safetensors";
+    json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", json::object()}};
+    for (size_t i = 0; i < entries.size(); ++i)
+      index["weight_map"][entries[i].name] = i < split ? s1 : s2;
+    paged::testing::WriteFile(dir_.File("model.safetensors.index.json"), index.dump(2));
+    WriteSafetensors(dir_.File(s1), {entries.begin(), entries.begin() + split});
+    if (write_second) WriteSafetensors(dir_.File(s2), {entries.begin() + split, entries.end()});
+  }
+  absl::Status OpenError() {
+    auto src = OpenHfCheckpoint(dir_.path());
+    EXPECT_FALSE(src.ok());
+    return src.ok() ? absl::OkStatus() : src.status();
+  }
+
+  paged::testing::TempDir dir_;
+};
+
+// ---------------------------------------------------------------------------
+// config.json
+
+absl::StatusOr<ModelConfig> Parse(const json& j) { return ParseHfConfig(j.dump(), "config.json"); }
+
+TEST(HfConfigTest, ParsesLlamaWithDefaults) {
+  json j = TinyConfig();
+  for (const char* k : {"num_key_value_heads", "max_position_embeddings", "rms_norm_eps",
+                        "rope_theta", "tie_word_embeddings", "bos_token_id", "eos_token_id"})
+    j.erase(k);
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->arch, Arch::kLlama);
+  EXPECT_EQ(c->hidden, 8);
+  EXPECT_EQ(c->ffn, 16);
+  EXPECT_EQ(c->n_layers, 2);
+  EXPECT_EQ(c->n_heads, 2);
+  EXPECT_EQ(c->n_kv_heads, 2);
+  EXPECT_EQ(c->head_dim, 4);
+  EXPECT_EQ(c->vocab, 32);
+  EXPECT_EQ(c->max_context, 2048);
+  EXPECT_FLOAT_EQ(c->norm_eps, 1e-6f);
+  EXPECT_FLOAT_EQ(c->rope_theta, 10000.f);
+  EXPECT_EQ(c->rope_style, RopeStyle::kHalves);
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kNone);
+  EXPECT_EQ(c->tied_embeddings, 0);
+  EXPECT_EQ(c->qkv_bias, 0);
+  EXPECT_EQ(c->bos_id, -1);
+  EXPECT_EQ(c->n_eos, 0);
+  EXPECT_EQ(c->sliding_window, 0);
+}
+
+TEST(HfConfigTest, ParsesExplicitValues) {
+  json j = TinyConfig();
+  j["head_dim"] = 8;
+  j["rope_theta"] = 500000;  // an integer is a fine number
+  j["rope_scaling"] = nullptr;
+  j["sliding_window"] = nullptr;
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->n_kv_heads, 1);
+  EXPECT_EQ(c->head_dim, 8);
+  EXPECT_EQ(c->max_context, 64);
+  EXPECT_FLOAT_EQ(c->norm_eps, 1e-5f);
+  EXPECT_FLOAT_EQ(c->rope_theta, 500000.f);
+  EXPECT_EQ(c->bos_id, 1);
+  ASSERT_EQ(c->n_eos, 1);
+  EXPECT_EQ(c->eos_ids[0], 2);
+}
+
+TEST(HfConfigTest, ArchitecturesFallback) {
+  json j = TinyConfig();
+  j.erase("model_type");
+  j["architectures"] = {"MistralForCausalLM"};
+  j["sliding_window"] = 4096;
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->arch, Arch::kMistral);
+  EXPECT_EQ(c->sliding_window, 4096);
+}
+
+TEST(HfConfigTest, UnsupportedArchitecture) {
+  json j = TinyConfig("gpt2");
+  j["architectures"] = {"GPT2LMHeadModel"};
+  auto c = Parse(j);
+  EXPECT_THAT(Msg(c.status()), HasSubstr("config.json: unsupported architecture 'gpt2'"));
+
+  j.erase("model_type");
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("config.json: unsupported architecture 'GPT2LMHeadModel'"));
+  j.erase("architectures");
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("missing 'model_type' and 'architectures'"));
+}
+
+TEST(HfConfigTest, BadConfigTypes) {
+  json j = TinyConfig();
+  j["hidden_size"] = "big";
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("config.json: 'hidden_size' is a string, expected an integer"));
+  j = TinyConfig();
+  j["num_hidden_layers"] = 2.5;
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("'num_hidden_layers' is a number, expected an integer"));
+  j = TinyConfig();
+  j["tie_word_embeddings"] = "yes";
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("'tie_word_embeddings' is a string, expected a boolean"));
+  j = TinyConfig();
+  j["rms_norm_eps"] = json::array();
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("'rms_norm_eps' is an array, expected a number"));
+  j = TinyConfig();
+  j["eos_token_id"] = {2, "3"};
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("'eos_token_id' is a string, expected an integer"));
+  j = TinyConfig();
+  j["model_type"] = 7;
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("'model_type' is an integer, expected a string"));
+  j = TinyConfig();
+  j["vocab_size"] = 1000000000000;
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("'vocab_size' value 1000000000000 is out of range"));
+  j = TinyConfig();
+  j["rope_theta"] = 1e300;
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("'rope_theta' value"));
+}
+
+TEST(HfConfigTest, MissingKey) {
+  json j = TinyConfig();
+  j.erase("vocab_size");
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("config.json: missing 'vocab_size'"));
+}
+
+TEST(HfConfigTest, BadJson) {
+  EXPECT_THAT(Msg(ParseHfConfig("{\"hidden_size\": ", "config.json").status()),
+              HasSubstr("config.json: config is not valid JSON"));
+  EXPECT_THAT(Msg(ParseHfConfig("[]", "config.json").status()),
+              HasSubstr("config.json: config is an array, expected a JSON object"));
+}
+
+TEST(HfConfigTest, ValidateConfigErrorIsPrefixed) {
+  json j = TinyConfig();
+  j["num_key_value_heads"] = 3;
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("config.json: bad model config: n_kv_heads 3 must divide n_heads 2"));
+  j = TinyConfig();
+  j["num_attention_heads"] = 0;  // must not divide by zero for head_dim
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("config.json: bad model config: n_heads 0"));
+}
+
+TEST(HfConfigTest, Llama3RopeScalingParsed) {
+  json j = TinyConfig();
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"factor", 8.0},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 8192}};
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kLlama3);
+  EXPECT_FLOAT_EQ(c->rope_factor, 8.f);
+  EXPECT_FLOAT_EQ(c->rope_low_freq_factor, 1.f);
+  EXPECT_FLOAT_EQ(c->rope_high_freq_factor, 4.f);
+  EXPECT_EQ(c->rope_original_max_pos, 8192);
+
+  j["rope_scaling"].erase("original_max_position_embeddings");
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("missing 'rope_scaling.original_max_position_embeddings'"));
+}
+
+TEST(HfConfigTest, UnsupportedRopeScaling) {
+  json j = TinyConfig();
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("config.json: unsupported rope_scaling type 'linear' (supported: llama3)"));
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("unsupported rope_scaling type 'yarn'"));
+  j["rope_scaling"] = {{"rope_type", "default"}};
+  ASSERT_TRUE(Parse(j).ok());
+  EXPECT_EQ(Parse(j)->rope_scaling, RopeScaling::kNone);
+}
+
+TEST(HfConfigTest, EosList) {
+  json j = TinyConfig();
+  j["eos_token_id"] = {2, 3, 5};
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->n_eos, 3);
+  EXPECT_EQ(c->eos_ids[0], 2);
+  EXPECT_EQ(c->eos_ids[2], 5);
+  j["eos_token_id"] = {1, 2, 3, 4, 5};
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("'eos_token_id' lists 5 ids; at most 4"));
+  j["eos_token_id"] = 99;  // outside the vocabulary: ValidateConfig
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("eos id 99 outside the vocabulary"));
+}
+
+TEST(HfConfigTest, Qwen2BiasAndSlidingWindow) {
+  json j = TinyConfig("qwen2");
+  j["architectures"] = {"Qwen2ForCausalLM"};
+  j["sliding_window"] = 4096;
+  j["use_sliding_window"] = false;
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->arch, Arch::kQwen2);
+  EXPECT_EQ(c->qkv_bias, 1);
+  EXPECT_EQ(c->sliding_window, 0);
+  j["use_sliding_window"] = true;
+  EXPECT_EQ(Parse(j)->sliding_window, 4096);
+}
+
+// ---------------------------------------------------------------------------
+// Checkpoint directories
+
+TEST_F(HfCheckpointTest, OpensSingleFile) {
+  WriteModel(TinyConfig(), TinyTensors(false, true, "F16"));
+  auto src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->format, "safetensors");
+  EXPECT_EQ((*src)->path, dir_.path());
+  EXPECT_EQ((*src)->config.n_layers, 2);
+  EXPECT_EQ((*src)->files.size(), 1u);
+  EXPECT_EQ((*src)->tensors.size(), 3u + 2 * 9);
+  EXPECT_TRUE((*src)->vocab.pieces.empty());
+  EXPECT_NE((*src)->fingerprint, 0u);
+
+  const SourceTensor* embd = (*src)->Find("tok_embd");
+  ASSERT_NE(embd, nullptr);
+  EXPECT_EQ(embd->type, SourceType::kF16);
+  EXPECT_EQ(embd->rows, 32);
+  EXPECT_EQ(embd->cols, 8);
+  EXPECT_EQ(embd->bytes, 32u * 8 * 2);
+  EXPECT_EQ(embd->rope_permute_head_dim, 0);
+  // The writer laid tok_embd first: its data starts the pattern.
+  EXPECT_EQ(embd->data[0], 0);
+  EXPECT_EQ(embd->data[5], 5);
+  const SourceTensor* norm = (*src)->Find("attn_norm", 1);
+  ASSERT_NE(norm, nullptr);
+  EXPECT_EQ(norm->rows, 1);
+  EXPECT_EQ(norm->cols, 8);
+  const SourceTensor* wk = (*src)->Find("wk", 1);
+  ASSERT_NE(wk, nullptr);
+  EXPECT_EQ(wk->rows, 4);
+  EXPECT_EQ(wk->cols, 8);
+  ASSERT_NE((*src)->Find("output"), nullptr);
+  ASSERT_NE((*src)->Find("w_down", 0), nullptr);
+  EXPECT_EQ((*src)->Find("w_down", 0)->rows, 8);
+}
+
+TEST_F(HfCheckpointTest, Bf16Tensors) {
+  WriteModel(TinyConfig(), TinyTensors(false, true, "BF16"));
+  auto src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->Find("wq", 0)->type, SourceType::kBF16);
+}
+
+TEST_F(HfCheckpointTest, MissingConfig) {
+  WriteSafetensors(dir_.File("model.safetensors"), TinyTensors());
+  const absl::Status s = OpenError();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(s), HasSubstr("config.json"));
+}
+
+TEST_F(HfCheckpointTest, NoTensorFiles) {
+  WriteConfig(TinyConfig());
+  const absl::Status s = OpenError();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(s), HasSubstr("no model.safetensors or model.safetensors.index.json"));
+}
+
+TEST_F(HfCheckpointTest, CorruptTensorFileNamesIt) {
+  WriteConfig(TinyConfig());
+  paged::testing::WriteFile(dir_.File("model.safetensors"), "garbage!garbage");
+  EXPECT_THAT(Msg(OpenError()), HasSubstr("model.safetensors: header length"));
+}
+
+TEST_F(HfCheckpointTest, MissingTensor) {
+  auto e = TinyTensors();
+  Remove(e, "model.layers.1.mlp.up_proj.weight");
+  WriteModel(TinyConfig(), e);
+  EXPECT_THAT(Msg(OpenError()), HasSubstr(dir_.path() + ": missing tensor layer 1 w_up"));
+}
+
+TEST_F(HfCheckpointTest, ShapeMismatchWithConfig) {
+  auto e = TinyTensors();
+  Replace(e, "model.layers.0.self_attn.q_proj.weight",
+          {"model.layers.0.self_attn.q_proj.weight", "F32", {8, 9}});
+  WriteModel(TinyConfig(), e);
+  EXPECT_THAT(Msg(OpenError()),
+              HasSubstr("tensor layer 0 wq has shape [8, 9] but the config implies [8, 8]"));
+}
+
+TEST_F(HfCheckpointTest, UnsupportedDtype) {
+  auto e = TinyTensors();
+  Replace(e, "model.norm.weight", {"model.norm.weight", "I64", {8}});
+  WriteModel(TinyConfig(), e);
+  const absl::Status s = OpenError();
+  EXPECT_THAT(Msg(s),
+              HasSubstr("model.safetensors: unsupported dtype I64 for tensor 'model.norm.weight'"));
+}
+
+TEST_F(HfCheckpointTest, ThreeDimensionalTensor) {
+  auto e = TinyTensors();
+  Replace(e, "model.norm.weight", {"model.norm.weight", "F32", {2, 2, 2}});
+  WriteModel(TinyConfig(), e);
+  EXPECT_THAT(Msg(OpenError()),
+              HasSubstr("tensor 'model.norm.weight' has 3 dimensions, expected 1 or 2"));
+}
+
+TEST_F(HfCheckpointTest, UnknownTensorName) {
+  auto e = TinyTensors();
+  e.push_back({"model.layers.0.self_attn.o_proj.bias", "F32", {8}});
+  WriteModel(TinyConfig(), e);
+  EXPECT_THAT(
+      Msg(OpenError()),
+      HasSubstr("model.safetensors: unknown tensor 'model.layers.0.self_attn.o_proj.bias'"));
+}
+
+TEST_F(HfCheckpointTest, LayerIndexOutOfRange) {
+  auto e = TinyTensors();
+  e.push_back({"model.layers.2.input_layernorm.weight", "F32", {8}});
+  WriteModel(TinyConfig(), e);
+  EXPECT_THAT(Msg(OpenError()), HasSubstr("model.safetensors: tensor "
+                                          "'model.layers.2.input_layernorm.weight': layer 2 "
+                                          "outside [0, 2)"));
+}
+
+TEST_F(HfCheckpointTest, SkipsRotaryInvFreq) {
+  auto e = TinyTensors();
+  e.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", "F32", {2}});
+  WriteModel(TinyConfig(), e);
+  auto src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->tensors.size(), 3u + 2 * 9);
+}
+
+TEST_F(HfCheckpointTest, TiedEmbeddings) {
+  json config = TinyConfig();
+  config["tie_word_embeddings"] = true;
+  // lm_head present anyway: dropped.
+  WriteModel(config, TinyTensors());
+  auto src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->config.tied_embeddings, 1);
+  EXPECT_EQ((*src)->Find("output"), nullptr);
+  EXPECT_NE((*src)->Find("tok_embd"), nullptr);
+  // And without lm_head.
+  WriteModel(config, TinyTensors(false, /*lm_head=*/false));
+  src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->Find("output"), nullptr);
+}
+
+TEST_F(HfCheckpointTest, UntiedNeedsLmHead) {
+  WriteModel(TinyConfig(), TinyTensors(false, /*lm_head=*/false));
+  EXPECT_THAT(Msg(OpenError()), HasSubstr("missing tensor output"));
+}
+
+TEST_F(HfCheckpointTest, Qwen2Biases) {
+  json config = TinyConfig("qwen2");
+  WriteModel(config, TinyTensors(/*qkv_bias=*/true));
+  auto src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->config.arch, Arch::kQwen2);
+  const SourceTensor* bq = (*src)->Find("bq", 1);
+  ASSERT_NE(bq, nullptr);
+  EXPECT_EQ(bq->rows, 1);
+  EXPECT_EQ(bq->cols, 8);
+  ASSERT_NE((*src)->Find("bk", 0), nullptr);
+  EXPECT_EQ((*src)->Find("bv", 0)->cols, 4);
+}
+
+TEST_F(HfCheckpointTest, Qwen2WithoutBiases) {
+  WriteModel(TinyConfig("qwen2"), TinyTensors(/*qkv_bias=*/false));
+  EXPECT_THAT(Msg(OpenError()), HasSubstr("missing tensor layer 0 bq"));
+}
+
+TEST_F(HfCheckpointTest, LlamaWithBiases) {
+  WriteModel(TinyConfig(), TinyTensors(/*qkv_bias=*/true));
+  EXPECT_THAT(Msg(OpenError()), HasSubstr("unexpected tensor layer 0 bk (not used by llama"));
+}
+
+TEST_F(HfCheckpointTest, ShardedCheckpointWithIndex) {
+  const auto e = TinyTensors();
+  WriteSharded(TinyConfig(), e, 10);
+  auto src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->files.size(), 2u);
+  EXPECT_EQ((*src)->tensors.size(), e.size());
+  EXPECT_NE((*src)->Find("w_down", 1), nullptr);
+  EXPECT_NE((*src)->Find("tok_embd"), nullptr);
+}
+
+TEST_F(HfCheckpointTest, ShardedMissingShard) {
+  WriteSharded(TinyConfig(), TinyTensors(), 10, /*write_second=*/false);
+  const absl::Status s = OpenError();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(s), HasSubstr("model.safetensors.index.json: shard "
+                                "model-00002-of-00002.safetensors does not exist"));
+}
+
+TEST_F(HfCheckpointTest, ShardedTensorNotInItsShard) {
+  auto e = TinyTensors();
+  WriteSharded(TinyConfig(), e, 10);
+  // The index claims model.norm.weight (in shard 1) lives in shard 2.
+  json index = json::parse(paged::testing::ReadFile(dir_.File("model.safetensors.index.json")));
+  index["weight_map"]["model.norm.weight"] = "model-00002-of-00002.safetensors";
+  paged::testing::WriteFile(dir_.File("model.safetensors.index.json"), index.dump());
+  EXPECT_THAT(Msg(OpenError()),
+              HasSubstr("index.json: tensor 'model.norm.weight' is not in its shard "
+                        "model-00002-of-00002.safetensors"));
+}
+
+TEST_F(HfCheckpointTest, ShardedTensorInTwoShards) {
+  auto e = TinyTensors();
+  WriteSharded(TinyConfig(), e, 10);
+  // Shard 2 also holds tok_embd.
+  std::vector<SafetensorsEntry> second(e.begin() + 10, e.end());
+  second.push_back(e[0]);
+  WriteSafetensors(dir_.File("model-00002-of-00002.safetensors"), second);
+  EXPECT_THAT(Msg(OpenError()),
+              HasSubstr("model-00002-of-00002.safetensors: tensor 'model.embed_tokens.weight' is "
+                        "also in model-00001-of-00002.safetensors"));
+}
+
+TEST_F(HfCheckpointTest, BadIndex) {
+  WriteConfig(TinyConfig());
+  paged::testing::WriteFile(dir_.File("model.safetensors.index.json"), "{\"weight_map\": [1]}");
+  EXPECT_THAT(Msg(OpenError()),
+              HasSubstr("model.safetensors.index.json: 'weight_map' is an array"));
+  paged::testing::WriteFile(dir_.File("model.safetensors.index.json"),
+                            R"({"weight_map": {"model.norm.weight": "../elsewhere.safetensors"}})");
+  EXPECT_THAT(Msg(OpenError()), HasSubstr("shard name '../elsewhere.safetensors' for tensor "
+                                          "'model.norm.weight' is not a file name"));
+  paged::testing::WriteFile(dir_.File("model.safetensors.index.json"), "{");
+  EXPECT_THAT(Msg(OpenError()), HasSubstr("model.safetensors.index.json: index is not valid JSON"));
+}
+
+TEST_F(HfCheckpointTest, FingerprintFollowsFiles) {
+  WriteModel(TinyConfig(), TinyTensors());
+  auto a = OpenHfCheckpoint(dir_.path());
+  auto b = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*a)->fingerprint, (*b)->fingerprint);
+  // Different tensor bytes (a different size) change it.
+  WriteModel(TinyConfig(), TinyTensors(false, true, "F16"));
+  auto c = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE((*a)->fingerprint, (*c)->fingerprint);
+}
+
+}  // namespace
+}  // namespace paged
