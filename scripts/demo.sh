@@ -16,3 +16,9 @@ for _ in $(seq 100); do grep -q ready "$work/store.log" && break; sleep 0.1; don
 cat "$work/store.log"
 build/client/pagectl/pagectl inspect --segment="$segment"
 build/client/pagectl/pagectl verify --segment="$segment"
+# Generation, in-process (the serving path through the coordinator comes with
+# its issue): the random model gives token ids, the real stories260K gives text.
+build/worker/paged-run --model="$work/model" --prompt-tokens=1,2,3 -n 16 --tokens
+if [[ -f ../shared/models/stories260K.gguf ]]; then
+  build/worker/paged-run --model=../shared/models/stories260K.gguf --prompt="Once upon a time" -n 120
+fi

@@ -147,21 +147,34 @@ absl::StatusOr<Arch> ParseArchitecture(const KeyReader& r) {
   return absl::InvalidArgumentError("missing 'model_type' and 'architectures'");
 }
 
-// rope_scaling: null, {"rope_type" | "type": "default"} or a llama3 object.
-absl::Status ParseRopeScaling(const KeyReader& r, ModelConfig* c) {
-  const json* v = r.Find("rope_scaling");
+// RoPE settings in either form HF writes:
+//   transformers 4.x: top-level "rope_theta" and "rope_scaling" (null,
+//     {"rope_type" | "type": "default"} or a llama3 object);
+//   transformers 5.x: one "rope_parameters" object holding "rope_theta",
+//     "rope_type" ("default" or "llama3") and the llama3 fields.
+absl::Status ParseRope(const KeyReader& r, ModelConfig* c) {
+  ASSIGN_OR_RETURN(c->rope_theta, r.Float("rope_theta", 10000.f));
+  const bool v5 = r.Find("rope_parameters") != nullptr;
+  const char* key = v5 ? "rope_parameters" : "rope_scaling";
+  const json* v = r.Find(key);
   if (v == nullptr) return absl::OkStatus();
-  if (!v->is_object()) return r.WrongType("rope_scaling", *v, "an object or null");
-  const KeyReader s(*v, "rope_scaling.");
+  if (!v->is_object()) return r.WrongType(key, *v, "an object or null");
+  const KeyReader s(*v, absl::StrCat(key, "."));
+  if (v5) {
+    ASSIGN_OR_RETURN(c->rope_theta, s.Float("rope_theta", c->rope_theta));
+  }
   ASSIGN_OR_RETURN(std::optional<std::string> type, s.String("rope_type"));
   if (!type) {
     ASSIGN_OR_RETURN(type, s.String("type"));
   }
-  if (!type) return absl::InvalidArgumentError("'rope_scaling' lacks 'rope_type'");
+  if (!type) {
+    if (v5) return absl::OkStatus();  // theta only
+    return absl::InvalidArgumentError("'rope_scaling' lacks 'rope_type'");
+  }
   if (*type == "default") return absl::OkStatus();
   if (*type != "llama3")
-    return absl::InvalidArgumentError(absl::StrCat("unsupported rope_scaling type '",
-                                                   absl::CEscape(*type), "' (supported: llama3)"));
+    return absl::InvalidArgumentError(absl::StrCat("unsupported ", key, " type '", absl::CEscape(*type),
+                                                   "' (supported: default, llama3)"));
   c->rope_scaling = RopeScaling::kLlama3;
   ASSIGN_OR_RETURN(c->rope_factor, s.Float("factor"));
   ASSIGN_OR_RETURN(c->rope_low_freq_factor, s.Float("low_freq_factor", 1.f));
@@ -209,9 +222,8 @@ absl::StatusOr<ModelConfig> ParseConfigJson(std::string_view text) {
   ASSIGN_OR_RETURN(c.vocab, r.Int("vocab_size"));
   ASSIGN_OR_RETURN(c.max_context, r.Int("max_position_embeddings", 2048));
   ASSIGN_OR_RETURN(c.norm_eps, r.Float("rms_norm_eps", 1e-6f));
-  ASSIGN_OR_RETURN(c.rope_theta, r.Float("rope_theta", 10000.f));
   c.rope_style = RopeStyle::kHalves;
-  RETURN_IF_ERROR(ParseRopeScaling(r, &c));
+  RETURN_IF_ERROR(ParseRope(r, &c));
   ASSIGN_OR_RETURN(const bool tied, r.Bool("tie_word_embeddings", false));
   c.tied_embeddings = tied ? 1 : 0;
   RETURN_IF_ERROR(ParseSpecialTokens(r, &c));

@@ -266,12 +266,34 @@ TEST(HfConfigTest, UnsupportedRopeScaling) {
   json j = TinyConfig();
   j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
   EXPECT_THAT(Msg(Parse(j).status()),
-              HasSubstr("config.json: unsupported rope_scaling type 'linear' (supported: llama3)"));
+              HasSubstr("config.json: unsupported rope_scaling type 'linear' (supported: default, llama3)"));
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
   EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("unsupported rope_scaling type 'yarn'"));
   j["rope_scaling"] = {{"rope_type", "default"}};
   ASSERT_TRUE(Parse(j).ok());
   EXPECT_EQ(Parse(j)->rope_scaling, RopeScaling::kNone);
+}
+
+// transformers 5 writes one "rope_parameters" object instead of top-level
+// rope_theta / rope_scaling.
+TEST(HfConfigTest, Transformers5RopeParameters) {
+  json j = TinyConfig();
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"rope_theta", 500000.0}, {"rope_type", "default"}};
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_theta, 500000.f);
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kNone);
+  j["rope_parameters"] = {{"factor", 8.0}, {"high_freq_factor", 4.0}, {"low_freq_factor", 1.0},
+                          {"original_max_position_embeddings", 16}, {"rope_theta", 500000.0},
+                          {"rope_type", "llama3"}};
+  c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kLlama3);
+  EXPECT_EQ(c->rope_factor, 8.f);
+  EXPECT_EQ(c->rope_original_max_pos, 16);
+  j["rope_parameters"] = {{"rope_theta", 1e4}, {"rope_type", "yarn"}};
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("unsupported rope_parameters type 'yarn'"));
 }
 
 TEST(HfConfigTest, EosList) {

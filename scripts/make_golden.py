@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Make golden-logit fixtures for paged's model readers and forward pass.
+
+For each case below this builds a tiny random-initialized HF transformers
+model (fixed seeds), re-initialises its weights with a larger spread so the
+logits are far from zero and small mistakes show, saves it in float32 with
+save_pretrained (config.json + one model.safetensors), and records the logits
+of ONE forward pass (no KV cache) over a fixed token sequence, computed in
+float64 (model.double()) from the saved float32 weights.
+
+Usage: python3 scripts/make_golden.py OUTDIR
+Writes OUTDIR/<case>/{config.json, model.safetensors, expected.json}.
+Needs torch, transformers and safetensors; no network. Runs on CPU.
+"""
+
+import copy
+import inspect
+import json
+import math
+import os
+import sys
+import traceback
+
+import torch
+import transformers
+import safetensors
+from safetensors import safe_open
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
+
+COMMON = dict(bos_token_id=1, eos_token_id=2, max_position_embeddings=128,
+              hidden_act="silu")
+
+CASES = [
+    dict(name="llama_gqa", seed=1001, n_tokens=12,
+         config_cls=LlamaConfig, model_cls=LlamaForCausalLM,
+         desc="Llama, GQA 4 (8 query heads, 2 KV heads), head_dim 8, "
+              "untied lm_head, plain RoPE theta 1e4",
+         cfg=dict(vocab_size=512, hidden_size=64, intermediate_size=172,
+                  num_hidden_layers=2, num_attention_heads=8,
+                  num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-5,
+                  tie_word_embeddings=False),
+         rope=dict(rope_type="default", rope_theta=10000.0)),
+    dict(name="llama3_rope", seed=1002, n_tokens=24,
+         config_cls=LlamaConfig, model_cls=LlamaForCausalLM,
+         desc="Llama with llama3 RoPE scaling (factor 8, low 1, high 4, "
+              "original_max_position_embeddings 16), theta 5e5, head_dim 16, "
+              "GQA 2; 24 tokens so positions beyond the original window occur",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
+                  tie_word_embeddings=False),
+         rope=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
+                   low_freq_factor=1.0, high_freq_factor=4.0,
+                   original_max_position_embeddings=16)),
+    dict(name="mistral", seed=1003, n_tokens=12,
+         config_cls=MistralConfig, model_cls=MistralForCausalLM,
+         desc="Mistral, GQA 2 (4 query heads, 2 KV heads), head_dim 16, "
+              "sliding_window null, untied, theta 1e4",
+         cfg=dict(vocab_size=384, hidden_size=64, intermediate_size=172,
+                  num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
+                  sliding_window=None, tie_word_embeddings=False),
+         rope=dict(rope_type="default", rope_theta=10000.0)),
+    dict(name="qwen2_bias", seed=1004, n_tokens=12,
+         config_cls=Qwen2Config, model_cls=Qwen2ForCausalLM,
+         desc="Qwen2: non-zero random q/k/v biases, GQA 2, head_dim 16, "
+              "theta 1e6, rms_norm_eps 1e-6, untied",
+         cfg=dict(vocab_size=384, hidden_size=64, intermediate_size=172,
+                  num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, rms_norm_eps=1e-6,
+                  use_sliding_window=False, tie_word_embeddings=False),
+         rope=dict(rope_type="default", rope_theta=1000000.0)),
+    dict(name="llama_tied", seed=1005, n_tokens=12,
+         config_cls=LlamaConfig, model_cls=LlamaForCausalLM,
+         desc="Llama with tie_word_embeddings true (no lm_head.weight in the "
+              "file), MHA (8 heads, 8 KV heads), head_dim 8, theta 1e4",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=2, num_attention_heads=8,
+                  num_key_value_heads=8, head_dim=8, rms_norm_eps=1e-5,
+                  tie_word_embeddings=True),
+         rope=dict(rope_type="default", rope_theta=10000.0)),
+]
+
+# Weight spreads used for re-initialisation.
+STD_EMBED = 0.2
+STD_LINEAR = 0.08
+STD_LM_HEAD = 0.1
+STD_BIAS = 0.1
+STD_NORM = 0.1  # norm weights are 1 + N(0, STD_NORM)
+
+
+def accepted_fields(cls):
+    names = set(getattr(cls, "__dataclass_fields__", {}) or {})
+    try:
+        names |= set(inspect.signature(cls.__init__).parameters)
+    except (TypeError, ValueError):
+        pass
+    return names
+
+
+def make_config(case):
+    cls = case["config_cls"]
+    kw = dict(COMMON)
+    kw.update(case["cfg"])
+    fields = accepted_fields(cls)
+    rope = dict(case["rope"])
+    if "rope_parameters" in fields:
+        # transformers 5.x: rope settings live in one dict with rope_theta inside.
+        kw["rope_parameters"] = rope
+        form = "rope_parameters"
+    else:
+        # transformers 4.x: top-level rope_theta, rope_scaling for the rest.
+        kw["rope_theta"] = rope.pop("rope_theta")
+        if rope.get("rope_type", "default") != "default":
+            kw["rope_scaling"] = rope
+        form = "rope_theta+rope_scaling"
+    if "head_dim" in kw and "head_dim" not in fields:
+        # Let the class derive it (hidden/heads); make sure that agrees.
+        assert kw["head_dim"] == kw["hidden_size"] // kw["num_attention_heads"]
+        del kw["head_dim"]
+    return cls(**kw), form
+
+
+def token_ids(n, vocab):
+    # BOS first, then ids spread over the whole vocabulary (never 0/1/2).
+    ids = [1]
+    for k in range(1, n):
+        t = (k * (vocab - 3)) // n + (37 * k * k) % 11 + 3
+        ids.append(min(max(t, 3), vocab - 1))
+    return ids
+
+
+@torch.no_grad()
+def reinit(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    seen = set()
+    for name, p in model.named_parameters():  # shared (tied) params once
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if p.ndim == 1 and "norm" in name:
+            v = 1.0 + STD_NORM * torch.randn(p.shape, generator=g)
+        elif name.endswith(".bias"):
+            v = STD_BIAS * torch.randn(p.shape, generator=g)
+        elif "embed_tokens" in name:
+            v = STD_EMBED * torch.randn(p.shape, generator=g)
+        elif "lm_head" in name:
+            v = STD_LM_HEAD * torch.randn(p.shape, generator=g)
+        elif p.ndim == 2:
+            v = STD_LINEAR * torch.randn(p.shape, generator=g)
+        else:
+            raise RuntimeError(f"unexpected parameter {name} {tuple(p.shape)}")
+        p.copy_(v.to(p.dtype))
+
+
+def llama3_inv_freq_ref(head_dim, theta, factor, low, high, old_ctx):
+    inv = [1.0 / (theta ** (i / head_dim)) for i in range(0, head_dim, 2)]
+    lw, hw = old_ctx / low, old_ctx / high
+    out = []
+    for f in inv:
+        wl = 2 * math.pi / f
+        if wl < hw:
+            out.append(f)
+        elif wl > lw:
+            out.append(f / factor)
+        else:
+            s = (old_ctx / wl - low) / (high - low)
+            out.append((1 - s) * f / factor + s * f)
+    return inv, out
+
+
+def set_eager(model):
+    try:
+        model.set_attn_implementation("eager")
+    except Exception:  # older API
+        model.config._attn_implementation = "eager"
+
+
+def forward_logits(model, ids):
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), use_cache=False)
+    return out.logits[0]
+
+
+def fmt(x):
+    return float("%.10g" % x)
+
+
+def run_case(case, outdir):
+    name = case["name"]
+    d = os.path.join(outdir, name)
+    os.makedirs(d, exist_ok=True)
+    torch.manual_seed(case["seed"])
+    config, form = make_config(case)
+    model = case["model_cls"](config).float().eval()
+    set_eager(model)
+    reinit(model, case["seed"] + 7)
+    tied = bool(case["cfg"]["tie_word_embeddings"])
+    same = (model.lm_head.weight.data_ptr()
+            == model.model.embed_tokens.weight.data_ptr())
+    assert same == tied, f"{name}: lm_head tied={same}, wanted {tied}"
+    if name == "qwen2_bias":
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            b = getattr(model.model.layers[0].self_attn, proj).bias
+            assert b is not None and b.abs().max() > 0.01, proj
+        assert model.model.layers[0].self_attn.o_proj.bias is None
+
+    # transformers 5 always writes safetensors and dropped the argument.
+    save_kw = {}
+    if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
+        save_kw["safe_serialization"] = True
+    model.save_pretrained(d, **save_kw)
+    extra = sorted(set(os.listdir(d)) - {"config.json", "model.safetensors"})
+    for f in extra:  # generation_config.json etc.: not part of the fixture
+        os.remove(os.path.join(d, f))
+    assert os.path.exists(os.path.join(d, "model.safetensors")), os.listdir(d)
+
+    # Check the file: one shard, all F32, lm_head only when untied.
+    with safe_open(os.path.join(d, "model.safetensors"), "pt") as sf:
+        keys = sorted(sf.keys())
+        dtypes = {str(sf.get_tensor(k).dtype) for k in keys}
+    assert dtypes == {"torch.float32"}, dtypes
+    assert ("lm_head.weight" in keys) == (not tied), keys
+
+    ids = token_ids(case["n_tokens"], case["cfg"]["vocab_size"])
+
+    # Golden: float64 forward from the float32 weights.
+    m64 = copy.deepcopy(model).double().eval()
+    logits = forward_logits(m64, ids)
+    assert logits.dtype == torch.float64
+    # The same from the saved files, reloaded.
+    re = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager")
+    re = re.double().eval()
+    logits_re = forward_logits(re, ids)
+    reload_diff = (logits - logits_re).abs().max().item()
+    assert reload_diff < 1e-9, f"{name}: reload differs by {reload_diff}"
+    # How far float32 compute lands from the float64 golden (tolerance hint).
+    l32 = forward_logits(model, ids).double()
+    f32_diff = (logits - l32).abs().max().item()
+
+    rot = m64.model.rotary_emb
+    inv_freq = [float(x) for x in rot.inv_freq.double().tolist()]
+    att_scale = float(getattr(rot, "attention_scaling", 1.0))
+    rope_check = None
+    if case["rope"]["rope_type"] == "llama3":
+        r = case["rope"]
+        plain, ref = llama3_inv_freq_ref(
+            case["cfg"]["head_dim"], r["rope_theta"], r["factor"],
+            r["low_freq_factor"], r["high_freq_factor"],
+            r["original_max_position_embeddings"])
+        err = max(abs(a - b) / b for a, b in zip(inv_freq, ref))
+        changed = sum(1 for a, b in zip(ref, plain) if abs(a - b) > 1e-9 * b)
+        assert err < 1e-6, f"llama3 inv_freq mismatch {inv_freq} vs {ref}"
+        assert changed >= 2, "llama3 scaling changed too few frequencies"
+        rope_check = dict(plain_inv_freq=plain, reference_inv_freq=ref,
+                          max_rel_err=err, n_changed=changed)
+
+    with open(os.path.join(d, "config.json")) as f:
+        saved_cfg = json.load(f)
+
+    lg = logits.tolist()
+    exp = {
+        "case": name,
+        "description": case["desc"],
+        "tokens": ids,
+        "logits": [[fmt(v) for v in row] for row in lg],
+        "dtype": "float32",
+        "compute_dtype": "float64",
+        "argmax": [int(i) for i in logits.argmax(-1).tolist()],
+        "logits_abs_max": fmt(logits.abs().max().item()),
+        "logits_std": fmt(logits.std().item()),
+        "float32_forward_max_abs_diff": fmt(f32_diff),
+        "rope_inv_freq": [fmt(v) for v in inv_freq],
+        "rope_attention_scaling": att_scale,
+        "attn_implementation": "eager",
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "safetensors": safetensors.__version__,
+        "note": ("Weights stored float32; logits of ONE forward pass over "
+                 "'tokens' (no KV cache, positions 0..n-1) computed with "
+                 "model.double() (HF still computes RoPE cos/sin in float32 "
+                 "and casts them). Logits rounded to 10 significant digits. "
+                 "Made by scripts/make_golden.py, seed %d; re-init: embed "
+                 "N(0,%g), linear N(0,%g), lm_head N(0,%g), bias N(0,%g), "
+                 "norms 1+N(0,%g)." % (case["seed"], STD_EMBED, STD_LINEAR,
+                                       STD_LM_HEAD, STD_BIAS, STD_NORM)),
+    }
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump(exp, f, separators=(",", ":"))
+        f.write("\n")
+
+    print(f"=== {name}: config form {form}; removed {extra}")
+    print("config.json:", json.dumps(saved_cfg, sort_keys=True))
+    print("tensors:", len(keys), keys[:3], "... lm_head present:",
+          "lm_head.weight" in keys)
+    print(f"tokens {ids}")
+    print(f"logits std {logits.std().item():.4f} absmax "
+          f"{logits.abs().max().item():.4f}; reload diff {reload_diff:.3g}; "
+          f"f32 diff {f32_diff:.3g}; argmax {exp['argmax']}")
+    print("inv_freq", [round(v, 8) for v in inv_freq], "attn scale", att_scale)
+    if rope_check:
+        print("llama3 check:", rope_check)
+    for f in sorted(os.listdir(d)):
+        print("  ", f, os.path.getsize(os.path.join(d, f)))
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: make_golden.py OUTDIR")
+    outdir = sys.argv[1]
+    os.makedirs(outdir, exist_ok=True)
+    torch.set_default_dtype(torch.float32)
+    print("transformers", transformers.__version__, "torch", torch.__version__,
+          "safetensors", safetensors.__version__)
+    failed = []
+    for case in CASES:
+        try:
+            run_case(case, outdir)
+        except Exception:
+            traceback.print_exc()
+            failed.append(case["name"])
+    if failed:
+        print("FAILED:", failed)
+        sys.exit(1)
+    print("all cases done")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+// CpuBackend: host memory and a thread pool; every op runs at once on the
+// calling thread (and the pool), so Synchronize has nothing to wait for.
+
+#include "worker/backends/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "worker/backends/cpu/cpu_kernels.h"
+#include "worker/backends/cpu/thread_pool.h"
+
+namespace paged {
+namespace {
+
+constexpr uint64_t kAlignment = 64;
+// Automatic thread counts stop here: the models the CPU backend runs are
+// small, and more threads than this mostly add wake-up latency.
+constexpr int kMaxAutoThreads = 32;
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads) : pool_(threads) {}
+
+  std::string name() const override { return "cpu"; }
+
+  absl::StatusOr<void*> Alloc(uint64_t bytes) override {
+    const uint64_t rounded =
+        std::max<uint64_t>(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
+    void* p = std::aligned_alloc(kAlignment, rounded);
+    if (p == nullptr) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cpu backend: cannot allocate ", bytes, " bytes"));
+    }
+    return p;
+  }
+  void Free(void* p) override { std::free(p); }
+  void Upload(void* dst, const void* host_src, uint64_t bytes) override {
+    if (bytes > 0) std::memcpy(dst, host_src, bytes);
+  }
+  void Download(void* host_dst, const void* src, uint64_t bytes) override {
+    if (bytes > 0) std::memcpy(host_dst, src, bytes);
+  }
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+
+  void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
+    cpu::Embedding(pool_, table, ids, n, out);
+  }
+  void RmsNorm(const float* x, const float* w, int n, int dim, float eps, float* out) override {
+    cpu::RmsNorm(pool_, x, w, n, dim, eps, out);
+  }
+  void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out) override {
+    cpu::MatMul(pool_, x, n, w, bias, out);
+  }
+  void Rope(float* q, float* k, const int32_t* pos, int n, int n_heads, int n_kv_heads,
+            const RopeParams& p) override {
+    cpu::Rope(pool_, q, k, pos, n, n_heads, n_kv_heads, p);
+  }
+  void KvWrite(const float* k, const float* v, const int32_t* slots, int n,
+               const KvLayerView& kv) override {
+    cpu::KvWrite(k, v, slots, n, kv);
+  }
+  void Attention(const float* q, const AttnSeq* seqs, int n_seqs, const int32_t* block_tables,
+                 int n_heads, int n_kv_heads, int head_dim, int max_ctx, const KvLayerView& kv,
+                 float* out) override {
+    cpu::Attention(pool_, q, seqs, n_seqs, block_tables, n_heads, n_kv_heads, head_dim, max_ctx, kv,
+                   out);
+  }
+  void SwiGlu(const float* gate, const float* up, int n, int dim, float* out) override {
+    cpu::SwiGlu(pool_, gate, up, n, dim, out);
+  }
+  void Add(float* x, const float* y, int64_t count) override { cpu::Add(x, y, count); }
+  void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) override {
+    cpu::GatherRows(x, rows, n, dim, out);
+  }
+  void Sample(const float* logits, int n, int vocab, const SamplingParams* params,
+              const int32_t* positions, int32_t* out_tokens) override {
+    cpu::Sample(pool_, logits, n, vocab, params, positions, out_tokens);
+  }
+
+ private:
+  ThreadPool pool_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeCpuBackend(int threads) {
+  if (threads <= 0) {
+    threads = std::clamp(int(std::thread::hardware_concurrency()), 1, kMaxAutoThreads);
+  }
+  return std::make_unique<CpuBackend>(threads);
+}
+
+}  // namespace paged

@@ -1,0 +1,399 @@
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "worker/backends/cuda/attention.h"
+#include "worker/backends/cuda/cuda_check.h"
+#include "worker/backends/cuda/device_util.cuh"
+
+namespace paged::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kKeyTile = 64;      // keys staged in shared memory at a time
+constexpr int kSplitLen = 256;    // fewest keys per split of a decode row
+constexpr int kMaxSplits = 16;    // most splits of one decode row
+constexpr int kTargetPairs = 16;  // (row, head) pairs per prefill work item
+
+struct Plan {
+  int group;          // query heads per kv head
+  int rows_per_tile;  // rows of a prefill work item
+  int max_pairs;      // rows_per_tile * group
+  int max_splits;     // splits of the longest decode row
+};
+
+Plan MakePlan(const AttentionArgs& a) {
+  Plan p;
+  p.group = a.n_heads / a.n_kv_heads;
+  p.rows_per_tile = std::max(1, kTargetPairs / p.group);
+  p.max_pairs = p.rows_per_tile * p.group;
+  p.max_splits = std::clamp((a.max_ctx + kSplitLen - 1) / kSplitLen, 1, kMaxSplits);
+  return p;
+}
+
+// Shared memory of one block, in 4-byte words.
+struct Layout {
+  int qs, acc, ks, vs, scores, m, l, corr, flag, scan, words;
+  __host__ __device__ Layout(int n_seqs, int max_pairs, int hd) {
+    const int prefix_words = (n_seqs + 1 + 3) & ~3;
+    qs = prefix_words;                  // [max_pairs][hd + 1]
+    acc = qs + max_pairs * (hd + 1);    // [max_pairs][hd], unnormalised output
+    ks = acc + max_pairs * hd;          // [kKeyTile][hd + 1]
+    vs = ks + kKeyTile * (hd + 1);      // [kKeyTile][hd]
+    scores = vs + kKeyTile * hd;        // [max_pairs][kKeyTile]
+    m = scores + max_pairs * kKeyTile;  // [max_pairs] running max
+    l = m + max_pairs;                  // [max_pairs] running sum
+    corr = l + max_pairs;               // [max_pairs] rescale of this tile
+    flag = corr + max_pairs;            // 1 int
+    scan = flag + 4;                    // 32 ints
+    words = scan + 32;
+  }
+};
+
+struct Params {
+  const float* q;
+  float* out;
+  const AttnSeqView* seqs;
+  int n_seqs;
+  const int32_t* tables;
+  const char* base;
+  uint64_t block_bytes;
+  int block_tokens, kv_dim;
+  int n_heads, n_kv_heads, head_dim;
+  int group, rows_per_tile, max_pairs, max_splits;
+  float scale;
+  float* partials;    // [n_seqs][n_heads][max_splits][2 + head_dim]
+  int32_t* counters;  // [n_seqs][n_kv_heads]
+};
+
+__device__ __forceinline__ int Splits(int ctx, int max_splits) {
+  const int s = (ctx + kSplitLen - 1) / kSplitLen;
+  return s < 1 ? 1 : (s > max_splits ? max_splits : s);
+}
+
+__device__ __forceinline__ int Units(const AttnSeqView& sq, const Params& p) {
+  if (sq.n_new <= 0) return 0;
+  if (sq.n_new == 1) return Splits(sq.start_pos + 1, p.max_splits);
+  return (sq.n_new + p.rows_per_tile - 1) / p.rows_per_tile;
+}
+
+template <typename T, int kVec>
+__device__ __forceinline__ void LoadVec(const T* src, float* dst) {
+  if constexpr (kVec == 1) {
+    dst[0] = ToF32(*src);
+  } else if constexpr (sizeof(T) == 4) {
+    static_assert(kVec == 4);
+    const float4 v = *reinterpret_cast<const float4*>(src);
+    dst[0] = v.x, dst[1] = v.y, dst[2] = v.z, dst[3] = v.w;
+  } else {
+    static_assert(kVec == 8);
+    const uint4 raw = *reinterpret_cast<const uint4*>(src);
+    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint16_t lo = uint16_t(w[i] & 0xffffu), hi = uint16_t(w[i] >> 16);
+      if constexpr (std::is_same_v<T, __half>) {
+        dst[2 * i] = __half2float(__ushort_as_half(lo));
+        dst[2 * i + 1] = __half2float(__ushort_as_half(hi));
+      } else {
+        dst[2 * i] = __uint_as_float(uint32_t(lo) << 16);
+        dst[2 * i + 1] = __uint_as_float(uint32_t(hi) << 16);
+      }
+    }
+  }
+}
+
+// Stages keys [t0, t0 + nt) of kv head `kvh` as f32: ks [nt][hd + 1], vs [nt][hd].
+template <typename T, int kVec>
+__device__ __forceinline__ void LoadTile(const Params& p, int table_offset, int t0, int nt, int kvh,
+                                         float* ks, float* vs) {
+  const int hd = p.head_dim;
+  const int per_row = hd / kVec;
+  for (int idx = threadIdx.x; idx < nt * per_row; idx += blockDim.x) {
+    const int j = idx / per_row;
+    const int d = (idx - j * per_row) * kVec;
+    const int pos = t0 + j;
+    const int32_t block = p.tables[table_offset + pos / p.block_tokens];
+    const int row = pos % p.block_tokens;
+    const T* kp = reinterpret_cast<const T*>(p.base + uint64_t(block) * p.block_bytes) +
+                  int64_t(row) * p.kv_dim + kvh * hd + d;
+    const T* vp = kp + int64_t(p.block_tokens) * p.kv_dim;
+    float kf[kVec], vf[kVec];
+    LoadVec<T, kVec>(kp, kf);
+    LoadVec<T, kVec>(vp, vf);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      ks[j * (hd + 1) + d + e] = kf[e];
+      vs[j * hd + d + e] = vf[e];
+    }
+  }
+}
+
+template <typename T, int kVec>
+__global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
+  extern __shared__ float4 smem_f4[];
+  float* sm = reinterpret_cast<float*>(smem_f4);
+  const Layout lay(p.n_seqs, p.max_pairs, p.head_dim);
+  int* prefix = reinterpret_cast<int*>(sm);  // [n_seqs + 1] units before each sequence
+  float* qs = sm + lay.qs;
+  float* acc = sm + lay.acc;
+  float* ks = sm + lay.ks;
+  float* vs = sm + lay.vs;
+  float* sc = sm + lay.scores;
+  float* mrow = sm + lay.m;
+  float* lrow = sm + lay.l;
+  float* corr = sm + lay.corr;
+  int* flag = reinterpret_cast<int*>(sm + lay.flag);
+  int* scan = reinterpret_cast<int*>(sm + lay.scan);
+  const int tid = threadIdx.x, nthreads = blockDim.x;
+  const int lane = tid & 31, warp = tid >> 5, nwarps = nthreads >> 5;
+  const int hd = p.head_dim, g = p.group;
+
+  // Units of work per sequence, prefix-summed (each thread a run of sequences).
+  const int per = (p.n_seqs + nthreads - 1) / nthreads;
+  const int first = tid * per, last = min(first + per, p.n_seqs);
+  int mine = 0;
+  for (int i = first; i < last; ++i) {
+    const int u = Units(p.seqs[i], p);
+    prefix[i + 1] = u;
+    mine += u;
+  }
+  int total_units = 0;
+  int run = BlockInclusiveScan(mine, scan, &total_units) - mine;
+  for (int i = first; i < last; ++i) {
+    run += prefix[i + 1];
+    prefix[i + 1] = run;
+  }
+  if (tid == 0) prefix[0] = 0;
+  __syncthreads();
+
+  const int64_t items = int64_t(total_units) * p.n_kv_heads;
+  for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+    const int kvh = int(w % p.n_kv_heads);
+    const int u = int(w / p.n_kv_heads);
+    int lo = 0, hi = p.n_seqs;  // prefix[lo] <= u < prefix[hi]
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) >> 1;
+      if (prefix[mid] <= u)
+        lo = mid;
+      else
+        hi = mid;
+    }
+    const int s = lo;
+    const AttnSeqView sq = p.seqs[s];
+    const int unit = u - prefix[s];
+    int r0, r1, k0, k1, split = 0, nsp = 1;
+    if (sq.n_new == 1) {
+      const int ctx = sq.start_pos + 1;
+      nsp = Splits(ctx, p.max_splits);
+      split = unit;
+      const int chunk = (ctx + nsp - 1) / nsp;
+      r0 = 0, r1 = 1;
+      k0 = min(ctx, split * chunk);
+      k1 = min(ctx, k0 + chunk);
+    } else {
+      r0 = unit * p.rows_per_tile;
+      r1 = min(sq.n_new, r0 + p.rows_per_tile);
+      k0 = 0;
+      k1 = sq.start_pos + r1;
+    }
+    const int npairs = (r1 - r0) * g;
+
+    // pair pp: row r0 + pp / g, query head kvh * g + pp % g.
+    for (int idx = tid; idx < npairs * hd; idx += nthreads) {
+      const int pp = idx / hd, d = idx - pp * hd;
+      const int row = sq.q_offset + r0 + pp / g, head = kvh * g + pp % g;
+      qs[pp * (hd + 1) + d] = p.q[(int64_t(row) * p.n_heads + head) * hd + d];
+      acc[idx] = 0.f;
+    }
+    for (int pp = tid; pp < npairs; pp += nthreads) {
+      mrow[pp] = -INFINITY;
+      lrow[pp] = 0.f;
+    }
+    __syncthreads();
+
+    for (int t0 = k0; t0 < k1; t0 += kKeyTile) {
+      const int nt = min(kKeyTile, k1 - t0);
+      LoadTile<T, kVec>(p, sq.table_offset, t0, nt, kvh, ks, vs);
+      __syncthreads();
+      for (int idx = tid; idx < npairs * kKeyTile; idx += nthreads) {
+        const int pp = idx / kKeyTile, j = idx - pp * kKeyTile;
+        const int qpos = sq.start_pos + r0 + pp / g;
+        float v = -INFINITY;
+        if (j < nt && t0 + j <= qpos) {
+          const float* qr = qs + pp * (hd + 1);
+          const float* kr = ks + j * (hd + 1);
+          float dot = 0.f;
+          for (int d = 0; d < hd; ++d) dot += qr[d] * kr[d];
+          v = dot * p.scale;  // as the CPU reference: (q . k) * scale
+        }
+        sc[idx] = v;
+      }
+      __syncthreads();
+      for (int pp = warp; pp < npairs; pp += nwarps) {
+        float* row = sc + pp * kKeyTile;
+        float mx = -INFINITY;
+        for (int j = lane; j < kKeyTile; j += 32) mx = fmaxf(mx, row[j]);
+        mx = WarpMax(mx);
+        const float m_old = mrow[pp];
+        const float m_new = fmaxf(m_old, mx);
+        float sum = 0.f;
+        for (int j = lane; j < kKeyTile; j += 32) {
+          const float e = m_new == -INFINITY ? 0.f : expf(row[j] - m_new);
+          row[j] = e;
+          sum += e;
+        }
+        sum = WarpSum(sum);
+        if (lane == 0) {
+          const float c = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
+          corr[pp] = c;
+          lrow[pp] = lrow[pp] * c + sum;
+          mrow[pp] = m_new;
+        }
+      }
+      __syncthreads();
+      for (int idx = tid; idx < npairs * hd; idx += nthreads) {
+        const int pp = idx / hd, d = idx - pp * hd;
+        const float* prow = sc + pp * kKeyTile;
+        float a = acc[idx] * corr[pp];
+        for (int j = 0; j < nt; ++j) a += prow[j] * vs[j * hd + d];
+        acc[idx] = a;
+      }
+      __syncthreads();
+    }
+
+    if (nsp == 1) {
+      for (int idx = tid; idx < npairs * hd; idx += nthreads) {
+        const int pp = idx / hd, d = idx - pp * hd;
+        const int row = sq.q_offset + r0 + pp / g, head = kvh * g + pp % g;
+        p.out[(int64_t(row) * p.n_heads + head) * hd + d] = acc[idx] / lrow[pp];
+      }
+    } else {
+      // One decode row: pairs are the group's heads. Publish this split's
+      // state; the last split of (s, kvh) to finish merges all of them.
+      const int64_t stride = 2 + hd;
+      for (int idx = tid; idx < npairs * hd; idx += nthreads) {
+        const int pp = idx / hd, d = idx - pp * hd;
+        const int64_t head = kvh * g + pp;
+        p.partials[((s * int64_t(p.n_heads) + head) * p.max_splits + split) * stride + 2 + d] =
+            acc[idx];
+      }
+      for (int pp = tid; pp < npairs; pp += nthreads) {
+        const int64_t head = kvh * g + pp;
+        float* part =
+            p.partials + ((s * int64_t(p.n_heads) + head) * p.max_splits + split) * stride;
+        part[0] = mrow[pp];
+        part[1] = lrow[pp];
+      }
+      __threadfence();
+      __syncthreads();
+      int32_t* counter = p.counters + int64_t(s) * p.n_kv_heads + kvh;
+      if (tid == 0) *flag = atomicAdd(counter, 1) == nsp - 1;
+      __syncthreads();
+      if (*flag) {
+        __threadfence();
+        for (int idx = tid; idx < npairs * hd; idx += nthreads) {
+          const int pp = idx / hd, d = idx - pp * hd;
+          const int64_t head = kvh * g + pp;
+          const float* part = p.partials + (s * int64_t(p.n_heads) + head) * p.max_splits * stride;
+          float mx = -INFINITY;
+          for (int i = 0; i < nsp; ++i) mx = fmaxf(mx, __ldcg(part + i * stride));
+          float num = 0.f, den = 0.f;
+          for (int i = 0; i < nsp; ++i) {
+            const float mi = __ldcg(part + i * stride);
+            const float e = mi == -INFINITY ? 0.f : expf(mi - mx);
+            den += __ldcg(part + i * stride + 1) * e;
+            num += __ldcg(part + i * stride + 2 + d) * e;
+          }
+          p.out[(int64_t(sq.q_offset) * p.n_heads + head) * hd + d] = num / den;
+        }
+        if (tid == 0) *counter = 0;
+      }
+    }
+    __syncthreads();  // shared memory is reused by the next item
+  }
+}
+
+template <typename T, int kVec>
+CudaError Launch(const Params& p, int max_ctx, int num_sms, cudaStream_t stream) {
+  const Layout lay(p.n_seqs, p.max_pairs, p.head_dim);
+  const size_t bytes = size_t(lay.words) * 4;
+  auto* kernel = &AttentionKernel<T, kVec>;
+  if (bytes > 48 * 1024) {
+    PAGED_CUDA_TRY(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  }
+  int per_sm = 0;
+  PAGED_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes));
+  if (per_sm < 1) return int(cudaErrorInvalidConfiguration);
+  // Upper bound on work items (blocks past it would only exit).
+  const int64_t units_per_seq = std::max<int64_t>(
+      p.max_splits, (int64_t(std::max(max_ctx, 1)) + p.rows_per_tile - 1) / p.rows_per_tile);
+  const int64_t bound = int64_t(p.n_seqs) * p.n_kv_heads * units_per_seq;
+  const int64_t grid =
+      std::clamp<int64_t>(std::min<int64_t>(bound, int64_t(per_sm) * num_sms), 1, kMaxGridX);
+  kernel<<<unsigned(grid), kThreads, bytes, stream>>>(p);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+template <typename T>
+CudaError LaunchTyped(const Params& p, int max_ctx, int num_sms, cudaStream_t stream) {
+  constexpr int kVec = 16 / int(sizeof(T));
+  const bool aligned = p.head_dim % kVec == 0 && (p.kv_dim * sizeof(T)) % 16 == 0 &&
+                       p.block_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(p.base) % 16 == 0;
+  return aligned ? Launch<T, kVec>(p, max_ctx, num_sms, stream)
+                 : Launch<T, 1>(p, max_ctx, num_sms, stream);
+}
+
+}  // namespace
+
+uint64_t AttentionPartialBytes(const AttentionArgs& a) {
+  if (a.n_seqs <= 0 || a.n_kv_heads <= 0) return 0;
+  const Plan pl = MakePlan(a);
+  if (pl.max_splits <= 1) return 0;
+  return uint64_t(a.n_seqs) * a.n_heads * pl.max_splits * (2 + a.head_dim) * sizeof(float);
+}
+
+CudaError LaunchAttention(const AttentionArgs& a, float* partials, int32_t* counters,
+                          cudaStream_t stream) {
+  if (a.n_seqs <= 0) return 0;
+  if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0 || a.head_dim <= 0 ||
+      a.head_dim > kAttnMaxHeadDim || a.head_dim % 2 != 0 || a.n_seqs > kAttnMaxSeqs ||
+      a.kv.block_tokens <= 0) {
+    return int(cudaErrorInvalidValue);
+  }
+  const Plan pl = MakePlan(a);
+  Params p;
+  p.q = a.q;
+  p.out = a.out;
+  p.seqs = a.seqs;
+  p.n_seqs = a.n_seqs;
+  p.tables = a.tables;
+  p.base = static_cast<const char*>(a.kv.base);
+  p.block_bytes = a.kv.block_bytes;
+  p.block_tokens = a.kv.block_tokens;
+  p.kv_dim = a.kv.kv_dim;
+  p.n_heads = a.n_heads;
+  p.n_kv_heads = a.n_kv_heads;
+  p.head_dim = a.head_dim;
+  p.group = pl.group;
+  p.rows_per_tile = pl.rows_per_tile;
+  p.max_pairs = pl.max_pairs;
+  p.max_splits = pl.max_splits;
+  p.scale = 1.f / std::sqrt(float(a.head_dim));
+  p.partials = partials;
+  p.counters = counters;
+  switch (a.kv.type) {
+    case ElemType::kF32:
+      return LaunchTyped<float>(p, a.max_ctx, a.num_sms, stream);
+    case ElemType::kF16:
+      return LaunchTyped<__half>(p, a.max_ctx, a.num_sms, stream);
+    case ElemType::kBF16:
+      return LaunchTyped<__nv_bfloat16>(p, a.max_ctx, a.num_sms, stream);
+    default:
+      return int(cudaErrorInvalidValue);
+  }
+}
+
+}  // namespace paged::cuda

@@ -1,0 +1,460 @@
+// CudaBackend: one device, one compute stream, a cuBLAS handle on it, and
+// growable scratch for what the ops need beside their outputs (16-bit copies
+// of activations, dequantized weights, split-K partials, probabilities).
+//
+// Errors: ops return nothing, so the first failure of any call (a launch, a
+// cuBLAS call, an invalid argument) is kept and returned by the next
+// Synchronize(). Ops never wait for the device; Download and Synchronize do.
+
+#include "worker/backends/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <numbers>
+#include <unordered_set>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/dtype.h"
+#include "common/quant.h"
+#include "common/status.h"
+#include "worker/backends/cuda/attention.h"
+#include "worker/backends/cuda/cuda_check.h"
+#include "worker/backends/cuda/device_scratch.h"
+#include "worker/backends/cuda/elementwise.h"
+#include "worker/backends/cuda/host_staging.h"
+#include "worker/backends/cuda/kernel_types.h"
+#include "worker/backends/cuda/kv_cache.h"
+#include "worker/backends/cuda/norm_rope.h"
+#include "worker/backends/cuda/sampling.h"
+#include "worker/backends/cuda/weights.h"
+
+namespace paged {
+namespace {
+
+// The kernels read the engine's structs through layout-equal mirrors.
+static_assert(sizeof(AttnSeq) == sizeof(cuda::AttnSeqView));
+static_assert(offsetof(AttnSeq, q_offset) == offsetof(cuda::AttnSeqView, q_offset));
+static_assert(offsetof(AttnSeq, n_new) == offsetof(cuda::AttnSeqView, n_new));
+static_assert(offsetof(AttnSeq, start_pos) == offsetof(cuda::AttnSeqView, start_pos));
+static_assert(offsetof(AttnSeq, table_offset) == offsetof(cuda::AttnSeqView, table_offset));
+static_assert(sizeof(SamplingParams) == sizeof(cuda::SamplingParamsView));
+static_assert(offsetof(SamplingParams, temperature) ==
+              offsetof(cuda::SamplingParamsView, temperature));
+static_assert(offsetof(SamplingParams, top_k) == offsetof(cuda::SamplingParamsView, top_k));
+static_assert(offsetof(SamplingParams, top_p) == offsetof(cuda::SamplingParamsView, top_p));
+static_assert(offsetof(SamplingParams, seed) == offsetof(cuda::SamplingParamsView, seed));
+static_assert(uint32_t(DType::kF32) == uint32_t(cuda::ElemType::kF32));
+static_assert(uint32_t(DType::kF16) == uint32_t(cuda::ElemType::kF16));
+static_assert(uint32_t(DType::kBF16) == uint32_t(cuda::ElemType::kBF16));
+static_assert(uint32_t(DType::kI8) == uint32_t(cuda::ElemType::kI8));
+static_assert(uint32_t(DType::kI4) == uint32_t(cuda::ElemType::kI4));
+
+// Quantized weights are dequantized this many elements at a time (64 MiB of
+// f16), so the scratch never holds a whole lm_head.
+constexpr int64_t kDequantChunkElems = 32ll << 20;
+constexpr uint64_t kCublasWorkspaceBytes = 32ull << 20;
+constexpr int kMaxRopeHalf = 512;
+
+cuda::ElemType Elem(DType t) { return cuda::ElemType(uint32_t(t)); }
+
+cuda::MatrixView View(const WeightRef& w) {
+  return cuda::MatrixView{w.data, w.scales, Elem(w.dtype), w.group, w.rows, w.cols};
+}
+
+cuda::KvView View(const KvLayerView& kv) {
+  return cuda::KvView{kv.base,   Elem(kv.dtype), kv.block_tokens,
+                      kv.kv_dim, kv.block_bytes, kv.n_blocks};
+}
+
+// The CPU reference's RopeInvFreq (worker/backends/cpu/cpu_ops.cc), the same
+// f32 operations in the same order: HF's inv_freq = 1 / theta^(2i / d), llama3
+// scaling as transformers' _compute_llama3_parameters.
+void RopeInvFreq(const RopeParams& p, float* inv_freq) {
+  const int half = p.head_dim / 2;
+  for (int i = 0; i < half; ++i) {
+    inv_freq[i] = 1.f / std::pow(p.theta, float(2 * i) / float(p.head_dim));
+  }
+  if (p.scaling != RopeScaling::kLlama3) return;
+  const float old_ctx = float(p.original_max_pos);
+  const float low_freq_wavelen = old_ctx / p.low_freq_factor;
+  const float high_freq_wavelen = old_ctx / p.high_freq_factor;
+  for (int i = 0; i < half; ++i) {
+    const float freq = inv_freq[i];
+    const float wavelen = 2.f * std::numbers::pi_v<float> / freq;
+    if (wavelen < high_freq_wavelen) continue;
+    if (wavelen > low_freq_wavelen) {
+      inv_freq[i] = freq / p.factor;
+      continue;
+    }
+    const float smooth =
+        (old_ctx / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
+    inv_freq[i] = (1.f - smooth) * freq / p.factor + smooth * freq;
+  }
+}
+
+bool SameRope(const RopeParams& a, const RopeParams& b) {
+  return a.head_dim == b.head_dim && a.theta == b.theta && a.scaling == b.scaling &&
+         a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
+         a.high_freq_factor == b.high_freq_factor && a.original_max_pos == b.original_max_pos;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device), counters_(/*zero_on_growth=*/true) {}
+
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    for (void* p : live_) cudaFree(p);
+    if (rope_table_ != nullptr) cudaFree(rope_table_);
+    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
+    // Scratch and the stager free themselves (members) before the stream goes.
+  }
+
+  absl::Status Init() {
+    int count = 0;
+    CUDA_CHECK(cudaGetDeviceCount(&count));
+    if (device_ < 0 || device_ >= count) {
+      return absl::NotFoundError(
+          absl::StrCat("cuda:", device_, ": no such device (", count, " visible)"));
+    }
+    CUDA_CHECK(cudaSetDevice(device_));
+    CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device_));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    stream_owner_.stream = stream_;
+    CUBLAS_CHECK(cublasCreate(&cublas_));
+    CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+    CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+    // Plain f32 arithmetic: no TF32 for f32 matrices, whatever the environment.
+    CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
+    CUDA_CHECK(cudaMalloc(&rope_table_, kMaxRopeHalf * sizeof(float)));
+    RETURN_IF_ERROR(stager_.Init());
+    const char* sync = std::getenv("PAGED_CUDA_SYNC");
+    sync_each_op_ = sync != nullptr && std::strcmp(sync, "1") == 0;
+    return absl::OkStatus();
+  }
+
+  std::string name() const override { return absl::StrCat("cuda:", device_); }
+
+  // ---- memory ---------------------------------------------------------------
+
+  absl::StatusOr<void*> Alloc(uint64_t bytes) override {
+    Device();
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, std::max<uint64_t>(bytes, 256));
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // an allocation failure is not sticky: clear it
+      const std::string msg = absl::StrCat(name(), ": cannot allocate ", bytes,
+                                           " bytes of device memory: ", cudaGetErrorString(e));
+      if (e == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(msg);
+      return absl::InternalError(msg);
+    }
+    live_.insert(p);
+    return p;
+  }
+
+  void Free(void* p) override {
+    if (p == nullptr) return;
+    Device();
+    // Work already enqueued may still use p.
+    Record(cudaStreamSynchronize(stream_), "Free: cudaStreamSynchronize");
+    Record(cudaFree(p), "Free: cudaFree");
+    live_.erase(p);
+  }
+
+  void Upload(void* dst, const void* host_src, uint64_t bytes) override {
+    Device();
+    Record(stager_.Copy(dst, host_src, bytes, stream_));
+    AfterOp("Upload");
+  }
+
+  void Download(void* host_dst, const void* src, uint64_t bytes) override {
+    if (bytes == 0) return;
+    Device();
+    Record(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_),
+           "Download: cudaMemcpyAsync");
+    Record(cudaStreamSynchronize(stream_), "Download: cudaStreamSynchronize");
+  }
+
+  absl::Status Synchronize() override {
+    Device();
+    Record(cudaStreamSynchronize(stream_), "Synchronize: cudaStreamSynchronize");
+    absl::Status s = std::move(error_);
+    error_ = absl::OkStatus();
+    return s;
+  }
+
+  // ---- ops ------------------------------------------------------------------
+
+  void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
+    Device();
+    if (IsQuantized(table.dtype) && (table.scales == nullptr || table.group <= 0)) {
+      return Invalid("Embedding: quantized table without scales or group");
+    }
+    Record(cuda::LaunchEmbedding(View(table), ids, n, out, stream_), "Embedding");
+    AfterOp("Embedding");
+  }
+
+  void RmsNorm(const float* x, const float* w, int n, int dim, float eps, float* out) override {
+    Device();
+    Record(cuda::LaunchRmsNorm(x, w, n, dim, eps, out, stream_), "RmsNorm");
+    AfterOp("RmsNorm");
+  }
+
+  void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out) override {
+    Device();
+    Record(DoMatMul(x, n, w, bias, out));
+    AfterOp("MatMul");
+  }
+
+  void Rope(float* q, float* k, const int32_t* pos, int n, int n_heads, int n_kv_heads,
+            const RopeParams& p) override {
+    Device();
+    if (p.head_dim <= 0 || p.head_dim % 2 != 0 || p.head_dim / 2 > kMaxRopeHalf) {
+      return Invalid(absl::StrCat("Rope: unsupported head_dim ", p.head_dim));
+    }
+    if (!rope_valid_ || !SameRope(p, rope_params_)) {
+      std::vector<float> inv(size_t(p.head_dim / 2));
+      RopeInvFreq(p, inv.data());
+      // Stream-ordered: Rope launches already enqueued read the old table.
+      Record(stager_.Copy(rope_table_, inv.data(), inv.size() * sizeof(float), stream_));
+      rope_params_ = p;
+      rope_valid_ = true;
+    }
+    Record(cuda::LaunchRope(q, k, pos, n, n_heads, n_kv_heads, p.head_dim, rope_table_, stream_),
+           "Rope");
+    AfterOp("Rope");
+  }
+
+  void KvWrite(const float* k, const float* v, const int32_t* slots, int n,
+               const KvLayerView& kv) override {
+    Device();
+    if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16 && kv.dtype != DType::kBF16) {
+      return Invalid("KvWrite: KV cache dtype must be f32, f16 or bf16");
+    }
+    Record(cuda::LaunchKvWrite(k, v, slots, n, View(kv), stream_), "KvWrite");
+    AfterOp("KvWrite");
+  }
+
+  void Attention(const float* q, const AttnSeq* seqs, int n_seqs, const int32_t* block_tables,
+                 int n_heads, int n_kv_heads, int head_dim, int max_ctx, const KvLayerView& kv,
+                 float* out) override {
+    Device();
+    if (n_seqs <= 0) return;
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || head_dim <= 0 || head_dim % 2 != 0 ||
+        head_dim > cuda::kAttnMaxHeadDim || n_seqs > cuda::kAttnMaxSeqs ||
+        (kv.dtype != DType::kF32 && kv.dtype != DType::kF16 && kv.dtype != DType::kBF16)) {
+      return Invalid(absl::StrCat("Attention: unsupported shape (heads ", n_heads, "/", n_kv_heads,
+                                  ", head_dim ", head_dim, ", ", n_seqs, " sequences, kv ",
+                                  std::string(DTypeName(kv.dtype)), ")"));
+    }
+    cuda::AttentionArgs a;
+    a.q = q;
+    a.out = out;
+    a.seqs = reinterpret_cast<const cuda::AttnSeqView*>(seqs);
+    a.n_seqs = n_seqs;
+    a.tables = block_tables;
+    a.kv = View(kv);
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv_heads;
+    a.head_dim = head_dim;
+    a.max_ctx = max_ctx;
+    a.num_sms = num_sms_;
+    float* partials = nullptr;
+    const uint64_t partial_bytes = cuda::AttentionPartialBytes(a);
+    if (partial_bytes > 0) {
+      auto p = partials_.Get(partial_bytes, stream_);
+      if (!p.ok()) return Record(p.status());
+      partials = static_cast<float*>(*p);
+    }
+    auto c = counters_.Get(uint64_t(cuda::AttentionCounterCount(a)) * sizeof(int32_t), stream_);
+    if (!c.ok()) return Record(c.status());
+    Record(cuda::LaunchAttention(a, partials, static_cast<int32_t*>(*c), stream_), "Attention");
+    AfterOp("Attention");
+  }
+
+  void SwiGlu(const float* gate, const float* up, int n, int dim, float* out) override {
+    Device();
+    Record(cuda::LaunchSwiGlu(gate, up, n, dim, out, stream_), "SwiGlu");
+    AfterOp("SwiGlu");
+  }
+
+  void Add(float* x, const float* y, int64_t count) override {
+    Device();
+    Record(cuda::LaunchAdd(x, y, count, stream_), "Add");
+    AfterOp("Add");
+  }
+
+  void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) override {
+    Device();
+    Record(cuda::LaunchGatherRows(x, rows, n, dim, out, stream_), "GatherRows");
+    AfterOp("GatherRows");
+  }
+
+  void Sample(const float* logits, int n, int vocab, const SamplingParams* params,
+              const int32_t* positions, int32_t* out_tokens) override {
+    Device();
+    if (n <= 0) return;
+    float* scratch = nullptr;
+    const uint64_t bytes = cuda::SampleScratchBytes(n, vocab);
+    if (bytes > 0) {
+      auto p = probs_.Get(bytes, stream_);
+      if (!p.ok()) return Record(p.status());
+      scratch = static_cast<float*>(*p);
+    }
+    Record(cuda::LaunchSample(logits, n, vocab,
+                              reinterpret_cast<const cuda::SamplingParamsView*>(params), positions,
+                              scratch, out_tokens, stream_),
+           "Sample");
+    AfterOp("Sample");
+  }
+
+ private:
+  absl::Status DoMatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out) {
+    if (n <= 0 || w.rows <= 0) return absl::OkStatus();
+    if (w.cols <= 0 || w.rows > INT32_MAX || w.cols > INT32_MAX) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("MatMul: unsupported weight shape [", w.rows, ", ", w.cols, "]"));
+    }
+    const int64_t in_elems = int64_t(n) * w.cols;
+    switch (w.dtype) {
+      case DType::kF32:
+        RETURN_IF_ERROR(Gemm(CUDA_R_32F, w.data, w.rows, w.cols, x, n, out, w.rows));
+        break;
+      case DType::kF16:
+      case DType::kBF16: {
+        auto x16 = act16_.Get(uint64_t(in_elems) * 2, stream_);
+        if (!x16.ok()) return x16.status();
+        RETURN_IF_ERROR(
+            Cuda(cuda::LaunchCastF32(x, in_elems, Elem(w.dtype), *x16, stream_), "MatMul: cast"));
+        const cudaDataType t = w.dtype == DType::kF16 ? CUDA_R_16F : CUDA_R_16BF;
+        RETURN_IF_ERROR(Gemm(t, w.data, w.rows, w.cols, *x16, n, out, w.rows));
+        break;
+      }
+      case DType::kI8:
+      case DType::kI4: {
+        if (w.scales == nullptr || w.group <= 0) {
+          return absl::InvalidArgumentError("MatMul: quantized weight without scales or group");
+        }
+        auto x16 = act16_.Get(uint64_t(in_elems) * 2, stream_);
+        if (!x16.ok()) return x16.status();
+        RETURN_IF_ERROR(Cuda(cuda::LaunchCastF32(x, in_elems, cuda::ElemType::kF16, *x16, stream_),
+                             "MatMul: cast"));
+        const int64_t chunk_rows = std::clamp<int64_t>(kDequantChunkElems / w.cols, 1, w.rows);
+        auto w16 = weight16_.Get(uint64_t(chunk_rows * w.cols) * 2, stream_);
+        if (!w16.ok()) return w16.status();
+        const uint64_t row_bytes = PayloadBytes(w.dtype, 1, uint64_t(w.cols));
+        const int64_t groups = GroupsPerRow(w.cols, w.group);
+        for (int64_t r0 = 0; r0 < w.rows; r0 += chunk_rows) {
+          const int64_t rc = std::min(chunk_rows, w.rows - r0);
+          cuda::MatrixView part = View(w);
+          part.data = static_cast<const uint8_t*>(w.data) + uint64_t(r0) * row_bytes;
+          part.scales = static_cast<const uint16_t*>(w.scales) + r0 * groups;
+          part.rows = rc;
+          RETURN_IF_ERROR(
+              Cuda(cuda::LaunchDequantizeF16(part, *w16, stream_), "MatMul: dequantize"));
+          // Rows [r0, r0 + rc) of W give columns [r0, r0 + rc) of out.
+          RETURN_IF_ERROR(Gemm(CUDA_R_16F, *w16, rc, w.cols, *x16, n, out + r0, w.rows));
+        }
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("MatMul: unsupported weight dtype ", std::string(DTypeName(w.dtype))));
+    }
+    if (bias != nullptr) {
+      RETURN_IF_ERROR(Cuda(cuda::LaunchAddBias(out, bias, n, w.rows, stream_), "MatMul: bias"));
+    }
+    return absl::OkStatus();
+  }
+
+  // out[n, ldc] (columns [0, m) of it) = x[n, k] @ W[m, k]^T, f32 accumulation.
+  // Row-major matrices are column-major transposes: out^T (m x n, ld ldc) =
+  // W^T^T x^T, where W as stored is the column-major k x m matrix W^T (ld k)
+  // and x the column-major k x n matrix x^T (ld k). So C = op(A) B with A = W
+  // transposed (CUBLAS_OP_T) and B = x as is.
+  absl::Status Gemm(cudaDataType ab_type, const void* w, int64_t m, int64_t k, const void* x, int n,
+                    float* out, int64_t ldc) {
+    const float alpha = 1.f, beta = 0.f;
+    CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(m), n, int(k), &alpha, w,
+                              ab_type, int(k), x, ab_type, int(k), &beta, out, CUDA_R_32F, int(ldc),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return absl::OkStatus();
+  }
+
+  absl::Status Cuda(cuda::CudaError e, const char* what) {
+    if (e == 0) return absl::OkStatus();
+    return cuda::CudaErrorStatus(cudaError_t(e), what, __FILE__, __LINE__);
+  }
+
+  void Device() {
+    // Cheap when already current; the engine may call from another thread.
+    cudaSetDevice(device_);
+  }
+
+  void Record(absl::Status s) {
+    if (!s.ok() && error_.ok()) error_ = std::move(s);
+  }
+  void Record(cuda::CudaError e, const char* what) { Record(Cuda(e, what)); }
+  void Record(cudaError_t e, const char* what) { Record(Cuda(int(e), what)); }
+  void Invalid(std::string msg) {
+    Record(absl::InvalidArgumentError(absl::StrCat(name(), ": ", msg)));
+  }
+
+  // PAGED_CUDA_SYNC=1: wait for the op and report a fault where it happens.
+  void AfterOp(const char* op) {
+    if (!sync_each_op_) return;
+    const cudaError_t e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) Record(e, absl::StrCat(op, " (PAGED_CUDA_SYNC)").c_str());
+  }
+
+  // Destroys the stream last, after every member that enqueues on it.
+  struct StreamOwner {
+    cudaStream_t stream = nullptr;
+    ~StreamOwner() {
+      if (stream != nullptr) cudaStreamDestroy(stream);
+    }
+  };
+
+  const int device_;
+  int num_sms_ = 1;
+  bool sync_each_op_ = false;
+  StreamOwner stream_owner_;  // declared before what uses the stream: destroyed after it
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  cuda::HostStager stager_;
+  cuda::DeviceScratch act16_;     // x cast to f16/bf16 [n, cols]
+  cuda::DeviceScratch weight16_;  // dequantized weight rows, f16
+  cuda::DeviceScratch partials_;  // attention split-K partials
+  cuda::DeviceScratch counters_;  // attention split-K counters (kept zero)
+  cuda::DeviceScratch probs_;     // sampling probabilities [n, vocab]
+  float* rope_table_ = nullptr;   // [head_dim / 2] inverse frequencies
+  RopeParams rope_params_;
+  bool rope_valid_ = false;
+  std::unordered_set<void*> live_;  // Alloc'd and not yet freed
+  absl::Status error_;              // first failure since the last Synchronize
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
+  auto b = std::make_unique<CudaBackend>(device);
+  const absl::Status s = b->Init();
+  if (!s.ok()) {
+    cudaGetLastError();
+    return absl::Status(s.code(), absl::StrCat("cuda:", device, ": ", s.message()));
+  }
+  return std::unique_ptr<Backend>(std::move(b));
+}
+
+}  // namespace paged

@@ -1,0 +1,104 @@
+#include "worker/backends/cuda/cuda_check.h"
+#include "worker/backends/cuda/device_util.cuh"
+#include "worker/backends/cuda/elementwise.h"
+
+namespace paged::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void AddKernel(float* __restrict__ x, const float* __restrict__ y, int64_t count) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    x[i] += y[i];
+  }
+}
+
+__global__ void SwiGluKernel(const float* __restrict__ gate, const float* __restrict__ up,
+                             int64_t count, float* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    // The CPU reference's operation order: (g * (1 / (1 + e^-g))) * up.
+    const float g = gate[i];
+    const float s = 1.f / (1.f + expf(-g));
+    out[i] = __fmul_rn(__fmul_rn(g, s), up[i]);
+  }
+}
+
+// One block per output row.
+__global__ void GatherRowsKernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
+                                 int dim, float* __restrict__ out) {
+  const int64_t src = rows[blockIdx.x];
+  const float* in = x + src * dim;
+  float* o = out + int64_t(blockIdx.x) * dim;
+  for (int j = threadIdx.x; j < dim; j += blockDim.x) o[j] = in[j];
+}
+
+__global__ void AddBiasKernel(float* __restrict__ out, const float* __restrict__ bias,
+                              int64_t count, int64_t rows) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] += bias[i % rows];
+  }
+}
+
+template <typename T>
+__global__ void CastKernel(const float* __restrict__ src, int64_t count, T* __restrict__ dst) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    dst[i] = FromF32<T>(src[i]);
+  }
+}
+
+}  // namespace
+
+CudaError LaunchAdd(float* x, const float* y, int64_t count, cudaStream_t stream) {
+  if (count <= 0) return 0;
+  AddKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(x, y, count);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchSwiGlu(const float* gate, const float* up, int64_t n, int64_t dim, float* out,
+                       cudaStream_t stream) {
+  const int64_t count = n * dim;
+  if (count <= 0) return 0;
+  SwiGluKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(gate, up, count, out);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchGatherRows(const float* x, const int32_t* rows, int n, int dim, float* out,
+                           cudaStream_t stream) {
+  if (n <= 0 || dim <= 0) return 0;
+  GatherRowsKernel<<<unsigned(n), kThreads, 0, stream>>>(x, rows, dim, out);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchAddBias(float* out, const float* bias, int64_t n, int64_t rows,
+                        cudaStream_t stream) {
+  const int64_t count = n * rows;
+  if (count <= 0) return 0;
+  AddBiasKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(out, bias, count, rows);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchCastF32(const float* src, int64_t count, ElemType to, void* dst,
+                        cudaStream_t stream) {
+  if (count <= 0) return 0;
+  if (to == ElemType::kF16) {
+    CastKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(src, count,
+                                                                  static_cast<__half*>(dst));
+  } else if (to == ElemType::kBF16) {
+    CastKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(src, count,
+                                                                  static_cast<__nv_bfloat16*>(dst));
+  } else {
+    return int(cudaErrorInvalidValue);
+  }
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+}  // namespace paged::cuda

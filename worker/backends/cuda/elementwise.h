@@ -1,0 +1,25 @@
+// Elementwise and row-copy kernels of the forward pass.
+#pragma once
+
+#include <cstdint>
+
+#include "worker/backends/cuda/kernel_types.h"
+
+namespace paged::cuda {
+
+// x[i] += y[i] for i < count.
+CudaError LaunchAdd(float* x, const float* y, int64_t count, cudaStream_t stream);
+// out[i, j] = silu(gate[i, j]) * up[i, j]; [n, dim].
+CudaError LaunchSwiGlu(const float* gate, const float* up, int64_t n, int64_t dim, float* out,
+                       cudaStream_t stream);
+// out[i, :] = x[rows[i], :]; x: [?, dim], rows: [n] (device), out: [n, dim].
+CudaError LaunchGatherRows(const float* x, const int32_t* rows, int n, int dim, float* out,
+                           cudaStream_t stream);
+// out[i, r] += bias[r]; out: [n, rows].
+CudaError LaunchAddBias(float* out, const float* bias, int64_t n, int64_t rows,
+                        cudaStream_t stream);
+// dst[i] = to(src[i]) for i < count; to: kF16 or kBF16 (dst holds 2-byte values).
+CudaError LaunchCastF32(const float* src, int64_t count, ElemType to, void* dst,
+                        cudaStream_t stream);
+
+}  // namespace paged::cuda

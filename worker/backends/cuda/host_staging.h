@@ -1,0 +1,41 @@
+// Host -> device copies of pageable host data without stalling the stream.
+//
+// cudaMemcpyAsync from pageable memory may synchronise with the stream. Small
+// copies therefore go through a pinned buffer in two halves: the data is
+// copied into the current half on the host and the DMA is enqueued from
+// there. When a half is full the other one is taken, after waiting (on the
+// host) for the copies last enqueued from it, which have normally long
+// finished. Copies larger than a half go straight from the caller's memory.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "worker/backends/cuda/kernel_types.h"
+
+typedef struct CUevent_st* cudaEvent_t;
+
+namespace paged::cuda {
+
+class HostStager {
+ public:
+  static constexpr uint64_t kHalfBytes = 4ull << 20;
+
+  HostStager() = default;
+  ~HostStager();
+  HostStager(const HostStager&) = delete;
+  HostStager& operator=(const HostStager&) = delete;
+
+  absl::Status Init();
+  // Enqueues dst <- src on `stream`; src may be reused as soon as this returns.
+  absl::Status Copy(void* dst, const void* src, uint64_t bytes, cudaStream_t stream);
+
+ private:
+  uint8_t* buf_ = nullptr;  // pinned, 2 * kHalfBytes
+  cudaEvent_t done_[2] = {nullptr, nullptr};
+  bool recorded_[2] = {false, false};
+  int cur_ = 0;
+  uint64_t off_ = 0;
+};
+
+}  // namespace paged::cuda

@@ -1,0 +1,71 @@
+// The compute backend: memory and the operations of the forward pass.
+// Implemented by the CPU reference (worker/backends/cpu) and by CUDA
+// (worker/backends/cuda). Ops are enqueued in order on the backend's compute
+// stream; on the CPU they run at once. Shapes are row-major; "n" is the number
+// of token rows in the step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/types.h"
+
+namespace paged {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;  // "cpu", "cuda:0"
+  // True when backend memory is ordinary host memory (the CPU backend), so
+  // host data such as the segment's weights can be used in place.
+  virtual bool shares_host_memory() const { return false; }
+
+  // ---- memory -------------------------------------------------------------
+  // Backend memory (device memory for CUDA); nullptr-free on success.
+  virtual absl::StatusOr<void*> Alloc(uint64_t bytes) = 0;
+  virtual void Free(void* p) = 0;
+  // Host -> backend and backend -> host copies on the compute stream.
+  virtual void Upload(void* dst, const void* host_src, uint64_t bytes) = 0;
+  virtual void Download(void* host_dst, const void* src, uint64_t bytes) = 0;
+  // Waits for everything enqueued so far (used at the end of a step).
+  virtual absl::Status Synchronize() = 0;
+
+  // ---- ops ----------------------------------------------------------------
+  // out[i, :] = f32(table[ids[i], :]); ids: [n] in backend memory.
+  virtual void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) = 0;
+  // out[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * w; x, out: [n, dim].
+  virtual void RmsNorm(const float* x, const float* w, int n, int dim, float eps, float* out) = 0;
+  // out[n, w.rows] = x[n, w.cols] @ w^T (+ bias[w.rows] if not null),
+  // accumulated in f32 whatever w's storage type.
+  virtual void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out) = 0;
+  // Rotates q [n, n_heads * head_dim] and k [n, n_kv_heads * head_dim] in
+  // place at positions pos [n], halves convention: (x[i], x[i + head_dim/2]).
+  virtual void Rope(float* q, float* k, const int32_t* pos, int n, int n_heads, int n_kv_heads,
+                    const RopeParams& p) = 0;
+  // Writes k, v [n, kv_dim] into the cache rows slots[i] (block = slot /
+  // block_tokens, row = slot % block_tokens), converting to the cache dtype.
+  virtual void KvWrite(const float* k, const float* v, const int32_t* slots, int n,
+                       const KvLayerView& kv) = 0;
+  // Causal grouped-query attention over paged KV. For each of `n_seqs`
+  // sequences (seqs[s], backend memory), its q rows attend to positions
+  // [0, start_pos + i] read through its block table (block_tables, backend
+  // memory). q, out: [n, n_heads * head_dim]; scale 1/sqrt(head_dim).
+  // max_ctx: the longest context of the step (start_pos + n_new) for sizing.
+  virtual void Attention(const float* q, const AttnSeq* seqs, int n_seqs, const int32_t* block_tables,
+                         int n_heads, int n_kv_heads, int head_dim, int max_ctx, const KvLayerView& kv,
+                         float* out) = 0;
+  // out[i, j] = silu(gate[i, j]) * up[i, j]; [n, dim]. out may alias gate.
+  virtual void SwiGlu(const float* gate, const float* up, int n, int dim, float* out) = 0;
+  // x[i] += y[i] for i < count.
+  virtual void Add(float* x, const float* y, int64_t count) = 0;
+  // out[i, :] = x[rows[i], :] for i < n; rows in backend memory.
+  virtual void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) = 0;
+  // One token per row of logits [n, vocab] following worker/engine/sampling.h
+  // (params, positions: [n] in backend memory; positions feed the RNG).
+  virtual void Sample(const float* logits, int n, int vocab, const SamplingParams* params,
+                      const int32_t* positions, int32_t* out_tokens) = 0;
+};
+
+}  // namespace paged

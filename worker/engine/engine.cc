@@ -1,0 +1,200 @@
+#include "worker/engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace paged {
+
+RopeParams RopeParamsOf(const ModelConfig& c) {
+  RopeParams r;
+  r.head_dim = c.head_dim;
+  r.theta = c.rope_theta;
+  r.scaling = c.rope_scaling;
+  r.factor = c.rope_factor;
+  r.low_freq_factor = c.rope_low_freq_factor;
+  r.high_freq_factor = c.rope_high_freq_factor;
+  r.original_max_pos = c.rope_original_max_pos;
+  return r;
+}
+
+Engine::Engine(Backend* backend, WeightProvider* provider, const ModelConfig& config, int block_tokens)
+    : backend_(backend), provider_(provider), config_(config), block_tokens_(block_tokens),
+      rope_(RopeParamsOf(config)) {}
+
+Engine::~Engine() {
+  for (void* p : owned_) backend_->Free(p);
+}
+
+absl::Status Engine::Validate(const StepBatch& batch, uint64_t kv_blocks) const {
+  auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  if (batch.seqs.empty()) return bad("empty batch");
+  std::set<int64_t> ids;
+  for (const SeqStep& s : batch.seqs) {
+    if (!ids.insert(s.seq_id).second) return bad("sequence ", s.seq_id, " appears twice in one step");
+    if (s.tokens.empty()) return bad("sequence ", s.seq_id, ": no tokens");
+    for (int32_t t : s.tokens) {
+      if (t < 0 || t >= config_.vocab)
+        return bad("sequence ", s.seq_id, ": token id ", t, " outside the vocabulary [0, ", config_.vocab, ")");
+    }
+    const int64_t end = int64_t(s.start_pos) + int64_t(s.tokens.size());
+    if (s.start_pos < 0 || end > config_.max_context)
+      return bad("sequence ", s.seq_id, ": positions [", s.start_pos, ", ", end, ") outside the context of ",
+                 config_.max_context);
+    const int64_t need = (end + block_tokens_ - 1) / block_tokens_;
+    if (int64_t(s.block_table.size()) < need)
+      return bad("sequence ", s.seq_id, ": ", s.block_table.size(), " KV blocks for ", end, " positions (needs ",
+                 need, ")");
+    for (int64_t i = 0; i < need; ++i) {
+      const int32_t b = s.block_table[size_t(i)];
+      if (b < 0 || uint64_t(b) >= kv_blocks)
+        return bad("sequence ", s.seq_id, ": KV block id ", b, " outside the pool of ", kv_blocks);
+    }
+    const SamplingParams& p = s.sampling;
+    if (!(p.temperature >= 0.f) || !std::isfinite(p.temperature))
+      return bad("sequence ", s.seq_id, ": temperature ", p.temperature, " must be finite and >= 0");
+    if (p.top_k < 0) return bad("sequence ", s.seq_id, ": top_k ", p.top_k, " must be >= 0");
+    if (!(p.top_p > 0.f && p.top_p <= 1.f))
+      return bad("sequence ", s.seq_id, ": top_p ", p.top_p, " must be in (0, 1]");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
+  if (n <= s_.cap_tokens && n_seqs <= s_.cap_seqs && n_table <= s_.cap_table) return absl::OkStatus();
+  for (void* p : owned_) backend_->Free(p);
+  owned_.clear();
+  // Grow with headroom so a growing batch does not reallocate every step.
+  n = std::max({n, s_.cap_tokens * 2, 16});
+  n_seqs = std::max({n_seqs, s_.cap_seqs * 2, 4});
+  n_table = std::max({n_table, s_.cap_table * 2, 64});
+  const ModelConfig& c = config_;
+  auto alloc = [&](auto** out, uint64_t count) -> absl::Status {
+    ASSIGN_OR_RETURN(void* p, backend_->Alloc(std::max<uint64_t>(count, 1) * sizeof(**out)));
+    owned_.push_back(p);
+    *out = static_cast<std::remove_reference_t<decltype(*out)>>(p);
+    return absl::OkStatus();
+  };
+  const uint64_t N = uint64_t(n), S = uint64_t(n_seqs);
+  RETURN_IF_ERROR(alloc(&s_.x, N * c.hidden));
+  RETURN_IF_ERROR(alloc(&s_.h, N * c.hidden));
+  RETURN_IF_ERROR(alloc(&s_.q, N * c.q_dim()));
+  RETURN_IF_ERROR(alloc(&s_.k, N * c.kv_dim()));
+  RETURN_IF_ERROR(alloc(&s_.v, N * c.kv_dim()));
+  RETURN_IF_ERROR(alloc(&s_.attn, N * c.q_dim()));
+  RETURN_IF_ERROR(alloc(&s_.o, N * c.hidden));
+  RETURN_IF_ERROR(alloc(&s_.gate, N * c.ffn));
+  RETURN_IF_ERROR(alloc(&s_.up, N * c.ffn));
+  RETURN_IF_ERROR(alloc(&s_.last, S * c.hidden));
+  RETURN_IF_ERROR(alloc(&s_.logits, S * c.vocab));
+  RETURN_IF_ERROR(alloc(&s_.ids, N));
+  RETURN_IF_ERROR(alloc(&s_.pos, N));
+  RETURN_IF_ERROR(alloc(&s_.slots, N));
+  RETURN_IF_ERROR(alloc(&s_.tables, uint64_t(n_table)));
+  RETURN_IF_ERROR(alloc(&s_.last_rows, S));
+  RETURN_IF_ERROR(alloc(&s_.sample_pos, S));
+  RETURN_IF_ERROR(alloc(&s_.out_tokens, S));
+  RETURN_IF_ERROR(alloc(&s_.seqs, S));
+  RETURN_IF_ERROR(alloc(&s_.params, S));
+  s_.cap_tokens = n;
+  s_.cap_seqs = n_seqs;
+  s_.cap_table = n_table;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
+  ASSIGN_OR_RETURN(KvLayerView kv0, provider_->AcquireKv(0));
+  RETURN_IF_ERROR(Validate(batch, kv0.n_blocks));
+  const int n_seqs = int(batch.seqs.size());
+
+  // Host metadata: token rows, positions, KV slots, attention descriptors.
+  h_ids_.clear(), h_pos_.clear(), h_slots_.clear(), h_tables_.clear();
+  h_last_rows_.clear(), h_sample_pos_.clear(), h_seqs_.clear(), h_params_.clear();
+  int max_ctx = 0;
+  for (const SeqStep& s : batch.seqs) {
+    const int n_new = int(s.tokens.size());
+    const int need = (s.start_pos + n_new + block_tokens_ - 1) / block_tokens_;
+    h_seqs_.push_back(AttnSeq{int32_t(h_ids_.size()), n_new, s.start_pos, int32_t(h_tables_.size())});
+    h_tables_.insert(h_tables_.end(), s.block_table.begin(), s.block_table.begin() + need);
+    for (int i = 0; i < n_new; ++i) {
+      const int32_t p = s.start_pos + i;
+      h_ids_.push_back(s.tokens[size_t(i)]);
+      h_pos_.push_back(p);
+      h_slots_.push_back(s.block_table[size_t(p / block_tokens_)] * block_tokens_ + p % block_tokens_);
+    }
+    h_last_rows_.push_back(int32_t(h_ids_.size()) - 1);
+    h_sample_pos_.push_back(s.start_pos + n_new);
+    h_params_.push_back(s.sampling);
+    max_ctx = std::max(max_ctx, s.start_pos + n_new);
+  }
+  const int n = int(h_ids_.size());
+  RETURN_IF_ERROR(EnsureScratch(n, n_seqs, int(h_tables_.size())));
+  backend_->Upload(s_.ids, h_ids_.data(), h_ids_.size() * 4);
+  backend_->Upload(s_.pos, h_pos_.data(), h_pos_.size() * 4);
+  backend_->Upload(s_.slots, h_slots_.data(), h_slots_.size() * 4);
+  backend_->Upload(s_.tables, h_tables_.data(), h_tables_.size() * 4);
+  backend_->Upload(s_.last_rows, h_last_rows_.data(), h_last_rows_.size() * 4);
+  backend_->Upload(s_.sample_pos, h_sample_pos_.data(), h_sample_pos_.size() * 4);
+  backend_->Upload(s_.seqs, h_seqs_.data(), h_seqs_.size() * sizeof(AttnSeq));
+  backend_->Upload(s_.params, h_params_.data(), h_params_.size() * sizeof(SamplingParams));
+
+  RETURN_IF_ERROR(provider_->BeginStep(batch));
+  RETURN_IF_ERROR(RunLayers(batch, n, n_seqs, max_ctx));
+
+  // Final norm and lm_head on the last row of each sequence, then sampling.
+  const ModelConfig& c = config_;
+  const GlobalWeights& g = provider_->globals();
+  backend_->GatherRows(s_.x, s_.last_rows, n_seqs, c.hidden, s_.last);
+  backend_->RmsNorm(s_.last, g.output_norm, n_seqs, c.hidden, c.norm_eps, s_.h);
+  backend_->MatMul(s_.h, n_seqs, g.output, nullptr, s_.logits);
+  backend_->Sample(s_.logits, n_seqs, c.vocab, s_.params, s_.sample_pos, s_.out_tokens);
+
+  StepOutput out;
+  out.next_tokens.resize(size_t(n_seqs));
+  out.logits.resize(size_t(n_seqs));
+  for (int i = 0; i < n_seqs; ++i) {
+    if (!batch.seqs[size_t(i)].return_logits) continue;
+    out.logits[size_t(i)].resize(size_t(c.vocab));
+    backend_->Download(out.logits[size_t(i)].data(), s_.logits + int64_t(i) * c.vocab, uint64_t(c.vocab) * 4);
+  }
+  backend_->Download(out.next_tokens.data(), s_.out_tokens, uint64_t(n_seqs) * 4);
+  RETURN_IF_ERROR(provider_->FinishStep());
+  RETURN_IF_ERROR(backend_->Synchronize());
+  return out;
+}
+
+absl::Status Engine::RunLayers(const StepBatch& batch, int n, int n_seqs, int max_ctx) {
+  const ModelConfig& c = config_;
+  Backend& b = *backend_;
+  b.Embedding(provider_->globals().tok_embd, s_.ids, n, s_.x);
+  for (int l = 0; l < c.n_layers; ++l) {
+    ASSIGN_OR_RETURN(const LayerWeights w, provider_->AcquireLayer(l));
+    // Attention block.
+    b.RmsNorm(s_.x, w.attn_norm, n, c.hidden, c.norm_eps, s_.h);
+    b.MatMul(s_.h, n, w.wq, w.bq, s_.q);
+    b.MatMul(s_.h, n, w.wk, w.bk, s_.k);
+    b.MatMul(s_.h, n, w.wv, w.bv, s_.v);
+    b.Rope(s_.q, s_.k, s_.pos, n, c.n_heads, c.n_kv_heads, rope_);
+    ASSIGN_OR_RETURN(const KvLayerView kv, provider_->AcquireKv(l));
+    b.KvWrite(s_.k, s_.v, s_.slots, n, kv);
+    b.Attention(s_.q, s_.seqs, n_seqs, s_.tables, c.n_heads, c.n_kv_heads, c.head_dim, max_ctx, kv, s_.attn);
+    provider_->ReleaseKv(l, h_slots_.data(), n);
+    b.MatMul(s_.attn, n, w.wo, nullptr, s_.o);
+    b.Add(s_.x, s_.o, int64_t(n) * c.hidden);
+    // MLP block.
+    b.RmsNorm(s_.x, w.ffn_norm, n, c.hidden, c.norm_eps, s_.h);
+    b.MatMul(s_.h, n, w.w_gate, nullptr, s_.gate);
+    b.MatMul(s_.h, n, w.w_up, nullptr, s_.up);
+    b.SwiGlu(s_.gate, s_.up, n, c.ffn, s_.gate);
+    b.MatMul(s_.gate, n, w.w_down, nullptr, s_.o);
+    b.Add(s_.x, s_.o, int64_t(n) * c.hidden);
+    provider_->ReleaseLayer(l);
+  }
+  (void)batch;
+  return absl::OkStatus();
+}
+
+}  // namespace paged

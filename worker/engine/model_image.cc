@@ -1,0 +1,83 @@
+#include "worker/engine/model_image.h"
+
+#include <cstring>
+
+#include "common/status.h"
+
+namespace paged {
+namespace {
+
+WeightRef RefOf(const TensorEntry& e, const uint8_t* origin) {
+  WeightRef w;
+  w.data = origin + e.offset;
+  w.scales = e.scale_bytes ? origin + e.scale_offset : nullptr;
+  w.dtype = e.Type();
+  w.group = int(e.group);
+  w.rows = e.rows;
+  w.cols = e.cols;
+  return w;
+}
+
+}  // namespace
+
+WeightRef ModelImage::Global(std::string_view name) const {
+  const TensorEntry* e = header->FindGlobal(name);
+  return e == nullptr ? WeightRef{} : RefOf(*e, weights);
+}
+
+WeightRef ModelImage::LayerTensor(int layer, std::string_view name) const {
+  const TensorEntry* e = header->FindLayerTensor(name);
+  return e == nullptr ? WeightRef{} : RefOf(*e, weights + header->LayerOffset(layer));
+}
+
+const float* ModelImage::LayerVector(int layer, std::string_view name) const {
+  const TensorEntry* e = header->FindLayerTensor(name);
+  if (e == nullptr) return nullptr;
+  return reinterpret_cast<const float*>(weights + header->LayerOffset(layer) + e->offset);
+}
+
+KvLayerView ModelImage::KvLayer(int layer) const {
+  KvLayerView v;
+  v.base = kv + (header->KvBlockOffset(layer, 0) - header->kv_offset);
+  v.dtype = static_cast<DType>(header->kv_dtype);
+  v.block_tokens = int(header->block_tokens);
+  v.kv_dim = header->model.kv_dim();
+  v.block_bytes = header->kv_block_bytes;
+  v.n_blocks = header->kv_n_blocks;
+  return v;
+}
+
+ModelImage ImageOf(const SegmentMapping& m) {
+  ModelImage img;
+  img.header = &m.header();
+  img.weights = m.weights_base();
+  img.kv = m.kv_base();
+  return img;
+}
+
+absl::StatusOr<std::unique_ptr<OwnedImage>> OwnedImage::Build(const std::string& model_path,
+                                                              const LayoutOptions& layout, int threads) {
+  ASSIGN_OR_RETURN(auto src, OpenModel(model_path));
+  return Build(*src, layout, threads);
+}
+
+absl::StatusOr<std::unique_ptr<OwnedImage>> OwnedImage::Build(const ModelSource& source,
+                                                              const LayoutOptions& layout, int threads) {
+  const ModelSource* src = &source;
+  ASSIGN_OR_RETURN(SegmentHeader plan, PlanSegment(*src, layout));
+  std::unique_ptr<OwnedImage> img(new OwnedImage());
+  img->mem_.assign(plan.total_bytes, 0);
+  RETURN_IF_ERROR(FillSegment(*src, plan, img->mem_.data(), threads > 0 ? threads : 2, nullptr));
+  plan.state = uint32_t(SegmentState::kReady);
+  plan.generation = 1;
+  plan.header_checksum = ComputeHeaderChecksum(plan);
+  std::memcpy(img->mem_.data(), &plan, sizeof(plan));
+  img->header_ = plan;
+  img->image_.header = reinterpret_cast<const SegmentHeader*>(img->mem_.data());
+  img->image_.weights = img->mem_.data();
+  img->image_.kv = img->mem_.data() + plan.kv_offset;
+  img->vocab_ = src->vocab;
+  return img;
+}
+
+}  // namespace paged

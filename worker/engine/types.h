@@ -1,0 +1,105 @@
+// Data the engine and its backends exchange. Plain structs, no CUDA types.
+//
+// Memory: every pointer handed to a Backend op points into memory of that
+// backend (host memory for the CPU backend, device memory for CUDA), unless
+// the comment says "host".
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/model_config.h"
+
+namespace paged {
+
+// A weight matrix [rows, cols] (out x in) in backend memory. For quantized
+// dtypes `scales` holds f16 [rows][ceil(cols / group)] (common/quant.h).
+struct WeightRef {
+  const void* data = nullptr;
+  const void* scales = nullptr;
+  DType dtype = DType::kF32;
+  int group = 0;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// One layer's tensors. Norms and biases are f32 vectors.
+struct LayerWeights {
+  const float* attn_norm = nullptr;  // [hidden]
+  WeightRef wq, wk, wv, wo;          // [q_dim, hidden], [kv_dim, hidden] x2, [hidden, q_dim]
+  const float* bq = nullptr;         // [q_dim] or null
+  const float* bk = nullptr;         // [kv_dim] or null
+  const float* bv = nullptr;         // [kv_dim] or null
+  const float* ffn_norm = nullptr;   // [hidden]
+  WeightRef w_gate, w_up, w_down;    // [ffn, hidden] x2, [hidden, ffn]
+};
+
+struct GlobalWeights {
+  WeightRef tok_embd;              // [vocab, hidden]
+  const float* output_norm = nullptr;  // [hidden]
+  WeightRef output;                // [vocab, hidden]; == tok_embd when tied
+};
+
+// One layer's KV blocks as a backend sees them: block b holds K
+// [block_tokens][kv_dim] at base + b * block_bytes and V right after it.
+// Block ids index this view (for the resident case, the store's pool ids).
+struct KvLayerView {
+  void* base = nullptr;
+  DType dtype = DType::kF16;  // f32, f16 or bf16
+  int block_tokens = 16;
+  int kv_dim = 0;
+  uint64_t block_bytes = 0;
+  uint64_t n_blocks = 0;
+};
+
+struct RopeParams {
+  int head_dim = 0;
+  float theta = 10000.f;
+  RopeScaling scaling = RopeScaling::kNone;
+  float factor = 1.f, low_freq_factor = 1.f, high_freq_factor = 4.f;
+  int original_max_pos = 0;
+};
+
+// Per-request sampling. temperature 0 = greedy (argmax, lowest id on ties).
+struct SamplingParams {
+  float temperature = 0.f;
+  int top_k = 0;      // 0: off
+  float top_p = 1.f;  // 1: off
+  uint64_t seed = 0;
+};
+
+// What one sequence contributes to a step (host data).
+struct SeqStep {
+  int64_t seq_id = 0;
+  std::vector<int32_t> tokens;       // new tokens: a prefill chunk or one decode token
+  int32_t start_pos = 0;             // position of tokens[0] (the committed length)
+  std::vector<int32_t> block_table;  // block ids for positions [0, start_pos + tokens.size())
+  SamplingParams sampling;
+  bool return_logits = false;        // copy the last position's logits back
+};
+
+struct StepBatch {
+  std::vector<SeqStep> seqs;
+  int total_tokens() const {
+    int n = 0;
+    for (const auto& s : seqs) n += int(s.tokens.size());
+    return n;
+  }
+};
+
+struct StepOutput {
+  std::vector<int32_t> next_tokens;          // one per sequence, sampled at its last position
+  std::vector<std::vector<float>> logits;    // per sequence; empty unless return_logits
+};
+
+// Attention work of one sequence inside a step, as the backend receives it
+// (arrays of these live in backend memory).
+struct AttnSeq {
+  int32_t q_offset;    // first row of this sequence in the step's q / out
+  int32_t n_new;       // rows (new tokens)
+  int32_t start_pos;   // position of the first new token
+  int32_t table_offset;  // first entry of its block table in the step's table array
+};
+
+}  // namespace paged

@@ -1,0 +1,37 @@
+// How the engine gets layer l's weights and layer l's KV blocks. The engine
+// asks; the provider decides where they come from: all resident
+// (ResidentProvider), or paged through device slots (the pager).
+#pragma once
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/engine/types.h"
+
+namespace paged {
+
+class WeightProvider {
+ public:
+  virtual ~WeightProvider() = default;
+
+  // Embeddings, final norm, lm_head: always resident.
+  virtual const GlobalWeights& globals() const = 0;
+
+  // A step begins / its every op has been enqueued (the provider may wait for
+  // its own copies, e.g. KV write-back, before FinishStep returns).
+  virtual absl::Status BeginStep(const StepBatch& batch) { return absl::OkStatus(); }
+  virtual absl::Status FinishStep() { return absl::OkStatus(); }
+
+  // Layer l's weights, usable by ops enqueued after this call.
+  virtual absl::StatusOr<LayerWeights> AcquireLayer(int layer) = 0;
+  // The step's ops on layer l are enqueued; the provider may reuse its
+  // memory once they have run.
+  virtual void ReleaseLayer(int layer) {}
+
+  // Layer l's KV as the step's block tables index it.
+  virtual absl::StatusOr<KvLayerView> AcquireKv(int layer) = 0;
+  // The step wrote new KV rows of layer l (slots: host copy of the step's
+  // slot ids, n of them); a provider with a host copy writes them back.
+  virtual void ReleaseKv(int layer, const int32_t* slots, int n) {}
+};
+
+}  // namespace paged
