@@ -32,6 +32,35 @@ class Backend {
   // Waits for everything enqueued so far (used at the end of a step).
   virtual absl::Status Synchronize() = 0;
 
+  // ---- asynchronous transfer (the pager) -----------------------------------
+  // Three queues, each running its work in order; events order them. On
+  // CUDA they are streams; the CPU backend runs the copy queues on threads.
+  // The defaults below are correct but synchronous (everything on compute).
+  enum class Queue { kCompute = 0, kCopyIn = 1, kWriteBack = 2 };
+
+  // Makes host memory (a mapping of the segment) a DMA source / target.
+  // read_only: the mapping is PROT_READ (the weight region).
+  virtual absl::Status RegisterHost(void* p, uint64_t bytes, bool read_only) { return absl::OkStatus(); }
+  virtual void UnregisterHost(void* p) {}
+  // dst (backend memory) <- host_src, enqueued on q.
+  virtual void CopyIn(Queue q, void* dst, const void* host_src, uint64_t bytes) { Upload(dst, host_src, bytes); }
+  // For i < n: block_bytes from host_base + host_ids[i] * host_stride to
+  // dst_base + dev_ids[i] * block_bytes (ids are host arrays, read before
+  // return).
+  virtual void GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride,
+                              const int32_t* host_ids, const int32_t* dev_ids, int n, uint64_t block_bytes);
+  // For i < n: the K and V rows at slot dev_slots[i] of `dev` go to slot
+  // host_slots[i] of `host` (a view of registered host memory, same
+  // geometry); slots are host arrays, read before return.
+  virtual void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
+                                const int32_t* host_slots, int n);
+  // Events: ids from NewEvent(); Record marks a point in q; Wait makes q wait
+  // for the last Record of the event; HostWait blocks the caller for it.
+  virtual int NewEvent() { return 0; }
+  virtual void Record(Queue q, int event) {}
+  virtual void Wait(Queue q, int event) {}
+  virtual absl::Status HostWait(int event) { return Synchronize(); }
+
   // ---- ops ----------------------------------------------------------------
   // out[i, :] = f32(table[ids[i], :]); ids: [n] in backend memory.
   virtual void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) = 0;

@@ -106,8 +106,7 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
 }
 
 absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
-  ASSIGN_OR_RETURN(KvLayerView kv0, provider_->AcquireKv(0));
-  RETURN_IF_ERROR(Validate(batch, kv0.n_blocks));
+  RETURN_IF_ERROR(Validate(batch, provider_->pool_blocks()));
   const int n_seqs = int(batch.seqs.size());
 
   // Host metadata: token rows, positions, KV slots, attention descriptors.
@@ -120,15 +119,22 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
     h_seqs_.push_back(AttnSeq{int32_t(h_ids_.size()), n_new, s.start_pos, int32_t(h_tables_.size())});
     h_tables_.insert(h_tables_.end(), s.block_table.begin(), s.block_table.begin() + need);
     for (int i = 0; i < n_new; ++i) {
-      const int32_t p = s.start_pos + i;
       h_ids_.push_back(s.tokens[size_t(i)]);
-      h_pos_.push_back(p);
-      h_slots_.push_back(s.block_table[size_t(p / block_tokens_)] * block_tokens_ + p % block_tokens_);
+      h_pos_.push_back(s.start_pos + i);
     }
     h_last_rows_.push_back(int32_t(h_ids_.size()) - 1);
     h_sample_pos_.push_back(s.start_pos + n_new);
     h_params_.push_back(s.sampling);
     max_ctx = std::max(max_ctx, s.start_pos + n_new);
+  }
+  // The provider maps pool block ids to the ids of its KV views; new rows'
+  // slots follow from the mapped tables.
+  RETURN_IF_ERROR(provider_->BeginStep(batch, &h_tables_));
+  for (const AttnSeq& a : h_seqs_) {
+    for (int i = 0; i < a.n_new; ++i) {
+      const int32_t p = a.start_pos + i;
+      h_slots_.push_back(h_tables_[size_t(a.table_offset + p / block_tokens_)] * block_tokens_ + p % block_tokens_);
+    }
   }
   const int n = int(h_ids_.size());
   RETURN_IF_ERROR(EnsureScratch(n, n_seqs, int(h_tables_.size())));
@@ -141,7 +147,6 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   backend_->Upload(s_.seqs, h_seqs_.data(), h_seqs_.size() * sizeof(AttnSeq));
   backend_->Upload(s_.params, h_params_.data(), h_params_.size() * sizeof(SamplingParams));
 
-  RETURN_IF_ERROR(provider_->BeginStep(batch));
   RETURN_IF_ERROR(RunLayers(batch, n, n_seqs, max_ctx));
 
   // Final norm and lm_head on the last row of each sequence, then sampling.

@@ -3,6 +3,8 @@
 // (ResidentProvider), or paged through device slots (the pager).
 #pragma once
 
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/engine/types.h"
@@ -16,9 +18,18 @@ class WeightProvider {
   // Embeddings, final norm, lm_head: always resident.
   virtual const GlobalWeights& globals() const = 0;
 
-  // A step begins / its every op has been enqueued (the provider may wait for
-  // its own copies, e.g. KV write-back, before FinishStep returns).
-  virtual absl::Status BeginStep(const StepBatch& batch) { return absl::OkStatus(); }
+  // KV blocks of the store's pool a step may name (block ids < this).
+  virtual uint64_t pool_blocks() const = 0;
+
+  // A step begins. `block_ids` holds the batch's block tables concatenated
+  // (pool ids, in batch order, each table cut to the blocks the step
+  // touches); the provider rewrites them in place to the ids of the KV views
+  // it will hand out (identity for a resident pool).
+  virtual absl::Status BeginStep(const StepBatch& batch, std::vector<int32_t>* block_ids) {
+    return absl::OkStatus();
+  }
+  // Every op of the step is enqueued; returns once the provider's own work of
+  // the step (KV write-back) is complete.
   virtual absl::Status FinishStep() { return absl::OkStatus(); }
 
   // Layer l's weights, usable by ops enqueued after this call.

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "worker/backends/cpu/cpu_kernels.h"
+#include "worker/backends/cpu/cpu_queues.h"
 #include "worker/backends/cpu/thread_pool.h"
 
 namespace paged {
@@ -23,8 +24,10 @@ constexpr int kMaxAutoThreads = 32;
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) : pool_(threads) {}
+  ~CpuBackend() override = default;  // queues_ drains its threads first
 
   std::string name() const override { return "cpu"; }
+  bool shares_host_memory() const override { return true; }
 
   absl::StatusOr<void*> Alloc(uint64_t bytes) override {
     const uint64_t rounded =
@@ -44,6 +47,45 @@ class CpuBackend final : public Backend {
     if (bytes > 0) std::memcpy(host_dst, src, bytes);
   }
   absl::Status Synchronize() override { return absl::OkStatus(); }
+
+  // Transfer: "device" memory is host memory, so the copies are memcpy, run
+  // on the copy queues' threads to overlap with compute as DMA would.
+  void CopyIn(Queue q, void* dst, const void* host_src, uint64_t bytes) override {
+    queues_.Enqueue(int(q), [=] { std::memcpy(dst, host_src, bytes); });
+  }
+  void GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride,
+                      const int32_t* host_ids, const int32_t* dev_ids, int n, uint64_t block_bytes) override {
+    std::vector<int32_t> h(host_ids, host_ids + n), d(dev_ids, dev_ids + n);
+    queues_.Enqueue(int(q), [=, h = std::move(h), d = std::move(d)] {
+      for (size_t i = 0; i < h.size(); ++i) {
+        std::memcpy(static_cast<uint8_t*>(dst_base) + uint64_t(d[i]) * block_bytes,
+                    static_cast<const uint8_t*>(host_base) + uint64_t(h[i]) * host_stride, block_bytes);
+      }
+    });
+  }
+  void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
+                        const int32_t* host_slots, int n) override {
+    std::vector<int32_t> d(dev_slots, dev_slots + n), h(host_slots, host_slots + n);
+    queues_.Enqueue(int(q), [=, d = std::move(d), h = std::move(h)] {
+      const uint64_t row = uint64_t(dev.kv_dim) * (dev.dtype == DType::kF32 ? 4 : 2);
+      const uint64_t v_off = uint64_t(dev.block_tokens) * row;
+      auto at = [&](const KvLayerView& v, int32_t slot) {
+        return static_cast<uint8_t*>(v.base) + uint64_t(slot / v.block_tokens) * v.block_bytes +
+               uint64_t(slot % v.block_tokens) * row;
+      };
+      for (size_t i = 0; i < d.size(); ++i) {
+        std::memcpy(at(host, h[i]), at(dev, d[i]), row);
+        std::memcpy(at(host, h[i]) + v_off, at(dev, d[i]) + v_off, row);
+      }
+    });
+  }
+  int NewEvent() override { return queues_.NewEvent(); }
+  void Record(Queue q, int event) override { queues_.Record(int(q), event); }
+  void Wait(Queue q, int event) override { queues_.Wait(int(q), event); }
+  absl::Status HostWait(int event) override {
+    queues_.HostWait(event);
+    return absl::OkStatus();
+  }
 
   void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
     cpu::Embedding(pool_, table, ids, n, out);
@@ -82,6 +124,7 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  cpu::CopyQueues queues_;
 };
 
 }  // namespace

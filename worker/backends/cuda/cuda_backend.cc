@@ -134,8 +134,9 @@ class CudaBackend final : public Backend {
     CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
     CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
     CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
-    // Plain f32 arithmetic: no TF32 for f32 matrices, whatever the environment.
-    CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
+    // Default math: with CUBLAS_COMPUTE_32F, f32 matrices get plain f32
+    // arithmetic (no TF32) and 16-bit ones tensor cores with f32 accumulation.
+    CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
     CUDA_CHECK(cudaMalloc(&rope_table_, kMaxRopeHalf * sizeof(float)));
     RETURN_IF_ERROR(stager_.Init());
     const char* sync = std::getenv("PAGED_CUDA_SYNC");

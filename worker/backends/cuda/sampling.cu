@@ -61,17 +61,66 @@ __device__ int BlockArgmax(const float* x, int n, float* fs, int* is) {
   return is[32] == INT_MAX ? 0 : is[32];
 }
 
-// Count (as float, exact below 2^24) of probabilities >= t.
-__device__ __forceinline__ float CountAtLeast(const float* pr, int n, float t, float* fs) {
-  float c = 0.f;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) c += pr[i] >= t ? 1.f : 0.f;
-  return BlockSum(c, fs);
-}
-
 __device__ __forceinline__ float MassAtLeast(const float* pr, int n, float t, float* fs) {
   float m = 0.f;
   for (int i = threadIdx.x; i < n; i += blockDim.x) m += pr[i] >= t ? pr[i] : 0.f;
   return BlockSum(m, fs);
+}
+
+// Candidates per pass of the threshold search: each pass over the row tests
+// kWays - 1 thresholds at once and narrows the range kWays times, so a search
+// over the 31 bits of a non-negative float takes 8 passes, not 31.
+constexpr int kWays = 16;
+
+// The largest bit pattern t in [lo, hi) with f(t) >= goal, where f(t) is the
+// count (kMass false) or the mass (kMass true) of probabilities >= float(t);
+// f is non-increasing and f(lo) >= goal must hold. Sums are exact for counts
+// below 2^24 and deterministic for masses. `red`: [32 * kWays] shared floats,
+// `res`: [kWays] shared floats.
+template <bool kMass>
+__device__ uint32_t SearchThreshold(const float* pr, int n, uint32_t lo, uint32_t hi, float goal,
+                                    float* red, float* res) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  while (hi - lo > 1) {
+    // Candidate j: lo + (hi - lo) (j + 1) / kWays, increasing in j.
+    auto bits = [&](int j) { return lo + uint32_t(uint64_t(hi - lo) * uint64_t(j + 1) / kWays); };
+    float cand[kWays - 1];
+#pragma unroll
+    for (int j = 0; j < kWays - 1; ++j) cand[j] = __uint_as_float(bits(j));
+    float acc[kWays - 1];
+#pragma unroll
+    for (int j = 0; j < kWays - 1; ++j) acc[j] = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const float v = pr[i];
+#pragma unroll
+      for (int j = 0; j < kWays - 1; ++j) acc[j] += v >= cand[j] ? (kMass ? v : 1.f) : 0.f;
+    }
+    __syncthreads();  // red / res may still be read by the previous pass
+#pragma unroll
+    for (int j = 0; j < kWays - 1; ++j) {
+      const float t = WarpSum(acc[j]);
+      if (lane == 0) red[warp * kWays + j] = t;
+    }
+    __syncthreads();
+    if (threadIdx.x < kWays - 1) {
+      float t = 0.f;
+      for (int w = 0; w < nwarps; ++w) t += red[w * kWays + threadIdx.x];
+      res[threadIdx.x] = t;
+    }
+    __syncthreads();
+    // Largest candidate that still reaches the goal (f is non-increasing).
+    int best = -1;
+    for (int j = 0; j < kWays - 1; ++j) {
+      if (res[j] >= goal) best = j;
+    }
+    // Equal candidates test alike, so cand[best + 1] > cand[best] >= lo: the
+    // range shrinks every pass.
+    const uint32_t new_lo = best < 0 ? lo : bits(best);
+    const uint32_t new_hi = best + 1 < kWays - 1 ? bits(best + 1) : hi;
+    lo = new_lo;
+    hi = new_hi;
+  }
+  return lo;
 }
 
 // One block per row. Every pass over the row uses the same mapping (element
@@ -86,6 +135,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float fs[33];
   __shared__ int is[33];
   __shared__ float fscan[32];
+  __shared__ float red[32 * kWays];
+  __shared__ float res[kWays];
   const int row = blockIdx.x;
   const float* lg = logits + int64_t(row) * vocab;
   const SamplingParamsView sp = params[row];
@@ -114,28 +165,12 @@ __global__ void __launch_bounds__(kThreads)
   uint32_t thr = 0;
   if (sp.top_k > 0 && sp.top_k < vocab) {
     // The k-th largest probability: the largest t with count(p >= t) >= k.
-    uint32_t lo = 0, hi = kInfBits;  // pred(lo) holds, pred(hi) does not
-    while (hi - lo > 1) {
-      const uint32_t mid = lo + (hi - lo) / 2;
-      if (CountAtLeast(pr, vocab, __uint_as_float(mid), fs) >= float(sp.top_k))
-        lo = mid;
-      else
-        hi = mid;
-    }
-    thr = lo;
+    thr = SearchThreshold<false>(pr, vocab, 0, kInfBits, float(sp.top_k), red, res);
   }
   if (sp.top_p > 0.f && sp.top_p < 1.f) {
     // The nucleus: the largest t >= threshold whose mass reaches top_p of the kept.
-    const float target = sp.top_p * MassAtLeast(pr, vocab, __uint_as_float(thr), fs);
-    uint32_t lo = thr, hi = kInfBits;
-    while (hi - lo > 1) {
-      const uint32_t mid = lo + (hi - lo) / 2;
-      if (MassAtLeast(pr, vocab, __uint_as_float(mid), fs) >= target)
-        lo = mid;
-      else
-        hi = mid;
-    }
-    thr = lo;
+    const float goal = sp.top_p * MassAtLeast(pr, vocab, __uint_as_float(thr), fs);
+    thr = SearchThreshold<true>(pr, vocab, thr, kInfBits, goal, red, res);
   }
   const float t = __uint_as_float(thr);
   const float kept_total = MassAtLeast(pr, vocab, t, fs);

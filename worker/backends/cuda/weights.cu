@@ -38,6 +38,43 @@ __global__ void DequantizeKernel(const void* __restrict__ data, const __half* __
   }
 }
 
+// Eight columns per thread (cols and group multiples of 8, so the eight share
+// one scale): one 8-byte (int8) or 4-byte (int4) load, one 16-byte store.
+template <ElemType kType>
+__global__ void Dequantize8Kernel(const void* __restrict__ data, const __half* __restrict__ scales,
+                                  int64_t rows, int64_t cols, int group, __half* __restrict__ out) {
+  const int64_t groups = (cols + group - 1) / group;  // the last group may be short
+  const int64_t vecs = cols / 8;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    for (int64_t v = threadIdx.x; v < vecs; v += blockDim.x) {
+      const int64_t c = v * 8;
+      const float s = __half2float(scales[r * groups + c / group]);
+      float x[8];
+      if constexpr (kType == ElemType::kI8) {
+        const uint2 raw =
+            *reinterpret_cast<const uint2*>(static_cast<const int8_t*>(data) + r * cols + c);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          x[i] = s * float(int8_t(raw.x >> (8 * i)));
+          x[i + 4] = s * float(int8_t(raw.y >> (8 * i)));
+        }
+      } else {
+        const uint32_t raw = *reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(data) +
+                                                                r * (cols / 2) + c / 2);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = s * float(int((raw >> (4 * i)) & 0xfu) - 8);
+      }
+      uint4 o;
+      __half2 h[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        h[i] = __halves2half2(__float2half_rn(x[2 * i]), __float2half_rn(x[2 * i + 1]));
+      memcpy(&o, h, sizeof(o));
+      *reinterpret_cast<uint4*>(out + r * cols + c) = o;
+    }
+  }
+}
+
 // One block per id.
 template <ElemType kType>
 __global__ void EmbeddingKernel(const void* __restrict__ data, const __half* __restrict__ scales,
@@ -59,7 +96,21 @@ CudaError LaunchDequantizeF16(const MatrixView& w, void* out, cudaStream_t strea
   const unsigned grid = unsigned(w.rows < (1 << 20) ? w.rows : (1 << 20));
   const __half* scales = static_cast<const __half*>(w.scales);
   __half* o = static_cast<__half*>(out);
-  if (w.type == ElemType::kI8) {
+  const uintptr_t need = w.type == ElemType::kI8 ? 8 : 4;
+  const bool vec8 = w.cols % 8 == 0 && w.group % 8 == 0 &&
+                    reinterpret_cast<uintptr_t>(w.data) % need == 0 &&
+                    reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  if (vec8) {
+    if (w.type == ElemType::kI8) {
+      Dequantize8Kernel<ElemType::kI8>
+          <<<grid, 256, 0, stream>>>(w.data, scales, w.rows, w.cols, w.group, o);
+    } else if (w.type == ElemType::kI4) {
+      Dequantize8Kernel<ElemType::kI4>
+          <<<grid, 256, 0, stream>>>(w.data, scales, w.rows, w.cols, w.group, o);
+    } else {
+      return int(cudaErrorInvalidValue);
+    }
+  } else if (w.type == ElemType::kI8) {
     DequantizeKernel<ElemType::kI8>
         <<<grid, 256, 0, stream>>>(w.data, scales, w.rows, w.cols, w.group, o);
   } else if (w.type == ElemType::kI4) {

@@ -1,0 +1,231 @@
+// The pager on the CPU backend (host buffers stand in for device slots, the
+// copies run on the backend's copy threads): paged output equals resident
+// output token for token, for 2 slots, 3 slots and all resident, with KV
+// paged per layer and KV cached; the host KV pool (the truth) ends up exactly
+// as a resident run leaves it.
+#include "worker/pager/pager.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <numeric>
+
+#include "common/sp_tokenizer.h"
+#include "tests/unit/test_util.h"
+#include "worker/backends/cpu/cpu_backend.h"
+#include "worker/engine/generator.h"
+#include "worker/engine/local_model.h"
+#include "worker/pager/planner.h"
+
+namespace paged {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+std::unique_ptr<OwnedImage> StoriesImage() {
+  LayoutOptions layout;
+  layout.weight_format = "f32";
+  layout.kv_gib = 0.01;
+  auto img = OwnedImage::Build(testing::Stories260KPath(), layout);
+  EXPECT_TRUE(img.ok()) << img.status();
+  return img.ok() ? std::move(*img) : nullptr;
+}
+
+PlanLimits SmallLimits(uint64_t budget) {
+  PlanLimits l;
+  l.budget_bytes = budget;
+  l.max_step_tokens = 256;
+  l.max_step_seqs = 8;
+  l.max_step_kv_tokens = 2048;
+  return l;
+}
+
+struct PagedRun {
+  std::vector<int32_t> tokens;
+  PagerStats stats;
+  std::vector<uint8_t> kv;  // the host KV pool afterwards
+};
+
+// Greedy from BOS on a fresh image, through a Pager with `plan` (or the
+// ResidentProvider when plan is null).
+PagedRun Generate200(const MemoryPlan* plan) {
+  auto img = StoriesImage();
+  auto backend = MakeCpuBackend(2);
+  std::unique_ptr<WeightProvider> provider;
+  Pager* pager = nullptr;
+  if (plan != nullptr) {
+    auto p = Pager::Create(backend.get(), img->image(), *plan);
+    EXPECT_TRUE(p.ok()) << p.status();
+    pager = p->get();
+    provider = std::move(*p);
+  } else {
+    provider = std::move(*ResidentProvider::Create(backend.get(), img->image()));
+  }
+  Engine engine(backend.get(), provider.get(), img->image().config(), int(img->image().header->block_tokens));
+  GenerateRequest req;
+  req.prompt = {1};
+  req.max_new_tokens = 200;
+  req.stop_at_eos = false;
+  req.prefill_chunk = 1;
+  auto r = Generate(engine, req, img->image().header->kv_n_blocks);
+  EXPECT_TRUE(r.ok()) << r.status();
+  PagedRun out;
+  if (r.ok()) out.tokens = r->tokens;
+  if (pager != nullptr) out.stats = pager->stats();
+  const SegmentHeader& h = *img->image().header;
+  // Blocks the sequence used, every layer.
+  const uint64_t used_blocks = (201 + h.block_tokens - 1) / h.block_tokens;
+  for (int l = 0; l < h.model.n_layers; ++l) {
+    const uint8_t* base = img->image().kv + (h.KvBlockOffset(l, 0) - h.kv_offset);
+    out.kv.insert(out.kv.end(), base, base + used_blocks * h.kv_block_bytes);
+  }
+  provider.reset();
+  return out;
+}
+
+class PagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    resident_ = Generate200(nullptr);
+    ASSERT_EQ(resident_.tokens.size(), 200u);
+    header_ = StoriesImage()->image().header;  // geometry only
+    image_ = StoriesImage();
+  }
+  MemoryPlan Plan(uint64_t budget, const std::string& resident, int slots, bool kv_cache) {
+    PlanLimits l = SmallLimits(budget);
+    l.resident = resident;
+    l.slots = slots;
+    auto p = PlanMemory(*image_->image().header, l);
+    EXPECT_TRUE(p.ok()) << p.status();
+    if (!kv_cache) {
+      p->kv_cache_blocks = 0;
+      p->kv_cache_bytes = 0;
+    }
+    return *p;
+  }
+  PagedRun resident_;
+  const SegmentHeader* header_ = nullptr;
+  std::unique_ptr<OwnedImage> image_;
+};
+
+TEST_F(PagerTest, TwoSlotsNoResidentLayersKvPagedMatchesResident) {
+  const MemoryPlan plan = Plan(4096 * kMiB, "none", 2, /*kv_cache=*/false);
+  ASSERT_EQ(plan.n_resident, 0);
+  const PagedRun r = Generate200(&plan);
+  EXPECT_EQ(r.tokens, resident_.tokens);
+  EXPECT_EQ(r.kv, resident_.kv) << "host KV pool differs from the resident run's";
+  // Every step copied every layer in, gathered KV per layer, wrote rows back.
+  EXPECT_EQ(r.stats.steps, 200u);
+  EXPECT_EQ(r.stats.kv_paged_steps, 200u);
+  EXPECT_EQ(r.stats.h2d_weight_bytes, 200u * 5 * image_->image().header->layer_used_bytes);
+  EXPECT_GT(r.stats.h2d_kv_bytes, 0u);
+  EXPECT_EQ(r.stats.d2h_kv_bytes, 200u * 5 * 2 * 32 * 4);  // rows x layers x (K,V) x kv_dim x f32
+}
+
+TEST_F(PagerTest, ThreeSlotsWithKvCacheMatchesResident) {
+  const MemoryPlan plan = Plan(4096 * kMiB, "none", 3, /*kv_cache=*/true);
+  ASSERT_GT(plan.kv_cache_blocks, 0u);
+  const PagedRun r = Generate200(&plan);
+  EXPECT_EQ(r.tokens, resident_.tokens);
+  EXPECT_EQ(r.kv, resident_.kv);
+  EXPECT_EQ(r.stats.kv_cached_steps, 200u);
+}
+
+TEST_F(PagerTest, SomeResidentLayersMatchResident) {
+  const MemoryPlan plan = Plan(4096 * kMiB, "2", 2, /*kv_cache=*/false);
+  ASSERT_EQ(plan.n_resident, 2);
+  const PagedRun r = Generate200(&plan);
+  EXPECT_EQ(r.tokens, resident_.tokens);
+  EXPECT_EQ(r.kv, resident_.kv);
+  EXPECT_EQ(r.stats.h2d_weight_bytes, 200u * 3 * image_->image().header->layer_used_bytes);
+}
+
+TEST_F(PagerTest, AllResidentThroughThePagerMatches) {
+  for (bool cache : {false, true}) {
+    const MemoryPlan plan = Plan(4096 * kMiB, "all", 2, cache);
+    ASSERT_EQ(plan.n_paged(), 0);
+    const PagedRun r = Generate200(&plan);
+    EXPECT_EQ(r.tokens, resident_.tokens) << "kv cache " << cache;
+    EXPECT_EQ(r.kv, resident_.kv);
+    EXPECT_EQ(r.stats.h2d_weight_bytes, 0u);
+  }
+}
+
+TEST_F(PagerTest, BatchOnScatteredBlocksMatchesResidentWithKvPaged) {
+  auto tok = SpTokenizer::Create(image_->vocab());
+  const std::vector<std::string> texts = {"Lily wanted to play", "The cat sat on the mat.", "One day",
+                                          "Tom and his mom went to the store."};
+  auto run = [&](bool paged) {
+    auto img = StoriesImage();
+    auto backend = MakeCpuBackend(2);
+    std::unique_ptr<WeightProvider> provider;
+    if (paged) {
+      const MemoryPlan plan = Plan(4096 * kMiB, "none", 2, /*kv_cache=*/false);
+      provider = std::move(*Pager::Create(backend.get(), img->image(), plan));
+    } else {
+      provider = std::move(*ResidentProvider::Create(backend.get(), img->image()));
+    }
+    Engine engine(backend.get(), provider.get(), img->image().config(), 16);
+    std::vector<SeqStep> seqs(texts.size());
+    int32_t next_block = 7;  // scattered: every third block
+    for (size_t i = 0; i < texts.size(); ++i) {
+      seqs[i].seq_id = int64_t(i);
+      seqs[i].tokens = tok->Encode(texts[i], true);
+      for (int b = 0; b < 4; ++b, next_block += 3) seqs[i].block_table.push_back(next_block);
+    }
+    std::vector<std::vector<int32_t>> got(texts.size());
+    for (int step = 0; step < 24; ++step) {
+      StepBatch batch;
+      std::vector<size_t> which;
+      for (size_t i = 0; i < texts.size(); ++i) {
+        if (int(i) <= step) {
+          batch.seqs.push_back(seqs[i]);
+          which.push_back(i);
+        }
+      }
+      auto out = engine.Step(batch);
+      EXPECT_TRUE(out.ok()) << out.status();
+      for (size_t k = 0; k < which.size(); ++k) {
+        SeqStep& s = seqs[which[k]];
+        got[which[k]].push_back(out->next_tokens[k]);
+        s.start_pos += int32_t(s.tokens.size());
+        s.tokens = {out->next_tokens[k]};
+      }
+    }
+    return got;
+  };
+  EXPECT_EQ(run(true), run(false));
+}
+
+TEST(PlannerTest, BudgetTooSmallIsAClearErrorAndMoreBudgetMeansMoreResidentLayers) {
+  if (testing::Stories260KPath().empty()) GTEST_SKIP();
+  auto img = StoriesImage();
+  const SegmentHeader& h = *img->image().header;
+  auto small = PlanMemory(h, SmallLimits(8 * kMiB));
+  ASSERT_FALSE(small.ok());
+  EXPECT_EQ(small.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(small.status().message()), HasSubstr("too small"));
+  int last = -1;
+  for (uint64_t mib : {80, 84, 86, 90, 200}) {
+    auto p = PlanMemory(h, SmallLimits(mib * kMiB));
+    ASSERT_TRUE(p.ok()) << mib << " MiB: " << p.status();
+    EXPECT_LE(p->total_bytes, p->budget_bytes);
+    EXPECT_GE(p->n_resident, last);
+    last = p->n_resident;
+    EXPECT_EQ(std::count(p->resident.begin(), p->resident.end(), true), p->n_resident);
+  }
+  EXPECT_EQ(last, 5);
+  PlanLimits bad = SmallLimits(200 * kMiB);
+  bad.slots = 1;
+  EXPECT_EQ(PlanMemory(h, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = SmallLimits(200 * kMiB);
+  bad.resident = "six";
+  EXPECT_THAT(std::string(PlanMemory(h, bad).status().message()), HasSubstr("--resident=six"));
+}
+
+}  // namespace
+}  // namespace paged

@@ -1,0 +1,32 @@
+#include "worker/engine/backend.h"
+
+#include <vector>
+
+namespace paged {
+
+// The synchronous defaults: a download of the whole row set would need the
+// device view on the host, so these go through Upload / Download per piece.
+void Backend::GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride,
+                             const int32_t* host_ids, const int32_t* dev_ids, int n, uint64_t block_bytes) {
+  for (int i = 0; i < n; ++i) {
+    Upload(static_cast<uint8_t*>(dst_base) + uint64_t(dev_ids[i]) * block_bytes,
+           static_cast<const uint8_t*>(host_base) + uint64_t(host_ids[i]) * host_stride, block_bytes);
+  }
+}
+
+void Backend::ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
+                               const int32_t* host_slots, int n) {
+  const uint64_t elt = dev.dtype == DType::kF32 ? 4 : 2;
+  const uint64_t row = uint64_t(dev.kv_dim) * elt;
+  const uint64_t v_off = uint64_t(dev.block_tokens) * row;
+  auto at = [&](const KvLayerView& v, int32_t slot) {
+    return static_cast<uint8_t*>(v.base) + uint64_t(slot / v.block_tokens) * v.block_bytes +
+           uint64_t(slot % v.block_tokens) * row;
+  };
+  for (int i = 0; i < n; ++i) {
+    Download(at(host, host_slots[i]), at(dev, dev_slots[i]), row);
+    Download(at(host, host_slots[i]) + v_off, at(dev, dev_slots[i]) + v_off, row);
+  }
+}
+
+}  // namespace paged

@@ -1,0 +1,306 @@
+#include "worker/pager/pager.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace paged {
+
+using Q = Backend::Queue;
+
+Pager::Pager(Backend* backend, const ModelImage& host, const MemoryPlan& plan)
+    : backend_(backend), host_(host), plan_(plan), n_layers_(host.header->model.n_layers) {}
+
+Pager::~Pager() {
+  // Nothing may still read or write what is freed below.
+  (void)backend_->Synchronize();
+  if (wb_done_ >= 0) {
+    backend_->Record(Q::kWriteBack, wb_done_);
+    (void)backend_->HostWait(wb_done_);
+  }
+  if (!slot_copied_.empty()) {
+    for (int e : slot_copied_) (void)backend_->HostWait(e);
+  }
+  for (int e : area_ready_) (void)backend_->HostWait(e);
+  for (void* p : owned_) backend_->Free(p);
+  for (void* p : registered_) backend_->UnregisterHost(p);
+}
+
+absl::StatusOr<std::unique_ptr<Pager>> Pager::Create(Backend* backend, const ModelImage& host,
+                                                     const MemoryPlan& plan) {
+  if (plan.resident.size() != size_t(host.header->model.n_layers))
+    return absl::InvalidArgumentError("memory plan does not match the model's layers");
+  std::unique_ptr<Pager> p(new Pager(backend, host, plan));
+  RETURN_IF_ERROR(p->Init());
+  return p;
+}
+
+absl::StatusOr<void*> Pager::Alloc(uint64_t bytes) {
+  ASSIGN_OR_RETURN(void* p, backend_->Alloc(bytes));
+  owned_.push_back(p);
+  device_bytes_ += bytes;
+  return p;
+}
+
+LayerWeights Pager::WeightsAt(int layer, const uint8_t* block) const {
+  // Every layer block has the same layout: rebase the host layer's pointers.
+  const uint8_t* host_block = host_.weights + host_.header->LayerOffset(layer);
+  auto rebase = [&](const void* p) -> const void* {
+    return p == nullptr ? nullptr : block + (static_cast<const uint8_t*>(p) - host_block);
+  };
+  auto ref = [&](std::string_view name) {
+    WeightRef w = host_.LayerTensor(layer, name);
+    w.data = rebase(w.data);
+    w.scales = rebase(w.scales);
+    return w;
+  };
+  auto vec = [&](std::string_view name) {
+    return static_cast<const float*>(rebase(host_.LayerVector(layer, name)));
+  };
+  LayerWeights w;
+  w.attn_norm = vec("attn_norm");
+  w.wq = ref("wq");
+  w.wk = ref("wk");
+  w.wv = ref("wv");
+  w.wo = ref("wo");
+  w.bq = vec("bq");
+  w.bk = vec("bk");
+  w.bv = vec("bv");
+  w.ffn_norm = vec("ffn_norm");
+  w.w_gate = ref("w_gate");
+  w.w_up = ref("w_up");
+  w.w_down = ref("w_down");
+  return w;
+}
+
+absl::Status Pager::Init() {
+  const SegmentHeader& h = *host_.header;
+  // DMA straight from the segment: weights read-only, the KV pool read-write.
+  RETURN_IF_ERROR(backend_->RegisterHost(const_cast<uint8_t*>(host_.weights), h.kv_offset, /*read_only=*/true));
+  registered_.push_back(const_cast<uint8_t*>(host_.weights));
+  if (h.kv_bytes > 0) {
+    RETURN_IF_ERROR(backend_->RegisterHost(host_.kv, h.kv_bytes, /*read_only=*/false));
+    registered_.push_back(host_.kv);
+  }
+
+  // Globals: one upload of their region, pointers rebased.
+  ASSIGN_OR_RETURN(void* g, Alloc(h.globals_bytes));
+  backend_->Upload(g, host_.weights + h.globals_offset, h.globals_bytes);
+  auto rebase_global = [&](WeightRef w) {
+    auto rb = [&](const void* p) -> const void* {
+      return p == nullptr ? nullptr
+                          : static_cast<const uint8_t*>(g) +
+                                (static_cast<const uint8_t*>(p) - (host_.weights + h.globals_offset));
+    };
+    w.data = rb(w.data);
+    w.scales = rb(w.scales);
+    return w;
+  };
+  globals_.tok_embd = rebase_global(host_.Global("tok_embd"));
+  globals_.output_norm = static_cast<const float*>(rebase_global(host_.Global("output_norm")).data);
+  globals_.output = h.model.tied_embeddings ? globals_.tok_embd : rebase_global(host_.Global("output"));
+
+  // Resident layers: uploaded once.
+  resident_block_.assign(size_t(n_layers_), nullptr);
+  for (int l = 0; l < n_layers_; ++l) {
+    if (!plan_.resident[size_t(l)]) {
+      paged_layers_.push_back(l);
+      continue;
+    }
+    ASSIGN_OR_RETURN(void* b, Alloc(h.layer_used_bytes));
+    backend_->Upload(b, host_.weights + h.LayerOffset(l), h.layer_used_bytes);
+    resident_block_[size_t(l)] = static_cast<const uint8_t*>(b);
+  }
+
+  // Weight slots.
+  if (!paged_layers_.empty()) {
+    for (int s = 0; s < plan_.slots; ++s) {
+      ASSIGN_OR_RETURN(void* m, Alloc(h.layer_used_bytes));
+      slot_mem_.push_back(static_cast<uint8_t*>(m));
+      slot_layer_.push_back(-1);
+      slot_copied_.push_back(backend_->NewEvent());
+      slot_free_.push_back(backend_->NewEvent());
+    }
+    for (int s = 0; s < plan_.slots; ++s) IssueWeightCopy(next_issue_++);
+  }
+
+  // KV: per-layer areas (always, for steps the cache cannot hold) and the cache.
+  const int areas = std::max(plan_.slots, 2);
+  for (int a = 0; a < areas; ++a) {
+    ASSIGN_OR_RETURN(void* m, Alloc(std::max<uint64_t>(plan_.slot_kv_blocks, 1) * h.kv_block_bytes));
+    kv_areas_.push_back(static_cast<uint8_t*>(m));
+    area_ready_.push_back(backend_->NewEvent());
+    area_free_.push_back(backend_->NewEvent());
+  }
+  if (plan_.kv_cache_blocks > 0) {
+    ASSIGN_OR_RETURN(void* m, Alloc(plan_.kv_cache_bytes));
+    kv_cache_ = static_cast<uint8_t*>(m);
+    for (int64_t b = int64_t(plan_.kv_cache_blocks) - 1; b >= 0; --b) cache_free_.push_back(int32_t(b));
+  }
+  cache_filled_ = backend_->NewEvent();
+  kv_written_ = backend_->NewEvent();
+  wb_done_ = backend_->NewEvent();
+  return backend_->Synchronize();
+}
+
+void Pager::IssueWeightCopy(uint64_t g) {
+  const int s = int(g % slot_mem_.size());
+  const int layer = paged_layers_[size_t(g % paged_layers_.size())];
+  const SegmentHeader& h = *host_.header;
+  // The slot's previous layer must be done computing before it is overwritten.
+  backend_->Wait(Q::kCopyIn, slot_free_[size_t(s)]);
+  backend_->CopyIn(Q::kCopyIn, slot_mem_[size_t(s)], host_.weights + h.LayerOffset(layer), h.layer_used_bytes);
+  backend_->Record(Q::kCopyIn, slot_copied_[size_t(s)]);
+  slot_layer_[size_t(s)] = layer;
+}
+
+absl::StatusOr<LayerWeights> Pager::AcquireLayer(int layer) {
+  if (layer < 0 || layer >= n_layers_) return absl::OutOfRangeError(absl::StrCat("layer ", layer));
+  if (const uint8_t* b = resident_block_[size_t(layer)]) return WeightsAt(layer, b);
+  const int s = int(next_use_ % slot_mem_.size());
+  if (slot_layer_[size_t(s)] != layer)
+    return absl::InternalError(absl::StrCat("pager: layer ", layer, " asked out of order (slot holds layer ",
+                                            slot_layer_[size_t(s)], ")"));
+  ++next_use_;
+  current_slot_ = s;
+  backend_->Wait(Q::kCompute, slot_copied_[size_t(s)]);
+  stats_.h2d_weight_bytes += host_.header->layer_used_bytes;
+  return WeightsAt(layer, slot_mem_[size_t(s)]);
+}
+
+void Pager::ReleaseLayer(int layer) {
+  if (resident_block_[size_t(layer)] != nullptr || current_slot_ < 0) return;
+  backend_->Record(Q::kCompute, slot_free_[size_t(current_slot_)]);
+  current_slot_ = -1;
+  // Refill the slot with the paged layer S positions ahead (this step's or
+  // the next step's: the order of paged layers repeats every step).
+  IssueWeightCopy(next_issue_++);
+}
+
+absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* block_ids) {
+  const SegmentHeader& h = *host_.header;
+  const int bt = int(h.block_tokens);
+  // Distinct pool blocks of the step and the pool slots of its new rows.
+  step_host_blocks_.clear();
+  step_host_slots_.clear();
+  std::unordered_map<int32_t, int32_t> index;  // pool block -> position in step_host_blocks_
+  for (int32_t b : *block_ids) {
+    if (index.emplace(b, int32_t(step_host_blocks_.size())).second) step_host_blocks_.push_back(b);
+  }
+  for (const SeqStep& s : batch.seqs) {
+    for (size_t i = 0; i < s.tokens.size(); ++i) {
+      const int32_t p = s.start_pos + int32_t(i);
+      step_host_slots_.push_back(s.block_table[size_t(p / bt)] * bt + p % bt);
+    }
+  }
+  const uint64_t n = step_host_blocks_.size();
+  kv_cached_ = kv_cache_ != nullptr && n <= plan_.kv_cache_blocks;
+  if (!kv_cached_ && n > plan_.slot_kv_blocks)
+    return absl::ResourceExhaustedError(absl::StrCat("step reads ", n, " KV blocks per layer; this worker's plan holds ",
+                                                     std::max(plan_.slot_kv_blocks, plan_.kv_cache_blocks)));
+  step_dev_blocks_.assign(n, 0);
+  if (kv_cached_) {
+    ++stats_.kv_cached_steps;
+    // Keep only blocks this step uses (a block unused for a step may be
+    // rewritten elsewhere before it is used here again), then fill the
+    // missing ones for every layer.
+    for (auto it = cache_ids_.begin(); it != cache_ids_.end();) {
+      if (index.count(it->first) == 0) {
+        cache_free_.push_back(it->second);
+        it = cache_ids_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::vector<int32_t> fill_host, fill_dev;
+    for (uint64_t i = 0; i < n; ++i) {
+      auto [it, inserted] = cache_ids_.emplace(step_host_blocks_[i], 0);
+      if (inserted) {
+        it->second = cache_free_.back();
+        cache_free_.pop_back();
+        fill_host.push_back(step_host_blocks_[i]);
+        fill_dev.push_back(it->second);
+      }
+      step_dev_blocks_[i] = it->second;
+    }
+    cache_fill_pending_ = !fill_host.empty();
+    if (cache_fill_pending_) {
+      for (int l = 0; l < n_layers_; ++l) {
+        backend_->GatherBlocksIn(Q::kCopyIn, DeviceKv(l).base, host_.KvLayer(l).base, h.kv_block_bytes,
+                                 fill_host.data(), fill_dev.data(), int(fill_host.size()), h.kv_block_bytes);
+      }
+      backend_->Record(Q::kCopyIn, cache_filled_);
+      stats_.h2d_kv_bytes += fill_host.size() * h.kv_block_bytes * uint64_t(n_layers_);
+    }
+  } else {
+    ++stats_.kv_paged_steps;
+    for (uint64_t i = 0; i < n; ++i) step_dev_blocks_[i] = int32_t(i);
+    const int ahead = std::min<int>(int(kv_areas_.size()), n_layers_);
+    for (int l = 0; l < ahead; ++l) IssueKvGather(l);
+  }
+  for (int32_t& b : *block_ids) b = step_dev_blocks_[size_t(index[b])];
+  return absl::OkStatus();
+}
+
+KvLayerView Pager::DeviceKv(int layer) const {
+  KvLayerView v = host_.KvLayer(layer);
+  if (kv_cached_) {
+    v.base = kv_cache_ + uint64_t(layer) * plan_.kv_cache_blocks * v.block_bytes;
+    v.n_blocks = plan_.kv_cache_blocks;
+  } else {
+    v.base = kv_areas_[size_t(KvArea(layer))];
+    v.n_blocks = plan_.slot_kv_blocks;
+  }
+  return v;
+}
+
+void Pager::IssueKvGather(int layer) {
+  const int a = KvArea(layer);
+  const uint64_t bb = host_.header->kv_block_bytes;
+  backend_->Wait(Q::kCopyIn, area_free_[size_t(a)]);
+  backend_->GatherBlocksIn(Q::kCopyIn, kv_areas_[size_t(a)], host_.KvLayer(layer).base, bb, step_host_blocks_.data(),
+                           step_dev_blocks_.data(), int(step_host_blocks_.size()), bb);
+  backend_->Record(Q::kCopyIn, area_ready_[size_t(a)]);
+  stats_.h2d_kv_bytes += step_host_blocks_.size() * bb;
+}
+
+absl::StatusOr<KvLayerView> Pager::AcquireKv(int layer) {
+  if (layer < 0 || layer >= n_layers_) return absl::OutOfRangeError(absl::StrCat("layer ", layer));
+  if (kv_cached_) {
+    if (cache_fill_pending_) {
+      backend_->Wait(Q::kCompute, cache_filled_);
+      cache_fill_pending_ = false;
+    }
+  } else {
+    backend_->Wait(Q::kCompute, area_ready_[size_t(KvArea(layer))]);
+  }
+  return DeviceKv(layer);
+}
+
+void Pager::ReleaseKv(int layer, const int32_t* slots, int n) {
+  // Only the step's new rows go back, once the compute queue has written them.
+  backend_->Record(Q::kCompute, kv_written_);
+  backend_->Wait(Q::kWriteBack, kv_written_);
+  const KvLayerView dev = DeviceKv(layer);
+  backend_->ScatterKvRowsOut(Q::kWriteBack, dev, host_.KvLayer(layer), slots, step_host_slots_.data(), n);
+  const uint64_t row = uint64_t(dev.kv_dim) * (dev.dtype == DType::kF32 ? 4 : 2);
+  stats_.d2h_kv_bytes += uint64_t(n) * row * 2;
+  if (!kv_cached_) {
+    // The area is free once its rows are written back (which follows the
+    // attention that read it); gather the layer `areas` ahead into it.
+    backend_->Record(Q::kWriteBack, area_free_[size_t(KvArea(layer))]);
+    if (layer + int(kv_areas_.size()) < n_layers_) IssueKvGather(layer + int(kv_areas_.size()));
+  }
+}
+
+absl::Status Pager::FinishStep() {
+  // The step's result counts only once every write-back has reached the host.
+  backend_->Record(Q::kWriteBack, wb_done_);
+  RETURN_IF_ERROR(backend_->HostWait(wb_done_));
+  if (!kv_cached_) kv_seq_base_ += uint64_t(n_layers_);
+  ++stats_.steps;
+  return absl::OkStatus();
+}
+
+}  // namespace paged

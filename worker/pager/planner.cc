@@ -1,0 +1,134 @@
+#include "worker/pager/planner.h"
+
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/size_flag.h"
+
+namespace paged {
+namespace {
+
+uint64_t GlobalsBytes(const SegmentHeader& h) {
+  uint64_t n = 0;
+  for (uint32_t i = 0; i < h.n_global_tensors; ++i) {
+    n += AlignUp(h.global_tensors[i].bytes, kTensorAlign) + AlignUp(h.global_tensors[i].scale_bytes, kTensorAlign);
+  }
+  return n;
+}
+
+// Activations of the engine for the largest step (f32) plus the backend's
+// scratch: 16-bit copies of matrix inputs, a dequantized copy of the largest
+// matrix for int8/int4, attention partials, probabilities for sampling.
+uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l) {
+  const ModelConfig& c = h.model;
+  const uint64_t N = uint64_t(l.max_step_tokens), S = uint64_t(l.max_step_seqs);
+  const uint64_t act = N * (3ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.ffn) * 4 +
+                       S * (uint64_t(c.hidden) + 2ull * c.vocab) * 4 + (N + S) * 64;
+  if (l.backend_scratch_bytes > 0) return act + l.backend_scratch_bytes;
+  uint64_t largest = 0;
+  for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
+    largest = std::max<uint64_t>(largest, uint64_t(h.layer_tensors[i].rows) * uint64_t(h.layer_tensors[i].cols));
+  }
+  const bool quantized = h.weight_format == uint32_t(WeightFormat::kInt8) ||
+                         h.weight_format == uint32_t(WeightFormat::kInt4);
+  const uint64_t cast = N * uint64_t(std::max({c.hidden, c.ffn, c.q_dim()})) * 2;
+  const uint64_t dequant = quantized ? largest * 2 : 0;
+  const uint64_t partials = S * uint64_t(c.n_heads) * 64 * (uint64_t(c.head_dim) + 2) * 4;
+  return act + cast + dequant + partials + (64ull << 20);  // + allocator slack
+}
+
+}  // namespace
+
+absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& l) {
+  const int L = h.model.n_layers;
+  if (l.slots < 2 || l.slots > 64)
+    return absl::InvalidArgumentError(absl::StrCat("--slots=", l.slots, ": expected 2..64"));
+  if (l.max_step_tokens < 1 || l.max_step_seqs < 1 || l.max_step_kv_tokens < l.max_step_tokens)
+    return absl::InvalidArgumentError("step limits must be positive, and KV tokens >= step tokens");
+  int want_resident = -1;  // -1: auto
+  if (l.resident == "none") {
+    want_resident = 0;
+  } else if (l.resident == "all") {
+    want_resident = L;
+  } else if (l.resident != "auto") {
+    if (!absl::SimpleAtoi(l.resident, &want_resident) || want_resident < 0 || want_resident > L)
+      return absl::InvalidArgumentError(
+          absl::StrCat("--resident=", l.resident, ": expected auto, none, all or 0..", L));
+  }
+
+  MemoryPlan p;
+  p.budget_bytes = l.budget_bytes;
+  p.globals_bytes = GlobalsBytes(h);
+  p.workspace_bytes = WorkspaceBytes(h, l);
+  p.slot_layer_bytes = h.layer_block_bytes;
+  // A step reads at most max_step_kv_tokens rows; each sequence may add a
+  // partly filled block.
+  p.slot_kv_blocks = uint64_t(l.max_step_kv_tokens + h.block_tokens - 1) / h.block_tokens + uint64_t(l.max_step_seqs);
+  const uint64_t slot_kv_bytes = p.slot_kv_blocks * h.kv_block_bytes;
+  const uint64_t fixed = p.globals_bytes + p.workspace_bytes;
+  const uint64_t layer = h.layer_block_bytes;
+
+  auto total_for = [&](int resident, int slots) {
+    return fixed + uint64_t(resident) * layer + (resident < L ? uint64_t(slots) * (layer + slot_kv_bytes) : 0) +
+           (resident == L ? slot_kv_bytes * 2 : 0);
+  };
+  if (want_resident == L) {
+    p.slots = 0;
+  } else {
+    p.slots = l.slots;
+    if (total_for(0, l.slots) > l.budget_bytes)
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "--gpu-budget=", FormatBytes(l.budget_bytes), " is too small: globals ", FormatBytes(p.globals_bytes),
+          " + workspace ", FormatBytes(p.workspace_bytes), " + ", l.slots, " slots of ",
+          FormatBytes(layer + slot_kv_bytes), " need ", FormatBytes(total_for(0, l.slots))));
+  }
+  int resident = 0;
+  if (want_resident >= 0) {
+    resident = want_resident;
+    if (total_for(resident, p.slots) > l.budget_bytes)
+      return absl::ResourceExhaustedError(absl::StrCat("--resident=", l.resident, " needs ",
+                                                       FormatBytes(total_for(resident, p.slots)), ", over --gpu-budget=",
+                                                       FormatBytes(l.budget_bytes)));
+  } else {
+    while (resident < L && total_for(resident + 1, resident + 1 == L ? 0 : p.slots) <= l.budget_bytes) ++resident;
+    if (resident == L) p.slots = 0;
+  }
+  p.n_resident = resident;
+  // Resident layers spread evenly over the depth, so that paged layers are
+  // interleaved with resident ones and their copies overlap more compute.
+  p.resident.assign(size_t(L), false);
+  for (int i = 0; i < resident; ++i) p.resident[size_t((int64_t(i) * L) / resident)] = true;
+  p.resident_bytes = uint64_t(resident) * layer;
+  p.slot_bytes = p.slots > 0 ? layer + slot_kv_bytes : 0;
+  // With everything resident, the "slots" still carry the KV areas (two).
+  const uint64_t kv_areas = p.slots > 0 ? uint64_t(p.slots) * slot_kv_bytes : 2 * slot_kv_bytes;
+  const uint64_t used = fixed + p.resident_bytes + uint64_t(p.slots) * layer + kv_areas;
+  const uint64_t left = l.budget_bytes > used ? l.budget_bytes - used : 0;
+  p.kv_cache_blocks = std::min<uint64_t>(left / (h.kv_block_bytes * uint64_t(L)), h.kv_n_blocks);
+  p.kv_cache_bytes = p.kv_cache_blocks * h.kv_block_bytes * uint64_t(L);
+  p.total_bytes = used + p.kv_cache_bytes;
+  p.paged_weight_bytes_per_step = uint64_t(L - resident) * h.layer_used_bytes;
+  return p;
+}
+
+std::string MemoryPlan::Describe() const {
+  std::string s;
+  absl::StrAppend(&s, "memory plan (budget ", FormatBytes(budget_bytes), ", planned ", FormatBytes(total_bytes), "):\n");
+  absl::StrAppend(&s, absl::StrFormat("  globals          %12s  (embeddings, final norm, lm_head)\n", FormatBytes(globals_bytes)));
+  absl::StrAppend(&s, absl::StrFormat("  workspace        %12s  (activations and scratch of the largest step)\n",
+                                      FormatBytes(workspace_bytes)));
+  absl::StrAppend(&s, absl::StrFormat("  slots            %12s  (%d x %s layer + %llu KV blocks)\n",
+                                      FormatBytes(uint64_t(slots) * slot_bytes), slots, FormatBytes(slot_layer_bytes),
+                                      static_cast<unsigned long long>(slot_kv_blocks)));
+  absl::StrAppend(&s, absl::StrFormat("  resident layers  %12s  (%d of %zu)\n", FormatBytes(resident_bytes), n_resident,
+                                      resident.size()));
+  absl::StrAppend(&s, absl::StrFormat("  KV cache         %12s  (%llu blocks per layer)\n", FormatBytes(kv_cache_bytes),
+                                      static_cast<unsigned long long>(kv_cache_blocks)));
+  absl::StrAppend(&s, absl::StrFormat("  paged per step   %12s  of weights (%d layers)\n",
+                                      FormatBytes(paged_weight_bytes_per_step), n_paged()));
+  return s;
+}
+
+}  // namespace paged

@@ -1,0 +1,65 @@
+// The worker's memory plan: how a device budget is spent. Pure function of
+// the segment header and the limits; printed at start and reported to the
+// coordinator.
+//
+//   budget = globals (embeddings, final norm, lm_head; always resident)
+//          + workspace (activations of the largest step, backend scratch)
+//          + S slots x (one layer block + one layer's KV for the largest step)
+//          + resident layers (as many as fit, `--resident auto`)
+//          + device KV cache (what is left, in KV blocks of every layer)
+//
+// Per byte of device memory, a resident layer saves one byte of H2D per step,
+// and so does a cached KV byte (the batch's KV of a layer is read every step).
+// Resident layers are preferred: their saving does not depend on the batch or
+// its contexts, and cached KV must first be filled. KV that does not fit the
+// cache is paged per layer through the slots' KV areas.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/segment_layout.h"
+
+namespace paged {
+
+struct PlanLimits {
+  uint64_t budget_bytes = 0;
+  int slots = 2;                      // S >= 2 (when any layer is paged)
+  std::string resident = "auto";      // auto | none | all | N (count)
+  int max_step_tokens = 2048;         // new tokens in the largest step
+  int max_step_seqs = 64;             // sequences in the largest step
+  int max_step_kv_tokens = 16384;     // context tokens (KV rows) a step may read
+  // Backend scratch beyond the engine's activations (dequantized weights,
+  // 16-bit activation copies, attention partials): estimated by the planner
+  // when 0.
+  uint64_t backend_scratch_bytes = 0;
+};
+
+struct MemoryPlan {
+  uint64_t budget_bytes = 0;
+  uint64_t globals_bytes = 0;
+  uint64_t workspace_bytes = 0;
+  int slots = 0;
+  uint64_t slot_layer_bytes = 0;  // one layer block
+  uint64_t slot_kv_blocks = 0;    // KV blocks one slot's KV area holds (one layer)
+  uint64_t slot_bytes = 0;        // layer + KV area
+  int n_resident = 0;
+  std::vector<bool> resident;     // per layer
+  uint64_t resident_bytes = 0;
+  uint64_t kv_cache_blocks = 0;   // device KV cache: blocks per layer (every layer)
+  uint64_t kv_cache_bytes = 0;
+  uint64_t total_bytes = 0;       // <= budget_bytes
+  // Bytes one decode pass moves over the link for the weights (paged layers).
+  uint64_t paged_weight_bytes_per_step = 0;
+
+  int n_paged() const { return int(resident.size()) - n_resident; }
+  std::string Describe() const;   // multi-line, for people
+};
+
+// INVALID_ARGUMENT for bad limits; RESOURCE_EXHAUSTED ("budget too small")
+// when even globals + workspace + two slots do not fit.
+absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& limits);
+
+}  // namespace paged
