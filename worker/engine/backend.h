@@ -31,6 +31,9 @@ class Backend {
   virtual void Download(void* host_dst, const void* src, uint64_t bytes) = 0;
   // Waits for everything enqueued so far (used at the end of a step).
   virtual absl::Status Synchronize() = 0;
+  // Device memory in use by this process (CUDA: total - free as the driver
+  // reports it); 0 where there is no device.
+  virtual uint64_t DeviceMemoryUsed() { return 0; }
 
   // ---- asynchronous transfer (the pager) -----------------------------------
   // Three queues, each running its work in order; events order them. On
@@ -44,6 +47,8 @@ class Backend {
   virtual void UnregisterHost(void* p) {}
   // dst (backend memory) <- host_src, enqueued on q.
   virtual void CopyIn(Queue q, void* dst, const void* host_src, uint64_t bytes) { Upload(dst, host_src, bytes); }
+  // host_dst <- src (backend memory), enqueued on q (the link's other way).
+  virtual void CopyOut(Queue q, void* host_dst, const void* src, uint64_t bytes) { Download(host_dst, src, bytes); }
   // For i < n: block_bytes from host_base + host_ids[i] * host_stride to
   // dst_base + dev_ids[i] * block_bytes (ids are host arrays, read before
   // return).

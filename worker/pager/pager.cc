@@ -9,8 +9,8 @@ namespace paged {
 
 using Q = Backend::Queue;
 
-Pager::Pager(Backend* backend, const ModelImage& host, const MemoryPlan& plan)
-    : backend_(backend), host_(host), plan_(plan), n_layers_(host.header->model.n_layers) {}
+Pager::Pager(Backend* backend, const ModelImage& host, const MemoryPlan& plan, PagerOptions options)
+    : backend_(backend), host_(host), plan_(plan), options_(options), n_layers_(host.header->model.n_layers) {}
 
 Pager::~Pager() {
   // Nothing may still read or write what is freed below.
@@ -28,10 +28,10 @@ Pager::~Pager() {
 }
 
 absl::StatusOr<std::unique_ptr<Pager>> Pager::Create(Backend* backend, const ModelImage& host,
-                                                     const MemoryPlan& plan) {
+                                                     const MemoryPlan& plan, PagerOptions options) {
   if (plan.resident.size() != size_t(host.header->model.n_layers))
     return absl::InvalidArgumentError("memory plan does not match the model's layers");
-  std::unique_ptr<Pager> p(new Pager(backend, host, plan));
+  std::unique_ptr<Pager> p(new Pager(backend, host, plan, options));
   RETURN_IF_ERROR(p->Init());
   return p;
 }
@@ -150,7 +150,8 @@ void Pager::IssueWeightCopy(uint64_t g) {
   const SegmentHeader& h = *host_.header;
   // The slot's previous layer must be done computing before it is overwritten.
   backend_->Wait(Q::kCopyIn, slot_free_[size_t(s)]);
-  backend_->CopyIn(Q::kCopyIn, slot_mem_[size_t(s)], host_.weights + h.LayerOffset(layer), h.layer_used_bytes);
+  if (!options_.compute_only)
+    backend_->CopyIn(Q::kCopyIn, slot_mem_[size_t(s)], host_.weights + h.LayerOffset(layer), h.layer_used_bytes);
   backend_->Record(Q::kCopyIn, slot_copied_[size_t(s)]);
   slot_layer_[size_t(s)] = layer;
 }
@@ -165,7 +166,7 @@ absl::StatusOr<LayerWeights> Pager::AcquireLayer(int layer) {
   ++next_use_;
   current_slot_ = s;
   backend_->Wait(Q::kCompute, slot_copied_[size_t(s)]);
-  stats_.h2d_weight_bytes += host_.header->layer_used_bytes;
+  if (!options_.compute_only) stats_.h2d_weight_bytes += host_.header->layer_used_bytes;
   return WeightsAt(layer, slot_mem_[size_t(s)]);
 }
 
@@ -224,6 +225,7 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
       }
       step_dev_blocks_[i] = it->second;
     }
+    if (options_.compute_only) fill_host.clear();
     cache_fill_pending_ = !fill_host.empty();
     if (cache_fill_pending_) {
       for (int l = 0; l < n_layers_; ++l) {
@@ -259,10 +261,12 @@ void Pager::IssueKvGather(int layer) {
   const int a = KvArea(layer);
   const uint64_t bb = host_.header->kv_block_bytes;
   backend_->Wait(Q::kCopyIn, area_free_[size_t(a)]);
-  backend_->GatherBlocksIn(Q::kCopyIn, kv_areas_[size_t(a)], host_.KvLayer(layer).base, bb, step_host_blocks_.data(),
-                           step_dev_blocks_.data(), int(step_host_blocks_.size()), bb);
+  if (!options_.compute_only) {
+    backend_->GatherBlocksIn(Q::kCopyIn, kv_areas_[size_t(a)], host_.KvLayer(layer).base, bb, step_host_blocks_.data(),
+                             step_dev_blocks_.data(), int(step_host_blocks_.size()), bb);
+    stats_.h2d_kv_bytes += step_host_blocks_.size() * bb;
+  }
   backend_->Record(Q::kCopyIn, area_ready_[size_t(a)]);
-  stats_.h2d_kv_bytes += step_host_blocks_.size() * bb;
 }
 
 absl::StatusOr<KvLayerView> Pager::AcquireKv(int layer) {
@@ -283,9 +287,11 @@ void Pager::ReleaseKv(int layer, const int32_t* slots, int n) {
   backend_->Record(Q::kCompute, kv_written_);
   backend_->Wait(Q::kWriteBack, kv_written_);
   const KvLayerView dev = DeviceKv(layer);
-  backend_->ScatterKvRowsOut(Q::kWriteBack, dev, host_.KvLayer(layer), slots, step_host_slots_.data(), n);
-  const uint64_t row = uint64_t(dev.kv_dim) * (dev.dtype == DType::kF32 ? 4 : 2);
-  stats_.d2h_kv_bytes += uint64_t(n) * row * 2;
+  if (!options_.compute_only) {
+    backend_->ScatterKvRowsOut(Q::kWriteBack, dev, host_.KvLayer(layer), slots, step_host_slots_.data(), n);
+    const uint64_t row = uint64_t(dev.kv_dim) * (dev.dtype == DType::kF32 ? 4 : 2);
+    stats_.d2h_kv_bytes += uint64_t(n) * row * 2;
+  }
   if (!kv_cached_) {
     // The area is free once its rows are written back (which follows the
     // attention that read it); gather the layer `areas` ahead into it.

@@ -32,12 +32,18 @@ struct PagerStats {
   uint64_t kv_paged_steps = 0;    // steps whose KV was paged per layer
 };
 
+struct PagerOptions {
+  // Benchmarks only: issue no copies at all (compute runs on whatever the
+  // slots hold), to time compute alone. Output is meaningless.
+  bool compute_only = false;
+};
+
 class Pager final : public WeightProvider {
  public:
   // `host`: the segment as this process maps it (weights read-only, KV pool
   // read-write); registered with the backend for DMA here.
   static absl::StatusOr<std::unique_ptr<Pager>> Create(Backend* backend, const ModelImage& host,
-                                                       const MemoryPlan& plan);
+                                                       const MemoryPlan& plan, PagerOptions options = {});
   ~Pager() override;
 
   const GlobalWeights& globals() const override { return globals_; }
@@ -54,7 +60,7 @@ class Pager final : public WeightProvider {
   uint64_t device_bytes() const { return device_bytes_; }
 
  private:
-  Pager(Backend* backend, const ModelImage& host, const MemoryPlan& plan);
+  Pager(Backend* backend, const ModelImage& host, const MemoryPlan& plan, PagerOptions options);
   absl::Status Init();
   absl::StatusOr<void*> Alloc(uint64_t bytes);
   LayerWeights WeightsAt(int layer, const uint8_t* block) const;
@@ -66,6 +72,7 @@ class Pager final : public WeightProvider {
   Backend* backend_;
   ModelImage host_;
   MemoryPlan plan_;
+  PagerOptions options_;
   int n_layers_ = 0;
   std::vector<void*> owned_;
   std::vector<void*> registered_;

@@ -62,13 +62,13 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   p.budget_bytes = l.budget_bytes;
   p.globals_bytes = GlobalsBytes(h);
   p.workspace_bytes = WorkspaceBytes(h, l);
-  p.slot_layer_bytes = h.layer_block_bytes;
+  p.slot_layer_bytes = AlignUp(h.layer_used_bytes, kTensorAlign);
   // A step reads at most max_step_kv_tokens rows; each sequence may add a
   // partly filled block.
   p.slot_kv_blocks = uint64_t(l.max_step_kv_tokens + h.block_tokens - 1) / h.block_tokens + uint64_t(l.max_step_seqs);
   const uint64_t slot_kv_bytes = p.slot_kv_blocks * h.kv_block_bytes;
   const uint64_t fixed = p.globals_bytes + p.workspace_bytes;
-  const uint64_t layer = h.layer_block_bytes;
+  const uint64_t layer = p.slot_layer_bytes;  // device copies need no 2 MiB rounding
 
   auto total_for = [&](int resident, int slots) {
     return fixed + uint64_t(resident) * layer + (resident < L ? uint64_t(slots) * (layer + slot_kv_bytes) : 0) +

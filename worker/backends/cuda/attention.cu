@@ -244,6 +244,7 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
           sum += e;
         }
         sum = WarpSum(sum);
+        __syncwarp();  // every lane has read mrow[pp] before lane 0 rewrites it
         if (lane == 0) {
           const float c = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
           corr[pp] = c;

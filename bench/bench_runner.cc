@@ -1,0 +1,293 @@
+#include "bench/bench_runner.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/segment.h"
+#include "common/size_flag.h"
+#include "common/status.h"
+#include "store/store_service.h"
+#include "worker/device.h"
+#include "worker/engine/backend_factory.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/resident_provider.h"
+#include "worker/pager/pager.h"
+
+namespace paged {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Q = Backend::Queue;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Link bandwidth as this process sees it: the best of a few copies of up to
+// 1 GiB between registered host memory and the device, each way.
+absl::Status MeasureLink(Backend& b, const ModelImage& host, double* h2d_gbs, double* d2h_gbs) {
+  const uint64_t bytes = std::min<uint64_t>(host.header->kv_offset, 1ull << 30);
+  ASSIGN_OR_RETURN(void* dev, b.Alloc(bytes));
+  void* pinned = std::aligned_alloc(4096, AlignUp(bytes, 4096));
+  RETURN_IF_ERROR(b.RegisterHost(const_cast<uint8_t*>(host.weights), host.header->kv_offset, true));
+  RETURN_IF_ERROR(b.RegisterHost(pinned, AlignUp(bytes, 4096), false));
+  const int ev = b.NewEvent();
+  double best_in = 1e30, best_out = 1e30;
+  for (int rep = 0; rep < 4; ++rep) {
+    auto t0 = Clock::now();
+    b.CopyIn(Q::kCopyIn, dev, host.weights, bytes);
+    b.Record(Q::kCopyIn, ev);
+    RETURN_IF_ERROR(b.HostWait(ev));
+    auto t1 = Clock::now();
+    b.CopyOut(Q::kWriteBack, pinned, dev, bytes);
+    b.Record(Q::kWriteBack, ev);
+    RETURN_IF_ERROR(b.HostWait(ev));
+    auto t2 = Clock::now();
+    if (rep > 0) {  // the first is a warm-up
+      best_in = std::min(best_in, Seconds(t0, t1));
+      best_out = std::min(best_out, Seconds(t1, t2));
+    }
+  }
+  b.UnregisterHost(pinned);
+  b.UnregisterHost(const_cast<uint8_t*>(host.weights));
+  std::free(pinned);
+  b.Free(dev);
+  *h2d_gbs = double(bytes) / best_in / 1e9;
+  *d2h_gbs = double(bytes) / best_out / 1e9;
+  return absl::OkStatus();
+}
+
+struct Workload {
+  std::vector<SeqStep> seqs;
+  std::vector<std::vector<int32_t>> prompts;
+};
+
+Workload MakeWorkload(const BenchOptions& o, const ModelConfig& c, int block_tokens) {
+  Workload w;
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> tok(3, c.vocab - 1);
+  const int bps = (o.prompt_len + o.gen_len + block_tokens - 1) / block_tokens;
+  for (int i = 0; i < o.batch; ++i) {
+    SeqStep s;
+    s.seq_id = i;
+    for (int b = 0; b < bps; ++b) s.block_table.push_back(i * bps + b);
+    std::vector<int32_t> p(size_t(o.prompt_len));
+    for (auto& t : p) t = tok(rng);
+    w.prompts.push_back(p);
+    w.seqs.push_back(s);
+  }
+  return w;
+}
+
+// Runs prefill then decode through `engine`; fills the two rows' times.
+struct PhaseTimes {
+  double prefill_s = 0;
+  int prefill_steps = 0;
+  std::vector<double> decode_s;
+};
+
+absl::StatusOr<PhaseTimes> RunPhases(const BenchOptions& o, Engine& engine, Workload w, Backend& b,
+                                     uint64_t mem0, uint64_t* peak, const std::function<void()>& at_decode) {
+  PhaseTimes t;
+  auto sample_mem = [&] { *peak = std::max(*peak, b.DeviceMemoryUsed() - std::min(mem0, b.DeviceMemoryUsed())); };
+  // Prefill: pack prompt chunks into steps of at most max_step_tokens.
+  std::vector<size_t> done(w.seqs.size(), 0);
+  std::vector<int32_t> last(w.seqs.size(), 0);
+  auto t0 = Clock::now();
+  while (true) {
+    StepBatch batch;
+    std::vector<size_t> which;
+    int budget = o.max_step_tokens;
+    for (size_t i = 0; i < w.seqs.size() && budget > 0; ++i) {
+      const size_t left = w.prompts[i].size() - done[i];
+      if (left == 0) continue;
+      const size_t take = std::min<size_t>(left, size_t(budget));
+      SeqStep s = w.seqs[i];
+      s.start_pos = int32_t(done[i]);
+      s.tokens.assign(w.prompts[i].begin() + long(done[i]), w.prompts[i].begin() + long(done[i] + take));
+      batch.seqs.push_back(std::move(s));
+      which.push_back(i);
+      budget -= int(take);
+    }
+    if (batch.seqs.empty()) break;
+    ASSIGN_OR_RETURN(StepOutput out, engine.Step(batch));
+    for (size_t k = 0; k < which.size(); ++k) {
+      done[which[k]] += batch.seqs[k].tokens.size();
+      last[which[k]] = out.next_tokens[k];
+    }
+    ++t.prefill_steps;
+    sample_mem();
+  }
+  t.prefill_s = Seconds(t0, Clock::now());
+  if (at_decode) at_decode();
+  // Decode: every sequence one token per step.
+  for (int step = 0; step + 1 < o.gen_len; ++step) {
+    StepBatch batch;
+    for (size_t i = 0; i < w.seqs.size(); ++i) {
+      SeqStep s = w.seqs[i];
+      s.start_pos = int32_t(w.prompts[i].size()) + step;
+      s.tokens = {last[i]};
+      batch.seqs.push_back(std::move(s));
+    }
+    auto s0 = Clock::now();
+    ASSIGN_OR_RETURN(StepOutput out, engine.Step(batch));
+    t.decode_s.push_back(Seconds(s0, Clock::now()));
+    for (size_t i = 0; i < w.seqs.size(); ++i) last[i] = out.next_tokens[i];
+    sample_mem();
+  }
+  return t;
+}
+
+void FillBound(BenchRow& r, double h2d_gbs, double d2h_gbs) {
+  const double h2d_ms = r.h2d_mb * 1e6 / (h2d_gbs * 1e9) * 1e3;
+  const double d2h_ms = r.d2h_mb * 1e6 / (d2h_gbs * 1e9) * 1e3;
+  r.bound_ms = std::max(h2d_ms, d2h_ms);
+  r.bound_fraction = r.step_ms > 0 ? r.bound_ms / r.step_ms : 0;
+  r.achieved_gbs = r.step_ms > 0 ? r.h2d_mb * 1e6 / (r.step_ms * 1e-3) / 1e9 : 0;
+  if (r.compute_ms > 0 && r.bound_ms > 0) {
+    const double overlap = r.compute_ms + r.bound_ms - r.step_ms;
+    r.hidden_fraction = std::clamp(overlap / std::min(r.compute_ms, r.bound_ms), 0.0, 1.0);
+  }
+}
+
+}  // namespace
+
+nlohmann::json BenchRow::ToJson() const {
+  return {{"mode", mode},         {"phase", phase},           {"batch", batch},
+          {"step_ms", step_ms},   {"tokens_per_s", tokens_per_s}, {"h2d_mb_per_step", h2d_mb},
+          {"d2h_mb_per_step", d2h_mb}, {"achieved_gbs", achieved_gbs}, {"bound_ms", bound_ms},
+          {"bound_fraction", bound_fraction}, {"compute_ms", compute_ms}, {"hidden_fraction", hidden_fraction},
+          {"device_peak_gib", device_peak_gib}};
+}
+
+absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
+  if (o.batch < 1 || o.prompt_len < 1 || o.gen_len < 2)
+    return absl::InvalidArgumentError("--batch and --prompt-len must be >= 1, --gen-len >= 2");
+  ASSIGN_OR_RETURN(auto src, OpenModel(o.model_path));
+  const ModelConfig& c = src->config;
+  const int bt = 16;
+  const uint64_t blocks = uint64_t(o.batch) * uint64_t((o.prompt_len + o.gen_len + bt - 1) / bt);
+  const double kv_bytes = double(blocks) * bt * 2.0 * c.kv_dim() * 4.0 * c.n_layers + (4 << 20);
+  src.reset();
+
+  StoreOptions so;
+  so.model_path = o.model_path;
+  so.segment = absl::StrCat("paged-bench-", ::getpid());
+  so.layout.weight_format = o.weight_format;
+  so.layout.kv_gib = kv_bytes / double(1ull << 30);
+  so.layout.block_tokens = bt;
+  so.remove_on_exit = true;
+  so.quiet = true;
+  so.threads = o.threads;
+  ASSIGN_OR_RETURN(auto store, Store::Start(so));
+  ASSIGN_OR_RETURN(auto seg, SegmentMapping::Open(so.segment, SegmentMapping::Access::kWorker));
+  const ModelImage host = ImageOf(*seg);
+  const SegmentHeader& h = *host.header;
+
+  ASSIGN_OR_RETURN(auto backend, MakeBackend(o.device, o.threads));
+  const uint64_t mem0 = backend->DeviceMemoryUsed();
+  BenchReport report;
+  RETURN_IF_ERROR(MeasureLink(*backend, host, &report.h2d_gbs, &report.d2h_gbs));
+
+  const Workload work = MakeWorkload(o, h.model, int(h.block_tokens));
+  auto add_rows = [&](const std::string& mode, const PhaseTimes& t, const PagerStats& s0, const PagerStats& s1,
+                      const PagerStats& s2, const PhaseTimes* compute, uint64_t peak) {
+    BenchRow pre;
+    pre.mode = mode;
+    pre.phase = "prefill";
+    pre.batch = o.batch;
+    pre.step_ms = t.prefill_s / std::max(1, t.prefill_steps) * 1e3;
+    pre.tokens_per_s = double(o.batch) * o.prompt_len / t.prefill_s;
+    const double pre_steps = std::max(1, t.prefill_steps);
+    pre.h2d_mb = double(s1.h2d_weight_bytes - s0.h2d_weight_bytes + s1.h2d_kv_bytes - s0.h2d_kv_bytes) / pre_steps / 1e6;
+    pre.d2h_mb = double(s1.d2h_kv_bytes - s0.d2h_kv_bytes) / pre_steps / 1e6;
+    if (compute != nullptr) pre.compute_ms = compute->prefill_s / std::max(1, compute->prefill_steps) * 1e3;
+    pre.device_peak_gib = double(peak) / double(1ull << 30);
+    FillBound(pre, report.h2d_gbs, report.d2h_gbs);
+    BenchRow dec = pre;
+    dec.phase = "decode";
+    dec.step_ms = Median(t.decode_s) * 1e3;
+    dec.tokens_per_s = double(o.batch) / Median(t.decode_s);
+    const double dec_steps = double(t.decode_s.size());
+    dec.h2d_mb = double(s2.h2d_weight_bytes - s1.h2d_weight_bytes + s2.h2d_kv_bytes - s1.h2d_kv_bytes) / dec_steps / 1e6;
+    dec.d2h_mb = double(s2.d2h_kv_bytes - s1.d2h_kv_bytes) / dec_steps / 1e6;
+    dec.compute_ms = compute != nullptr ? Median(compute->decode_s) * 1e3 : 0;
+    dec.hidden_fraction = 0;
+    FillBound(dec, report.h2d_gbs, report.d2h_gbs);
+    report.rows.push_back(pre);
+    report.rows.push_back(dec);
+  };
+
+  if (o.mode == "paged" || o.mode == "both") {
+    PlanLimits limits;
+    limits.budget_bytes = o.gpu_budget;
+    limits.slots = o.slots;
+    limits.resident = o.resident;
+    limits.max_step_tokens = o.max_step_tokens;
+    limits.max_step_seqs = std::max(o.batch, 1);
+    limits.max_step_kv_tokens = std::max(o.max_step_tokens, o.batch * (o.prompt_len + o.gen_len));
+    ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(h, limits));
+    report.plan = plan.Describe();
+    PhaseTimes compute;
+    {
+      // Compute alone: the same steps with no copies.
+      ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, PagerOptions{.compute_only = true}));
+      Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
+      uint64_t peak = 0;
+      ASSIGN_OR_RETURN(compute, RunPhases(o, engine, work, *backend, mem0, &peak, nullptr));
+    }
+    ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan));
+    Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
+    uint64_t peak = 0;
+    const PagerStats s0 = pager->stats();
+    PagerStats s1;
+    ASSIGN_OR_RETURN(PhaseTimes t, RunPhases(o, engine, work, *backend, mem0, &peak, [&] { s1 = pager->stats(); }));
+    const PagerStats s2 = pager->stats();
+    add_rows("paged", t, s0, s1, s2, &compute, peak);
+  }
+  if (o.mode == "resident" || o.mode == "both") {
+    const auto gpus = ListGpus();
+    const uint64_t need = h.kv_offset + blocks * h.kv_block_bytes * uint64_t(h.model.n_layers) + (4ull << 30);
+    const bool fits = o.device == "cpu" || (!gpus.empty() && need < gpus[0].total_bytes);
+    if (fits) {
+      ASSIGN_OR_RETURN(auto provider, ResidentProvider::Create(backend.get(), host, blocks));
+      Engine engine(backend.get(), provider.get(), h.model, int(h.block_tokens));
+      uint64_t peak = 0;
+      ASSIGN_OR_RETURN(PhaseTimes t, RunPhases(o, engine, work, *backend, mem0, &peak, nullptr));
+      PagerStats zero;
+      add_rows("resident", t, zero, zero, zero, nullptr, peak);
+    } else if (o.mode == "resident") {
+      return absl::ResourceExhaustedError("the model does not fit the device for --mode=resident");
+    }
+  }
+  return report;
+}
+
+std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
+  std::string s = absl::StrFormat("link: H2D %.1f GB/s, D2H %.1f GB/s (measured)\n", r.h2d_gbs, r.d2h_gbs);
+  if (!r.plan.empty()) absl::StrAppend(&s, r.plan);
+  absl::StrAppend(&s, absl::StrFormat("%-8s %-7s %5s %9s %9s %9s %9s %7s %9s %7s %9s %7s %7s\n", "mode", "phase",
+                                      "batch", "step ms", "tok/s", "H2D MB", "D2H MB", "GB/s", "bound ms", "bound%",
+                                      "comp ms", "hidden", "dev GiB"));
+  for (const BenchRow& x : r.rows) {
+    absl::StrAppend(&s, absl::StrFormat("%-8s %-7s %5d %9.2f %9.1f %9.1f %9.2f %7.1f %9.2f %6.1f%% %9.2f %6.0f%% %7.2f\n",
+                                        x.mode, x.phase, x.batch, x.step_ms, x.tokens_per_s, x.h2d_mb, x.d2h_mb,
+                                        x.achieved_gbs, x.bound_ms, 100 * x.bound_fraction, x.compute_ms,
+                                        100 * x.hidden_fraction, x.device_peak_gib));
+  }
+  (void)o;
+  return s;
+}
+
+}  // namespace paged

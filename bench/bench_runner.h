@@ -1,0 +1,56 @@
+// paged-bench's measurements: the engine in-process on a store segment,
+// paged through the worker's pager (and all resident when the model fits),
+// against the PCIe bound the tool measures itself.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include <nlohmann/json.hpp>
+
+namespace paged {
+
+struct BenchOptions {
+  std::string model_path;
+  std::string device = "cuda:0";
+  uint64_t gpu_budget = 4ull << 30;
+  int batch = 1;
+  int prompt_len = 128;
+  int gen_len = 128;
+  std::string weight_format = "native";
+  std::string mode = "both";  // paged | resident | both (resident only when it fits)
+  int slots = 2;
+  std::string resident = "auto";
+  int threads = 0;
+  int max_step_tokens = 2048;
+};
+
+// One table row.
+struct BenchRow {
+  std::string mode;  // "paged" / "resident"
+  std::string phase;  // "decode" / "prefill"
+  int batch = 0;
+  double step_ms = 0;          // median step time
+  double tokens_per_s = 0;
+  double h2d_mb = 0, d2h_mb = 0;  // per step
+  double achieved_gbs = 0;     // (H2D bytes per step) / step time
+  double bound_ms = 0;         // link bound of a step
+  double bound_fraction = 0;   // bound / step time
+  double compute_ms = 0;       // the same step with no copies
+  double hidden_fraction = 0;  // of the copy time, hidden under compute
+  double device_peak_gib = 0;
+  nlohmann::json ToJson() const;
+};
+
+struct BenchReport {
+  double h2d_gbs = 0, d2h_gbs = 0;  // measured link bandwidth
+  std::string plan;                 // MemoryPlan::Describe()
+  std::vector<BenchRow> rows;
+};
+
+absl::StatusOr<BenchReport> RunBench(const BenchOptions& opts);
+std::string FormatReport(const BenchOptions& opts, const BenchReport& r);
+
+}  // namespace paged

@@ -1,0 +1,64 @@
+// paged-store and paged-worker as separate processes: the worker maps the
+// segment (weights read-only, KV read-write), plans its budget, pages every
+// layer through two slots on the CPU backend and reproduces the stories260K
+// greedy tokens; a budget too small for two slots is a clear error at start.
+#include <signal.h>
+
+#include <filesystem>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/unit/test_util.h"
+
+namespace paged {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::BinaryPath;
+using testing::RunCommand;
+using testing::Subprocess;
+
+class WorkerProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    segment_ = testing::UniqueSegmentName("worker");
+    store_ = std::make_unique<Subprocess>(std::vector<std::string>{
+        BinaryPath("paged-store"), "--model=" + testing::Stories260KPath(), "--segment=" + segment_,
+        "--weight-format=f32", "--kv-gib=0.01", "--remove-on-exit"});
+    ASSERT_TRUE(store_->WaitForLine("ready")) << store_->output();
+  }
+  void TearDown() override {
+    if (store_) {
+      EXPECT_EQ(store_->Signal(SIGTERM), 0);
+    }
+  }
+  std::string segment_;
+  std::unique_ptr<Subprocess> store_;
+};
+
+TEST_F(WorkerProcessTest, PagedWorkerReproducesTheTranscriptStart) {
+  for (const char* resident : {"none", "2", "all"}) {
+    auto [rc, out] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
+                                 "--gpu-budget=100MiB", std::string("--resident=") + resident, "--check-tokens=12"});
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_THAT(out, HasSubstr("memory plan"));
+    EXPECT_THAT(out, HasSubstr("self-check tokens: 403 407 261 378 432 383 286 261 376 298 315 421")) << resident;
+  }
+}
+
+TEST_F(WorkerProcessTest, ABudgetTooSmallForTwoSlotsFailsAtStart) {
+  auto [rc, out] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--gpu-budget=1MiB"});
+  EXPECT_EQ(rc, 1);
+  EXPECT_THAT(out, HasSubstr("--gpu-budget=1.00 MiB is too small"));
+  auto [rc2, out2] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--gpu-budget=lots"});
+  EXPECT_EQ(rc2, 2);
+  EXPECT_THAT(out2, HasSubstr("--gpu-budget=lots"));
+  auto [rc3, out3] = RunCommand({BinaryPath("paged-worker"), "--segment=no-such-segment-xyz"});
+  EXPECT_EQ(rc3, 1);
+  EXPECT_THAT(out3, HasSubstr("does not exist"));
+}
+
+}  // namespace
+}  // namespace paged

@@ -1,0 +1,30 @@
+#include "worker/pager/worker_runtime.h"
+
+#include "common/status.h"
+#include "worker/engine/backend_factory.h"
+#include "worker/engine/model_image.h"
+
+namespace paged {
+
+WorkerRuntime::~WorkerRuntime() {
+  // Engine and pager first: they free backend memory and unregister the mapping.
+  engine_.reset();
+  pager_.reset();
+  backend_.reset();
+}
+
+absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const WorkerOptions& opts) {
+  std::unique_ptr<WorkerRuntime> w(new WorkerRuntime());
+  ASSIGN_OR_RETURN(w->segment_, SegmentMapping::Open(opts.segment, SegmentMapping::Access::kWorker));
+  PlanLimits limits = opts.limits;
+  limits.budget_bytes = opts.gpu_budget > 0 ? opts.gpu_budget : (4ull << 30);
+  ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(w->segment_->header(), limits));
+  ASSIGN_OR_RETURN(w->backend_, MakeBackend(opts.device, opts.threads));
+  const ModelImage host = ImageOf(*w->segment_);
+  ASSIGN_OR_RETURN(w->pager_, Pager::Create(w->backend_.get(), host, plan));
+  w->engine_ = std::make_unique<Engine>(w->backend_.get(), w->pager_.get(), host.config(),
+                                        int(host.header->block_tokens));
+  return w;
+}
+
+}  // namespace paged

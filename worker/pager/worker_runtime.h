@@ -1,0 +1,48 @@
+// A worker's runtime: the mapped segment, the backend, the memory plan, the
+// pager and the engine, brought up in that order. paged-worker's logic; the
+// coordinator link attaches to this.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/segment.h"
+#include "worker/engine/backend.h"
+#include "worker/engine/engine.h"
+#include "worker/pager/pager.h"
+#include "worker/pager/planner.h"
+
+namespace paged {
+
+struct WorkerOptions {
+  std::string segment;
+  std::string device = "cpu";
+  uint64_t gpu_budget = 0;  // 0: 4 GiB
+  PlanLimits limits;        // budget_bytes filled from gpu_budget
+  int threads = 0;
+};
+
+class WorkerRuntime {
+ public:
+  // Maps the segment (weights read-only, KV read-write), creates the backend,
+  // plans the budget (a budget too small for two slots is an error here, not
+  // mid-step), registers the mapping and creates the pager and engine.
+  static absl::StatusOr<std::unique_ptr<WorkerRuntime>> Start(const WorkerOptions& opts);
+  ~WorkerRuntime();
+
+  Engine& engine() { return *engine_; }
+  Pager& pager() { return *pager_; }
+  const MemoryPlan& plan() const { return pager_->plan(); }
+  const SegmentHeader& header() const { return segment_->header(); }
+  Backend& backend() { return *backend_; }
+
+ private:
+  WorkerRuntime() = default;
+  std::unique_ptr<SegmentMapping> segment_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Pager> pager_;
+  std::unique_ptr<Engine> engine_;
+};
+
+}  // namespace paged

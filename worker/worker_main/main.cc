@@ -1,0 +1,63 @@
+// paged-worker: maps a store's segment, plans its device budget, pages the
+// model through device slots. Until the coordinator link exists it checks
+// itself by generating --check-tokens greedy tokens from BOS and exits.
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "common/cli.h"
+#include "common/size_flag.h"
+#include "worker/engine/generator.h"
+#include "worker/pager/worker_runtime.h"
+
+ABSL_FLAG(std::string, segment, "paged", "the store's segment");
+ABSL_FLAG(std::string, device, "cpu", "cuda:N or cpu");
+ABSL_FLAG(std::string, gpu_budget, "4GiB", "device memory budget (4GiB, 512MiB or bytes)");
+ABSL_FLAG(int, slots, 2, "layer slots (>= 2)");
+ABSL_FLAG(std::string, resident, "auto", "resident layers: auto | none | all | N");
+ABSL_FLAG(int, max_step_tokens, 2048, "new tokens in the largest step");
+ABSL_FLAG(int, max_step_seqs, 64, "sequences in the largest step");
+ABSL_FLAG(int, max_step_kv_tokens, 16384, "KV rows the largest step reads");
+ABSL_FLAG(int, check_tokens, 8, "greedy tokens generated from BOS as a self-check");
+ABSL_FLAG(int, threads, 0, "CPU threads");
+
+int main(int argc, char** argv) {
+  paged::ParseFlags(argc, argv,
+                    "paged-worker --segment NAME --device cuda:N|cpu --gpu-budget BYTES [--slots S] "
+                    "[--resident auto|none|all|N]");
+  paged::WorkerOptions o;
+  o.segment = absl::GetFlag(FLAGS_segment);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.limits.slots = absl::GetFlag(FLAGS_slots);
+  o.limits.resident = absl::GetFlag(FLAGS_resident);
+  o.limits.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
+  o.limits.max_step_seqs = absl::GetFlag(FLAGS_max_step_seqs);
+  o.limits.max_step_kv_tokens = absl::GetFlag(FLAGS_max_step_kv_tokens);
+  o.threads = absl::GetFlag(FLAGS_threads);
+  auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
+  if (!budget.ok()) {
+    std::fprintf(stderr, "paged-worker: %s\n", std::string(budget.status().message()).c_str());
+    return 2;
+  }
+  o.gpu_budget = *budget;
+  auto w = paged::WorkerRuntime::Start(o);
+  if (!w.ok()) {
+    std::fprintf(stderr, "paged-worker: %s\n", std::string(w.status().message()).c_str());
+    return 1;
+  }
+  std::printf("paged-worker: segment %s on %s\n%s", o.segment.c_str(), (*w)->backend().name().c_str(),
+              (*w)->plan().Describe().c_str());
+  paged::GenerateRequest req;
+  req.prompt = {(*w)->header().model.bos_id >= 0 ? (*w)->header().model.bos_id : 0};
+  req.max_new_tokens = absl::GetFlag(FLAGS_check_tokens);
+  req.stop_at_eos = false;
+  // Blocks at the end of the pool, away from what a coordinator hands out.
+  auto r = paged::Generate((*w)->engine(), req, (*w)->header().kv_n_blocks);
+  if (!r.ok()) {
+    std::fprintf(stderr, "paged-worker: self-check failed: %s\n", std::string(r.status().message()).c_str());
+    return 1;
+  }
+  std::printf("paged-worker: self-check tokens:");
+  for (int32_t t : r->tokens) std::printf(" %d", t);
+  std::printf("\npaged-worker: ready\n");
+  return 0;
+}
