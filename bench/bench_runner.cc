@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 
@@ -98,9 +100,26 @@ struct PhaseTimes {
 };
 
 absl::StatusOr<PhaseTimes> RunPhases(const BenchOptions& o, Engine& engine, Workload w, Backend& b,
-                                     uint64_t mem0, uint64_t* peak, const std::function<void()>& at_decode) {
+                                     uint64_t mem0, uint64_t* peak, const std::function<void(bool decode)>& at_phase) {
   PhaseTimes t;
   auto sample_mem = [&] { *peak = std::max(*peak, b.DeviceMemoryUsed() - std::min(mem0, b.DeviceMemoryUsed())); };
+  // Warm-up (kernels loaded, scratch grown, caches primed): one prefill
+  // step and one decode step of the first sequence, overwritten below.
+  {
+    SeqStep s = w.seqs[0];
+    s.tokens.assign(w.prompts[0].begin(),
+                    w.prompts[0].begin() + std::min<long>(long(w.prompts[0].size()), o.max_step_tokens));
+    ASSIGN_OR_RETURN(StepOutput warm, engine.Step(StepBatch{{s}}));
+    StepBatch decode;
+    for (size_t i = 0; i < w.seqs.size(); ++i) {
+      SeqStep d = w.seqs[i];
+      d.start_pos = 0;
+      d.tokens = {warm.next_tokens[0]};
+      decode.seqs.push_back(std::move(d));
+    }
+    RETURN_IF_ERROR(engine.Step(decode).status());
+  }
+  if (at_phase) at_phase(false);
   // Prefill: pack prompt chunks into steps of at most max_step_tokens.
   std::vector<size_t> done(w.seqs.size(), 0);
   std::vector<int32_t> last(w.seqs.size(), 0);
@@ -130,7 +149,7 @@ absl::StatusOr<PhaseTimes> RunPhases(const BenchOptions& o, Engine& engine, Work
     sample_mem();
   }
   t.prefill_s = Seconds(t0, Clock::now());
-  if (at_decode) at_decode();
+  if (at_phase) at_phase(true);
   // Decode: every sequence one token per step.
   for (int step = 0; step + 1 < o.gen_len; ++step) {
     StepBatch batch;
@@ -174,26 +193,34 @@ nlohmann::json BenchRow::ToJson() const {
 absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
   if (o.batch < 1 || o.prompt_len < 1 || o.gen_len < 2)
     return absl::InvalidArgumentError("--batch and --prompt-len must be >= 1, --gen-len >= 2");
-  ASSIGN_OR_RETURN(auto src, OpenModel(o.model_path));
-  const ModelConfig& c = src->config;
   const int bt = 16;
-  const uint64_t blocks = uint64_t(o.batch) * uint64_t((o.prompt_len + o.gen_len + bt - 1) / bt);
-  const double kv_bytes = double(blocks) * bt * 2.0 * c.kv_dim() * 4.0 * c.n_layers + (4 << 20);
-  src.reset();
-
-  StoreOptions so;
-  so.model_path = o.model_path;
-  so.segment = absl::StrCat("paged-bench-", ::getpid());
-  so.layout.weight_format = o.weight_format;
-  so.layout.kv_gib = kv_bytes / double(1ull << 30);
-  so.layout.block_tokens = bt;
-  so.remove_on_exit = true;
-  so.quiet = true;
-  so.threads = o.threads;
-  ASSIGN_OR_RETURN(auto store, Store::Start(so));
-  ASSIGN_OR_RETURN(auto seg, SegmentMapping::Open(so.segment, SegmentMapping::Access::kWorker));
+  std::unique_ptr<Store> store;
+  std::string segment = o.segment;
+  if (segment.empty()) {
+    ASSIGN_OR_RETURN(auto src, OpenModel(o.model_path));
+    const ModelConfig& c = src->config;
+    const uint64_t blocks = uint64_t(o.batch) * uint64_t((o.prompt_len + o.gen_len + bt - 1) / bt);
+    const double kv_bytes = double(blocks) * bt * 2.0 * c.kv_dim() * 4.0 * c.n_layers + (4 << 20);
+    src.reset();
+    StoreOptions so;
+    so.model_path = o.model_path;
+    so.segment = segment = absl::StrCat("paged-bench-", ::getpid());
+    so.layout.weight_format = o.weight_format;
+    so.layout.kv_gib = kv_bytes / double(1ull << 30);
+    so.layout.block_tokens = bt;
+    so.remove_on_exit = true;
+    so.quiet = true;
+    so.threads = o.threads;
+    ASSIGN_OR_RETURN(store, Store::Start(so));
+  }
+  ASSIGN_OR_RETURN(auto seg, SegmentMapping::Open(segment, SegmentMapping::Access::kWorker));
   const ModelImage host = ImageOf(*seg);
   const SegmentHeader& h = *host.header;
+  if (int(h.block_tokens) != bt) return absl::InvalidArgumentError("paged-bench needs a segment with 16-token blocks");
+  const uint64_t blocks = uint64_t(o.batch) * uint64_t((o.prompt_len + o.gen_len + bt - 1) / bt);
+  if (blocks > h.kv_n_blocks)
+    return absl::ResourceExhaustedError(absl::StrCat("the workload needs ", blocks, " KV blocks, segment ", segment,
+                                                     " has ", h.kv_n_blocks, " (raise --kv-gib)"));
 
   ASSIGN_OR_RETURN(auto backend, MakeBackend(o.device, o.threads));
   const uint64_t mem0 = backend->DeviceMemoryUsed();
@@ -244,15 +271,17 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       // Compute alone: the same steps with no copies.
       ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, PagerOptions{.compute_only = true}));
       Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
+      RETURN_IF_ERROR(engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
       uint64_t peak = 0;
       ASSIGN_OR_RETURN(compute, RunPhases(o, engine, work, *backend, mem0, &peak, nullptr));
     }
     ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan));
     Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
+    RETURN_IF_ERROR(engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
     uint64_t peak = 0;
-    const PagerStats s0 = pager->stats();
-    PagerStats s1;
-    ASSIGN_OR_RETURN(PhaseTimes t, RunPhases(o, engine, work, *backend, mem0, &peak, [&] { s1 = pager->stats(); }));
+    PagerStats s0, s1;
+    ASSIGN_OR_RETURN(PhaseTimes t, RunPhases(o, engine, work, *backend, mem0, &peak,
+                                             [&](bool decode) { (decode ? s1 : s0) = pager->stats(); }));
     const PagerStats s2 = pager->stats();
     add_rows("paged", t, s0, s1, s2, &compute, peak);
   }
@@ -286,6 +315,19 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
                                         x.achieved_gbs, x.bound_ms, 100 * x.bound_fraction, x.compute_ms,
                                         100 * x.hidden_fraction, x.device_peak_gib));
   }
+  // The process's own host memory: private pages vs the shared segment.
+  const std::string status = [] {
+    std::FILE* f = std::fopen("/proc/self/status", "r");
+    std::string out;
+    if (f == nullptr) return out;
+    char line[256];
+    while (std::fgets(line, sizeof(line), f)) {
+      if (std::strncmp(line, "RssAnon:", 8) == 0 || std::strncmp(line, "RssShmem:", 9) == 0) out += line;
+    }
+    std::fclose(f);
+    return out;
+  }();
+  if (!status.empty()) absl::StrAppend(&s, "host memory of this process:\n", status);
   (void)o;
   return s;
 }

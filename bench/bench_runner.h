@@ -14,6 +14,7 @@ namespace paged {
 
 struct BenchOptions {
   std::string model_path;
+  std::string segment;  // an existing store segment to use instead of building one
   std::string device = "cuda:0";
   uint64_t gpu_budget = 4ull << 30;
   int batch = 1;

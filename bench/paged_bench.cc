@@ -9,6 +9,7 @@
 #include "common/size_flag.h"
 
 ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
+ABSL_FLAG(std::string, segment, "", "use this store segment instead of building one from --model");
 ABSL_FLAG(std::string, device, "cuda:0", "cuda:N or cpu");
 ABSL_FLAG(std::string, gpu_budget, "4GiB", "device memory budget of the paged mode");
 ABSL_FLAG(int, batch, 1, "sequences per step");
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
   paged::BenchOptions o;
   o.model_path = absl::GetFlag(FLAGS_model);
   o.device = absl::GetFlag(FLAGS_device);
+  o.segment = absl::GetFlag(FLAGS_segment);
   o.batch = absl::GetFlag(FLAGS_batch);
   o.prompt_len = absl::GetFlag(FLAGS_prompt_len);
   o.gen_len = absl::GetFlag(FLAGS_gen_len);
@@ -41,7 +43,7 @@ int main(int argc, char** argv) {
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (budget.ok()) o.gpu_budget = *budget;
   absl::StatusOr<paged::BenchReport> r = !budget.ok()            ? absl::StatusOr<paged::BenchReport>(budget.status())
-                                         : o.model_path.empty() ? absl::InvalidArgumentError("--model is required")
+                                         : o.model_path.empty() && o.segment.empty() ? absl::InvalidArgumentError("--model or --segment is required")
                                                                 : paged::RunBench(o);
   if (!r.ok()) {
     std::fprintf(stderr, "paged-bench: %s\n", std::string(r.status().message()).c_str());

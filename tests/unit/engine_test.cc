@@ -19,17 +19,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// The known greedy output in ../shared/models/README.md: the fenced block
-// after "Known output".
-std::string ReadmeTranscript() {
-  const std::string readme = testing::ReadFile(testing::SharedModelsDir() + "/README.md");
-  const size_t at = readme.find("Known output");
-  const size_t open = readme.find("```\n", at);
-  const size_t close = readme.find("\n```", open + 4);
-  if (at == std::string::npos || open == std::string::npos || close == std::string::npos) return "";
-  return readme.substr(open + 4, close - open - 4);
-}
-
 std::unique_ptr<LocalModel> Load(const std::string& path, const std::string& format, double kv_gib = 0.01) {
   LayoutOptions layout;
   layout.weight_format = format;
@@ -67,7 +56,7 @@ TEST_F(StoriesTest, GreedyTranscriptMatchesTheReadmeExactlyInF32) {
   ASSERT_TRUE(tok.ok());
   std::vector<int32_t> all = {1};
   all.insert(all.end(), r->tokens.begin(), r->tokens.end());
-  EXPECT_EQ(tok->Decode(all), ReadmeTranscript());
+  EXPECT_EQ(tok->Decode(all), testing::StoriesTranscript());
 }
 
 TEST_F(StoriesTest, GreedyTranscriptMatchesInF16Storage) {
@@ -81,7 +70,7 @@ TEST_F(StoriesTest, GreedyTranscriptMatchesInF16Storage) {
   auto tok = SpTokenizer::Create(m->image->vocab());
   std::vector<int32_t> all = {1};
   all.insert(all.end(), r->tokens.begin(), r->tokens.end());
-  EXPECT_EQ(tok->Decode(all), ReadmeTranscript());
+  EXPECT_EQ(tok->Decode(all), testing::StoriesTranscript());
 }
 
 // Runs one sequence alone, greedy, chunked prefill of `chunk`.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 
 #include <atomic>
@@ -55,6 +56,26 @@ std::string Stories260KPath() {
   const std::string dir = SharedModelsDir();
   const std::string p = dir + "/stories260K.gguf";
   return !dir.empty() && std::filesystem::exists(p) ? p : "";
+}
+
+std::string StoriesTranscript() {
+  const std::string dir = SharedModelsDir();
+  if (dir.empty()) return "";
+  const std::string readme = ReadFile(dir + "/README.md");
+  const size_t at = readme.find("Known output");
+  const size_t open = readme.find("```\n", at);
+  const size_t close = readme.find("\n```", open + 4);
+  if (at == std::string::npos || open == std::string::npos || close == std::string::npos) return "";
+  return readme.substr(open + 4, close - open - 4);
+}
+
+double RelativeError(const std::vector<float>& got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
 }
 
 std::string BinaryPath(std::string_view name) {

@@ -32,6 +32,13 @@ std::string SharedModelsDir();
 // Path of ../shared/models/stories260K.gguf ("" when absent).
 std::string Stories260KPath();
 
+// The stories260K greedy transcript: the fenced block after "Known output"
+// in ../shared/models/README.md ("" when absent).
+std::string StoriesTranscript();
+
+// ||got - want|| / ||want||.
+double RelativeError(const std::vector<float>& got, const std::vector<double>& want);
+
 // Path of a built binary (paged-store, pagectl, ...).
 std::string BinaryPath(std::string_view name);
 

@@ -67,10 +67,12 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
   if (n <= s_.cap_tokens && n_seqs <= s_.cap_seqs && n_table <= s_.cap_table) return absl::OkStatus();
   for (void* p : owned_) backend_->Free(p);
   owned_.clear();
-  // Grow with headroom so a growing batch does not reallocate every step.
-  n = std::max({n, s_.cap_tokens * 2, 16});
-  n_seqs = std::max({n_seqs, s_.cap_seqs * 2, 4});
-  n_table = std::max({n_table, s_.cap_table * 2, 64});
+  // Each dimension grows on its own (doubling, so a growing batch does not
+  // reallocate every step); the others keep their capacity.
+  auto grow = [](int need, int cap, int floor) { return need <= cap ? cap : std::max({need, cap * 2, floor}); };
+  n = grow(n, s_.cap_tokens, 16);
+  n_seqs = grow(n_seqs, s_.cap_seqs, 4);
+  n_table = grow(n_table, s_.cap_table, 64);
   const ModelConfig& c = config_;
   auto alloc = [&](auto** out, uint64_t count) -> absl::Status {
     ASSIGN_OR_RETURN(void* p, backend_->Alloc(std::max<uint64_t>(count, 1) * sizeof(**out)));
@@ -103,6 +105,10 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
   s_.cap_seqs = n_seqs;
   s_.cap_table = n_table;
   return absl::OkStatus();
+}
+
+absl::Status Engine::Reserve(int max_tokens, int max_seqs, int max_table) {
+  return EnsureScratch(max_tokens, max_seqs, max_table);
 }
 
 absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {

@@ -27,6 +27,10 @@ class Engine {
   // INVALID_ARGUMENT and nothing runs.
   absl::StatusOr<StepOutput> Step(const StepBatch& batch);
 
+  // Allocates the scratch of the largest step up front (the memory plan's
+  // workspace), so steps within these limits never allocate.
+  absl::Status Reserve(int max_tokens, int max_seqs, int max_table_entries);
+
   const ModelConfig& config() const { return config_; }
   int block_tokens() const { return block_tokens_; }
 

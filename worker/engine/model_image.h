@@ -34,6 +34,7 @@ ModelImage ImageOf(const SegmentMapping& m);
 // A segment built in this process's memory: no shared memory, no store.
 class OwnedImage {
  public:
+  ~OwnedImage();
   static absl::StatusOr<std::unique_ptr<OwnedImage>> Build(const std::string& model_path,
                                                            const LayoutOptions& layout, int threads = 0);
   static absl::StatusOr<std::unique_ptr<OwnedImage>> Build(const ModelSource& src, const LayoutOptions& layout,
@@ -43,7 +44,14 @@ class OwnedImage {
 
  private:
   OwnedImage() = default;
-  std::vector<uint8_t, std::allocator<uint8_t>> mem_;
+  // Page-aligned anonymous memory, so that a backend can register it for DMA
+  // like a shared segment.
+  struct Mapping {
+    uint8_t* data = nullptr;
+    uint64_t bytes = 0;
+    ~Mapping();
+  };
+  Mapping mem_;
   SegmentHeader header_{};
   ModelImage image_;
   Vocab vocab_;

@@ -24,6 +24,7 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   ASSIGN_OR_RETURN(w->pager_, Pager::Create(w->backend_.get(), host, plan));
   w->engine_ = std::make_unique<Engine>(w->backend_.get(), w->pager_.get(), host.config(),
                                         int(host.header->block_tokens));
+  RETURN_IF_ERROR(w->engine_->Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
   return w;
 }
 

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <numbers>
+#include <map>
 #include <unordered_set>
 #include <vector>
 
@@ -33,6 +34,7 @@
 #include "worker/backends/cuda/kv_cache.h"
 #include "worker/backends/cuda/norm_rope.h"
 #include "worker/backends/cuda/sampling.h"
+#include "worker/backends/cuda/transfer.h"
 #include "worker/backends/cuda/weights.h"
 
 namespace paged {
@@ -112,6 +114,12 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(device_);
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    for (auto& c : copy_streams_) {
+      if (c.stream != nullptr) cudaStreamSynchronize(c.stream);
+    }
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    for (auto& [p, r] : registered_) cudaHostUnregister(p);
+    if (meta_ != nullptr) cudaFreeHost(meta_);
     for (void* p : live_) cudaFree(p);
     if (rope_table_ != nullptr) cudaFree(rope_table_);
     if (cublas_ != nullptr) cublasDestroy(cublas_);
@@ -130,6 +138,11 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device_));
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     stream_owner_.stream = stream_;
+    for (auto& c : copy_streams_) CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
+    // Block ids and row slots for the transfer kernels: a ring of mapped
+    // pinned memory the kernels read directly.
+    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&meta_), kMetaInts * sizeof(int32_t), cudaHostAllocMapped));
+    CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&meta_dev_), meta_, 0));
     CUBLAS_CHECK(cublasCreate(&cublas_));
     CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
     CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
@@ -166,29 +179,148 @@ class CudaBackend final : public Backend {
   void Free(void* p) override {
     if (p == nullptr) return;
     Device();
-    // Work already enqueued may still use p.
-    Record(cudaStreamSynchronize(stream_), "Free: cudaStreamSynchronize");
-    Record(cudaFree(p), "Free: cudaFree");
+    // Work already enqueued on any queue may still use p.
+    Check(cudaStreamSynchronize(stream_), "Free: cudaStreamSynchronize");
+    for (auto& c : copy_streams_) Check(cudaStreamSynchronize(c.stream), "Free: cudaStreamSynchronize");
+    Check(cudaFree(p), "Free: cudaFree");
     live_.erase(p);
   }
 
   void Upload(void* dst, const void* host_src, uint64_t bytes) override {
     Device();
-    Record(stager_.Copy(dst, host_src, bytes, stream_));
+    Check(stager_.Copy(dst, host_src, bytes, stream_));
     AfterOp("Upload");
   }
 
   void Download(void* host_dst, const void* src, uint64_t bytes) override {
     if (bytes == 0) return;
     Device();
-    Record(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_),
+    Check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_),
            "Download: cudaMemcpyAsync");
-    Record(cudaStreamSynchronize(stream_), "Download: cudaStreamSynchronize");
+    Check(cudaStreamSynchronize(stream_), "Download: cudaStreamSynchronize");
   }
 
   absl::Status Synchronize() override {
     Device();
-    Record(cudaStreamSynchronize(stream_), "Synchronize: cudaStreamSynchronize");
+    Check(cudaStreamSynchronize(stream_), "Synchronize: cudaStreamSynchronize");
+    absl::Status s = std::move(error_);
+    error_ = absl::OkStatus();
+    return s;
+  }
+
+  uint64_t DeviceMemoryUsed() override {
+    Device();
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return uint64_t(total_b - free_b);
+  }
+
+  // ---- transfer ---------------------------------------------------------------
+
+  absl::Status RegisterHost(void* p, uint64_t bytes, bool read_only) override {
+    Device();
+    // A PROT_READ mapping must be registered read-only (seen on the H200
+    // host: default flags give "invalid argument").
+    const unsigned flags = cudaHostRegisterMapped | (read_only ? cudaHostRegisterReadOnly : 0u);
+    const cudaError_t e = cudaHostRegister(p, bytes, flags);
+    if (e == cudaErrorHostMemoryAlreadyRegistered) {
+      cudaGetLastError();
+      return absl::OkStatus();  // someone else's registration: not ours to undo
+    }
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return absl::UnavailableError(absl::StrCat(name(), ": cannot register ", FormatBytesShort(bytes),
+                                                 " of host memory for DMA: ", cudaGetErrorString(e),
+                                                 " (RLIMIT_MEMLOCK? LimitMEMLOCK=infinity under systemd)"));
+    }
+    void* dev = nullptr;
+    CUDA_CHECK(cudaHostGetDevicePointer(&dev, p, 0));
+    registered_[p] = Registration{bytes, dev};
+    return absl::OkStatus();
+  }
+
+  void UnregisterHost(void* p) override {
+    auto it = registered_.find(p);
+    if (it == registered_.end()) return;
+    Device();
+    SyncAll("UnregisterHost");
+    Check(cudaHostUnregister(p), "cudaHostUnregister");
+    registered_.erase(it);
+  }
+
+  void CopyIn(Queue q, void* dst, const void* host_src, uint64_t bytes) override {
+    if (bytes == 0) return;
+    Device();
+    Check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, StreamOf(q)), "CopyIn");
+    AfterOpOn(StreamOf(q), "CopyIn");
+  }
+
+  void CopyOut(Queue q, void* host_dst, const void* src, uint64_t bytes) override {
+    if (bytes == 0) return;
+    Device();
+    Check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, StreamOf(q)), "CopyOut");
+    AfterOpOn(StreamOf(q), "CopyOut");
+  }
+
+  void GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride, const int32_t* host_ids,
+                      const int32_t* dev_ids, int n, uint64_t block_bytes) override {
+    if (n <= 0) return;
+    const void* src = DevicePtrOfHost(host_base);
+    if (block_bytes % 16 != 0 || src == nullptr) {
+      Backend::GatherBlocksIn(q, dst_base, host_base, host_stride, host_ids, dev_ids, n, block_bytes);
+      return;
+    }
+    Device();
+    int32_t* ids = Meta(2 * n);
+    std::memcpy(ids, host_ids, size_t(n) * 4);
+    std::memcpy(ids + n, dev_ids, size_t(n) * 4);
+    const int32_t* d = meta_dev_ + (ids - meta_);
+    Check(cuda::LaunchGatherBlocks(dst_base, src, host_stride, d, d + n, n, block_bytes, StreamOf(q)),
+          "GatherBlocksIn");
+    AfterOpOn(StreamOf(q), "GatherBlocksIn");
+  }
+
+  void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
+                        const int32_t* host_slots, int n) override {
+    if (n <= 0) return;
+    const uint64_t row = uint64_t(dev.kv_dim) * (dev.dtype == DType::kF32 ? 4 : 2);
+    void* host_dev = const_cast<void*>(DevicePtrOfHost(host.base));
+    if (row % 16 != 0 || host_dev == nullptr) {
+      Backend::ScatterKvRowsOut(q, dev, host, dev_slots, host_slots, n);
+      return;
+    }
+    Device();
+    int32_t* ids = Meta(2 * n);
+    std::memcpy(ids, dev_slots, size_t(n) * 4);
+    std::memcpy(ids + n, host_slots, size_t(n) * 4);
+    const int32_t* d = meta_dev_ + (ids - meta_);
+    KvLayerView h = host;
+    h.base = host_dev;
+    Check(cuda::LaunchScatterKvRows(View(dev), View(h), d, d + n, n, StreamOf(q)), "ScatterKvRowsOut");
+    AfterOpOn(StreamOf(q), "ScatterKvRowsOut");
+  }
+
+  int NewEvent() override {
+    Device();
+    cudaEvent_t e = nullptr;
+    Check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    events_.push_back(e);
+    return int(events_.size()) - 1;
+  }
+  void Record(Queue q, int event) override {
+    Device();
+    Check(cudaEventRecord(events_[size_t(event)], StreamOf(q)), "cudaEventRecord");
+  }
+  void Wait(Queue q, int event) override {
+    Device();
+    Check(cudaStreamWaitEvent(StreamOf(q), events_[size_t(event)], 0), "cudaStreamWaitEvent");
+  }
+  absl::Status HostWait(int event) override {
+    Device();
+    Check(cudaEventSynchronize(events_[size_t(event)]), "cudaEventSynchronize");
     absl::Status s = std::move(error_);
     error_ = absl::OkStatus();
     return s;
@@ -201,19 +333,19 @@ class CudaBackend final : public Backend {
     if (IsQuantized(table.dtype) && (table.scales == nullptr || table.group <= 0)) {
       return Invalid("Embedding: quantized table without scales or group");
     }
-    Record(cuda::LaunchEmbedding(View(table), ids, n, out, stream_), "Embedding");
+    Check(cuda::LaunchEmbedding(View(table), ids, n, out, stream_), "Embedding");
     AfterOp("Embedding");
   }
 
   void RmsNorm(const float* x, const float* w, int n, int dim, float eps, float* out) override {
     Device();
-    Record(cuda::LaunchRmsNorm(x, w, n, dim, eps, out, stream_), "RmsNorm");
+    Check(cuda::LaunchRmsNorm(x, w, n, dim, eps, out, stream_), "RmsNorm");
     AfterOp("RmsNorm");
   }
 
   void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out) override {
     Device();
-    Record(DoMatMul(x, n, w, bias, out));
+    Check(DoMatMul(x, n, w, bias, out));
     AfterOp("MatMul");
   }
 
@@ -227,11 +359,11 @@ class CudaBackend final : public Backend {
       std::vector<float> inv(size_t(p.head_dim / 2));
       RopeInvFreq(p, inv.data());
       // Stream-ordered: Rope launches already enqueued read the old table.
-      Record(stager_.Copy(rope_table_, inv.data(), inv.size() * sizeof(float), stream_));
+      Check(stager_.Copy(rope_table_, inv.data(), inv.size() * sizeof(float), stream_));
       rope_params_ = p;
       rope_valid_ = true;
     }
-    Record(cuda::LaunchRope(q, k, pos, n, n_heads, n_kv_heads, p.head_dim, rope_table_, stream_),
+    Check(cuda::LaunchRope(q, k, pos, n, n_heads, n_kv_heads, p.head_dim, rope_table_, stream_),
            "Rope");
     AfterOp("Rope");
   }
@@ -242,7 +374,7 @@ class CudaBackend final : public Backend {
     if (kv.dtype != DType::kF32 && kv.dtype != DType::kF16 && kv.dtype != DType::kBF16) {
       return Invalid("KvWrite: KV cache dtype must be f32, f16 or bf16");
     }
-    Record(cuda::LaunchKvWrite(k, v, slots, n, View(kv), stream_), "KvWrite");
+    Check(cuda::LaunchKvWrite(k, v, slots, n, View(kv), stream_), "KvWrite");
     AfterOp("KvWrite");
   }
 
@@ -274,30 +406,30 @@ class CudaBackend final : public Backend {
     const uint64_t partial_bytes = cuda::AttentionPartialBytes(a);
     if (partial_bytes > 0) {
       auto p = partials_.Get(partial_bytes, stream_);
-      if (!p.ok()) return Record(p.status());
+      if (!p.ok()) return Check(p.status());
       partials = static_cast<float*>(*p);
     }
     auto c = counters_.Get(uint64_t(cuda::AttentionCounterCount(a)) * sizeof(int32_t), stream_);
-    if (!c.ok()) return Record(c.status());
-    Record(cuda::LaunchAttention(a, partials, static_cast<int32_t*>(*c), stream_), "Attention");
+    if (!c.ok()) return Check(c.status());
+    Check(cuda::LaunchAttention(a, partials, static_cast<int32_t*>(*c), stream_), "Attention");
     AfterOp("Attention");
   }
 
   void SwiGlu(const float* gate, const float* up, int n, int dim, float* out) override {
     Device();
-    Record(cuda::LaunchSwiGlu(gate, up, n, dim, out, stream_), "SwiGlu");
+    Check(cuda::LaunchSwiGlu(gate, up, n, dim, out, stream_), "SwiGlu");
     AfterOp("SwiGlu");
   }
 
   void Add(float* x, const float* y, int64_t count) override {
     Device();
-    Record(cuda::LaunchAdd(x, y, count, stream_), "Add");
+    Check(cuda::LaunchAdd(x, y, count, stream_), "Add");
     AfterOp("Add");
   }
 
   void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) override {
     Device();
-    Record(cuda::LaunchGatherRows(x, rows, n, dim, out, stream_), "GatherRows");
+    Check(cuda::LaunchGatherRows(x, rows, n, dim, out, stream_), "GatherRows");
     AfterOp("GatherRows");
   }
 
@@ -309,10 +441,10 @@ class CudaBackend final : public Backend {
     const uint64_t bytes = cuda::SampleScratchBytes(n, vocab);
     if (bytes > 0) {
       auto p = probs_.Get(bytes, stream_);
-      if (!p.ok()) return Record(p.status());
+      if (!p.ok()) return Check(p.status());
       scratch = static_cast<float*>(*p);
     }
-    Record(cuda::LaunchSample(logits, n, vocab,
+    Check(cuda::LaunchSample(logits, n, vocab,
                               reinterpret_cast<const cuda::SamplingParamsView*>(params), positions,
                               scratch, out_tokens, stream_),
            "Sample");
@@ -402,21 +534,71 @@ class CudaBackend final : public Backend {
     cudaSetDevice(device_);
   }
 
-  void Record(absl::Status s) {
+  void Check(absl::Status s) {
     if (!s.ok() && error_.ok()) error_ = std::move(s);
   }
-  void Record(cuda::CudaError e, const char* what) { Record(Cuda(e, what)); }
-  void Record(cudaError_t e, const char* what) { Record(Cuda(int(e), what)); }
+  void Check(cuda::CudaError e, const char* what) { Check(Cuda(e, what)); }
+  void Check(cudaError_t e, const char* what) { Check(Cuda(int(e), what)); }
   void Invalid(std::string msg) {
-    Record(absl::InvalidArgumentError(absl::StrCat(name(), ": ", msg)));
+    Check(absl::InvalidArgumentError(absl::StrCat(name(), ": ", msg)));
   }
 
   // PAGED_CUDA_SYNC=1: wait for the op and report a fault where it happens.
   void AfterOp(const char* op) {
     if (!sync_each_op_) return;
     const cudaError_t e = cudaStreamSynchronize(stream_);
-    if (e != cudaSuccess) Record(e, absl::StrCat(op, " (PAGED_CUDA_SYNC)").c_str());
+    if (e != cudaSuccess) Check(e, absl::StrCat(op, " (PAGED_CUDA_SYNC)").c_str());
   }
+
+  cudaStream_t StreamOf(Queue q) const {
+    switch (q) {
+      case Queue::kCopyIn: return copy_streams_[0].stream;
+      case Queue::kWriteBack: return copy_streams_[1].stream;
+      default: return stream_;
+    }
+  }
+
+  void SyncAll(const char* what) {
+    Check(cudaStreamSynchronize(stream_), what);
+    for (auto& c : copy_streams_) Check(cudaStreamSynchronize(c.stream), what);
+  }
+
+  void AfterOpOn(cudaStream_t st, const char* op) {
+    if (!sync_each_op_) return;
+    const cudaError_t e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) Check(e, absl::StrCat(op, " (PAGED_CUDA_SYNC)").c_str());
+  }
+
+  // The device-usable address of a pointer into registered host memory.
+  const void* DevicePtrOfHost(const void* h) const {
+    const auto* p = static_cast<const uint8_t*>(h);
+    auto it = registered_.upper_bound(const_cast<void*>(h));
+    if (it == registered_.begin()) return nullptr;
+    --it;
+    const auto* base = static_cast<const uint8_t*>(it->first);
+    if (p < base || p >= base + it->second.bytes) return nullptr;
+    return static_cast<const uint8_t*>(it->second.dev) + (p - base);
+  }
+
+  // n ints of the metadata ring; wrapping waits for the copy queues that
+  // may still read the old contents.
+  int32_t* Meta(int n) {
+    if (meta_pos_ + uint64_t(n) > kMetaInts) {
+      for (auto& c : copy_streams_) Check(cudaStreamSynchronize(c.stream), "metadata ring");
+      meta_pos_ = 0;
+    }
+    int32_t* p = meta_ + meta_pos_;
+    meta_pos_ += uint64_t(n);
+    return p;
+  }
+
+  static std::string FormatBytesShort(uint64_t b) { return absl::StrCat(b >> 20, " MiB"); }
+
+  struct Registration {
+    uint64_t bytes;
+    void* dev;
+  };
+  static constexpr uint64_t kMetaInts = 4ull << 20;  // 16 MiB of ids
 
   // Destroys the stream last, after every member that enqueues on it.
   struct StreamOwner {
@@ -430,7 +612,13 @@ class CudaBackend final : public Backend {
   int num_sms_ = 1;
   bool sync_each_op_ = false;
   StreamOwner stream_owner_;  // declared before what uses the stream: destroyed after it
+  StreamOwner copy_streams_[2];  // copy-in, write-back
   cudaStream_t stream_ = nullptr;
+  std::vector<cudaEvent_t> events_;
+  std::map<void*, Registration> registered_;
+  int32_t* meta_ = nullptr;      // pinned, mapped
+  int32_t* meta_dev_ = nullptr;  // its device address
+  uint64_t meta_pos_ = 0;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   cuda::HostStager stager_;

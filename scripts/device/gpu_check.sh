@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# On the GPU machine, from the repository root, with a bundle made by
+# scripts/device/make_bundle.sh carried as bundle/: runs the GPU-labelled
+# tests and writes logs under $OUT. The bundled test binaries look for the
+# sources at /work/main and the shared models at /work/shared/models, as on
+# the development machine; this links them there.
+set -uo pipefail
+out=${OUT:-/tmp/out}
+mkdir -p "$out" /work/shared
+[[ -e /work/main ]] || ln -s "$PWD" /work/main
+[[ -e /work/shared/models ]] || ln -s "$PWD/bundle/models" /work/shared/models
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+status=0
+for t in device_gpu_test backend_ops_gpu_test engine_gpu_test; do
+  bundle/run "$t" --gtest_brief=1 >"$out/$t.log" 2>&1 || status=1
+  printf '%-24s %s\n' "$t" "$(grep -E '^\[  (PASSED|FAILED)' "$out/$t.log" | tr '\n' ' ')"
+done
+exit $status

@@ -1,0 +1,81 @@
+// The engine and the pager on the CUDA backend (label gpu; skips without a
+// GPU): the stories260K transcript, HF golden logits, and paged == resident.
+#include <gtest/gtest.h>
+
+#include "common/sp_tokenizer.h"
+#include "tests/unit/golden_util.h"
+#include "tests/unit/pager_util.h"
+#include "worker/device.h"
+#include "worker/engine/backend_factory.h"
+
+namespace paged {
+namespace {
+
+bool HaveGpu() { return !ListGpus().empty() && MakeBackend("cuda:0").ok(); }
+
+class GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveGpu()) GTEST_SKIP() << "no GPU";
+    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+  }
+  std::string Decode(const std::vector<int32_t>& tokens) {
+    auto img = testing::StoriesImage();
+    auto tok = SpTokenizer::Create(img->vocab());
+    std::vector<int32_t> all = {1};
+    all.insert(all.end(), tokens.begin(), tokens.end());
+    return tok->Decode(all);
+  }
+};
+
+TEST_F(GpuTest, StoriesTranscriptOnCudaInF32AndF16) {
+  for (const char* format : {"f32", "f16"}) {
+    const testing::PagedRun r = testing::GenerateStories(nullptr, "cuda:0", format);
+    ASSERT_EQ(r.tokens.size(), 200u) << format;
+    EXPECT_EQ(Decode(r.tokens), testing::StoriesTranscript()) << format;
+  }
+}
+
+TEST_F(GpuTest, GoldenLogitsOnCuda) {
+  for (const std::string& name : testing::GoldenCases()) {
+    const std::string dir = testing::GoldenDir(name);
+    const testing::Golden g = testing::ReadGolden(dir);
+    for (const char* format : {"f32", "f16", "bf16"}) {
+      const auto got = testing::RunLogits(dir, format, g.tokens, /*prefill=*/false, "cuda:0");
+      ASSERT_EQ(got.size(), g.logits.size()) << name << " " << format;
+      // bf16 keeps 8 mantissa bits: cuBLAS multiplies bf16 weights by
+      // activations rounded to bf16 too (the CPU keeps them f32), which on
+      // these random fixtures lands at 1.1e-2 at worst (docs/engine.md).
+      const double tol = std::string(format) == "f32" ? 1e-4 : std::string(format) == "f16" ? 1e-2 : 1.5e-2;
+      for (size_t p = 0; p < got.size(); ++p) {
+        EXPECT_LT(testing::RelativeError(got[p], g.logits[p]), tol) << name << " " << format << " position " << p;
+      }
+      const auto pre = testing::RunLogits(dir, format, g.tokens, /*prefill=*/true, "cuda:0");
+      ASSERT_EQ(pre.size(), 1u);
+      EXPECT_LT(testing::RelativeError(pre[0], g.logits.back()), tol) << name << " " << format << " prefill";
+    }
+  }
+}
+
+TEST_F(GpuTest, PagedEqualsResidentOnCuda) {
+  auto img = testing::StoriesImage();
+  for (const char* format : {"f32", "int8", "int4"}) {
+    const testing::PagedRun resident = testing::GenerateStories(nullptr, "cuda:0", format);
+    for (const auto& [resident_layers, slots, cache] :
+         std::vector<std::tuple<std::string, int, bool>>{{"none", 2, false}, {"none", 3, true}, {"2", 2, false}}) {
+      PlanLimits l = testing::SmallLimits(4096 * testing::kMiB);
+      l.resident = resident_layers;
+      l.slots = slots;
+      auto plan = PlanMemory(*testing::StoriesImage(format)->image().header, l);
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      if (!cache) plan->kv_cache_blocks = 0, plan->kv_cache_bytes = 0;
+      const testing::PagedRun paged = testing::GenerateStories(&*plan, "cuda:0", format);
+      EXPECT_EQ(paged.tokens, resident.tokens) << format << " resident " << resident_layers << " slots " << slots
+                                               << " cache " << cache;
+      EXPECT_GT(paged.stats.d2h_kv_bytes, 0u);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace paged
