@@ -9,7 +9,11 @@
 #include "client/pagectl/inspect.h"
 #include "client/pagectl/make_model.h"
 #include "client/pagectl/verify.h"
+#include <nlohmann/json.hpp>
+#include "common/segment.h"
 #include "common/size_flag.h"
+#include "store/segment_builder.h"
+#include "worker/pager/planner.h"
 
 namespace paged::pagectl {
 namespace {
@@ -73,6 +77,58 @@ int VerifyCommand(const Flags& f) {
   if (!r.ok()) return Fail(r.status());
   std::printf("verified %d tensors (%s): all match the model file\n", r->tensors_checked,
               FormatBytes(r->bytes_checked).c_str());
+  return 0;
+}
+
+int PlanCommand(const Flags& f) {
+  if (f.segment.empty() == f.model.empty()) {
+    std::fprintf(stderr, "pagectl plan: give exactly one of --segment NAME or --model PATH\n");
+    return 2;
+  }
+  auto budget = ParseByteSize(f.gpu_budget, "gpu-budget");
+  if (!budget.ok()) return Fail(budget.status());
+  SegmentHeader h;
+  if (!f.segment.empty()) {
+    uint64_t size = 0;
+    auto peek = PeekSegmentHeader(f.segment, &size);
+    if (!peek.ok()) return Fail(peek.status());
+    if (absl::Status s = ValidateHeader(*peek, size); !s.ok()) return Fail(s);
+    h = *peek;
+  } else {
+    auto src = OpenModel(f.model);
+    if (!src.ok()) return Fail(src.status());
+    LayoutOptions layout;
+    layout.weight_format = f.weight_format;
+    auto plan = PlanSegment(**src, layout);
+    if (!plan.ok()) return Fail(plan.status());
+    h = *plan;
+  }
+  PlanLimits limits;
+  limits.budget_bytes = *budget;
+  limits.slots = f.slots;
+  limits.resident = f.resident;
+  auto p = PlanMemory(h, limits);
+  if (!p.ok()) return Fail(p.status());
+  // Performance model (docs/pager.md): a decode pass is bound by the paged
+  // bytes over the link; compute is small next to it at these sizes.
+  const double step_s = double(p->paged_weight_bytes_per_step) / (f.link_gbs * 1e9);
+  if (f.json) {
+    nlohmann::json j = {{"budget_bytes", p->budget_bytes},       {"planned_bytes", p->total_bytes},
+                        {"globals_bytes", p->globals_bytes},     {"workspace_bytes", p->workspace_bytes},
+                        {"slots", p->slots},                     {"slot_bytes", p->slot_bytes},
+                        {"resident_layers", p->n_resident},      {"paged_layers", p->n_paged()},
+                        {"kv_cache_blocks", p->kv_cache_blocks}, {"paged_bytes_per_step", p->paged_weight_bytes_per_step},
+                        {"link_gbs", f.link_gbs},                {"predicted_decode_step_s", step_s}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s", p->Describe().c_str());
+    if (step_s > 0) {
+      std::printf("predicted decode at batch 1: %.1f ms per step, %.1f tokens/s over a %.0f GB/s link\n",
+                  step_s * 1e3, 1.0 / step_s, f.link_gbs);
+    } else {
+      std::printf("predicted decode: every layer resident, no paging\n");
+    }
+  }
   return 0;
 }
 

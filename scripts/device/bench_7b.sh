@@ -4,7 +4,8 @@
 # weight format, paged-bench against each. Logs under $OUT.
 set -uo pipefail
 out=${OUT:-/tmp/out}
-B=bundle/run
+bdir=${BUNDLE:-bundle}
+B=$bdir/run
 M=/tmp/llama7b-32
 $B pagectl make-model --preset=llama-7b --layers=32 --out=$M >"$out/make.log" 2>&1 || { cat "$out/make.log"; exit 1; }
 store() {  # format kv-gib

@@ -6,13 +6,14 @@
 # the development machine; this links them there.
 set -uo pipefail
 out=${OUT:-/tmp/out}
+bdir=${BUNDLE:-bundle}
 mkdir -p "$out" /work/shared
 [[ -e /work/main ]] || ln -s "$PWD" /work/main
-[[ -e /work/shared/models ]] || ln -s "$PWD/bundle/models" /work/shared/models
+[[ -e /work/shared/models ]] || ln -s "$PWD/$bdir/models" /work/shared/models
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 status=0
 for t in device_gpu_test backend_ops_gpu_test engine_gpu_test; do
-  bundle/run "$t" --gtest_brief=1 >"$out/$t.log" 2>&1 || status=1
+  "$bdir"/run "$t" --gtest_brief=1 >"$out/$t.log" 2>&1 || status=1
   printf '%-24s %s\n' "$t" "$(grep -E '^\[  (PASSED|FAILED)' "$out/$t.log" | tr '\n' ' ')"
 done
 exit $status

@@ -189,11 +189,16 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
   for (int32_t b : *block_ids) {
     if (index.emplace(b, int32_t(step_host_blocks_.size())).second) step_host_blocks_.push_back(b);
   }
+  // Blocks holding committed rows (positions < start_pos) must be brought in;
+  // blocks only this step writes need no copy.
+  std::unordered_map<int32_t, bool> has_rows;
   for (const SeqStep& s : batch.seqs) {
     for (size_t i = 0; i < s.tokens.size(); ++i) {
       const int32_t p = s.start_pos + int32_t(i);
       step_host_slots_.push_back(s.block_table[size_t(p / bt)] * bt + p % bt);
     }
+    const int32_t committed = (s.start_pos + bt - 1) / bt;
+    for (int32_t b = 0; b < committed; ++b) has_rows[s.block_table[size_t(b)]] = true;
   }
   const uint64_t n = step_host_blocks_.size();
   kv_cached_ = kv_cache_ != nullptr && n <= plan_.kv_cache_blocks;
@@ -220,8 +225,10 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
       if (inserted) {
         it->second = cache_free_.back();
         cache_free_.pop_back();
-        fill_host.push_back(step_host_blocks_[i]);
-        fill_dev.push_back(it->second);
+        if (has_rows.count(step_host_blocks_[i])) {
+          fill_host.push_back(step_host_blocks_[i]);
+          fill_dev.push_back(it->second);
+        }
       }
       step_dev_blocks_[i] = it->second;
     }
@@ -237,7 +244,15 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
     }
   } else {
     ++stats_.kv_paged_steps;
-    for (uint64_t i = 0; i < n; ++i) step_dev_blocks_[i] = int32_t(i);
+    step_gather_host_.clear();
+    step_gather_dev_.clear();
+    for (uint64_t i = 0; i < n; ++i) {
+      step_dev_blocks_[i] = int32_t(i);
+      if (has_rows.count(step_host_blocks_[i])) {
+        step_gather_host_.push_back(step_host_blocks_[i]);
+        step_gather_dev_.push_back(int32_t(i));
+      }
+    }
     const int ahead = std::min<int>(int(kv_areas_.size()), n_layers_);
     for (int l = 0; l < ahead; ++l) IssueKvGather(l);
   }
@@ -261,10 +276,10 @@ void Pager::IssueKvGather(int layer) {
   const int a = KvArea(layer);
   const uint64_t bb = host_.header->kv_block_bytes;
   backend_->Wait(Q::kCopyIn, area_free_[size_t(a)]);
-  if (!options_.compute_only) {
-    backend_->GatherBlocksIn(Q::kCopyIn, kv_areas_[size_t(a)], host_.KvLayer(layer).base, bb, step_host_blocks_.data(),
-                             step_dev_blocks_.data(), int(step_host_blocks_.size()), bb);
-    stats_.h2d_kv_bytes += step_host_blocks_.size() * bb;
+  if (!options_.compute_only && !step_gather_host_.empty()) {
+    backend_->GatherBlocksIn(Q::kCopyIn, kv_areas_[size_t(a)], host_.KvLayer(layer).base, bb, step_gather_host_.data(),
+                             step_gather_dev_.data(), int(step_gather_host_.size()), bb);
+    stats_.h2d_kv_bytes += step_gather_host_.size() * bb;
   }
   backend_->Record(Q::kCopyIn, area_ready_[size_t(a)]);
 }

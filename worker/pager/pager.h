@@ -100,6 +100,7 @@ class Pager final : public WeightProvider {
   std::vector<int> area_ready_, area_free_;  // events
   uint64_t kv_seq_base_ = 0;
   std::vector<int32_t> step_host_blocks_, step_dev_blocks_;  // distinct blocks of the step
+  std::vector<int32_t> step_gather_host_, step_gather_dev_;  // of those, blocks with committed rows
   std::vector<int32_t> step_host_slots_;                     // new rows' pool slots
   int kv_written_ = -1, wb_done_ = -1;                       // events
 

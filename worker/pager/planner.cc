@@ -36,7 +36,7 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l) {
   const uint64_t cast = N * uint64_t(std::max({c.hidden, c.ffn, c.q_dim()})) * 2;
   const uint64_t dequant = quantized ? largest * 2 : 0;
   const uint64_t partials = S * uint64_t(c.n_heads) * 64 * (uint64_t(c.head_dim) + 2) * 4;
-  return act + cast + dequant + partials + (64ull << 20);  // + allocator slack
+  return act + cast + dequant + partials + (160ull << 20);  // + cuBLAS workspace and allocator slack
 }
 
 }  // namespace

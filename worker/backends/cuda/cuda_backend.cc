@@ -274,6 +274,28 @@ class CudaBackend final : public Backend {
       return;
     }
     Device();
+    // Long runs of consecutive blocks (a sequence's blocks, usually) go by
+    // DMA, one copy per run, leaving the SMs to compute; scattered blocks go
+    // through the gather kernel, one launch for all.
+    if (host_stride == block_bytes) {
+      std::vector<std::pair<int, int>> runs;  // (first index, length)
+      for (int i = 0; i < n;) {
+        int j = i + 1;
+        while (j < n && host_ids[j] == host_ids[j - 1] + 1 && dev_ids[j] == dev_ids[j - 1] + 1) ++j;
+        runs.push_back({i, j - i});
+        i = j;
+      }
+      if (runs.size() <= std::max<size_t>(16, size_t(n) / 4)) {
+        for (auto [i, len] : runs) {
+          Check(cudaMemcpyAsync(static_cast<uint8_t*>(dst_base) + uint64_t(dev_ids[i]) * block_bytes,
+                                static_cast<const uint8_t*>(host_base) + uint64_t(host_ids[i]) * host_stride,
+                                uint64_t(len) * block_bytes, cudaMemcpyHostToDevice, StreamOf(q)),
+                "GatherBlocksIn: cudaMemcpyAsync");
+        }
+        AfterOpOn(StreamOf(q), "GatherBlocksIn");
+        return;
+      }
+    }
     int32_t* ids = Meta(2 * n);
     std::memcpy(ids, host_ids, size_t(n) * 4);
     std::memcpy(ids + n, dev_ids, size_t(n) * 4);
@@ -293,6 +315,7 @@ class CudaBackend final : public Backend {
       return;
     }
     Device();
+    if (ScatterRunsByDma(q, dev, host, dev_slots, host_slots, n, row)) return;
     int32_t* ids = Meta(2 * n);
     std::memcpy(ids, dev_slots, size_t(n) * 4);
     std::memcpy(ids + n, host_slots, size_t(n) * 4);
@@ -567,6 +590,54 @@ class CudaBackend final : public Backend {
     if (!sync_each_op_) return;
     const cudaError_t e = cudaStreamSynchronize(st);
     if (e != cudaSuccess) Check(e, absl::StrCat(op, " (PAGED_CUDA_SYNC)").c_str());
+  }
+
+  // New KV rows in long runs of consecutive slots (a prefill chunk) go back
+  // by DMA: whole blocks in one copy per run, partial blocks as a K and a V
+  // copy. Returns false (nothing issued) when the rows are too scattered for
+  // that to beat the scatter kernel (decode: one row per sequence).
+  bool ScatterRunsByDma(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
+                        const int32_t* host_slots, int n, uint64_t row) {
+    const int bt = dev.block_tokens;
+    struct Copy {
+      uint64_t dst, src, bytes;
+    };
+    std::vector<Copy> copies;
+    auto at = [&](const KvLayerView& v, int32_t slot) {
+      return uint64_t(slot / bt) * v.block_bytes + uint64_t(slot % bt) * row;
+    };
+    const uint64_t v_off = uint64_t(bt) * row;
+    for (int i = 0; i < n;) {
+      if (dev_slots[i] % bt != host_slots[i] % bt) return false;
+      int j = i + 1;
+      while (j < n && dev_slots[j] == dev_slots[j - 1] + 1 && host_slots[j] == host_slots[j - 1] + 1) ++j;
+      // Split [i, j) at block boundaries; merge whole blocks that follow
+      // each other on both sides.
+      for (int k = i; k < j;) {
+        const int in_block = std::min(j - k, bt - dev_slots[k] % bt);
+        if (in_block == bt && !copies.empty() && copies.back().bytes % dev.block_bytes == 0 &&
+            copies.back().dst + copies.back().bytes == at(host, host_slots[k]) &&
+            copies.back().src + copies.back().bytes == at(dev, dev_slots[k])) {
+          copies.back().bytes += dev.block_bytes;
+        } else if (in_block == bt) {
+          copies.push_back({at(host, host_slots[k]), at(dev, dev_slots[k]), dev.block_bytes});
+        } else {
+          const uint64_t bytes = uint64_t(in_block) * row;
+          copies.push_back({at(host, host_slots[k]), at(dev, dev_slots[k]), bytes});
+          copies.push_back({at(host, host_slots[k]) + v_off, at(dev, dev_slots[k]) + v_off, bytes});
+        }
+        k += in_block;
+      }
+      i = j;
+    }
+    if (copies.size() > std::max<size_t>(16, size_t(n) / 8)) return false;
+    for (const Copy& c : copies) {
+      Check(cudaMemcpyAsync(static_cast<uint8_t*>(host.base) + c.dst, static_cast<const uint8_t*>(dev.base) + c.src,
+                            c.bytes, cudaMemcpyDeviceToHost, StreamOf(q)),
+            "ScatterKvRowsOut: cudaMemcpyAsync");
+    }
+    AfterOpOn(StreamOf(q), "ScatterKvRowsOut");
+    return true;
   }
 
   // The device-usable address of a pointer into registered host memory.
