@@ -1,0 +1,580 @@
+#include "daemon/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace paged {
+namespace {
+
+constexpr size_t kMaxStopIds = 64;
+
+// For states that cannot happen (a bug in this file), not for bad input.
+void Invariant(bool ok, const char* what) {
+  if (ok) return;
+  std::fprintf(stderr, "paged scheduler: invariant violated: %s\n", what);
+  std::abort();
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+std::string_view FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone:
+      return "";
+    case FinishReason::kEos:
+      return "eos";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kDeadline:
+      return "deadline";
+  }
+  return "";
+}
+
+std::string_view SeqStateName(SeqState s) {
+  switch (s) {
+    case SeqState::kQueued:
+      return "queued";
+    case SeqState::kRunning:
+      return "running";
+    case SeqState::kFinished:
+      return "finished";
+  }
+  return "";
+}
+
+SchedulerConfig SchedulerConfigForModel(const ModelConfig& model) {
+  SchedulerConfig c;
+  c.max_context = model.max_context;
+  c.vocab = model.vocab;
+  for (int i = 0; i < model.n_eos && i < kMaxEosIds; ++i) {
+    if (model.eos_ids[i] >= 0) c.eos_ids.push_back(model.eos_ids[i]);
+  }
+  return c;
+}
+
+absl::Status ValidateSchedulerConfig(const SchedulerConfig& c) {
+  auto bad = [](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("scheduler config: ", parts...));
+  };
+  if (c.block_tokens < 1) return bad("block_tokens ", c.block_tokens, " must be >= 1");
+  if (c.total_blocks < 1) return bad("total_blocks ", c.total_blocks, " must be >= 1");
+  if (c.max_context < 1) return bad("max_context ", c.max_context, " must be >= 1");
+  if (c.vocab < 1) return bad("vocab ", c.vocab, " must be >= 1");
+  for (int32_t e : c.eos_ids) {
+    if (e < 0 || e >= c.vocab)
+      return bad("eos id ", e, " outside the vocabulary [0, ", c.vocab, ")");
+  }
+  if (c.max_seqs_per_step < 1)
+    return bad("max_seqs_per_step ", c.max_seqs_per_step, " must be >= 1");
+  if (c.max_step_tokens < c.max_seqs_per_step)
+    return bad("max_step_tokens ", c.max_step_tokens, " must be >= max_seqs_per_step ",
+               c.max_seqs_per_step, " (every decoding sequence needs its token each step)");
+  if (c.max_queue < 1) return bad("max_queue ", c.max_queue, " must be >= 1");
+  if (c.prefill_chunk < 1) return bad("prefill_chunk ", c.prefill_chunk, " must be >= 1");
+  if (c.finished_history < 0) return bad("finished_history ", c.finished_history, " must be >= 0");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Scheduler> Scheduler::Create(const SchedulerConfig& config) {
+  if (absl::Status s = ValidateSchedulerConfig(config); !s.ok()) return s;
+  return Scheduler(config);
+}
+
+Scheduler::Scheduler(const SchedulerConfig& config)
+    : config_(config), blocks_(config.total_blocks) {}
+
+// ---- Admission ----
+
+int32_t Scheduler::BlocksFor(const Request& r) const {
+  return int32_t(CeilDiv(int64_t(r.prompt.size()) + r.max_tokens, config_.block_tokens));
+}
+
+absl::Status Scheduler::Validate(const Request& r, TimeUs now) const {
+  auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  const int32_t vocab = config_.vocab;
+  if (r.prompt.empty()) return bad("prompt is empty");
+  for (size_t i = 0; i < r.prompt.size(); ++i) {
+    const int32_t t = r.prompt[i];
+    if (t < 0 || t >= vocab)
+      return bad("prompt token ", i, " (id ", t, ") is outside the vocabulary [0, ", vocab, ")");
+  }
+  if (r.max_tokens <= 0) return bad("max_tokens ", r.max_tokens, " must be >= 1");
+  if (r.max_tokens > config_.max_context)
+    return bad("max_tokens ", r.max_tokens, " exceeds the model's context of ",
+               config_.max_context);
+  if (r.stop_ids.size() > kMaxStopIds)
+    return bad(r.stop_ids.size(), " stop ids; at most ", kMaxStopIds);
+  for (int32_t t : r.stop_ids) {
+    if (t < 0 || t >= vocab)
+      return bad("stop id ", t, " is outside the vocabulary [0, ", vocab, ")");
+  }
+  const SamplingParams& p = r.sampling;
+  if (!std::isfinite(p.temperature) || p.temperature < 0.f)
+    return bad("temperature ", p.temperature, " must be finite and >= 0");
+  if (!(p.top_p > 0.f && p.top_p <= 1.f)) return bad("top_p ", p.top_p, " must be in (0, 1]");
+  if (p.top_k < 0) return bad("top_k ", p.top_k, " must be >= 0 (0: off)");
+  if (r.deadline < 0) return bad("deadline ", r.deadline, " must be >= 0 (0: none)");
+  const int64_t positions = int64_t(r.prompt.size()) + r.max_tokens;
+  if (positions > config_.max_context)
+    return bad("prompt (", r.prompt.size(), " tokens) + max_tokens (", r.max_tokens,
+               ") = ", positions, " exceeds the model's context of ", config_.max_context,
+               "; the request can never fit");
+  const int64_t need = CeilDiv(positions, config_.block_tokens);
+  if (need > config_.total_blocks)
+    return bad("the request needs ", need, " KV blocks of ", config_.block_tokens,
+               " tokens; the pool holds ", config_.total_blocks, "; it can never fit");
+  if (r.deadline != 0 && r.deadline <= now)
+    return absl::DeadlineExceededError(
+        absl::StrCat("deadline ", r.deadline, " is already past (now ", now, ")"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Scheduler::Admit(Request request, TimeUs now) {
+  if (absl::Status s = Validate(request, now); !s.ok()) {
+    ++counters_.rejected;
+    return s;
+  }
+  if (int64_t(queue_.size()) >= config_.max_queue) {
+    ++counters_.rejected;
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the queue is full (", queue_.size(), " requests waiting); retry later"));
+  }
+  const int64_t id = next_seq_id_++;
+  Sequence& s = seqs_[id];
+  s.id = id;
+  s.req = std::move(request);
+  s.generated.reserve(size_t(s.req.max_tokens));
+  s.admitted_at = now;
+  queue_.push_back(id);
+  ++counters_.admitted;
+  return id;
+}
+
+// ---- Finishing and cancelling ----
+
+void Scheduler::Finish(Sequence& s, FinishReason reason, std::vector<Event>* events) {
+  Invariant(!s.in_flight, "finishing a sequence that an in-flight step holds");
+  if (s.state == SeqState::kQueued) {
+    auto it = std::find(queue_.begin(), queue_.end(), s.id);
+    Invariant(it != queue_.end(), "queued sequence missing from the queue");
+    queue_.erase(it);
+  } else {
+    auto w = workers_.find(s.worker);
+    Invariant(w != workers_.end(), "running sequence leased to an unknown worker");
+    auto& leased = w->second.leased;
+    auto it = std::find(leased.begin(), leased.end(), s.id);
+    Invariant(it != leased.end(), "running sequence missing from its worker's leases");
+    leased.erase(it);
+    w->second.leased_blocks -= BlocksFor(s.req);
+  }
+  if (!s.blocks.empty()) blocks_.Free(&s.blocks);
+  Event e;
+  e.kind = EventKind::kFinished;
+  e.seq_id = s.id;
+  e.reason = reason;
+  e.n_generated = int32_t(s.generated.size());
+  events->push_back(std::move(e));
+  ++counters_.finished;
+  s.state = SeqState::kFinished;
+  s.worker.clear();
+  if (config_.finished_history > 0) {
+    SequenceInfo info = Info(s);
+    info.finish_reason = reason;
+    history_.push_back(std::move(info));
+    while (int64_t(history_.size()) > config_.finished_history) history_.pop_front();
+  }
+  const int64_t id = s.id;
+  seqs_.erase(id);  // `s` dangles from here on
+}
+
+absl::StatusOr<std::vector<Event>> Scheduler::Cancel(int64_t seq_id) {
+  std::vector<Event> events;
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) {
+    for (const SequenceInfo& h : history_) {
+      if (h.seq_id == seq_id) return events;  // already finished
+    }
+    return absl::NotFoundError(absl::StrCat("no sequence ", seq_id));
+  }
+  Sequence& s = it->second;
+  if (s.cancelled) return events;
+  if (s.in_flight) {
+    s.cancelled = true;  // finished when its step resolves
+    return events;
+  }
+  Finish(s, FinishReason::kCancelled, &events);
+  CollectDrained(&events);
+  return events;
+}
+
+// ---- Workers ----
+
+absl::Status Scheduler::AddWorker(const std::string& worker_id, const WorkerLimits& limits) {
+  if (worker_id.empty()) return absl::InvalidArgumentError("worker id is empty");
+  if (limits.max_seqs < 0 || limits.max_step_tokens < 0 || limits.max_step_kv_blocks < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker ", worker_id, ": limits must be >= 0 (0: the default)"));
+  if (workers_.count(worker_id))
+    return absl::AlreadyExistsError(
+        absl::StrCat("worker ", worker_id, " is already live; declare it gone before it rejoins"));
+  Worker w;
+  w.id = worker_id;
+  w.max_seqs = limits.max_seqs > 0 ? std::min(limits.max_seqs, config_.max_seqs_per_step)
+                                   : config_.max_seqs_per_step;
+  w.max_step_tokens = limits.max_step_tokens > 0
+                          ? std::min(limits.max_step_tokens, config_.max_step_tokens)
+                          : config_.max_step_tokens;
+  w.max_step_kv_blocks = limits.max_step_kv_blocks;
+  if (w.max_step_tokens < w.max_seqs)
+    return absl::InvalidArgumentError(absl::StrCat("worker ", worker_id, ": max_step_tokens ",
+                                                   w.max_step_tokens, " must be >= max_seqs ",
+                                                   w.max_seqs));
+  workers_.emplace(worker_id, std::move(w));
+  return absl::OkStatus();
+}
+
+void Scheduler::RemoveWorker(const std::string& worker_id, std::vector<Event>* events) {
+  auto wit = workers_.find(worker_id);
+  if (wit == workers_.end()) return;
+  Worker& w = wit->second;
+  if (w.in_flight) {
+    for (const StepEntry& e : w.in_flight->entries) seqs_.at(e.seq_id).in_flight = false;
+    w.in_flight.reset();
+    ++counters_.steps_discarded;
+  }
+  // Back to the front of the queue in lease order (pushed front in reverse).
+  const std::vector<int64_t> leased = w.leased;
+  for (auto it = leased.rbegin(); it != leased.rend(); ++it) {
+    Sequence& s = seqs_.at(*it);
+    if (s.cancelled) {
+      Finish(s, FinishReason::kCancelled, events);
+      continue;
+    }
+    s.state = SeqState::kQueued;
+    s.worker.clear();
+    ++s.requeues;
+    ++counters_.requeued;
+    queue_.push_front(s.id);
+  }
+  w.leased.clear();
+  workers_.erase(wit);
+}
+
+std::vector<Event> Scheduler::WorkerGone(const std::string& worker_id) {
+  std::vector<Event> events;
+  RemoveWorker(worker_id, &events);
+  return events;
+}
+
+absl::StatusOr<std::vector<Event>> Scheduler::Drain(const std::string& worker_id) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return absl::NotFoundError(absl::StrCat("no live worker ", worker_id));
+  it->second.draining = true;
+  std::vector<Event> events;
+  CollectDrained(&events);
+  return events;
+}
+
+void Scheduler::CollectDrained(std::vector<Event>* events) {
+  for (auto& [id, w] : workers_) {
+    if (!w.draining || w.drained_reported || !w.leased.empty() || w.in_flight) continue;
+    w.drained_reported = true;
+    Event e;
+    e.kind = EventKind::kWorkerDrained;
+    e.worker_id = id;
+    events->push_back(std::move(e));
+  }
+}
+
+// ---- Scheduling ----
+
+Scheduler::Worker* Scheduler::LeastLoaded(int32_t blocks) {
+  Worker* best = nullptr;
+  for (auto& [id, w] : workers_) {
+    if (w.draining || int32_t(w.leased.size()) >= w.max_seqs) continue;
+    if (w.max_step_kv_blocks > 0 && w.leased_blocks + blocks > w.max_step_kv_blocks) continue;
+    if (!best || w.leased.size() < best->leased.size()) best = &w;  // ties: lowest id
+  }
+  return best;
+}
+
+bool Scheduler::AnyWorkerCouldHold(int32_t blocks) const {
+  for (const auto& [id, w] : workers_) {
+    if (!w.draining && (w.max_step_kv_blocks == 0 || blocks <= w.max_step_kv_blocks)) return true;
+  }
+  return false;
+}
+
+StepPlan Scheduler::BuildStep(Worker& w) {
+  StepPlan plan;
+  plan.step_id = next_step_id_++;
+  plan.worker_id = w.id;
+  InFlight flight;
+  flight.step_id = plan.step_id;
+  int32_t budget = w.max_step_tokens;
+  const int32_t T = config_.block_tokens;
+
+  auto add = [&](Sequence& s, std::vector<int32_t> tokens, bool samples) {
+    SeqStep step;
+    step.seq_id = s.id;
+    step.start_pos = s.committed;
+    const int64_t end = int64_t(s.committed) + int64_t(tokens.size());
+    const size_t need = size_t(CeilDiv(end, T));
+    Invariant(need <= s.blocks.size(), "a step reaches past the sequence's reserved blocks");
+    step.block_table.assign(s.blocks.begin(), s.blocks.begin() + ptrdiff_t(need));
+    step.sampling = s.req.sampling;
+    budget -= int32_t(tokens.size());
+    flight.entries.push_back({s.id, int32_t(tokens.size()), samples});
+    step.tokens = std::move(tokens);
+    plan.batch.seqs.push_back(std::move(step));
+    s.in_flight = true;
+  };
+
+  // Decodes first: one token each (budget >= max_seqs >= leased, so all fit).
+  for (int64_t id : w.leased) {
+    Sequence& s = seqs_.at(id);
+    if (s.committed < int32_t(s.req.prompt.size())) continue;
+    Invariant(!s.generated.empty() &&
+                  s.committed == int32_t(s.req.prompt.size() + s.generated.size()) - 1,
+              "a decoding sequence's committed length is prompt + generated - 1");
+    add(s, {s.generated.back()}, /*samples=*/true);
+  }
+  // Then prefill chunks, in lease order, while the budget lasts.
+  for (int64_t id : w.leased) {
+    if (budget <= 0) break;
+    Sequence& s = seqs_.at(id);
+    const int32_t p = int32_t(s.req.prompt.size());
+    if (s.committed >= p) continue;
+    const int32_t n = std::min({config_.prefill_chunk, p - s.committed, budget});
+    std::vector<int32_t> chunk(s.req.prompt.begin() + s.committed,
+                               s.req.prompt.begin() + s.committed + n);
+    add(s, std::move(chunk), /*samples=*/s.committed + n == p);
+  }
+  w.in_flight = std::move(flight);
+  ++counters_.steps_planned;
+  return plan;
+}
+
+ScheduleResult Scheduler::Schedule(TimeUs now) {
+  ScheduleResult out;
+  // 1. Drop cancelled and expired sequences that no step holds. (Cancel
+  // finishes those at once; a cancel pending here came through a worker.)
+  std::vector<int64_t> drop;
+  for (const auto& [id, s] : seqs_) {
+    if (s.in_flight) continue;
+    if (s.cancelled || (s.req.deadline != 0 && now >= s.req.deadline)) drop.push_back(id);
+  }
+  for (int64_t id : drop) {
+    Sequence& s = seqs_.at(id);
+    Finish(s, s.cancelled ? FinishReason::kCancelled : FinishReason::kDeadline, &out.events);
+  }
+  CollectDrained(&out.events);
+
+  // 2. Route queued sequences, head first, to the least loaded worker with
+  // room. The head waits (and with it the queue) while pool blocks or worker
+  // room are short; a re-queued sequence still holds its pool blocks. Only a
+  // sequence no live worker could ever hold is passed over.
+  for (size_t i = 0; i < queue_.size();) {
+    Sequence& s = seqs_.at(queue_[i]);
+    const int32_t need = BlocksFor(s.req);
+    Worker* w = LeastLoaded(need);
+    if (!w) {
+      if (AnyWorkerCouldHold(need)) break;
+      ++i;
+      continue;
+    }
+    if (s.blocks.empty() && !blocks_.Allocate(need, &s.blocks)) break;
+    queue_.erase(queue_.begin() + ptrdiff_t(i));
+    s.state = SeqState::kRunning;
+    s.worker = w->id;
+    w->leased.push_back(s.id);
+    w->leased_blocks += need;
+  }
+
+  // 3. One step for every worker with sequences and no step in flight.
+  for (auto& [id, w] : workers_) {
+    if (w.in_flight || w.leased.empty()) continue;
+    out.steps.push_back(BuildStep(w));
+  }
+  return out;
+}
+
+// ---- Results ----
+
+FinishReason Scheduler::StopReason(const Sequence& s, int32_t token) const {
+  if (!s.req.ignore_eos &&
+      std::find(config_.eos_ids.begin(), config_.eos_ids.end(), token) != config_.eos_ids.end())
+    return FinishReason::kEos;
+  if (std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), token) != s.req.stop_ids.end())
+    return FinishReason::kStop;
+  if (int64_t(s.generated.size()) >= s.req.max_tokens) return FinishReason::kLength;
+  return FinishReason::kNone;
+}
+
+std::vector<Event> Scheduler::OnStepResult(const std::string& worker_id, uint64_t step_id,
+                                           const std::vector<int32_t>& next_tokens) {
+  std::vector<Event> events;
+  auto wit = workers_.find(worker_id);
+  if (wit == workers_.end()) return events;
+  Worker& w = wit->second;
+  if (!w.in_flight || w.in_flight->step_id != step_id) return events;  // stale
+
+  // A malformed answer means the worker cannot be trusted: drop it.
+  std::string fault;
+  const auto& entries = w.in_flight->entries;
+  if (next_tokens.size() != entries.size()) {
+    fault = absl::StrCat("step ", step_id, ": ", next_tokens.size(), " tokens for ", entries.size(),
+                         " sequences");
+  } else {
+    for (size_t i = 0; i < entries.size() && fault.empty(); ++i) {
+      const int32_t t = next_tokens[i];
+      if (entries[i].samples && (t < 0 || t >= config_.vocab))
+        fault = absl::StrCat("step ", step_id, ": token ", t, " for sequence ", entries[i].seq_id,
+                             " is outside the vocabulary [0, ", config_.vocab, ")");
+    }
+  }
+  if (!fault.empty()) {
+    Event e;
+    e.kind = EventKind::kWorkerFailed;
+    e.worker_id = worker_id;
+    e.detail = std::move(fault);
+    events.push_back(std::move(e));
+    RemoveWorker(worker_id, &events);
+    CollectDrained(&events);
+    return events;
+  }
+
+  // The step is resolved: its sequences advance, cancelled ones finish.
+  InFlight flight = std::move(*w.in_flight);
+  w.in_flight.reset();
+  ++w.steps_completed;
+  ++counters_.steps_completed;
+  for (size_t i = 0; i < flight.entries.size(); ++i) {
+    const StepEntry& e = flight.entries[i];
+    Sequence& s = seqs_.at(e.seq_id);
+    s.in_flight = false;
+    w.tokens_processed += e.n_fed;
+    if (s.cancelled) {
+      Finish(s, FinishReason::kCancelled, &events);
+      continue;
+    }
+    s.committed += e.n_fed;
+    if (!e.samples) continue;
+    const int32_t token = next_tokens[i];
+    s.generated.push_back(token);
+    ++counters_.tokens_committed;
+    Event te;
+    te.kind = EventKind::kToken;
+    te.seq_id = s.id;
+    te.token = token;
+    te.index = int32_t(s.generated.size()) - 1;
+    events.push_back(std::move(te));
+    if (const FinishReason r = StopReason(s, token); r != FinishReason::kNone)
+      Finish(s, r, &events);
+  }
+  CollectDrained(&events);
+  return events;
+}
+
+// ---- Introspection ----
+
+SequenceInfo Scheduler::Info(const Sequence& s) const {
+  SequenceInfo i;
+  i.seq_id = s.id;
+  i.request_id = s.req.request_id;
+  i.state = s.state;
+  i.worker_id = s.worker;
+  i.prompt_tokens = int32_t(s.req.prompt.size());
+  i.max_tokens = s.req.max_tokens;
+  i.generated = int32_t(s.generated.size());
+  i.committed_len = s.committed;
+  i.blocks = int32_t(s.blocks.size());
+  i.in_flight = s.in_flight;
+  i.cancel_pending = s.cancelled;
+  i.requeues = s.requeues;
+  i.admitted_at = s.admitted_at;
+  i.deadline = s.req.deadline;
+  return i;
+}
+
+SchedulerStats Scheduler::Stats() const {
+  SchedulerStats st = counters_;
+  st.queue_depth = int32_t(queue_.size());
+  st.running = int32_t(seqs_.size() - queue_.size());
+  st.live_workers = int32_t(workers_.size());
+  st.draining_workers = 0;
+  st.steps_in_flight = 0;
+  for (const auto& [id, w] : workers_) {
+    st.draining_workers += w.draining ? 1 : 0;
+    st.steps_in_flight += w.in_flight ? 1 : 0;
+  }
+  st.blocks_total = blocks_.total();
+  st.blocks_used = blocks_.used_count();
+  st.blocks_free = blocks_.free_count();
+  return st;
+}
+
+std::vector<WorkerInfo> Scheduler::Workers() const {
+  std::vector<WorkerInfo> out;
+  for (const auto& [id, w] : workers_) {
+    WorkerInfo i;
+    i.worker_id = id;
+    i.max_seqs = w.max_seqs;
+    i.max_step_tokens = w.max_step_tokens;
+    i.max_step_kv_blocks = w.max_step_kv_blocks;
+    i.leased_blocks = w.leased_blocks;
+    i.draining = w.draining;
+    i.drained = w.draining && w.leased.empty() && !w.in_flight;
+    i.step_in_flight = w.in_flight ? w.in_flight->step_id : 0;
+    i.leased = w.leased;
+    i.steps_completed = w.steps_completed;
+    i.tokens_processed = w.tokens_processed;
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+std::vector<SequenceInfo> Scheduler::Sequences() const {
+  std::vector<SequenceInfo> out;
+  out.reserve(seqs_.size() + history_.size());
+  for (const auto& [id, s] : seqs_) out.push_back(Info(s));
+  out.insert(out.end(), history_.begin(), history_.end());
+  return out;
+}
+
+absl::StatusOr<SequenceInfo> Scheduler::GetSequence(int64_t seq_id) const {
+  if (auto it = seqs_.find(seq_id); it != seqs_.end()) return Info(it->second);
+  for (const SequenceInfo& h : history_) {
+    if (h.seq_id == seq_id) return h;
+  }
+  return absl::NotFoundError(absl::StrCat("no sequence ", seq_id));
+}
+
+absl::StatusOr<std::vector<int32_t>> Scheduler::GeneratedTokens(int64_t seq_id) const {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("no live sequence ", seq_id));
+  return it->second.generated;
+}
+
+TimeUs Scheduler::NextDeadline() const {
+  TimeUs next = 0;
+  for (const auto& [id, s] : seqs_) {
+    if (s.req.deadline != 0 && (next == 0 || s.req.deadline < next)) next = s.req.deadline;
+  }
+  return next;
+}
+
+}  // namespace paged

@@ -1,0 +1,318 @@
+// The coordinator's scheduler: a pure state machine. State + inputs -> step
+// plans and events. No threads, no clocks (time is an argument, int64
+// microseconds on any monotonic clock the caller picks), no I/O. The gRPC
+// layer calls it under one mutex and turns its outputs into messages.
+//
+// Inputs                                   Outputs
+//   Admit(request, now)                      seq id, or INVALID_ARGUMENT /
+//   Cancel(seq id)                             RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED
+//   AddWorker / WorkerGone / Drain           Events: kToken, kFinished,
+//   Schedule(now)                              kWorkerDrained, kWorkerFailed
+//   OnStepResult(worker, step id, tokens)    StepPlans (one StepBatch per idle worker)
+//
+// The call pattern (docs/scheduler.md): after any input, call Schedule(now)
+// and send each StepPlan to its worker; when a worker answers, call
+// OnStepResult and stream the events; when its stream breaks, WorkerGone.
+// Call Schedule again at NextDeadline() so that expired requests are dropped
+// even when nothing else happens.
+//
+// Invariants (checked by tests/unit/scheduler_test.cc):
+//  - A sequence is leased to at most one worker and is in at most one
+//    in-flight step. Only OnStepResult advances it: the committed length grows
+//    by the tokens the step fed; a sampled token is committed (and emitted
+//    exactly once) only when the step completed the prompt or was a decode.
+//  - KV blocks for prompt + max_tokens positions are reserved when a sequence
+//    leaves the queue, and freed when it finishes; a sequence never finishes
+//    while a step that references its blocks is in flight, so a block is
+//    reused only after no in-flight step references it.
+//  - A result for a step that is not the worker's current in-flight step
+//    (stale, or from a worker declared gone) changes nothing.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/model_config.h"
+#include "daemon/block_allocator.h"
+#include "worker/engine/types.h"
+
+namespace paged {
+
+using TimeUs = int64_t;  // microseconds on the caller's monotonic clock
+
+struct SchedulerConfig {
+  int32_t block_tokens = 16;       // tokens per KV block (the store's geometry)
+  int32_t total_blocks = 0;        // KV pool blocks per layer; ids [0, total_blocks)
+  int32_t max_context = 0;         // the model's positions
+  int32_t vocab = 0;               // token ids are [0, vocab)
+  std::vector<int32_t> eos_ids;    // end of sequence, unless a request ignores eos
+  int32_t max_step_tokens = 512;   // tokens of one step (all sequences); >= max_seqs_per_step
+  int32_t max_seqs_per_step = 32;  // sequences of one step (= sequences leased to one worker)
+  int32_t max_queue = 256;         // waiting requests; Admit beyond it is RESOURCE_EXHAUSTED
+  int32_t prefill_chunk = 256;     // prompt tokens of one sequence in one step
+  int32_t finished_history = 256;  // finished sequences kept for introspection
+};
+
+// Fills max_context, vocab and eos ids from the model; the rest keeps its
+// defaults (block_tokens and total_blocks come from the segment's KV geometry).
+SchedulerConfig SchedulerConfigForModel(const ModelConfig& model);
+
+absl::Status ValidateSchedulerConfig(const SchedulerConfig& c);
+
+// A generation request as the service hands it over.
+struct Request {
+  std::string request_id;         // the client's id, kept for introspection and logs
+  std::vector<int32_t> prompt;    // token ids, not empty
+  int32_t max_tokens = 0;         // tokens to generate, >= 1
+  std::vector<int32_t> stop_ids;  // finishing tokens besides eos (reason "stop")
+  SamplingParams sampling;        // the seed must be fixed here: resume replays it
+  TimeUs deadline = 0;            // 0: none; otherwise dropped at the first Schedule at/after it
+  bool ignore_eos = false;
+};
+
+enum class FinishReason { kNone, kEos, kStop, kLength, kCancelled, kDeadline };
+// "eos", "stop", "length", "cancelled", "deadline" ("" for kNone).
+std::string_view FinishReasonName(FinishReason r);
+
+enum class EventKind {
+  kToken,          // seq_id, token, index: a committed token, emitted exactly once
+  kFinished,       // seq_id, reason, n_generated: the sequence is over, its blocks freed
+  kWorkerDrained,  // worker_id: a draining worker holds no sequence and no step
+  kWorkerFailed,   // worker_id, detail: its result was malformed; it has been
+                   // removed as by WorkerGone. Close its stream.
+};
+
+struct Event {
+  EventKind kind = EventKind::kToken;
+  int64_t seq_id = 0;
+  int32_t token = -1;                         // kToken
+  int32_t index = 0;                          // kToken: index in the generated tokens, 0-based
+  FinishReason reason = FinishReason::kNone;  // kFinished
+  int32_t n_generated = 0;                    // kFinished: tokens emitted in total
+  std::string worker_id;                      // kWorkerDrained, kWorkerFailed
+  std::string detail;                         // kWorkerFailed
+};
+
+// One worker's next step. The worker runs `batch` and answers with one
+// sampled token per batch.seqs entry, in order, quoting step_id.
+struct StepPlan {
+  uint64_t step_id = 0;
+  std::string worker_id;
+  StepBatch batch;
+};
+
+struct ScheduleResult {
+  std::vector<StepPlan> steps;  // at most one per worker, none for a worker with a step in flight
+  std::vector<Event> events;    // kFinished for dropped sequences, kWorkerDrained
+};
+
+// What a worker can take per step (its memory plan: worker/pager/planner.h).
+// max_seqs and max_step_tokens: 0 = the config's value, else the smaller of
+// the two; tokens per step must cover sequences per step (every leased
+// decoding sequence gets its token each step). max_step_kv_blocks: KV blocks
+// one step may reference (0: no limit); the scheduler keeps the RESERVED
+// blocks of a worker's leased sequences within it, so every step it plans fits
+// however far those sequences grow.
+struct WorkerLimits {
+  int32_t max_seqs = 0;
+  int32_t max_step_tokens = 0;
+  int32_t max_step_kv_blocks = 0;
+};
+
+enum class SeqState { kQueued, kRunning, kFinished };
+std::string_view SeqStateName(SeqState s);  // "queued", "running", "finished"
+
+// ---- Introspection (Admin) ----
+
+struct SequenceInfo {
+  int64_t seq_id = 0;
+  std::string request_id;
+  SeqState state = SeqState::kQueued;
+  std::string worker_id;  // running: its worker; else ""
+  int32_t prompt_tokens = 0;
+  int32_t max_tokens = 0;
+  int32_t generated = 0;        // committed tokens
+  int32_t committed_len = 0;    // KV rows written and committed
+  int32_t blocks = 0;           // reserved KV blocks (0 while first queued)
+  bool in_flight = false;       // part of a step in flight
+  bool cancel_pending = false;  // cancelled while in flight
+  int32_t requeues = 0;         // times its worker went away under it
+  TimeUs admitted_at = 0;
+  TimeUs deadline = 0;
+  FinishReason finish_reason = FinishReason::kNone;  // finished only
+};
+
+struct WorkerInfo {
+  std::string worker_id;
+  int32_t max_seqs = 0;  // effective limits
+  int32_t max_step_tokens = 0;
+  int32_t max_step_kv_blocks = 0;  // 0: no limit
+  int32_t leased_blocks = 0;       // reserved blocks of its leased sequences
+  bool draining = false;
+  bool drained = false;         // draining and empty
+  uint64_t step_in_flight = 0;  // 0: none
+  std::vector<int64_t> leased;  // its sequences, in lease order (load = leased.size())
+  int64_t steps_completed = 0;
+  int64_t tokens_processed = 0;  // tokens fed by its completed steps
+};
+
+struct SchedulerStats {
+  int32_t queue_depth = 0;
+  int32_t running = 0;  // leased to a worker
+  int32_t live_workers = 0;
+  int32_t draining_workers = 0;
+  int32_t steps_in_flight = 0;
+  int32_t blocks_total = 0;
+  int32_t blocks_used = 0;
+  int32_t blocks_free = 0;
+  int64_t admitted = 0;
+  int64_t rejected = 0;  // Admit errors of any kind
+  int64_t finished = 0;
+  int64_t requeued = 0;  // sequences put back by WorkerGone / a failed worker
+  int64_t steps_planned = 0;
+  int64_t steps_completed = 0;
+  int64_t steps_discarded = 0;   // in flight when their worker went away
+  int64_t tokens_committed = 0;  // generated tokens emitted
+};
+
+class Scheduler {
+ public:
+  // INVALID_ARGUMENT naming the bad field when the config is unusable.
+  static absl::StatusOr<Scheduler> Create(const SchedulerConfig& config);
+
+  // Validates and queues a request (FIFO). Errors:
+  //  INVALID_ARGUMENT: empty prompt, a token or stop id outside the vocabulary,
+  //    max_tokens <= 0 or over the context, bad sampling parameters, a negative
+  //    deadline, or a request that can never fit (prompt + max_tokens over the
+  //    context, or more KV blocks than the whole pool; the message says so);
+  //  DEADLINE_EXCEEDED: the deadline is already at or before `now`;
+  //  RESOURCE_EXHAUSTED: the queue holds max_queue requests.
+  absl::StatusOr<int64_t> Admit(Request request, TimeUs now);
+
+  // Client disconnect or an explicit cancel. Queued, or running with no step
+  // in flight: finished at once (the returned kFinished "cancelled"). In
+  // flight: marked; finished when that step resolves (its token is not
+  // emitted). Finished or already cancelled: no events. NOT_FOUND for an id
+  // that was never admitted or has left the finished history.
+  absl::StatusOr<std::vector<Event>> Cancel(int64_t seq_id);
+
+  // A worker joined (or rejoined after a restart). ALREADY_EXISTS while a
+  // worker of that id is live: call WorkerGone for the old one first.
+  absl::Status AddWorker(const std::string& worker_id, const WorkerLimits& limits = {});
+
+  // The worker's stream broke. Its in-flight step is discarded (nothing of it
+  // is committed); its sequences go back to the FRONT of the queue in lease
+  // order, keeping their blocks and committed state, with no affinity; those
+  // cancelled meanwhile finish. The caller asserts the worker no longer
+  // writes to the KV pool (its process is gone). Unknown ids: no events.
+  std::vector<Event> WorkerGone(const std::string& worker_id);
+
+  // The worker finishes its sequences and takes no new ones; kWorkerDrained
+  // once it holds none (maybe at once). NOT_FOUND for an unknown worker.
+  absl::StatusOr<std::vector<Event>> Drain(const std::string& worker_id);
+
+  // Drops cancelled and expired sequences that no step holds, routes queued
+  // sequences to workers (FIFO; the head waits while KV blocks or seats are
+  // short; a sequence too big for every live worker's max_step_kv_blocks is
+  // passed over until such a worker joins) and plans the next step of every
+  // live worker with none in flight.
+  ScheduleResult Schedule(TimeUs now);
+
+  // The worker's answer to its in-flight step: one sampled token per
+  // sequence of the step, in order. Advances the step's sequences and returns
+  // their kToken / kFinished events. A stale step id or unknown worker: no
+  // events, nothing changes. A malformed result (wrong count, a token outside
+  // the vocabulary): the worker is removed as by WorkerGone and a
+  // kWorkerFailed event comes first.
+  std::vector<Event> OnStepResult(const std::string& worker_id, uint64_t step_id,
+                                  const std::vector<int32_t>& next_tokens);
+
+  // ---- Introspection ----
+  const SchedulerConfig& config() const { return config_; }
+  SchedulerStats Stats() const;
+  std::vector<WorkerInfo> Workers() const;
+  // Live sequences by id, then the finished history, oldest first.
+  std::vector<SequenceInfo> Sequences() const;
+  absl::StatusOr<SequenceInfo> GetSequence(int64_t seq_id) const;
+  // The committed tokens of a live sequence (NOT_FOUND once finished).
+  absl::StatusOr<std::vector<int32_t>> GeneratedTokens(int64_t seq_id) const;
+  // The earliest deadline of a live sequence (0: none): call Schedule then.
+  TimeUs NextDeadline() const;
+  // Nothing queued and nothing running.
+  bool Idle() const { return seqs_.empty(); }
+
+ private:
+  struct Sequence {
+    int64_t id = 0;
+    Request req;
+    SeqState state = SeqState::kQueued;
+    std::vector<int32_t> generated;  // committed tokens
+    int32_t committed = 0;           // KV rows committed (positions [0, committed))
+    std::vector<int32_t> blocks;     // reserved, empty until it first leaves the queue
+    std::string worker;              // running: the lease
+    bool in_flight = false;
+    bool cancelled = false;
+    int32_t requeues = 0;
+    TimeUs admitted_at = 0;
+  };
+  struct StepEntry {
+    int64_t seq_id = 0;
+    int32_t n_fed = 0;     // tokens the step feeds
+    bool samples = false;  // its sampled token is committed (prompt done or decode)
+  };
+  struct InFlight {
+    uint64_t step_id = 0;
+    std::vector<StepEntry> entries;  // in batch order
+  };
+  struct Worker {
+    std::string id;
+    int32_t max_seqs = 0;
+    int32_t max_step_tokens = 0;
+    int32_t max_step_kv_blocks = 0;  // 0: no limit
+    int32_t leased_blocks = 0;       // sum of BlocksFor() over leased
+    bool draining = false;
+    bool drained_reported = false;
+    std::vector<int64_t> leased;  // lease order
+    std::optional<InFlight> in_flight;
+    int64_t steps_completed = 0;
+    int64_t tokens_processed = 0;
+  };
+
+  explicit Scheduler(const SchedulerConfig& config);
+
+  int32_t BlocksFor(const Request& r) const;
+  absl::Status Validate(const Request& r, TimeUs now) const;
+  // Ends a sequence that no in-flight step holds: releases its lease or queue
+  // slot, frees its blocks, emits kFinished, moves it to the history.
+  void Finish(Sequence& s, FinishReason reason, std::vector<Event>* events);
+  // Removes a worker: discards its step, re-queues or finishes its sequences.
+  void RemoveWorker(const std::string& worker_id, std::vector<Event>* events);
+  // The least loaded live, non-draining worker with a seat and KV room for
+  // a sequence of `blocks` reserved blocks (ties: the lowest id); null if none.
+  Worker* LeastLoaded(int32_t blocks);
+  // Whether some live, non-draining worker could hold it when empty.
+  bool AnyWorkerCouldHold(int32_t blocks) const;
+  StepPlan BuildStep(Worker& w);
+  void CollectDrained(std::vector<Event>* events);
+  FinishReason StopReason(const Sequence& s, int32_t token) const;
+  SequenceInfo Info(const Sequence& s) const;
+
+  SchedulerConfig config_;
+  BlockAllocator blocks_;
+  std::map<int64_t, Sequence> seqs_;       // live: queued and running
+  std::deque<int64_t> queue_;              // waiting, front first
+  std::map<std::string, Worker> workers_;  // live workers, by id
+  std::deque<SequenceInfo> history_;       // finished, oldest first
+  int64_t next_seq_id_ = 1;
+  uint64_t next_step_id_ = 1;
+  SchedulerStats counters_;  // the cumulative counters only
+};
+
+}  // namespace paged

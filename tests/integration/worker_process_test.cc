@@ -41,7 +41,7 @@ class WorkerProcessTest : public ::testing::Test {
 TEST_F(WorkerProcessTest, PagedWorkerReproducesTheTranscriptStart) {
   for (const char* resident : {"none", "2", "all"}) {
     auto [rc, out] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
-                                 "--gpu-budget=100MiB", std::string("--resident=") + resident, "--check-tokens=12"});
+                                 "--gpu-budget=200MiB", std::string("--resident=") + resident, "--check-tokens=12"});
     EXPECT_EQ(rc, 0) << out;
     EXPECT_THAT(out, HasSubstr("memory plan"));
     EXPECT_THAT(out, HasSubstr("self-check tokens: 403 407 261 378 432 383 286 261 376 298 315 421")) << resident;

@@ -23,6 +23,9 @@
 #include "worker/engine/backend.h"
 #include "worker/engine/backend_factory.h"
 #include "worker/engine/sampling.h"
+#if PAGED_HAVE_CUDA
+#include "worker/backends/cuda/attention.h"  // SetAttentionPrefillMma (timings)
+#endif
 
 namespace paged {
 namespace {
@@ -477,6 +480,15 @@ TEST_F(AttentionGpuTest, LongPrefillChunk) {
   Run(rng, AttnShape{8, 2, 64, DType::kF16}, {{1000, 300}, {0, 200}});
 }
 
+// Head_dim 128 prefill over several 64-row tiles (the tensor-core path of
+// f16/bf16 caches): a start inside a block, chunks of 2, 64, 65 and 129 rows,
+// next to a decode row.
+TEST_F(AttentionGpuTest, LongPrefillChunkHeadDim128) {
+  std::mt19937 rng(11);
+  Run(rng, AttnShape{8, 2, 128, DType::kBF16}, {{70, 150}, {0, 64}, {200, 1}, {0, 2}});
+  Run(rng, AttnShape{4, 4, 128, DType::kF16}, {{0, 129}, {513, 65}});
+}
+
 // Many long decode rows: split-K with several splits each, run twice (the
 // completion counters must be left at zero) with identical results.
 TEST_F(AttentionGpuTest, LongDecodeSplitK) {
@@ -712,6 +724,20 @@ class TimingGpuTest : public BackendOpsGpuTest {
     return p;
   }
 
+  // Random normal values stored as f16 or bf16.
+  void* GpuRandomKv(uint64_t bytes, std::mt19937& rng, DType t) {
+    void* p = gpu_->Alloc(bytes).value();
+    std::vector<uint16_t> pat(1 << 19);
+    std::normal_distribution<float> d(0.f, 1.f);
+    for (uint16_t& v : pat) v = t == DType::kBF16 ? FloatToBf16(d(rng)) : FloatToHalf(d(rng));
+    for (uint64_t off = 0; off < bytes; off += pat.size() * 2) {
+      gpu_->Upload(static_cast<uint8_t*>(p) + off, pat.data(),
+                   std::min<uint64_t>(pat.size() * 2, bytes - off));
+    }
+    gpus_.push_back(p);
+    return p;
+  }
+
   void TearDown() override {
     for (void* p : gpus_) gpu_->Free(p);
     BackendOpsGpuTest::TearDown();
@@ -798,6 +824,57 @@ TEST_F(TimingGpuTest, DISABLED_PrintTimings) {
                      out.G<int32_t>());
       });
       printf("TIMING sample 64 x 128256 %s: %.3f ms\n", names[m], ms);
+    }
+  }
+}
+
+// Prefill attention, one sequence of 2048 new tokens from 0, head_dim 128,
+// 32 query heads over 8 and 32 kv heads, f16 and bf16 caches: the tensor-core
+// path against the CUDA-core kernel (and how far apart their outputs are).
+TEST_F(TimingGpuTest, DISABLED_PrefillAttentionTimings) {
+  std::mt19937 rng(5);
+  for (DType kt : {DType::kF16, DType::kBF16}) {
+    for (int kvh : {8, 32}) {
+      const int n = 2048, heads = 32, hd = 128, bt = 16, kv_dim = kvh * hd, nb = n / bt;
+      const uint64_t block_bytes = 2ull * bt * kv_dim * 2;
+      void* pool = GpuRandomKv(block_bytes * nb, rng, kt);
+      std::vector<int32_t> tables(nb);
+      std::iota(tables.begin(), tables.end(), 0);
+      std::shuffle(tables.begin(), tables.end(), rng);
+      const std::vector<AttnSeq> seqs = {AttnSeq{0, n, 0, 0}};
+      const Twin d_tables = Put(tables), d_seqs = Put(seqs);
+      const Twin q = Put(RandomFloats(rng, size_t(n) * heads * hd, 0.5f));
+      const Twin out = Make(uint64_t(n) * heads * hd * 4);
+      KvLayerView kv{pool, kt, bt, kv_dim, block_bytes, uint64_t(nb)};
+      auto run = [&] {
+        gpu_->Attention(q.G<float>(), d_seqs.G<AttnSeq>(), 1, d_tables.G<int32_t>(), heads, kvh, hd,
+                        n, kv, out.G<float>());
+      };
+      const double flop = 4.0 * heads * hd * (double(n) * (n + 1) / 2);
+      const double ms = Time(run);
+      const std::vector<float> got = GetG<float>(out, size_t(n) * heads * hd);
+      double old_ms = 0, rel = 0, max_err = 0;
+#if PAGED_HAVE_CUDA
+      cuda::SetAttentionPrefillMma(false);
+      old_ms = Time(run, 5);
+      cuda::SetAttentionPrefillMma(true);
+      const std::vector<float> ref = GetG<float>(out, size_t(n) * heads * hd);
+      double d2 = 0, r2 = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        const double d = double(got[i]) - ref[i];
+        d2 += d * d;
+        r2 += double(ref[i]) * ref[i];
+        max_err = std::max(max_err, std::fabs(d));
+      }
+      rel = std::sqrt(d2 / std::max(r2, 1e-30));
+#endif
+      printf(
+          "TIMING attention prefill 2048 tokens 32/%d hd128 %s: %.3f ms, %.1f TFLOP/s "
+          "(CUDA-core kernel %.3f ms, %.1f TFLOP/s: %.1fx); outputs differ by %.2e normwise, "
+          "%.2e max\n",
+          kvh, std::string(DTypeName(kt)).c_str(), ms, flop / (ms / 1e3) / 1e12, old_ms,
+          old_ms > 0 ? flop / (old_ms / 1e3) / 1e12 : 0.0, ms > 0 ? old_ms / ms : 0.0, rel,
+          max_err);
     }
   }
 }

@@ -154,7 +154,7 @@ TEST(PlannerTest, BudgetTooSmallIsAClearErrorAndMoreBudgetMeansMoreResidentLayer
   EXPECT_EQ(small.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(small.status().message()), HasSubstr("too small"));
   int last = -1;
-  for (uint64_t mib : {80, 84, 86, 90, 200}) {
+  for (uint64_t mib : {176, 180, 182, 186, 296}) {
     auto p = PlanMemory(h, SmallLimits(mib * kMiB));
     ASSERT_TRUE(p.ok()) << mib << " MiB: " << p.status();
     EXPECT_LE(p->total_bytes, p->budget_bytes);
@@ -163,10 +163,10 @@ TEST(PlannerTest, BudgetTooSmallIsAClearErrorAndMoreBudgetMeansMoreResidentLayer
     EXPECT_EQ(std::count(p->resident.begin(), p->resident.end(), true), p->n_resident);
   }
   EXPECT_EQ(last, 5);
-  PlanLimits bad = SmallLimits(200 * kMiB);
+  PlanLimits bad = SmallLimits(296 * kMiB);
   bad.slots = 1;
   EXPECT_EQ(PlanMemory(h, bad).status().code(), absl::StatusCode::kInvalidArgument);
-  bad = SmallLimits(200 * kMiB);
+  bad = SmallLimits(296 * kMiB);
   bad.resident = "six";
   EXPECT_THAT(std::string(PlanMemory(h, bad).status().message()), HasSubstr("--resident=six"));
 }

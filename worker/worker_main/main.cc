@@ -1,15 +1,24 @@
 // paged-worker: maps a store's segment, plans its device budget, pages the
-// model through device slots. Until the coordinator link exists it checks
-// itself by generating --check-tokens greedy tokens from BOS and exits.
+// model through device slots, and serves the coordinator's steps
+// (--coordinator). Without a coordinator it checks itself by generating
+// --check-tokens greedy tokens from BOS and exits.
+#include <atomic>
+#include <csignal>
 #include <cstdio>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "common/cli.h"
 #include "common/size_flag.h"
+#include "store/store_service.h"
 #include "worker/engine/generator.h"
+#include "worker/link/worker_link.h"
 #include "worker/pager/worker_runtime.h"
 
 ABSL_FLAG(std::string, segment, "paged", "the store's segment");
+ABSL_FLAG(std::string, coordinator, "", "coordinator gRPC target (unix:///path.sock or host:port)");
+ABSL_FLAG(std::string, worker_id, "", "stable worker id (default: the device)");
+ABSL_FLAG(std::string, token, "", "bearer token for the coordinator");
 ABSL_FLAG(std::string, device, "cpu", "cuda:N or cpu");
 ABSL_FLAG(std::string, gpu_budget, "4GiB", "device memory budget (4GiB, 512MiB or bytes)");
 ABSL_FLAG(int, slots, 2, "layer slots (>= 2)");
@@ -20,7 +29,29 @@ ABSL_FLAG(int, max_step_kv_tokens, 16384, "KV rows the largest step reads");
 ABSL_FLAG(int, check_tokens, 8, "greedy tokens generated from BOS as a self-check");
 ABSL_FLAG(int, threads, 0, "CPU threads");
 
+namespace {
+
+// Greedy tokens from BOS through the whole pipeline, printed.
+int SelfCheck(paged::WorkerRuntime& w, int n) {
+  paged::GenerateRequest req;
+  req.prompt = {w.header().model.bos_id >= 0 ? w.header().model.bos_id : 0};
+  req.max_new_tokens = n;
+  req.stop_at_eos = false;
+  auto r = paged::Generate(w.engine(), req, w.header().kv_n_blocks);
+  if (!r.ok()) {
+    std::fprintf(stderr, "paged-worker: self-check failed: %s\n", std::string(r.status().message()).c_str());
+    return 1;
+  }
+  std::printf("paged-worker: self-check tokens:");
+  for (int32_t t : r->tokens) std::printf(" %d", t);
+  std::printf("\npaged-worker: ready\n");
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  paged::BlockTerminationSignals();  // before any thread starts
   paged::ParseFlags(argc, argv,
                     "paged-worker --segment NAME --device cuda:N|cpu --gpu-budget BYTES [--slots S] "
                     "[--resident auto|none|all|N]");
@@ -46,18 +77,23 @@ int main(int argc, char** argv) {
   }
   std::printf("paged-worker: segment %s on %s\n%s", o.segment.c_str(), (*w)->backend().name().c_str(),
               (*w)->plan().Describe().c_str());
-  paged::GenerateRequest req;
-  req.prompt = {(*w)->header().model.bos_id >= 0 ? (*w)->header().model.bos_id : 0};
-  req.max_new_tokens = absl::GetFlag(FLAGS_check_tokens);
-  req.stop_at_eos = false;
-  // Blocks at the end of the pool, away from what a coordinator hands out.
-  auto r = paged::Generate((*w)->engine(), req, (*w)->header().kv_n_blocks);
-  if (!r.ok()) {
-    std::fprintf(stderr, "paged-worker: self-check failed: %s\n", std::string(r.status().message()).c_str());
-    return 1;
+  std::fflush(stdout);
+  if (!absl::GetFlag(FLAGS_coordinator).empty()) {
+    paged::LinkOptions link;
+    link.coordinator = absl::GetFlag(FLAGS_coordinator);
+    link.worker_id = absl::GetFlag(FLAGS_worker_id).empty() ? o.device : absl::GetFlag(FLAGS_worker_id);
+    link.token = absl::GetFlag(FLAGS_token);
+    link.segment = o.segment;
+    link.max_step_tokens = o.limits.max_step_tokens;
+    link.max_step_seqs = o.limits.max_step_seqs;
+    static std::atomic<bool> stop{false};
+    std::thread signals([] {
+      paged::WaitForTerminationSignal();
+      stop = true;
+    });
+    signals.detach();
+    const absl::Status s = paged::RunWorkerLink(**w, link, stop);
+    return s.ok() ? 0 : 1;
   }
-  std::printf("paged-worker: self-check tokens:");
-  for (int32_t t : r->tokens) std::printf(" %d", t);
-  std::printf("\npaged-worker: ready\n");
-  return 0;
+  return SelfCheck(**w, absl::GetFlag(FLAGS_check_tokens));
 }

@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "worker/backends/cuda/attention.h"
+#include "worker/backends/cuda/attention_prefill_mma.h"
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_util.cuh"
 
@@ -61,6 +62,7 @@ struct Params {
   int block_tokens, kv_dim;
   int n_heads, n_kv_heads, head_dim;
   int group, rows_per_tile, max_pairs, max_splits;
+  int skip_prefill;  // prefill sequences run on the mma kernel
   float scale;
   float* partials;    // [n_seqs][n_heads][max_splits][2 + head_dim]
   int32_t* counters;  // [n_seqs][n_kv_heads]
@@ -74,6 +76,7 @@ __device__ __forceinline__ int Splits(int ctx, int max_splits) {
 __device__ __forceinline__ int Units(const AttnSeqView& sq, const Params& p) {
   if (sq.n_new <= 0) return 0;
   if (sq.n_new == 1) return Splits(sq.start_pos + 1, p.max_splits);
+  if (p.skip_prefill) return 0;
   return (sq.n_new + p.rows_per_tile - 1) / p.rows_per_tile;
 }
 
@@ -328,8 +331,11 @@ CudaError Launch(const Params& p, int max_ctx, int num_sms, cudaStream_t stream)
   PAGED_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes));
   if (per_sm < 1) return int(cudaErrorInvalidConfiguration);
   // Upper bound on work items (blocks past it would only exit).
-  const int64_t units_per_seq = std::max<int64_t>(
-      p.max_splits, (int64_t(std::max(max_ctx, 1)) + p.rows_per_tile - 1) / p.rows_per_tile);
+  const int64_t units_per_seq =
+      p.skip_prefill
+          ? p.max_splits
+          : std::max<int64_t>(p.max_splits, (int64_t(std::max(max_ctx, 1)) + p.rows_per_tile - 1) /
+                                                p.rows_per_tile);
   const int64_t bound = int64_t(p.n_seqs) * p.n_kv_heads * units_per_seq;
   const int64_t grid =
       std::clamp<int64_t>(std::min<int64_t>(bound, int64_t(per_sm) * num_sms), 1, kMaxGridX);
@@ -385,6 +391,12 @@ CudaError LaunchAttention(const AttentionArgs& a, float* partials, int32_t* coun
   p.scale = 1.f / std::sqrt(float(a.head_dim));
   p.partials = partials;
   p.counters = counters;
+  p.skip_prefill = 0;
+  if (AttentionPrefillMmaSupports(a)) {
+    const CudaError e = LaunchAttentionPrefillMma(a, stream);
+    if (e != 0) return e;
+    p.skip_prefill = 1;
+  }
   switch (a.kv.type) {
     case ElemType::kF32:
       return LaunchTyped<float>(p, a.max_ctx, a.num_sms, stream);

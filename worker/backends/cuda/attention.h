@@ -8,6 +8,10 @@
 // (max, sum, unnormalised output) and the last split to finish merges them.
 // A persistent grid of blocks walks the items; each block derives the item
 // list from `seqs` itself, so the host needs no per-sequence information.
+//
+// Prefill sequences (n_new > 1) with an f16/bf16 cache and head_dim 64 or 128
+// go to a tensor-core kernel instead (attention_prefill_mma.h), launched
+// before this one on the same stream; each kernel skips the other's rows.
 #pragma once
 
 #include <cstdint>
@@ -43,5 +47,9 @@ inline int64_t AttentionCounterCount(const AttentionArgs& a) {
 
 CudaError LaunchAttention(const AttentionArgs& a, float* partials, int32_t* counters,
                           cudaStream_t stream);
+
+// Process-wide switch of the tensor-core prefill path, on by default; off,
+// every sequence runs on the CUDA-core kernel. For timing comparisons.
+void SetAttentionPrefillMma(bool on);
 
 }  // namespace paged::cuda

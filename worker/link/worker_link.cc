@@ -1,0 +1,129 @@
+#include "worker/link/worker_link.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "paged/v1/worker_link.grpc.pb.h"
+
+namespace paged {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+v1::MemoryPlan PlanProto(const MemoryPlan& p) {
+  v1::MemoryPlan m;
+  m.set_budget_bytes(p.budget_bytes);
+  m.set_planned_bytes(p.total_bytes);
+  m.set_slots(p.slots);
+  m.set_resident_layers(p.n_resident);
+  m.set_paged_layers(p.n_paged());
+  m.set_kv_cache_blocks(p.kv_cache_blocks);
+  m.set_paged_bytes_per_step(p.paged_weight_bytes_per_step);
+  m.set_text(p.Describe());
+  return m;
+}
+
+StepBatch BatchOf(const v1::Step& step) {
+  StepBatch b;
+  b.seqs.reserve(size_t(step.sequences_size()));
+  for (const v1::SeqStep& s : step.sequences()) {
+    SeqStep q;
+    q.seq_id = int64_t(s.sequence_id());
+    q.tokens.assign(s.tokens().begin(), s.tokens().end());
+    q.start_pos = s.start_pos();
+    q.block_table.assign(s.block_table().begin(), s.block_table().end());
+    q.sampling.temperature = s.sampling().temperature();
+    q.sampling.top_k = s.sampling().top_k();
+    q.sampling.top_p = s.sampling().top_p() > 0.f ? s.sampling().top_p() : 1.f;
+    q.sampling.seed = s.sampling().seed();
+    b.seqs.push_back(std::move(q));
+  }
+  return b;
+}
+
+}  // namespace
+
+absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, const std::atomic<bool>& stop) {
+  auto channel = grpc::CreateChannel(opts.coordinator, grpc::InsecureChannelCredentials());
+  auto stub = v1::WorkerLink::NewStub(channel);
+  grpc::ClientContext ctx;
+  if (!opts.token.empty()) ctx.AddMetadata("authorization", "Bearer " + opts.token);
+  auto stream = stub->Attach(&ctx);
+
+  v1::WorkerMessage hello;
+  v1::Hello* h = hello.mutable_hello();
+  h->set_worker_id(opts.worker_id);
+  h->set_device(rt.backend().name());
+  h->set_segment(opts.segment);
+  h->set_segment_generation(rt.header().generation);
+  *h->mutable_plan() = PlanProto(rt.plan());
+  h->set_max_step_tokens(opts.max_step_tokens);
+  h->set_max_step_seqs(opts.max_step_seqs);
+  if (!stream->Write(hello)) {
+    const grpc::Status s = stream->Finish();
+    return absl::UnavailableError(absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
+  }
+  std::fprintf(stderr, "paged-worker: attached to %s as %s\n", opts.coordinator.c_str(), opts.worker_id.c_str());
+
+  v1::WorkerCounters counters;
+  v1::CoordinatorMessage msg;
+  bool drained = false;
+  while (!stop.load() && stream->Read(&msg)) {
+    if (msg.has_drain()) {
+      drained = true;
+      break;
+    }
+    if (!msg.has_step()) continue;
+    const auto t0 = Clock::now();
+    const StepBatch batch = BatchOf(msg.step());
+    absl::StatusOr<StepOutput> out = rt.engine().Step(batch);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    v1::WorkerMessage reply;
+    v1::StepResult* r = reply.mutable_result();
+    r->set_step_id(msg.step().step_id());
+    r->set_step_s(secs);
+    if (out.ok()) {
+      for (int32_t t : out->next_tokens) r->add_next_tokens(t);
+      counters.set_steps(counters.steps() + 1);
+      counters.set_tokens(counters.tokens() + uint64_t(batch.total_tokens()));
+    } else {
+      r->set_error(std::string(out.status().message()));
+    }
+    const PagerStats& ps = rt.pager().stats();
+    counters.set_h2d_bytes(ps.h2d_weight_bytes + ps.h2d_kv_bytes);
+    counters.set_d2h_bytes(ps.d2h_kv_bytes);
+    counters.set_busy_s(counters.busy_s() + secs);
+    *r->mutable_counters() = counters;
+    if (!stream->Write(reply)) break;
+  }
+  stream->WritesDone();
+  const grpc::Status s = stream->Finish();
+  if (drained) return absl::OkStatus();
+  if (stop.load()) return absl::CancelledError("stopped");
+  return absl::UnavailableError(absl::StrCat("coordinator ", opts.coordinator, ": ",
+                                             s.ok() ? std::string("stream ended") : s.error_message()));
+}
+
+absl::Status RunWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, const std::atomic<bool>& stop) {
+  double backoff = 0.1;
+  while (!stop.load()) {
+    const auto t0 = Clock::now();
+    absl::Status s = ServeWorkerLink(rt, opts, stop);
+    if (s.ok()) return s;  // drained
+    if (stop.load()) return absl::OkStatus();
+    // A connection that lived a while resets the backoff.
+    if (Clock::now() - t0 > std::chrono::seconds(5)) backoff = 0.1;
+    std::fprintf(stderr, "paged-worker: %s; reconnecting in %.1f s\n", std::string(s.message()).c_str(), backoff);
+    for (double waited = 0; waited < backoff && !stop.load(); waited += 0.05) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    backoff = std::min(backoff * 2, 5.0);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace paged

@@ -1,0 +1,34 @@
+// The worker's side of paged.v1.WorkerLink: attach to the coordinator with
+// one bidirectional stream, say hello (device, segment, memory plan), then
+// run every Step the coordinator sends through the engine and answer with
+// its tokens — only after the step's KV write-back has completed (the
+// engine returns then). The stream ending means the coordinator is gone or
+// asked this worker to drain.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "absl/status/status.h"
+#include "worker/pager/worker_runtime.h"
+
+namespace paged {
+
+struct LinkOptions {
+  std::string coordinator;  // gRPC target: unix:///run/paged/paged.sock or host:port
+  std::string worker_id;    // stable across restarts (e.g. "cuda:0")
+  std::string token;        // bearer token, when the coordinator wants one
+  std::string segment;
+  int max_step_tokens = 2048;
+  int max_step_seqs = 64;
+};
+
+// Serves one attachment. Returns OK when the coordinator asked for a drain,
+// UNAVAILABLE when the connection failed or broke (the caller reconnects).
+absl::Status ServeWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, const std::atomic<bool>& stop);
+
+// Serves until `stop` or a drain, reconnecting with backoff when the
+// coordinator is unreachable or restarts.
+absl::Status RunWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, const std::atomic<bool>& stop);
+
+}  // namespace paged
