@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 
@@ -142,6 +143,35 @@ TEST_F(StoriesTest, ABatchOfSequencesOnScatteredBlocksMatchesEachAlone) {
     }
   }
   for (size_t i = 0; i < texts.size(); ++i) EXPECT_EQ(got[i], want[i]) << texts[i];
+}
+
+// A step larger than the engine's chunk (kEngineChunkTokens rows) runs each
+// layer chunk by chunk, with a sequence split across chunks: its results
+// equal those of separate steps.
+TEST_F(StoriesTest, AStepLargerThanAChunkMatchesSeparateSteps) {
+  auto m = Load(path_, "f32", 0.05);
+  const int len = 800;  // 3 x 800 rows: the third sequence spans the 2048-row chunk boundary
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int32_t> tok(3, 511);
+  std::vector<SeqStep> seqs(3);
+  for (int i = 0; i < 3; ++i) {
+    seqs[size_t(i)].seq_id = i;
+    seqs[size_t(i)].tokens.push_back(1);
+    for (int k = 1; k < len; ++k) seqs[size_t(i)].tokens.push_back(tok(rng));
+    for (int b = 0; b < (len + 15) / 16; ++b) seqs[size_t(i)].block_table.push_back(i * 64 + b);
+    seqs[size_t(i)].return_logits = true;
+  }
+  auto together = m->engine->Step(StepBatch{seqs});
+  ASSERT_TRUE(together.ok()) << together.status();
+  for (int i = 0; i < 3; ++i) {
+    auto alone = m->engine->Step(StepBatch{{seqs[size_t(i)]}});
+    ASSERT_TRUE(alone.ok());
+    EXPECT_EQ(together->next_tokens[size_t(i)], alone->next_tokens[0]) << i;
+    float max_diff = 0;
+    for (size_t k = 0; k < alone->logits[0].size(); ++k)
+      max_diff = std::max(max_diff, std::fabs(together->logits[size_t(i)][k] - alone->logits[0][k]));
+    EXPECT_LT(max_diff, 1e-4) << i;
+  }
 }
 
 TEST_F(StoriesTest, SameSeedSameTokensAndSeedsDiffer) {

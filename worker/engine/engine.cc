@@ -81,15 +81,17 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
     return absl::OkStatus();
   };
   const uint64_t N = uint64_t(n), S = uint64_t(n_seqs);
+  // The residual stream holds every row; the rest one chunk of rows.
+  const uint64_t C = std::min<uint64_t>(N, kEngineChunkTokens);
   RETURN_IF_ERROR(alloc(&s_.x, N * c.hidden));
-  RETURN_IF_ERROR(alloc(&s_.h, N * c.hidden));
-  RETURN_IF_ERROR(alloc(&s_.q, N * c.q_dim()));
-  RETURN_IF_ERROR(alloc(&s_.k, N * c.kv_dim()));
-  RETURN_IF_ERROR(alloc(&s_.v, N * c.kv_dim()));
-  RETURN_IF_ERROR(alloc(&s_.attn, N * c.q_dim()));
-  RETURN_IF_ERROR(alloc(&s_.o, N * c.hidden));
-  RETURN_IF_ERROR(alloc(&s_.gate, N * c.ffn));
-  RETURN_IF_ERROR(alloc(&s_.up, N * c.ffn));
+  RETURN_IF_ERROR(alloc(&s_.h, std::max(C, S) * c.hidden));
+  RETURN_IF_ERROR(alloc(&s_.q, C * c.q_dim()));
+  RETURN_IF_ERROR(alloc(&s_.k, C * c.kv_dim()));
+  RETURN_IF_ERROR(alloc(&s_.v, C * c.kv_dim()));
+  RETURN_IF_ERROR(alloc(&s_.attn, C * c.q_dim()));
+  RETURN_IF_ERROR(alloc(&s_.o, C * c.hidden));
+  RETURN_IF_ERROR(alloc(&s_.gate, C * c.ffn));
+  RETURN_IF_ERROR(alloc(&s_.up, C * c.ffn));
   RETURN_IF_ERROR(alloc(&s_.last, S * c.hidden));
   RETURN_IF_ERROR(alloc(&s_.logits, S * c.vocab));
   RETURN_IF_ERROR(alloc(&s_.ids, N));
@@ -99,7 +101,7 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
   RETURN_IF_ERROR(alloc(&s_.last_rows, S));
   RETURN_IF_ERROR(alloc(&s_.sample_pos, S));
   RETURN_IF_ERROR(alloc(&s_.out_tokens, S));
-  RETURN_IF_ERROR(alloc(&s_.seqs, S));
+  RETURN_IF_ERROR(alloc(&s_.seqs, S + (N + kEngineChunkTokens - 1) / kEngineChunkTokens));
   RETURN_IF_ERROR(alloc(&s_.params, S));
   s_.cap_tokens = n;
   s_.cap_seqs = n_seqs;
@@ -118,7 +120,6 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   // Host metadata: token rows, positions, KV slots, attention descriptors.
   h_ids_.clear(), h_pos_.clear(), h_slots_.clear(), h_tables_.clear();
   h_last_rows_.clear(), h_sample_pos_.clear(), h_seqs_.clear(), h_params_.clear();
-  int max_ctx = 0;
   for (const SeqStep& s : batch.seqs) {
     const int n_new = int(s.tokens.size());
     const int need = (s.start_pos + n_new + block_tokens_ - 1) / block_tokens_;
@@ -131,7 +132,6 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
     h_last_rows_.push_back(int32_t(h_ids_.size()) - 1);
     h_sample_pos_.push_back(s.start_pos + n_new);
     h_params_.push_back(s.sampling);
-    max_ctx = std::max(max_ctx, s.start_pos + n_new);
   }
   // The provider maps pool block ids to the ids of its KV views; new rows'
   // slots follow from the mapped tables.
@@ -143,6 +143,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
     }
   }
   const int n = int(h_ids_.size());
+  PlanChunks();
   RETURN_IF_ERROR(EnsureScratch(n, n_seqs, int(h_tables_.size())));
   backend_->Upload(s_.ids, h_ids_.data(), h_ids_.size() * 4);
   backend_->Upload(s_.pos, h_pos_.data(), h_pos_.size() * 4);
@@ -150,10 +151,10 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   backend_->Upload(s_.tables, h_tables_.data(), h_tables_.size() * 4);
   backend_->Upload(s_.last_rows, h_last_rows_.data(), h_last_rows_.size() * 4);
   backend_->Upload(s_.sample_pos, h_sample_pos_.data(), h_sample_pos_.size() * 4);
-  backend_->Upload(s_.seqs, h_seqs_.data(), h_seqs_.size() * sizeof(AttnSeq));
+  backend_->Upload(s_.seqs, h_chunk_seqs_.data(), h_chunk_seqs_.size() * sizeof(AttnSeq));
   backend_->Upload(s_.params, h_params_.data(), h_params_.size() * sizeof(SamplingParams));
 
-  RETURN_IF_ERROR(RunLayers(batch, n, n_seqs, max_ctx));
+  RETURN_IF_ERROR(RunLayers(n));
 
   // Final norm and lm_head on the last row of each sequence, then sampling.
   const ModelConfig& c = config_;
@@ -177,34 +178,67 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   return out;
 }
 
-absl::Status Engine::RunLayers(const StepBatch& batch, int n, int n_seqs, int max_ctx) {
+void Engine::PlanChunks() {
+  chunks_.clear();
+  h_chunk_seqs_.clear();
+  const int n = int(h_ids_.size());
+  for (int row0 = 0; row0 < n; row0 += kEngineChunkTokens) {
+    Chunk ch;
+    ch.row0 = row0;
+    ch.rows = std::min(kEngineChunkTokens, n - row0);
+    ch.seq0 = int(h_chunk_seqs_.size());
+    for (const AttnSeq& a : h_seqs_) {
+      const int lo = std::max(a.q_offset, row0), hi = std::min(a.q_offset + a.n_new, row0 + ch.rows);
+      if (lo >= hi) continue;
+      const int32_t start = a.start_pos + (lo - a.q_offset);
+      h_chunk_seqs_.push_back(AttnSeq{lo - row0, hi - lo, start, a.table_offset});
+      ch.max_ctx = std::max(ch.max_ctx, start + (hi - lo));
+    }
+    ch.n_seqs = int(h_chunk_seqs_.size()) - ch.seq0;
+    chunks_.push_back(ch);
+  }
+}
+
+absl::Status Engine::RunLayers(int n) {
   const ModelConfig& c = config_;
   Backend& b = *backend_;
   b.Embedding(provider_->globals().tok_embd, s_.ids, n, s_.x);
   for (int l = 0; l < c.n_layers; ++l) {
     ASSIGN_OR_RETURN(const LayerWeights w, provider_->AcquireLayer(l));
-    // Attention block.
-    b.RmsNorm(s_.x, w.attn_norm, n, c.hidden, c.norm_eps, s_.h);
-    b.MatMul(s_.h, n, w.wq, w.bq, s_.q);
-    b.MatMul(s_.h, n, w.wk, w.bk, s_.k);
-    b.MatMul(s_.h, n, w.wv, w.bv, s_.v);
-    b.Rope(s_.q, s_.k, s_.pos, n, c.n_heads, c.n_kv_heads, rope_);
-    ASSIGN_OR_RETURN(const KvLayerView kv, provider_->AcquireKv(l));
-    b.KvWrite(s_.k, s_.v, s_.slots, n, kv);
-    b.Attention(s_.q, s_.seqs, n_seqs, s_.tables, c.n_heads, c.n_kv_heads, c.head_dim, max_ctx, kv, s_.attn);
-    provider_->ReleaseKv(l, h_slots_.data(), n);
-    b.MatMul(s_.attn, n, w.wo, nullptr, s_.o);
-    b.Add(s_.x, s_.o, int64_t(n) * c.hidden);
-    // MLP block.
-    b.RmsNorm(s_.x, w.ffn_norm, n, c.hidden, c.norm_eps, s_.h);
-    b.MatMul(s_.h, n, w.w_gate, nullptr, s_.gate);
-    b.MatMul(s_.h, n, w.w_up, nullptr, s_.up);
-    b.SwiGlu(s_.gate, s_.up, n, c.ffn, s_.gate);
-    b.MatMul(s_.gate, n, w.w_down, nullptr, s_.o);
-    b.Add(s_.x, s_.o, int64_t(n) * c.hidden);
+    KvLayerView kv;
+    for (size_t ci = 0; ci < chunks_.size(); ++ci) {
+      const Chunk& ch = chunks_[ci];
+      const int m = ch.rows;
+      float* x = s_.x + int64_t(ch.row0) * c.hidden;
+      // Attention block.
+      b.RmsNorm(x, w.attn_norm, m, c.hidden, c.norm_eps, s_.h);
+      b.MatMul(s_.h, m, w.wq, w.bq, s_.q);
+      b.MatMul(s_.h, m, w.wk, w.bk, s_.k);
+      b.MatMul(s_.h, m, w.wv, w.bv, s_.v);
+      b.Rope(s_.q, s_.k, s_.pos + ch.row0, m, c.n_heads, c.n_kv_heads, rope_);
+      if (ci == 0) {
+        // Asked after the first projections, so that they overlap the KV
+        // arriving for this layer.
+        ASSIGN_OR_RETURN(kv, provider_->AcquireKv(l));
+      }
+      // Earlier chunks of this layer wrote their rows already: a chunk sees
+      // every position before it.
+      b.KvWrite(s_.k, s_.v, s_.slots + ch.row0, m, kv);
+      b.Attention(s_.q, s_.seqs + ch.seq0, ch.n_seqs, s_.tables, c.n_heads, c.n_kv_heads, c.head_dim, ch.max_ctx,
+                  kv, s_.attn);
+      if (ci + 1 == chunks_.size()) provider_->ReleaseKv(l, h_slots_.data(), n);
+      b.MatMul(s_.attn, m, w.wo, nullptr, s_.o);
+      b.Add(x, s_.o, int64_t(m) * c.hidden);
+      // MLP block.
+      b.RmsNorm(x, w.ffn_norm, m, c.hidden, c.norm_eps, s_.h);
+      b.MatMul(s_.h, m, w.w_gate, nullptr, s_.gate);
+      b.MatMul(s_.h, m, w.w_up, nullptr, s_.up);
+      b.SwiGlu(s_.gate, s_.up, m, c.ffn, s_.gate);
+      b.MatMul(s_.gate, m, w.w_down, nullptr, s_.o);
+      b.Add(x, s_.o, int64_t(m) * c.hidden);
+    }
     provider_->ReleaseLayer(l);
   }
-  (void)batch;
   return absl::OkStatus();
 }
 

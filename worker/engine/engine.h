@@ -37,7 +37,8 @@ class Engine {
  private:
   absl::Status Validate(const StepBatch& batch, uint64_t kv_blocks) const;
   absl::Status EnsureScratch(int n_tokens, int n_seqs, int n_table);
-  absl::Status RunLayers(const StepBatch& batch, int n, int n_seqs, int max_ctx);
+  absl::Status RunLayers(int n);
+  void PlanChunks();
 
   Backend* backend_;
   WeightProvider* provider_;
@@ -60,6 +61,16 @@ class Engine {
   std::vector<int32_t> h_ids_, h_pos_, h_slots_, h_tables_, h_last_rows_, h_sample_pos_;
   std::vector<AttnSeq> h_seqs_;
   std::vector<SamplingParams> h_params_;
+  // The step's rows in chunks; each chunk's attention descriptors (the parts
+  // of sequences that fall in it, q_offset relative to the chunk) are
+  // consecutive in h_chunk_seqs_.
+  struct Chunk {
+    int row0 = 0, rows = 0;
+    int seq0 = 0, n_seqs = 0;
+    int max_ctx = 0;
+  };
+  std::vector<Chunk> chunks_;
+  std::vector<AttnSeq> h_chunk_seqs_;
 };
 
 RopeParams RopeParamsOf(const ModelConfig& c);

@@ -93,6 +93,12 @@ struct StepOutput {
   std::vector<std::vector<float>> logits;    // per sequence; empty unless return_logits
 };
 
+// The engine runs each layer over the step's tokens in chunks of at most this
+// many rows: a step may carry many more tokens (a whole batch of prompts, so
+// that one pass over the layers serves them all) while the activations beyond
+// the residual stream only need room for one chunk.
+inline constexpr int kEngineChunkTokens = 2048;
+
 // Attention work of one sequence inside a step, as the backend receives it
 // (arrays of these live in backend memory).
 struct AttnSeq {

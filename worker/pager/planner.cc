@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/size_flag.h"
+#include "worker/engine/types.h"
 
 namespace paged {
 namespace {
@@ -24,8 +25,12 @@ uint64_t GlobalsBytes(const SegmentHeader& h) {
 uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l) {
   const ModelConfig& c = h.model;
   const uint64_t N = uint64_t(l.max_step_tokens), S = uint64_t(l.max_step_seqs);
-  const uint64_t act = N * (3ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.ffn) * 4 +
-                       S * (uint64_t(c.hidden) + 2ull * c.vocab) * 4 + (N + S) * 64;
+  // The residual stream for every row; the other activations for one chunk
+  // of rows (the engine runs each layer chunk by chunk).
+  const uint64_t C = std::min<uint64_t>(N, kEngineChunkTokens);
+  const uint64_t act = N * uint64_t(c.hidden) * 4 +
+                       C * (2ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.ffn) * 4 +
+                       S * (2ull * c.hidden + 2ull * c.vocab) * 4 + (N + S) * 64;
   if (l.backend_scratch_bytes > 0) return act + l.backend_scratch_bytes;
   uint64_t largest = 0;
   for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
@@ -33,7 +38,7 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l) {
   }
   const bool quantized = h.weight_format == uint32_t(WeightFormat::kInt8) ||
                          h.weight_format == uint32_t(WeightFormat::kInt4);
-  const uint64_t cast = N * uint64_t(std::max({c.hidden, c.ffn, c.q_dim()})) * 2;
+  const uint64_t cast = C * uint64_t(std::max({c.hidden, c.ffn, c.q_dim()})) * 2;
   const uint64_t dequant = quantized ? largest * 2 : 0;
   const uint64_t partials = S * uint64_t(c.n_heads) * 64 * (uint64_t(c.head_dim) + 2) * 4;
   return act + cast + dequant + partials + (160ull << 20);  // + cuBLAS workspace and allocator slack
