@@ -43,10 +43,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   const paged::StoreReady& r = (*store)->ready();
-  std::printf("paged-store: segment %s ready (%s, %s of weights, %s, %.2f s%s)\n", opts.segment.c_str(),
+  std::printf("paged-store: segment %s ready (%s, %s of weights, %s, %.2f s)\n", opts.segment.c_str(),
               paged::FormatBytes(r.total_bytes).c_str(), paged::FormatBytes(r.weight_bytes).c_str(),
-              r.reattached ? "re-attached" : "built", r.seconds,
-              r.locked_in_ram ? ", locked in RAM" : "");
+              r.reattached ? "re-attached" : "built", r.seconds);
   std::fflush(stdout);
 
   const int sig = paged::WaitForTerminationSignal();

@@ -30,6 +30,7 @@ struct Store::Impl {
   std::unique_ptr<bip::shared_memory_object> shm;
   std::unique_ptr<bip::mapped_region> region;
   SegmentHeader* header = nullptr;
+  std::thread locker;  // mlock of the whole segment, off the ready path
 };
 
 namespace {
@@ -80,6 +81,7 @@ absl::Status SetPermissions(int fd, const std::string& group, const std::string&
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Store::~Store() {
+  if (impl_->locker.joinable()) impl_->locker.join();
   impl_->region.reset();
   const std::string name = impl_->opts.segment;
   impl_->shm.reset();  // closes the fd and with it the lock
@@ -154,14 +156,23 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
     ready.weight_bytes = WeightBytes(plan);
     for (const SourceTensor& t : src->tensors) ready.source_bytes += t.bytes;
     // Keep it in RAM; without the privilege it is a warning, not a failure.
-    if (::mlock(base, plan.total_bytes) == 0) {
-      ready.locked_in_ram = true;
-    } else {
-      std::fprintf(stderr,
-                   "paged-store: warning: cannot lock the %s segment in RAM (%s); raise "
-                   "RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity) so it is never swapped out\n",
-                   FormatBytes(plan.total_bytes).c_str(), std::strerror(errno));
-    }
+    // Locking walks every page (about a second per few GB), so it runs beside
+    // serving: a re-attach is ready at once.
+    const uint64_t total = plan.total_bytes;
+    const bool quiet = opts.quiet;
+    impl->locker = std::thread([base, total, quiet] {
+      const auto t = Clock::now();
+      if (::mlock(base, total) == 0) {
+        if (!quiet)
+          std::fprintf(stderr, "paged-store: segment locked in RAM (%.2f s)\n",
+                       std::chrono::duration<double>(Clock::now() - t).count());
+      } else {
+        std::fprintf(stderr,
+                     "paged-store: warning: cannot lock the %s segment in RAM (%s); raise "
+                     "RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity) so it is never swapped out\n",
+                     FormatBytes(total).c_str(), std::strerror(errno));
+      }
+    });
   } catch (const bip::interprocess_exception& e) {
     return absl::UnavailableError(absl::StrCat("segment ", opts.segment, ": ", e.what()));
   }

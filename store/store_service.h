@@ -28,7 +28,6 @@ struct StoreReady {
   uint64_t weight_bytes = 0;  // weights as stored in the segment
   uint64_t source_bytes = 0;  // tensor bytes read from the checkpoint
   double seconds = 0;  // to READY
-  bool locked_in_ram = false;
 };
 
 class Store {
