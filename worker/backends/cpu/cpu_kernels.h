@@ -34,9 +34,6 @@ void Attention(ThreadPool& pool, const float* q, const AttnSeq* seqs, int n_seqs
                const int32_t* block_tables, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
                const KvLayerView& kv, float* out);
 
-// RoPE inverse frequencies [head_dim / 2] in f32 as HF computes them,
-// llama3 scaling applied when p.scaling says so.
-void RopeInvFreq(const RopeParams& p, float* inv_freq);
 void Rope(ThreadPool& pool, float* q, float* k, const int32_t* pos, int n, int n_heads,
           int n_kv_heads, const RopeParams& p);
 void RmsNorm(ThreadPool& pool, const float* x, const float* w, int n, int dim, float eps,

@@ -36,6 +36,7 @@
 #include "worker/backends/cuda/sampling.h"
 #include "worker/backends/cuda/transfer.h"
 #include "worker/backends/cuda/weights.h"
+#include "worker/engine/rope.h"
 
 namespace paged {
 namespace {
@@ -73,32 +74,6 @@ cuda::MatrixView View(const WeightRef& w) {
 cuda::KvView View(const KvLayerView& kv) {
   return cuda::KvView{kv.base,   Elem(kv.dtype), kv.block_tokens,
                       kv.kv_dim, kv.block_bytes, kv.n_blocks};
-}
-
-// The CPU reference's RopeInvFreq (worker/backends/cpu/cpu_ops.cc), the same
-// f32 operations in the same order: HF's inv_freq = 1 / theta^(2i / d), llama3
-// scaling as transformers' _compute_llama3_parameters.
-void RopeInvFreq(const RopeParams& p, float* inv_freq) {
-  const int half = p.head_dim / 2;
-  for (int i = 0; i < half; ++i) {
-    inv_freq[i] = 1.f / std::pow(p.theta, float(2 * i) / float(p.head_dim));
-  }
-  if (p.scaling != RopeScaling::kLlama3) return;
-  const float old_ctx = float(p.original_max_pos);
-  const float low_freq_wavelen = old_ctx / p.low_freq_factor;
-  const float high_freq_wavelen = old_ctx / p.high_freq_factor;
-  for (int i = 0; i < half; ++i) {
-    const float freq = inv_freq[i];
-    const float wavelen = 2.f * std::numbers::pi_v<float> / freq;
-    if (wavelen < high_freq_wavelen) continue;
-    if (wavelen > low_freq_wavelen) {
-      inv_freq[i] = freq / p.factor;
-      continue;
-    }
-    const float smooth =
-        (old_ctx / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
-    inv_freq[i] = (1.f - smooth) * freq / p.factor + smooth * freq;
-  }
 }
 
 bool SameRope(const RopeParams& a, const RopeParams& b) {
