@@ -38,6 +38,13 @@ int main(int argc, char** argv) {
   }
 
   auto store = paged::Store::Start(opts);
+  if (!store.ok() && store.status().code() == absl::StatusCode::kCancelled) {
+    // SIGTERM / SIGINT while loading: the segment stays LOADING (rebuilt by
+    // the next start) or is removed with --remove-on-exit.
+    std::fprintf(stderr, "paged-store: interrupted while loading, exiting\n");
+    if (opts.remove_on_exit) paged::RemoveSegment(opts.segment);
+    return 0;
+  }
   if (!store.ok()) {
     std::fprintf(stderr, "paged-store: %s\n", std::string(store.status().message()).c_str());
     return 1;

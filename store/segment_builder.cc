@@ -165,7 +165,7 @@ absl::Status FillSegment(const ModelSource& src, SegmentHeader& plan, uint8_t* b
     ConvertTensor(*t, e.Type(), int(e.group), base + origin + e.offset,
                   e.scale_bytes ? base + origin + e.scale_offset : nullptr, threads);
     done += e.bytes + e.scale_bytes;
-    if (progress) progress(done, total);
+    if (progress && !progress(done, total)) return absl::CancelledError("loading interrupted");
     return absl::OkStatus();
   };
   for (uint32_t i = 0; i < plan.n_global_tensors; ++i) {

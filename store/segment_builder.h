@@ -28,7 +28,8 @@ absl::StatusOr<WeightFormat> ResolveWeightFormat(const ModelSource& src, std::st
 // EMPTY, generation 0 and no checksum. Pure function of its inputs.
 absl::StatusOr<SegmentHeader> PlanSegment(const ModelSource& src, const LayoutOptions& opts);
 
-using ProgressFn = std::function<void(uint64_t done_bytes, uint64_t total_bytes)>;
+// Called after each tensor; returning false stops the fill (CANCELLED).
+using ProgressFn = std::function<bool(uint64_t done_bytes, uint64_t total_bytes)>;
 
 // Writes globals, layer blocks and the tokenizer into `base` (a mapping of
 // plan.total_bytes) following `plan`; fills the global tensors' checksums in

@@ -47,17 +47,27 @@ bool SameSegment(const SegmentHeader& old, const SegmentHeader& plan) {
          old.n_layer_tensors == plan.n_layer_tensors && old.n_global_tensors == plan.n_global_tensors;
 }
 
-ProgressFn MakeProgressPrinter(bool quiet) {
-  if (quiet) return nullptr;
+// True when SIGTERM or SIGINT is pending (blocked by BlockTerminationSignals
+// in paged-store): a load in progress stops at the next tensor.
+bool TerminationPending() {
+  sigset_t pending;
+  sigpending(&pending);
+  return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
+// Progress lines (unless quiet) and the interruption check.
+ProgressFn MakeProgress(bool quiet) {
   auto start = std::make_shared<Clock::time_point>(Clock::now());
   auto last = std::make_shared<Clock::time_point>(Clock::now());
-  return [start, last](uint64_t done, uint64_t total) {
+  return [start, last, quiet](uint64_t done, uint64_t total) {
+    if (TerminationPending()) return false;
     const auto now = Clock::now();
-    if (done < total && now - *last < std::chrono::milliseconds(500)) return;
+    if (quiet || (done < total && now - *last < std::chrono::milliseconds(500))) return true;
     *last = now;
     const double s = std::chrono::duration<double>(now - *start).count();
     std::fprintf(stderr, "paged-store: loading %s / %s (%.0f MB/s)\n", FormatBytes(done).c_str(),
                  FormatBytes(total).c_str(), s > 0 ? double(done) / 1e6 / s : 0.0);
+    return true;
   };
 }
 
@@ -145,7 +155,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
       plan.state = uint32_t(SegmentState::kLoading);
       std::memcpy(base, &plan, sizeof(plan));
       const int threads = opts.threads > 0 ? opts.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-      RETURN_IF_ERROR(FillSegment(*src, plan, base, threads, MakeProgressPrinter(opts.quiet)));
+      RETURN_IF_ERROR(FillSegment(*src, plan, base, threads, MakeProgress(opts.quiet)));
       plan.state = uint32_t(SegmentState::kLoading);
       plan.header_checksum = ComputeHeaderChecksum(plan);
       std::memcpy(base, &plan, sizeof(plan));
@@ -181,6 +191,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
   store->ready_ = ready;
   return store;
 }
+
+void RemoveSegment(const std::string& name) { bip::shared_memory_object::remove(name.c_str()); }
 
 void BlockTerminationSignals() {
   sigset_t set;

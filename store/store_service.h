@@ -50,6 +50,8 @@ class Store {
 // Blocks SIGTERM/SIGINT in the calling thread (call before starting threads)
 // and returns when one arrives.
 void BlockTerminationSignals();
+// Removes segment `name` (its shared memory object); no error if absent.
+void RemoveSegment(const std::string& name);
 int WaitForTerminationSignal();
 
 }  // namespace paged
