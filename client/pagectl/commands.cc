@@ -25,6 +25,31 @@ int Fail(const absl::Status& s) {
 
 }  // namespace
 
+int RunCommand(const std::string& command, const Flags& f, const char* usage) {
+  struct Entry {
+    const char* name;
+    int (*run)(const Flags&);
+    size_t n_args;  // positional arguments after the command
+  };
+  static constexpr Entry kCommands[] = {
+      {"make-model", MakeModelCommand, 0}, {"inspect", InspectCommand, 0},     {"verify", VerifyCommand, 0},
+      {"plan", PlanCommand, 0},            {"generate", GenerateCommand, 0},   {"status", StatusCommand, 0},
+      {"workers", WorkersCommand, 0},      {"sequences", SequencesCommand, 0}, {"cancel", CancelCommand, 1},
+      {"drain", DrainCommand, 1},          {"models", ModelsCommand, 0},
+  };
+  for (const Entry& e : kCommands) {
+    if (command != e.name) continue;
+    if (f.args.size() != e.n_args) {
+      std::fprintf(stderr, "pagectl %s: expected %zu argument%s, got %zu\n%s\n", e.name, e.n_args,
+                   e.n_args == 1 ? "" : "s", f.args.size(), usage);
+      return 2;
+    }
+    return e.run(f);
+  }
+  std::fprintf(stderr, "pagectl: unknown command '%s'\n%s\n", command.c_str(), usage);
+  return 2;
+}
+
 int MakeModelCommand(const Flags& f) {
   if (f.preset.empty() || f.out.empty()) {
     std::fprintf(stderr, "pagectl make-model: --preset and --out are required\n");

@@ -4,6 +4,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "absl/time/time.h"
 
 namespace paged::pagectl {
 
@@ -18,12 +21,39 @@ struct Flags {
   // make-model
   std::string preset, out, dtype = "f16";
   int layers = 0;
-  uint64_t seed = 1;
+  uint64_t seed = 1;  // also generate's sampling seed
+  // commands that talk to a server (generate, status, workers, ...)
+  std::string server = "unix:///tmp/paged.sock";
+  std::string token;
+  absl::Duration timeout = absl::ZeroDuration();  // 0: the command's default
+  // generate
+  std::string prompt;         // "-": read stdin
+  std::string prompt_tokens;  // "1,2,3"
+  int max_tokens = 128;
+  float temperature = 0.f;
+  int top_k = 0;
+  float top_p = 1.f;
+  bool ignore_eos = false;
+  // Positional arguments after the command (cancel ID, drain WORKER).
+  std::vector<std::string> args;
 };
+
+// Runs `command` (make-model, generate, status, ...) and returns the exit
+// code; an unknown command or a wrong number of arguments is a usage error (2).
+int RunCommand(const std::string& command, const Flags& f, const char* usage);
 
 int MakeModelCommand(const Flags& f);
 int InspectCommand(const Flags& f);
 int VerifyCommand(const Flags& f);
 int PlanCommand(const Flags& f);
+
+// Through the C++ SDK (client/sdk) against --server, each with --json.
+int GenerateCommand(const Flags& f);
+int StatusCommand(const Flags& f);
+int WorkersCommand(const Flags& f);
+int SequencesCommand(const Flags& f);
+int CancelCommand(const Flags& f);
+int DrainCommand(const Flags& f);
+int ModelsCommand(const Flags& f);
 
 }  // namespace paged::pagectl

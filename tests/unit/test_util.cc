@@ -79,7 +79,7 @@ double RelativeError(const std::vector<float>& got, const std::vector<double>& w
 }
 
 std::string BinaryPath(std::string_view name) {
-  for (const char* sub : {"/store/", "/client/pagectl/", "/worker/", "/daemon/", "/bench/"}) {
+  for (const char* sub : {"/store/", "/client/pagectl/", "/worker/", "/daemon/", "/launcher/", "/bench/"}) {
     std::string p = std::string(PAGED_BINARY_DIR) + sub + std::string(name);
     if (std::filesystem::exists(p)) return p;
   }

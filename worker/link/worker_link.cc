@@ -45,13 +45,33 @@ StepBatch BatchOf(const v1::Step& step) {
   return b;
 }
 
+// Unregisters the call when the attachment ends.
+struct CallRegistration {
+  LinkStopper& stop;
+  ~CallRegistration() { stop.SetCall(nullptr); }
+};
+
 }  // namespace
 
-absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, const std::atomic<bool>& stop) {
+void LinkStopper::Stop() {
+  stopped_ = true;
+  std::lock_guard<std::mutex> l(mu_);
+  if (call_ != nullptr) static_cast<grpc::ClientContext*>(call_)->TryCancel();
+}
+
+void LinkStopper::SetCall(void* client_context) {
+  std::lock_guard<std::mutex> l(mu_);
+  call_ = client_context;
+  if (call_ != nullptr && stopped_) static_cast<grpc::ClientContext*>(call_)->TryCancel();
+}
+
+absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkStopper& stop) {
   auto channel = grpc::CreateChannel(opts.coordinator, grpc::InsecureChannelCredentials());
   auto stub = v1::WorkerLink::NewStub(channel);
   grpc::ClientContext ctx;
   if (!opts.token.empty()) ctx.AddMetadata("authorization", "Bearer " + opts.token);
+  stop.SetCall(&ctx);
+  CallRegistration registration{stop};
   auto stream = stub->Attach(&ctx);
 
   v1::WorkerMessage hello;
@@ -63,6 +83,7 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, const s
   *h->mutable_plan() = PlanProto(rt.plan());
   h->set_max_step_tokens(opts.max_step_tokens);
   h->set_max_step_seqs(opts.max_step_seqs);
+  h->set_max_step_kv_blocks(int32_t(rt.plan().slot_kv_blocks));
   if (!stream->Write(hello)) {
     const grpc::Status s = stream->Finish();
     return absl::UnavailableError(absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
@@ -72,7 +93,7 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, const s
   v1::WorkerCounters counters;
   v1::CoordinatorMessage msg;
   bool drained = false;
-  while (!stop.load() && stream->Read(&msg)) {
+  while (!stop.stopped() && stream->Read(&msg)) {
     if (msg.has_drain()) {
       drained = true;
       break;
@@ -103,22 +124,22 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, const s
   stream->WritesDone();
   const grpc::Status s = stream->Finish();
   if (drained) return absl::OkStatus();
-  if (stop.load()) return absl::CancelledError("stopped");
+  if (stop.stopped()) return absl::CancelledError("stopped");
   return absl::UnavailableError(absl::StrCat("coordinator ", opts.coordinator, ": ",
                                              s.ok() ? std::string("stream ended") : s.error_message()));
 }
 
-absl::Status RunWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, const std::atomic<bool>& stop) {
+absl::Status RunWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkStopper& stop) {
   double backoff = 0.1;
-  while (!stop.load()) {
+  while (!stop.stopped()) {
     const auto t0 = Clock::now();
     absl::Status s = ServeWorkerLink(rt, opts, stop);
     if (s.ok()) return s;  // drained
-    if (stop.load()) return absl::OkStatus();
+    if (stop.stopped()) return absl::OkStatus();
     // A connection that lived a while resets the backoff.
     if (Clock::now() - t0 > std::chrono::seconds(5)) backoff = 0.1;
     std::fprintf(stderr, "paged-worker: %s; reconnecting in %.1f s\n", std::string(s.message()).c_str(), backoff);
-    for (double waited = 0; waited < backoff && !stop.load(); waited += 0.05) {
+    for (double waited = 0; waited < backoff && !stop.stopped(); waited += 0.05) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     backoff = std::min(backoff * 2, 5.0);

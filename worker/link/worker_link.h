@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
@@ -23,12 +24,28 @@ struct LinkOptions {
   int max_step_seqs = 64;
 };
 
+// Stops a running link from another thread (a signal handler thread):
+// cancels the call in flight, so a worker blocked waiting for the next step
+// exits at once.
+class LinkStopper {
+ public:
+  void Stop();
+  bool stopped() const { return stopped_.load(); }
+  // The link registers its current call (nullptr when none).
+  void SetCall(void* client_context);
+
+ private:
+  std::atomic<bool> stopped_{false};
+  std::mutex mu_;
+  void* call_ = nullptr;  // grpc::ClientContext*
+};
+
 // Serves one attachment. Returns OK when the coordinator asked for a drain,
 // UNAVAILABLE when the connection failed or broke (the caller reconnects).
-absl::Status ServeWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, const std::atomic<bool>& stop);
+absl::Status ServeWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, LinkStopper& stop);
 
-// Serves until `stop` or a drain, reconnecting with backoff when the
+// Serves until stopped or drained, reconnecting with backoff when the
 // coordinator is unreachable or restarts.
-absl::Status RunWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, const std::atomic<bool>& stop);
+absl::Status RunWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, LinkStopper& stop);
 
 }  // namespace paged

@@ -208,11 +208,18 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
   step_dev_blocks_.assign(n, 0);
   if (kv_cached_) {
     ++stats_.kv_cached_steps;
-    // Keep only blocks this step uses (a block unused for a step may be
-    // rewritten elsewhere before it is used here again), then fill the
-    // missing ones for every layer.
+    // Keep only blocks this step uses, and only those of sequences that were
+    // in the previous step too: a block unused for a step, or a sequence that
+    // ran elsewhere meanwhile (its worker died, it came back here), may have
+    // been rewritten in the host pool. Then fill the missing ones for every
+    // layer.
+    std::unordered_map<int32_t, bool> continuing;
+    for (const SeqStep& s : batch.seqs) {
+      if (!prev_seqs_.count(s.seq_id)) continue;
+      for (int32_t b : s.block_table) continuing[b] = true;
+    }
     for (auto it = cache_ids_.begin(); it != cache_ids_.end();) {
-      if (index.count(it->first) == 0) {
+      if (index.count(it->first) == 0 || continuing.count(it->first) == 0) {
         cache_free_.push_back(it->second);
         it = cache_ids_.erase(it);
       } else {
@@ -257,6 +264,8 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
     for (int l = 0; l < ahead; ++l) IssueKvGather(l);
   }
   for (int32_t& b : *block_ids) b = step_dev_blocks_[size_t(index[b])];
+  prev_seqs_.clear();
+  for (const SeqStep& s : batch.seqs) prev_seqs_.insert(s.seq_id);
   return absl::OkStatus();
 }
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -93,6 +94,7 @@ class Pager final : public WeightProvider {
   bool kv_cached_ = false;
   uint8_t* kv_cache_ = nullptr;
   std::unordered_map<int32_t, int32_t> cache_ids_;  // pool block -> cache block
+  std::unordered_set<int64_t> prev_seqs_;           // sequences of the previous step
   std::vector<int32_t> cache_free_;
   int cache_filled_ = -1;  // event
   bool cache_fill_pending_ = false;

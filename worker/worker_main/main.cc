@@ -86,10 +86,10 @@ int main(int argc, char** argv) {
     link.segment = o.segment;
     link.max_step_tokens = o.limits.max_step_tokens;
     link.max_step_seqs = o.limits.max_step_seqs;
-    static std::atomic<bool> stop{false};
+    static paged::LinkStopper stop;
     std::thread signals([] {
       paged::WaitForTerminationSignal();
-      stop = true;
+      stop.Stop();
     });
     signals.detach();
     const absl::Status s = paged::RunWorkerLink(**w, link, stop);

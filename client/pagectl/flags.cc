@@ -1,0 +1,82 @@
+#include "client/pagectl/flags.h"
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, segment, "", "shared memory segment name");
+ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
+ABSL_FLAG(std::string, weight_format, "native", "inspect --model: the format to plan for");
+ABSL_FLAG(bool, json, false, "machine-readable output");
+ABSL_FLAG(std::string, preset, "",
+          "make-model: tiny, tiny-qwen2, tiny-llama3, llama-7b, llama-13b, llama-70b, llama3-8b, "
+          "qwen2-7b, qwen2-0.5b, mistral-7b");
+ABSL_FLAG(std::string, out, "", "make-model: output directory");
+ABSL_FLAG(int, layers, 0, "make-model: number of layers (0: the preset's)");
+ABSL_FLAG(uint64_t, seed, 1, "make-model: random seed; generate: sampling seed");
+ABSL_FLAG(std::string, dtype, "f16", "make-model: f16 or bf16");
+ABSL_FLAG(std::string, gpu_budget, "4GiB", "plan: device memory budget");
+ABSL_FLAG(int, slots, 2, "plan: layer slots");
+ABSL_FLAG(std::string, resident, "auto", "plan: resident layers (auto | none | all | N)");
+ABSL_FLAG(double, link_gbs, 55.0, "plan: host-to-device link bandwidth, GB/s");
+ABSL_FLAG(std::string, server, "unix:///tmp/paged.sock",
+          "the paged server: unix:///path.sock or host:port");
+ABSL_FLAG(std::string, token, "", "bearer token for the server");
+ABSL_FLAG(absl::Duration, timeout, absl::ZeroDuration(),
+          "deadline of the call (e.g. 30s); 0: 10s for admin calls, none for generate");
+ABSL_FLAG(std::string, prompt, "", "generate: prompt text (- reads stdin)");
+ABSL_FLAG(std::string, prompt_tokens, "", "generate: prompt token ids, e.g. 1,2,3");
+ABSL_FLAG(int, n, 128, "generate: tokens to generate");
+ABSL_FLAG(float, temperature, 0.f, "generate: sampling temperature (0: greedy)");
+ABSL_FLAG(int, top_k, 0, "generate: top-k (0: off)");
+ABSL_FLAG(float, top_p, 1.f, "generate: top-p in (0, 1] (1: off)");
+ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past end-of-sequence");
+
+namespace paged::pagectl {
+
+const char kUsage[] =
+    "pagectl COMMAND [flags]\n"
+    "  make-model --preset NAME --out DIR [--layers N] [--seed S] [--dtype f16|bf16]\n"
+    "  inspect (--segment NAME | --model PATH [--weight-format F]) [--json]\n"
+    "  verify --segment NAME [--model PATH]\n"
+    "  plan (--segment NAME | --model PATH [--weight-format F]) --gpu-budget BYTES [--slots S] "
+    "[--resident R] [--json]\n"
+    "commands that talk to a server (--server ADDR, default unix:///tmp/paged.sock; --token T; "
+    "--timeout D):\n"
+    "  generate (--prompt TEXT | --prompt-tokens 1,2,3) [-n N] [--temperature T] [--top-k K] "
+    "[--top-p P]\n"
+    "           [--seed S] [--ignore-eos] [--json]\n"
+    "  status [--json]      the service and its workers\n"
+    "  workers [--json]     workers with their memory plans and counters\n"
+    "  sequences [--json]   queued and running sequences\n"
+    "  cancel ID            stop a sequence\n"
+    "  drain WORKER         a worker finishes its sequences and takes no new ones\n"
+    "  models [--json]      the models served";
+
+Flags FlagsFromCommandLine() {
+  Flags f;
+  f.segment = absl::GetFlag(FLAGS_segment);
+  f.model = absl::GetFlag(FLAGS_model);
+  f.weight_format = absl::GetFlag(FLAGS_weight_format);
+  f.json = absl::GetFlag(FLAGS_json);
+  f.preset = absl::GetFlag(FLAGS_preset);
+  f.out = absl::GetFlag(FLAGS_out);
+  f.layers = absl::GetFlag(FLAGS_layers);
+  f.seed = absl::GetFlag(FLAGS_seed);
+  f.dtype = absl::GetFlag(FLAGS_dtype);
+  f.gpu_budget = absl::GetFlag(FLAGS_gpu_budget);
+  f.slots = absl::GetFlag(FLAGS_slots);
+  f.resident = absl::GetFlag(FLAGS_resident);
+  f.link_gbs = absl::GetFlag(FLAGS_link_gbs);
+  f.server = absl::GetFlag(FLAGS_server);
+  f.token = absl::GetFlag(FLAGS_token);
+  f.timeout = absl::GetFlag(FLAGS_timeout);
+  f.prompt = absl::GetFlag(FLAGS_prompt);
+  f.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+  f.max_tokens = absl::GetFlag(FLAGS_n);
+  f.temperature = absl::GetFlag(FLAGS_temperature);
+  f.top_k = absl::GetFlag(FLAGS_top_k);
+  f.top_p = absl::GetFlag(FLAGS_top_p);
+  f.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  return f;
+}
+
+}  // namespace paged::pagectl

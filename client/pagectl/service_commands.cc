@@ -1,0 +1,208 @@
+// pagectl's commands that talk to a running server through the C++ SDK:
+// generate, status, workers, sequences, cancel, drain, models.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <iterator>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "client/pagectl/commands.h"
+#include "client/pagectl/service_format.h"
+#include "client/sdk/paged_client.h"
+
+namespace paged::pagectl {
+namespace {
+
+// One line on stderr, exit 2 for what the user got wrong, else 1.
+int Fail(const char* command, const absl::Status& s) {
+  std::fprintf(stderr, "pagectl %s: %s: %s\n", command, absl::StatusCodeToString(s.code()).c_str(),
+               std::string(s.message()).c_str());
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+// Colours only for a person at a terminal.
+bool UseColor() {
+  if (!::isatty(STDOUT_FILENO)) return false;
+  if (std::getenv("NO_COLOR") != nullptr) return false;
+  const char* term = std::getenv("TERM");
+  return term == nullptr || std::strcmp(term, "dumb") != 0;
+}
+
+absl::Duration UnaryTimeout(const Flags& f) {
+  return f.timeout > absl::ZeroDuration() ? f.timeout : client::kDefaultTimeout;
+}
+
+absl::StatusOr<client::Client> Connect(const Flags& f) {
+  client::ConnectOptions opts;
+  if (f.timeout > absl::ZeroDuration())
+    opts.connect_timeout = std::min(f.timeout, opts.connect_timeout);
+  return client::Client::Connect(f.server, f.token, opts);
+}
+
+void PrintJson(const nlohmann::json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+
+}  // namespace
+
+int GenerateCommand(const Flags& f) {
+  client::GenerateOptions g;
+  if (!f.prompt.empty() && !f.prompt_tokens.empty()) {
+    std::fprintf(stderr, "pagectl generate: give --prompt TEXT or --prompt-tokens IDS, not both\n");
+    return 2;
+  }
+  if (f.prompt == "-") {
+    g.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    if (g.prompt.empty()) {
+      std::fprintf(stderr, "pagectl generate: --prompt -: stdin is empty\n");
+      return 2;
+    }
+  } else if (!f.prompt.empty()) {
+    g.prompt = f.prompt;
+  } else if (!f.prompt_tokens.empty()) {
+    auto ids = ParseTokenList(f.prompt_tokens);
+    if (!ids.ok()) return Fail("generate", ids.status());
+    g.prompt_tokens = *std::move(ids);
+  } else {
+    std::fprintf(stderr,
+                 "pagectl generate: give a prompt: --prompt TEXT (or - for stdin) or "
+                 "--prompt-tokens 1,2,3\n");
+    return 2;
+  }
+  if (f.max_tokens <= 0) {
+    std::fprintf(stderr, "pagectl generate: -n must be > 0 (got %d)\n", f.max_tokens);
+    return 2;
+  }
+  g.max_tokens = f.max_tokens;
+  g.temperature = f.temperature;
+  g.top_k = f.top_k;
+  g.top_p = f.top_p;
+  g.seed = f.seed;
+  g.ignore_eos = f.ignore_eos;
+  if (f.timeout > absl::ZeroDuration()) g.timeout = f.timeout;
+  // Bad arguments are answered before connecting.
+  if (absl::Status s = client::ValidateGenerateOptions(g); !s.ok()) return Fail("generate", s);
+
+  auto c = Connect(f);
+  if (!c.ok()) return Fail("generate", c.status());
+  bool wrote_any = false;
+  char last = '\n';
+  // A person at a terminal reads the completion after its prompt (in bold);
+  // a pipe gets the completion only.
+  if (!f.json && !g.prompt.empty() && UseColor()) {
+    std::printf("\033[1m%s\033[0m", g.prompt.c_str());
+    wrote_any = true;
+    last = g.prompt.back();
+  }
+  auto on_token = [&](const client::TokenChunk& chunk) {
+    if (f.json || chunk.text.empty()) return;
+    std::fwrite(chunk.text.data(), 1, chunk.text.size(), stdout);
+    std::fflush(stdout);
+    wrote_any = true;
+    last = chunk.text.back();
+  };
+  auto r = c->Generate(g, on_token);
+  if (wrote_any && last != '\n') std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (!r.ok()) return Fail("generate", r.status());
+  if (f.json) {
+    PrintJson(GenerateResultToJson(*r));
+  } else {
+    std::fprintf(stderr, "[%s]\n", FormatUsageLine(*r).c_str());
+  }
+  return r->finish_reason == client::FinishReason::kError ? 1 : 0;
+}
+
+int StatusCommand(const Flags& f) {
+  auto c = Connect(f);
+  if (!c.ok()) return Fail("status", c.status());
+  auto s = c->Status(UnaryTimeout(f));
+  if (!s.ok()) return Fail("status", s.status());
+  if (f.json) {
+    PrintJson(ProtoToJson(*s));
+  } else {
+    std::fputs(FormatStatus(*s, UseColor()).c_str(), stdout);
+  }
+  return 0;
+}
+
+int WorkersCommand(const Flags& f) {
+  auto c = Connect(f);
+  if (!c.ok()) return Fail("workers", c.status());
+  auto s = c->Status(UnaryTimeout(f));
+  if (!s.ok()) return Fail("workers", s.status());
+  if (f.json) {
+    nlohmann::json workers = nlohmann::json::array();
+    for (const v1::WorkerInfo& w : s->workers()) workers.push_back(ProtoToJson(w));
+    PrintJson({{"workers", workers}});
+  } else {
+    std::fputs(FormatWorkers(*s, UseColor()).c_str(), stdout);
+  }
+  return 0;
+}
+
+int SequencesCommand(const Flags& f) {
+  auto c = Connect(f);
+  if (!c.ok()) return Fail("sequences", c.status());
+  auto seqs = c->ListSequences(UnaryTimeout(f));
+  if (!seqs.ok()) return Fail("sequences", seqs.status());
+  if (f.json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const v1::SequenceInfo& q : *seqs) list.push_back(ProtoToJson(q));
+    PrintJson({{"sequences", list}});
+  } else {
+    std::fputs(FormatSequences(*seqs, UseColor()).c_str(), stdout);
+  }
+  return 0;
+}
+
+int CancelCommand(const Flags& f) {
+  uint64_t id = 0;
+  if (!absl::SimpleAtoi(f.args[0], &id)) {
+    std::fprintf(stderr, "pagectl cancel: '%s' is not a sequence id (see pagectl sequences)\n",
+                 f.args[0].c_str());
+    return 2;
+  }
+  auto c = Connect(f);
+  if (!c.ok()) return Fail("cancel", c.status());
+  if (absl::Status s = c->Cancel(id, UnaryTimeout(f)); !s.ok()) return Fail("cancel", s);
+  if (f.json) {
+    PrintJson({{"cancelled", id}});
+  } else {
+    std::printf("cancelled sequence %llu\n", static_cast<unsigned long long>(id));
+  }
+  return 0;
+}
+
+int DrainCommand(const Flags& f) {
+  auto c = Connect(f);
+  if (!c.ok()) return Fail("drain", c.status());
+  if (absl::Status s = c->Drain(f.args[0], UnaryTimeout(f)); !s.ok()) return Fail("drain", s);
+  if (f.json) {
+    PrintJson({{"draining", f.args[0]}});
+  } else {
+    std::printf("draining worker %s: it finishes its sequences and takes no new ones\n",
+                f.args[0].c_str());
+  }
+  return 0;
+}
+
+int ModelsCommand(const Flags& f) {
+  auto c = Connect(f);
+  if (!c.ok()) return Fail("models", c.status());
+  auto models = c->ListModels(UnaryTimeout(f));
+  if (!models.ok()) return Fail("models", models.status());
+  if (f.json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const v1::ModelInfo& m : *models) list.push_back(ProtoToJson(m));
+    PrintJson({{"models", list}});
+  } else {
+    std::fputs(FormatModels(*models, UseColor()).c_str(), stdout);
+  }
+  return 0;
+}
+
+}  // namespace paged::pagectl

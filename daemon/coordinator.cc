@@ -1,0 +1,547 @@
+#include "daemon/coordinator.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "common/segment_layout.h"
+
+namespace paged {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr TimeUs kRateWindowUs = 10'000'000;  // tokens/s and bytes/s over the last 10 s
+constexpr auto kTimerPeriod = std::chrono::milliseconds(100);
+constexpr size_t kMaxWorkerIdBytes = 128;
+
+struct Drain {};
+using Outgoing = std::variant<StepPlan, Drain>;
+
+v1::CoordinatorMessage StepMessage(const StepPlan& p) {
+  v1::CoordinatorMessage m;
+  v1::Step* s = m.mutable_step();
+  s->set_step_id(p.step_id);
+  for (const SeqStep& q : p.batch.seqs) {
+    v1::SeqStep* o = s->add_sequences();
+    o->set_sequence_id(uint64_t(q.seq_id));
+    o->mutable_tokens()->Add(q.tokens.begin(), q.tokens.end());
+    o->set_start_pos(q.start_pos);
+    o->mutable_block_table()->Add(q.block_table.begin(), q.block_table.end());
+    v1::SamplingParams* sp = o->mutable_sampling();
+    sp->set_temperature(q.sampling.temperature);
+    sp->set_top_k(q.sampling.top_k);
+    sp->set_top_p(q.sampling.top_p);
+    sp->set_seed(q.sampling.seed);
+  }
+  return m;
+}
+
+std::string Upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = char(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+}  // namespace
+
+struct Coordinator::Link {
+  std::string worker_id;
+  std::string device;
+  v1::MemoryPlan plan;
+  v1::WorkerCounters counters;  // the latest totals the worker reported
+  std::string state = "ATTACHED";
+  bool open = true;          // false: closed, NextMessage answers kClosed
+  bool in_scheduler = true;  // the scheduler knows the worker as this link
+  std::deque<Outgoing> outbox;
+  std::condition_variable cv;  // with the coordinator's mutex: outbox or open changed
+  // Cancels the worker's stream. Guarded by its own mutex so that it is never
+  // called after DetachWorker (the stream's handler may have returned).
+  std::mutex close_mu;
+  std::function<void()> close;
+};
+
+int32_t DefaultStepKvBlocks(int32_t block_tokens) {
+  constexpr int32_t kDefaultStepKvTokens = 16384;  // paged-worker's --max-step-kv-tokens default
+  return (kDefaultStepKvTokens + block_tokens - 1) / std::max(block_tokens, 1);
+}
+
+TimeUs Coordinator::Now() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
+    CoordinatorOptions options, std::optional<SpTokenizer> tokenizer) {
+  absl::StatusOr<Scheduler> s = Scheduler::Create(options.scheduler);
+  if (!s.ok()) return s.status();
+  std::unique_ptr<Coordinator> c(
+      new Coordinator(std::move(options), std::move(tokenizer), std::move(*s)));
+  c->rates_.push_back({Now(), 0, 0});  // the rates' first base
+  c->timer_ = std::thread([p = c.get()] { p->TimerLoop(); });
+  return c;
+}
+
+Coordinator::Coordinator(CoordinatorOptions options, std::optional<SpTokenizer> tokenizer,
+                         Scheduler scheduler)
+    : options_(std::move(options)),
+      tokenizer_(std::move(tokenizer)),
+      scheduler_(std::move(scheduler)),
+      rng_(std::random_device{}()) {}
+
+Coordinator::~Coordinator() { Shutdown(); }
+
+uint64_t Coordinator::RandomSeed() {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t s = 0;
+  while (s == 0) s = rng_();
+  return s;
+}
+
+bool Coordinator::stopping() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stopping_;
+}
+
+void Coordinator::RunClosers(Closers& closers) {
+  for (const std::shared_ptr<Link>& l : closers) {
+    std::lock_guard<std::mutex> lock(l->close_mu);
+    if (l->close) l->close();
+  }
+  closers.clear();
+}
+
+// ---- The loop: schedule, dispatch, deliver ----
+
+void Coordinator::PumpLocked(TimeUs now, Closers* closers) {
+  ScheduleResult r = scheduler_.Schedule(now);
+  for (StepPlan& plan : r.steps) {
+    auto it = live_.find(plan.worker_id);
+    if (it == live_.end()) continue;  // cannot happen: every scheduler worker has a live link
+    Link& l = *it->second;
+    l.outbox.emplace_back(std::move(plan));
+    l.cv.notify_all();
+  }
+  DeliverLocked(r.events, 0.0, closers);
+}
+
+void Coordinator::DeliverLocked(const std::vector<Event>& events, double step_s, Closers* closers) {
+  for (const Event& e : events) {
+    switch (e.kind) {
+      case EventKind::kToken: {
+        ++tokens_committed_;
+        auto it = channels_.find(e.seq_id);
+        if (it == channels_.end()) break;  // its stream left already
+        it->second->tokens.push_back(e.token);
+        it->second->step_s.push_back(step_s);
+        it->second->cv.notify_all();
+        break;
+      }
+      case EventKind::kFinished: {
+        auto it = channels_.find(e.seq_id);
+        if (it == channels_.end()) break;
+        it->second->finished = true;
+        it->second->reason = e.reason;
+        it->second->cv.notify_all();
+        break;
+      }
+      case EventKind::kWorkerDrained: {
+        auto it = live_.find(e.worker_id);
+        if (it == live_.end()) break;
+        Link& l = *it->second;
+        l.state = "DRAINED";
+        l.outbox.emplace_back(Drain{});
+        l.cv.notify_all();
+        break;
+      }
+      case EventKind::kWorkerFailed: {
+        // The scheduler removed the worker already (as by WorkerGone).
+        std::fprintf(stderr, "paged: worker %s failed: %s\n", e.worker_id.c_str(),
+                     e.detail.c_str());
+        auto it = live_.find(e.worker_id);
+        if (it == live_.end()) break;
+        std::shared_ptr<Link> l = it->second;
+        live_.erase(it);
+        l->in_scheduler = false;
+        RemoveLinkLocked(*l, "GONE", closers);
+        ReapRequeuedLocked(closers);
+        break;
+      }
+    }
+  }
+}
+
+void Coordinator::RemoveLinkLocked(Link& link, const char* state, Closers* closers) {
+  if (link.in_scheduler) {
+    link.in_scheduler = false;
+    auto it = live_.find(link.worker_id);
+    if (it != live_.end() && it->second.get() == &link) live_.erase(it);
+    const SchedulerStats before = scheduler_.Stats();
+    DeliverLocked(scheduler_.WorkerGone(link.worker_id), 0.0, closers);
+    std::fprintf(stderr, "paged: worker %s gone; %lld sequences re-queued\n",
+                 link.worker_id.c_str(),
+                 static_cast<long long>(scheduler_.Stats().requeued - before.requeued));
+    ReapRequeuedLocked(closers);
+  }
+  if (link.open) {
+    link.open = false;
+    link.outbox.clear();
+    link.cv.notify_all();
+    auto rec = records_.find(link.worker_id);
+    if (rec != records_.end() && rec->second.link.get() == &link)
+      closers->push_back(rec->second.link);
+  }
+  if (link.state != "DRAINED") link.state = state;
+}
+
+void Coordinator::ReapRequeuedLocked(Closers* closers) {
+  if (options_.max_requeues <= 0) return;
+  std::vector<int64_t> doomed;
+  for (const SequenceInfo& s : scheduler_.Sequences()) {
+    if (s.state != SeqState::kFinished && s.requeues >= options_.max_requeues && !s.cancel_pending)
+      doomed.push_back(s.seq_id);
+  }
+  for (int64_t id : doomed) {
+    auto it = channels_.find(id);
+    if (it != channels_.end())
+      it->second->error =
+          absl::StrCat("the sequence lost its worker ", options_.max_requeues, " times; giving up");
+    absl::StatusOr<std::vector<Event>> ev = scheduler_.Cancel(id);
+    if (ev.ok()) DeliverLocked(*ev, 0.0, closers);
+  }
+}
+
+void Coordinator::SampleRatesLocked(TimeUs now) {
+  rates_.push_back({now, tokens_committed_, paged_bytes_});
+  while (rates_.size() > 1 && rates_.front().at < now - kRateWindowUs) rates_.pop_front();
+}
+
+void Coordinator::TimerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    auto wait = std::chrono::duration_cast<std::chrono::microseconds>(kTimerPeriod);
+    if (const TimeUs d = scheduler_.NextDeadline(); d != 0)
+      wait = std::min(wait, std::chrono::microseconds(std::max<TimeUs>(d - Now(), 0) + 1));
+    timer_cv_.wait_for(lock, wait);
+    if (stopping_) break;
+    Closers closers;
+    const TimeUs now = Now();
+    SampleRatesLocked(now);
+    PumpLocked(now, &closers);
+    if (!closers.empty()) {
+      lock.unlock();
+      RunClosers(closers);
+      lock.lock();
+    }
+  }
+}
+
+// ---- Sequences ----
+
+absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Admit(Request r) {
+  Closers closers;
+  std::shared_ptr<Channel> ch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
+    const TimeUs now = Now();
+    const bool has_deadline = r.deadline != 0;
+    absl::StatusOr<int64_t> id = scheduler_.Admit(std::move(r), now);
+    if (!id.ok()) return id.status();
+    ch = std::make_shared<Channel>();
+    ch->seq_id = *id;
+    ch->admitted_at = now;
+    channels_[*id] = ch;
+    PumpLocked(now, &closers);
+    if (has_deadline) timer_cv_.notify_all();
+  }
+  RunClosers(closers);
+  return ch;
+}
+
+bool Coordinator::Wait(Channel& ch, std::chrono::milliseconds timeout, Update* out) {
+  std::unique_lock<std::mutex> lock(mu_);
+  ch.cv.wait_for(lock, timeout, [&] { return !ch.tokens.empty() || ch.finished || stopping_; });
+  out->tokens.insert(out->tokens.end(), ch.tokens.begin(), ch.tokens.end());
+  out->step_s.insert(out->step_s.end(), ch.step_s.begin(), ch.step_s.end());
+  ch.tokens.clear();
+  ch.step_s.clear();
+  out->finished = ch.finished;
+  out->reason = ch.reason;
+  out->error = ch.error;
+  return !stopping_;
+}
+
+void Coordinator::Release(Channel& ch) {
+  Closers closers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = channels_.find(ch.seq_id);
+    if (it != channels_.end() && it->second.get() == &ch) channels_.erase(it);
+    if (!ch.finished) {
+      // A queued or idle sequence ends now; one in flight when its step resolves.
+      absl::StatusOr<std::vector<Event>> ev = scheduler_.Cancel(ch.seq_id);
+      if (ev.ok()) DeliverLocked(*ev, 0.0, &closers);
+      PumpLocked(Now(), &closers);
+    }
+  }
+  RunClosers(closers);
+}
+
+// ---- Workers ----
+
+absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
+    const v1::Hello& hello, std::function<void()> close) {
+  const std::string& id = hello.worker_id();
+  if (id.empty()) return absl::InvalidArgumentError("hello: worker_id is empty");
+  if (id.size() > kMaxWorkerIdBytes)
+    return absl::InvalidArgumentError(
+        absl::StrCat("hello: worker_id is over ", kMaxWorkerIdBytes, " bytes"));
+  if (hello.max_step_seqs() < 0 || hello.max_step_tokens() < 0 || hello.max_step_kv_blocks() < 0)
+    return absl::InvalidArgumentError("hello: step limits must be >= 0 (0: unknown)");
+  if (!hello.segment().empty() && hello.segment() != options_.segment)
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", id, " maps segment '", hello.segment(),
+                     "'; this coordinator serves '", options_.segment, "'"));
+  if (options_.segment_generation != 0 && hello.segment_generation() != 0 &&
+      hello.segment_generation() != options_.segment_generation)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", id, " maps generation ", hello.segment_generation(), " of segment '",
+        options_.segment, "'; this coordinator maps generation ", options_.segment_generation,
+        " (the store rebuilt it: restart the coordinator)"));
+
+  // The scheduler needs tokens per step >= sequences per step.
+  const SchedulerConfig& cfg = scheduler_.config();
+  WorkerLimits limits;
+  const int32_t tokens = hello.max_step_tokens() > 0
+                             ? std::min(hello.max_step_tokens(), cfg.max_step_tokens)
+                             : cfg.max_step_tokens;
+  const int32_t seqs = hello.max_step_seqs() > 0
+                           ? std::min(hello.max_step_seqs(), cfg.max_seqs_per_step)
+                           : cfg.max_seqs_per_step;
+  limits.max_step_tokens = tokens;
+  limits.max_seqs = std::min(seqs, tokens);
+  limits.max_step_kv_blocks = hello.max_step_kv_blocks() > 0
+                                  ? hello.max_step_kv_blocks()
+                                  : DefaultStepKvBlocks(cfg.block_tokens);
+
+  Closers closers;
+  std::shared_ptr<Link> link;
+  absl::Status status;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
+    if (auto old = live_.find(id); old != live_.end()) {
+      std::fprintf(stderr, "paged: worker %s attached again; its previous link is gone\n",
+                   id.c_str());
+      std::shared_ptr<Link> keep = old->second;
+      RemoveLinkLocked(*keep, "GONE", &closers);
+    }
+    status = scheduler_.AddWorker(id, limits);
+    if (status.ok()) {
+      link = std::make_shared<Link>();
+      link->worker_id = id;
+      link->device = hello.device();
+      link->plan = hello.plan();
+      link->close = std::move(close);
+      WorkerRecord& rec = records_[id];
+      if (rec.link) ++rec.restarts;
+      rec.link = link;
+      live_[id] = link;
+      std::fprintf(stderr,
+                   "paged: worker %s attached (%s, %d seqs, %d tokens, %d KV blocks per step)\n",
+                   id.c_str(), hello.device().c_str(), limits.max_seqs, limits.max_step_tokens,
+                   limits.max_step_kv_blocks);
+    }
+    PumpLocked(Now(), &closers);
+  }
+  RunClosers(closers);
+  if (!status.ok()) return status;
+  return link;
+}
+
+Coordinator::Next Coordinator::NextMessage(Link& link, v1::CoordinatorMessage* out,
+                                           std::chrono::milliseconds timeout) {
+  Outgoing next;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    link.cv.wait_for(lock, timeout, [&] { return !link.open || !link.outbox.empty(); });
+    if (!link.open) return Next::kClosed;
+    if (link.outbox.empty()) return Next::kTimeout;
+    next = std::move(link.outbox.front());
+    link.outbox.pop_front();
+  }
+  if (const StepPlan* p = std::get_if<StepPlan>(&next)) {
+    *out = StepMessage(*p);
+  } else {
+    out->Clear();
+    out->set_drain(true);
+  }
+  return Next::kMessage;
+}
+
+absl::Status Coordinator::OnWorkerMessage(Link& link, const v1::WorkerMessage& msg) {
+  Closers closers;
+  absl::Status status;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!link.open || !link.in_scheduler) return absl::CancelledError("the link is closed");
+    if (!msg.has_result()) {
+      status = absl::InvalidArgumentError(msg.has_hello()
+                                              ? "a second hello on an attached link"
+                                              : "a message that is neither hello nor result");
+      RemoveLinkLocked(link, "GONE", &closers);
+    } else {
+      const v1::StepResult& r = msg.result();
+      const uint64_t before = link.counters.h2d_bytes(), after = r.counters().h2d_bytes();
+      paged_bytes_ += after >= before ? after - before : after;  // a restarted worker counts from 0
+      link.counters = r.counters();
+      if (!r.error().empty()) {
+        std::fprintf(stderr, "paged: worker %s failed step %llu: %s\n", link.worker_id.c_str(),
+                     static_cast<unsigned long long>(r.step_id()), r.error().c_str());
+        status = absl::UnavailableError(absl::StrCat("step ", r.step_id(), " failed: ", r.error()));
+        RemoveLinkLocked(link, "GONE", &closers);
+      } else {
+        const std::vector<int32_t> tokens(r.next_tokens().begin(), r.next_tokens().end());
+        DeliverLocked(scheduler_.OnStepResult(link.worker_id, r.step_id(), tokens), r.step_s(),
+                      &closers);
+        if (!link.in_scheduler) status = absl::InvalidArgumentError("malformed step result");
+      }
+    }
+    PumpLocked(Now(), &closers);
+  }
+  RunClosers(closers);
+  return status;
+}
+
+void Coordinator::DetachWorker(Link& link) {
+  Closers closers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RemoveLinkLocked(link, "GONE", &closers);
+    PumpLocked(Now(), &closers);
+  }
+  RunClosers(closers);
+  // Cancel the stream (a writer blocked on it returns), then never again.
+  std::lock_guard<std::mutex> lock(link.close_mu);
+  if (link.close) link.close();
+  link.close = nullptr;
+}
+
+// ---- Admin ----
+
+v1::StatusResponse Coordinator::Status() {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::StatusResponse r;
+  r.set_model(DescribeConfig(options_.model));
+  r.set_segment(options_.segment);
+  r.set_store_state(options_.store_state);
+  std::map<std::string, WorkerInfo> sched;
+  for (WorkerInfo& w : scheduler_.Workers()) sched[w.worker_id] = std::move(w);
+  for (const auto& [id, rec] : records_) {
+    const Link& l = *rec.link;
+    v1::WorkerInfo* w = r.add_workers();
+    w->set_worker_id(id);
+    w->set_device(l.device);
+    w->set_state(l.state);
+    *w->mutable_plan() = l.plan;
+    if (auto it = sched.find(id); it != sched.end() && l.in_scheduler)
+      w->set_running_sequences(int32_t(it->second.leased.size()));
+    *w->mutable_counters() = l.counters;
+    w->set_restarts(rec.restarts);
+  }
+  const SchedulerStats st = scheduler_.Stats();
+  r.set_queue_depth(st.queue_depth);
+  r.set_running_sequences(st.running);
+  r.set_kv_blocks_total(uint64_t(st.blocks_total));
+  r.set_kv_blocks_used(uint64_t(st.blocks_used));
+  const TimeUs now = Now();
+  SampleRatesLocked(now);
+  const RateSample& base = rates_.front();
+  const double dt = double(now - base.at) * 1e-6;
+  if (dt > 0) {
+    r.set_tokens_per_s(double(tokens_committed_ - base.tokens) / dt);
+    r.set_bytes_paged_per_s(double(paged_bytes_ - base.paged_bytes) / dt);
+  }
+  return r;
+}
+
+v1::ListSequencesResponse Coordinator::ListSequences() {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::ListSequencesResponse r;
+  for (const SequenceInfo& s : scheduler_.Sequences()) {
+    v1::SequenceInfo* o = r.add_sequences();
+    o->set_sequence_id(uint64_t(s.seq_id));
+    o->set_request_id(s.request_id);
+    o->set_state(Upper(SeqStateName(s.state)));
+    o->set_worker_id(s.worker_id);
+    o->set_prompt_tokens(s.prompt_tokens);
+    o->set_generated_tokens(s.generated);
+  }
+  return r;
+}
+
+absl::Status Coordinator::CancelSequence(int64_t seq_id) {
+  Closers closers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    absl::StatusOr<std::vector<Event>> ev = scheduler_.Cancel(seq_id);
+    if (!ev.ok()) return ev.status();
+    DeliverLocked(*ev, 0.0, &closers);
+    PumpLocked(Now(), &closers);
+  }
+  RunClosers(closers);
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::DrainWorker(const std::string& worker_id) {
+  Closers closers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(worker_id);
+    if (it == live_.end())
+      return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' is not attached"));
+    if (it->second->state == "ATTACHED") it->second->state = "DRAINING";
+    absl::StatusOr<std::vector<Event>> ev = scheduler_.Drain(worker_id);
+    if (!ev.ok()) return ev.status();
+    DeliverLocked(*ev, 0.0, &closers);
+    PumpLocked(Now(), &closers);
+  }
+  RunClosers(closers);
+  return absl::OkStatus();
+}
+
+v1::ListModelsResponse Coordinator::ListModels() const {
+  v1::ListModelsResponse r;
+  v1::ModelInfo* m = r.add_models();
+  const ModelConfig& c = options_.model;
+  m->set_name(options_.model_name);
+  m->set_architecture(std::string(ArchName(c.arch)));
+  m->set_n_layers(c.n_layers);
+  m->set_hidden_size(c.hidden);
+  m->set_vocab_size(c.vocab);
+  m->set_max_context(c.max_context);
+  m->set_weight_format(options_.weight_format);
+  return r;
+}
+
+void Coordinator::Shutdown() {
+  Closers closers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      stopping_ = true;
+      for (auto& [id, l] : live_) {
+        l->open = false;
+        l->cv.notify_all();
+        closers.push_back(l);
+      }
+      for (auto& [id, ch] : channels_) ch->cv.notify_all();
+      timer_cv_.notify_all();
+    }
+  }
+  RunClosers(closers);
+  if (timer_.joinable() && timer_.get_id() != std::this_thread::get_id()) timer_.join();
+}
+
+}  // namespace paged

@@ -1,0 +1,175 @@
+// The coordinator: the pure Scheduler behind one mutex, the workers' links
+// (an outbox of steps per worker) and the sequences' channels (the committed
+// tokens waiting for their Generate stream). The gRPC services
+// (daemon/services.h) are thin adapters over this class; tests drive it
+// directly with a fake worker.
+//
+// Every input — an admission, a cancel, a worker's hello or step result, a
+// broken worker stream, a drain, the deadline timer — runs under the mutex
+// and ends with Pump(): Schedule(now), each StepPlan into its worker's
+// outbox, each event to its sequence's channel. A token reaches a channel
+// only from OnStepResult, i.e. after the worker reported that the step's KV
+// write-back is complete (the commit protocol, docs/serving.md).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/model_config.h"
+#include "common/sp_tokenizer.h"
+#include "daemon/scheduler.h"
+#include "paged/v1/admin.pb.h"
+#include "paged/v1/worker_link.pb.h"
+
+namespace paged {
+
+struct CoordinatorOptions {
+  std::string segment;     // for Admin
+  std::string model_name;  // for ListModels
+  std::string store_state = "READY";
+  uint64_t segment_generation = 0;  // 0: not checked against the workers' hello
+  std::string weight_format;
+  ModelConfig model;
+  SchedulerConfig scheduler;
+  // A sequence whose worker went away under it this many times finishes with
+  // an error instead of being retried again (a step that kills every worker).
+  int32_t max_requeues = 8;
+};
+
+// A worker's KV room per step when its hello does not say (the worker's
+// default of 16384 tokens).
+int32_t DefaultStepKvBlocks(int32_t block_tokens);
+
+class Coordinator {
+ public:
+  // One Generate stream's view of its sequence.
+  struct Channel {
+    int64_t seq_id = 0;
+    TimeUs admitted_at = 0;
+    std::condition_variable cv;  // with the coordinator's mutex
+    // Pending, not yet taken by the stream:
+    std::vector<int32_t> tokens;
+    std::vector<double> step_s;  // per token: the time of the step that produced it
+    bool finished = false;
+    FinishReason reason = FinishReason::kNone;
+    std::string error;  // set: finished by the coordinator for this reason
+  };
+  struct Update {
+    std::vector<int32_t> tokens;
+    std::vector<double> step_s;
+    bool finished = false;
+    FinishReason reason = FinishReason::kNone;
+    std::string error;
+  };
+
+  // One worker attachment (a WorkerLink stream).
+  struct Link;
+  enum class Next { kMessage, kTimeout, kClosed };
+
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options,
+                                                             std::optional<SpTokenizer> tokenizer);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Microseconds on the steady clock (the scheduler's time).
+  static TimeUs Now();
+  const SpTokenizer* tokenizer() const { return tokenizer_ ? &*tokenizer_ : nullptr; }
+  const CoordinatorOptions& options() const { return options_; }
+  // A random nonzero seed for a request that gives none.
+  uint64_t RandomSeed();
+
+  // ---- Sequences (Inference.Generate) ----
+  // Admits `r` (the scheduler's errors as they are) and opens its channel.
+  absl::StatusOr<std::shared_ptr<Channel>> Admit(Request r);
+  // Waits up to `timeout` for tokens or the end and moves them into `out`.
+  // Returns false when the coordinator is shutting down.
+  bool Wait(Channel& ch, std::chrono::milliseconds timeout, Update* out);
+  // The stream is done with its sequence: cancels it if it is still live
+  // (client gone, stop string) and closes the channel.
+  void Release(Channel& ch);
+
+  // ---- Workers (WorkerLink.Attach) ----
+  // A worker said hello. A worker of that id still attached is treated as
+  // gone first. `close` cancels the worker's stream (called without the lock).
+  absl::StatusOr<std::shared_ptr<Link>> AttachWorker(const v1::Hello& hello,
+                                                     std::function<void()> close);
+  // The next message for the worker: a step or the drain.
+  Next NextMessage(Link& link, v1::CoordinatorMessage* out, std::chrono::milliseconds timeout);
+  // A message from the worker. Not OK when the link must close (an error in
+  // a step, a malformed result, a second hello); the worker is then gone.
+  absl::Status OnWorkerMessage(Link& link, const v1::WorkerMessage& msg);
+  // The worker's stream ended or broke: the worker is gone (its sequences go
+  // back to the queue), unless it was replaced already.
+  void DetachWorker(Link& link);
+
+  // ---- Admin ----
+  v1::StatusResponse Status();
+  v1::ListSequencesResponse ListSequences();
+  absl::Status CancelSequence(int64_t seq_id);
+  absl::Status DrainWorker(const std::string& worker_id);
+  v1::ListModelsResponse ListModels() const;
+
+  // Stops the timer, closes every worker link and wakes every stream.
+  void Shutdown();
+  bool stopping() const;
+
+ private:
+  struct WorkerRecord {
+    std::shared_ptr<Link> link;  // the latest attachment
+    int32_t restarts = 0;        // re-attachments after the first
+  };
+  struct RateSample {
+    TimeUs at = 0;
+    int64_t tokens = 0;
+    uint64_t paged_bytes = 0;
+  };
+  // Links whose streams to cancel once the mutex is released.
+  using Closers = std::vector<std::shared_ptr<Link>>;
+
+  explicit Coordinator(CoordinatorOptions options, std::optional<SpTokenizer> tokenizer,
+                       Scheduler scheduler);
+
+  // Schedule, dispatch plans, deliver events. Under mu_.
+  void PumpLocked(TimeUs now, Closers* closers);
+  void DeliverLocked(const std::vector<Event>& events, double step_s, Closers* closers);
+  // Removes `link` from the scheduler (WorkerGone) and closes it.
+  void RemoveLinkLocked(Link& link, const char* state, Closers* closers);
+  // Finishes sequences that failed on too many workers.
+  void ReapRequeuedLocked(Closers* closers);
+  void SampleRatesLocked(TimeUs now);
+  void TimerLoop();
+  static void RunClosers(Closers& closers);
+
+  const CoordinatorOptions options_;
+  const std::optional<SpTokenizer> tokenizer_;
+
+  mutable std::mutex mu_;
+  Scheduler scheduler_;
+  std::map<int64_t, std::shared_ptr<Channel>> channels_;  // open streams by sequence id
+  std::map<std::string, std::shared_ptr<Link>> live_;     // attached links, by worker id
+  std::map<std::string, WorkerRecord> records_;           // every worker ever seen
+  std::deque<RateSample> rates_;
+  int64_t tokens_committed_ = 0;
+  uint64_t paged_bytes_ = 0;  // sum of the workers' H2D counter increments
+  std::mt19937_64 rng_;
+  bool stopping_ = false;
+  std::condition_variable timer_cv_;
+  std::thread timer_;
+};
+
+}  // namespace paged

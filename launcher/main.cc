@@ -1,0 +1,66 @@
+// paged-up: store, coordinator and workers of a local deployment in one
+// command, supervised; Ctrl-C stops them all.
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_split.h"
+#include "common/cli.h"
+#include "launcher/launcher.h"
+
+ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
+ABSL_FLAG(std::string, segment, "paged", "shared memory segment name");
+ABSL_FLAG(std::string, weight_format, "native", "native | f32 | f16 | bf16 | int8 | int4");
+ABSL_FLAG(double, kv_gib, 1.0, "KV pool size in GiB");
+ABSL_FLAG(std::string, listen, "unix:///tmp/paged.sock",
+          "coordinator address: unix:///path.sock or host:port");
+ABSL_FLAG(std::string, device, "auto",
+          "auto (every GPU, else the CPU) | cpu | cuda | cuda:0,cuda:1");
+ABSL_FLAG(std::string, gpu_budget, "auto",
+          "device memory per worker (e.g. 40GiB); auto: 85% of each GPU");
+ABSL_FLAG(int, workers, 0, "workers (0: one per GPU, or 1 on the CPU)");
+ABSL_FLAG(std::string, token, "", "bearer token the coordinator requires");
+ABSL_FLAG(bool, remove_segment, false,
+          "remove the segment when paged-up stops (default: keep it for a fast restart)");
+ABSL_FLAG(std::string, store_args, "", "extra flags for paged-store, space-separated");
+ABSL_FLAG(std::string, coordinator_args, "", "extra flags for paged, space-separated");
+ABSL_FLAG(std::string, worker_args, "", "extra flags for every paged-worker, space-separated");
+ABSL_FLAG(std::string, bin_dir, "",
+          "where paged-store, paged and paged-worker are (default: beside paged-up, the build "
+          "tree, $PATH)");
+ABSL_FLAG(double, start_timeout, 600, "seconds for each start-up stage");
+ABSL_FLAG(double, stop_timeout, 10, "seconds each stage gets to stop before SIGKILL");
+ABSL_FLAG(bool, dry_run, false, "print the commands and exit");
+
+namespace {
+std::vector<std::string> Words(const std::string& s) {
+  return absl::StrSplit(s, absl::ByAnyChar(" \t\n"), absl::SkipEmpty());
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  paged::ParseFlags(
+      argc, argv,
+      "paged-up --model PATH [--segment NAME] [--weight-format F] [--kv-gib G] [--listen ADDR]\n"
+      "         [--device auto|cpu|cuda|cuda:N,...] [--gpu-budget BYTES] [--workers N] "
+      "[--dry-run]");
+  paged::launcher::LaunchOptions o;
+  o.model = absl::GetFlag(FLAGS_model);
+  o.segment = absl::GetFlag(FLAGS_segment);
+  o.weight_format = absl::GetFlag(FLAGS_weight_format);
+  o.kv_gib = absl::GetFlag(FLAGS_kv_gib);
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.gpu_budget = absl::GetFlag(FLAGS_gpu_budget);
+  o.workers = absl::GetFlag(FLAGS_workers);
+  o.token = absl::GetFlag(FLAGS_token);
+  o.remove_segment = absl::GetFlag(FLAGS_remove_segment);
+  o.store_args = Words(absl::GetFlag(FLAGS_store_args));
+  o.coordinator_args = Words(absl::GetFlag(FLAGS_coordinator_args));
+  o.worker_args = Words(absl::GetFlag(FLAGS_worker_args));
+  o.bin_dir = absl::GetFlag(FLAGS_bin_dir);
+  o.start_timeout_s = absl::GetFlag(FLAGS_start_timeout);
+  o.stop_timeout_s = absl::GetFlag(FLAGS_stop_timeout);
+  o.dry_run = absl::GetFlag(FLAGS_dry_run);
+  return paged::launcher::Launch(o);
+}

@@ -1,0 +1,385 @@
+// paged-up as a real process. Two halves:
+//  - FakeStackTest: paged-up supervises shell-script stand-ins for paged-store,
+//    paged and paged-worker (--bin-dir), and this test serves the Admin
+//    Status it polls: start-up order, "paged is up", a SIGKILLed worker
+//    restarted, stop order on SIGINT, a dead store taking everything down,
+//    children dying with a SIGKILLed launcher. Needs only paged-up.
+//  - RealStackTest: store (stories260K) + coordinator + two CPU workers; runs
+//    only when the coordinator binary (daemon/paged) is built.
+#include <dirent.h>
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "paged/v1/admin.grpc.pb.h"
+#include "tests/unit/test_util.h"
+
+namespace paged {
+namespace {
+
+using testing::BinaryPath;
+using ::testing::HasSubstr;
+using testing::RunCommand;
+using testing::Subprocess;
+
+std::string PagedUpPath() { return std::string(PAGED_BINARY_DIR) + "/launcher/paged-up"; }
+std::string CoordinatorPath() { return std::string(PAGED_BINARY_DIR) + "/daemon/paged"; }
+
+// Alive and not a zombie.
+bool Alive(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(f, stat)) return false;
+  const size_t paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
+}
+
+bool AllDeadWithin(const std::vector<pid_t>& pids, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (true) {
+    bool any = false;
+    for (pid_t p : pids) any |= Alive(p);
+    if (!any) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// Every live descendant of `root` with its command line.
+std::vector<std::pair<pid_t, std::string>> Descendants(pid_t root) {
+  std::vector<std::pair<pid_t, pid_t>> parent_of;  // (pid, ppid)
+  std::map<pid_t, std::string> cmd;
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return {};
+  while (dirent* e = ::readdir(d)) {
+    const pid_t pid = ::atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::ifstream f(std::string("/proc/") + e->d_name + "/stat");
+    std::string stat;
+    if (!std::getline(f, stat)) continue;
+    const size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::vector<std::string> fields = absl::StrSplit(stat.substr(paren + 2), ' ');
+    if (fields.size() < 2 || fields[0] == "Z") continue;
+    parent_of.emplace_back(pid, ::atoi(fields[1].c_str()));
+    std::string c = testing::ReadFile(std::string("/proc/") + e->d_name + "/cmdline");
+    for (char& ch : c) ch = ch == '\0' ? ' ' : ch;
+    cmd[pid] = c;
+  }
+  ::closedir(d);
+  std::vector<std::pair<pid_t, std::string>> out;
+  std::vector<pid_t> frontier = {root};
+  while (!frontier.empty()) {
+    const pid_t p = frontier.back();
+    frontier.pop_back();
+    for (auto [pid, ppid] : parent_of) {
+      if (ppid == p) {
+        out.emplace_back(pid, cmd[pid]);
+        frontier.push_back(pid);
+      }
+    }
+  }
+  return out;
+}
+
+pid_t ReadPid(const std::string& path, double timeout_s = 10) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    const int pid = ::atoi(testing::ReadFile(path).c_str());
+    if (pid > 0) return pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return -1;
+}
+
+// ---- the fake stack ------------------------------------------------------------------
+
+// Answers Status with two attached CPU workers, as the coordinator would.
+class FakeAdmin final : public v1::Admin::Service {
+ public:
+  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
+                      v1::StatusResponse* r) override {
+    r->set_model("fake model");
+    r->set_store_state("READY");
+    for (const char* id : {"cpu:0", "cpu:1"}) {
+      v1::WorkerInfo* w = r->add_workers();
+      w->set_worker_id(id);
+      w->set_device("cpu");
+      w->set_state("ATTACHED");
+    }
+    return grpc::Status::OK;
+  }
+};
+
+// A stand-in that records its pid, says `hello` (its ready line), logs
+// `name` to ./stopped on SIGTERM and exits 0; fails at once when ./NAME.fail
+// exists. The sleeps are short so that nothing outlives a SIGKILLed script.
+std::string Script(const std::string& dir, const std::string& name, const std::string& hello) {
+  return absl::StrCat(
+      "#!/bin/sh\n", "D='", dir, "'\n", "id=", name, "\n",
+      "for a in \"$@\"; do case \"$a\" in --worker-id=*) id=", name,
+      "-${a#--worker-id=};; esac; done\n", "trap 'echo ", name,
+      " >> \"$D/stopped\"; exit 0' TERM\n", "if [ -e \"$D/", name, ".fail\" ]; then echo \"", name,
+      ": cannot open the model: no such file\" >&2; exit 1; fi\n", "echo $$ > \"$D/$id.pid\"\n",
+      "echo $$ >> \"$D/pids\"\n", "echo \"", hello, "\"\n", "while :; do sleep 0.1; done\n");
+}
+
+class FakeStackTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(PagedUpPath())) GTEST_SKIP() << "paged-up not built";
+    const std::string d = dir_.path();
+    Write("paged-store", Script(d, "store", "paged-store: segment fake ready (0 B, built)"));
+    Write("paged", Script(d, "coordinator", "paged: listening on the fake socket"));
+    Write("paged-worker", Script(d, "worker", "paged-worker: attached (fake)"));
+    socket_ = dir_.File("paged.sock");
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+
+  void Write(const std::string& name, const std::string& text) {
+    testing::WriteFile(dir_.File(name), text);
+    ::chmod(dir_.File(name).c_str(), 0755);
+  }
+
+  std::unique_ptr<Subprocess> Launch() {
+    return std::make_unique<Subprocess>(std::vector<std::string>{
+        PagedUpPath(), "--bin-dir=" + dir_.path(), "--model=/fake/model.gguf", "--device=cpu",
+        "--workers=2", "--listen=unix://" + socket_, "--stop-timeout=5", "--start-timeout=30"});
+  }
+
+  // Brings paged-up up: the fake coordinator says it listens, then this test
+  // serves the Status it polls.
+  std::unique_ptr<Subprocess> LaunchUp() {
+    auto up = Launch();
+    EXPECT_TRUE(up->WaitForLine("listening on", 30)) << up->output();
+    grpc::ServerBuilder b;
+    b.AddListeningPort("unix://" + socket_, grpc::InsecureServerCredentials());
+    b.RegisterService(&admin_);
+    server_ = b.BuildAndStart();
+    EXPECT_TRUE(up->WaitForLine("paged is up: unix://" + socket_, 30)) << up->output();
+    return up;
+  }
+
+  std::vector<pid_t> ScriptPids() {
+    std::vector<pid_t> pids;
+    for (absl::string_view p :
+         absl::StrSplit(testing::ReadFile(dir_.File("pids")), '\n', absl::SkipEmpty())) {
+      pids.push_back(::atoi(std::string(p).c_str()));
+    }
+    return pids;
+  }
+
+  testing::TempDir dir_;
+  std::string socket_;
+  FakeAdmin admin_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST_F(FakeStackTest, ComesUpRestartsAKilledWorkerAndStopsInOrder) {
+  auto up = LaunchUp();
+  EXPECT_THAT(up->output(), HasSubstr("2 of 2 workers attached: cpu:0, cpu:1"));
+  // Started in order: store, coordinator, workers.
+  const std::string& out = up->output();
+  EXPECT_LT(out.find("started store"), out.find("started coordinator"));
+  EXPECT_LT(out.find("started coordinator"), out.find("started worker cpu:0"));
+  EXPECT_THAT(out, HasSubstr("--coordinator=unix://" + socket_ + " --worker-id=cpu:1"));
+
+  const pid_t worker = ReadPid(dir_.File("worker-cpu:0.pid"));
+  ASSERT_GT(worker, 0);
+  ASSERT_EQ(::kill(worker, SIGKILL), 0);
+  ASSERT_TRUE(up->WaitForLine("restarted worker cpu:0 (restart 1", 20)) << up->output();
+  EXPECT_THAT(up->output(), HasSubstr("worker cpu:0 killed by signal 9"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  pid_t again = worker;
+  while (again == worker && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    again = ReadPid(dir_.File("worker-cpu:0.pid"));
+  }
+  EXPECT_NE(again, worker);
+  EXPECT_TRUE(Alive(again));
+
+  const std::vector<pid_t> pids = ScriptPids();
+  EXPECT_EQ(pids.size(), 5u);  // store, coordinator, 2 workers, 1 restart
+  EXPECT_EQ(up->Signal(SIGINT, 30), 0) << up->output();
+  EXPECT_EQ(testing::ReadFile(dir_.File("stopped")), "worker\nworker\ncoordinator\nstore\n");
+  EXPECT_TRUE(AllDeadWithin(pids, 5));
+  EXPECT_THAT(up->output(), HasSubstr("paged-up: stopped"));
+}
+
+TEST_F(FakeStackTest, ADeadStoreTakesTheDeploymentDown) {
+  auto up = LaunchUp();
+  const pid_t store = ReadPid(dir_.File("store.pid"));
+  ASSERT_GT(store, 0);
+  ASSERT_EQ(::kill(store, SIGKILL), 0);
+  EXPECT_EQ(up->Wait(30), 1) << up->output();
+  EXPECT_THAT(up->output(), HasSubstr("error: store killed by signal 9"));
+  EXPECT_EQ(testing::ReadFile(dir_.File("stopped")), "worker\nworker\ncoordinator\n");
+  EXPECT_TRUE(AllDeadWithin(ScriptPids(), 5));
+}
+
+TEST_F(FakeStackTest, ChildrenDieWithAKilledLauncher) {
+  auto up = LaunchUp();
+  const std::vector<pid_t> pids = ScriptPids();
+  ASSERT_EQ(pids.size(), 4u);
+  EXPECT_EQ(up->Signal(SIGKILL, 10), 128 + SIGKILL);
+  EXPECT_TRUE(AllDeadWithin(pids, 10));  // PR_SET_PDEATHSIG: SIGTERM to each
+}
+
+TEST_F(FakeStackTest, AStoreThatCannotStartIsAClearError) {
+  testing::WriteFile(dir_.File("store.fail"), "");
+  auto up = Launch();
+  EXPECT_EQ(up->Wait(30), 1) << up->output();
+  EXPECT_THAT(up->output(), HasSubstr("[store] store: cannot open the model: no such file"));
+  EXPECT_THAT(up->output(), HasSubstr("error: store exited with status 1"));
+  EXPECT_THAT(up->output(), ::testing::Not(HasSubstr("started coordinator")));
+}
+
+TEST(LauncherTest, DryRunShowsTheDeployment) {
+  if (!std::filesystem::exists(PagedUpPath())) GTEST_SKIP() << "paged-up not built";
+  auto [rc, out] = RunCommand({PagedUpPath(), "--dry-run", "--model=/m.gguf", "--device=cpu",
+                               "--workers=2", "--listen=0.0.0.0:7411", "--segment=s1", "--kv-gib=2",
+                               "--remove-segment", "--worker-args=--slots=3 --resident=none"});
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("paged-store --model=/m.gguf --segment=s1 --weight-format=native "
+                             "--kv-gib=2 --remove-on-exit"));
+  EXPECT_THAT(out, HasSubstr("paged --segment=s1 --listen=0.0.0.0:7411"));
+  EXPECT_THAT(out, HasSubstr("--device=cpu --coordinator=localhost:7411 --worker-id=cpu:0"));
+  EXPECT_THAT(out, HasSubstr("--worker-id=cpu:1 --threads="));
+  EXPECT_THAT(out, HasSubstr("--slots=3 --resident=none"));
+
+  auto [rc2, out2] = RunCommand({PagedUpPath(), "--dry-run", "--model=/m.gguf", "--workers=-1"});
+  EXPECT_EQ(rc2, 2);
+  EXPECT_THAT(out2, HasSubstr("--workers must be >= 0"));
+  auto [rc3, out3] = RunCommand({PagedUpPath(), "--dry-run", "--model=/m.gguf", "--device=gpu0"});
+  EXPECT_EQ(rc3, 2);
+  EXPECT_THAT(out3, HasSubstr("want auto, cpu, cuda or a list like cuda:0,cuda:1"));
+  auto [rc4, out4] = RunCommand({PagedUpPath(), "--dry-run"});
+  EXPECT_EQ(rc4, 2);
+  EXPECT_THAT(out4, HasSubstr("--model is required"));
+}
+
+// ---- the real stack -------------------------------------------------------------------
+
+class RealStackTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(PagedUpPath())) GTEST_SKIP() << "paged-up not built";
+    if (!std::filesystem::exists(CoordinatorPath()))
+      GTEST_SKIP() << "the coordinator (daemon/paged) is not built yet";
+    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    target_ = "unix://" + dir_.File("paged.sock");
+    segment_ = testing::UniqueSegmentName("up");
+  }
+
+  std::pair<int, std::string> Pagectl(std::vector<std::string> args) {
+    args.insert(args.begin(), BinaryPath("pagectl"));
+    args.push_back("--server=" + target_);
+    return RunCommand(args, 60);
+  }
+
+  // Workers in `pagectl status --json`, once `ready` holds for them (or the last answer).
+  nlohmann::json WaitForWorkers(const std::function<bool(const nlohmann::json&)>& ready,
+                                Subprocess& up) {
+    nlohmann::json workers;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto [rc, out] = Pagectl({"status", "--json"});
+      if (rc == 0) {
+        const nlohmann::json j = nlohmann::json::parse(out, nullptr, false);
+        if (!j.is_discarded()) {
+          workers = j["workers"];
+          if (ready(workers)) return workers;
+        }
+      }
+      up.WaitForLine("\x01never\x01", 0.3);  // keep reading paged-up's output meanwhile
+    }
+    return workers;
+  }
+
+  testing::TempDir dir_;
+  std::string target_, segment_;
+};
+
+TEST_F(RealStackTest, ServesRestartsAWorkerAndStopsCleanly) {
+  Subprocess up({PagedUpPath(), "--model=" + testing::Stories260KPath(), "--segment=" + segment_,
+                 "--weight-format=f32", "--kv-gib=0.05", "--device=cpu", "--workers=2",
+                 "--gpu-budget=200MiB", "--listen=" + target_, "--remove-segment",
+                 "--start-timeout=120", "--stop-timeout=5"});
+  ASSERT_TRUE(up.WaitForLine("paged is up: " + target_, 180)) << up.output();
+
+  // The greedy transcript, streamed.
+  auto [rc, out] = Pagectl({"generate", "--prompt-tokens=1", "-n", "30"});
+  ASSERT_EQ(rc, 0) << out;
+  std::string text =
+      out.substr(0, out.find("\n["));  // the usage line goes to stderr, after the text
+  text.erase(0, text.find_first_not_of(" \n"));
+  const std::string transcript = testing::StoriesTranscript();
+  ASSERT_FALSE(transcript.empty());
+  EXPECT_GT(text.size(), 40u) << out;
+  EXPECT_EQ(transcript.substr(0, text.size()), text) << out;
+  EXPECT_THAT(out, HasSubstr("30 tokens (prompt 1)"));
+
+  // Two workers attached.
+  auto attached = [](const nlohmann::json& ws) {
+    int n = 0;
+    for (const auto& w : ws) n += w.value("state", "") == "ATTACHED";
+    return n == 2;
+  };
+  nlohmann::json workers = WaitForWorkers(attached, up);
+  ASSERT_TRUE(attached(workers)) << workers.dump();
+  auto [src, table] = Pagectl({"status"});
+  EXPECT_EQ(src, 0) << table;
+  EXPECT_THAT(table, HasSubstr("cpu:0"));
+  EXPECT_THAT(table, HasSubstr("cpu:1"));
+  EXPECT_THAT(table, HasSubstr("RESTARTS"));
+
+  // A SIGKILLed worker is restarted and attaches again.
+  pid_t worker = -1;
+  for (const auto& [pid, cmd] : Descendants(up.pid())) {
+    if (cmd.find("--worker-id=cpu:0") != std::string::npos) worker = pid;
+  }
+  ASSERT_GT(worker, 0) << up.output();
+  ASSERT_EQ(::kill(worker, SIGKILL), 0);
+  ASSERT_TRUE(up.WaitForLine("restarted worker cpu:0", 30)) << up.output();
+  workers = WaitForWorkers(
+      [&](const nlohmann::json& ws) {
+        for (const auto& w : ws) {
+          if (w.value("worker_id", "") == "cpu:0" && w.value("state", "") == "ATTACHED" &&
+              w.value("restarts", 0) >= 1)
+            return true;
+        }
+        return false;
+      },
+      up);
+  bool restarted = false;
+  for (const auto& w : workers)
+    restarted |= w.value("worker_id", "") == "cpu:0" && w.value("restarts", 0) >= 1;
+  EXPECT_TRUE(restarted) << workers.dump();
+  auto [grc, gout] = Pagectl({"generate", "--prompt-tokens=1", "-n", "8"});
+  EXPECT_EQ(grc, 0) << gout;
+
+  // SIGTERM: exit 0, nothing left behind, the segment removed.
+  std::vector<pid_t> children;
+  for (const auto& [pid, cmd] : Descendants(up.pid())) children.push_back(pid);
+  EXPECT_EQ(children.size(), 4u);
+  EXPECT_EQ(up.Signal(SIGTERM, 60), 0) << up.output();
+  EXPECT_TRUE(AllDeadWithin(children, 10));
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + segment_));
+}
+
+}  // namespace
+}  // namespace paged

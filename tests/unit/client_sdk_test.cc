@@ -1,0 +1,596 @@
+// The C++ client SDK (client/sdk) and pagectl's server commands against a
+// small in-test fake of the paged.v1 Inference and Admin services on a unix
+// socket: status mapping, argument validation, streaming, bearer token,
+// deadlines, and the tables and JSON pagectl prints.
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "client/pagectl/commands.h"
+#include "client/pagectl/service_format.h"
+#include "client/sdk/grpc_status.h"
+#include "client/sdk/paged_client.h"
+#include "paged/v1/admin.grpc.pb.h"
+#include "paged/v1/inference.grpc.pb.h"
+#include "tests/unit/test_util.h"
+
+namespace paged {
+namespace {
+
+using client::Client;
+using client::FinishReason;
+using client::GenerateOptions;
+using client::TokenChunk;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// ---- the fake server ------------------------------------------------------------
+
+struct FakeState {
+  std::mutex mu;
+  std::string required_token;  // when set: calls without "Bearer <it>" are UNAUTHENTICATED
+  std::vector<std::string>
+      auth_seen;  // the authorization metadata of each Generate ("" when absent)
+  std::atomic<int> generate_calls{0};
+  std::atomic<bool> slow_admin{false};
+  std::string last_drained;
+};
+
+grpc::Status CheckToken(FakeState& st, grpc::ServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  const auto it = md.find("authorization");
+  const std::string auth = it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+  if (!st.required_token.empty() && auth != "Bearer " + st.required_token) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong bearer token");
+  }
+  return grpc::Status::OK;
+}
+
+class FakeInference final : public v1::Inference::Service {
+ public:
+  explicit FakeInference(FakeState& st) : st_(st) {}
+
+  grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                        grpc::ServerWriter<v1::GenerateResponse>* w) override {
+    ++st_.generate_calls;
+    {
+      const auto& md = ctx->client_metadata();
+      const auto it = md.find("authorization");
+      std::lock_guard<std::mutex> lock(st_.mu);
+      st_.auth_seen.push_back(it == md.end() ? ""
+                                             : std::string(it->second.data(), it->second.size()));
+    }
+    if (grpc::Status s = CheckToken(st_, ctx); !s.ok()) return s;
+    if (req->text() == "busy")
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue is full (64 waiting)");
+    if (req->text() == "slow") {
+      for (int i = 0; i < 1000 && !ctx->IsCancelled(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    }
+    const int n = req->max_tokens();
+    for (int i = 0; i < n; ++i) {
+      v1::GenerateResponse m;
+      m.add_token_ids(100 + i);
+      if (i != 1) m.set_text("t" + std::to_string(i) + " ");  // token 1 ends mid-character
+      m.set_sequence_id(7);
+      m.set_request_id(req->request_id());
+      if (req->text() == "fail-midway" && i == 2) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker lost and no other worker");
+      }
+      if (i == n - 1) {
+        m.set_finish_reason(v1::GenerateResponse::LENGTH);
+        v1::Usage* u = m.mutable_usage();
+        u->set_prompt_tokens(req->has_tokens() ? req->tokens().ids_size()
+                                               : int(req->text().size()));
+        u->set_generated_tokens(n);
+        u->set_time_to_first_token_s(0.01);
+        u->set_total_s(0.5);
+        for (int k = 0; k < n; ++k) u->add_step_s(0.05);
+      }
+      w->Write(m);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
+                        v1::TokenizeResponse* resp) override {
+    if (grpc::Status s = CheckToken(st_, ctx); !s.ok()) return s;
+    if (req->add_bos()) resp->add_ids(1);
+    for (char c : req->text()) resp->add_ids(int(static_cast<unsigned char>(c)));
+    return grpc::Status::OK;
+  }
+
+ private:
+  FakeState& st_;
+};
+
+class FakeAdmin final : public v1::Admin::Service {
+ public:
+  explicit FakeAdmin(FakeState& st) : st_(st) {}
+
+  grpc::Status Status(grpc::ServerContext* ctx, const v1::StatusRequest*,
+                      v1::StatusResponse* r) override {
+    if (grpc::Status s = CheckToken(st_, ctx); !s.ok()) return s;
+    if (st_.slow_admin) {
+      for (int i = 0; i < 1000 && !ctx->IsCancelled(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    r->set_model("llama 5 layers, dim 64, vocab 512 (f32)");
+    r->set_segment("paged-test");
+    r->set_store_state("READY");
+    r->set_queue_depth(3);
+    r->set_running_sequences(2);
+    r->set_tokens_per_s(123.4);
+    r->set_bytes_paged_per_s(2.5e9);
+    r->set_kv_blocks_total(256);
+    r->set_kv_blocks_used(64);
+    for (int i = 0; i < 2; ++i) {
+      v1::WorkerInfo* w = r->add_workers();
+      w->set_worker_id("cpu:" + std::to_string(i));
+      w->set_device("cpu");
+      w->set_state(i == 0 ? "ATTACHED" : "DRAINING");
+      w->set_running_sequences(1);
+      w->mutable_plan()->set_resident_layers(2);
+      w->mutable_plan()->set_paged_layers(3);
+      w->mutable_plan()->set_slots(2);
+      w->mutable_plan()->set_budget_bytes(uint64_t(200) << 20);
+      w->mutable_counters()->set_steps(40 + uint64_t(i));
+      w->mutable_counters()->set_tokens(900);
+      w->set_restarts(i);
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status ListSequences(grpc::ServerContext* ctx, const v1::ListSequencesRequest*,
+                             v1::ListSequencesResponse* r) override {
+    if (grpc::Status s = CheckToken(st_, ctx); !s.ok()) return s;
+    v1::SequenceInfo* q = r->add_sequences();
+    q->set_sequence_id(7);
+    q->set_request_id("req-a");
+    q->set_state("RUNNING");
+    q->set_worker_id("cpu:0");
+    q->set_prompt_tokens(5);
+    q->set_generated_tokens(11);
+    return grpc::Status::OK;
+  }
+  grpc::Status CancelSequence(grpc::ServerContext* ctx, const v1::CancelSequenceRequest* req,
+                              v1::CancelSequenceResponse*) override {
+    if (grpc::Status s = CheckToken(st_, ctx); !s.ok()) return s;
+    if (req->sequence_id() != 7) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          "no sequence " + std::to_string(req->sequence_id()));
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status DrainWorker(grpc::ServerContext* ctx, const v1::DrainWorkerRequest* req,
+                           v1::DrainWorkerResponse*) override {
+    if (grpc::Status s = CheckToken(st_, ctx); !s.ok()) return s;
+    if (req->worker_id() != "cpu:0")
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no worker " + req->worker_id());
+    std::lock_guard<std::mutex> lock(st_.mu);
+    st_.last_drained = req->worker_id();
+    return grpc::Status::OK;
+  }
+  grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
+                          v1::ListModelsResponse* r) override {
+    if (grpc::Status s = CheckToken(st_, ctx); !s.ok()) return s;
+    v1::ModelInfo* m = r->add_models();
+    m->set_name("stories260K");
+    m->set_architecture("llama");
+    m->set_n_layers(5);
+    m->set_hidden_size(64);
+    m->set_vocab_size(512);
+    m->set_max_context(512);
+    m->set_weight_format("f32");
+    return grpc::Status::OK;
+  }
+
+ private:
+  FakeState& st_;
+};
+
+class FakeServer {
+ public:
+  FakeServer() : inference_(state), admin_(state) {
+    target_ = "unix://" + dir_.File("paged.sock");
+    grpc::ServerBuilder b;
+    b.AddListeningPort(target_, grpc::InsecureServerCredentials());
+    b.RegisterService(&inference_);
+    b.RegisterService(&admin_);
+    server_ = b.BuildAndStart();
+  }
+  ~FakeServer() { server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2)); }
+  const std::string& target() const { return target_; }
+  bool ok() const { return server_ != nullptr; }
+
+  FakeState state;
+
+ private:
+  testing::TempDir dir_;
+  std::string target_;
+  FakeInference inference_;
+  FakeAdmin admin_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+// ---- status mapping -----------------------------------------------------------------
+
+TEST(GrpcStatusTest, EveryCodeMapsToTheSameAbslCodeWithTheServersMessage) {
+  EXPECT_TRUE(client::FromGrpcStatus(grpc::Status::OK).ok());
+  for (int code = 1; code <= 16; ++code) {
+    const absl::Status s = client::FromGrpcStatus(
+        grpc::Status(grpc::StatusCode(code), "server says " + std::to_string(code)));
+    EXPECT_EQ(int(s.code()), code);
+    EXPECT_EQ(s.message(), "server says " + std::to_string(code));
+    const grpc::Status back = client::ToGrpcStatus(s);
+    EXPECT_EQ(int(back.error_code()), code);
+    EXPECT_EQ(back.error_message(), "server says " + std::to_string(code));
+  }
+  EXPECT_EQ(
+      client::FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue full")),
+      absl::ResourceExhaustedError("queue full"));
+  EXPECT_EQ(client::FromGrpcStatus(grpc::Status(grpc::StatusCode(99), "odd")),
+            absl::UnknownError("odd"));
+  EXPECT_TRUE(client::ToGrpcStatus(absl::OkStatus()).ok());
+}
+
+// ---- argument validation --------------------------------------------------------------
+
+TEST(ValidateGenerateOptionsTest, RejectsWhatTheServerWouldReject) {
+  GenerateOptions good;
+  good.prompt = "Once upon a time";
+  EXPECT_TRUE(client::ValidateGenerateOptions(good).ok());
+  GenerateOptions ids;
+  ids.prompt_tokens = {1, 2, 3};
+  EXPECT_TRUE(client::ValidateGenerateOptions(ids).ok());
+
+  struct Case {
+    const char* name;
+    std::function<void(GenerateOptions&)> edit;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"no prompt", [](GenerateOptions& o) { o.prompt.clear(); }, "no prompt"},
+      {"both prompts", [](GenerateOptions& o) { o.prompt_tokens = {1}; }, "not both"},
+      {"negative id",
+       [](GenerateOptions& o) {
+         o.prompt.clear(), o.prompt_tokens = {1, -5};
+       },
+       "prompt token 1 is negative"},
+      {"max_tokens 0", [](GenerateOptions& o) { o.max_tokens = 0; }, "max_tokens must be > 0"},
+      {"max_tokens < 0", [](GenerateOptions& o) { o.max_tokens = -3; },
+       "max_tokens must be > 0 (got -3)"},
+      {"temperature < 0", [](GenerateOptions& o) { o.temperature = -0.5f; },
+       "temperature must be >= 0"},
+      {"temperature nan", [](GenerateOptions& o) { o.temperature = std::nanf(""); }, "temperature"},
+      {"top_k < 0", [](GenerateOptions& o) { o.top_k = -1; }, "top_k must be >= 0"},
+      {"top_p 0", [](GenerateOptions& o) { o.top_p = 0.f; }, "top_p must be in (0, 1]"},
+      {"top_p > 1", [](GenerateOptions& o) { o.top_p = 1.5f; }, "top_p must be in (0, 1]"},
+      {"stop id < 0", [](GenerateOptions& o) { o.stop_token_ids = {-1}; }, "stop token id -1"},
+      {"empty stop", [](GenerateOptions& o) { o.stop_strings = {""}; }, "stop string is empty"},
+      {"timeout 0", [](GenerateOptions& o) { o.timeout = absl::ZeroDuration(); },
+       "timeout must be > 0"},
+  };
+  for (const Case& c : cases) {
+    GenerateOptions o = good;
+    c.edit(o);
+    const absl::Status s = client::ValidateGenerateOptions(o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(c.message)) << c.name;
+  }
+}
+
+TEST(ClientTest, InvalidArgumentsNeverReachTheServer) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  auto c = Client::Connect(server.target());
+  ASSERT_TRUE(c.ok()) << c.status();
+  GenerateOptions o;
+  o.prompt = "hi";
+  o.max_tokens = 0;
+  EXPECT_EQ(c->Generate(o).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(server.state.generate_calls.load(), 0);
+  EXPECT_EQ(c->Drain("").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->Status(absl::ZeroDuration()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ---- connecting -------------------------------------------------------------------------
+
+TEST(ConnectTest, AMissingUnixSocketFailsClearly) {
+  testing::TempDir dir;
+  const std::string path = dir.File("nobody-home.sock");
+  auto c = Client::Connect("unix://" + path);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr(path + " does not exist"));
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("is the server running?"));
+
+  testing::WriteFile(dir.File("plain-file"), "x");
+  auto f = Client::Connect("unix:" + dir.File("plain-file"));
+  ASSERT_FALSE(f.ok());
+  EXPECT_THAT(std::string(f.status().message()), HasSubstr("is not a socket"));
+
+  EXPECT_EQ(Client::Connect("").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ConnectTest, AnUnreachableTcpServerFailsWithinTheConnectTimeout) {
+  client::ConnectOptions o;
+  o.connect_timeout = absl::Milliseconds(300);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto c = Client::Connect("127.0.0.1:1", "", o);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("127.0.0.1:1"));
+  EXPECT_LT(s, 5.0);
+}
+
+TEST(ConnectTest, ALazyClientFailsOnItsFirstCall) {
+  testing::TempDir dir;
+  client::ConnectOptions lazy;
+  lazy.connect_timeout = absl::ZeroDuration();
+  auto c = Client::Connect("unix://" + dir.File("later.sock"), "", lazy);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->Status(absl::Seconds(2)).status().code(), absl::StatusCode::kUnavailable);
+}
+
+// ---- calls against the fake ---------------------------------------------------------------
+
+TEST(ClientTest, GenerateStreamsEveryChunkAndReturnsTheWholeResult) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  auto c = Client::Connect(server.target());
+  ASSERT_TRUE(c.ok()) << c.status();
+  GenerateOptions o;
+  o.prompt_tokens = {1};
+  o.max_tokens = 4;
+  o.request_id = "mine";
+  std::vector<TokenChunk> chunks;
+  auto r = c->Generate(o, [&](const TokenChunk& ch) { chunks.push_back(ch); });
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(chunks.size(), 4u);
+  EXPECT_THAT(chunks[0].token_ids, ElementsAre(100));
+  EXPECT_EQ(chunks[0].text, "t0 ");
+  EXPECT_THAT(chunks[1].token_ids, ElementsAre(101));  // no text yet: mid-character
+  EXPECT_EQ(chunks[1].text, "");
+  EXPECT_THAT(r->token_ids, ElementsAre(100, 101, 102, 103));
+  EXPECT_EQ(r->text, "t0 t2 t3 ");
+  EXPECT_EQ(r->finish_reason, FinishReason::kLength);
+  EXPECT_STREQ(client::FinishReasonName(r->finish_reason), "length");
+  EXPECT_EQ(r->usage.prompt_tokens, 1);
+  EXPECT_EQ(r->usage.generated_tokens, 4);
+  EXPECT_DOUBLE_EQ(r->usage.time_to_first_token_s, 0.01);
+  EXPECT_EQ(r->usage.step_s.size(), 4u);
+  EXPECT_EQ(r->sequence_id, 7u);
+  EXPECT_EQ(r->request_id, "mine");
+  // No callback is fine too.
+  auto quiet = c->Generate(o);
+  ASSERT_TRUE(quiet.ok());
+  EXPECT_EQ(quiet->token_ids.size(), 4u);
+}
+
+TEST(ClientTest, ServerErrorsComeBackWithTheirCodeAndMessage) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  auto c = Client::Connect(server.target());
+  ASSERT_TRUE(c.ok()) << c.status();
+  GenerateOptions o;
+  o.prompt = "busy";
+  auto r = c->Generate(o);
+  EXPECT_EQ(r.status(), absl::ResourceExhaustedError("queue is full (64 waiting)"));
+
+  o.prompt = "fail-midway";
+  int delivered = 0;
+  r = c->Generate(o, [&](const TokenChunk&) { ++delivered; });
+  EXPECT_EQ(r.status(), absl::UnavailableError("worker lost and no other worker"));
+  EXPECT_EQ(delivered, 2);  // what came before the error stays delivered
+
+  EXPECT_EQ(c->Cancel(9), absl::NotFoundError("no sequence 9"));
+  EXPECT_EQ(c->Drain("cuda:5"), absl::NotFoundError("no worker cuda:5"));
+}
+
+TEST(ClientTest, TheBearerTokenIsSentWhenGiven) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  GenerateOptions o;
+  o.prompt = "hi";
+  o.max_tokens = 1;
+  {
+    auto anon = Client::Connect(server.target());
+    ASSERT_TRUE(anon.ok());
+    ASSERT_TRUE(anon->Generate(o).ok());
+  }
+  server.state.required_token = "s3cret";
+  {
+    auto anon = Client::Connect(server.target());
+    ASSERT_TRUE(anon.ok());
+    EXPECT_EQ(anon->Generate(o).status(),
+              absl::UnauthenticatedError("missing or wrong bearer token"));
+    EXPECT_EQ(anon->Status().status().code(), absl::StatusCode::kUnauthenticated);
+  }
+  auto authed = Client::Connect(server.target(), "s3cret");
+  ASSERT_TRUE(authed.ok());
+  EXPECT_TRUE(authed->Generate(o).ok());
+  EXPECT_TRUE(authed->Status().ok());
+  std::lock_guard<std::mutex> lock(server.state.mu);
+  EXPECT_THAT(server.state.auth_seen, ElementsAre("", "", "Bearer s3cret"));
+}
+
+TEST(ClientTest, DeadlinesAreKeptPerCall) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  auto c = Client::Connect(server.target());
+  ASSERT_TRUE(c.ok());
+  GenerateOptions o;
+  o.prompt = "slow";
+  o.timeout = absl::Milliseconds(200);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(c->Generate(o).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+
+  server.state.slow_admin = true;
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(c->Status(absl::Milliseconds(200)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+}
+
+TEST(ClientTest, AdminAndTokenizeCalls) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  auto c = Client::Connect(server.target());
+  ASSERT_TRUE(c.ok());
+  auto s = c->Status();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->workers_size(), 2);
+  EXPECT_EQ(s->store_state(), "READY");
+  auto seqs = c->ListSequences();
+  ASSERT_TRUE(seqs.ok());
+  ASSERT_EQ(seqs->size(), 1u);
+  EXPECT_EQ((*seqs)[0].request_id(), "req-a");
+  EXPECT_TRUE(c->Cancel(7).ok());
+  EXPECT_TRUE(c->Drain("cpu:0").ok());
+  EXPECT_EQ(server.state.last_drained, "cpu:0");
+  auto models = c->ListModels();
+  ASSERT_TRUE(models.ok());
+  ASSERT_EQ(models->size(), 1u);
+  EXPECT_EQ((*models)[0].name(), "stories260K");
+  auto ids = c->Tokenize("ab");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_THAT(*ids, ElementsAre(1, 'a', 'b'));
+  ids = c->Tokenize("ab", /*add_bos=*/false);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_THAT(*ids, ElementsAre('a', 'b'));
+}
+
+TEST(ClientTest, OneClientServesManyThreadsAtOnce) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  auto c = Client::Connect(server.target());
+  ASSERT_TRUE(c.ok());
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      GenerateOptions o;
+      o.prompt_tokens = {1, t};
+      o.max_tokens = 5 + t;
+      auto r = c->Generate(o);
+      if (r.ok() && int(r->token_ids.size()) == 5 + t) ++good;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(good.load(), 8);
+}
+
+// ---- pagectl ---------------------------------------------------------------------------------
+
+TEST(PagectlFormatTest, StatusTableHasTheServiceAndOneRowPerWorker) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  auto c = Client::Connect(server.target());
+  ASSERT_TRUE(c.ok());
+  auto s = c->Status();
+  ASSERT_TRUE(s.ok());
+  const std::string plain = pagectl::FormatStatus(*s, /*color=*/false);
+  EXPECT_THAT(plain, HasSubstr("llama 5 layers"));
+  EXPECT_THAT(plain, HasSubstr("READY (segment paged-test)"));
+  EXPECT_THAT(plain, HasSubstr("3 waiting, 2 running"));
+  EXPECT_THAT(plain, HasSubstr("123.4 tokens/s, 2.50 GB/s paged"));
+  EXPECT_THAT(plain, HasSubstr("64 / 256 used (25.0%)"));
+  EXPECT_THAT(
+      plain,
+      HasSubstr("WORKER  DEVICE  STATE     RUNNING  RESIDENT/PAGED  STEPS  TOKENS  RESTARTS"));
+  EXPECT_THAT(plain,
+              HasSubstr("cpu:0   cpu     ATTACHED  1        2/3             40     900     0"));
+  EXPECT_THAT(plain,
+              HasSubstr("cpu:1   cpu     DRAINING  1        2/3             41     900     1"));
+  EXPECT_THAT(plain, Not(HasSubstr("\033[")));
+  EXPECT_THAT(pagectl::FormatStatus(*s, /*color=*/true), HasSubstr("\033[32mATTACHED"));
+  EXPECT_THAT(pagectl::FormatWorkers(*s, false), HasSubstr("200.00 MiB"));
+
+  const nlohmann::json j = pagectl::ProtoToJson(*s);
+  EXPECT_EQ(j["workers"].size(), 2u);
+  EXPECT_EQ(j["workers"][1]["restarts"], 1);
+  EXPECT_EQ(j["kv_blocks_used"], "64");  // the proto3 JSON mapping: 64-bit integers are strings
+}
+
+TEST(PagectlFormatTest, TokenListsAndUsage) {
+  auto ids = pagectl::ParseTokenList("1,2, 3");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_THAT(*ids, ElementsAre(1, 2, 3));
+  EXPECT_EQ(pagectl::ParseTokenList("1,x").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pagectl::ParseTokenList("-4").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pagectl::ParseTokenList(" , ").status().code(), absl::StatusCode::kInvalidArgument);
+
+  client::GenerateResult r;
+  r.token_ids = {5, 6};
+  r.text = "hi";
+  r.finish_reason = FinishReason::kEos;
+  r.usage.generated_tokens = 2;
+  r.usage.prompt_tokens = 1;
+  r.usage.total_s = 0.5;
+  r.usage.time_to_first_token_s = 0.041;
+  EXPECT_EQ(pagectl::FormatUsageLine(r),
+            "2 tokens (prompt 1) in 0.50 s, first token 41 ms, 4.0 tokens/s, finish: eos");
+  const nlohmann::json j = pagectl::GenerateResultToJson(r);
+  EXPECT_EQ(j["text"], "hi");
+  EXPECT_EQ(j["finish_reason"], "eos");
+  EXPECT_EQ(j["usage"]["generated_tokens"], 2);
+}
+
+TEST(PagectlCommandTest, CommandsTalkToTheServer) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  pagectl::Flags f;
+  f.server = server.target();
+  f.prompt_tokens = "1";
+  f.max_tokens = 3;
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(pagectl::RunCommand("generate", f, "usage"), 0);
+  EXPECT_EQ(::testing::internal::GetCapturedStdout(), "t0 t2 \n");
+
+  f.json = true;
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(pagectl::RunCommand("generate", f, "usage"), 0);
+  const nlohmann::json g = nlohmann::json::parse(::testing::internal::GetCapturedStdout());
+  EXPECT_EQ(g["token_ids"], nlohmann::json({100, 101, 102}));
+  EXPECT_EQ(g["finish_reason"], "length");
+
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(pagectl::RunCommand("status", f, "usage"), 0);
+  EXPECT_EQ(nlohmann::json::parse(::testing::internal::GetCapturedStdout())["workers"].size(), 2u);
+
+  f.json = false;
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(pagectl::RunCommand("sequences", f, "usage"), 0);
+  EXPECT_THAT(::testing::internal::GetCapturedStdout(), HasSubstr("req-a"));
+
+  f.args = {"7"};
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(pagectl::RunCommand("cancel", f, "usage"), 0);
+  EXPECT_THAT(::testing::internal::GetCapturedStdout(), HasSubstr("cancelled sequence 7"));
+  f.args = {"8"};
+  EXPECT_EQ(pagectl::RunCommand("cancel", f, "usage"), 1);  // NOT_FOUND from the server
+  f.args = {"seven"};
+  EXPECT_EQ(pagectl::RunCommand("cancel", f, "usage"), 2);
+  f.args = {};
+  EXPECT_EQ(pagectl::RunCommand("cancel", f, "usage"), 2);  // no id
+  EXPECT_EQ(pagectl::RunCommand("no-such-command", f, "usage"), 2);
+
+  f.prompt = "x";  // and --prompt-tokens: both
+  EXPECT_EQ(pagectl::RunCommand("generate", f, "usage"), 2);
+
+  pagectl::Flags nowhere;
+  nowhere.server = "unix:///nonexistent/paged.sock";
+  EXPECT_EQ(pagectl::RunCommand("status", nowhere, "usage"), 1);
+}
+
+}  // namespace
+}  // namespace paged

@@ -1,0 +1,618 @@
+// The coordinator in-process: fake workers driven through its API (and once
+// through a real gRPC server on a unix socket) that "compute" a next token as
+// a hash of the context they read back from a fake KV pool through the block
+// tables, so that a resumed sequence that read a wrong row would diverge.
+// Also the request parsing and the text stream (stop strings, UTF-8).
+#include "daemon/coordinator.h"
+
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "daemon/generate_request.h"
+#include "daemon/server.h"
+#include "daemon/services.h"
+#include "daemon/text_stream.h"
+#include "paged/v1/admin.grpc.pb.h"
+#include "paged/v1/inference.grpc.pb.h"
+#include "paged/v1/worker_link.grpc.pb.h"
+#include "tests/unit/test_util.h"
+
+namespace paged {
+namespace {
+
+using std::chrono::milliseconds;
+using ::testing::HasSubstr;
+
+constexpr int kBlockTokens = 4;
+constexpr int kBlocks = 64;
+constexpr int kVocab = 64;
+constexpr int kEos = 2;
+
+// ---- A fake model over a fake KV pool ----
+
+struct FakePool {
+  std::mutex mu;
+  std::vector<int32_t> rows = std::vector<int32_t>(size_t(kBlocks * kBlockTokens), -1);
+};
+
+int32_t HashToToken(const std::vector<int32_t>& context) {
+  uint64_t h = 1469598103934665603ull;
+  for (int32_t t : context) h = (h ^ uint64_t(uint32_t(t))) * 1099511628211ull;
+  return 3 + int32_t(h % 50);  // never bos, eos or unk
+}
+
+// Writes the step's rows, reads the whole context back, returns its token.
+// `garbage`: a crash mid write-back (rows written wrong, no answer).
+int32_t FakeCompute(FakePool& pool, const v1::SeqStep& s, bool garbage = false) {
+  std::lock_guard<std::mutex> lock(pool.mu);
+  auto row = [&](int pos) -> int32_t& {
+    return pool.rows[size_t(s.block_table(pos / kBlockTokens) * kBlockTokens + pos % kBlockTokens)];
+  };
+  for (int i = 0; i < s.tokens_size(); ++i) row(s.start_pos() + i) = garbage ? 999 : s.tokens(i);
+  std::vector<int32_t> context;
+  for (int p = 0; p < s.start_pos() + s.tokens_size(); ++p) context.push_back(row(p));
+  return HashToToken(context);
+}
+
+// What a clean run generates.
+std::vector<int32_t> Reference(std::vector<int32_t> prompt, int n) {
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(HashToToken(prompt));
+    prompt.push_back(out.back());
+  }
+  return out;
+}
+
+v1::Hello MakeHello(const std::string& id, int seqs = 8, int tokens = 64) {
+  v1::Hello h;
+  h.set_worker_id(id);
+  h.set_device("fake");
+  h.set_segment("fake-segment");
+  h.set_max_step_seqs(seqs);
+  h.set_max_step_tokens(tokens);
+  h.mutable_plan()->set_text("fake plan");
+  return h;
+}
+
+// A worker driven by the test thread.
+struct FakeWorker {
+  Coordinator* c = nullptr;
+  FakePool* pool = nullptr;
+  std::shared_ptr<Coordinator::Link> link;
+  std::atomic<int> closes{0};
+  int drains = 0;
+  int steps = 0;
+
+  // Its "stream" ends: the coordinator must not call `close` after this.
+  ~FakeWorker() {
+    if (link) c->DetachWorker(*link);
+  }
+
+  void Attach(Coordinator& coord, FakePool& p, const v1::Hello& hello) {
+    c = &coord;
+    pool = &p;
+    auto l = coord.AttachWorker(hello, [this] { ++closes; });
+    ASSERT_TRUE(l.ok()) << l.status();
+    link = *l;
+  }
+  // Answers one pending message, if any: true when it did something.
+  bool ServeOne() {
+    v1::CoordinatorMessage m;
+    if (c->NextMessage(*link, &m, milliseconds(0)) != Coordinator::Next::kMessage) return false;
+    if (m.has_drain()) {
+      ++drains;
+      return true;
+    }
+    v1::WorkerMessage reply;
+    v1::StepResult* r = reply.mutable_result();
+    r->set_step_id(m.step().step_id());
+    r->set_step_s(0.001);
+    for (const v1::SeqStep& s : m.step().sequences()) r->add_next_tokens(FakeCompute(*pool, s));
+    r->mutable_counters()->set_steps(uint64_t(++steps));
+    r->mutable_counters()->set_h2d_bytes(uint64_t(steps) * 1000);
+    EXPECT_TRUE(c->OnWorkerMessage(*link, reply).ok());
+    return true;
+  }
+  // Takes a step and dies in the middle of its write-back.
+  bool CrashMidStep() {
+    v1::CoordinatorMessage m;
+    if (c->NextMessage(*link, &m, milliseconds(0)) != Coordinator::Next::kMessage || !m.has_step())
+      return false;
+    for (const v1::SeqStep& s : m.step().sequences()) FakeCompute(*pool, s, /*garbage=*/true);
+    c->DetachWorker(*link);
+    return true;
+  }
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Make(); }
+
+  void Make(int max_queue = 16, int max_requeues = 8) {
+    CoordinatorOptions o;
+    o.segment = "fake-segment";
+    o.model_name = "fake";
+    o.weight_format = "f32";
+    o.max_requeues = max_requeues;
+    o.model.n_layers = 2;
+    o.model.hidden = 8;
+    o.model.ffn = 16;
+    o.model.n_heads = 2;
+    o.model.n_kv_heads = 2;
+    o.model.head_dim = 4;
+    o.model.vocab = kVocab;
+    o.model.max_context = 128;
+    o.model.bos_id = 1;
+    o.model.n_eos = 1;
+    o.model.eos_ids[0] = kEos;
+    o.scheduler = SchedulerConfigForModel(o.model);
+    o.scheduler.block_tokens = kBlockTokens;
+    o.scheduler.total_blocks = kBlocks;
+    o.scheduler.max_step_tokens = 64;
+    o.scheduler.max_seqs_per_step = 8;
+    o.scheduler.prefill_chunk = 8;
+    o.scheduler.max_queue = max_queue;
+    coord_.reset();
+    auto c = Coordinator::Create(std::move(o), std::nullopt);
+    ASSERT_TRUE(c.ok()) << c.status();
+    coord_ = std::move(*c);
+  }
+
+  static Request Req(std::vector<int32_t> prompt, int max_tokens) {
+    Request r;
+    r.prompt = std::move(prompt);
+    r.max_tokens = max_tokens;
+    r.ignore_eos = true;
+    return r;
+  }
+
+  // Serves every worker until every channel finished (or nothing moves).
+  void RunUntilDone(std::vector<FakeWorker*> workers,
+                    std::vector<std::shared_ptr<Coordinator::Channel>> chans,
+                    std::vector<Coordinator::Update>* out) {
+    out->assign(chans.size(), Coordinator::Update());
+    for (int idle = 0; idle < 200;) {
+      bool moved = false;
+      for (FakeWorker* w : workers) moved |= w->ServeOne();
+      bool all = true;
+      for (size_t i = 0; i < chans.size(); ++i) {
+        coord_->Wait(*chans[i], milliseconds(0), &(*out)[i]);
+        all &= (*out)[i].finished;
+      }
+      if (all) return;
+      if (moved) {
+        idle = 0;
+      } else {
+        ++idle;
+        std::this_thread::sleep_for(milliseconds(1));
+      }
+    }
+    FAIL() << "no progress";
+  }
+
+  FakePool pool_;
+  std::unique_ptr<Coordinator> coord_;
+};
+
+TEST_F(CoordinatorTest, ATokenReachesTheStreamOnlyAfterItsStepResult) {
+  FakeWorker w;
+  ASSERT_NO_FATAL_FAILURE(w.Attach(*coord_, pool_, MakeHello("w0")));
+  auto ch = coord_->Admit(Req({1, 5, 6}, 6));
+  ASSERT_TRUE(ch.ok()) << ch.status();
+
+  v1::CoordinatorMessage m;
+  ASSERT_EQ(coord_->NextMessage(*w.link, &m, milliseconds(1000)), Coordinator::Next::kMessage);
+  ASSERT_TRUE(m.has_step());
+  ASSERT_EQ(m.step().sequences_size(), 1);
+  const v1::SeqStep& s = m.step().sequences(0);
+  EXPECT_EQ(s.start_pos(), 0);
+  EXPECT_THAT(std::vector<int32_t>(s.tokens().begin(), s.tokens().end()),
+              ::testing::ElementsAre(1, 5, 6));
+  EXPECT_EQ(s.block_table_size(), 1);
+
+  Coordinator::Update u;
+  coord_->Wait(**ch, milliseconds(20), &u);
+  EXPECT_TRUE(u.tokens.empty());  // nothing before the worker's answer
+
+  v1::WorkerMessage reply;
+  reply.mutable_result()->set_step_id(m.step().step_id());
+  reply.mutable_result()->add_next_tokens(FakeCompute(pool_, s));
+  reply.mutable_result()->set_step_s(0.25);
+  ASSERT_TRUE(coord_->OnWorkerMessage(*w.link, reply).ok());
+  coord_->Wait(**ch, milliseconds(0), &u);
+  ASSERT_EQ(u.tokens.size(), 1u);
+  EXPECT_EQ(u.tokens[0], Reference({1, 5, 6}, 1)[0]);
+  EXPECT_EQ(u.step_s, std::vector<double>{0.25});
+
+  std::vector<Coordinator::Update> out;
+  RunUntilDone({&w}, {*ch}, &out);
+  EXPECT_EQ(out[0].reason, FinishReason::kLength);
+  std::vector<int32_t> all = u.tokens;
+  all.insert(all.end(), out[0].tokens.begin(), out[0].tokens.end());
+  EXPECT_EQ(all, Reference({1, 5, 6}, 6));
+  coord_->Release(**ch);
+  EXPECT_EQ(coord_->Status().kv_blocks_used(), 0u);
+}
+
+TEST_F(CoordinatorTest, SequencesOfAWorkerThatDiesMidStepFinishElsewhereUnchanged) {
+  // Clean outputs for 6 sequences of different prompts.
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 6; ++i) prompts.push_back({1, 10 + i, 20 + i, 30 + i, 40 + i, 3 + i});
+  for (int crash_round = 0; crash_round < 6; ++crash_round) {
+    SCOPED_TRACE(crash_round);
+    Make();
+    FakeWorker a, b;
+    ASSERT_NO_FATAL_FAILURE(a.Attach(*coord_, pool_, MakeHello("a")));
+    ASSERT_NO_FATAL_FAILURE(b.Attach(*coord_, pool_, MakeHello("b")));
+    std::vector<std::shared_ptr<Coordinator::Channel>> chans;
+    for (const auto& p : prompts) chans.push_back(*coord_->Admit(Req(p, 12)));
+    // Both take steps, then b dies in the middle of one.
+    for (int r = 0; r < crash_round; ++r) {
+      a.ServeOne();
+      b.ServeOne();
+    }
+    ASSERT_TRUE(b.CrashMidStep());
+    std::vector<Coordinator::Update> out;
+    RunUntilDone({&a}, chans, &out);
+    // Tokens taken before the crash were drained by RunUntilDone's Waits too.
+    for (size_t i = 0; i < chans.size(); ++i) {
+      EXPECT_EQ(out[i].tokens, Reference(prompts[i], 12)) << "sequence " << i;
+      EXPECT_EQ(out[i].reason, FinishReason::kLength);
+      coord_->Release(*chans[i]);
+    }
+    v1::StatusResponse st = coord_->Status();
+    EXPECT_EQ(st.kv_blocks_used(), 0u);
+    ASSERT_EQ(st.workers_size(), 2);
+    EXPECT_EQ(st.workers(1).worker_id(), "b");
+    EXPECT_EQ(st.workers(1).state(), "GONE");
+    EXPECT_EQ(st.workers(0).state(), "ATTACHED");
+  }
+}
+
+TEST_F(CoordinatorTest, AWorkerThatAttachesAgainReplacesItsOldLink) {
+  FakeWorker old_w, new_w;
+  ASSERT_NO_FATAL_FAILURE(old_w.Attach(*coord_, pool_, MakeHello("w")));
+  auto ch = *coord_->Admit(Req({1, 7}, 5));
+  v1::CoordinatorMessage m;
+  ASSERT_EQ(coord_->NextMessage(*old_w.link, &m, milliseconds(1000)), Coordinator::Next::kMessage);
+  // The same id attaches again (the process restarted): the old link closes,
+  // its step is discarded, the sequence resumes on the new one.
+  ASSERT_NO_FATAL_FAILURE(new_w.Attach(*coord_, pool_, MakeHello("w")));
+  EXPECT_EQ(old_w.closes.load(), 1);
+  EXPECT_EQ(coord_->NextMessage(*old_w.link, &m, milliseconds(0)), Coordinator::Next::kClosed);
+  v1::WorkerMessage late;
+  late.mutable_result()->set_step_id(m.step().step_id());
+  late.mutable_result()->add_next_tokens(5);
+  EXPECT_FALSE(coord_->OnWorkerMessage(*old_w.link, late).ok());
+  coord_->DetachWorker(*old_w.link);  // the old stream's handler ends: changes nothing
+
+  std::vector<Coordinator::Update> out;
+  RunUntilDone({&new_w}, {ch}, &out);
+  EXPECT_EQ(out[0].tokens, Reference({1, 7}, 5));
+  v1::StatusResponse st = coord_->Status();
+  ASSERT_EQ(st.workers_size(), 1);
+  EXPECT_EQ(st.workers(0).restarts(), 1);
+  EXPECT_EQ(st.workers(0).state(), "ATTACHED");
+  EXPECT_EQ(st.workers(0).plan().text(), "fake plan");
+  EXPECT_EQ(st.workers(0).counters().steps(), uint64_t(new_w.steps));
+  coord_->Release(*ch);
+}
+
+TEST_F(CoordinatorTest, AStepErrorOrAMalformedResultRemovesTheWorker) {
+  for (bool malformed : {false, true}) {
+    SCOPED_TRACE(malformed);
+    Make();
+    FakeWorker bad, good;
+    ASSERT_NO_FATAL_FAILURE(bad.Attach(*coord_, pool_, MakeHello("bad")));
+    auto ch = *coord_->Admit(Req({1, 9, 9}, 4));
+    v1::CoordinatorMessage m;
+    ASSERT_EQ(coord_->NextMessage(*bad.link, &m, milliseconds(1000)), Coordinator::Next::kMessage);
+    v1::WorkerMessage reply;
+    reply.mutable_result()->set_step_id(m.step().step_id());
+    if (malformed) {
+      reply.mutable_result()->add_next_tokens(kVocab + 5);  // outside the vocabulary
+    } else {
+      reply.mutable_result()->set_error("device lost");
+    }
+    EXPECT_FALSE(coord_->OnWorkerMessage(*bad.link, reply).ok());
+    EXPECT_EQ(bad.closes.load(), 1);
+    EXPECT_EQ(coord_->Status().workers(0).state(), "GONE");
+    ASSERT_NO_FATAL_FAILURE(good.Attach(*coord_, pool_, MakeHello("good")));
+    std::vector<Coordinator::Update> out;
+    RunUntilDone({&good}, {ch}, &out);
+    EXPECT_EQ(out[0].tokens, Reference({1, 9, 9}, 4));
+    coord_->Release(*ch);
+  }
+}
+
+TEST_F(CoordinatorTest, ASequenceThatKillsEveryWorkerEndsWithAnError) {
+  Make(16, /*max_requeues=*/3);
+  auto ch = *coord_->Admit(Req({1, 4}, 4));
+  for (int i = 0; i < 3; ++i) {
+    FakeWorker w;
+    ASSERT_NO_FATAL_FAILURE(w.Attach(*coord_, pool_, MakeHello("w" + std::to_string(i))));
+    ASSERT_TRUE(w.CrashMidStep());
+  }
+  Coordinator::Update u;
+  coord_->Wait(*ch, milliseconds(1000), &u);
+  EXPECT_TRUE(u.finished);
+  EXPECT_THAT(u.error, HasSubstr("3 times"));
+  coord_->Release(*ch);
+  EXPECT_EQ(coord_->Status().kv_blocks_used(), 0u);
+}
+
+TEST_F(CoordinatorTest, DrainSendsTheDrainOnceTheWorkerIsEmpty) {
+  FakeWorker w, other;
+  ASSERT_NO_FATAL_FAILURE(w.Attach(*coord_, pool_, MakeHello("w")));
+  auto ch = *coord_->Admit(Req({1, 8}, 6));
+  ASSERT_TRUE(w.ServeOne());  // the prefill
+  ASSERT_TRUE(coord_->DrainWorker("w").ok());
+  EXPECT_EQ(coord_->Status().workers(0).state(), "DRAINING");
+  EXPECT_EQ(coord_->DrainWorker("nope").code(), absl::StatusCode::kNotFound);
+  // New work waits for another worker; the drained one finishes its own.
+  auto ch2 = *coord_->Admit(Req({1, 9}, 3));
+  std::vector<Coordinator::Update> out;
+  RunUntilDone({&w}, {ch}, &out);
+  EXPECT_EQ(out[0].tokens, Reference({1, 8}, 6));
+  while (w.ServeOne()) {
+  }
+  EXPECT_EQ(w.drains, 1);
+  EXPECT_EQ(coord_->Status().workers(0).state(), "DRAINED");
+  coord_->DetachWorker(*w.link);  // the worker exits
+  EXPECT_EQ(coord_->Status().workers(0).state(), "DRAINED");
+  ASSERT_NO_FATAL_FAILURE(other.Attach(*coord_, pool_, MakeHello("other")));
+  RunUntilDone({&other}, {ch2}, &out);
+  EXPECT_EQ(out[0].tokens, Reference({1, 9}, 3));
+  coord_->Release(*ch);
+  coord_->Release(*ch2);
+}
+
+TEST_F(CoordinatorTest, CancelAndReleaseFreeTheSequence) {
+  FakeWorker w;
+  ASSERT_NO_FATAL_FAILURE(w.Attach(*coord_, pool_, MakeHello("w")));
+  auto a = *coord_->Admit(Req({1, 2, 3}, 50));
+  auto b = *coord_->Admit(Req({1, 2, 3}, 50));
+  w.ServeOne();
+  w.ServeOne();
+  ASSERT_TRUE(coord_->CancelSequence(a->seq_id).ok());
+  coord_->Release(*b);  // the client went away
+  while (w.ServeOne()) {
+  }
+  Coordinator::Update u;
+  coord_->Wait(*a, milliseconds(1000), &u);
+  EXPECT_TRUE(u.finished);
+  EXPECT_EQ(u.reason, FinishReason::kCancelled);
+  coord_->Release(*a);
+  v1::StatusResponse st = coord_->Status();
+  EXPECT_EQ(st.kv_blocks_used(), 0u);
+  EXPECT_EQ(st.running_sequences(), 0);
+  EXPECT_EQ(coord_->CancelSequence(12345).code(), absl::StatusCode::kNotFound);
+  v1::ListSequencesResponse ls = coord_->ListSequences();
+  ASSERT_EQ(ls.sequences_size(), 2);
+  EXPECT_EQ(ls.sequences(0).state(), "FINISHED");
+}
+
+TEST_F(CoordinatorTest, AdmissionErrorsAndDeadlines) {
+  Make(/*max_queue=*/2);
+  // No worker: requests queue (a worker may attach later) up to max_queue.
+  auto a = coord_->Admit(Req({1}, 4));
+  auto b = coord_->Admit(Req({1}, 4));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(coord_->Admit(Req({1}, 4)).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(coord_->Admit(Req({1, kVocab}, 4)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(coord_->Admit(Req({1}, 0)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(coord_->Status().queue_depth(), 2);
+  coord_->Release(**a);
+  coord_->Release(**b);
+  // A deadline passes while queued: the timer drops it.
+  Request r = Req({1}, 4);
+  r.deadline = Coordinator::Now() + 30'000;
+  auto d = coord_->Admit(std::move(r));
+  ASSERT_TRUE(d.ok());
+  Coordinator::Update u;
+  for (int i = 0; i < 100 && !u.finished; ++i) coord_->Wait(**d, milliseconds(20), &u);
+  EXPECT_TRUE(u.finished);
+  EXPECT_EQ(u.reason, FinishReason::kDeadline);
+  coord_->Release(**d);
+}
+
+TEST_F(CoordinatorTest, HelloIsValidated) {
+  auto bad = [&](v1::Hello h) { return coord_->AttachWorker(h, [] {}).status().code(); };
+  EXPECT_EQ(bad(MakeHello("")), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad(MakeHello(std::string(500, 'x'))), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad(MakeHello("w", -1)), absl::StatusCode::kInvalidArgument);
+  v1::Hello other = MakeHello("w");
+  other.set_segment("another-segment");
+  EXPECT_EQ(bad(other), absl::StatusCode::kFailedPrecondition);
+  // Limits below the coordinator's are honoured; tokens must cover seats.
+  FakeWorker w;
+  ASSERT_NO_FATAL_FAILURE(w.Attach(*coord_, pool_, MakeHello("w", 64, 4)));
+  std::vector<std::shared_ptr<Coordinator::Channel>> chans;
+  for (int i = 0; i < 6; ++i) chans.push_back(*coord_->Admit(Req({1, 3 + i}, 3)));
+  v1::CoordinatorMessage m;
+  ASSERT_EQ(coord_->NextMessage(*w.link, &m, milliseconds(1000)), Coordinator::Next::kMessage);
+  int tokens = 0;
+  for (const auto& s : m.step().sequences()) tokens += s.tokens_size();
+  EXPECT_LE(tokens, 4);
+  for (auto& c : chans) coord_->Release(*c);
+}
+
+TEST_F(CoordinatorTest, StatusRatesAndModels) {
+  FakeWorker w;
+  ASSERT_NO_FATAL_FAILURE(w.Attach(*coord_, pool_, MakeHello("w")));
+  auto ch = *coord_->Admit(Req({1, 3}, 20));
+  std::vector<Coordinator::Update> out;
+  RunUntilDone({&w}, {ch}, &out);
+  coord_->Release(*ch);
+  std::this_thread::sleep_for(milliseconds(250));  // a rate sample or two
+  v1::StatusResponse st = coord_->Status();
+  EXPECT_EQ(st.segment(), "fake-segment");
+  EXPECT_EQ(st.store_state(), "READY");
+  EXPECT_THAT(st.model(), HasSubstr("2 layers"));
+  EXPECT_EQ(st.kv_blocks_total(), uint64_t(kBlocks));
+  EXPECT_GT(st.tokens_per_s(), 0);
+  EXPECT_GT(st.bytes_paged_per_s(), 0);
+  v1::ListModelsResponse models = coord_->ListModels();
+  ASSERT_EQ(models.models_size(), 1);
+  EXPECT_EQ(models.models(0).name(), "fake");
+  EXPECT_EQ(models.models(0).vocab_size(), kVocab);
+}
+
+// ---- Over gRPC: the services with a fake worker on the WorkerLink stub ----
+
+TEST_F(CoordinatorTest, ServesOverGrpcWithAFakeWorkerAndAToken) {
+  testing::TempDir dir;
+  const std::string addr = "unix://" + dir.File("c.sock");
+  auto server = Server::Start(coord_.get(), addr, "tok");
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+
+  // The fake worker: hello, then answer every step.
+  std::thread worker([&] {
+    auto stub = v1::WorkerLink::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer tok");
+    auto stream = stub->Attach(&ctx);
+    v1::WorkerMessage hello;
+    *hello.mutable_hello() = MakeHello("grpc-worker");
+    ASSERT_TRUE(stream->Write(hello));
+    v1::CoordinatorMessage m;
+    while (stream->Read(&m)) {
+      if (m.has_drain()) break;
+      v1::WorkerMessage reply;
+      reply.mutable_result()->set_step_id(m.step().step_id());
+      for (const v1::SeqStep& s : m.step().sequences())
+        reply.mutable_result()->add_next_tokens(FakeCompute(pool_, s));
+      if (!stream->Write(reply)) break;
+    }
+    stream->WritesDone();
+    stream->Finish();
+  });
+
+  auto inference = v1::Inference::NewStub(channel);
+  auto admin = v1::Admin::NewStub(channel);
+  v1::GenerateRequest req;
+  req.mutable_tokens()->add_ids(1);
+  req.mutable_tokens()->add_ids(11);
+  req.set_max_tokens(10);
+  req.set_ignore_eos(true);
+  req.set_request_id("r1");
+  {
+    grpc::ClientContext ctx;  // no token
+    auto reader = inference->Generate(&ctx, req);
+    v1::GenerateResponse msg;
+    EXPECT_FALSE(reader->Read(&msg));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer tok");
+    v1::TokenizeResponse resp;
+    EXPECT_EQ(inference->Tokenize(&ctx, v1::TokenizeRequest(), &resp).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);  // no tokenizer in this coordinator
+  }
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer tok");
+  auto reader = inference->Generate(&ctx, req);
+  v1::GenerateResponse msg;
+  std::vector<int32_t> ids;
+  v1::GenerateResponse last;
+  while (reader->Read(&msg)) {
+    ids.insert(ids.end(), msg.token_ids().begin(), msg.token_ids().end());
+    EXPECT_EQ(msg.request_id(), "r1");
+    if (msg.finish_reason() != v1::GenerateResponse::FINISH_REASON_UNSPECIFIED) last = msg;
+  }
+  grpc::Status s = reader->Finish();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(ids, Reference({1, 11}, 10));
+  EXPECT_EQ(last.finish_reason(), v1::GenerateResponse::LENGTH);
+  EXPECT_EQ(last.usage().prompt_tokens(), 2);
+  EXPECT_EQ(last.usage().generated_tokens(), 10);
+
+  {
+    grpc::ClientContext dctx;
+    dctx.AddMetadata("authorization", "Bearer tok");
+    v1::DrainWorkerRequest dreq;
+    dreq.set_worker_id("grpc-worker");
+    v1::DrainWorkerResponse dresp;
+    ASSERT_TRUE(admin->DrainWorker(&dctx, dreq, &dresp).ok());
+  }
+  worker.join();  // the worker got its drain and left
+  channel.reset();
+  inference.reset();
+  admin.reset();
+  (*server)->Shutdown();
+  EXPECT_EQ(coord_->Status().workers(0).state(), "DRAINED");
+}
+
+// ---- Request parsing ----
+
+TEST(GenerateRequestTest, ChecksWhatTheSchedulerCannot) {
+  v1::GenerateRequest r;
+  EXPECT_THAT(ParseGenerateRequest(r, nullptr, 7).status().message(),
+              HasSubstr("prompt is required"));
+  r.set_text("");
+  EXPECT_EQ(ParseGenerateRequest(r, nullptr, 7).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  r.set_text("hello");
+  EXPECT_EQ(ParseGenerateRequest(r, nullptr, 7).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  r.set_text(std::string(kMaxPromptTextBytes + 1, 'a'));
+  EXPECT_EQ(ParseGenerateRequest(r, nullptr, 7).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  r.mutable_tokens()->add_ids(1);
+  r.set_max_tokens(3);
+  auto ok = ParseGenerateRequest(r, nullptr, 7);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->request.sampling.seed, 7u);    // none given: the random one
+  EXPECT_EQ(ok->request.sampling.top_p, 1.f);  // 0: off
+  r.mutable_sampling()->set_seed(42);
+  r.mutable_sampling()->set_top_p(0.5f);
+  ok = ParseGenerateRequest(r, nullptr, 7);
+  EXPECT_EQ(ok->request.sampling.seed, 42u);
+  EXPECT_EQ(ok->request.sampling.top_p, 0.5f);
+  r.add_stop_strings("");
+  EXPECT_THAT(ParseGenerateRequest(r, nullptr, 7).status().message(),
+              HasSubstr("stop string 0 is empty"));
+  r.clear_stop_strings();
+  for (size_t i = 0; i <= kMaxStopStrings; ++i) r.add_stop_strings("x");
+  EXPECT_EQ(ParseGenerateRequest(r, nullptr, 7).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// ---- Text stream ----
+
+TEST(TextStreamTest, HoldsBackIncompleteUtf8AndStopStringPrefixes) {
+  TextStream t({"END"});
+  EXPECT_FALSE(t.Append("Hello E"));
+  EXPECT_EQ(t.TakeReady(), "Hello ");  // "E" may start "END"
+  EXPECT_FALSE(t.Append("x"));
+  EXPECT_EQ(t.TakeReady(), "Ex");
+  EXPECT_FALSE(t.Append("\xE2\x96"));  // the first two bytes of U+2581
+  EXPECT_EQ(t.TakeReady(), "");
+  EXPECT_FALSE(t.Append("\x81 E"));
+  EXPECT_EQ(t.TakeReady(), "\xE2\x96\x81 ");
+  EXPECT_TRUE(t.Append("NDafter"));  // the stop string spans two pieces
+  EXPECT_EQ(t.TakeReady(), "");
+  EXPECT_TRUE(t.stopped());
+  EXPECT_TRUE(t.Append("more"));
+  EXPECT_EQ(t.TakeAll(), "");
+
+  TextStream plain;
+  plain.Append("a\xFF");
+  EXPECT_EQ(plain.TakeReady(), "a\xEF\xBF\xBD");  // invalid bytes become U+FFFD
+  plain.Append("\xF0\x9F");
+  EXPECT_EQ(plain.TakeReady(), "");
+  EXPECT_EQ(plain.TakeAll(), "\xEF\xBF\xBD\xEF\xBF\xBD");  // cut off at the end
+  EXPECT_EQ(CompleteUtf8Prefix("ab\xC3"), 2u);
+  EXPECT_EQ(SanitizeUtf8("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // no surrogates
+}
+
+}  // namespace
+}  // namespace paged
