@@ -576,11 +576,11 @@ TEST_F(ServingTest, BadInputsGetTheirStatusWhileALongGenerationCarriesOn) {
     EXPECT_EQ(g.messages, 0) << c.name;
   }
 
-  // 200 streams opened and abandoned at once.
+  // 1000 streams opened and abandoned at once (the vanishing client).
   {
     std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
     std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> readers;
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < 1000; ++i) {
       ctxs.push_back(std::make_unique<grpc::ClientContext>());
       readers.push_back(inference_->Generate(ctxs.back().get(), FromBos(100, "abandoned")));
     }
