@@ -304,33 +304,24 @@ class Deploy {
     auto store = StartChild(d.store);
     if (!store.ok()) return Abort(std::string(store.status().message()));
     store_ = *store;
-    switch (RunUntil(sup_, o_.start_timeout_s, [&] { return sup_.SawLine(store_, " ready ("); })) {
-      case WaitResult::kDone:
-        break;
-      case WaitResult::kStopped:
-        return Shutdown();
-      case WaitResult::kFailed:
-        return Abort(sup_.failure());
-      case WaitResult::kTimeout:
-        return Abort("paged-store did not become ready within --start-timeout");
+    if (auto exit = AwaitStage(
+            RunUntil(sup_, o_.start_timeout_s, [&] { return sup_.SawLine(store_, " ready ("); }),
+            "paged-store did not become ready within --start-timeout")) {
+      return *exit;
     }
     // 2. The coordinator: it prints "listening on", or its Status answers.
     StatusProbe probe(target, o_.token);
     auto coordinator = StartChild(d.coordinator);
     if (!coordinator.ok()) return Abort(std::string(coordinator.status().message()));
     coordinator_ = *coordinator;
-    switch (RunUntil(sup_, o_.start_timeout_s, [&] {
-      return sup_.SawLine(coordinator_, "listening on") || probe.Get().ok();
-    })) {
-      case WaitResult::kDone:
-        break;
-      case WaitResult::kStopped:
-        return Shutdown();
-      case WaitResult::kFailed:
-        return Abort(sup_.failure());
-      case WaitResult::kTimeout:
-        return Abort(absl::StrCat("the coordinator did not listen on ", o_.listen,
-                                  " within --start-timeout"));
+    if (auto exit = AwaitStage(RunUntil(sup_, o_.start_timeout_s,
+                                        [&] {
+                                          return sup_.SawLine(coordinator_, "listening on") ||
+                                                 probe.Get().ok();
+                                        }),
+                               absl::StrCat("the coordinator did not listen on ", o_.listen,
+                                            " within --start-timeout"))) {
+      return *exit;
     }
     // 3. The workers; up once one of them has attached.
     for (const ChildSpec& w : d.workers) {
@@ -339,29 +330,27 @@ class Deploy {
       workers_.push_back(*id);
     }
     std::string up;
-    switch (RunUntil(sup_, o_.start_timeout_s, [&] {
-      if (NoWorkerLeft()) return true;
-      const auto& s = probe.Get();
-      if (!s.ok()) return false;
-      std::vector<std::string> attached;
-      for (const v1::WorkerInfo& w : s->workers()) {
-        if (w.state() == "ATTACHED") attached.push_back(w.worker_id());
-      }
-      if (attached.empty()) return false;
-      up = absl::StrCat("paged is up: ", target, " (", s->model().empty() ? o_.model : s->model(),
-                        "; ", attached.size(), " of ", d.workers.size(), " worker",
-                        d.workers.size() == 1 ? "" : "s",
-                        " attached: ", absl::StrJoin(attached, ", "), ")");
-      return true;
-    })) {
-      case WaitResult::kDone:
-        break;
-      case WaitResult::kStopped:
-        return Shutdown();
-      case WaitResult::kFailed:
-        return Abort(sup_.failure());
-      case WaitResult::kTimeout:
-        return Abort("no worker attached to the coordinator within --start-timeout");
+    if (auto exit = AwaitStage(RunUntil(sup_, o_.start_timeout_s,
+                                        [&] {
+                                          if (NoWorkerLeft()) return true;
+                                          const auto& s = probe.Get();
+                                          if (!s.ok()) return false;
+                                          std::vector<std::string> attached;
+                                          for (const v1::WorkerInfo& w : s->workers()) {
+                                            if (w.state() == "ATTACHED")
+                                              attached.push_back(w.worker_id());
+                                          }
+                                          if (attached.empty()) return false;
+                                          up = absl::StrCat(
+                                              "paged is up: ", target, " (",
+                                              s->model().empty() ? o_.model : s->model(), "; ",
+                                              attached.size(), " of ", d.workers.size(), " worker",
+                                              d.workers.size() == 1 ? "" : "s",
+                                              " attached: ", absl::StrJoin(attached, ", "), ")");
+                                          return true;
+                                        }),
+                               "no worker attached to the coordinator within --start-timeout")) {
+      return *exit;
     }
     if (up.empty()) return Abort("every worker failed to start");
     std::printf("%s\n  try: pagectl generate --server %s --prompt \"Once upon a time\"\n",
@@ -400,6 +389,21 @@ class Deploy {
   }
 
   // Asked to stop: workers, coordinator, store; exit 0.
+  // Ends start-up unless the stage completed: the exit code to return.
+  std::optional<int> AwaitStage(WaitResult r, const std::string& timeout_message) {
+    switch (r) {
+      case WaitResult::kDone:
+        return std::nullopt;
+      case WaitResult::kStopped:
+        return Shutdown();
+      case WaitResult::kFailed:
+        return Abort(sup_.failure());
+      case WaitResult::kTimeout:
+        return Abort(timeout_message);
+    }
+    return Abort("unknown wait result");
+  }
+
   int Shutdown() {
     Say(absl::StrCat(sup_.last_signal() == SIGINT ? "SIGINT" : "SIGTERM",
                      ": stopping workers, coordinator and store"));
