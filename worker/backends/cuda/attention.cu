@@ -152,23 +152,8 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
   const int lane = tid & 31, warp = tid >> 5, nwarps = nthreads >> 5;
   const int hd = p.head_dim, g = p.group;
 
-  // Units of work per sequence, prefix-summed (each thread a run of sequences).
-  const int per = (p.n_seqs + nthreads - 1) / nthreads;
-  const int first = tid * per, last = min(first + per, p.n_seqs);
-  int mine = 0;
-  for (int i = first; i < last; ++i) {
-    const int u = Units(p.seqs[i], p);
-    prefix[i + 1] = u;
-    mine += u;
-  }
-  int total_units = 0;
-  int run = BlockInclusiveScan(mine, scan, &total_units) - mine;
-  for (int i = first; i < last; ++i) {
-    run += prefix[i + 1];
-    prefix[i + 1] = run;
-  }
-  if (tid == 0) prefix[0] = 0;
-  __syncthreads();
+  // Units of work per sequence, prefix-summed.
+  const int total_units = BlockPrefixUnits(p.n_seqs, [&](int i) { return Units(p.seqs[i], p); }, prefix, scan);
 
   const int64_t items = int64_t(total_units) * p.n_kv_heads;
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {

@@ -121,23 +121,8 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(Params p) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
 
-  // Tiles per sequence, prefix-summed (each thread a run of sequences).
-  const int per = (p.n_seqs + kThreads - 1) / kThreads;
-  const int first = tid * per, last = min(first + per, p.n_seqs);
-  int mine = 0;
-  for (int i = first; i < last; ++i) {
-    const int u = Units(p.seqs[i]);
-    prefix[i + 1] = u;
-    mine += u;
-  }
-  int total_units = 0;
-  int run = BlockInclusiveScan(mine, scan, &total_units) - mine;
-  for (int i = first; i < last; ++i) {
-    run += prefix[i + 1];
-    prefix[i + 1] = run;
-  }
-  if (tid == 0) prefix[0] = 0;
-  __syncthreads();
+  // Tiles per sequence, prefix-summed.
+  const int total_units = BlockPrefixUnits(p.n_seqs, [&](int i) { return Units(p.seqs[i]); }, prefix, scan);
 
   // Items w = unit * n_heads + head; a sequence's units run from its last
   // (longest) tile to its first, and blocks take the items in a snake order

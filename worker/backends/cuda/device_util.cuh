@@ -115,4 +115,29 @@ __device__ __forceinline__ T BlockInclusiveScan(T v, T* scratch, T* total) {
   return v;
 }
 
+// prefix[i] = sum of units_of(j) for j < i, i in [0, n], computed by the
+// whole block (each thread sums a run of items, then one block scan);
+// returns the total. prefix: n + 1 ints of shared memory, scan: 32.
+template <typename UnitsOf>
+__device__ __forceinline__ int BlockPrefixUnits(int n, UnitsOf units_of, int* prefix, int* scan) {
+  const int tid = threadIdx.x, nthreads = blockDim.x;
+  const int per = (n + nthreads - 1) / nthreads;
+  const int first = tid * per, last = min(first + per, n);
+  int mine = 0;
+  for (int i = first; i < last; ++i) {
+    const int u = units_of(i);
+    prefix[i + 1] = u;
+    mine += u;
+  }
+  int total = 0;
+  int run = BlockInclusiveScan(mine, scan, &total) - mine;
+  for (int i = first; i < last; ++i) {
+    run += prefix[i + 1];
+    prefix[i + 1] = run;
+  }
+  if (tid == 0) prefix[0] = 0;
+  __syncthreads();
+  return total;
+}
+
 }  // namespace paged::cuda
