@@ -145,6 +145,35 @@ TEST_F(PagerTest, BatchOnScatteredBlocksMatchesResidentWithKvPaged) {
   EXPECT_EQ(run(true), run(false));
 }
 
+// A sequence leaves this worker's pager (its link broke), advances on another
+// worker over the same host pool, and comes back: the device KV cache must
+// not serve the rows it held from before; the output equals a resident run.
+TEST_F(PagerTest, ASequenceThatAdvancedElsewhereIsRefilledFromTheHost) {
+  auto img = StoriesImage();
+  auto backend = MakeCpuBackend(2);
+  const MemoryPlan cached = Plan(4096 * kMiB, "none", 2, /*kv_cache=*/true);
+  auto here = Pager::Create(backend.get(), img->image(), cached);
+  auto there = Pager::Create(backend.get(), img->image(), cached);
+  ASSERT_TRUE(here.ok() && there.ok());
+  Engine a(backend.get(), here->get(), img->image().config(), 16);
+  Engine b(backend.get(), there->get(), img->image().config(), 16);
+  SeqStep s;
+  s.seq_id = 9;
+  s.tokens = {1};
+  for (int blk = 0; blk < 13; ++blk) s.block_table.push_back(blk);
+  std::vector<int32_t> got;
+  // 0-19 here, 20-39 there, 40-79 here again.
+  for (int step = 0; step < 80; ++step) {
+    Engine& e = step >= 20 && step < 40 ? b : a;
+    auto out = e.Step(StepBatch{{s}});
+    ASSERT_TRUE(out.ok()) << out.status();
+    got.push_back(out->next_tokens[0]);
+    s.start_pos += int32_t(s.tokens.size());
+    s.tokens = {out->next_tokens[0]};
+  }
+  EXPECT_EQ(got, std::vector<int32_t>(resident_.tokens.begin(), resident_.tokens.begin() + 80));
+}
+
 TEST(PlannerTest, BudgetTooSmallIsAClearErrorAndMoreBudgetMeansMoreResidentLayers) {
   if (testing::Stories260KPath().empty()) GTEST_SKIP();
   auto img = StoriesImage();

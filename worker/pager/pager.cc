@@ -208,14 +208,15 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
   step_dev_blocks_.assign(n, 0);
   if (kv_cached_) {
     ++stats_.kv_cached_steps;
-    // Keep only blocks this step uses, and only those of sequences that were
-    // in the previous step too: a block unused for a step, or a sequence that
-    // ran elsewhere meanwhile (its worker died, it came back here), may have
-    // been rewritten in the host pool. Then fill the missing ones for every
-    // layer.
+    // Keep only blocks this step uses, and only those of sequences that
+    // continue exactly where this pager's previous step left them: a block
+    // unused for a step, or a sequence that advanced elsewhere meanwhile (it
+    // moved to another worker and came back), may have been rewritten in the
+    // host pool. Then fill the missing ones for every layer.
     std::unordered_map<int32_t, bool> continuing;
     for (const SeqStep& s : batch.seqs) {
-      if (!prev_seqs_.count(s.seq_id)) continue;
+      auto it = prev_next_pos_.find(s.seq_id);
+      if (it == prev_next_pos_.end() || it->second != s.start_pos) continue;
       for (int32_t b : s.block_table) continuing[b] = true;
     }
     for (auto it = cache_ids_.begin(); it != cache_ids_.end();) {
@@ -264,8 +265,8 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
     for (int l = 0; l < ahead; ++l) IssueKvGather(l);
   }
   for (int32_t& b : *block_ids) b = step_dev_blocks_[size_t(index[b])];
-  prev_seqs_.clear();
-  for (const SeqStep& s : batch.seqs) prev_seqs_.insert(s.seq_id);
+  prev_next_pos_.clear();
+  for (const SeqStep& s : batch.seqs) prev_next_pos_[s.seq_id] = s.start_pos + int32_t(s.tokens.size());
   return absl::OkStatus();
 }
 

@@ -94,7 +94,7 @@ class Pager final : public WeightProvider {
   bool kv_cached_ = false;
   uint8_t* kv_cache_ = nullptr;
   std::unordered_map<int32_t, int32_t> cache_ids_;  // pool block -> cache block
-  std::unordered_set<int64_t> prev_seqs_;           // sequences of the previous step
+  std::unordered_map<int64_t, int32_t> prev_next_pos_;  // previous step: sequence -> its next position
   std::vector<int32_t> cache_free_;
   int cache_filled_ = -1;  // event
   bool cache_fill_pending_ = false;
