@@ -1,12 +1,16 @@
 // paged: the coordinator. Maps the store's segment read-only (model, KV pool
 // geometry, tokenizer), lets workers attach over WorkerLink, and serves
-// Inference and Admin (docs/serving.md).
+// Inference and Admin (docs/serving.md). Under systemd it says READY=1 once
+// the server listens (docs/operations.md).
+#include <cstdio>
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "common/cli.h"
+#include "common/config_file.h"
 #include "daemon/server.h"
-#include "store/store_service.h"
+#include "store/store_service.h"  // BlockTerminationSignals
 
 ABSL_FLAG(std::string, segment, "paged", "the store's segment");
 ABSL_FLAG(std::string, listen, "",
@@ -18,13 +22,21 @@ ABSL_FLAG(int, max_step_tokens, 512, "tokens of one step (all its sequences)");
 ABSL_FLAG(int, max_seqs_per_step, 32, "sequences of one step (leased to one worker)");
 ABSL_FLAG(int, prefill_chunk, 256, "prompt tokens of one sequence in one step");
 ABSL_FLAG(int, max_threads, 512, "gRPC server threads");
+ABSL_FLAG(std::string, config, "", "config file ([global] and [coordinator] keys; the command line wins)");
+
+namespace {
+
+bool IsFlag(const std::string& name) { return absl::FindCommandLineFlag(name) != nullptr; }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   paged::BlockTerminationSignals();  // before any thread starts
+  paged::ConfigArgs args(argc, argv, "coordinator", IsFlag, "paged");
   paged::ParseFlags(
-      argc, argv,
+      args.argc(), args.argv(),
       "paged --segment NAME --listen unix:///path.sock|host:port [--token T] [--max-queue N] "
-      "[--max-step-tokens N] [--max-seqs-per-step N] [--prefill-chunk N]");
+      "[--max-step-tokens N] [--max-seqs-per-step N] [--prefill-chunk N] [--config FILE]");
   paged::ServeOptions o;
   o.segment = absl::GetFlag(FLAGS_segment);
   o.listen = absl::GetFlag(FLAGS_listen);

@@ -1,5 +1,7 @@
 #include "daemon/server.h"
 
+#include "common/sd_notify.h"
+
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -115,6 +117,7 @@ void Server::Shutdown() {
 }
 
 int RunCoordinator(const ServeOptions& o) {
+  SdNotifyOrLog("STATUS=mapping segment " + o.segment);
   std::optional<SpTokenizer> tokenizer;
   absl::StatusOr<CoordinatorOptions> opts = CoordinatorOptionsFromSegment(o, &tokenizer);
   if (!opts.ok()) {
@@ -144,7 +147,11 @@ int RunCoordinator(const ServeOptions& o) {
   std::printf("paged: listening on %s%s\n", (*server)->address().c_str(),
               o.token.empty() ? "" : " (bearer token)");
   std::fflush(stdout);
+  // Under systemd: ready once the server listens (docs/operations.md).
+  SdNotifyOrLog("READY=1\nSTATUS=listening on " + (*server)->address());
+  SdWatchdog watchdog;
   const int sig = WaitForTerminationSignal();
+  SdNotifyOrLog("STOPPING=1");
   std::printf("paged: signal %d, shutting down\n", sig);
   std::fflush(stdout);
   (*server)->Shutdown();

@@ -2,7 +2,10 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "common/cli.h"
+#include "common/config_file.h"
+#include "common/sd_notify.h"
 #include "common/size_flag.h"
 #include "store/store_service.h"
 
@@ -15,11 +18,15 @@ ABSL_FLAG(bool, remove_on_exit, false, "remove the segment when the store exits"
 ABSL_FLAG(std::string, group, "", "group allowed to read the segment (mode 0640); default: owner only (0600)");
 ABSL_FLAG(int, threads, 0, "conversion threads (0: all cores)");
 ABSL_FLAG(bool, quiet, false, "no progress output while loading");
+ABSL_FLAG(std::string, config, "", "config file ([global] and [store] keys; the command line wins)");
+
+static bool IsFlag(const std::string& name) { return absl::FindCommandLineFlag(name) != nullptr; }
 
 int main(int argc, char** argv) {
-  paged::ParseFlags(argc, argv,
+  paged::ConfigArgs args(argc, argv, "store", IsFlag, "paged-store");
+  paged::ParseFlags(args.argc(), args.argv(),
                     "paged-store --model PATH --segment NAME [--weight-format native|f32|f16|bf16|int8|int4]\n"
-                    "            [--kv-gib G] [--block-tokens T] [--remove-on-exit] [--group NAME]");
+                    "            [--kv-gib G] [--block-tokens T] [--remove-on-exit] [--group NAME] [--config FILE]");
   paged::BlockTerminationSignals();  // before any thread starts
 
   paged::StoreOptions opts;
@@ -37,6 +44,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  paged::SdWatchdog watchdog;  // WATCHDOG=1 while loading and serving, under systemd
+  paged::SdNotifyOrLog("STATUS=loading " + opts.model_path + " into segment " + opts.segment);
   auto store = paged::Store::Start(opts);
   if (!store.ok() && store.status().code() == absl::StatusCode::kCancelled) {
     // SIGTERM / SIGINT while loading: the segment stays LOADING (rebuilt by
@@ -54,8 +63,10 @@ int main(int argc, char** argv) {
               paged::FormatBytes(r.total_bytes).c_str(), paged::FormatBytes(r.weight_bytes).c_str(),
               r.reattached ? "re-attached" : "built", r.seconds);
   std::fflush(stdout);
+  paged::SdNotifyOrLog("READY=1\nSTATUS=segment " + opts.segment + " ready");
 
   const int sig = paged::WaitForTerminationSignal();
+  paged::SdNotifyOrLog("STOPPING=1");
   std::fprintf(stderr, "paged-store: signal %d, exiting%s\n", sig,
                opts.remove_on_exit ? " and removing the segment" : " (segment kept)");
   store->reset();

@@ -89,6 +89,7 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
     return absl::UnavailableError(absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
   }
   std::fprintf(stderr, "paged-worker: attached to %s as %s\n", opts.coordinator.c_str(), opts.worker_id.c_str());
+  if (opts.on_attached) opts.on_attached();
 
   v1::WorkerCounters counters;
   v1::CoordinatorMessage msg;

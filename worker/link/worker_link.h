@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -22,6 +23,8 @@ struct LinkOptions {
   std::string segment;
   int max_step_tokens = 2048;
   int max_step_seqs = 64;
+  // Called after each attachment's Hello is written (readiness: sd_notify).
+  std::function<void()> on_attached;
 };
 
 // Stops a running link from another thread (a signal handler thread):

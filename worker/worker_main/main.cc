@@ -8,7 +8,10 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "common/cli.h"
+#include "common/config_file.h"
+#include "common/sd_notify.h"
 #include "common/size_flag.h"
 #include "store/store_service.h"
 #include "worker/engine/generator.h"
@@ -28,8 +31,11 @@ ABSL_FLAG(int, max_step_seqs, 64, "sequences in the largest step");
 ABSL_FLAG(int, max_step_kv_tokens, 16384, "KV rows the largest step reads");
 ABSL_FLAG(int, check_tokens, 8, "greedy tokens generated from BOS as a self-check");
 ABSL_FLAG(int, threads, 0, "CPU threads");
+ABSL_FLAG(std::string, config, "", "config file ([global] and [worker] keys; the command line wins)");
 
 namespace {
+
+bool IsFlag(const std::string& name) { return absl::FindCommandLineFlag(name) != nullptr; }
 
 // Greedy tokens from BOS through the whole pipeline, printed.
 int SelfCheck(paged::WorkerRuntime& w, int n) {
@@ -52,9 +58,10 @@ int SelfCheck(paged::WorkerRuntime& w, int n) {
 
 int main(int argc, char** argv) {
   paged::BlockTerminationSignals();  // before any thread starts
-  paged::ParseFlags(argc, argv,
+  paged::ConfigArgs args(argc, argv, "worker", IsFlag, "paged-worker");
+  paged::ParseFlags(args.argc(), args.argv(),
                     "paged-worker --segment NAME --device cuda:N|cpu --gpu-budget BYTES [--slots S] "
-                    "[--resident auto|none|all|N]");
+                    "[--resident auto|none|all|N] [--coordinator TARGET] [--config FILE]");
   paged::WorkerOptions o;
   o.segment = absl::GetFlag(FLAGS_segment);
   o.device = absl::GetFlag(FLAGS_device);
@@ -79,6 +86,7 @@ int main(int argc, char** argv) {
               (*w)->plan().Describe().c_str());
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
+    paged::SdNotifyOrLog("STATUS=attaching to " + absl::GetFlag(FLAGS_coordinator));
     paged::LinkOptions link;
     link.coordinator = absl::GetFlag(FLAGS_coordinator);
     link.worker_id = absl::GetFlag(FLAGS_worker_id).empty() ? o.device : absl::GetFlag(FLAGS_worker_id);
@@ -86,9 +94,13 @@ int main(int argc, char** argv) {
     link.segment = o.segment;
     link.max_step_tokens = o.limits.max_step_tokens;
     link.max_step_seqs = o.limits.max_step_seqs;
+    link.on_attached = [coordinator = link.coordinator] {
+      paged::SdNotifyOrLog("READY=1\nSTATUS=attached to " + coordinator);
+    };
     static paged::LinkStopper stop;
     std::thread signals([] {
       paged::WaitForTerminationSignal();
+      paged::SdNotifyOrLog("STOPPING=1");
       stop.Stop();
     });
     signals.detach();

@@ -1,0 +1,49 @@
+// A minimal sd_notify(3) without libsystemd: readiness, status, watchdog and
+// stopping notifications to the service manager over $NOTIFY_SOCKET (an
+// AF_UNIX datagram socket; a leading '@' names the abstract namespace).
+// Every call is a no-op when $NOTIFY_SOCKET is unset, so the binaries behave
+// the same outside systemd.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+
+namespace paged {
+
+// Sends `state`, newline-separated assignments ("READY=1", "STATUS=loading",
+// "WATCHDOG=1", "STOPPING=1"), as one datagram to $NOTIFY_SOCKET. OK when
+// $NOTIFY_SOCKET is unset; an error when it is set but cannot be reached.
+absl::Status SdNotify(const std::string& state);
+
+// SdNotify for callers that only log: prints a failure once to stderr.
+void SdNotifyOrLog(const std::string& state);
+
+// The watchdog interval the manager asked for: $WATCHDOG_USEC, when
+// $WATCHDOG_PID is unset or equals getpid(); zero otherwise or when invalid.
+std::chrono::microseconds WatchdogInterval();
+
+// While alive, sends WATCHDOG=1 every WatchdogInterval() / 2 from its own
+// thread; does nothing when there is no watchdog interval. Start it after the
+// termination signals are blocked (BlockTerminationSignals) so the thread
+// inherits the mask.
+class SdWatchdog {
+ public:
+  SdWatchdog();
+  ~SdWatchdog();
+  SdWatchdog(const SdWatchdog&) = delete;
+  SdWatchdog& operator=(const SdWatchdog&) = delete;
+  bool running() const { return thread_.joinable(); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace paged
