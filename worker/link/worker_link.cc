@@ -7,6 +7,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/sd_notify.h"
+#include "store/store_service.h"
 #include "paged/v1/worker_link.grpc.pb.h"
 
 namespace paged {
@@ -128,6 +130,19 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
   if (stop.stopped()) return absl::CancelledError("stopped");
   return absl::UnavailableError(absl::StrCat("coordinator ", opts.coordinator, ": ",
                                              s.ok() ? std::string("stream ended") : s.error_message()));
+}
+
+absl::Status ServeUntilSignalled(WorkerRuntime& rt, LinkOptions opts) {
+  SdNotifyOrLog("STATUS=attaching to " + opts.coordinator);
+  opts.on_attached = [coordinator = opts.coordinator] { SdNotifyOrLog("READY=1\nSTATUS=attached to " + coordinator); };
+  static LinkStopper stop;
+  std::thread signals([] {
+    WaitForTerminationSignal();
+    SdNotifyOrLog("STOPPING=1");
+    stop.Stop();
+  });
+  signals.detach();
+  return RunWorkerLink(rt, opts, stop);
 }
 
 absl::Status RunWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkStopper& stop) {

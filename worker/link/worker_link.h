@@ -51,4 +51,9 @@ absl::Status ServeWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, Li
 // coordinator is unreachable or restarts.
 absl::Status RunWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, LinkStopper& stop);
 
+// paged-worker's serving loop: RunWorkerLink until SIGTERM / SIGINT (blocked
+// by the caller with BlockTerminationSignals) or a drain, telling systemd
+// READY=1 once attached and STOPPING=1 on the signal.
+absl::Status ServeUntilSignalled(WorkerRuntime& runtime, LinkOptions opts);
+
 }  // namespace paged

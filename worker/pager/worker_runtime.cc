@@ -2,6 +2,7 @@
 
 #include "common/status.h"
 #include "worker/engine/backend_factory.h"
+#include "worker/engine/generator.h"
 #include "worker/engine/model_image.h"
 
 namespace paged {
@@ -11,6 +12,15 @@ WorkerRuntime::~WorkerRuntime() {
   engine_.reset();
   pager_.reset();
   backend_.reset();
+}
+
+absl::StatusOr<std::vector<int32_t>> WorkerRuntime::SelfCheck(int n) {
+  GenerateRequest req;
+  req.prompt = {header().model.bos_id >= 0 ? header().model.bos_id : 0};
+  req.max_new_tokens = n;
+  req.stop_at_eos = false;
+  ASSIGN_OR_RETURN(GenerateResult r, Generate(*engine_, req, header().kv_n_blocks));
+  return r.tokens;
 }
 
 absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const WorkerOptions& opts) {

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/segment.h"
@@ -30,6 +31,10 @@ class WorkerRuntime {
   // mid-step), registers the mapping and creates the pager and engine.
   static absl::StatusOr<std::unique_ptr<WorkerRuntime>> Start(const WorkerOptions& opts);
   ~WorkerRuntime();
+
+  // Generates n greedy tokens from BOS through the whole pipeline (on blocks
+  // from the start of the pool: only before a coordinator hands them out).
+  absl::StatusOr<std::vector<int32_t>> SelfCheck(int n);
 
   Engine& engine() { return *engine_; }
   Pager& pager() { return *pager_; }

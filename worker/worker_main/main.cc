@@ -5,13 +5,11 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
 #include "common/cli.h"
 #include "common/config_file.h"
-#include "common/sd_notify.h"
 #include "common/size_flag.h"
 #include "store/store_service.h"
 #include "worker/engine/generator.h"
@@ -39,17 +37,13 @@ bool IsFlag(const std::string& name) { return absl::FindCommandLineFlag(name) !=
 
 // Greedy tokens from BOS through the whole pipeline, printed.
 int SelfCheck(paged::WorkerRuntime& w, int n) {
-  paged::GenerateRequest req;
-  req.prompt = {w.header().model.bos_id >= 0 ? w.header().model.bos_id : 0};
-  req.max_new_tokens = n;
-  req.stop_at_eos = false;
-  auto r = paged::Generate(w.engine(), req, w.header().kv_n_blocks);
-  if (!r.ok()) {
-    std::fprintf(stderr, "paged-worker: self-check failed: %s\n", std::string(r.status().message()).c_str());
+  auto tokens = w.SelfCheck(n);
+  if (!tokens.ok()) {
+    std::fprintf(stderr, "paged-worker: self-check failed: %s\n", std::string(tokens.status().message()).c_str());
     return 1;
   }
   std::printf("paged-worker: self-check tokens:");
-  for (int32_t t : r->tokens) std::printf(" %d", t);
+  for (int32_t t : *tokens) std::printf(" %d", t);
   std::printf("\npaged-worker: ready\n");
   return 0;
 }
@@ -86,7 +80,6 @@ int main(int argc, char** argv) {
               (*w)->plan().Describe().c_str());
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
-    paged::SdNotifyOrLog("STATUS=attaching to " + absl::GetFlag(FLAGS_coordinator));
     paged::LinkOptions link;
     link.coordinator = absl::GetFlag(FLAGS_coordinator);
     link.worker_id = absl::GetFlag(FLAGS_worker_id).empty() ? o.device : absl::GetFlag(FLAGS_worker_id);
@@ -94,18 +87,7 @@ int main(int argc, char** argv) {
     link.segment = o.segment;
     link.max_step_tokens = o.limits.max_step_tokens;
     link.max_step_seqs = o.limits.max_step_seqs;
-    link.on_attached = [coordinator = link.coordinator] {
-      paged::SdNotifyOrLog("READY=1\nSTATUS=attached to " + coordinator);
-    };
-    static paged::LinkStopper stop;
-    std::thread signals([] {
-      paged::WaitForTerminationSignal();
-      paged::SdNotifyOrLog("STOPPING=1");
-      stop.Stop();
-    });
-    signals.detach();
-    const absl::Status s = paged::RunWorkerLink(**w, link, stop);
-    return s.ok() ? 0 : 1;
+    return paged::ServeUntilSignalled(**w, link).ok() ? 0 : 1;
   }
   return SelfCheck(**w, absl::GetFlag(FLAGS_check_tokens));
 }
