@@ -159,15 +159,7 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
     const int kvh = int(w % p.n_kv_heads);
     const int u = int(w / p.n_kv_heads);
-    int lo = 0, hi = p.n_seqs;  // prefix[lo] <= u < prefix[hi]
-    while (hi - lo > 1) {
-      const int mid = (lo + hi) >> 1;
-      if (prefix[mid] <= u)
-        lo = mid;
-      else
-        hi = mid;
-    }
-    const int s = lo;
+    const int s = ItemOfUnit(prefix, p.n_seqs, u);
     const AttnSeqView sq = p.seqs[s];
     const int unit = u - prefix[s];
     int r0, r1, k0, k1, split = 0, nsp = 1;

@@ -136,14 +136,7 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(Params p) {
     if (w >= items) continue;  // uniform over the block
     const int h = int(w % p.n_heads);
     const int u = int(w / p.n_heads);
-    int lo = 0, hi = p.n_seqs;  // prefix[lo] <= u < prefix[hi]
-    while (hi - lo > 1) {
-      const int mid = (lo + hi) >> 1;
-      if (prefix[mid] <= u)
-        lo = mid;
-      else
-        hi = mid;
-    }
+    const int lo = ItemOfUnit(prefix, p.n_seqs, u);
     const AttnSeqView sq = p.seqs[lo];
     const int tile = Units(sq) - 1 - (u - prefix[lo]);
     const int r0 = tile * kRows, r1 = min(sq.n_new, r0 + kRows);  // rows [r0, r1)

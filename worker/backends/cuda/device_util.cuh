@@ -115,6 +115,20 @@ __device__ __forceinline__ T BlockInclusiveScan(T v, T* scratch, T* total) {
   return v;
 }
 
+// The item whose units hold unit u, given BlockPrefixUnits' prefix over n
+// items (prefix[i] <= u < prefix[i + 1]): a binary search.
+__device__ __forceinline__ int ItemOfUnit(const int* prefix, int n, int u) {
+  int lo = 0, hi = n;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) >> 1;
+    if (prefix[mid] <= u)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 // prefix[i] = sum of units_of(j) for j < i, i in [0, n], computed by the
 // whole block (each thread sums a run of items, then one block scan);
 // returns the total. prefix: n + 1 ints of shared memory, scan: 32.
