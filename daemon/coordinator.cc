@@ -98,6 +98,10 @@ uint64_t Coordinator::RandomSeed() {
   return s;
 }
 
+absl::StatusOr<ParsedGenerate> Coordinator::ParseRequest(const v1::GenerateRequest& req) {
+  return ParseGenerateRequest(req, tokenizer(), RandomSeed());
+}
+
 bool Coordinator::stopping() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stopping_;

@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
 #include "common/sp_tokenizer.h"
+#include "daemon/generate_request.h"
 #include "daemon/scheduler.h"
 #include "paged/v1/admin.pb.h"
 #include "paged/v1/worker_link.pb.h"
@@ -43,6 +44,9 @@ struct CoordinatorOptions {
   std::string store_state = "READY";
   uint64_t segment_generation = 0;  // 0: not checked against the workers' hello
   std::string weight_format;
+  // The checkpoint's chat template source (Jinja, from tokenizer_config.json
+  // or GGUF tokenizer.chat_template); "" when it has none.
+  std::string chat_template;
   ModelConfig model;
   SchedulerConfig scheduler;
   // A sequence whose worker went away under it this many times finishes with
@@ -92,6 +96,9 @@ class Coordinator {
   const CoordinatorOptions& options() const { return options_; }
   // A random nonzero seed for a request that gives none.
   uint64_t RandomSeed();
+  // A paged.v1.GenerateRequest checked and tokenized with this model's
+  // tokenizer (and chat template), as the gRPC and HTTP front ends admit it.
+  absl::StatusOr<ParsedGenerate> ParseRequest(const v1::GenerateRequest& req);
 
   // ---- Sequences (Inference.Generate) ----
   // Admits `r` (the scheduler's errors as they are) and opens its channel.

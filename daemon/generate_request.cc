@@ -27,6 +27,8 @@ absl::StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& r
       if (req.tokens().ids().empty()) return bad("prompt is empty: no token ids");
       r.prompt.assign(req.tokens().ids().begin(), req.tokens().ids().end());
       break;
+    case v1::GenerateRequest::kChat:
+      return absl::UnimplementedError("chat prompts are not supported yet");
     case v1::GenerateRequest::PROMPT_NOT_SET:
       return bad("prompt is required: set text or tokens");
   }

@@ -62,8 +62,7 @@ grpc::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string&
 grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
   if (grpc::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return s;
-  absl::StatusOr<ParsedGenerate> parsed =
-      ParseGenerateRequest(*req, coord_->tokenizer(), coord_->RandomSeed());
+  absl::StatusOr<ParsedGenerate> parsed = coord_->ParseRequest(*req);
   if (!parsed.ok()) return ToGrpc(parsed.status());
   Request& r = parsed->request;
   const auto deadline = ctx->deadline();
