@@ -23,6 +23,8 @@ ABSL_FLAG(int, clients, 32, "concurrent Generate streams");
 ABSL_FLAG(int, prompt_len, 128, "prompt tokens per client (BOS + random ids)");
 ABSL_FLAG(int, gen_len, 64, "generated tokens per client");
 ABSL_FLAG(int, vocab, 32000, "token ids are drawn from [3, vocab)");
+ABSL_FLAG(std::string, tokens_out, "",
+          "write each client's generated token ids to this file, one line per client (to compare runs)");
 
 namespace {
 
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
   const int n = absl::GetFlag(FLAGS_clients);
   std::vector<double> ttft(size_t(n), 0), done_s(size_t(n), 0);
   std::vector<int> generated(size_t(n), 0);
+  std::vector<std::vector<int32_t>> outputs(size_t(n));
   std::vector<std::string> errors;
   std::mutex mu;
   const auto t0 = Clock::now();
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
         errors.push_back(std::string(r.status().message()));
       } else {
         generated[size_t(i)] = int(r->token_ids.size());
+        outputs[size_t(i)] = r->token_ids;
       }
     });
   }
@@ -90,5 +94,17 @@ int main(int argc, char** argv) {
               absl::GetFlag(FLAGS_gen_len), total_s, double(tokens) / total_s,
               steady > 0 ? steady_tokens / steady : 0.0, Pct(ttft, 0.5), Pct(ttft, 0.9), all_first);
   for (const auto& e : errors) std::fprintf(stderr, "serving_bench: error: %s\n", e.c_str());
+  if (const std::string path = absl::GetFlag(FLAGS_tokens_out); !path.empty()) {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    if (f == nullptr) {
+      std::fprintf(stderr, "serving_bench: cannot write %s\n", path.c_str());
+      return 1;
+    }
+    for (const auto& ids : outputs) {
+      for (size_t k = 0; k < ids.size(); ++k) std::fprintf(f, k == 0 ? "%d" : " %d", ids[k]);
+      std::fprintf(f, "\n");
+    }
+    std::fclose(f);
+  }
   return errors.empty() ? 0 : 1;
 }

@@ -41,11 +41,14 @@ struct PagedRun {
   std::vector<int32_t> tokens;
   PagerStats stats;
   std::vector<uint8_t> kv;  // the host KV pool afterwards
+  SharingReport sharing;
+  uint64_t device_bytes = 0;  // the pager's own allocations
 };
 
 // Greedy from BOS (200 tokens) on a fresh image, through a Pager with `plan`
 // (or the ResidentProvider when plan is null), on `device`.
-inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& device, const std::string& format) {
+inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& device, const std::string& format,
+                                const PagerOptions& options = {}) {
   auto img = StoriesImage(format);
   auto made = MakeBackend(device, 2);
   EXPECT_TRUE(made.ok()) << made.status();
@@ -54,7 +57,7 @@ inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& devic
   std::unique_ptr<WeightProvider> provider;
   Pager* pager = nullptr;
   if (plan != nullptr) {
-    auto p = Pager::Create(backend.get(), img->image(), *plan);
+    auto p = Pager::Create(backend.get(), img->image(), *plan, options);
     EXPECT_TRUE(p.ok()) << p.status();
     if (!p.ok()) return {};
     pager = p->get();
@@ -72,7 +75,11 @@ inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& devic
   EXPECT_TRUE(r.ok()) << r.status();
   PagedRun out;
   if (r.ok()) out.tokens = r->tokens;
-  if (pager != nullptr) out.stats = pager->stats();
+  if (pager != nullptr) {
+    out.stats = pager->stats();
+    out.sharing = pager->sharing();
+    out.device_bytes = pager->device_bytes();
+  }
   const SegmentHeader& h = *img->image().header;
   // Blocks the sequence used, every layer.
   const uint64_t used_blocks = (201 + h.block_tokens - 1) / h.block_tokens;

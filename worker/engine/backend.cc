@@ -1,6 +1,9 @@
 #include "worker/engine/backend.h"
 
+#include <cstring>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
 
 namespace paged {
 
@@ -27,6 +30,20 @@ void Backend::ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerVie
     Download(at(host, host_slots[i]), at(dev, dev_slots[i]), row);
     Download(at(host, host_slots[i]) + v_off, at(dev, dev_slots[i]) + v_off, row);
   }
+}
+
+absl::StatusOr<std::string> Backend::ExportMemory(void*) {
+  return absl::UnimplementedError(absl::StrCat(name(), ": memory cannot be shared with other processes"));
+}
+
+absl::StatusOr<void*> Backend::ImportMemory(const std::string&) {
+  return absl::UnimplementedError(absl::StrCat(name(), ": memory cannot be shared with other processes"));
+}
+
+void Backend::CopyDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
+  // Backend memory that is host memory copies like an upload; a device
+  // backend overrides this.
+  if (shares_host_memory()) CopyIn(q, dst, src, bytes);
 }
 
 }  // namespace paged

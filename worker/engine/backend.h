@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "worker/engine/types.h"
@@ -65,6 +66,23 @@ class Backend {
   virtual void Record(Queue q, int event) {}
   virtual void Wait(Queue q, int event) {}
   virtual absl::Status HostWait(int event) { return Synchronize(); }
+
+  // ---- backend memory shared between processes (worker/pager/share_board) --
+  // The physical device, stable across processes ("GPU-<uuid>"); "" when
+  // memory cannot be shared. Two backends with the same id can use each
+  // other's exported memory in place.
+  virtual std::string device_uuid() const { return ""; }
+  // An opaque handle to Alloc'd memory `p` that another process (or backend)
+  // can import. UNIMPLEMENTED where sharing is impossible.
+  virtual absl::StatusOr<std::string> ExportMemory(void* p);
+  // Maps memory another process exported, on this device or a peer. On CUDA
+  // the mapping stays valid after the exporter exits, until CloseImported
+  // (seen on the H200 host: the driver frees it when the last importer closes).
+  virtual absl::StatusOr<void*> ImportMemory(const std::string& handle);
+  virtual void CloseImported(void* p) {}
+  // dst <- src, both backend memory of this device or of a peer (imported),
+  // enqueued on q.
+  virtual void CopyDevice(Queue q, void* dst, const void* src, uint64_t bytes);
 
   // ---- ops ----------------------------------------------------------------
   // out[i, :] = f32(table[ids[i], :]); ids: [n] in backend memory.

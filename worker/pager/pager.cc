@@ -1,6 +1,9 @@
 #include "worker/pager/pager.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -23,8 +26,10 @@ Pager::~Pager() {
     for (int e : slot_copied_) (void)backend_->HostWait(e);
   }
   for (int e : area_ready_) (void)backend_->HostWait(e);
+  for (void* p : imported_) backend_->CloseImported(p);
   for (void* p : owned_) backend_->Free(p);
   for (void* p : registered_) backend_->UnregisterHost(p);
+  board_.reset();  // after the memory it describes is let go
 }
 
 absl::StatusOr<std::unique_ptr<Pager>> Pager::Create(Backend* backend, const ModelImage& host,
@@ -41,6 +46,102 @@ absl::StatusOr<void*> Pager::Alloc(uint64_t bytes) {
   owned_.push_back(p);
   device_bytes_ += bytes;
   return p;
+}
+
+absl::StatusOr<const uint8_t*> Pager::Obtain(int id, const uint8_t* src, uint64_t bytes, bool make,
+                                             bool* imported) {
+  *imported = false;
+  if (board_) {
+    if (std::optional<std::string> handle = board_->LiveHandle(id)) {
+      absl::StatusOr<void*> p = backend_->ImportMemory(*handle);
+      if (p.ok()) {
+        board_->AddHolder(id);
+        imported_.push_back(*p);
+        *imported = true;
+        return static_cast<const uint8_t*>(*p);
+      }
+      std::fprintf(stderr, "paged-worker: warning: cannot use the shared copy of block %d (%s); making one\n", id,
+                   std::string(p.status().message()).c_str());
+      board_->Invalidate(id);
+    }
+  }
+  if (!make) return nullptr;
+  ASSIGN_OR_RETURN(void* m, Alloc(bytes));
+  backend_->Upload(m, src, bytes);
+  if (board_) {
+    // Another process may read it as soon as it is published.
+    RETURN_IF_ERROR(backend_->Synchronize());
+    absl::StatusOr<std::string> handle = backend_->ExportMemory(m);
+    if (handle.ok()) {
+      RETURN_IF_ERROR(board_->Publish(id, *handle, bytes));
+      if (id < n_layers_) ++sharing_.layers_published;
+    }
+  }
+  return static_cast<const uint8_t*>(m);
+}
+
+absl::Status Pager::SetUpPeers() {
+  const SegmentHeader& h = *host_.header;
+  // The same device's shared layers that are not used in place (tests).
+  for (int l : paged_layers_) sharing_.peer_layers += peer_block_[size_t(l)] != nullptr;
+  if (board_ && options_.peer_copies != PagerOptions::PeerCopies::kOff) {
+    for (std::unique_ptr<ShareBoard>& peer :
+         ShareBoard::OpenPeers(options_.share_segment, options_.share_generation, backend_->device_uuid(),
+                               n_layers_ + 1)) {
+      ShareBoard::Lock lock(*peer);
+      for (int l : paged_layers_) {
+        if (peer_block_[size_t(l)] != nullptr) continue;
+        std::optional<std::string> handle = peer->LiveHandle(l);
+        if (!handle) continue;
+        absl::StatusOr<void*> p = backend_->ImportMemory(*handle);
+        if (!p.ok()) continue;  // no peer access between these devices: page from the host
+        imported_.push_back(*p);
+        peer_block_[size_t(l)] = static_cast<const uint8_t*>(*p);
+        ++sharing_.peer_layers;
+      }
+      // The imports keep the memory alive; the board need not stay open.
+    }
+  }
+  if (sharing_.peer_layers == 0 || options_.peer_copies == PagerOptions::PeerCopies::kOff) return absl::OkStatus();
+  int probe = -1;
+  for (int l : paged_layers_) {
+    if (peer_block_[size_t(l)] != nullptr) probe = l;
+  }
+  // Both links, timed on the copy-in queue with one slot as the target.
+  const int done = backend_->NewEvent();
+  auto gbps = [&](bool from_peer) -> absl::StatusOr<double> {
+    constexpr int kReps = 3;
+    double best = 0;
+    for (int r = 0; r < kReps; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      if (from_peer)
+        backend_->CopyDevice(Q::kCopyIn, slot_mem_[0], peer_block_[size_t(probe)], h.layer_used_bytes);
+      else
+        backend_->CopyIn(Q::kCopyIn, slot_mem_[0], host_.weights + h.LayerOffset(probe), h.layer_used_bytes);
+      backend_->Record(Q::kCopyIn, done);
+      RETURN_IF_ERROR(backend_->HostWait(done));
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = std::max(best, double(h.layer_used_bytes) / std::max(s, 1e-9) / 1e9);
+    }
+    return best;
+  };
+  ASSIGN_OR_RETURN(sharing_.host_gbps, gbps(false));
+  ASSIGN_OR_RETURN(sharing_.peer_gbps, gbps(true));
+  sharing_.peer_used = options_.peer_copies == PagerOptions::PeerCopies::kForce ||
+                       sharing_.peer_gbps > sharing_.host_gbps;
+  return absl::OkStatus();
+}
+
+std::string SharingReport::Describe() const {
+  if (!enabled) return "sharing: off";
+  std::string s = absl::StrCat("sharing: globals ", globals_shared ? "shared" : "own", ", ", layers_shared,
+                               " layers used in place (", shared_bytes >> 20, " MiB), ", layers_published,
+                               " published");
+  if (peer_layers > 0) {
+    absl::StrAppend(&s, "; ", peer_layers, " paged layers on a peer: ", peer_used ? "copied from it" : "not used",
+                    " (peer ", absl::SixDigits(peer_gbps), " GB/s, host ", absl::SixDigits(host_gbps), " GB/s)");
+  }
+  return s;
 }
 
 LayerWeights Pager::WeightsAt(int layer, const uint8_t* block) const {
@@ -84,9 +185,21 @@ absl::Status Pager::Init() {
     registered_.push_back(host_.kv);
   }
 
-  // Globals: one upload of their region, pointers rebased.
-  ASSIGN_OR_RETURN(void* g, Alloc(h.globals_bytes));
-  backend_->Upload(g, host_.weights + h.globals_offset, h.globals_bytes);
+  // Sharing: the board of this device, locked while the resident blocks are
+  // set up so that workers starting together take turns.
+  if (!options_.share_segment.empty() && !backend_->device_uuid().empty()) {
+    ASSIGN_OR_RETURN(board_, ShareBoard::Open(options_.share_segment, options_.share_generation,
+                                              backend_->device_uuid(), n_layers_ + 1));
+    sharing_.enabled = true;
+  }
+  std::optional<ShareBoard::Lock> lock;
+  if (board_) lock.emplace(*board_);
+
+  // Globals: one upload of their region (or another worker's), pointers rebased.
+  bool imported = false;
+  ASSIGN_OR_RETURN(const uint8_t* g, Obtain(n_layers_, host_.weights + h.globals_offset, h.globals_bytes,
+                                            /*make=*/true, &imported));
+  sharing_.globals_shared = imported;
   auto rebase_global = [&](WeightRef w) {
     auto rb = [&](const void* p) -> const void* {
       return p == nullptr ? nullptr
@@ -101,17 +214,29 @@ absl::Status Pager::Init() {
   globals_.output_norm = static_cast<const float*>(rebase_global(host_.Global("output_norm")).data);
   globals_.output = h.model.tied_embeddings ? globals_.tok_embd : rebase_global(host_.Global("output"));
 
-  // Resident layers: uploaded once.
+  // Resident layers: uploaded once. A layer another worker of this device
+  // holds is used in place, resident in the plan or not.
   resident_block_.assign(size_t(n_layers_), nullptr);
+  peer_block_.assign(size_t(n_layers_), nullptr);
   for (int l = 0; l < n_layers_; ++l) {
-    if (!plan_.resident[size_t(l)]) {
+    const bool want = plan_.resident[size_t(l)];
+    ASSIGN_OR_RETURN(const uint8_t* b,
+                     Obtain(l, host_.weights + h.LayerOffset(l), h.layer_used_bytes, want, &imported));
+    if (b != nullptr && imported && !want && !options_.shared_in_place) {
+      peer_block_[size_t(l)] = b;  // taken into the slots like a peer's copy
+      b = nullptr;
+    }
+    if (b == nullptr) {
       paged_layers_.push_back(l);
       continue;
     }
-    ASSIGN_OR_RETURN(void* b, Alloc(h.layer_used_bytes));
-    backend_->Upload(b, host_.weights + h.LayerOffset(l), h.layer_used_bytes);
-    resident_block_[size_t(l)] = static_cast<const uint8_t*>(b);
+    resident_block_[size_t(l)] = b;
+    if (imported) {
+      ++sharing_.layers_shared;
+      sharing_.shared_bytes += h.layer_used_bytes;
+    }
   }
+  lock.reset();
 
   // Weight slots.
   if (!paged_layers_.empty()) {
@@ -119,9 +244,11 @@ absl::Status Pager::Init() {
       ASSIGN_OR_RETURN(void* m, Alloc(h.layer_used_bytes));
       slot_mem_.push_back(static_cast<uint8_t*>(m));
       slot_layer_.push_back(-1);
+      slot_from_peer_.push_back(false);
       slot_copied_.push_back(backend_->NewEvent());
       slot_free_.push_back(backend_->NewEvent());
     }
+    RETURN_IF_ERROR(SetUpPeers());
     for (int s = 0; s < plan_.slots; ++s) IssueWeightCopy(next_issue_++);
   }
 
@@ -150,10 +277,16 @@ void Pager::IssueWeightCopy(uint64_t g) {
   const SegmentHeader& h = *host_.header;
   // The slot's previous layer must be done computing before it is overwritten.
   backend_->Wait(Q::kCopyIn, slot_free_[size_t(s)]);
-  if (!options_.compute_only)
-    backend_->CopyIn(Q::kCopyIn, slot_mem_[size_t(s)], host_.weights + h.LayerOffset(layer), h.layer_used_bytes);
+  const uint8_t* peer = sharing_.peer_used ? peer_block_[size_t(layer)] : nullptr;
+  if (!options_.compute_only) {
+    if (peer != nullptr)
+      backend_->CopyDevice(Q::kCopyIn, slot_mem_[size_t(s)], peer, h.layer_used_bytes);
+    else
+      backend_->CopyIn(Q::kCopyIn, slot_mem_[size_t(s)], host_.weights + h.LayerOffset(layer), h.layer_used_bytes);
+  }
   backend_->Record(Q::kCopyIn, slot_copied_[size_t(s)]);
   slot_layer_[size_t(s)] = layer;
+  slot_from_peer_[size_t(s)] = peer != nullptr;
 }
 
 absl::StatusOr<LayerWeights> Pager::AcquireLayer(int layer) {
@@ -166,7 +299,10 @@ absl::StatusOr<LayerWeights> Pager::AcquireLayer(int layer) {
   ++next_use_;
   current_slot_ = s;
   backend_->Wait(Q::kCompute, slot_copied_[size_t(s)]);
-  if (!options_.compute_only) stats_.h2d_weight_bytes += host_.header->layer_used_bytes;
+  if (!options_.compute_only) {
+    (slot_from_peer_[size_t(s)] ? stats_.peer_weight_bytes : stats_.h2d_weight_bytes) +=
+        host_.header->layer_used_bytes;
+  }
   return WeightsAt(layer, slot_mem_[size_t(s)]);
 }
 

@@ -21,6 +21,7 @@
 #include "worker/engine/model_image.h"
 #include "worker/engine/weight_provider.h"
 #include "worker/pager/planner.h"
+#include "worker/pager/share_board.h"
 
 namespace paged {
 
@@ -29,6 +30,7 @@ struct PagerStats {
   uint64_t h2d_weight_bytes = 0;  // layer blocks copied in
   uint64_t h2d_kv_bytes = 0;      // KV blocks gathered in
   uint64_t d2h_kv_bytes = 0;      // new KV rows written back
+  uint64_t peer_weight_bytes = 0; // layer blocks copied from a peer GPU's copy
   uint64_t kv_cached_steps = 0;   // steps whose KV came from the device cache
   uint64_t kv_paged_steps = 0;    // steps whose KV was paged per layer
 };
@@ -37,6 +39,33 @@ struct PagerOptions {
   // Benchmarks only: issue no copies at all (compute runs on whatever the
   // slots hold), to time compute alone. Output is meaningless.
   bool compute_only = false;
+
+  // Sharing weight blocks with the other workers of this device and its
+  // peers (share_board.h). Off when `share_segment` is empty or the backend
+  // cannot share memory.
+  std::string share_segment;      // the segment's name (names the board)
+  uint64_t share_generation = 0;  // the segment's generation
+  // A layer that another worker of this device holds is used in place
+  // (true), or taken like a peer's copy into the slots (false: measures and
+  // tests the peer path on one GPU).
+  bool shared_in_place = true;
+  // Paged layers that a peer device holds: copied from it when that link
+  // measures faster than the host's (kAuto), never (kOff), or always (kForce).
+  enum class PeerCopies { kAuto, kOff, kForce };
+  PeerCopies peer_copies = PeerCopies::kAuto;
+};
+
+// What sharing did at start (all zero when it is off).
+struct SharingReport {
+  bool enabled = false;
+  bool globals_shared = false;  // the globals came from another worker
+  int layers_shared = 0;        // layers used in place from another worker of this device
+  int layers_published = 0;     // resident layers this worker offers the others
+  int peer_layers = 0;          // paged layers a peer holds
+  bool peer_used = false;       // ...and copied from it instead of the host
+  double host_gbps = 0, peer_gbps = 0;  // measured at start when both were candidates
+  uint64_t shared_bytes = 0;            // device memory used in place, not allocated
+  std::string Describe() const;
 };
 
 class Pager final : public WeightProvider {
@@ -58,12 +87,20 @@ class Pager final : public WeightProvider {
 
   const MemoryPlan& plan() const { return plan_; }
   const PagerStats& stats() const { return stats_; }
+  const SharingReport& sharing() const { return sharing_; }
   uint64_t device_bytes() const { return device_bytes_; }
 
  private:
   Pager(Backend* backend, const ModelImage& host, const MemoryPlan& plan, PagerOptions options);
   absl::Status Init();
   absl::StatusOr<void*> Alloc(uint64_t bytes);
+  // Device memory holding `bytes` of host block `src`, board entry `id`:
+  // imported when a live worker of this device published it, else (when
+  // `make`) allocated, uploaded and published; nullptr when neither.
+  absl::StatusOr<const uint8_t*> Obtain(int id, const uint8_t* src, uint64_t bytes, bool make, bool* imported);
+  // Paged layers a peer device holds: imports them and decides whether to
+  // copy from there (measuring both links under kAuto).
+  absl::Status SetUpPeers();
   LayerWeights WeightsAt(int layer, const uint8_t* block) const;
   void IssueWeightCopy(uint64_t g);
   void IssueKvGather(int layer);
@@ -81,11 +118,17 @@ class Pager final : public WeightProvider {
 
   GlobalWeights globals_;
   std::vector<const uint8_t*> resident_block_;  // per layer: device block, or null when paged
+  std::vector<const uint8_t*> peer_block_;      // per layer: a peer's copy to page from, or null
+
+  std::unique_ptr<ShareBoard> board_;           // this device's; null: no sharing
+  std::vector<void*> imported_;                 // ImportMemory'd, closed at the end
+  SharingReport sharing_;
 
   // Weight slots: a ring in the order of the paged layers, across steps.
   std::vector<int> paged_layers_;
   std::vector<uint8_t*> slot_mem_;
   std::vector<int> slot_layer_;
+  std::vector<bool> slot_from_peer_;
   std::vector<int> slot_copied_, slot_free_;  // events
   uint64_t next_issue_ = 0, next_use_ = 0;
   int current_slot_ = -1;

@@ -1,11 +1,19 @@
 #include "worker/pager/worker_runtime.h"
 
+#include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "worker/engine/backend_factory.h"
 #include "worker/engine/generator.h"
 #include "worker/engine/model_image.h"
 
 namespace paged {
+
+absl::StatusOr<PagerOptions::PeerCopies> ParsePeerCopies(const std::string& s) {
+  if (s == "auto") return PagerOptions::PeerCopies::kAuto;
+  if (s == "off") return PagerOptions::PeerCopies::kOff;
+  if (s == "force") return PagerOptions::PeerCopies::kForce;
+  return absl::InvalidArgumentError(absl::StrCat("--peer-copies must be auto, off or force, not \"", s, "\""));
+}
 
 WorkerRuntime::~WorkerRuntime() {
   // Engine and pager first: they free backend memory and unregister the mapping.
@@ -31,7 +39,16 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(w->segment_->header(), limits));
   ASSIGN_OR_RETURN(w->backend_, MakeBackend(opts.device, opts.threads));
   const ModelImage host = ImageOf(*w->segment_);
-  ASSIGN_OR_RETURN(w->pager_, Pager::Create(w->backend_.get(), host, plan));
+  PagerOptions po;
+  if (opts.share != "auto" && opts.share != "on" && opts.share != "off")
+    return absl::InvalidArgumentError(absl::StrCat("--share must be auto, on or off, not \"", opts.share, "\""));
+  if (opts.share == "on" || (opts.share == "auto" && opts.device.rfind("cuda", 0) == 0)) {
+    po.share_segment = opts.segment;
+    po.share_generation = w->segment_->header().generation;
+  }
+  po.shared_in_place = opts.shared_in_place;
+  po.peer_copies = opts.peer_copies;
+  ASSIGN_OR_RETURN(w->pager_, Pager::Create(w->backend_.get(), host, plan, po));
   w->engine_ = std::make_unique<Engine>(w->backend_.get(), w->pager_.get(), host.config(),
                                         int(host.header->block_tokens));
   RETURN_IF_ERROR(w->engine_->Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));

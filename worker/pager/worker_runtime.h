@@ -22,7 +22,15 @@ struct WorkerOptions {
   uint64_t gpu_budget = 0;  // 0: 4 GiB
   PlanLimits limits;        // budget_bytes filled from gpu_budget
   int threads = 0;
+  // Sharing weight blocks with the other workers of this device and its
+  // peers (worker/pager/share_board.h): auto (on for CUDA devices) | on | off.
+  std::string share = "auto";
+  bool shared_in_place = true;  // see PagerOptions
+  PagerOptions::PeerCopies peer_copies = PagerOptions::PeerCopies::kAuto;
 };
+
+// "auto" | "off" | "force" -> PeerCopies; INVALID_ARGUMENT otherwise.
+absl::StatusOr<PagerOptions::PeerCopies> ParsePeerCopies(const std::string& s);
 
 class WorkerRuntime {
  public:

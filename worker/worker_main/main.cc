@@ -29,6 +29,12 @@ ABSL_FLAG(int, max_step_seqs, 64, "sequences in the largest step");
 ABSL_FLAG(int, max_step_kv_tokens, 16384, "KV rows the largest step reads");
 ABSL_FLAG(int, check_tokens, 8, "greedy tokens generated from BOS as a self-check");
 ABSL_FLAG(int, threads, 0, "CPU threads");
+ABSL_FLAG(std::string, share, "auto",
+          "share weight blocks with the other workers of this GPU and its peers: auto (on for cuda) | on | off");
+ABSL_FLAG(bool, shared_in_place, true,
+          "use a layer another worker of this GPU holds in place (false: copy it into the slots like a peer's)");
+ABSL_FLAG(std::string, peer_copies, "auto",
+          "page layers a peer GPU holds from it: auto (when that link measures faster) | off | force");
 ABSL_FLAG(std::string, config, "", "config file ([global] and [worker] keys; the command line wins)");
 
 namespace {
@@ -65,6 +71,14 @@ int main(int argc, char** argv) {
   o.limits.max_step_seqs = absl::GetFlag(FLAGS_max_step_seqs);
   o.limits.max_step_kv_tokens = absl::GetFlag(FLAGS_max_step_kv_tokens);
   o.threads = absl::GetFlag(FLAGS_threads);
+  o.share = absl::GetFlag(FLAGS_share);
+  o.shared_in_place = absl::GetFlag(FLAGS_shared_in_place);
+  auto peer = paged::ParsePeerCopies(absl::GetFlag(FLAGS_peer_copies));
+  if (!peer.ok()) {
+    std::fprintf(stderr, "paged-worker: %s\n", std::string(peer.status().message()).c_str());
+    return 2;
+  }
+  o.peer_copies = *peer;
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (!budget.ok()) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(budget.status().message()).c_str());
@@ -76,8 +90,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(w.status().message()).c_str());
     return 1;
   }
-  std::printf("paged-worker: segment %s on %s\n%s", o.segment.c_str(), (*w)->backend().name().c_str(),
-              (*w)->plan().Describe().c_str());
+  std::printf("paged-worker: segment %s on %s\n%s%s\n", o.segment.c_str(), (*w)->backend().name().c_str(),
+              (*w)->plan().Describe().c_str(), (*w)->pager().sharing().Describe().c_str());
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
     paged::LinkOptions link;

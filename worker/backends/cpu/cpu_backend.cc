@@ -3,11 +3,14 @@
 
 #include "worker/backends/cpu/cpu_backend.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu/cpu_queues.h"
@@ -40,6 +43,22 @@ class CpuBackend final : public Backend {
     return p;
   }
   void Free(void* p) override { std::free(p); }
+
+  // Sharing within this process only ("device" memory is private heap
+  // memory): lets two pagers of one process share layers, as workers on one
+  // GPU do through CUDA IPC. The exporter's memory must outlive importers.
+  std::string device_uuid() const override { return absl::StrCat("cpu-pid", getpid()); }
+  absl::StatusOr<std::string> ExportMemory(void* p) override {
+    return absl::StrCat(device_uuid(), ":", reinterpret_cast<uintptr_t>(p));
+  }
+  absl::StatusOr<void*> ImportMemory(const std::string& handle) override {
+    const std::string prefix = device_uuid() + ":";
+    uintptr_t v = 0;
+    if (handle.rfind(prefix, 0) != 0 || !absl::SimpleAtoi(handle.substr(prefix.size()), &v) || v == 0)
+      return absl::FailedPreconditionError(
+          absl::StrCat("cpu backend: cannot import \"", handle, "\" (sharing works within one process)"));
+    return reinterpret_cast<void*>(v);
+  }
   void Upload(void* dst, const void* host_src, uint64_t bytes) override {
     if (bytes > 0) std::memcpy(dst, host_src, bytes);
   }

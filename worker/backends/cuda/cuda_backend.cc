@@ -95,6 +95,7 @@ class CudaBackend final : public Backend {
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
     for (auto& [p, r] : registered_) cudaHostUnregister(p);
     if (meta_ != nullptr) cudaFreeHost(meta_);
+    for (void* p : imported_) cudaIpcCloseMemHandle(p);
     for (void* p : live_) cudaFree(p);
     if (rope_table_ != nullptr) cudaFree(rope_table_);
     if (cublas_ != nullptr) cublasDestroy(cublas_);
@@ -111,6 +112,16 @@ class CudaBackend final : public Backend {
     }
     CUDA_CHECK(cudaSetDevice(device_));
     CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device_));
+    {
+      cudaDeviceProp prop;
+      CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+      const auto* u = reinterpret_cast<const unsigned char*>(prop.uuid.bytes);
+      uuid_ = "GPU-";
+      for (int i = 0; i < 16; ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) uuid_ += '-';
+        absl::StrAppend(&uuid_, absl::Hex(u[i], absl::kZeroPad2));
+      }
+    }
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     stream_owner_.stream = stream_;
     for (auto& c : copy_streams_) CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
@@ -231,6 +242,56 @@ class CudaBackend final : public Backend {
     Device();
     Check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, StreamOf(q)), "CopyIn");
     AfterOpOn(StreamOf(q), "CopyIn");
+  }
+
+  // ---- sharing (CUDA IPC) -----------------------------------------------------
+
+  std::string device_uuid() const override { return uuid_; }
+
+  absl::StatusOr<std::string> ExportMemory(void* p) override {
+    Device();
+    cudaIpcMemHandle_t h;
+    const cudaError_t e = cudaIpcGetMemHandle(&h, p);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return absl::InternalError(absl::StrCat(name(), ": cudaIpcGetMemHandle: ", cudaGetErrorString(e)));
+    }
+    return std::string(reinterpret_cast<const char*>(&h), sizeof h);
+  }
+
+  absl::StatusOr<void*> ImportMemory(const std::string& handle) override {
+    if (handle.size() != sizeof(cudaIpcMemHandle_t))
+      return absl::InvalidArgumentError(absl::StrCat(name(), ": an IPC handle is ", sizeof(cudaIpcMemHandle_t),
+                                                     " bytes, not ", handle.size()));
+    Device();
+    cudaIpcMemHandle_t h;
+    std::memcpy(&h, handle.data(), sizeof h);
+    void* p = nullptr;
+    // Lazy peer access: a handle exported on another GPU of the host maps too.
+    const cudaError_t e = cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return absl::UnavailableError(absl::StrCat(name(), ": cudaIpcOpenMemHandle: ", cudaGetErrorString(e)));
+    }
+    imported_.insert(p);
+    return p;
+  }
+
+  void CloseImported(void* p) override {
+    if (imported_.erase(p) == 0) return;
+    Device();
+    Check(cudaStreamSynchronize(stream_), "CloseImported: cudaStreamSynchronize");
+    for (auto& c : copy_streams_) Check(cudaStreamSynchronize(c.stream), "CloseImported: cudaStreamSynchronize");
+    Check(cudaIpcCloseMemHandle(p), "CloseImported: cudaIpcCloseMemHandle");
+  }
+
+  void CopyDevice(Queue q, void* dst, const void* src, uint64_t bytes) override {
+    if (bytes == 0) return;
+    Device();
+    // Unified addressing: a peer GPU's (imported) memory copies over the
+    // GPU-to-GPU link, this GPU's within its memory.
+    Check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, StreamOf(q)), "CopyDevice");
+    AfterOpOn(StreamOf(q), "CopyDevice");
   }
 
   void CopyOut(Queue q, void* host_dst, const void* src, uint64_t bytes) override {
@@ -677,6 +738,8 @@ class CudaBackend final : public Backend {
   RopeParams rope_params_;
   bool rope_valid_ = false;
   std::unordered_set<void*> live_;  // Alloc'd and not yet freed
+  std::unordered_set<void*> imported_;  // ImportMemory'd and not yet closed
+  std::string uuid_;                    // "GPU-xxxxxxxx-xxxx-..."
   absl::Status error_;              // first failure since the last Synchronize
 };
 

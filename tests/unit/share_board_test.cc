@@ -1,0 +1,205 @@
+// The share board (worker/pager/share_board.h) and the pager's use of it, on
+// the CPU backend: a board entry lives while a holder process does; a second
+// pager of the same device uses the first one's blocks in place (no second
+// copy, identical tokens) or copies them into its slots like a peer's.
+#include "worker/pager/share_board.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "tests/unit/pager_util.h"
+#include "worker/engine/backend_factory.h"
+#include "worker/pager/pager.h"
+#include "worker/pager/planner.h"
+
+namespace paged {
+namespace {
+
+using testing::kMiB;
+using testing::PagedRun;
+using testing::SmallLimits;
+using testing::StoriesImage;
+
+class ShareBoardTest : public ::testing::Test {
+ protected:
+  void SetUp() override { segment_ = absl::StrCat("share-test-", getpid(), "-", counter_++); }
+  void TearDown() override {
+    for (const char* dev : {"dev-a", "dev-b", "dev-c"}) ShareBoard::Remove(segment_, dev);
+  }
+  std::string segment_;
+  static inline int counter_ = 0;
+};
+
+TEST_F(ShareBoardTest, NameIsSanitized) {
+  EXPECT_EQ(ShareBoard::NameFor("paged", "GPU-12ab-34"), "/paged.share.GPU-12ab-34");
+  EXPECT_EQ(ShareBoard::NameFor("/a/b", "x y"), "/a_b.share.x_y");
+}
+
+TEST_F(ShareBoardTest, PublishedEntryIsLiveWhileItsHolderIs) {
+  auto b = ShareBoard::Open(segment_, 7, "dev-a", 5);
+  ASSERT_TRUE(b.ok()) << b.status();
+  ShareBoard::Lock lock(**b);
+  EXPECT_FALSE((*b)->LiveHandle(2).has_value());
+  ASSERT_TRUE((*b)->Publish(2, "handle-2", 100).ok());
+  EXPECT_EQ((*b)->LiveHandle(2).value_or(""), "handle-2");
+  EXPECT_FALSE((*b)->Publish(5, "x", 1).ok());                       // no such entry
+  EXPECT_FALSE((*b)->Publish(1, std::string(200, 'h'), 1).ok());     // handle too long
+  (*b)->RemoveHolder(2);
+  EXPECT_FALSE((*b)->LiveHandle(2).has_value());
+}
+
+TEST_F(ShareBoardTest, AnEntryWhoseHoldersAllDiedIsNotLive) {
+  // A child process publishes and exits without cleaning up (as a crash would).
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto b = ShareBoard::Open(segment_, 7, "dev-a", 5);
+    if (!b.ok()) _exit(1);
+    {
+      ShareBoard::Lock lock(**b);
+      if (!(*b)->Publish(3, "from-child", 1).ok()) _exit(2);
+    }
+    _exit(0);  // no destructors: the child stays recorded as the holder
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto b = ShareBoard::Open(segment_, 7, "dev-a", 5);
+  ASSERT_TRUE(b.ok()) << b.status();
+  ShareBoard::Lock lock(**b);
+  EXPECT_FALSE((*b)->LiveHandle(3).has_value());
+  // An importer that is alive keeps an entry live after its exporter died.
+  ASSERT_TRUE((*b)->Publish(4, "mine", 1).ok());
+  EXPECT_TRUE((*b)->LiveHandle(4).has_value());
+}
+
+TEST_F(ShareBoardTest, AnotherGenerationResetsTheBoard) {
+  auto keep = ShareBoard::Open(segment_, 7, "dev-a", 5);
+  ASSERT_TRUE(keep.ok());
+  {
+    ShareBoard::Lock lock(**keep);
+    ASSERT_TRUE((*keep)->Publish(1, "h", 1).ok());
+  }
+  auto other = ShareBoard::Open(segment_, 8, "dev-a", 5);  // the store reloaded
+  ASSERT_TRUE(other.ok());
+  ShareBoard::Lock lock(**other);
+  EXPECT_FALSE((*other)->LiveHandle(1).has_value());
+}
+
+TEST_F(ShareBoardTest, PeersAreTheBoardsOfOtherDevicesOfTheSameGeneration) {
+  auto a = ShareBoard::Open(segment_, 7, "dev-a", 5);
+  auto b = ShareBoard::Open(segment_, 7, "dev-b", 5);
+  auto c = ShareBoard::Open(segment_, 6, "dev-c", 5);  // stale generation
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  auto peers = ShareBoard::OpenPeers(segment_, 7, "dev-a", 5);
+  ASSERT_EQ(peers.size(), 1u);
+  EXPECT_EQ(peers[0]->device_uuid(), "dev-b");
+  EXPECT_TRUE(ShareBoard::OpenPeers(segment_, 7, "dev-a", 6).empty());  // another layout
+}
+
+TEST(ProcessStartTimeTest, KnowsLiveAndDeadProcesses) {
+  EXPECT_TRUE(ProcessStartTime(getpid()).has_value());
+  EXPECT_FALSE(ProcessStartTime(0x7ffffff0).has_value());
+}
+
+// ---- the pager ---------------------------------------------------------------
+
+class PagerSharingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    reference_ = testing::GenerateStories(nullptr, "cpu", "f32");
+    ASSERT_EQ(reference_.tokens.size(), 200u);
+    image_ = StoriesImage();
+    segment_ = absl::StrCat("share-pager-test-", getpid());
+  }
+  void TearDown() override {
+    if (!segment_.empty()) {
+      auto backend = MakeBackend("cpu", 1);
+      if (backend.ok()) ShareBoard::Remove(segment_, (*backend)->device_uuid());
+    }
+  }
+  MemoryPlan Plan(const std::string& resident) {
+    PlanLimits l = SmallLimits(4096 * kMiB);
+    l.resident = resident;
+    auto p = PlanMemory(*image_->image().header, l);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return *p;
+  }
+  PagerOptions Sharing() {
+    PagerOptions o;
+    o.share_segment = segment_;
+    o.share_generation = 1;
+    return o;
+  }
+  PagedRun reference_;
+  std::unique_ptr<OwnedImage> image_;
+  std::string segment_;
+};
+
+TEST_F(PagerSharingTest, ASecondPagerOfTheDeviceUsesTheFirstOnesLayersInPlace) {
+  // The first worker keeps every layer resident and publishes them.
+  auto backend = MakeBackend("cpu", 1);
+  ASSERT_TRUE(backend.ok());
+  auto first = Pager::Create(backend->get(), image_->image(), Plan("all"), Sharing());
+  ASSERT_TRUE(first.ok()) << first.status();
+  const int n_layers = image_->image().header->model.n_layers;
+  EXPECT_EQ((*first)->sharing().layers_published, n_layers);
+  EXPECT_EQ((*first)->sharing().layers_shared, 0);
+
+  // The second plans no resident layer, yet pages nothing: same tokens, and
+  // it allocates neither the layers nor the globals.
+  const MemoryPlan none = Plan("none");
+  const PagedRun own = testing::GenerateStories(&none, "cpu", "f32");
+  const PagedRun shared = testing::GenerateStories(&none, "cpu", "f32", Sharing());
+  EXPECT_EQ(shared.tokens, reference_.tokens);
+  EXPECT_EQ(shared.kv, reference_.kv);
+  EXPECT_TRUE(shared.sharing.globals_shared);
+  EXPECT_EQ(shared.sharing.layers_shared, n_layers);
+  EXPECT_EQ(shared.stats.h2d_weight_bytes, 0u);
+  EXPECT_GT(own.stats.h2d_weight_bytes, 0u);
+  const SegmentHeader& h = *image_->image().header;
+  EXPECT_EQ(own.device_bytes - shared.device_bytes, h.globals_bytes + uint64_t(none.slots) * h.layer_used_bytes);
+}
+
+TEST_F(PagerSharingTest, SharedLayersCanBeCopiedIntoSlotsLikeAPeersCopy) {
+  auto backend = MakeBackend("cpu", 1);
+  ASSERT_TRUE(backend.ok());
+  auto first = Pager::Create(backend->get(), image_->image(), Plan("all"), Sharing());
+  ASSERT_TRUE(first.ok()) << first.status();
+  PagerOptions o = Sharing();
+  o.shared_in_place = false;
+  o.peer_copies = PagerOptions::PeerCopies::kForce;
+  const MemoryPlan none = Plan("none");
+  const PagedRun peer = testing::GenerateStories(&none, "cpu", "f32", o);
+  EXPECT_EQ(peer.tokens, reference_.tokens);
+  EXPECT_EQ(peer.kv, reference_.kv);
+  EXPECT_EQ(peer.sharing.peer_layers, image_->image().header->model.n_layers);
+  EXPECT_TRUE(peer.sharing.peer_used);
+  EXPECT_GT(peer.stats.peer_weight_bytes, 0u);
+  EXPECT_EQ(peer.stats.h2d_weight_bytes, 0u);
+
+  o.peer_copies = PagerOptions::PeerCopies::kOff;
+  const PagedRun host = testing::GenerateStories(&none, "cpu", "f32", o);
+  EXPECT_EQ(host.tokens, reference_.tokens);
+  EXPECT_FALSE(host.sharing.peer_used);
+  EXPECT_EQ(host.stats.peer_weight_bytes, 0u);
+  EXPECT_GT(host.stats.h2d_weight_bytes, 0u);
+}
+
+TEST_F(PagerSharingTest, WithoutAPublisherEveryPagerMakesItsOwn) {
+  const MemoryPlan some = Plan("2");
+  const PagedRun run = testing::GenerateStories(&some, "cpu", "f32", Sharing());
+  EXPECT_EQ(run.tokens, reference_.tokens);
+  EXPECT_TRUE(run.sharing.enabled);
+  EXPECT_FALSE(run.sharing.globals_shared);
+  EXPECT_EQ(run.sharing.layers_shared, 0);
+  EXPECT_EQ(run.sharing.layers_published, 2);
+}
+
+}  // namespace
+}  // namespace paged
