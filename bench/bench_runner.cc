@@ -269,7 +269,9 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     PhaseTimes compute;
     {
       // Compute alone: the same steps with no copies.
-      ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, PagerOptions{.compute_only = true}));
+      PagerOptions compute_only;
+      compute_only.compute_only = true;
+      ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, compute_only));
       Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
       RETURN_IF_ERROR(engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
       uint64_t peak = 0;

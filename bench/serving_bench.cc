@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   const int n = absl::GetFlag(FLAGS_clients);
   std::vector<double> ttft(size_t(n), 0), done_s(size_t(n), 0);
   std::vector<int> generated(size_t(n), 0);
-  std::vector<std::vector<int32_t>> outputs(size_t(n));
+  std::vector<std::vector<int32_t>> outputs(static_cast<size_t>(n));
   std::vector<std::string> errors;
   std::mutex mu;
   const auto t0 = Clock::now();

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -191,11 +192,19 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
                             o.coordinator_args.end());
 
   int n_cpu = 0;
-  for (const std::string& dev : devices) n_cpu += dev == "cpu";
+  std::map<std::string, int> per_device;  // a device named twice runs two workers (they share it)
+  for (const std::string& dev : devices) {
+    n_cpu += dev == "cpu";
+    ++per_device[dev];
+  }
   int cpu_index = 0;
+  std::map<std::string, int> seen;
   for (const std::string& dev : devices) {
     ChildSpec w;
-    const std::string id = dev == "cpu" ? absl::StrCat("cpu:", cpu_index++) : dev;
+    const int nth = seen[dev]++;
+    const std::string id = dev == "cpu" ? absl::StrCat("cpu:", cpu_index++)
+                           : nth == 0  ? dev
+                                       : absl::StrCat(dev, "/", nth);
     w.name = "worker " + id;
     w.restart = true;
     w.argv = {bins.worker, "--segment=" + o.segment, "--device=" + dev,
@@ -209,7 +218,7 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
         for (const GpuInfo& g : gpus) {
           // Leave room for the CUDA context, cuBLAS and fragmentation.
           if (absl::StrCat("cuda:", g.index) == dev)
-            b = g.total_bytes / 100 * 85 / (1 << 20) * (1 << 20);
+            b = g.total_bytes / 100 * 85 / uint64_t(per_device[dev]) / (1 << 20) * (1 << 20);
         }
       }
       if (b > 0) w.argv.push_back(absl::StrCat("--gpu-budget=", b));

@@ -15,7 +15,8 @@ ABSL_FLAG(double, kv_gib, 1.0, "KV pool size in GiB");
 ABSL_FLAG(std::string, listen, "unix:///tmp/paged.sock",
           "coordinator address: unix:///path.sock or host:port");
 ABSL_FLAG(std::string, device, "auto",
-          "auto (every GPU, else the CPU) | cpu | cuda | cuda:0,cuda:1");
+          "auto (every GPU, else the CPU) | cpu | cuda | cuda:0,cuda:1 (a GPU named twice gets two "
+          "workers that share its weights)");
 ABSL_FLAG(std::string, gpu_budget, "auto",
           "device memory per worker (e.g. 40GiB); auto: 85% of each GPU");
 ABSL_FLAG(int, workers, 0, "workers (0: one per GPU, or 1 on the CPU)");

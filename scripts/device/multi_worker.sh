@@ -62,6 +62,29 @@ memB0=$(gpu_mem $wb0)
 $B serving_bench --server=$sock --clients=$clients --prompt-len=128 --gen-len=64 >/dev/null 2>&1
 $B serving_bench --server=$sock --clients=$clients --prompt-len=128 --gen-len=64 >"$out/b0.txt" 2>&1
 kill -TERM $wb0; wait $wb0 2>/dev/null
+# Scaling over GPUs (GPUS > 1): every worker 4 GiB, paging through its own
+# PCIe link (share=off), then with sharing (peer copies where faster).
+scale=""
+if ((gpus > 1)); then
+  for share in off auto; do
+    pids=()
+    for ((g = 0; g < gpus; g++)); do
+      $B paged-worker "${common[@]}" --device=cuda:$g --worker-id=S$g --gpu-budget=4GiB --share=$share \
+        >"$out/scale-$share-$g.log" 2>&1 &
+      pids+=($!)
+      wait_for "$out/scale-$share-$g.log" attached || exit 1
+      if ((g == 0)); then
+        $B serving_bench --server=$sock --clients=$clients --prompt-len=128 --gen-len=64 >/dev/null 2>&1
+        $B serving_bench --server=$sock --clients=$clients --prompt-len=128 --gen-len=64 >"$out/scale-$share-1.txt" 2>&1
+      fi
+    done
+    $B serving_bench --server=$sock --clients=$((clients * gpus)) --prompt-len=128 --gen-len=64 >/dev/null 2>&1
+    $B serving_bench --server=$sock --clients=$((clients * gpus)) --prompt-len=128 --gen-len=64 \
+      >"$out/scale-$share-$gpus.txt" 2>&1
+    kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
+    scale+="share=$share: 1 GPU $(awk 'NR==2{print $5}' "$out/scale-$share-1.txt") tok/s, $gpus GPUs $(awk 'NR==2{print $5}' "$out/scale-$share-$gpus.txt") tok/s; "
+  done
+fi
 kill -TERM $coord; wait $coord 2>/dev/null
 kill -TERM $store; wait $store 2>/dev/null
 shm=$(du -m /dev/shm/mw 2>/dev/null | cut -f1)
@@ -105,4 +128,5 @@ tps() { awk 'NR==2{print $5}' "$1"; }
   printf '%-34s %12s\n' "tokens/s: A+B, $((clients * 2)) clients" "$(tps "$out/two.txt")"
   printf '%-34s %12s\n' "tokens/s: B alone unshared" "$(tps "$out/b0.txt")"
   printf '%-34s %12s\n' "crash: 64 streams, A killed" "$crash (rc $crash_rc)"
+  [[ -n $scale ]] && echo "scaling: $scale"
 } | tee "$out/table.txt"
