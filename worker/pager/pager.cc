@@ -237,6 +237,13 @@ absl::Status Pager::Init() {
     }
   }
   lock.reset();
+  if (sharing_.layers_shared > 0) {
+    // Layers used in place count as resident in the plan this worker reports
+    // (its own allocations, resident_bytes, stay as planned).
+    for (int l = 0; l < n_layers_; ++l) plan_.resident[size_t(l)] = resident_block_[size_t(l)] != nullptr;
+    plan_.n_resident = n_layers_ - int(paged_layers_.size());
+    plan_.paged_weight_bytes_per_step = uint64_t(paged_layers_.size()) * h.layer_used_bytes;
+  }
 
   // Weight slots.
   if (!paged_layers_.empty()) {
