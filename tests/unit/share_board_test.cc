@@ -191,6 +191,36 @@ TEST_F(PagerSharingTest, SharedLayersCanBeCopiedIntoSlotsLikeAPeersCopy) {
   EXPECT_GT(host.stats.h2d_weight_bytes, 0u);
 }
 
+TEST_F(PagerSharingTest, SharedBlocksCostThePlanNothing) {
+  const SegmentHeader& h = *image_->image().header;
+  const int L = h.model.n_layers;
+  PlanLimits l = SmallLimits(4096 * kMiB);
+  l.resident = "none";
+  const auto alone = PlanMemory(h, l);
+  ASSERT_TRUE(alone.ok());
+  l.globals_shared = true;
+  l.layers_shared.assign(size_t(L), false);
+  l.layers_shared[1] = l.layers_shared[3] = true;
+  const auto shared = PlanMemory(h, l);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_EQ(shared->globals_bytes, 0u);
+  EXPECT_EQ(shared->n_shared, 2);
+  EXPECT_EQ(shared->n_resident, 2);
+  EXPECT_TRUE(shared->resident[1] && shared->resident[3] && !shared->resident[0]);
+  EXPECT_EQ(shared->resident_bytes, 0u);
+  EXPECT_EQ(shared->paged_weight_bytes_per_step, uint64_t(L - 2) * h.layer_used_bytes);
+  // Every layer shared: no slots at all, and a budget too small for a plan
+  // of its own is enough.
+  l.layers_shared.assign(size_t(L), true);
+  l.budget_bytes = alone->workspace_bytes + 4 * alone->slot_bytes;
+  const auto all = PlanMemory(h, l);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->slots, 0);
+  EXPECT_EQ(all->n_paged(), 0);
+  l.layers_shared.assign(size_t(L + 1), true);
+  EXPECT_FALSE(PlanMemory(h, l).ok());
+}
+
 TEST_F(PagerSharingTest, WithoutAPublisherEveryPagerMakesItsOwn) {
   const MemoryPlan some = Plan("2");
   const PagedRun run = testing::GenerateStories(&some, "cpu", "f32", Sharing());

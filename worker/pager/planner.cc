@@ -47,7 +47,13 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l) {
 }  // namespace
 
 absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& l) {
-  const int L = h.model.n_layers;
+  const int n_layers = h.model.n_layers;
+  if (!l.layers_shared.empty() && l.layers_shared.size() != size_t(n_layers))
+    return absl::InvalidArgumentError("shared layers do not match the model's layers");
+  int n_shared = 0;
+  for (bool b : l.layers_shared) n_shared += b;
+  // Shared layers are resident at no cost; the plan below decides the others.
+  const int L = n_layers - n_shared;
   if (l.slots < 2 || l.slots > 64)
     return absl::InvalidArgumentError(absl::StrCat("--slots=", l.slots, ": expected 2..64"));
   if (l.max_step_tokens < 1 || l.max_step_seqs < 1 || l.max_step_kv_tokens < l.max_step_tokens)
@@ -58,14 +64,16 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   } else if (l.resident == "all") {
     want_resident = L;
   } else if (l.resident != "auto") {
-    if (!absl::SimpleAtoi(l.resident, &want_resident) || want_resident < 0 || want_resident > L)
+    if (!absl::SimpleAtoi(l.resident, &want_resident) || want_resident < 0 || want_resident > n_layers)
       return absl::InvalidArgumentError(
-          absl::StrCat("--resident=", l.resident, ": expected auto, none, all or 0..", L));
+          absl::StrCat("--resident=", l.resident, ": expected auto, none, all or 0..", n_layers));
+    want_resident = std::min(want_resident, L);  // shared layers are resident already
   }
 
   MemoryPlan p;
   p.budget_bytes = l.budget_bytes;
-  p.globals_bytes = GlobalsBytes(h);
+  p.globals_shared = l.globals_shared;
+  p.globals_bytes = l.globals_shared ? 0 : GlobalsBytes(h);
   p.workspace_bytes = WorkspaceBytes(h, l);
   p.slot_layer_bytes = AlignUp(h.layer_used_bytes, kTensorAlign);
   // A step reads at most max_step_kv_tokens rows; each sequence may add a
@@ -100,19 +108,26 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
     while (resident < L && total_for(resident + 1, resident + 1 == L ? 0 : p.slots) <= l.budget_bytes) ++resident;
     if (resident == L) p.slots = 0;
   }
-  p.n_resident = resident;
-  // Resident layers spread evenly over the depth, so that paged layers are
-  // interleaved with resident ones and their copies overlap more compute.
-  p.resident.assign(size_t(L), false);
-  for (int i = 0; i < resident; ++i) p.resident[size_t((int64_t(i) * L) / resident)] = true;
+  p.n_resident = resident + n_shared;
+  p.n_shared = n_shared;
+  // Resident layers spread evenly over the depth (of the layers not shared),
+  // so that paged layers are interleaved with resident ones and their copies
+  // overlap more compute.
+  std::vector<int> own;  // layers not shared, in order
+  for (int i = 0; i < n_layers; ++i) {
+    if (l.layers_shared.empty() || !l.layers_shared[size_t(i)]) own.push_back(i);
+  }
+  p.resident.assign(size_t(n_layers), false);
+  for (int i = 0; i < n_layers; ++i) p.resident[size_t(i)] = !l.layers_shared.empty() && l.layers_shared[size_t(i)];
+  for (int i = 0; i < resident; ++i) p.resident[size_t(own[size_t((int64_t(i) * L) / resident)])] = true;
   p.resident_bytes = uint64_t(resident) * layer;
   p.slot_bytes = p.slots > 0 ? layer + slot_kv_bytes : 0;
   // With everything resident, the "slots" still carry the KV areas (two).
   const uint64_t kv_areas = p.slots > 0 ? uint64_t(p.slots) * slot_kv_bytes : 2 * slot_kv_bytes;
   const uint64_t used = fixed + p.resident_bytes + uint64_t(p.slots) * layer + kv_areas;
   const uint64_t left = l.budget_bytes > used ? l.budget_bytes - used : 0;
-  p.kv_cache_blocks = std::min<uint64_t>(left / (h.kv_block_bytes * uint64_t(L)), h.kv_n_blocks);
-  p.kv_cache_bytes = p.kv_cache_blocks * h.kv_block_bytes * uint64_t(L);
+  p.kv_cache_blocks = std::min<uint64_t>(left / (h.kv_block_bytes * uint64_t(n_layers)), h.kv_n_blocks);
+  p.kv_cache_bytes = p.kv_cache_blocks * h.kv_block_bytes * uint64_t(n_layers);
   p.total_bytes = used + p.kv_cache_bytes;
   p.paged_weight_bytes_per_step = uint64_t(L - resident) * h.layer_used_bytes;
   return p;
@@ -121,14 +136,16 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
 std::string MemoryPlan::Describe() const {
   std::string s;
   absl::StrAppend(&s, "memory plan (budget ", FormatBytes(budget_bytes), ", planned ", FormatBytes(total_bytes), "):\n");
-  absl::StrAppend(&s, absl::StrFormat("  globals          %12s  (embeddings, final norm, lm_head)\n", FormatBytes(globals_bytes)));
+  absl::StrAppend(&s, absl::StrFormat("  globals          %12s  (embeddings, final norm, lm_head%s)\n", FormatBytes(globals_bytes),
+                                      globals_shared ? ": another worker's, used in place" : ""));
   absl::StrAppend(&s, absl::StrFormat("  workspace        %12s  (activations and scratch of the largest step)\n",
                                       FormatBytes(workspace_bytes)));
   absl::StrAppend(&s, absl::StrFormat("  slots            %12s  (%d x %s layer + %llu KV blocks)\n",
                                       FormatBytes(uint64_t(slots) * slot_bytes), slots, FormatBytes(slot_layer_bytes),
                                       static_cast<unsigned long long>(slot_kv_blocks)));
-  absl::StrAppend(&s, absl::StrFormat("  resident layers  %12s  (%d of %zu)\n", FormatBytes(resident_bytes), n_resident,
-                                      resident.size()));
+  absl::StrAppend(&s, absl::StrFormat("  resident layers  %12s  (%d of %zu%s)\n", FormatBytes(resident_bytes), n_resident,
+                                      resident.size(),
+                                      n_shared > 0 ? absl::StrCat(", ", n_shared, " of them another worker's") : ""));
   absl::StrAppend(&s, absl::StrFormat("  KV cache         %12s  (%llu blocks per layer)\n", FormatBytes(kv_cache_bytes),
                                       static_cast<unsigned long long>(kv_cache_blocks)));
   absl::StrAppend(&s, absl::StrFormat("  paged per step   %12s  of weights (%d layers)\n",

@@ -35,6 +35,10 @@ struct PlanLimits {
   // 16-bit activation copies, attention partials): estimated by the planner
   // when 0.
   uint64_t backend_scratch_bytes = 0;
+  // Blocks another worker of this device already holds (its share board):
+  // used in place, so they cost this worker's budget nothing.
+  bool globals_shared = false;
+  std::vector<bool> layers_shared;  // per layer; empty: none
 };
 
 struct MemoryPlan {
@@ -45,9 +49,11 @@ struct MemoryPlan {
   uint64_t slot_layer_bytes = 0;  // one layer block
   uint64_t slot_kv_blocks = 0;    // KV blocks one slot's KV area holds (one layer)
   uint64_t slot_bytes = 0;        // layer + KV area
-  int n_resident = 0;
-  std::vector<bool> resident;     // per layer
-  uint64_t resident_bytes = 0;
+  int n_resident = 0;             // own resident layers + shared ones
+  std::vector<bool> resident;     // per layer (shared ones included)
+  int n_shared = 0;               // layers another worker of the device holds
+  bool globals_shared = false;    // globals_bytes is then 0
+  uint64_t resident_bytes = 0;   // this worker's own resident layers
   uint64_t kv_cache_blocks = 0;   // device KV cache: blocks per layer (every layer)
   uint64_t kv_cache_bytes = 0;
   uint64_t total_bytes = 0;       // <= budget_bytes

@@ -62,6 +62,8 @@ class ShareBoard {
     ShareBoard& b_;
   };
 
+  // Whether entry `id` has a live holder (a cheap LiveHandle).
+  bool IsLive(int id) const { return LiveHandle(id).has_value(); }
   // The handle of entry `id` when a live process holds it.
   std::optional<std::string> LiveHandle(int id) const;
   // Entry `id` now refers to memory this process exported as `handle`.

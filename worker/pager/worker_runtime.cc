@@ -34,18 +34,31 @@ absl::StatusOr<std::vector<int32_t>> WorkerRuntime::SelfCheck(int n) {
 absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const WorkerOptions& opts) {
   std::unique_ptr<WorkerRuntime> w(new WorkerRuntime());
   ASSIGN_OR_RETURN(w->segment_, SegmentMapping::Open(opts.segment, SegmentMapping::Access::kWorker));
+  const SegmentHeader& h = w->segment_->header();
   PlanLimits limits = opts.limits;
   limits.budget_bytes = opts.gpu_budget > 0 ? opts.gpu_budget : (4ull << 30);
-  ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(w->segment_->header(), limits));
-  ASSIGN_OR_RETURN(w->backend_, MakeBackend(opts.device, opts.threads));
-  const ModelImage host = ImageOf(*w->segment_);
-  PagerOptions po;
   if (opts.share != "auto" && opts.share != "on" && opts.share != "off")
     return absl::InvalidArgumentError(absl::StrCat("--share must be auto, on or off, not \"", opts.share, "\""));
-  if (opts.share == "on" || (opts.share == "auto" && opts.device.rfind("cuda", 0) == 0)) {
+  ASSIGN_OR_RETURN(w->backend_, MakeBackend(opts.device, opts.threads));
+  PagerOptions po;
+  if ((opts.share == "on" || (opts.share == "auto" && opts.device.rfind("cuda", 0) == 0)) &&
+      !w->backend_->device_uuid().empty()) {
     po.share_segment = opts.segment;
-    po.share_generation = w->segment_->header().generation;
+    po.share_generation = h.generation;
+    // What another worker of this device holds already costs this plan
+    // nothing (the pager imports it; should its holder vanish meanwhile, the
+    // pager makes its own copy).
+    const int L = h.model.n_layers;
+    ASSIGN_OR_RETURN(auto board, ShareBoard::Open(opts.segment, h.generation, w->backend_->device_uuid(), L + 1));
+    ShareBoard::Lock lock(*board);  // released before the pager takes it
+    limits.globals_shared = board->IsLive(L);
+    limits.layers_shared.assign(size_t(L), false);
+    if (opts.shared_in_place) {
+      for (int l = 0; l < L; ++l) limits.layers_shared[size_t(l)] = board->IsLive(l);
+    }
   }
+  ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(h, limits));
+  const ModelImage host = ImageOf(*w->segment_);
   po.shared_in_place = opts.shared_in_place;
   po.peer_copies = opts.peer_copies;
   ASSIGN_OR_RETURN(w->pager_, Pager::Create(w->backend_.get(), host, plan, po));
