@@ -53,7 +53,7 @@ $B serving_bench --server=$sock --clients=$((clients * 2)) --prompt-len=128 --ge
 $B serving_bench --server=$sock --clients=$((clients * 2)) --prompt-len=128 --gen-len=64 >"$out/two.txt" 2>&1
 kill -TERM $wb $wa; wait $wb $wa 2>/dev/null
 # B alone with sharing off, for its memory and speed without A.
-$B paged-worker "${common[@]}" --device="$(dev 1)" --worker-id=B0 --gpu-budget=2GiB --share=off \
+$B paged-worker "${common[@]}" --device="$(dev 1)" --worker-id=B0 --gpu-budget=3GiB --share=off \
   >"$out/workerB0.log" 2>&1 &
 wb0=$!
 wait_for "$out/workerB0.log" attached || exit 1
@@ -122,7 +122,7 @@ tps() { awk 'NR==2{print $5}' "$1"; }
   printf '%-34s %12s %14s\n' "" "GPU MiB" "host RSS/priv MiB"
   printf '%-34s %12s %14s\n' "worker A (8GiB, all resident)" "$memA" "$hostA"
   printf '%-34s %12s %14s\n' "worker B (2GiB, sharing)" "$memB" "$hostB"
-  printf '%-34s %12s %14s\n' "worker B alone (2GiB, share=off)" "$memB0" "-"
+  printf '%-34s %12s %14s\n' "worker B alone (3GiB, share=off)" "$memB0" "-"
   printf '%-34s %12s %14s\n' "store (segment $shm MiB in /dev/shm)" "-" "$hostS"
   printf '%-34s %12s\n' "tokens/s: A alone, $clients clients" "$(tps "$out/one.txt")"
   printf '%-34s %12s\n' "tokens/s: A+B, $((clients * 2)) clients" "$(tps "$out/two.txt")"
@@ -130,3 +130,4 @@ tps() { awk 'NR==2{print $5}' "$1"; }
   printf '%-34s %12s\n' "crash: 64 streams, A killed" "$crash (rc $crash_rc)"
   [[ -n $scale ]] && echo "scaling: $scale"
 } | tee "$out/table.txt"
+cd "$out" && tar czf logs.tgz ./*.log ./*.txt ./*.tok 2>/dev/null
