@@ -58,6 +58,26 @@ TEST_F(WorkerProcessTest, ABudgetTooSmallForTwoSlotsFailsAtStart) {
   auto [rc3, out3] = RunCommand({BinaryPath("paged-worker"), "--segment=no-such-segment-xyz"});
   EXPECT_EQ(rc3, 1);
   EXPECT_THAT(out3, HasSubstr("does not exist"));
+  auto [rc4, out4] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--share=maybe"});
+  EXPECT_EQ(rc4, 1);
+  EXPECT_THAT(out4, HasSubstr("--share must be auto, on or off, not \"maybe\""));
+  auto [rc5, out5] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--peer-copies=nvlink"});
+  EXPECT_EQ(rc5, 2);
+  EXPECT_THAT(out5, HasSubstr("--peer-copies must be auto, off or force"));
+}
+
+TEST_F(WorkerProcessTest, CpuWorkersDoNotShareUnlessAsked) {
+  auto [rc, out] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
+                               "--gpu-budget=200MiB", "--check-tokens=4"});
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("sharing: off"));
+  // Asked: a CPU worker shares within its own process only, so a second one
+  // finds nothing of the first's (and each makes its own copy).
+  auto [rc2, out2] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
+                                 "--gpu-budget=200MiB", "--resident=all", "--share=on", "--check-tokens=4"});
+  EXPECT_EQ(rc2, 0) << out2;
+  EXPECT_THAT(out2, HasSubstr("sharing: globals own, 0 layers used in place"));
+  EXPECT_THAT(out2, HasSubstr("self-check tokens: 403 407 261 378"));
 }
 
 }  // namespace

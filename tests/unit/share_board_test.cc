@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -50,6 +51,17 @@ TEST_F(ShareBoardTest, PublishedEntryIsLiveWhileItsHolderIs) {
   EXPECT_FALSE((*b)->Publish(1, std::string(200, 'h'), 1).ok());     // handle too long
   (*b)->RemoveHolder(2);
   EXPECT_FALSE((*b)->LiveHandle(2).has_value());
+}
+
+TEST_F(ShareBoardTest, TheLastHolderOutRemovesTheBoard) {
+  const std::string path = "/dev/shm" + ShareBoard::NameFor(segment_, "dev-a");
+  {
+    auto b = ShareBoard::Open(segment_, 7, "dev-a", 5);
+    ASSERT_TRUE(b.ok());
+    ShareBoard::Lock lock(**b);
+    ASSERT_TRUE((*b)->Publish(0, "h", 1).ok());
+  }
+  EXPECT_FALSE(std::filesystem::exists(path));
 }
 
 TEST_F(ShareBoardTest, AnEntryWhoseHoldersAllDiedIsNotLive) {

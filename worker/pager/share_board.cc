@@ -163,6 +163,11 @@ ShareBoard::~ShareBoard() {
   if (layout_ != nullptr) {
     Lock lock(*this);
     for (int id : std::vector<int>(held_)) RemoveHolder(id);
+    // The last holder out removes the board (a process that opened it
+    // meanwhile publishes on an orphan: no sharing with later workers, no harm).
+    bool live = false;
+    for (int id = 0; id < layout_->n_entries && !live; ++id) live = IsLive(id);
+    if (!live) shm_unlink(name_.c_str());
     munmap(layout_, bytes_);
   }
   if (fd_ >= 0) close(fd_);

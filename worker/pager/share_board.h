@@ -46,7 +46,9 @@ class ShareBoard {
   // Removes the board object (tests, and a store that removes its segment).
   static void Remove(const std::string& segment, const std::string& device_uuid);
 
-  ~ShareBoard();  // drops this process from every entry it holds
+  // Drops this process from every entry it holds, and removes the board
+  // when no entry is live any more.
+  ~ShareBoard();
   ShareBoard(const ShareBoard&) = delete;
   ShareBoard& operator=(const ShareBoard&) = delete;
 
