@@ -180,11 +180,24 @@ absl::StatusOr<SegmentHeader> PeekSegmentHeader(const std::string& name, uint64_
   }
 }
 
+absl::StatusOr<TokenizerBundle> SegmentMapping::ReadTokenizerBundle() const {
+  if (header_->tokenizer_bytes == 0) return TokenizerBundle{};
+  absl::StatusOr<TokenizerBundle> b = ParseTokenizerBundle(
+      std::string_view(reinterpret_cast<const char*>(weights_ + header_->tokenizer_offset),
+                       header_->tokenizer_bytes));
+  if (!b.ok()) return Annotate(b.status(), absl::StrCat("segment ", name_));
+  if (static_cast<uint32_t>(b->kind) != header_->tokenizer_kind)
+    return absl::DataLossError(absl::StrCat("segment ", name_, ": the header's tokenizer kind ",
+                                            header_->tokenizer_kind, " differs from its blob's ",
+                                            static_cast<uint32_t>(b->kind)));
+  return b;
+}
+
 absl::StatusOr<Vocab> SegmentMapping::ReadVocab() const {
   if (header_->tokenizer_kind != static_cast<uint32_t>(TokenizerKind::kSentencePieceGguf))
     return absl::NotFoundError(absl::StrCat("segment ", name_, " carries no SentencePiece vocabulary"));
-  return ParseVocab(std::string_view(reinterpret_cast<const char*>(weights_ + header_->tokenizer_offset),
-                                     header_->tokenizer_bytes));
+  ASSIGN_OR_RETURN(TokenizerBundle b, ReadTokenizerBundle());
+  return ParseVocab(b.payload);
 }
 
 }  // namespace paged

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/segment_layout.h"
+#include "common/tokenizer_bundle.h"
 #include "common/vocab.h"
 
 namespace boost::interprocess {
@@ -64,6 +65,12 @@ class SegmentMapping {
 
   const uint8_t* LayerBlock(int layer) const { return weights_ + header_->LayerOffset(layer); }
   const uint8_t* GlobalData(const TensorEntry& t) const { return weights_ + t.offset; }
+  // The tokenizer region (common/tokenizer_bundle.h); an empty bundle when
+  // the segment has none. DATA_LOSS when it does not parse.
+  absl::StatusOr<TokenizerBundle> ReadTokenizerBundle() const;
+  // The SentencePiece vocabulary of a kSentencePieceGguf segment; NOT_FOUND
+  // for other kinds. (Tokenizers of any kind: LoadSegmentTokenizer in
+  // common/segment_tokenizer.h.)
   absl::StatusOr<Vocab> ReadVocab() const;
 
  private:

@@ -24,7 +24,9 @@
 namespace paged {
 
 inline constexpr char kSegmentMagic[8] = {'P', 'A', 'G', 'E', 'D', 'S', 'G', '1'};
-inline constexpr uint32_t kLayoutVersion = 1;
+// 2: the tokenizer region holds a PGTOKEN1 bundle (common/tokenizer_bundle.h)
+// with the chat template and HF tokenizer.json kinds, not a bare vocabulary.
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr uint64_t kSegmentAlign = 2ull << 20;  // 2 MiB
 inline constexpr uint64_t kTensorAlign = 4096;         // tensors inside a block / region
 inline constexpr uint64_t kHeaderRegionBytes = kSegmentAlign;
@@ -41,6 +43,7 @@ enum class WeightFormat : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kInt8 = 3, k
 std::string_view WeightFormatName(WeightFormat f);
 DType WeightFormatDType(WeightFormat f);
 
+// What the tokenizer region holds (common/tokenizer_bundle.h).
 enum class TokenizerKind : uint32_t { kNone = 0, kSentencePieceGguf = 1, kHfJson = 2 };
 
 // One tensor. For quantized dtypes `scale_offset` points at f16 scales

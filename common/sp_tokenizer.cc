@@ -1,5 +1,6 @@
 #include "common/sp_tokenizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <queue>
 #include <utility>
@@ -126,6 +127,17 @@ absl::StatusOr<SpTokenizer> SpTokenizer::Create(Vocab v) {
       }
     }
   }
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t type = v.types[i];
+    if (!v.pieces[i].empty() &&
+        (type == Vocab::kControl || type == Vocab::kUnknown || type == Vocab::kUserDefined))
+      t.special_by_byte_[static_cast<unsigned char>(v.pieces[i][0])].push_back(int32_t(i));
+  }
+  for (auto& ids : t.special_by_byte_) {
+    std::stable_sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
+      return v.pieces[size_t(a)].size() > v.pieces[size_t(b)].size();
+    });
+  }
   t.vocab_ = std::move(v);
   return t;
 }
@@ -133,6 +145,10 @@ absl::StatusOr<SpTokenizer> SpTokenizer::Create(Vocab v) {
 int32_t SpTokenizer::MergeableId(std::string_view text) const {
   auto it = mergeable_.find(text);
   return it == mergeable_.end() ? -1 : it->second;
+}
+
+std::string SpTokenizer::IdToPiece(int32_t id) const {
+  return id < 0 || size_t(id) >= vocab_.size() ? std::string() : vocab_.pieces[size_t(id)];
 }
 
 int32_t SpTokenizer::PieceToId(std::string_view piece) const {
@@ -160,13 +176,49 @@ void SpTokenizer::AppendFallback(std::string_view symbol, std::vector<int32_t>* 
   }
 }
 
-std::vector<int32_t> SpTokenizer::Encode(std::string_view text, bool add_bos) const {
+std::vector<int32_t> SpTokenizer::Encode(std::string_view text, bool add_bos,
+                                         bool parse_special) const {
   std::vector<int32_t> out;
   if (add_bos && vocab_.bos_id >= 0) out.push_back(vocab_.bos_id);
   if (text.empty()) return out;
+  if (!parse_special) {
+    EncodeText(text, /*dummy_prefix=*/true, &out);
+    return out;
+  }
+  // Cut out the special pieces, leftmost and longest; the dummy prefix goes
+  // on text at the start or right after one.
+  size_t done = 0;  // text before this is encoded
+  bool after_special = true;
+  for (size_t pos = 0; pos < text.size();) {
+    int32_t found = -1;
+    for (int32_t id : special_by_byte_[static_cast<unsigned char>(text[pos])]) {
+      if (text.substr(pos).starts_with(vocab_.pieces[size_t(id)])) {
+        found = id;
+        break;
+      }
+    }
+    if (found < 0) {
+      ++pos;
+      continue;
+    }
+    if (done < pos) {
+      EncodeText(text.substr(done, pos - done), after_special, &out);
+      after_special = false;
+    }
+    out.push_back(found);
+    after_special = true;
+    pos += vocab_.pieces[size_t(found)].size();
+    done = pos;
+  }
+  if (done < text.size()) EncodeText(text.substr(done), after_special, &out);
+  return out;
+}
 
+void SpTokenizer::EncodeText(std::string_view text, bool dummy_prefix,
+                             std::vector<int32_t>* out_ids) const {
+  std::vector<int32_t>& out = *out_ids;
   // Dummy prefix, spaces escaped.
-  std::string norm(kSpaceMark);
+  std::string norm(dummy_prefix ? kSpaceMark : std::string_view());
   norm.reserve(text.size() + 2 * kSpaceMark.size());
   for (char c : text) {
     if (c == ' ') {
@@ -240,7 +292,6 @@ std::vector<int32_t> SpTokenizer::Encode(std::string_view text, bool add_bos) co
       AppendFallback(s, &out);
     }
   }
-  return out;
 }
 
 std::string SpTokenizer::DecodePiece(int32_t prev_token, int32_t token) const {

@@ -17,6 +17,12 @@
 // Control tokens written in the text ("<s>", "</s>") are NOT parsed as
 // specials: they are plain text and encode to ordinary pieces.
 //
+// With parse_special (a rendered chat template), CONTROL, UNKNOWN and
+// USER_DEFINED pieces written in the text are cut out first (leftmost,
+// longest) and become their ids; the text between them is encoded as above,
+// with the dummy-prefix space added only to text at the start or right after
+// such a piece (llama.cpp's SentencePiece behaviour).
+//
 // Decode: "▁" becomes ' ', a BYTE token "<0xNN>" becomes that raw byte (so a
 // multi-byte character split over byte tokens reassembles), CONTROL and
 // UNUSED tokens become "", UNKNOWN becomes "▅" (U+2585, as llama.cpp prints
@@ -39,15 +45,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tokenizer.h"
 #include "common/vocab.h"
 
 namespace paged {
 
-class SpTokenizer {
+class SpTokenizer final : public Tokenizer {
  public:
-  // `prev_token` value for the first token of a sequence (see DecodePiece).
-  static constexpr int32_t kStartOfSequence = -1;
-
   // Validates `v` (non-empty; scores and types, one per piece; bos/eos/unk -1
   // or a valid id; an unk or byte tokens so that any text can be encoded) and
   // builds the piece lookup. INVALID_ARGUMENT when it does not validate.
@@ -55,30 +59,33 @@ class SpTokenizer {
 
   // Token ids of `text` (any bytes; need not be valid UTF-8), preceded by BOS
   // when `add_bos` and the vocabulary has one. "" gives no tokens (or BOS).
-  std::vector<int32_t> Encode(std::string_view text, bool add_bos) const;
+  std::vector<int32_t> Encode(std::string_view text, bool add_bos,
+                              bool parse_special = false) const override;
 
   // The text of `token` as it follows `prev_token` in a stream: its leading
   // space is dropped when `prev_token` is BOS or kStartOfSequence. A byte
   // token gives one raw byte, possibly part of a UTF-8 character; an id
   // outside the vocabulary gives "".
-  std::string DecodePiece(int32_t prev_token, int32_t token) const;
+  std::string DecodePiece(int32_t prev_token, int32_t token) const override;
 
   // The concatenated DecodePiece of each id, the first one following
   // kStartOfSequence.
-  std::string Decode(std::span<const int32_t> ids) const;
+  std::string Decode(std::span<const int32_t> ids) const override;
 
+  // The piece of `id` as the vocabulary writes it; "" outside it.
+  std::string IdToPiece(int32_t id) const override;
   // Id of the piece whose text is exactly `piece` ("▁the", "<0x0A>", "<s>"),
   // any type; -1 when there is none.
-  int32_t PieceToId(std::string_view piece) const;
+  int32_t PieceToId(std::string_view piece) const override;
 
-  bool IsEos(int32_t token) const { return token >= 0 && token == vocab_.eos_id; }
+  bool IsEos(int32_t token) const override { return token >= 0 && token == vocab_.eos_id; }
   bool IsBos(int32_t token) const { return token >= 0 && token == vocab_.bos_id; }
   // CONTROL (BOS, EOS, ...) tokens, which decode to "".
-  bool IsControl(int32_t token) const;
-  int32_t bos_id() const { return vocab_.bos_id; }
-  int32_t eos_id() const { return vocab_.eos_id; }
+  bool IsControl(int32_t token) const override;
+  int32_t bos_id() const override { return vocab_.bos_id; }
+  int32_t eos_id() const override { return vocab_.eos_id; }
   int32_t unk_id() const { return vocab_.unk_id; }
-  size_t vocab_size() const { return vocab_.size(); }
+  size_t vocab_size() const override { return vocab_.size(); }
   const Vocab& vocab() const { return vocab_; }
 
  private:
@@ -93,6 +100,8 @@ class SpTokenizer {
   int32_t MergeableId(std::string_view text) const;
   // Appends the tokens of a symbol that is no piece: byte tokens or unk.
   void AppendFallback(std::string_view symbol, std::vector<int32_t>* out) const;
+  // Appends the tokens of `text` (non-empty), with the dummy prefix or not.
+  void EncodeText(std::string_view text, bool dummy_prefix, std::vector<int32_t>* out) const;
 
   Vocab vocab_;
   PieceMap mergeable_;                   // NORMAL and USER_DEFINED pieces -> id
@@ -101,6 +110,9 @@ class SpTokenizer {
   bool has_byte_tokens_ = false;
   size_t max_piece_bytes_ = 0;      // longest mergeable piece
   std::vector<std::string> texts_;  // decoded text of each id
+  // Pieces parse_special cuts out (CONTROL, UNKNOWN, USER_DEFINED), longest
+  // first, by their first byte.
+  std::array<std::vector<int32_t>, 256> special_by_byte_;
 };
 
 }  // namespace paged

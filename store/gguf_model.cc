@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/segment_layout.h"
 #include "common/status.h"
+#include "store/gguf_tokenizer.h"
 #include "store/mapped_file.h"
 
 namespace paged {
@@ -174,11 +175,17 @@ absl::Status ReadLlama3Scaling(const GgufFile& f, const std::string& arch,
 // ---- tokenizer ---------------------------------------------------------------
 
 // Token ids go to the config (bos, eos ids: eos, then end-of-turn and
-// end-of-message when distinct, as llama.cpp stops on all three). Only
-// SentencePiece-style ("llama") vocabularies are read into `vocab`; BPE ones
-// ("gpt2": qwen2, llama3) need merges and a pre-tokenizer the store does not
-// carry, so their vocab stays empty and tokenizing is left to the client.
-absl::Status ReadTokenizer(const GgufFile& f, ModelConfig& c, Vocab& vocab) {
+// end-of-message when distinct, as llama.cpp stops on all three), the chat
+// template (tokenizer.chat_template) to the bundle. SentencePiece-style
+// ("llama") vocabularies are read into `vocab` and the bundle; byte-level BPE
+// ones ("gpt2": llama3, qwen2) become an HF tokenizer.json in the bundle
+// (store/gguf_tokenizer.h) when their pre-tokenizer is one we know, else the
+// model serves token ids only.
+absl::Status ReadTokenizer(const GgufFile& f, ModelConfig& c, Vocab& vocab,
+                          TokenizerBundle& bundle, std::string& note) {
+  if (f.Has("tokenizer.chat_template")) {
+    ASSIGN_OR_RETURN(bundle.chat_template, f.GetString("tokenizer.chat_template"));
+  }
   std::string model;
   if (f.Has("tokenizer.ggml.model")) {
     ASSIGN_OR_RETURN(model, f.GetString("tokenizer.ggml.model"));
@@ -202,6 +209,17 @@ absl::Status ReadTokenizer(const GgufFile& f, ModelConfig& c, Vocab& vocab) {
     bool seen = false;
     for (int i = 0; i < c.n_eos; ++i) seen = seen || c.eos_ids[i] == *id;
     if (!seen) c.eos_ids[c.n_eos++] = *id;
+  }
+  if (model == "gpt2") {
+    ASSIGN_OR_RETURN(std::optional<TokenizerBundle> bpe, GgufBpeTokenizer(f, c));
+    if (!bpe) {
+      const absl::StatusOr<std::string> pre = f.GetString("tokenizer.ggml.pre");
+      note = absl::StrCat("tokenizer.ggml.pre '", pre.ok() ? *pre : "default",
+                          "' is not supported: the model takes and gives token ids only");
+      return absl::OkStatus();
+    }
+    bpe->chat_template = std::move(bundle.chat_template);
+    bundle = *std::move(bpe);
   }
   if (!spm) return absl::OkStatus();
 
@@ -236,6 +254,8 @@ absl::Status ReadTokenizer(const GgufFile& f, ModelConfig& c, Vocab& vocab) {
   vocab.bos_id = c.bos_id;
   vocab.eos_id = eos.value_or(-1);
   vocab.unk_id = unk.value_or(-1);
+  bundle.kind = TokenizerKind::kSentencePieceGguf;
+  bundle.payload = SerializeVocab(vocab);
   return absl::OkStatus();
 }
 
@@ -342,7 +362,7 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufToModelSource(const GgufFile& f
   c.qkv_bias = c.arch == Arch::kQwen2;
 
   RETURN_IF_ERROR(ReadConfig(f, *arch_name, c));
-  RETURN_IF_ERROR(ReadTokenizer(f, c, src->vocab));
+  RETURN_IF_ERROR(ReadTokenizer(f, c, src->vocab, src->tokenizer, src->tokenizer_note));
   c.tied_embeddings = f.FindTensor("output.weight") == nullptr;
 
   for (const GgufTensorInfo& t : f.tensors) {

@@ -1,5 +1,6 @@
 #include "store/hf_checkpoint.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <charconv>
 #include <cmath>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/segment_layout.h"
 #include "common/status.h"
+#include "store/hf_tokenizer_files.h"
 #include "store/safetensors.h"
 
 namespace paged {
@@ -463,6 +465,24 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenHfCheckpoint(const std::string&
     src->files.push_back(*std::move(file));
   }
   if (!index.empty()) RETURN_IF_ERROR(CheckIndexCovered(dir, index, found));
+
+  // The tokenizer: its files are part of the identity, its end-of-sequence
+  // ids (tokenizer_config's eos_token, generation_config's eos_token_id) stop
+  // generation too.
+  ASSIGN_OR_RETURN(HfTokenizerFiles tok, ReadHfTokenizerFiles(dir));
+  for (const std::string& name : tok.files) {
+    ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> f, MappedFile::Open(JoinPath(dir, name)));
+    fingerprint = HashFile(fingerprint, name, *f);
+  }
+  ModelConfig& c = src->config;
+  for (int32_t id : tok.eos_ids) {
+    if (id < 0 || id >= c.vocab || c.n_eos >= kMaxEosIds) continue;
+    if (std::find(c.eos_ids, c.eos_ids + c.n_eos, id) == c.eos_ids + c.n_eos)
+      c.eos_ids[c.n_eos++] = id;
+  }
+  if (tok.bundle.kind == TokenizerKind::kNone)
+    src->tokenizer_note = "no tokenizer.json: the model takes and gives token ids only";
+  src->tokenizer = std::move(tok.bundle);
   src->fingerprint = fingerprint;
   RETURN_IF_ERROR(CheckTensorSet(*src));
   return src;

@@ -20,4 +20,13 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenModel(const std::string& path) 
       path, ": not a model (expected an HF checkpoint directory or a .gguf file)"));
 }
 
+TokenizerBundle TokenizerBundleOf(const ModelSource& src) {
+  TokenizerBundle b = src.tokenizer;
+  if (b.kind == TokenizerKind::kNone && !src.vocab.pieces.empty()) {
+    b.kind = TokenizerKind::kSentencePieceGguf;
+    b.payload = SerializeVocab(src.vocab);
+  }
+  return b;
+}
+
 }  // namespace paged

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
+#include "common/tokenizer_bundle.h"
 #include "common/vocab.h"
 #include "store/mapped_file.h"
 
@@ -55,7 +56,15 @@ struct ModelSource {
   std::string format;           // "safetensors" or "gguf"
   ModelConfig config;
   std::vector<SourceTensor> tensors;
-  Vocab vocab;                  // empty pieces when the checkpoint has none we read
+  Vocab vocab;                  // GGUF "llama" vocabulary; empty pieces otherwise
+  // The tokenizer the segment carries (and paged-run uses): the GGUF vocab
+  // above (kSentencePieceGguf), an HF tokenizer.json (kHfJson), or none; with
+  // the chat template when the checkpoint has one. A source made by hand
+  // with `vocab` but kind kNone gets the vocab's bundle (TokenizerBundleOf).
+  TokenizerBundle tokenizer;
+  // Why the checkpoint has no tokenizer paged reads ("no tokenizer.json: ..."),
+  // for the store to say once; "" otherwise.
+  std::string tokenizer_note;
   uint64_t fingerprint = 0;     // identity of the files: paths, sizes, mtimes
   std::vector<std::unique_ptr<MappedFile>> files;  // keep the tensor data mapped
 
@@ -69,5 +78,8 @@ absl::Status CheckTensorSet(const ModelSource& src);
 
 // Opens an HF checkpoint directory or a .gguf file.
 absl::StatusOr<std::unique_ptr<ModelSource>> OpenModel(const std::string& path);
+
+// `src.tokenizer`, or the bundle of `src.vocab` when only that is set.
+TokenizerBundle TokenizerBundleOf(const ModelSource& src);
 
 }  // namespace paged

@@ -124,11 +124,11 @@ absl::StatusOr<SegmentHeader> PlanSegment(const ModelSource& src, const LayoutOp
   h.layers_offset = AlignUp(cursor, kSegmentAlign);
   cursor = h.layers_offset + h.layer_block_bytes * uint64_t(c.n_layers);
 
-  // Tokenizer.
-  if (!src.vocab.pieces.empty()) {
-    h.tokenizer_kind = static_cast<uint32_t>(TokenizerKind::kSentencePieceGguf);
+  // Tokenizer and chat template (common/tokenizer_bundle.h).
+  if (const TokenizerBundle tok = TokenizerBundleOf(src); !tok.empty()) {
+    h.tokenizer_kind = static_cast<uint32_t>(tok.kind);
     h.tokenizer_offset = AlignUp(cursor, kTensorAlign);
-    h.tokenizer_bytes = SerializeVocab(src.vocab).size();
+    h.tokenizer_bytes = SerializeTokenizerBundle(tok).size();
     cursor = h.tokenizer_offset + h.tokenizer_bytes;
   }
 
@@ -182,7 +182,7 @@ absl::Status FillSegment(const ModelSource& src, SegmentHeader& plan, uint8_t* b
     }
   }
   if (plan.tokenizer_bytes > 0) {
-    const std::string blob = SerializeVocab(src.vocab);
+    const std::string blob = SerializeTokenizerBundle(TokenizerBundleOf(src));
     if (blob.size() != plan.tokenizer_bytes) return absl::InternalError("tokenizer size changed");
     std::memcpy(base + plan.tokenizer_offset, blob.data(), blob.size());
   }

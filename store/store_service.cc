@@ -105,6 +105,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
   RETURN_IF_ERROR(CheckSegmentName(opts.segment));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> src, OpenModel(opts.model_path));
   ASSIGN_OR_RETURN(SegmentHeader plan, PlanSegment(*src, opts.layout));
+  // Once, and only for a load that goes ahead (errors stay one line).
+  if (!src->tokenizer_note.empty())
+    std::fprintf(stderr, "paged-store: %s: %s\n", opts.model_path.c_str(),
+                 src->tokenizer_note.c_str());
 
   auto impl = std::make_unique<Impl>();
   impl->opts = opts;

@@ -16,5 +16,11 @@ case $name in
     if [[ -f $models/stories260K.gguf ]]; then
       head -c 65536 "$models/stories260K.gguf" > "$work/corpus/stories.gguf"
     fi ;;
+  fuzz_tokenizer)
+    golden=$(dirname "$0")/../../tests/golden/tokenizers
+    for d in "$golden"/*/; do
+      cp "$d/tokenizer.json" "$work/corpus/$(basename "$d").json"
+    done
+    printf 'Hello, world! <|im_start|>user\n\xe6\x97\xa5 \xff 12345' > "$work/corpus/text" ;;
 esac
 "$fuzzer" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 "$work/corpus" 2>&1 | tail -n 12

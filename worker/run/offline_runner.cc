@@ -6,7 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/sp_tokenizer.h"
+#include "common/segment_tokenizer.h"
 #include "common/status.h"
 #include "worker/engine/generator.h"
 #include "worker/engine/local_model.h"
@@ -30,11 +30,8 @@ absl::Status RunOffline(const OfflineRunOptions& opts, std::FILE* out, std::FILE
   const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(auto src, OpenModel(opts.model_path));
   const ModelConfig& c = src->config;
-  std::optional<SpTokenizer> tok;
-  if (!src->vocab.pieces.empty()) {
-    ASSIGN_OR_RETURN(SpTokenizer t, SpTokenizer::Create(src->vocab));
-    tok = std::move(t);
-  }
+  ASSIGN_OR_RETURN(const std::unique_ptr<const Tokenizer> tok,
+                   CreateTokenizer(TokenizerBundleOf(*src), opts.model_path));
   std::vector<int32_t> prompt = opts.prompt_tokens;
   if (prompt.empty()) {
     if (!tok && !opts.prompt.empty())
