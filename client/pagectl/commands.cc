@@ -32,10 +32,12 @@ int RunCommand(const std::string& command, const Flags& f, const char* usage) {
     size_t n_args;  // positional arguments after the command
   };
   static constexpr Entry kCommands[] = {
-      {"make-model", MakeModelCommand, 0}, {"inspect", InspectCommand, 0},     {"verify", VerifyCommand, 0},
-      {"plan", PlanCommand, 0},            {"generate", GenerateCommand, 0},   {"status", StatusCommand, 0},
-      {"workers", WorkersCommand, 0},      {"sequences", SequencesCommand, 0}, {"cancel", CancelCommand, 1},
-      {"drain", DrainCommand, 1},          {"models", ModelsCommand, 0},
+      {"make-model", MakeModelCommand, 0}, {"inspect", InspectCommand, 0},
+      {"verify", VerifyCommand, 0},        {"plan", PlanCommand, 0},
+      {"generate", GenerateCommand, 0},    {"status", StatusCommand, 0},
+      {"workers", WorkersCommand, 0},      {"sequences", SequencesCommand, 0},
+      {"cancel", CancelCommand, 1},        {"drain", DrainCommand, 1},
+      {"models", ModelsCommand, 0},        {"chat", ChatCommand, 0},
   };
   for (const Entry& e : kCommands) {
     if (command != e.name) continue;

@@ -34,6 +34,10 @@ struct Flags {
   int top_k = 0;
   float top_p = 1.f;
   bool ignore_eos = false;
+  // chat
+  std::string system;  // the system message ("" none)
+  // status
+  bool wait_ready = false;  // wait until the service can generate, with progress
   // Positional arguments after the command (cancel ID, drain WORKER).
   std::vector<std::string> args;
 };
@@ -49,6 +53,7 @@ int PlanCommand(const Flags& f);
 
 // Through the C++ SDK (client/sdk) against --server, each with --json.
 int GenerateCommand(const Flags& f);
+int ChatCommand(const Flags& f);  // client/pagectl/chat.h
 int StatusCommand(const Flags& f);
 int WorkersCommand(const Flags& f);
 int SequencesCommand(const Flags& f);

@@ -29,6 +29,11 @@ ABSL_FLAG(float, temperature, 0.f, "generate: sampling temperature (0: greedy)")
 ABSL_FLAG(int, top_k, 0, "generate: top-k (0: off)");
 ABSL_FLAG(float, top_p, 1.f, "generate: top-p in (0, 1] (1: off)");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past end-of-sequence");
+ABSL_FLAG(int, max_tokens, 0, "generate, chat: tokens to generate (the same as -n; wins when set)");
+ABSL_FLAG(std::string, system, "", "chat: the system message");
+ABSL_FLAG(bool, wait_ready, false,
+          "status: first wait until the service can generate (with --segment: show the store "
+          "loading it), at most --timeout");
 
 namespace paged::pagectl {
 
@@ -44,7 +49,9 @@ const char kUsage[] =
     "  generate (--prompt TEXT | --prompt-tokens 1,2,3) [-n N] [--temperature T] [--top-k K] "
     "[--top-p P]\n"
     "           [--seed S] [--ignore-eos] [--json]\n"
-    "  status [--json]      the service and its workers\n"
+    "  chat [--system TEXT] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]\n"
+    "                       one user message per stdin line; /reset, /exit\n"
+    "  status [--json] [--wait-ready [--segment NAME]]   the service and its workers\n"
     "  workers [--json]     workers with their memory plans and counters\n"
     "  sequences [--json]   queued and running sequences\n"
     "  cancel ID            stop a sequence\n"
@@ -76,6 +83,9 @@ Flags FlagsFromCommandLine() {
   f.top_k = absl::GetFlag(FLAGS_top_k);
   f.top_p = absl::GetFlag(FLAGS_top_p);
   f.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  if (absl::GetFlag(FLAGS_max_tokens) != 0) f.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  f.system = absl::GetFlag(FLAGS_system);
+  f.wait_ready = absl::GetFlag(FLAGS_wait_ready);
   return f;
 }
 

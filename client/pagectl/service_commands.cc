@@ -1,18 +1,24 @@
 // pagectl's commands that talk to a running server through the C++ SDK:
-// generate, status, workers, sequences, cancel, drain, models.
+// generate, status, workers, sequences, cancel, drain, models (chat is in
+// chat.cc).
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <iterator>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "client/pagectl/commands.h"
+#include "client/pagectl/load_progress.h"
 #include "client/pagectl/service_format.h"
+#include "client/pagectl/terminal.h"
 #include "client/sdk/paged_client.h"
 
 namespace paged::pagectl {
@@ -26,12 +32,7 @@ int Fail(const char* command, const absl::Status& s) {
 }
 
 // Colours only for a person at a terminal.
-bool UseColor() {
-  if (!::isatty(STDOUT_FILENO)) return false;
-  if (std::getenv("NO_COLOR") != nullptr) return false;
-  const char* term = std::getenv("TERM");
-  return term == nullptr || std::strcmp(term, "dumb") != 0;
-}
+bool UseColor() { return StdoutColor(); }
 
 absl::Duration UnaryTimeout(const Flags& f) {
   return f.timeout > absl::ZeroDuration() ? f.timeout : client::kDefaultTimeout;
@@ -111,15 +112,101 @@ int GenerateCommand(const Flags& f) {
   if (f.json) {
     PrintJson(GenerateResultToJson(*r));
   } else {
-    std::fprintf(stderr, "[%s]\n", FormatUsageLine(*r).c_str());
+    std::fprintf(stderr, "[%s]\n", FormatUsageLine(*r, StderrColor()).c_str());
   }
   return r->finish_reason == client::FinishReason::kError ? 1 : 0;
 }
 
+namespace {
+
+// Waits until the service can generate: with --segment, first the store's
+// segment (a progress bar while it is LOADING), then the coordinator's
+// Status until the store is READY and a worker is ATTACHED. At most
+// --timeout (none when 0). Progress goes to stderr: a bar on a terminal,
+// plain lines otherwise.
+absl::Status WaitReady(const Flags& f) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto now_s = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+  const double limit_s = f.timeout > absl::ZeroDuration() ? absl::ToDoubleSeconds(f.timeout) : 0;
+  const bool terminal = ::isatty(STDERR_FILENO) == 1;
+  ProgressDisplay shown(
+      [](const std::string& s) {
+        std::fputs(s.c_str(), stderr);
+        std::fflush(stderr);
+      },
+      terminal, TerminalColumns(STDERR_FILENO));
+  std::string waiting;  // what we wait for ("a worker to attach"), for the timeout's message
+  auto expired = [&] { return limit_s > 0 && now_s() > limit_s; };
+  auto timed_out = [&] {
+    shown.Finish("");
+    return absl::DeadlineExceededError(absl::StrCat(
+        "not ready within ", absl::FormatDuration(f.timeout), ": still waiting for ", waiting));
+  };
+  constexpr auto kPoll = std::chrono::milliseconds(200);
+  // 1. The segment.
+  while (!f.segment.empty()) {
+    absl::StatusOr<LoadProgress> p = ReadLoadProgress(f.segment);
+    if (p.ok() && p->state == "READY") break;
+    if (!p.ok() && p.status().code() != absl::StatusCode::kNotFound) {
+      shown.Finish("");
+      return p.status();
+    }
+    if (!p.ok() || p->state != "LOADING") {
+      waiting = absl::StrCat("segment ", f.segment,
+                             p.ok() ? ": paged-store is creating it"
+                                    : ": it does not exist yet (is paged-store starting?)");
+      shown.Note(absl::StrCat("pagectl: waiting for ", waiting), now_s());
+    } else {
+      waiting = absl::StrCat("paged-store to load segment ", f.segment);
+      shown.Update(absl::StrCat("loading ", f.segment), p->done, p->total, now_s());
+    }
+    if (expired()) return timed_out();
+    std::this_thread::sleep_for(kPoll);
+  }
+  // 2. The coordinator and a worker.
+  for (;;) {
+    client::ConnectOptions opts;
+    opts.connect_timeout = absl::Seconds(1);
+    absl::StatusOr<client::Client> c = client::Client::Connect(f.server, f.token, opts);
+    if (c.ok()) {
+      auto s = c->Status(absl::Seconds(5));
+      if (s.ok()) {
+        int attached = 0;
+        for (const v1::WorkerInfo& w : s->workers()) attached += w.state() == "ATTACHED";
+        if (s->store_state() == "READY" && attached > 0) break;
+        waiting = s->store_state() != "READY"
+                      ? absl::StrCat("the store (", s->store_state(), ")")
+                      : absl::StrCat("a worker to attach (", s->workers_size(), " known)");
+      } else if (s.status().code() == absl::StatusCode::kUnauthenticated) {
+        shown.Finish("");
+        return s.status();
+      } else {
+        waiting = absl::StrCat("paged at ", f.server, ": ", s.status().message());
+      }
+    } else if (c.status().code() == absl::StatusCode::kInvalidArgument) {
+      shown.Finish("");
+      return c.status();
+    } else {
+      waiting = absl::StrCat("paged at ", f.server, " (", c.status().message(), ")");
+    }
+    shown.Note(absl::StrCat("pagectl: waiting for ", waiting), now_s());
+    if (expired()) return timed_out();
+    std::this_thread::sleep_for(kPoll);
+  }
+  shown.Finish(terminal ? "" : absl::StrFormat("pagectl: ready after %.1f s", now_s()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 int StatusCommand(const Flags& f) {
+  if (f.wait_ready) {
+    if (absl::Status s = WaitReady(f); !s.ok()) return Fail("status", s);
+  }
   auto c = Connect(f);
   if (!c.ok()) return Fail("status", c.status());
-  auto s = c->Status(UnaryTimeout(f));
+  auto s = c->Status(f.wait_ready ? client::kDefaultTimeout : UnaryTimeout(f));
   if (!s.ok()) return Fail("status", s.status());
   if (f.json) {
     PrintJson(ProtoToJson(*s));

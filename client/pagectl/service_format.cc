@@ -9,29 +9,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "client/pagectl/terminal.h"
 #include "common/size_flag.h"
 
 namespace paged::pagectl {
 namespace {
-
-constexpr const char* kGreen = "32";
-constexpr const char* kYellow = "33";
-constexpr const char* kRed = "31";
-constexpr const char* kDim = "2";
-
-const char* StateColor(std::string_view state) {
-  if (state == "ATTACHED" || state == "READY" || state == "RUNNING") return kGreen;
-  if (state == "DRAINING" || state == "DRAINED" || state == "QUEUED" || state == "LOADING")
-    return kYellow;
-  if (state == "GONE" || state == "FAILED") return kRed;
-  if (state == "FINISHED") return kDim;
-  return nullptr;
-}
-
-std::string Paint(const std::string& text, const char* ansi, bool color) {
-  if (!color || ansi == nullptr) return text;
-  return absl::StrCat("\033[", ansi, "m", text, "\033[0m");
-}
 
 std::string Or(const std::string& s, const char* fallback) { return s.empty() ? fallback : s; }
 
@@ -176,8 +158,14 @@ std::string FormatSequences(const std::vector<v1::SequenceInfo>& seqs, bool colo
 
 std::string FormatModels(const std::vector<v1::ModelInfo>& models, bool color) {
   if (models.empty()) return "no models\n";
-  std::vector<std::vector<Cell>> rows = {
-      {{"NAME"}, {"ARCHITECTURE"}, {"LAYERS"}, {"HIDDEN"}, {"VOCAB"}, {"CONTEXT"}, {"WEIGHTS"}}};
+  std::vector<std::vector<Cell>> rows = {{{"NAME"},
+                                          {"ARCHITECTURE"},
+                                          {"LAYERS"},
+                                          {"HIDDEN"},
+                                          {"VOCAB"},
+                                          {"CONTEXT"},
+                                          {"WEIGHTS"},
+                                          {"CHAT"}}};
   for (const v1::ModelInfo& m : models) {
     rows.push_back({{m.name()},
                     {m.architecture()},
@@ -185,7 +173,8 @@ std::string FormatModels(const std::vector<v1::ModelInfo>& models, bool color) {
                     {absl::StrCat(m.hidden_size())},
                     {absl::StrCat(m.vocab_size())},
                     {absl::StrCat(m.max_context())},
-                    {m.weight_format()}});
+                    {m.weight_format()},
+                    {Or(m.chat_template(), "-"), m.chat_template().empty() ? kDim : nullptr}});
   }
   return FormatTable(rows, color);
 }
@@ -214,7 +203,7 @@ nlohmann::json GenerateResultToJson(const client::GenerateResult& r) {
             {"step_s", r.usage.step_s}}}};
 }
 
-std::string FormatUsageLine(const client::GenerateResult& r) {
+std::string FormatUsageLine(const client::GenerateResult& r, bool color) {
   const client::Usage& u = r.usage;
   std::string line = absl::StrCat(u.generated_tokens, " tokens (prompt ", u.prompt_tokens, ")");
   if (u.total_s > 0) {
@@ -222,7 +211,8 @@ std::string FormatUsageLine(const client::GenerateResult& r) {
                                            u.total_s, u.time_to_first_token_s * 1e3,
                                            double(u.generated_tokens) / u.total_s));
   }
-  absl::StrAppend(&line, ", finish: ", client::FinishReasonName(r.finish_reason));
+  const char* reason = client::FinishReasonName(r.finish_reason);
+  absl::StrAppend(&line, ", finish: ", Paint(reason, FinishReasonColor(reason), color));
   return line;
 }
 

@@ -40,8 +40,9 @@ nlohmann::json ProtoToJson(const google::protobuf::Message& m);
 
 // generate --json: text, token_ids, finish_reason, usage, request_id, sequence_id.
 nlohmann::json GenerateResultToJson(const client::GenerateResult& r);
-// "30 tokens (prompt 1) in 0.52 s, first token 41 ms, 57.7 tokens/s, finish: length".
-std::string FormatUsageLine(const client::GenerateResult& r);
+// "30 tokens (prompt 1) in 0.52 s, first token 41 ms, 57.7 tokens/s, finish: length",
+// the finish reason in its colour when `color`.
+std::string FormatUsageLine(const client::GenerateResult& r, bool color = false);
 
 // "1,2,3" or "1 2 3" -> {1, 2, 3}; INVALID_ARGUMENT naming the bad entry.
 absl::StatusOr<std::vector<int32_t>> ParseTokenList(std::string_view text);

@@ -105,12 +105,20 @@ absl::Status CheckUnixSocket(const std::string& target, const std::string& path)
 }  // namespace
 
 absl::Status ValidateGenerateOptions(const GenerateOptions& o) {
-  if (o.prompt.empty() && o.prompt_tokens.empty()) {
+  const int kinds =
+      int(!o.prompt.empty()) + int(!o.prompt_tokens.empty()) + int(!o.messages.empty());
+  if (kinds == 0) {
     return absl::InvalidArgumentError(
-        "no prompt: set GenerateOptions.prompt (text) or .prompt_tokens (token ids)");
+        "no prompt: set GenerateOptions.prompt (text), .prompt_tokens (token ids) or .messages "
+        "(chat)");
   }
-  if (!o.prompt.empty() && !o.prompt_tokens.empty()) {
-    return absl::InvalidArgumentError("give either a text prompt or prompt token ids, not both");
+  if (kinds > 1) {
+    return absl::InvalidArgumentError(
+        "give only one of a text prompt, prompt token ids and chat messages");
+  }
+  for (size_t i = 0; i < o.messages.size(); ++i) {
+    if (o.messages[i].role.empty())
+      return absl::InvalidArgumentError(absl::StrCat("chat message ", i, " has no role"));
   }
   for (size_t i = 0; i < o.prompt_tokens.size(); ++i) {
     if (o.prompt_tokens[i] < 0) {
@@ -210,6 +218,14 @@ absl::StatusOr<GenerateResult> Client::Generate(
   v1::GenerateRequest req;
   if (!o.prompt.empty()) {
     req.set_text(o.prompt);
+  } else if (!o.messages.empty()) {
+    v1::ChatMessages* chat = req.mutable_chat();
+    for (const ChatMessage& m : o.messages) {
+      v1::ChatMessage* out = chat->add_messages();
+      out->set_role(m.role);
+      out->set_content(m.content);
+    }
+    chat->set_add_generation_prompt(o.add_generation_prompt);
   } else {
     req.mutable_tokens()->mutable_ids()->Add(o.prompt_tokens.begin(), o.prompt_tokens.end());
   }

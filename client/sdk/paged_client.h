@@ -51,10 +51,23 @@ struct ConnectOptions {
   absl::Duration connect_timeout = absl::Seconds(5);
 };
 
-// One generation request. Give exactly one of `prompt` and `prompt_tokens`.
+// One message of a chat conversation.
+struct ChatMessage {
+  std::string role;  // "system", "user" or "assistant"
+  std::string content;
+};
+
+// One generation request. Give exactly one of `prompt`, `prompt_tokens` and
+// `messages`.
 struct GenerateOptions {
   std::string prompt;                     // text; the server tokenizes it and adds BOS
   std::vector<int32_t> prompt_tokens;     // or token ids, sent as they are (add BOS yourself)
+  // Or a conversation, rendered by the server with the model's chat template
+  // (FAILED_PRECONDITION when the model has none); the reply stops at the
+  // format's end of turn. With add_generation_prompt the prompt ends with the
+  // assistant's turn opened, which is what a reply wants.
+  std::vector<ChatMessage> messages;
+  bool add_generation_prompt = true;
   int max_tokens = 128;                   // tokens to generate, > 0
   std::vector<int32_t> stop_token_ids;    // stop (finish STOP) when one is generated
   std::vector<std::string> stop_strings;  // stop when the text contains one

@@ -9,8 +9,10 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
+#include "client/pagectl/chat.h"
 #include "client/pagectl/commands.h"
 #include "client/pagectl/service_format.h"
 #include "client/sdk/grpc_status.h"
@@ -40,6 +42,7 @@ struct FakeState {
   std::atomic<int> generate_calls{0};
   std::atomic<bool> slow_admin{false};
   std::string last_drained;
+  std::vector<v1::ChatMessages> chats;  // the chat prompt of each chat Generate
 };
 
 grpc::Status CheckToken(FakeState& st, grpc::ServerContext* ctx) {
@@ -67,6 +70,7 @@ class FakeInference final : public v1::Inference::Service {
                                              : std::string(it->second.data(), it->second.size()));
     }
     if (grpc::Status s = CheckToken(st_, ctx); !s.ok()) return s;
+    if (req->has_chat()) return Chat(*req, w);
     if (req->text() == "busy")
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue is full (64 waiting)");
     if (req->text() == "slow") {
@@ -96,6 +100,33 @@ class FakeInference final : public v1::Inference::Service {
       }
       w->Write(m);
     }
+    return grpc::Status::OK;
+  }
+
+  // A chat prompt is answered " you said: " + the last message's content in
+  // two messages (finish STOP); a last message "no template" is refused as a
+  // server without a chat template refuses it.
+  grpc::Status Chat(const v1::GenerateRequest& req, grpc::ServerWriter<v1::GenerateResponse>* w) {
+    {
+      std::lock_guard<std::mutex> lock(st_.mu);
+      st_.chats.push_back(req.chat());
+    }
+    const std::string last =
+        req.chat().messages().empty() ? "" : req.chat().messages().rbegin()->content();
+    if (last == "no template") {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "the model has no chat template; start paged with --chat-template NAME");
+    }
+    v1::GenerateResponse m;
+    m.add_token_ids(200);
+    m.set_text(" you said:");
+    w->Write(m);
+    m.Clear();
+    m.add_token_ids(201);
+    m.set_text(" " + last);
+    m.set_finish_reason(v1::GenerateResponse::STOP);
+    m.mutable_usage()->set_generated_tokens(2);
+    w->Write(m);
     return grpc::Status::OK;
   }
 
@@ -188,6 +219,7 @@ class FakeAdmin final : public v1::Admin::Service {
     m->set_vocab_size(512);
     m->set_max_context(512);
     m->set_weight_format("f32");
+    m->set_chat_template("llama2");
     return grpc::Status::OK;
   }
 
@@ -257,7 +289,17 @@ TEST(ValidateGenerateOptionsTest, RejectsWhatTheServerWouldReject) {
   };
   const std::vector<Case> cases = {
       {"no prompt", [](GenerateOptions& o) { o.prompt.clear(); }, "no prompt"},
-      {"both prompts", [](GenerateOptions& o) { o.prompt_tokens = {1}; }, "not both"},
+      {"both prompts", [](GenerateOptions& o) { o.prompt_tokens = {1}; }, "only one of"},
+      {"text and chat",
+       [](GenerateOptions& o) {
+         o.messages = {{"user", "hi"}};
+       },
+       "only one of"},
+      {"chat role empty",
+       [](GenerateOptions& o) {
+         o.prompt.clear(), o.messages = {{"user", "hi"}, {"", "x"}};
+       },
+       "chat message 1 has no role"},
       {"negative id",
        [](GenerateOptions& o) {
          o.prompt.clear(), o.prompt_tokens = {1, -5};
@@ -590,6 +632,154 @@ TEST(PagectlCommandTest, CommandsTalkToTheServer) {
   pagectl::Flags nowhere;
   nowhere.server = "unix:///nonexistent/paged.sock";
   EXPECT_EQ(pagectl::RunCommand("status", nowhere, "usage"), 1);
+}
+
+// ---- chat ---------------------------------------------------------------------------------
+
+TEST(ClientTest, ChatMessagesGoOutAsAChatPrompt) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  auto c = Client::Connect(server.target());
+  ASSERT_TRUE(c.ok()) << c.status();
+  GenerateOptions o;
+  o.messages = {{"system", "Be brief."}, {"user", "hi"}};
+  o.max_tokens = 5;
+  auto r = c->Generate(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text, " you said: hi");
+  EXPECT_EQ(r->finish_reason, FinishReason::kStop);
+  std::lock_guard<std::mutex> lock(server.state.mu);
+  ASSERT_EQ(server.state.chats.size(), 1u);
+  const v1::ChatMessages& chat = server.state.chats[0];
+  ASSERT_EQ(chat.messages_size(), 2);
+  EXPECT_EQ(chat.messages(0).role(), "system");
+  EXPECT_EQ(chat.messages(0).content(), "Be brief.");
+  EXPECT_EQ(chat.messages(1).role(), "user");
+  EXPECT_TRUE(chat.add_generation_prompt());
+}
+
+struct ChatRun {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+ChatRun RunChatOn(const FakeServer& server, const pagectl::Flags& f, const std::string& input,
+                  bool interactive = false) {
+  auto c = Client::Connect(server.target());
+  EXPECT_TRUE(c.ok()) << c.status();
+  std::istringstream in(input);
+  std::ostringstream out, err;
+  pagectl::ChatIo io;
+  io.in = &in;
+  io.out = &out;
+  io.err = &err;
+  io.interactive = interactive;
+  ChatRun r;
+  r.exit_code = pagectl::RunChat(f, *c, io);
+  r.out = out.str();
+  r.err = err.str();
+  return r;
+}
+
+TEST(PagectlChatTest, EachLineIsATurnOfOneConversation) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  pagectl::Flags f;
+  f.system = "Be brief.";
+  f.max_tokens = 16;
+  const ChatRun r = RunChatOn(server, f, "hello\n\n  second \r\n/reset\nthird\n/exit\nnever\n");
+  EXPECT_EQ(r.exit_code, 0);
+  // The replies, one per turn, without the leading space.
+  EXPECT_EQ(r.out, "you said: hello\nyou said: second\nyou said: third\n");
+  EXPECT_EQ(r.err, "");  // nothing for people when not interactive
+  std::lock_guard<std::mutex> lock(server.state.mu);
+  ASSERT_EQ(server.state.chats.size(), 3u);
+  auto roles = [](const v1::ChatMessages& m) {
+    std::vector<std::string> out;
+    for (const v1::ChatMessage& x : m.messages()) out.push_back(x.role() + ":" + x.content());
+    return out;
+  };
+  EXPECT_THAT(roles(server.state.chats[0]), ElementsAre("system:Be brief.", "user:hello"));
+  EXPECT_THAT(
+      roles(server.state.chats[1]),
+      ElementsAre("system:Be brief.", "user:hello", "assistant: you said: hello", "user:second"));
+  // After /reset: only the system message and the new line.
+  EXPECT_THAT(roles(server.state.chats[2]), ElementsAre("system:Be brief.", "user:third"));
+}
+
+TEST(PagectlChatTest, JsonPrintsOneObjectPerTurn) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  pagectl::Flags f;
+  f.json = true;
+  const ChatRun r = RunChatOn(server, f, "a\nb");  // the last line without a newline counts
+  EXPECT_EQ(r.exit_code, 0);
+  std::istringstream lines(r.out);
+  std::string line;
+  std::vector<nlohmann::json> turns;
+  while (std::getline(lines, line)) turns.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(turns.size(), 2u);
+  EXPECT_EQ(turns[0]["turn"], 0);
+  EXPECT_EQ(turns[0]["user"], "a");
+  EXPECT_EQ(turns[0]["text"], " you said: a");
+  EXPECT_EQ(turns[0]["finish_reason"], "stop");
+  EXPECT_EQ(turns[1]["turn"], 1);
+  EXPECT_EQ(turns[1]["text"], " you said: b");
+  EXPECT_EQ(turns[1]["token_ids"], nlohmann::json({200, 201}));
+}
+
+TEST(PagectlChatTest, AFailedTurnEndsAPipedChatButNotAnInteractiveOne) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  pagectl::Flags f;
+  ChatRun r = RunChatOn(server, f, "no template\nhello\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_THAT(r.err,
+              HasSubstr("pagectl chat: FAILED_PRECONDITION: the model has no chat template"));
+
+  r = RunChatOn(server, f, "no template\nhello\n/bogus\n", /*interactive=*/true);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, "you said: hello\n");
+  EXPECT_THAT(r.err, HasSubstr("you> "));
+  EXPECT_THAT(r.err, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(r.err, HasSubstr("finish: stop"));  // the usage line
+  EXPECT_THAT(r.err, HasSubstr("unknown command /bogus"));
+  EXPECT_THAT(r.err, Not(HasSubstr("\033[")));  // no colour asked
+  std::lock_guard<std::mutex> lock(server.state.mu);
+  // The failed turn left the conversation: "hello" went alone.
+  ASSERT_EQ(server.state.chats.size(), 3u);
+  ASSERT_EQ(server.state.chats[2].messages_size(), 1);
+  EXPECT_EQ(server.state.chats[2].messages(0).content(), "hello");
+}
+
+TEST(PagectlChatTest, BadArgumentsBeforeConnecting) {
+  pagectl::Flags f;
+  f.server = "unix:///nonexistent/paged.sock";
+  f.max_tokens = 0;
+  EXPECT_EQ(pagectl::RunCommand("chat", f, "usage"), 2);
+  f.max_tokens = 4;
+  f.top_p = 2.f;
+  EXPECT_EQ(pagectl::RunCommand("chat", f, "usage"), 2);
+  f.top_p = 1.f;
+  EXPECT_EQ(pagectl::RunCommand("chat", f, "usage"), 1);  // no server
+  f.args = {"extra"};
+  EXPECT_EQ(pagectl::RunCommand("chat", f, "usage"), 2);
+}
+
+TEST(PagectlFormatTest, ModelsShowTheChatFormatAndFinishReasonsTheirColour) {
+  v1::ModelInfo m;
+  m.set_name("stories260K");
+  m.set_chat_template("llama2");
+  EXPECT_THAT(pagectl::FormatModels({m}, false), HasSubstr("CHAT"));
+  EXPECT_THAT(pagectl::FormatModels({m}, false), HasSubstr("llama2"));
+  m.clear_chat_template();
+  EXPECT_THAT(pagectl::FormatModels({m}, false), ::testing::EndsWith("-\n"));
+  client::GenerateResult r;
+  r.finish_reason = FinishReason::kError;
+  EXPECT_THAT(pagectl::FormatUsageLine(r, /*color=*/true),
+              HasSubstr("finish: \033[31merror\033[0m"));
+  EXPECT_THAT(pagectl::FormatUsageLine(r, /*color=*/false), ::testing::EndsWith("finish: error"));
 }
 
 }  // namespace
