@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/segment_layout.h"
+#include "common/status.h"
+#include "daemon/log.h"
 
 namespace paged {
 namespace {
@@ -72,17 +74,26 @@ TimeUs Coordinator::Now() {
 }
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
-    CoordinatorOptions options, std::optional<SpTokenizer> tokenizer) {
+    CoordinatorOptions options, std::unique_ptr<const Tokenizer> tokenizer) {
   absl::StatusOr<Scheduler> s = Scheduler::Create(options.scheduler);
   if (!s.ok()) return s.status();
+  if (!options.chat_format.empty()) {
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::FromName(options.chat_format);
+    if (!t.ok()) return Annotate(t.status(), "--chat-template");
+  }
   std::unique_ptr<Coordinator> c(
       new Coordinator(std::move(options), std::move(tokenizer), std::move(*s)));
+  if (!c->chat_.ok() && !c->options_.chat_template.empty()) {
+    // Serving goes on: only chat prompts are refused.
+    std::fprintf(stderr, "paged: warning: %s; chat prompts will be refused\n",
+                 std::string(c->chat_.status().message()).c_str());
+  }
   c->rates_.push_back({Now(), 0, 0});  // the rates' first base
   c->timer_ = std::thread([p = c.get()] { p->TimerLoop(); });
   return c;
 }
 
-Coordinator::Coordinator(CoordinatorOptions options, std::optional<SpTokenizer> tokenizer,
+Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<const Tokenizer> tokenizer,
                          Scheduler scheduler)
     : options_(std::move(options)),
       tokenizer_(std::move(tokenizer)),
@@ -99,7 +110,11 @@ uint64_t Coordinator::RandomSeed() {
 }
 
 absl::StatusOr<ParsedGenerate> Coordinator::ParseRequest(const v1::GenerateRequest& req) {
-  return ParseGenerateRequest(req, tokenizer(), RandomSeed());
+  PromptContext ctx;
+  ctx.tokenizer = tokenizer();
+  ctx.chat = chat_template();
+  if (!chat_.ok()) ctx.no_chat = chat_.status();
+  return ParseGenerateRequest(req, ctx, RandomSeed());
 }
 
 bool Coordinator::stopping() const {
@@ -134,11 +149,13 @@ void Coordinator::DeliverLocked(const std::vector<Event>& events, double step_s,
     switch (e.kind) {
       case EventKind::kToken: {
         ++tokens_committed_;
+        metrics_.generated_tokens.Inc();
         auto it = channels_.find(e.seq_id);
         if (it == channels_.end()) break;  // its stream left already
         it->second->tokens.push_back(e.token);
         it->second->step_s.push_back(step_s);
         it->second->cv.notify_all();
+        if (it->second->on_update) it->second->on_update();
         break;
       }
       case EventKind::kFinished: {
@@ -147,6 +164,7 @@ void Coordinator::DeliverLocked(const std::vector<Event>& events, double step_s,
         it->second->finished = true;
         it->second->reason = e.reason;
         it->second->cv.notify_all();
+        if (it->second->on_update) it->second->on_update();
         break;
       }
       case EventKind::kWorkerDrained: {
@@ -160,8 +178,8 @@ void Coordinator::DeliverLocked(const std::vector<Event>& events, double step_s,
       }
       case EventKind::kWorkerFailed: {
         // The scheduler removed the worker already (as by WorkerGone).
-        std::fprintf(stderr, "paged: worker %s failed: %s\n", e.worker_id.c_str(),
-                     e.detail.c_str());
+        Log(LogLevel::kWarning, "coordinator", "worker %s failed: %s", e.worker_id.c_str(),
+            e.detail.c_str());
         auto it = live_.find(e.worker_id);
         if (it == live_.end()) break;
         std::shared_ptr<Link> l = it->second;
@@ -182,9 +200,9 @@ void Coordinator::RemoveLinkLocked(Link& link, const char* state, Closers* close
     if (it != live_.end() && it->second.get() == &link) live_.erase(it);
     const SchedulerStats before = scheduler_.Stats();
     DeliverLocked(scheduler_.WorkerGone(link.worker_id), 0.0, closers);
-    std::fprintf(stderr, "paged: worker %s gone; %lld sequences re-queued\n",
-                 link.worker_id.c_str(),
-                 static_cast<long long>(scheduler_.Stats().requeued - before.requeued));
+    Log(LogLevel::kWarning, "coordinator", "worker %s gone; %lld sequences re-queued",
+        link.worker_id.c_str(),
+        static_cast<long long>(scheduler_.Stats().requeued - before.requeued));
     ReapRequeuedLocked(closers);
   }
   if (link.open) {
@@ -242,7 +260,8 @@ void Coordinator::TimerLoop() {
 
 // ---- Sequences ----
 
-absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Admit(Request r) {
+absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Admit(
+    Request r, std::function<void()> on_update) {
   Closers closers;
   std::shared_ptr<Channel> ch;
   {
@@ -255,6 +274,7 @@ absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Admit(Request
     ch = std::make_shared<Channel>();
     ch->seq_id = *id;
     ch->admitted_at = now;
+    ch->on_update = std::move(on_update);
     channels_[*id] = ch;
     PumpLocked(now, &closers);
     if (has_deadline) timer_cv_.notify_all();
@@ -282,6 +302,7 @@ void Coordinator::Release(Channel& ch) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = channels_.find(ch.seq_id);
     if (it != channels_.end() && it->second.get() == &ch) channels_.erase(it);
+    ch.on_update = nullptr;
     if (!ch.finished) {
       // A queued or idle sequence ends now; one in flight when its step resolves.
       absl::StatusOr<std::vector<Event>> ev = scheduler_.Cancel(ch.seq_id);
@@ -336,8 +357,8 @@ absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
     if (auto old = live_.find(id); old != live_.end()) {
-      std::fprintf(stderr, "paged: worker %s attached again; its previous link is gone\n",
-                   id.c_str());
+      Log(LogLevel::kWarning, "coordinator", "worker %s attached again; its previous link is gone",
+          id.c_str());
       std::shared_ptr<Link> keep = old->second;
       RemoveLinkLocked(*keep, "GONE", &closers);
     }
@@ -349,13 +370,18 @@ absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
       link->plan = hello.plan();
       link->close = std::move(close);
       WorkerRecord& rec = records_[id];
-      if (rec.link) ++rec.restarts;
+      if (rec.metrics.steps == nullptr) rec.metrics = metrics_.ForWorker(id);
+      rec.link_h2d_bytes_per_s = hello.plan().link_h2d_bytes_per_s();
+      if (rec.link) {
+        ++rec.restarts;
+        rec.metrics.restarts->Inc();
+      }
       rec.link = link;
       live_[id] = link;
-      std::fprintf(stderr,
-                   "paged: worker %s attached (%s, %d seqs, %d tokens, %d KV blocks per step)\n",
-                   id.c_str(), hello.device().c_str(), limits.max_seqs, limits.max_step_tokens,
-                   limits.max_step_kv_blocks);
+      Log(LogLevel::kInfo, "coordinator",
+          "worker %s attached (%s, %d seqs, %d tokens, %d KV blocks per step)", id.c_str(),
+          hello.device().c_str(), limits.max_seqs, limits.max_step_tokens,
+          limits.max_step_kv_blocks);
     }
     PumpLocked(Now(), &closers);
   }
@@ -397,15 +423,20 @@ absl::Status Coordinator::OnWorkerMessage(Link& link, const v1::WorkerMessage& m
       RemoveLinkLocked(link, "GONE", &closers);
     } else {
       const v1::StepResult& r = msg.result();
-      const uint64_t before = link.counters.h2d_bytes(), after = r.counters().h2d_bytes();
-      paged_bytes_ += after >= before ? after - before : after;  // a restarted worker counts from 0
+      const WorkerCountersDelta d = CountersDelta(link.counters, r.counters());
+      paged_bytes_ += d.h2d_bytes;  // a restarted worker counts from 0
       link.counters = r.counters();
+      if (auto rec = records_.find(link.worker_id);
+          rec != records_.end() && rec->second.link.get() == &link)
+        metrics_.OnWorkerCounters(rec->second.metrics, d, Now());
       if (!r.error().empty()) {
-        std::fprintf(stderr, "paged: worker %s failed step %llu: %s\n", link.worker_id.c_str(),
-                     static_cast<unsigned long long>(r.step_id()), r.error().c_str());
+        Log(LogLevel::kWarning, "coordinator", "worker %s failed step %llu: %s",
+            link.worker_id.c_str(), static_cast<unsigned long long>(r.step_id()),
+            r.error().c_str());
         status = absl::UnavailableError(absl::StrCat("step ", r.step_id(), " failed: ", r.error()));
         RemoveLinkLocked(link, "GONE", &closers);
       } else {
+        metrics_.step_seconds.Observe(r.step_s());
         const std::vector<int32_t> tokens(r.next_tokens().begin(), r.next_tokens().end());
         DeliverLocked(scheduler_.OnStepResult(link.worker_id, r.step_id(), tokens), r.step_s(),
                       &closers);
@@ -526,6 +557,7 @@ v1::ListModelsResponse Coordinator::ListModels() const {
   m->set_vocab_size(c.vocab);
   m->set_max_context(c.max_context);
   m->set_weight_format(options_.weight_format);
+  if (chat_.ok()) m->set_chat_template(std::string(chat_->name()));
   return r;
 }
 
@@ -540,7 +572,10 @@ void Coordinator::Shutdown() {
         l->cv.notify_all();
         closers.push_back(l);
       }
-      for (auto& [id, ch] : channels_) ch->cv.notify_all();
+      for (auto& [id, ch] : channels_) {
+        ch->cv.notify_all();
+        if (ch->on_update) ch->on_update();
+      }
       timer_cv_.notify_all();
     }
   }

@@ -30,9 +30,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
-#include "common/sp_tokenizer.h"
+#include "common/tokenizer.h"
 #include "daemon/generate_request.h"
 #include "daemon/scheduler.h"
+#include "daemon/serving_metrics.h"
 #include "paged/v1/admin.pb.h"
 #include "paged/v1/worker_link.pb.h"
 
@@ -47,6 +48,9 @@ struct CoordinatorOptions {
   // The checkpoint's chat template source (Jinja, from tokenizer_config.json
   // or GGUF tokenizer.chat_template); "" when it has none.
   std::string chat_template;
+  // The operator's --chat-template NAME ("chatml", "llama2", ...): chat
+  // prompts use that format instead of the checkpoint's template.
+  std::string chat_format;
   ModelConfig model;
   SchedulerConfig scheduler;
   // A sequence whose worker went away under it this many times finishes with
@@ -71,6 +75,10 @@ class Coordinator {
     bool finished = false;
     FinishReason reason = FinishReason::kNone;
     std::string error;  // set: finished by the coordinator for this reason
+    // Called (under the coordinator's mutex: it may only schedule work, e.g.
+    // post to an event loop) when tokens or the end arrive and at shutdown;
+    // for front ends that do not block in Wait. Cleared by Release.
+    std::function<void()> on_update;
   };
   struct Update {
     std::vector<int32_t> tokens;
@@ -85,24 +93,30 @@ class Coordinator {
   enum class Next { kMessage, kTimeout, kClosed };
 
   static absl::StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options,
-                                                             std::optional<SpTokenizer> tokenizer);
+                                                             std::unique_ptr<const Tokenizer> tokenizer);
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
   // Microseconds on the steady clock (the scheduler's time).
   static TimeUs Now();
-  const SpTokenizer* tokenizer() const { return tokenizer_ ? &*tokenizer_ : nullptr; }
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   const CoordinatorOptions& options() const { return options_; }
   // A random nonzero seed for a request that gives none.
   uint64_t RandomSeed();
   // A paged.v1.GenerateRequest checked and tokenized with this model's
   // tokenizer (and chat template), as the gRPC and HTTP front ends admit it.
   absl::StatusOr<ParsedGenerate> ParseRequest(const v1::GenerateRequest& req);
+  // The chat template chat prompts are rendered with; null when they are
+  // refused (no template, or one we do not support: chat_status() says why).
+  const ChatTemplate* chat_template() const { return chat_.ok() ? &*chat_ : nullptr; }
+  absl::Status chat_status() const { return chat_.status(); }
 
   // ---- Sequences (Inference.Generate) ----
-  // Admits `r` (the scheduler's errors as they are) and opens its channel.
-  absl::StatusOr<std::shared_ptr<Channel>> Admit(Request r);
+  // Admits `r` (the scheduler's errors as they are) and opens its channel
+  // (`on_update`: see Channel).
+  absl::StatusOr<std::shared_ptr<Channel>> Admit(Request r,
+                                                 std::function<void()> on_update = nullptr);
   // Waits up to `timeout` for tokens or the end and moves them into `out`.
   // Returns false when the coordinator is shutting down.
   bool Wait(Channel& ch, std::chrono::milliseconds timeout, Update* out);
@@ -131,6 +145,12 @@ class Coordinator {
   absl::Status DrainWorker(const std::string& worker_id);
   v1::ListModelsResponse ListModels() const;
 
+  // ---- Metrics (daemon/coordinator_metrics.cc) ----
+  // Counters the front ends update (requests by status, time to first token).
+  ServingMetrics& metrics() { return metrics_; }
+  // Every metric in the Prometheus text format, the gauges read now.
+  std::string RenderMetrics();
+
   // Stops the timer, closes every worker link and wakes every stream.
   void Shutdown();
   bool stopping() const;
@@ -139,6 +159,8 @@ class Coordinator {
   struct WorkerRecord {
     std::shared_ptr<Link> link;  // the latest attachment
     int32_t restarts = 0;        // re-attachments after the first
+    WorkerMetrics metrics;       // its labelled metrics, over its restarts
+    double link_h2d_bytes_per_s = 0;  // measured by the worker (its hello's plan); 0: unknown
   };
   struct RateSample {
     TimeUs at = 0;
@@ -148,7 +170,7 @@ class Coordinator {
   // Links whose streams to cancel once the mutex is released.
   using Closers = std::vector<std::shared_ptr<Link>>;
 
-  explicit Coordinator(CoordinatorOptions options, std::optional<SpTokenizer> tokenizer,
+  explicit Coordinator(CoordinatorOptions options, std::unique_ptr<const Tokenizer> tokenizer,
                        Scheduler scheduler);
 
   // Schedule, dispatch plans, deliver events. Under mu_.
@@ -163,7 +185,10 @@ class Coordinator {
   static void RunClosers(Closers& closers);
 
   const CoordinatorOptions options_;
-  const std::optional<SpTokenizer> tokenizer_;
+  // From options_.chat_format or options_.chat_template; else why not.
+  const absl::StatusOr<ChatTemplate> chat_ =
+      ResolveChatTemplate(options_.chat_template, options_.chat_format);
+  const std::unique_ptr<const Tokenizer> tokenizer_;
 
   mutable std::mutex mu_;
   Scheduler scheduler_;
@@ -173,6 +198,7 @@ class Coordinator {
   std::deque<RateSample> rates_;
   int64_t tokens_committed_ = 0;
   uint64_t paged_bytes_ = 0;  // sum of the workers' H2D counter increments
+  ServingMetrics metrics_;
   std::mt19937_64 rng_;
   bool stopping_ = false;
   std::condition_variable timer_cv_;

@@ -15,7 +15,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/segment.h"
+#include "common/segment_tokenizer.h"
 #include "common/status.h"
+#include "daemon/http/front_end.h"
+#include "daemon/log.h"
 #include "daemon/services.h"
 #include "store/store_service.h"
 
@@ -28,7 +31,7 @@ std::string DefaultListenAddress() {
 }
 
 absl::StatusOr<CoordinatorOptions> CoordinatorOptionsFromSegment(
-    const ServeOptions& o, std::optional<SpTokenizer>* tokenizer) {
+    const ServeOptions& o, std::unique_ptr<const Tokenizer>* tokenizer) {
   absl::StatusOr<std::unique_ptr<SegmentMapping>> seg =
       SegmentMapping::Open(o.segment, SegmentMapping::Access::kReadOnly);
   if (!seg.ok()) return seg.status();
@@ -53,15 +56,13 @@ absl::StatusOr<CoordinatorOptions> CoordinatorOptionsFromSegment(
   if (o.max_seqs_per_step != 0) s.max_seqs_per_step = o.max_seqs_per_step;
   if (o.prefill_chunk != 0) s.prefill_chunk = o.prefill_chunk;
   if (absl::Status st = ValidateSchedulerConfig(s); !st.ok()) return st;
+  c.chat_format = o.chat_format;
 
   tokenizer->reset();
-  if (h.tokenizer_kind == static_cast<uint32_t>(TokenizerKind::kSentencePieceGguf)) {
-    absl::StatusOr<Vocab> v = (*seg)->ReadVocab();
-    if (!v.ok()) return Annotate(v.status(), "the segment's tokenizer");
-    absl::StatusOr<SpTokenizer> t = SpTokenizer::Create(std::move(*v));
-    if (!t.ok()) return Annotate(t.status(), "the segment's tokenizer");
-    tokenizer->emplace(std::move(*t));
-  }
+  absl::StatusOr<LoadedTokenizer> loaded = LoadSegmentTokenizer(**seg);
+  if (!loaded.ok()) return loaded.status();
+  *tokenizer = std::move(loaded->tokenizer);
+  c.chat_template = std::move(loaded->chat_template);
   return c;
 }
 
@@ -117,8 +118,14 @@ void Server::Shutdown() {
 }
 
 int RunCoordinator(const ServeOptions& o) {
+  absl::StatusOr<LogLevel> level = ParseLogLevel(o.log_level);
+  if (!level.ok()) {
+    std::fprintf(stderr, "paged: --log-level: %s\n", std::string(level.status().message()).c_str());
+    return 2;
+  }
+  SetLogLevel(*level);
   SdNotifyOrLog("STATUS=mapping segment " + o.segment);
-  std::optional<SpTokenizer> tokenizer;
+  std::unique_ptr<const Tokenizer> tokenizer;
   absl::StatusOr<CoordinatorOptions> opts = CoordinatorOptionsFromSegment(o, &tokenizer);
   if (!opts.ok()) {
     std::fprintf(stderr, "paged: segment %s: %s\n", o.segment.c_str(),
@@ -144,8 +151,26 @@ int RunCoordinator(const ServeOptions& o) {
       "chunk %d\n",
       (*coord)->options().model_name.c_str(), sc.total_blocks, sc.block_tokens, sc.max_queue,
       sc.max_step_tokens, sc.max_seqs_per_step, sc.prefill_chunk);
+  if (const ChatTemplate* t = (*coord)->chat_template(); t != nullptr)
+    std::printf("paged: chat prompts in the %s format\n", std::string(t->name()).c_str());
   std::printf("paged: listening on %s%s\n", (*server)->address().c_str(),
               o.token.empty() ? "" : " (bearer token)");
+  std::unique_ptr<http::HttpApi> http_api;
+  if (!o.http.empty()) {
+    http::HttpOptions ho;
+    ho.address = o.http;
+    ho.token = o.token;
+    ho.threads = o.http_threads;
+    absl::StatusOr<std::unique_ptr<http::HttpApi>> api = http::HttpApi::Start(coord->get(), ho);
+    if (!api.ok()) {
+      std::fprintf(stderr, "paged: --http: %s\n", std::string(api.status().message()).c_str());
+      (*server)->Shutdown();
+      return 1;
+    }
+    http_api = std::move(*api);
+    std::printf("paged: http listening on %s%s\n", http_api->address().c_str(),
+                o.token.empty() ? "" : " (bearer token)");
+  }
   std::fflush(stdout);
   // Under systemd: ready once the server listens (docs/operations.md).
   SdNotifyOrLog("READY=1\nSTATUS=listening on " + (*server)->address());
@@ -154,6 +179,7 @@ int RunCoordinator(const ServeOptions& o) {
   SdNotifyOrLog("STOPPING=1");
   std::printf("paged: signal %d, shutting down\n", sig);
   std::fflush(stdout);
+  if (http_api) http_api->Stop();  // HTTP clients' sequences are released first
   (*server)->Shutdown();
   return 0;
 }

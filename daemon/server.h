@@ -25,8 +25,15 @@ struct ServeOptions {
   int32_t max_step_tokens = 0;
   int32_t max_seqs_per_step = 0;
   int32_t prefill_chunk = 0;
+  // --chat-template NAME: the chat format instead of the checkpoint's
+  // template ("" keeps the checkpoint's).
+  std::string chat_format;
   int max_threads =
       512;  // gRPC threads (ResourceQuota): abandoned streams cannot exhaust the process
+  // --http HOST:PORT: the OpenAI-compatible API and /metrics ("": off).
+  std::string http;
+  int http_threads = 4;  // the HTTP server's event-loop threads
+  std::string log_level = "info";
 };
 
 // unix://$XDG_RUNTIME_DIR/paged.sock, or unix:///tmp/paged.sock without it.
@@ -36,7 +43,7 @@ std::string DefaultListenAddress();
 // the KV pool geometry and the tokenizer (when the segment carries one), and
 // builds the coordinator's options from them and the flags.
 absl::StatusOr<CoordinatorOptions> CoordinatorOptionsFromSegment(
-    const ServeOptions& o, std::optional<SpTokenizer>* tokenizer);
+    const ServeOptions& o, std::unique_ptr<const Tokenizer>* tokenizer);
 
 class Server {
  public:

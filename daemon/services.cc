@@ -5,7 +5,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/bearer_token.h"
 #include "daemon/generate_request.h"
+#include "daemon/generation_stream.h"
 #include "daemon/text_stream.h"
 
 namespace paged {
@@ -14,18 +16,20 @@ namespace {
 constexpr auto kPollPeriod =
     std::chrono::milliseconds(50);  // client disconnects are noticed this fast
 
-v1::GenerateResponse::FinishReason ProtoReason(FinishReason r) {
-  switch (r) {
-    case FinishReason::kEos:
+v1::GenerateResponse::FinishReason ProtoReason(GenerationStream::End e) {
+  switch (e) {
+    case GenerationStream::End::kEos:
       return v1::GenerateResponse::EOS;
-    case FinishReason::kStop:
+    case GenerationStream::End::kStop:
       return v1::GenerateResponse::STOP;
-    case FinishReason::kLength:
+    case GenerationStream::End::kLength:
       return v1::GenerateResponse::LENGTH;
-    case FinishReason::kCancelled:
+    case GenerationStream::End::kCancelled:
       return v1::GenerateResponse::CANCELLED;
-    case FinishReason::kDeadline:
-    case FinishReason::kNone:
+    case GenerationStream::End::kNone:
+    case GenerationStream::End::kError:
+    case GenerationStream::End::kDeadline:
+    case GenerationStream::End::kShutdown:
       break;
   }
   return v1::GenerateResponse::ERROR;
@@ -46,13 +50,7 @@ grpc::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string&
   if (it == md.end())
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "a bearer token is required (authorization: Bearer T)");
-  const std::string want = "Bearer " + token;
-  const std::string_view got(it->second.data(), it->second.size());
-  // Constant time in the token's content.
-  unsigned diff = got.size() == want.size() ? 0u : 1u;
-  for (size_t i = 0; i < want.size(); ++i)
-    diff |= unsigned(uint8_t(want[i]) ^ uint8_t(i < got.size() ? got[i] : 0));
-  if (diff != 0)
+  if (!BearerTokenMatches(std::string_view(it->second.data(), it->second.size()), token))
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "the bearer token is wrong");
   return grpc::Status::OK;
 }
@@ -62,76 +60,50 @@ grpc::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string&
 grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
   if (grpc::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return s;
-  absl::StatusOr<ParsedGenerate> parsed = coord_->ParseRequest(*req);
-  if (!parsed.ok()) return ToGrpc(parsed.status());
-  Request& r = parsed->request;
+  GenerationStream::Options options;
   const auto deadline = ctx->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
         deadline - std::chrono::system_clock::now());
-    r.deadline = std::max<TimeUs>(Coordinator::Now() + left.count(), 1);
+    options.deadline = std::max<TimeUs>(Coordinator::Now() + left.count(), 1);
   }
-  const int32_t prompt_tokens = int32_t(r.prompt.size());
-  int32_t prev = r.prompt.back();
-  absl::StatusOr<std::shared_ptr<Coordinator::Channel>> admitted = coord_->Admit(std::move(r));
-  if (!admitted.ok()) return ToGrpc(admitted.status());
-  Coordinator::Channel& ch = **admitted;
+  absl::StatusOr<std::unique_ptr<GenerationStream>> started =
+      GenerationStream::Start(*coord_, *req, std::move(options));
+  if (!started.ok()) return ToGrpc(started.status());
+  GenerationStream& gen = **started;
 
-  const SpTokenizer* tok = coord_->tokenizer();
-  TextStream text(std::move(parsed->stop_strings));
-  v1::Usage usage;
-  usage.set_prompt_tokens(prompt_tokens);
   auto stamp = [&](v1::GenerateResponse& m) {
     m.set_request_id(req->request_id());
-    m.set_sequence_id(uint64_t(ch.seq_id));
+    m.set_sequence_id(uint64_t(gen.sequence_id()));
   };
   for (;;) {
-    Coordinator::Update u;
-    if (!coord_->Wait(ch, kPollPeriod, &u)) {
-      coord_->Release(ch);
+    GenerationStream::Chunk c = gen.Next(kPollPeriod);
+    if (c.done && c.end == GenerationStream::End::kShutdown)
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
-    }
-    if (ctx->IsCancelled()) {
-      coord_->Release(ch);
+    if (!c.done && ctx->IsCancelled()) {
+      gen.Cancel();
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     }
     v1::GenerateResponse msg;
     stamp(msg);
-    for (size_t i = 0; i < u.tokens.size() && !text.stopped(); ++i) {
-      const int32_t t = u.tokens[i];
-      if (usage.generated_tokens() == 0)
-        usage.set_time_to_first_token_s(double(Coordinator::Now() - ch.admitted_at) * 1e-6);
-      usage.set_generated_tokens(usage.generated_tokens() + 1);
-      usage.add_step_s(u.step_s[i]);
-      msg.add_token_ids(t);
-      // The eos or stop id that ends the sequence is streamed as an id, not as text.
-      const bool ends = u.finished && i + 1 == u.tokens.size() &&
-                        (u.reason == FinishReason::kEos || u.reason == FinishReason::kStop);
-      if (tok != nullptr && !ends) text.Append(tok->DecodePiece(prev, t));
-      prev = t;
-    }
-    msg.set_text(text.TakeReady());
-    const bool done = text.stopped() || u.finished;
+    msg.mutable_token_ids()->Add(c.token_ids.begin(), c.token_ids.end());
+    msg.set_text(std::move(c.text));
     if ((msg.token_ids_size() > 0 || !msg.text().empty()) && !writer->Write(msg)) {
-      coord_->Release(ch);
+      gen.Cancel();
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     }
-    if (!done) continue;
+    if (!c.done) continue;
 
-    coord_->Release(ch);  // cancels the sequence when a stop string ended it
-    if (!text.stopped() && u.reason == FinishReason::kDeadline)
+    if (c.end == GenerationStream::End::kDeadline)
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed");
     v1::GenerateResponse last;
     stamp(last);
-    last.set_text(text.TakeAll());
-    last.set_finish_reason(text.stopped()    ? v1::GenerateResponse::STOP
-                           : u.error.empty() ? ProtoReason(u.reason)
-                                             : v1::GenerateResponse::ERROR);
-    usage.set_total_s(double(Coordinator::Now() - ch.admitted_at) * 1e-6);
-    *last.mutable_usage() = usage;
+    last.set_text(std::move(c.tail));
+    last.set_finish_reason(ProtoReason(c.end));
+    *last.mutable_usage() = gen.usage();
     writer->Write(last);
-    if (!text.stopped() && !u.error.empty())
-      return grpc::Status(grpc::StatusCode::ABORTED, u.error);
+    if (c.end == GenerationStream::End::kError)
+      return grpc::Status(grpc::StatusCode::ABORTED, c.error);
     return grpc::Status::OK;
   }
 }
@@ -139,7 +111,7 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
 grpc::Status InferenceService::Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
                                         v1::TokenizeResponse* resp) {
   if (grpc::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return s;
-  const SpTokenizer* tok = coord_->tokenizer();
+  const Tokenizer* tok = coord_->tokenizer();
   if (tok == nullptr)
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "the model's segment carries no tokenizer");
@@ -149,7 +121,7 @@ grpc::Status InferenceService::Tokenize(grpc::ServerContext* ctx, const v1::Toke
                                      kMaxPromptTextBytes));
   for (int32_t id : tok->Encode(req->text(), req->add_bos())) {
     resp->add_ids(id);
-    resp->add_pieces(SanitizeUtf8(tok->vocab().pieces[size_t(id)]));
+    resp->add_pieces(SanitizeUtf8(tok->IdToPiece(id)));
   }
   return grpc::Status::OK;
 }

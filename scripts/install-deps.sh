@@ -8,10 +8,11 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libboost-dev libabsl-dev nlohmann-json3-dev
+  libboost-dev libabsl-dev nlohmann-json3-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev
   systemd
+  curl
 )
 
 missing=()

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "common/segment.h"
-#include "common/sp_tokenizer.h"
+#include "common/segment_tokenizer.h"
 #include "paged/v1/admin.grpc.pb.h"
 #include "paged/v1/inference.grpc.pb.h"
 #include "tests/unit/test_util.h"
@@ -152,11 +152,10 @@ class ServingTest : public ::testing::Test {
     ASSERT_TRUE(store_->WaitForLine("ready")) << store_->output();
     auto seg = SegmentMapping::Open(segment_, SegmentMapping::Access::kReadOnly);
     ASSERT_TRUE(seg.ok()) << seg.status();
-    auto vocab = (*seg)->ReadVocab();
-    ASSERT_TRUE(vocab.ok()) << vocab.status();
-    auto tok = SpTokenizer::Create(std::move(*vocab));
-    ASSERT_TRUE(tok.ok()) << tok.status();
-    tokenizer_.emplace(std::move(*tok));
+    auto loaded = LoadSegmentTokenizer(**seg);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    ASSERT_NE(loaded->tokenizer, nullptr);
+    tokenizer_ = std::move(loaded->tokenizer);
     address_ = "unix://" + dir_.File("paged.sock");
   }
 
@@ -307,7 +306,7 @@ class ServingTest : public ::testing::Test {
   testing::TempDir dir_;
   std::string segment_;
   std::string address_;
-  std::optional<SpTokenizer> tokenizer_;
+  std::unique_ptr<const Tokenizer> tokenizer_;
   std::unique_ptr<Subprocess> store_;
   std::unique_ptr<Subprocess> paged_;
   std::map<std::string, std::unique_ptr<Subprocess>> workers_;

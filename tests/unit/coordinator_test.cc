@@ -159,7 +159,7 @@ class CoordinatorTest : public ::testing::Test {
     o.scheduler.prefill_chunk = 8;
     o.scheduler.max_queue = max_queue;
     coord_.reset();
-    auto c = Coordinator::Create(std::move(o), std::nullopt);
+    auto c = Coordinator::Create(std::move(o), nullptr);
     ASSERT_TRUE(c.ok()) << c.status();
     coord_ = std::move(*c);
   }
@@ -555,34 +555,34 @@ TEST_F(CoordinatorTest, ServesOverGrpcWithAFakeWorkerAndAToken) {
 
 TEST(GenerateRequestTest, ChecksWhatTheSchedulerCannot) {
   v1::GenerateRequest r;
-  EXPECT_THAT(ParseGenerateRequest(r, nullptr, 7).status().message(),
+  EXPECT_THAT(ParseGenerateRequest(r, {}, 7).status().message(),
               HasSubstr("prompt is required"));
   r.set_text("");
-  EXPECT_EQ(ParseGenerateRequest(r, nullptr, 7).status().code(),
+  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(),
             absl::StatusCode::kInvalidArgument);
   r.set_text("hello");
-  EXPECT_EQ(ParseGenerateRequest(r, nullptr, 7).status().code(),
+  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(),
             absl::StatusCode::kFailedPrecondition);
   r.set_text(std::string(kMaxPromptTextBytes + 1, 'a'));
-  EXPECT_EQ(ParseGenerateRequest(r, nullptr, 7).status().code(),
+  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(),
             absl::StatusCode::kInvalidArgument);
   r.mutable_tokens()->add_ids(1);
   r.set_max_tokens(3);
-  auto ok = ParseGenerateRequest(r, nullptr, 7);
+  auto ok = ParseGenerateRequest(r, {}, 7);
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(ok->request.sampling.seed, 7u);    // none given: the random one
   EXPECT_EQ(ok->request.sampling.top_p, 1.f);  // 0: off
   r.mutable_sampling()->set_seed(42);
   r.mutable_sampling()->set_top_p(0.5f);
-  ok = ParseGenerateRequest(r, nullptr, 7);
+  ok = ParseGenerateRequest(r, {}, 7);
   EXPECT_EQ(ok->request.sampling.seed, 42u);
   EXPECT_EQ(ok->request.sampling.top_p, 0.5f);
   r.add_stop_strings("");
-  EXPECT_THAT(ParseGenerateRequest(r, nullptr, 7).status().message(),
+  EXPECT_THAT(ParseGenerateRequest(r, {}, 7).status().message(),
               HasSubstr("stop string 0 is empty"));
   r.clear_stop_strings();
   for (size_t i = 0; i <= kMaxStopStrings; ++i) r.add_stop_strings("x");
-  EXPECT_EQ(ParseGenerateRequest(r, nullptr, 7).status().code(),
+  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -83,6 +83,10 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
   h->set_segment(opts.segment);
   h->set_segment_generation(rt.header().generation);
   *h->mutable_plan() = PlanProto(rt.plan());
+  // The host link's H2D bandwidth, when the pager measured it at start
+  // (sharing with a peer GPU); the coordinator's /metrics reports achieved
+  // H2D over it. 0: not measured.
+  h->mutable_plan()->set_link_h2d_bytes_per_s(rt.pager().sharing().host_gbps * 1e9);
   h->set_max_step_tokens(opts.max_step_tokens);
   h->set_max_step_seqs(opts.max_step_seqs);
   h->set_max_step_kv_blocks(int32_t(rt.plan().slot_kv_blocks));

@@ -1,0 +1,55 @@
+#include "daemon/log.h"
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace paged {
+namespace {
+
+std::atomic<int> g_level{int(LogLevel::kInfo)};
+
+const char* LevelName(LogLevel l) {
+  switch (l) {
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarning:
+      return "warning";
+    case LogLevel::kError:
+      return "error";
+  }
+  return "info";
+}
+
+}  // namespace
+
+absl::StatusOr<LogLevel> ParseLogLevel(std::string_view name) {
+  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError}) {
+    if (name == LevelName(l)) return l;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("log level '", std::string(name), "': want debug, info, warning or error"));
+}
+
+void SetLogLevel(LogLevel level) { g_level.store(int(level), std::memory_order_relaxed); }
+
+bool LogEnabled(LogLevel level) { return int(level) >= g_level.load(std::memory_order_relaxed); }
+
+void Log(LogLevel level, const char* component, const char* format, ...) {
+  if (!LogEnabled(level)) return;
+  char message[1024];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(message, sizeof(message), format, args);
+  va_end(args);
+  const std::string line =
+      absl::StrCat("paged: ", LevelName(level), " ", component, ": ", message, "\n");
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+}  // namespace paged

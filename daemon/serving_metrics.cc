@@ -1,0 +1,186 @@
+#include "daemon/serving_metrics.h"
+
+namespace paged {
+namespace {
+
+constexpr TimeUs kSampleEveryUs = 100'000;  // TransferRate keeps one sample per 100 ms
+
+// Seconds from 1 ms to about 2 minutes: a first token waits in the queue and
+// for a prefill; a step pages a whole model.
+const std::vector<double> kLatencyBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                             0.5,   1,      2.5,   5,    10,    30,   60,  120};
+
+}  // namespace
+
+std::string_view RequestStatusName(RequestStatus s) {
+  switch (s) {
+    case RequestStatus::kEos:
+      return "eos";
+    case RequestStatus::kStop:
+      return "stop";
+    case RequestStatus::kLength:
+      return "length";
+    case RequestStatus::kCancelled:
+      return "cancelled";
+    case RequestStatus::kError:
+      return "error";
+    case RequestStatus::kDeadline:
+      return "deadline";
+    case RequestStatus::kRejected:
+      return "rejected";
+  }
+  return "error";
+}
+
+WorkerCountersDelta CountersDelta(const v1::WorkerCounters& before,
+                                  const v1::WorkerCounters& after) {
+  // A total below the previous one: the worker restarted and counts from 0.
+  const bool restarted = after.steps() < before.steps() || after.h2d_bytes() < before.h2d_bytes() ||
+                         after.d2h_bytes() < before.d2h_bytes() || after.busy_s() < before.busy_s();
+  WorkerCountersDelta d;
+  d.steps = restarted ? after.steps() : after.steps() - before.steps();
+  d.h2d_bytes = restarted ? after.h2d_bytes() : after.h2d_bytes() - before.h2d_bytes();
+  d.d2h_bytes = restarted ? after.d2h_bytes() : after.d2h_bytes() - before.d2h_bytes();
+  d.busy_s = restarted ? after.busy_s() : after.busy_s() - before.busy_s();
+  return d;
+}
+
+// ---- TransferRate ----
+
+void TransferRate::Add(TimeUs now, const WorkerCountersDelta& d) {
+  if (samples_.empty()) samples_.push_back({now, 0, 0, 0});  // the base
+  Sample next = samples_.back();
+  next.at = now;
+  next.h2d += double(d.h2d_bytes);
+  next.d2h += double(d.d2h_bytes);
+  next.busy_s += d.busy_s;
+  // Within 100 ms of the previous report (and not the base): move it forward.
+  if (samples_.size() >= 2 && now - samples_.back().at < kSampleEveryUs)
+    samples_.back() = next;
+  else
+    samples_.push_back(next);
+  // Keep one sample at or before the window's start as the base.
+  while (samples_.size() > 2 && samples_[1].at <= now - window_us_) samples_.pop_front();
+}
+
+TransferRate::Rates TransferRate::Get(TimeUs now) const {
+  Rates r;
+  if (samples_.size() < 2 || samples_.back().at < now - window_us_) return r;
+  // The base: the newest sample at or before the window's start, else the oldest.
+  size_t b = 0;
+  while (b + 2 < samples_.size() && samples_[b + 1].at <= now - window_us_) ++b;
+  const Sample& first = samples_[b];
+  const Sample& last = samples_.back();
+  const double busy = last.busy_s - first.busy_s;
+  if (busy <= 0) return r;
+  r.h2d_bytes_per_s = (last.h2d - first.h2d) / busy;
+  r.d2h_bytes_per_s = (last.d2h - first.d2h) / busy;
+  return r;
+}
+
+// ---- ServingMetrics ----
+
+ServingMetrics::ServingMetrics()
+    : requests_family_(registry_.AddCounterFamily(
+          "paged_requests_total",
+          "Generation requests by how they ended: eos, stop (stop string or stop id), length "
+          "(max_tokens), cancelled (client gone or Admin cancel), error, deadline, rejected "
+          "(refused before admission: bad fields, queue full).",
+          {"status"})),
+      prompt_tokens(registry_.AddCounter("paged_prompt_tokens_total",
+                                         "Prompt tokens of the admitted requests.")),
+      generated_tokens(registry_.AddCounter(
+          "paged_generated_tokens_total",
+          "Tokens generated and committed (each exactly once, whether or not a client still "
+          "reads them).")),
+      time_to_first_token(registry_.AddHistogram(
+          "paged_time_to_first_token_seconds",
+          "From admission to the first generated token reaching the request's stream.",
+          kLatencyBuckets)),
+      step_seconds(registry_.AddHistogram(
+          "paged_step_seconds", "A worker's time for one step (all its sequences), as reported.",
+          kLatencyBuckets)),
+      queue_depth(registry_.AddGauge("paged_queue_depth", "Requests waiting to be scheduled.")),
+      running_sequences(
+          registry_.AddGauge("paged_running_sequences", "Sequences leased to a worker (running).")),
+      kv_blocks_used(
+          registry_.AddGauge("paged_kv_blocks_used", "KV pool blocks held by sequences.")),
+      kv_blocks_free(registry_.AddGauge("paged_kv_blocks_free", "KV pool blocks free.")),
+      workers_attached(
+          registry_.AddGauge("paged_workers_attached", "Workers attached (ATTACHED or DRAINING).")),
+      worker_steps_(registry_.AddCounterFamily("paged_worker_steps_total",
+                                               "Steps a worker completed.", {"worker"})),
+      worker_h2d_(registry_.AddCounterFamily(
+          "paged_worker_h2d_bytes_total",
+          "Bytes a worker copied host to device (weights and KV), over its restarts.", {"worker"})),
+      worker_d2h_(registry_.AddCounterFamily(
+          "paged_worker_d2h_bytes_total",
+          "Bytes a worker copied device to host (KV write-back), over its restarts.", {"worker"})),
+      worker_busy_(registry_.AddCounterFamily("paged_worker_busy_seconds_total",
+                                              "Seconds a worker spent in steps.", {"worker"})),
+      worker_restarts_(registry_.AddCounterFamily(
+          "paged_worker_restarts_total",
+          "Times a worker id attached again after its first attachment.", {"worker"})),
+      worker_h2d_rate_(registry_.AddGaugeFamily(
+          "paged_worker_h2d_bytes_per_second",
+          "Host-to-device bytes per second of step time over the last 10 s (the achieved "
+          "GB/s x 1e9); 0 when the worker ran no step.",
+          {"worker"})),
+      worker_d2h_rate_(registry_.AddGaugeFamily(
+          "paged_worker_d2h_bytes_per_second",
+          "Device-to-host bytes per second of step time over the last 10 s.", {"worker"})),
+      worker_link_(registry_.AddGaugeFamily(
+          "paged_worker_link_h2d_bytes_per_second",
+          "The host-to-device bandwidth the worker measured on its link (only workers that "
+          "report one).",
+          {"worker"})),
+      worker_bound_fraction_(registry_.AddGaugeFamily(
+          "paged_worker_pcie_bound_fraction",
+          "Achieved host-to-device bytes per second over the worker's measured link bandwidth "
+          "(only workers that report one).",
+          {"worker"})) {
+  // Every status present from the first scrape.
+  for (int s = 0; s < kRequestStatuses; ++s)
+    requests_[s] = &requests_family_.With({std::string(RequestStatusName(RequestStatus(s)))});
+}
+
+WorkerMetrics ServingMetrics::ForWorker(const std::string& worker_id) {
+  WorkerMetrics w;
+  w.steps = &worker_steps_.With({worker_id});
+  w.h2d_bytes = &worker_h2d_.With({worker_id});
+  w.d2h_bytes = &worker_d2h_.With({worker_id});
+  w.busy_seconds = &worker_busy_.With({worker_id});
+  w.restarts = &worker_restarts_.With({worker_id});
+  return w;
+}
+
+void ServingMetrics::OnWorkerCounters(WorkerMetrics& w, const WorkerCountersDelta& d, TimeUs now) {
+  w.steps->Inc(double(d.steps));
+  w.h2d_bytes->Inc(double(d.h2d_bytes));
+  w.d2h_bytes->Inc(double(d.d2h_bytes));
+  w.busy_seconds->Inc(d.busy_s);
+  w.rate.Add(now, d);
+}
+
+void ServingMetrics::SetWorkerGauges(const std::string& worker_id, const WorkerMetrics& w,
+                                     double link_h2d_bytes_per_s, TimeUs now) {
+  const TransferRate::Rates r = w.rate.Get(now);
+  worker_h2d_rate_.With({worker_id}).Set(r.h2d_bytes_per_s);
+  worker_d2h_rate_.With({worker_id}).Set(r.d2h_bytes_per_s);
+  if (link_h2d_bytes_per_s > 0) {
+    worker_link_.With({worker_id}).Set(link_h2d_bytes_per_s);
+    worker_bound_fraction_.With({worker_id}).Set(r.h2d_bytes_per_s / link_h2d_bytes_per_s);
+  } else {
+    worker_link_.Remove({worker_id});
+    worker_bound_fraction_.Remove({worker_id});
+  }
+}
+
+void ServingMetrics::ClearWorkerGauges(const std::string& worker_id) {
+  worker_h2d_rate_.Remove({worker_id});
+  worker_d2h_rate_.Remove({worker_id});
+  worker_link_.Remove({worker_id});
+  worker_bound_fraction_.Remove({worker_id});
+}
+
+}  // namespace paged

@@ -1,0 +1,120 @@
+// The coordinator's Prometheus metrics (docs/http.md lists them with their
+// meaning). Counters and histograms are updated where things happen — the
+// front ends (GenerationStream: requests by final status, time to first
+// token) and the coordinator under its mutex (tokens, step times, workers'
+// bytes) — with one atomic operation each; gauges are filled when
+// /metrics is scraped (Coordinator::RenderMetrics).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+
+#include "daemon/metrics.h"
+#include "daemon/scheduler.h"
+#include "paged/v1/admin.pb.h"
+
+namespace paged {
+
+// How a request ended, as its client saw it: the status label of
+// paged_requests_total.
+enum class RequestStatus { kEos, kStop, kLength, kCancelled, kError, kDeadline, kRejected };
+inline constexpr int kRequestStatuses = 7;
+std::string_view RequestStatusName(RequestStatus s);
+
+// What a worker's totals grew by between two reports. A worker that
+// restarted reports totals from zero again: then its new totals are the
+// growth.
+struct WorkerCountersDelta {
+  uint64_t steps = 0;
+  uint64_t h2d_bytes = 0;
+  uint64_t d2h_bytes = 0;
+  double busy_s = 0;
+};
+WorkerCountersDelta CountersDelta(const v1::WorkerCounters& before,
+                                  const v1::WorkerCounters& after);
+
+// A worker's bytes moved per second of step time (busy time) over the last
+// `window_us`: what its link achieved while it worked.
+class TransferRate {
+ public:
+  explicit TransferRate(TimeUs window_us = 10'000'000) : window_us_(window_us) {}
+  void Add(TimeUs now, const WorkerCountersDelta& d);
+  struct Rates {
+    double h2d_bytes_per_s = 0;
+    double d2h_bytes_per_s = 0;
+  };
+  // 0 when the worker ran no step in the window.
+  Rates Get(TimeUs now) const;
+
+ private:
+  struct Sample {
+    TimeUs at = 0;
+    double h2d = 0, d2h = 0, busy_s = 0;  // running totals
+  };
+  TimeUs window_us_;
+  std::deque<Sample> samples_;  // at most one per 100 ms
+};
+
+// A worker's labelled metrics (the families' children for its id).
+struct WorkerMetrics {
+  metrics::Counter* steps = nullptr;
+  metrics::Counter* h2d_bytes = nullptr;
+  metrics::Counter* d2h_bytes = nullptr;
+  metrics::Counter* busy_seconds = nullptr;
+  metrics::Counter* restarts = nullptr;
+  TransferRate rate;
+};
+
+class ServingMetrics {
+ public:
+  ServingMetrics();
+  ServingMetrics(const ServingMetrics&) = delete;
+  ServingMetrics& operator=(const ServingMetrics&) = delete;
+
+  void CountRequest(RequestStatus s) { requests_[int(s)]->Inc(); }
+  // The children of the per-worker families for `worker_id`.
+  WorkerMetrics ForWorker(const std::string& worker_id);
+  // A worker's report: its counters grew by `d` at `now`.
+  void OnWorkerCounters(WorkerMetrics& w, const WorkerCountersDelta& d, TimeUs now);
+  // The per-worker gauges of an attached worker; `link_h2d_bytes_per_s`:
+  // its measured link (0: unknown, then no PCIe-bound fraction).
+  void SetWorkerGauges(const std::string& worker_id, const WorkerMetrics& w,
+                       double link_h2d_bytes_per_s, TimeUs now);
+  // A worker that is gone has no rate gauges.
+  void ClearWorkerGauges(const std::string& worker_id);
+
+  std::string Render() const { return registry_.Render(); }
+
+ private:
+  metrics::Registry registry_;
+  metrics::Family<metrics::Counter>& requests_family_;
+  metrics::Counter* requests_[kRequestStatuses] = {};
+
+ public:
+  // Updated where things happen.
+  metrics::Counter& prompt_tokens;
+  metrics::Counter& generated_tokens;
+  metrics::Histogram& time_to_first_token;
+  metrics::Histogram& step_seconds;
+  // Set at scrape time.
+  metrics::Gauge& queue_depth;
+  metrics::Gauge& running_sequences;
+  metrics::Gauge& kv_blocks_used;
+  metrics::Gauge& kv_blocks_free;
+  metrics::Gauge& workers_attached;
+
+ private:
+  metrics::Family<metrics::Counter>& worker_steps_;
+  metrics::Family<metrics::Counter>& worker_h2d_;
+  metrics::Family<metrics::Counter>& worker_d2h_;
+  metrics::Family<metrics::Counter>& worker_busy_;
+  metrics::Family<metrics::Counter>& worker_restarts_;
+  metrics::Family<metrics::Gauge>& worker_h2d_rate_;
+  metrics::Family<metrics::Gauge>& worker_d2h_rate_;
+  metrics::Family<metrics::Gauge>& worker_link_;
+  metrics::Family<metrics::Gauge>& worker_bound_fraction_;
+};
+
+}  // namespace paged

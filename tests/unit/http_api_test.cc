@@ -1,0 +1,347 @@
+// The HTTP front end in-process (daemon/http/front_end.h): a Coordinator
+// with a fake worker thread (no tokenizer: token prompts, no text), the real
+// HTTP server on 127.0.0.1. Routes, the bearer token, OpenAI-shaped errors,
+// completions whole and streamed, the queue-full 429, clients that go away
+// while queued (their sequences are cancelled) and /metrics in the
+// exposition grammar. The real model's text is checked by
+// tests/integration/http_api_test.cc.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "daemon/http/front_end.h"
+#include "tests/unit/http_client.h"
+
+namespace paged::http {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::HasSubstr;
+using testing::HttpCall;
+using testing::RawConnection;
+
+constexpr int kVocab = 64;
+
+CoordinatorOptions FakeOptions(int max_queue) {
+  CoordinatorOptions o;
+  o.segment = "fake-segment";
+  o.model_name = "fake";
+  o.weight_format = "f32";
+  o.model.n_layers = 2;
+  o.model.hidden = 8;
+  o.model.ffn = 16;
+  o.model.n_heads = 2;
+  o.model.n_kv_heads = 2;
+  o.model.head_dim = 4;
+  o.model.vocab = kVocab;
+  o.model.max_context = 128;
+  o.model.bos_id = 1;
+  o.model.n_eos = 1;
+  o.model.eos_ids[0] = 2;
+  o.scheduler = SchedulerConfigForModel(o.model);
+  o.scheduler.block_tokens = 4;
+  o.scheduler.total_blocks = 64;
+  o.scheduler.max_step_tokens = 64;
+  o.scheduler.max_seqs_per_step = 8;
+  o.scheduler.prefill_chunk = 8;
+  o.scheduler.max_queue = max_queue;
+  return o;
+}
+
+// A worker thread: each sequence's next token is 3 + (its position % 40), so
+// the 10th token of a sequence from a 2-token prompt is 3 + 11 = 14.
+class FakeWorker {
+ public:
+  explicit FakeWorker(Coordinator& c) : c_(c) {
+    v1::Hello h;
+    h.set_worker_id("fake0");
+    h.set_device("fake");
+    h.set_segment("fake-segment");
+    h.mutable_plan()->set_link_h2d_bytes_per_s(1e6);
+    auto l = c.AttachWorker(h, [] {});
+    EXPECT_TRUE(l.ok()) << l.status();
+    link_ = *l;
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~FakeWorker() {
+    stop_ = true;
+    thread_.join();
+    c_.DetachWorker(*link_);
+  }
+
+ private:
+  void Run() {
+    uint64_t steps = 0;
+    while (!stop_) {
+      v1::CoordinatorMessage m;
+      if (c_.NextMessage(*link_, &m, std::chrono::milliseconds(10)) !=
+              Coordinator::Next::kMessage ||
+          !m.has_step())
+        continue;
+      v1::WorkerMessage reply;
+      v1::StepResult* r = reply.mutable_result();
+      r->set_step_id(m.step().step_id());
+      r->set_step_s(0.002);
+      for (const v1::SeqStep& s : m.step().sequences())
+        r->add_next_tokens(3 + (s.start_pos() + s.tokens_size()) % 40);
+      ++steps;
+      r->mutable_counters()->set_steps(steps);
+      r->mutable_counters()->set_h2d_bytes(steps * 1000);
+      r->mutable_counters()->set_d2h_bytes(steps * 10);
+      r->mutable_counters()->set_busy_s(double(steps) * 0.002);
+      if (!c_.OnWorkerMessage(*link_, reply).ok()) return;
+    }
+  }
+
+  Coordinator& c_;
+  std::shared_ptr<Coordinator::Link> link_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+class HttpApiTest : public ::testing::Test {
+ protected:
+  void Start(bool worker, const std::string& token = "", int max_queue = 16) {
+    auto c = Coordinator::Create(FakeOptions(max_queue), {});
+    ASSERT_TRUE(c.ok()) << c.status();
+    coord_ = std::move(*c);
+    if (worker) worker_ = std::make_unique<FakeWorker>(*coord_);
+    HttpOptions o;
+    o.address = "127.0.0.1:0";
+    o.token = token;
+    o.threads = 2;
+    auto api = HttpApi::Start(coord_.get(), o);
+    ASSERT_TRUE(api.ok()) << api.status();
+    api_ = std::move(*api);
+    addr_ = api_->address();
+  }
+  void TearDown() override {
+    if (api_) api_->Stop();
+    worker_.reset();
+    api_.reset();
+    coord_.reset();
+  }
+
+  testing::HttpResult Post(const std::string& path, const std::string& body,
+                           const std::vector<std::pair<std::string, std::string>>& h = {}) {
+    return HttpCall(addr_, "POST", path, body, h);
+  }
+
+  static void ExpectApiError(const testing::HttpResult& r, int status, const std::string& type,
+                             const std::string& what) {
+    EXPECT_EQ(r.status, status) << r.body << r.error;
+    EXPECT_EQ(r.headers.at("content-type"), "application/json");
+    const json j = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.body;
+    ASSERT_TRUE(j.contains("error")) << r.body;
+    const json& e = j["error"];
+    EXPECT_EQ(e["type"], type) << r.body;
+    EXPECT_THAT(e["message"].get<std::string>(), HasSubstr(what));
+    EXPECT_TRUE(e.contains("param"));
+    EXPECT_TRUE(e.contains("code"));
+  }
+
+  bool WaitUntil(const std::function<bool()>& pred) {
+    for (int i = 0; i < 500; ++i) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+  }
+
+  std::unique_ptr<Coordinator> coord_;
+  std::unique_ptr<FakeWorker> worker_;
+  std::unique_ptr<HttpApi> api_;
+  std::string addr_;
+};
+
+TEST_F(HttpApiTest, RoutesAndErrors) {
+  ASSERT_NO_FATAL_FAILURE(Start(false));
+  testing::HttpResult r = HttpCall(addr_, "GET", "/health");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "ok\n");
+  r = HttpCall(addr_, "GET", "/v1/models");
+  ASSERT_EQ(r.status, 200);
+  const json models = json::parse(r.body);
+  EXPECT_EQ(models["object"], "list");
+  EXPECT_EQ(models["data"][0]["id"], "fake");
+  EXPECT_EQ(models["data"][0]["object"], "model");
+  EXPECT_EQ(models["data"][0]["owned_by"], "paged");
+  EXPECT_GT(models["data"][0]["created"].get<int64_t>(), 1600000000);
+  r = HttpCall(addr_, "GET", "/v1/models/fake");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(json::parse(r.body)["id"], "fake");
+  ExpectApiError(HttpCall(addr_, "GET", "/v1/models/gpt-4"), 404, "invalid_request_error",
+                 "does not exist");
+  ExpectApiError(HttpCall(addr_, "GET", "/v1/engines"), 404, "invalid_request_error",
+                 "Invalid URL (GET /v1/engines)");
+  r = HttpCall(addr_, "GET", "/v1/completions");
+  ExpectApiError(r, 405, "invalid_request_error", "use POST");
+  EXPECT_EQ(r.headers["allow"], "POST");
+  ExpectApiError(HttpCall(addr_, "DELETE", "/metrics"), 405, "invalid_request_error", "use GET");
+  ExpectApiError(Post("/v1/completions", "{nope"), 400, "invalid_request_error", "valid JSON");
+  ExpectApiError(Post("/v1/completions", R"({"prompt":"text needs a tokenizer"})"), 400,
+                 "invalid_request_error", "tokenizer");
+  ExpectApiError(Post("/v1/completions", R"({"prompt":[1],"max_tokens":1000})"), 400,
+                 "invalid_request_error", "context");
+  ExpectApiError(Post("/v1/completions", R"({"model":"other","prompt":[1]})"), 404,
+                 "invalid_request_error", "does not exist");
+  ExpectApiError(Post("/v1/completions", std::string(9 << 20, ' ')), 413, "invalid_request_error",
+                 "over the limit");
+  // A chat prompt without a chat template: a 4xx/5xx in OpenAI's shape.
+  r = Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_TRUE(r.status == 400 || r.status == 501) << r.status << r.body;
+  EXPECT_TRUE(json::parse(r.body, nullptr, false).contains("error")) << r.body;
+}
+
+TEST_F(HttpApiTest, TheTokenIsRequiredWhenSet) {
+  ASSERT_NO_FATAL_FAILURE(Start(true, "s3cret"));
+  EXPECT_EQ(HttpCall(addr_, "GET", "/health").status, 200);  // always open
+  for (const char* path : {"/v1/models", "/metrics"}) {
+    testing::HttpResult r = HttpCall(addr_, "GET", path);
+    ExpectApiError(r, 401, "invalid_request_error", "API key");
+    EXPECT_EQ(r.headers["www-authenticate"], "Bearer");
+    EXPECT_EQ(json::parse(r.body)["error"]["code"], "invalid_api_key");
+    ExpectApiError(HttpCall(addr_, "GET", path, "", {{"Authorization", "Bearer wrong"}}), 401,
+                   "invalid_request_error", "API key");
+    EXPECT_EQ(HttpCall(addr_, "GET", path, "", {{"Authorization", "Bearer s3cret"}}).status, 200);
+  }
+  ExpectApiError(Post("/v1/completions", R"({"prompt":[1]})"), 401, "invalid_request_error",
+                 "API key");
+  EXPECT_EQ(
+      Post("/v1/completions", R"({"prompt":[1]})", {{"Authorization", "Bearer s3cret"}}).status,
+      200);
+}
+
+TEST_F(HttpApiTest, CompletionsWholeAndStreamed) {
+  ASSERT_NO_FATAL_FAILURE(Start(true));
+  testing::HttpResult r = Post("/v1/completions", R"({"prompt":[1,5],"max_tokens":8})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = json::parse(r.body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "fake");
+  EXPECT_THAT(j["id"].get<std::string>(), ::testing::StartsWith("cmpl-"));
+  EXPECT_EQ(r.headers["x-request-id"], j["id"]);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["choices"][0]["text"], "");  // no tokenizer: ids only
+  EXPECT_EQ(j["usage"],
+            json({{"prompt_tokens", 2}, {"completion_tokens", 8}, {"total_tokens", 10}}));
+
+  // A stop id ends it with "stop": the 10th token is 3 + 11 = 14.
+  r = Post("/v1/completions", R"({"prompt":[1,5],"max_tokens":20,"stop_token_ids":[14]})");
+  j = json::parse(r.body);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 10);
+
+  // Streamed with the usage chunk: the final chunk, the usage, [DONE].
+  r = Post(
+      "/v1/completions",
+      R"({"prompt":[1,5],"max_tokens":4,"stream":true,"stream_options":{"include_usage":true}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.headers["content-type"], "text/event-stream");
+  EXPECT_EQ(r.headers["transfer-encoding"], "chunked");
+  std::vector<std::string> events = testing::SseData(r.body);
+  ASSERT_GE(events.size(), 3u) << r.body;
+  EXPECT_EQ(events.back(), "[DONE]");
+  const json usage = json::parse(events[events.size() - 2]);
+  EXPECT_EQ(usage["choices"], json::array());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 4);
+  const json last = json::parse(events[events.size() - 3]);
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(last["usage"].is_null());
+
+  // Several in parallel, each whole.
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&] {
+      testing::HttpResult x = Post("/v1/completions", R"({"prompt":[1],"max_tokens":30})");
+      ok += x.status == 200 && json::parse(x.body)["usage"]["completion_tokens"] == 30;
+    });
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 8);
+}
+
+TEST_F(HttpApiTest, AFullQueueIs429AndClientsThatLeaveAreCancelled) {
+  ASSERT_NO_FATAL_FAILURE(Start(/*worker=*/false, "", /*max_queue=*/2));
+  // Two requests wait in the queue (no worker); a third does not fit.
+  const std::string body = R"({"prompt":[1],"max_tokens":5})";
+  const std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  auto a = std::make_unique<RawConnection>(addr_);
+  auto b = std::make_unique<RawConnection>(addr_);
+  ASSERT_TRUE(a->Send(req));
+  ASSERT_TRUE(b->Send(req));
+  ASSERT_TRUE(WaitUntil([&] { return coord_->Status().queue_depth() == 2; }));
+  testing::HttpResult r = Post("/v1/completions", body);
+  ExpectApiError(r, 429, "rate_limit_error", "queue is full");
+  EXPECT_EQ(json::parse(r.body)["error"]["code"], "queue_full");
+
+  // The waiting clients go away: their sequences are cancelled at once.
+  a.reset();
+  b.reset();
+  ASSERT_TRUE(WaitUntil([&] { return coord_->Status().queue_depth() == 0; }));
+  int finished = 0;
+  const v1::ListSequencesResponse seqs = coord_->ListSequences();
+  for (const v1::SequenceInfo& s : seqs.sequences()) {
+    EXPECT_EQ(s.state(), "FINISHED");
+    EXPECT_THAT(s.request_id(), ::testing::StartsWith("cmpl-"));
+    ++finished;
+  }
+  EXPECT_EQ(finished, 2);
+  const std::string metrics = HttpCall(addr_, "GET", "/metrics").body;
+  EXPECT_THAT(metrics, HasSubstr("paged_requests_total{status=\"cancelled\"} 2\n"));
+  EXPECT_THAT(metrics, HasSubstr("paged_requests_total{status=\"rejected\"} 1\n"));
+}
+
+void ExpectPrometheusText(const std::string& text) {
+  ASSERT_FALSE(text.empty());
+  EXPECT_EQ(text.back(), '\n');
+  EXPECT_THAT(testing::NonExpositionLines(text), ::testing::IsEmpty());
+}
+
+// The value of the sample `series` (name and labels as rendered); NaN when absent.
+double Sample(const std::string& text, const std::string& series) {
+  const size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return std::nan("");
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+TEST_F(HttpApiTest, MetricsAfterTraffic) {
+  ASSERT_NO_FATAL_FAILURE(Start(true));
+  ASSERT_EQ(Post("/v1/completions", R"({"prompt":[1,5],"max_tokens":12})").status, 200);
+  testing::HttpResult r = HttpCall(addr_, "GET", "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+  ExpectPrometheusText(r.body);
+  EXPECT_THAT(r.body, HasSubstr("paged_requests_total{status=\"length\"} 1\n"));
+  EXPECT_THAT(r.body, HasSubstr("paged_generated_tokens_total 12\n"));
+  EXPECT_THAT(r.body, HasSubstr("paged_prompt_tokens_total 2\n"));
+  EXPECT_THAT(r.body, HasSubstr("paged_time_to_first_token_seconds_count 1\n"));
+  EXPECT_THAT(r.body, HasSubstr("paged_workers_attached 1\n"));
+  EXPECT_THAT(r.body, HasSubstr("paged_worker_restarts_total{worker=\"fake0\"} 0\n"));
+  EXPECT_THAT(r.body,
+              HasSubstr("paged_worker_link_h2d_bytes_per_second{worker=\"fake0\"} 1000000\n"));
+  // 1000 bytes per 2 ms step: 500 KB/s achieved, half the 1 MB/s link.
+  EXPECT_NEAR(Sample(r.body, "paged_worker_h2d_bytes_per_second{worker=\"fake0\"}"), 5e5, 1);
+  EXPECT_NEAR(Sample(r.body, "paged_worker_pcie_bound_fraction{worker=\"fake0\"}"), 0.5, 1e-6);
+  EXPECT_THAT(r.body, HasSubstr("paged_kv_blocks_free 64\n"));
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(
+      r.body, m, std::regex("paged_worker_h2d_bytes_total\\{worker=\"fake0\"\\} ([0-9]+)")));
+  EXPECT_GT(std::stoll(m[1]), 0);
+  ASSERT_TRUE(std::regex_search(r.body, m, std::regex("paged_step_seconds_count ([0-9]+)")));
+  EXPECT_GE(std::stoll(m[1]), 12);
+}
+
+}  // namespace
+}  // namespace paged::http
