@@ -43,6 +43,7 @@ struct PagedRun {
   std::vector<uint8_t> kv;  // the host KV pool afterwards
   SharingReport sharing;
   uint64_t device_bytes = 0;  // the pager's own allocations
+  double link_gbps = 0;       // measured at start
 };
 
 // Greedy from BOS (200 tokens) on a fresh image, through a Pager with `plan`
@@ -79,6 +80,7 @@ inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& devic
     out.stats = pager->stats();
     out.sharing = pager->sharing();
     out.device_bytes = pager->device_bytes();
+    out.link_gbps = pager->link_gbps();
   }
   const SegmentHeader& h = *img->image().header;
   // Blocks the sequence used, every layer.

@@ -86,7 +86,7 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
   // The host link's H2D bandwidth, when the pager measured it at start
   // (sharing with a peer GPU); the coordinator's /metrics reports achieved
   // H2D over it. 0: not measured.
-  h->mutable_plan()->set_link_h2d_bytes_per_s(rt.pager().sharing().host_gbps * 1e9);
+  h->mutable_plan()->set_link_h2d_bytes_per_s(rt.pager().link_gbps() * 1e9);
   h->set_max_step_tokens(opts.max_step_tokens);
   h->set_max_step_seqs(opts.max_step_seqs);
   h->set_max_step_kv_blocks(int32_t(rt.plan().slot_kv_blocks));

@@ -80,8 +80,26 @@ absl::StatusOr<const uint8_t*> Pager::Obtain(int id, const uint8_t* src, uint64_
   return static_cast<const uint8_t*>(m);
 }
 
-absl::Status Pager::SetUpPeers() {
+absl::StatusOr<double> Pager::TimeLayerCopy(const uint8_t* peer, int layer) {
+  // Best of three copies of one layer into slot 0 on the copy-in queue.
   const SegmentHeader& h = *host_.header;
+  const int done = backend_->NewEvent();
+  double best = 0;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (peer != nullptr)
+      backend_->CopyDevice(Q::kCopyIn, slot_mem_[0], peer, h.layer_used_bytes);
+    else
+      backend_->CopyIn(Q::kCopyIn, slot_mem_[0], host_.weights + h.LayerOffset(layer), h.layer_used_bytes);
+    backend_->Record(Q::kCopyIn, done);
+    RETURN_IF_ERROR(backend_->HostWait(done));
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, double(h.layer_used_bytes) / std::max(s, 1e-9) / 1e9);
+  }
+  return best;
+}
+
+absl::Status Pager::SetUpPeers() {
   // The same device's shared layers that are not used in place (tests).
   for (int l : paged_layers_) sharing_.peer_layers += peer_block_[size_t(l)] != nullptr;
   if (board_ && options_.peer_copies != PagerOptions::PeerCopies::kOff) {
@@ -107,26 +125,8 @@ absl::Status Pager::SetUpPeers() {
   for (int l : paged_layers_) {
     if (peer_block_[size_t(l)] != nullptr) probe = l;
   }
-  // Both links, timed on the copy-in queue with one slot as the target.
-  const int done = backend_->NewEvent();
-  auto gbps = [&](bool from_peer) -> absl::StatusOr<double> {
-    constexpr int kReps = 3;
-    double best = 0;
-    for (int r = 0; r < kReps; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      if (from_peer)
-        backend_->CopyDevice(Q::kCopyIn, slot_mem_[0], peer_block_[size_t(probe)], h.layer_used_bytes);
-      else
-        backend_->CopyIn(Q::kCopyIn, slot_mem_[0], host_.weights + h.LayerOffset(probe), h.layer_used_bytes);
-      backend_->Record(Q::kCopyIn, done);
-      RETURN_IF_ERROR(backend_->HostWait(done));
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      best = std::max(best, double(h.layer_used_bytes) / std::max(s, 1e-9) / 1e9);
-    }
-    return best;
-  };
-  ASSIGN_OR_RETURN(sharing_.host_gbps, gbps(false));
-  ASSIGN_OR_RETURN(sharing_.peer_gbps, gbps(true));
+  sharing_.host_gbps = link_gbps_;
+  ASSIGN_OR_RETURN(sharing_.peer_gbps, TimeLayerCopy(peer_block_[size_t(probe)], probe));
   sharing_.peer_used = options_.peer_copies == PagerOptions::PeerCopies::kForce ||
                        sharing_.peer_gbps > sharing_.host_gbps;
   return absl::OkStatus();
@@ -254,6 +254,10 @@ absl::Status Pager::Init() {
       slot_from_peer_.push_back(false);
       slot_copied_.push_back(backend_->NewEvent());
       slot_free_.push_back(backend_->NewEvent());
+    }
+    // The host link as this worker sees it, for the PCIe-bound metrics.
+    if (!options_.compute_only) {
+      ASSIGN_OR_RETURN(link_gbps_, TimeLayerCopy(nullptr, paged_layers_[0]));
     }
     RETURN_IF_ERROR(SetUpPeers());
     for (int s = 0; s < plan_.slots; ++s) IssueWeightCopy(next_issue_++);

@@ -88,6 +88,9 @@ class Pager final : public WeightProvider {
   const MemoryPlan& plan() const { return plan_; }
   const PagerStats& stats() const { return stats_; }
   const SharingReport& sharing() const { return sharing_; }
+  // Host -> device GB/s of one layer copy, measured at start (best of 3);
+  // 0 when nothing is paged.
+  double link_gbps() const { return link_gbps_; }
   uint64_t device_bytes() const { return device_bytes_; }
 
  private:
@@ -101,6 +104,9 @@ class Pager final : public WeightProvider {
   // Paged layers a peer device holds: imports them and decides whether to
   // copy from there (measuring both links under kAuto).
   absl::Status SetUpPeers();
+  // GB/s of one layer copied into slot 0 from `peer` (or from the host when
+  // null: layer `layer` of the segment).
+  absl::StatusOr<double> TimeLayerCopy(const uint8_t* peer, int layer);
   LayerWeights WeightsAt(int layer, const uint8_t* block) const;
   void IssueWeightCopy(uint64_t g);
   void IssueKvGather(int layer);
@@ -123,6 +129,7 @@ class Pager final : public WeightProvider {
   std::unique_ptr<ShareBoard> board_;           // this device's; null: no sharing
   std::vector<void*> imported_;                 // ImportMemory'd, closed at the end
   SharingReport sharing_;
+  double link_gbps_ = 0;
 
   // Weight slots: a ring in the order of the paged layers, across steps.
   std::vector<int> paged_layers_;
