@@ -26,7 +26,7 @@ namespace paged {
 inline constexpr char kSegmentMagic[8] = {'P', 'A', 'G', 'E', 'D', 'S', 'G', '1'};
 // 2: the tokenizer region holds a PGTOKEN1 bundle (common/tokenizer_bundle.h)
 // with the chat template and HF tokenizer.json kinds, not a bare vocabulary.
-inline constexpr uint32_t kLayoutVersion = 2;
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint64_t kSegmentAlign = 2ull << 20;  // 2 MiB
 inline constexpr uint64_t kTensorAlign = 4096;         // tensors inside a block / region
 inline constexpr uint64_t kHeaderRegionBytes = kSegmentAlign;
@@ -108,6 +108,9 @@ struct SegmentHeader {
   uint64_t kv_block_bytes;
 
   uint64_t header_checksum;  // FNV-1a 64 of the header up to this field
+  // Weight bytes written so far: the store raises it while LOADING (relaxed
+  // atomic stores; not covered by the checksum) and leaves it at the total.
+  uint64_t loaded_bytes;
 
   uint64_t LayerOffset(int layer) const { return layers_offset + uint64_t(layer) * layer_block_bytes; }
   uint64_t KvBlockOffset(int layer, uint64_t block) const {

@@ -9,6 +9,7 @@
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <cerrno>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -55,11 +56,13 @@ bool TerminationPending() {
   return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
 }
 
-// Progress lines (unless quiet) and the interruption check.
-ProgressFn MakeProgress(bool quiet) {
+// Progress lines (unless quiet), the header's loaded_bytes for other
+// processes (pagectl's progress bar) and the interruption check.
+ProgressFn MakeProgress(bool quiet, SegmentHeader* header) {
   auto start = std::make_shared<Clock::time_point>(Clock::now());
   auto last = std::make_shared<Clock::time_point>(Clock::now());
-  return [start, last, quiet](uint64_t done, uint64_t total) {
+  return [start, last, quiet, header](uint64_t done, uint64_t total) {
+    std::atomic_ref<uint64_t>(header->loaded_bytes).store(done, std::memory_order_relaxed);
     if (TerminationPending()) return false;
     const auto now = Clock::now();
     if (quiet || (done < total && now - *last < std::chrono::milliseconds(500))) return true;
@@ -159,8 +162,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
       plan.state = uint32_t(SegmentState::kLoading);
       std::memcpy(base, &plan, sizeof(plan));
       const int threads = opts.threads > 0 ? opts.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-      RETURN_IF_ERROR(FillSegment(*src, plan, base, threads, MakeProgress(opts.quiet)));
+      RETURN_IF_ERROR(FillSegment(*src, plan, base, threads, MakeProgress(opts.quiet, impl->header)));
       plan.state = uint32_t(SegmentState::kLoading);
+      plan.loaded_bytes = WeightBytes(plan);
       plan.header_checksum = ComputeHeaderChecksum(plan);
       std::memcpy(base, &plan, sizeof(plan));
       StoreState(*impl->header, SegmentState::kReady);

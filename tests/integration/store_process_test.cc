@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "client/pagectl/load_progress.h"
 #include "client/pagectl/make_model.h"
+#include "common/segment.h"
 #include "tests/unit/test_util.h"
 
 namespace paged {
@@ -76,6 +78,15 @@ TEST_F(StoreProcessTest, BuildsVerifiesRefusesASecondStoreAndReattaches) {
   EXPECT_EQ(j["weight_format"], "f16");
   EXPECT_EQ(j["generation"], 1);
   for (const char* key : {"n_heads", "n_kv_heads", "vocab_size", "layer_bytes"}) EXPECT_TRUE(j.contains(key)) << key;
+  // The header's loaded-bytes counter (pagectl's progress bar) ends at the total.
+  auto progress = pagectl::ReadLoadProgress(segment_);
+  ASSERT_TRUE(progress.ok()) << progress.status();
+  EXPECT_EQ(progress->state, "READY");
+  uint64_t size = 0;
+  auto header = PeekSegmentHeader(segment_, &size);
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->loaded_bytes, progress->total);
+  EXPECT_GT(progress->total, 0u);
 
   // A second store on the same segment refuses and leaves the first alone.
   auto second = StartStore(dir_.File("tiny"));

@@ -133,70 +133,30 @@ TEST(ProgressDisplayTest, APipeGetsPlainLinesNowAndThen) {
 
 // ---- load progress ----
 
-// A segment image: two globals, then 3 layers of two tensors (the second
-// with scales), laid out like the store's.
-struct FakeSegment {
+TEST(LoadProgressTest, TheHeaderSaysHowFarTheStoreIs) {
   SegmentHeader h{};
-  std::vector<uint8_t> bytes;
-  FakeSegment() {
-    h.n_global_tensors = 2;
-    h.global_tensors[0] = Tensor(4096, 1000, 0, 0);
-    h.global_tensors[1] = Tensor(8192, 500, 0, 0);
-    h.n_layer_tensors = 2;
-    h.layer_tensors[0] = Tensor(0, 2000, 0, 0);
-    h.layer_tensors[1] = Tensor(4096, 800, 8192, 100);
-    h.model.n_layers = 3;
-    h.layers_offset = 16384;
-    h.layer_block_bytes = 16384;
-    bytes.assign(16384 + 3 * 16384, 0);
-  }
-  static TensorEntry Tensor(uint64_t offset, uint64_t n, uint64_t scale_offset, uint64_t scale_n) {
-    TensorEntry e{};
-    e.offset = offset;
-    e.bytes = n;
-    e.scale_offset = scale_offset;
-    e.scale_bytes = scale_n;
-    return e;
-  }
-  void Write(uint64_t begin, uint64_t n) { std::memset(bytes.data() + begin, 0x5a, n); }
-  uint64_t Estimate() const {
-    return EstimateLoadedBytes(h, bytes.size(), [this](uint64_t off, void* out, size_t n) {
-      if (off + n > bytes.size()) return false;
-      std::memcpy(out, bytes.data() + off, n);
-      return true;
-    });
-  }
-};
-
-TEST(LoadProgressTest, CountsThroughTheLastWrittenTensor) {
-  FakeSegment s;
-  EXPECT_EQ(s.Estimate(), 0u);
-  s.Write(4096, 1000);  // global 0
-  EXPECT_EQ(s.Estimate(), 1000u);
-  s.Write(8192, 500);  // global 1
-  EXPECT_EQ(s.Estimate(), 1500u);
-  s.Write(16384, 2000);  // layer 0, tensor 0
-  EXPECT_EQ(s.Estimate(), 3500u);
-  // Layer 0 tensor 1's payload stays zero (a zero bias), its scales not.
-  s.Write(16384 + 8192, 100);
-  EXPECT_EQ(s.Estimate(), 4400u);
-  // Layer 1 tensor 0 all zero, tensor 1 written: counted through it.
-  s.Write(2 * 16384 + 4096, 800);
-  EXPECT_EQ(s.Estimate(), 4400u + 2000 + 900);
-  // Everything.
-  s.Write(3 * 16384, 2000);
-  s.Write(3 * 16384 + 4096, 800);
-  EXPECT_EQ(s.Estimate(), 1500u + 3 * 2900);
-}
-
-TEST(LoadProgressTest, TensorsOutsideTheSegmentAreSkipped) {
-  FakeSegment s;
-  s.Write(0, s.bytes.size());
-  s.h.layer_tensors[1].offset = 1ull << 40;  // not in the segment
-  s.h.layer_tensors[1].scale_bytes = 0;
-  EXPECT_EQ(s.Estimate(), 1500u + 2 * 2800 + 2000);  // through layer 2's first tensor
-  s.h.global_tensors[0].bytes = ~0ull;               // overflowing bounds
-  EXPECT_GT(s.Estimate(), 0u);
+  h.n_global_tensors = 2;
+  h.global_tensors[0].bytes = 1000;
+  h.global_tensors[1].bytes = 500;
+  h.n_layer_tensors = 2;
+  h.layer_tensors[0].bytes = 2000;
+  h.layer_tensors[1].bytes = 800;
+  h.layer_tensors[1].scale_bytes = 100;
+  h.model.n_layers = 3;
+  const uint64_t total = 1500 + 3 * 2900;
+  h.state = uint32_t(SegmentState::kLoading);
+  h.loaded_bytes = 4400;
+  LoadProgress p = ProgressOf(h);
+  EXPECT_EQ(p.state, "LOADING");
+  EXPECT_EQ(p.done, 4400u);
+  EXPECT_EQ(p.total, total);
+  h.loaded_bytes = ~0ull;  // never past the total
+  EXPECT_EQ(ProgressOf(h).done, total);
+  h.state = uint32_t(SegmentState::kReady);
+  h.loaded_bytes = 0;
+  EXPECT_EQ(ProgressOf(h).done, total);
+  h.n_layer_tensors = 1u << 30;  // counts are clamped: the header is not validated
+  EXPECT_GT(ProgressOf(h).total, 0u);
 }
 
 TEST(LoadProgressTest, AMissingSegmentIsNotFound) {
