@@ -92,7 +92,7 @@ absl::StatusOr<std::vector<std::string>> ParseConfigText(std::string_view text,
       if (!Contains(std::begin(kGlobalConfigKeys), std::end(kGlobalConfigKeys), key)) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, "unknown key '", key,
-                         "' in [global] (only segment and token; put it in a "
+                         "' in [global] (only segment, token and log-level; put it in a "
                          "binary's section)"));
       }
       if (is_flag(flag)) global_args.push_back(arg);

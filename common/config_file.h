@@ -26,7 +26,7 @@
 namespace paged {
 
 // Keys allowed in [global].
-inline constexpr std::string_view kGlobalConfigKeys[] = {"segment", "token"};
+inline constexpr std::string_view kGlobalConfigKeys[] = {"segment", "token", "log-level"};
 
 // Whether the binary defines the flag named `name` (absl's spelling, with
 // underscores: "kv_gib").

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/segment_layout.h"
 #include "common/status.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 namespace paged {
 namespace {
@@ -85,8 +85,8 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
       new Coordinator(std::move(options), std::move(tokenizer), std::move(*s)));
   if (!c->chat_.ok() && !c->options_.chat_template.empty()) {
     // Serving goes on: only chat prompts are refused.
-    std::fprintf(stderr, "paged: warning: %s; chat prompts will be refused\n",
-                 std::string(c->chat_.status().message()).c_str());
+    Log(LogLevel::kWarning, "chat", "%s; chat prompts will be refused",
+        std::string(c->chat_.status().message()).c_str());
   }
   c->rates_.push_back({Now(), 0, 0});  // the rates' first base
   c->timer_ = std::thread([p = c.get()] { p->TimerLoop(); });

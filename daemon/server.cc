@@ -18,7 +18,7 @@
 #include "common/segment_tokenizer.h"
 #include "common/status.h"
 #include "daemon/http/front_end.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/services.h"
 #include "store/store_service.h"
 

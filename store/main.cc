@@ -5,6 +5,7 @@
 #include "absl/flags/reflection.h"
 #include "common/cli.h"
 #include "common/config_file.h"
+#include "common/log.h"
 #include "common/sd_notify.h"
 #include "common/size_flag.h"
 #include "store/store_service.h"
@@ -18,6 +19,7 @@ ABSL_FLAG(bool, remove_on_exit, false, "remove the segment when the store exits"
 ABSL_FLAG(std::string, group, "", "group allowed to read the segment (mode 0640); default: owner only (0600)");
 ABSL_FLAG(int, threads, 0, "conversion threads (0: all cores)");
 ABSL_FLAG(bool, quiet, false, "no progress output while loading");
+ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
 ABSL_FLAG(std::string, config, "", "config file ([global] and [store] keys; the command line wins)");
 
 static bool IsFlag(const std::string& name) { return absl::FindCommandLineFlag(name) != nullptr; }
@@ -29,6 +31,10 @@ int main(int argc, char** argv) {
                     "            [--kv-gib G] [--block-tokens T] [--remove-on-exit] [--group NAME] [--config FILE]");
   paged::BlockTerminationSignals();  // before any thread starts
 
+  if (absl::Status s = paged::ConfigureLog("paged-store", absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+    std::fprintf(stderr, "paged-store: --log-level: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   paged::StoreOptions opts;
   opts.model_path = absl::GetFlag(FLAGS_model);
   opts.segment = absl::GetFlag(FLAGS_segment);

@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "common/segment.h"
 #include "common/size_flag.h"
+#include "common/log.h"
 #include "common/status.h"
 
 namespace paged {
@@ -68,7 +69,7 @@ ProgressFn MakeProgress(bool quiet, SegmentHeader* header) {
     if (quiet || (done < total && now - *last < std::chrono::milliseconds(500))) return true;
     *last = now;
     const double s = std::chrono::duration<double>(now - *start).count();
-    std::fprintf(stderr, "paged-store: loading %s / %s (%.0f MB/s)\n", FormatBytes(done).c_str(),
+    Log(LogLevel::kInfo, "load", "%s / %s (%.0f MB/s)", FormatBytes(done).c_str(),
                  FormatBytes(total).c_str(), s > 0 ? double(done) / 1e6 / s : 0.0);
     return true;
   };
@@ -110,8 +111,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
   ASSIGN_OR_RETURN(SegmentHeader plan, PlanSegment(*src, opts.layout));
   // Once, and only for a load that goes ahead (errors stay one line).
   if (!src->tokenizer_note.empty())
-    std::fprintf(stderr, "paged-store: %s: %s\n", opts.model_path.c_str(),
-                 src->tokenizer_note.c_str());
+    Log(LogLevel::kInfo, "tokenizer", "%s: %s", opts.model_path.c_str(), src->tokenizer_note.c_str());
 
   auto impl = std::make_unique<Impl>();
   impl->opts = opts;
@@ -182,13 +182,13 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
       const auto t = Clock::now();
       if (::mlock(base, total) == 0) {
         if (!quiet)
-          std::fprintf(stderr, "paged-store: segment locked in RAM (%.2f s)\n",
-                       std::chrono::duration<double>(Clock::now() - t).count());
+          Log(LogLevel::kInfo, "memory", "segment locked in RAM (%.2f s)",
+              std::chrono::duration<double>(Clock::now() - t).count());
       } else {
-        std::fprintf(stderr,
-                     "paged-store: warning: cannot lock the %s segment in RAM (%s); raise "
-                     "RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity) so it is never swapped out\n",
-                     FormatBytes(total).c_str(), std::strerror(errno));
+        Log(LogLevel::kWarning, "memory",
+            "cannot lock the %s segment in RAM (%s); raise RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity) so "
+            "it is never swapped out",
+            FormatBytes(total).c_str(), std::strerror(errno));
       }
     });
   } catch (const bip::interprocess_exception& e) {

@@ -4,7 +4,7 @@
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 namespace paged::http {
 namespace {

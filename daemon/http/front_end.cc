@@ -6,7 +6,7 @@
 #include "daemon/bearer_token.h"
 #include "daemon/http/completion_call.h"
 #include "daemon/http/openai_api.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/metrics.h"
 
 namespace paged::http {

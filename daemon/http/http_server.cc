@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 namespace paged::http {
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/sd_notify.h"
 #include "store/store_service.h"
 #include "paged/v1/worker_link.grpc.pb.h"
@@ -94,7 +95,7 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
     const grpc::Status s = stream->Finish();
     return absl::UnavailableError(absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
   }
-  std::fprintf(stderr, "paged-worker: attached to %s as %s\n", opts.coordinator.c_str(), opts.worker_id.c_str());
+  Log(LogLevel::kInfo, "link", "attached to %s as %s", opts.coordinator.c_str(), opts.worker_id.c_str());
   if (opts.on_attached) opts.on_attached();
 
   v1::WorkerCounters counters;
@@ -158,7 +159,7 @@ absl::Status RunWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkStopp
     if (stop.stopped()) return absl::OkStatus();
     // A connection that lived a while resets the backoff.
     if (Clock::now() - t0 > std::chrono::seconds(5)) backoff = 0.1;
-    std::fprintf(stderr, "paged-worker: %s; reconnecting in %.1f s\n", std::string(s.message()).c_str(), backoff);
+    Log(LogLevel::kWarning, "link", "%s; reconnecting in %.1f s", std::string(s.message()).c_str(), backoff);
     for (double waited = 0; waited < backoff && !stop.stopped(); waited += 0.05) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }

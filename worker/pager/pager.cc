@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status.h"
 
 namespace paged {
@@ -60,8 +61,8 @@ absl::StatusOr<const uint8_t*> Pager::Obtain(int id, const uint8_t* src, uint64_
         *imported = true;
         return static_cast<const uint8_t*>(*p);
       }
-      std::fprintf(stderr, "paged-worker: warning: cannot use the shared copy of block %d (%s); making one\n", id,
-                   std::string(p.status().message()).c_str());
+      Log(LogLevel::kWarning, "pager", "cannot use the shared copy of block %d (%s); making one", id,
+          std::string(p.status().message()).c_str());
       board_->Invalidate(id);
     }
   }

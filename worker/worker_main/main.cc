@@ -10,6 +10,7 @@
 #include "absl/flags/reflection.h"
 #include "common/cli.h"
 #include "common/config_file.h"
+#include "common/log.h"
 #include "common/size_flag.h"
 #include "store/store_service.h"
 #include "worker/engine/generator.h"
@@ -35,6 +36,7 @@ ABSL_FLAG(bool, shared_in_place, true,
           "use a layer another worker of this GPU holds in place (false: copy it into the slots like a peer's)");
 ABSL_FLAG(std::string, peer_copies, "auto",
           "page layers a peer GPU holds from it: auto (when that link measures faster) | off | force");
+ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
 ABSL_FLAG(std::string, config, "", "config file ([global] and [worker] keys; the command line wins)");
 
 namespace {
@@ -63,6 +65,10 @@ int main(int argc, char** argv) {
                     "paged-worker --segment NAME --device cuda:N|cpu --gpu-budget BYTES [--slots S] "
                     "[--resident auto|none|all|N] [--coordinator TARGET] [--config FILE]");
   paged::WorkerOptions o;
+  if (absl::Status s = paged::ConfigureLog("paged-worker", absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+    std::fprintf(stderr, "paged-worker: --log-level: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   o.segment = absl::GetFlag(FLAGS_segment);
   o.device = absl::GetFlag(FLAGS_device);
   o.limits.slots = absl::GetFlag(FLAGS_slots);

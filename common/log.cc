@@ -1,4 +1,4 @@
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <atomic>
 #include <cstdarg>
@@ -11,6 +11,7 @@ namespace paged {
 namespace {
 
 std::atomic<int> g_level{int(LogLevel::kInfo)};
+std::atomic<const char*> g_program{"paged"};
 
 const char* LevelName(LogLevel l) {
   switch (l) {
@@ -38,6 +39,16 @@ absl::StatusOr<LogLevel> ParseLogLevel(std::string_view name) {
 
 void SetLogLevel(LogLevel level) { g_level.store(int(level), std::memory_order_relaxed); }
 
+void SetLogProgram(const char* name) { g_program.store(name, std::memory_order_relaxed); }
+
+absl::Status ConfigureLog(const char* program, std::string_view level) {
+  absl::StatusOr<LogLevel> l = ParseLogLevel(level);
+  if (!l.ok()) return l.status();
+  SetLogProgram(program);
+  SetLogLevel(*l);
+  return absl::OkStatus();
+}
+
 bool LogEnabled(LogLevel level) { return int(level) >= g_level.load(std::memory_order_relaxed); }
 
 void Log(LogLevel level, const char* component, const char* format, ...) {
@@ -48,7 +59,8 @@ void Log(LogLevel level, const char* component, const char* format, ...) {
   std::vsnprintf(message, sizeof(message), format, args);
   va_end(args);
   const std::string line =
-      absl::StrCat("paged: ", LevelName(level), " ", component, ": ", message, "\n");
+      absl::StrCat(g_program.load(std::memory_order_relaxed), ": ", LevelName(level), " ", component, ": ",
+                   message, "\n");
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
