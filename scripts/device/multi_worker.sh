@@ -51,7 +51,18 @@ memA=$(gpu_mem $wa); memB=$(gpu_mem $wb)
 hostA=$(host_mem $wa); hostB=$(host_mem $wb); hostS=$(host_mem $store)
 $B serving_bench --server=$sock --clients=$((clients * 2)) --prompt-len=128 --gen-len=64 >/dev/null 2>&1
 $B serving_bench --server=$sock --clients=$((clients * 2)) --prompt-len=128 --gen-len=64 >"$out/two.txt" 2>&1
-kill -TERM $wb $wa; wait $wb $wa 2>/dev/null
+kill -TERM $wb; wait $wb 2>/dev/null
+# The peer path on one GPU: worker P copies A's layers device-to-device into
+# its slots instead of using them in place, then serves alone after A stops
+# (its imports keep A's layers alive).
+$B paged-worker "${common[@]}" --device="$(dev 1)" --worker-id=P --gpu-budget=3GiB --shared-in-place=false \
+  >"$out/workerP.log" 2>&1 &
+wp=$!
+wait_for "$out/workerP.log" attached || exit 1
+kill -TERM $wa; wait $wa 2>/dev/null
+$B serving_bench --server=$sock --clients=$clients --prompt-len=128 --gen-len=64 >/dev/null 2>&1
+$B serving_bench --server=$sock --clients=$clients --prompt-len=128 --gen-len=64 >"$out/peer.txt" 2>&1
+kill -TERM $wp; wait $wp 2>/dev/null
 # B alone with sharing off, for its memory and speed without A.
 $B paged-worker "${common[@]}" --device="$(dev 1)" --worker-id=B0 --gpu-budget=3GiB --share=off \
   >"$out/workerB0.log" 2>&1 &
@@ -127,6 +138,8 @@ tps() { awk 'NR==2{print $5}' "$1"; }
   printf '%-34s %12s\n' "tokens/s: A alone, $clients clients" "$(tps "$out/one.txt")"
   printf '%-34s %12s\n' "tokens/s: A+B, $((clients * 2)) clients" "$(tps "$out/two.txt")"
   printf '%-34s %12s\n' "tokens/s: B alone unshared" "$(tps "$out/b0.txt")"
+  printf '%-34s %12s\n' "tokens/s: P alone, D2D from A's" "$(tps "$out/peer.txt")"
+  echo "P: $(grep -h '^sharing' "$out/workerP.log")"
   printf '%-34s %12s\n' "crash: 64 streams, A killed" "$crash (rc $crash_rc)"
   [[ -n $scale ]] && echo "scaling: $scale"
 } | tee "$out/table.txt"
