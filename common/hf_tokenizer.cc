@@ -5,6 +5,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/hf_regex.h"
+#include "common/json_text.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -13,22 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-// One line, quoting no input: "not valid JSON: parse error at line 1,
-// column 2: syntax error while parsing value - invalid literal".
-absl::StatusOr<json> ParseJson(std::string_view text) {
-  try {
-    return json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
-    std::string_view msg = e.what();
-    if (const size_t p = msg.find("] "); p != msg.npos) msg.remove_prefix(p + 2);
-    if (const size_t p = msg.find("; last read"); p != msg.npos) msg = msg.substr(0, p);
-    std::string clean(msg);
-    for (char& c : clean) {
-      if (c < 0x20 || c > 0x7e) c = '?';
-    }
-    return absl::InvalidArgumentError(absl::StrCat("not valid JSON: ", clean));
-  }
-}
 
 std::string Quote(std::string_view s) {
   return absl::StrCat("'", absl::CEscape(std::string(s)), "'");
@@ -82,7 +67,7 @@ std::string HfTokenizerOptions::ToJson() const {
 absl::StatusOr<HfTokenizerOptions> HfTokenizerOptions::FromJson(std::string_view text) {
   HfTokenizerOptions o;
   if (text.empty()) return o;
-  ASSIGN_OR_RETURN(const json j, ParseJson(text));
+  ASSIGN_OR_RETURN(const json j, ParseJsonText(text, "tokenizer options"));
   auto bad = [](std::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("tokenizer options: ", std::string(what)));
   };
@@ -273,7 +258,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Create(std::string_vie
                                                                  const HfTokenizerOptions& options,
                                                                  std::string_view origin) {
   auto fail = [&](const absl::Status& s) { return Annotate(s, origin); };
-  absl::StatusOr<json> parsed = ParseJson(tokenizer_json);
+  absl::StatusOr<json> parsed = ParseJsonText(tokenizer_json, "the file");
   if (!parsed.ok()) return fail(parsed.status());
   const json& j = *parsed;
   if (!j.is_object()) return fail(absl::InvalidArgumentError("not a JSON object"));

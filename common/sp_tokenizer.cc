@@ -304,14 +304,5 @@ std::string SpTokenizer::DecodePiece(int32_t prev_token, int32_t token) const {
   return std::string(s);
 }
 
-std::string SpTokenizer::Decode(std::span<const int32_t> ids) const {
-  std::string out;
-  int32_t prev = kStartOfSequence;
-  for (int32_t id : ids) {
-    out += DecodePiece(prev, id);
-    prev = id;
-  }
-  return out;
-}
 
 }  // namespace paged

@@ -68,9 +68,7 @@ class SpTokenizer final : public Tokenizer {
   // outside the vocabulary gives "".
   std::string DecodePiece(int32_t prev_token, int32_t token) const override;
 
-  // The concatenated DecodePiece of each id, the first one following
-  // kStartOfSequence.
-  std::string Decode(std::span<const int32_t> ids) const override;
+  using Tokenizer::Decode;
 
   // The piece of `id` as the vocabulary writes it; "" outside it.
   std::string IdToPiece(int32_t id) const override;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/json_text.h"  // ParseJsonText
 #include "nlohmann/json.hpp"
 
 namespace paged {
@@ -49,10 +50,6 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(const uint8_t* data, uint64_t s
 
 // JSON helpers shared by the safetensors, index and config.json readers.
 
-// Parses `text` as JSON. The error (InvalidArgument) reads "<what> is not
-// valid JSON: parse error at line L, column C: ..." on one line, without
-// quoting the input.
-absl::StatusOr<nlohmann::json> ParseJsonText(std::string_view text, std::string_view what);
 // The JSON type with its article, for messages: "a string", "an object", "null".
 std::string JsonTypeName(const nlohmann::json& j);
 // The value of a non-negative JSON integer; nullopt for anything else.
