@@ -35,13 +35,7 @@ client::GenerateOptions ChatTurnOptions(const Flags& f,
   if (!f.system.empty()) g.messages.push_back({"system", f.system});
   g.messages.insert(g.messages.end(), conversation.begin(), conversation.end());
   g.add_generation_prompt = true;
-  g.max_tokens = f.max_tokens;
-  g.temperature = f.temperature;
-  g.top_k = f.top_k;
-  g.top_p = f.top_p;
-  g.seed = f.seed;
-  g.ignore_eos = f.ignore_eos;
-  if (f.timeout > absl::ZeroDuration()) g.timeout = f.timeout;
+  ApplyGenerationFlags(f, &g);
   return g;
 }
 

@@ -77,13 +77,7 @@ int GenerateCommand(const Flags& f) {
     std::fprintf(stderr, "pagectl generate: -n must be > 0 (got %d)\n", f.max_tokens);
     return 2;
   }
-  g.max_tokens = f.max_tokens;
-  g.temperature = f.temperature;
-  g.top_k = f.top_k;
-  g.top_p = f.top_p;
-  g.seed = f.seed;
-  g.ignore_eos = f.ignore_eos;
-  if (f.timeout > absl::ZeroDuration()) g.timeout = f.timeout;
+  ApplyGenerationFlags(f, &g);
   // Bad arguments are answered before connecting.
   if (absl::Status s = client::ValidateGenerateOptions(g); !s.ok()) return Fail("generate", s);
 

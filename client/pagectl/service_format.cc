@@ -231,4 +231,14 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenList(std::string_view text) {
   return ids;
 }
 
+void ApplyGenerationFlags(const Flags& f, client::GenerateOptions* g) {
+  g->max_tokens = f.max_tokens;
+  g->temperature = f.temperature;
+  g->top_k = f.top_k;
+  g->top_p = f.top_p;
+  g->seed = f.seed;
+  g->ignore_eos = f.ignore_eos;
+  if (f.timeout > absl::ZeroDuration()) g->timeout = f.timeout;
+}
+
 }  // namespace paged::pagectl

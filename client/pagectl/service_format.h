@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/pagectl/commands.h"
 #include "client/sdk/paged_client.h"
 #include "paged/v1/admin.pb.h"
 
@@ -46,6 +47,10 @@ std::string FormatUsageLine(const client::GenerateResult& r, bool color = false)
 
 // "1,2,3" or "1 2 3" -> {1, 2, 3}; INVALID_ARGUMENT naming the bad entry.
 absl::StatusOr<std::vector<int32_t>> ParseTokenList(std::string_view text);
+
+// The generation flags of `generate` and `chat` (-n, sampling, --ignore-eos,
+// --timeout) onto `g`.
+void ApplyGenerationFlags(const Flags& f, client::GenerateOptions* g);
 
 // 1234567 -> "1.23 M"; rates in decimal units ("1.2 GB/s").
 std::string FormatCount(double v);

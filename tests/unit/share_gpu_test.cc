@@ -85,6 +85,18 @@ class ShareGpuTest : public ::testing::Test {
     if (!HaveGpu()) GTEST_SKIP() << "no GPU";
     if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
     segment_ = absl::StrCat("share-gpu-test-", getpid());
+    // Both tests: the reference transcript, then the first worker, then this
+    // process's backend on the same GPU.
+    reference_ = testing::GenerateStories(nullptr, "cuda:0", "f16").tokens;
+    ASSERT_EQ(reference_.size(), 200u);
+    img_ = testing::StoriesImage("f16");
+    n_layers_ = img_->image().header->model.n_layers;
+    ASSERT_EQ(StartFirstWorker(), n_layers_);
+    auto backend = MakeBackend("cuda:0");
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = std::move(*backend);
+    uuid_ = backend_->device_uuid();
+    ASSERT_FALSE(uuid_.empty());
   }
   void TearDown() override {
     if (child_ > 0) {
@@ -126,71 +138,58 @@ class ShareGpuTest : public ::testing::Test {
     return published;
   }
   std::string segment_, uuid_;
+  std::vector<int32_t> reference_;
+  std::unique_ptr<OwnedImage> img_;
+  int n_layers_ = 0;
+  std::unique_ptr<Backend> backend_;
   pid_t child_ = -1;
   int child_stdin_ = -1;
 };
 
 TEST_F(ShareGpuTest, ASecondWorkerUsesTheFirstOnesLayersAndOutlivesIt) {
-  const testing::PagedRun reference = testing::GenerateStories(nullptr, "cuda:0", "f16");
-  ASSERT_EQ(reference.tokens.size(), 200u);
-  auto img = testing::StoriesImage("f16");
-  const int n_layers = img->image().header->model.n_layers;
-  ASSERT_EQ(StartFirstWorker(), n_layers);
-
-  auto backend = MakeBackend("cuda:0");
-  ASSERT_TRUE(backend.ok());
-  uuid_ = (*backend)->device_uuid();
-  ASSERT_FALSE(uuid_.empty());
-  auto pager = Pager::Create(backend->get(), img->image(), PlanFor(*img, "none"), Sharing(segment_));
+  auto pager = Pager::Create(backend_.get(), img_->image(), PlanFor(*img_, "none"), Sharing(segment_));
   ASSERT_TRUE(pager.ok()) << pager.status();
   EXPECT_TRUE((*pager)->sharing().globals_shared);
-  EXPECT_EQ((*pager)->sharing().layers_shared, n_layers);
-  Engine engine(backend->get(), pager->get(), img->image().config(), int(img->image().header->block_tokens));
-  EXPECT_EQ(Generate200(engine, *img), reference.tokens);
+  EXPECT_EQ((*pager)->sharing().layers_shared, n_layers_);
+  Engine engine(backend_.get(), pager->get(), img_->image().config(), int(img_->image().header->block_tokens));
+  EXPECT_EQ(Generate200(engine, *img_), reference_);
   EXPECT_EQ((*pager)->stats().h2d_weight_bytes, 0u);
   // No globals and no slots of its own: only the KV areas and cache.
   const MemoryPlan plan = (*pager)->plan();
   EXPECT_EQ((*pager)->device_bytes(),
             uint64_t(std::max(plan.slots, 2)) * std::max<uint64_t>(plan.slot_kv_blocks, 1) *
-                    img->image().header->kv_block_bytes +
+                    img_->image().header->kv_block_bytes +
                 plan.kv_cache_bytes);
 
   // The first worker dies without a word.
   ASSERT_EQ(kill(child_, SIGKILL), 0);
   ASSERT_EQ(waitpid(child_, nullptr, 0), child_);
   child_ = -1;
-  EXPECT_EQ(Generate200(engine, *img), reference.tokens) << "the survivor's imported layers stay valid";
+  EXPECT_EQ(Generate200(engine, *img_), reference_) << "the survivor's imported layers stay valid";
 
   // A worker starting now finds the board entries live through the survivor.
-  const MemoryPlan none = PlanFor(*img, "none");
+  const MemoryPlan none = PlanFor(*img_, "none");
   const testing::PagedRun late = testing::GenerateStories(&none, "cuda:0", "f16", Sharing(segment_));
-  EXPECT_EQ(late.tokens, reference.tokens);
+  EXPECT_EQ(late.tokens, reference_);
   std::printf("a worker started after the exporter died: %s\n", late.sharing.Describe().c_str());
 }
 
 TEST_F(ShareGpuTest, SharedLayersCopiedDeviceToDeviceLikeAPeers) {
-  const testing::PagedRun reference = testing::GenerateStories(nullptr, "cuda:0", "f16");
-  auto img = testing::StoriesImage("f16");
-  const int n_layers = img->image().header->model.n_layers;
-  ASSERT_EQ(StartFirstWorker(), n_layers);
-  auto backend = MakeBackend("cuda:0");
-  ASSERT_TRUE(backend.ok());
-  uuid_ = (*backend)->device_uuid();
   PagerOptions o = Sharing(segment_);
   o.shared_in_place = false;
-  const MemoryPlan none = PlanFor(*img, "none");
+  const MemoryPlan none = PlanFor(*img_, "none");
   // auto: the choice follows the measurement (stories260K's blocks are tiny,
   // both links latency-bound; the 7B benchmark measures bandwidth).
   const testing::PagedRun run = testing::GenerateStories(&none, "cuda:0", "f16", o);
-  EXPECT_EQ(run.tokens, reference.tokens);
-  EXPECT_EQ(run.sharing.peer_layers, n_layers);
+  EXPECT_EQ(run.tokens, reference_);
+  EXPECT_EQ(run.sharing.peer_layers, n_layers_);
   EXPECT_EQ(run.sharing.peer_used, run.sharing.peer_gbps > run.sharing.host_gbps) << run.sharing.Describe();
   EXPECT_EQ(run.stats.h2d_weight_bytes == 0u, run.sharing.peer_used);
   std::printf("%s\n", run.sharing.Describe().c_str());
   // force: every weight byte from the other copy, same tokens.
   o.peer_copies = PagerOptions::PeerCopies::kForce;
   const testing::PagedRun forced = testing::GenerateStories(&none, "cuda:0", "f16", o);
-  EXPECT_EQ(forced.tokens, reference.tokens);
+  EXPECT_EQ(forced.tokens, reference_);
   EXPECT_EQ(forced.stats.h2d_weight_bytes, 0u);
   EXPECT_GT(forced.stats.peer_weight_bytes, 0u);
 }
