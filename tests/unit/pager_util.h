@@ -48,25 +48,33 @@ struct PagedRun {
 
 // Greedy from BOS (200 tokens) on a fresh image, through a Pager with `plan`
 // (or the ResidentProvider when plan is null), on `device`.
+inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan, const std::string& format,
+                                  const PagerOptions& options = {});
+
 inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& device, const std::string& format,
                                 const PagerOptions& options = {}) {
-  auto img = StoriesImage(format);
   auto made = MakeBackend(device, 2);
   EXPECT_TRUE(made.ok()) << made.status();
   if (!made.ok()) return {};
-  auto backend = std::move(*made);
+  return GenerateStoriesOn(made->get(), plan, format, options);
+}
+
+// The same on a backend of the caller's.
+inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan, const std::string& format,
+                                  const PagerOptions& options) {
+  auto img = StoriesImage(format);
   std::unique_ptr<WeightProvider> provider;
   Pager* pager = nullptr;
   if (plan != nullptr) {
-    auto p = Pager::Create(backend.get(), img->image(), *plan, options);
+    auto p = Pager::Create(backend, img->image(), *plan, options);
     EXPECT_TRUE(p.ok()) << p.status();
     if (!p.ok()) return {};
     pager = p->get();
     provider = std::move(*p);
   } else {
-    provider = std::move(*ResidentProvider::Create(backend.get(), img->image()));
+    provider = std::move(*ResidentProvider::Create(backend, img->image()));
   }
-  Engine engine(backend.get(), provider.get(), img->image().config(), int(img->image().header->block_tokens));
+  Engine engine(backend, provider.get(), img->image().config(), int(img->image().header->block_tokens));
   GenerateRequest req;
   req.prompt = {1};
   req.max_new_tokens = 200;

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/unit/pager_util.h"
+#include "worker/backends/cpu/cpu_backend.h"
 #include "worker/engine/backend_factory.h"
 #include "worker/pager/pager.h"
 #include "worker/pager/planner.h"
@@ -231,6 +232,80 @@ TEST_F(PagerSharingTest, SharedBlocksCostThePlanNothing) {
   EXPECT_EQ(all->n_paged(), 0);
   l.layers_shared.assign(size_t(L + 1), true);
   EXPECT_FALSE(PlanMemory(h, l).ok());
+}
+
+TEST_F(PagerSharingTest, OwnResidentLayersAvoidWhatPeersHoldAndRotate) {
+  const SegmentHeader& h = *image_->image().header;
+  const int L = h.model.n_layers;  // 5
+  PlanLimits l = SmallLimits(4096 * kMiB);
+  l.resident = "2";
+  auto count = [&](const MemoryPlan& p, auto pred) {
+    int n = 0;
+    for (int i = 0; i < L; ++i) n += p.resident[size_t(i)] && pred(i);
+    return n;
+  };
+  const auto base = PlanMemory(h, l);
+  ASSERT_TRUE(base.ok());
+  EXPECT_TRUE(base->resident[0]);  // no rotation: the spread starts at the top
+  // A peer holds layers 0, 2 and 4: this worker keeps two of 1 and 3.
+  l.layers_on_peers = {true, false, true, false, true};
+  const auto avoid = PlanMemory(h, l);
+  ASSERT_TRUE(avoid.ok());
+  EXPECT_TRUE(avoid->resident[1] && avoid->resident[3]);
+  EXPECT_EQ(count(*avoid, [](int i) { return i % 2 == 0; }), 0);
+  // More resident than the peers leave: the rest among the peers' layers.
+  l.resident = "3";
+  const auto more = PlanMemory(h, l);
+  ASSERT_TRUE(more.ok());
+  EXPECT_EQ(more->n_resident, 3);
+  EXPECT_TRUE(more->resident[1] && more->resident[3]);
+  // Rotation: GPU 1 of 2 starts its spread half way down.
+  l.layers_on_peers.clear();
+  l.resident = "2";
+  l.rotation = 0.5;
+  const auto rotated = PlanMemory(h, l);
+  ASSERT_TRUE(rotated.ok());
+  EXPECT_FALSE(rotated->resident[0]);
+  EXPECT_EQ(rotated->n_resident, 2);
+  l.rotation = 1.0;
+  EXPECT_FALSE(PlanMemory(h, l).ok());
+  l.rotation = 0;
+  l.layers_on_peers.assign(size_t(L + 1), false);
+  EXPECT_FALSE(PlanMemory(h, l).ok());
+}
+
+TEST_F(PagerSharingTest, APeerDevicesLayersArePagedFromIt) {
+  // Two "devices" of this process (CPU backends with labels): A keeps every
+  // layer resident; B, on the other device, pages its layers from A's copies.
+  auto a = MakeCpuBackend(1, "a");
+  auto b = MakeCpuBackend(1, "b");
+  ASSERT_NE(a->device_uuid(), b->device_uuid());
+  auto first = Pager::Create(a.get(), image_->image(), Plan("all"), Sharing());
+  ASSERT_TRUE(first.ok()) << first.status();
+  const int n_layers = image_->image().header->model.n_layers;
+  const MemoryPlan none = Plan("none");
+  PagerOptions o = Sharing();
+  o.peer_copies = PagerOptions::PeerCopies::kForce;
+  const PagedRun peer = testing::GenerateStoriesOn(b.get(), &none, "f32", o);
+  EXPECT_EQ(peer.tokens, reference_.tokens);
+  EXPECT_EQ(peer.kv, reference_.kv);
+  EXPECT_FALSE(peer.sharing.globals_shared);  // another device: nothing in place
+  EXPECT_EQ(peer.sharing.layers_shared, 0);
+  EXPECT_EQ(peer.sharing.peer_layers, n_layers);
+  EXPECT_TRUE(peer.sharing.peer_used);
+  EXPECT_EQ(peer.stats.h2d_weight_bytes, 0u);
+  EXPECT_GT(peer.stats.peer_weight_bytes, 0u);
+  // kAuto decides by the two measured links; kOff pages from the host.
+  o.peer_copies = PagerOptions::PeerCopies::kAuto;
+  const PagedRun aut = testing::GenerateStoriesOn(b.get(), &none, "f32", o);
+  EXPECT_EQ(aut.tokens, reference_.tokens);
+  EXPECT_EQ(aut.sharing.peer_used, aut.sharing.peer_gbps > aut.sharing.host_gbps);
+  o.peer_copies = PagerOptions::PeerCopies::kOff;
+  const PagedRun off = testing::GenerateStoriesOn(b.get(), &none, "f32", o);
+  EXPECT_EQ(off.tokens, reference_.tokens);
+  EXPECT_EQ(off.sharing.peer_layers, 0);
+  EXPECT_EQ(off.stats.peer_weight_bytes, 0u);
+  for (const char* dev : {"a", "b"}) ShareBoard::Remove(segment_, MakeCpuBackend(1, dev)->device_uuid());
 }
 
 TEST_F(PagerSharingTest, WithoutAPublisherEveryPagerMakesItsOwn) {

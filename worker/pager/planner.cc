@@ -50,6 +50,9 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   const int n_layers = h.model.n_layers;
   if (!l.layers_shared.empty() && l.layers_shared.size() != size_t(n_layers))
     return absl::InvalidArgumentError("shared layers do not match the model's layers");
+  if (!l.layers_on_peers.empty() && l.layers_on_peers.size() != size_t(n_layers))
+    return absl::InvalidArgumentError("peer layers do not match the model's layers");
+  if (!(l.rotation >= 0 && l.rotation < 1)) return absl::InvalidArgumentError("rotation must be in [0, 1)");
   int n_shared = 0;
   for (bool b : l.layers_shared) n_shared += b;
   // Shared layers are resident at no cost; the plan below decides the others.
@@ -110,16 +113,25 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   }
   p.n_resident = resident + n_shared;
   p.n_shared = n_shared;
-  // Resident layers spread evenly over the depth (of the layers not shared),
-  // so that paged layers are interleaved with resident ones and their copies
-  // overlap more compute.
-  std::vector<int> own;  // layers not shared, in order
+  // Own resident layers: among the layers not shared, those no peer holds
+  // first; spread evenly over the depth, so that paged layers are interleaved
+  // with resident ones and their copies overlap more compute, starting at
+  // `rotation` of the way.
+  auto flag = [](const std::vector<bool>& v, int i) { return !v.empty() && v[size_t(i)]; };
+  std::vector<int> first, second;  // not shared: not on a peer / on a peer
   for (int i = 0; i < n_layers; ++i) {
-    if (l.layers_shared.empty() || !l.layers_shared[size_t(i)]) own.push_back(i);
+    if (!flag(l.layers_shared, i)) (flag(l.layers_on_peers, i) ? second : first).push_back(i);
   }
   p.resident.assign(size_t(n_layers), false);
-  for (int i = 0; i < n_layers; ++i) p.resident[size_t(i)] = !l.layers_shared.empty() && l.layers_shared[size_t(i)];
-  for (int i = 0; i < resident; ++i) p.resident[size_t(own[size_t((int64_t(i) * L) / resident)])] = true;
+  for (int i = 0; i < n_layers; ++i) p.resident[size_t(i)] = flag(l.layers_shared, i);
+  auto spread = [&](const std::vector<int>& from, int k) {
+    const int64_t n = int64_t(from.size());
+    const int64_t start = int64_t(l.rotation * double(n));
+    for (int64_t i = 0; i < k; ++i) p.resident[size_t(from[size_t((i * n / k + start) % n)])] = true;
+  };
+  const int in_first = std::min(resident, int(first.size()));
+  if (in_first > 0) spread(first, in_first);
+  if (resident > in_first) spread(second, resident - in_first);
   p.resident_bytes = uint64_t(resident) * layer;
   p.slot_bytes = p.slots > 0 ? layer + slot_kv_bytes : 0;
   // With everything resident, the "slots" still carry the KV areas (two).

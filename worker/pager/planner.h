@@ -39,6 +39,14 @@ struct PlanLimits {
   // used in place, so they cost this worker's budget nothing.
   bool globals_shared = false;
   std::vector<bool> layers_shared;  // per layer; empty: none
+  // Layers a peer GPU of this host holds (its share board): this worker's
+  // own resident layers are chosen among the others first, so that what it
+  // pages can come from the peer over the faster GPU link.
+  std::vector<bool> layers_on_peers;  // per layer; empty: none
+  // Where in the depth the even spread of resident layers starts, as a
+  // fraction in [0, 1): workers of different GPUs starting together (index /
+  // GPUs) hold different layers.
+  double rotation = 0;
 };
 
 struct MemoryPlan {

@@ -1,12 +1,24 @@
 #include "worker/pager/worker_runtime.h"
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "worker/device.h"
 #include "worker/engine/backend_factory.h"
 #include "worker/engine/generator.h"
 #include "worker/engine/model_image.h"
 
 namespace paged {
+namespace {
+
+// N of "cuda:N"; -1 otherwise.
+int CudaDeviceIndex(const std::string& device) {
+  int index = -1;
+  if (device.rfind("cuda:", 0) != 0 || !absl::SimpleAtoi(device.substr(5), &index)) return -1;
+  return index;
+}
+
+}  // namespace
 
 absl::StatusOr<PagerOptions::PeerCopies> ParsePeerCopies(const std::string& s) {
   if (s == "auto") return PagerOptions::PeerCopies::kAuto;
@@ -56,6 +68,21 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
     if (opts.shared_in_place) {
       for (int l = 0; l < L; ++l) limits.layers_shared[size_t(l)] = board->IsLive(l);
     }
+  }
+  if (!po.share_segment.empty() && opts.peer_copies != PagerOptions::PeerCopies::kOff) {
+    // Layers peer GPUs hold: this worker keeps others resident first.
+    const int L = h.model.n_layers;
+    limits.layers_on_peers.assign(size_t(L), false);
+    for (auto& peer : ShareBoard::OpenPeers(opts.segment, h.generation, w->backend_->device_uuid(), L + 1)) {
+      ShareBoard::Lock lock(*peer);
+      for (int l = 0; l < L; ++l) limits.layers_on_peers[size_t(l)] = limits.layers_on_peers[size_t(l)] || peer->IsLive(l);
+    }
+  }
+  // GPU k of n starts its spread of resident layers k/n of the way down, so
+  // that workers of different GPUs starting together hold different layers.
+  if (const int index = CudaDeviceIndex(opts.device); index > 0) {
+    const size_t gpus = ListGpus().size();
+    if (size_t(index) < gpus) limits.rotation = double(index) / double(gpus);
   }
   ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(h, limits));
   const ModelImage host = ImageOf(*w->segment_);

@@ -26,7 +26,7 @@ constexpr int kMaxAutoThreads = 32;
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) : pool_(threads) {}
+  CpuBackend(int threads, std::string device_label) : pool_(threads), label_(std::move(device_label)) {}
   ~CpuBackend() override = default;  // queues_ drains its threads first
 
   std::string name() const override { return "cpu"; }
@@ -47,12 +47,14 @@ class CpuBackend final : public Backend {
   // Sharing within this process only ("device" memory is private heap
   // memory): lets two pagers of one process share layers, as workers on one
   // GPU do through CUDA IPC. The exporter's memory must outlive importers.
-  std::string device_uuid() const override { return absl::StrCat("cpu-pid", getpid()); }
+  std::string device_uuid() const override {
+    return label_.empty() ? ProcessPrefix() : absl::StrCat(ProcessPrefix(), "-", label_);
+  }
   absl::StatusOr<std::string> ExportMemory(void* p) override {
-    return absl::StrCat(device_uuid(), ":", reinterpret_cast<uintptr_t>(p));
+    return absl::StrCat(ProcessPrefix(), ":", reinterpret_cast<uintptr_t>(p));
   }
   absl::StatusOr<void*> ImportMemory(const std::string& handle) override {
-    const std::string prefix = device_uuid() + ":";
+    const std::string prefix = ProcessPrefix() + ":";
     uintptr_t v = 0;
     if (handle.rfind(prefix, 0) != 0 || !absl::SimpleAtoi(handle.substr(prefix.size()), &v) || v == 0)
       return absl::FailedPreconditionError(
@@ -142,17 +144,20 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  static std::string ProcessPrefix() { return absl::StrCat("cpu-pid", getpid()); }
+
   ThreadPool pool_;
+  std::string label_;  // tells apart "devices" of one process (tests of peers)
   cpu::CopyQueues queues_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> MakeCpuBackend(int threads) {
+std::unique_ptr<Backend> MakeCpuBackend(int threads, const std::string& device_label) {
   if (threads <= 0) {
     threads = std::clamp(int(std::thread::hardware_concurrency()), 1, kMaxAutoThreads);
   }
-  return std::make_unique<CpuBackend>(threads);
+  return std::make_unique<CpuBackend>(threads, device_label);
 }
 
 }  // namespace paged

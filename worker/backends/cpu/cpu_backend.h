@@ -3,13 +3,17 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "worker/engine/backend.h"
 
 namespace paged {
 
 // threads: threads sharing each op, the caller included; <= 0: hardware
-// concurrency, at most 32.
-std::unique_ptr<Backend> MakeCpuBackend(int threads = 0);
+// concurrency, at most 32. device_label: backends of one process with
+// different labels count as different devices (device_uuid), peers to each
+// other for sharing (tests of the peer path); memory is shared within the
+// process either way.
+std::unique_ptr<Backend> MakeCpuBackend(int threads = 0, const std::string& device_label = "");
 
 }  // namespace paged
