@@ -8,6 +8,7 @@
 #include "common/segment_layout.h"
 #include "common/status.h"
 #include "common/log.h"
+#include "common/process.h"
 
 namespace paged {
 namespace {
@@ -53,6 +54,8 @@ struct Coordinator::Link {
   v1::MemoryPlan plan;
   v1::WorkerCounters counters;  // the latest totals the worker reported
   std::string state = "ATTACHED";
+  int64_t pid = 0;  // the worker's process (hello); 0: unknown
+  uint64_t process_start = 0;
   bool open = true;          // false: closed, NextMessage answers kClosed
   bool in_scheduler = true;  // the scheduler knows the worker as this link
   std::deque<Outgoing> outbox;
@@ -199,10 +202,23 @@ void Coordinator::RemoveLinkLocked(Link& link, const char* state, Closers* close
     auto it = live_.find(link.worker_id);
     if (it != live_.end() && it->second.get() == &link) live_.erase(it);
     const SchedulerStats before = scheduler_.Stats();
-    DeliverLocked(scheduler_.WorkerGone(link.worker_id), 0.0, closers);
+    // A process that lives on may still be writing its step's KV rows: hold
+    // that step's sequences until it ends or comes back (the fence).
+    std::string hold;
+    if (link.pid > 0 && ProcessAlive(int(link.pid), link.process_start))
+      hold = absl::StrCat(link.worker_id, "#", link.pid, "@", link.process_start);
+    DeliverLocked(scheduler_.WorkerGone(link.worker_id, hold), 0.0, closers);
+    const SchedulerStats after = scheduler_.Stats();
+    const int32_t held = after.held - before.held;
     Log(LogLevel::kWarning, "coordinator", "worker %s gone; %lld sequences re-queued",
-        link.worker_id.c_str(),
-        static_cast<long long>(scheduler_.Stats().requeued - before.requeued));
+        link.worker_id.c_str(), static_cast<long long>(after.requeued - before.requeued - held));
+    if (held > 0) {
+      fences_.push_back({hold, link.pid, link.process_start, Now()});
+      Log(LogLevel::kWarning, "coordinator",
+          "worker %s's process %lld lives on: %d sequences of its last step held until it ends or "
+          "attaches again",
+          link.worker_id.c_str(), static_cast<long long>(link.pid), held);
+    }
     ReapRequeuedLocked(closers);
   }
   if (link.open) {
@@ -238,10 +254,31 @@ void Coordinator::SampleRatesLocked(TimeUs now) {
   while (rates_.size() > 1 && rates_.front().at < now - kRateWindowUs) rates_.pop_front();
 }
 
+void Coordinator::CheckFencesLocked(TimeUs now, int64_t returned_pid, uint64_t returned_start) {
+  for (auto it = fences_.begin(); it != fences_.end();) {
+    const char* why = nullptr;
+    if (returned_pid != 0 && it->pid == returned_pid && it->process_start == returned_start)
+      why = "attached again";
+    else if (!ProcessAlive(int(it->pid), it->process_start))
+      why = "ended";
+    else if (double(now - it->since) / 1e6 > options_.fence_timeout_s)
+      why = "still lives after the fence timeout; releasing anyway";
+    if (why == nullptr) {
+      ++it;
+      continue;
+    }
+    const int32_t n = scheduler_.ReleaseHeld(it->hold_key);
+    Log(returned_pid == 0 && why[0] == 's' ? LogLevel::kWarning : LogLevel::kInfo, "coordinator",
+        "process %lld %s: %d held sequences re-queued", static_cast<long long>(it->pid), why, n);
+    it = fences_.erase(it);
+  }
+}
+
 void Coordinator::TimerLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     auto wait = std::chrono::duration_cast<std::chrono::microseconds>(kTimerPeriod);
+    if (!fences_.empty()) wait = std::min(wait, std::chrono::microseconds(20000));
     if (const TimeUs d = scheduler_.NextDeadline(); d != 0)
       wait = std::min(wait, std::chrono::microseconds(std::max<TimeUs>(d - Now(), 0) + 1));
     timer_cv_.wait_for(lock, wait);
@@ -249,6 +286,7 @@ void Coordinator::TimerLoop() {
     Closers closers;
     const TimeUs now = Now();
     SampleRatesLocked(now);
+    if (!fences_.empty()) CheckFencesLocked(now);
     PumpLocked(now, &closers);
     if (!closers.empty()) {
       lock.unlock();
@@ -362,10 +400,14 @@ absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
       std::shared_ptr<Link> keep = old->second;
       RemoveLinkLocked(*keep, "GONE", &closers);
     }
+    // The same process attaching again has finished the step it was in.
+    if (hello.pid() > 0 && !fences_.empty()) CheckFencesLocked(Now(), hello.pid(), hello.process_start_time());
     status = scheduler_.AddWorker(id, limits);
     if (status.ok()) {
       link = std::make_shared<Link>();
       link->worker_id = id;
+      link->pid = hello.pid();
+      link->process_start = hello.process_start_time();
       link->device = hello.device();
       link->plan = hello.plan();
       link->close = std::move(close);
@@ -508,7 +550,7 @@ v1::ListSequencesResponse Coordinator::ListSequences() {
     v1::SequenceInfo* o = r.add_sequences();
     o->set_sequence_id(uint64_t(s.seq_id));
     o->set_request_id(s.request_id);
-    o->set_state(Upper(SeqStateName(s.state)));
+    o->set_state(s.held.empty() ? Upper(SeqStateName(s.state)) : "HELD");
     o->set_worker_id(s.worker_id);
     o->set_prompt_tokens(s.prompt_tokens);
     o->set_generated_tokens(s.generated);

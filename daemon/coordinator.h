@@ -56,6 +56,10 @@ struct CoordinatorOptions {
   // A sequence whose worker went away under it this many times finishes with
   // an error instead of being retried again (a step that kills every worker).
   int32_t max_requeues = 8;
+  // A worker whose stream broke while its process lives on may still be
+  // writing the KV rows of its step: that step's sequences are held until
+  // the process ends or attaches again, or this long has passed.
+  double fence_timeout_s = 30;
 };
 
 // A worker's KV room per step when its hello does not say (the worker's
@@ -181,6 +185,9 @@ class Coordinator {
   // Finishes sequences that failed on too many workers.
   void ReapRequeuedLocked(Closers* closers);
   void SampleRatesLocked(TimeUs now);
+  // Releases the held sequences of fences whose process ended, or that came
+  // back (`returned_pid`/`returned_start`: a hello), or that timed out.
+  void CheckFencesLocked(TimeUs now, int64_t returned_pid = 0, uint64_t returned_start = 0);
   void TimerLoop();
   static void RunClosers(Closers& closers);
 
@@ -196,6 +203,14 @@ class Coordinator {
   std::map<std::string, std::shared_ptr<Link>> live_;     // attached links, by worker id
   std::map<std::string, WorkerRecord> records_;           // every worker ever seen
   std::deque<RateSample> rates_;
+  // Gone workers whose processes may still write their step's KV rows.
+  struct Fence {
+    std::string hold_key;
+    int64_t pid = 0;
+    uint64_t process_start = 0;
+    TimeUs since = 0;
+  };
+  std::vector<Fence> fences_;
   int64_t tokens_committed_ = 0;
   uint64_t paged_bytes_ = 0;  // sum of the workers' H2D counter increments
   ServingMetrics metrics_;

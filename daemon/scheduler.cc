@@ -246,37 +246,65 @@ absl::Status Scheduler::AddWorker(const std::string& worker_id, const WorkerLimi
   return absl::OkStatus();
 }
 
-void Scheduler::RemoveWorker(const std::string& worker_id, std::vector<Event>* events) {
+void Scheduler::RemoveWorker(const std::string& worker_id, const std::string& hold_key,
+                             std::vector<Event>* events) {
   auto wit = workers_.find(worker_id);
   if (wit == workers_.end()) return;
   Worker& w = wit->second;
+  std::vector<int64_t> held;
   if (w.in_flight) {
-    for (const StepEntry& e : w.in_flight->entries) seqs_.at(e.seq_id).in_flight = false;
+    for (const StepEntry& e : w.in_flight->entries) {
+      Sequence& s = seqs_.at(e.seq_id);
+      if (hold_key.empty()) {
+        s.in_flight = false;
+      } else {
+        s.held = hold_key;  // stays in flight: nothing schedules or finishes it
+        held.push_back(s.id);
+      }
+    }
     w.in_flight.reset();
     ++counters_.steps_discarded;
   }
-  // Back to the front of the queue in lease order (pushed front in reverse).
+  // Back to the front of the queue in lease order (pushed front in reverse);
+  // held ones wait apart, in lease order too.
   const std::vector<int64_t> leased = w.leased;
+  std::vector<int64_t>& hold_list = held_[hold_key];
+  for (int64_t id : leased) {
+    if (std::find(held.begin(), held.end(), id) != held.end()) hold_list.push_back(id);
+  }
+  if (hold_list.empty()) held_.erase(hold_key);
   for (auto it = leased.rbegin(); it != leased.rend(); ++it) {
     Sequence& s = seqs_.at(*it);
-    if (s.cancelled) {
-      Finish(s, FinishReason::kCancelled, events);
-      continue;
-    }
     s.state = SeqState::kQueued;
     s.worker.clear();
     ++s.requeues;
     ++counters_.requeued;
+    if (!s.held.empty()) continue;
     queue_.push_front(s.id);
+    if (s.cancelled) Finish(s, FinishReason::kCancelled, events);
   }
   w.leased.clear();
   workers_.erase(wit);
 }
 
-std::vector<Event> Scheduler::WorkerGone(const std::string& worker_id) {
+std::vector<Event> Scheduler::WorkerGone(const std::string& worker_id, const std::string& hold_key) {
   std::vector<Event> events;
-  RemoveWorker(worker_id, &events);
+  RemoveWorker(worker_id, hold_key, &events);
   return events;
+}
+
+int32_t Scheduler::ReleaseHeld(const std::string& hold_key) {
+  auto it = held_.find(hold_key);
+  if (hold_key.empty() || it == held_.end()) return 0;
+  const std::vector<int64_t> ids = std::move(it->second);
+  held_.erase(it);
+  for (auto r = ids.rbegin(); r != ids.rend(); ++r) {
+    Sequence& s = seqs_.at(*r);
+    s.held.clear();
+    s.in_flight = false;
+    queue_.push_front(s.id);
+  }
+  return int32_t(ids.size());
 }
 
 absl::StatusOr<std::vector<Event>> Scheduler::Drain(const std::string& worker_id) {
@@ -452,7 +480,7 @@ std::vector<Event> Scheduler::OnStepResult(const std::string& worker_id, uint64_
     e.worker_id = worker_id;
     e.detail = std::move(fault);
     events.push_back(std::move(e));
-    RemoveWorker(worker_id, &events);
+    RemoveWorker(worker_id, "", &events);
     CollectDrained(&events);
     return events;
   }
@@ -502,8 +530,9 @@ SequenceInfo Scheduler::Info(const Sequence& s) const {
   i.generated = int32_t(s.generated.size());
   i.committed_len = s.committed;
   i.blocks = int32_t(s.blocks.size());
-  i.in_flight = s.in_flight;
+  i.in_flight = s.in_flight && s.held.empty();
   i.cancel_pending = s.cancelled;
+  i.held = s.held;
   i.requeues = s.requeues;
   i.admitted_at = s.admitted_at;
   i.deadline = s.req.deadline;
@@ -513,7 +542,8 @@ SequenceInfo Scheduler::Info(const Sequence& s) const {
 SchedulerStats Scheduler::Stats() const {
   SchedulerStats st = counters_;
   st.queue_depth = int32_t(queue_.size());
-  st.running = int32_t(seqs_.size() - queue_.size());
+  for (const auto& [key, ids] : held_) st.held += int32_t(ids.size());
+  st.running = int32_t(seqs_.size() - queue_.size()) - st.held;
   st.live_workers = int32_t(workers_.size());
   st.draining_workers = 0;
   st.steps_in_flight = 0;

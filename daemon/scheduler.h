@@ -143,6 +143,7 @@ struct SequenceInfo {
   int32_t blocks = 0;           // reserved KV blocks (0 while first queued)
   bool in_flight = false;       // part of a step in flight
   bool cancel_pending = false;  // cancelled while in flight
+  std::string held;             // held under this key (its worker went away mid-step)
   int32_t requeues = 0;         // times its worker went away under it
   TimeUs admitted_at = 0;
   TimeUs deadline = 0;
@@ -166,6 +167,7 @@ struct WorkerInfo {
 struct SchedulerStats {
   int32_t queue_depth = 0;
   int32_t running = 0;  // leased to a worker
+  int32_t held = 0;     // waiting for a gone worker's process (WorkerGone with a hold key)
   int32_t live_workers = 0;
   int32_t draining_workers = 0;
   int32_t steps_in_flight = 0;
@@ -210,9 +212,19 @@ class Scheduler {
   // The worker's stream broke. Its in-flight step is discarded (nothing of it
   // is committed); its sequences go back to the FRONT of the queue in lease
   // order, keeping their blocks and committed state, with no affinity; those
-  // cancelled meanwhile finish. The caller asserts the worker no longer
-  // writes to the KV pool (its process is gone). Unknown ids: no events.
-  std::vector<Event> WorkerGone(const std::string& worker_id);
+  // cancelled meanwhile finish. Unknown ids: no events.
+  // With `hold_key` empty the caller asserts the worker no longer writes to
+  // the KV pool (its process is gone). Otherwise its process may still be
+  // finishing that step: the sequences of the step are HELD under
+  // `hold_key`: their blocks stay reserved and they are neither scheduled nor
+  // finished (a cancel or deadline waits) until ReleaseHeld(hold_key).
+  std::vector<Event> WorkerGone(const std::string& worker_id, const std::string& hold_key = "");
+
+  // The process behind `hold_key` can no longer write the KV pool (it ended,
+  // or came back and so finished its step): its held sequences go back to
+  // the FRONT of the queue in lease order (the next Schedule finishes those
+  // cancelled or expired meanwhile). Returns how many were released.
+  int32_t ReleaseHeld(const std::string& hold_key);
 
   // The worker finishes its sequences and takes no new ones; kWorkerDrained
   // once it holds none (maybe at once). NOT_FOUND for an unknown worker.
@@ -259,6 +271,7 @@ class Scheduler {
     std::string worker;              // running: the lease
     bool in_flight = false;
     bool cancelled = false;
+    std::string held;  // hold key while held (in_flight stays set)
     int32_t requeues = 0;
     TimeUs admitted_at = 0;
   };
@@ -292,8 +305,9 @@ class Scheduler {
   // Ends a sequence that no in-flight step holds: releases its lease or queue
   // slot, frees its blocks, emits kFinished, moves it to the history.
   void Finish(Sequence& s, FinishReason reason, std::vector<Event>* events);
-  // Removes a worker: discards its step, re-queues or finishes its sequences.
-  void RemoveWorker(const std::string& worker_id, std::vector<Event>* events);
+  // Removes a worker: discards its step (holding its sequences under
+  // `hold_key` when set), re-queues or finishes its other sequences.
+  void RemoveWorker(const std::string& worker_id, const std::string& hold_key, std::vector<Event>* events);
   // The least loaded live, non-draining worker with a seat and KV room for
   // a sequence of `blocks` reserved blocks (ties: the lowest id); null if none.
   Worker* LeastLoaded(int32_t blocks);
@@ -310,6 +324,7 @@ class Scheduler {
   std::deque<int64_t> queue_;              // waiting, front first
   std::map<std::string, Worker> workers_;  // live workers, by id
   std::deque<SequenceInfo> history_;       // finished, oldest first
+  std::map<std::string, std::vector<int64_t>> held_;  // hold key -> sequences, lease order
   int64_t next_seq_id_ = 1;
   uint64_t next_step_id_ = 1;
   SchedulerStats counters_;  // the cumulative counters only

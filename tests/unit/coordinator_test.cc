@@ -8,11 +8,15 @@
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
 #include <thread>
 
+#include "common/process.h"
 #include "daemon/generate_request.h"
 #include "daemon/server.h"
 #include "daemon/services.h"
@@ -21,6 +25,8 @@
 #include "paged/v1/inference.grpc.pb.h"
 #include "paged/v1/worker_link.grpc.pb.h"
 #include "tests/unit/test_util.h"
+
+extern char** environ;
 
 namespace paged {
 namespace {
@@ -272,6 +278,64 @@ TEST_F(CoordinatorTest, SequencesOfAWorkerThatDiesMidStepFinishElsewhereUnchange
     EXPECT_EQ(st.workers(1).worker_id(), "b");
     EXPECT_EQ(st.workers(1).state(), "GONE");
     EXPECT_EQ(st.workers(0).state(), "ATTACHED");
+  }
+}
+
+// A worker whose stream breaks while its process lives on may still be
+// writing its step's KV rows: that step's sequences wait (their blocks
+// reserved) until the process ends or attaches again; the others go on.
+TEST_F(CoordinatorTest, ACutOffWorkersLiveProcessIsFencedUntilItEndsOrReturns) {
+  for (const bool returns : {false, true}) {
+    SCOPED_TRACE(returns ? "the process attaches again" : "the process ends");
+    Make();
+    // The "worker process": a real process the test can end.
+    pid_t proc = 0;
+    std::string sleep_bin = "/bin/sleep", secs = "60";
+    char* argv[] = {sleep_bin.data(), secs.data(), nullptr};
+    ASSERT_EQ(posix_spawn(&proc, "/bin/sleep", nullptr, nullptr, argv, environ), 0);
+    const uint64_t start = ProcessStartTime(proc).value_or(0);
+    ASSERT_NE(start, 0u);
+    v1::Hello hello_b = MakeHello("b", /*seqs=*/2);
+    hello_b.set_pid(proc);
+    hello_b.set_process_start_time(start);
+    FakeWorker a, b;
+    ASSERT_NO_FATAL_FAILURE(a.Attach(*coord_, pool_, MakeHello("a", /*seqs=*/2)));
+    ASSERT_NO_FATAL_FAILURE(b.Attach(*coord_, pool_, hello_b));
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<std::shared_ptr<Coordinator::Channel>> chans;
+    for (int i = 0; i < 4; ++i) {
+      prompts.push_back({1, 10 + i, 20 + i});
+      chans.push_back(*coord_->Admit(Req(prompts.back(), 8)));
+    }
+    ASSERT_TRUE(b.CrashMidStep());  // its stream breaks mid-step; the process lives
+    auto n_held = [&] {
+      const v1::ListSequencesResponse list = coord_->ListSequences();
+      int n = 0;
+      for (const v1::SequenceInfo& s : list.sequences()) n += s.state() == "HELD";
+      return n;
+    };
+    const int held = n_held();  // the sequences of b's step (its others are re-queued)
+    EXPECT_GE(held, 1);
+    // a serves all it can and is then idle: the held ones are not given to it.
+    for (int i = 0; i < 100; ++i) a.ServeOne();
+    EXPECT_EQ(n_held(), held);
+    if (returns) {
+      FakeWorker b2;  // the same process, reconnected: its step is over
+      ASSERT_NO_FATAL_FAILURE(b2.Attach(*coord_, pool_, hello_b));
+      std::vector<Coordinator::Update> out;
+      RunUntilDone({&a, &b2}, chans, &out);
+      for (size_t i = 0; i < chans.size(); ++i) EXPECT_EQ(out[i].tokens, Reference(prompts[i], 8)) << i;
+      kill(proc, SIGKILL);
+      waitpid(proc, nullptr, 0);
+    } else {
+      kill(proc, SIGKILL);
+      waitpid(proc, nullptr, 0);
+      std::vector<Coordinator::Update> out;
+      RunUntilDone({&a}, chans, &out);  // the timer notices within ~20 ms
+      for (size_t i = 0; i < chans.size(); ++i) EXPECT_EQ(out[i].tokens, Reference(prompts[i], 8)) << i;
+    }
+    for (auto& ch : chans) coord_->Release(*ch);
+    EXPECT_EQ(coord_->Status().kv_blocks_used(), 0u);
   }
 }
 

@@ -198,6 +198,22 @@ struct Driver {
     return plan;
   }
 
+  // The worker's stream breaks but its process lives on (it may still write
+  // its step's rows): the step's sequences are held under `key`.
+  std::vector<int64_t> Hold(std::string w, const std::string& key) {
+    std::vector<int64_t> held;
+    if (in_flight.count(w)) {
+      for (const SeqStep& s : in_flight.at(w).batch.seqs) held.push_back(s.seq_id);
+      model.Crash(in_flight.at(w).batch);  // whatever it still writes is past the committed rows
+      in_flight.erase(w);
+    }
+    for (auto it = worker_of.begin(); it != worker_of.end();) {
+      it = it->second == w ? worker_of.erase(it) : std::next(it);
+    }
+    Record(sched.WorkerGone(w, key));
+    return held;
+  }
+
   void Cancel(int64_t id) {
     auto ev = sched.Cancel(id);
     ASSERT_TRUE(ev.ok()) << ev.status();
@@ -893,6 +909,51 @@ TEST(SchedulerFaultTest, WorkerGoneRequeuesAtTheFrontFromTheCommittedLength) {
   for (size_t i = 0; i < id.size(); ++i)
     EXPECT_EQ(d.tokens[id[i]], FakeModel::Reference(sc.PromptOf(i), sc.requests[i].second)) << i;
   EXPECT_EQ(d.sched.Stats().requeued, 2);
+}
+
+TEST(SchedulerFaultTest, ALiveProcessesStepIsHeldUntilReleased) {
+  Driver d;
+  d.AddWorker("w0");
+  d.AddWorker("w1");
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(d.Admit(Req(Prompt(3, 8 + i), 6)));
+  d.Schedule();
+  d.DeliverAll();
+  d.Schedule();  // both workers have a step in flight
+  const std::vector<int64_t> held = d.Hold("w0", "w0#42");
+  ASSERT_FALSE(held.empty());
+  const SchedulerStats st = d.sched.Stats();
+  EXPECT_EQ(st.held, int32_t(held.size()));
+  EXPECT_EQ(st.queue_depth, 0);
+  for (int64_t id : held) {
+    auto info = d.sched.GetSequence(id);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->held, "w0#42");
+    EXPECT_GT(info->blocks, 0) << "its blocks stay reserved";
+  }
+  // Nothing plans them while held, even with a worker free, and a cancel or
+  // a deadline waits for the release.
+  d.Cancel(held[0]);
+  for (int round = 0; round < 20 && !d.in_flight.empty(); ++round) {
+    d.DeliverAll();
+    for (const StepPlan& p : d.Schedule(1'000'000'000))
+      for (const SeqStep& s : p.batch.seqs)
+        EXPECT_EQ(std::count(held.begin(), held.end(), s.seq_id), 0) << "held sequence " << s.seq_id << " planned";
+  }
+  EXPECT_FALSE(d.finished.count(held[0]));
+  EXPECT_EQ(d.sched.ReleaseHeld("another key"), 0);
+  // The process ended: back to the front, the cancelled one finishes, the
+  // others resume from their committed rows and give the reference tokens.
+  EXPECT_EQ(d.sched.ReleaseHeld("w0#42"), int32_t(held.size()));
+  EXPECT_EQ(d.sched.ReleaseHeld("w0#42"), 0);
+  EXPECT_EQ(d.sched.Stats().held, 0);
+  d.RunToIdle();
+  EXPECT_EQ(d.finished.at(held[0]), FinishReason::kCancelled);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] == held[0]) continue;
+    EXPECT_EQ(d.tokens[ids[i]], FakeModel::Reference(Prompt(3, 8 + int(i)), 6)) << i;
+  }
+  EXPECT_EQ(d.sched.Stats().blocks_used, 0);
 }
 
 TEST(SchedulerFaultTest, SamplingParamsTravelWithTheSequenceAcrossAResume) {

@@ -1,6 +1,7 @@
 #include "worker/link/worker_link.h"
 
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -8,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/process.h"
 #include "common/sd_notify.h"
 #include "store/store_service.h"
 #include "paged/v1/worker_link.grpc.pb.h"
@@ -84,10 +86,12 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
   h->set_segment(opts.segment);
   h->set_segment_generation(rt.header().generation);
   *h->mutable_plan() = PlanProto(rt.plan());
-  // The host link's H2D bandwidth, when the pager measured it at start
-  // (sharing with a peer GPU); the coordinator's /metrics reports achieved
-  // H2D over it. 0: not measured.
+  // The host link's H2D bandwidth as the pager measured it at start (0 when
+  // nothing is paged); the coordinator's /metrics reports achieved H2D over it.
   h->mutable_plan()->set_link_h2d_bytes_per_s(rt.pager().link_gbps() * 1e9);
+  // This process, for the coordinator's fence (worker_link.proto Hello).
+  h->set_pid(getpid());
+  h->set_process_start_time(ProcessStartTime(getpid()).value_or(0));
   h->set_max_step_tokens(opts.max_step_tokens);
   h->set_max_step_seqs(opts.max_step_seqs);
   h->set_max_step_kv_blocks(int32_t(rt.plan().slot_kv_blocks));

@@ -10,8 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -53,11 +51,7 @@ uint64_t SelfStartTime() {
   return t;
 }
 
-bool Alive(const Holder& h) {
-  if (h.pid <= 0) return false;
-  const std::optional<uint64_t> t = ProcessStartTime(h.pid);
-  return t.has_value() && *t == h.start;
-}
+bool Alive(const Holder& h) { return ProcessAlive(h.pid, h.start); }
 
 }  // namespace
 
@@ -71,21 +65,6 @@ struct ShareBoard::Layout {
   static size_t Bytes(int n) { return sizeof(Layout) + size_t(n) * sizeof(Entry); }
 };
 
-std::optional<uint64_t> ProcessStartTime(int pid) {
-  std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  if (!f || !std::getline(f, line)) return std::nullopt;
-  // The command name (field 2) may hold spaces and parentheses: fields
-  // resume after the last ')'.
-  const size_t close = line.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(close + 1));
-  std::string field;
-  for (int i = 3; i <= 22; ++i) {
-    if (!(rest >> field)) return std::nullopt;
-  }
-  return std::stoull(field);
-}
 
 std::string ShareBoard::NameFor(const std::string& segment, const std::string& device_uuid) {
   std::string seg = segment;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/process.h"
 
 namespace paged {
 
@@ -92,9 +93,5 @@ class ShareBoard {
   size_t bytes_ = 0;
   std::vector<int> held_;  // entries this process is a holder of
 };
-
-// Start time of process `pid` in clock ticks since boot (/proc/PID/stat
-// field 22); nullopt when there is no such process.
-std::optional<uint64_t> ProcessStartTime(int pid);
 
 }  // namespace paged
