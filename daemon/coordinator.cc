@@ -257,19 +257,22 @@ void Coordinator::SampleRatesLocked(TimeUs now) {
 void Coordinator::CheckFencesLocked(TimeUs now, int64_t returned_pid, uint64_t returned_start) {
   for (auto it = fences_.begin(); it != fences_.end();) {
     const char* why = nullptr;
-    if (returned_pid != 0 && it->pid == returned_pid && it->process_start == returned_start)
+    LogLevel level = LogLevel::kInfo;
+    if (returned_pid != 0 && it->pid == returned_pid && it->process_start == returned_start) {
       why = "attached again";
-    else if (!ProcessAlive(int(it->pid), it->process_start))
+    } else if (!ProcessAlive(int(it->pid), it->process_start)) {
       why = "ended";
-    else if (double(now - it->since) / 1e6 > options_.fence_timeout_s)
+    } else if (double(now - it->since) / 1e6 > options_.fence_timeout_s) {
       why = "still lives after the fence timeout; releasing anyway";
+      level = LogLevel::kWarning;
+    }
     if (why == nullptr) {
       ++it;
       continue;
     }
     const int32_t n = scheduler_.ReleaseHeld(it->hold_key);
-    Log(returned_pid == 0 && why[0] == 's' ? LogLevel::kWarning : LogLevel::kInfo, "coordinator",
-        "process %lld %s: %d held sequences re-queued", static_cast<long long>(it->pid), why, n);
+    Log(level, "coordinator", "process %lld %s: %d held sequences re-queued", static_cast<long long>(it->pid), why,
+        n);
     it = fences_.erase(it);
   }
 }
