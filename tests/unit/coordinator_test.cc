@@ -24,6 +24,7 @@
 #include "paged/v1/admin.grpc.pb.h"
 #include "paged/v1/inference.grpc.pb.h"
 #include "paged/v1/worker_link.grpc.pb.h"
+#include "tests/unit/fake_coordinator.h"
 #include "tests/unit/test_util.h"
 
 extern char** environ;
@@ -34,10 +35,10 @@ namespace {
 using std::chrono::milliseconds;
 using ::testing::HasSubstr;
 
-constexpr int kBlockTokens = 4;
-constexpr int kBlocks = 64;
-constexpr int kVocab = 64;
-constexpr int kEos = 2;
+constexpr int kBlockTokens = testing::kFakeBlockTokens;
+constexpr int kBlocks = testing::kFakeBlocks;
+constexpr int kVocab = testing::kFakeVocab;
+constexpr int kEos = testing::kFakeEos;
 
 // ---- A fake model over a fake KV pool ----
 
@@ -141,30 +142,9 @@ class CoordinatorTest : public ::testing::Test {
   void SetUp() override { Make(); }
 
   void Make(int max_queue = 16, int max_requeues = 8, double fence_timeout_s = 30) {
-    CoordinatorOptions o;
-    o.fence_timeout_s = fence_timeout_s;
-    o.segment = "fake-segment";
-    o.model_name = "fake";
-    o.weight_format = "f32";
+    CoordinatorOptions o = testing::FakeCoordinatorOptions(max_queue);
     o.max_requeues = max_requeues;
-    o.model.n_layers = 2;
-    o.model.hidden = 8;
-    o.model.ffn = 16;
-    o.model.n_heads = 2;
-    o.model.n_kv_heads = 2;
-    o.model.head_dim = 4;
-    o.model.vocab = kVocab;
-    o.model.max_context = 128;
-    o.model.bos_id = 1;
-    o.model.n_eos = 1;
-    o.model.eos_ids[0] = kEos;
-    o.scheduler = SchedulerConfigForModel(o.model);
-    o.scheduler.block_tokens = kBlockTokens;
-    o.scheduler.total_blocks = kBlocks;
-    o.scheduler.max_step_tokens = 64;
-    o.scheduler.max_seqs_per_step = 8;
-    o.scheduler.prefill_chunk = 8;
-    o.scheduler.max_queue = max_queue;
+    o.fence_timeout_s = fence_timeout_s;
     coord_.reset();
     auto c = Coordinator::Create(std::move(o), nullptr);
     ASSERT_TRUE(c.ok()) << c.status();

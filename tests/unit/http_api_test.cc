@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "daemon/http/front_end.h"
+#include "tests/unit/fake_coordinator.h"
 #include "tests/unit/http_client.h"
 
 namespace paged::http {
@@ -27,33 +28,6 @@ using ::testing::HasSubstr;
 using testing::HttpCall;
 using testing::RawConnection;
 
-constexpr int kVocab = 64;
-
-CoordinatorOptions FakeOptions(int max_queue) {
-  CoordinatorOptions o;
-  o.segment = "fake-segment";
-  o.model_name = "fake";
-  o.weight_format = "f32";
-  o.model.n_layers = 2;
-  o.model.hidden = 8;
-  o.model.ffn = 16;
-  o.model.n_heads = 2;
-  o.model.n_kv_heads = 2;
-  o.model.head_dim = 4;
-  o.model.vocab = kVocab;
-  o.model.max_context = 128;
-  o.model.bos_id = 1;
-  o.model.n_eos = 1;
-  o.model.eos_ids[0] = 2;
-  o.scheduler = SchedulerConfigForModel(o.model);
-  o.scheduler.block_tokens = 4;
-  o.scheduler.total_blocks = 64;
-  o.scheduler.max_step_tokens = 64;
-  o.scheduler.max_seqs_per_step = 8;
-  o.scheduler.prefill_chunk = 8;
-  o.scheduler.max_queue = max_queue;
-  return o;
-}
 
 // A worker thread: each sequence's next token is 3 + (its position % 40), so
 // the 10th token of a sequence from a 2-token prompt is 3 + 11 = 14.
@@ -109,7 +83,7 @@ class FakeWorker {
 class HttpApiTest : public ::testing::Test {
  protected:
   void Start(bool worker, const std::string& token = "", int max_queue = 16) {
-    auto c = Coordinator::Create(FakeOptions(max_queue), {});
+    auto c = Coordinator::Create(testing::FakeCoordinatorOptions(max_queue), {});
     ASSERT_TRUE(c.ok()) << c.status();
     coord_ = std::move(*c);
     if (worker) worker_ = std::make_unique<FakeWorker>(*coord_);
