@@ -300,23 +300,15 @@ CudaError Launch(const Params& p, int max_ctx, int num_sms, cudaStream_t stream)
   const Layout lay(p.n_seqs, p.max_pairs, p.head_dim);
   const size_t bytes = size_t(lay.words) * 4;
   auto* kernel = &AttentionKernel<T, kVec>;
-  if (bytes > 48 * 1024) {
-    PAGED_CUDA_TRY(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  }
-  int per_sm = 0;
-  PAGED_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes));
-  if (per_sm < 1) return int(cudaErrorInvalidConfiguration);
-  // Upper bound on work items (blocks past it would only exit).
+  // Work items (blocks past them would only exit).
   const int64_t units_per_seq =
       p.skip_prefill
           ? p.max_splits
           : std::max<int64_t>(p.max_splits, (int64_t(std::max(max_ctx, 1)) + p.rows_per_tile - 1) /
                                                 p.rows_per_tile);
-  const int64_t bound = int64_t(p.n_seqs) * p.n_kv_heads * units_per_seq;
-  const int64_t grid =
-      std::clamp<int64_t>(std::min<int64_t>(bound, int64_t(per_sm) * num_sms), 1, kMaxGridX);
-  kernel<<<unsigned(grid), kThreads, bytes, stream>>>(p);
+  unsigned grid = 0;
+  PAGED_CUDA_TRY(PersistentGrid(kernel, kThreads, bytes, int64_t(p.n_seqs) * p.n_kv_heads * units_per_seq, num_sms, &grid));
+  kernel<<<grid, kThreads, bytes, stream>>>(p);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }

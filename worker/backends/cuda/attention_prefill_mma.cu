@@ -319,19 +319,11 @@ CudaError Launch(const Params& p, int max_ctx, int num_sms, cudaStream_t stream)
   const size_t bytes =
       size_t(PrefixWords(p.n_seqs) + 32) * 4 + size_t(2) * 2 * kKeys * (kHd + kSkew) * sizeof(T);
   auto* kernel = &PrefillMmaKernel<T, kHd>;
-  if (bytes > 48 * 1024) {
-    PAGED_CUDA_TRY(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  }
-  int per_sm = 0;
-  PAGED_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes));
-  if (per_sm < 1) return int(cudaErrorInvalidConfiguration);
-  // Upper bound on work items (blocks past it would only exit).
+  // Work items (blocks past them would only exit).
   const int64_t tiles_per_seq = (int64_t(std::max(max_ctx, 1)) + kRows - 1) / kRows;
-  const int64_t bound = int64_t(p.n_seqs) * p.n_heads * tiles_per_seq;
-  const int64_t grid =
-      std::clamp<int64_t>(std::min<int64_t>(bound, int64_t(per_sm) * num_sms), 1, kMaxGridX);
-  kernel<<<unsigned(grid), kThreads, bytes, stream>>>(p);
+  unsigned grid = 0;
+  PAGED_CUDA_TRY(PersistentGrid(kernel, kThreads, bytes, int64_t(p.n_seqs) * p.n_heads * tiles_per_seq, num_sms, &grid));
+  kernel<<<grid, kThreads, bytes, stream>>>(p);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }
