@@ -251,16 +251,13 @@ void Scheduler::RemoveWorker(const std::string& worker_id, const std::string& ho
   auto wit = workers_.find(worker_id);
   if (wit == workers_.end()) return;
   Worker& w = wit->second;
-  std::vector<int64_t> held;
   if (w.in_flight) {
     for (const StepEntry& e : w.in_flight->entries) {
       Sequence& s = seqs_.at(e.seq_id);
-      if (hold_key.empty()) {
+      if (hold_key.empty())
         s.in_flight = false;
-      } else {
+      else
         s.held = hold_key;  // stays in flight: nothing schedules or finishes it
-        held.push_back(s.id);
-      }
     }
     w.in_flight.reset();
     ++counters_.steps_discarded;
@@ -268,11 +265,9 @@ void Scheduler::RemoveWorker(const std::string& worker_id, const std::string& ho
   // Back to the front of the queue in lease order (pushed front in reverse);
   // held ones wait apart, in lease order too.
   const std::vector<int64_t> leased = w.leased;
-  std::vector<int64_t>& hold_list = held_[hold_key];
   for (int64_t id : leased) {
-    if (std::find(held.begin(), held.end(), id) != held.end()) hold_list.push_back(id);
+    if (!seqs_.at(id).held.empty()) held_[hold_key].push_back(id);
   }
-  if (hold_list.empty()) held_.erase(hold_key);
   for (auto it = leased.rbegin(); it != leased.rend(); ++it) {
     Sequence& s = seqs_.at(*it);
     s.state = SeqState::kQueued;
