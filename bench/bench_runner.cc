@@ -28,7 +28,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Q = Backend::Queue;
 
-double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -100,15 +102,19 @@ struct PhaseTimes {
 };
 
 absl::StatusOr<PhaseTimes> RunPhases(const BenchOptions& o, Engine& engine, Workload w, Backend& b,
-                                     uint64_t mem0, uint64_t* peak, const std::function<void(bool decode)>& at_phase) {
+                                     uint64_t mem0, uint64_t* peak,
+                                     const std::function<void(bool decode)>& at_phase) {
   PhaseTimes t;
-  auto sample_mem = [&] { *peak = std::max(*peak, b.DeviceMemoryUsed() - std::min(mem0, b.DeviceMemoryUsed())); };
+  auto sample_mem = [&] {
+    *peak = std::max(*peak, b.DeviceMemoryUsed() - std::min(mem0, b.DeviceMemoryUsed()));
+  };
   // Warm-up (kernels loaded, scratch grown, caches primed): one prefill
   // step and one decode step of the first sequence, overwritten below.
   {
     SeqStep s = w.seqs[0];
-    s.tokens.assign(w.prompts[0].begin(),
-                    w.prompts[0].begin() + std::min<long>(long(w.prompts[0].size()), o.max_step_tokens));
+    s.tokens.assign(
+        w.prompts[0].begin(),
+        w.prompts[0].begin() + std::min<long>(long(w.prompts[0].size()), o.max_step_tokens));
     ASSIGN_OR_RETURN(StepOutput warm, engine.Step(StepBatch{{s}}));
     StepBatch decode;
     for (size_t i = 0; i < w.seqs.size(); ++i) {
@@ -134,7 +140,8 @@ absl::StatusOr<PhaseTimes> RunPhases(const BenchOptions& o, Engine& engine, Work
       const size_t take = std::min<size_t>(left, size_t(budget));
       SeqStep s = w.seqs[i];
       s.start_pos = int32_t(done[i]);
-      s.tokens.assign(w.prompts[i].begin() + long(done[i]), w.prompts[i].begin() + long(done[i] + take));
+      s.tokens.assign(w.prompts[i].begin() + long(done[i]),
+                      w.prompts[i].begin() + long(done[i] + take));
       batch.seqs.push_back(std::move(s));
       which.push_back(i);
       budget -= int(take);
@@ -183,10 +190,18 @@ void FillBound(BenchRow& r, double h2d_gbs, double d2h_gbs) {
 }  // namespace
 
 nlohmann::json BenchRow::ToJson() const {
-  return {{"mode", mode},         {"phase", phase},           {"batch", batch},
-          {"step_ms", step_ms},   {"tokens_per_s", tokens_per_s}, {"h2d_mb_per_step", h2d_mb},
-          {"d2h_mb_per_step", d2h_mb}, {"achieved_gbs", achieved_gbs}, {"bound_ms", bound_ms},
-          {"bound_fraction", bound_fraction}, {"compute_ms", compute_ms}, {"hidden_fraction", hidden_fraction},
+  return {{"mode", mode},
+          {"phase", phase},
+          {"batch", batch},
+          {"step_ms", step_ms},
+          {"tokens_per_s", tokens_per_s},
+          {"h2d_mb_per_step", h2d_mb},
+          {"d2h_mb_per_step", d2h_mb},
+          {"achieved_gbs", achieved_gbs},
+          {"bound_ms", bound_ms},
+          {"bound_fraction", bound_fraction},
+          {"compute_ms", compute_ms},
+          {"hidden_fraction", hidden_fraction},
           {"device_peak_gib", device_peak_gib}};
 }
 
@@ -216,11 +231,13 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
   ASSIGN_OR_RETURN(auto seg, SegmentMapping::Open(segment, SegmentMapping::Access::kWorker));
   const ModelImage host = ImageOf(*seg);
   const SegmentHeader& h = *host.header;
-  if (int(h.block_tokens) != bt) return absl::InvalidArgumentError("paged-bench needs a segment with 16-token blocks");
+  if (int(h.block_tokens) != bt)
+    return absl::InvalidArgumentError("paged-bench needs a segment with 16-token blocks");
   const uint64_t blocks = uint64_t(o.batch) * uint64_t((o.prompt_len + o.gen_len + bt - 1) / bt);
   if (blocks > h.kv_n_blocks)
-    return absl::ResourceExhaustedError(absl::StrCat("the workload needs ", blocks, " KV blocks, segment ", segment,
-                                                     " has ", h.kv_n_blocks, " (raise --kv-gib)"));
+    return absl::ResourceExhaustedError(absl::StrCat("the workload needs ", blocks,
+                                                     " KV blocks, segment ", segment, " has ",
+                                                     h.kv_n_blocks, " (raise --kv-gib)"));
 
   ASSIGN_OR_RETURN(auto backend, MakeBackend(o.device, o.threads));
   const uint64_t mem0 = backend->DeviceMemoryUsed();
@@ -228,8 +245,9 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
   RETURN_IF_ERROR(MeasureLink(*backend, host, &report.h2d_gbs, &report.d2h_gbs));
 
   const Workload work = MakeWorkload(o, h.model, int(h.block_tokens));
-  auto add_rows = [&](const std::string& mode, const PhaseTimes& t, const PagerStats& s0, const PagerStats& s1,
-                      const PagerStats& s2, const PhaseTimes* compute, uint64_t peak) {
+  auto add_rows = [&](const std::string& mode, const PhaseTimes& t, const PagerStats& s0,
+                      const PagerStats& s1, const PagerStats& s2, const PhaseTimes* compute,
+                      uint64_t peak) {
     BenchRow pre;
     pre.mode = mode;
     pre.phase = "prefill";
@@ -237,9 +255,12 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     pre.step_ms = t.prefill_s / std::max(1, t.prefill_steps) * 1e3;
     pre.tokens_per_s = double(o.batch) * o.prompt_len / t.prefill_s;
     const double pre_steps = std::max(1, t.prefill_steps);
-    pre.h2d_mb = double(s1.h2d_weight_bytes - s0.h2d_weight_bytes + s1.h2d_kv_bytes - s0.h2d_kv_bytes) / pre_steps / 1e6;
+    pre.h2d_mb =
+        double(s1.h2d_weight_bytes - s0.h2d_weight_bytes + s1.h2d_kv_bytes - s0.h2d_kv_bytes) /
+        pre_steps / 1e6;
     pre.d2h_mb = double(s1.d2h_kv_bytes - s0.d2h_kv_bytes) / pre_steps / 1e6;
-    if (compute != nullptr) pre.compute_ms = compute->prefill_s / std::max(1, compute->prefill_steps) * 1e3;
+    if (compute != nullptr)
+      pre.compute_ms = compute->prefill_s / std::max(1, compute->prefill_steps) * 1e3;
     pre.device_peak_gib = double(peak) / double(1ull << 30);
     FillBound(pre, report.h2d_gbs, report.d2h_gbs);
     BenchRow dec = pre;
@@ -247,7 +268,9 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     dec.step_ms = Median(t.decode_s) * 1e3;
     dec.tokens_per_s = double(o.batch) / Median(t.decode_s);
     const double dec_steps = double(t.decode_s.size());
-    dec.h2d_mb = double(s2.h2d_weight_bytes - s1.h2d_weight_bytes + s2.h2d_kv_bytes - s1.h2d_kv_bytes) / dec_steps / 1e6;
+    dec.h2d_mb =
+        double(s2.h2d_weight_bytes - s1.h2d_weight_bytes + s2.h2d_kv_bytes - s1.h2d_kv_bytes) /
+        dec_steps / 1e6;
     dec.d2h_mb = double(s2.d2h_kv_bytes - s1.d2h_kv_bytes) / dec_steps / 1e6;
     dec.compute_ms = compute != nullptr ? Median(compute->decode_s) * 1e3 : 0;
     dec.hidden_fraction = 0;
@@ -273,23 +296,27 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       compute_only.compute_only = true;
       ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, compute_only));
       Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
-      RETURN_IF_ERROR(engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
+      RETURN_IF_ERROR(
+          engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
       uint64_t peak = 0;
       ASSIGN_OR_RETURN(compute, RunPhases(o, engine, work, *backend, mem0, &peak, nullptr));
     }
     ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan));
     Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
-    RETURN_IF_ERROR(engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
+    RETURN_IF_ERROR(
+        engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
     uint64_t peak = 0;
     PagerStats s0, s1;
-    ASSIGN_OR_RETURN(PhaseTimes t, RunPhases(o, engine, work, *backend, mem0, &peak,
-                                             [&](bool decode) { (decode ? s1 : s0) = pager->stats(); }));
+    ASSIGN_OR_RETURN(PhaseTimes t,
+                     RunPhases(o, engine, work, *backend, mem0, &peak,
+                               [&](bool decode) { (decode ? s1 : s0) = pager->stats(); }));
     const PagerStats s2 = pager->stats();
     add_rows("paged", t, s0, s1, s2, &compute, peak);
   }
   if (o.mode == "resident" || o.mode == "both") {
     const auto gpus = ListGpus();
-    const uint64_t need = h.kv_offset + blocks * h.kv_block_bytes * uint64_t(h.model.n_layers) + (4ull << 30);
+    const uint64_t need =
+        h.kv_offset + blocks * h.kv_block_bytes * uint64_t(h.model.n_layers) + (4ull << 30);
     const bool fits = o.device == "cpu" || (!gpus.empty() && need < gpus[0].total_bytes);
     if (fits) {
       ASSIGN_OR_RETURN(auto provider, ResidentProvider::Create(backend.get(), host, blocks));
@@ -306,16 +333,20 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
 }
 
 std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
-  std::string s = absl::StrFormat("link: H2D %.1f GB/s, D2H %.1f GB/s (measured)\n", r.h2d_gbs, r.d2h_gbs);
+  std::string s =
+      absl::StrFormat("link: H2D %.1f GB/s, D2H %.1f GB/s (measured)\n", r.h2d_gbs, r.d2h_gbs);
   if (!r.plan.empty()) absl::StrAppend(&s, r.plan);
-  absl::StrAppend(&s, absl::StrFormat("%-8s %-7s %5s %9s %9s %9s %9s %7s %9s %7s %9s %7s %7s\n", "mode", "phase",
-                                      "batch", "step ms", "tok/s", "H2D MB", "D2H MB", "GB/s", "bound ms", "bound%",
-                                      "comp ms", "hidden", "dev GiB"));
+  absl::StrAppend(&s,
+                  absl::StrFormat("%-8s %-7s %5s %9s %9s %9s %9s %7s %9s %7s %9s %7s %7s\n", "mode",
+                                  "phase", "batch", "step ms", "tok/s", "H2D MB", "D2H MB", "GB/s",
+                                  "bound ms", "bound%", "comp ms", "hidden", "dev GiB"));
   for (const BenchRow& x : r.rows) {
-    absl::StrAppend(&s, absl::StrFormat("%-8s %-7s %5d %9.2f %9.1f %9.1f %9.2f %7.1f %9.2f %6.1f%% %9.2f %6.0f%% %7.2f\n",
-                                        x.mode, x.phase, x.batch, x.step_ms, x.tokens_per_s, x.h2d_mb, x.d2h_mb,
-                                        x.achieved_gbs, x.bound_ms, 100 * x.bound_fraction, x.compute_ms,
-                                        100 * x.hidden_fraction, x.device_peak_gib));
+    absl::StrAppend(
+        &s, absl::StrFormat(
+                "%-8s %-7s %5d %9.2f %9.1f %9.1f %9.2f %7.1f %9.2f %6.1f%% %9.2f %6.0f%% %7.2f\n",
+                x.mode, x.phase, x.batch, x.step_ms, x.tokens_per_s, x.h2d_mb, x.d2h_mb,
+                x.achieved_gbs, x.bound_ms, 100 * x.bound_fraction, x.compute_ms,
+                100 * x.hidden_fraction, x.device_peak_gib));
   }
   // The process's own host memory: private pages vs the shared segment.
   const std::string status = [] {
@@ -324,7 +355,8 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
     if (f == nullptr) return out;
     char line[256];
     while (std::fgets(line, sizeof(line), f)) {
-      if (std::strncmp(line, "RssAnon:", 8) == 0 || std::strncmp(line, "RssShmem:", 9) == 0) out += line;
+      if (std::strncmp(line, "RssAnon:", 8) == 0 || std::strncmp(line, "RssShmem:", 9) == 0)
+        out += line;
     }
     std::fclose(f);
     return out;

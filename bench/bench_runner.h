@@ -4,11 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include <nlohmann/json.hpp>
 
 namespace paged {
 
@@ -30,17 +30,17 @@ struct BenchOptions {
 
 // One table row.
 struct BenchRow {
-  std::string mode;  // "paged" / "resident"
+  std::string mode;   // "paged" / "resident"
   std::string phase;  // "decode" / "prefill"
   int batch = 0;
-  double step_ms = 0;          // median step time
+  double step_ms = 0;  // median step time
   double tokens_per_s = 0;
   double h2d_mb = 0, d2h_mb = 0;  // per step
-  double achieved_gbs = 0;     // (H2D bytes per step) / step time
-  double bound_ms = 0;         // link bound of a step
-  double bound_fraction = 0;   // bound / step time
-  double compute_ms = 0;       // the same step with no copies
-  double hidden_fraction = 0;  // of the copy time, hidden under compute
+  double achieved_gbs = 0;        // (H2D bytes per step) / step time
+  double bound_ms = 0;            // link bound of a step
+  double bound_fraction = 0;      // bound / step time
+  double compute_ms = 0;          // the same step with no copies
+  double hidden_fraction = 0;     // of the copy time, hidden under compute
   double device_peak_gib = 0;
   nlohmann::json ToJson() const;
 };

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "common/cli.h"
 #include "absl/strings/str_split.h"
+#include "common/cli.h"
 #include "common/size_flag.h"
 #include "store/store_service.h"
 
@@ -20,7 +20,8 @@ ABSL_FLAG(int, threads, 0, "conversion threads (0: all cores)");
 ABSL_FLAG(std::string, segment, "paged-load-bench", "scratch segment name (removed after)");
 
 int main(int argc, char** argv) {
-  paged::ParseFlags(argc, argv, "load_bench --model PATH [--formats native,int8,int4] [--threads N]");
+  paged::ParseFlags(argc, argv,
+                    "load_bench --model PATH [--formats native,int8,int4] [--threads N]");
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) {
     std::fprintf(stderr, "load_bench: --model is required\n");
@@ -28,7 +29,8 @@ int main(int argc, char** argv) {
   }
   std::printf("%-8s %12s %12s %10s %14s %14s\n", "format", "checkpoint", "segment", "seconds",
               "read MB/s", "written MB/s");
-  for (const std::string& fmt : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_formats), ',', absl::SkipEmpty()))) {
+  for (const std::string& fmt : std::vector<std::string>(
+           absl::StrSplit(absl::GetFlag(FLAGS_formats), ',', absl::SkipEmpty()))) {
     paged::StoreOptions opts;
     opts.model_path = model;
     opts.segment = absl::GetFlag(FLAGS_segment);
@@ -46,8 +48,9 @@ int main(int argc, char** argv) {
     const paged::StoreReady& r = (*store)->ready();
     const double in_bytes = double(r.source_bytes);
     std::printf("%-8s %12s %12s %10.2f %14.0f %14.0f\n", fmt.c_str(),
-                paged::FormatBytes(r.source_bytes).c_str(), paged::FormatBytes(r.weight_bytes).c_str(),
-                r.seconds, in_bytes / 1e6 / r.seconds, double(r.weight_bytes) / 1e6 / r.seconds);
+                paged::FormatBytes(r.source_bytes).c_str(),
+                paged::FormatBytes(r.weight_bytes).c_str(), r.seconds, in_bytes / 1e6 / r.seconds,
+                double(r.weight_bytes) / 1e6 / r.seconds);
   }
   return 0;
 }

@@ -24,9 +24,10 @@ ABSL_FLAG(int, threads, 0, "CPU threads");
 ABSL_FLAG(bool, json, false, "JSON output");
 
 int main(int argc, char** argv) {
-  paged::ParseFlags(argc, argv,
-                    "paged-bench --model PATH --device cuda:0 --gpu-budget BYTES --batch B --prompt-len P "
-                    "--gen-len G [--weight-format F] [--mode paged|resident|both] [--json]");
+  paged::ParseFlags(
+      argc, argv,
+      "paged-bench --model PATH --device cuda:0 --gpu-budget BYTES --batch B --prompt-len P "
+      "--gen-len G [--weight-format F] [--mode paged|resident|both] [--json]");
   paged::BenchOptions o;
   o.model_path = absl::GetFlag(FLAGS_model);
   o.device = absl::GetFlag(FLAGS_device);
@@ -42,15 +43,18 @@ int main(int argc, char** argv) {
   o.threads = absl::GetFlag(FLAGS_threads);
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (budget.ok()) o.gpu_budget = *budget;
-  absl::StatusOr<paged::BenchReport> r = !budget.ok()            ? absl::StatusOr<paged::BenchReport>(budget.status())
-                                         : o.model_path.empty() && o.segment.empty() ? absl::InvalidArgumentError("--model or --segment is required")
-                                                                : paged::RunBench(o);
+  absl::StatusOr<paged::BenchReport> r =
+      !budget.ok() ? absl::StatusOr<paged::BenchReport>(budget.status())
+      : o.model_path.empty() && o.segment.empty()
+          ? absl::InvalidArgumentError("--model or --segment is required")
+          : paged::RunBench(o);
   if (!r.ok()) {
     std::fprintf(stderr, "paged-bench: %s\n", std::string(r.status().message()).c_str());
     return 1;
   }
   if (absl::GetFlag(FLAGS_json)) {
-    nlohmann::json j = {{"h2d_gbs", r->h2d_gbs}, {"d2h_gbs", r->d2h_gbs}, {"rows", nlohmann::json::array()}};
+    nlohmann::json j = {
+        {"h2d_gbs", r->h2d_gbs}, {"d2h_gbs", r->d2h_gbs}, {"rows", nlohmann::json::array()}};
     for (const auto& row : r->rows) j["rows"].push_back(row.ToJson());
     std::printf("%s\n", j.dump(2).c_str());
   } else {

@@ -3,11 +3,12 @@
 // the HF golden fixtures.
 //
 //   quant_quality [--stories PATH] [--golden DIR]
+#include "bench/quant_quality.h"
+
 #include <cstdio>
 #include <filesystem>
 
 #include "absl/flags/flag.h"
-#include "bench/quant_quality.h"
 #include "common/cli.h"
 #include "common/sp_tokenizer.h"
 #include "store/model_source.h"
@@ -21,8 +22,8 @@ namespace {
 
 void PrintRows(const std::string& model, const std::vector<paged::FormatQuality>& rows) {
   for (const auto& q : rows) {
-    std::printf("%-28s %-6s %9.1f%% %14.2e %14.2e\n", model.c_str(), q.format.c_str(), 100 * q.top1_agreement,
-                q.mean_rel_error, q.max_rel_error);
+    std::printf("%-28s %-6s %9.1f%% %14.2e %14.2e\n", model.c_str(), q.format.c_str(),
+                100 * q.top1_agreement, q.mean_rel_error, q.max_rel_error);
   }
 }
 
@@ -31,7 +32,8 @@ void PrintRows(const std::string& model, const std::vector<paged::FormatQuality>
 int main(int argc, char** argv) {
   paged::ParseFlags(argc, argv, "quant_quality [--stories PATH] [--golden DIR]");
   const std::vector<std::string> formats = {"f16", "bf16", "int8", "int4"};
-  std::printf("%-28s %-6s %10s %14s %14s\n", "model", "format", "top-1 agr", "mean rel err", "max rel err");
+  std::printf("%-28s %-6s %10s %14s %14s\n", "model", "format", "top-1 agr", "mean rel err",
+              "max rel err");
   // stories260K: teacher-force its own greedy transcript (BOS + 200 tokens).
   const std::string stories = absl::GetFlag(FLAGS_stories);
   if (std::filesystem::exists(stories)) {
@@ -48,7 +50,8 @@ int main(int argc, char** argv) {
     std::vector<int32_t> tokens = {1};
     tokens.insert(tokens.end(), r->tokens.begin(), r->tokens.end() - 1);
     auto rows = paged::MeasureQuality(stories, tokens, formats);
-    if (!rows.ok()) return std::fprintf(stderr, "%s\n", std::string(rows.status().message()).c_str()), 1;
+    if (!rows.ok())
+      return std::fprintf(stderr, "%s\n", std::string(rows.status().message()).c_str()), 1;
     PrintRows("stories260K (transcript)", *rows);
   }
   const std::string golden = absl::GetFlag(FLAGS_golden);
@@ -61,7 +64,8 @@ int main(int argc, char** argv) {
       std::vector<int32_t> t;
       for (int32_t x : tokens) t.push_back(x % (*src)->config.vocab);
       auto rows = paged::MeasureQuality(dir.path().string(), t, formats);
-      if (!rows.ok()) return std::fprintf(stderr, "%s\n", std::string(rows.status().message()).c_str()), 1;
+      if (!rows.ok())
+        return std::fprintf(stderr, "%s\n", std::string(rows.status().message()).c_str()), 1;
       PrintRows("golden/" + dir.path().filename().string(), *rows);
     }
   }

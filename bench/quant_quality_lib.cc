@@ -9,7 +9,8 @@
 namespace paged {
 namespace {
 
-absl::StatusOr<std::vector<std::vector<float>>> Logits(const std::string& path, const std::string& format,
+absl::StatusOr<std::vector<std::vector<float>>> Logits(const std::string& path,
+                                                       const std::string& format,
                                                        const std::vector<int32_t>& tokens) {
   LayoutOptions layout;
   layout.weight_format = format;
@@ -18,7 +19,9 @@ absl::StatusOr<std::vector<std::vector<float>>> Logits(const std::string& path, 
   return TeacherForcedLogits(*m->engine, tokens, m->kv_blocks());
 }
 
-size_t ArgMax(const std::vector<float>& v) { return size_t(std::max_element(v.begin(), v.end()) - v.begin()); }
+size_t ArgMax(const std::vector<float>& v) {
+  return size_t(std::max_element(v.begin(), v.end()) - v.begin());
+}
 
 }  // namespace
 

@@ -23,8 +23,9 @@ ABSL_FLAG(int, clients, 32, "concurrent Generate streams");
 ABSL_FLAG(int, prompt_len, 128, "prompt tokens per client (BOS + random ids)");
 ABSL_FLAG(int, gen_len, 64, "generated tokens per client");
 ABSL_FLAG(int, vocab, 32000, "token ids are drawn from [3, vocab)");
-ABSL_FLAG(std::string, tokens_out, "",
-          "write each client's generated token ids to this file, one line per client (to compare runs)");
+ABSL_FLAG(
+    std::string, tokens_out, "",
+    "write each client's generated token ids to this file, one line per client (to compare runs)");
 
 namespace {
 
@@ -39,8 +40,10 @@ double Pct(std::vector<double> v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  paged::ParseFlags(argc, argv, "serving_bench --server ADDR --clients N --prompt-len P --gen-len G");
-  auto client = paged::client::Client::Connect(absl::GetFlag(FLAGS_server), absl::GetFlag(FLAGS_token));
+  paged::ParseFlags(argc, argv,
+                    "serving_bench --server ADDR --clients N --prompt-len P --gen-len G");
+  auto client =
+      paged::client::Client::Connect(absl::GetFlag(FLAGS_server), absl::GetFlag(FLAGS_token));
   if (!client.ok()) {
     std::fprintf(stderr, "serving_bench: %s\n", std::string(client.status().message()).c_str());
     return 1;
@@ -88,11 +91,12 @@ int main(int argc, char** argv) {
   // end, the tokens generated after each client's first.
   const double steady = total_s - all_first;
   const double steady_tokens = double(tokens) - double(n);
-  std::printf("%8s %8s %8s %10s %12s %14s %10s %10s %10s\n", "clients", "prompt", "gen", "total s", "tokens/s",
-              "steady tok/s", "ttft p50", "ttft p90", "ttft max");
-  std::printf("%8d %8d %8d %10.2f %12.1f %14.1f %9.3fs %9.3fs %9.3fs\n", n, absl::GetFlag(FLAGS_prompt_len),
-              absl::GetFlag(FLAGS_gen_len), total_s, double(tokens) / total_s,
-              steady > 0 ? steady_tokens / steady : 0.0, Pct(ttft, 0.5), Pct(ttft, 0.9), all_first);
+  std::printf("%8s %8s %8s %10s %12s %14s %10s %10s %10s\n", "clients", "prompt", "gen", "total s",
+              "tokens/s", "steady tok/s", "ttft p50", "ttft p90", "ttft max");
+  std::printf("%8d %8d %8d %10.2f %12.1f %14.1f %9.3fs %9.3fs %9.3fs\n", n,
+              absl::GetFlag(FLAGS_prompt_len), absl::GetFlag(FLAGS_gen_len), total_s,
+              double(tokens) / total_s, steady > 0 ? steady_tokens / steady : 0.0, Pct(ttft, 0.5),
+              Pct(ttft, 0.9), all_first);
   for (const auto& e : errors) std::fprintf(stderr, "serving_bench: error: %s\n", e.c_str());
   if (const std::string path = absl::GetFlag(FLAGS_tokens_out); !path.empty()) {
     std::FILE* f = std::fopen(path.c_str(), "w");

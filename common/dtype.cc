@@ -8,11 +8,16 @@ namespace paged {
 
 std::string_view DTypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "f32";
-    case DType::kF16: return "f16";
-    case DType::kBF16: return "bf16";
-    case DType::kI8: return "int8";
-    case DType::kI4: return "int4";
+    case DType::kF32:
+      return "f32";
+    case DType::kF16:
+      return "f16";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kI8:
+      return "int8";
+    case DType::kI4:
+      return "int4";
   }
   return "unknown";
 }
@@ -21,19 +26,23 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
   for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8, DType::kI4}) {
     if (name == DTypeName(t)) return t;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown dtype '", std::string(name), "' (expected f32, f16, bf16, int8 or int4)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", std::string(name),
+                                                 "' (expected f32, f16, bf16, int8 or int4)"));
 }
 
 bool IsQuantized(DType t) { return t == DType::kI8 || t == DType::kI4; }
 
 uint64_t PayloadBytes(DType t, uint64_t rows, uint64_t cols) {
   switch (t) {
-    case DType::kF32: return rows * cols * 4;
+    case DType::kF32:
+      return rows * cols * 4;
     case DType::kF16:
-    case DType::kBF16: return rows * cols * 2;
-    case DType::kI8: return rows * cols;
-    case DType::kI4: return rows * ((cols + 1) / 2);
+    case DType::kBF16:
+      return rows * cols * 2;
+    case DType::kI8:
+      return rows * cols;
+    case DType::kI4:
+      return rows * ((cols + 1) / 2);
   }
   return 0;
 }
@@ -46,7 +55,10 @@ float HalfToFloat(uint16_t h) {
     if (mant == 0) return F32FromBits(sign);
     // Subnormal: normalise.
     int e = -1;
-    do { mant <<= 1; ++e; } while ((mant & 0x400) == 0);
+    do {
+      mant <<= 1;
+      ++e;
+    } while ((mant & 0x400) == 0);
     mant &= 0x3ff;
     return F32FromBits(sign | uint32_t(127 - 15 - e) << 23 | mant << 13);
   }

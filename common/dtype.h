@@ -21,8 +21,16 @@ bool IsQuantized(DType t);
 // quantized types; int4 rows are padded to whole bytes).
 uint64_t PayloadBytes(DType t, uint64_t rows, uint64_t cols);
 
-inline float F32FromBits(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
-inline uint32_t BitsFromF32(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
+inline float F32FromBits(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+inline uint32_t BitsFromF32(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
 
 float HalfToFloat(uint16_t h);
 uint16_t FloatToHalf(float f);  // round to nearest even, saturating to inf

@@ -14,7 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-
 std::string Quote(std::string_view s) {
   return absl::StrCat("'", absl::CEscape(std::string(s)), "'");
 }

@@ -58,9 +58,8 @@ void Log(LogLevel level, const char* component, const char* format, ...) {
   va_start(args, format);
   std::vsnprintf(message, sizeof(message), format, args);
   va_end(args);
-  const std::string line =
-      absl::StrCat(g_program.load(std::memory_order_relaxed), ": ", LevelName(level), " ", component, ": ",
-                   message, "\n");
+  const std::string line = absl::StrCat(g_program.load(std::memory_order_relaxed), ": ",
+                                        LevelName(level), " ", component, ": ", message, "\n");
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 

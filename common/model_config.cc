@@ -6,9 +6,12 @@ namespace paged {
 
 std::string_view ArchName(Arch a) {
   switch (a) {
-    case Arch::kLlama: return "llama";
-    case Arch::kMistral: return "mistral";
-    case Arch::kQwen2: return "qwen2";
+    case Arch::kLlama:
+      return "llama";
+    case Arch::kMistral:
+      return "mistral";
+    case Arch::kQwen2:
+      return "qwen2";
   }
   return "unknown";
 }
@@ -17,8 +20,8 @@ absl::StatusOr<Arch> ParseArch(std::string_view name) {
   for (Arch a : {Arch::kLlama, Arch::kMistral, Arch::kQwen2}) {
     if (name == ArchName(a)) return a;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unsupported architecture '", std::string(name), "' (supported: llama, mistral, qwen2)"));
+  return absl::InvalidArgumentError(absl::StrCat("unsupported architecture '", std::string(name),
+                                                 "' (supported: llama, mistral, qwen2)"));
 }
 
 absl::Status ValidateConfig(const ModelConfig& c) {
@@ -50,8 +53,9 @@ absl::Status ValidateConfig(const ModelConfig& c) {
   if (c.rope_scaling == RopeScaling::kLlama3 &&
       (!(c.rope_factor >= 1.f) || !(c.rope_low_freq_factor > 0.f) ||
        !(c.rope_high_freq_factor > c.rope_low_freq_factor) || c.rope_original_max_pos <= 0))
-    return bad("llama3 rope_scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor "
-               "and original_max_position_embeddings > 0");
+    return bad(
+        "llama3 rope_scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor "
+        "and original_max_position_embeddings > 0");
   if (c.bos_id >= c.vocab) return bad(absl::StrCat("bos id ", c.bos_id, " >= vocab ", c.vocab));
   if (c.n_eos < 0 || c.n_eos > kMaxEosIds) return bad("too many eos ids");
   for (int i = 0; i < c.n_eos; ++i) {
@@ -62,11 +66,10 @@ absl::Status ValidateConfig(const ModelConfig& c) {
 }
 
 std::string DescribeConfig(const ModelConfig& c) {
-  return absl::StrCat(std::string(ArchName(c.arch)), ": ", c.n_layers, " layers, hidden ", c.hidden, ", ffn ",
-                      c.ffn, ", heads ", c.n_heads, " (kv ", c.n_kv_heads, ", head_dim ",
+  return absl::StrCat(std::string(ArchName(c.arch)), ": ", c.n_layers, " layers, hidden ", c.hidden,
+                      ", ffn ", c.ffn, ", heads ", c.n_heads, " (kv ", c.n_kv_heads, ", head_dim ",
                       c.head_dim, "), vocab ", c.vocab, ", context ", c.max_context,
-                      c.tied_embeddings ? ", tied embeddings" : "",
-                      c.qkv_bias ? ", qkv bias" : "",
+                      c.tied_embeddings ? ", tied embeddings" : "", c.qkv_bias ? ", qkv bias" : "",
                       c.rope_scaling == RopeScaling::kLlama3 ? ", llama3 rope scaling" : "");
 }
 

@@ -28,8 +28,8 @@ constexpr int kMaxEosIds = 4;
 struct ModelConfig {
   Arch arch = Arch::kLlama;
   int32_t n_layers = 0;
-  int32_t hidden = 0;      // model dimension
-  int32_t ffn = 0;         // MLP intermediate size
+  int32_t hidden = 0;  // model dimension
+  int32_t ffn = 0;     // MLP intermediate size
   int32_t n_heads = 0;
   int32_t n_kv_heads = 0;  // == n_heads without GQA
   int32_t head_dim = 0;    // usually hidden / n_heads
@@ -39,8 +39,8 @@ struct ModelConfig {
   float rope_theta = 10000.f;
   RopeStyle rope_style = RopeStyle::kHalves;
   RopeScaling rope_scaling = RopeScaling::kNone;
-  float rope_factor = 1.f;          // llama3: factor
-  float rope_low_freq_factor = 1.f;  // llama3
+  float rope_factor = 1.f;            // llama3: factor
+  float rope_low_freq_factor = 1.f;   // llama3
   float rope_high_freq_factor = 4.f;  // llama3
   int32_t rope_original_max_pos = 0;  // llama3: original_max_position_embeddings
   int32_t sliding_window = 0;         // 0: none (recorded, see docs/models.md)

@@ -25,7 +25,9 @@ void QuantizeRowInt8(const float* x, int64_t cols, int group, int8_t* q, uint16_
 // x: [cols] -> q: [(cols + 1) / 2] packed nibbles, scales: [GroupsPerRow] f16.
 void QuantizeRowInt4(const float* x, int64_t cols, int group, uint8_t* q, uint16_t* scales);
 
-void DequantizeRowInt8(const int8_t* q, const uint16_t* scales, int64_t cols, int group, float* out);
-void DequantizeRowInt4(const uint8_t* q, const uint16_t* scales, int64_t cols, int group, float* out);
+void DequantizeRowInt8(const int8_t* q, const uint16_t* scales, int64_t cols, int group,
+                       float* out);
+void DequantizeRowInt4(const uint8_t* q, const uint16_t* scales, int64_t cols, int group,
+                       float* out);
 
 }  // namespace paged

@@ -19,8 +19,9 @@ absl::Status CheckSegmentName(std::string_view name) {
                 c == '.' || c == '_' || c == '-');
   }
   if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "bad segment name '", std::string(name), "': use 1-200 characters of [A-Za-z0-9._-], not starting with '.'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("bad segment name '", std::string(name),
+                   "': use 1-200 characters of [A-Za-z0-9._-], not starting with '.'"));
 }
 
 uint64_t ComputeHeaderChecksum(const SegmentHeader& h) {
@@ -52,7 +53,8 @@ absl::Status CheckTensor(const TensorEntry& t, uint64_t region_begin, uint64_t r
   if (t.rows <= 0 || t.cols <= 0 || t.rows > (int64_t{1} << 32) || t.cols > (int64_t{1} << 32))
     return bad("bad shape");
   const DType dt = t.Type();
-  if (t.bytes != PayloadBytes(dt, uint64_t(t.rows), uint64_t(t.cols))) return bad("size does not match shape");
+  if (t.bytes != PayloadBytes(dt, uint64_t(t.rows), uint64_t(t.cols)))
+    return bad("size does not match shape");
   auto inside = [&](uint64_t off, uint64_t n) {
     return off >= region_begin && off <= region_end && n <= region_end - off;
   };
@@ -60,7 +62,8 @@ absl::Status CheckTensor(const TensorEntry& t, uint64_t region_begin, uint64_t r
   if (IsQuantized(dt)) {
     if (t.group == 0 || t.group > 4096) return bad("bad quantization group");
     const uint64_t groups = (uint64_t(t.cols) + t.group - 1) / t.group;
-    if (t.scale_bytes != uint64_t(t.rows) * groups * 2) return bad("scale size does not match shape");
+    if (t.scale_bytes != uint64_t(t.rows) * groups * 2)
+      return bad("scale size does not match shape");
     if (!inside(t.scale_offset, t.scale_bytes)) return bad("scales outside its region");
   } else if (t.scale_bytes != 0) {
     return bad("scales on an unquantized tensor");
@@ -75,18 +78,26 @@ absl::Status ValidateHeader(const SegmentHeader& h, uint64_t segment_bytes) {
     return absl::DataLossError(absl::StrCat("segment header: ", std::string(why)));
   };
   if (segment_bytes < sizeof(SegmentHeader)) return bad("segment smaller than a header");
-  if (std::memcmp(h.magic, kSegmentMagic, sizeof(kSegmentMagic)) != 0) return bad("bad magic (not a paged segment)");
+  if (std::memcmp(h.magic, kSegmentMagic, sizeof(kSegmentMagic)) != 0)
+    return bad("bad magic (not a paged segment)");
   if (h.layout_version != kLayoutVersion)
-    return bad(absl::StrCat("layout version ", h.layout_version, ", this build reads ", kLayoutVersion));
+    return bad(
+        absl::StrCat("layout version ", h.layout_version, ", this build reads ", kLayoutVersion));
   if (h.header_bytes != sizeof(SegmentHeader)) return bad("header size differs from this build's");
   if (h.header_checksum != ComputeHeaderChecksum(h)) return bad("checksum mismatch");
   if (h.total_bytes != segment_bytes)
-    return bad(absl::StrCat("records ", h.total_bytes, " bytes but the segment has ", segment_bytes));
+    return bad(
+        absl::StrCat("records ", h.total_bytes, " bytes but the segment has ", segment_bytes));
   RETURN_IF_ERROR(Annotate(ValidateConfig(h.model), "segment header"));
-  auto region_ok = [&](uint64_t off, uint64_t n) { return off <= segment_bytes && n <= segment_bytes - off; };
+  auto region_ok = [&](uint64_t off, uint64_t n) {
+    return off <= segment_bytes && n <= segment_bytes - off;
+  };
   // Everything but the KV pool lies before it: workers map that part read-only.
-  if (h.kv_offset % kSegmentAlign != 0 || !region_ok(h.kv_offset, h.kv_bytes)) return bad("KV pool out of bounds");
-  auto weights_ok = [&](uint64_t off, uint64_t n) { return off <= h.kv_offset && n <= h.kv_offset - off; };
+  if (h.kv_offset % kSegmentAlign != 0 || !region_ok(h.kv_offset, h.kv_bytes))
+    return bad("KV pool out of bounds");
+  auto weights_ok = [&](uint64_t off, uint64_t n) {
+    return off <= h.kv_offset && n <= h.kv_offset - off;
+  };
   if (!weights_ok(h.globals_offset, h.globals_bytes)) return bad("globals region out of bounds");
   if (h.layer_block_bytes == 0 || h.layer_used_bytes > h.layer_block_bytes ||
       h.layer_block_bytes % kSegmentAlign != 0 || h.layers_offset % kSegmentAlign != 0)
@@ -94,16 +105,20 @@ absl::Status ValidateHeader(const SegmentHeader& h, uint64_t segment_bytes) {
   if (h.layer_block_bytes > segment_bytes / uint64_t(h.model.n_layers) ||
       !weights_ok(h.layers_offset, h.layer_block_bytes * uint64_t(h.model.n_layers)))
     return bad("layer blocks out of bounds");
-  if (!weights_ok(h.tokenizer_offset, h.tokenizer_bytes)) return bad("tokenizer region out of bounds");
+  if (!weights_ok(h.tokenizer_offset, h.tokenizer_bytes))
+    return bad("tokenizer region out of bounds");
   if (h.block_tokens == 0 || h.block_tokens > 4096) return bad("bad KV block size");
   if (h.kv_dtype > static_cast<uint32_t>(DType::kBF16)) return bad("bad KV dtype");
   const uint64_t elt = h.kv_dtype == static_cast<uint32_t>(DType::kF32) ? 4 : 2;
   if (h.kv_block_bytes != 2ull * h.block_tokens * uint64_t(h.model.kv_dim()) * elt)
     return bad("KV block size does not match the model");
-  if (h.kv_n_blocks > h.kv_bytes / h.kv_block_bytes / uint64_t(h.model.n_layers)) return bad("KV pool too small for its blocks");
-  if (h.n_global_tensors > kMaxGlobalTensors || h.n_layer_tensors > kMaxLayerTensors) return bad("too many tensors");
+  if (h.kv_n_blocks > h.kv_bytes / h.kv_block_bytes / uint64_t(h.model.n_layers))
+    return bad("KV pool too small for its blocks");
+  if (h.n_global_tensors > kMaxGlobalTensors || h.n_layer_tensors > kMaxLayerTensors)
+    return bad("too many tensors");
   for (uint32_t i = 0; i < h.n_global_tensors; ++i) {
-    RETURN_IF_ERROR(CheckTensor(h.global_tensors[i], h.globals_offset, h.globals_offset + h.globals_bytes, "global"));
+    RETURN_IF_ERROR(CheckTensor(h.global_tensors[i], h.globals_offset,
+                                h.globals_offset + h.globals_bytes, "global"));
   }
   for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
     RETURN_IF_ERROR(CheckTensor(h.layer_tensors[i], 0, h.layer_used_bytes, "layer"));
@@ -121,7 +136,8 @@ absl::StatusOr<std::unique_ptr<SegmentMapping>> SegmentMapping::Open(const std::
   m->name_ = name;
   try {
     const bool writable_kv = access == Access::kWorker;
-    bip::shared_memory_object shm(bip::open_only, name.c_str(), writable_kv ? bip::read_write : bip::read_only);
+    bip::shared_memory_object shm(bip::open_only, name.c_str(),
+                                  writable_kv ? bip::read_write : bip::read_only);
     bip::offset_t size = 0;
     if (!shm.get_size(size) || size < bip::offset_t(sizeof(SegmentHeader)))
       return absl::DataLossError(absl::StrCat("segment ", name, ": too small to hold a header"));
@@ -134,8 +150,9 @@ absl::StatusOr<std::unique_ptr<SegmentMapping>> SegmentMapping::Open(const std::
       h.state = LoadState(*static_cast<const SegmentHeader*>(hr.get_address()));
     }
     if (h.state != static_cast<uint32_t>(SegmentState::kReady))
-      return absl::FailedPreconditionError(absl::StrCat(
-          "segment ", name, " is ", std::string(SegmentStateName(h.state)), ", not READY (is paged-store still loading?)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("segment ", name, " is ", std::string(SegmentStateName(h.state)),
+                       ", not READY (is paged-store still loading?)"));
     RETURN_IF_ERROR(Annotate(ValidateHeader(h, m->size_), absl::StrCat("segment ", name)));
     m->weights_region_ = std::make_unique<bip::mapped_region>(shm, bip::read_only, 0, h.kv_offset);
     m->weights_ = static_cast<const uint8_t*>(m->weights_region_->get_address());
@@ -150,7 +167,8 @@ absl::StatusOr<std::unique_ptr<SegmentMapping>> SegmentMapping::Open(const std::
       return absl::AbortedError(absl::StrCat("segment ", name, " changed while mapping it; retry"));
   } catch (const bip::interprocess_exception& e) {
     if (e.get_error_code() == bip::not_found_error)
-      return absl::NotFoundError(absl::StrCat("segment ", name, " does not exist (is paged-store running?)"));
+      return absl::NotFoundError(
+          absl::StrCat("segment ", name, " does not exist (is paged-store running?)"));
     if (e.get_error_code() == bip::security_error)
       return absl::PermissionDeniedError(absl::StrCat("segment ", name, ": permission denied"));
     return absl::UnavailableError(absl::StrCat("segment ", name, ": ", e.what()));
@@ -175,7 +193,8 @@ absl::StatusOr<SegmentHeader> PeekSegmentHeader(const std::string& name, uint64_
     return h;
   } catch (const bip::interprocess_exception& e) {
     if (e.get_error_code() == bip::not_found_error)
-      return absl::NotFoundError(absl::StrCat("segment ", name, " does not exist (is paged-store running?)"));
+      return absl::NotFoundError(
+          absl::StrCat("segment ", name, " does not exist (is paged-store running?)"));
     return absl::UnavailableError(absl::StrCat("segment ", name, ": ", e.what()));
   }
 }
@@ -195,7 +214,8 @@ absl::StatusOr<TokenizerBundle> SegmentMapping::ReadTokenizerBundle() const {
 
 absl::StatusOr<Vocab> SegmentMapping::ReadVocab() const {
   if (header_->tokenizer_kind != static_cast<uint32_t>(TokenizerKind::kSentencePieceGguf))
-    return absl::NotFoundError(absl::StrCat("segment ", name_, " carries no SentencePiece vocabulary"));
+    return absl::NotFoundError(
+        absl::StrCat("segment ", name_, " carries no SentencePiece vocabulary"));
   ASSIGN_OR_RETURN(TokenizerBundle b, ReadTokenizerBundle());
   return ParseVocab(b.payload);
 }

@@ -51,7 +51,8 @@ class SegmentMapping {
   // Opens segment `name`; fails with FAILED_PRECONDITION when it is not
   // READY (still loading), NOT_FOUND when it does not exist, DATA_LOSS when
   // its header does not validate.
-  static absl::StatusOr<std::unique_ptr<SegmentMapping>> Open(const std::string& name, Access access);
+  static absl::StatusOr<std::unique_ptr<SegmentMapping>> Open(const std::string& name,
+                                                              Access access);
   ~SegmentMapping();
 
   const SegmentHeader& header() const { return *header_; }

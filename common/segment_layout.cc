@@ -6,31 +6,44 @@ namespace paged {
 
 std::string_view SegmentStateName(uint32_t state) {
   switch (static_cast<SegmentState>(state)) {
-    case SegmentState::kEmpty: return "EMPTY";
-    case SegmentState::kLoading: return "LOADING";
-    case SegmentState::kReady: return "READY";
+    case SegmentState::kEmpty:
+      return "EMPTY";
+    case SegmentState::kLoading:
+      return "LOADING";
+    case SegmentState::kReady:
+      return "READY";
   }
   return "INVALID";
 }
 
 std::string_view WeightFormatName(WeightFormat f) {
   switch (f) {
-    case WeightFormat::kF32: return "f32";
-    case WeightFormat::kF16: return "f16";
-    case WeightFormat::kBF16: return "bf16";
-    case WeightFormat::kInt8: return "int8";
-    case WeightFormat::kInt4: return "int4";
+    case WeightFormat::kF32:
+      return "f32";
+    case WeightFormat::kF16:
+      return "f16";
+    case WeightFormat::kBF16:
+      return "bf16";
+    case WeightFormat::kInt8:
+      return "int8";
+    case WeightFormat::kInt4:
+      return "int4";
   }
   return "unknown";
 }
 
 DType WeightFormatDType(WeightFormat f) {
   switch (f) {
-    case WeightFormat::kF32: return DType::kF32;
-    case WeightFormat::kF16: return DType::kF16;
-    case WeightFormat::kBF16: return DType::kBF16;
-    case WeightFormat::kInt8: return DType::kI8;
-    case WeightFormat::kInt4: return DType::kI4;
+    case WeightFormat::kF32:
+      return DType::kF32;
+    case WeightFormat::kF16:
+      return DType::kF16;
+    case WeightFormat::kBF16:
+      return DType::kBF16;
+    case WeightFormat::kInt8:
+      return DType::kI8;
+    case WeightFormat::kInt4:
+      return DType::kI4;
   }
   return DType::kF16;
 }

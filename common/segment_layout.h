@@ -70,7 +70,7 @@ struct SegmentHeader {
   uint32_t header_bytes;  // sizeof(SegmentHeader) of the writer
   uint32_t state;         // SegmentState; written last with release order
   uint32_t pad0;
-  uint64_t generation;    // bumped each time a store (re)builds the segment
+  uint64_t generation;  // bumped each time a store (re)builds the segment
   uint64_t total_bytes;
 
   // What was loaded, so that a restarted store can tell whether it matches.
@@ -112,7 +112,9 @@ struct SegmentHeader {
   // atomic stores; not covered by the checksum) and leaves it at the total.
   uint64_t loaded_bytes;
 
-  uint64_t LayerOffset(int layer) const { return layers_offset + uint64_t(layer) * layer_block_bytes; }
+  uint64_t LayerOffset(int layer) const {
+    return layers_offset + uint64_t(layer) * layer_block_bytes;
+  }
   uint64_t KvBlockOffset(int layer, uint64_t block) const {
     return kv_offset + (uint64_t(layer) * kv_n_blocks + block) * kv_block_bytes;
   }

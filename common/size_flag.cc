@@ -10,10 +10,11 @@
 namespace paged {
 
 absl::StatusOr<uint64_t> ParseByteSize(std::string_view text_in, std::string_view flag_in) {
-  const absl::string_view text(text_in.data(), text_in.size()), flag(flag_in.data(), flag_in.size());
+  const absl::string_view text(text_in.data(), text_in.size()),
+      flag(flag_in.data(), flag_in.size());
   auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", text, ": ", why,
-                                                   " (examples: 4GiB, 512MiB, 2GB, 4096)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", text, ": ", why, " (examples: 4GiB, 512MiB, 2GB, 4096)"));
   };
   const absl::string_view t = absl::StripAsciiWhitespace(text);
   size_t i = 0;

@@ -304,5 +304,4 @@ std::string SpTokenizer::DecodePiece(int32_t prev_token, int32_t token) const {
   return std::string(s);
 }
 
-
 }  // namespace paged

@@ -8,9 +8,9 @@
 #define PAGED_STATUS_CONCAT(a, b) PAGED_STATUS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
-    ::absl::Status paged_status_tmp_ = (expr);       \
+#define RETURN_IF_ERROR(expr)                              \
+  do {                                                     \
+    ::absl::Status paged_status_tmp_ = (expr);             \
     if (!paged_status_tmp_.ok()) return paged_status_tmp_; \
   } while (0)
 

@@ -65,13 +65,15 @@ absl::StatusOr<Vocab> ParseVocab(std::string_view blob) {
   Vocab v;
   if (!r.Get(&n) || !r.Get(&v.bos_id) || !r.Get(&v.eos_id) || !r.Get(&v.unk_id))
     return bad("truncated header");
-  if (n > r.remaining() / 12) return bad(absl::StrCat("claims ", n, " pieces, too many for its size"));
+  if (n > r.remaining() / 12)
+    return bad(absl::StrCat("claims ", n, " pieces, too many for its size"));
   v.pieces.resize(n);
   v.scores.resize(n);
   v.types.resize(n);
   for (uint32_t i = 0; i < n; ++i) {
     uint32_t len = 0;
-    if (!r.Get(&v.scores[i]) || !r.Get(&v.types[i]) || !r.Get(&len) || !r.GetBytes(len, &v.pieces[i]))
+    if (!r.Get(&v.scores[i]) || !r.Get(&v.types[i]) || !r.Get(&len) ||
+        !r.GetBytes(len, &v.pieces[i]))
       return bad(absl::StrCat("truncated at piece ", i));
   }
   auto in_range = [n](int32_t id) { return id >= -1 && id < static_cast<int32_t>(n); };

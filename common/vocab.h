@@ -14,7 +14,14 @@ namespace paged {
 // SentencePiece-style vocabulary (GGUF tokenizer.ggml.model == "llama").
 struct Vocab {
   // GGUF token types.
-  enum Type : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+  enum Type : int32_t {
+    kNormal = 1,
+    kUnknown = 2,
+    kControl = 3,
+    kUserDefined = 4,
+    kUnused = 5,
+    kByte = 6
+  };
   std::vector<std::string> pieces;  // UTF-8, "▁" (U+2581) for a space
   std::vector<float> scores;        // merge priority, higher first
   std::vector<int32_t> types;

@@ -5,10 +5,10 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
-#include "common/segment_layout.h"
-#include "common/status.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/segment_layout.h"
+#include "common/status.h"
 
 namespace paged {
 namespace {
@@ -271,8 +271,8 @@ void Coordinator::CheckFencesLocked(TimeUs now, int64_t returned_pid, uint64_t r
       continue;
     }
     const int32_t n = scheduler_.ReleaseHeld(it->hold_key);
-    Log(level, "coordinator", "process %lld %s: %d held sequences re-queued", static_cast<long long>(it->pid), why,
-        n);
+    Log(level, "coordinator", "process %lld %s: %d held sequences re-queued",
+        static_cast<long long>(it->pid), why, n);
     it = fences_.erase(it);
   }
 }
@@ -404,7 +404,8 @@ absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
       RemoveLinkLocked(*keep, "GONE", &closers);
     }
     // The same process attaching again has finished the step it was in.
-    if (hello.pid() > 0 && !fences_.empty()) CheckFencesLocked(Now(), hello.pid(), hello.process_start_time());
+    if (hello.pid() > 0 && !fences_.empty())
+      CheckFencesLocked(Now(), hello.pid(), hello.process_start_time());
     status = scheduler_.AddWorker(id, limits);
     if (status.ok()) {
       link = std::make_shared<Link>();

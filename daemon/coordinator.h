@@ -96,8 +96,8 @@ class Coordinator {
   struct Link;
   enum class Next { kMessage, kTimeout, kClosed };
 
-  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options,
-                                                             std::unique_ptr<const Tokenizer> tokenizer);
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(
+      CoordinatorOptions options, std::unique_ptr<const Tokenizer> tokenizer);
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
@@ -161,9 +161,9 @@ class Coordinator {
 
  private:
   struct WorkerRecord {
-    std::shared_ptr<Link> link;  // the latest attachment
-    int32_t restarts = 0;        // re-attachments after the first
-    WorkerMetrics metrics;       // its labelled metrics, over its restarts
+    std::shared_ptr<Link> link;       // the latest attachment
+    int32_t restarts = 0;             // re-attachments after the first
+    WorkerMetrics metrics;            // its labelled metrics, over its restarts
     double link_h2d_bytes_per_s = 0;  // measured by the worker (its hello's plan); 0: unknown
   };
   struct RateSample {

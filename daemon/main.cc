@@ -30,7 +30,8 @@ ABSL_FLAG(std::string, http, "",
           "HOST:PORT of the HTTP server: the OpenAI-compatible API and /metrics (off when empty)");
 ABSL_FLAG(int, http_threads, 4, "HTTP server threads");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
-ABSL_FLAG(std::string, config, "", "config file ([global] and [coordinator] keys; the command line wins)");
+ABSL_FLAG(std::string, config, "",
+          "config file ([global] and [coordinator] keys; the command line wins)");
 
 namespace {
 

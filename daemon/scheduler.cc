@@ -282,7 +282,8 @@ void Scheduler::RemoveWorker(const std::string& worker_id, const std::string& ho
   workers_.erase(wit);
 }
 
-std::vector<Event> Scheduler::WorkerGone(const std::string& worker_id, const std::string& hold_key) {
+std::vector<Event> Scheduler::WorkerGone(const std::string& worker_id,
+                                         const std::string& hold_key) {
   std::vector<Event> events;
   RemoveWorker(worker_id, hold_key, &events);
   return events;

@@ -307,7 +307,8 @@ class Scheduler {
   void Finish(Sequence& s, FinishReason reason, std::vector<Event>* events);
   // Removes a worker: discards its step (holding its sequences under
   // `hold_key` when set), re-queues or finishes its other sequences.
-  void RemoveWorker(const std::string& worker_id, const std::string& hold_key, std::vector<Event>* events);
+  void RemoveWorker(const std::string& worker_id, const std::string& hold_key,
+                    std::vector<Event>* events);
   // The least loaded live, non-draining worker with a seat and KV room for
   // a sequence of `blocks` reserved blocks (ties: the lowest id); null if none.
   Worker* LeastLoaded(int32_t blocks);
@@ -320,10 +321,10 @@ class Scheduler {
 
   SchedulerConfig config_;
   BlockAllocator blocks_;
-  std::map<int64_t, Sequence> seqs_;       // live: queued and running
-  std::deque<int64_t> queue_;              // waiting, front first
-  std::map<std::string, Worker> workers_;  // live workers, by id
-  std::deque<SequenceInfo> history_;       // finished, oldest first
+  std::map<int64_t, Sequence> seqs_;                  // live: queued and running
+  std::deque<int64_t> queue_;                         // waiting, front first
+  std::map<std::string, Worker> workers_;             // live workers, by id
+  std::deque<SequenceInfo> history_;                  // finished, oldest first
   std::map<std::string, std::vector<int64_t>> held_;  // hold key -> sequences, lease order
   int64_t next_seq_id_ = 1;
   uint64_t next_step_id_ = 1;

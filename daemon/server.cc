@@ -1,7 +1,5 @@
 #include "daemon/server.h"
 
-#include "common/sd_notify.h"
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -14,11 +12,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/sd_notify.h"
 #include "common/segment.h"
 #include "common/segment_tokenizer.h"
 #include "common/status.h"
 #include "daemon/http/front_end.h"
-#include "common/log.h"
 #include "daemon/services.h"
 #include "store/store_service.h"
 

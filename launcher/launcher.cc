@@ -203,8 +203,8 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
     ChildSpec w;
     const int nth = seen[dev]++;
     const std::string id = dev == "cpu" ? absl::StrCat("cpu:", cpu_index++)
-                           : nth == 0  ? dev
-                                       : absl::StrCat(dev, "/", nth);
+                           : nth == 0   ? dev
+                                        : absl::StrCat(dev, "/", nth);
     w.name = "worker " + id;
     w.restart = true;
     w.argv = {bins.worker, "--segment=" + o.segment, "--device=" + dev,

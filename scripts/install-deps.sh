@@ -9,8 +9,8 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libboost-dev libabsl-dev nlohmann-json3-dev libicu-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-dev
+  libgtest-dev libgmock-dev
+  clang libclang-rt-dev clang-format
   systemd
   curl
 )

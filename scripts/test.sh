@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+bash scripts/check_format.sh
 bash scripts/build.sh
 cd build
 ctest --output-on-failure -j"$(nproc)"

@@ -15,10 +15,13 @@ constexpr int kQ8BlockBytes = 2 + kQ8Block;  // f16 scale + 32 int8
 
 uint64_t SourceRowBytes(const SourceTensor& t) {
   switch (t.type) {
-    case SourceType::kF32: return uint64_t(t.cols) * 4;
+    case SourceType::kF32:
+      return uint64_t(t.cols) * 4;
     case SourceType::kF16:
-    case SourceType::kBF16: return uint64_t(t.cols) * 2;
-    case SourceType::kQ8_0: return uint64_t(t.cols) / kQ8Block * kQ8BlockBytes;
+    case SourceType::kBF16:
+      return uint64_t(t.cols) * 2;
+    case SourceType::kQ8_0:
+      return uint64_t(t.cols) / kQ8Block * kQ8BlockBytes;
   }
   return 0;
 }
@@ -35,8 +38,8 @@ void ConvertRow(const SourceTensor& t, DType dst, int group, int64_t dst_row, ui
   const int64_t src_row = SourceRowFor(t, dst_row);
   const uint64_t row_bytes = PayloadBytes(dst, 1, uint64_t(cols));
   uint8_t* out = payload + uint64_t(dst_row) * row_bytes;
-  uint16_t* row_scales =
-      reinterpret_cast<uint16_t*>(scales) + (IsQuantized(dst) ? dst_row * GroupsPerRow(cols, group) : 0);
+  uint16_t* row_scales = reinterpret_cast<uint16_t*>(scales) +
+                         (IsQuantized(dst) ? dst_row * GroupsPerRow(cols, group) : 0);
   const uint8_t* in = t.data + uint64_t(src_row) * SourceRowBytes(t);
   // Same-type rows are plain copies (the common case: native f16/bf16).
   if ((t.type == SourceType::kF32 && dst == DType::kF32) ||
@@ -55,15 +58,21 @@ void ConvertRow(const SourceTensor& t, DType dst, int group, int64_t dst_row, ui
   }
   SourceRowToFloat(t, src_row, tmp);
   switch (dst) {
-    case DType::kF32: std::memcpy(out, tmp, row_bytes); break;
+    case DType::kF32:
+      std::memcpy(out, tmp, row_bytes);
+      break;
     case DType::kF16:
       for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t*>(out)[c] = FloatToHalf(tmp[c]);
       break;
     case DType::kBF16:
       for (int64_t c = 0; c < cols; ++c) reinterpret_cast<uint16_t*>(out)[c] = FloatToBf16(tmp[c]);
       break;
-    case DType::kI8: QuantizeRowInt8(tmp, cols, group, reinterpret_cast<int8_t*>(out), row_scales); break;
-    case DType::kI4: QuantizeRowInt4(tmp, cols, group, out, row_scales); break;
+    case DType::kI8:
+      QuantizeRowInt8(tmp, cols, group, reinterpret_cast<int8_t*>(out), row_scales);
+      break;
+    case DType::kI4:
+      QuantizeRowInt4(tmp, cols, group, out, row_scales);
+      break;
   }
 }
 
@@ -81,7 +90,9 @@ int64_t SourceRowFor(const SourceTensor& t, int64_t dst_row) {
 void SourceRowToFloat(const SourceTensor& t, int64_t row, float* out) {
   const uint8_t* in = t.data + uint64_t(row) * SourceRowBytes(t);
   switch (t.type) {
-    case SourceType::kF32: std::memcpy(out, in, uint64_t(t.cols) * 4); break;
+    case SourceType::kF32:
+      std::memcpy(out, in, uint64_t(t.cols) * 4);
+      break;
     case SourceType::kF16:
       for (int64_t c = 0; c < t.cols; ++c) out[c] = HalfToFloat(LoadU16(in + 2 * c));
       break;

@@ -60,39 +60,72 @@ std::optional<GgmlTypeInfo> GgmlTypeInfoOf(uint32_t type) {
   // removed (4, 5, 31-33, 36-38) and ids newer than this table are unknown:
   // the parser refuses them, as it cannot bound their data.
   switch (type) {
-    case 0: return GgmlTypeInfo{"F32", 1, 4};
-    case 1: return GgmlTypeInfo{"F16", 1, 2};
-    case 2: return GgmlTypeInfo{"Q4_0", 32, 18};
-    case 3: return GgmlTypeInfo{"Q4_1", 32, 20};
-    case 6: return GgmlTypeInfo{"Q5_0", 32, 22};
-    case 7: return GgmlTypeInfo{"Q5_1", 32, 24};
-    case 8: return GgmlTypeInfo{"Q8_0", 32, 34};
-    case 9: return GgmlTypeInfo{"Q8_1", 32, 36};
-    case 10: return GgmlTypeInfo{"Q2_K", 256, 84};
-    case 11: return GgmlTypeInfo{"Q3_K", 256, 110};
-    case 12: return GgmlTypeInfo{"Q4_K", 256, 144};
-    case 13: return GgmlTypeInfo{"Q5_K", 256, 176};
-    case 14: return GgmlTypeInfo{"Q6_K", 256, 210};
-    case 15: return GgmlTypeInfo{"Q8_K", 256, 292};
-    case 16: return GgmlTypeInfo{"IQ2_XXS", 256, 66};
-    case 17: return GgmlTypeInfo{"IQ2_XS", 256, 74};
-    case 18: return GgmlTypeInfo{"IQ3_XXS", 256, 98};
-    case 19: return GgmlTypeInfo{"IQ1_S", 256, 50};
-    case 20: return GgmlTypeInfo{"IQ4_NL", 32, 18};
-    case 21: return GgmlTypeInfo{"IQ3_S", 256, 110};
-    case 22: return GgmlTypeInfo{"IQ2_S", 256, 82};
-    case 23: return GgmlTypeInfo{"IQ4_XS", 256, 136};
-    case 24: return GgmlTypeInfo{"I8", 1, 1};
-    case 25: return GgmlTypeInfo{"I16", 1, 2};
-    case 26: return GgmlTypeInfo{"I32", 1, 4};
-    case 27: return GgmlTypeInfo{"I64", 1, 8};
-    case 28: return GgmlTypeInfo{"F64", 1, 8};
-    case 29: return GgmlTypeInfo{"IQ1_M", 256, 56};
-    case 30: return GgmlTypeInfo{"BF16", 1, 2};
-    case 34: return GgmlTypeInfo{"TQ1_0", 256, 54};
-    case 35: return GgmlTypeInfo{"TQ2_0", 256, 66};
-    case 39: return GgmlTypeInfo{"MXFP4", 32, 17};
-    default: return std::nullopt;
+    case 0:
+      return GgmlTypeInfo{"F32", 1, 4};
+    case 1:
+      return GgmlTypeInfo{"F16", 1, 2};
+    case 2:
+      return GgmlTypeInfo{"Q4_0", 32, 18};
+    case 3:
+      return GgmlTypeInfo{"Q4_1", 32, 20};
+    case 6:
+      return GgmlTypeInfo{"Q5_0", 32, 22};
+    case 7:
+      return GgmlTypeInfo{"Q5_1", 32, 24};
+    case 8:
+      return GgmlTypeInfo{"Q8_0", 32, 34};
+    case 9:
+      return GgmlTypeInfo{"Q8_1", 32, 36};
+    case 10:
+      return GgmlTypeInfo{"Q2_K", 256, 84};
+    case 11:
+      return GgmlTypeInfo{"Q3_K", 256, 110};
+    case 12:
+      return GgmlTypeInfo{"Q4_K", 256, 144};
+    case 13:
+      return GgmlTypeInfo{"Q5_K", 256, 176};
+    case 14:
+      return GgmlTypeInfo{"Q6_K", 256, 210};
+    case 15:
+      return GgmlTypeInfo{"Q8_K", 256, 292};
+    case 16:
+      return GgmlTypeInfo{"IQ2_XXS", 256, 66};
+    case 17:
+      return GgmlTypeInfo{"IQ2_XS", 256, 74};
+    case 18:
+      return GgmlTypeInfo{"IQ3_XXS", 256, 98};
+    case 19:
+      return GgmlTypeInfo{"IQ1_S", 256, 50};
+    case 20:
+      return GgmlTypeInfo{"IQ4_NL", 32, 18};
+    case 21:
+      return GgmlTypeInfo{"IQ3_S", 256, 110};
+    case 22:
+      return GgmlTypeInfo{"IQ2_S", 256, 82};
+    case 23:
+      return GgmlTypeInfo{"IQ4_XS", 256, 136};
+    case 24:
+      return GgmlTypeInfo{"I8", 1, 1};
+    case 25:
+      return GgmlTypeInfo{"I16", 1, 2};
+    case 26:
+      return GgmlTypeInfo{"I32", 1, 4};
+    case 27:
+      return GgmlTypeInfo{"I64", 1, 8};
+    case 28:
+      return GgmlTypeInfo{"F64", 1, 8};
+    case 29:
+      return GgmlTypeInfo{"IQ1_M", 256, 56};
+    case 30:
+      return GgmlTypeInfo{"BF16", 1, 2};
+    case 34:
+      return GgmlTypeInfo{"TQ1_0", 256, 54};
+    case 35:
+      return GgmlTypeInfo{"TQ2_0", 256, 66};
+    case 39:
+      return GgmlTypeInfo{"MXFP4", 32, 17};
+    default:
+      return std::nullopt;
   }
 }
 
@@ -157,9 +190,8 @@ absl::StatusOr<int64_t> GgufFile::GetInt(std::string_view key) const {
   bool out_of_range = false;
   if (auto i = AsInt(*v, &out_of_range)) return *i;
   if (out_of_range)
-    return absl::InvalidArgumentError(
-        absl::StrCat(origin, ": metadata key '", Sv(key), "' = ", std::get<uint64_t>(*v),
-                     " is out of range"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": metadata key '", Sv(key), "' = ", std::get<uint64_t>(*v), " is out of range"));
   return WrongType(key, *v, "an integer");
 }
 
@@ -287,8 +319,8 @@ class Reader {
     std::memcpy(&len, data_ + pos_, 8);
     pos_ += 8;
     if (len > remaining())
-      return Error(absl::StrCat(name(), " claims ", len, " bytes at offset ", pos_,
-                                " but only ", remaining(), " remain"));
+      return Error(absl::StrCat(name(), " claims ", len, " bytes at offset ", pos_, " but only ",
+                                remaining(), " remain"));
     std::string s(reinterpret_cast<const char*>(data_ + pos_), len);
     pos_ += len;
     return s;
@@ -308,25 +340,29 @@ uint64_t MinValueBytes(GgufValueType t) {
   switch (t) {
     case GgufValueType::kUint8:
     case GgufValueType::kInt8:
-    case GgufValueType::kBool: return 1;
+    case GgufValueType::kBool:
+      return 1;
     case GgufValueType::kUint16:
-    case GgufValueType::kInt16: return 2;
+    case GgufValueType::kInt16:
+      return 2;
     case GgufValueType::kUint32:
     case GgufValueType::kInt32:
-    case GgufValueType::kFloat32: return 4;
+    case GgufValueType::kFloat32:
+      return 4;
     case GgufValueType::kString:
     case GgufValueType::kUint64:
     case GgufValueType::kInt64:
-    case GgufValueType::kFloat64: return 8;
-    case GgufValueType::kArray: return 12;
+    case GgufValueType::kFloat64:
+      return 8;
+    case GgufValueType::kArray:
+      return 12;
   }
   return 1;
 }
 
 absl::StatusOr<GgufValueType> ReadType(Reader& r, absl::string_view what) {
   ASSIGN_OR_RETURN(uint32_t t, r.Read<uint32_t>(what));
-  if (t >= kGgufValueTypeCount)
-    return r.Error(absl::StrCat(what, " is unknown value type ", t));
+  if (t >= kGgufValueTypeCount) return r.Error(absl::StrCat(what, " is unknown value type ", t));
   return static_cast<GgufValueType>(t);
 }
 
@@ -371,19 +407,44 @@ absl::StatusOr<GgufArray> ReadArray(Reader& r, absl::string_view what) {
   GgufArray a;
   absl::Status s;
   switch (et) {
-    case GgufValueType::kUint8: s = ReadElems<0>(r, n, a, what); break;
-    case GgufValueType::kInt8: s = ReadElems<1>(r, n, a, what); break;
-    case GgufValueType::kUint16: s = ReadElems<2>(r, n, a, what); break;
-    case GgufValueType::kInt16: s = ReadElems<3>(r, n, a, what); break;
-    case GgufValueType::kUint32: s = ReadElems<4>(r, n, a, what); break;
-    case GgufValueType::kInt32: s = ReadElems<5>(r, n, a, what); break;
-    case GgufValueType::kFloat32: s = ReadElems<6>(r, n, a, what); break;
-    case GgufValueType::kBool: s = ReadElems<7>(r, n, a, what); break;
-    case GgufValueType::kString: s = ReadElems<8>(r, n, a, what); break;
-    case GgufValueType::kArray: break;  // rejected above
-    case GgufValueType::kUint64: s = ReadElems<10>(r, n, a, what); break;
-    case GgufValueType::kInt64: s = ReadElems<11>(r, n, a, what); break;
-    case GgufValueType::kFloat64: s = ReadElems<12>(r, n, a, what); break;
+    case GgufValueType::kUint8:
+      s = ReadElems<0>(r, n, a, what);
+      break;
+    case GgufValueType::kInt8:
+      s = ReadElems<1>(r, n, a, what);
+      break;
+    case GgufValueType::kUint16:
+      s = ReadElems<2>(r, n, a, what);
+      break;
+    case GgufValueType::kInt16:
+      s = ReadElems<3>(r, n, a, what);
+      break;
+    case GgufValueType::kUint32:
+      s = ReadElems<4>(r, n, a, what);
+      break;
+    case GgufValueType::kInt32:
+      s = ReadElems<5>(r, n, a, what);
+      break;
+    case GgufValueType::kFloat32:
+      s = ReadElems<6>(r, n, a, what);
+      break;
+    case GgufValueType::kBool:
+      s = ReadElems<7>(r, n, a, what);
+      break;
+    case GgufValueType::kString:
+      s = ReadElems<8>(r, n, a, what);
+      break;
+    case GgufValueType::kArray:
+      break;  // rejected above
+    case GgufValueType::kUint64:
+      s = ReadElems<10>(r, n, a, what);
+      break;
+    case GgufValueType::kInt64:
+      s = ReadElems<11>(r, n, a, what);
+      break;
+    case GgufValueType::kFloat64:
+      s = ReadElems<12>(r, n, a, what);
+      break;
   }
   RETURN_IF_ERROR(s);
   return a;
@@ -398,13 +459,20 @@ absl::StatusOr<GgufValue> ReadScalar(Reader& r, absl::string_view what) {
 
 absl::StatusOr<GgufValue> ReadValue(Reader& r, GgufValueType type, absl::string_view what) {
   switch (type) {
-    case GgufValueType::kUint8: return ReadScalar<0>(r, what);
-    case GgufValueType::kInt8: return ReadScalar<1>(r, what);
-    case GgufValueType::kUint16: return ReadScalar<2>(r, what);
-    case GgufValueType::kInt16: return ReadScalar<3>(r, what);
-    case GgufValueType::kUint32: return ReadScalar<4>(r, what);
-    case GgufValueType::kInt32: return ReadScalar<5>(r, what);
-    case GgufValueType::kFloat32: return ReadScalar<6>(r, what);
+    case GgufValueType::kUint8:
+      return ReadScalar<0>(r, what);
+    case GgufValueType::kInt8:
+      return ReadScalar<1>(r, what);
+    case GgufValueType::kUint16:
+      return ReadScalar<2>(r, what);
+    case GgufValueType::kInt16:
+      return ReadScalar<3>(r, what);
+    case GgufValueType::kUint32:
+      return ReadScalar<4>(r, what);
+    case GgufValueType::kInt32:
+      return ReadScalar<5>(r, what);
+    case GgufValueType::kFloat32:
+      return ReadScalar<6>(r, what);
     case GgufValueType::kBool: {
       ASSIGN_OR_RETURN(bool b, ReadBool(r, what));
       return GgufValue(std::in_place_index<7>, b);
@@ -417,9 +485,12 @@ absl::StatusOr<GgufValue> ReadValue(Reader& r, GgufValueType type, absl::string_
       ASSIGN_OR_RETURN(GgufArray a, ReadArray(r, what));
       return GgufValue(std::in_place_index<9>, std::move(a));
     }
-    case GgufValueType::kUint64: return ReadScalar<10>(r, what);
-    case GgufValueType::kInt64: return ReadScalar<11>(r, what);
-    case GgufValueType::kFloat64: return ReadScalar<12>(r, what);
+    case GgufValueType::kUint64:
+      return ReadScalar<10>(r, what);
+    case GgufValueType::kInt64:
+      return ReadScalar<11>(r, what);
+    case GgufValueType::kFloat64:
+      return ReadScalar<12>(r, what);
   }
   return r.Error(absl::StrCat(what, " has an unknown value type"));
 }

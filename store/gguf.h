@@ -47,11 +47,11 @@ std::string_view GgufValueTypeName(GgufValueType t);  // "UINT32", "STRING", ...
 // GgufValueType id; nested arrays are rejected by the parser, so index 9
 // (kArray) holds std::monostate and never occurs in a parsed file.
 struct GgufArray {
-  using Elems = std::variant<std::vector<uint8_t>, std::vector<int8_t>, std::vector<uint16_t>,
-                             std::vector<int16_t>, std::vector<uint32_t>, std::vector<int32_t>,
-                             std::vector<float>, std::vector<bool>, std::vector<std::string>,
-                             std::monostate, std::vector<uint64_t>, std::vector<int64_t>,
-                             std::vector<double>>;
+  using Elems =
+      std::variant<std::vector<uint8_t>, std::vector<int8_t>, std::vector<uint16_t>,
+                   std::vector<int16_t>, std::vector<uint32_t>, std::vector<int32_t>,
+                   std::vector<float>, std::vector<bool>, std::vector<std::string>, std::monostate,
+                   std::vector<uint64_t>, std::vector<int64_t>, std::vector<double>>;
   Elems elems;
 
   GgufValueType elem_type() const { return static_cast<GgufValueType>(elems.index()); }
@@ -147,8 +147,7 @@ struct GgufFile {
 
  private:
   absl::StatusOr<const GgufValue*> Need(std::string_view key) const;
-  absl::Status WrongType(std::string_view key, const GgufValue& v,
-                         std::string_view expected) const;
+  absl::Status WrongType(std::string_view key, const GgufValue& v, std::string_view expected) const;
 };
 
 // Parses `size` bytes at `data` (which may be null when size is 0). Every

@@ -130,8 +130,8 @@ absl::Status ReadConfig(const GgufFile& f, const std::string& arch, ModelConfig&
 // otherwise, the original context from {arch}.rope.scaling.original_context_length
 // when present) and check that they reproduce every divisor; any other set
 // of frequencies is refused.
-absl::Status ReadLlama3Scaling(const GgufFile& f, const std::string& arch,
-                               const GgufTensorInfo& t, const uint8_t* data, ModelConfig& c) {
+absl::Status ReadLlama3Scaling(const GgufFile& f, const std::string& arch, const GgufTensorInfo& t,
+                               const uint8_t* data, ModelConfig& c) {
   const int n = c.head_dim / 2;
   if (t.type != static_cast<uint32_t>(GgmlType::kF32) || t.numel != static_cast<uint64_t>(n))
     return Bad(f, absl::StrCat("rope_freqs.weight must be F32 with head_dim/2 = ", n,
@@ -181,8 +181,8 @@ absl::Status ReadLlama3Scaling(const GgufFile& f, const std::string& arch,
 // ones ("gpt2": llama3, qwen2) become an HF tokenizer.json in the bundle
 // (store/gguf_tokenizer.h) when their pre-tokenizer is one we know, else the
 // model serves token ids only.
-absl::Status ReadTokenizer(const GgufFile& f, ModelConfig& c, Vocab& vocab,
-                          TokenizerBundle& bundle, std::string& note) {
+absl::Status ReadTokenizer(const GgufFile& f, ModelConfig& c, Vocab& vocab, TokenizerBundle& bundle,
+                           std::string& note) {
   if (f.Has("tokenizer.chat_template")) {
     ASSIGN_OR_RETURN(bundle.chat_template, f.GetString("tokenizer.chat_template"));
   }
@@ -227,8 +227,7 @@ absl::Status ReadTokenizer(const GgufFile& f, ModelConfig& c, Vocab& vocab,
   const size_t n = tokens->size();
   if (n != static_cast<size_t>(c.vocab))
     return Bad(f, absl::StrCat("tokenizer.ggml.tokens has ", n,
-                               " entries but the vocabulary size is ",
-                               c.vocab));
+                               " entries but the vocabulary size is ", c.vocab));
   vocab.pieces = *tokens;
   vocab.scores.assign(n, 0.f);
   vocab.types.assign(n, Vocab::kNormal);
@@ -238,8 +237,8 @@ absl::Status ReadTokenizer(const GgufFile& f, ModelConfig& c, Vocab& vocab,
   if (f.Has("tokenizer.ggml.token_type")) {
     ASSIGN_OR_RETURN(std::vector<int64_t> types, f.GetIntArray("tokenizer.ggml.token_type"));
     if (types.size() != n)
-      return Bad(f, absl::StrCat("tokenizer.ggml.token_type has ", types.size(),
-                                 " entries for ", n, " tokens"));
+      return Bad(f, absl::StrCat("tokenizer.ggml.token_type has ", types.size(), " entries for ", n,
+                                 " tokens"));
     for (size_t i = 0; i < n; ++i) {
       if (types[i] < 0 || types[i] > Vocab::kByte)
         return Bad(f, absl::StrCat("token ", i, " has unknown token type ", types[i]));
@@ -247,8 +246,8 @@ absl::Status ReadTokenizer(const GgufFile& f, ModelConfig& c, Vocab& vocab,
     }
   }
   if (vocab.scores.size() != n)
-    return Bad(f, absl::StrCat("tokenizer.ggml.scores has ", vocab.scores.size(),
-                               " entries for ", n, " tokens"));
+    return Bad(f, absl::StrCat("tokenizer.ggml.scores has ", vocab.scores.size(), " entries for ",
+                               n, " tokens"));
   if (unk && *unk >= c.vocab)
     return Bad(f, absl::StrCat("unknown token id ", *unk, " is outside the vocabulary"));
   vocab.bos_id = c.bos_id;
@@ -270,10 +269,18 @@ constexpr NameMap kGlobalNames[] = {
     {"output.weight", "output"},
 };
 constexpr NameMap kLayerNames[] = {
-    {"attn_norm.weight", "attn_norm"}, {"attn_q.weight", "wq"},     {"attn_k.weight", "wk"},
-    {"attn_v.weight", "wv"},           {"attn_output.weight", "wo"}, {"attn_q.bias", "bq"},
-    {"attn_k.bias", "bk"},             {"attn_v.bias", "bv"},       {"ffn_norm.weight", "ffn_norm"},
-    {"ffn_gate.weight", "w_gate"},     {"ffn_up.weight", "w_up"},   {"ffn_down.weight", "w_down"},
+    {"attn_norm.weight", "attn_norm"},
+    {"attn_q.weight", "wq"},
+    {"attn_k.weight", "wk"},
+    {"attn_v.weight", "wv"},
+    {"attn_output.weight", "wo"},
+    {"attn_q.bias", "bq"},
+    {"attn_k.bias", "bk"},
+    {"attn_v.bias", "bv"},
+    {"ffn_norm.weight", "ffn_norm"},
+    {"ffn_gate.weight", "w_gate"},
+    {"ffn_up.weight", "w_up"},
+    {"ffn_down.weight", "w_down"},
 };
 
 // "blk.12.attn_q.weight" -> {"wq", 12}; false when the name is not one we know.
@@ -306,10 +313,14 @@ bool MapTensorName(std::string_view name, std::string_view& canonical, int& laye
 
 absl::StatusOr<SourceType> MapTensorType(const GgufFile& f, const GgufTensorInfo& t) {
   switch (t.type) {
-    case static_cast<uint32_t>(GgmlType::kF32): return SourceType::kF32;
-    case static_cast<uint32_t>(GgmlType::kF16): return SourceType::kF16;
-    case static_cast<uint32_t>(GgmlType::kBF16): return SourceType::kBF16;
-    case static_cast<uint32_t>(GgmlType::kQ8_0): return SourceType::kQ8_0;
+    case static_cast<uint32_t>(GgmlType::kF32):
+      return SourceType::kF32;
+    case static_cast<uint32_t>(GgmlType::kF16):
+      return SourceType::kF16;
+    case static_cast<uint32_t>(GgmlType::kBF16):
+      return SourceType::kBF16;
+    case static_cast<uint32_t>(GgmlType::kQ8_0):
+      return SourceType::kQ8_0;
   }
   return Bad(f, absl::StrCat("tensor '", t.name, "' has unsupported tensor type ",
                              GgmlTypeName(t.type), " (supported: F32, F16, BF16, Q8_0)"));
@@ -347,8 +358,7 @@ absl::Status AddTensor(const GgufFile& f, const GgufTensorInfo& t, const uint8_t
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelSource>> GgufToModelSource(const GgufFile& f,
-                                                               const uint8_t* data,
-                                                               uint64_t size) {
+                                                               const uint8_t* data, uint64_t size) {
   auto src = std::make_unique<ModelSource>();
   src->path = f.origin;
   src->format = "gguf";

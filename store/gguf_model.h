@@ -18,7 +18,6 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenGgufModel(const std::string& pa
 // outlive them). Sets everything but `fingerprint` and `files`; errors are
 // prefixed with file.origin, which also becomes the source's `path`.
 absl::StatusOr<std::unique_ptr<ModelSource>> GgufToModelSource(const GgufFile& file,
-                                                               const uint8_t* data,
-                                                               uint64_t size);
+                                                               const uint8_t* data, uint64_t size);
 
 }  // namespace paged

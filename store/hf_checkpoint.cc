@@ -175,8 +175,8 @@ absl::Status ParseRope(const KeyReader& r, ModelConfig* c) {
   }
   if (*type == "default") return absl::OkStatus();
   if (*type != "llama3")
-    return absl::InvalidArgumentError(absl::StrCat("unsupported ", key, " type '", absl::CEscape(*type),
-                                                   "' (supported: default, llama3)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported ", key, " type '", absl::CEscape(*type), "' (supported: default, llama3)"));
   c->rope_scaling = RopeScaling::kLlama3;
   ASSIGN_OR_RETURN(c->rope_factor, s.Float("factor"));
   ASSIGN_OR_RETURN(c->rope_low_freq_factor, s.Float("low_freq_factor", 1.f));

@@ -16,22 +16,27 @@ ABSL_FLAG(std::string, weight_format, "native", "native | f32 | f16 | bf16 | int
 ABSL_FLAG(double, kv_gib, 1.0, "KV pool size in GiB");
 ABSL_FLAG(int, block_tokens, 16, "tokens per KV block");
 ABSL_FLAG(bool, remove_on_exit, false, "remove the segment when the store exits");
-ABSL_FLAG(std::string, group, "", "group allowed to read the segment (mode 0640); default: owner only (0600)");
+ABSL_FLAG(std::string, group, "",
+          "group allowed to read the segment (mode 0640); default: owner only (0600)");
 ABSL_FLAG(int, threads, 0, "conversion threads (0: all cores)");
 ABSL_FLAG(bool, quiet, false, "no progress output while loading");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
-ABSL_FLAG(std::string, config, "", "config file ([global] and [store] keys; the command line wins)");
+ABSL_FLAG(std::string, config, "",
+          "config file ([global] and [store] keys; the command line wins)");
 
 static bool IsFlag(const std::string& name) { return absl::FindCommandLineFlag(name) != nullptr; }
 
 int main(int argc, char** argv) {
   paged::ConfigArgs args(argc, argv, "store", IsFlag, "paged-store");
-  paged::ParseFlags(args.argc(), args.argv(),
-                    "paged-store --model PATH --segment NAME [--weight-format native|f32|f16|bf16|int8|int4]\n"
-                    "            [--kv-gib G] [--block-tokens T] [--remove-on-exit] [--group NAME] [--config FILE]");
+  paged::ParseFlags(
+      args.argc(), args.argv(),
+      "paged-store --model PATH --segment NAME [--weight-format native|f32|f16|bf16|int8|int4]\n"
+      "            [--kv-gib G] [--block-tokens T] [--remove-on-exit] [--group NAME] [--config "
+      "FILE]");
   paged::BlockTerminationSignals();  // before any thread starts
 
-  if (absl::Status s = paged::ConfigureLog("paged-store", absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+  if (absl::Status s = paged::ConfigureLog("paged-store", absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
     std::fprintf(stderr, "paged-store: --log-level: %s\n", std::string(s.message()).c_str());
     return 2;
   }
@@ -46,7 +51,8 @@ int main(int argc, char** argv) {
   opts.threads = absl::GetFlag(FLAGS_threads);
   opts.quiet = absl::GetFlag(FLAGS_quiet);
   if (opts.model_path.empty()) {
-    std::fprintf(stderr, "paged-store: --model is required (an HF checkpoint directory or a .gguf file)\n");
+    std::fprintf(stderr,
+                 "paged-store: --model is required (an HF checkpoint directory or a .gguf file)\n");
     return 2;
   }
 
@@ -65,9 +71,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   const paged::StoreReady& r = (*store)->ready();
-  std::printf("paged-store: segment %s ready (%s, %s of weights, %s, %.2f s)\n", opts.segment.c_str(),
-              paged::FormatBytes(r.total_bytes).c_str(), paged::FormatBytes(r.weight_bytes).c_str(),
-              r.reattached ? "re-attached" : "built", r.seconds);
+  std::printf("paged-store: segment %s ready (%s, %s of weights, %s, %.2f s)\n",
+              opts.segment.c_str(), paged::FormatBytes(r.total_bytes).c_str(),
+              paged::FormatBytes(r.weight_bytes).c_str(), r.reattached ? "re-attached" : "built",
+              r.seconds);
   std::fflush(stdout);
   paged::SdNotifyOrLog("READY=1\nSTATUS=segment " + opts.segment + " ready");
 

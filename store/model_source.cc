@@ -16,8 +16,8 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenModel(const std::string& path) 
     return absl::NotFoundError(absl::StrCat(path, ": no such file or directory"));
   if (std::filesystem::is_directory(st)) return OpenHfCheckpoint(path);
   if (absl::EndsWith(path, ".gguf")) return OpenGgufModel(path);
-  return absl::InvalidArgumentError(absl::StrCat(
-      path, ": not a model (expected an HF checkpoint directory or a .gguf file)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ": not a model (expected an HF checkpoint directory or a .gguf file)"));
 }
 
 TokenizerBundle TokenizerBundleOf(const ModelSource& src) {

@@ -52,11 +52,11 @@ struct SourceTensor {
 };
 
 struct ModelSource {
-  std::string path;             // as given
-  std::string format;           // "safetensors" or "gguf"
+  std::string path;    // as given
+  std::string format;  // "safetensors" or "gguf"
   ModelConfig config;
   std::vector<SourceTensor> tensors;
-  Vocab vocab;                  // GGUF "llama" vocabulary; empty pieces otherwise
+  Vocab vocab;  // GGUF "llama" vocabulary; empty pieces otherwise
   // The tokenizer the segment carries (and paged-run uses): the GGUF vocab
   // above (kSentencePieceGguf), an HF tokenizer.json (kHfJson), or none; with
   // the chat template when the checkpoint has one. A source made by hand
@@ -65,7 +65,7 @@ struct ModelSource {
   // Why the checkpoint has no tokenizer paged reads ("no tokenizer.json: ..."),
   // for the store to say once; "" otherwise.
   std::string tokenizer_note;
-  uint64_t fingerprint = 0;     // identity of the files: paths, sizes, mtimes
+  uint64_t fingerprint = 0;                        // identity of the files: paths, sizes, mtimes
   std::vector<std::unique_ptr<MappedFile>> files;  // keep the tensor data mapped
 
   const SourceTensor* Find(std::string_view name, int layer = -1) const;

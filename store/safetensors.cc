@@ -25,7 +25,6 @@ uint64_t SafetensorsDTypeSize(std::string_view dtype) {
   return 0;
 }
 
-
 std::string JsonTypeName(const json& j) {
   switch (j.type()) {
     case json::value_t::null:

@@ -39,9 +39,12 @@ TensorEntry PlaceTensor(const SourceTensor& t, DType dt, int group, uint64_t* cu
 
 DType DenseDType(WeightFormat f, const ModelSource& src) {
   switch (f) {
-    case WeightFormat::kF32: return DType::kF32;
-    case WeightFormat::kBF16: return DType::kBF16;
-    case WeightFormat::kF16: return DType::kF16;
+    case WeightFormat::kF32:
+      return DType::kF32;
+    case WeightFormat::kBF16:
+      return DType::kBF16;
+    case WeightFormat::kF16:
+      return DType::kF16;
     default: {
       const SourceTensor* emb = src.Find("tok_embd");
       return emb != nullptr && emb->type == SourceType::kBF16 ? DType::kBF16 : DType::kF16;
@@ -56,9 +59,12 @@ absl::StatusOr<WeightFormat> ResolveWeightFormat(const ModelSource& src, std::st
     const SourceTensor* wq = src.Find("wq", 0);
     if (wq == nullptr) return absl::InvalidArgumentError(absl::StrCat(src.path, ": no layer 0 wq"));
     switch (wq->type) {
-      case SourceType::kBF16: return WeightFormat::kBF16;
-      case SourceType::kQ8_0: return WeightFormat::kInt8;
-      default: return WeightFormat::kF16;
+      case SourceType::kBF16:
+        return WeightFormat::kBF16;
+      case SourceType::kQ8_0:
+        return WeightFormat::kInt8;
+      default:
+        return WeightFormat::kF16;
     }
   }
   for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kF16, WeightFormat::kBF16,
@@ -74,15 +80,19 @@ absl::StatusOr<SegmentHeader> PlanSegment(const ModelSource& src, const LayoutOp
   RETURN_IF_ERROR(Annotate(ValidateConfig(c), src.path));
   ASSIGN_OR_RETURN(const WeightFormat wf, ResolveWeightFormat(src, opts.weight_format));
   if (opts.block_tokens < 1 || opts.block_tokens > 4096)
-    return absl::InvalidArgumentError(absl::StrCat("--block-tokens=", opts.block_tokens, ": expected 1..4096"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--block-tokens=", opts.block_tokens, ": expected 1..4096"));
   if (!(opts.kv_gib >= 0) || opts.kv_gib > 1 << 20)
     return absl::InvalidArgumentError(absl::StrCat("--kv-gib=", opts.kv_gib, ": expected 0..2^20"));
   const SourceTensor* wq0 = src.Find("wq", 0);
   const bool q8_source = wq0 != nullptr && wq0->type == SourceType::kQ8_0;
-  const int int8_group = opts.int8_group > 0 ? opts.int8_group : (q8_source ? 32 : kDefaultInt8Group);
+  const int int8_group =
+      opts.int8_group > 0 ? opts.int8_group : (q8_source ? 32 : kDefaultInt8Group);
   const int int4_group = opts.int4_group > 0 ? opts.int4_group : kDefaultInt4Group;
   const DType matrix_dt = WeightFormatDType(wf);
-  const int group = wf == WeightFormat::kInt8 ? int8_group : wf == WeightFormat::kInt4 ? int4_group : 0;
+  const int group = wf == WeightFormat::kInt8   ? int8_group
+                    : wf == WeightFormat::kInt4 ? int4_group
+                                                : 0;
 
   SegmentHeader h{};
   std::memcpy(h.magic, kSegmentMagic, sizeof(h.magic));
@@ -150,7 +160,8 @@ uint64_t WeightBytes(const SegmentHeader& plan) {
   for (uint32_t i = 0; i < plan.n_global_tensors; ++i)
     n += plan.global_tensors[i].bytes + plan.global_tensors[i].scale_bytes;
   for (uint32_t i = 0; i < plan.n_layer_tensors; ++i)
-    n += (plan.layer_tensors[i].bytes + plan.layer_tensors[i].scale_bytes) * uint64_t(plan.model.n_layers);
+    n += (plan.layer_tensors[i].bytes + plan.layer_tensors[i].scale_bytes) *
+         uint64_t(plan.model.n_layers);
   return n;
 }
 
@@ -161,7 +172,8 @@ absl::Status FillSegment(const ModelSource& src, SegmentHeader& plan, uint8_t* b
   auto write = [&](const TensorEntry& e, uint64_t origin, int layer) -> absl::Status {
     const SourceTensor* t = src.Find(e.Name(), layer);
     if (t == nullptr || t->rows != e.rows || t->cols != e.cols)
-      return absl::InternalError(absl::StrCat("tensor ", std::string(e.Name()), " of layer ", layer, " changed shape"));
+      return absl::InternalError(
+          absl::StrCat("tensor ", std::string(e.Name()), " of layer ", layer, " changed shape"));
     ConvertTensor(*t, e.Type(), int(e.group), base + origin + e.offset,
                   e.scale_bytes ? base + origin + e.scale_offset : nullptr, threads);
     done += e.bytes + e.scale_bytes;

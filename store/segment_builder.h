@@ -14,10 +14,10 @@ namespace paged {
 
 struct LayoutOptions {
   std::string weight_format = "native";  // native | f32 | f16 | bf16 | int8 | int4
-  double kv_gib = 1.0;                    // KV pool size
-  int block_tokens = 16;                  // tokens per KV block
-  int int8_group = 0;                     // 0: default (64; 32 for GGUF Q8_0 sources)
-  int int4_group = 0;                     // 0: default (32)
+  double kv_gib = 1.0;                   // KV pool size
+  int block_tokens = 16;                 // tokens per KV block
+  int int8_group = 0;                    // 0: default (64; 32 for GGUF Q8_0 sources)
+  int int4_group = 0;                    // 0: default (32)
 };
 
 // Resolves "native": the checkpoint's 16-bit type (f32 checkpoints become

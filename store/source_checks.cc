@@ -8,10 +8,14 @@ namespace paged {
 
 std::string_view SourceTypeName(SourceType t) {
   switch (t) {
-    case SourceType::kF32: return "F32";
-    case SourceType::kF16: return "F16";
-    case SourceType::kBF16: return "BF16";
-    case SourceType::kQ8_0: return "Q8_0";
+    case SourceType::kF32:
+      return "F32";
+    case SourceType::kF16:
+      return "F16";
+    case SourceType::kBF16:
+      return "BF16";
+    case SourceType::kQ8_0:
+      return "Q8_0";
   }
   return "unknown";
 }
@@ -74,16 +78,16 @@ absl::Status CheckTensorSet(const ModelSource& src) {
       return absl::InvalidArgumentError(
           absl::StrCat(src.path, ": missing tensor ", Label(e.name, e.layer)));
     if (t->rows != e.rows || t->cols != e.cols)
-      return absl::InvalidArgumentError(absl::StrCat(
-          src.path, ": tensor ", Label(e.name, e.layer), " has shape [", t->rows, ", ", t->cols,
-          "] but the config implies [", e.rows, ", ", e.cols, "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(src.path, ": tensor ", Label(e.name, e.layer), " has shape [", t->rows, ", ",
+                       t->cols, "] but the config implies [", e.rows, ", ", e.cols, "]"));
     seen.erase({e.layer, e.name});
   }
   if (!seen.empty()) {
     const auto& [layer, name] = *seen.begin();
-    return absl::InvalidArgumentError(absl::StrCat(
-        src.path, ": unexpected tensor ", Label(name, layer), " (not used by ",
-        std::string(ArchName(src.config.arch)), " with this config)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(src.path, ": unexpected tensor ", Label(name, layer), " (not used by ",
+                     std::string(ArchName(src.config.arch)), " with this config)"));
   }
   return absl::OkStatus();
 }

@@ -6,10 +6,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <cerrno>
-#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -18,9 +18,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "common/segment.h"
 #include "common/size_flag.h"
-#include "common/log.h"
 #include "common/status.h"
 
 namespace paged {
@@ -46,7 +46,8 @@ bool SameSegment(const SegmentHeader& old, const SegmentHeader& plan) {
          old.weight_format == plan.weight_format && old.dense_dtype == plan.dense_dtype &&
          old.total_bytes == plan.total_bytes && old.layer_block_bytes == plan.layer_block_bytes &&
          old.block_tokens == plan.block_tokens && old.kv_n_blocks == plan.kv_n_blocks &&
-         old.n_layer_tensors == plan.n_layer_tensors && old.n_global_tensors == plan.n_global_tensors;
+         old.n_layer_tensors == plan.n_layer_tensors &&
+         old.n_global_tensors == plan.n_global_tensors;
 }
 
 // True when SIGTERM or SIGINT is pending (blocked by BlockTerminationSignals
@@ -70,7 +71,7 @@ ProgressFn MakeProgress(bool quiet, SegmentHeader* header) {
     *last = now;
     const double s = std::chrono::duration<double>(now - *start).count();
     Log(LogLevel::kInfo, "load", "%s / %s (%.0f MB/s)", FormatBytes(done).c_str(),
-                 FormatBytes(total).c_str(), s > 0 ? double(done) / 1e6 / s : 0.0);
+        FormatBytes(total).c_str(), s > 0 ? double(done) / 1e6 / s : 0.0);
     return true;
   };
 }
@@ -79,14 +80,16 @@ absl::Status SetPermissions(int fd, const std::string& group, const std::string&
   mode_t mode = 0600;
   if (!group.empty()) {
     struct group* g = ::getgrnam(group.c_str());
-    if (g == nullptr) return absl::InvalidArgumentError(absl::StrCat("--group=", group, ": no such group"));
+    if (g == nullptr)
+      return absl::InvalidArgumentError(absl::StrCat("--group=", group, ": no such group"));
     if (::fchown(fd, static_cast<uid_t>(-1), g->gr_gid) != 0)
-      return absl::PermissionDeniedError(
-          absl::StrCat("segment ", name, ": cannot give it to group ", group, ": ", std::strerror(errno)));
+      return absl::PermissionDeniedError(absl::StrCat(
+          "segment ", name, ": cannot give it to group ", group, ": ", std::strerror(errno)));
     mode = 0640;
   }
   if (::fchmod(fd, mode) != 0)
-    return absl::PermissionDeniedError(absl::StrCat("segment ", name, ": chmod: ", std::strerror(errno)));
+    return absl::PermissionDeniedError(
+        absl::StrCat("segment ", name, ": chmod: ", std::strerror(errno)));
   return absl::OkStatus();
 }
 
@@ -111,7 +114,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
   ASSIGN_OR_RETURN(SegmentHeader plan, PlanSegment(*src, opts.layout));
   // Once, and only for a load that goes ahead (errors stay one line).
   if (!src->tokenizer_note.empty())
-    Log(LogLevel::kInfo, "tokenizer", "%s: %s", opts.model_path.c_str(), src->tokenizer_note.c_str());
+    Log(LogLevel::kInfo, "tokenizer", "%s: %s", opts.model_path.c_str(),
+        src->tokenizer_note.c_str());
 
   auto impl = std::make_unique<Impl>();
   impl->opts = opts;
@@ -123,9 +127,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
     // One store per segment: an advisory lock on the segment itself, released
     // by the kernel when the holder dies (no stale lock files).
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0)
-      return absl::FailedPreconditionError(absl::StrCat(
-          "segment ", opts.segment, " is already served by another paged-store; stop it first or "
-          "choose another --segment"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("segment ", opts.segment,
+                       " is already served by another paged-store; stop it first or "
+                       "choose another --segment"));
     RETURN_IF_ERROR(SetPermissions(fd, opts.group, opts.segment));
 
     bip::offset_t size = 0;
@@ -153,7 +158,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
             " of shared memory (/dev/shm): ", std::strerror(e)));
       }
     }
-    impl->region = std::make_unique<bip::mapped_region>(*impl->shm, bip::read_write, 0, plan.total_bytes);
+    impl->region =
+        std::make_unique<bip::mapped_region>(*impl->shm, bip::read_write, 0, plan.total_bytes);
     auto* base = static_cast<uint8_t*>(impl->region->get_address());
     impl->header = reinterpret_cast<SegmentHeader*>(base);
 
@@ -161,8 +167,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
       plan.generation = old_generation + 1;
       plan.state = uint32_t(SegmentState::kLoading);
       std::memcpy(base, &plan, sizeof(plan));
-      const int threads = opts.threads > 0 ? opts.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-      RETURN_IF_ERROR(FillSegment(*src, plan, base, threads, MakeProgress(opts.quiet, impl->header)));
+      const int threads =
+          opts.threads > 0 ? opts.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+      RETURN_IF_ERROR(
+          FillSegment(*src, plan, base, threads, MakeProgress(opts.quiet, impl->header)));
       plan.state = uint32_t(SegmentState::kLoading);
       plan.loaded_bytes = WeightBytes(plan);
       plan.header_checksum = ComputeHeaderChecksum(plan);
@@ -186,7 +194,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
               std::chrono::duration<double>(Clock::now() - t).count());
       } else {
         Log(LogLevel::kWarning, "memory",
-            "cannot lock the %s segment in RAM (%s); raise RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity) so "
+            "cannot lock the %s segment in RAM (%s); raise RLIMIT_MEMLOCK (systemd: "
+            "LimitMEMLOCK=infinity) so "
             "it is never swapped out",
             FormatBytes(total).c_str(), std::strerror(errno));
       }

@@ -16,8 +16,8 @@ struct StoreOptions {
   std::string segment;
   LayoutOptions layout;
   bool remove_on_exit = false;
-  std::string group;  // when set: segment mode 0640, owned by this group; else 0600
-  int threads = 0;    // conversion threads; 0 = hardware concurrency
+  std::string group;   // when set: segment mode 0640, owned by this group; else 0600
+  int threads = 0;     // conversion threads; 0 = hardware concurrency
   bool quiet = false;  // no progress lines
 };
 
@@ -27,7 +27,7 @@ struct StoreReady {
   uint64_t total_bytes = 0;
   uint64_t weight_bytes = 0;  // weights as stored in the segment
   uint64_t source_bytes = 0;  // tensor bytes read from the checkpoint
-  double seconds = 0;  // to READY
+  double seconds = 0;         // to READY
 };
 
 class Store {

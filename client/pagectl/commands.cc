@@ -4,12 +4,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "client/pagectl/inspect.h"
 #include "client/pagectl/make_model.h"
 #include "client/pagectl/verify.h"
-#include <nlohmann/json.hpp>
 #include "common/segment.h"
 #include "common/size_flag.h"
 #include "store/segment_builder.h"
@@ -71,9 +71,9 @@ int MakeModelCommand(const Flags& f) {
     if (done < total && now - last < std::chrono::milliseconds(500)) return;
     last = now;
     const double s = std::chrono::duration<double>(now - start).count();
-    std::fprintf(stderr, "%smake-model: %s / %s (%.0f MB/s)%s", tty ? "\r" : "", FormatBytes(done).c_str(),
-                 FormatBytes(total).c_str(), s > 0 ? double(done) / 1e6 / s : 0.0,
-                 tty && done < total ? "" : "\n");
+    std::fprintf(stderr, "%smake-model: %s / %s (%.0f MB/s)%s", tty ? "\r" : "",
+                 FormatBytes(done).c_str(), FormatBytes(total).c_str(),
+                 s > 0 ? double(done) / 1e6 / s : 0.0, tty && done < total ? "" : "\n");
   };
   if (absl::Status s = MakeModel(opts); !s.ok()) return Fail(s);
   std::printf("wrote %s (%s)\n", f.out.c_str(), f.preset.c_str());
@@ -140,18 +140,25 @@ int PlanCommand(const Flags& f) {
   // bytes over the link; compute is small next to it at these sizes.
   const double step_s = double(p->paged_weight_bytes_per_step) / (f.link_gbs * 1e9);
   if (f.json) {
-    nlohmann::json j = {{"budget_bytes", p->budget_bytes},       {"planned_bytes", p->total_bytes},
-                        {"globals_bytes", p->globals_bytes},     {"workspace_bytes", p->workspace_bytes},
-                        {"slots", p->slots},                     {"slot_bytes", p->slot_bytes},
-                        {"resident_layers", p->n_resident},      {"paged_layers", p->n_paged()},
-                        {"kv_cache_blocks", p->kv_cache_blocks}, {"paged_bytes_per_step", p->paged_weight_bytes_per_step},
-                        {"link_gbs", f.link_gbs},                {"predicted_decode_step_s", step_s}};
+    nlohmann::json j = {{"budget_bytes", p->budget_bytes},
+                        {"planned_bytes", p->total_bytes},
+                        {"globals_bytes", p->globals_bytes},
+                        {"workspace_bytes", p->workspace_bytes},
+                        {"slots", p->slots},
+                        {"slot_bytes", p->slot_bytes},
+                        {"resident_layers", p->n_resident},
+                        {"paged_layers", p->n_paged()},
+                        {"kv_cache_blocks", p->kv_cache_blocks},
+                        {"paged_bytes_per_step", p->paged_weight_bytes_per_step},
+                        {"link_gbs", f.link_gbs},
+                        {"predicted_decode_step_s", step_s}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s", p->Describe().c_str());
     if (step_s > 0) {
-      std::printf("predicted decode at batch 1: %.1f ms per step, %.1f tokens/s over a %.0f GB/s link\n",
-                  step_s * 1e3, 1.0 / step_s, f.link_gbs);
+      std::printf(
+          "predicted decode at batch 1: %.1f ms per step, %.1f tokens/s over a %.0f GB/s link\n",
+          step_s * 1e3, 1.0 / step_s, f.link_gbs);
     } else {
       std::printf("predicted decode: every layer resident, no paging\n");
     }

@@ -38,7 +38,8 @@ nlohmann::json DescribeSegment(const SegmentHeader& h, std::string_view state) {
   d["total_bytes"] = h.total_bytes;
   d["generation"] = h.generation;
   d["model_path"] = std::string(h.model_path, strnlen(h.model_path, sizeof(h.model_path)));
-  d["source_format"] = std::string(h.source_format, strnlen(h.source_format, sizeof(h.source_format)));
+  d["source_format"] =
+      std::string(h.source_format, strnlen(h.source_format, sizeof(h.source_format)));
   d["kv"] = {{"dtype", std::string(DTypeName(static_cast<DType>(h.kv_dtype)))},
              {"block_tokens", h.block_tokens},
              {"blocks_per_layer", h.kv_n_blocks},
@@ -68,35 +69,43 @@ nlohmann::json DescribeSegment(const SegmentHeader& h, std::string_view state) {
 
 std::string FormatSegmentTable(const nlohmann::json& d) {
   std::string out;
-  auto row = [&](std::string_view k, const std::string& v) { absl::StrAppend(&out, absl::StrFormat("%-16s %s\n", k, v)); };
+  auto row = [&](std::string_view k, const std::string& v) {
+    absl::StrAppend(&out, absl::StrFormat("%-16s %s\n", k, v));
+  };
   auto num = [&](const char* key) { return d[key].dump(); };
   row("state", d["state"].get<std::string>());
-  row("model", absl::StrCat(d["model_path"].get<std::string>(), " (", d["source_format"].get<std::string>(), ")"));
-  row("architecture", absl::StrCat(d["architecture"].get<std::string>(), d["tied_embeddings"].get<bool>() ? ", tied embeddings" : "",
+  row("model", absl::StrCat(d["model_path"].get<std::string>(), " (",
+                            d["source_format"].get<std::string>(), ")"));
+  row("architecture", absl::StrCat(d["architecture"].get<std::string>(),
+                                   d["tied_embeddings"].get<bool>() ? ", tied embeddings" : "",
                                    d["qkv_bias"].get<bool>() ? ", qkv bias" : ""));
   row("layers", num("n_layers"));
   row("hidden", absl::StrCat(num("hidden_size"), " (ffn ", num("intermediate_size"), ")"));
-  row("heads", absl::StrCat(num("n_heads"), " (kv ", num("n_kv_heads"), ", head_dim ", num("head_dim"), ")"));
+  row("heads", absl::StrCat(num("n_heads"), " (kv ", num("n_kv_heads"), ", head_dim ",
+                            num("head_dim"), ")"));
   row("vocab", num("vocab_size"));
   row("context", num("max_context"));
-  row("rope", absl::StrCat("theta ", num("rope_theta"), ", ", d["rope_style"].get<std::string>(), ", scaling ",
-                           d["rope_scaling"].get<std::string>()));
+  row("rope", absl::StrCat("theta ", num("rope_theta"), ", ", d["rope_style"].get<std::string>(),
+                           ", scaling ", d["rope_scaling"].get<std::string>()));
   row("weight format", absl::StrCat(d["weight_format"].get<std::string>(), " (embeddings ",
                                     d["dense_dtype"].get<std::string>(), ")"));
   row("layer block", absl::StrCat(FormatBytes(d["layer_bytes"].get<uint64_t>()), " (",
                                   FormatBytes(d["layer_used_bytes"].get<uint64_t>()), " used)"));
   row("weights", FormatBytes(d["weight_bytes"].get<uint64_t>()));
   const auto& kv = d["kv"];
-  row("kv pool", absl::StrCat(FormatBytes(kv["bytes"].get<uint64_t>()), ", ", kv["blocks_per_layer"].dump(),
-                              " blocks/layer of ", kv["block_tokens"].dump(), " tokens (",
-                              kv["tokens"].dump(), " tokens), ", kv["dtype"].get<std::string>()));
-  row("segment", absl::StrCat(FormatBytes(d["total_bytes"].get<uint64_t>()), ", generation ", num("generation")));
+  row("kv pool",
+      absl::StrCat(FormatBytes(kv["bytes"].get<uint64_t>()), ", ", kv["blocks_per_layer"].dump(),
+                   " blocks/layer of ", kv["block_tokens"].dump(), " tokens (", kv["tokens"].dump(),
+                   " tokens), ", kv["dtype"].get<std::string>()));
+  row("segment", absl::StrCat(FormatBytes(d["total_bytes"].get<uint64_t>()), ", generation ",
+                              num("generation")));
   absl::StrAppend(&out, "\nlayer tensors (same layout in every layer block):\n");
   for (const auto& t : d["layer_tensors"]) {
-    absl::StrAppend(&out, absl::StrFormat("  %-10s %-5s [%6d, %6d] %12s at +%d\n", t["name"].get<std::string>(),
-                                          t["dtype"].get<std::string>(), t["shape"][0].get<int64_t>(),
-                                          t["shape"][1].get<int64_t>(), FormatBytes(t["bytes"].get<uint64_t>()),
-                                          t["offset"].get<uint64_t>()));
+    absl::StrAppend(
+        &out, absl::StrFormat("  %-10s %-5s [%6d, %6d] %12s at +%d\n", t["name"].get<std::string>(),
+                              t["dtype"].get<std::string>(), t["shape"][0].get<int64_t>(),
+                              t["shape"][1].get<int64_t>(), FormatBytes(t["bytes"].get<uint64_t>()),
+                              t["offset"].get<uint64_t>()));
   }
   return out;
 }
@@ -112,7 +121,8 @@ absl::StatusOr<nlohmann::json> InspectSegment(const std::string& segment) {
   return DescribeSegment(h, SegmentStateName(h.state));
 }
 
-absl::StatusOr<nlohmann::json> InspectModel(const std::string& path, const std::string& weight_format) {
+absl::StatusOr<nlohmann::json> InspectModel(const std::string& path,
+                                            const std::string& weight_format) {
   ASSIGN_OR_RETURN(auto src, OpenModel(path));
   LayoutOptions opts;
   opts.weight_format = weight_format;

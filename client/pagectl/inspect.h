@@ -2,11 +2,11 @@
 // holds.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "common/segment_layout.h"
-#include <nlohmann/json.hpp>
 
 namespace paged {
 
@@ -18,6 +18,7 @@ std::string FormatSegmentTable(const nlohmann::json& d);
 
 // `pagectl inspect --segment NAME` / `--model PATH [--weight-format F]`.
 absl::StatusOr<nlohmann::json> InspectSegment(const std::string& segment);
-absl::StatusOr<nlohmann::json> InspectModel(const std::string& path, const std::string& weight_format);
+absl::StatusOr<nlohmann::json> InspectModel(const std::string& path,
+                                            const std::string& weight_format);
 
 }  // namespace paged

@@ -11,24 +11,27 @@
 
 namespace paged {
 
-absl::StatusOr<VerifyResult> VerifySegment(const std::string& segment, const std::string& model_path) {
+absl::StatusOr<VerifyResult> VerifySegment(const std::string& segment,
+                                           const std::string& model_path) {
   ASSIGN_OR_RETURN(auto seg, SegmentMapping::Open(segment, SegmentMapping::Access::kReadOnly));
   const SegmentHeader& h = seg->header();
-  const std::string path = model_path.empty()
-                               ? std::string(h.model_path, strnlen(h.model_path, sizeof(h.model_path)))
-                               : model_path;
+  const std::string path =
+      model_path.empty() ? std::string(h.model_path, strnlen(h.model_path, sizeof(h.model_path)))
+                         : model_path;
   ASSIGN_OR_RETURN(auto src, OpenModel(path));
   if (src->fingerprint != h.model_fingerprint)
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, " is not the model file segment ", segment, " was built from (fingerprint differs)"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " is not the model file segment ", segment, " was built from (fingerprint differs)"));
 
   VerifyResult result;
   std::vector<uint8_t> payload, scales;
   // Converts the source tensor again and compares checksums with the segment.
   auto check = [&](const TensorEntry& e, const uint8_t* origin, int layer) -> absl::Status {
     const SourceTensor* t = src->Find(e.Name(), layer);
-    const std::string label = layer < 0 ? std::string(e.Name()) : absl::StrCat("layer ", layer, " ", std::string(e.Name()));
-    if (t == nullptr) return absl::DataLossError(absl::StrCat("segment has ", label, ", the model does not"));
+    const std::string label = layer < 0 ? std::string(e.Name())
+                                        : absl::StrCat("layer ", layer, " ", std::string(e.Name()));
+    if (t == nullptr)
+      return absl::DataLossError(absl::StrCat("segment has ", label, ", the model does not"));
     payload.assign(e.bytes, 0);
     scales.assign(e.scale_bytes, 0);
     ConvertTensor(*t, e.Type(), int(e.group), payload.data(), scales.data(), 1);
@@ -39,8 +42,8 @@ absl::StatusOr<VerifyResult> VerifySegment(const std::string& segment, const std
       got = Fnv1a64(origin + e.scale_offset, e.scale_bytes, got);
     }
     if (want != got)
-      return absl::DataLossError(absl::StrFormat("%s: checksum %016x in the segment, %016x from %s", label, got,
-                                                 want, path));
+      return absl::DataLossError(absl::StrFormat("%s: checksum %016x in the segment, %016x from %s",
+                                                 label, got, want, path));
     ++result.tensors_checked;
     result.bytes_checked += e.bytes + e.scale_bytes;
     return absl::OkStatus();

@@ -17,6 +17,7 @@ struct VerifyResult {
 
 // `model_path` empty: the path recorded in the segment header. Any mismatch
 // is a DATA_LOSS error naming the tensor and layer.
-absl::StatusOr<VerifyResult> VerifySegment(const std::string& segment, const std::string& model_path);
+absl::StatusOr<VerifyResult> VerifySegment(const std::string& segment,
+                                           const std::string& model_path);
 
 }  // namespace paged

@@ -60,8 +60,8 @@ struct ChatMessage {
 // One generation request. Give exactly one of `prompt`, `prompt_tokens` and
 // `messages`.
 struct GenerateOptions {
-  std::string prompt;                     // text; the server tokenizes it and adds BOS
-  std::vector<int32_t> prompt_tokens;     // or token ids, sent as they are (add BOS yourself)
+  std::string prompt;                  // text; the server tokenizes it and adds BOS
+  std::vector<int32_t> prompt_tokens;  // or token ids, sent as they are (add BOS yourself)
   // Or a conversation, rendered by the server with the model's chat template
   // (FAILED_PRECONDITION when the model has none); the reply stops at the
   // format's end of turn. With add_generation_prompt the prompt ends with the

@@ -3,10 +3,10 @@
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "daemon/bearer_token.h"
 #include "daemon/http/completion_call.h"
 #include "daemon/http/openai_api.h"
-#include "common/log.h"
 #include "daemon/metrics.h"
 
 namespace paged::http {

@@ -1,13 +1,12 @@
 // paged-store as a real process: build, verify from another exec'd process
 // (read-only map + per-tensor checksums against the model file), permissions,
 // one store per segment, SIGTERM, re-attach, rebuild on a model change.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 
 #include <filesystem>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "client/pagectl/load_progress.h"
@@ -18,8 +17,8 @@
 namespace paged {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::BinaryPath;
+using ::testing::HasSubstr;
 using testing::RunCommand;
 using testing::Subprocess;
 using testing::TempDir;
@@ -38,9 +37,10 @@ class StoreProcessTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove(ShmPath(segment_)); }
 
-  std::unique_ptr<Subprocess> StartStore(const std::string& model, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {BinaryPath("paged-store"), "--model=" + model, "--segment=" + segment_,
-                                     "--kv-gib=0.01"};
+  std::unique_ptr<Subprocess> StartStore(const std::string& model,
+                                         std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {BinaryPath("paged-store"), "--model=" + model,
+                                     "--segment=" + segment_, "--kv-gib=0.01"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<Subprocess>(argv);
   }
@@ -77,7 +77,8 @@ TEST_F(StoreProcessTest, BuildsVerifiesRefusesASecondStoreAndReattaches) {
   EXPECT_EQ(j["hidden_size"], 128);
   EXPECT_EQ(j["weight_format"], "f16");
   EXPECT_EQ(j["generation"], 1);
-  for (const char* key : {"n_heads", "n_kv_heads", "vocab_size", "layer_bytes"}) EXPECT_TRUE(j.contains(key)) << key;
+  for (const char* key : {"n_heads", "n_kv_heads", "vocab_size", "layer_bytes"})
+    EXPECT_TRUE(j.contains(key)) << key;
   // The header's loaded-bytes counter (pagectl's progress bar) ends at the total.
   auto progress = pagectl::ReadLoadProgress(segment_);
   ASSERT_TRUE(progress.ok()) << progress.status();
@@ -160,8 +161,10 @@ TEST_F(StoreProcessTest, BadFlagsAreOneLineErrors) {
   const std::vector<Case> cases = {
       {{"--model=" + dir_.File("nope"), "--segment=" + segment_}, "no such file or directory"},
       {{"--model=" + dir_.File("tiny"), "--segment=bad/name"}, "bad segment name"},
-      {{"--model=" + dir_.File("tiny"), "--segment=" + segment_, "--weight-format=fp8"}, "--weight-format=fp8"},
-      {{"--model=" + dir_.File("tiny"), "--segment=" + segment_, "--block-tokens=0"}, "--block-tokens"},
+      {{"--model=" + dir_.File("tiny"), "--segment=" + segment_, "--weight-format=fp8"},
+       "--weight-format=fp8"},
+      {{"--model=" + dir_.File("tiny"), "--segment=" + segment_, "--block-tokens=0"},
+       "--block-tokens"},
       {{"--segment=" + segment_}, "--model is required"},
   };
   for (const Case& c : cases) {

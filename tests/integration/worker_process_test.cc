@@ -2,20 +2,19 @@
 // segment (weights read-only, KV read-write), plans its budget, pages every
 // layer through two slots on the CPU backend and reproduces the stories260K
 // greedy tokens; a budget too small for two slots is a clear error at start.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <filesystem>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "tests/unit/test_util.h"
 
 namespace paged {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::BinaryPath;
+using ::testing::HasSubstr;
 using testing::RunCommand;
 using testing::Subprocess;
 
@@ -40,28 +39,35 @@ class WorkerProcessTest : public ::testing::Test {
 
 TEST_F(WorkerProcessTest, PagedWorkerReproducesTheTranscriptStart) {
   for (const char* resident : {"none", "2", "all"}) {
-    auto [rc, out] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
-                                 "--gpu-budget=200MiB", std::string("--resident=") + resident, "--check-tokens=12"});
+    auto [rc, out] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_,
+                                 "--device=cpu", "--gpu-budget=200MiB",
+                                 std::string("--resident=") + resident, "--check-tokens=12"});
     EXPECT_EQ(rc, 0) << out;
     EXPECT_THAT(out, HasSubstr("memory plan"));
-    EXPECT_THAT(out, HasSubstr("self-check tokens: 403 407 261 378 432 383 286 261 376 298 315 421")) << resident;
+    EXPECT_THAT(out,
+                HasSubstr("self-check tokens: 403 407 261 378 432 383 286 261 376 298 315 421"))
+        << resident;
   }
 }
 
 TEST_F(WorkerProcessTest, ABudgetTooSmallForTwoSlotsFailsAtStart) {
-  auto [rc, out] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--gpu-budget=1MiB"});
+  auto [rc, out] =
+      RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--gpu-budget=1MiB"});
   EXPECT_EQ(rc, 1);
   EXPECT_THAT(out, HasSubstr("--gpu-budget=1.00 MiB is too small"));
-  auto [rc2, out2] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--gpu-budget=lots"});
+  auto [rc2, out2] =
+      RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--gpu-budget=lots"});
   EXPECT_EQ(rc2, 2);
   EXPECT_THAT(out2, HasSubstr("--gpu-budget=lots"));
   auto [rc3, out3] = RunCommand({BinaryPath("paged-worker"), "--segment=no-such-segment-xyz"});
   EXPECT_EQ(rc3, 1);
   EXPECT_THAT(out3, HasSubstr("does not exist"));
-  auto [rc4, out4] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--share=maybe"});
+  auto [rc4, out4] =
+      RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--share=maybe"});
   EXPECT_EQ(rc4, 1);
   EXPECT_THAT(out4, HasSubstr("--share must be auto, on or off, not \"maybe\""));
-  auto [rc5, out5] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--peer-copies=nvlink"});
+  auto [rc5, out5] =
+      RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--peer-copies=nvlink"});
   EXPECT_EQ(rc5, 2);
   EXPECT_THAT(out5, HasSubstr("--peer-copies must be auto, off or force"));
 }
@@ -73,8 +79,9 @@ TEST_F(WorkerProcessTest, CpuWorkersDoNotShareUnlessAsked) {
   EXPECT_THAT(out, HasSubstr("sharing: off"));
   // Asked: a CPU worker shares within its own process only, so a second one
   // finds nothing of the first's (and each makes its own copy).
-  auto [rc2, out2] = RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
-                                 "--gpu-budget=200MiB", "--resident=all", "--share=on", "--check-tokens=4"});
+  auto [rc2, out2] =
+      RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
+                  "--gpu-budget=200MiB", "--resident=all", "--share=on", "--check-tokens=4"});
   EXPECT_EQ(rc2, 0) << out2;
   EXPECT_THAT(out2, HasSubstr("sharing: globals own, 0 layers used in place"));
   EXPECT_THAT(out2, HasSubstr("self-check tokens: 403 407 261 378"));

@@ -309,7 +309,8 @@ TEST_F(CoordinatorTest, ACutOffWorkersLiveProcessIsFencedUntilItEndsOrReturns) {
       ASSERT_NO_FATAL_FAILURE(b2.Attach(*coord_, pool_, hello_b));
       std::vector<Coordinator::Update> out;
       RunUntilDone({&a, &b2}, chans, &out);
-      for (size_t i = 0; i < chans.size(); ++i) EXPECT_EQ(out[i].tokens, Reference(prompts[i], 8)) << i;
+      for (size_t i = 0; i < chans.size(); ++i)
+        EXPECT_EQ(out[i].tokens, Reference(prompts[i], 8)) << i;
       kill(proc, SIGKILL);
       waitpid(proc, nullptr, 0);
     } else {
@@ -323,7 +324,8 @@ TEST_F(CoordinatorTest, ACutOffWorkersLiveProcessIsFencedUntilItEndsOrReturns) {
         kill(proc, SIGKILL);
         waitpid(proc, nullptr, 0);
       }
-      for (size_t i = 0; i < chans.size(); ++i) EXPECT_EQ(out[i].tokens, Reference(prompts[i], 8)) << i;
+      for (size_t i = 0; i < chans.size(); ++i)
+        EXPECT_EQ(out[i].tokens, Reference(prompts[i], 8)) << i;
     }
     for (auto& ch : chans) coord_->Release(*ch);
     EXPECT_EQ(coord_->Status().kv_blocks_used(), 0u);
@@ -610,17 +612,13 @@ TEST_F(CoordinatorTest, ServesOverGrpcWithAFakeWorkerAndAToken) {
 
 TEST(GenerateRequestTest, ChecksWhatTheSchedulerCannot) {
   v1::GenerateRequest r;
-  EXPECT_THAT(ParseGenerateRequest(r, {}, 7).status().message(),
-              HasSubstr("prompt is required"));
+  EXPECT_THAT(ParseGenerateRequest(r, {}, 7).status().message(), HasSubstr("prompt is required"));
   r.set_text("");
-  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(), absl::StatusCode::kInvalidArgument);
   r.set_text("hello");
-  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(), absl::StatusCode::kFailedPrecondition);
   r.set_text(std::string(kMaxPromptTextBytes + 1, 'a'));
-  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(), absl::StatusCode::kInvalidArgument);
   r.mutable_tokens()->add_ids(1);
   r.set_max_tokens(3);
   auto ok = ParseGenerateRequest(r, {}, 7);
@@ -637,8 +635,7 @@ TEST(GenerateRequestTest, ChecksWhatTheSchedulerCannot) {
               HasSubstr("stop string 0 is empty"));
   r.clear_stop_strings();
   for (size_t i = 0; i <= kMaxStopStrings; ++i) r.add_stop_strings("x");
-  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseGenerateRequest(r, {}, 7).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // ---- Text stream ----

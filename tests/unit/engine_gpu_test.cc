@@ -46,13 +46,17 @@ TEST_F(GpuTest, GoldenLogitsOnCuda) {
       // bf16 keeps 8 mantissa bits: cuBLAS multiplies bf16 weights by
       // activations rounded to bf16 too (the CPU keeps them f32), which on
       // these random fixtures lands at 1.1e-2 at worst (docs/engine.md).
-      const double tol = std::string(format) == "f32" ? 1e-4 : std::string(format) == "f16" ? 1e-2 : 1.5e-2;
+      const double tol = std::string(format) == "f32"   ? 1e-4
+                         : std::string(format) == "f16" ? 1e-2
+                                                        : 1.5e-2;
       for (size_t p = 0; p < got.size(); ++p) {
-        EXPECT_LT(testing::RelativeError(got[p], g.logits[p]), tol) << name << " " << format << " position " << p;
+        EXPECT_LT(testing::RelativeError(got[p], g.logits[p]), tol)
+            << name << " " << format << " position " << p;
       }
       const auto pre = testing::RunLogits(dir, format, g.tokens, /*prefill=*/true, "cuda:0");
       ASSERT_EQ(pre.size(), 1u);
-      EXPECT_LT(testing::RelativeError(pre[0], g.logits.back()), tol) << name << " " << format << " prefill";
+      EXPECT_LT(testing::RelativeError(pre[0], g.logits.back()), tol)
+          << name << " " << format << " prefill";
     }
   }
 }
@@ -62,7 +66,8 @@ TEST_F(GpuTest, PagedEqualsResidentOnCuda) {
   for (const char* format : {"f32", "int8", "int4"}) {
     const testing::PagedRun resident = testing::GenerateStories(nullptr, "cuda:0", format);
     for (const auto& [resident_layers, slots, cache] :
-         std::vector<std::tuple<std::string, int, bool>>{{"none", 2, false}, {"none", 3, true}, {"2", 2, false}}) {
+         std::vector<std::tuple<std::string, int, bool>>{
+             {"none", 2, false}, {"none", 3, true}, {"2", 2, false}}) {
       PlanLimits l = testing::SmallLimits(4096 * testing::kMiB);
       l.resident = resident_layers;
       l.slots = slots;
@@ -70,8 +75,8 @@ TEST_F(GpuTest, PagedEqualsResidentOnCuda) {
       ASSERT_TRUE(plan.ok()) << plan.status();
       if (!cache) plan->kv_cache_blocks = 0, plan->kv_cache_bytes = 0;
       const testing::PagedRun paged = testing::GenerateStories(&*plan, "cuda:0", format);
-      EXPECT_EQ(paged.tokens, resident.tokens) << format << " resident " << resident_layers << " slots " << slots
-                                               << " cache " << cache;
+      EXPECT_EQ(paged.tokens, resident.tokens)
+          << format << " resident " << resident_layers << " slots " << slots << " cache " << cache;
       EXPECT_GT(paged.stats.d2h_kv_bytes, 0u);
     }
   }

@@ -20,7 +20,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::unique_ptr<LocalModel> Load(const std::string& path, const std::string& format, double kv_gib = 0.01) {
+std::unique_ptr<LocalModel> Load(const std::string& path, const std::string& format,
+                                 double kv_gib = 0.01) {
   LayoutOptions layout;
   layout.weight_format = format;
   layout.kv_gib = kv_gib;
@@ -75,7 +76,8 @@ TEST_F(StoriesTest, GreedyTranscriptMatchesInF16Storage) {
 }
 
 // Runs one sequence alone, greedy, chunked prefill of `chunk`.
-std::vector<int32_t> RunAlone(Engine& e, const std::vector<int32_t>& prompt, int n, int chunk, uint64_t blocks) {
+std::vector<int32_t> RunAlone(Engine& e, const std::vector<int32_t>& prompt, int n, int chunk,
+                              uint64_t blocks) {
   GenerateRequest req;
   req.prompt = prompt;
   req.max_new_tokens = n;
@@ -89,7 +91,8 @@ std::vector<int32_t> RunAlone(Engine& e, const std::vector<int32_t>& prompt, int
 TEST_F(StoriesTest, ChunkedPrefillGivesTheSameTokens) {
   auto m = Load(path_, "f32");
   auto tok = SpTokenizer::Create(m->image->vocab());
-  const auto prompt = tok->Encode("Once upon a time, there was a big dog who loved to run in the park.", true);
+  const auto prompt =
+      tok->Encode("Once upon a time, there was a big dog who loved to run in the park.", true);
   const uint64_t blocks = m->kv_blocks();
   const auto whole = RunAlone(*m->engine, prompt, 40, 1000, blocks);
   EXPECT_EQ(RunAlone(*m->engine, prompt, 40, 5, blocks), whole);
@@ -100,11 +103,13 @@ TEST_F(StoriesTest, ABatchOfSequencesOnScatteredBlocksMatchesEachAlone) {
   auto m = Load(path_, "f32");
   auto tok = SpTokenizer::Create(m->image->vocab());
   const uint64_t pool = m->kv_blocks();
-  const std::vector<std::string> texts = {"Lily wanted to play", "The cat sat on the mat and looked at the sun.",
-                                          "One day", "Tom and his mom went to the store to buy some apples."};
+  const std::vector<std::string> texts = {
+      "Lily wanted to play", "The cat sat on the mat and looked at the sun.", "One day",
+      "Tom and his mom went to the store to buy some apples."};
   const int n_gen = 30;
   std::vector<std::vector<int32_t>> want;
-  for (const auto& t : texts) want.push_back(RunAlone(*m->engine, tok->Encode(t, true), n_gen, 1000, pool));
+  for (const auto& t : texts)
+    want.push_back(RunAlone(*m->engine, tok->Encode(t, true), n_gen, 1000, pool));
 
   // Give each sequence blocks scattered over the pool, then run them together:
   // prefill of one sequence joins decodes of others (continuous batching).
@@ -169,7 +174,8 @@ TEST_F(StoriesTest, AStepLargerThanAChunkMatchesSeparateSteps) {
     EXPECT_EQ(together->next_tokens[size_t(i)], alone->next_tokens[0]) << i;
     float max_diff = 0;
     for (size_t k = 0; k < alone->logits[0].size(); ++k)
-      max_diff = std::max(max_diff, std::fabs(together->logits[size_t(i)][k] - alone->logits[0][k]));
+      max_diff =
+          std::max(max_diff, std::fabs(together->logits[size_t(i)][k] - alone->logits[0][k]));
     EXPECT_LT(max_diff, 1e-4) << i;
   }
 }
@@ -210,7 +216,10 @@ TEST_F(StoriesTest, BadStepsAreInvalidArgumentAndRunNothing) {
   const std::vector<Case> cases = {
       {[](StepBatch& b) { b.seqs.clear(); }, "empty batch"},
       {[](StepBatch& b) { b.seqs[0].tokens = {}; }, "no tokens"},
-      {[](StepBatch& b) { b.seqs[0].tokens = {1, 512}; }, "token id 512 outside the vocabulary"},
+      {[](StepBatch& b) {
+         b.seqs[0].tokens = {1, 512};
+       },
+       "token id 512 outside the vocabulary"},
       {[](StepBatch& b) { b.seqs[0].tokens = {-1}; }, "token id -1"},
       {[&](StepBatch& b) { b.seqs[0].start_pos = bt; }, "KV blocks for"},
       {[](StepBatch& b) { b.seqs[0].block_table = {1 << 30}; }, "outside the pool"},

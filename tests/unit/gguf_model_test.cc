@@ -446,9 +446,13 @@ TEST(GgufStories260KTest, LoadsTheRealModel) {
   }
   EXPECT_EQ(v.pieces[403], "\xE2\x96\x81Once");
   EXPECT_EQ(v.pieces[407], "\xE2\x96\x81upon");
-  EXPECT_EQ(v.pieces[261], "\xE2\x96\x81" "a");
+  EXPECT_EQ(v.pieces[261],
+            "\xE2\x96\x81"
+            "a");
   EXPECT_EQ(v.pieces[378], "\xE2\x96\x81time");
-  EXPECT_EQ(text, "\xE2\x96\x81Once\xE2\x96\x81upon\xE2\x96\x81" "a\xE2\x96\x81time,");
+  EXPECT_EQ(text,
+            "\xE2\x96\x81Once\xE2\x96\x81upon\xE2\x96\x81"
+            "a\xE2\x96\x81time,");
 }
 
 }  // namespace

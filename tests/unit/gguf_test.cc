@@ -191,8 +191,7 @@ TEST(GgufTest, EveryTruncationFailsCleanly) {
 TEST(GgufTest, RejectsStringLengthPastEof) {
   GgufBuilder b;
   b.RawKv("name", GgufBuilder::kString, GgufBuilder::Le<uint64_t>(1000) + "abc");
-  EXPECT_THAT(ParseError(b.Build()),
-              HasSubstr("metadata key 'name' claims 1000 bytes at offset"));
+  EXPECT_THAT(ParseError(b.Build()), HasSubstr("metadata key 'name' claims 1000 bytes at offset"));
   GgufBuilder k;  // a key length past the end
   std::string bytes =
       k.KvCount(1).Build() + GgufBuilder::Le<uint64_t>(1ull << 62) + std::string(16, 'x');

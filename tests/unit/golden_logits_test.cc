@@ -43,7 +43,8 @@ TEST_P(GoldenTest, SixteenBitStorageStaysWithinOnePercent) {
   for (const char* format : {"f16", "bf16"}) {
     const auto got = RunLogits(Dir(), format, g.tokens, /*prefill=*/false);
     ASSERT_EQ(got.size(), g.logits.size());
-    for (size_t p = 0; p < got.size(); ++p) EXPECT_LT(testing::RelativeError(got[p], g.logits[p]), 1e-2) << format << " " << p;
+    for (size_t p = 0; p < got.size(); ++p)
+      EXPECT_LT(testing::RelativeError(got[p], g.logits[p]), 1e-2) << format << " " << p;
   }
 }
 

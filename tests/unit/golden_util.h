@@ -15,11 +15,14 @@
 namespace paged::testing {
 
 inline const std::vector<std::string>& GoldenCases() {
-  static const std::vector<std::string> cases = {"llama_gqa", "llama3_rope", "mistral", "qwen2_bias", "llama_tied"};
+  static const std::vector<std::string> cases = {"llama_gqa", "llama3_rope", "mistral",
+                                                 "qwen2_bias", "llama_tied"};
   return cases;
 }
 
-inline std::string GoldenDir(const std::string& name) { return std::string(PAGED_SOURCE_DIR) + "/tests/golden/" + name; }
+inline std::string GoldenDir(const std::string& name) {
+  return std::string(PAGED_SOURCE_DIR) + "/tests/golden/" + name;
+}
 
 struct Golden {
   std::vector<int32_t> tokens;

@@ -265,8 +265,10 @@ TEST(HfConfigTest, Llama3RopeScalingParsed) {
 TEST(HfConfigTest, UnsupportedRopeScaling) {
   json j = TinyConfig();
   j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  EXPECT_THAT(Msg(Parse(j).status()),
-              HasSubstr("config.json: unsupported rope_scaling type 'linear' (supported: default, llama3)"));
+  EXPECT_THAT(
+      Msg(Parse(j).status()),
+      HasSubstr(
+          "config.json: unsupported rope_scaling type 'linear' (supported: default, llama3)"));
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
   EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("unsupported rope_scaling type 'yarn'"));
   j["rope_scaling"] = {{"rope_type", "default"}};
@@ -284,9 +286,9 @@ TEST(HfConfigTest, Transformers5RopeParameters) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->rope_theta, 500000.f);
   EXPECT_EQ(c->rope_scaling, RopeScaling::kNone);
-  j["rope_parameters"] = {{"factor", 8.0}, {"high_freq_factor", 4.0}, {"low_freq_factor", 1.0},
-                          {"original_max_position_embeddings", 16}, {"rope_theta", 500000.0},
-                          {"rope_type", "llama3"}};
+  j["rope_parameters"] = {{"factor", 8.0},          {"high_freq_factor", 4.0},
+                          {"low_freq_factor", 1.0}, {"original_max_position_embeddings", 16},
+                          {"rope_theta", 500000.0}, {"rope_type", "llama3"}};
   c = Parse(j);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->rope_scaling, RopeScaling::kLlama3);

@@ -28,7 +28,6 @@ using ::testing::HasSubstr;
 using testing::HttpCall;
 using testing::RawConnection;
 
-
 // A worker thread: each sequence's next token is 3 + (its position % 40), so
 // the 10th token of a sequence from a 2-token prompt is 3 + 11 = 14.
 class FakeWorker {

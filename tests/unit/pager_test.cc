@@ -28,7 +28,9 @@ using testing::PagedRun;
 using testing::SmallLimits;
 using testing::StoriesImage;
 
-PagedRun Generate200(const MemoryPlan* plan) { return testing::GenerateStories(plan, "cpu", "f32"); }
+PagedRun Generate200(const MemoryPlan* plan) {
+  return testing::GenerateStories(plan, "cpu", "f32");
+}
 
 class PagerTest : public ::testing::Test {
  protected:
@@ -101,8 +103,8 @@ TEST_F(PagerTest, AllResidentThroughThePagerMatches) {
 
 TEST_F(PagerTest, BatchOnScatteredBlocksMatchesResidentWithKvPaged) {
   auto tok = SpTokenizer::Create(image_->vocab());
-  const std::vector<std::string> texts = {"Lily wanted to play", "The cat sat on the mat.", "One day",
-                                          "Tom and his mom went to the store."};
+  const std::vector<std::string> texts = {"Lily wanted to play", "The cat sat on the mat.",
+                                          "One day", "Tom and his mom went to the store."};
   auto run = [&](bool paged) {
     auto img = StoriesImage();
     auto backend = MakeCpuBackend(2);

@@ -48,11 +48,11 @@ struct PagedRun {
 
 // Greedy from BOS (200 tokens) on a fresh image, through a Pager with `plan`
 // (or the ResidentProvider when plan is null), on `device`.
-inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan, const std::string& format,
-                                  const PagerOptions& options = {});
+inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan,
+                                  const std::string& format, const PagerOptions& options = {});
 
-inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& device, const std::string& format,
-                                const PagerOptions& options = {}) {
+inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& device,
+                                const std::string& format, const PagerOptions& options = {}) {
   auto made = MakeBackend(device, 2);
   EXPECT_TRUE(made.ok()) << made.status();
   if (!made.ok()) return {};
@@ -60,8 +60,8 @@ inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& devic
 }
 
 // The same on a backend of the caller's.
-inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan, const std::string& format,
-                                  const PagerOptions& options) {
+inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan,
+                                  const std::string& format, const PagerOptions& options) {
   auto img = StoriesImage(format);
   std::unique_ptr<WeightProvider> provider;
   Pager* pager = nullptr;
@@ -74,7 +74,8 @@ inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan, cons
   } else {
     provider = std::move(*ResidentProvider::Create(backend, img->image()));
   }
-  Engine engine(backend, provider.get(), img->image().config(), int(img->image().header->block_tokens));
+  Engine engine(backend, provider.get(), img->image().config(),
+                int(img->image().header->block_tokens));
   GenerateRequest req;
   req.prompt = {1};
   req.max_new_tokens = 200;

@@ -1,9 +1,10 @@
 // int8 / int4 storage keep the stories260K model's predictions: teacher-forced
 // top-1 agreement with f32 over its greedy transcript (an accuracy bound, not
 // a timing).
+#include "bench/quant_quality.h"
+
 #include <gtest/gtest.h>
 
-#include "bench/quant_quality.h"
 #include "tests/unit/test_util.h"
 #include "worker/engine/generator.h"
 #include "worker/engine/local_model.h"

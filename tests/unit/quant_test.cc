@@ -17,7 +17,8 @@ namespace {
 // opposite the group's largest magnitude may clamp at 7 and be off by up to
 // one whole step.
 template <typename QuantFn, typename DequantFn>
-void CheckErrorBound(QuantFn quant, DequantFn dequant, int64_t cols, int group, size_t qbytes, float q_max) {
+void CheckErrorBound(QuantFn quant, DequantFn dequant, int64_t cols, int group, size_t qbytes,
+                     float q_max) {
   std::mt19937 rng(cols * 31 + group);
   std::normal_distribution<float> dist(0.f, 0.05f);
   std::vector<float> x(cols), y(cols);
@@ -87,7 +88,8 @@ TEST(QuantTest, RelativeErrorOfRealisticWeights) {
   for (auto& v : x) v = dist(rng);
   std::vector<int8_t> q8(cols);
   std::vector<uint8_t> q4(cols / 2);
-  std::vector<uint16_t> s8(GroupsPerRow(cols, kDefaultInt8Group)), s4(GroupsPerRow(cols, kDefaultInt4Group));
+  std::vector<uint16_t> s8(GroupsPerRow(cols, kDefaultInt8Group)),
+      s4(GroupsPerRow(cols, kDefaultInt4Group));
   QuantizeRowInt8(x.data(), cols, kDefaultInt8Group, q8.data(), s8.data());
   DequantizeRowInt8(q8.data(), s8.data(), cols, kDefaultInt8Group, y8.data());
   QuantizeRowInt4(x.data(), cols, kDefaultInt4Group, q4.data(), s4.data());

@@ -938,7 +938,8 @@ TEST(SchedulerFaultTest, ALiveProcessesStepIsHeldUntilReleased) {
     d.DeliverAll();
     for (const StepPlan& p : d.Schedule(1'000'000'000))
       for (const SeqStep& s : p.batch.seqs)
-        EXPECT_EQ(std::count(held.begin(), held.end(), s.seq_id), 0) << "held sequence " << s.seq_id << " planned";
+        EXPECT_EQ(std::count(held.begin(), held.end(), s.seq_id), 0)
+            << "held sequence " << s.seq_id << " planned";
   }
   EXPECT_FALSE(d.finished.count(held[0]));
   EXPECT_EQ(d.sched.ReleaseHeld("another key"), 0);

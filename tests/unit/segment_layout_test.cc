@@ -93,23 +93,32 @@ TEST_P(LayoutTest, LayerContentsMatchTheSource) {
     const auto* scales = reinterpret_cast<const uint16_t*>(block + wg->scale_offset) +
                          (wg->group ? r * GroupsPerRow(src->cols, int(wg->group)) : 0);
     switch (wg->Type()) {
-      case DType::kF32: std::memcpy(got.data(), p + r * src->cols * 4, src->cols * 4); break;
+      case DType::kF32:
+        std::memcpy(got.data(), p + r * src->cols * 4, src->cols * 4);
+        break;
       case DType::kF16:
-        for (int64_t i = 0; i < src->cols; ++i) got[i] = HalfToFloat(reinterpret_cast<const uint16_t*>(p)[r * src->cols + i]);
+        for (int64_t i = 0; i < src->cols; ++i)
+          got[i] = HalfToFloat(reinterpret_cast<const uint16_t*>(p)[r * src->cols + i]);
         break;
       case DType::kBF16:
-        for (int64_t i = 0; i < src->cols; ++i) got[i] = Bf16ToFloat(reinterpret_cast<const uint16_t*>(p)[r * src->cols + i]);
+        for (int64_t i = 0; i < src->cols; ++i)
+          got[i] = Bf16ToFloat(reinterpret_cast<const uint16_t*>(p)[r * src->cols + i]);
         break;
       case DType::kI8:
-        DequantizeRowInt8(reinterpret_cast<const int8_t*>(p) + r * src->cols, scales, src->cols, int(wg->group), got.data());
+        DequantizeRowInt8(reinterpret_cast<const int8_t*>(p) + r * src->cols, scales, src->cols,
+                          int(wg->group), got.data());
         break;
       case DType::kI4:
-        DequantizeRowInt4(p + r * ((src->cols + 1) / 2), scales, src->cols, int(wg->group), got.data());
+        DequantizeRowInt4(p + r * ((src->cols + 1) / 2), scales, src->cols, int(wg->group),
+                          got.data());
         break;
     }
-    const float tol = wg->Type() == DType::kF32 ? 0.f : wg->Type() == DType::kI4 ? 0.15f
-                      : wg->Type() == DType::kI8 ? 0.01f : 0.01f;
-    for (int64_t i = 0; i < src->cols; ++i) EXPECT_NEAR(got[i], row[i], tol) << "row " << r << " col " << i;
+    const float tol = wg->Type() == DType::kF32  ? 0.f
+                      : wg->Type() == DType::kI4 ? 0.15f
+                      : wg->Type() == DType::kI8 ? 0.01f
+                                                 : 0.01f;
+    for (int64_t i = 0; i < src->cols; ++i)
+      EXPECT_NEAR(got[i], row[i], tol) << "row " << r << " col " << i;
   }
   // Norms stay f32 whatever the format.
   const TensorEntry* norm = h.FindLayerTensor("ffn_norm");
@@ -117,7 +126,8 @@ TEST_P(LayoutTest, LayerContentsMatchTheSource) {
   EXPECT_EQ(std::memcmp(block + norm->offset, m->source.Find("ffn_norm", 2)->data, norm->bytes), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, LayoutTest, ::testing::Values("f32", "native", "bf16", "int8", "int4"));
+INSTANTIATE_TEST_SUITE_P(Formats, LayoutTest,
+                         ::testing::Values("f32", "native", "bf16", "int8", "int4"));
 
 TEST(LayoutTest, NativeOfF32CheckpointIsF16AndTiedHasNoOutput) {
   ModelConfig c = SmallConfig();
@@ -133,7 +143,8 @@ TEST(LayoutTest, BadOptionsAreClearErrors) {
   auto m = MakeSyntheticModel(SmallConfig());
   LayoutOptions o;
   o.weight_format = "fp8";
-  EXPECT_NE(PlanSegment(m->source, o).status().message().find("--weight-format=fp8"), std::string::npos);
+  EXPECT_NE(PlanSegment(m->source, o).status().message().find("--weight-format=fp8"),
+            std::string::npos);
   o = LayoutOptions();
   o.block_tokens = 0;
   EXPECT_NE(PlanSegment(m->source, o).status().message().find("--block-tokens"), std::string::npos);
@@ -153,7 +164,8 @@ TEST(ValidateHeaderTest, RejectsCorruption) {
   };
   corrupt([](SegmentHeader& h) { h.magic[0] = 'X'; }, "bad magic");
   corrupt([](SegmentHeader& h) { h.layout_version = 99; }, "layout version");
-  corrupt([](SegmentHeader& h) { h.layer_tensors[1].offset = h.layer_used_bytes; }, "outside its region");
+  corrupt([](SegmentHeader& h) { h.layer_tensors[1].offset = h.layer_used_bytes; },
+          "outside its region");
   corrupt([](SegmentHeader& h) { h.layer_tensors[1].rows += 1; }, "size does not match shape");
   corrupt([](SegmentHeader& h) { h.kv_bytes = 1ull << 60; }, "KV pool out of bounds");
   corrupt([](SegmentHeader& h) { h.layer_block_bytes = 1ull << 62; }, "layer");

@@ -48,8 +48,8 @@ TEST_F(ShareBoardTest, PublishedEntryIsLiveWhileItsHolderIs) {
   EXPECT_FALSE((*b)->LiveHandle(2).has_value());
   ASSERT_TRUE((*b)->Publish(2, "handle-2", 100).ok());
   EXPECT_EQ((*b)->LiveHandle(2).value_or(""), "handle-2");
-  EXPECT_FALSE((*b)->Publish(5, "x", 1).ok());                       // no such entry
-  EXPECT_FALSE((*b)->Publish(1, std::string(200, 'h'), 1).ok());     // handle too long
+  EXPECT_FALSE((*b)->Publish(5, "x", 1).ok());                    // no such entry
+  EXPECT_FALSE((*b)->Publish(1, std::string(200, 'h'), 1).ok());  // handle too long
   (*b)->RemoveHolder(2);
   EXPECT_FALSE((*b)->LiveHandle(2).has_value());
 }
@@ -176,7 +176,8 @@ TEST_F(PagerSharingTest, ASecondPagerOfTheDeviceUsesTheFirstOnesLayersInPlace) {
   EXPECT_EQ(shared.stats.h2d_weight_bytes, 0u);
   EXPECT_GT(own.stats.h2d_weight_bytes, 0u);
   const SegmentHeader& h = *image_->image().header;
-  EXPECT_EQ(own.device_bytes - shared.device_bytes, h.globals_bytes + uint64_t(none.slots) * h.layer_used_bytes);
+  EXPECT_EQ(own.device_bytes - shared.device_bytes,
+            h.globals_bytes + uint64_t(none.slots) * h.layer_used_bytes);
 }
 
 TEST_F(PagerSharingTest, SharedLayersCanBeCopiedIntoSlotsLikeAPeersCopy) {
@@ -305,7 +306,8 @@ TEST_F(PagerSharingTest, APeerDevicesLayersArePagedFromIt) {
   EXPECT_EQ(off.tokens, reference_.tokens);
   EXPECT_EQ(off.sharing.peer_layers, 0);
   EXPECT_EQ(off.stats.peer_weight_bytes, 0u);
-  for (const char* dev : {"a", "b"}) ShareBoard::Remove(segment_, MakeCpuBackend(1, dev)->device_uuid());
+  for (const char* dev : {"a", "b"})
+    ShareBoard::Remove(segment_, MakeCpuBackend(1, dev)->device_uuid());
 }
 
 TEST_F(PagerSharingTest, WithoutAPublisherEveryPagerMakesItsOwn) {

@@ -14,8 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -147,19 +147,21 @@ class ShareGpuTest : public ::testing::Test {
 };
 
 TEST_F(ShareGpuTest, ASecondWorkerUsesTheFirstOnesLayersAndOutlivesIt) {
-  auto pager = Pager::Create(backend_.get(), img_->image(), PlanFor(*img_, "none"), Sharing(segment_));
+  auto pager =
+      Pager::Create(backend_.get(), img_->image(), PlanFor(*img_, "none"), Sharing(segment_));
   ASSERT_TRUE(pager.ok()) << pager.status();
   EXPECT_TRUE((*pager)->sharing().globals_shared);
   EXPECT_EQ((*pager)->sharing().layers_shared, n_layers_);
-  Engine engine(backend_.get(), pager->get(), img_->image().config(), int(img_->image().header->block_tokens));
+  Engine engine(backend_.get(), pager->get(), img_->image().config(),
+                int(img_->image().header->block_tokens));
   EXPECT_EQ(Generate200(engine, *img_), reference_);
   EXPECT_EQ((*pager)->stats().h2d_weight_bytes, 0u);
   // No globals and no slots of its own: only the KV areas and cache.
   const MemoryPlan plan = (*pager)->plan();
-  EXPECT_EQ((*pager)->device_bytes(),
-            uint64_t(std::max(plan.slots, 2)) * std::max<uint64_t>(plan.slot_kv_blocks, 1) *
-                    img_->image().header->kv_block_bytes +
-                plan.kv_cache_bytes);
+  EXPECT_EQ((*pager)->device_bytes(), uint64_t(std::max(plan.slots, 2)) *
+                                              std::max<uint64_t>(plan.slot_kv_blocks, 1) *
+                                              img_->image().header->kv_block_bytes +
+                                          plan.kv_cache_bytes);
 
   // The first worker dies without a word.
   ASSERT_EQ(kill(child_, SIGKILL), 0);
@@ -169,7 +171,8 @@ TEST_F(ShareGpuTest, ASecondWorkerUsesTheFirstOnesLayersAndOutlivesIt) {
 
   // A worker starting now finds the board entries live through the survivor.
   const MemoryPlan none = PlanFor(*img_, "none");
-  const testing::PagedRun late = testing::GenerateStories(&none, "cuda:0", "f16", Sharing(segment_));
+  const testing::PagedRun late =
+      testing::GenerateStories(&none, "cuda:0", "f16", Sharing(segment_));
   EXPECT_EQ(late.tokens, reference_);
   std::printf("a worker started after the exporter died: %s\n", late.sharing.Describe().c_str());
 }
@@ -183,7 +186,8 @@ TEST_F(ShareGpuTest, SharedLayersCopiedDeviceToDeviceLikeAPeers) {
   const testing::PagedRun run = testing::GenerateStories(&none, "cuda:0", "f16", o);
   EXPECT_EQ(run.tokens, reference_);
   EXPECT_EQ(run.sharing.peer_layers, n_layers_);
-  EXPECT_EQ(run.sharing.peer_used, run.sharing.peer_gbps > run.sharing.host_gbps) << run.sharing.Describe();
+  EXPECT_EQ(run.sharing.peer_used, run.sharing.peer_gbps > run.sharing.host_gbps)
+      << run.sharing.Describe();
   EXPECT_EQ(run.stats.h2d_weight_bytes == 0u, run.sharing.peer_used);
   std::printf("%s\n", run.sharing.Describe().c_str());
   // force: every weight byte from the other copy, same tokens.

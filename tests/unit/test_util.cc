@@ -7,12 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <cstring>
-
-#include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -79,7 +78,8 @@ double RelativeError(const std::vector<float>& got, const std::vector<double>& w
 }
 
 std::string BinaryPath(std::string_view name) {
-  for (const char* sub : {"/store/", "/client/pagectl/", "/worker/", "/daemon/", "/launcher/", "/bench/"}) {
+  for (const char* sub :
+       {"/store/", "/client/pagectl/", "/worker/", "/daemon/", "/launcher/", "/bench/"}) {
     std::string p = std::string(PAGED_BINARY_DIR) + sub + std::string(name);
     if (std::filesystem::exists(p)) return p;
   }
@@ -131,10 +131,12 @@ bool Subprocess::WaitForLine(std::string_view needle, double timeout_s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   size_t scanned = 0;
   while (true) {
-    if (output_.find(needle, scanned > needle.size() ? scanned - needle.size() : 0) != std::string::npos)
+    if (output_.find(needle, scanned > needle.size() ? scanned - needle.size() : 0) !=
+        std::string::npos)
       return true;
     scanned = output_.size();
-    const double left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+    const double left =
+        std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) return false;
     if (!ReadSome(std::min(left, 0.2))) {
       int st = 0;

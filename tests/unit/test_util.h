@@ -2,11 +2,12 @@
 // shared test models.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
-#include <sys/types.h>
 
 namespace paged::testing {
 

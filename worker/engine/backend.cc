@@ -10,15 +10,17 @@ namespace paged {
 // The synchronous defaults: a download of the whole row set would need the
 // device view on the host, so these go through Upload / Download per piece.
 void Backend::GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride,
-                             const int32_t* host_ids, const int32_t* dev_ids, int n, uint64_t block_bytes) {
+                             const int32_t* host_ids, const int32_t* dev_ids, int n,
+                             uint64_t block_bytes) {
   for (int i = 0; i < n; ++i) {
     Upload(static_cast<uint8_t*>(dst_base) + uint64_t(dev_ids[i]) * block_bytes,
-           static_cast<const uint8_t*>(host_base) + uint64_t(host_ids[i]) * host_stride, block_bytes);
+           static_cast<const uint8_t*>(host_base) + uint64_t(host_ids[i]) * host_stride,
+           block_bytes);
   }
 }
 
-void Backend::ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
-                               const int32_t* host_slots, int n) {
+void Backend::ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host,
+                               const int32_t* dev_slots, const int32_t* host_slots, int n) {
   const uint64_t elt = dev.dtype == DType::kF32 ? 4 : 2;
   const uint64_t row = uint64_t(dev.kv_dim) * elt;
   const uint64_t v_off = uint64_t(dev.block_tokens) * row;
@@ -33,11 +35,13 @@ void Backend::ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerVie
 }
 
 absl::StatusOr<std::string> Backend::ExportMemory(void*) {
-  return absl::UnimplementedError(absl::StrCat(name(), ": memory cannot be shared with other processes"));
+  return absl::UnimplementedError(
+      absl::StrCat(name(), ": memory cannot be shared with other processes"));
 }
 
 absl::StatusOr<void*> Backend::ImportMemory(const std::string&) {
-  return absl::UnimplementedError(absl::StrCat(name(), ": memory cannot be shared with other processes"));
+  return absl::UnimplementedError(
+      absl::StrCat(name(), ": memory cannot be shared with other processes"));
 }
 
 void Backend::CopyDevice(Queue q, void* dst, const void* src, uint64_t bytes) {

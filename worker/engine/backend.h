@@ -44,22 +44,29 @@ class Backend {
 
   // Makes host memory (a mapping of the segment) a DMA source / target.
   // read_only: the mapping is PROT_READ (the weight region).
-  virtual absl::Status RegisterHost(void* p, uint64_t bytes, bool read_only) { return absl::OkStatus(); }
+  virtual absl::Status RegisterHost(void* p, uint64_t bytes, bool read_only) {
+    return absl::OkStatus();
+  }
   virtual void UnregisterHost(void* p) {}
   // dst (backend memory) <- host_src, enqueued on q.
-  virtual void CopyIn(Queue q, void* dst, const void* host_src, uint64_t bytes) { Upload(dst, host_src, bytes); }
+  virtual void CopyIn(Queue q, void* dst, const void* host_src, uint64_t bytes) {
+    Upload(dst, host_src, bytes);
+  }
   // host_dst <- src (backend memory), enqueued on q (the link's other way).
-  virtual void CopyOut(Queue q, void* host_dst, const void* src, uint64_t bytes) { Download(host_dst, src, bytes); }
+  virtual void CopyOut(Queue q, void* host_dst, const void* src, uint64_t bytes) {
+    Download(host_dst, src, bytes);
+  }
   // For i < n: block_bytes from host_base + host_ids[i] * host_stride to
   // dst_base + dev_ids[i] * block_bytes (ids are host arrays, read before
   // return).
   virtual void GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride,
-                              const int32_t* host_ids, const int32_t* dev_ids, int n, uint64_t block_bytes);
+                              const int32_t* host_ids, const int32_t* dev_ids, int n,
+                              uint64_t block_bytes);
   // For i < n: the K and V rows at slot dev_slots[i] of `dev` go to slot
   // host_slots[i] of `host` (a view of registered host memory, same
   // geometry); slots are host arrays, read before return.
-  virtual void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
-                                const int32_t* host_slots, int n);
+  virtual void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host,
+                                const int32_t* dev_slots, const int32_t* host_slots, int n);
   // Events: ids from NewEvent(); Record marks a point in q; Wait makes q wait
   // for the last Record of the event; HostWait blocks the caller for it.
   virtual int NewEvent() { return 0; }
@@ -105,9 +112,9 @@ class Backend {
   // [0, start_pos + i] read through its block table (block_tables, backend
   // memory). q, out: [n, n_heads * head_dim]; scale 1/sqrt(head_dim).
   // max_ctx: the longest context of the step (start_pos + n_new) for sizing.
-  virtual void Attention(const float* q, const AttnSeq* seqs, int n_seqs, const int32_t* block_tables,
-                         int n_heads, int n_kv_heads, int head_dim, int max_ctx, const KvLayerView& kv,
-                         float* out) = 0;
+  virtual void Attention(const float* q, const AttnSeq* seqs, int n_seqs,
+                         const int32_t* block_tables, int n_heads, int n_kv_heads, int head_dim,
+                         int max_ctx, const KvLayerView& kv, float* out) = 0;
   // out[i, j] = silu(gate[i, j]) * up[i, j]; [n, dim]. out may alias gate.
   virtual void SwiGlu(const float* gate, const float* up, int n, int dim, float* out) = 0;
   // x[i] += y[i] for i < count.

@@ -15,12 +15,13 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view device, in
   const std::string d(device);
   if (d == "cpu") return MakeCpuBackend(cpu_threads);
   int index = 0;
-  if (d == "cuda" || (d.rfind("cuda:", 0) == 0 && absl::SimpleAtoi(d.substr(5), &index) && index >= 0)) {
+  if (d == "cuda" ||
+      (d.rfind("cuda:", 0) == 0 && absl::SimpleAtoi(d.substr(5), &index) && index >= 0)) {
 #ifdef PAGED_HAVE_CUDA
     return MakeCudaBackend(index);
 #else
-    return absl::FailedPreconditionError(
-        absl::StrCat("--device=", d, ": this build has no CUDA backend (nvcc was not found at build time)"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--device=", d, ": this build has no CUDA backend (nvcc was not found at build time)"));
 #endif
   }
   return absl::InvalidArgumentError(absl::StrCat("--device=", d, ": expected cpu, cuda or cuda:N"));

@@ -21,8 +21,12 @@ RopeParams RopeParamsOf(const ModelConfig& c) {
   return r;
 }
 
-Engine::Engine(Backend* backend, WeightProvider* provider, const ModelConfig& config, int block_tokens)
-    : backend_(backend), provider_(provider), config_(config), block_tokens_(block_tokens),
+Engine::Engine(Backend* backend, WeightProvider* provider, const ModelConfig& config,
+               int block_tokens)
+    : backend_(backend),
+      provider_(provider),
+      config_(config),
+      block_tokens_(block_tokens),
       rope_(RopeParamsOf(config)) {}
 
 Engine::~Engine() {
@@ -34,20 +38,22 @@ absl::Status Engine::Validate(const StepBatch& batch, uint64_t kv_blocks) const 
   if (batch.seqs.empty()) return bad("empty batch");
   std::set<int64_t> ids;
   for (const SeqStep& s : batch.seqs) {
-    if (!ids.insert(s.seq_id).second) return bad("sequence ", s.seq_id, " appears twice in one step");
+    if (!ids.insert(s.seq_id).second)
+      return bad("sequence ", s.seq_id, " appears twice in one step");
     if (s.tokens.empty()) return bad("sequence ", s.seq_id, ": no tokens");
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= config_.vocab)
-        return bad("sequence ", s.seq_id, ": token id ", t, " outside the vocabulary [0, ", config_.vocab, ")");
+        return bad("sequence ", s.seq_id, ": token id ", t, " outside the vocabulary [0, ",
+                   config_.vocab, ")");
     }
     const int64_t end = int64_t(s.start_pos) + int64_t(s.tokens.size());
     if (s.start_pos < 0 || end > config_.max_context)
-      return bad("sequence ", s.seq_id, ": positions [", s.start_pos, ", ", end, ") outside the context of ",
-                 config_.max_context);
+      return bad("sequence ", s.seq_id, ": positions [", s.start_pos, ", ", end,
+                 ") outside the context of ", config_.max_context);
     const int64_t need = (end + block_tokens_ - 1) / block_tokens_;
     if (int64_t(s.block_table.size()) < need)
-      return bad("sequence ", s.seq_id, ": ", s.block_table.size(), " KV blocks for ", end, " positions (needs ",
-                 need, ")");
+      return bad("sequence ", s.seq_id, ": ", s.block_table.size(), " KV blocks for ", end,
+                 " positions (needs ", need, ")");
     for (int64_t i = 0; i < need; ++i) {
       const int32_t b = s.block_table[size_t(i)];
       if (b < 0 || uint64_t(b) >= kv_blocks)
@@ -55,7 +61,8 @@ absl::Status Engine::Validate(const StepBatch& batch, uint64_t kv_blocks) const 
     }
     const SamplingParams& p = s.sampling;
     if (!(p.temperature >= 0.f) || !std::isfinite(p.temperature))
-      return bad("sequence ", s.seq_id, ": temperature ", p.temperature, " must be finite and >= 0");
+      return bad("sequence ", s.seq_id, ": temperature ", p.temperature,
+                 " must be finite and >= 0");
     if (p.top_k < 0) return bad("sequence ", s.seq_id, ": top_k ", p.top_k, " must be >= 0");
     if (!(p.top_p > 0.f && p.top_p <= 1.f))
       return bad("sequence ", s.seq_id, ": top_p ", p.top_p, " must be in (0, 1]");
@@ -64,12 +71,15 @@ absl::Status Engine::Validate(const StepBatch& batch, uint64_t kv_blocks) const 
 }
 
 absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
-  if (n <= s_.cap_tokens && n_seqs <= s_.cap_seqs && n_table <= s_.cap_table) return absl::OkStatus();
+  if (n <= s_.cap_tokens && n_seqs <= s_.cap_seqs && n_table <= s_.cap_table)
+    return absl::OkStatus();
   for (void* p : owned_) backend_->Free(p);
   owned_.clear();
   // Each dimension grows on its own (doubling, so a growing batch does not
   // reallocate every step); the others keep their capacity.
-  auto grow = [](int need, int cap, int floor) { return need <= cap ? cap : std::max({need, cap * 2, floor}); };
+  auto grow = [](int need, int cap, int floor) {
+    return need <= cap ? cap : std::max({need, cap * 2, floor});
+  };
   n = grow(n, s_.cap_tokens, 16);
   n_seqs = grow(n_seqs, s_.cap_seqs, 4);
   n_table = grow(n_table, s_.cap_table, 64);
@@ -123,7 +133,8 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   for (const SeqStep& s : batch.seqs) {
     const int n_new = int(s.tokens.size());
     const int need = (s.start_pos + n_new + block_tokens_ - 1) / block_tokens_;
-    h_seqs_.push_back(AttnSeq{int32_t(h_ids_.size()), n_new, s.start_pos, int32_t(h_tables_.size())});
+    h_seqs_.push_back(
+        AttnSeq{int32_t(h_ids_.size()), n_new, s.start_pos, int32_t(h_tables_.size())});
     h_tables_.insert(h_tables_.end(), s.block_table.begin(), s.block_table.begin() + need);
     for (int i = 0; i < n_new; ++i) {
       h_ids_.push_back(s.tokens[size_t(i)]);
@@ -139,7 +150,8 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   for (const AttnSeq& a : h_seqs_) {
     for (int i = 0; i < a.n_new; ++i) {
       const int32_t p = a.start_pos + i;
-      h_slots_.push_back(h_tables_[size_t(a.table_offset + p / block_tokens_)] * block_tokens_ + p % block_tokens_);
+      h_slots_.push_back(h_tables_[size_t(a.table_offset + p / block_tokens_)] * block_tokens_ +
+                         p % block_tokens_);
     }
   }
   const int n = int(h_ids_.size());
@@ -170,7 +182,8 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   for (int i = 0; i < n_seqs; ++i) {
     if (!batch.seqs[size_t(i)].return_logits) continue;
     out.logits[size_t(i)].resize(size_t(c.vocab));
-    backend_->Download(out.logits[size_t(i)].data(), s_.logits + int64_t(i) * c.vocab, uint64_t(c.vocab) * 4);
+    backend_->Download(out.logits[size_t(i)].data(), s_.logits + int64_t(i) * c.vocab,
+                       uint64_t(c.vocab) * 4);
   }
   backend_->Download(out.next_tokens.data(), s_.out_tokens, uint64_t(n_seqs) * 4);
   RETURN_IF_ERROR(provider_->FinishStep());
@@ -188,7 +201,8 @@ void Engine::PlanChunks() {
     ch.rows = std::min(kEngineChunkTokens, n - row0);
     ch.seq0 = int(h_chunk_seqs_.size());
     for (const AttnSeq& a : h_seqs_) {
-      const int lo = std::max(a.q_offset, row0), hi = std::min(a.q_offset + a.n_new, row0 + ch.rows);
+      const int lo = std::max(a.q_offset, row0),
+                hi = std::min(a.q_offset + a.n_new, row0 + ch.rows);
       if (lo >= hi) continue;
       const int32_t start = a.start_pos + (lo - a.q_offset);
       h_chunk_seqs_.push_back(AttnSeq{lo - row0, hi - lo, start, a.table_offset});
@@ -224,8 +238,8 @@ absl::Status Engine::RunLayers(int n) {
       // Earlier chunks of this layer wrote their rows already: a chunk sees
       // every position before it.
       b.KvWrite(s_.k, s_.v, s_.slots + ch.row0, m, kv);
-      b.Attention(s_.q, s_.seqs + ch.seq0, ch.n_seqs, s_.tables, c.n_heads, c.n_kv_heads, c.head_dim, ch.max_ctx,
-                  kv, s_.attn);
+      b.Attention(s_.q, s_.seqs + ch.seq0, ch.n_seqs, s_.tables, c.n_heads, c.n_kv_heads,
+                  c.head_dim, ch.max_ctx, kv, s_.attn);
       if (ci + 1 == chunks_.size()) provider_->ReleaseKv(l, h_slots_.data(), n);
       b.MatMul(s_.attn, m, w.wo, nullptr, s_.o);
       b.Add(x, s_.o, int64_t(m) * c.hidden);

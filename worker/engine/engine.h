@@ -51,7 +51,8 @@ class Engine {
     int cap_tokens = 0, cap_seqs = 0, cap_table = 0;
     float *x = nullptr, *h = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
     float *o = nullptr, *gate = nullptr, *up = nullptr, *last = nullptr, *logits = nullptr;
-    int32_t *ids = nullptr, *pos = nullptr, *slots = nullptr, *tables = nullptr, *last_rows = nullptr;
+    int32_t *ids = nullptr, *pos = nullptr, *slots = nullptr, *tables = nullptr,
+            *last_rows = nullptr;
     int32_t *sample_pos = nullptr, *out_tokens = nullptr;
     AttnSeq* seqs = nullptr;
     SamplingParams* params = nullptr;

@@ -7,7 +7,8 @@
 
 namespace paged {
 
-absl::StatusOr<GenerateResult> Generate(Engine& engine, const GenerateRequest& req, uint64_t kv_blocks,
+absl::StatusOr<GenerateResult> Generate(Engine& engine, const GenerateRequest& req,
+                                        uint64_t kv_blocks,
                                         const std::function<void(int32_t)>& on_token) {
   const ModelConfig& c = engine.config();
   if (req.prompt.empty()) return absl::InvalidArgumentError("empty prompt");
@@ -15,14 +16,14 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, const GenerateRequest& r
   if (req.prefill_chunk < 1) return absl::InvalidArgumentError("prefill_chunk < 1");
   const int64_t total = int64_t(req.prompt.size()) + req.max_new_tokens;
   if (total > c.max_context)
-    return absl::InvalidArgumentError(absl::StrCat("prompt (", req.prompt.size(), ") + max tokens (",
-                                                   req.max_new_tokens, ") exceed the model's context of ",
-                                                   c.max_context));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", req.prompt.size(), ") + max tokens (", req.max_new_tokens,
+                     ") exceed the model's context of ", c.max_context));
   const int bt = engine.block_tokens();
   const uint64_t need = uint64_t((total + bt - 1) / bt);
   if (need > kv_blocks)
-    return absl::ResourceExhaustedError(absl::StrCat("the sequence needs ", need, " KV blocks, the pool has ",
-                                                     kv_blocks, " (raise --kv-gib)"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the sequence needs ", need, " KV blocks, the pool has ", kv_blocks, " (raise --kv-gib)"));
   SeqStep seq;
   seq.seq_id = 0;
   seq.sampling = req.sampling;
@@ -49,8 +50,8 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, const GenerateRequest& r
   const int32_t prompt_len = int32_t(req.prompt.size());
   while (pos < prompt_len) {
     const int32_t end = std::min<int32_t>(prompt_len, pos + req.prefill_chunk);
-    RETURN_IF_ERROR(run(std::vector<int32_t>(req.prompt.begin() + pos, req.prompt.begin() + end), pos,
-                        req.record_logits && end == prompt_len));
+    RETURN_IF_ERROR(run(std::vector<int32_t>(req.prompt.begin() + pos, req.prompt.begin() + end),
+                        pos, req.record_logits && end == prompt_len));
     pos = end;
   }
   auto is_eos = [&](int32_t t) {
@@ -73,14 +74,13 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, const GenerateRequest& r
   return result;
 }
 
-absl::StatusOr<std::vector<std::vector<float>>> TeacherForcedLogits(Engine& engine,
-                                                                    const std::vector<int32_t>& tokens,
-                                                                    uint64_t kv_blocks) {
+absl::StatusOr<std::vector<std::vector<float>>> TeacherForcedLogits(
+    Engine& engine, const std::vector<int32_t>& tokens, uint64_t kv_blocks) {
   const int bt = engine.block_tokens();
   const uint64_t need = (tokens.size() + uint64_t(bt) - 1) / uint64_t(bt);
   if (need > kv_blocks)
-    return absl::ResourceExhaustedError(absl::StrCat(tokens.size(), " tokens need ", need, " KV blocks, the pool has ",
-                                                     kv_blocks));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(tokens.size(), " tokens need ", need, " KV blocks, the pool has ", kv_blocks));
   SeqStep s;
   s.seq_id = 0;
   s.return_logits = true;

@@ -29,13 +29,13 @@ struct GenerateResult {
 };
 
 // kv_blocks: the pool's blocks available to this sequence.
-absl::StatusOr<GenerateResult> Generate(Engine& engine, const GenerateRequest& req, uint64_t kv_blocks,
-                                        const std::function<void(int32_t token)>& on_token = nullptr);
+absl::StatusOr<GenerateResult> Generate(
+    Engine& engine, const GenerateRequest& req, uint64_t kv_blocks,
+    const std::function<void(int32_t token)>& on_token = nullptr);
 
 // Teacher forcing: feeds `tokens` one decode step at a time and returns the
 // logits after each (position i's logits predict tokens[i + 1]).
-absl::StatusOr<std::vector<std::vector<float>>> TeacherForcedLogits(Engine& engine,
-                                                                    const std::vector<int32_t>& tokens,
-                                                                    uint64_t kv_blocks);
+absl::StatusOr<std::vector<std::vector<float>>> TeacherForcedLogits(
+    Engine& engine, const std::vector<int32_t>& tokens, uint64_t kv_blocks);
 
 }  // namespace paged

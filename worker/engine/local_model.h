@@ -22,10 +22,14 @@ struct LocalModel {
   uint64_t kv_blocks() const { return image->image().header->kv_n_blocks; }
   const ModelConfig& config() const { return image->image().config(); }
 
-  static absl::StatusOr<std::unique_ptr<LocalModel>> Load(const ModelSource& src, const LayoutOptions& layout,
-                                                          const std::string& device, int threads = 0);
-  static absl::StatusOr<std::unique_ptr<LocalModel>> Load(const std::string& path, const LayoutOptions& layout,
-                                                          const std::string& device, int threads = 0);
+  static absl::StatusOr<std::unique_ptr<LocalModel>> Load(const ModelSource& src,
+                                                          const LayoutOptions& layout,
+                                                          const std::string& device,
+                                                          int threads = 0);
+  static absl::StatusOr<std::unique_ptr<LocalModel>> Load(const std::string& path,
+                                                          const LayoutOptions& layout,
+                                                          const std::string& device,
+                                                          int threads = 0);
 };
 
 }  // namespace paged

@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-
 #include "common/status.h"
 
 namespace paged {
@@ -66,19 +65,23 @@ OwnedImage::Mapping::~Mapping() {
 OwnedImage::~OwnedImage() = default;
 
 absl::StatusOr<std::unique_ptr<OwnedImage>> OwnedImage::Build(const std::string& model_path,
-                                                              const LayoutOptions& layout, int threads) {
+                                                              const LayoutOptions& layout,
+                                                              int threads) {
   ASSIGN_OR_RETURN(auto src, OpenModel(model_path));
   return Build(*src, layout, threads);
 }
 
 absl::StatusOr<std::unique_ptr<OwnedImage>> OwnedImage::Build(const ModelSource& source,
-                                                              const LayoutOptions& layout, int threads) {
+                                                              const LayoutOptions& layout,
+                                                              int threads) {
   const ModelSource* src = &source;
   ASSIGN_OR_RETURN(SegmentHeader plan, PlanSegment(*src, layout));
   std::unique_ptr<OwnedImage> img(new OwnedImage());
-  void* p = ::mmap(nullptr, plan.total_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* p =
+      ::mmap(nullptr, plan.total_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
-    return absl::ResourceExhaustedError(absl::StrCat("cannot map ", plan.total_bytes, " bytes for the model"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot map ", plan.total_bytes, " bytes for the model"));
   img->mem_.data = static_cast<uint8_t*>(p);
   img->mem_.bytes = plan.total_bytes;
   RETURN_IF_ERROR(FillSegment(*src, plan, img->mem_.data, threads > 0 ? threads : 2, nullptr));

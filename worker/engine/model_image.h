@@ -26,7 +26,7 @@ struct ModelImage {
   WeightRef Global(std::string_view name) const;  // rows == 0 when absent
   WeightRef LayerTensor(int layer, std::string_view name) const;
   const float* LayerVector(int layer, std::string_view name) const;  // f32 norms / biases, or null
-  KvLayerView KvLayer(int layer) const;  // block ids = the pool's
+  KvLayerView KvLayer(int layer) const;                              // block ids = the pool's
 };
 
 ModelImage ImageOf(const SegmentMapping& m);
@@ -36,8 +36,10 @@ class OwnedImage {
  public:
   ~OwnedImage();
   static absl::StatusOr<std::unique_ptr<OwnedImage>> Build(const std::string& model_path,
-                                                           const LayoutOptions& layout, int threads = 0);
-  static absl::StatusOr<std::unique_ptr<OwnedImage>> Build(const ModelSource& src, const LayoutOptions& layout,
+                                                           const LayoutOptions& layout,
+                                                           int threads = 0);
+  static absl::StatusOr<std::unique_ptr<OwnedImage>> Build(const ModelSource& src,
+                                                           const LayoutOptions& layout,
                                                            int threads = 0);
   const ModelImage& image() const { return image_; }
   const Vocab& vocab() const { return vocab_; }

@@ -20,7 +20,8 @@ ResidentProvider::~ResidentProvider() {
 
 const void* ResidentProvider::Rebase(const void* host) const {
   if (host == nullptr || weights_dev_ == nullptr) return host;
-  return static_cast<const uint8_t*>(weights_dev_) + (static_cast<const uint8_t*>(host) - image_.weights);
+  return static_cast<const uint8_t*>(weights_dev_) +
+         (static_cast<const uint8_t*>(host) - image_.weights);
 }
 
 absl::Status ResidentProvider::Init(uint64_t kv_blocks) {
@@ -64,7 +65,8 @@ absl::Status ResidentProvider::Init(uint64_t kv_blocks) {
   for (int l = 0; l < n_layers; ++l) kv_[size_t(l)] = image_.KvLayer(l);
   if (!backend_->shares_host_memory()) {
     // A device KV cache indexed by the pool's block ids (blocks [0, kv_blocks)).
-    const uint64_t blocks = kv_blocks == 0 ? h.kv_n_blocks : std::min<uint64_t>(kv_blocks, h.kv_n_blocks);
+    const uint64_t blocks =
+        kv_blocks == 0 ? h.kv_n_blocks : std::min<uint64_t>(kv_blocks, h.kv_n_blocks);
     const uint64_t per_layer = blocks * h.kv_block_bytes;
     if (per_layer > 0) {
       ASSIGN_OR_RETURN(kv_dev_, backend_->Alloc(per_layer * uint64_t(n_layers)));

@@ -17,7 +17,8 @@ namespace paged {
 class ResidentProvider final : public WeightProvider {
  public:
   // kv_blocks: how many pool blocks to keep on the device (0 = the whole pool).
-  static absl::StatusOr<std::unique_ptr<ResidentProvider>> Create(Backend* backend, const ModelImage& image,
+  static absl::StatusOr<std::unique_ptr<ResidentProvider>> Create(Backend* backend,
+                                                                  const ModelImage& image,
                                                                   uint64_t kv_blocks = 0);
   ~ResidentProvider() override;
 

@@ -22,7 +22,8 @@ void RopeInvFreq(const RopeParams& p, float* inv_freq) {
       inv_freq[i] = freq / p.factor;
       continue;
     }
-    const float smooth = (old_ctx / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
+    const float smooth =
+        (old_ctx / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
     inv_freq[i] = (1.f - smooth) * freq / p.factor + smooth * freq;
   }
 }

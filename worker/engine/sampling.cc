@@ -28,7 +28,8 @@ int32_t SampleRow(const float* logits, int vocab, const SamplingParams& p, int32
   float threshold = 0.f;  // keep ids with prob >= threshold
   if (p.top_k > 0 && p.top_k < vocab) {
     std::vector<float> sorted = probs;
-    std::nth_element(sorted.begin(), sorted.begin() + (p.top_k - 1), sorted.end(), std::greater<float>());
+    std::nth_element(sorted.begin(), sorted.begin() + (p.top_k - 1), sorted.end(),
+                     std::greater<float>());
     threshold = sorted[size_t(p.top_k - 1)];
   }
   if (p.top_p > 0.f && p.top_p < 1.f) {

@@ -36,9 +36,9 @@ struct LayerWeights {
 };
 
 struct GlobalWeights {
-  WeightRef tok_embd;              // [vocab, hidden]
+  WeightRef tok_embd;                  // [vocab, hidden]
   const float* output_norm = nullptr;  // [hidden]
-  WeightRef output;                // [vocab, hidden]; == tok_embd when tied
+  WeightRef output;                    // [vocab, hidden]; == tok_embd when tied
 };
 
 // One layer's KV blocks as a backend sees them: block b holds K
@@ -76,7 +76,7 @@ struct SeqStep {
   int32_t start_pos = 0;             // position of tokens[0] (the committed length)
   std::vector<int32_t> block_table;  // block ids for positions [0, start_pos + tokens.size())
   SamplingParams sampling;
-  bool return_logits = false;        // copy the last position's logits back
+  bool return_logits = false;  // copy the last position's logits back
 };
 
 struct StepBatch {
@@ -89,8 +89,8 @@ struct StepBatch {
 };
 
 struct StepOutput {
-  std::vector<int32_t> next_tokens;          // one per sequence, sampled at its last position
-  std::vector<std::vector<float>> logits;    // per sequence; empty unless return_logits
+  std::vector<int32_t> next_tokens;        // one per sequence, sampled at its last position
+  std::vector<std::vector<float>> logits;  // per sequence; empty unless return_logits
 };
 
 // The engine runs each layer over the step's tokens in chunks of at most this
@@ -102,9 +102,9 @@ inline constexpr int kEngineChunkTokens = 2048;
 // Attention work of one sequence inside a step, as the backend receives it
 // (arrays of these live in backend memory).
 struct AttnSeq {
-  int32_t q_offset;    // first row of this sequence in the step's q / out
-  int32_t n_new;       // rows (new tokens)
-  int32_t start_pos;   // position of the first new token
+  int32_t q_offset;      // first row of this sequence in the step's q / out
+  int32_t n_new;         // rows (new tokens)
+  int32_t start_pos;     // position of the first new token
   int32_t table_offset;  // first entry of its block table in the step's table array
 };
 

@@ -11,8 +11,8 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "common/sd_notify.h"
-#include "store/store_service.h"
 #include "paged/v1/worker_link.grpc.pb.h"
+#include "store/store_service.h"
 
 namespace paged {
 namespace {
@@ -97,9 +97,11 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
   h->set_max_step_kv_blocks(int32_t(rt.plan().slot_kv_blocks));
   if (!stream->Write(hello)) {
     const grpc::Status s = stream->Finish();
-    return absl::UnavailableError(absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
+    return absl::UnavailableError(
+        absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
   }
-  Log(LogLevel::kInfo, "link", "attached to %s as %s", opts.coordinator.c_str(), opts.worker_id.c_str());
+  Log(LogLevel::kInfo, "link", "attached to %s as %s", opts.coordinator.c_str(),
+      opts.worker_id.c_str());
   if (opts.on_attached) opts.on_attached();
 
   v1::WorkerCounters counters;
@@ -137,13 +139,16 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
   const grpc::Status s = stream->Finish();
   if (drained) return absl::OkStatus();
   if (stop.stopped()) return absl::CancelledError("stopped");
-  return absl::UnavailableError(absl::StrCat("coordinator ", opts.coordinator, ": ",
-                                             s.ok() ? std::string("stream ended") : s.error_message()));
+  return absl::UnavailableError(
+      absl::StrCat("coordinator ", opts.coordinator, ": ",
+                   s.ok() ? std::string("stream ended") : s.error_message()));
 }
 
 absl::Status ServeUntilSignalled(WorkerRuntime& rt, LinkOptions opts) {
   SdNotifyOrLog("STATUS=attaching to " + opts.coordinator);
-  opts.on_attached = [coordinator = opts.coordinator] { SdNotifyOrLog("READY=1\nSTATUS=attached to " + coordinator); };
+  opts.on_attached = [coordinator = opts.coordinator] {
+    SdNotifyOrLog("READY=1\nSTATUS=attached to " + coordinator);
+  };
   static LinkStopper stop;
   std::thread signals([] {
     WaitForTerminationSignal();
@@ -163,7 +168,8 @@ absl::Status RunWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkStopp
     if (stop.stopped()) return absl::OkStatus();
     // A connection that lived a while resets the backoff.
     if (Clock::now() - t0 > std::chrono::seconds(5)) backoff = 0.1;
-    Log(LogLevel::kWarning, "link", "%s; reconnecting in %.1f s", std::string(s.message()).c_str(), backoff);
+    Log(LogLevel::kWarning, "link", "%s; reconnecting in %.1f s", std::string(s.message()).c_str(),
+        backoff);
     for (double waited = 0; waited < backoff && !stop.stopped(); waited += 0.05) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }

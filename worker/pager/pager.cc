@@ -14,7 +14,11 @@ namespace paged {
 using Q = Backend::Queue;
 
 Pager::Pager(Backend* backend, const ModelImage& host, const MemoryPlan& plan, PagerOptions options)
-    : backend_(backend), host_(host), plan_(plan), options_(options), n_layers_(host.header->model.n_layers) {}
+    : backend_(backend),
+      host_(host),
+      plan_(plan),
+      options_(options),
+      n_layers_(host.header->model.n_layers) {}
 
 Pager::~Pager() {
   // Nothing may still read or write what is freed below.
@@ -61,8 +65,8 @@ absl::StatusOr<const uint8_t*> Pager::Obtain(int id, const uint8_t* src, uint64_
         *imported = true;
         return static_cast<const uint8_t*>(*p);
       }
-      Log(LogLevel::kWarning, "pager", "cannot use the shared copy of block %d (%s); making one", id,
-          std::string(p.status().message()).c_str());
+      Log(LogLevel::kWarning, "pager", "cannot use the shared copy of block %d (%s); making one",
+          id, std::string(p.status().message()).c_str());
       board_->Invalidate(id);
     }
   }
@@ -91,7 +95,8 @@ absl::StatusOr<double> Pager::TimeLayerCopy(const uint8_t* peer, int layer) {
     if (peer != nullptr)
       backend_->CopyDevice(Q::kCopyIn, slot_mem_[0], peer, h.layer_used_bytes);
     else
-      backend_->CopyIn(Q::kCopyIn, slot_mem_[0], host_.weights + h.LayerOffset(layer), h.layer_used_bytes);
+      backend_->CopyIn(Q::kCopyIn, slot_mem_[0], host_.weights + h.LayerOffset(layer),
+                       h.layer_used_bytes);
     backend_->Record(Q::kCopyIn, done);
     RETURN_IF_ERROR(backend_->HostWait(done));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -105,8 +110,8 @@ absl::Status Pager::SetUpPeers() {
   for (int l : paged_layers_) sharing_.peer_layers += peer_block_[size_t(l)] != nullptr;
   if (board_ && options_.peer_copies != PagerOptions::PeerCopies::kOff) {
     for (std::unique_ptr<ShareBoard>& peer :
-         ShareBoard::OpenPeers(options_.share_segment, options_.share_generation, backend_->device_uuid(),
-                               n_layers_ + 1)) {
+         ShareBoard::OpenPeers(options_.share_segment, options_.share_generation,
+                               backend_->device_uuid(), n_layers_ + 1)) {
       ShareBoard::Lock lock(*peer);
       for (int l : paged_layers_) {
         if (peer_block_[size_t(l)] != nullptr) continue;
@@ -121,7 +126,8 @@ absl::Status Pager::SetUpPeers() {
       // The imports keep the memory alive; the board need not stay open.
     }
   }
-  if (sharing_.peer_layers == 0 || options_.peer_copies == PagerOptions::PeerCopies::kOff) return absl::OkStatus();
+  if (sharing_.peer_layers == 0 || options_.peer_copies == PagerOptions::PeerCopies::kOff)
+    return absl::OkStatus();
   int probe = -1;
   for (int l : paged_layers_) {
     if (peer_block_[size_t(l)] != nullptr) probe = l;
@@ -135,12 +141,14 @@ absl::Status Pager::SetUpPeers() {
 
 std::string SharingReport::Describe() const {
   if (!enabled) return "sharing: off";
-  std::string s = absl::StrCat("sharing: globals ", globals_shared ? "shared" : "own", ", ", layers_shared,
-                               " layers used in place (", shared_bytes >> 20, " MiB), ", layers_published,
-                               " published");
+  std::string s = absl::StrCat("sharing: globals ", globals_shared ? "shared" : "own", ", ",
+                               layers_shared, " layers used in place (", shared_bytes >> 20,
+                               " MiB), ", layers_published, " published");
   if (peer_layers > 0) {
-    absl::StrAppend(&s, "; ", peer_layers, " paged layers on a peer: ", peer_used ? "copied from it" : "not used",
-                    " (peer ", absl::SixDigits(peer_gbps), " GB/s, host ", absl::SixDigits(host_gbps), " GB/s)");
+    absl::StrAppend(&s, "; ", peer_layers,
+                    " paged layers on a peer: ", peer_used ? "copied from it" : "not used",
+                    " (peer ", absl::SixDigits(peer_gbps), " GB/s, host ",
+                    absl::SixDigits(host_gbps), " GB/s)");
   }
   return s;
 }
@@ -179,7 +187,8 @@ LayerWeights Pager::WeightsAt(int layer, const uint8_t* block) const {
 absl::Status Pager::Init() {
   const SegmentHeader& h = *host_.header;
   // DMA straight from the segment: weights read-only, the KV pool read-write.
-  RETURN_IF_ERROR(backend_->RegisterHost(const_cast<uint8_t*>(host_.weights), h.kv_offset, /*read_only=*/true));
+  RETURN_IF_ERROR(
+      backend_->RegisterHost(const_cast<uint8_t*>(host_.weights), h.kv_offset, /*read_only=*/true));
   registered_.push_back(const_cast<uint8_t*>(host_.weights));
   if (h.kv_bytes > 0) {
     RETURN_IF_ERROR(backend_->RegisterHost(host_.kv, h.kv_bytes, /*read_only=*/false));
@@ -198,14 +207,15 @@ absl::Status Pager::Init() {
 
   // Globals: one upload of their region (or another worker's), pointers rebased.
   bool imported = false;
-  ASSIGN_OR_RETURN(const uint8_t* g, Obtain(n_layers_, host_.weights + h.globals_offset, h.globals_bytes,
-                                            /*make=*/true, &imported));
+  ASSIGN_OR_RETURN(const uint8_t* g,
+                   Obtain(n_layers_, host_.weights + h.globals_offset, h.globals_bytes,
+                          /*make=*/true, &imported));
   sharing_.globals_shared = imported;
   auto rebase_global = [&](WeightRef w) {
     auto rb = [&](const void* p) -> const void* {
       return p == nullptr ? nullptr
-                          : static_cast<const uint8_t*>(g) +
-                                (static_cast<const uint8_t*>(p) - (host_.weights + h.globals_offset));
+                          : static_cast<const uint8_t*>(g) + (static_cast<const uint8_t*>(p) -
+                                                              (host_.weights + h.globals_offset));
     };
     w.data = rb(w.data);
     w.scales = rb(w.scales);
@@ -213,7 +223,8 @@ absl::Status Pager::Init() {
   };
   globals_.tok_embd = rebase_global(host_.Global("tok_embd"));
   globals_.output_norm = static_cast<const float*>(rebase_global(host_.Global("output_norm")).data);
-  globals_.output = h.model.tied_embeddings ? globals_.tok_embd : rebase_global(host_.Global("output"));
+  globals_.output =
+      h.model.tied_embeddings ? globals_.tok_embd : rebase_global(host_.Global("output"));
 
   // Resident layers: uploaded once. A layer another worker of this device
   // holds is used in place, resident in the plan or not.
@@ -221,8 +232,8 @@ absl::Status Pager::Init() {
   peer_block_.assign(size_t(n_layers_), nullptr);
   for (int l = 0; l < n_layers_; ++l) {
     const bool want = plan_.resident[size_t(l)];
-    ASSIGN_OR_RETURN(const uint8_t* b,
-                     Obtain(l, host_.weights + h.LayerOffset(l), h.layer_used_bytes, want, &imported));
+    ASSIGN_OR_RETURN(const uint8_t* b, Obtain(l, host_.weights + h.LayerOffset(l),
+                                              h.layer_used_bytes, want, &imported));
     if (b != nullptr && imported && !want && !options_.shared_in_place) {
       peer_block_[size_t(l)] = b;  // taken into the slots like a peer's copy
       b = nullptr;
@@ -241,7 +252,8 @@ absl::Status Pager::Init() {
   if (sharing_.layers_shared > 0) {
     // Layers used in place count as resident in the plan this worker reports
     // (its own allocations, resident_bytes, stay as planned).
-    for (int l = 0; l < n_layers_; ++l) plan_.resident[size_t(l)] = resident_block_[size_t(l)] != nullptr;
+    for (int l = 0; l < n_layers_; ++l)
+      plan_.resident[size_t(l)] = resident_block_[size_t(l)] != nullptr;
     plan_.n_resident = n_layers_ - int(paged_layers_.size());
     plan_.paged_weight_bytes_per_step = uint64_t(paged_layers_.size()) * h.layer_used_bytes;
   }
@@ -267,7 +279,8 @@ absl::Status Pager::Init() {
   // KV: per-layer areas (always, for steps the cache cannot hold) and the cache.
   const int areas = std::max(plan_.slots, 2);
   for (int a = 0; a < areas; ++a) {
-    ASSIGN_OR_RETURN(void* m, Alloc(std::max<uint64_t>(plan_.slot_kv_blocks, 1) * h.kv_block_bytes));
+    ASSIGN_OR_RETURN(void* m,
+                     Alloc(std::max<uint64_t>(plan_.slot_kv_blocks, 1) * h.kv_block_bytes));
     kv_areas_.push_back(static_cast<uint8_t*>(m));
     area_ready_.push_back(backend_->NewEvent());
     area_free_.push_back(backend_->NewEvent());
@@ -275,7 +288,8 @@ absl::Status Pager::Init() {
   if (plan_.kv_cache_blocks > 0) {
     ASSIGN_OR_RETURN(void* m, Alloc(plan_.kv_cache_bytes));
     kv_cache_ = static_cast<uint8_t*>(m);
-    for (int64_t b = int64_t(plan_.kv_cache_blocks) - 1; b >= 0; --b) cache_free_.push_back(int32_t(b));
+    for (int64_t b = int64_t(plan_.kv_cache_blocks) - 1; b >= 0; --b)
+      cache_free_.push_back(int32_t(b));
   }
   cache_filled_ = backend_->NewEvent();
   kv_written_ = backend_->NewEvent();
@@ -294,7 +308,8 @@ void Pager::IssueWeightCopy(uint64_t g) {
     if (peer != nullptr)
       backend_->CopyDevice(Q::kCopyIn, slot_mem_[size_t(s)], peer, h.layer_used_bytes);
     else
-      backend_->CopyIn(Q::kCopyIn, slot_mem_[size_t(s)], host_.weights + h.LayerOffset(layer), h.layer_used_bytes);
+      backend_->CopyIn(Q::kCopyIn, slot_mem_[size_t(s)], host_.weights + h.LayerOffset(layer),
+                       h.layer_used_bytes);
   }
   backend_->Record(Q::kCopyIn, slot_copied_[size_t(s)]);
   slot_layer_[size_t(s)] = layer;
@@ -306,7 +321,8 @@ absl::StatusOr<LayerWeights> Pager::AcquireLayer(int layer) {
   if (const uint8_t* b = resident_block_[size_t(layer)]) return WeightsAt(layer, b);
   const int s = int(next_use_ % slot_mem_.size());
   if (slot_layer_[size_t(s)] != layer)
-    return absl::InternalError(absl::StrCat("pager: layer ", layer, " asked out of order (slot holds layer ",
+    return absl::InternalError(absl::StrCat("pager: layer ", layer,
+                                            " asked out of order (slot holds layer ",
                                             slot_layer_[size_t(s)], ")"));
   ++next_use_;
   current_slot_ = s;
@@ -351,8 +367,9 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
   const uint64_t n = step_host_blocks_.size();
   kv_cached_ = kv_cache_ != nullptr && n <= plan_.kv_cache_blocks;
   if (!kv_cached_ && n > plan_.slot_kv_blocks)
-    return absl::ResourceExhaustedError(absl::StrCat("step reads ", n, " KV blocks per layer; this worker's plan holds ",
-                                                     std::max(plan_.slot_kv_blocks, plan_.kv_cache_blocks)));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("step reads ", n, " KV blocks per layer; this worker's plan holds ",
+                     std::max(plan_.slot_kv_blocks, plan_.kv_cache_blocks)));
   step_dev_blocks_.assign(n, 0);
   if (kv_cached_) {
     ++stats_.kv_cached_steps;
@@ -392,8 +409,9 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
     cache_fill_pending_ = !fill_host.empty();
     if (cache_fill_pending_) {
       for (int l = 0; l < n_layers_; ++l) {
-        backend_->GatherBlocksIn(Q::kCopyIn, DeviceKv(l).base, host_.KvLayer(l).base, h.kv_block_bytes,
-                                 fill_host.data(), fill_dev.data(), int(fill_host.size()), h.kv_block_bytes);
+        backend_->GatherBlocksIn(Q::kCopyIn, DeviceKv(l).base, host_.KvLayer(l).base,
+                                 h.kv_block_bytes, fill_host.data(), fill_dev.data(),
+                                 int(fill_host.size()), h.kv_block_bytes);
       }
       backend_->Record(Q::kCopyIn, cache_filled_);
       stats_.h2d_kv_bytes += fill_host.size() * h.kv_block_bytes * uint64_t(n_layers_);
@@ -414,7 +432,8 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
   }
   for (int32_t& b : *block_ids) b = step_dev_blocks_[size_t(index[b])];
   prev_next_pos_.clear();
-  for (const SeqStep& s : batch.seqs) prev_next_pos_[s.seq_id] = s.start_pos + int32_t(s.tokens.size());
+  for (const SeqStep& s : batch.seqs)
+    prev_next_pos_[s.seq_id] = s.start_pos + int32_t(s.tokens.size());
   return absl::OkStatus();
 }
 
@@ -435,8 +454,9 @@ void Pager::IssueKvGather(int layer) {
   const uint64_t bb = host_.header->kv_block_bytes;
   backend_->Wait(Q::kCopyIn, area_free_[size_t(a)]);
   if (!options_.compute_only && !step_gather_host_.empty()) {
-    backend_->GatherBlocksIn(Q::kCopyIn, kv_areas_[size_t(a)], host_.KvLayer(layer).base, bb, step_gather_host_.data(),
-                             step_gather_dev_.data(), int(step_gather_host_.size()), bb);
+    backend_->GatherBlocksIn(Q::kCopyIn, kv_areas_[size_t(a)], host_.KvLayer(layer).base, bb,
+                             step_gather_host_.data(), step_gather_dev_.data(),
+                             int(step_gather_host_.size()), bb);
     stats_.h2d_kv_bytes += step_gather_host_.size() * bb;
   }
   backend_->Record(Q::kCopyIn, area_ready_[size_t(a)]);
@@ -461,7 +481,8 @@ void Pager::ReleaseKv(int layer, const int32_t* slots, int n) {
   backend_->Wait(Q::kWriteBack, kv_written_);
   const KvLayerView dev = DeviceKv(layer);
   if (!options_.compute_only) {
-    backend_->ScatterKvRowsOut(Q::kWriteBack, dev, host_.KvLayer(layer), slots, step_host_slots_.data(), n);
+    backend_->ScatterKvRowsOut(Q::kWriteBack, dev, host_.KvLayer(layer), slots,
+                               step_host_slots_.data(), n);
     const uint64_t row = uint64_t(dev.kv_dim) * (dev.dtype == DType::kF32 ? 4 : 2);
     stats_.d2h_kv_bytes += uint64_t(n) * row * 2;
   }

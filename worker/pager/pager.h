@@ -27,12 +27,12 @@ namespace paged {
 
 struct PagerStats {
   uint64_t steps = 0;
-  uint64_t h2d_weight_bytes = 0;  // layer blocks copied in
-  uint64_t h2d_kv_bytes = 0;      // KV blocks gathered in
-  uint64_t d2h_kv_bytes = 0;      // new KV rows written back
-  uint64_t peer_weight_bytes = 0; // layer blocks copied from a peer GPU's copy
-  uint64_t kv_cached_steps = 0;   // steps whose KV came from the device cache
-  uint64_t kv_paged_steps = 0;    // steps whose KV was paged per layer
+  uint64_t h2d_weight_bytes = 0;   // layer blocks copied in
+  uint64_t h2d_kv_bytes = 0;       // KV blocks gathered in
+  uint64_t d2h_kv_bytes = 0;       // new KV rows written back
+  uint64_t peer_weight_bytes = 0;  // layer blocks copied from a peer GPU's copy
+  uint64_t kv_cached_steps = 0;    // steps whose KV came from the device cache
+  uint64_t kv_paged_steps = 0;     // steps whose KV was paged per layer
 };
 
 struct PagerOptions {
@@ -58,11 +58,11 @@ struct PagerOptions {
 // What sharing did at start (all zero when it is off).
 struct SharingReport {
   bool enabled = false;
-  bool globals_shared = false;  // the globals came from another worker
-  int layers_shared = 0;        // layers used in place from another worker of this device
-  int layers_published = 0;     // resident layers this worker offers the others
-  int peer_layers = 0;          // paged layers a peer holds
-  bool peer_used = false;       // ...and copied from it instead of the host
+  bool globals_shared = false;          // the globals came from another worker
+  int layers_shared = 0;                // layers used in place from another worker of this device
+  int layers_published = 0;             // resident layers this worker offers the others
+  int peer_layers = 0;                  // paged layers a peer holds
+  bool peer_used = false;               // ...and copied from it instead of the host
   double host_gbps = 0, peer_gbps = 0;  // measured at start when both were candidates
   uint64_t shared_bytes = 0;            // device memory used in place, not allocated
   std::string Describe() const;
@@ -73,7 +73,8 @@ class Pager final : public WeightProvider {
   // `host`: the segment as this process maps it (weights read-only, KV pool
   // read-write); registered with the backend for DMA here.
   static absl::StatusOr<std::unique_ptr<Pager>> Create(Backend* backend, const ModelImage& host,
-                                                       const MemoryPlan& plan, PagerOptions options = {});
+                                                       const MemoryPlan& plan,
+                                                       PagerOptions options = {});
   ~Pager() override;
 
   const GlobalWeights& globals() const override { return globals_; }
@@ -100,7 +101,8 @@ class Pager final : public WeightProvider {
   // Device memory holding `bytes` of host block `src`, board entry `id`:
   // imported when a live worker of this device published it, else (when
   // `make`) allocated, uploaded and published; nullptr when neither.
-  absl::StatusOr<const uint8_t*> Obtain(int id, const uint8_t* src, uint64_t bytes, bool make, bool* imported);
+  absl::StatusOr<const uint8_t*> Obtain(int id, const uint8_t* src, uint64_t bytes, bool make,
+                                        bool* imported);
   // Paged layers a peer device holds: imports them and decides whether to
   // copy from there (measuring both links under kAuto).
   absl::Status SetUpPeers();
@@ -111,7 +113,9 @@ class Pager final : public WeightProvider {
   void IssueWeightCopy(uint64_t g);
   void IssueKvGather(int layer);
   KvLayerView DeviceKv(int layer) const;
-  int KvArea(int layer) const { return int((kv_seq_base_ + uint64_t(layer)) % uint64_t(kv_areas_.size())); }
+  int KvArea(int layer) const {
+    return int((kv_seq_base_ + uint64_t(layer)) % uint64_t(kv_areas_.size()));
+  }
 
   Backend* backend_;
   ModelImage host_;
@@ -126,8 +130,8 @@ class Pager final : public WeightProvider {
   std::vector<const uint8_t*> resident_block_;  // per layer: device block, or null when paged
   std::vector<const uint8_t*> peer_block_;      // per layer: a peer's copy to page from, or null
 
-  std::unique_ptr<ShareBoard> board_;           // this device's; null: no sharing
-  std::vector<void*> imported_;                 // ImportMemory'd, closed at the end
+  std::unique_ptr<ShareBoard> board_;  // this device's; null: no sharing
+  std::vector<void*> imported_;        // ImportMemory'd, closed at the end
   SharingReport sharing_;
   double link_gbps_ = 0;
 
@@ -144,7 +148,8 @@ class Pager final : public WeightProvider {
   bool kv_cached_ = false;
   uint8_t* kv_cache_ = nullptr;
   std::unordered_map<int32_t, int32_t> cache_ids_;  // pool block -> cache block
-  std::unordered_map<int64_t, int32_t> prev_next_pos_;  // previous step: sequence -> its next position
+  std::unordered_map<int64_t, int32_t>
+      prev_next_pos_;  // previous step: sequence -> its next position
   std::vector<int32_t> cache_free_;
   int cache_filled_ = -1;  // event
   bool cache_fill_pending_ = false;

@@ -14,7 +14,8 @@ namespace {
 uint64_t GlobalsBytes(const SegmentHeader& h) {
   uint64_t n = 0;
   for (uint32_t i = 0; i < h.n_global_tensors; ++i) {
-    n += AlignUp(h.global_tensors[i].bytes, kTensorAlign) + AlignUp(h.global_tensors[i].scale_bytes, kTensorAlign);
+    n += AlignUp(h.global_tensors[i].bytes, kTensorAlign) +
+         AlignUp(h.global_tensors[i].scale_bytes, kTensorAlign);
   }
   return n;
 }
@@ -28,20 +29,23 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l) {
   // The residual stream for every row; the other activations for one chunk
   // of rows (the engine runs each layer chunk by chunk).
   const uint64_t C = std::min<uint64_t>(N, kEngineChunkTokens);
-  const uint64_t act = N * uint64_t(c.hidden) * 4 +
-                       C * (2ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.ffn) * 4 +
-                       S * (2ull * c.hidden + 2ull * c.vocab) * 4 + (N + S) * 64;
+  const uint64_t act =
+      N * uint64_t(c.hidden) * 4 +
+      C * (2ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.ffn) * 4 +
+      S * (2ull * c.hidden + 2ull * c.vocab) * 4 + (N + S) * 64;
   if (l.backend_scratch_bytes > 0) return act + l.backend_scratch_bytes;
   uint64_t largest = 0;
   for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
-    largest = std::max<uint64_t>(largest, uint64_t(h.layer_tensors[i].rows) * uint64_t(h.layer_tensors[i].cols));
+    largest = std::max<uint64_t>(
+        largest, uint64_t(h.layer_tensors[i].rows) * uint64_t(h.layer_tensors[i].cols));
   }
   const bool quantized = h.weight_format == uint32_t(WeightFormat::kInt8) ||
                          h.weight_format == uint32_t(WeightFormat::kInt4);
   const uint64_t cast = C * uint64_t(std::max({c.hidden, c.ffn, c.q_dim()})) * 2;
   const uint64_t dequant = quantized ? largest * 2 : 0;
   const uint64_t partials = S * uint64_t(c.n_heads) * 64 * (uint64_t(c.head_dim) + 2) * 4;
-  return act + cast + dequant + partials + (160ull << 20);  // + cuBLAS workspace and allocator slack
+  return act + cast + dequant + partials +
+         (160ull << 20);  // + cuBLAS workspace and allocator slack
 }
 
 }  // namespace
@@ -52,7 +56,8 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
     return absl::InvalidArgumentError("shared layers do not match the model's layers");
   if (!l.layers_on_peers.empty() && l.layers_on_peers.size() != size_t(n_layers))
     return absl::InvalidArgumentError("peer layers do not match the model's layers");
-  if (!(l.rotation >= 0 && l.rotation < 1)) return absl::InvalidArgumentError("rotation must be in [0, 1)");
+  if (!(l.rotation >= 0 && l.rotation < 1))
+    return absl::InvalidArgumentError("rotation must be in [0, 1)");
   int n_shared = 0;
   for (bool b : l.layers_shared) n_shared += b;
   // Shared layers are resident at no cost; the plan below decides the others.
@@ -67,7 +72,8 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   } else if (l.resident == "all") {
     want_resident = L;
   } else if (l.resident != "auto") {
-    if (!absl::SimpleAtoi(l.resident, &want_resident) || want_resident < 0 || want_resident > n_layers)
+    if (!absl::SimpleAtoi(l.resident, &want_resident) || want_resident < 0 ||
+        want_resident > n_layers)
       return absl::InvalidArgumentError(
           absl::StrCat("--resident=", l.resident, ": expected auto, none, all or 0..", n_layers));
     want_resident = std::min(want_resident, L);  // shared layers are resident already
@@ -81,13 +87,15 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   p.slot_layer_bytes = AlignUp(h.layer_used_bytes, kTensorAlign);
   // A step reads at most max_step_kv_tokens rows; each sequence may add a
   // partly filled block.
-  p.slot_kv_blocks = uint64_t(l.max_step_kv_tokens + h.block_tokens - 1) / h.block_tokens + uint64_t(l.max_step_seqs);
+  p.slot_kv_blocks = uint64_t(l.max_step_kv_tokens + h.block_tokens - 1) / h.block_tokens +
+                     uint64_t(l.max_step_seqs);
   const uint64_t slot_kv_bytes = p.slot_kv_blocks * h.kv_block_bytes;
   const uint64_t fixed = p.globals_bytes + p.workspace_bytes;
   const uint64_t layer = p.slot_layer_bytes;  // device copies need no 2 MiB rounding
 
   auto total_for = [&](int resident, int slots) {
-    return fixed + uint64_t(resident) * layer + (resident < L ? uint64_t(slots) * (layer + slot_kv_bytes) : 0) +
+    return fixed + uint64_t(resident) * layer +
+           (resident < L ? uint64_t(slots) * (layer + slot_kv_bytes) : 0) +
            (resident == L ? slot_kv_bytes * 2 : 0);
   };
   if (want_resident == L) {
@@ -96,19 +104,22 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
     p.slots = l.slots;
     if (total_for(0, l.slots) > l.budget_bytes)
       return absl::ResourceExhaustedError(absl::StrCat(
-          "--gpu-budget=", FormatBytes(l.budget_bytes), " is too small: globals ", FormatBytes(p.globals_bytes),
-          " + workspace ", FormatBytes(p.workspace_bytes), " + ", l.slots, " slots of ",
-          FormatBytes(layer + slot_kv_bytes), " need ", FormatBytes(total_for(0, l.slots))));
+          "--gpu-budget=", FormatBytes(l.budget_bytes), " is too small: globals ",
+          FormatBytes(p.globals_bytes), " + workspace ", FormatBytes(p.workspace_bytes), " + ",
+          l.slots, " slots of ", FormatBytes(layer + slot_kv_bytes), " need ",
+          FormatBytes(total_for(0, l.slots))));
   }
   int resident = 0;
   if (want_resident >= 0) {
     resident = want_resident;
     if (total_for(resident, p.slots) > l.budget_bytes)
-      return absl::ResourceExhaustedError(absl::StrCat("--resident=", l.resident, " needs ",
-                                                       FormatBytes(total_for(resident, p.slots)), ", over --gpu-budget=",
-                                                       FormatBytes(l.budget_bytes)));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "--resident=", l.resident, " needs ", FormatBytes(total_for(resident, p.slots)),
+          ", over --gpu-budget=", FormatBytes(l.budget_bytes)));
   } else {
-    while (resident < L && total_for(resident + 1, resident + 1 == L ? 0 : p.slots) <= l.budget_bytes) ++resident;
+    while (resident < L &&
+           total_for(resident + 1, resident + 1 == L ? 0 : p.slots) <= l.budget_bytes)
+      ++resident;
     if (resident == L) p.slots = 0;
   }
   p.n_resident = resident + n_shared;
@@ -127,7 +138,8 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   auto spread = [&](const std::vector<int>& from, int k) {
     const int64_t n = int64_t(from.size());
     const int64_t start = int64_t(l.rotation * double(n));
-    for (int64_t i = 0; i < k; ++i) p.resident[size_t(from[size_t((i * n / k + start) % n)])] = true;
+    for (int64_t i = 0; i < k; ++i)
+      p.resident[size_t(from[size_t((i * n / k + start) % n)])] = true;
   };
   const int in_first = std::min(resident, int(first.size()));
   if (in_first > 0) spread(first, in_first);
@@ -138,7 +150,8 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   const uint64_t kv_areas = p.slots > 0 ? uint64_t(p.slots) * slot_kv_bytes : 2 * slot_kv_bytes;
   const uint64_t used = fixed + p.resident_bytes + uint64_t(p.slots) * layer + kv_areas;
   const uint64_t left = l.budget_bytes > used ? l.budget_bytes - used : 0;
-  p.kv_cache_blocks = std::min<uint64_t>(left / (h.kv_block_bytes * uint64_t(n_layers)), h.kv_n_blocks);
+  p.kv_cache_blocks =
+      std::min<uint64_t>(left / (h.kv_block_bytes * uint64_t(n_layers)), h.kv_n_blocks);
   p.kv_cache_bytes = p.kv_cache_blocks * h.kv_block_bytes * uint64_t(n_layers);
   p.total_bytes = used + p.kv_cache_bytes;
   p.paged_weight_bytes_per_step = uint64_t(L - resident) * h.layer_used_bytes;
@@ -147,18 +160,27 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
 
 std::string MemoryPlan::Describe() const {
   std::string s;
-  absl::StrAppend(&s, "memory plan (budget ", FormatBytes(budget_bytes), ", planned ", FormatBytes(total_bytes), "):\n");
-  absl::StrAppend(&s, absl::StrFormat("  globals          %12s  (embeddings, final norm, lm_head%s)\n", FormatBytes(globals_bytes),
-                                      globals_shared ? ": another worker's, used in place" : ""));
-  absl::StrAppend(&s, absl::StrFormat("  workspace        %12s  (activations and scratch of the largest step)\n",
-                                      FormatBytes(workspace_bytes)));
+  absl::StrAppend(&s, "memory plan (budget ", FormatBytes(budget_bytes), ", planned ",
+                  FormatBytes(total_bytes), "):\n");
+  absl::StrAppend(&s,
+                  absl::StrFormat("  globals          %12s  (embeddings, final norm, lm_head%s)\n",
+                                  FormatBytes(globals_bytes),
+                                  globals_shared ? ": another worker's, used in place" : ""));
+  absl::StrAppend(
+      &s,
+      absl::StrFormat("  workspace        %12s  (activations and scratch of the largest step)\n",
+                      FormatBytes(workspace_bytes)));
   absl::StrAppend(&s, absl::StrFormat("  slots            %12s  (%d x %s layer + %llu KV blocks)\n",
-                                      FormatBytes(uint64_t(slots) * slot_bytes), slots, FormatBytes(slot_layer_bytes),
+                                      FormatBytes(uint64_t(slots) * slot_bytes), slots,
+                                      FormatBytes(slot_layer_bytes),
                                       static_cast<unsigned long long>(slot_kv_blocks)));
-  absl::StrAppend(&s, absl::StrFormat("  resident layers  %12s  (%d of %zu%s)\n", FormatBytes(resident_bytes), n_resident,
-                                      resident.size(),
-                                      n_shared > 0 ? absl::StrCat(", ", n_shared, " of them another worker's") : ""));
-  absl::StrAppend(&s, absl::StrFormat("  KV cache         %12s  (%llu blocks per layer)\n", FormatBytes(kv_cache_bytes),
+  absl::StrAppend(
+      &s, absl::StrFormat(
+              "  resident layers  %12s  (%d of %zu%s)\n", FormatBytes(resident_bytes), n_resident,
+              resident.size(),
+              n_shared > 0 ? absl::StrCat(", ", n_shared, " of them another worker's") : ""));
+  absl::StrAppend(&s, absl::StrFormat("  KV cache         %12s  (%llu blocks per layer)\n",
+                                      FormatBytes(kv_cache_bytes),
                                       static_cast<unsigned long long>(kv_cache_blocks)));
   absl::StrAppend(&s, absl::StrFormat("  paged per step   %12s  of weights (%d layers)\n",
                                       FormatBytes(paged_weight_bytes_per_step), n_paged()));

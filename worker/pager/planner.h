@@ -26,11 +26,11 @@ namespace paged {
 
 struct PlanLimits {
   uint64_t budget_bytes = 0;
-  int slots = 2;                      // S >= 2 (when any layer is paged)
-  std::string resident = "auto";      // auto | none | all | N (count)
-  int max_step_tokens = 2048;         // new tokens in the largest step
-  int max_step_seqs = 64;             // sequences in the largest step
-  int max_step_kv_tokens = 16384;     // context tokens (KV rows) a step may read
+  int slots = 2;                   // S >= 2 (when any layer is paged)
+  std::string resident = "auto";   // auto | none | all | N (count)
+  int max_step_tokens = 2048;      // new tokens in the largest step
+  int max_step_seqs = 64;          // sequences in the largest step
+  int max_step_kv_tokens = 16384;  // context tokens (KV rows) a step may read
   // Backend scratch beyond the engine's activations (dequantized weights,
   // 16-bit activation copies, attention partials): estimated by the planner
   // when 0.
@@ -61,15 +61,15 @@ struct MemoryPlan {
   std::vector<bool> resident;     // per layer (shared ones included)
   int n_shared = 0;               // layers another worker of the device holds
   bool globals_shared = false;    // globals_bytes is then 0
-  uint64_t resident_bytes = 0;   // this worker's own resident layers
+  uint64_t resident_bytes = 0;    // this worker's own resident layers
   uint64_t kv_cache_blocks = 0;   // device KV cache: blocks per layer (every layer)
   uint64_t kv_cache_bytes = 0;
-  uint64_t total_bytes = 0;       // <= budget_bytes
+  uint64_t total_bytes = 0;  // <= budget_bytes
   // Bytes one decode pass moves over the link for the weights (paged layers).
   uint64_t paged_weight_bytes_per_step = 0;
 
   int n_paged() const { return int(resident.size()) - n_resident; }
-  std::string Describe() const;   // multi-line, for people
+  std::string Describe() const;  // multi-line, for people
 };
 
 // INVALID_ARGUMENT for bad limits; RESOURCE_EXHAUSTED ("budget too small")

@@ -37,14 +37,16 @@ struct Entry {
 std::string Sanitize(const std::string& s) {
   std::string out = s;
   for (char& c : out) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
     if (!ok) c = '_';
   }
   return out;
 }
 
-std::string Errno(const std::string& what) { return absl::StrCat(what, ": ", std::strerror(errno)); }
+std::string Errno(const std::string& what) {
+  return absl::StrCat(what, ": ", std::strerror(errno));
+}
 
 uint64_t SelfStartTime() {
   static const uint64_t t = ProcessStartTime(getpid()).value_or(0);
@@ -65,15 +67,16 @@ struct ShareBoard::Layout {
   static size_t Bytes(int n) { return sizeof(Layout) + size_t(n) * sizeof(Entry); }
 };
 
-
 std::string ShareBoard::NameFor(const std::string& segment, const std::string& device_uuid) {
   std::string seg = segment;
   if (!seg.empty() && seg[0] == '/') seg.erase(0, 1);
   return absl::StrCat("/", Sanitize(seg), ".share.", Sanitize(device_uuid));
 }
 
-absl::StatusOr<std::unique_ptr<ShareBoard>> ShareBoard::Map(const std::string& name, const std::string& device_uuid,
-                                                            uint64_t generation, int n_entries, bool create) {
+absl::StatusOr<std::unique_ptr<ShareBoard>> ShareBoard::Map(const std::string& name,
+                                                            const std::string& device_uuid,
+                                                            uint64_t generation, int n_entries,
+                                                            bool create) {
   if (n_entries <= 0 || n_entries > 1 << 16)
     return absl::InvalidArgumentError(absl::StrCat("share board: ", n_entries, " entries"));
   std::unique_ptr<ShareBoard> b(new ShareBoard());
@@ -84,24 +87,29 @@ absl::StatusOr<std::unique_ptr<ShareBoard>> ShareBoard::Map(const std::string& n
   b->bytes_ = Layout::Bytes(n_entries);
   Lock lock(*b);
   struct stat st;
-  if (fstat(b->fd_, &st) != 0) return absl::InternalError(Errno(absl::StrCat("share board ", name, ": fstat")));
+  if (fstat(b->fd_, &st) != 0)
+    return absl::InternalError(Errno(absl::StrCat("share board ", name, ": fstat")));
   const bool sized = uint64_t(st.st_size) == b->bytes_;
   if (!sized) {
-    if (!create) return absl::FailedPreconditionError(absl::StrCat("share board ", name, ": another layout"));
+    if (!create)
+      return absl::FailedPreconditionError(absl::StrCat("share board ", name, ": another layout"));
     if (ftruncate(b->fd_, off_t(b->bytes_)) != 0)
       return absl::InternalError(Errno(absl::StrCat("share board ", name, ": ftruncate")));
   }
   void* p = mmap(nullptr, b->bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, b->fd_, 0);
-  if (p == MAP_FAILED) return absl::InternalError(Errno(absl::StrCat("share board ", name, ": mmap")));
+  if (p == MAP_FAILED)
+    return absl::InternalError(Errno(absl::StrCat("share board ", name, ": mmap")));
   b->layout_ = static_cast<Layout*>(p);
   Layout& l = *b->layout_;
-  const bool valid = sized && std::memcmp(l.magic, kMagic, sizeof kMagic) == 0 && l.version == kVersion &&
-                     l.n_entries == n_entries && l.generation == generation;
+  const bool valid = sized && std::memcmp(l.magic, kMagic, sizeof kMagic) == 0 &&
+                     l.version == kVersion && l.n_entries == n_entries &&
+                     l.generation == generation;
   if (!valid) {
     if (!create) {
       munmap(p, b->bytes_);
       b->layout_ = nullptr;
-      return absl::FailedPreconditionError(absl::StrCat("share board ", name, ": another generation"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("share board ", name, ": another generation"));
     }
     std::memset(p, 0, b->bytes_);
     std::memcpy(l.magic, kMagic, sizeof kMagic);
@@ -112,14 +120,18 @@ absl::StatusOr<std::unique_ptr<ShareBoard>> ShareBoard::Map(const std::string& n
   return b;
 }
 
-absl::StatusOr<std::unique_ptr<ShareBoard>> ShareBoard::Open(const std::string& segment, uint64_t generation,
-                                                             const std::string& device_uuid, int n_entries) {
+absl::StatusOr<std::unique_ptr<ShareBoard>> ShareBoard::Open(const std::string& segment,
+                                                             uint64_t generation,
+                                                             const std::string& device_uuid,
+                                                             int n_entries) {
   if (device_uuid.empty()) return absl::InvalidArgumentError("share board: the device has no id");
   return Map(NameFor(segment, device_uuid), device_uuid, generation, n_entries, /*create=*/true);
 }
 
-std::vector<std::unique_ptr<ShareBoard>> ShareBoard::OpenPeers(const std::string& segment, uint64_t generation,
-                                                               const std::string& device_uuid, int n_entries) {
+std::vector<std::unique_ptr<ShareBoard>> ShareBoard::OpenPeers(const std::string& segment,
+                                                               uint64_t generation,
+                                                               const std::string& device_uuid,
+                                                               int n_entries) {
   std::vector<std::unique_ptr<ShareBoard>> out;
   const std::string own = NameFor(segment, device_uuid).substr(1);
   const std::string prefix = NameFor(segment, "").substr(1);
@@ -170,9 +182,11 @@ std::optional<std::string> ShareBoard::LiveHandle(int id) const {
 }
 
 absl::Status ShareBoard::Publish(int id, const std::string& handle, uint64_t bytes) {
-  if (id < 0 || id >= layout_->n_entries) return absl::OutOfRangeError(absl::StrCat("share board entry ", id));
+  if (id < 0 || id >= layout_->n_entries)
+    return absl::OutOfRangeError(absl::StrCat("share board entry ", id));
   if (handle.empty() || handle.size() > kMaxHandleBytes)
-    return absl::InvalidArgumentError(absl::StrCat("share board: a handle of ", handle.size(), " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("share board: a handle of ", handle.size(), " bytes"));
   Entry& e = layout_->entries()[id];
   std::memset(&e, 0, sizeof e);
   std::memcpy(e.handle, handle.data(), handle.size());

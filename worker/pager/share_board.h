@@ -38,12 +38,16 @@ class ShareBoard {
   // Opens (creating it if needed) the board of `segment` on `device_uuid`
   // with `n_entries` entries (ids 0..n_entries-1). A board of another
   // generation or entry count is reset.
-  static absl::StatusOr<std::unique_ptr<ShareBoard>> Open(const std::string& segment, uint64_t generation,
-                                                          const std::string& device_uuid, int n_entries);
+  static absl::StatusOr<std::unique_ptr<ShareBoard>> Open(const std::string& segment,
+                                                          uint64_t generation,
+                                                          const std::string& device_uuid,
+                                                          int n_entries);
   // The boards of `segment` on other devices of this host (for peer copies),
   // opened without creating; those of another generation are skipped.
-  static std::vector<std::unique_ptr<ShareBoard>> OpenPeers(const std::string& segment, uint64_t generation,
-                                                            const std::string& device_uuid, int n_entries);
+  static std::vector<std::unique_ptr<ShareBoard>> OpenPeers(const std::string& segment,
+                                                            uint64_t generation,
+                                                            const std::string& device_uuid,
+                                                            int n_entries);
   // Removes the board object (tests, and a store that removes its segment).
   static void Remove(const std::string& segment, const std::string& device_uuid);
 
@@ -84,8 +88,10 @@ class ShareBoard {
  private:
   struct Layout;
   ShareBoard() = default;
-  static absl::StatusOr<std::unique_ptr<ShareBoard>> Map(const std::string& name, const std::string& device_uuid,
-                                                         uint64_t generation, int n_entries, bool create);
+  static absl::StatusOr<std::unique_ptr<ShareBoard>> Map(const std::string& name,
+                                                         const std::string& device_uuid,
+                                                         uint64_t generation, int n_entries,
+                                                         bool create);
 
   std::string name_, device_uuid_;
   int fd_ = -1;

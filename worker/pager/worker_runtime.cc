@@ -24,7 +24,8 @@ absl::StatusOr<PagerOptions::PeerCopies> ParsePeerCopies(const std::string& s) {
   if (s == "auto") return PagerOptions::PeerCopies::kAuto;
   if (s == "off") return PagerOptions::PeerCopies::kOff;
   if (s == "force") return PagerOptions::PeerCopies::kForce;
-  return absl::InvalidArgumentError(absl::StrCat("--peer-copies must be auto, off or force, not \"", s, "\""));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--peer-copies must be auto, off or force, not \"", s, "\""));
 }
 
 WorkerRuntime::~WorkerRuntime() {
@@ -45,12 +46,14 @@ absl::StatusOr<std::vector<int32_t>> WorkerRuntime::SelfCheck(int n) {
 
 absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const WorkerOptions& opts) {
   std::unique_ptr<WorkerRuntime> w(new WorkerRuntime());
-  ASSIGN_OR_RETURN(w->segment_, SegmentMapping::Open(opts.segment, SegmentMapping::Access::kWorker));
+  ASSIGN_OR_RETURN(w->segment_,
+                   SegmentMapping::Open(opts.segment, SegmentMapping::Access::kWorker));
   const SegmentHeader& h = w->segment_->header();
   PlanLimits limits = opts.limits;
   limits.budget_bytes = opts.gpu_budget > 0 ? opts.gpu_budget : (4ull << 30);
   if (opts.share != "auto" && opts.share != "on" && opts.share != "off")
-    return absl::InvalidArgumentError(absl::StrCat("--share must be auto, on or off, not \"", opts.share, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--share must be auto, on or off, not \"", opts.share, "\""));
   ASSIGN_OR_RETURN(w->backend_, MakeBackend(opts.device, opts.threads));
   PagerOptions po;
   if ((opts.share == "on" || (opts.share == "auto" && opts.device.rfind("cuda", 0) == 0)) &&
@@ -61,7 +64,8 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
     // nothing (the pager imports it; should its holder vanish meanwhile, the
     // pager makes its own copy).
     const int L = h.model.n_layers;
-    ASSIGN_OR_RETURN(auto board, ShareBoard::Open(opts.segment, h.generation, w->backend_->device_uuid(), L + 1));
+    ASSIGN_OR_RETURN(auto board, ShareBoard::Open(opts.segment, h.generation,
+                                                  w->backend_->device_uuid(), L + 1));
     ShareBoard::Lock lock(*board);  // released before the pager takes it
     limits.globals_shared = board->IsLive(L);
     limits.layers_shared.assign(size_t(L), false);
@@ -73,9 +77,11 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
     // Layers peer GPUs hold: this worker keeps others resident first.
     const int L = h.model.n_layers;
     limits.layers_on_peers.assign(size_t(L), false);
-    for (auto& peer : ShareBoard::OpenPeers(opts.segment, h.generation, w->backend_->device_uuid(), L + 1)) {
+    for (auto& peer :
+         ShareBoard::OpenPeers(opts.segment, h.generation, w->backend_->device_uuid(), L + 1)) {
       ShareBoard::Lock lock(*peer);
-      for (int l = 0; l < L; ++l) limits.layers_on_peers[size_t(l)] = limits.layers_on_peers[size_t(l)] || peer->IsLive(l);
+      for (int l = 0; l < L; ++l)
+        limits.layers_on_peers[size_t(l)] = limits.layers_on_peers[size_t(l)] || peer->IsLive(l);
     }
   }
   // GPU k of n starts its spread of resident layers k/n of the way down, so
@@ -91,7 +97,8 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   ASSIGN_OR_RETURN(w->pager_, Pager::Create(w->backend_.get(), host, plan, po));
   w->engine_ = std::make_unique<Engine>(w->backend_.get(), w->pager_.get(), host.config(),
                                         int(host.header->block_tokens));
-  RETURN_IF_ERROR(w->engine_->Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
+  RETURN_IF_ERROR(
+      w->engine_->Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
   return w;
 }
 

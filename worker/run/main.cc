@@ -9,7 +9,8 @@ ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, weight_format, "native", "native | f32 | f16 | bf16 | int8 | int4");
 ABSL_FLAG(std::string, prompt, "", "prompt text (BOS is added)");
-ABSL_FLAG(std::string, prompt_tokens, "", "prompt as token ids: 1,2,3 (for models without a tokenizer)");
+ABSL_FLAG(std::string, prompt_tokens, "",
+          "prompt as token ids: 1,2,3 (for models without a tokenizer)");
 ABSL_FLAG(int, n, 64, "tokens to generate");
 ABSL_FLAG(float, temperature, 0.f, "0: greedy");
 ABSL_FLAG(int, top_k, 0, "0: off");
@@ -20,9 +21,11 @@ ABSL_FLAG(double, kv_gib, 0, "KV pool size (0: what the request needs)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0: all cores)");
 
 int main(int argc, char** argv) {
-  paged::ParseFlags(argc, argv,
-                    "paged-run --model PATH [--device cpu|cuda[:N]] [--weight-format F] [--prompt TEXT | "
-                    "--prompt-tokens 1,2,3] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--tokens]");
+  paged::ParseFlags(
+      argc, argv,
+      "paged-run --model PATH [--device cpu|cuda[:N]] [--weight-format F] [--prompt TEXT | "
+      "--prompt-tokens 1,2,3] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] "
+      "[--tokens]");
   paged::OfflineRunOptions o;
   o.model_path = absl::GetFlag(FLAGS_model);
   o.device = absl::GetFlag(FLAGS_device);
@@ -36,7 +39,8 @@ int main(int argc, char** argv) {
   o.print_tokens = absl::GetFlag(FLAGS_tokens);
   o.kv_gib = absl::GetFlag(FLAGS_kv_gib);
   o.threads = absl::GetFlag(FLAGS_threads);
-  absl::Status s = o.model_path.empty() ? absl::InvalidArgumentError("--model is required") : absl::OkStatus();
+  absl::Status s =
+      o.model_path.empty() ? absl::InvalidArgumentError("--model is required") : absl::OkStatus();
   if (s.ok() && !absl::GetFlag(FLAGS_prompt_tokens).empty()) {
     auto ids = paged::ParseTokenList(absl::GetFlag(FLAGS_prompt_tokens));
     s = ids.status();

@@ -18,7 +18,8 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& text) {
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     int32_t id = 0;
     if (!absl::SimpleAtoi(part, &id) || id < 0)
-      return absl::InvalidArgumentError(absl::StrCat("--prompt-tokens: '", part, "' is not a token id"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--prompt-tokens: '", part, "' is not a token id"));
     ids.push_back(id);
   }
   if (ids.empty()) return absl::InvalidArgumentError("--prompt-tokens: no token ids");
@@ -39,7 +40,8 @@ absl::Status RunOffline(const OfflineRunOptions& opts, std::FILE* out, std::FILE
           "this model carries no tokenizer paged can read yet: give --prompt-tokens 1,2,3");
     if (tok) prompt = tok->Encode(opts.prompt, opts.add_bos);
     if (prompt.empty() && c.bos_id >= 0) prompt.push_back(c.bos_id);
-    if (prompt.empty()) return absl::InvalidArgumentError("empty prompt and the model has no BOS token");
+    if (prompt.empty())
+      return absl::InvalidArgumentError("empty prompt and the model has no BOS token");
   }
   LayoutOptions layout;
   layout.weight_format = opts.weight_format;
@@ -77,9 +79,12 @@ absl::Status RunOffline(const OfflineRunOptions& opts, std::FILE* out, std::FILE
   std::fprintf(out, "\n");
   const double load_s = std::chrono::duration<double>(t_load - t0).count();
   const double gen_s = std::chrono::duration<double>(Clock::now() - t_load).count();
-  std::fprintf(err, "paged-run: %s on %s, %zu prompt + %zu generated tokens (%s), load %.2f s, %.1f tokens/s\n",
-               std::string(ArchName(c.arch)).c_str(), model->backend->name().c_str(), prompt.size(), r.tokens.size(),
-               r.finish_reason.c_str(), load_s, gen_s > 0 ? double(r.tokens.size()) / gen_s : 0.0);
+  std::fprintf(
+      err,
+      "paged-run: %s on %s, %zu prompt + %zu generated tokens (%s), load %.2f s, %.1f tokens/s\n",
+      std::string(ArchName(c.arch)).c_str(), model->backend->name().c_str(), prompt.size(),
+      r.tokens.size(), r.finish_reason.c_str(), load_s,
+      gen_s > 0 ? double(r.tokens.size()) / gen_s : 0.0);
   return absl::OkStatus();
 }
 

@@ -31,13 +31,17 @@ ABSL_FLAG(int, max_step_kv_tokens, 16384, "KV rows the largest step reads");
 ABSL_FLAG(int, check_tokens, 8, "greedy tokens generated from BOS as a self-check");
 ABSL_FLAG(int, threads, 0, "CPU threads");
 ABSL_FLAG(std::string, share, "auto",
-          "share weight blocks with the other workers of this GPU and its peers: auto (on for cuda) | on | off");
+          "share weight blocks with the other workers of this GPU and its peers: auto (on for "
+          "cuda) | on | off");
 ABSL_FLAG(bool, shared_in_place, true,
-          "use a layer another worker of this GPU holds in place (false: copy it into the slots like a peer's)");
-ABSL_FLAG(std::string, peer_copies, "auto",
-          "page layers a peer GPU holds from it: auto (when that link measures faster) | off | force");
+          "use a layer another worker of this GPU holds in place (false: copy it into the slots "
+          "like a peer's)");
+ABSL_FLAG(
+    std::string, peer_copies, "auto",
+    "page layers a peer GPU holds from it: auto (when that link measures faster) | off | force");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
-ABSL_FLAG(std::string, config, "", "config file ([global] and [worker] keys; the command line wins)");
+ABSL_FLAG(std::string, config, "",
+          "config file ([global] and [worker] keys; the command line wins)");
 
 namespace {
 
@@ -47,7 +51,8 @@ bool IsFlag(const std::string& name) { return absl::FindCommandLineFlag(name) !=
 int SelfCheck(paged::WorkerRuntime& w, int n) {
   auto tokens = w.SelfCheck(n);
   if (!tokens.ok()) {
-    std::fprintf(stderr, "paged-worker: self-check failed: %s\n", std::string(tokens.status().message()).c_str());
+    std::fprintf(stderr, "paged-worker: self-check failed: %s\n",
+                 std::string(tokens.status().message()).c_str());
     return 1;
   }
   std::printf("paged-worker: self-check tokens:");
@@ -61,11 +66,13 @@ int SelfCheck(paged::WorkerRuntime& w, int n) {
 int main(int argc, char** argv) {
   paged::BlockTerminationSignals();  // before any thread starts
   paged::ConfigArgs args(argc, argv, "worker", IsFlag, "paged-worker");
-  paged::ParseFlags(args.argc(), args.argv(),
-                    "paged-worker --segment NAME --device cuda:N|cpu --gpu-budget BYTES [--slots S] "
-                    "[--resident auto|none|all|N] [--coordinator TARGET] [--config FILE]");
+  paged::ParseFlags(
+      args.argc(), args.argv(),
+      "paged-worker --segment NAME --device cuda:N|cpu --gpu-budget BYTES [--slots S] "
+      "[--resident auto|none|all|N] [--coordinator TARGET] [--config FILE]");
   paged::WorkerOptions o;
-  if (absl::Status s = paged::ConfigureLog("paged-worker", absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+  if (absl::Status s = paged::ConfigureLog("paged-worker", absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
     std::fprintf(stderr, "paged-worker: --log-level: %s\n", std::string(s.message()).c_str());
     return 2;
   }
@@ -96,13 +103,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(w.status().message()).c_str());
     return 1;
   }
-  std::printf("paged-worker: segment %s on %s\n%s%s\n", o.segment.c_str(), (*w)->backend().name().c_str(),
-              (*w)->plan().Describe().c_str(), (*w)->pager().sharing().Describe().c_str());
+  std::printf("paged-worker: segment %s on %s\n%s%s\n", o.segment.c_str(),
+              (*w)->backend().name().c_str(), (*w)->plan().Describe().c_str(),
+              (*w)->pager().sharing().Describe().c_str());
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
     paged::LinkOptions link;
     link.coordinator = absl::GetFlag(FLAGS_coordinator);
-    link.worker_id = absl::GetFlag(FLAGS_worker_id).empty() ? o.device : absl::GetFlag(FLAGS_worker_id);
+    link.worker_id =
+        absl::GetFlag(FLAGS_worker_id).empty() ? o.device : absl::GetFlag(FLAGS_worker_id);
     link.token = absl::GetFlag(FLAGS_token);
     link.segment = o.segment;
     link.max_step_tokens = o.limits.max_step_tokens;

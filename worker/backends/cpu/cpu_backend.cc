@@ -26,7 +26,8 @@ constexpr int kMaxAutoThreads = 32;
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int threads, std::string device_label) : pool_(threads), label_(std::move(device_label)) {}
+  CpuBackend(int threads, std::string device_label)
+      : pool_(threads), label_(std::move(device_label)) {}
   ~CpuBackend() override = default;  // queues_ drains its threads first
 
   std::string name() const override { return "cpu"; }
@@ -56,9 +57,10 @@ class CpuBackend final : public Backend {
   absl::StatusOr<void*> ImportMemory(const std::string& handle) override {
     const std::string prefix = ProcessPrefix() + ":";
     uintptr_t v = 0;
-    if (handle.rfind(prefix, 0) != 0 || !absl::SimpleAtoi(handle.substr(prefix.size()), &v) || v == 0)
-      return absl::FailedPreconditionError(
-          absl::StrCat("cpu backend: cannot import \"", handle, "\" (sharing works within one process)"));
+    if (handle.rfind(prefix, 0) != 0 || !absl::SimpleAtoi(handle.substr(prefix.size()), &v) ||
+        v == 0)
+      return absl::FailedPreconditionError(absl::StrCat("cpu backend: cannot import \"", handle,
+                                                        "\" (sharing works within one process)"));
     return reinterpret_cast<void*>(v);
   }
   void Upload(void* dst, const void* host_src, uint64_t bytes) override {
@@ -75,17 +77,19 @@ class CpuBackend final : public Backend {
     queues_.Enqueue(int(q), [=] { std::memcpy(dst, host_src, bytes); });
   }
   void GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride,
-                      const int32_t* host_ids, const int32_t* dev_ids, int n, uint64_t block_bytes) override {
+                      const int32_t* host_ids, const int32_t* dev_ids, int n,
+                      uint64_t block_bytes) override {
     std::vector<int32_t> h(host_ids, host_ids + n), d(dev_ids, dev_ids + n);
     queues_.Enqueue(int(q), [=, h = std::move(h), d = std::move(d)] {
       for (size_t i = 0; i < h.size(); ++i) {
         std::memcpy(static_cast<uint8_t*>(dst_base) + uint64_t(d[i]) * block_bytes,
-                    static_cast<const uint8_t*>(host_base) + uint64_t(h[i]) * host_stride, block_bytes);
+                    static_cast<const uint8_t*>(host_base) + uint64_t(h[i]) * host_stride,
+                    block_bytes);
       }
     });
   }
-  void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
-                        const int32_t* host_slots, int n) override {
+  void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host,
+                        const int32_t* dev_slots, const int32_t* host_slots, int n) override {
     std::vector<int32_t> d(dev_slots, dev_slots + n), h(host_slots, host_slots + n);
     queues_.Enqueue(int(q), [=, d = std::move(d), h = std::move(h)] {
       const uint64_t row = uint64_t(dev.kv_dim) * (dev.dtype == DType::kF32 ? 4 : 2);

@@ -153,7 +153,8 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
   const int hd = p.head_dim, g = p.group;
 
   // Units of work per sequence, prefix-summed.
-  const int total_units = BlockPrefixUnits(p.n_seqs, [&](int i) { return Units(p.seqs[i], p); }, prefix, scan);
+  const int total_units = BlockPrefixUnits(
+      p.n_seqs, [&](int i) { return Units(p.seqs[i], p); }, prefix, scan);
 
   const int64_t items = int64_t(total_units) * p.n_kv_heads;
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
@@ -307,7 +308,8 @@ CudaError Launch(const Params& p, int max_ctx, int num_sms, cudaStream_t stream)
           : std::max<int64_t>(p.max_splits, (int64_t(std::max(max_ctx, 1)) + p.rows_per_tile - 1) /
                                                 p.rows_per_tile);
   unsigned grid = 0;
-  PAGED_CUDA_TRY(PersistentGrid(kernel, kThreads, bytes, int64_t(p.n_seqs) * p.n_kv_heads * units_per_seq, num_sms, &grid));
+  PAGED_CUDA_TRY(PersistentGrid(kernel, kThreads, bytes,
+                                int64_t(p.n_seqs) * p.n_kv_heads * units_per_seq, num_sms, &grid));
   kernel<<<grid, kThreads, bytes, stream>>>(p);
   PAGED_CUDA_LAUNCHED();
   return 0;

@@ -122,7 +122,8 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(Params p) {
   const int g = lane >> 2, t = lane & 3;
 
   // Tiles per sequence, prefix-summed.
-  const int total_units = BlockPrefixUnits(p.n_seqs, [&](int i) { return Units(p.seqs[i]); }, prefix, scan);
+  const int total_units = BlockPrefixUnits(
+      p.n_seqs, [&](int i) { return Units(p.seqs[i]); }, prefix, scan);
 
   // Items w = unit * n_heads + head; a sequence's units run from its last
   // (longest) tile to its first, and blocks take the items in a snake order
@@ -322,7 +323,8 @@ CudaError Launch(const Params& p, int max_ctx, int num_sms, cudaStream_t stream)
   // Work items (blocks past them would only exit).
   const int64_t tiles_per_seq = (int64_t(std::max(max_ctx, 1)) + kRows - 1) / kRows;
   unsigned grid = 0;
-  PAGED_CUDA_TRY(PersistentGrid(kernel, kThreads, bytes, int64_t(p.n_seqs) * p.n_heads * tiles_per_seq, num_sms, &grid));
+  PAGED_CUDA_TRY(PersistentGrid(kernel, kThreads, bytes,
+                                int64_t(p.n_seqs) * p.n_heads * tiles_per_seq, num_sms, &grid));
   kernel<<<grid, kThreads, bytes, stream>>>(p);
   PAGED_CUDA_LAUNCHED();
   return 0;

@@ -16,8 +16,8 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
-#include <numbers>
 #include <map>
+#include <numbers>
 #include <unordered_set>
 #include <vector>
 
@@ -124,10 +124,12 @@ class CudaBackend final : public Backend {
     }
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     stream_owner_.stream = stream_;
-    for (auto& c : copy_streams_) CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
+    for (auto& c : copy_streams_)
+      CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
     // Block ids and row slots for the transfer kernels: a ring of mapped
     // pinned memory the kernels read directly.
-    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&meta_), kMetaInts * sizeof(int32_t), cudaHostAllocMapped));
+    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&meta_), kMetaInts * sizeof(int32_t),
+                             cudaHostAllocMapped));
     CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&meta_dev_), meta_, 0));
     CUBLAS_CHECK(cublasCreate(&cublas_));
     CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
@@ -167,7 +169,8 @@ class CudaBackend final : public Backend {
     Device();
     // Work already enqueued on any queue may still use p.
     Check(cudaStreamSynchronize(stream_), "Free: cudaStreamSynchronize");
-    for (auto& c : copy_streams_) Check(cudaStreamSynchronize(c.stream), "Free: cudaStreamSynchronize");
+    for (auto& c : copy_streams_)
+      Check(cudaStreamSynchronize(c.stream), "Free: cudaStreamSynchronize");
     Check(cudaFree(p), "Free: cudaFree");
     live_.erase(p);
   }
@@ -182,7 +185,7 @@ class CudaBackend final : public Backend {
     if (bytes == 0) return;
     Device();
     Check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_),
-           "Download: cudaMemcpyAsync");
+          "Download: cudaMemcpyAsync");
     Check(cudaStreamSynchronize(stream_), "Download: cudaStreamSynchronize");
   }
 
@@ -218,9 +221,9 @@ class CudaBackend final : public Backend {
     }
     if (e != cudaSuccess) {
       cudaGetLastError();
-      return absl::UnavailableError(absl::StrCat(name(), ": cannot register ", FormatBytesShort(bytes),
-                                                 " of host memory for DMA: ", cudaGetErrorString(e),
-                                                 " (RLIMIT_MEMLOCK? LimitMEMLOCK=infinity under systemd)"));
+      return absl::UnavailableError(absl::StrCat(
+          name(), ": cannot register ", FormatBytesShort(bytes), " of host memory for DMA: ",
+          cudaGetErrorString(e), " (RLIMIT_MEMLOCK? LimitMEMLOCK=infinity under systemd)"));
     }
     void* dev = nullptr;
     CUDA_CHECK(cudaHostGetDevicePointer(&dev, p, 0));
@@ -254,15 +257,17 @@ class CudaBackend final : public Backend {
     const cudaError_t e = cudaIpcGetMemHandle(&h, p);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      return absl::InternalError(absl::StrCat(name(), ": cudaIpcGetMemHandle: ", cudaGetErrorString(e)));
+      return absl::InternalError(
+          absl::StrCat(name(), ": cudaIpcGetMemHandle: ", cudaGetErrorString(e)));
     }
     return std::string(reinterpret_cast<const char*>(&h), sizeof h);
   }
 
   absl::StatusOr<void*> ImportMemory(const std::string& handle) override {
     if (handle.size() != sizeof(cudaIpcMemHandle_t))
-      return absl::InvalidArgumentError(absl::StrCat(name(), ": an IPC handle is ", sizeof(cudaIpcMemHandle_t),
-                                                     " bytes, not ", handle.size()));
+      return absl::InvalidArgumentError(absl::StrCat(name(), ": an IPC handle is ",
+                                                     sizeof(cudaIpcMemHandle_t), " bytes, not ",
+                                                     handle.size()));
     Device();
     cudaIpcMemHandle_t h;
     std::memcpy(&h, handle.data(), sizeof h);
@@ -271,7 +276,8 @@ class CudaBackend final : public Backend {
     const cudaError_t e = cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      return absl::UnavailableError(absl::StrCat(name(), ": cudaIpcOpenMemHandle: ", cudaGetErrorString(e)));
+      return absl::UnavailableError(
+          absl::StrCat(name(), ": cudaIpcOpenMemHandle: ", cudaGetErrorString(e)));
     }
     imported_.insert(p);
     return p;
@@ -281,7 +287,8 @@ class CudaBackend final : public Backend {
     if (imported_.erase(p) == 0) return;
     Device();
     Check(cudaStreamSynchronize(stream_), "CloseImported: cudaStreamSynchronize");
-    for (auto& c : copy_streams_) Check(cudaStreamSynchronize(c.stream), "CloseImported: cudaStreamSynchronize");
+    for (auto& c : copy_streams_)
+      Check(cudaStreamSynchronize(c.stream), "CloseImported: cudaStreamSynchronize");
     Check(cudaIpcCloseMemHandle(p), "CloseImported: cudaIpcCloseMemHandle");
   }
 
@@ -301,12 +308,14 @@ class CudaBackend final : public Backend {
     AfterOpOn(StreamOf(q), "CopyOut");
   }
 
-  void GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride, const int32_t* host_ids,
-                      const int32_t* dev_ids, int n, uint64_t block_bytes) override {
+  void GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride,
+                      const int32_t* host_ids, const int32_t* dev_ids, int n,
+                      uint64_t block_bytes) override {
     if (n <= 0) return;
     const void* src = DevicePtrOfHost(host_base);
     if (block_bytes % 16 != 0 || src == nullptr) {
-      Backend::GatherBlocksIn(q, dst_base, host_base, host_stride, host_ids, dev_ids, n, block_bytes);
+      Backend::GatherBlocksIn(q, dst_base, host_base, host_stride, host_ids, dev_ids, n,
+                              block_bytes);
       return;
     }
     Device();
@@ -323,9 +332,10 @@ class CudaBackend final : public Backend {
       }
       if (runs.size() <= std::max<size_t>(16, size_t(n) / 4)) {
         for (auto [i, len] : runs) {
-          Check(cudaMemcpyAsync(static_cast<uint8_t*>(dst_base) + uint64_t(dev_ids[i]) * block_bytes,
-                                static_cast<const uint8_t*>(host_base) + uint64_t(host_ids[i]) * host_stride,
-                                uint64_t(len) * block_bytes, cudaMemcpyHostToDevice, StreamOf(q)),
+          Check(cudaMemcpyAsync(
+                    static_cast<uint8_t*>(dst_base) + uint64_t(dev_ids[i]) * block_bytes,
+                    static_cast<const uint8_t*>(host_base) + uint64_t(host_ids[i]) * host_stride,
+                    uint64_t(len) * block_bytes, cudaMemcpyHostToDevice, StreamOf(q)),
                 "GatherBlocksIn: cudaMemcpyAsync");
         }
         AfterOpOn(StreamOf(q), "GatherBlocksIn");
@@ -336,13 +346,14 @@ class CudaBackend final : public Backend {
     std::memcpy(ids, host_ids, size_t(n) * 4);
     std::memcpy(ids + n, dev_ids, size_t(n) * 4);
     const int32_t* d = meta_dev_ + (ids - meta_);
-    Check(cuda::LaunchGatherBlocks(dst_base, src, host_stride, d, d + n, n, block_bytes, StreamOf(q)),
-          "GatherBlocksIn");
+    Check(
+        cuda::LaunchGatherBlocks(dst_base, src, host_stride, d, d + n, n, block_bytes, StreamOf(q)),
+        "GatherBlocksIn");
     AfterOpOn(StreamOf(q), "GatherBlocksIn");
   }
 
-  void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
-                        const int32_t* host_slots, int n) override {
+  void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host,
+                        const int32_t* dev_slots, const int32_t* host_slots, int n) override {
     if (n <= 0) return;
     const uint64_t row = uint64_t(dev.kv_dim) * (dev.dtype == DType::kF32 ? 4 : 2);
     void* host_dev = const_cast<void*>(DevicePtrOfHost(host.base));
@@ -358,7 +369,8 @@ class CudaBackend final : public Backend {
     const int32_t* d = meta_dev_ + (ids - meta_);
     KvLayerView h = host;
     h.base = host_dev;
-    Check(cuda::LaunchScatterKvRows(View(dev), View(h), d, d + n, n, StreamOf(q)), "ScatterKvRowsOut");
+    Check(cuda::LaunchScatterKvRows(View(dev), View(h), d, d + n, n, StreamOf(q)),
+          "ScatterKvRowsOut");
     AfterOpOn(StreamOf(q), "ScatterKvRowsOut");
   }
 
@@ -423,7 +435,7 @@ class CudaBackend final : public Backend {
       rope_valid_ = true;
     }
     Check(cuda::LaunchRope(q, k, pos, n, n_heads, n_kv_heads, p.head_dim, rope_table_, stream_),
-           "Rope");
+          "Rope");
     AfterOp("Rope");
   }
 
@@ -504,9 +516,9 @@ class CudaBackend final : public Backend {
       scratch = static_cast<float*>(*p);
     }
     Check(cuda::LaunchSample(logits, n, vocab,
-                              reinterpret_cast<const cuda::SamplingParamsView*>(params), positions,
-                              scratch, out_tokens, stream_),
-           "Sample");
+                             reinterpret_cast<const cuda::SamplingParamsView*>(params), positions,
+                             scratch, out_tokens, stream_),
+          "Sample");
     AfterOp("Sample");
   }
 
@@ -611,9 +623,12 @@ class CudaBackend final : public Backend {
 
   cudaStream_t StreamOf(Queue q) const {
     switch (q) {
-      case Queue::kCopyIn: return copy_streams_[0].stream;
-      case Queue::kWriteBack: return copy_streams_[1].stream;
-      default: return stream_;
+      case Queue::kCopyIn:
+        return copy_streams_[0].stream;
+      case Queue::kWriteBack:
+        return copy_streams_[1].stream;
+      default:
+        return stream_;
     }
   }
 
@@ -632,8 +647,8 @@ class CudaBackend final : public Backend {
   // by DMA: whole blocks in one copy per run, partial blocks as a K and a V
   // copy. Returns false (nothing issued) when the rows are too scattered for
   // that to beat the scatter kernel (decode: one row per sequence).
-  bool ScatterRunsByDma(Queue q, const KvLayerView& dev, const KvLayerView& host, const int32_t* dev_slots,
-                        const int32_t* host_slots, int n, uint64_t row) {
+  bool ScatterRunsByDma(Queue q, const KvLayerView& dev, const KvLayerView& host,
+                        const int32_t* dev_slots, const int32_t* host_slots, int n, uint64_t row) {
     const int bt = dev.block_tokens;
     struct Copy {
       uint64_t dst, src, bytes;
@@ -646,7 +661,9 @@ class CudaBackend final : public Backend {
     for (int i = 0; i < n;) {
       if (dev_slots[i] % bt != host_slots[i] % bt) return false;
       int j = i + 1;
-      while (j < n && dev_slots[j] == dev_slots[j - 1] + 1 && host_slots[j] == host_slots[j - 1] + 1) ++j;
+      while (j < n && dev_slots[j] == dev_slots[j - 1] + 1 &&
+             host_slots[j] == host_slots[j - 1] + 1)
+        ++j;
       // Split [i, j) at block boundaries; merge whole blocks that follow
       // each other on both sides.
       for (int k = i; k < j;) {
@@ -668,8 +685,9 @@ class CudaBackend final : public Backend {
     }
     if (copies.size() > std::max<size_t>(16, size_t(n) / 8)) return false;
     for (const Copy& c : copies) {
-      Check(cudaMemcpyAsync(static_cast<uint8_t*>(host.base) + c.dst, static_cast<const uint8_t*>(dev.base) + c.src,
-                            c.bytes, cudaMemcpyDeviceToHost, StreamOf(q)),
+      Check(cudaMemcpyAsync(static_cast<uint8_t*>(host.base) + c.dst,
+                            static_cast<const uint8_t*>(dev.base) + c.src, c.bytes,
+                            cudaMemcpyDeviceToHost, StreamOf(q)),
             "ScatterKvRowsOut: cudaMemcpyAsync");
     }
     AfterOpOn(StreamOf(q), "ScatterKvRowsOut");
@@ -718,7 +736,7 @@ class CudaBackend final : public Backend {
   const int device_;
   int num_sms_ = 1;
   bool sync_each_op_ = false;
-  StreamOwner stream_owner_;  // declared before what uses the stream: destroyed after it
+  StreamOwner stream_owner_;     // declared before what uses the stream: destroyed after it
   StreamOwner copy_streams_[2];  // copy-in, write-back
   cudaStream_t stream_ = nullptr;
   std::vector<cudaEvent_t> events_;
@@ -737,10 +755,10 @@ class CudaBackend final : public Backend {
   float* rope_table_ = nullptr;   // [head_dim / 2] inverse frequencies
   RopeParams rope_params_;
   bool rope_valid_ = false;
-  std::unordered_set<void*> live_;  // Alloc'd and not yet freed
+  std::unordered_set<void*> live_;      // Alloc'd and not yet freed
   std::unordered_set<void*> imported_;  // ImportMemory'd and not yet closed
   std::string uuid_;                    // "GPU-xxxxxxxx-xxxx-..."
-  absl::Status error_;              // first failure since the last Synchronize
+  absl::Status error_;                  // first failure since the last Synchronize
 };
 
 }  // namespace

@@ -28,18 +28,20 @@ inline unsigned GridFor(int64_t count, int per_block, int64_t cap = 65536 * 4) {
 // `smem_bytes` of dynamic shared memory (opted in above 48 KiB), at most one
 // per work item. cudaErrorInvalidConfiguration when not even one block fits.
 template <typename Kernel>
-cudaError_t PersistentGrid(Kernel* kernel, int threads, size_t smem_bytes, int64_t work_items, int num_sms,
-                           unsigned* grid) {
+cudaError_t PersistentGrid(Kernel* kernel, int threads, size_t smem_bytes, int64_t work_items,
+                           int num_sms, unsigned* grid) {
   if (smem_bytes > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes));
     if (e != cudaSuccess) return e;
   }
   int per_sm = 0;
-  const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem_bytes);
+  const cudaError_t e =
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem_bytes);
   if (e != cudaSuccess) return e;
   if (per_sm < 1) return cudaErrorInvalidConfiguration;
-  *grid = unsigned(std::clamp<int64_t>(std::min<int64_t>(work_items, int64_t(per_sm) * num_sms), 1, kMaxGridX));
+  *grid = unsigned(
+      std::clamp<int64_t>(std::min<int64_t>(work_items, int64_t(per_sm) * num_sms), 1, kMaxGridX));
   return cudaSuccess;
 }
 

@@ -9,38 +9,42 @@ namespace {
 constexpr int kThreads = 256;
 
 // blockIdx.y: which block; x-blocks and threads stride over its 16-byte words.
-__global__ void GatherBlocksKernel(uint8_t* __restrict__ dst, const uint8_t* __restrict__ src, uint64_t stride,
-                                   const int32_t* __restrict__ host_ids, const int32_t* __restrict__ dev_ids,
-                                   uint64_t words) {
+__global__ void GatherBlocksKernel(uint8_t* __restrict__ dst, const uint8_t* __restrict__ src,
+                                   uint64_t stride, const int32_t* __restrict__ host_ids,
+                                   const int32_t* __restrict__ dev_ids, uint64_t words) {
   const int i = blockIdx.y;
   const uint4* in = reinterpret_cast<const uint4*>(src + uint64_t(host_ids[i]) * stride);
   uint4* out = reinterpret_cast<uint4*>(dst + uint64_t(dev_ids[i]) * words * 16);
-  for (uint64_t w = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; w < words; w += uint64_t(gridDim.x) * blockDim.x) {
+  for (uint64_t w = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; w < words;
+       w += uint64_t(gridDim.x) * blockDim.x) {
     out[w] = in[w];
   }
 }
 
 // blockIdx.y: which row; z: K (0) or V (1).
-__global__ void ScatterRowsKernel(const uint8_t* __restrict__ dev, uint8_t* __restrict__ host, uint64_t block_bytes,
-                                  int block_tokens, uint64_t row_bytes, const int32_t* __restrict__ dev_slots,
+__global__ void ScatterRowsKernel(const uint8_t* __restrict__ dev, uint8_t* __restrict__ host,
+                                  uint64_t block_bytes, int block_tokens, uint64_t row_bytes,
+                                  const int32_t* __restrict__ dev_slots,
                                   const int32_t* __restrict__ host_slots) {
   const int i = blockIdx.y;
   const uint64_t v_off = blockIdx.z == 1 ? uint64_t(block_tokens) * row_bytes : 0;
   const int32_t ds = dev_slots[i], hs = host_slots[i];
-  const uint4* in = reinterpret_cast<const uint4*>(dev + uint64_t(ds / block_tokens) * block_bytes + v_off +
-                                                   uint64_t(ds % block_tokens) * row_bytes);
+  const uint4* in = reinterpret_cast<const uint4*>(dev + uint64_t(ds / block_tokens) * block_bytes +
+                                                   v_off + uint64_t(ds % block_tokens) * row_bytes);
   uint4* out = reinterpret_cast<uint4*>(host + uint64_t(hs / block_tokens) * block_bytes + v_off +
                                         uint64_t(hs % block_tokens) * row_bytes);
   const uint64_t words = row_bytes / 16;
-  for (uint64_t w = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; w < words; w += uint64_t(gridDim.x) * blockDim.x) {
+  for (uint64_t w = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; w < words;
+       w += uint64_t(gridDim.x) * blockDim.x) {
     out[w] = in[w];
   }
 }
 
 }  // namespace
 
-CudaError LaunchGatherBlocks(void* dst_base, const void* host_base, uint64_t host_stride, const int32_t* host_ids,
-                             const int32_t* dev_ids, int n, uint64_t block_bytes, cudaStream_t stream) {
+CudaError LaunchGatherBlocks(void* dst_base, const void* host_base, uint64_t host_stride,
+                             const int32_t* host_ids, const int32_t* dev_ids, int n,
+                             uint64_t block_bytes, cudaStream_t stream) {
   if (n <= 0) return 0;
   const uint64_t words = block_bytes / 16;
   // Enough x-blocks to keep many reads of one block in flight; y covers the
@@ -49,8 +53,8 @@ CudaError LaunchGatherBlocks(void* dst_base, const void* host_base, uint64_t hos
   for (int off = 0; off < n; off += 65535) {
     const int count = std::min(n - off, 65535);
     GatherBlocksKernel<<<dim3(x, unsigned(count)), kThreads, 0, stream>>>(
-        static_cast<uint8_t*>(dst_base), static_cast<const uint8_t*>(host_base), host_stride, host_ids + off,
-        dev_ids + off, words);
+        static_cast<uint8_t*>(dst_base), static_cast<const uint8_t*>(host_base), host_stride,
+        host_ids + off, dev_ids + off, words);
     PAGED_CUDA_LAUNCHED();
   }
   return 0;
@@ -64,8 +68,8 @@ CudaError LaunchScatterKvRows(const KvView& dev, const KvView& host, const int32
   for (int off = 0; off < n; off += 65535) {
     const int count = std::min(n - off, 65535);
     ScatterRowsKernel<<<dim3(x, unsigned(count), 2), kThreads, 0, stream>>>(
-        static_cast<const uint8_t*>(dev.base), static_cast<uint8_t*>(host.base), dev.block_bytes, dev.block_tokens,
-        row_bytes, dev_slots + off, host_slots + off);
+        static_cast<const uint8_t*>(dev.base), static_cast<uint8_t*>(host.base), dev.block_bytes,
+        dev.block_tokens, row_bytes, dev_slots + off, host_slots + off);
     PAGED_CUDA_LAUNCHED();
   }
   return 0;

@@ -14,8 +14,9 @@ namespace paged::cuda {
 // host_stride to dst_base + dev_ids[i] * block_bytes. host_base: a device-
 // usable pointer to registered host memory; ids: device-readable arrays
 // (mapped pinned memory).
-CudaError LaunchGatherBlocks(void* dst_base, const void* host_base, uint64_t host_stride, const int32_t* host_ids,
-                             const int32_t* dev_ids, int n, uint64_t block_bytes, cudaStream_t stream);
+CudaError LaunchGatherBlocks(void* dst_base, const void* host_base, uint64_t host_stride,
+                             const int32_t* host_ids, const int32_t* dev_ids, int n,
+                             uint64_t block_bytes, cudaStream_t stream);
 
 // For i < n: the row of `row_bytes` (a multiple of 16) at K and at V of slot
 // dev_slots[i] of `dev` goes to slot host_slots[i] of `host` (same geometry,

@@ -12,13 +12,13 @@
 #include <thread>
 #include <vector>
 
-#define CK(x)                                                                     \
-  do {                                                                            \
-    cudaError_t e = (x);                                                          \
-    if (e != cudaSuccess) {                                                       \
+#define CK(x)                                                                                \
+  do {                                                                                       \
+    cudaError_t e = (x);                                                                     \
+    if (e != cudaSuccess) {                                                                  \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                               \
-    }                                                                             \
+      std::exit(1);                                                                          \
+    }                                                                                        \
   } while (0)
 
 static constexpr size_t kBytes = 256ull << 20;
@@ -57,15 +57,17 @@ int main(int argc, char** argv) {
     return 0;
   }
   // import
-  while (access(file.c_str(), R_OK) != 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (access(file.c_str(), R_OK) != 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   cudaIpcMemHandle_t h;
   std::ifstream(file, std::ios::binary).read(reinterpret_cast<char*>(&h), sizeof h);
   void* p = nullptr;
   auto t0 = std::chrono::steady_clock::now();
   CK(cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess));
-  double open_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("import: open %.3f ms, pattern %s, free %.2f GiB\n", open_ms, Check(p, 0x5A) ? "ok" : "BAD",
-              FreeGiB());
+  double open_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("import: open %.3f ms, pattern %s, free %.2f GiB\n", open_ms,
+              Check(p, 0x5A) ? "ok" : "BAD", FreeGiB());
   // D2D bandwidth from the imported pointer.
   void* q = nullptr;
   CK(cudaMalloc(&q, kBytes));
@@ -83,7 +85,8 @@ int main(int argc, char** argv) {
   std::printf("import: after exporter exit, free %.2f GiB\n", FreeGiB());
   cudaError_t e = cudaMemcpy(q, p, kBytes, cudaMemcpyDeviceToDevice);
   std::printf("import: copy after exit: %s\n", cudaGetErrorString(e));
-  if (e == cudaSuccess) std::printf("import: pattern after exit %s\n", Check(p, 0x5A) ? "ok" : "BAD");
+  if (e == cudaSuccess)
+    std::printf("import: pattern after exit %s\n", Check(p, 0x5A) ? "ok" : "BAD");
   CK(cudaIpcCloseMemHandle(p));
   std::printf("import: closed, free %.2f GiB\n", FreeGiB());
   return 0;
