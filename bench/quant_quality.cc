@@ -10,10 +10,10 @@
 
 #include "absl/flags/flag.h"
 #include "common/cli.h"
-#include "common/sp_tokenizer.h"
 #include "store/model_source.h"
+#include "tokenizer/sp_tokenizer.h"
 #include "worker/engine/generator.h"
-#include "worker/engine/local_model.h"
+#include "worker/offline/local_model.h"
 
 ABSL_FLAG(std::string, stories, "../shared/models/stories260K.gguf", "stories260K.gguf");
 ABSL_FLAG(std::string, golden, "tests/golden", "directory of HF golden fixtures");

@@ -4,7 +4,7 @@
 #include "bench/quant_quality.h"
 #include "common/status.h"
 #include "worker/engine/generator.h"
-#include "worker/engine/local_model.h"
+#include "worker/offline/local_model.h"
 
 namespace paged {
 namespace {

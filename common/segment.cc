@@ -220,4 +220,6 @@ absl::StatusOr<Vocab> SegmentMapping::ReadVocab() const {
   return ParseVocab(b.payload);
 }
 
+void RemoveSegment(const std::string& name) { bip::shared_memory_object::remove(name.c_str()); }
+
 }  // namespace paged

@@ -33,6 +33,9 @@ absl::Status ValidateHeader(const SegmentHeader& h, uint64_t segment_bytes);
 // `header_checksum` taken as zero (state changes after the checksum is set).
 uint64_t ComputeHeaderChecksum(const SegmentHeader& h);
 
+// Removes segment `name` (its shared memory object); no error if absent.
+void RemoveSegment(const std::string& name);
+
 // Reads / publishes the state word with acquire / release ordering.
 uint32_t LoadState(const SegmentHeader& h);
 void StoreState(SegmentHeader& h, SegmentState s);
@@ -71,7 +74,7 @@ class SegmentMapping {
   absl::StatusOr<TokenizerBundle> ReadTokenizerBundle() const;
   // The SentencePiece vocabulary of a kSentencePieceGguf segment; NOT_FOUND
   // for other kinds. (Tokenizers of any kind: LoadSegmentTokenizer in
-  // common/segment_tokenizer.h.)
+  // tokenizer/segment_tokenizer.h.)
   absl::StatusOr<Vocab> ReadVocab() const;
 
  private:

@@ -10,7 +10,7 @@
 //   kind kSentencePieceGguf: payload = SerializeVocab blob ("PGVOCAB1"),
 //                            options = "";
 //   kind kHfJson:            payload = tokenizer.json text, options =
-//                            HfTokenizerOptions as JSON (common/hf_tokenizer.h);
+//                            HfTokenizerOptions as JSON (tokenizer/hf_tokenizer.h);
 //   kind kNone:              no tokenizer, only a chat template.
 #pragma once
 

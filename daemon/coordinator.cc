@@ -67,8 +67,7 @@ struct Coordinator::Link {
 };
 
 int32_t DefaultStepKvBlocks(int32_t block_tokens) {
-  constexpr int32_t kDefaultStepKvTokens = 16384;  // paged-worker's --max-step-kv-tokens default
-  return (kDefaultStepKvTokens + block_tokens - 1) / std::max(block_tokens, 1);
+  return (kDefaultMaxStepKvTokens + block_tokens - 1) / std::max(block_tokens, 1);
 }
 
 TimeUs Coordinator::Now() {

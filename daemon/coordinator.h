@@ -30,12 +30,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
-#include "common/tokenizer.h"
 #include "daemon/generate_request.h"
 #include "daemon/scheduler.h"
 #include "daemon/serving_metrics.h"
 #include "paged/v1/admin.pb.h"
 #include "paged/v1/worker_link.pb.h"
+#include "tokenizer/tokenizer.h"
 
 namespace paged {
 
@@ -63,7 +63,7 @@ struct CoordinatorOptions {
 };
 
 // A worker's KV room per step when its hello does not say (the worker's
-// default of 16384 tokens).
+// default, kDefaultMaxStepKvTokens).
 int32_t DefaultStepKvBlocks(int32_t block_tokens);
 
 class Coordinator {

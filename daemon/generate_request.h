@@ -13,10 +13,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/chat_template.h"
-#include "common/tokenizer.h"
+#include "daemon/chat_template.h"
 #include "daemon/scheduler.h"
 #include "paged/v1/inference.pb.h"
+#include "tokenizer/tokenizer.h"
 
 namespace paged {
 

@@ -10,8 +10,8 @@
 #include "absl/flags/reflection.h"
 #include "common/cli.h"
 #include "common/config_file.h"
+#include "common/signals.h"
 #include "daemon/server.h"
-#include "store/store_service.h"  // BlockTerminationSignals
 
 ABSL_FLAG(std::string, segment, "paged", "the store's segment");
 ABSL_FLAG(std::string, listen, "",

@@ -40,8 +40,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
+#include "common/step.h"
 #include "daemon/block_allocator.h"
-#include "worker/engine/types.h"
 
 namespace paged {
 

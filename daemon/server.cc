@@ -15,11 +15,11 @@
 #include "common/log.h"
 #include "common/sd_notify.h"
 #include "common/segment.h"
-#include "common/segment_tokenizer.h"
+#include "common/signals.h"
 #include "common/status.h"
 #include "daemon/http/front_end.h"
 #include "daemon/services.h"
-#include "store/store_service.h"
+#include "tokenizer/segment_tokenizer.h"
 
 namespace paged {
 

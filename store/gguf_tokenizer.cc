@@ -1,9 +1,9 @@
 #include "store/gguf_tokenizer.h"
 
 #include "absl/strings/str_cat.h"
-#include "common/hf_tokenizer.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/hf_tokenizer.h"
 
 namespace paged {
 namespace {

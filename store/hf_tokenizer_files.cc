@@ -4,11 +4,11 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "common/hf_tokenizer.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "store/mapped_file.h"
 #include "store/safetensors.h"
+#include "tokenizer/hf_tokenizer.h"
 
 namespace paged {
 namespace {

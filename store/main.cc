@@ -7,6 +7,8 @@
 #include "common/config_file.h"
 #include "common/log.h"
 #include "common/sd_notify.h"
+#include "common/segment.h"
+#include "common/signals.h"
 #include "common/size_flag.h"
 #include "store/store_service.h"
 

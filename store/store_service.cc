@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/segment.h"
+#include "common/signals.h"
 #include "common/size_flag.h"
 #include "common/status.h"
 
@@ -48,14 +49,6 @@ bool SameSegment(const SegmentHeader& old, const SegmentHeader& plan) {
          old.block_tokens == plan.block_tokens && old.kv_n_blocks == plan.kv_n_blocks &&
          old.n_layer_tensors == plan.n_layer_tensors &&
          old.n_global_tensors == plan.n_global_tensors;
-}
-
-// True when SIGTERM or SIGINT is pending (blocked by BlockTerminationSignals
-// in paged-store): a load in progress stops at the next tensor.
-bool TerminationPending() {
-  sigset_t pending;
-  sigpending(&pending);
-  return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
 }
 
 // Progress lines (unless quiet), the header's loaded_bytes for other
@@ -207,26 +200,6 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
   auto store = std::unique_ptr<Store>(new Store(std::move(impl)));
   store->ready_ = ready;
   return store;
-}
-
-void RemoveSegment(const std::string& name) { bip::shared_memory_object::remove(name.c_str()); }
-
-void BlockTerminationSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-}
-
-int WaitForTerminationSignal() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  int sig = 0;
-  sigwait(&set, &sig);
-  return sig;
 }
 
 }  // namespace paged

@@ -47,11 +47,4 @@ class Store {
   StoreReady ready_;
 };
 
-// Blocks SIGTERM/SIGINT in the calling thread (call before starting threads)
-// and returns when one arrives.
-void BlockTerminationSignals();
-// Removes segment `name` (its shared memory object); no error if absent.
-void RemoveSegment(const std::string& name);
-int WaitForTerminationSignal();
-
 }  // namespace paged

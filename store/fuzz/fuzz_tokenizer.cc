@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/hf_tokenizer.h"
+#include "tokenizer/hf_tokenizer.h"
 
 namespace {
 

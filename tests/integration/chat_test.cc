@@ -21,10 +21,10 @@
 #include <vector>
 
 #include "absl/strings/str_join.h"
-#include "common/chat_template.h"
-#include "common/sp_tokenizer.h"
+#include "daemon/chat_template.h"
 #include "store/gguf_model.h"
 #include "tests/unit/test_util.h"
+#include "tokenizer/sp_tokenizer.h"
 
 namespace paged {
 namespace {

@@ -25,10 +25,10 @@
 #include <vector>
 
 #include "common/segment.h"
-#include "common/segment_tokenizer.h"
 #include "paged/v1/admin.grpc.pb.h"
 #include "paged/v1/inference.grpc.pb.h"
 #include "tests/unit/test_util.h"
+#include "tokenizer/segment_tokenizer.h"
 
 namespace paged {
 namespace {

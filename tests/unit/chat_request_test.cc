@@ -11,12 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "common/chat_template.h"
-#include "common/sp_tokenizer.h"
+#include "daemon/chat_template.h"
 #include "daemon/coordinator.h"
 #include "daemon/generate_request.h"
 #include "store/gguf_model.h"
 #include "tests/unit/test_util.h"
+#include "tokenizer/sp_tokenizer.h"
 
 namespace paged {
 namespace {

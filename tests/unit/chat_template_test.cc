@@ -8,7 +8,7 @@
 // the published files: the whitespace of the long multi-line templates
 // (Qwen2.5, Llama 3.1, Mistral v0.3); recognition only depends on markers and
 // the default system prompt on one literal, so such details do not matter.
-#include "common/chat_template.h"
+#include "daemon/chat_template.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

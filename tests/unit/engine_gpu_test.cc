@@ -2,9 +2,9 @@
 // GPU): the stories260K transcript, HF golden logits, and paged == resident.
 #include <gtest/gtest.h>
 
-#include "common/sp_tokenizer.h"
 #include "tests/unit/golden_util.h"
 #include "tests/unit/pager_util.h"
+#include "tokenizer/sp_tokenizer.h"
 #include "worker/device.h"
 #include "worker/engine/backend_factory.h"
 

@@ -10,10 +10,10 @@
 #include <numeric>
 #include <random>
 
-#include "common/sp_tokenizer.h"
 #include "tests/unit/test_util.h"
+#include "tokenizer/sp_tokenizer.h"
 #include "worker/engine/generator.h"
-#include "worker/engine/local_model.h"
+#include "worker/offline/local_model.h"
 
 namespace paged {
 namespace {

@@ -3,7 +3,7 @@
 // computed by scripts/make_tokenizer_fixtures.py (docs/tokenizers.md). Then
 // malformed files, thread safety, long prompts, and a checkpoint's tokenizer
 // going through the store into a segment and out of LoadSegmentTokenizer.
-#include "common/hf_tokenizer.h"
+#include "tokenizer/hf_tokenizer.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -11,11 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/byte_level.h"
-#include "common/hf_regex.h"
 #include "common/segment.h"
-#include "common/segment_tokenizer.h"
-#include "common/sp_tokenizer.h"
 #include "common/tokenizer_bundle.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -29,6 +25,10 @@
 #include "store/store_service.h"
 #include "tests/unit/gguf_builder.h"
 #include "tests/unit/test_util.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/hf_regex.h"
+#include "tokenizer/segment_tokenizer.h"
+#include "tokenizer/sp_tokenizer.h"
 
 namespace paged {
 namespace {

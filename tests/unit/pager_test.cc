@@ -11,11 +11,11 @@
 #include <cstring>
 #include <numeric>
 
-#include "common/sp_tokenizer.h"
 #include "tests/unit/pager_util.h"
+#include "tokenizer/sp_tokenizer.h"
 #include "worker/backends/cpu/cpu_backend.h"
 #include "worker/engine/generator.h"
-#include "worker/engine/local_model.h"
+#include "worker/offline/local_model.h"
 #include "worker/pager/planner.h"
 
 namespace paged {

@@ -13,6 +13,7 @@
 #include "worker/engine/generator.h"
 #include "worker/engine/model_image.h"
 #include "worker/engine/resident_provider.h"
+#include "worker/offline/owned_image.h"
 #include "worker/pager/pager.h"
 
 namespace paged::testing {

@@ -7,7 +7,7 @@
 
 #include "tests/unit/test_util.h"
 #include "worker/engine/generator.h"
-#include "worker/engine/local_model.h"
+#include "worker/offline/local_model.h"
 
 namespace paged {
 namespace {

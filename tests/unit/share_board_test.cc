@@ -15,6 +15,7 @@
 #include "tests/unit/pager_util.h"
 #include "worker/backends/cpu/cpu_backend.h"
 #include "worker/engine/backend_factory.h"
+#include "worker/offline/owned_image.h"
 #include "worker/pager/pager.h"
 #include "worker/pager/planner.h"
 

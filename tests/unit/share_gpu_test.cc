@@ -24,6 +24,7 @@
 #include "worker/device.h"
 #include "worker/engine/backend_factory.h"
 #include "worker/engine/generator.h"
+#include "worker/offline/owned_image.h"
 #include "worker/pager/pager.h"
 #include "worker/pager/planner.h"
 #include "worker/pager/share_board.h"

@@ -6,10 +6,10 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "common/dtype.h"
 #include "common/model_config.h"
+#include "common/step.h"
 
 namespace paged {
 
@@ -59,38 +59,6 @@ struct RopeParams {
   RopeScaling scaling = RopeScaling::kNone;
   float factor = 1.f, low_freq_factor = 1.f, high_freq_factor = 4.f;
   int original_max_pos = 0;
-};
-
-// Per-request sampling. temperature 0 = greedy (argmax, lowest id on ties).
-struct SamplingParams {
-  float temperature = 0.f;
-  int top_k = 0;      // 0: off
-  float top_p = 1.f;  // 1: off
-  uint64_t seed = 0;
-};
-
-// What one sequence contributes to a step (host data).
-struct SeqStep {
-  int64_t seq_id = 0;
-  std::vector<int32_t> tokens;       // new tokens: a prefill chunk or one decode token
-  int32_t start_pos = 0;             // position of tokens[0] (the committed length)
-  std::vector<int32_t> block_table;  // block ids for positions [0, start_pos + tokens.size())
-  SamplingParams sampling;
-  bool return_logits = false;  // copy the last position's logits back
-};
-
-struct StepBatch {
-  std::vector<SeqStep> seqs;
-  int total_tokens() const {
-    int n = 0;
-    for (const auto& s : seqs) n += int(s.tokens.size());
-    return n;
-  }
-};
-
-struct StepOutput {
-  std::vector<int32_t> next_tokens;        // one per sequence, sampled at its last position
-  std::vector<std::vector<float>> logits;  // per sequence; empty unless return_logits
 };
 
 // The engine runs each layer over the step's tokens in chunks of at most this

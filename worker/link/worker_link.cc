@@ -11,8 +11,8 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "common/sd_notify.h"
+#include "common/signals.h"
 #include "paged/v1/worker_link.grpc.pb.h"
-#include "store/store_service.h"
 
 namespace paged {
 namespace {

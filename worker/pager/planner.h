@@ -21,16 +21,17 @@
 
 #include "absl/status/statusor.h"
 #include "common/segment_layout.h"
+#include "common/step.h"
 
 namespace paged {
 
 struct PlanLimits {
   uint64_t budget_bytes = 0;
-  int slots = 2;                   // S >= 2 (when any layer is paged)
-  std::string resident = "auto";   // auto | none | all | N (count)
-  int max_step_tokens = 2048;      // new tokens in the largest step
-  int max_step_seqs = 64;          // sequences in the largest step
-  int max_step_kv_tokens = 16384;  // context tokens (KV rows) a step may read
+  int slots = 2;                                     // S >= 2 (when any layer is paged)
+  std::string resident = "auto";                     // auto | none | all | N (count)
+  int max_step_tokens = kDefaultMaxStepTokens;       // new tokens in the largest step
+  int max_step_seqs = kDefaultMaxStepSeqs;           // sequences in the largest step
+  int max_step_kv_tokens = kDefaultMaxStepKvTokens;  // context tokens (KV rows) a step may read
   // Backend scratch beyond the engine's activations (dequantized weights,
   // 16-bit activation copies, attention partials): estimated by the planner
   // when 0.

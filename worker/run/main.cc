@@ -3,7 +3,7 @@
 
 #include "absl/flags/flag.h"
 #include "common/cli.h"
-#include "worker/run/offline_runner.h"
+#include "worker/offline/offline_runner.h"
 
 ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");

@@ -11,8 +11,9 @@
 #include "common/cli.h"
 #include "common/config_file.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "common/size_flag.h"
-#include "store/store_service.h"
+#include "common/step.h"
 #include "worker/engine/generator.h"
 #include "worker/link/worker_link.h"
 #include "worker/pager/worker_runtime.h"
@@ -25,9 +26,10 @@ ABSL_FLAG(std::string, device, "cpu", "cuda:N or cpu");
 ABSL_FLAG(std::string, gpu_budget, "4GiB", "device memory budget (4GiB, 512MiB or bytes)");
 ABSL_FLAG(int, slots, 2, "layer slots (>= 2)");
 ABSL_FLAG(std::string, resident, "auto", "resident layers: auto | none | all | N");
-ABSL_FLAG(int, max_step_tokens, 2048, "new tokens in the largest step");
-ABSL_FLAG(int, max_step_seqs, 64, "sequences in the largest step");
-ABSL_FLAG(int, max_step_kv_tokens, 16384, "KV rows the largest step reads");
+ABSL_FLAG(int, max_step_tokens, paged::kDefaultMaxStepTokens, "new tokens in the largest step");
+ABSL_FLAG(int, max_step_seqs, paged::kDefaultMaxStepSeqs, "sequences in the largest step");
+ABSL_FLAG(int, max_step_kv_tokens, paged::kDefaultMaxStepKvTokens,
+          "KV rows the largest step reads");
 ABSL_FLAG(int, check_tokens, 8, "greedy tokens generated from BOS as a self-check");
 ABSL_FLAG(int, threads, 0, "CPU threads");
 ABSL_FLAG(std::string, share, "auto",

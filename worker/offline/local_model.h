@@ -8,8 +8,8 @@
 #include "absl/status/statusor.h"
 #include "worker/engine/backend.h"
 #include "worker/engine/engine.h"
-#include "worker/engine/model_image.h"
 #include "worker/engine/resident_provider.h"
+#include "worker/offline/owned_image.h"
 
 namespace paged {
 

@@ -1,4 +1,4 @@
-#include "worker/engine/local_model.h"
+#include "worker/offline/local_model.h"
 
 #include "common/status.h"
 #include "worker/engine/backend_factory.h"

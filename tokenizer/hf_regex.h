@@ -1,4 +1,4 @@
-// Unicode helpers for the HF tokenizer (common/hf_tokenizer.h), on ICU:
+// Unicode helpers for the HF tokenizer (tokenizer/hf_tokenizer.h), on ICU:
 // regular expressions over UTF-8 text with byte offsets, normalization
 // forms, character classes as HF's Rust code defines them, and UTF-8
 // decoding / repair.

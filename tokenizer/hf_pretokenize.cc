@@ -1,10 +1,10 @@
-#include "common/hf_pretokenize.h"
+#include "tokenizer/hf_pretokenize.h"
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "common/byte_level.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/byte_level.h"
 
 namespace paged {
 namespace {

@@ -34,10 +34,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/hf_bpe.h"
-#include "common/hf_decoder.h"
-#include "common/hf_pretokenize.h"
-#include "common/tokenizer.h"
+#include "tokenizer/hf_bpe.h"
+#include "tokenizer/hf_decoder.h"
+#include "tokenizer/hf_pretokenize.h"
+#include "tokenizer/tokenizer.h"
 
 namespace paged {
 

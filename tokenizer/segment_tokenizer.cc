@@ -1,9 +1,9 @@
-#include "common/segment_tokenizer.h"
+#include "tokenizer/segment_tokenizer.h"
 
 #include "absl/strings/str_cat.h"
-#include "common/hf_tokenizer.h"
-#include "common/sp_tokenizer.h"
 #include "common/status.h"
+#include "tokenizer/hf_tokenizer.h"
+#include "tokenizer/sp_tokenizer.h"
 
 namespace paged {
 

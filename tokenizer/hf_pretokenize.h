@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/hf_regex.h"
 #include "nlohmann/json_fwd.hpp"
+#include "tokenizer/hf_regex.h"
 
 namespace paged {
 
@@ -76,7 +76,7 @@ class HfPreTokenizer {
   // appended to `out`; none is empty.
   void Apply(PreToken piece, std::vector<PreToken>* out) const;
   // A ByteLevel step is in the chain: pre-tokens are in the byte-level
-  // alphabet (common/byte_level.h).
+  // alphabet (tokenizer/byte_level.h).
   bool byte_level() const { return byte_level_; }
 
  private:

@@ -1,4 +1,4 @@
-#include "common/sp_tokenizer.h"
+#include "tokenizer/sp_tokenizer.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "common/hf_regex.h"
+#include "tokenizer/hf_regex.h"
 
 #include <unicode/errorcode.h>
 #include <unicode/normalizer2.h>

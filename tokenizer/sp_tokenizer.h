@@ -45,8 +45,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/tokenizer.h"
 #include "common/vocab.h"
+#include "tokenizer/tokenizer.h"
 
 namespace paged {
 

@@ -1,13 +1,13 @@
-#include "common/hf_tokenizer.h"
+#include "tokenizer/hf_tokenizer.h"
 
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "common/hf_regex.h"
 #include "common/json_text.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/hf_regex.h"
 
 namespace paged {
 namespace {

@@ -1,13 +1,13 @@
-#include "common/hf_decoder.h"
+#include "tokenizer/hf_decoder.h"
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "common/byte_level.h"
-#include "common/hf_pretokenize.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/hf_pretokenize.h"
 
 namespace paged {
 namespace {

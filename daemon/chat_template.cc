@@ -1,4 +1,4 @@
-#include "common/chat_template.h"
+#include "daemon/chat_template.h"
 
 #include "absl/strings/str_cat.h"
 

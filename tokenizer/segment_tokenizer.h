@@ -8,8 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "common/segment.h"
-#include "common/tokenizer.h"
 #include "common/tokenizer_bundle.h"
+#include "tokenizer/tokenizer.h"
 
 namespace paged {
 

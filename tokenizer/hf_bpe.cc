@@ -1,12 +1,12 @@
-#include "common/hf_bpe.h"
+#include "tokenizer/hf_bpe.h"
 
 #include <queue>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "common/hf_regex.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/hf_regex.h"
 
 namespace paged {
 namespace {

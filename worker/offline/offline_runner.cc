@@ -1,4 +1,4 @@
-#include "worker/run/offline_runner.h"
+#include "worker/offline/offline_runner.h"
 
 #include <chrono>
 #include <optional>
@@ -6,10 +6,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/segment_tokenizer.h"
 #include "common/status.h"
+#include "tokenizer/segment_tokenizer.h"
 #include "worker/engine/generator.h"
-#include "worker/engine/local_model.h"
+#include "worker/offline/local_model.h"
 
 namespace paged {
 

@@ -1,4 +1,4 @@
-#include "common/byte_level.h"
+#include "tokenizer/byte_level.h"
 
 #include <array>
 

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/hf_regex.h"
 #include "nlohmann/json_fwd.hpp"
+#include "tokenizer/hf_regex.h"
 
 namespace paged {
 

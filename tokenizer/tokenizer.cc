@@ -1,4 +1,4 @@
-#include "common/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace paged {
 
