@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root, with a bundle made by
 # scripts/device/make_bundle.sh carried as bundle/: runs the GPU-labelled
-# tests and writes logs under $OUT. The bundled test binaries look for the
-# sources at /work/main and the shared models at /work/shared/models, as on
-# the development machine; this links them there.
+# tests and writes logs under $OUT. The bundled test binaries find the sources
+# (golden fixtures) and the shared models through PAGED_SOURCE_DIR and
+# PAGED_SHARED_MODELS (tests/unit/test_util.h).
 set -uo pipefail
 out=${OUT:-/tmp/out}
 bdir=${BUNDLE:-bundle}
-mkdir -p "$out" /work/shared
-[[ -e /work/main ]] || ln -s "$PWD" /work/main
-[[ -e /work/shared/models ]] || ln -s "$PWD/$bdir/models" /work/shared/models
+mkdir -p "$out"
+export PAGED_SOURCE_DIR=$PWD PAGED_SHARED_MODELS=$PWD/$bdir/models
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 status=0
 for t in device_gpu_test backend_ops_gpu_test engine_gpu_test share_gpu_test; do

@@ -15,6 +15,9 @@ case $name in
   fuzz_gguf)
     if [[ -f $models/stories260K.gguf ]]; then
       head -c 65536 "$models/stories260K.gguf" > "$work/corpus/stories.gguf"
+    elif [[ -n ${CI:-} && $CI != false ]]; then
+      echo "fuzz_smoke: $models/stories260K.gguf is missing (required under CI)" >&2
+      exit 1
     fi ;;
   fuzz_tokenizer)
     golden=$(dirname "$0")/../../tests/golden/tokenizers

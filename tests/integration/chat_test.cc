@@ -50,7 +50,7 @@ std::vector<nlohmann::json> JsonLines(const std::string& out) {
 class ChatTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    PAGED_REQUIRE_FIXTURE(testing::Stories260KPath(), "../shared/models/stories260K.gguf");
     segment_ = testing::UniqueSegmentName("chat");
     address_ = "unix://" + dir_.File("paged.sock");
   }

@@ -35,7 +35,6 @@ using testing::RunCommand;
 using testing::Subprocess;
 
 std::string PagedUpPath() { return std::string(PAGED_BINARY_DIR) + "/launcher/paged-up"; }
-std::string CoordinatorPath() { return std::string(PAGED_BINARY_DIR) + "/daemon/paged"; }
 
 // Alive and not a zombie.
 bool Alive(pid_t pid) {
@@ -139,7 +138,6 @@ std::string Script(const std::string& dir, const std::string& name, const std::s
 class FakeStackTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!std::filesystem::exists(PagedUpPath())) GTEST_SKIP() << "paged-up not built";
     const std::string d = dir_.path();
     Write("paged-store", Script(d, "store", "paged-store: segment fake ready (0 B, built)"));
     Write("paged", Script(d, "coordinator", "paged: listening on the fake socket"));
@@ -249,7 +247,6 @@ TEST_F(FakeStackTest, AStoreThatCannotStartIsAClearError) {
 }
 
 TEST(LauncherTest, DryRunShowsTheDeployment) {
-  if (!std::filesystem::exists(PagedUpPath())) GTEST_SKIP() << "paged-up not built";
   auto [rc, out] = RunCommand({PagedUpPath(), "--dry-run", "--model=/m.gguf", "--device=cpu",
                                "--workers=2", "--listen=0.0.0.0:7411", "--segment=s1", "--kv-gib=2",
                                "--remove-segment", "--worker-args=--slots=3 --resident=none"});
@@ -277,10 +274,7 @@ TEST(LauncherTest, DryRunShowsTheDeployment) {
 class RealStackTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!std::filesystem::exists(PagedUpPath())) GTEST_SKIP() << "paged-up not built";
-    if (!std::filesystem::exists(CoordinatorPath()))
-      GTEST_SKIP() << "the coordinator (daemon/paged) is not built yet";
-    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    PAGED_REQUIRE_FIXTURE(testing::Stories260KPath(), "../shared/models/stories260K.gguf");
     target_ = "unix://" + dir_.File("paged.sock");
     segment_ = testing::UniqueSegmentName("up");
   }

@@ -212,7 +212,7 @@ TEST_F(ReadinessTest, WorkerIsReadyOnlyOnceAttached) {
 // uncommented each binary still accepts it (absl parses the values before
 // --help exits), and the file as shipped is accepted too.
 TEST_F(ReadinessTest, ShippedConfigIsAcceptedByEveryBinary) {
-  const std::string shipped = std::string(PAGED_SOURCE_DIR) + "/systemd/paged.conf";
+  const std::string shipped = testing::SourceDir() + "/systemd/paged.conf";
   const std::string text = testing::ReadFile(shipped);
   ASSERT_FALSE(text.empty());
   const std::string all =

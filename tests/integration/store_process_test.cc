@@ -136,7 +136,7 @@ TEST_F(StoreProcessTest, RemoveOnExitRemovesTheSegment) {
 
 TEST_F(StoreProcessTest, Stories260KLoadsAndInspects) {
   const std::string gguf = testing::Stories260KPath();
-  if (gguf.empty()) GTEST_SKIP() << "../shared/models/stories260K.gguf not present";
+  PAGED_REQUIRE_FIXTURE(gguf, "../shared/models/stories260K.gguf");
   auto store = StartStore(gguf, {"--weight-format=f32"});
   ASSERT_TRUE(store->WaitForLine("ready")) << store->output();
   auto [rc, out] = Pagectl({"inspect", "--segment=" + segment_, "--json"});

@@ -21,7 +21,7 @@ using testing::Subprocess;
 class WorkerProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    PAGED_REQUIRE_FIXTURE(testing::Stories260KPath(), "../shared/models/stories260K.gguf");
     segment_ = testing::UniqueSegmentName("worker");
     store_ = std::make_unique<Subprocess>(std::vector<std::string>{
         BinaryPath("paged-store"), "--model=" + testing::Stories260KPath(), "--segment=" + segment_,

@@ -185,7 +185,7 @@ TEST(ChatRequestTest, Refusals) {
 // and tokenizes, BOS written by the template becoming id 1.
 TEST(ChatRequestTest, Stories260KWithTheLlama2Format) {
   const std::string path = testing::Stories260KPath();
-  if (path.empty()) GTEST_SKIP() << "stories260K.gguf not found";
+  PAGED_REQUIRE_FIXTURE(path, "../shared/models/stories260K.gguf");
   auto src = OpenGgufModel(path);
   ASSERT_TRUE(src.ok()) << src.status();
   auto tok = SpTokenizer::Create((*src)->vocab);

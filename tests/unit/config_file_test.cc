@@ -128,7 +128,7 @@ TEST(ConfigFileTest, ArgsWithConfigWithoutConfigOrWithAMissingFile) {
 }
 
 TEST(ConfigFileTest, TheShippedDefaultConfigParsesForEveryBinary) {
-  const std::string text = testing::ReadFile(std::string(PAGED_SOURCE_DIR) + "/systemd/paged.conf");
+  const std::string text = testing::ReadFile(testing::SourceDir() + "/systemd/paged.conf");
   ASSERT_FALSE(text.empty());
   for (const char* section : {"store", "worker", "coordinator"}) {
     auto args =

@@ -17,7 +17,7 @@ class GpuTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!HaveGpu()) GTEST_SKIP() << "no GPU";
-    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    PAGED_REQUIRE_FIXTURE(testing::Stories260KPath(), "../shared/models/stories260K.gguf");
   }
   std::string Decode(const std::vector<int32_t>& tokens) {
     auto img = testing::StoriesImage();

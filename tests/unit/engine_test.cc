@@ -34,7 +34,7 @@ class StoriesTest : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = testing::Stories260KPath();
-    if (path_.empty()) GTEST_SKIP() << "../shared/models/stories260K.gguf not present";
+    PAGED_REQUIRE_FIXTURE(path_, "../shared/models/stories260K.gguf");
   }
   std::string path_;
 };

@@ -396,7 +396,7 @@ TEST_F(GgufModelTest, RejectsMalformedFilesWithTheParserMessage) {
 
 TEST(GgufStories260KTest, LoadsTheRealModel) {
   const std::string path = testing::Stories260KPath();
-  if (path.empty()) GTEST_SKIP() << "stories260K.gguf not found beside the source tree";
+  PAGED_REQUIRE_FIXTURE(path, "../shared/models/stories260K.gguf");
   absl::StatusOr<std::unique_ptr<ModelSource>> src = OpenGgufModel(path);
   ASSERT_TRUE(src.ok()) << src.status();
   const ModelSource& s = **src;

@@ -21,7 +21,7 @@ inline const std::vector<std::string>& GoldenCases() {
 }
 
 inline std::string GoldenDir(const std::string& name) {
-  return std::string(PAGED_SOURCE_DIR) + "/tests/golden/" + name;
+  return testing::SourceDir() + "/tests/golden/" + name;
 }
 
 struct Golden {

@@ -40,7 +40,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 std::string FixtureDir(const std::string& name) {
-  return std::string(PAGED_SOURCE_DIR) + "/tests/golden/tokenizers/" + name;
+  return testing::SourceDir() + "/tests/golden/tokenizers/" + name;
 }
 
 std::vector<int32_t> Ids(const json& j) { return j.get<std::vector<int32_t>>(); }

@@ -35,7 +35,7 @@ PagedRun Generate200(const MemoryPlan* plan) {
 class PagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    PAGED_REQUIRE_FIXTURE(testing::Stories260KPath(), "../shared/models/stories260K.gguf");
     resident_ = Generate200(nullptr);
     ASSERT_EQ(resident_.tokens.size(), 200u);
     header_ = StoriesImage()->image().header;  // geometry only
@@ -177,7 +177,7 @@ TEST_F(PagerTest, ASequenceThatAdvancedElsewhereIsRefilledFromTheHost) {
 }
 
 TEST(PlannerTest, BudgetTooSmallIsAClearErrorAndMoreBudgetMeansMoreResidentLayers) {
-  if (testing::Stories260KPath().empty()) GTEST_SKIP();
+  PAGED_REQUIRE_FIXTURE(testing::Stories260KPath(), "../shared/models/stories260K.gguf");
   auto img = StoriesImage();
   const SegmentHeader& h = *img->image().header;
   auto small = PlanMemory(h, SmallLimits(8 * kMiB));

@@ -14,7 +14,7 @@ namespace {
 
 TEST(QuantQualityTest, Int8AndInt4AgreeWithF32OnTheStoriesTranscript) {
   const std::string path = testing::Stories260KPath();
-  if (path.empty()) GTEST_SKIP() << "stories260K.gguf not present";
+  PAGED_REQUIRE_FIXTURE(path, "../shared/models/stories260K.gguf");
   LayoutOptions layout;
   layout.weight_format = "f32";
   layout.kv_gib = 0.01;

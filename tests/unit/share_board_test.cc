@@ -125,7 +125,7 @@ TEST(ProcessStartTimeTest, KnowsLiveAndDeadProcesses) {
 class PagerSharingTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    PAGED_REQUIRE_FIXTURE(testing::Stories260KPath(), "../shared/models/stories260K.gguf");
     reference_ = testing::GenerateStories(nullptr, "cpu", "f32");
     ASSERT_EQ(reference_.tokens.size(), 200u);
     image_ = StoriesImage();

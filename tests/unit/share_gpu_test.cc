@@ -84,7 +84,7 @@ class ShareGpuTest : public ::testing::Test {
   void SetUp() override {
     if (std::getenv(kChildEnv) != nullptr) GTEST_SKIP();
     if (!HaveGpu()) GTEST_SKIP() << "no GPU";
-    if (testing::Stories260KPath().empty()) GTEST_SKIP() << "stories260K.gguf not present";
+    PAGED_REQUIRE_FIXTURE(testing::Stories260KPath(), "../shared/models/stories260K.gguf");
     segment_ = absl::StrCat("share-gpu-test-", getpid());
     // Both tests: the reference transcript, then the first worker, then this
     // process's backend on the same GPU.

@@ -436,7 +436,7 @@ class Stories260KTokenizerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const std::string path = testing::Stories260KPath();
-    if (path.empty()) GTEST_SKIP() << "stories260K.gguf not found";
+    PAGED_REQUIRE_FIXTURE(path, "../shared/models/stories260K.gguf");
     auto src = OpenGgufModel(path);
     ASSERT_TRUE(src.ok()) << src.status();
     auto t = SpTokenizer::Create((*src)->vocab);

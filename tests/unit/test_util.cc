@@ -46,8 +46,20 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+bool UnderCi() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && *ci != '\0' && std::string_view(ci) != "false";
+}
+
+std::string SourceDir() {
+  const char* env = std::getenv("PAGED_SOURCE_DIR");
+  return env != nullptr && *env != '\0' ? std::string(env) : std::string(PAGED_SOURCE_DIR);
+}
+
 std::string SharedModelsDir() {
-  const std::string dir = std::string(PAGED_SOURCE_DIR) + "/../shared/models";
+  const char* env = std::getenv("PAGED_SHARED_MODELS");
+  const std::string dir =
+      env != nullptr && *env != '\0' ? std::string(env) : SourceDir() + "/../shared/models";
   return std::filesystem::is_directory(dir) ? dir : "";
 }
 

@@ -28,7 +28,27 @@ class TempDir {
 void WriteFile(const std::string& path, std::string_view bytes);
 std::string ReadFile(const std::string& path);
 
-// ../shared/models beside the source tree ("" when absent).
+// True under CI (the environment variable CI is set and not "false"), where
+// every fixture must be present.
+bool UnderCi();
+
+// For a test that needs a fixture (a file from ../shared): skips when `path`
+// is empty on a developer's machine, and FAILS under CI, where a missing
+// fixture means the suite proves less than it claims.
+#define PAGED_REQUIRE_FIXTURE(path, what)                                                     \
+  do {                                                                                        \
+    if ((path).empty()) {                                                                     \
+      if (::paged::testing::UnderCi()) FAIL() << (what) << " is missing (required under CI)"; \
+      GTEST_SKIP() << (what) << " not present";                                               \
+    }                                                                                         \
+  } while (0)
+
+// The source tree: $PAGED_SOURCE_DIR when set (a bundle run elsewhere), else
+// where this build's sources were.
+std::string SourceDir();
+
+// ../shared/models beside the source tree, or $PAGED_SHARED_MODELS when set
+// ("" when absent).
 std::string SharedModelsDir();
 // Path of ../shared/models/stories260K.gguf ("" when absent).
 std::string Stories260KPath();

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Write a GGUF file (llama architecture) from a paged/HF llama checkpoint.
+
+For side-by-side runs with llama.cpp on the same weights: the checkpoint made
+by `pagectl make-model` (config.json + model.safetensors, f16/bf16/f32) becomes
+a GGUF that llama.cpp loads, with q/k rows permuted from the HF "halves" RoPE
+layout to GGUF's interleaved pairs (the inverse of what paged's GGUF reader
+does at load). Tensors keep their stored type (bf16 is written as f16: older
+llama.cpp CPU paths are fastest there and the values of make-model's bf16
+weights are exact in f16 only approximately, so prefer --dtype f16 models).
+The checkpoint has no tokenizer; a SentencePiece-style vocabulary of the
+model's size is synthesised (control, byte and plain tokens) so that
+llama.cpp accepts the file. Text output is meaningless; throughput is not.
+
+Usage: python3 scripts/hf_to_gguf.py CHECKPOINT_DIR OUT.gguf
+Needs numpy and llama.cpp's gguf-py on PYTHONPATH (the llama.cpp tree from the
+npm package node-llama-cpp: PYTHONPATH=llama.cpp/gguf-py). No other package.
+"""
+
+import json
+import struct
+import sys
+
+import numpy as np
+import gguf
+
+ST_DTYPES = {"F16": np.float16, "F32": np.float32, "BF16": np.uint16}
+
+
+def read_safetensors(path):
+    """Returns {name: ndarray} memory-mapped from one safetensors file."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    base = 8 + n
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        dt = ST_DTYPES[t["dtype"]]
+        a, b = t["data_offsets"]
+        count = (b - a) // np.dtype(dt).itemsize
+        arr = np.memmap(path, dtype=dt, mode="r", offset=base + a, shape=(count,))
+        if t["dtype"] == "BF16":  # widen to f32 bits, then narrow to f16
+            arr = (arr.astype(np.uint32) << 16).view(np.float32).astype(np.float16)
+        out[name] = arr.reshape(t["shape"])
+    return out
+
+
+def unpermute_rope(w, n_head):
+    """HF halves layout -> GGUF interleaved pairs, per head (rows)."""
+    rows = w.shape[0]
+    half = rows // n_head // 2
+    return (w.reshape(n_head, 2, half, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    src, dst = sys.argv[1], sys.argv[2]
+    cfg = json.load(open(f"{src}/config.json"))
+    t = read_safetensors(f"{src}/model.safetensors")
+    n_layers = cfg["num_hidden_layers"]
+    n_head = cfg["num_attention_heads"]
+    n_kv = cfg.get("num_key_value_heads", n_head)
+    hidden = cfg["hidden_size"]
+    vocab = cfg["vocab_size"]
+
+    w = gguf.GGUFWriter(dst, "llama")
+    w.add_block_count(n_layers)
+    w.add_context_length(cfg.get("max_position_embeddings", 4096))
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-5))
+    w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
+    w.add_rope_dimension_count(hidden // n_head)
+    w.add_vocab_size(vocab)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+
+    # A synthetic SentencePiece vocabulary: <unk>, <s>, </s>, 256 byte tokens,
+    # then plain pieces.
+    tokens, scores, types = ["<unk>", "<s>", "</s>"], [0.0, 0.0, 0.0], [2, 3, 3]
+    for b in range(256):
+        tokens.append(f"<0x{b:02X}>")
+        scores.append(0.0)
+        types.append(6)
+    i = 0
+    while len(tokens) < vocab:
+        tokens.append(f"\u2581t{i}")
+        scores.append(-float(i))
+        types.append(1)
+        i += 1
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens[:vocab])
+    w.add_token_scores(scores[:vocab])
+    w.add_token_types(types[:vocab])
+    w.add_bos_token_id(cfg.get("bos_token_id", 1))
+    w.add_eos_token_id(cfg.get("eos_token_id", 2))
+    w.add_unk_token_id(0)
+
+    def put(name, arr):
+        w.add_tensor(name, np.ascontiguousarray(arr))
+
+    put("token_embd.weight", t["model.embed_tokens.weight"])
+    for l in range(n_layers):
+        p = f"model.layers.{l}."
+        b = f"blk.{l}."
+        put(b + "attn_norm.weight", t[p + "input_layernorm.weight"].astype(np.float32))
+        put(b + "attn_q.weight", unpermute_rope(t[p + "self_attn.q_proj.weight"], n_head))
+        put(b + "attn_k.weight", unpermute_rope(t[p + "self_attn.k_proj.weight"], n_kv))
+        put(b + "attn_v.weight", t[p + "self_attn.v_proj.weight"])
+        put(b + "attn_output.weight", t[p + "self_attn.o_proj.weight"])
+        put(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"].astype(np.float32))
+        put(b + "ffn_gate.weight", t[p + "mlp.gate_proj.weight"])
+        put(b + "ffn_up.weight", t[p + "mlp.up_proj.weight"])
+        put(b + "ffn_down.weight", t[p + "mlp.down_proj.weight"])
+    put("output_norm.weight", t["model.norm.weight"].astype(np.float32))
+    if "lm_head.weight" in t:
+        put("output.weight", t["lm_head.weight"])
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+if __name__ == "__main__":
+    main()
