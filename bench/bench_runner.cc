@@ -42,11 +42,12 @@ double Median(std::vector<double> v) {
 // 1 GiB between registered host memory and the device, each way.
 absl::Status MeasureLink(Backend& b, const ModelImage& host, double* h2d_gbs, double* d2h_gbs) {
   const uint64_t bytes = std::min<uint64_t>(host.header->kv_offset, 1ull << 30);
-  ASSIGN_OR_RETURN(void* dev, b.Alloc(bytes));
+  ASSIGN_OR_RETURN(BackendBuffer buffer, b.Allocate(bytes));
+  void* dev = buffer.get();
   void* pinned = std::aligned_alloc(4096, AlignUp(bytes, 4096));
   RETURN_IF_ERROR(b.RegisterHost(const_cast<uint8_t*>(host.weights), host.header->kv_offset, true));
   RETURN_IF_ERROR(b.RegisterHost(pinned, AlignUp(bytes, 4096), false));
-  const int ev = b.NewEvent();
+  const BackendEvent ev = b.MakeEvent();
   double best_in = 1e30, best_out = 1e30;
   for (int rep = 0; rep < 4; ++rep) {
     auto t0 = Clock::now();
@@ -66,7 +67,6 @@ absl::Status MeasureLink(Backend& b, const ModelImage& host, double* h2d_gbs, do
   b.UnregisterHost(pinned);
   b.UnregisterHost(const_cast<uint8_t*>(host.weights));
   std::free(pinned);
-  b.Free(dev);
   *h2d_gbs = double(bytes) / best_in / 1e9;
   *d2h_gbs = double(bytes) / best_out / 1e9;
   return absl::OkStatus();

@@ -81,23 +81,33 @@ std::chrono::microseconds WatchdogInterval() {
 SdWatchdog::SdWatchdog() {
   const std::chrono::microseconds interval = WatchdogInterval();
   if (interval.count() == 0) return;
-  thread_ = std::thread([this, period = interval / 2] {
-    std::unique_lock<std::mutex> l(mu_);
+  thread_ = std::thread([this, period = interval / 2] { Run(period); });
+}
+
+void SdWatchdog::Run(std::chrono::microseconds period) {
+  using Clock = std::chrono::steady_clock;
+  absl::MutexLock l(&mu_);
+  while (!stop_) {
+    mu_.Unlock();
+    SdNotifyOrLog("WATCHDOG=1");
+    mu_.Lock();
+    // Until stop_ or `period` on the steady clock (as
+    // condition_variable::wait_for with a predicate).
+    const Clock::time_point deadline = Clock::now() + period;
     while (!stop_) {
-      l.unlock();
-      SdNotifyOrLog("WATCHDOG=1");
-      l.lock();
-      cv_.wait_for(l, period, [this] { return stop_; });
+      const Clock::duration left = deadline - Clock::now();
+      if (left <= Clock::duration::zero()) break;
+      cv_.WaitWithTimeout(&mu_, absl::FromChrono(left));
     }
-  });
+  }
 }
 
 SdWatchdog::~SdWatchdog() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 

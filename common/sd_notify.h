@@ -6,12 +6,12 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 
 namespace paged {
 
@@ -40,9 +40,13 @@ class SdWatchdog {
   bool running() const { return thread_.joinable(); }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
+  // The thread's loop: WATCHDOG=1, then sleep `period` or until stop_.
+  void Run(std::chrono::microseconds period) ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::Mutex mu_;
+  absl::CondVar cv_;  // with mu_: stop_ set
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // Started by the constructor, joined by the destructor; not under mu_.
   std::thread thread_;
 };
 

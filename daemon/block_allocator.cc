@@ -1,7 +1,6 @@
 #include "daemon/block_allocator.h"
 
-#include <cstdio>
-#include <cstdlib>
+#include "common/check.h"
 
 namespace paged {
 
@@ -27,10 +26,7 @@ void BlockAllocator::Free(std::vector<int32_t>* blocks) {
   // Pushed in reverse so that the stack hands them out again in their order.
   for (auto it = blocks->rbegin(); it != blocks->rend(); ++it) {
     const int32_t b = *it;
-    if (!in_use(b)) {
-      std::fprintf(stderr, "BlockAllocator: freeing block %d that is not in use\n", b);
-      std::abort();
-    }
+    PAGED_CHECK(in_use(b), "BlockAllocator: freeing block ", b, " that is not in use");
     in_use_[size_t(b)] = 0;
     free_.push_back(b);
   }

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "common/check.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "common/segment_layout.h"
@@ -49,21 +51,26 @@ std::string Upper(std::string_view s) {
 }  // namespace
 
 struct Coordinator::Link {
+  Link(absl::Mutex* coordinator_mu, std::function<void()> close_stream)
+      : mu(coordinator_mu), close(std::move(close_stream)) {}
+  absl::Mutex* const mu;  // the coordinator's mutex: guards the fields marked so
+  // From the hello, set by AttachWorker before the link is published (in
+  // live_), constant after.
   std::string worker_id;
   std::string device;
   v1::MemoryPlan plan;
-  v1::WorkerCounters counters;  // the latest totals the worker reported
-  std::string state = "ATTACHED";
   int64_t pid = 0;  // the worker's process (hello); 0: unknown
   uint64_t process_start = 0;
-  bool open = true;          // false: closed, NextMessage answers kClosed
-  bool in_scheduler = true;  // the scheduler knows the worker as this link
-  std::deque<Outgoing> outbox;
-  std::condition_variable cv;  // with the coordinator's mutex: outbox or open changed
+  v1::WorkerCounters counters ABSL_GUARDED_BY(mu);  // the latest totals the worker reported
+  std::string state ABSL_GUARDED_BY(mu) = "ATTACHED";
+  bool open ABSL_GUARDED_BY(mu) = true;          // false: closed, NextMessage answers kClosed
+  bool in_scheduler ABSL_GUARDED_BY(mu) = true;  // the scheduler knows the worker as this link
+  std::deque<Outgoing> outbox ABSL_GUARDED_BY(mu);
+  absl::CondVar cv;  // with *mu: outbox or open changed
   // Cancels the worker's stream. Guarded by its own mutex so that it is never
   // called after DetachWorker (the stream's handler may have returned).
-  std::mutex close_mu;
-  std::function<void()> close;
+  absl::Mutex close_mu;
+  std::function<void()> close ABSL_GUARDED_BY(close_mu);
 };
 
 int32_t DefaultStepKvBlocks(int32_t block_tokens) {
@@ -90,7 +97,6 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
     Log(LogLevel::kWarning, "chat", "%s; chat prompts will be refused",
         std::string(c->chat_.status().message()).c_str());
   }
-  c->rates_.push_back({Now(), 0, 0});  // the rates' first base
   c->timer_ = std::thread([p = c.get()] { p->TimerLoop(); });
   return c;
 }
@@ -100,12 +106,21 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<const Token
     : options_(std::move(options)),
       tokenizer_(std::move(tokenizer)),
       scheduler_(std::move(scheduler)),
+      rates_{RateSample{Now(), 0, 0}},  // the rates' first base
       rng_(std::random_device{}()) {}
 
 Coordinator::~Coordinator() { Shutdown(); }
 
+template <class T>
+void Coordinator::AssertHeldFor(const T& x) const {
+  // Cannot fail: Admit and AttachWorker make them with &mu_.
+  PAGED_CHECK(x.mu == &mu_, "a channel or link of another coordinator");
+}
+
+const SchedulerConfig& Coordinator::scheduler_config() const { return scheduler_.config(); }
+
 uint64_t Coordinator::RandomSeed() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   uint64_t s = 0;
   while (s == 0) s = rng_();
   return s;
@@ -120,13 +135,13 @@ absl::StatusOr<ParsedGenerate> Coordinator::ParseRequest(const v1::GenerateReque
 }
 
 bool Coordinator::stopping() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return stopping_;
 }
 
 void Coordinator::RunClosers(Closers& closers) {
   for (const std::shared_ptr<Link>& l : closers) {
-    std::lock_guard<std::mutex> lock(l->close_mu);
+    absl::MutexLock lock(&l->close_mu);
     if (l->close) l->close();
   }
   closers.clear();
@@ -140,8 +155,9 @@ void Coordinator::PumpLocked(TimeUs now, Closers* closers) {
     auto it = live_.find(plan.worker_id);
     if (it == live_.end()) continue;  // cannot happen: every scheduler worker has a live link
     Link& l = *it->second;
+    AssertHeldFor(l);
     l.outbox.emplace_back(std::move(plan));
-    l.cv.notify_all();
+    l.cv.SignalAll();
   }
   DeliverLocked(r.events, 0.0, closers);
 }
@@ -154,28 +170,33 @@ void Coordinator::DeliverLocked(const std::vector<Event>& events, double step_s,
         metrics_.generated_tokens.Inc();
         auto it = channels_.find(e.seq_id);
         if (it == channels_.end()) break;  // its stream left already
-        it->second->tokens.push_back(e.token);
-        it->second->step_s.push_back(step_s);
-        it->second->cv.notify_all();
-        if (it->second->on_update) it->second->on_update();
+        Channel& ch = *it->second;
+        AssertHeldFor(ch);
+        ch.tokens.push_back(e.token);
+        ch.step_s.push_back(step_s);
+        ch.cv.SignalAll();
+        if (ch.on_update) ch.on_update();
         break;
       }
       case EventKind::kFinished: {
         auto it = channels_.find(e.seq_id);
         if (it == channels_.end()) break;
-        it->second->finished = true;
-        it->second->reason = e.reason;
-        it->second->cv.notify_all();
-        if (it->second->on_update) it->second->on_update();
+        Channel& ch = *it->second;
+        AssertHeldFor(ch);
+        ch.finished = true;
+        ch.reason = e.reason;
+        ch.cv.SignalAll();
+        if (ch.on_update) ch.on_update();
         break;
       }
       case EventKind::kWorkerDrained: {
         auto it = live_.find(e.worker_id);
         if (it == live_.end()) break;
         Link& l = *it->second;
+        AssertHeldFor(l);
         l.state = "DRAINED";
         l.outbox.emplace_back(Drain{});
-        l.cv.notify_all();
+        l.cv.SignalAll();
         break;
       }
       case EventKind::kWorkerFailed: {
@@ -186,6 +207,7 @@ void Coordinator::DeliverLocked(const std::vector<Event>& events, double step_s,
         if (it == live_.end()) break;
         std::shared_ptr<Link> l = it->second;
         live_.erase(it);
+        AssertHeldFor(*l);
         l->in_scheduler = false;
         RemoveLinkLocked(*l, "GONE", closers);
         ReapRequeuedLocked(closers);
@@ -196,6 +218,7 @@ void Coordinator::DeliverLocked(const std::vector<Event>& events, double step_s,
 }
 
 void Coordinator::RemoveLinkLocked(Link& link, const char* state, Closers* closers) {
+  AssertHeldFor(link);
   if (link.in_scheduler) {
     link.in_scheduler = false;
     auto it = live_.find(link.worker_id);
@@ -223,7 +246,7 @@ void Coordinator::RemoveLinkLocked(Link& link, const char* state, Closers* close
   if (link.open) {
     link.open = false;
     link.outbox.clear();
-    link.cv.notify_all();
+    link.cv.SignalAll();
     auto rec = records_.find(link.worker_id);
     if (rec != records_.end() && rec->second.link.get() == &link)
       closers->push_back(rec->second.link);
@@ -240,9 +263,12 @@ void Coordinator::ReapRequeuedLocked(Closers* closers) {
   }
   for (int64_t id : doomed) {
     auto it = channels_.find(id);
-    if (it != channels_.end())
-      it->second->error =
+    if (it != channels_.end()) {
+      Channel& ch = *it->second;
+      AssertHeldFor(ch);
+      ch.error =
           absl::StrCat("the sequence lost its worker ", options_.max_requeues, " times; giving up");
+    }
     absl::StatusOr<std::vector<Event>> ev = scheduler_.Cancel(id);
     if (ev.ok()) DeliverLocked(*ev, 0.0, closers);
   }
@@ -277,13 +303,13 @@ void Coordinator::CheckFencesLocked(TimeUs now, int64_t returned_pid, uint64_t r
 }
 
 void Coordinator::TimerLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   while (!stopping_) {
     auto wait = std::chrono::duration_cast<std::chrono::microseconds>(kTimerPeriod);
     if (!fences_.empty()) wait = std::min(wait, std::chrono::microseconds(20000));
     if (const TimeUs d = scheduler_.NextDeadline(); d != 0)
       wait = std::min(wait, std::chrono::microseconds(std::max<TimeUs>(d - Now(), 0) + 1));
-    timer_cv_.wait_for(lock, wait);
+    timer_cv_.WaitWithTimeout(&mu_, absl::FromChrono(wait));  // or woken, or spuriously
     if (stopping_) break;
     Closers closers;
     const TimeUs now = Now();
@@ -291,9 +317,9 @@ void Coordinator::TimerLoop() {
     if (!fences_.empty()) CheckFencesLocked(now);
     PumpLocked(now, &closers);
     if (!closers.empty()) {
-      lock.unlock();
+      mu_.Unlock();
       RunClosers(closers);
-      lock.lock();
+      mu_.Lock();
     }
   }
 }
@@ -305,27 +331,36 @@ absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Admit(
   Closers closers;
   std::shared_ptr<Channel> ch;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
     const TimeUs now = Now();
     const bool has_deadline = r.deadline != 0;
     absl::StatusOr<int64_t> id = scheduler_.Admit(std::move(r), now);
     if (!id.ok()) return id.status();
-    ch = std::make_shared<Channel>();
+    ch = std::make_shared<Channel>(&mu_);
+    AssertHeldFor(*ch);
     ch->seq_id = *id;
     ch->admitted_at = now;
     ch->on_update = std::move(on_update);
     channels_[*id] = ch;
     PumpLocked(now, &closers);
-    if (has_deadline) timer_cv_.notify_all();
+    if (has_deadline) timer_cv_.SignalAll();
   }
   RunClosers(closers);
   return ch;
 }
 
 bool Coordinator::Wait(Channel& ch, std::chrono::milliseconds timeout, Update* out) {
-  std::unique_lock<std::mutex> lock(mu_);
-  ch.cv.wait_for(lock, timeout, [&] { return !ch.tokens.empty() || ch.finished || stopping_; });
+  absl::MutexLock lock(&mu_);
+  AssertHeldFor(ch);
+  // Until tokens, the end or shutdown, or `timeout` on the steady clock
+  // (as condition_variable::wait_for with a predicate).
+  const Clock::time_point deadline = Clock::now() + timeout;
+  while (ch.tokens.empty() && !ch.finished && !stopping_) {
+    const Clock::duration left = deadline - Clock::now();
+    if (left <= Clock::duration::zero()) break;
+    ch.cv.WaitWithTimeout(&mu_, absl::FromChrono(left));
+  }
   out->tokens.insert(out->tokens.end(), ch.tokens.begin(), ch.tokens.end());
   out->step_s.insert(out->step_s.end(), ch.step_s.begin(), ch.step_s.end());
   ch.tokens.clear();
@@ -339,7 +374,8 @@ bool Coordinator::Wait(Channel& ch, std::chrono::milliseconds timeout, Update* o
 void Coordinator::Release(Channel& ch) {
   Closers closers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
+    AssertHeldFor(ch);
     auto it = channels_.find(ch.seq_id);
     if (it != channels_.end() && it->second.get() == &ch) channels_.erase(it);
     ch.on_update = nullptr;
@@ -376,7 +412,7 @@ absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
         " (the store rebuilt it: restart the coordinator)"));
 
   // The scheduler needs tokens per step >= sequences per step.
-  const SchedulerConfig& cfg = scheduler_.config();
+  const SchedulerConfig& cfg = scheduler_config();
   WorkerLimits limits;
   const int32_t tokens = hello.max_step_tokens() > 0
                              ? std::min(hello.max_step_tokens(), cfg.max_step_tokens)
@@ -394,7 +430,7 @@ absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
   std::shared_ptr<Link> link;
   absl::Status status;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
     if (auto old = live_.find(id); old != live_.end()) {
       Log(LogLevel::kWarning, "coordinator", "worker %s attached again; its previous link is gone",
@@ -407,13 +443,12 @@ absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
       CheckFencesLocked(Now(), hello.pid(), hello.process_start_time());
     status = scheduler_.AddWorker(id, limits);
     if (status.ok()) {
-      link = std::make_shared<Link>();
+      link = std::make_shared<Link>(&mu_, std::move(close));
       link->worker_id = id;
       link->pid = hello.pid();
       link->process_start = hello.process_start_time();
       link->device = hello.device();
       link->plan = hello.plan();
-      link->close = std::move(close);
       WorkerRecord& rec = records_[id];
       if (rec.metrics.steps == nullptr) rec.metrics = metrics_.ForWorker(id);
       rec.link_h2d_bytes_per_s = hello.plan().link_h2d_bytes_per_s();
@@ -439,8 +474,16 @@ Coordinator::Next Coordinator::NextMessage(Link& link, v1::CoordinatorMessage* o
                                            std::chrono::milliseconds timeout) {
   Outgoing next;
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    link.cv.wait_for(lock, timeout, [&] { return !link.open || !link.outbox.empty(); });
+    absl::MutexLock lock(&mu_);
+    AssertHeldFor(link);
+    // Until closed or a message, or `timeout` on the steady clock (as
+    // condition_variable::wait_for with a predicate).
+    const Clock::time_point deadline = Clock::now() + timeout;
+    while (link.open && link.outbox.empty()) {
+      const Clock::duration left = deadline - Clock::now();
+      if (left <= Clock::duration::zero()) break;
+      link.cv.WaitWithTimeout(&mu_, absl::FromChrono(left));
+    }
     if (!link.open) return Next::kClosed;
     if (link.outbox.empty()) return Next::kTimeout;
     next = std::move(link.outbox.front());
@@ -459,7 +502,8 @@ absl::Status Coordinator::OnWorkerMessage(Link& link, const v1::WorkerMessage& m
   Closers closers;
   absl::Status status;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
+    AssertHeldFor(link);
     if (!link.open || !link.in_scheduler) return absl::CancelledError("the link is closed");
     if (!msg.has_result()) {
       status = absl::InvalidArgumentError(msg.has_hello()
@@ -497,13 +541,13 @@ absl::Status Coordinator::OnWorkerMessage(Link& link, const v1::WorkerMessage& m
 void Coordinator::DetachWorker(Link& link) {
   Closers closers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     RemoveLinkLocked(link, "GONE", &closers);
     PumpLocked(Now(), &closers);
   }
   RunClosers(closers);
   // Cancel the stream (a writer blocked on it returns), then never again.
-  std::lock_guard<std::mutex> lock(link.close_mu);
+  absl::MutexLock lock(&link.close_mu);
   if (link.close) link.close();
   link.close = nullptr;
 }
@@ -511,7 +555,7 @@ void Coordinator::DetachWorker(Link& link) {
 // ---- Admin ----
 
 v1::StatusResponse Coordinator::Status() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   v1::StatusResponse r;
   r.set_model(DescribeConfig(options_.model));
   r.set_segment(options_.segment);
@@ -520,6 +564,7 @@ v1::StatusResponse Coordinator::Status() {
   for (WorkerInfo& w : scheduler_.Workers()) sched[w.worker_id] = std::move(w);
   for (const auto& [id, rec] : records_) {
     const Link& l = *rec.link;
+    AssertHeldFor(l);
     v1::WorkerInfo* w = r.add_workers();
     w->set_worker_id(id);
     w->set_device(l.device);
@@ -547,7 +592,7 @@ v1::StatusResponse Coordinator::Status() {
 }
 
 v1::ListSequencesResponse Coordinator::ListSequences() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   v1::ListSequencesResponse r;
   for (const SequenceInfo& s : scheduler_.Sequences()) {
     v1::SequenceInfo* o = r.add_sequences();
@@ -564,7 +609,7 @@ v1::ListSequencesResponse Coordinator::ListSequences() {
 absl::Status Coordinator::CancelSequence(int64_t seq_id) {
   Closers closers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     absl::StatusOr<std::vector<Event>> ev = scheduler_.Cancel(seq_id);
     if (!ev.ok()) return ev.status();
     DeliverLocked(*ev, 0.0, &closers);
@@ -577,11 +622,13 @@ absl::Status Coordinator::CancelSequence(int64_t seq_id) {
 absl::Status Coordinator::DrainWorker(const std::string& worker_id) {
   Closers closers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = live_.find(worker_id);
     if (it == live_.end())
       return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' is not attached"));
-    if (it->second->state == "ATTACHED") it->second->state = "DRAINING";
+    Link& l = *it->second;
+    AssertHeldFor(l);
+    if (l.state == "ATTACHED") l.state = "DRAINING";
     absl::StatusOr<std::vector<Event>> ev = scheduler_.Drain(worker_id);
     if (!ev.ok()) return ev.status();
     DeliverLocked(*ev, 0.0, &closers);
@@ -609,19 +656,21 @@ v1::ListModelsResponse Coordinator::ListModels() const {
 void Coordinator::Shutdown() {
   Closers closers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!stopping_) {
       stopping_ = true;
       for (auto& [id, l] : live_) {
+        AssertHeldFor(*l);
         l->open = false;
-        l->cv.notify_all();
+        l->cv.SignalAll();
         closers.push_back(l);
       }
       for (auto& [id, ch] : channels_) {
-        ch->cv.notify_all();
+        AssertHeldFor(*ch);
+        ch->cv.SignalAll();
         if (ch->on_update) ch->on_update();
       }
-      timer_cv_.notify_all();
+      timer_cv_.SignalAll();
     }
   }
   RunClosers(closers);

@@ -4,6 +4,10 @@
 // (daemon/services.h) are thin adapters over this class; tests drive it
 // directly with a fake worker.
 //
+// Locking: mu_ guards the scheduler and every map below; each Channel and
+// Link names mu_ as its `mu` and marks the fields it guards, so clang's
+// -Wthread-safety (scripts/check_thread_safety.sh) checks them too.
+//
 // Every input — an admission, a cancel, a worker's hello or step result, a
 // broken worker stream, a drain, the deadline timer — runs under the mutex
 // and ends with Pump(): Schedule(now), each StepPlan into its worker's
@@ -13,13 +17,11 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
@@ -27,8 +29,10 @@
 #include <variant>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/model_config.h"
 #include "daemon/generate_request.h"
 #include "daemon/scheduler.h"
@@ -70,19 +74,23 @@ class Coordinator {
  public:
   // One Generate stream's view of its sequence.
   struct Channel {
+    explicit Channel(absl::Mutex* coordinator_mu) : mu(coordinator_mu) {}
+    absl::Mutex* const mu;  // the coordinator's mutex: guards the fields marked so
+    // Set by Admit before the channel is handed out, constant after: read
+    // without the lock.
     int64_t seq_id = 0;
     TimeUs admitted_at = 0;
-    std::condition_variable cv;  // with the coordinator's mutex
+    absl::CondVar cv;  // with *mu
     // Pending, not yet taken by the stream:
-    std::vector<int32_t> tokens;
-    std::vector<double> step_s;  // per token: the time of the step that produced it
-    bool finished = false;
-    FinishReason reason = FinishReason::kNone;
-    std::string error;  // set: finished by the coordinator for this reason
+    std::vector<int32_t> tokens ABSL_GUARDED_BY(mu);
+    std::vector<double> step_s ABSL_GUARDED_BY(mu);  // per token: the time of its step
+    bool finished ABSL_GUARDED_BY(mu) = false;
+    FinishReason reason ABSL_GUARDED_BY(mu) = FinishReason::kNone;
+    std::string error ABSL_GUARDED_BY(mu);  // set: finished by the coordinator for this reason
     // Called (under the coordinator's mutex: it may only schedule work, e.g.
     // post to an event loop) when tokens or the end arrive and at shutdown;
     // for front ends that do not block in Wait. Cleared by Release.
-    std::function<void()> on_update;
+    std::function<void()> on_update ABSL_GUARDED_BY(mu);
   };
   struct Update {
     std::vector<int32_t> tokens;
@@ -107,10 +115,11 @@ class Coordinator {
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   const CoordinatorOptions& options() const { return options_; }
   // A random nonzero seed for a request that gives none.
-  uint64_t RandomSeed();
+  uint64_t RandomSeed() ABSL_LOCKS_EXCLUDED(mu_);
   // A paged.v1.GenerateRequest checked and tokenized with this model's
   // tokenizer (and chat template), as the gRPC and HTTP front ends admit it.
-  absl::StatusOr<ParsedGenerate> ParseRequest(const v1::GenerateRequest& req);
+  absl::StatusOr<ParsedGenerate> ParseRequest(const v1::GenerateRequest& req)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The chat template chat prompts are rendered with; null when they are
   // refused (no template, or one we do not support: chat_status() says why).
   const ChatTemplate* chat_template() const { return chat_.ok() ? &*chat_ : nullptr; }
@@ -120,44 +129,47 @@ class Coordinator {
   // Admits `r` (the scheduler's errors as they are) and opens its channel
   // (`on_update`: see Channel).
   absl::StatusOr<std::shared_ptr<Channel>> Admit(Request r,
-                                                 std::function<void()> on_update = nullptr);
+                                                 std::function<void()> on_update = nullptr)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Waits up to `timeout` for tokens or the end and moves them into `out`.
   // Returns false when the coordinator is shutting down.
-  bool Wait(Channel& ch, std::chrono::milliseconds timeout, Update* out);
+  bool Wait(Channel& ch, std::chrono::milliseconds timeout, Update* out) ABSL_LOCKS_EXCLUDED(mu_);
   // The stream is done with its sequence: cancels it if it is still live
   // (client gone, stop string) and closes the channel.
-  void Release(Channel& ch);
+  void Release(Channel& ch) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- Workers (WorkerLink.Attach) ----
   // A worker said hello. A worker of that id still attached is treated as
   // gone first. `close` cancels the worker's stream (called without the lock).
   absl::StatusOr<std::shared_ptr<Link>> AttachWorker(const v1::Hello& hello,
-                                                     std::function<void()> close);
+                                                     std::function<void()> close)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The next message for the worker: a step or the drain.
-  Next NextMessage(Link& link, v1::CoordinatorMessage* out, std::chrono::milliseconds timeout);
+  Next NextMessage(Link& link, v1::CoordinatorMessage* out, std::chrono::milliseconds timeout)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // A message from the worker. Not OK when the link must close (an error in
   // a step, a malformed result, a second hello); the worker is then gone.
-  absl::Status OnWorkerMessage(Link& link, const v1::WorkerMessage& msg);
+  absl::Status OnWorkerMessage(Link& link, const v1::WorkerMessage& msg) ABSL_LOCKS_EXCLUDED(mu_);
   // The worker's stream ended or broke: the worker is gone (its sequences go
   // back to the queue), unless it was replaced already.
-  void DetachWorker(Link& link);
+  void DetachWorker(Link& link) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- Admin ----
-  v1::StatusResponse Status();
-  v1::ListSequencesResponse ListSequences();
-  absl::Status CancelSequence(int64_t seq_id);
-  absl::Status DrainWorker(const std::string& worker_id);
+  v1::StatusResponse Status() ABSL_LOCKS_EXCLUDED(mu_);
+  v1::ListSequencesResponse ListSequences() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status CancelSequence(int64_t seq_id) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status DrainWorker(const std::string& worker_id) ABSL_LOCKS_EXCLUDED(mu_);
   v1::ListModelsResponse ListModels() const;
 
   // ---- Metrics (daemon/coordinator_metrics.cc) ----
   // Counters the front ends update (requests by status, time to first token).
   ServingMetrics& metrics() { return metrics_; }
   // Every metric in the Prometheus text format, the gauges read now.
-  std::string RenderMetrics();
+  std::string RenderMetrics() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Stops the timer, closes every worker link and wakes every stream.
-  void Shutdown();
-  bool stopping() const;
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+  bool stopping() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct WorkerRecord {
@@ -178,18 +190,30 @@ class Coordinator {
                        Scheduler scheduler);
 
   // Schedule, dispatch plans, deliver events. Under mu_.
-  void PumpLocked(TimeUs now, Closers* closers);
-  void DeliverLocked(const std::vector<Event>& events, double step_s, Closers* closers);
+  void PumpLocked(TimeUs now, Closers* closers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DeliverLocked(const std::vector<Event>& events, double step_s, Closers* closers)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes `link` from the scheduler (WorkerGone) and closes it.
-  void RemoveLinkLocked(Link& link, const char* state, Closers* closers);
+  void RemoveLinkLocked(Link& link, const char* state, Closers* closers)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Finishes sequences that failed on too many workers.
-  void ReapRequeuedLocked(Closers* closers);
-  void SampleRatesLocked(TimeUs now);
+  void ReapRequeuedLocked(Closers* closers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SampleRatesLocked(TimeUs now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Releases the held sequences of fences whose process ended, or that came
   // back (`returned_pid`/`returned_start`: a hello), or that timed out.
-  void CheckFencesLocked(TimeUs now, int64_t returned_pid = 0, uint64_t returned_start = 0);
-  void TimerLoop();
+  void CheckFencesLocked(TimeUs now, int64_t returned_pid = 0, uint64_t returned_start = 0)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TimerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Calls each link's `close` (under its close_mu); without mu_.
   static void RunClosers(Closers& closers);
+  // Under mu_: tells the analysis that `x.mu` (a Channel's or Link's pointer
+  // to mu_) is held too, and checks that it points to mu_.
+  template <class T>
+  void AssertHeldFor(const T& x) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)
+      ABSL_ASSERT_EXCLUSIVE_LOCK(x.mu);
+  // The scheduler's config, read without mu_: it is set at creation and never
+  // changes, which the analysis cannot know.
+  const SchedulerConfig& scheduler_config() const ABSL_NO_THREAD_SAFETY_ANALYSIS;
 
   const CoordinatorOptions options_;
   // From options_.chat_format or options_.chat_template; else why not.
@@ -197,12 +221,14 @@ class Coordinator {
       ResolveChatTemplate(options_.chat_template, options_.chat_format);
   const std::unique_ptr<const Tokenizer> tokenizer_;
 
-  mutable std::mutex mu_;
-  Scheduler scheduler_;
-  std::map<int64_t, std::shared_ptr<Channel>> channels_;  // open streams by sequence id
-  std::map<std::string, std::shared_ptr<Link>> live_;     // attached links, by worker id
-  std::map<std::string, WorkerRecord> records_;           // every worker ever seen
-  std::deque<RateSample> rates_;
+  mutable absl::Mutex mu_;
+  Scheduler scheduler_ ABSL_GUARDED_BY(mu_);
+  // Open streams by sequence id.
+  std::map<int64_t, std::shared_ptr<Channel>> channels_ ABSL_GUARDED_BY(mu_);
+  // Attached links, by worker id.
+  std::map<std::string, std::shared_ptr<Link>> live_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, WorkerRecord> records_ ABSL_GUARDED_BY(mu_);  // every worker ever seen
+  std::deque<RateSample> rates_ ABSL_GUARDED_BY(mu_);
   // Gone workers whose processes may still write their step's KV rows.
   struct Fence {
     std::string hold_key;
@@ -210,13 +236,17 @@ class Coordinator {
     uint64_t process_start = 0;
     TimeUs since = 0;
   };
-  std::vector<Fence> fences_;
-  int64_t tokens_committed_ = 0;
-  uint64_t paged_bytes_ = 0;  // sum of the workers' H2D counter increments
+  std::vector<Fence> fences_ ABSL_GUARDED_BY(mu_);
+  int64_t tokens_committed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Sum of the workers' H2D counter increments.
+  uint64_t paged_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Not guarded: its counters and families synchronize themselves (atomics,
+  // the registry's own mutexes), so the front ends update it without mu_.
   ServingMetrics metrics_;
-  std::mt19937_64 rng_;
-  bool stopping_ = false;
-  std::condition_variable timer_cv_;
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::CondVar timer_cv_;  // with mu_: stopping_ or a new deadline
+  // Started by Create, joined by Shutdown; not under mu_.
   std::thread timer_;
 };
 

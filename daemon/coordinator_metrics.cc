@@ -6,7 +6,7 @@ namespace paged {
 
 std::string Coordinator::RenderMetrics() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     const SchedulerStats st = scheduler_.Stats();
     metrics_.queue_depth.Set(st.queue_depth);
     metrics_.running_sequences.Set(st.running);

@@ -7,39 +7,25 @@ namespace {
 
 constexpr int32_t kStartOfSequence = -1;  // Tokenizer::kStartOfSequence
 
-GenerationStream::End EndOf(FinishReason r) {
-  switch (r) {
-    case FinishReason::kEos:
-      return GenerationStream::End::kEos;
-    case FinishReason::kStop:
-      return GenerationStream::End::kStop;
-    case FinishReason::kLength:
-      return GenerationStream::End::kLength;
-    case FinishReason::kCancelled:
-      return GenerationStream::End::kCancelled;
-    case FinishReason::kDeadline:
-      return GenerationStream::End::kDeadline;
-    case FinishReason::kNone:
-      break;
-  }
-  return GenerationStream::End::kError;
-}
+// A finished sequence's reason as its stream's ending (a sequence that
+// finished without one failed).
+FinishReason EndOf(FinishReason r) { return r == FinishReason::kNone ? FinishReason::kError : r; }
 
-RequestStatus StatusOf(GenerationStream::End e) {
+RequestStatus StatusOf(FinishReason e) {
   switch (e) {
-    case GenerationStream::End::kLength:
+    case FinishReason::kLength:
       return RequestStatus::kLength;
-    case GenerationStream::End::kEos:
+    case FinishReason::kEos:
       return RequestStatus::kEos;
-    case GenerationStream::End::kStop:
+    case FinishReason::kStop:
       return RequestStatus::kStop;
-    case GenerationStream::End::kCancelled:
-    case GenerationStream::End::kShutdown:
+    case FinishReason::kCancelled:
+    case FinishReason::kShutdown:
       return RequestStatus::kCancelled;
-    case GenerationStream::End::kDeadline:
+    case FinishReason::kDeadline:
       return RequestStatus::kDeadline;
-    case GenerationStream::End::kError:
-    case GenerationStream::End::kNone:
+    case FinishReason::kError:
+    case FinishReason::kNone:
       break;
   }
   return RequestStatus::kError;
@@ -54,28 +40,6 @@ int32_t FillMaxTokens(const SchedulerConfig& c, size_t prompt) {
 }
 
 }  // namespace
-
-std::string_view EndName(GenerationStream::End e) {
-  switch (e) {
-    case GenerationStream::End::kNone:
-      return "";
-    case GenerationStream::End::kLength:
-      return "length";
-    case GenerationStream::End::kEos:
-      return "eos";
-    case GenerationStream::End::kStop:
-      return "stop";
-    case GenerationStream::End::kCancelled:
-      return "cancelled";
-    case GenerationStream::End::kError:
-      return "error";
-    case GenerationStream::End::kDeadline:
-      return "deadline";
-    case GenerationStream::End::kShutdown:
-      return "shutdown";
-  }
-  return "";
-}
 
 absl::StatusOr<std::unique_ptr<GenerationStream>> GenerationStream::Start(
     Coordinator& coordinator, const v1::GenerateRequest& req, Options options) {
@@ -115,10 +79,10 @@ GenerationStream::GenerationStream(Coordinator& c, std::shared_ptr<Coordinator::
 GenerationStream::~GenerationStream() { Cancel(); }
 
 void GenerationStream::Cancel() {
-  if (!done()) Finish(End::kCancelled);
+  if (!done()) Finish(FinishReason::kCancelled);
 }
 
-void GenerationStream::Finish(End end) {
+void GenerationStream::Finish(FinishReason end) {
   end_ = end;
   usage_.set_total_s(double(Coordinator::Now() - ch_->admitted_at) * 1e-6);
   coord_.Release(*ch_);  // cancels the sequence if it is still live (stop string, client gone)
@@ -134,7 +98,7 @@ GenerationStream::Chunk GenerationStream::Next(std::chrono::milliseconds timeout
   }
   Coordinator::Update u;
   if (!coord_.Wait(*ch_, timeout, &u)) {
-    Finish(End::kShutdown);
+    Finish(FinishReason::kShutdown);
     c.done = true;
     c.end = end_;
     return c;
@@ -159,8 +123,11 @@ GenerationStream::Chunk GenerationStream::Next(std::chrono::milliseconds timeout
   c.text = text_.TakeReady();
   if (!text_.stopped() && !u.finished) return c;
   c.done = true;
-  c.end = text_.stopped() ? End::kStop : !u.error.empty() ? End::kError : EndOf(u.reason);
-  c.error = c.end == End::kError ? (u.error.empty() ? "the sequence failed" : u.error) : "";
+  c.end = text_.stopped()    ? FinishReason::kStop
+          : !u.error.empty() ? FinishReason::kError
+                             : EndOf(u.reason);
+  c.error =
+      c.end == FinishReason::kError ? (u.error.empty() ? "the sequence failed" : u.error) : "";
   c.tail = text_.TakeAll();
   Finish(c.end);
   return c;

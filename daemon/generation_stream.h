@@ -29,16 +29,6 @@ namespace paged {
 class GenerationStream {
  public:
   // How the generation ended, as its client sees it.
-  enum class End {
-    kNone,
-    kLength,     // max_tokens
-    kEos,        // the model's end-of-sequence token
-    kStop,       // a stop token id or a stop string
-    kCancelled,  // Admin cancel, or the client went away (Cancel)
-    kError,      // the sequence failed (error() says why)
-    kDeadline,   // the request's deadline passed
-    kShutdown,   // the coordinator is shutting down
-  };
 
   struct Options {
     TimeUs deadline = 0;  // on Coordinator::Now()'s clock; 0: none
@@ -53,7 +43,7 @@ class GenerationStream {
     std::string text;                // their text that can be shown now (may be empty)
     bool done = false;
     // When done:
-    End end = End::kNone;
+    FinishReason end = FinishReason::kNone;
     std::string tail;   // text held back until the end; follows `text`
     std::string error;  // kError: why
   };
@@ -78,14 +68,14 @@ class GenerationStream {
   int32_t prompt_tokens() const { return usage_.prompt_tokens(); }
   // Generated tokens, time to first token and step times so far; total_s once done.
   const v1::Usage& usage() const { return usage_; }
-  bool done() const { return end_ != End::kNone; }
-  End end() const { return end_; }
+  bool done() const { return end_ != FinishReason::kNone; }
+  FinishReason end() const { return end_; }
 
  private:
   GenerationStream(Coordinator& c, std::shared_ptr<Coordinator::Channel> ch,
                    std::vector<std::string> stop_strings, int32_t prompt_tokens,
                    int32_t last_prompt_token);
-  void Finish(End end);
+  void Finish(FinishReason end);
 
   Coordinator& coord_;
   const std::shared_ptr<Coordinator::Channel> ch_;
@@ -93,10 +83,9 @@ class GenerationStream {
   TextStream text_;
   v1::Usage usage_;
   int32_t prev_;  // the token the next one's text follows
-  End end_ = End::kNone;
+  FinishReason end_ = FinishReason::kNone;
 };
 
 // "length", "eos", "stop", "cancelled", "error", "deadline", "shutdown".
-std::string_view EndName(GenerationStream::End e);
 
 }  // namespace paged

@@ -3,17 +3,12 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <type_traits>
+
+#include "common/check.h"
 
 namespace paged::metrics {
 namespace {
-
-[[noreturn]] void Misuse(const std::string& what) {
-  std::fprintf(stderr, "paged metrics: %s\n", what.c_str());
-  std::abort();
-}
 
 std::string_view TypeName(Type t) {
   switch (t) {
@@ -93,8 +88,8 @@ Histogram::Histogram(std::vector<double> upper_bounds)
     : bounds_(std::move(upper_bounds)),
       counts_(std::make_unique<std::atomic<uint64_t>[]>(bounds_.size() + 1)) {
   for (size_t i = 0; i < bounds_.size(); ++i) {
-    if (!std::isfinite(bounds_[i]) || (i > 0 && !(bounds_[i] > bounds_[i - 1])))
-      Misuse("histogram buckets must be finite and strictly increasing");
+    PAGED_CHECK(std::isfinite(bounds_[i]) && (i == 0 || bounds_[i] > bounds_[i - 1]),
+                "histogram buckets must be finite and strictly increasing");
   }
 }
 
@@ -119,7 +114,7 @@ Histogram::Snapshot Histogram::Read() const {
 }
 
 std::vector<double> ExponentialBuckets(double start, double factor, int count) {
-  if (!(start > 0) || !(factor > 1) || count < 1) Misuse("bad exponential buckets");
+  PAGED_CHECK(start > 0 && factor > 1 && count >= 1, "bad exponential buckets");
   std::vector<double> b;
   double v = start;
   for (int i = 0; i < count; ++i, v *= factor) b.push_back(v);
@@ -134,13 +129,13 @@ FamilyBase::FamilyBase(std::string name, std::string help, Type type,
       help_(std::move(help)),
       type_(type),
       label_names_(std::move(label_names)) {
-  if (!IsValidMetricName(name_)) Misuse("invalid metric name '" + name_ + "'");
+  PAGED_CHECK(IsValidMetricName(name_), "invalid metric name '", name_, "'");
   const bool total = name_.size() > 6 && name_.compare(name_.size() - 6, 6, "_total") == 0;
-  if ((type_ == Type::kCounter) != total)
-    Misuse("'" + name_ + "': counters, and only counters, end in _total");
+  PAGED_CHECK((type_ == Type::kCounter) == total, "'", name_,
+              "': counters, and only counters, end in _total");
   for (const std::string& l : label_names_) {
-    if (!IsValidLabelName(l) || (type_ == Type::kHistogram && l == "le"))
-      Misuse("'" + name_ + "': invalid label name '" + l + "'");
+    PAGED_CHECK(IsValidLabelName(l) && !(type_ == Type::kHistogram && l == "le"), "'", name_,
+                "': invalid label name '", l, "'");
   }
 }
 
@@ -169,10 +164,9 @@ void FamilyBase::RenderLabels(const std::vector<std::string>& values, std::strin
 
 template <class M>
 M& Family<M>::With(const std::vector<std::string>& values) {
-  if (values.size() != label_names_.size())
-    Misuse("'" + name_ + "': " + std::to_string(values.size()) + " label values for " +
-           std::to_string(label_names_.size()) + " labels");
-  std::lock_guard<std::mutex> lock(mu_);
+  PAGED_CHECK(values.size() == label_names_.size(), "'", name_, "': ", values.size(),
+              " label values for ", label_names_.size(), " labels");
+  absl::MutexLock lock(&mu_);
   std::unique_ptr<M>& m = metrics_[values];
   if (m == nullptr) {
     if constexpr (std::is_same_v<M, Histogram>)
@@ -185,13 +179,13 @@ M& Family<M>::With(const std::vector<std::string>& values) {
 
 template <class M>
 void Family<M>::Remove(const std::vector<std::string>& values) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   metrics_.erase(values);
 }
 
 template <class M>
 void Family<M>::RenderMetrics(std::string* out) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (const auto& [values, m] : metrics_) {
     if constexpr (std::is_same_v<M, Histogram>) {
       const Histogram::Snapshot s = m->Read();
@@ -229,9 +223,9 @@ Family<M>& Registry::Add(std::string name, std::string help, Type type,
   auto f = std::make_unique<Family<M>>(std::move(name), std::move(help), type,
                                        std::move(label_names), std::move(buckets));
   Family<M>& ref = *f;
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (const std::unique_ptr<FamilyBase>& g : families_) {
-    if (g->name() == ref.name()) Misuse("metric '" + ref.name() + "' registered twice");
+    PAGED_CHECK(g->name() != ref.name(), "metric '", ref.name(), "' registered twice");
   }
   families_.push_back(std::move(f));
   return ref;
@@ -269,7 +263,7 @@ Family<Histogram>& Registry::AddHistogramFamily(std::string name, std::string he
 
 std::string Registry::Render() const {
   std::string out;
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (const std::unique_ptr<FamilyBase>& f : families_) f->Render(&out);
   return out;
 }

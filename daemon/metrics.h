@@ -24,10 +24,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace paged::metrics {
 
@@ -114,16 +116,17 @@ class Family final : public FamilyBase {
 
   // The metric of these label values (one per label name, in order), made
   // on first use. Aborts when the count is wrong (a programming error).
-  M& With(const std::vector<std::string>& values);
+  M& With(const std::vector<std::string>& values) ABSL_LOCKS_EXCLUDED(mu_);
   // Drops the metric of these label values (no sample rendered any more).
-  void Remove(const std::vector<std::string>& values);
+  void Remove(const std::vector<std::string>& values) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  void RenderMetrics(std::string* out) const override;
+  void RenderMetrics(std::string* out) const override ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::vector<double> buckets_;  // histograms
-  mutable std::mutex mu_;
-  std::map<std::vector<std::string>, std::unique_ptr<M>> metrics_;
+  mutable absl::Mutex mu_;
+  // The map only: a metric's value is atomic and updated without mu_.
+  std::map<std::vector<std::string>, std::unique_ptr<M>> metrics_ ABSL_GUARDED_BY(mu_);
 };
 
 class Registry {
@@ -146,15 +149,16 @@ class Registry {
                                         std::vector<double> buckets);
 
   // Every family, in registration order, in the text format 0.0.4.
-  std::string Render() const;
+  std::string Render() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   template <class M>
   Family<M>& Add(std::string name, std::string help, Type type,
-                 std::vector<std::string> label_names, std::vector<double> buckets = {});
+                 std::vector<std::string> label_names, std::vector<double> buckets = {})
+      ABSL_LOCKS_EXCLUDED(mu_);
 
-  mutable std::mutex mu_;
-  std::vector<std::unique_ptr<FamilyBase>> families_;
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<FamilyBase>> families_ ABSL_GUARDED_BY(mu_);
 };
 
 // The content type of Render()'s text.

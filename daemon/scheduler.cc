@@ -3,45 +3,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/check.h"
 
 namespace paged {
 namespace {
 
 constexpr size_t kMaxStopIds = 64;
 
-// For states that cannot happen (a bug in this file), not for bad input.
-void Invariant(bool ok, const char* what) {
-  if (ok) return;
-  std::fprintf(stderr, "paged scheduler: invariant violated: %s\n", what);
-  std::abort();
-}
-
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
-
-std::string_view FinishReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kNone:
-      return "";
-    case FinishReason::kEos:
-      return "eos";
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kCancelled:
-      return "cancelled";
-    case FinishReason::kDeadline:
-      return "deadline";
-  }
-  return "";
-}
 
 std::string_view SeqStateName(SeqState s) {
   switch (s) {
@@ -166,17 +140,17 @@ absl::StatusOr<int64_t> Scheduler::Admit(Request request, TimeUs now) {
 // ---- Finishing and cancelling ----
 
 void Scheduler::Finish(Sequence& s, FinishReason reason, std::vector<Event>* events) {
-  Invariant(!s.in_flight, "finishing a sequence that an in-flight step holds");
+  PAGED_CHECK(!s.in_flight, "finishing a sequence that an in-flight step holds");
   if (s.state == SeqState::kQueued) {
     auto it = std::find(queue_.begin(), queue_.end(), s.id);
-    Invariant(it != queue_.end(), "queued sequence missing from the queue");
+    PAGED_CHECK(it != queue_.end(), "queued sequence missing from the queue");
     queue_.erase(it);
   } else {
     auto w = workers_.find(s.worker);
-    Invariant(w != workers_.end(), "running sequence leased to an unknown worker");
+    PAGED_CHECK(w != workers_.end(), "running sequence leased to an unknown worker");
     auto& leased = w->second.leased;
     auto it = std::find(leased.begin(), leased.end(), s.id);
-    Invariant(it != leased.end(), "running sequence missing from its worker's leases");
+    PAGED_CHECK(it != leased.end(), "running sequence missing from its worker's leases");
     leased.erase(it);
     w->second.leased_blocks -= BlocksFor(s.req);
   }
@@ -357,7 +331,7 @@ StepPlan Scheduler::BuildStep(Worker& w) {
     step.start_pos = s.committed;
     const int64_t end = int64_t(s.committed) + int64_t(tokens.size());
     const size_t need = size_t(CeilDiv(end, T));
-    Invariant(need <= s.blocks.size(), "a step reaches past the sequence's reserved blocks");
+    PAGED_CHECK(need <= s.blocks.size(), "a step reaches past the sequence's reserved blocks");
     step.block_table.assign(s.blocks.begin(), s.blocks.begin() + ptrdiff_t(need));
     step.sampling = s.req.sampling;
     budget -= int32_t(tokens.size());
@@ -371,9 +345,9 @@ StepPlan Scheduler::BuildStep(Worker& w) {
   for (int64_t id : w.leased) {
     Sequence& s = seqs_.at(id);
     if (s.committed < int32_t(s.req.prompt.size())) continue;
-    Invariant(!s.generated.empty() &&
-                  s.committed == int32_t(s.req.prompt.size() + s.generated.size()) - 1,
-              "a decoding sequence's committed length is prompt + generated - 1");
+    PAGED_CHECK(!s.generated.empty() &&
+                    s.committed == int32_t(s.req.prompt.size() + s.generated.size()) - 1,
+                "a decoding sequence's committed length is prompt + generated - 1");
     add(s, {s.generated.back()}, /*samples=*/true);
   }
   // Then prefill chunks, in lease order, while the budget lasts.

@@ -39,6 +39,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/finish_reason.h"
 #include "common/model_config.h"
 #include "common/step.h"
 #include "daemon/block_allocator.h"
@@ -76,10 +77,6 @@ struct Request {
   TimeUs deadline = 0;            // 0: none; otherwise dropped at the first Schedule at/after it
   bool ignore_eos = false;
 };
-
-enum class FinishReason { kNone, kEos, kStop, kLength, kCancelled, kDeadline };
-// "eos", "stop", "length", "cancelled", "deadline" ("" for kNone).
-std::string_view FinishReasonName(FinishReason r);
 
 enum class EventKind {
   kToken,          // seq_id, token, index: a committed token, emitted exactly once

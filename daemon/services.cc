@@ -9,6 +9,7 @@
 #include "daemon/generate_request.h"
 #include "daemon/generation_stream.h"
 #include "daemon/text_stream.h"
+#include "proto/api_convert.h"
 
 namespace paged {
 namespace {
@@ -16,32 +17,7 @@ namespace {
 constexpr auto kPollPeriod =
     std::chrono::milliseconds(50);  // client disconnects are noticed this fast
 
-v1::GenerateResponse::FinishReason ProtoReason(GenerationStream::End e) {
-  switch (e) {
-    case GenerationStream::End::kEos:
-      return v1::GenerateResponse::EOS;
-    case GenerationStream::End::kStop:
-      return v1::GenerateResponse::STOP;
-    case GenerationStream::End::kLength:
-      return v1::GenerateResponse::LENGTH;
-    case GenerationStream::End::kCancelled:
-      return v1::GenerateResponse::CANCELLED;
-    case GenerationStream::End::kNone:
-    case GenerationStream::End::kError:
-    case GenerationStream::End::kDeadline:
-    case GenerationStream::End::kShutdown:
-      break;
-  }
-  return v1::GenerateResponse::ERROR;
-}
-
 }  // namespace
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())),
-                      std::string(s.message()));
-}
 
 grpc::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string& token) {
   if (token.empty()) return grpc::Status::OK;
@@ -69,7 +45,7 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
   }
   absl::StatusOr<std::unique_ptr<GenerationStream>> started =
       GenerationStream::Start(*coord_, *req, std::move(options));
-  if (!started.ok()) return ToGrpc(started.status());
+  if (!started.ok()) return ToGrpcStatus(started.status());
   GenerationStream& gen = **started;
 
   auto stamp = [&](v1::GenerateResponse& m) {
@@ -78,7 +54,7 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
   };
   for (;;) {
     GenerationStream::Chunk c = gen.Next(kPollPeriod);
-    if (c.done && c.end == GenerationStream::End::kShutdown)
+    if (c.done && c.end == FinishReason::kShutdown)
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
     if (!c.done && ctx->IsCancelled()) {
       gen.Cancel();
@@ -94,16 +70,15 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
     }
     if (!c.done) continue;
 
-    if (c.end == GenerationStream::End::kDeadline)
+    if (c.end == FinishReason::kDeadline)
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed");
     v1::GenerateResponse last;
     stamp(last);
     last.set_text(std::move(c.tail));
-    last.set_finish_reason(ProtoReason(c.end));
+    last.set_finish_reason(ToProto(c.end));
     *last.mutable_usage() = gen.usage();
     writer->Write(last);
-    if (c.end == GenerationStream::End::kError)
-      return grpc::Status(grpc::StatusCode::ABORTED, c.error);
+    if (c.end == FinishReason::kError) return grpc::Status(grpc::StatusCode::ABORTED, c.error);
     return grpc::Status::OK;
   }
 }
@@ -151,7 +126,7 @@ grpc::Status AdminService::CancelSequence(grpc::ServerContext* ctx,
   if (req->sequence_id() > uint64_t(std::numeric_limits<int64_t>::max()))
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         absl::StrCat("no sequence ", req->sequence_id()));
-  return ToGrpc(coord_->CancelSequence(int64_t(req->sequence_id())));
+  return ToGrpcStatus(coord_->CancelSequence(int64_t(req->sequence_id())));
 }
 
 grpc::Status AdminService::DrainWorker(grpc::ServerContext* ctx, const v1::DrainWorkerRequest* req,
@@ -159,7 +134,7 @@ grpc::Status AdminService::DrainWorker(grpc::ServerContext* ctx, const v1::Drain
   if (grpc::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return s;
   if (req->worker_id().empty())
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "worker_id is required");
-  return ToGrpc(coord_->DrainWorker(req->worker_id()));
+  return ToGrpcStatus(coord_->DrainWorker(req->worker_id()));
 }
 
 grpc::Status AdminService::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
@@ -183,7 +158,7 @@ grpc::Status WorkerLinkService::Attach(
                         "the first message on WorkerLink must be a hello");
   absl::StatusOr<std::shared_ptr<Coordinator::Link>> attached =
       coord_->AttachWorker(first.hello(), [ctx] { ctx->TryCancel(); });
-  if (!attached.ok()) return ToGrpc(attached.status());
+  if (!attached.ok()) return ToGrpcStatus(attached.status());
   Coordinator::Link& link = **attached;
 
   std::thread writer([&] {
@@ -206,7 +181,7 @@ grpc::Status WorkerLinkService::Attach(
   }
   coord_->DetachWorker(link);
   writer.join();
-  return ToGrpc(why);
+  return ToGrpcStatus(why);
 }
 
 }  // namespace paged

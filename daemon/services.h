@@ -15,8 +15,6 @@
 
 namespace paged {
 
-grpc::Status ToGrpc(const absl::Status& s);
-
 // OK when `token` is empty or the call carries `authorization: Bearer TOKEN`;
 // UNAUTHENTICATED otherwise.
 grpc::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string& token);

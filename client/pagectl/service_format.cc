@@ -192,7 +192,7 @@ nlohmann::json ProtoToJson(const google::protobuf::Message& m) {
 nlohmann::json GenerateResultToJson(const client::GenerateResult& r) {
   return {{"text", r.text},
           {"token_ids", r.token_ids},
-          {"finish_reason", client::FinishReasonName(r.finish_reason)},
+          {"finish_reason", FinishReasonName(r.finish_reason)},
           {"request_id", r.request_id},
           {"sequence_id", r.sequence_id},
           {"usage",
@@ -211,7 +211,7 @@ std::string FormatUsageLine(const client::GenerateResult& r, bool color) {
                                            u.total_s, u.time_to_first_token_s * 1e3,
                                            double(u.generated_tokens) / u.total_s));
   }
-  const char* reason = client::FinishReasonName(r.finish_reason);
+  const char* reason = FinishReasonName(r.finish_reason);
   absl::StrAppend(&line, ", finish: ", Paint(reason, FinishReasonColor(reason), color));
   return line;
 }

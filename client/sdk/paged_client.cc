@@ -9,64 +9,13 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "client/sdk/grpc_status.h"
 #include "paged/v1/admin.grpc.pb.h"
 #include "paged/v1/inference.grpc.pb.h"
+#include "proto/api_convert.h"
 
 namespace paged::client {
 
-// ---- status mapping ---------------------------------------------------------
-
-absl::Status FromGrpcStatus(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  const int code = int(s.error_code());
-  const absl::StatusCode c = code > 0 && code <= int(absl::StatusCode::kUnauthenticated)
-                                 ? absl::StatusCode(code)
-                                 : absl::StatusCode::kUnknown;
-  return absl::Status(c, s.error_message());
-}
-
-grpc::Status ToGrpcStatus(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(grpc::StatusCode(int(s.code())), std::string(s.message()));
-}
-
-const char* FinishReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kEos:
-      return "eos";
-    case FinishReason::kCancelled:
-      return "cancelled";
-    case FinishReason::kError:
-      return "error";
-    case FinishReason::kUnspecified:
-      break;
-  }
-  return "unspecified";
-}
-
 namespace {
-
-FinishReason FromProto(v1::GenerateResponse::FinishReason r) {
-  switch (r) {
-    case v1::GenerateResponse::LENGTH:
-      return FinishReason::kLength;
-    case v1::GenerateResponse::STOP:
-      return FinishReason::kStop;
-    case v1::GenerateResponse::EOS:
-      return FinishReason::kEos;
-    case v1::GenerateResponse::CANCELLED:
-      return FinishReason::kCancelled;
-    case v1::GenerateResponse::ERROR:
-      return FinishReason::kError;
-    default:
-      return FinishReason::kUnspecified;
-  }
-}
 
 absl::Status ValidateTimeout(absl::Duration timeout) {
   if (timeout <= absl::ZeroDuration()) {

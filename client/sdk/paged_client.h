@@ -38,6 +38,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/finish_reason.h"
 #include "paged/v1/admin.pb.h"
 
 namespace paged::client {
@@ -91,9 +92,11 @@ struct TokenChunk {
   std::string text;
 };
 
-enum class FinishReason { kUnspecified, kLength, kStop, kEos, kCancelled, kError };
-// "length", "stop", "eos", "cancelled", "error", "unspecified".
-const char* FinishReasonName(FinishReason r);
+// Why a generation ended, and its name (common/finish_reason.h: one
+// vocabulary for the server and its clients). A streamed result ends with
+// kLength, kStop, kEos, kCancelled or kError.
+using ::paged::FinishReason;
+using ::paged::FinishReasonName;
 
 struct Usage {
   int prompt_tokens = 0;
@@ -106,7 +109,7 @@ struct Usage {
 struct GenerateResult {
   std::vector<int32_t> token_ids;  // every generated token
   std::string text;                // their text (stop strings are not included)
-  FinishReason finish_reason = FinishReason::kUnspecified;
+  FinishReason finish_reason = FinishReason::kNone;
   Usage usage;
   std::string request_id;
   uint64_t sequence_id = 0;  // the server's id: Cancel() takes it

@@ -9,17 +9,16 @@
 namespace paged::http {
 namespace {
 
-bool IsFailure(GenerationStream::End e) {
-  return e == GenerationStream::End::kError || e == GenerationStream::End::kDeadline ||
-         e == GenerationStream::End::kShutdown;
+bool IsFailure(FinishReason e) {
+  return e == FinishReason::kError || e == FinishReason::kDeadline || e == FinishReason::kShutdown;
 }
 
 // The error a generation that failed after admission ends with.
 ApiError FailureError(const GenerationStream::Chunk& c) {
   switch (c.end) {
-    case GenerationStream::End::kShutdown:
+    case FinishReason::kShutdown:
       return ErrorFromStatus(absl::UnavailableError("the server is shutting down"));
-    case GenerationStream::End::kDeadline:
+    case FinishReason::kDeadline:
       return ErrorFromStatus(absl::DeadlineExceededError("the request's deadline passed"));
     default:
       return ErrorFromStatus(absl::InternalError(c.error.empty() ? "generation failed" : c.error));
@@ -108,7 +107,7 @@ void CompletionCall::Pump() {
       return;
     }
     Response r = JsonResponse(
-        bhttp::status::ok, CompletionBody(info_, text_, FinishReasonName(c.end), UsageOf(*gen_)));
+        bhttp::status::ok, CompletionBody(info_, text_, OpenAiFinishReason(c.end), UsageOf(*gen_)));
     r.set("X-Request-Id", info_.id);
     ex_->Respond(std::move(r));
     return;
@@ -135,7 +134,7 @@ void CompletionCall::FinishStream(GenerationStream::Chunk& c) {
     out += SseEvent(ErrorBody(FailureError(c)));
   } else {
     out += SseEvent(
-        ChunkBody(info_, c.text + c.tail, false, FinishReasonName(c.end), req_.include_usage));
+        ChunkBody(info_, c.text + c.tail, false, OpenAiFinishReason(c.end), req_.include_usage));
     if (req_.include_usage) out += SseEvent(UsageChunkBody(info_, UsageOf(*gen_)));
   }
   out += kSseDone;

@@ -17,14 +17,15 @@
 #include <charconv>
 #include <cstdio>
 #include <deque>
-#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/log.h"
 
 namespace paged::http {
@@ -101,11 +102,15 @@ struct HttpServer::Impl {
   const Handler handler;
   // Declared before the io_context: sessions destroyed with its pending
   // handlers unregister themselves here.
-  std::mutex mu;
-  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
-  std::atomic<int> connections{0};
+  absl::Mutex mu;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions ABSL_GUARDED_BY(mu);
+  std::atomic<int> connections{0};  // atomics: read and written without mu
   std::atomic<bool> stopping{false};
   net::io_context ioc;
+  // Not under mu: `work`, `threads` and `stopped` are touched only by the
+  // thread that starts and stops the server (Start, Stop); the acceptor and
+  // the timer only on the acceptor's strand (and by Start, before the
+  // threads run).
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   tcp::acceptor acceptor{net::make_strand(ioc)};
   net::steady_timer retry{acceptor.get_executor()};
@@ -126,7 +131,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   ~Session() {
     {
-      std::lock_guard<std::mutex> lock(server_.mu);
+      absl::MutexLock lock(&server_.mu);
       server_.sessions.erase(this);
     }
     --server_.connections;
@@ -134,7 +139,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Run() {
     {
-      std::lock_guard<std::mutex> lock(server_.mu);
+      absl::MutexLock lock(&server_.mu);
       server_.sessions[this] = weak_from_this();
     }
     net::post(stream_.get_executor(), [self = shared_from_this()] { self->ReadRequest(); });
@@ -535,7 +540,7 @@ void HttpServer::Stop() {
   // session's destructor takes the lock.
   std::vector<std::shared_ptr<Session>> open;
   {
-    std::lock_guard<std::mutex> lock(i.mu);
+    absl::MutexLock lock(&i.mu);
     for (auto& [p, weak] : i.sessions) {
       if (std::shared_ptr<Session> s = weak.lock()) open.push_back(std::move(s));
     }

@@ -4,11 +4,12 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
-#include <mutex>
 #include <optional>
 #include <random>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 
 namespace paged::http {
 namespace {
@@ -405,19 +406,19 @@ bool ParseApiRequest(Endpoint endpoint, std::string_view body, const std::string
   return c.ok();
 }
 
-std::string_view FinishReasonName(GenerationStream::End end) {
+std::string_view OpenAiFinishReason(FinishReason end) {
   switch (end) {
-    case GenerationStream::End::kEos:
-    case GenerationStream::End::kStop:
+    case FinishReason::kEos:
+    case FinishReason::kStop:
       return "stop";
-    case GenerationStream::End::kLength:
+    case FinishReason::kLength:
       return "length";
-    case GenerationStream::End::kCancelled:
+    case FinishReason::kCancelled:
       return "abort";
-    case GenerationStream::End::kNone:
-    case GenerationStream::End::kError:
-    case GenerationStream::End::kDeadline:
-    case GenerationStream::End::kShutdown:
+    case FinishReason::kNone:
+    case FinishReason::kError:
+    case FinishReason::kDeadline:
+    case FinishReason::kShutdown:
       break;
   }
   return "";
@@ -500,11 +501,11 @@ std::string Dump(const json& j) {
 std::string SseEvent(const json& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
 
 std::string NewResponseId(std::string_view prefix) {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
+  ABSL_CONST_INIT static absl::Mutex mu(absl::kConstInit);
+  static std::mt19937_64 rng ABSL_GUARDED_BY(mu){std::random_device{}()};
   uint64_t a, b;
   {
-    std::lock_guard<std::mutex> lock(mu);
+    absl::MutexLock lock(&mu);
     a = rng();
     b = rng();
   }

@@ -67,7 +67,7 @@ struct TokenUsage {
 
 // "stop" (eos, a stop string or id), "length" (max_tokens), "abort"
 // (cancelled, as vLLM names it); "" for endings that are errors.
-std::string_view FinishReasonName(GenerationStream::End end);
+std::string_view OpenAiFinishReason(FinishReason end);
 
 // The whole (non-streamed) response.
 nlohmann::json CompletionBody(const ResponseInfo& info, const std::string& text,

@@ -88,22 +88,18 @@ class BackendOpsGpuTest : public ::testing::Test {
   void TearDown() override {
     if (gpu_ == nullptr) return;
     EXPECT_TRUE(gpu_->Synchronize().ok());
-    for (const Twin& t : twins_) {
-      cpu_->Free(t.c);
-      gpu_->Free(t.g);
-    }
+    owned_.clear();
   }
 
   // Uninitialised: filled with 0xff bytes (NaN as floats) on both.
   Twin Make(uint64_t bytes) {
     Twin t;
     t.bytes = bytes;
-    t.c = cpu_->Alloc(bytes).value();
-    t.g = gpu_->Alloc(bytes).value();
+    t.c = Own(cpu_->Allocate(bytes));
+    t.g = Own(gpu_->Allocate(bytes));
     std::vector<uint8_t> poison(bytes, 0xff);
     cpu_->Upload(t.c, poison.data(), bytes);
     gpu_->Upload(t.g, poison.data(), bytes);
-    twins_.push_back(t);
     return t;
   }
 
@@ -186,8 +182,15 @@ class BackendOpsGpuTest : public ::testing::Test {
     return w;
   }
 
+  // Keeps an allocation until TearDown; returns its address.
+  void* Own(absl::StatusOr<BackendBuffer> b) {
+    EXPECT_TRUE(b.ok()) << b.status();
+    owned_.push_back(std::move(b).value());
+    return owned_.back().get();
+  }
+
   std::unique_ptr<Backend> cpu_, gpu_;
-  std::vector<Twin> twins_;
+  std::vector<BackendBuffer> owned_;  // freed before the backends (declared after them)
 };
 
 int DefaultGroup(DType t) {
@@ -662,9 +665,9 @@ TEST_F(SamplingGpuTest, TemperatureTopKTopPAgreeWithCpu) {
 // Many small uploads from one reused host buffer (the staging ring wraps).
 TEST_F(BackendOpsGpuTest, ManySmallUploadsLandIntact) {
   const int chunks = 3000, words = 1024;  // 12 MiB through 4 KiB uploads
-  auto d = gpu_->Alloc(uint64_t(chunks) * words * 4);
+  auto d = gpu_->Allocate(uint64_t(chunks) * words * 4);
   ASSERT_TRUE(d.ok());
-  int32_t* base = static_cast<int32_t*>(*d);
+  int32_t* base = d->as<int32_t>();
   std::vector<int32_t> host(words);
   for (int c = 0; c < chunks; ++c) {
     for (int i = 0; i < words; ++i) host[size_t(i)] = c * words + i;
@@ -674,7 +677,6 @@ TEST_F(BackendOpsGpuTest, ManySmallUploadsLandIntact) {
   gpu_->Download(back.data(), base, back.size() * 4);
   ExpectNoError("uploads");
   for (size_t i = 0; i < back.size(); ++i) ASSERT_EQ(back[i], int32_t(i)) << "word " << i;
-  gpu_->Free(*d);
 }
 
 TEST_F(BackendOpsGpuTest, InvalidArgumentsAreReportedBySynchronize) {
@@ -711,7 +713,7 @@ class TimingGpuTest : public BackendOpsGpuTest {
   }
 
   void* GpuRandom(uint64_t bytes, std::mt19937& rng, bool half_values) {
-    void* p = gpu_->Alloc(bytes).value();
+    void* p = Own(gpu_->Allocate(bytes));
     // A random 1 MiB pattern repeated (random data, cheap to make).
     std::vector<uint16_t> pat(1 << 19);
     std::normal_distribution<float> d(0.f, 1.f);
@@ -720,13 +722,12 @@ class TimingGpuTest : public BackendOpsGpuTest {
       gpu_->Upload(static_cast<uint8_t*>(p) + off, pat.data(),
                    std::min<uint64_t>(pat.size() * 2, bytes - off));
     }
-    gpus_.push_back(p);
     return p;
   }
 
   // Random normal values stored as f16 or bf16.
   void* GpuRandomKv(uint64_t bytes, std::mt19937& rng, DType t) {
-    void* p = gpu_->Alloc(bytes).value();
+    void* p = Own(gpu_->Allocate(bytes));
     std::vector<uint16_t> pat(1 << 19);
     std::normal_distribution<float> d(0.f, 1.f);
     for (uint16_t& v : pat) v = t == DType::kBF16 ? FloatToBf16(d(rng)) : FloatToHalf(d(rng));
@@ -734,16 +735,8 @@ class TimingGpuTest : public BackendOpsGpuTest {
       gpu_->Upload(static_cast<uint8_t*>(p) + off, pat.data(),
                    std::min<uint64_t>(pat.size() * 2, bytes - off));
     }
-    gpus_.push_back(p);
     return p;
   }
-
-  void TearDown() override {
-    for (void* p : gpus_) gpu_->Free(p);
-    BackendOpsGpuTest::TearDown();
-  }
-
-  std::vector<void*> gpus_;
 };
 
 TEST_F(TimingGpuTest, DISABLED_PrintTimings) {

@@ -15,10 +15,10 @@
 #include "client/pagectl/chat.h"
 #include "client/pagectl/commands.h"
 #include "client/pagectl/service_format.h"
-#include "client/sdk/grpc_status.h"
 #include "client/sdk/paged_client.h"
 #include "paged/v1/admin.grpc.pb.h"
 #include "paged/v1/inference.grpc.pb.h"
+#include "proto/api_convert.h"
 #include "tests/unit/test_util.h"
 
 namespace paged {
@@ -254,22 +254,32 @@ class FakeServer {
 // ---- status mapping -----------------------------------------------------------------
 
 TEST(GrpcStatusTest, EveryCodeMapsToTheSameAbslCodeWithTheServersMessage) {
-  EXPECT_TRUE(client::FromGrpcStatus(grpc::Status::OK).ok());
+  EXPECT_TRUE(FromGrpcStatus(grpc::Status::OK).ok());
   for (int code = 1; code <= 16; ++code) {
-    const absl::Status s = client::FromGrpcStatus(
-        grpc::Status(grpc::StatusCode(code), "server says " + std::to_string(code)));
+    const absl::Status s =
+        FromGrpcStatus(grpc::Status(grpc::StatusCode(code), "server says " + std::to_string(code)));
     EXPECT_EQ(int(s.code()), code);
     EXPECT_EQ(s.message(), "server says " + std::to_string(code));
-    const grpc::Status back = client::ToGrpcStatus(s);
+    const grpc::Status back = ToGrpcStatus(s);
     EXPECT_EQ(int(back.error_code()), code);
     EXPECT_EQ(back.error_message(), "server says " + std::to_string(code));
   }
-  EXPECT_EQ(
-      client::FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue full")),
-      absl::ResourceExhaustedError("queue full"));
-  EXPECT_EQ(client::FromGrpcStatus(grpc::Status(grpc::StatusCode(99), "odd")),
-            absl::UnknownError("odd"));
-  EXPECT_TRUE(client::ToGrpcStatus(absl::OkStatus()).ok());
+  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue full")),
+            absl::ResourceExhaustedError("queue full"));
+  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode(99), "odd")), absl::UnknownError("odd"));
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+}
+
+TEST(FinishReasonTest, WireValuesRoundTripAndServerOnlyEndingsAreErrors) {
+  for (FinishReason r : {FinishReason::kNone, FinishReason::kLength, FinishReason::kEos,
+                         FinishReason::kStop, FinishReason::kCancelled, FinishReason::kError}) {
+    EXPECT_EQ(FromProto(ToProto(r)), r) << FinishReasonName(r);
+  }
+  EXPECT_EQ(ToProto(FinishReason::kDeadline), v1::GenerateResponse::ERROR);
+  EXPECT_EQ(ToProto(FinishReason::kShutdown), v1::GenerateResponse::ERROR);
+  EXPECT_EQ(FromProto(v1::GenerateResponse::FinishReason(42)), FinishReason::kNone);
+  EXPECT_STREQ(FinishReasonName(FinishReason::kEos), "eos");
+  EXPECT_STREQ(FinishReasonName(FinishReason::kNone), "");
 }
 
 // ---- argument validation --------------------------------------------------------------

@@ -616,16 +616,18 @@ TEST(CpuBackendTest, MemoryIsAlignedHostMemory) {
   auto be = MakeCpuBackend(1);
   EXPECT_EQ(be->name(), "cpu");
   for (uint64_t bytes : {0, 1, 100, 4096}) {
-    absl::StatusOr<void*> p = be->Alloc(bytes);
+    absl::StatusOr<BackendBuffer> p = be->Allocate(bytes);
     ASSERT_TRUE(p.ok()) << p.status();
-    ASSERT_NE(*p, nullptr);
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(*p) % 64, 0u);
+    ASSERT_TRUE(*p);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p->get()) % 64, 0u);
     std::vector<uint8_t> src(bytes), dst(bytes);
     for (size_t i = 0; i < bytes; ++i) src[i] = uint8_t(i * 7);
-    be->Upload(*p, src.data(), bytes);
-    be->Download(dst.data(), *p, bytes);
+    be->Upload(p->get(), src.data(), bytes);
+    be->Download(dst.data(), p->get(), bytes);
     EXPECT_EQ(src, dst);
-    be->Free(*p);
+    BackendBuffer moved = std::move(*p);  // ownership moves; freed once, by `moved`
+    EXPECT_FALSE(*p);
+    EXPECT_TRUE(moved);
   }
   EXPECT_TRUE(be->Synchronize().ok());
 }

@@ -276,11 +276,11 @@ TEST(OpenAiApiTest, BodiesAreOpenAiShaped) {
 }
 
 TEST(OpenAiApiTest, FinishReasonsAndIds) {
-  EXPECT_EQ(FinishReasonName(GenerationStream::End::kEos), "stop");
-  EXPECT_EQ(FinishReasonName(GenerationStream::End::kStop), "stop");
-  EXPECT_EQ(FinishReasonName(GenerationStream::End::kLength), "length");
-  EXPECT_EQ(FinishReasonName(GenerationStream::End::kCancelled), "abort");
-  EXPECT_EQ(FinishReasonName(GenerationStream::End::kError), "");
+  EXPECT_EQ(OpenAiFinishReason(FinishReason::kEos), "stop");
+  EXPECT_EQ(OpenAiFinishReason(FinishReason::kStop), "stop");
+  EXPECT_EQ(OpenAiFinishReason(FinishReason::kLength), "length");
+  EXPECT_EQ(OpenAiFinishReason(FinishReason::kCancelled), "abort");
+  EXPECT_EQ(OpenAiFinishReason(FinishReason::kError), "");
   const std::string a = NewResponseId("cmpl-"), b = NewResponseId("cmpl-");
   EXPECT_EQ(a.size(), 5u + 24u);
   EXPECT_NE(a, b);

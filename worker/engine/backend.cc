@@ -7,6 +7,24 @@
 
 namespace paged {
 
+void BackendBuffer::reset() {
+  if (p_ != nullptr) backend_->Free(p_);
+  backend_ = nullptr;
+  p_ = nullptr;
+}
+
+void BackendEvent::reset() {
+  if (backend_ != nullptr) backend_->DestroyEvent(id_);
+  backend_ = nullptr;
+  id_ = -1;
+}
+
+absl::StatusOr<BackendBuffer> Backend::Allocate(uint64_t bytes) {
+  absl::StatusOr<void*> p = Alloc(bytes);
+  if (!p.ok()) return p.status();
+  return BackendBuffer(this, *p);
+}
+
 // The synchronous defaults: a download of the whole row set would need the
 // device view on the host, so these go through Upload / Download per piece.
 void Backend::GatherBlocksIn(Queue q, void* dst_base, const void* host_base, uint64_t host_stride,

@@ -1,19 +1,101 @@
 // The compute backend: memory and the operations of the forward pass.
 // Implemented by the CPU reference (worker/backends/cpu) and by CUDA
-// (worker/backends/cuda). Ops are enqueued in order on the backend's compute
-// stream; on the CPU they run at once. Shapes are row-major; "n" is the number
-// of token rows in the step.
+// (worker/backends/cuda). Shapes are row-major; "n" is the number of token
+// rows in the step.
+//
+// Ownership: backend memory and events are owned by RAII objects made here
+// (BackendBuffer from Allocate, BackendEvent from MakeEvent), as ggml-cpp.h
+// gives every ggml handle a unique_ptr deleter; their owner frees them, and
+// every owner must go before its backend does. Raw pointers into a buffer are
+// borrowed views. Memory imported from another process (ImportMemory) is
+// closed by the importer (CloseImported).
+//
+// Errors: ops return nothing. They are enqueued in order on the backend's
+// compute queue (on the CPU they run at once); an op that fails (a launch
+// error, an invalid argument caught by the backend) records its error, the
+// following ops may be skipped, and the FIRST error surfaces at the next
+// Synchronize() or HostWait(), which then return it and clear it. Callers
+// validate their inputs before enqueuing (the engine does: Engine::Validate),
+// so an error here is a backend or device fault, not bad client input.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "worker/engine/types.h"
 
 namespace paged {
+
+class Backend;
+
+// Backend memory with exactly one owner; freed through the backend that made
+// it when the owner goes. Empty when default-constructed or moved from.
+class BackendBuffer {
+ public:
+  BackendBuffer() = default;
+  ~BackendBuffer() { reset(); }
+  BackendBuffer(BackendBuffer&& o) noexcept
+      : backend_(std::exchange(o.backend_, nullptr)), p_(std::exchange(o.p_, nullptr)) {}
+  BackendBuffer& operator=(BackendBuffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      backend_ = std::exchange(o.backend_, nullptr);
+      p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+  }
+  BackendBuffer(const BackendBuffer&) = delete;
+  BackendBuffer& operator=(const BackendBuffer&) = delete;
+
+  void* get() const { return p_; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+  explicit operator bool() const { return p_ != nullptr; }
+  void reset();
+
+ private:
+  friend class Backend;
+  BackendBuffer(Backend* backend, void* p) : backend_(backend), p_(p) {}
+  Backend* backend_ = nullptr;
+  void* p_ = nullptr;
+};
+
+// An event of one backend: Record marks a point in a queue, Wait makes a
+// queue wait for it, HostWait blocks the caller for it. Destroyed with its
+// owner; empty when default-constructed or moved from.
+class BackendEvent {
+ public:
+  BackendEvent() = default;
+  ~BackendEvent() { reset(); }
+  BackendEvent(BackendEvent&& o) noexcept
+      : backend_(std::exchange(o.backend_, nullptr)), id_(std::exchange(o.id_, -1)) {}
+  BackendEvent& operator=(BackendEvent&& o) noexcept {
+    if (this != &o) {
+      reset();
+      backend_ = std::exchange(o.backend_, nullptr);
+      id_ = std::exchange(o.id_, -1);
+    }
+    return *this;
+  }
+  BackendEvent(const BackendEvent&) = delete;
+  BackendEvent& operator=(const BackendEvent&) = delete;
+
+  int id() const { return id_; }  // the backend's handle (valid while this lives)
+  explicit operator bool() const { return backend_ != nullptr; }
+  void reset();
+
+ private:
+  friend class Backend;
+  BackendEvent(Backend* backend, int id) : backend_(backend), id_(id) {}
+  Backend* backend_ = nullptr;
+  int id_ = -1;
+};
 
 class Backend {
  public:
@@ -24,9 +106,9 @@ class Backend {
   virtual bool shares_host_memory() const { return false; }
 
   // ---- memory -------------------------------------------------------------
-  // Backend memory (device memory for CUDA); nullptr-free on success.
-  virtual absl::StatusOr<void*> Alloc(uint64_t bytes) = 0;
-  virtual void Free(void* p) = 0;
+  // `bytes` of backend memory (device memory for CUDA), owned by the result;
+  // RESOURCE_EXHAUSTED when there is not enough.
+  absl::StatusOr<BackendBuffer> Allocate(uint64_t bytes);
   // Host -> backend and backend -> host copies on the compute stream.
   virtual void Upload(void* dst, const void* host_src, uint64_t bytes) = 0;
   virtual void Download(void* host_dst, const void* src, uint64_t bytes) = 0;
@@ -67,12 +149,13 @@ class Backend {
   // geometry); slots are host arrays, read before return.
   virtual void ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerView& host,
                                 const int32_t* dev_slots, const int32_t* host_slots, int n);
-  // Events: ids from NewEvent(); Record marks a point in q; Wait makes q wait
-  // for the last Record of the event; HostWait blocks the caller for it.
-  virtual int NewEvent() { return 0; }
-  virtual void Record(Queue q, int event) {}
-  virtual void Wait(Queue q, int event) {}
-  virtual absl::Status HostWait(int event) { return Synchronize(); }
+  // Events: Record marks a point in q; Wait makes q wait for the last Record
+  // of the event; HostWait blocks the caller for it (and returns the first
+  // error of the work before it, like Synchronize).
+  BackendEvent MakeEvent() { return BackendEvent(this, NewEvent()); }
+  void Record(Queue q, const BackendEvent& e) { RecordEvent(q, e.id()); }
+  void Wait(Queue q, const BackendEvent& e) { WaitEvent(q, e.id()); }
+  absl::Status HostWait(const BackendEvent& e) { return HostWaitEvent(e.id()); }
 
   // ---- backend memory shared between processes (worker/pager/share_board) --
   // The physical device, stable across processes ("GPU-<uuid>"); "" when
@@ -125,6 +208,20 @@ class Backend {
   // (params, positions: [n] in backend memory; positions feed the RNG).
   virtual void Sample(const float* logits, int n, int vocab, const SamplingParams* params,
                       const int32_t* positions, int32_t* out_tokens) = 0;
+
+ protected:
+  // What the owning types above call: implementations provide them.
+  virtual absl::StatusOr<void*> Alloc(uint64_t bytes) = 0;
+  virtual void Free(void* p) = 0;
+  virtual int NewEvent() { return 0; }
+  virtual void DestroyEvent(int event) {}
+  virtual void RecordEvent(Queue q, int event) {}
+  virtual void WaitEvent(Queue q, int event) {}
+  virtual absl::Status HostWaitEvent(int event) { return Synchronize(); }
+
+ private:
+  friend class BackendBuffer;
+  friend class BackendEvent;
 };
 
 }  // namespace paged

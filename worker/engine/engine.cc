@@ -29,9 +29,7 @@ Engine::Engine(Backend* backend, WeightProvider* provider, const ModelConfig& co
       block_tokens_(block_tokens),
       rope_(RopeParamsOf(config)) {}
 
-Engine::~Engine() {
-  for (void* p : owned_) backend_->Free(p);
-}
+Engine::~Engine() = default;
 
 absl::Status Engine::Validate(const StepBatch& batch, uint64_t kv_blocks) const {
   auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
@@ -73,7 +71,6 @@ absl::Status Engine::Validate(const StepBatch& batch, uint64_t kv_blocks) const 
 absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
   if (n <= s_.cap_tokens && n_seqs <= s_.cap_seqs && n_table <= s_.cap_table)
     return absl::OkStatus();
-  for (void* p : owned_) backend_->Free(p);
   owned_.clear();
   // Each dimension grows on its own (doubling, so a growing batch does not
   // reallocate every step); the others keep their capacity.
@@ -85,9 +82,10 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
   n_table = grow(n_table, s_.cap_table, 64);
   const ModelConfig& c = config_;
   auto alloc = [&](auto** out, uint64_t count) -> absl::Status {
-    ASSIGN_OR_RETURN(void* p, backend_->Alloc(std::max<uint64_t>(count, 1) * sizeof(**out)));
-    owned_.push_back(p);
-    *out = static_cast<std::remove_reference_t<decltype(*out)>>(p);
+    ASSIGN_OR_RETURN(BackendBuffer b,
+                     backend_->Allocate(std::max<uint64_t>(count, 1) * sizeof(**out)));
+    *out = b.as<std::remove_pointer_t<std::remove_reference_t<decltype(*out)>>>();
+    owned_.push_back(std::move(b));
     return absl::OkStatus();
   };
   const uint64_t N = uint64_t(n), S = uint64_t(n_seqs);

@@ -46,18 +46,33 @@ class Engine {
   int block_tokens_;
   RopeParams rope_;
 
-  // Scratch in backend memory, grown on demand.
+  // Scratch in backend memory, grown on demand (views into owned_). N: the
+  // step's token rows (cap_tokens), C = min(N, kEngineChunkTokens): the rows
+  // of one chunk, S: its sequences (cap_seqs), T: block-table entries.
   struct Scratch {
     int cap_tokens = 0, cap_seqs = 0, cap_table = 0;
-    float *x = nullptr, *h = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
-    float *o = nullptr, *gate = nullptr, *up = nullptr, *last = nullptr, *logits = nullptr;
-    int32_t *ids = nullptr, *pos = nullptr, *slots = nullptr, *tables = nullptr,
-            *last_rows = nullptr;
-    int32_t *sample_pos = nullptr, *out_tokens = nullptr;
-    AttnSeq* seqs = nullptr;
-    SamplingParams* params = nullptr;
+    float* x = nullptr;                // [N, hidden] the residual stream of every row
+    float* h = nullptr;                // [max(C, S), hidden] normed input of a block
+    float* q = nullptr;                // [C, q_dim]
+    float* k = nullptr;                // [C, kv_dim]
+    float* v = nullptr;                // [C, kv_dim]
+    float* attn = nullptr;             // [C, q_dim] attention output
+    float* o = nullptr;                // [C, hidden] o / down projection output
+    float* gate = nullptr;             // [C, ffn] (then silu(gate) * up)
+    float* up = nullptr;               // [C, ffn]
+    float* last = nullptr;             // [S, hidden] each sequence's last row
+    float* logits = nullptr;           // [S, vocab]
+    int32_t* ids = nullptr;            // [N] token ids
+    int32_t* pos = nullptr;            // [N] positions
+    int32_t* slots = nullptr;          // [N] KV slots of the new rows
+    int32_t* tables = nullptr;         // [T] the block tables, concatenated
+    int32_t* last_rows = nullptr;      // [S] row of each sequence's last token
+    int32_t* sample_pos = nullptr;     // [S] position sampled (feeds the RNG)
+    int32_t* out_tokens = nullptr;     // [S] sampled tokens
+    AttnSeq* seqs = nullptr;           // [S + chunks] attention descriptors, chunk by chunk
+    SamplingParams* params = nullptr;  // [S]
   } s_;
-  std::vector<void*> owned_;
+  std::vector<BackendBuffer> owned_;
   // Host staging of the step's metadata.
   std::vector<int32_t> h_ids_, h_pos_, h_slots_, h_tables_, h_last_rows_, h_sample_pos_;
   std::vector<AttnSeq> h_seqs_;

@@ -13,15 +13,11 @@ absl::StatusOr<std::unique_ptr<ResidentProvider>> ResidentProvider::Create(Backe
   return p;
 }
 
-ResidentProvider::~ResidentProvider() {
-  if (weights_dev_ != nullptr) backend_->Free(weights_dev_);
-  if (kv_dev_ != nullptr) backend_->Free(kv_dev_);
-}
+ResidentProvider::~ResidentProvider() = default;
 
 const void* ResidentProvider::Rebase(const void* host) const {
-  if (host == nullptr || weights_dev_ == nullptr) return host;
-  return static_cast<const uint8_t*>(weights_dev_) +
-         (static_cast<const uint8_t*>(host) - image_.weights);
+  if (host == nullptr || !weights_dev_) return host;
+  return weights_dev_.as<const uint8_t>() + (static_cast<const uint8_t*>(host) - image_.weights);
 }
 
 absl::Status ResidentProvider::Init(uint64_t kv_blocks) {
@@ -30,8 +26,8 @@ absl::Status ResidentProvider::Init(uint64_t kv_blocks) {
   if (!backend_->shares_host_memory()) {
     // One upload of everything before the KV pool: globals and layer blocks.
     const uint64_t bytes = h.kv_offset;
-    ASSIGN_OR_RETURN(weights_dev_, backend_->Alloc(bytes));
-    backend_->Upload(weights_dev_, image_.weights, bytes);
+    ASSIGN_OR_RETURN(weights_dev_, backend_->Allocate(bytes));
+    backend_->Upload(weights_dev_.get(), image_.weights, bytes);
     device_bytes_ += bytes;
   }
   auto rebase = [&](WeightRef w) {
@@ -69,11 +65,11 @@ absl::Status ResidentProvider::Init(uint64_t kv_blocks) {
         kv_blocks == 0 ? h.kv_n_blocks : std::min<uint64_t>(kv_blocks, h.kv_n_blocks);
     const uint64_t per_layer = blocks * h.kv_block_bytes;
     if (per_layer > 0) {
-      ASSIGN_OR_RETURN(kv_dev_, backend_->Alloc(per_layer * uint64_t(n_layers)));
+      ASSIGN_OR_RETURN(kv_dev_, backend_->Allocate(per_layer * uint64_t(n_layers)));
       device_bytes_ += per_layer * uint64_t(n_layers);
     }
     for (int l = 0; l < n_layers; ++l) {
-      kv_[size_t(l)].base = static_cast<uint8_t*>(kv_dev_) + per_layer * uint64_t(l);
+      kv_[size_t(l)].base = kv_dev_.as<uint8_t>() + per_layer * uint64_t(l);
       kv_[size_t(l)].n_blocks = blocks;
     }
   }

@@ -40,8 +40,8 @@ class ResidentProvider final : public WeightProvider {
   GlobalWeights globals_;
   std::vector<LayerWeights> layers_;
   std::vector<KvLayerView> kv_;
-  void* weights_dev_ = nullptr;  // copy of the image's [0, kv_offset) (null when in place)
-  void* kv_dev_ = nullptr;
+  BackendBuffer weights_dev_;  // copy of the image's [0, kv_offset) (empty when in place)
+  BackendBuffer kv_dev_;
   uint64_t device_bytes_ = 0;
 };
 

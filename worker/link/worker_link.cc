@@ -60,12 +60,12 @@ struct CallRegistration {
 
 void LinkStopper::Stop() {
   stopped_ = true;
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   if (call_ != nullptr) static_cast<grpc::ClientContext*>(call_)->TryCancel();
 }
 
 void LinkStopper::SetCall(void* client_context) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   call_ = client_context;
   if (call_ != nullptr && stopped_) static_cast<grpc::ClientContext*>(call_)->TryCancel();
 }

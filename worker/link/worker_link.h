@@ -8,10 +8,11 @@
 
 #include <atomic>
 #include <functional>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "worker/pager/worker_runtime.h"
 
 namespace paged {
@@ -32,15 +33,16 @@ struct LinkOptions {
 // exits at once.
 class LinkStopper {
  public:
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
   bool stopped() const { return stopped_.load(); }
   // The link registers its current call (nullptr when none).
-  void SetCall(void* client_context);
+  void SetCall(void* client_context) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // Atomic: set before mu_ is taken, read with or without it.
   std::atomic<bool> stopped_{false};
-  std::mutex mu_;
-  void* call_ = nullptr;  // grpc::ClientContext*
+  absl::Mutex mu_;
+  void* call_ ABSL_GUARDED_BY(mu_) = nullptr;  // grpc::ClientContext*
 };
 
 // Serves one attachment. Returns OK when the coordinator asked for a drain,

@@ -23,16 +23,16 @@ Pager::Pager(Backend* backend, const ModelImage& host, const MemoryPlan& plan, P
 Pager::~Pager() {
   // Nothing may still read or write what is freed below.
   (void)backend_->Synchronize();
-  if (wb_done_ >= 0) {
+  if (wb_done_) {
     backend_->Record(Q::kWriteBack, wb_done_);
     (void)backend_->HostWait(wb_done_);
   }
   if (!slot_copied_.empty()) {
-    for (int e : slot_copied_) (void)backend_->HostWait(e);
+    for (const BackendEvent& e : slot_copied_) (void)backend_->HostWait(e);
   }
-  for (int e : area_ready_) (void)backend_->HostWait(e);
+  for (const BackendEvent& e : area_ready_) (void)backend_->HostWait(e);
   for (void* p : imported_) backend_->CloseImported(p);
-  for (void* p : owned_) backend_->Free(p);
+  owned_.clear();
   for (void* p : registered_) backend_->UnregisterHost(p);
   board_.reset();  // after the memory it describes is let go
 }
@@ -47,8 +47,9 @@ absl::StatusOr<std::unique_ptr<Pager>> Pager::Create(Backend* backend, const Mod
 }
 
 absl::StatusOr<void*> Pager::Alloc(uint64_t bytes) {
-  ASSIGN_OR_RETURN(void* p, backend_->Alloc(bytes));
-  owned_.push_back(p);
+  ASSIGN_OR_RETURN(BackendBuffer b, backend_->Allocate(bytes));
+  void* p = b.get();
+  owned_.push_back(std::move(b));
   device_bytes_ += bytes;
   return p;
 }
@@ -88,7 +89,7 @@ absl::StatusOr<const uint8_t*> Pager::Obtain(int id, const uint8_t* src, uint64_
 absl::StatusOr<double> Pager::TimeLayerCopy(const uint8_t* peer, int layer) {
   // Best of three copies of one layer into slot 0 on the copy-in queue.
   const SegmentHeader& h = *host_.header;
-  const int done = backend_->NewEvent();
+  const BackendEvent done = backend_->MakeEvent();
   double best = 0;
   for (int r = 0; r < 3; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -265,8 +266,8 @@ absl::Status Pager::Init() {
       slot_mem_.push_back(static_cast<uint8_t*>(m));
       slot_layer_.push_back(-1);
       slot_from_peer_.push_back(false);
-      slot_copied_.push_back(backend_->NewEvent());
-      slot_free_.push_back(backend_->NewEvent());
+      slot_copied_.push_back(backend_->MakeEvent());
+      slot_free_.push_back(backend_->MakeEvent());
     }
     // The host link as this worker sees it, for the PCIe-bound metrics.
     if (!options_.compute_only) {
@@ -282,8 +283,8 @@ absl::Status Pager::Init() {
     ASSIGN_OR_RETURN(void* m,
                      Alloc(std::max<uint64_t>(plan_.slot_kv_blocks, 1) * h.kv_block_bytes));
     kv_areas_.push_back(static_cast<uint8_t*>(m));
-    area_ready_.push_back(backend_->NewEvent());
-    area_free_.push_back(backend_->NewEvent());
+    area_ready_.push_back(backend_->MakeEvent());
+    area_free_.push_back(backend_->MakeEvent());
   }
   if (plan_.kv_cache_blocks > 0) {
     ASSIGN_OR_RETURN(void* m, Alloc(plan_.kv_cache_bytes));
@@ -291,9 +292,9 @@ absl::Status Pager::Init() {
     for (int64_t b = int64_t(plan_.kv_cache_blocks) - 1; b >= 0; --b)
       cache_free_.push_back(int32_t(b));
   }
-  cache_filled_ = backend_->NewEvent();
-  kv_written_ = backend_->NewEvent();
-  wb_done_ = backend_->NewEvent();
+  cache_filled_ = backend_->MakeEvent();
+  kv_written_ = backend_->MakeEvent();
+  wb_done_ = backend_->MakeEvent();
   return backend_->Synchronize();
 }
 

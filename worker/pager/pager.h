@@ -122,7 +122,7 @@ class Pager final : public WeightProvider {
   MemoryPlan plan_;
   PagerOptions options_;
   int n_layers_ = 0;
-  std::vector<void*> owned_;
+  std::vector<BackendBuffer> owned_;  // slots, KV areas, resident blocks, the KV cache
   std::vector<void*> registered_;
   uint64_t device_bytes_ = 0;
 
@@ -140,7 +140,7 @@ class Pager final : public WeightProvider {
   std::vector<uint8_t*> slot_mem_;
   std::vector<int> slot_layer_;
   std::vector<bool> slot_from_peer_;
-  std::vector<int> slot_copied_, slot_free_;  // events
+  std::vector<BackendEvent> slot_copied_, slot_free_;
   uint64_t next_issue_ = 0, next_use_ = 0;
   int current_slot_ = -1;
 
@@ -151,15 +151,15 @@ class Pager final : public WeightProvider {
   std::unordered_map<int64_t, int32_t>
       prev_next_pos_;  // previous step: sequence -> its next position
   std::vector<int32_t> cache_free_;
-  int cache_filled_ = -1;  // event
+  BackendEvent cache_filled_;
   bool cache_fill_pending_ = false;
   std::vector<uint8_t*> kv_areas_;
-  std::vector<int> area_ready_, area_free_;  // events
+  std::vector<BackendEvent> area_ready_, area_free_;
   uint64_t kv_seq_base_ = 0;
   std::vector<int32_t> step_host_blocks_, step_dev_blocks_;  // distinct blocks of the step
   std::vector<int32_t> step_gather_host_, step_gather_dev_;  // of those, blocks with committed rows
   std::vector<int32_t> step_host_slots_;                     // new rows' pool slots
-  int kv_written_ = -1, wb_done_ = -1;                       // events
+  BackendEvent kv_written_, wb_done_;
 
   PagerStats stats_;
 };

@@ -3,12 +3,12 @@
 // time, exactly like run.c's attention loop.
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <cstring>
 #include <utility>
 #include <vector>
 
+#include "common/check.h"
 #include "common/dtype.h"
 #include "worker/backends/cpu/cpu_kernels.h"
 
@@ -40,7 +40,7 @@ void StoreRow(const float* src, int n, DType t, void* dst) {
       return;
     }
     default:
-      assert(false && "unsupported KV dtype");
+      PAGED_CHECK(false, "unsupported KV dtype ", int(t));
   }
 }
 
@@ -63,7 +63,8 @@ void KvWrite(const float* k, const float* v, const int32_t* slots, int n, const 
   const uint64_t v_offset = uint64_t(kv.block_tokens) * kv.kv_dim * ElementBytes(kv.dtype);
   uint8_t* base = static_cast<uint8_t*>(kv.base);
   for (int i = 0; i < n; ++i) {
-    assert(slots[i] >= 0 && uint64_t(slots[i] / kv.block_tokens) < kv.n_blocks);
+    PAGED_CHECK(slots[i] >= 0 && uint64_t(slots[i] / kv.block_tokens) < kv.n_blocks, "KV slot ",
+                slots[i]);
     const uint64_t off = KRowOffset(kv, slots[i] / kv.block_tokens, slots[i] % kv.block_tokens);
     StoreRow(k + int64_t(i) * kv.kv_dim, kv.kv_dim, kv.dtype, base + off);
     StoreRow(v + int64_t(i) * kv.kv_dim, kv.kv_dim, kv.dtype, base + off + v_offset);
@@ -107,7 +108,7 @@ void Attention(ThreadPool& pool, const float* q, const AttnSeq* seqs, int n_seqs
       const int h = int(item % n_heads);
       const AttnSeq& seq = seqs[s];
       const int32_t pos = seq.start_pos + i;  // attends to [0, pos]
-      assert(pos < max_ctx);
+      PAGED_CHECK(pos < max_ctx);
       const int32_t* table = block_tables + seq.table_offset;
       const float* qh = q + int64_t(seq.q_offset + i) * q_dim + h * head_dim;
       const uint64_t head_off = uint64_t(h / kv_mul) * head_dim * elt;

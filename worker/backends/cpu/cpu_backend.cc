@@ -105,9 +105,9 @@ class CpuBackend final : public Backend {
     });
   }
   int NewEvent() override { return queues_.NewEvent(); }
-  void Record(Queue q, int event) override { queues_.Record(int(q), event); }
-  void Wait(Queue q, int event) override { queues_.Wait(int(q), event); }
-  absl::Status HostWait(int event) override {
+  void RecordEvent(Queue q, int event) override { queues_.Record(int(q), event); }
+  void WaitEvent(Queue q, int event) override { queues_.Wait(int(q), event); }
+  absl::Status HostWaitEvent(int event) override {
     queues_.HostWait(event);
     return absl::OkStatus();
   }

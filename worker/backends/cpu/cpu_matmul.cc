@@ -3,10 +3,10 @@
 // matmul with the dequantization of its int8 variant (runq.c) folded in.
 
 #include <algorithm>
-#include <cassert>
 #include <cstring>
 #include <vector>
 
+#include "common/check.h"
 #include "common/dtype.h"
 #include "common/quant.h"
 #include "worker/backends/cpu/cpu_kernels.h"
@@ -90,7 +90,7 @@ const float* WeightRow(const WeightRef& w, int64_t r, float* scratch) {
       return scratch;
     }
   }
-  assert(false && "unknown weight dtype");
+  PAGED_CHECK(false, "unknown weight dtype ", int(w.dtype));
   return scratch;
 }
 
@@ -99,7 +99,7 @@ void Embedding(ThreadPool& pool, const WeightRef& table, const int32_t* ids, int
   const int64_t grain = std::max<int64_t>(1, kChunkWork / std::max<int64_t>(cols, 1));
   pool.ParallelFor(0, n, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
-      assert(ids[i] >= 0 && ids[i] < table.rows);
+      PAGED_CHECK(ids[i] >= 0 && ids[i] < table.rows, "token id ", ids[i]);
       float* o = out + i * cols;
       const float* row = WeightRow(table, ids[i], o);  // decodes straight into o
       if (row != o) std::memcpy(o, row, size_t(cols) * sizeof(float));

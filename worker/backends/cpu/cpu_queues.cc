@@ -3,29 +3,29 @@
 namespace paged::cpu {
 
 CopyQueues::CopyQueues() {
-  for (Queue& q : queues_) q.thread = std::thread([this, &q] { Run(&q); });
+  for (int i = 0; i < 2; ++i) queues_[i].thread = std::thread([this, i] { Run(i); });
 }
 
 CopyQueues::~CopyQueues() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   for (Queue& q : queues_) q.thread.join();
 }
 
-void CopyQueues::Run(Queue* q) {
-  std::unique_lock<std::mutex> l(mu_);
+void CopyQueues::Run(int i) {
+  absl::MutexLock l(&mu_);
   while (true) {
-    cv_.wait(l, [&] { return stop_ || !q->work.empty(); });
-    if (q->work.empty()) return;  // stop_ and drained
-    std::function<void()> fn = std::move(q->work.front());
-    q->work.pop_front();
-    l.unlock();
+    while (!stop_ && queues_[i].work.empty()) cv_.Wait(&mu_);
+    if (queues_[i].work.empty()) return;  // stop_ and drained
+    std::function<void()> fn = std::move(queues_[i].work.front());
+    queues_[i].work.pop_front();
+    mu_.Unlock();
     fn();
-    l.lock();
-    cv_.notify_all();
+    mu_.Lock();
+    cv_.SignalAll();
   }
 }
 
@@ -35,14 +35,14 @@ void CopyQueues::Enqueue(int q, std::function<void()> fn) {
     return;
   }
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     queues_[q - 1].work.push_back(std::move(fn));
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 int CopyQueues::NewEvent() {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   events_.push_back(Event{});
   return int(events_.size()) - 1;
 }
@@ -50,26 +50,26 @@ int CopyQueues::NewEvent() {
 void CopyQueues::Record(int q, int event) {
   uint64_t target;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     target = ++events_[size_t(event)].recorded;
   }
   Enqueue(q, [this, event, target] {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     Event& e = events_[size_t(event)];
     if (e.completed < target) e.completed = target;
-    cv_.notify_all();
+    cv_.SignalAll();
   });
 }
 
 void CopyQueues::WaitFor(int event, uint64_t target) {
-  std::unique_lock<std::mutex> l(mu_);
-  cv_.wait(l, [&] { return events_[size_t(event)].completed >= target; });
+  absl::MutexLock l(&mu_);
+  while (events_[size_t(event)].completed < target) cv_.Wait(&mu_);
 }
 
 void CopyQueues::Wait(int q, int event) {
   uint64_t target;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     target = events_[size_t(event)].recorded;
   }
   Enqueue(q, [this, event, target] { WaitFor(event, target); });
@@ -78,7 +78,7 @@ void CopyQueues::Wait(int q, int event) {
 void CopyQueues::HostWait(int event) {
   uint64_t target;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     target = events_[size_t(event)].recorded;
   }
   WaitFor(event, target);

@@ -5,13 +5,14 @@
 // without a GPU.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace paged::cpu {
 
@@ -23,30 +24,34 @@ class CopyQueues {
 
   // Runs fn on queue q (1: copy-in, 2: write-back) after what is queued
   // there; on kCompute, now.
-  void Enqueue(int q, std::function<void()> fn);
-  int NewEvent();
-  void Record(int q, int event);
+  void Enqueue(int q, std::function<void()> fn) ABSL_LOCKS_EXCLUDED(mu_);
+  int NewEvent() ABSL_LOCKS_EXCLUDED(mu_);
+  void Record(int q, int event) ABSL_LOCKS_EXCLUDED(mu_);
   // q waits for the event's last Record (kCompute: the caller blocks).
-  void Wait(int q, int event);
-  void HostWait(int event);
+  void Wait(int q, int event) ABSL_LOCKS_EXCLUDED(mu_);
+  void HostWait(int event) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Queue {
-    std::deque<std::function<void()>> work;
+    std::deque<std::function<void()>> work;  // under mu_ (queues_ is guarded)
+    // Started by the constructor, joined by the destructor; not under mu_.
     std::thread thread;
   };
   struct Event {
     uint64_t recorded = 0;   // Records issued
     uint64_t completed = 0;  // Records that have run
   };
-  void Run(Queue* q);
-  void WaitFor(int event, uint64_t target);
+  // Queue i's thread: runs its work in order until stop_ and drained.
+  void Run(int i) ABSL_LOCKS_EXCLUDED(mu_);
+  void WaitFor(int event, uint64_t target) ABSL_LOCKS_EXCLUDED(mu_);
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::vector<Event> events_;
-  Queue queues_[2];
+  absl::Mutex mu_;
+  absl::CondVar cv_;  // with mu_: work queued, an event completed, stop_
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
+  // Reached only as queues_[i], so the analysis checks each `work` against
+  // mu_; each `thread` is not under mu_ (see Queue).
+  Queue queues_[2] ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace paged::cpu

@@ -19,10 +19,10 @@ ThreadPool::ThreadPool(int threads) {
 
 ThreadPool::~ThreadPool() {
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    absl::MutexLock lk(&mu_);
     stop_ = true;
   }
-  start_cv_.notify_all();
+  start_cv_.SignalAll();
   for (std::thread& t : workers_) t.join();
 }
 
@@ -38,9 +38,9 @@ void ThreadPool::ParallelFor(int64_t begin, int64_t end, int64_t grain, const Ra
   const int64_t per = int64_t(size()) * 4;
   const int64_t chunk = std::max(grain, (total + per - 1) / per);
 
-  std::lock_guard<std::mutex> call(call_mu_);
+  absl::MutexLock call(&call_mu_);
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    absl::MutexLock lk(&mu_);
     fn_ = &fn;
     end_ = end;
     chunk_ = chunk;
@@ -48,35 +48,39 @@ void ThreadPool::ParallelFor(int64_t begin, int64_t end, int64_t grain, const Ra
     busy_ = int(workers_.size());
     ++generation_;
   }
-  start_cv_.notify_all();
+  start_cv_.SignalAll();
   t_inside_pool = true;
-  RunChunks();
+  RunChunks(fn, end, chunk);
   t_inside_pool = false;
-  std::unique_lock<std::mutex> lk(mu_);
-  done_cv_.wait(lk, [this] { return busy_ == 0; });
+  absl::MutexLock lk(&mu_);
+  while (busy_ != 0) done_cv_.Wait(&mu_);
   fn_ = nullptr;
 }
 
-void ThreadPool::RunChunks() {
+void ThreadPool::RunChunks(const RangeFn& fn, int64_t end, int64_t chunk) {
   for (;;) {
-    const int64_t lo = next_.fetch_add(chunk_, std::memory_order_relaxed);
-    if (lo >= end_) return;
-    (*fn_)(lo, std::min(end_, lo + chunk_));
+    const int64_t lo = next_.fetch_add(chunk, std::memory_order_relaxed);
+    if (lo >= end) return;
+    fn(lo, std::min(end, lo + chunk));
   }
 }
 
 void ThreadPool::WorkerLoop() {
   t_inside_pool = true;
   uint64_t seen = 0;
-  std::unique_lock<std::mutex> lk(mu_);
+  absl::MutexLock lk(&mu_);
   for (;;) {
-    start_cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+    while (!stop_ && generation_ == seen) start_cv_.Wait(&mu_);
     if (stop_) return;
     seen = generation_;
-    lk.unlock();
-    RunChunks();
-    lk.lock();
-    if (--busy_ == 0) done_cv_.notify_one();
+    // The job, read under mu_: ParallelFor keeps it until busy_ reaches 0.
+    const RangeFn& fn = *fn_;
+    const int64_t end = end_;
+    const int64_t chunk = chunk_;
+    mu_.Unlock();
+    RunChunks(fn, end, chunk);
+    mu_.Lock();
+    if (--busy_ == 0) done_cv_.Signal();
   }
 }
 

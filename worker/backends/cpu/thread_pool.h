@@ -5,12 +5,13 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace paged {
 
@@ -31,25 +32,32 @@ class ThreadPool {
   // Runs fn(begin, end) inline when that is one chunk, when the pool has no
   // workers, or when called from inside a ParallelFor (no nesting). Calls
   // from several threads are serialized.
-  void ParallelFor(int64_t begin, int64_t end, int64_t grain, const RangeFn& fn);
+  void ParallelFor(int64_t begin, int64_t end, int64_t grain, const RangeFn& fn)
+      ABSL_LOCKS_EXCLUDED(call_mu_, mu_);
 
  private:
-  void WorkerLoop();
-  void RunChunks();
+  void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Claims chunks of the job [.., end) from next_ and runs fn on them until
+  // none is left; without mu_.
+  void RunChunks(const RangeFn& fn, int64_t end, int64_t chunk) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Started by the constructor, joined by the destructor; not under a lock.
   std::vector<std::thread> workers_;
-  std::mutex call_mu_;  // one ParallelFor at a time
-  std::mutex mu_;       // guards everything below but next_
-  std::condition_variable start_cv_;
-  std::condition_variable done_cv_;
-  uint64_t generation_ = 0;  // advanced once per job
-  int busy_ = 0;             // workers not yet done with the current job
-  bool stop_ = false;
-  // The current job: set under mu_ before generation_ advances, read by the
-  // workers after they see the new generation.
-  const RangeFn* fn_ = nullptr;
-  int64_t end_ = 0;
-  int64_t chunk_ = 1;
+  // Held for a whole ParallelFor: one job at a time.
+  absl::Mutex call_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  absl::Mutex mu_;
+  absl::CondVar start_cv_;                        // with mu_: generation_ or stop_ changed
+  absl::CondVar done_cv_;                         // with mu_: busy_ reached 0
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // advanced once per job
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;             // workers not yet done with the current job
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // The current job: set under mu_ before generation_ advances, copied by
+  // each worker under mu_ when it sees the new generation.
+  const RangeFn* fn_ ABSL_GUARDED_BY(mu_) = nullptr;
+  int64_t end_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t chunk_ ABSL_GUARDED_BY(mu_) = 1;
+  // Not guarded: claimed with fetch_add by every thread of the job; reset
+  // by ParallelFor (under mu_) before the job is published.
   std::atomic<int64_t> next_{0};  // first item of the next unclaimed chunk
 };
 

@@ -92,7 +92,9 @@ class CudaBackend final : public Backend {
     for (auto& c : copy_streams_) {
       if (c.stream != nullptr) cudaStreamSynchronize(c.stream);
     }
-    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    for (cudaEvent_t e : events_) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
     for (auto& [p, r] : registered_) cudaHostUnregister(p);
     if (meta_ != nullptr) cudaFreeHost(meta_);
     for (void* p : imported_) cudaIpcCloseMemHandle(p);
@@ -378,18 +380,30 @@ class CudaBackend final : public Backend {
     Device();
     cudaEvent_t e = nullptr;
     Check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    if (!free_events_.empty()) {
+      const int id = free_events_.back();
+      free_events_.pop_back();
+      events_[size_t(id)] = e;
+      return id;
+    }
     events_.push_back(e);
     return int(events_.size()) - 1;
   }
-  void Record(Queue q, int event) override {
+  void DestroyEvent(int event) override {
+    Device();
+    cudaEventDestroy(events_[size_t(event)]);
+    events_[size_t(event)] = nullptr;
+    free_events_.push_back(event);
+  }
+  void RecordEvent(Queue q, int event) override {
     Device();
     Check(cudaEventRecord(events_[size_t(event)], StreamOf(q)), "cudaEventRecord");
   }
-  void Wait(Queue q, int event) override {
+  void WaitEvent(Queue q, int event) override {
     Device();
     Check(cudaStreamWaitEvent(StreamOf(q), events_[size_t(event)], 0), "cudaStreamWaitEvent");
   }
-  absl::Status HostWait(int event) override {
+  absl::Status HostWaitEvent(int event) override {
     Device();
     Check(cudaEventSynchronize(events_[size_t(event)]), "cudaEventSynchronize");
     absl::Status s = std::move(error_);
@@ -739,7 +753,8 @@ class CudaBackend final : public Backend {
   StreamOwner stream_owner_;     // declared before what uses the stream: destroyed after it
   StreamOwner copy_streams_[2];  // copy-in, write-back
   cudaStream_t stream_ = nullptr;
-  std::vector<cudaEvent_t> events_;
+  std::vector<cudaEvent_t> events_;  // by id; null once destroyed
+  std::vector<int> free_events_;     // ids of destroyed events, reused
   std::map<void*, Registration> registered_;
   int32_t* meta_ = nullptr;      // pinned, mapped
   int32_t* meta_dev_ = nullptr;  // its device address
