@@ -10,6 +10,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libboost-dev libabsl-dev nlohmann-json3-dev libicu-dev
   libgtest-dev libgmock-dev
+  libhwy-dev
   clang libclang-rt-dev clang-format
   systemd
   curl

@@ -1,7 +1,10 @@
-// Picks a backend from a device string: "cpu", "cuda" (= cuda:0), "cuda:N".
+// Picks a backend from a device string: "cpu" (the CPU backend with the CPU
+// executor's matrix products), "cpu-ref" (the scalar reference throughout),
+// "cuda" (= cuda:0), "cuda:N".
 #pragma once
 
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -10,5 +13,9 @@
 namespace paged {
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view device, int cpu_threads = 0);
+
+// The backend of "cpu": the CPU backend with the CPU executor's matrix
+// products (device_label: see MakeCpuBackend).
+std::unique_ptr<Backend> MakeExecCpuBackend(int threads, const std::string& device_label = "");
 
 }  // namespace paged

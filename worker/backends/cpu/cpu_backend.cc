@@ -26,8 +26,8 @@ constexpr int kMaxAutoThreads = 32;
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int threads, std::string device_label)
-      : pool_(threads), label_(std::move(device_label)) {}
+  CpuBackend(int threads, std::string device_label, std::unique_ptr<HostExecutor> matmul)
+      : pool_(threads), label_(std::move(device_label)), matmul_(std::move(matmul)) {}
   ~CpuBackend() override = default;  // queues_ drains its threads first
 
   std::string name() const override { return "cpu"; }
@@ -118,8 +118,13 @@ class CpuBackend final : public Backend {
   void RmsNorm(const float* x, const float* w, int n, int dim, float eps, float* out) override {
     cpu::RmsNorm(pool_, x, w, n, dim, eps, out);
   }
-  void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out) override {
-    cpu::MatMul(pool_, x, n, w, bias, out);
+  void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out,
+              int64_t ldo) override {
+    if (matmul_ != nullptr && matmul_->Supports(w.dtype)) {
+      matmul_->MatMul(x, n, w, 0, w.rows, bias, out, ldo > 0 ? ldo : w.rows);
+      return;
+    }
+    cpu::MatMul(pool_, x, n, w, bias, out, ldo);
   }
   void Rope(float* q, float* k, const int32_t* pos, int n, int n_heads, int n_kv_heads,
             const RopeParams& p) override {
@@ -151,17 +156,19 @@ class CpuBackend final : public Backend {
   static std::string ProcessPrefix() { return absl::StrCat("cpu-pid", getpid()); }
 
   ThreadPool pool_;
-  std::string label_;  // tells apart "devices" of one process (tests of peers)
+  std::string label_;                     // tells apart "devices" of one process (tests of peers)
+  std::unique_ptr<HostExecutor> matmul_;  // the matrix products; null: the reference
   cpu::CopyQueues queues_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> MakeCpuBackend(int threads, const std::string& device_label) {
+std::unique_ptr<Backend> MakeCpuBackend(int threads, const std::string& device_label,
+                                        std::unique_ptr<HostExecutor> matmul) {
   if (threads <= 0) {
     threads = std::clamp(int(std::thread::hardware_concurrency()), 1, kMaxAutoThreads);
   }
-  return std::make_unique<CpuBackend>(threads, device_label);
+  return std::make_unique<CpuBackend>(threads, device_label, std::move(matmul));
 }
 
 }  // namespace paged

@@ -1,0 +1,260 @@
+// Throughput of the CPU executor's matrix products (worker/backends/cpu_exec)
+// on the shapes of a llama-7b layer, for every weight dtype and a few batch
+// sizes: weight bytes read per second, GFLOP/s, and the fraction of the
+// machine's read bandwidth, measured here with the same threads (a streaming
+// read of a buffer far larger than the caches). The scalar reference
+// paged::cpu::MatMul runs one shape for comparison. Each point cycles
+// through enough copies of the matrix (--footprint-mb) that its weights come
+// from DRAM, as a decode step's do.
+//
+//   cpu_matmul_bench [--threads N] [--pin none|all|0-7] [--seconds S]
+//                    [--dtypes f32,f16,bf16,int8,int4] [--batches 1,2,4,8,64]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_split.h"
+#include "common/cli.h"
+#include "common/dtype.h"
+#include "common/quant.h"
+#include "worker/backends/cpu/cpu_kernels.h"
+#include "worker/backends/cpu/thread_pool.h"
+#include "worker/backends/cpu_exec/exec_pool.h"
+#include "worker/backends/cpu_exec/matmul.h"
+
+ABSL_FLAG(int, threads, 0, "threads, the caller included (0: all cores)");
+ABSL_FLAG(std::string, pin, "none", "CPUs to pin the threads to: none, all or a list (0-7,16)");
+ABSL_FLAG(double, seconds, 0.5, "measuring time per point");
+ABSL_FLAG(std::string, dtypes, "f32,f16,bf16,int8,int4", "weight dtypes");
+ABSL_FLAG(std::string, batches, "1,2,4,8,64", "token rows per call");
+ABSL_FLAG(int, footprint_mb, 512, "weight bytes cycled through per point (well above the L3)");
+
+namespace paged {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Shape {
+  int64_t rows, cols;
+};
+constexpr Shape kShapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};  // qkvo, gate/up, down
+
+// Copies of one matrix in one allocation, filled with valid random values.
+class WeightCopies {
+ public:
+  WeightCopies(DType t, Shape s, uint64_t footprint) {
+    group_ = t == DType::kI8 ? kDefaultInt8Group : t == DType::kI4 ? kDefaultInt4Group : 0;
+    payload_ = PayloadBytes(t, uint64_t(s.rows), uint64_t(s.cols));
+    scale_bytes_ = IsQuantized(t) ? uint64_t(s.rows * GroupsPerRow(s.cols, group_)) * 2 : 0;
+    const uint64_t each = payload_ + scale_bytes_;
+    copies_ = int(std::max<uint64_t>(1, (footprint + each - 1) / each));
+    mem_.reset(new uint8_t[each * uint64_t(copies_)]);
+    Fill(t, mem_.get(), payload_ * uint64_t(copies_), false);
+    if (scale_bytes_) Fill(t, mem_.get() + payload_ * copies_, scale_bytes_ * copies_, true);
+    for (int k = 0; k < copies_; ++k) {
+      WeightRef w;
+      w.dtype = t;
+      w.rows = s.rows;
+      w.cols = s.cols;
+      w.group = group_;
+      w.data = mem_.get() + payload_ * uint64_t(k);
+      w.scales = scale_bytes_ ? mem_.get() + payload_ * copies_ + scale_bytes_ * k : nullptr;
+      refs_.push_back(w);
+    }
+  }
+
+  int copies() const { return copies_; }
+  const WeightRef& copy(int k) const { return refs_[size_t(k)]; }
+  uint64_t bytes() const { return payload_ + scale_bytes_; }  // one copy
+
+ private:
+  // Values from small tables of normal samples, so that no NaN or subnormal
+  // slows a path down; int8 / int4 payloads are any bytes.
+  static void Fill(DType t, uint8_t* p, uint64_t bytes, bool scales) {
+    std::mt19937 rng(42);
+    std::normal_distribution<float> dist(0.f, 1.f);
+    std::vector<uint32_t> table(4096);
+    for (uint32_t& v : table) {
+      const float f = scales ? 0.01f * (1.f + std::fabs(dist(rng))) : dist(rng);
+      v = t == DType::kF32 && !scales    ? BitsFromF32(f)
+          : t == DType::kBF16 && !scales ? FloatToBf16(f)
+                                         : FloatToHalf(f);
+    }
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    auto next = [&x] {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      return x;
+    };
+    const bool raw = !scales && IsQuantized(t);
+    const size_t width = raw ? 8 : (t == DType::kF32 && !scales ? 4 : 2);
+    for (uint64_t i = 0; i + width <= bytes; i += width) {
+      const uint64_t r = next();
+      if (raw) {
+        std::memcpy(p + i, &r, 8);
+      } else {
+        const uint32_t v = table[r % table.size()];
+        std::memcpy(p + i, &v, width);
+      }
+    }
+  }
+
+  int group_ = 0;
+  uint64_t payload_ = 0, scale_bytes_ = 0;
+  int copies_ = 1;
+  std::unique_ptr<uint8_t[]> mem_;
+  std::vector<WeightRef> refs_;
+};
+
+// Calls fn(k) for k = 0, 1, ... (cycling the copies) for `seconds` in all,
+// after one warm-up call, in 3 rounds; returns the seconds per call of the
+// fastest round (the machine's noise only ever slows a round down).
+template <class Fn>
+double TimePerCall(double seconds, int copies, const Fn& fn) {
+  fn(0);
+  double best = 1e30;
+  int64_t calls = 0;
+  for (int round = 0; round < 3; ++round) {
+    const auto t0 = Clock::now();
+    int64_t round_calls = 0;
+    double elapsed = 0;
+    do {
+      fn(int(++calls % copies));
+      ++round_calls;
+      elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+    } while (elapsed < seconds / 3 || round_calls < 2);
+    best = std::min(best, elapsed / double(round_calls));
+  }
+  return best;
+}
+
+// GB/s of a streaming read of `bytes` over the pool's threads (SumFloats: 4
+// streams per chunk, like a tile of 4 weight rows).
+double ReadBandwidth(cpu_exec::ExecPool& pool, uint64_t bytes, double seconds) {
+  const int64_t count = int64_t(bytes / sizeof(float));
+  // Distinct values: pages of one repeated value may be merged by the host
+  // (KSM) and read from cache.
+  std::vector<float> buf(static_cast<size_t>(count));
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (float& f : buf) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    f = float(state >> 40) * 1e-6f;
+  }
+  std::vector<float> sink(1024, 0.f);
+  const double per = TimePerCall(seconds, 1, [&](int) {
+    pool.ParallelFor(0, count, int64_t{1} << 16, [&](int64_t lo, int64_t hi) {
+      sink[size_t(lo >> 16) % sink.size()] += cpu_exec::SumFloats(buf.data() + lo, hi - lo);
+    });
+  });
+  if (sink[0] == 12345.f) std::printf(" ");  // keep the sums alive
+  return double(bytes) / per / 1e9;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
+}
+
+int Main() {
+  auto cpus = cpu_exec::ParseCpuList(absl::GetFlag(FLAGS_pin));
+  if (!cpus.ok()) {
+    std::fprintf(stderr, "cpu_matmul_bench: %s\n", std::string(cpus.status().message()).c_str());
+    return 2;
+  }
+  std::vector<DType> dtypes;
+  for (const std::string& name :
+       std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_dtypes), ','))) {
+    auto t = ParseDType(name);
+    if (!t.ok()) {
+      std::fprintf(stderr, "cpu_matmul_bench: %s\n", std::string(t.status().message()).c_str());
+      return 2;
+    }
+    dtypes.push_back(*t);
+  }
+  std::vector<int> batches;
+  for (const std::string& b :
+       std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_batches), ','))) {
+    batches.push_back(std::max(1, std::atoi(b.c_str())));
+  }
+  const double seconds = absl::GetFlag(FLAGS_seconds);
+  const uint64_t footprint = uint64_t(std::max(1, absl::GetFlag(FLAGS_footprint_mb))) << 20;
+
+  cpu_exec::ExecPoolOptions opts;
+  opts.threads = absl::GetFlag(FLAGS_threads);
+  opts.cpus = *cpus;
+  cpu_exec::ExecPool pool(opts);
+  if (!cpus->empty() && !cpu_exec::PinCurrentThread((*cpus)[0])) opts.cpus.clear();
+  const bool pinned = !cpus->empty() && pool.pinned() && !opts.cpus.empty();
+  ThreadPool ref_pool(pool.size());
+
+  const double bw = ReadBandwidth(pool, footprint, std::max(seconds, 1.0));
+  std::printf("%s | target %s | %d threads%s | read bandwidth %.1f GB/s (%d MiB streamed)\n",
+              CpuModel().c_str(), cpu_exec::TargetName().c_str(), pool.size(),
+              pinned ? ", pinned" : "", bw, int(footprint >> 20));
+  std::printf("%-22s %-12s %4s %10s %9s %9s %7s\n", "kernel", "rows x cols", "n", "us/call", "GB/s",
+              "GFLOP/s", "of bw");
+
+  const int max_n = *std::max_element(batches.begin(), batches.end());
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  std::vector<float> x(size_t(max_n) * 11008), out(size_t(max_n) * 11008);
+  for (float& v : x) v = dist(rng);
+
+  auto report = [&](const std::string& kernel, Shape s, int n, double per, uint64_t bytes) {
+    const double gbs = double(bytes) / per / 1e9;
+    const double gflops = 2.0 * double(n) * double(s.rows) * double(s.cols) / per / 1e9;
+    std::printf("%-22s %5lldx%-6lld %4d %10.1f %9.1f %9.1f %6.0f%%\n", kernel.c_str(),
+                (long long)s.rows, (long long)s.cols, n, per * 1e6, gbs, gflops, 100 * gbs / bw);
+    std::fflush(stdout);
+  };
+
+  for (DType t : dtypes) {
+    const std::string name = "cpu_exec " + std::string(DTypeName(t));
+    for (const Shape& s : kShapes) {
+      const WeightCopies w(t, s, footprint);
+      for (int n : batches) {
+        const double per = TimePerCall(seconds, w.copies(), [&](int k) {
+          cpu_exec::MatMul(pool, x.data(), n, w.copy(k), 0, s.rows, nullptr, out.data(), s.rows);
+        });
+        report(name, s, n, per, w.bytes());
+      }
+    }
+  }
+  // The scalar reference on one shape.
+  for (DType t : dtypes) {
+    const Shape s = kShapes[0];
+    const WeightCopies w(t, s, footprint);
+    for (int n : {1, 8}) {
+      const double per = TimePerCall(seconds, w.copies(), [&](int k) {
+        cpu::MatMul(ref_pool, x.data(), n, w.copy(k), nullptr, out.data());
+      });
+      report("reference " + std::string(DTypeName(t)), s, n, per, w.bytes());
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace paged
+
+int main(int argc, char** argv) {
+  paged::ParseFlags(argc, argv,
+                    "cpu_matmul_bench [--threads N] [--pin none|all|LIST] [--seconds S] "
+                    "[--dtypes f32,f16,...] [--batches 1,2,4,8,64]");
+  return paged::Main();
+}

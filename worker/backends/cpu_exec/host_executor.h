@@ -1,0 +1,19 @@
+// The CPU executor as the engine's HostExecutor (worker/engine/host_executor.h):
+// its kernels (matmul.h) on its own pool of threads (exec_pool.h).
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "worker/backends/cpu_exec/exec_pool.h"
+#include "worker/engine/host_executor.h"
+
+namespace paged::cpu_exec {
+
+std::unique_ptr<HostExecutor> MakeHostExecutor(const ExecPoolOptions& options);
+
+// Options from flags: threads (<= 0: every CPU this process may use) and a
+// CPU list to pin them to ("none", "all" or "0-7,16": exec_pool.h).
+absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::string& pin);
+
+}  // namespace paged::cpu_exec

@@ -1,0 +1,37 @@
+// Internal: the per-format entry points behind MatMul (matmul.cc), one per
+// matmul_<format>.cc. Each runs on the calling thread and dispatches to the
+// best Highway target of the CPU. No Highway types here.
+#pragma once
+
+#include <cstdint>
+
+#include "worker/engine/types.h"
+
+namespace paged::cpu_exec {
+
+// One MatMul call, as every kernel sees it (shapes as in matmul.h).
+struct RowsArgs {
+  const float* x = nullptr;  // [n, w->cols]
+  int n = 0;
+  const WeightRef* w = nullptr;
+  int64_t r0 = 0;               // out column 0 is row r0
+  const float* bias = nullptr;  // [w->rows] or null
+  float* out = nullptr;         // [n, ldo]
+  int64_t ldo = 0;
+};
+
+// Computes rows [ra, rb) (r0 <= ra <= rb <= r1) of the product for all n
+// token rows.
+using RowsFn = void (*)(const RowsArgs& a, int64_t ra, int64_t rb);
+
+void MatMulRowsF32(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsF16(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsBF16(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsInt8(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsInt4(const RowsArgs& a, int64_t ra, int64_t rb);
+
+// Rows per tile block: every ParallelFor chunk but the last holds a multiple
+// of this many rows (matmul-inl.h's kRowBlock).
+inline constexpr int64_t kRowBlock = 4;
+
+}  // namespace paged::cpu_exec

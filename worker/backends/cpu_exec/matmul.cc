@@ -1,0 +1,75 @@
+// MatMul's front: checks the call, picks the format's kernel and splits the
+// output rows over the pool in chunks of whole row blocks.
+#include "worker/backends/cpu_exec/matmul.h"
+
+#include <algorithm>
+
+#include "common/check.h"
+#include "common/quant.h"
+#include "worker/backends/cpu_exec/kernels.h"
+
+namespace paged::cpu_exec {
+namespace {
+
+// Multiply-adds worth one ParallelFor chunk: below this a call runs inline.
+constexpr int64_t kMinChunkWork = 64 * 1024;
+
+RowsFn KernelFor(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return &MatMulRowsF32;
+    case DType::kF16:
+      return &MatMulRowsF16;
+    case DType::kBF16:
+      return &MatMulRowsBF16;
+    case DType::kI8:
+      return &MatMulRowsInt8;
+    case DType::kI4:
+      return &MatMulRowsInt4;
+  }
+  return nullptr;
+}
+
+RowsFn Check(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1, float* out,
+             int64_t ldo) {
+  const RowsFn fn = KernelFor(w.dtype);
+  PAGED_CHECK(fn != nullptr, "cpu_exec::MatMul: unsupported weight dtype ", int(w.dtype));
+  PAGED_CHECK(n >= 0 && w.rows >= 0 && w.cols >= 0);
+  PAGED_CHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows, "cpu_exec::MatMul: rows [", r0, ", ", r1,
+              ") of ", w.rows);
+  PAGED_CHECK(ldo >= r1 - r0, "cpu_exec::MatMul: ldo ", ldo, " < ", r1 - r0);
+  if (n == 0 || r1 == r0) return fn;
+  PAGED_CHECK(out != nullptr);
+  if (w.cols == 0) return fn;
+  PAGED_CHECK(x != nullptr && w.data != nullptr);
+  if (IsQuantized(w.dtype)) {
+    PAGED_CHECK(w.scales != nullptr && w.group >= 1, "cpu_exec::MatMul: group ", w.group);
+    // The kernels find a column's group in f32 arithmetic (matmul-inl.h).
+    PAGED_CHECK(w.cols < (int64_t{1} << 24), "cpu_exec::MatMul: ", w.cols, " columns");
+  }
+  return fn;
+}
+
+}  // namespace
+
+void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
+            const float* bias, float* out, int64_t ldo) {
+  const RowsFn fn = Check(x, n, w, r0, r1, out, ldo);
+  if (n == 0 || r1 == r0) return;
+  const RowsArgs a{x, n, &w, r0, bias, out, ldo};
+  const int64_t row_work = std::max<int64_t>(w.cols, 1) * n;
+  const int64_t blocks = std::max<int64_t>(1, kMinChunkWork / (kRowBlock * row_work));
+  pool.ParallelFor(r0, r1, blocks * kRowBlock, [&](int64_t lo, int64_t hi) { fn(a, lo, hi); });
+}
+
+void MatMulRows(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
+                const float* bias, float* out, int64_t ldo) {
+  const RowsFn fn = Check(x, n, w, r0, r1, out, ldo);
+  if (n == 0 || r1 == r0) return;
+  const RowsArgs a{x, n, &w, r0, bias, out, ldo};
+  fn(a, r0, r1);
+}
+
+bool Supports(DType t) { return KernelFor(t) != nullptr; }
+
+}  // namespace paged::cpu_exec

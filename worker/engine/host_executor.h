@@ -1,0 +1,35 @@
+// The worker's host executor: matrix products computed by the host CPU
+// directly on weights in host memory (the segment's read-only mapping), in
+// their stored format, for the rows of a matrix that a hybrid step gives the
+// host (docs/design.md, "Two paths to the weights"). Implemented by the CPU
+// executor (worker/backends/cpu_exec); the engine knows only this interface.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/dtype.h"
+#include "worker/engine/types.h"
+
+namespace paged {
+
+class HostExecutor {
+ public:
+  virtual ~HostExecutor() = default;
+
+  // out[i * ldo + (r - r0)] = x[i, :] . W[r, :] (+ bias[r]) for i < n,
+  // r0 <= r < r1. x: [n, w.cols] f32, w: the whole matrix, bias: [w.rows] or
+  // null, out: [n, ldo] f32, all host memory. Runs on the calling thread and
+  // the executor's threads; returns when done. Each out(i, r) does not depend
+  // on n, on [r0, r1) or on the thread count (bit for bit).
+  virtual void MatMul(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
+                      const float* bias, float* out, int64_t ldo) = 0;
+  // Whether MatMul reads weights of this dtype.
+  virtual bool Supports(DType t) const = 0;
+  // Threads sharing a product, the caller included.
+  virtual int threads() const = 0;
+  // For people: "cpu executor (AVX3, 16 threads, pinned)".
+  virtual std::string Describe() const = 0;
+};
+
+}  // namespace paged
