@@ -16,10 +16,13 @@
 #include "common/size_flag.h"
 #include "common/status.h"
 #include "store/store_service.h"
+#include "worker/backends/cpu_exec/host_executor.h"
 #include "worker/device.h"
 #include "worker/engine/backend_factory.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/resident_provider.h"
+#include "worker/pager/host_profile.h"
+#include "worker/pager/hybrid_plan.h"
 #include "worker/pager/pager.h"
 
 namespace paged {
@@ -202,7 +205,9 @@ nlohmann::json BenchRow::ToJson() const {
           {"bound_fraction", bound_fraction},
           {"compute_ms", compute_ms},
           {"hidden_fraction", hidden_fraction},
-          {"device_peak_gib", device_peak_gib}};
+          {"device_peak_gib", device_peak_gib},
+          {"host_mb_per_step", host_mb},
+          {"host_share", host_share}};
 }
 
 absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
@@ -279,7 +284,12 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     report.rows.push_back(dec);
   };
 
-  if (o.mode == "paged" || o.mode == "both") {
+  const bool paged_mode = o.mode == "paged" || o.mode == "both" || o.mode == "all";
+  const bool hybrid_mode = o.mode == "hybrid" || o.mode == "all";
+  if (!paged_mode && !hybrid_mode && o.mode != "resident")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mode=", o.mode, ": expected paged, hybrid, resident, both or all"));
+  if (paged_mode || hybrid_mode) {
     PlanLimits limits;
     limits.budget_bytes = o.gpu_budget;
     limits.slots = o.slots;
@@ -301,19 +311,65 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       uint64_t peak = 0;
       ASSIGN_OR_RETURN(compute, RunPhases(o, engine, work, *backend, mem0, &peak, nullptr));
     }
-    ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan));
-    Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
-    RETURN_IF_ERROR(
-        engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
-    uint64_t peak = 0;
-    PagerStats s0, s1;
-    ASSIGN_OR_RETURN(PhaseTimes t,
-                     RunPhases(o, engine, work, *backend, mem0, &peak,
-                               [&](bool decode) { (decode ? s1 : s0) = pager->stats(); }));
-    const PagerStats s2 = pager->stats();
-    add_rows("paged", t, s0, s1, s2, &compute, peak);
+    auto run = [&](const std::string& mode, const PagerOptions& po,
+                   HostExecutor* host_exec) -> absl::Status {
+      ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, po));
+      Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
+      engine.set_host_executor(host_exec);
+      RETURN_IF_ERROR(
+          engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
+      uint64_t peak = 0;
+      PagerStats s0, s1;
+      double prefill_share = 0;
+      ASSIGN_OR_RETURN(PhaseTimes t,
+                       RunPhases(o, engine, work, *backend, mem0, &peak, [&](bool decode) {
+                         (decode ? s1 : s0) = pager->stats();
+                         if (decode) prefill_share = pager->step_share();
+                       }));
+      const PagerStats s2 = pager->stats();
+      add_rows(mode, t, s0, s1, s2, &compute, peak);
+      if (host_exec != nullptr) {
+        // The rows the host read in place, and a bound that counts both paths.
+        BenchRow& pre = report.rows[report.rows.size() - 2];
+        BenchRow& dec = report.rows.back();
+        pre.host_share = prefill_share;
+        dec.host_share = pager->step_share();
+        pre.host_mb = double(s1.host_weight_bytes - s0.host_weight_bytes) /
+                      std::max(1, t.prefill_steps) / 1e6;
+        dec.host_mb =
+            double(s2.host_weight_bytes - s1.host_weight_bytes) / double(t.decode_s.size()) / 1e6;
+        const HybridProfile& prof = pager->hybrid_profile();
+        for (BenchRow* r : {&pre, &dec}) {
+          const int rows =
+              r == &pre ? std::min(o.batch * o.prompt_len, o.max_step_tokens) : o.batch;
+          const double host_gbps = HostGbps(prof, rows);
+          const double host_ms = host_gbps > 0 ? r->host_mb * 1e6 / (host_gbps * 1e9) * 1e3 : 0;
+          r->bound_ms = std::max(r->bound_ms, host_ms);
+          r->bound_fraction = r->step_ms > 0 ? r->bound_ms / r->step_ms : 0;
+        }
+        report.hybrid =
+            DescribeHybrid(prof, *po.hybrid_policy, double(plan.paged_weight_bytes_per_step));
+        pager.reset();
+      }
+      return absl::OkStatus();
+    };
+    if (paged_mode) RETURN_IF_ERROR(run("paged", PagerOptions{}, nullptr));
+    if (hybrid_mode) {
+      if (plan.n_paged() == 0) return absl::InvalidArgumentError("--mode=hybrid: nothing is paged");
+      ASSIGN_OR_RETURN(HybridPolicy policy, ParseHybridPolicy(o.host_compute));
+      ASSIGN_OR_RETURN(cpu_exec::ExecPoolOptions eo,
+                       cpu_exec::HostExecutorOptions(o.host_threads, o.host_pin));
+      std::unique_ptr<HostExecutor> host_exec = cpu_exec::MakeHostExecutor(eo);
+      int layer = 0;
+      while (layer < h.model.n_layers && plan.resident[size_t(layer)]) ++layer;
+      PagerOptions po;
+      po.hybrid_policy = policy;
+      ASSIGN_OR_RETURN(po.host_gbps, MeasureHostExecutor(*host_exec, host, layer, {1, 4, 16, 64}));
+      report.hybrid = host_exec->Describe();
+      RETURN_IF_ERROR(run("hybrid", po, host_exec.get()));
+    }
   }
-  if (o.mode == "resident" || o.mode == "both") {
+  if (o.mode == "resident" || o.mode == "both" || o.mode == "all") {
     const auto gpus = ListGpus();
     const uint64_t need =
         h.kv_offset + blocks * h.kv_block_bytes * uint64_t(h.model.n_layers) + (4ull << 30);
@@ -336,17 +392,19 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
   std::string s =
       absl::StrFormat("link: H2D %.1f GB/s, D2H %.1f GB/s (measured)\n", r.h2d_gbs, r.d2h_gbs);
   if (!r.plan.empty()) absl::StrAppend(&s, r.plan);
-  absl::StrAppend(&s,
-                  absl::StrFormat("%-8s %-7s %5s %9s %9s %9s %9s %7s %9s %7s %9s %7s %7s\n", "mode",
-                                  "phase", "batch", "step ms", "tok/s", "H2D MB", "D2H MB", "GB/s",
-                                  "bound ms", "bound%", "comp ms", "hidden", "dev GiB"));
+  if (!r.hybrid.empty()) absl::StrAppend(&s, r.hybrid);
+  absl::StrAppend(
+      &s, absl::StrFormat("%-8s %-7s %5s %9s %9s %9s %9s %9s %6s %7s %9s %7s %9s %7s %7s\n", "mode",
+                          "phase", "batch", "step ms", "tok/s", "H2D MB", "host MB", "D2H MB",
+                          "host%", "GB/s", "bound ms", "bound%", "comp ms", "hidden", "dev GiB"));
   for (const BenchRow& x : r.rows) {
     absl::StrAppend(
         &s, absl::StrFormat(
-                "%-8s %-7s %5d %9.2f %9.1f %9.1f %9.2f %7.1f %9.2f %6.1f%% %9.2f %6.0f%% %7.2f\n",
-                x.mode, x.phase, x.batch, x.step_ms, x.tokens_per_s, x.h2d_mb, x.d2h_mb,
-                x.achieved_gbs, x.bound_ms, 100 * x.bound_fraction, x.compute_ms,
-                100 * x.hidden_fraction, x.device_peak_gib));
+                "%-8s %-7s %5d %9.2f %9.1f %9.1f %9.1f %9.2f %5.0f%% %7.1f %9.2f %6.1f%% %9.2f "
+                "%6.0f%% %7.2f\n",
+                x.mode, x.phase, x.batch, x.step_ms, x.tokens_per_s, x.h2d_mb, x.host_mb, x.d2h_mb,
+                100 * x.host_share, x.achieved_gbs, x.bound_ms, 100 * x.bound_fraction,
+                x.compute_ms, 100 * x.hidden_fraction, x.device_peak_gib));
   }
   // The process's own host memory: private pages vs the shared segment.
   const std::string status = [] {

@@ -21,7 +21,13 @@ struct BenchOptions {
   int prompt_len = 128;
   int gen_len = 128;
   std::string weight_format = "native";
-  std::string mode = "both";  // paged | resident | both (resident only when it fits)
+  // paged | hybrid | resident | both (paged + resident) | all (the three);
+  // resident only when it fits. hybrid: the paged mode with the host
+  // executor computing a share of each paged matrix (--host-compute).
+  std::string mode = "both";
+  std::string host_compute = "auto";  // the hybrid mode's policy (hybrid_plan.h)
+  int host_threads = 0;
+  std::string host_pin = "none";
   int slots = 2;
   std::string resident = "auto";
   int threads = 0;
@@ -42,12 +48,15 @@ struct BenchRow {
   double compute_ms = 0;          // the same step with no copies
   double hidden_fraction = 0;     // of the copy time, hidden under compute
   double device_peak_gib = 0;
+  double host_mb = 0;     // hybrid: weight MB per step the host read in place
+  double host_share = 0;  // hybrid: the step's host share of each paged matrix
   nlohmann::json ToJson() const;
 };
 
 struct BenchReport {
   double h2d_gbs = 0, d2h_gbs = 0;  // measured link bandwidth
   std::string plan;                 // MemoryPlan::Describe()
+  std::string hybrid;               // the hybrid split (DescribeHybrid), hybrid mode
   std::vector<BenchRow> rows;
 };
 

@@ -16,7 +16,12 @@ ABSL_FLAG(int, batch, 1, "sequences per step");
 ABSL_FLAG(int, prompt_len, 128, "prompt tokens per sequence");
 ABSL_FLAG(int, gen_len, 128, "generated tokens per sequence");
 ABSL_FLAG(std::string, weight_format, "native", "native | f32 | f16 | bf16 | int8 | int4");
-ABSL_FLAG(std::string, mode, "both", "paged | resident | both");
+ABSL_FLAG(std::string, mode, "both",
+          "paged | hybrid | resident | both (paged + resident) | all (the three)");
+ABSL_FLAG(std::string, host_compute, "auto",
+          "hybrid mode: the host's share of each paged matrix: auto | off | 0..1");
+ABSL_FLAG(int, host_threads, 0, "hybrid mode: host executor threads (0: every CPU)");
+ABSL_FLAG(std::string, host_pin, "none", "hybrid mode: CPUs to pin the host executor to");
 ABSL_FLAG(int, slots, 2, "device slots");
 ABSL_FLAG(std::string, resident, "auto", "resident layers: auto | none | all | N");
 ABSL_FLAG(int, max_step_tokens, 2048, "tokens per prefill step");
@@ -27,7 +32,7 @@ int main(int argc, char** argv) {
   paged::ParseFlags(
       argc, argv,
       "paged-bench --model PATH --device cuda:0 --gpu-budget BYTES --batch B --prompt-len P "
-      "--gen-len G [--weight-format F] [--mode paged|resident|both] [--json]");
+      "--gen-len G [--weight-format F] [--mode paged|hybrid|resident|both|all] [--json]");
   paged::BenchOptions o;
   o.model_path = absl::GetFlag(FLAGS_model);
   o.device = absl::GetFlag(FLAGS_device);
@@ -41,6 +46,9 @@ int main(int argc, char** argv) {
   o.resident = absl::GetFlag(FLAGS_resident);
   o.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
   o.threads = absl::GetFlag(FLAGS_threads);
+  o.host_compute = absl::GetFlag(FLAGS_host_compute);
+  o.host_threads = absl::GetFlag(FLAGS_host_threads);
+  o.host_pin = absl::GetFlag(FLAGS_host_pin);
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (budget.ok()) o.gpu_budget = *budget;
   absl::StatusOr<paged::BenchReport> r =

@@ -660,6 +660,48 @@ TEST_F(SamplingGpuTest, TemperatureTopKTopPAgreeWithCpu) {
   }
 }
 
+// A product into the first columns of a wider output (the hybrid step's
+// device rows) and a strided upload into the rest, against the CPU.
+TEST_F(BackendOpsGpuTest, MatMulWithARowStrideAndUpload2D) {
+  std::mt19937 rng(7);
+  const int n = 5, rows = 96, cols = 64, ldo = 160;
+  for (DType t : {DType::kF32, DType::kF16, DType::kI8, DType::kI4}) {
+    const Weight w = MakeWeight(t, rows, cols, DefaultGroup(t), rng);
+    std::vector<float> xv(size_t(n) * cols);
+    std::vector<float> bias(static_cast<size_t>(rows));
+    for (float& v : xv) v = std::normal_distribution<float>(0.f, 1.f)(rng);
+    for (float& v : bias) v = std::normal_distribution<float>(0.f, 1.f)(rng);
+    const Twin x = Put(xv), b = Put(bias);
+    std::vector<float> sentinel(size_t(n) * ldo, 7.f);
+    const Twin out = Put(sentinel);
+    cpu_->MatMul(x.C<float>(), n, w.c, b.C<float>(), out.C<float>(), ldo);
+    gpu_->MatMul(x.G<float>(), n, w.g, b.G<float>(), out.G<float>(), ldo);
+    // The remaining columns [rows, ldo) from the host, row by row.
+    std::vector<float> rest(size_t(n) * (ldo - rows));
+    for (size_t i = 0; i < rest.size(); ++i) rest[i] = float(i);
+    for (Backend* be : {cpu_.get(), gpu_.get()}) {
+      float* o = be == cpu_.get() ? out.C<float>() : out.G<float>();
+      be->Upload2D(o + rows, ldo * 4, rest.data(), (ldo - rows) * 4, (ldo - rows) * 4, n);
+    }
+    ExpectNoError("MatMul ldo / Upload2D");
+    std::vector<float> c(sentinel.size()), g(sentinel.size());
+    cpu_->Download(c.data(), out.c, c.size() * 4);
+    gpu_->Download(g.data(), out.g, g.size() * 4);
+    for (int i = 0; i < n; ++i) {
+      for (int j = 0; j < ldo; ++j) {
+        const float want = c[size_t(i) * ldo + j];
+        if (j >= rows) {
+          EXPECT_EQ(want, float(i * (ldo - rows) + (j - rows)));
+          EXPECT_EQ(g[size_t(i) * ldo + j], want) << DTypeName(t) << " " << i << "," << j;
+        } else {
+          EXPECT_NEAR(g[size_t(i) * ldo + j], want, 2e-2 * (1 + std::abs(want)))
+              << DTypeName(t) << " " << i << "," << j;
+        }
+      }
+    }
+  }
+}
+
 // ---- memory and errors -------------------------------------------------------------
 
 // Many small uploads from one reused host buffer (the staging ring wraps).

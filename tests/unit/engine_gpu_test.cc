@@ -82,5 +82,24 @@ TEST_F(GpuTest, PagedEqualsResidentOnCuda) {
   }
 }
 
+// The hybrid step on CUDA: each paged matrix's rows split between the GPU
+// (rows copied into its slots) and the CPU executor (in place). The two
+// sides round differently, so the comparison is the greedy tokens of the
+// f32 model (and that the host did read its rows).
+TEST_F(GpuTest, HybridStepMatchesResidentOnCuda) {
+  const testing::PagedRun resident = testing::GenerateStories(nullptr, "cuda:0", "f32");
+  PlanLimits l = testing::SmallLimits(4096 * testing::kMiB);
+  l.resident = "none";
+  auto plan = PlanMemory(*testing::StoriesImage("f32")->image().header, l);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  for (double share : {0.3, 0.7, 1.0}) {
+    PagerOptions o;
+    o.host_share = [share](int) { return share; };
+    const testing::PagedRun hybrid = testing::GenerateStories(&*plan, "cuda:0", "f32", o);
+    EXPECT_EQ(hybrid.tokens, resident.tokens) << "share " << share;
+    EXPECT_GT(hybrid.stats.host_weight_bytes, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace paged

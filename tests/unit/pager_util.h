@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tests/unit/test_util.h"
+#include "worker/backends/cpu_exec/host_executor.h"
 #include "worker/engine/backend_factory.h"
 #include "worker/engine/generator.h"
 #include "worker/engine/model_image.h"
@@ -50,19 +51,22 @@ struct PagedRun {
 // Greedy from BOS (200 tokens) on a fresh image, through a Pager with `plan`
 // (or the ResidentProvider when plan is null), on `device`.
 inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan,
-                                  const std::string& format, const PagerOptions& options = {});
+                                  const std::string& format, const PagerOptions& options = {},
+                                  const std::vector<int32_t>& prompt = {1});
 
 inline PagedRun GenerateStories(const MemoryPlan* plan, const std::string& device,
-                                const std::string& format, const PagerOptions& options = {}) {
+                                const std::string& format, const PagerOptions& options = {},
+                                const std::vector<int32_t>& prompt = {1}) {
   auto made = MakeBackend(device, 2);
   EXPECT_TRUE(made.ok()) << made.status();
   if (!made.ok()) return {};
-  return GenerateStoriesOn(made->get(), plan, format, options);
+  return GenerateStoriesOn(made->get(), plan, format, options, prompt);
 }
 
 // The same on a backend of the caller's.
 inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan,
-                                  const std::string& format, const PagerOptions& options) {
+                                  const std::string& format, const PagerOptions& options,
+                                  const std::vector<int32_t>& prompt) {
   auto img = StoriesImage(format);
   std::unique_ptr<WeightProvider> provider;
   Pager* pager = nullptr;
@@ -77,11 +81,20 @@ inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan,
   }
   Engine engine(backend, provider.get(), img->image().config(),
                 int(img->image().header->block_tokens));
+  // A hybrid plan's host rows: the CPU executor (the kernels of the "cpu"
+  // backend too, so a split product equals the unsplit one bit for bit).
+  std::unique_ptr<HostExecutor> host;
+  if (options.host_share) {
+    cpu_exec::ExecPoolOptions o;
+    o.threads = 2;
+    host = cpu_exec::MakeHostExecutor(o);
+    engine.set_host_executor(host.get());
+  }
   GenerateRequest req;
-  req.prompt = {1};
+  req.prompt = prompt;
   req.max_new_tokens = 200;
   req.stop_at_eos = false;
-  req.prefill_chunk = 1;
+  req.prefill_chunk = prompt.size() > 1 ? 256 : 1;  // a longer prompt: one step of many rows
   auto r = Generate(engine, req, img->image().header->kv_n_blocks);
   EXPECT_TRUE(r.ok()) << r.status();
   PagedRun out;
@@ -94,7 +107,7 @@ inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan,
   }
   const SegmentHeader& h = *img->image().header;
   // Blocks the sequence used, every layer.
-  const uint64_t used_blocks = (201 + h.block_tokens - 1) / h.block_tokens;
+  const uint64_t used_blocks = (prompt.size() + 200 + h.block_tokens - 1) / h.block_tokens;
   for (int l = 0; l < h.model.n_layers; ++l) {
     const uint8_t* base = img->image().kv + (h.KvBlockOffset(l, 0) - h.kv_offset);
     out.kv.insert(out.kv.end(), base, base + used_blocks * h.kv_block_bytes);

@@ -279,8 +279,8 @@ TEST_F(PagerSharingTest, OwnResidentLayersAvoidWhatPeersHoldAndRotate) {
 TEST_F(PagerSharingTest, APeerDevicesLayersArePagedFromIt) {
   // Two "devices" of this process (CPU backends with labels): A keeps every
   // layer resident; B, on the other device, pages its layers from A's copies.
-  auto a = MakeCpuBackend(1, "a");
-  auto b = MakeCpuBackend(1, "b");
+  auto a = MakeExecCpuBackend(1, "a");
+  auto b = MakeExecCpuBackend(1, "b");
   ASSERT_NE(a->device_uuid(), b->device_uuid());
   auto first = Pager::Create(a.get(), image_->image(), Plan("all"), Sharing());
   ASSERT_TRUE(first.ok()) << first.status();

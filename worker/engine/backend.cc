@@ -52,6 +52,15 @@ void Backend::ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerVie
   }
 }
 
+void Backend::Upload2D(void* dst, uint64_t dst_pitch, const void* host_src, uint64_t src_pitch,
+                       uint64_t width, uint64_t rows) {
+  if (dst_pitch == width && src_pitch == width) return Upload(dst, host_src, width * rows);
+  for (uint64_t i = 0; i < rows; ++i) {
+    Upload(static_cast<uint8_t*>(dst) + i * dst_pitch,
+           static_cast<const uint8_t*>(host_src) + i * src_pitch, width);
+  }
+}
+
 absl::StatusOr<std::string> Backend::ExportMemory(void*) {
   return absl::UnimplementedError(
       absl::StrCat(name(), ": memory cannot be shared with other processes"));

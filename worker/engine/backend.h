@@ -112,6 +112,10 @@ class Backend {
   // Host -> backend and backend -> host copies on the compute stream.
   virtual void Upload(void* dst, const void* host_src, uint64_t bytes) = 0;
   virtual void Download(void* host_dst, const void* src, uint64_t bytes) = 0;
+  // dst + i * dst_pitch <- host_src + i * src_pitch, `width` bytes each, for
+  // i < rows, on the compute queue (host_src may be reused on return).
+  virtual void Upload2D(void* dst, uint64_t dst_pitch, const void* host_src, uint64_t src_pitch,
+                        uint64_t width, uint64_t rows);
   // Waits for everything enqueued so far (used at the end of a step).
   virtual absl::Status Synchronize() = 0;
   // Device memory in use by this process (CUDA: total - free as the driver
@@ -180,8 +184,11 @@ class Backend {
   // out[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * w; x, out: [n, dim].
   virtual void RmsNorm(const float* x, const float* w, int n, int dim, float eps, float* out) = 0;
   // out[n, w.rows] = x[n, w.cols] @ w^T (+ bias[w.rows] if not null),
-  // accumulated in f32 whatever w's storage type.
-  virtual void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out) = 0;
+  // accumulated in f32 whatever w's storage type. Row i of out starts at
+  // out + i * ldo (ldo >= w.rows; 0 means w.rows), so a product can fill the
+  // first columns of a wider output (the hybrid step's device rows).
+  virtual void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out,
+                      int64_t ldo = 0) = 0;
   // Rotates q [n, n_heads * head_dim] and k [n, n_kv_heads * head_dim] in
   // place at positions pos [n], halves convention: (x[i], x[i + head_dim/2]).
   virtual void Rope(float* q, float* k, const int32_t* pos, int n, int n_heads, int n_kv_heads,

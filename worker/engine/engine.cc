@@ -211,6 +211,46 @@ void Engine::PlanChunks() {
   }
 }
 
+absl::Status Engine::Products(const float* x, int m, int cols,
+                              std::initializer_list<Product> products) {
+  bool split = false;
+  for (const Product& p : products) split |= p.host.any();
+  if (!split) {
+    for (const Product& p : products) backend_->MatMul(x, m, p.dev, p.bias, p.out);
+    return absl::OkStatus();
+  }
+  if (host_ == nullptr)
+    return absl::FailedPreconditionError("a hybrid step's host rows, but no host executor");
+  // The input to the host (waits for the ops before it), then the backend's
+  // rows are enqueued and computed while the host computes its own.
+  const float* hx = x;
+  if (!backend_->shares_host_memory()) {
+    h_x_.resize(size_t(m) * size_t(cols));
+    backend_->Download(h_x_.data(), x, h_x_.size() * sizeof(float));
+    hx = h_x_.data();
+  }
+  uint64_t host_elems = 0;
+  for (const Product& p : products) {
+    const int64_t rows = p.host.any() ? p.host.w.rows : p.dev.rows;
+    if (p.dev.rows > 0) backend_->MatMul(x, m, p.dev, p.bias, p.out, rows);
+    if (p.host.any()) host_elems += uint64_t(m) * uint64_t(p.host.w.rows - p.host.row0);
+  }
+  h_out_.resize(host_elems);
+  float* ho = h_out_.data();
+  for (const Product& p : products) {
+    if (!p.host.any()) continue;
+    const HostRows& h = p.host;
+    if (h.w.cols != cols || h.row0 != p.dev.rows)
+      return absl::InternalError("host rows do not match the device view of a matrix");
+    const int64_t k = h.w.rows - h.row0;
+    host_->MatMul(hx, m, h.w, h.row0, h.w.rows, h.bias, ho, k);
+    backend_->Upload2D(p.out + h.row0, uint64_t(h.w.rows) * sizeof(float), ho,
+                       uint64_t(k) * sizeof(float), uint64_t(k) * sizeof(float), uint64_t(m));
+    ho += uint64_t(m) * uint64_t(k);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Engine::RunLayers(int n) {
   const ModelConfig& c = config_;
   Backend& b = *backend_;
@@ -224,9 +264,10 @@ absl::Status Engine::RunLayers(int n) {
       float* x = s_.x + int64_t(ch.row0) * c.hidden;
       // Attention block.
       b.RmsNorm(x, w.attn_norm, m, c.hidden, c.norm_eps, s_.h);
-      b.MatMul(s_.h, m, w.wq, w.bq, s_.q);
-      b.MatMul(s_.h, m, w.wk, w.bk, s_.k);
-      b.MatMul(s_.h, m, w.wv, w.bv, s_.v);
+      RETURN_IF_ERROR(Products(s_.h, m, c.hidden,
+                               {{w.wq, w.bq, w.host.wq, s_.q},
+                                {w.wk, w.bk, w.host.wk, s_.k},
+                                {w.wv, w.bv, w.host.wv, s_.v}}));
       b.Rope(s_.q, s_.k, s_.pos + ch.row0, m, c.n_heads, c.n_kv_heads, rope_);
       if (ci == 0) {
         // Asked after the first projections, so that they overlap the KV
@@ -239,14 +280,15 @@ absl::Status Engine::RunLayers(int n) {
       b.Attention(s_.q, s_.seqs + ch.seq0, ch.n_seqs, s_.tables, c.n_heads, c.n_kv_heads,
                   c.head_dim, ch.max_ctx, kv, s_.attn);
       if (ci + 1 == chunks_.size()) provider_->ReleaseKv(l, h_slots_.data(), n);
-      b.MatMul(s_.attn, m, w.wo, nullptr, s_.o);
+      RETURN_IF_ERROR(Products(s_.attn, m, c.q_dim(), {{w.wo, nullptr, w.host.wo, s_.o}}));
       b.Add(x, s_.o, int64_t(m) * c.hidden);
       // MLP block.
       b.RmsNorm(x, w.ffn_norm, m, c.hidden, c.norm_eps, s_.h);
-      b.MatMul(s_.h, m, w.w_gate, nullptr, s_.gate);
-      b.MatMul(s_.h, m, w.w_up, nullptr, s_.up);
+      RETURN_IF_ERROR(Products(
+          s_.h, m, c.hidden,
+          {{w.w_gate, nullptr, w.host.w_gate, s_.gate}, {w.w_up, nullptr, w.host.w_up, s_.up}}));
       b.SwiGlu(s_.gate, s_.up, m, c.ffn, s_.gate);
-      b.MatMul(s_.gate, m, w.w_down, nullptr, s_.o);
+      RETURN_IF_ERROR(Products(s_.gate, m, c.ffn, {{w.w_down, nullptr, w.host.w_down, s_.o}}));
       b.Add(x, s_.o, int64_t(m) * c.hidden);
     }
     provider_->ReleaseLayer(l);

@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/engine/backend.h"
+#include "worker/engine/host_executor.h"
 #include "worker/engine/types.h"
 #include "worker/engine/weight_provider.h"
 
@@ -31,6 +33,11 @@ class Engine {
   // workspace), so steps within these limits never allocate.
   absl::Status Reserve(int max_tokens, int max_seqs, int max_table_entries);
 
+  // The host executor for the rows of a matrix that a hybrid step computes
+  // on the host (LayerWeights::host); null: every row on the backend, and a
+  // provider that hands out host rows is an error. Not owned.
+  void set_host_executor(HostExecutor* host) { host_ = host; }
+
   const ModelConfig& config() const { return config_; }
   int block_tokens() const { return block_tokens_; }
 
@@ -40,8 +47,22 @@ class Engine {
   absl::Status RunLayers(int n);
   void PlanChunks();
 
+  // One matrix product of a group that shares its input: out[m, rows] =
+  // x @ W^T (+ bias), the backend's rows from `dev`, the host's from `host`.
+  struct Product {
+    const WeightRef& dev;
+    const float* bias;  // backend memory, [dev.rows], or null
+    const HostRows& host;
+    float* out;
+  };
+  // Runs products that share x [m, cols] (backend memory). With host rows,
+  // x crosses to the host once; the backend computes its rows meanwhile and
+  // each host share comes back into its columns of `out`.
+  absl::Status Products(const float* x, int m, int cols, std::initializer_list<Product> products);
+
   Backend* backend_;
   WeightProvider* provider_;
+  HostExecutor* host_ = nullptr;
   ModelConfig config_;
   int block_tokens_;
   RopeParams rope_;
@@ -87,6 +108,8 @@ class Engine {
   };
   std::vector<Chunk> chunks_;
   std::vector<AttnSeq> h_chunk_seqs_;
+  // Host copies of a product group's input and of its host shares.
+  std::vector<float> h_x_, h_out_;
 };
 
 RopeParams RopeParamsOf(const ModelConfig& c);

@@ -24,6 +24,27 @@ struct WeightRef {
   int64_t cols = 0;
 };
 
+// The rows of a matrix that the host computes in a hybrid step
+// (docs/design.md, "Two paths to the weights"): rows [row0, w.rows) of the
+// whole matrix `w`, read in place from host memory (the segment's read-only
+// mapping) by the worker's HostExecutor. The backend computes rows [0, row0)
+// from the layer's device view of the same matrix, whose `rows` is row0.
+struct HostRows {
+  WeightRef w;                  // the whole matrix in host memory; rows == 0: not split
+  int64_t row0 = 0;             // first host-computed row
+  const float* bias = nullptr;  // [w.rows] host, or null
+  bool any() const { return w.rows > row0; }
+};
+
+// A layer's host-computed rows, one entry per matrix.
+struct LayerHostRows {
+  HostRows wq, wk, wv, wo, w_gate, w_up, w_down;
+  bool any() const {
+    return wq.any() || wk.any() || wv.any() || wo.any() || w_gate.any() || w_up.any() ||
+           w_down.any();
+  }
+};
+
 // One layer's tensors. Norms and biases are f32 vectors.
 struct LayerWeights {
   const float* attn_norm = nullptr;  // [hidden]
@@ -33,6 +54,7 @@ struct LayerWeights {
   const float* bv = nullptr;         // [kv_dim] or null
   const float* ffn_norm = nullptr;   // [hidden]
   WeightRef w_gate, w_up, w_down;    // [ffn, hidden] x2, [hidden, ffn]
+  LayerHostRows host;                // rows the host computes (a hybrid step); empty: none
 };
 
 struct GlobalWeights {

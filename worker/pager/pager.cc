@@ -154,6 +154,55 @@ std::string SharingReport::Describe() const {
   return s;
 }
 
+int64_t Pager::DeviceRows(int64_t rows, double share) {
+  if (!(share > 0)) return rows;
+  if (share >= 1) return 0;
+  // The device's rows in whole tiles; the host takes the rest.
+  constexpr int64_t kSplitRows = 32;
+  const int64_t dev = int64_t(double(rows) * (1 - share)) / kSplitRows * kSplitRows;
+  return std::clamp<int64_t>(dev, 0, rows);
+}
+
+uint64_t Pager::CopyLayerRows(int s, int layer, double have_share, double share) {
+  const SegmentHeader& h = *host_.header;
+  const uint8_t* peer = sharing_.peer_used ? peer_block_[size_t(layer)] : nullptr;
+  const uint8_t* src = peer != nullptr ? peer : host_.weights + h.LayerOffset(layer);
+  uint64_t total = 0;
+  auto copy = [&](uint64_t off, uint64_t bytes) {
+    if (bytes == 0) return;
+    if (peer != nullptr)
+      backend_->CopyDevice(Q::kCopyIn, slot_mem_[size_t(s)] + off, src + off, bytes);
+    else
+      backend_->CopyIn(Q::kCopyIn, slot_mem_[size_t(s)] + off, src + off, bytes);
+    total += bytes;
+  };
+  const bool fresh = have_share < 0;
+  if (fresh && !(share > 0)) {  // the whole block in one copy
+    copy(0, h.layer_used_bytes);
+    return total;
+  }
+  for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
+    const TensorEntry& t = h.layer_tensors[i];
+    if (t.rows <= 1) {  // a vector: norms and biases are always on the device
+      if (fresh) {
+        copy(t.offset, t.bytes);
+        copy(t.scale_offset, t.scale_bytes);
+      }
+      continue;
+    }
+    const int64_t from = fresh ? 0 : DeviceRows(t.rows, have_share);
+    const int64_t to = DeviceRows(t.rows, share);
+    if (to <= from) continue;
+    const uint64_t row_bytes = t.bytes / uint64_t(t.rows);
+    copy(t.offset + uint64_t(from) * row_bytes, uint64_t(to - from) * row_bytes);
+    if (t.scale_bytes > 0) {
+      const uint64_t scale_row = t.scale_bytes / uint64_t(t.rows);
+      copy(t.scale_offset + uint64_t(from) * scale_row, uint64_t(to - from) * scale_row);
+    }
+  }
+  return total;
+}
+
 LayerWeights Pager::WeightsAt(int layer, const uint8_t* block) const {
   // Every layer block has the same layout: rebase the host layer's pointers.
   const uint8_t* host_block = host_.weights + host_.header->LayerOffset(layer);
@@ -266,6 +315,8 @@ absl::Status Pager::Init() {
       slot_mem_.push_back(static_cast<uint8_t*>(m));
       slot_layer_.push_back(-1);
       slot_from_peer_.push_back(false);
+      slot_share_.push_back(0);
+      slot_bytes_.push_back(0);
       slot_copied_.push_back(backend_->MakeEvent());
       slot_free_.push_back(backend_->MakeEvent());
     }
@@ -274,6 +325,15 @@ absl::Status Pager::Init() {
       ASSIGN_OR_RETURN(link_gbps_, TimeLayerCopy(nullptr, paged_layers_[0]));
     }
     RETURN_IF_ERROR(SetUpPeers());
+    if (options_.hybrid_policy && !options_.host_share) {
+      profile_.link_gbps = link_gbps_;
+      profile_.host_gbps = options_.host_gbps;
+      options_.host_share = [this](int n) {
+        return HostShare(profile_, *options_.hybrid_policy, n);
+      };
+    }
+    // The first copies are made for a decode step (one token row).
+    step_share_ = options_.host_share ? std::clamp(options_.host_share(1), 0.0, 1.0) : 0.0;
     for (int s = 0; s < plan_.slots; ++s) IssueWeightCopy(next_issue_++);
   }
 
@@ -301,20 +361,15 @@ absl::Status Pager::Init() {
 void Pager::IssueWeightCopy(uint64_t g) {
   const int s = int(g % slot_mem_.size());
   const int layer = paged_layers_[size_t(g % paged_layers_.size())];
-  const SegmentHeader& h = *host_.header;
   // The slot's previous layer must be done computing before it is overwritten.
   backend_->Wait(Q::kCopyIn, slot_free_[size_t(s)]);
   const uint8_t* peer = sharing_.peer_used ? peer_block_[size_t(layer)] : nullptr;
-  if (!options_.compute_only) {
-    if (peer != nullptr)
-      backend_->CopyDevice(Q::kCopyIn, slot_mem_[size_t(s)], peer, h.layer_used_bytes);
-    else
-      backend_->CopyIn(Q::kCopyIn, slot_mem_[size_t(s)], host_.weights + h.LayerOffset(layer),
-                       h.layer_used_bytes);
-  }
+  slot_bytes_[size_t(s)] =
+      options_.compute_only ? 0 : CopyLayerRows(s, layer, /*have_share=*/-1, step_share_);
   backend_->Record(Q::kCopyIn, slot_copied_[size_t(s)]);
   slot_layer_[size_t(s)] = layer;
   slot_from_peer_[size_t(s)] = peer != nullptr;
+  slot_share_[size_t(s)] = step_share_;
 }
 
 absl::StatusOr<LayerWeights> Pager::AcquireLayer(int layer) {
@@ -327,12 +382,39 @@ absl::StatusOr<LayerWeights> Pager::AcquireLayer(int layer) {
                                             slot_layer_[size_t(s)], ")"));
   ++next_use_;
   current_slot_ = s;
-  backend_->Wait(Q::kCompute, slot_copied_[size_t(s)]);
-  if (!options_.compute_only) {
-    (slot_from_peer_[size_t(s)] ? stats_.peer_weight_bytes : stats_.h2d_weight_bytes) +=
-        host_.header->layer_used_bytes;
+  // A slot copied for a larger host share than this step's (a prefill after
+  // decode steps) gets the missing device rows first.
+  double share = slot_share_[size_t(s)];
+  if (step_share_ < share) {
+    if (!options_.compute_only)
+      slot_bytes_[size_t(s)] += CopyLayerRows(s, layer, share, step_share_);
+    backend_->Record(Q::kCopyIn, slot_copied_[size_t(s)]);
+    share = slot_share_[size_t(s)] = step_share_;
   }
-  return WeightsAt(layer, slot_mem_[size_t(s)]);
+  backend_->Wait(Q::kCompute, slot_copied_[size_t(s)]);
+  (slot_from_peer_[size_t(s)] ? stats_.peer_weight_bytes : stats_.h2d_weight_bytes) +=
+      slot_bytes_[size_t(s)];
+  LayerWeights w = WeightsAt(layer, slot_mem_[size_t(s)]);
+  if (share > 0) {
+    // The host's rows of each matrix, read in place from the segment.
+    const LayerWeights host = WeightsAt(layer, host_.weights + host_.header->LayerOffset(layer));
+    auto split = [&](WeightRef& dev, const WeightRef& whole, const float* bias, HostRows* out) {
+      const int64_t rows = DeviceRows(whole.rows, share);
+      if (rows == whole.rows) return;
+      *out = HostRows{whole, rows, bias};
+      dev.rows = rows;
+      stats_.host_weight_bytes +=
+          PayloadBytes(whole.dtype, uint64_t(whole.rows - rows), uint64_t(whole.cols));
+    };
+    split(w.wq, host.wq, host.bq, &w.host.wq);
+    split(w.wk, host.wk, host.bk, &w.host.wk);
+    split(w.wv, host.wv, host.bv, &w.host.wv);
+    split(w.wo, host.wo, nullptr, &w.host.wo);
+    split(w.w_gate, host.w_gate, nullptr, &w.host.w_gate);
+    split(w.w_up, host.w_up, nullptr, &w.host.w_up);
+    split(w.w_down, host.w_down, nullptr, &w.host.w_down);
+  }
+  return w;
 }
 
 void Pager::ReleaseLayer(int layer) {
@@ -346,6 +428,8 @@ void Pager::ReleaseLayer(int layer) {
 
 absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* block_ids) {
   const SegmentHeader& h = *host_.header;
+  if (options_.host_share)
+    step_share_ = std::clamp(options_.host_share(batch.total_tokens()), 0.0, 1.0);
   const int bt = int(h.block_tokens);
   // Distinct pool blocks of the step and the pool slots of its new rows.
   step_host_blocks_.clear();

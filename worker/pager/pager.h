@@ -11,15 +11,19 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/engine/backend.h"
 #include "worker/engine/model_image.h"
 #include "worker/engine/weight_provider.h"
+#include "worker/pager/hybrid_plan.h"
 #include "worker/pager/planner.h"
 #include "worker/pager/share_board.h"
 
@@ -27,7 +31,8 @@ namespace paged {
 
 struct PagerStats {
   uint64_t steps = 0;
-  uint64_t h2d_weight_bytes = 0;   // layer blocks copied in
+  uint64_t h2d_weight_bytes = 0;   // layer blocks (or their device rows) copied in
+  uint64_t host_weight_bytes = 0;  // weight bytes of rows the host computed in place
   uint64_t h2d_kv_bytes = 0;       // KV blocks gathered in
   uint64_t d2h_kv_bytes = 0;       // new KV rows written back
   uint64_t peer_weight_bytes = 0;  // layer blocks copied from a peer GPU's copy
@@ -53,6 +58,17 @@ struct PagerOptions {
   // measures faster than the host's (kAuto), never (kOff), or always (kForce).
   enum class PeerCopies { kAuto, kOff, kForce };
   PeerCopies peer_copies = PeerCopies::kAuto;
+
+  // The hybrid step (docs/design.md, "Two paths to the weights"): the share
+  // of each paged matrix's rows that the host computes in place, chosen per
+  // step by HostShare (hybrid_plan.h) from `hybrid_policy`, the host
+  // executor's measured `host_gbps` and the link bandwidth the pager
+  // measures at start. Unset policy: none (every paged row is copied). The
+  // engine needs a HostExecutor when rows go to the host.
+  std::optional<HybridPolicy> hybrid_policy;
+  std::vector<std::pair<int, double>> host_gbps;
+  // Tests: the share as a function of the step's token rows, instead.
+  std::function<double(int step_tokens)> host_share;
 };
 
 // What sharing did at start (all zero when it is off).
@@ -92,6 +108,10 @@ class Pager final : public WeightProvider {
   // Host -> device GB/s of one layer copy, measured at start (best of 3);
   // 0 when nothing is paged.
   double link_gbps() const { return link_gbps_; }
+  // What the hybrid split is chosen from (link_gbps 0 when nothing is paged).
+  const HybridProfile& hybrid_profile() const { return profile_; }
+  // The host share of the last step begun (0 without the hybrid step).
+  double step_share() const { return step_share_; }
   uint64_t device_bytes() const { return device_bytes_; }
 
  private:
@@ -110,6 +130,15 @@ class Pager final : public WeightProvider {
   // null: layer `layer` of the segment).
   absl::StatusOr<double> TimeLayerCopy(const uint8_t* peer, int layer);
   LayerWeights WeightsAt(int layer, const uint8_t* block) const;
+  // Rows [0, DeviceRows(rows, share)) of a matrix are the device's when the
+  // host computes `share` of them (whole tiles of rows).
+  static int64_t DeviceRows(int64_t rows, double share);
+  // Enqueues on copy-in what slot s needs of `layer`'s block for host share
+  // `share` beyond what it holds: have_share < 0 (a fresh copy): every
+  // vector and the device rows of each matrix; else the device rows of
+  // `share` that `have_share` did not have.
+  // Returns the bytes it enqueued.
+  uint64_t CopyLayerRows(int s, int layer, double have_share, double share);
   void IssueWeightCopy(uint64_t g);
   void IssueKvGather(int layer);
   KvLayerView DeviceKv(int layer) const;
@@ -134,12 +163,16 @@ class Pager final : public WeightProvider {
   std::vector<void*> imported_;        // ImportMemory'd, closed at the end
   SharingReport sharing_;
   double link_gbps_ = 0;
+  HybridProfile profile_;
 
   // Weight slots: a ring in the order of the paged layers, across steps.
   std::vector<int> paged_layers_;
   std::vector<uint8_t*> slot_mem_;
   std::vector<int> slot_layer_;
   std::vector<bool> slot_from_peer_;
+  std::vector<double> slot_share_;    // host share the slot's copy was made for
+  std::vector<uint64_t> slot_bytes_;  // bytes copied into the slot for its layer
+  double step_share_ = 0;             // host share of the current step
   std::vector<BackendEvent> slot_copied_, slot_free_;
   uint64_t next_issue_ = 0, next_use_ = 0;
   int current_slot_ = -1;

@@ -2,11 +2,14 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status.h"
+#include "worker/backends/cpu_exec/host_executor.h"
 #include "worker/device.h"
 #include "worker/engine/backend_factory.h"
 #include "worker/engine/generator.h"
 #include "worker/engine/model_image.h"
+#include "worker/pager/host_profile.h"
 
 namespace paged {
 namespace {
@@ -32,7 +35,15 @@ WorkerRuntime::~WorkerRuntime() {
   // Engine and pager first: they free backend memory and unregister the mapping.
   engine_.reset();
   pager_.reset();
+  host_.reset();
   backend_.reset();
+}
+
+std::string WorkerRuntime::DescribeHybrid() const {
+  if (host_ == nullptr || pager_ == nullptr) return "";
+  return absl::StrCat(host_->Describe(), "\n",
+                      paged::DescribeHybrid(pager_->hybrid_profile(), policy_,
+                                            double(pager_->plan().paged_weight_bytes_per_step)));
 }
 
 absl::StatusOr<std::vector<int32_t>> WorkerRuntime::SelfCheck(int n) {
@@ -94,9 +105,31 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   const ModelImage host = ImageOf(*w->segment_);
   po.shared_in_place = opts.shared_in_place;
   po.peer_copies = opts.peer_copies;
+  // The hybrid step: a device of its own memory, paged layers, and a host
+  // executor that reads the weights' format.
+  ASSIGN_OR_RETURN(w->policy_, ParseHybridPolicy(opts.host_compute));
+  if (!w->backend_->shares_host_memory() && plan.n_paged() > 0 &&
+      w->policy_.mode != HybridPolicy::Mode::kOff) {
+    ASSIGN_OR_RETURN(cpu_exec::ExecPoolOptions eo,
+                     cpu_exec::HostExecutorOptions(opts.host_threads, opts.host_pin));
+    w->host_ = cpu_exec::MakeHostExecutor(eo);
+    int layer = 0;
+    while (layer < h.model.n_layers && plan.resident[size_t(layer)]) ++layer;
+    absl::StatusOr<std::vector<std::pair<int, double>>> gbps =
+        MeasureHostExecutor(*w->host_, host, layer, {1, 4, 16, 64});
+    if (gbps.ok()) {
+      po.hybrid_policy = w->policy_;
+      po.host_gbps = *gbps;
+    } else {
+      Log(LogLevel::kWarning, "pager", "no hybrid step: %s",
+          std::string(gbps.status().message()).c_str());
+      w->host_.reset();
+    }
+  }
   ASSIGN_OR_RETURN(w->pager_, Pager::Create(w->backend_.get(), host, plan, po));
   w->engine_ = std::make_unique<Engine>(w->backend_.get(), w->pager_.get(), host.config(),
                                         int(host.header->block_tokens));
+  w->engine_->set_host_executor(w->host_.get());
   RETURN_IF_ERROR(
       w->engine_->Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
   return w;

@@ -11,6 +11,7 @@
 #include "common/segment.h"
 #include "worker/engine/backend.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/host_executor.h"
 #include "worker/pager/pager.h"
 #include "worker/pager/planner.h"
 
@@ -27,6 +28,12 @@ struct WorkerOptions {
   std::string share = "auto";
   bool shared_in_place = true;  // see PagerOptions
   PagerOptions::PeerCopies peer_copies = PagerOptions::PeerCopies::kAuto;
+  // The hybrid step (docs/design.md): auto | off | a fixed host share in
+  // [0, 1] (--host-compute); the host executor's threads (0: every CPU this
+  // process may use) and the CPUs they are pinned to ("none", "all", "0-15").
+  std::string host_compute = "auto";
+  int host_threads = 0;
+  std::string host_pin = "none";
 };
 
 // "auto" | "off" | "force" -> PeerCopies; INVALID_ARGUMENT otherwise.
@@ -49,11 +56,18 @@ class WorkerRuntime {
   const MemoryPlan& plan() const { return pager_->plan(); }
   const SegmentHeader& header() const { return segment_->header(); }
   Backend& backend() { return *backend_; }
+  // The host executor of the hybrid step (null when it is off: a CPU device,
+  // --host-compute=off, or nothing paged).
+  HostExecutor* host_executor() { return host_.get(); }
+  // For people: the hybrid split, or "" without it.
+  std::string DescribeHybrid() const;
 
  private:
   WorkerRuntime() = default;
   std::unique_ptr<SegmentMapping> segment_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<HostExecutor> host_;
+  HybridPolicy policy_;
   std::unique_ptr<Pager> pager_;
   std::unique_ptr<Engine> engine_;
 };

@@ -41,6 +41,12 @@ ABSL_FLAG(bool, shared_in_place, true,
 ABSL_FLAG(
     std::string, peer_copies, "auto",
     "page layers a peer GPU holds from it: auto (when that link measures faster) | off | force");
+ABSL_FLAG(std::string, host_compute, "auto",
+          "the hybrid step: the share of each paged matrix the host CPU computes in place: auto "
+          "(balanced per step from the link and CPU bandwidths measured at start) | off | 0..1");
+ABSL_FLAG(int, host_threads, 0, "threads of the host executor (0: every CPU of this process)");
+ABSL_FLAG(std::string, host_pin, "none",
+          "CPUs the host executor's threads are pinned to: none | all | a list like 0-15");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
 ABSL_FLAG(std::string, config, "",
           "config file ([global] and [worker] keys; the command line wins)");
@@ -88,6 +94,9 @@ int main(int argc, char** argv) {
   o.threads = absl::GetFlag(FLAGS_threads);
   o.share = absl::GetFlag(FLAGS_share);
   o.shared_in_place = absl::GetFlag(FLAGS_shared_in_place);
+  o.host_compute = absl::GetFlag(FLAGS_host_compute);
+  o.host_threads = absl::GetFlag(FLAGS_host_threads);
+  o.host_pin = absl::GetFlag(FLAGS_host_pin);
   auto peer = paged::ParsePeerCopies(absl::GetFlag(FLAGS_peer_copies));
   if (!peer.ok()) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(peer.status().message()).c_str());
@@ -105,9 +114,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(w.status().message()).c_str());
     return 1;
   }
-  std::printf("paged-worker: segment %s on %s\n%s%s\n", o.segment.c_str(),
+  std::printf("paged-worker: segment %s on %s\n%s%s\n%s", o.segment.c_str(),
               (*w)->backend().name().c_str(), (*w)->plan().Describe().c_str(),
-              (*w)->pager().sharing().Describe().c_str());
+              (*w)->pager().sharing().Describe().c_str(), (*w)->DescribeHybrid().c_str());
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
     paged::LinkOptions link;

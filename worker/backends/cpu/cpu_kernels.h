@@ -26,8 +26,9 @@ const float* HalfTable();
 const float* WeightRow(const WeightRef& w, int64_t r, float* scratch);
 
 void Embedding(ThreadPool& pool, const WeightRef& table, const int32_t* ids, int n, float* out);
+// out[i * ldo + r] for r < w.rows (ldo >= w.rows; 0: w.rows).
 void MatMul(ThreadPool& pool, const float* x, int n, const WeightRef& w, const float* bias,
-            float* out);
+            float* out, int64_t ldo = 0);
 
 void KvWrite(const float* k, const float* v, const int32_t* slots, int n, const KvLayerView& kv);
 void Attention(ThreadPool& pool, const float* q, const AttnSeq* seqs, int n_seqs,

@@ -18,11 +18,11 @@ namespace {
 // while the rows of W stream past it.
 constexpr int64_t kTokenBlock = 32;
 
-// out[i * rows + r] = x[i, :] . wr + b for i in [i0, i1). Four token rows at a
+// out[i * ldo + r] = x[i, :] . wr + b for i in [i0, i1). Four token rows at a
 // time share each load of wr, but every sum still runs over c in order, so
 // the result is the same as the one-row loop's.
 void DotRows(const float* x, int64_t i0, int64_t i1, int64_t cols, const float* wr, float b,
-             int64_t rows, int64_t r, float* out) {
+             int64_t ldo, int64_t r, float* out) {
   int64_t i = i0;
   for (; i + 4 <= i1; i += 4) {
     const float* x0 = x + i * cols;
@@ -37,16 +37,16 @@ void DotRows(const float* x, int64_t i0, int64_t i1, int64_t cols, const float* 
       s2 += x2[c] * w;
       s3 += x3[c] * w;
     }
-    out[(i + 0) * rows + r] = s0 + b;
-    out[(i + 1) * rows + r] = s1 + b;
-    out[(i + 2) * rows + r] = s2 + b;
-    out[(i + 3) * rows + r] = s3 + b;
+    out[(i + 0) * ldo + r] = s0 + b;
+    out[(i + 1) * ldo + r] = s1 + b;
+    out[(i + 2) * ldo + r] = s2 + b;
+    out[(i + 3) * ldo + r] = s3 + b;
   }
   for (; i < i1; ++i) {
     const float* xi = x + i * cols;
     float s = 0.f;
     for (int64_t c = 0; c < cols; ++c) s += xi[c] * wr[c];
-    out[i * rows + r] = s + b;
+    out[i * ldo + r] = s + b;
   }
 }
 
@@ -107,13 +107,14 @@ void Embedding(ThreadPool& pool, const WeightRef& table, const int32_t* ids, int
   });
 }
 
-// out[n, rows] = x[n, cols] @ W^T + bias. Work items are (token block, output
+// out[n, rows] (row stride ldo) = x[n, cols] @ W^T + bias. Work items are (token block, output
 // row) pairs, row-major within a token block, so a chunk is a run of rows of
 // W against one block of x.
 void MatMul(ThreadPool& pool, const float* x, int n, const WeightRef& w, const float* bias,
-            float* out) {
+            float* out, int64_t ldo) {
   const int64_t rows = w.rows, cols = w.cols;
   if (n <= 0 || rows <= 0) return;
+  if (ldo <= 0) ldo = rows;
   const int64_t n_blocks = (n + kTokenBlock - 1) / kTokenBlock;
   const int64_t item_work = std::min<int64_t>(n, kTokenBlock) * std::max<int64_t>(cols, 1);
   const int64_t grain = std::max<int64_t>(1, kChunkWork / item_work);
@@ -124,7 +125,7 @@ void MatMul(ThreadPool& pool, const float* x, int n, const WeightRef& w, const f
       const int64_t blk = item / rows, r = item % rows;
       const int64_t i0 = blk * kTokenBlock, i1 = std::min<int64_t>(n, i0 + kTokenBlock);
       const float* wr = WeightRow(w, r, scratch.data());
-      DotRows(x, i0, i1, cols, wr, bias ? bias[r] : 0.f, rows, r, out);
+      DotRows(x, i0, i1, cols, wr, bias ? bias[r] : 0.f, ldo, r, out);
     }
   });
 }

@@ -183,6 +183,13 @@ class CudaBackend final : public Backend {
     AfterOp("Upload");
   }
 
+  void Upload2D(void* dst, uint64_t dst_pitch, const void* host_src, uint64_t src_pitch,
+                uint64_t width, uint64_t rows) override {
+    Device();
+    Check(stager_.Copy2D(dst, dst_pitch, host_src, src_pitch, width, rows, stream_));
+    AfterOp("Upload2D");
+  }
+
   void Download(void* host_dst, const void* src, uint64_t bytes) override {
     if (bytes == 0) return;
     Device();
@@ -428,9 +435,11 @@ class CudaBackend final : public Backend {
     AfterOp("RmsNorm");
   }
 
-  void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out) override {
+  void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out,
+              int64_t ldo) override {
     Device();
-    Check(DoMatMul(x, n, w, bias, out));
+    if (ldo != 0 && ldo < w.rows) return Invalid("MatMul: ldo smaller than the weight's rows");
+    Check(DoMatMul(x, n, w, bias, out, ldo > 0 ? ldo : w.rows));
     AfterOp("MatMul");
   }
 
@@ -537,7 +546,8 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  absl::Status DoMatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out) {
+  absl::Status DoMatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out,
+                        int64_t ldo) {
     if (n <= 0 || w.rows <= 0) return absl::OkStatus();
     if (w.cols <= 0 || w.rows > INT32_MAX || w.cols > INT32_MAX) {
       return absl::InvalidArgumentError(
@@ -546,7 +556,7 @@ class CudaBackend final : public Backend {
     const int64_t in_elems = int64_t(n) * w.cols;
     switch (w.dtype) {
       case DType::kF32:
-        RETURN_IF_ERROR(Gemm(CUDA_R_32F, w.data, w.rows, w.cols, x, n, out, w.rows));
+        RETURN_IF_ERROR(Gemm(CUDA_R_32F, w.data, w.rows, w.cols, x, n, out, ldo));
         break;
       case DType::kF16:
       case DType::kBF16: {
@@ -555,13 +565,20 @@ class CudaBackend final : public Backend {
         RETURN_IF_ERROR(
             Cuda(cuda::LaunchCastF32(x, in_elems, Elem(w.dtype), *x16, stream_), "MatMul: cast"));
         const cudaDataType t = w.dtype == DType::kF16 ? CUDA_R_16F : CUDA_R_16BF;
-        RETURN_IF_ERROR(Gemm(t, w.data, w.rows, w.cols, *x16, n, out, w.rows));
+        RETURN_IF_ERROR(Gemm(t, w.data, w.rows, w.cols, *x16, n, out, ldo));
         break;
       }
       case DType::kI8:
       case DType::kI4: {
         if (w.scales == nullptr || w.group <= 0) {
           return absl::InvalidArgumentError("MatMul: quantized weight without scales or group");
+        }
+        // Decode: the dequantization fused into the product (each weight row
+        // read once); bias included.
+        if (n <= cuda::kFusedGemvMaxRows) {
+          const cuda::CudaError e = cuda::LaunchGemvQuant(View(w), x, n, bias, out, ldo, stream_);
+          if (e == 0) return absl::OkStatus();
+          if (e != int(cudaErrorNotSupported)) return Cuda(e, "MatMul: fused GEMV");
         }
         auto x16 = act16_.Get(uint64_t(in_elems) * 2, stream_);
         if (!x16.ok()) return x16.status();
@@ -581,7 +598,7 @@ class CudaBackend final : public Backend {
           RETURN_IF_ERROR(
               Cuda(cuda::LaunchDequantizeF16(part, *w16, stream_), "MatMul: dequantize"));
           // Rows [r0, r0 + rc) of W give columns [r0, r0 + rc) of out.
-          RETURN_IF_ERROR(Gemm(CUDA_R_16F, *w16, rc, w.cols, *x16, n, out + r0, w.rows));
+          RETURN_IF_ERROR(Gemm(CUDA_R_16F, *w16, rc, w.cols, *x16, n, out + r0, ldo));
         }
         break;
       }
@@ -590,7 +607,8 @@ class CudaBackend final : public Backend {
             absl::StrCat("MatMul: unsupported weight dtype ", std::string(DTypeName(w.dtype))));
     }
     if (bias != nullptr) {
-      RETURN_IF_ERROR(Cuda(cuda::LaunchAddBias(out, bias, n, w.rows, stream_), "MatMul: bias"));
+      RETURN_IF_ERROR(
+          Cuda(cuda::LaunchAddBias(out, bias, n, w.rows, ldo, stream_), "MatMul: bias"));
     }
     return absl::OkStatus();
   }

@@ -35,10 +35,10 @@ __global__ void GatherRowsKernel(const float* __restrict__ x, const int32_t* __r
 }
 
 __global__ void AddBiasKernel(float* __restrict__ out, const float* __restrict__ bias,
-                              int64_t count, int64_t rows) {
+                              int64_t count, int64_t rows, int64_t ldo) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
        i += int64_t(gridDim.x) * blockDim.x) {
-    out[i] += bias[i % rows];
+    out[(i / rows) * ldo + i % rows] += bias[i % rows];
   }
 }
 
@@ -76,11 +76,11 @@ CudaError LaunchGatherRows(const float* x, const int32_t* rows, int n, int dim, 
   return 0;
 }
 
-CudaError LaunchAddBias(float* out, const float* bias, int64_t n, int64_t rows,
+CudaError LaunchAddBias(float* out, const float* bias, int64_t n, int64_t rows, int64_t ldo,
                         cudaStream_t stream) {
   const int64_t count = n * rows;
   if (count <= 0) return 0;
-  AddBiasKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(out, bias, count, rows);
+  AddBiasKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(out, bias, count, rows, ldo);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }

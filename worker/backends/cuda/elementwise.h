@@ -16,7 +16,7 @@ CudaError LaunchSwiGlu(const float* gate, const float* up, int64_t n, int64_t di
 CudaError LaunchGatherRows(const float* x, const int32_t* rows, int n, int dim, float* out,
                            cudaStream_t stream);
 // out[i, r] += bias[r]; out: [n, rows].
-CudaError LaunchAddBias(float* out, const float* bias, int64_t n, int64_t rows,
+CudaError LaunchAddBias(float* out, const float* bias, int64_t n, int64_t rows, int64_t ldo,
                         cudaStream_t stream);
 // dst[i] = to(src[i]) for i < count; to: kF16 or kBF16 (dst holds 2-byte values).
 CudaError LaunchCastF32(const float* src, int64_t count, ElemType to, void* dst,

@@ -28,6 +28,36 @@ absl::Status HostStager::Copy(void* dst, const void* src, uint64_t bytes, cudaSt
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
     return absl::OkStatus();
   }
+  absl::StatusOr<uint8_t*> slot = Take(bytes, stream);
+  if (!slot.ok()) return slot.status();
+  std::memcpy(*slot, src, bytes);
+  CUDA_CHECK(cudaMemcpyAsync(dst, *slot, bytes, cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
+absl::Status HostStager::Copy2D(void* dst, uint64_t dst_pitch, const void* src, uint64_t src_pitch,
+                                uint64_t width, uint64_t rows, cudaStream_t stream) {
+  if (width == 0 || rows == 0) return absl::OkStatus();
+  const uint64_t bytes = width * rows;
+  if (bytes > kHalfBytes) {  // row by row, straight from the caller's memory
+    for (uint64_t i = 0; i < rows; ++i) {
+      CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(dst) + i * dst_pitch,
+                                 static_cast<const uint8_t*>(src) + i * src_pitch, width,
+                                 cudaMemcpyHostToDevice, stream));
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<uint8_t*> slot = Take(bytes, stream);
+  if (!slot.ok()) return slot.status();
+  for (uint64_t i = 0; i < rows; ++i) {
+    std::memcpy(*slot + i * width, static_cast<const uint8_t*>(src) + i * src_pitch, width);
+  }
+  CUDA_CHECK(
+      cudaMemcpy2DAsync(dst, dst_pitch, *slot, width, width, rows, cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint8_t*> HostStager::Take(uint64_t bytes, cudaStream_t stream) {
   if (off_ + bytes > kHalfBytes) {
     CUDA_CHECK(cudaEventRecord(done_[cur_], stream));
     recorded_[cur_] = true;
@@ -36,10 +66,8 @@ absl::Status HostStager::Copy(void* dst, const void* src, uint64_t bytes, cudaSt
     off_ = 0;
   }
   uint8_t* slot = buf_ + uint64_t(cur_) * kHalfBytes + off_;
-  std::memcpy(slot, src, bytes);
-  CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, stream));
   off_ += (bytes + 63) & ~uint64_t(63);
-  return absl::OkStatus();
+  return slot;
 }
 
 }  // namespace paged::cuda

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "worker/backends/cuda/kernel_types.h"
 
 typedef struct CUevent_st* cudaEvent_t;
@@ -29,11 +30,17 @@ class HostStager {
   absl::Status Init();
   // Enqueues dst <- src on `stream`; src may be reused as soon as this returns.
   absl::Status Copy(void* dst, const void* src, uint64_t bytes, cudaStream_t stream);
+  // Enqueues dst + i * dst_pitch <- src + i * src_pitch (`width` bytes) for
+  // i < rows: packed into the pinned buffer, then one 2-D DMA.
+  absl::Status Copy2D(void* dst, uint64_t dst_pitch, const void* src, uint64_t src_pitch,
+                      uint64_t width, uint64_t rows, cudaStream_t stream);
 
  private:
   uint8_t* buf_ = nullptr;  // pinned, 2 * kHalfBytes
   cudaEvent_t done_[2] = {nullptr, nullptr};
   bool recorded_[2] = {false, false};
+  // Room for `bytes` in the current half (switching halves when full).
+  absl::StatusOr<uint8_t*> Take(uint64_t bytes, cudaStream_t stream);
   int cur_ = 0;
   uint64_t off_ = 0;
 };

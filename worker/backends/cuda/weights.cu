@@ -1,3 +1,5 @@
+#include <cstdlib>
+
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_util.cuh"
 #include "worker/backends/cuda/weights.h"
@@ -75,6 +77,87 @@ __global__ void Dequantize8Kernel(const void* __restrict__ data, const __half* _
   }
 }
 
+// One warp per output row: each lane takes 8 columns at a time (one 8-byte
+// int8 or 4-byte int4 load, one scale), dots them with the N token rows of x
+// (f32, through the read-only cache) and the warp sums its lanes.
+template <ElemType kType, int N>
+__global__ void GemvQuantKernel(const void* __restrict__ data, const __half* __restrict__ scales,
+                                int64_t rows, int64_t cols, int group, const float* __restrict__ x,
+                                const float* __restrict__ bias, float* __restrict__ out,
+                                int64_t ldo) {
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + warp;
+  if (r >= rows) return;
+  const int64_t groups = (cols + group - 1) / group;
+  float acc[N];
+#pragma unroll
+  for (int t = 0; t < N; ++t) acc[t] = 0.f;
+  for (int64_t c = int64_t(lane) * 8; c < cols; c += 32 * 8) {
+    const float s = __half2float(scales[r * groups + c / group]);
+    float w[8];
+    if constexpr (kType == ElemType::kI8) {
+      const uint2 raw =
+          *reinterpret_cast<const uint2*>(static_cast<const int8_t*>(data) + r * cols + c);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        w[i] = float(int8_t(raw.x >> (8 * i)));
+        w[i + 4] = float(int8_t(raw.y >> (8 * i)));
+      }
+    } else {
+      const uint32_t raw = *reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(data) +
+                                                              r * (cols / 2) + c / 2);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) w[i] = float(int((raw >> (4 * i)) & 0xfu) - 8);
+    }
+#pragma unroll
+    for (int t = 0; t < N; ++t) {
+      const float4 a = __ldg(reinterpret_cast<const float4*>(x + int64_t(t) * cols + c));
+      const float4 b = __ldg(reinterpret_cast<const float4*>(x + int64_t(t) * cols + c + 4));
+      const float d = w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y +
+                      w[6] * b.z + w[7] * b.w;
+      acc[t] += s * d;
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < N; ++t) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], off);
+  }
+  if (lane == 0) {
+    const float b = bias != nullptr ? bias[r] : 0.f;
+#pragma unroll
+    for (int t = 0; t < N; ++t) out[int64_t(t) * ldo + r] = acc[t] + b;
+  }
+}
+
+template <ElemType kType>
+CudaError LaunchGemvQuantOf(const MatrixView& w, const float* x, int n, const float* bias,
+                            float* out, int64_t ldo, cudaStream_t stream) {
+  constexpr int kWarps = 4;
+  const unsigned grid = unsigned((w.rows + kWarps - 1) / kWarps);
+  const __half* s = static_cast<const __half*>(w.scales);
+#define PAGED_GEMV_CASE(N)                                                                         \
+  case N:                                                                                          \
+    GemvQuantKernel<kType, N>                                                                      \
+        <<<grid, kWarps * 32, 0, stream>>>(w.data, s, w.rows, w.cols, w.group, x, bias, out, ldo); \
+    break;
+  switch (n) {
+    PAGED_GEMV_CASE(1)
+    PAGED_GEMV_CASE(2)
+    PAGED_GEMV_CASE(3)
+    PAGED_GEMV_CASE(4)
+    PAGED_GEMV_CASE(5)
+    PAGED_GEMV_CASE(6)
+    PAGED_GEMV_CASE(7)
+    PAGED_GEMV_CASE(8)
+    default:
+      return int(cudaErrorNotSupported);
+  }
+#undef PAGED_GEMV_CASE
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
 // One block per id.
 template <ElemType kType>
 __global__ void EmbeddingKernel(const void* __restrict__ data, const __half* __restrict__ scales,
@@ -121,6 +204,23 @@ CudaError LaunchDequantizeF16(const MatrixView& w, void* out, cudaStream_t strea
   }
   PAGED_CUDA_LAUNCHED();
   return 0;
+}
+
+CudaError LaunchGemvQuant(const MatrixView& w, const float* x, int n, const float* bias, float* out,
+                          int64_t ldo, cudaStream_t stream) {
+  static const bool disabled = [] {
+    const char* v = std::getenv("PAGED_CUDA_NO_FUSED_GEMV");
+    return v != nullptr && *v != '\0' && *v != '0';
+  }();
+  if (disabled || n < 1 || n > kFusedGemvMaxRows || w.rows <= 0 || w.cols <= 0 || w.cols % 8 != 0 ||
+      w.group <= 0 || w.group % 8 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(w.data) % (w.type == ElemType::kI8 ? 8 : 4) != 0)
+    return int(cudaErrorNotSupported);
+  if (w.type == ElemType::kI8)
+    return LaunchGemvQuantOf<ElemType::kI8>(w, x, n, bias, out, ldo, stream);
+  if (w.type == ElemType::kI4)
+    return LaunchGemvQuantOf<ElemType::kI4>(w, x, n, bias, out, ldo, stream);
+  return int(cudaErrorNotSupported);
 }
 
 CudaError LaunchEmbedding(const MatrixView& t, const int32_t* ids, int n, float* out,

@@ -1,0 +1,104 @@
+// The hybrid step's split as a pure function, from a table of batch sizes
+// and bandwidths (worker/pager/hybrid_plan.h).
+#include "worker/pager/hybrid_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace paged {
+namespace {
+
+// The GPU machine's measured shape: a 55 GB/s link, a host executor at
+// DRAM speed for a few rows that turns compute-bound by 64.
+HybridProfile GpuMachine() {
+  HybridProfile p;
+  p.link_gbps = 55;
+  p.host_gbps = {{1, 124}, {8, 120}, {64, 30}};
+  return p;
+}
+
+TEST(HybridPlanTest, HostBandwidthIsInterpolatedAndComputeBoundBeyondTheLastPoint) {
+  const HybridProfile p = GpuMachine();
+  EXPECT_DOUBLE_EQ(HostGbps(p, 1), 124);
+  EXPECT_DOUBLE_EQ(HostGbps(p, 0), 124);  // below the first point: the first
+  EXPECT_DOUBLE_EQ(HostGbps(p, 8), 120);
+  EXPECT_DOUBLE_EQ(HostGbps(p, 64), 30);
+  // Between 8 and 64 the time per byte is linear in n.
+  const double t = 1 / 120.0 + (1 / 30.0 - 1 / 120.0) * (36 - 8) / 56.0;
+  EXPECT_NEAR(HostGbps(p, 36), 1 / t, 1e-9);
+  EXPECT_DOUBLE_EQ(HostGbps(p, 128), 15);  // twice the rows, half the bytes per second
+  EXPECT_DOUBLE_EQ(HostGbps(HybridProfile{}, 1), 0);
+}
+
+struct ShareCase {
+  int n;
+  double want;  // host share
+};
+
+TEST(HybridPlanTest, AutoBalancesHostAndLinkAndStopsWhenTheHostIsComputeBound) {
+  const HybridProfile p = GpuMachine();
+  const HybridPolicy automatic;
+  for (const ShareCase& c :
+       {ShareCase{1, 124 / 179.0}, ShareCase{8, 120 / 175.0}, ShareCase{64, 30 / 85.0},
+        ShareCase{512, 3.75 / 58.75}, ShareCase{2048, 0.0}}) {
+    EXPECT_NEAR(HostShare(p, automatic, c.n), c.want, 1e-12) << "n = " << c.n;
+  }
+  // Both finish together at the balance: neither side alone is faster.
+  for (int n : {1, 8, 64}) {
+    const double s = HostShare(p, automatic, n);
+    const double t = PagedSeconds(p, s, n, 1e9);
+    EXPECT_LT(t, PagedSeconds(p, s + 0.02, n, 1e9));
+    EXPECT_LT(t, PagedSeconds(p, s - 0.02, n, 1e9));
+  }
+}
+
+TEST(HybridPlanTest, TheSevenBillionF16BoundOfTheIssue) {
+  // 10.2 GB paged per token over 55 GB/s plus a host at 124 GB/s: 57 ms, 17.5
+  // tokens/s, against 185 ms with every byte copied.
+  const HybridProfile p = GpuMachine();
+  const double s = HostShare(p, HybridPolicy{}, 1);
+  EXPECT_NEAR(PagedSeconds(p, s, 1, 10.2e9), 10.2 / (55 + 124), 1e-9);
+  EXPECT_NEAR(PagedSeconds(p, 0, 1, 10.2e9), 10.2 / 55, 1e-9);
+}
+
+TEST(HybridPlanTest, PoliciesOffFixedAndNoLink) {
+  const HybridProfile p = GpuMachine();
+  HybridPolicy off;
+  off.mode = HybridPolicy::Mode::kOff;
+  HybridPolicy fixed;
+  fixed.mode = HybridPolicy::Mode::kFixed;
+  fixed.fixed_share = 0.3;
+  for (int n : {1, 64, 4096}) {
+    EXPECT_EQ(HostShare(p, off, n), 0);
+    EXPECT_EQ(HostShare(p, fixed, n), 0.3);
+  }
+  HybridProfile no_link = p;
+  no_link.link_gbps = 0;  // nothing measured: the host computes everything
+  EXPECT_EQ(HostShare(no_link, HybridPolicy{}, 1), 1);
+  EXPECT_EQ(HostShare(HybridProfile{}, HybridPolicy{}, 1), 0);  // no host executor
+}
+
+TEST(HybridPlanTest, ParsePolicy) {
+  EXPECT_EQ(ParseHybridPolicy("auto")->mode, HybridPolicy::Mode::kAuto);
+  EXPECT_EQ(ParseHybridPolicy("off")->mode, HybridPolicy::Mode::kOff);
+  auto f = ParseHybridPolicy("0.25");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->mode, HybridPolicy::Mode::kFixed);
+  EXPECT_EQ(f->fixed_share, 0.25);
+  for (const char* bad : {"1.5", "-0.1", "half", ""}) {
+    auto b = ParseHybridPolicy(bad);
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(b.status().message().find("--host-compute"), std::string::npos);
+  }
+}
+
+TEST(HybridPlanTest, DescribeShowsTheSplitPerBatchSize) {
+  const std::string d = DescribeHybrid(GpuMachine(), HybridPolicy{}, 10.2e9);
+  EXPECT_NE(d.find("link 55.0 GB/s"), std::string::npos) << d;
+  EXPECT_NE(d.find("   1 rows: host computes  69% of each paged matrix"), std::string::npos) << d;
+  EXPECT_NE(d.find(" 512 rows: host computes   6%"), std::string::npos) << d;
+}
+
+}  // namespace
+}  // namespace paged

@@ -1,0 +1,63 @@
+// The hybrid step's split (docs/design.md, "Two paths to the weights"): how
+// much of each paged matrix the host computes in place while the device
+// computes the rest from rows copied over the link, chosen per step from
+// the step's token rows and from bandwidths measured at a worker's start.
+// Pure functions of their inputs: tested from a table, shown by `pagectl
+// plan` and by the worker at start.
+//
+// Per paged layer of B weight bytes, with a host share s of every matrix:
+//   link time  (1 - s) B / link_gbps      (the device's rows, copied ahead)
+//   host time       s  B / host_gbps(n)   (read in place, n token rows)
+// Layers run in order and copies run ahead, so a step's paged layers take
+// max(link, host) each: both finish together at s = host / (host + link),
+// where the step reads weights at link + host GB/s. At small n the host is
+// memory-bound (host_gbps near the DRAM bandwidth); as n grows it becomes
+// compute-bound and s falls, until the share is not worth the step's extra
+// synchronizations and the step pages everything (s = 0).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace paged {
+
+// What the split is made from, measured at a worker's start.
+struct HybridProfile {
+  double link_gbps = 0;  // host -> device, one layer copy (Pager::link_gbps)
+  // The host executor on one layer's matrices: weight GB read per second at
+  // n token rows, for increasing n. Between two points the time per byte is
+  // interpolated in n; beyond the last it grows in proportion to n (compute
+  // bound), before the first it is the first's.
+  std::vector<std::pair<int, double>> host_gbps;
+};
+
+// --host-compute: auto (the balance above) | off | a fixed share in [0, 1].
+struct HybridPolicy {
+  enum class Mode { kAuto, kOff, kFixed };
+  Mode mode = Mode::kAuto;
+  double fixed_share = 0;
+};
+absl::StatusOr<HybridPolicy> ParseHybridPolicy(const std::string& flag);
+
+// Below this share the host's part is not worth a step's synchronizations.
+inline constexpr double kMinHostShare = 0.05;
+
+// The host's effective GB/s at n token rows (0 when nothing was measured).
+double HostGbps(const HybridProfile& p, int n);
+
+// The share of each paged matrix's rows the host computes in a step of n
+// token rows: 0 (all paged) .. 1 (all on the host).
+double HostShare(const HybridProfile& p, const HybridPolicy& policy, int n);
+
+// Seconds a step of n token rows spends on `paged_bytes` of paged weights
+// with host share s: max(link, host) as above.
+double PagedSeconds(const HybridProfile& p, double s, int n, double paged_bytes);
+
+// A few lines for people: the split and the predicted paged-weight time at
+// n = 1, 8, 64 and 512 token rows.
+std::string DescribeHybrid(const HybridProfile& p, const HybridPolicy& policy, double paged_bytes);
+
+}  // namespace paged
