@@ -13,6 +13,10 @@
 #include "common/segment.h"
 #include "common/size_flag.h"
 #include "store/segment_builder.h"
+#include "worker/backends/cpu_exec/host_executor.h"
+#include "worker/engine/model_image.h"
+#include "worker/pager/host_profile.h"
+#include "worker/pager/hybrid_plan.h"
 #include "worker/pager/planner.h"
 
 namespace paged::pagectl {
@@ -137,8 +141,30 @@ int PlanCommand(const Flags& f) {
   auto p = PlanMemory(h, limits);
   if (!p.ok()) return Fail(p.status());
   // Performance model (docs/pager.md): a decode pass is bound by the paged
-  // bytes over the link; compute is small next to it at these sizes.
-  const double step_s = double(p->paged_weight_bytes_per_step) / (f.link_gbs * 1e9);
+  // bytes over the link; compute is small next to it at these sizes. The
+  // hybrid step reads them over the link and from host memory at once
+  // (hybrid_plan.h), with the host executor measured here on the segment.
+  auto policy = ParseHybridPolicy(f.host_compute);
+  if (!policy.ok()) return Fail(policy.status());
+  HybridProfile hybrid;
+  hybrid.link_gbps = f.link_gbs;
+  if (f.host_gbs > 0) {
+    hybrid.host_gbps = {{1, f.host_gbs}};
+  } else if (!f.segment.empty() && p->n_paged() > 0 && policy->mode != HybridPolicy::Mode::kOff) {
+    auto seg = SegmentMapping::Open(f.segment, SegmentMapping::Access::kReadOnly);
+    if (!seg.ok()) return Fail(seg.status());
+    cpu_exec::ExecPoolOptions eo;
+    std::unique_ptr<HostExecutor> host = cpu_exec::MakeHostExecutor(eo);
+    int layer = 0;
+    while (layer < h.model.n_layers && p->resident[size_t(layer)]) ++layer;
+    auto gbps = MeasureHostExecutor(*host, ImageOf(**seg), layer, {1, 4, 16, 64});
+    if (!gbps.ok()) return Fail(gbps.status());
+    hybrid.host_gbps = *gbps;
+  }
+  const double paged_bytes = double(p->paged_weight_bytes_per_step);
+  const double step_s = paged_bytes / (f.link_gbs * 1e9);
+  const double share = HostShare(hybrid, *policy, 1);
+  const double hybrid_s = PagedSeconds(hybrid, share, 1, paged_bytes);
   if (f.json) {
     nlohmann::json j = {{"budget_bytes", p->budget_bytes},
                         {"planned_bytes", p->total_bytes},
@@ -151,7 +177,10 @@ int PlanCommand(const Flags& f) {
                         {"kv_cache_blocks", p->kv_cache_blocks},
                         {"paged_bytes_per_step", p->paged_weight_bytes_per_step},
                         {"link_gbs", f.link_gbs},
-                        {"predicted_decode_step_s", step_s}};
+                        {"predicted_decode_step_s", step_s},
+                        {"host_gbs_at_1_row", HostGbps(hybrid, 1)},
+                        {"hybrid_host_share_at_1_row", share},
+                        {"hybrid_predicted_decode_step_s", hybrid_s}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s", p->Describe().c_str());
@@ -159,6 +188,15 @@ int PlanCommand(const Flags& f) {
       std::printf(
           "predicted decode at batch 1: %.1f ms per step, %.1f tokens/s over a %.0f GB/s link\n",
           step_s * 1e3, 1.0 / step_s, f.link_gbs);
+      if (HostGbps(hybrid, 1) > 0) {
+        std::printf("%s", DescribeHybrid(hybrid, *policy, paged_bytes).c_str());
+        std::printf(
+            "predicted hybrid decode at batch 1: %.1f ms of paged weights per step, "
+            "%.1f tokens/s\n",
+            hybrid_s * 1e3, hybrid_s > 0 ? 1.0 / hybrid_s : 0.0);
+      } else if (policy->mode != HybridPolicy::Mode::kOff) {
+        std::printf("hybrid step: give --segment (measured here) or --host-gbs to predict it\n");
+      }
     } else {
       std::printf("predicted decode: every layer resident, no paging\n");
     }

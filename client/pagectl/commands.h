@@ -18,6 +18,8 @@ struct Flags {
   int slots = 2;
   std::string resident = "auto";
   double link_gbs = 55.0;
+  std::string host_compute = "auto";  // the hybrid step's policy (hybrid_plan.h)
+  double host_gbs = 0;                // host executor GB/s at 1 row; 0: measure (--segment)
   // make-model
   std::string preset, out, dtype = "f16";
   int layers = 0;

@@ -17,6 +17,10 @@ ABSL_FLAG(std::string, gpu_budget, "4GiB", "plan: device memory budget");
 ABSL_FLAG(int, slots, 2, "plan: layer slots");
 ABSL_FLAG(std::string, resident, "auto", "plan: resident layers (auto | none | all | N)");
 ABSL_FLAG(double, link_gbs, 55.0, "plan: host-to-device link bandwidth, GB/s");
+ABSL_FLAG(std::string, host_compute, "auto",
+          "plan: the hybrid step's host share of each paged matrix: auto | off | 0..1");
+ABSL_FLAG(double, host_gbs, 0,
+          "plan: the host executor's GB/s at one token row (0: measured here on --segment)");
 ABSL_FLAG(std::string, server, "unix:///tmp/paged.sock",
           "the paged server: unix:///path.sock or host:port");
 ABSL_FLAG(std::string, token, "", "bearer token for the server");
@@ -43,7 +47,7 @@ const char kUsage[] =
     "  inspect (--segment NAME | --model PATH [--weight-format F]) [--json]\n"
     "  verify --segment NAME [--model PATH]\n"
     "  plan (--segment NAME | --model PATH [--weight-format F]) --gpu-budget BYTES [--slots S] "
-    "[--resident R] [--json]\n"
+    "[--resident R] [--link-gbs G] [--host-compute auto|off|S] [--host-gbs G] [--json]\n"
     "commands that talk to a server (--server ADDR, default unix:///tmp/paged.sock; --token T; "
     "--timeout D):\n"
     "  generate (--prompt TEXT | --prompt-tokens 1,2,3) [-n N] [--temperature T] [--top-k K] "
@@ -70,6 +74,8 @@ Flags FlagsFromCommandLine() {
   f.seed = absl::GetFlag(FLAGS_seed);
   f.dtype = absl::GetFlag(FLAGS_dtype);
   f.gpu_budget = absl::GetFlag(FLAGS_gpu_budget);
+  f.host_compute = absl::GetFlag(FLAGS_host_compute);
+  f.host_gbs = absl::GetFlag(FLAGS_host_gbs);
   f.slots = absl::GetFlag(FLAGS_slots);
   f.resident = absl::GetFlag(FLAGS_resident);
   f.link_gbs = absl::GetFlag(FLAGS_link_gbs);

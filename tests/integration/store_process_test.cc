@@ -79,6 +79,28 @@ TEST_F(StoreProcessTest, BuildsVerifiesRefusesASecondStoreAndReattaches) {
   EXPECT_EQ(j["generation"], 1);
   for (const char* key : {"n_heads", "n_kv_heads", "vocab_size", "layer_bytes"})
     EXPECT_TRUE(j.contains(key)) << key;
+  // The plan of a worker on this segment, the hybrid split measured here
+  // with the CPU executor on the segment's own weights.
+  auto [prc, pout] = Pagectl(
+      {"plan", "--segment=" + segment_, "--gpu-budget=512MiB", "--resident=none", "--json"});
+  ASSERT_EQ(prc, 0) << pout;
+  const auto plan = nlohmann::json::parse(pout);
+  EXPECT_EQ(plan["paged_layers"], 2);
+  EXPECT_GT(plan["host_gbs_at_1_row"].get<double>(), 0);
+  const double share = plan["hybrid_host_share_at_1_row"].get<double>();
+  EXPECT_GT(share, 0);
+  EXPECT_LE(share, 1);
+  EXPECT_LT(plan["hybrid_predicted_decode_step_s"].get<double>(),
+            plan["predicted_decode_step_s"].get<double>());
+  auto [orc, oout] = Pagectl({"plan", "--segment=" + segment_, "--gpu-budget=512MiB",
+                              "--resident=none", "--host-compute=off", "--json"});
+  ASSERT_EQ(orc, 0) << oout;
+  EXPECT_EQ(nlohmann::json::parse(oout)["hybrid_host_share_at_1_row"], 0);
+  auto [brc, bout] =
+      Pagectl({"plan", "--segment=" + segment_, "--gpu-budget=512MiB", "--host-compute=lots"});
+  EXPECT_EQ(brc, 2);  // a flag's mistake
+  EXPECT_THAT(bout, HasSubstr("--host-compute=lots: expected auto, off or a share"));
+
   // The header's loaded-bytes counter (pagectl's progress bar) ends at the total.
   auto progress = pagectl::ReadLoadProgress(segment_);
   ASSERT_TRUE(progress.ok()) << progress.status();

@@ -82,6 +82,10 @@ inline constexpr size_t kVectorRegs = 32;
 // registers fit: 2 per decoded row, one accumulator per (row, token), 2 for
 // the token row's vectors.
 constexpr size_t RowsPerTile(size_t kT) {
+  // One token row (decode): one weight row at a time, so each thread reads
+  // its rows as one sequential stream (measured on Zen 4: a median 7% more
+  // GB/s than 4 interleaved rows, within this VM's noise of +-15%).
+  if (kT == 1) return 1;
   for (size_t r : {4, 2}) {
     if (2 * r + r * kT + 2 <= kVectorRegs) return r;
   }
