@@ -78,6 +78,23 @@ std::chrono::microseconds WatchdogInterval() {
   return std::chrono::microseconds(us);
 }
 
+SdWatchdogPinger::SdWatchdogPinger() : SdWatchdogPinger(WatchdogInterval()) {}
+
+SdWatchdogPinger::SdWatchdogPinger(std::chrono::microseconds interval)
+    : period_us_(interval.count() / 4) {}
+
+void SdWatchdogPinger::Ping() {
+  if (period_us_ <= 0) return;
+  const int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  int64_t last = last_us_.load();
+  if (last != 0 && now - last < period_us_) return;
+  if (!last_us_.compare_exchange_strong(last, now)) return;  // another thread pings
+  ++pings_;
+  SdNotifyOrLog("WATCHDOG=1");
+}
+
 SdWatchdog::SdWatchdog() {
   const std::chrono::microseconds interval = WatchdogInterval();
   if (interval.count() == 0) return;

@@ -5,7 +5,9 @@
 // the same outside systemd.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <thread>
 
@@ -27,10 +29,29 @@ void SdNotifyOrLog(const std::string& state);
 // $WATCHDOG_PID is unset or equals getpid(); zero otherwise or when invalid.
 std::chrono::microseconds WatchdogInterval();
 
+// For a loop that turns often (the coordinator's timer loop): Ping() sends
+// WATCHDOG=1 when WatchdogInterval() / 4 has passed since the last one, so
+// the manager's watchdog fires when the loop stops turning (a hang), which a
+// timer thread of its own would hide. Does nothing without a watchdog
+// interval. Ping may be called from any thread.
+class SdWatchdogPinger {
+ public:
+  SdWatchdogPinger();
+  explicit SdWatchdogPinger(std::chrono::microseconds interval);
+  void Ping();
+  bool enabled() const { return period_us_ > 0; }
+  int64_t pings() const { return pings_.load(); }
+
+ private:
+  const int64_t period_us_;          // 0: disabled
+  std::atomic<int64_t> last_us_{0};  // steady clock of the last ping
+  std::atomic<int64_t> pings_{0};
+};
+
 // While alive, sends WATCHDOG=1 every WatchdogInterval() / 2 from its own
-// thread; does nothing when there is no watchdog interval. Start it after the
-// termination signals are blocked (BlockTerminationSignals) so the thread
-// inherits the mask.
+// thread (for processes without a loop of their own: the store); does nothing when there is no
+// watchdog interval. Start it after the termination signals are blocked (BlockTerminationSignals)
+// so the thread inherits the mask.
 class SdWatchdog {
  public:
   SdWatchdog();

@@ -1,8 +1,10 @@
 #include "common/segment.h"
 
+#include <algorithm>
 #include <atomic>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <cstddef>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -25,10 +27,15 @@ absl::Status CheckSegmentName(std::string_view name) {
 }
 
 uint64_t ComputeHeaderChecksum(const SegmentHeader& h) {
-  SegmentHeader copy;
-  std::memcpy(&copy, &h, sizeof(h));
-  copy.state = 0;
-  return HeaderChecksum(copy);
+  // FNV-1a over the header up to header_checksum, the state word read as 0
+  // (hashed in three pieces: no copy of the large header).
+  const auto* p = reinterpret_cast<const uint8_t*>(&h);
+  constexpr size_t kState = offsetof(SegmentHeader, state);
+  constexpr size_t kEnd = offsetof(SegmentHeader, header_checksum);
+  const uint32_t zero = 0;
+  uint64_t sum = Fnv1a64(p, kState);
+  sum = Fnv1a64(&zero, sizeof(zero), sum);
+  return Fnv1a64(p + kState + sizeof(zero), kEnd - kState - sizeof(zero), sum);
 }
 
 uint32_t LoadState(const SegmentHeader& h) {
@@ -49,10 +56,13 @@ absl::Status CheckTensor(const TensorEntry& t, uint64_t region_begin, uint64_t r
                                             "': ", std::string(why)));
   };
   if (strnlen(t.name, sizeof(t.name)) == sizeof(t.name)) return bad("name not terminated");
-  if (t.dtype > static_cast<uint32_t>(DType::kI4)) return bad("unknown dtype");
+  if (!IsDTypeId(t.dtype)) return bad("unknown dtype");
   if (t.rows <= 0 || t.cols <= 0 || t.rows > (int64_t{1} << 32) || t.cols > (int64_t{1} << 32))
     return bad("bad shape");
   const DType dt = t.Type();
+  if (!RowFits(dt, t.cols))
+    return bad(absl::StrCat(std::string(DTypeName(dt)), " rows of ", t.cols,
+                            " values are not whole blocks of ", BlockValues(dt)));
   if (t.bytes != PayloadBytes(dt, uint64_t(t.rows), uint64_t(t.cols)))
     return bad("size does not match shape");
   auto inside = [&](uint64_t off, uint64_t n) {
@@ -99,6 +109,9 @@ absl::Status ValidateHeader(const SegmentHeader& h, uint64_t segment_bytes) {
     return off <= h.kv_offset && n <= h.kv_offset - off;
   };
   if (!weights_ok(h.globals_offset, h.globals_bytes)) return bad("globals region out of bounds");
+  if (h.model.n_layers > kMaxSegmentLayers)
+    return bad(absl::StrCat(h.model.n_layers, " layers, more than the header's ", kMaxSegmentLayers,
+                            " layer tables"));
   if (h.layer_block_bytes == 0 || h.layer_used_bytes > h.layer_block_bytes ||
       h.layer_block_bytes % kSegmentAlign != 0 || h.layers_offset % kSegmentAlign != 0)
     return bad("bad layer block geometry");
@@ -114,15 +127,28 @@ absl::Status ValidateHeader(const SegmentHeader& h, uint64_t segment_bytes) {
     return bad("KV block size does not match the model");
   if (h.kv_n_blocks > h.kv_bytes / h.kv_block_bytes / uint64_t(h.model.n_layers))
     return bad("KV pool too small for its blocks");
-  if (h.n_global_tensors > kMaxGlobalTensors || h.n_layer_tensors > kMaxLayerTensors)
-    return bad("too many tensors");
+  if (h.n_global_tensors > kMaxGlobalTensors) return bad("too many tensors");
   for (uint32_t i = 0; i < h.n_global_tensors; ++i) {
     RETURN_IF_ERROR(CheckTensor(h.global_tensors[i], h.globals_offset,
                                 h.globals_offset + h.globals_bytes, "global"));
   }
-  for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
-    RETURN_IF_ERROR(CheckTensor(h.layer_tensors[i], 0, h.layer_used_bytes, "layer"));
+  // Every layer's own table, each offset against the layer's used bytes,
+  // which no layer has more of than the slot size layer_used_bytes.
+  uint64_t largest = 0;
+  for (int l = 0; l < h.model.n_layers; ++l) {
+    const LayerTable& t = h.layers[l];
+    if (t.n_tensors == 0) return bad(absl::StrCat("layer ", l, " has no tensors"));
+    if (t.n_tensors > kMaxLayerTensors)
+      return bad(absl::StrCat("layer ", l, ": too many tensors (", t.n_tensors, ")"));
+    if (t.used_bytes > h.layer_used_bytes)
+      return bad(absl::StrCat("layer ", l, " uses ", t.used_bytes, " bytes, more than the ",
+                              h.layer_used_bytes, " of the largest layer"));
+    largest = std::max(largest, t.used_bytes);
+    const std::string where = absl::StrCat("layer ", l);
+    for (uint32_t i = 0; i < t.n_tensors; ++i)
+      RETURN_IF_ERROR(CheckTensor(t.tensors[i], 0, t.used_bytes, where));
   }
+  if (largest != h.layer_used_bytes) return bad("layer_used_bytes is not the largest layer's");
   if (h.FindGlobal("tok_embd") == nullptr || h.FindGlobal("output_norm") == nullptr ||
       (!h.model.tied_embeddings && h.FindGlobal("output") == nullptr))
     return bad("missing a global tensor");
@@ -143,7 +169,8 @@ absl::StatusOr<std::unique_ptr<SegmentMapping>> SegmentMapping::Open(const std::
       return absl::DataLossError(absl::StrCat("segment ", name, ": too small to hold a header"));
     m->size_ = uint64_t(size);
     // Map the header alone first: the regions' bounds come from it.
-    SegmentHeader h;
+    auto copy = std::make_unique<SegmentHeader>();
+    SegmentHeader& h = *copy;
     {
       bip::mapped_region hr(shm, bip::read_only, 0, sizeof(SegmentHeader));
       std::memcpy(&h, hr.get_address(), sizeof(h));
@@ -178,7 +205,8 @@ absl::StatusOr<std::unique_ptr<SegmentMapping>> SegmentMapping::Open(const std::
 
 SegmentMapping::~SegmentMapping() = default;
 
-absl::StatusOr<SegmentHeader> PeekSegmentHeader(const std::string& name, uint64_t* size) {
+absl::StatusOr<std::unique_ptr<SegmentHeader>> PeekSegmentHeader(const std::string& name,
+                                                                 uint64_t* size) {
   RETURN_IF_ERROR(CheckSegmentName(name));
   try {
     bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_only);
@@ -187,9 +215,9 @@ absl::StatusOr<SegmentHeader> PeekSegmentHeader(const std::string& name, uint64_
       return absl::DataLossError(absl::StrCat("segment ", name, ": too small to hold a header"));
     *size = uint64_t(n);
     bip::mapped_region hr(shm, bip::read_only, 0, sizeof(SegmentHeader));
-    SegmentHeader h;
-    std::memcpy(&h, hr.get_address(), sizeof(h));
-    h.state = LoadState(*static_cast<const SegmentHeader*>(hr.get_address()));
+    auto h = std::make_unique<SegmentHeader>();
+    std::memcpy(h.get(), hr.get_address(), sizeof(SegmentHeader));
+    h->state = LoadState(*static_cast<const SegmentHeader*>(hr.get_address()));
     return h;
   } catch (const bip::interprocess_exception& e) {
     if (e.get_error_code() == bip::not_found_error)

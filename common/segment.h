@@ -41,8 +41,9 @@ uint32_t LoadState(const SegmentHeader& h);
 void StoreState(SegmentHeader& h, SegmentState s);
 
 // Reads segment `name`'s header whatever its state (for inspection); `size`
-// gets the segment's size. The header is not validated.
-absl::StatusOr<SegmentHeader> PeekSegmentHeader(const std::string& name, uint64_t* size);
+// gets the segment's size. The header is not validated (clamp its counts).
+absl::StatusOr<std::unique_ptr<SegmentHeader>> PeekSegmentHeader(const std::string& name,
+                                                                 uint64_t* size);
 
 class SegmentMapping {
  public:

@@ -97,6 +97,12 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
     Log(LogLevel::kWarning, "chat", "%s; chat prompts will be refused",
         std::string(c->chat_.status().message()).c_str());
   }
+  if (c->options_.store_probe) {  // the first look before anyone asks
+    StoreHealth h = c->options_.store_probe();
+    absl::MutexLock lock(&c->mu_);
+    c->store_ = std::move(h);
+    c->store_probed_at_ = Now();
+  }
   c->timer_ = std::thread([p = c.get()] { p->TimerLoop(); });
   return c;
 }
@@ -107,7 +113,8 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<const Token
       tokenizer_(std::move(tokenizer)),
       scheduler_(std::move(scheduler)),
       rates_{RateSample{Now(), 0, 0}},  // the rates' first base
-      rng_(std::random_device{}()) {}
+      rng_(std::random_device{}()),
+      last_tick_(Now()) {}  // live from the start; the loop keeps it so
 
 Coordinator::~Coordinator() { Shutdown(); }
 
@@ -174,6 +181,15 @@ void Coordinator::DeliverLocked(const std::vector<Event>& events, double step_s,
         AssertHeldFor(ch);
         ch.tokens.push_back(e.token);
         ch.step_s.push_back(step_s);
+        // Back-pressure: a client that does not take its tokens stops its
+        // sequence from being scheduled (Wait resumes it).
+        if (!ch.paused && int64_t(ch.tokens.size()) >= options_.max_stream_backlog &&
+            scheduler_.SetPaused(e.seq_id, true).ok()) {
+          ch.paused = true;
+          Log(LogLevel::kDebug, "coordinator",
+              "sequence %lld paused: its client has not taken %zu tokens",
+              static_cast<long long>(e.seq_id), ch.tokens.size());
+        }
         ch.cv.SignalAll();
         if (ch.on_update) ch.on_update();
         break;
@@ -302,6 +318,61 @@ void Coordinator::CheckFencesLocked(TimeUs now, int64_t returned_pid, uint64_t r
   }
 }
 
+void Coordinator::CancelStalledLocked(TimeUs now, std::vector<std::shared_ptr<Channel>>* stalled) {
+  const auto limit = TimeUs(options_.stalled_stream_timeout_s * 1e6);
+  std::vector<std::shared_ptr<Channel>> doomed;
+  for (auto& [id, ch] : channels_) {
+    AssertHeldFor(*ch);
+    if (ch->paused && !ch->finished && now - ch->last_take > limit) doomed.push_back(ch);
+  }
+  for (const std::shared_ptr<Channel>& ch : doomed) {
+    Log(LogLevel::kWarning, "coordinator",
+        "sequence %lld: its client took no tokens for %.0f s; cancelled (its KV blocks freed)",
+        static_cast<long long>(ch->seq_id), options_.stalled_stream_timeout_s);
+    AssertHeldFor(*ch);
+    ch->paused = false;
+    absl::StatusOr<std::vector<Event>> ev = scheduler_.Cancel(ch->seq_id);
+    Closers ignored;  // cancelling a sequence closes no link
+    if (ev.ok()) DeliverLocked(*ev, 0.0, &ignored);
+    stalled->push_back(ch);
+  }
+}
+
+void Coordinator::TickUnlocked(TimeUs now) {
+  if (options_.on_tick) options_.on_tick();
+  if (options_.store_probe) {
+    bool due;
+    {
+      absl::MutexLock lock(&mu_);
+      due = now - store_probed_at_ >= 1'000'000;
+      if (due) store_probed_at_ = now;
+    }
+    if (due) {
+      StoreHealth h = options_.store_probe();
+      absl::MutexLock lock(&mu_);
+      if (h.alive != store_.alive || h.state != store_.state)
+        Log(h.alive && h.state == "READY" ? LogLevel::kInfo : LogLevel::kWarning, "coordinator",
+            "store: segment %s %s, %s", options_.segment.c_str(), h.state.c_str(),
+            h.alive ? absl::StrCat("held by process ", h.pid).c_str()
+                    : "no store process holds it");
+      store_ = std::move(h);
+    }
+  }
+  Readiness r;
+  {
+    absl::MutexLock lock(&mu_);
+    r = ReadinessLocked();
+  }
+  absl::MutexLock lock(&listener_mu_);
+  if (on_readiness_ && last_ready_ != int(r.ready)) {
+    if (last_ready_ != -1)
+      Log(LogLevel::kInfo, "coordinator", "%s",
+          r.ready ? "ready" : ("not ready: " + r.reason).c_str());
+    last_ready_ = int(r.ready);
+    on_readiness_(r.ready);
+  }
+}
+
 void Coordinator::TimerLoop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
@@ -312,22 +383,87 @@ void Coordinator::TimerLoop() {
     timer_cv_.WaitWithTimeout(&mu_, absl::FromChrono(wait));  // or woken, or spuriously
     if (stopping_) break;
     Closers closers;
+    std::vector<std::shared_ptr<Channel>> stalled;
     const TimeUs now = Now();
     SampleRatesLocked(now);
     if (!fences_.empty()) CheckFencesLocked(now);
+    CancelStalledLocked(now, &stalled);
     PumpLocked(now, &closers);
-    if (!closers.empty()) {
-      mu_.Unlock();
-      RunClosers(closers);
-      mu_.Lock();
+    last_tick_.store(now, std::memory_order_relaxed);
+    mu_.Unlock();
+    RunClosers(closers);
+    for (const std::shared_ptr<Channel>& ch : stalled) {
+      absl::MutexLock l(&ch->stalled_mu);
+      if (ch->on_stalled) ch->on_stalled();
+      ch->on_stalled = nullptr;
+    }
+    TickUnlocked(now);
+    mu_.Lock();
+  }
+}
+
+Readiness Coordinator::ReadinessLocked() const {
+  Readiness r;
+  if (stopping_) {
+    r.reason = "the coordinator is shutting down";
+    return r;
+  }
+  if (options_.store_probe) {
+    if (store_.state != "READY") {
+      r.reason = absl::StrCat("the store's segment ", options_.segment, " is ", store_.state);
+      return r;
+    }
+    if (options_.segment_generation != 0 && store_.generation != 0 &&
+        store_.generation != options_.segment_generation) {
+      r.reason = absl::StrCat("the store rebuilt segment ", options_.segment, " (generation ",
+                              store_.generation, ", this coordinator mapped ",
+                              options_.segment_generation, "): restart the coordinator");
+      return r;
+    }
+    if (!store_.alive) {
+      r.reason = absl::StrCat("no paged-store process holds segment ", options_.segment);
+      return r;
     }
   }
+  for (const auto& [id, l] : live_) {
+    AssertHeldFor(*l);
+    if (l->state == "ATTACHED") {
+      r.ready = true;
+      return r;
+    }
+  }
+  r.reason = "no worker is attached";
+  return r;
+}
+
+Readiness Coordinator::GetReadiness() {
+  absl::MutexLock lock(&mu_);
+  return ReadinessLocked();
+}
+
+bool Coordinator::Live(double max_age_s) const {
+  const TimeUs t = last_tick_.load(std::memory_order_relaxed);
+  return t != 0 && double(Now() - t) / 1e6 <= max_age_s;
+}
+
+void Coordinator::SetReadinessListener(std::function<void(bool)> fn) {
+  const bool ready = GetReadiness().ready;
+  absl::MutexLock lock(&listener_mu_);
+  on_readiness_ = std::move(fn);
+  last_ready_ = int(ready);
+  if (on_readiness_) on_readiness_(ready);
+}
+
+void Coordinator::ClearReadinessListener() {
+  absl::MutexLock lock(&listener_mu_);
+  on_readiness_ = nullptr;
+  last_ready_ = -1;
 }
 
 // ---- Sequences ----
 
 absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Admit(
-    Request r, std::function<void()> on_update) {
+    Request r, std::function<void()> on_update, std::function<void()> on_stalled) {
   Closers closers;
   std::shared_ptr<Channel> ch;
   {
@@ -342,6 +478,11 @@ absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Admit(
     ch->seq_id = *id;
     ch->admitted_at = now;
     ch->on_update = std::move(on_update);
+    ch->last_take = now;
+    {
+      absl::MutexLock l(&ch->stalled_mu);
+      ch->on_stalled = std::move(on_stalled);
+    }
     channels_[*id] = ch;
     PumpLocked(now, &closers);
     if (has_deadline) timer_cv_.SignalAll();
@@ -351,8 +492,10 @@ absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Admit(
 }
 
 bool Coordinator::Wait(Channel& ch, std::chrono::milliseconds timeout, Update* out) {
+  Closers closers;
   absl::MutexLock lock(&mu_);
   AssertHeldFor(ch);
+  ch.last_take = Now();
   // Until tokens, the end or shutdown, or `timeout` on the steady clock
   // (as condition_variable::wait_for with a predicate).
   const Clock::time_point deadline = Clock::now() + timeout;
@@ -368,10 +511,25 @@ bool Coordinator::Wait(Channel& ch, std::chrono::milliseconds timeout, Update* o
   out->finished = ch.finished;
   out->reason = ch.reason;
   out->error = ch.error;
+  ch.last_take = Now();
+  if (ch.paused && !ch.finished) {
+    // The client took its backlog: the sequence is scheduled again.
+    ch.paused = false;
+    if (scheduler_.SetPaused(ch.seq_id, false).ok()) PumpLocked(Now(), &closers);
+  }
+  if (!closers.empty()) {
+    mu_.Unlock();
+    RunClosers(closers);
+    mu_.Lock();
+  }
   return !stopping_;
 }
 
 void Coordinator::Release(Channel& ch) {
+  {
+    absl::MutexLock l(&ch.stalled_mu);
+    ch.on_stalled = nullptr;
+  }
   Closers closers;
   {
     absl::MutexLock lock(&mu_);
@@ -581,6 +739,16 @@ v1::StatusResponse Coordinator::Status() {
   r.set_kv_blocks_total(uint64_t(st.blocks_total));
   r.set_kv_blocks_used(uint64_t(st.blocks_used));
   const TimeUs now = Now();
+  if (options_.store_probe) r.set_store_state(store_.state);
+  r.set_store_alive(store_.alive);
+  r.set_store_pid(store_.pid);
+  const Readiness ready = ReadinessLocked();
+  r.set_ready(ready.ready);
+  r.set_not_ready_reason(ready.reason);
+  if (supervision_at_ != 0) {
+    *r.mutable_supervised() = supervision_.processes();
+    r.set_supervised_report_age_s(double(now - supervision_at_) * 1e-6);
+  }
   SampleRatesLocked(now);
   const RateSample& base = rates_.front();
   const double dt = double(now - base.at) * 1e-6;
@@ -651,6 +819,22 @@ v1::ListModelsResponse Coordinator::ListModels() const {
   m->set_weight_format(options_.weight_format);
   if (chat_.ok()) m->set_chat_template(std::string(chat_->name()));
   return r;
+}
+
+void Coordinator::ReportSupervision(const v1::ReportSupervisionRequest& report) {
+  absl::MutexLock lock(&mu_);
+  for (const v1::SupervisedProcess& p : report.processes()) {
+    bool changed = true;
+    for (const v1::SupervisedProcess& q : supervision_.processes()) {
+      if (q.name() == p.name()) changed = q.state() != p.state();
+    }
+    if (changed && p.state() != "RUNNING")
+      Log(LogLevel::kWarning, "coordinator", "%s says: %s is %s (%d restarts; last: %s)",
+          report.supervisor().c_str(), p.name().c_str(), p.state().c_str(), p.restarts(),
+          p.last_exit().c_str());
+  }
+  supervision_ = report;
+  supervision_at_ = Now();
 }
 
 void Coordinator::Shutdown() {

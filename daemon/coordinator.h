@@ -16,6 +16,7 @@
 // write-back is complete (the commit protocol, docs/serving.md).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -37,6 +38,7 @@
 #include "daemon/generate_request.h"
 #include "daemon/scheduler.h"
 #include "daemon/serving_metrics.h"
+#include "daemon/store_probe.h"
 #include "paged/v1/admin.pb.h"
 #include "paged/v1/worker_link.pb.h"
 #include "tokenizer/tokenizer.h"
@@ -64,6 +66,26 @@ struct CoordinatorOptions {
   // writing the KV rows of its step: that step's sequences are held until
   // the process ends or attaches again, or this long has passed.
   double fence_timeout_s = 30;
+  // Back-pressure from clients that do not read: a sequence whose stream
+  // holds this many committed tokens its client has not taken is paused (not
+  // scheduled, its worker seat given up) until the client takes them.
+  int32_t max_stream_backlog = 256;
+  // A paused sequence whose client has taken nothing for this long is
+  // cancelled (its KV blocks freed) and its stream aborted.
+  double stalled_stream_timeout_s = 30;
+  // How the store is (daemon/store_probe.h), asked about once a second from
+  // the timer loop; null: always READY and alive (tests with fake workers).
+  std::function<StoreHealth()> store_probe;
+  // Called on every turn of the timer loop (about every 100 ms), without the
+  // mutex: paged pings the systemd watchdog from here, so that a loop that
+  // stops turning (a wedged mutex) stops the pings.
+  std::function<void()> on_tick;
+};
+
+// Whether the coordinator can serve generations now, and why not.
+struct Readiness {
+  bool ready = false;
+  std::string reason;  // when not ready: "no worker is attached", ...
 };
 
 // A worker's KV room per step when its hello does not say (the worker's
@@ -91,6 +113,16 @@ class Coordinator {
     // post to an event loop) when tokens or the end arrive and at shutdown;
     // for front ends that do not block in Wait. Cleared by Release.
     std::function<void()> on_update ABSL_GUARDED_BY(mu);
+    // Back-pressure: the client's last Wait, and whether its sequence is
+    // paused because it holds max_stream_backlog tokens not taken.
+    TimeUs last_take ABSL_GUARDED_BY(mu) = 0;
+    bool paused ABSL_GUARDED_BY(mu) = false;
+    // Called once, without the coordinator's mutex, when the coordinator gives
+    // up on a client that stopped reading (its sequence is cancelled): it
+    // aborts the client's call. Guarded by its own mutex so that it is never
+    // called after Release returns.
+    absl::Mutex stalled_mu;
+    std::function<void()> on_stalled ABSL_GUARDED_BY(stalled_mu);
   };
   struct Update {
     std::vector<int32_t> tokens;
@@ -127,12 +159,14 @@ class Coordinator {
 
   // ---- Sequences (Inference.Generate) ----
   // Admits `r` (the scheduler's errors as they are) and opens its channel
-  // (`on_update`: see Channel).
+  // (`on_update`, `on_stalled`: see Channel).
   absl::StatusOr<std::shared_ptr<Channel>> Admit(Request r,
-                                                 std::function<void()> on_update = nullptr)
+                                                 std::function<void()> on_update = nullptr,
+                                                 std::function<void()> on_stalled = nullptr)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Waits up to `timeout` for tokens or the end and moves them into `out`.
-  // Returns false when the coordinator is shutting down.
+  // Waits up to `timeout` for tokens or the end and moves them into `out`
+  // (a paused sequence whose tokens are taken resumes). Returns false when
+  // the coordinator is shutting down.
   bool Wait(Channel& ch, std::chrono::milliseconds timeout, Update* out) ABSL_LOCKS_EXCLUDED(mu_);
   // The stream is done with its sequence: cancels it if it is still live
   // (client gone, stop string) and closes the channel.
@@ -160,6 +194,20 @@ class Coordinator {
   absl::Status CancelSequence(int64_t seq_id) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status DrainWorker(const std::string& worker_id) ABSL_LOCKS_EXCLUDED(mu_);
   v1::ListModelsResponse ListModels() const;
+  // A supervisor's report of its children (paged-up), shown by Status.
+  void ReportSupervision(const v1::ReportSupervisionRequest& report) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // ---- Health ----
+  // Ready: the store's segment READY (the generation mapped at start) with
+  // its process alive, at least one worker ATTACHED, and not stopping.
+  Readiness GetReadiness() ABSL_LOCKS_EXCLUDED(mu_);
+  // Live: the timer loop turned within `max_age_s` (a wedged coordinator is
+  // not live).
+  bool Live(double max_age_s = 10) const;
+  // `fn(ready)` is called now and (from the timer loop, without the mutex)
+  // whenever readiness changes, until ClearReadinessListener returns.
+  void SetReadinessListener(std::function<void(bool ready)> fn) ABSL_LOCKS_EXCLUDED(mu_);
+  void ClearReadinessListener();
 
   // ---- Metrics (daemon/coordinator_metrics.cc) ----
   // Counters the front ends update (requests by status, time to first token).
@@ -199,6 +247,13 @@ class Coordinator {
   // Finishes sequences that failed on too many workers.
   void ReapRequeuedLocked(Closers* closers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SampleRatesLocked(TimeUs now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cancels the sequences of clients that stopped reading; their on_stalled
+  // are moved into `stalled` (called without the lock).
+  void CancelStalledLocked(TimeUs now, std::vector<std::shared_ptr<Channel>>* stalled)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Readiness ReadinessLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The store probe once a second, and readiness listeners; without mu_.
+  void TickUnlocked(TimeUs now) ABSL_LOCKS_EXCLUDED(mu_);
   // Releases the held sequences of fences whose process ended, or that came
   // back (`returned_pid`/`returned_start`: a hello), or that timed out.
   void CheckFencesLocked(TimeUs now, int64_t returned_pid = 0, uint64_t returned_start = 0)
@@ -245,7 +300,17 @@ class Coordinator {
   ServingMetrics metrics_;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::CondVar timer_cv_;  // with mu_: stopping_ or a new deadline
+  StoreHealth store_ ABSL_GUARDED_BY(mu_);  // the last probe
+  TimeUs store_probed_at_ ABSL_GUARDED_BY(mu_) = 0;
+  v1::ReportSupervisionRequest supervision_ ABSL_GUARDED_BY(mu_);
+  TimeUs supervision_at_ ABSL_GUARDED_BY(mu_) = 0;
+  // The timer loop's last turn (Live); atomic: read without mu_.
+  std::atomic<TimeUs> last_tick_{0};
+  // Readiness listener: called by the timer loop with listener_mu_ held.
+  absl::Mutex listener_mu_;
+  std::function<void(bool)> on_readiness_ ABSL_GUARDED_BY(listener_mu_);
+  int last_ready_ ABSL_GUARDED_BY(listener_mu_) = -1;  // -1: not told yet
+  absl::CondVar timer_cv_;                             // with mu_: stopping_ or a new deadline
   // Started by Create, joined by Shutdown; not under mu_.
   std::thread timer_;
 };

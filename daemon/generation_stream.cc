@@ -55,7 +55,7 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> GenerationStream::Start(
   const int32_t prompt_tokens = int32_t(r.prompt.size());
   const int32_t last = r.prompt.empty() ? kStartOfSequence : r.prompt.back();
   absl::StatusOr<std::shared_ptr<Coordinator::Channel>> ch =
-      coordinator.Admit(std::move(r), std::move(options.on_update));
+      coordinator.Admit(std::move(r), std::move(options.on_update), std::move(options.on_stalled));
   if (!ch.ok()) {
     coordinator.metrics().CountRequest(RequestStatus::kRejected);
     return ch.status();

@@ -35,7 +35,8 @@ class GenerationStream {
     // max_tokens 0 means as many as fit after the prompt (the model's context
     // and the KV pool), as OpenAI's chat API does; otherwise 0 is an error.
     bool fill_max_tokens = false;
-    std::function<void()> on_update;  // Coordinator::Channel::on_update
+    std::function<void()> on_update;   // Coordinator::Channel::on_update
+    std::function<void()> on_stalled;  // Coordinator::Channel::on_stalled
   };
 
   struct Chunk {

@@ -25,6 +25,8 @@ std::string_view SeqStateName(SeqState s) {
       return "running";
     case SeqState::kFinished:
       return "finished";
+    case SeqState::kPaused:
+      return "paused";
   }
   return "";
 }
@@ -145,14 +147,8 @@ void Scheduler::Finish(Sequence& s, FinishReason reason, std::vector<Event>* eve
     auto it = std::find(queue_.begin(), queue_.end(), s.id);
     PAGED_CHECK(it != queue_.end(), "queued sequence missing from the queue");
     queue_.erase(it);
-  } else {
-    auto w = workers_.find(s.worker);
-    PAGED_CHECK(w != workers_.end(), "running sequence leased to an unknown worker");
-    auto& leased = w->second.leased;
-    auto it = std::find(leased.begin(), leased.end(), s.id);
-    PAGED_CHECK(it != leased.end(), "running sequence missing from its worker's leases");
-    leased.erase(it);
-    w->second.leased_blocks -= BlocksFor(s.req);
+  } else if (s.state == SeqState::kRunning) {
+    Unlease(s);
   }
   if (!s.blocks.empty()) blocks_.Free(&s.blocks);
   Event e;
@@ -172,6 +168,45 @@ void Scheduler::Finish(Sequence& s, FinishReason reason, std::vector<Event>* eve
   }
   const int64_t id = s.id;
   seqs_.erase(id);  // `s` dangles from here on
+}
+
+void Scheduler::Unlease(Sequence& s) {
+  auto w = workers_.find(s.worker);
+  PAGED_CHECK(w != workers_.end(), "running sequence leased to an unknown worker");
+  auto& leased = w->second.leased;
+  auto it = std::find(leased.begin(), leased.end(), s.id);
+  PAGED_CHECK(it != leased.end(), "running sequence missing from its worker's leases");
+  leased.erase(it);
+  w->second.leased_blocks -= BlocksFor(s.req);
+  s.worker.clear();
+}
+
+void Scheduler::Park(Sequence& s) {
+  PAGED_CHECK(s.paused && !s.in_flight, "parking a sequence that is not paused or is in flight");
+  if (s.state == SeqState::kRunning) {
+    Unlease(s);
+  } else if (s.state == SeqState::kQueued) {
+    auto it = std::find(queue_.begin(), queue_.end(), s.id);
+    PAGED_CHECK(it != queue_.end(), "queued sequence missing from the queue");
+    queue_.erase(it);
+  }
+  s.state = SeqState::kPaused;
+}
+
+absl::Status Scheduler::SetPaused(int64_t seq_id, bool paused) {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("no live sequence ", seq_id));
+  Sequence& s = it->second;
+  if (s.paused == paused) return absl::OkStatus();
+  s.paused = paused;
+  if (paused) {
+    // In flight (or held): parked when its step resolves or it is re-queued.
+    if (!s.in_flight) Park(s);
+  } else if (s.state == SeqState::kPaused) {
+    s.state = SeqState::kQueued;
+    queue_.push_front(s.id);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<Event>> Scheduler::Cancel(int64_t seq_id) {
@@ -250,7 +285,11 @@ void Scheduler::RemoveWorker(const std::string& worker_id, const std::string& ho
     ++counters_.requeued;
     if (!s.held.empty()) continue;
     queue_.push_front(s.id);
-    if (s.cancelled) Finish(s, FinishReason::kCancelled, events);
+    if (s.cancelled) {
+      Finish(s, FinishReason::kCancelled, events);
+    } else if (s.paused) {
+      Park(s);
+    }
   }
   w.leased.clear();
   workers_.erase(wit);
@@ -387,6 +426,10 @@ ScheduleResult Scheduler::Schedule(TimeUs now) {
   // sequence no live worker could ever hold is passed over.
   for (size_t i = 0; i < queue_.size();) {
     Sequence& s = seqs_.at(queue_[i]);
+    if (s.paused) {  // released from a hold meanwhile: it waits for its client
+      Park(s);
+      continue;
+    }
     const int32_t need = BlocksFor(s.req);
     Worker* w = LeastLoaded(need);
     if (!w) {
@@ -470,7 +513,10 @@ std::vector<Event> Scheduler::OnStepResult(const std::string& worker_id, uint64_
       continue;
     }
     s.committed += e.n_fed;
-    if (!e.samples) continue;
+    if (!e.samples) {
+      if (s.paused) Park(s);
+      continue;
+    }
     const int32_t token = next_tokens[i];
     s.generated.push_back(token);
     ++counters_.tokens_committed;
@@ -480,8 +526,11 @@ std::vector<Event> Scheduler::OnStepResult(const std::string& worker_id, uint64_
     te.token = token;
     te.index = int32_t(s.generated.size()) - 1;
     events.push_back(std::move(te));
-    if (const FinishReason r = StopReason(s, token); r != FinishReason::kNone)
+    if (const FinishReason r = StopReason(s, token); r != FinishReason::kNone) {
       Finish(s, r, &events);
+    } else if (s.paused) {
+      Park(s);
+    }
   }
   CollectDrained(&events);
   return events;
@@ -502,6 +551,7 @@ SequenceInfo Scheduler::Info(const Sequence& s) const {
   i.blocks = int32_t(s.blocks.size());
   i.in_flight = s.in_flight && s.held.empty();
   i.cancel_pending = s.cancelled;
+  i.paused = s.paused;
   i.held = s.held;
   i.requeues = s.requeues;
   i.admitted_at = s.admitted_at;
@@ -513,7 +563,8 @@ SchedulerStats Scheduler::Stats() const {
   SchedulerStats st = counters_;
   st.queue_depth = int32_t(queue_.size());
   for (const auto& [key, ids] : held_) st.held += int32_t(ids.size());
-  st.running = int32_t(seqs_.size() - queue_.size()) - st.held;
+  for (const auto& [id, s] : seqs_) st.paused += s.state == SeqState::kPaused ? 1 : 0;
+  st.running = int32_t(seqs_.size() - queue_.size()) - st.held - st.paused;
   st.live_workers = int32_t(workers_.size());
   st.draining_workers = 0;
   st.steps_in_flight = 0;

@@ -5,7 +5,7 @@
 //
 // Inputs                                   Outputs
 //   Admit(request, now)                      seq id, or INVALID_ARGUMENT /
-//   Cancel(seq id)                             RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED
+//   Cancel(seq id), SetPaused(seq id, bool)    RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED
 //   AddWorker / WorkerGone / Drain           Events: kToken, kFinished,
 //   Schedule(now)                              kWorkerDrained, kWorkerFailed
 //   OnStepResult(worker, step id, tokens)    StepPlans (one StepBatch per idle worker)
@@ -123,8 +123,10 @@ struct WorkerLimits {
   int32_t max_step_kv_blocks = 0;
 };
 
-enum class SeqState { kQueued, kRunning, kFinished };
-std::string_view SeqStateName(SeqState s);  // "queued", "running", "finished"
+// kPaused: its client stopped taking its tokens (SetPaused): it keeps its KV
+// blocks and committed state but no worker seat, and is not scheduled.
+enum class SeqState { kQueued, kRunning, kFinished, kPaused };
+std::string_view SeqStateName(SeqState s);  // "queued", "running", "finished", "paused"
 
 // ---- Introspection (Admin) ----
 
@@ -140,6 +142,7 @@ struct SequenceInfo {
   int32_t blocks = 0;           // reserved KV blocks (0 while first queued)
   bool in_flight = false;       // part of a step in flight
   bool cancel_pending = false;  // cancelled while in flight
+  bool paused = false;          // SetPaused(true): parked once no step holds it
   std::string held;             // held under this key (its worker went away mid-step)
   int32_t requeues = 0;         // times its worker went away under it
   TimeUs admitted_at = 0;
@@ -165,6 +168,7 @@ struct SchedulerStats {
   int32_t queue_depth = 0;
   int32_t running = 0;  // leased to a worker
   int32_t held = 0;     // waiting for a gone worker's process (WorkerGone with a hold key)
+  int32_t paused = 0;   // parked: their clients are not reading (SetPaused)
   int32_t live_workers = 0;
   int32_t draining_workers = 0;
   int32_t steps_in_flight = 0;
@@ -223,6 +227,14 @@ class Scheduler {
   // cancelled or expired meanwhile). Returns how many were released.
   int32_t ReleaseHeld(const std::string& hold_key);
 
+  // Back-pressure from a client that does not take its tokens. Paused: the
+  // sequence is not scheduled; once no step holds it, it gives up its worker
+  // seat (state kPaused) but keeps its KV blocks and committed tokens, and a
+  // deadline or Cancel still ends it. Unpaused: it goes back to the FRONT of
+  // the queue and resumes from its committed length. NOT_FOUND for a
+  // sequence that is not live.
+  absl::Status SetPaused(int64_t seq_id, bool paused);
+
   // The worker finishes its sequences and takes no new ones; kWorkerDrained
   // once it holds none (maybe at once). NOT_FOUND for an unknown worker.
   absl::StatusOr<std::vector<Event>> Drain(const std::string& worker_id);
@@ -268,7 +280,8 @@ class Scheduler {
     std::string worker;              // running: the lease
     bool in_flight = false;
     bool cancelled = false;
-    std::string held;  // hold key while held (in_flight stays set)
+    bool paused = false;  // SetPaused: parked (kPaused) once no step holds it
+    std::string held;     // hold key while held (in_flight stays set)
     int32_t requeues = 0;
     TimeUs admitted_at = 0;
   };
@@ -309,6 +322,10 @@ class Scheduler {
   // The least loaded live, non-draining worker with a seat and KV room for
   // a sequence of `blocks` reserved blocks (ties: the lowest id); null if none.
   Worker* LeastLoaded(int32_t blocks);
+  // Takes a running sequence off its worker's leases.
+  void Unlease(Sequence& s);
+  // A paused sequence that no step holds leaves its seat or the queue.
+  void Park(Sequence& s);
   // Whether some live, non-draining worker could hold it when empty.
   bool AnyWorkerCouldHold(int32_t blocks) const;
   StepPlan BuildStep(Worker& w);

@@ -1,10 +1,13 @@
 #include "daemon/services.h"
 
+#include <google/protobuf/stubs/logging.h>
+
 #include <chrono>
 #include <limits>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "daemon/bearer_token.h"
 #include "daemon/generate_request.h"
 #include "daemon/generation_stream.h"
@@ -17,7 +20,79 @@ namespace {
 constexpr auto kPollPeriod =
     std::chrono::milliseconds(50);  // client disconnects are noticed this fast
 
+// The field protobuf last refused to parse on this thread (its log line
+// names it); the sync server parses a request and answers it on one thread.
+thread_local std::string last_bad_utf8_field;
+
+void ProtobufLog(google::protobuf::LogLevel level, const char* file, int line,
+                 const std::string& message) {
+  constexpr std::string_view kPrefix = "String field '";
+  if (message.find("invalid UTF-8 data when parsing") != std::string::npos) {
+    const size_t start = message.find(kPrefix);
+    const size_t end =
+        start == std::string::npos ? start : message.find('\'', start + kPrefix.size());
+    if (end != std::string::npos)
+      last_bad_utf8_field = message.substr(start + kPrefix.size(), end - start - kPrefix.size());
+    Log(LogLevel::kDebug, "grpc", "%s", message.c_str());
+    return;
+  }
+  Log(level >= google::protobuf::LOGLEVEL_ERROR ? LogLevel::kError : LogLevel::kWarning, "protobuf",
+      "%s:%d: %s", file, line, message.c_str());
+}
+
+class ParseErrorInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit ParseErrorInterceptor(std::string method) : method_(std::move(method)) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (m->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE) &&
+        m->GetRecvMessage() == nullptr) {
+      unparsed_ = true;
+      field_ = std::move(last_bad_utf8_field);
+      last_bad_utf8_field.clear();
+    }
+    if (unparsed_ && m->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS) &&
+        m->GetSendStatus().error_code() == grpc::StatusCode::INTERNAL) {
+      m->ModifySendStatus(grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          field_.empty() ? absl::StrCat(method_,
+                                        ": the request does not parse (a string field that is not "
+                                        "valid UTF-8?)")
+                         : absl::StrCat(method_, ": field ", field_,
+                                        " is not valid UTF-8 (string fields must be UTF-8)")));
+    }
+    m->Proceed();
+  }
+
+ private:
+  const std::string method_;
+  bool unparsed_ = false;
+  std::string field_;
+};
+
+class ParseErrorInterceptorFactoryImpl final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new ParseErrorInterceptor(info->method() != nullptr ? info->method() : "");
+  }
+};
+
 }  // namespace
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+ParseErrorInterceptorFactory() {
+  return std::make_unique<ParseErrorInterceptorFactoryImpl>();
+}
+
+void InstallProtobufParseErrorHook() {
+  static const bool installed = [] {
+    google::protobuf::SetLogHandler(&ProtobufLog);
+    return true;
+  }();
+  (void)installed;
+}
 
 grpc::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string& token) {
   if (token.empty()) return grpc::Status::OK;
@@ -37,6 +112,9 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx, const v1::Gene
                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
   if (grpc::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return s;
   GenerationStream::Options options;
+  // A client that stops reading is given up on (the coordinator cancels its
+  // sequence after --stalled-stream-timeout): the blocked Write returns.
+  options.on_stalled = [ctx] { ctx->TryCancel(); };
   const auto deadline = ctx->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -144,12 +222,27 @@ grpc::Status AdminService::ListModels(grpc::ServerContext* ctx, const v1::ListMo
   return grpc::Status::OK;
 }
 
+grpc::Status AdminService::ReportSupervision(grpc::ServerContext* ctx,
+                                             const v1::ReportSupervisionRequest* req,
+                                             v1::ReportSupervisionResponse*) {
+  if (grpc::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return s;
+  if (req->processes_size() > 4096)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "over 4096 processes");
+  coord_->ReportSupervision(*req);
+  return grpc::Status::OK;
+}
+
 // ---- WorkerLink ----
 
 grpc::Status WorkerLinkService::Attach(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) {
   if (grpc::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return s;
+  if (require_client_certificate_ &&
+      (ctx->auth_context() == nullptr || !ctx->auth_context()->IsPeerAuthenticated()))
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "a worker must present a TLS client certificate (the coordinator's "
+                        "--tls-client-ca signs them)");
   v1::WorkerMessage first;
   if (!stream->Read(&first))
     return grpc::Status(grpc::StatusCode::CANCELLED, "the worker left before its hello");
@@ -160,6 +253,14 @@ grpc::Status WorkerLinkService::Attach(
       coord_->AttachWorker(first.hello(), [ctx] { ctx->TryCancel(); });
   if (!attached.ok()) return ToGrpcStatus(attached.status());
   Coordinator::Link& link = **attached;
+  // Attached: the worker may now say so (log, READY=1). Steps follow.
+  v1::CoordinatorMessage ack;
+  ack.mutable_attached()->set_segment(coord_->options().segment);
+  ack.mutable_attached()->set_segment_generation(coord_->options().segment_generation);
+  if (!stream->Write(ack)) {
+    coord_->DetachWorker(link);
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the worker left");
+  }
 
   std::thread writer([&] {
     v1::CoordinatorMessage out;

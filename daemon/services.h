@@ -4,7 +4,9 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_interceptor.h>
 
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -51,6 +53,8 @@ class AdminService final : public v1::Admin::Service {
                            v1::DrainWorkerResponse* resp) override;
   grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* req,
                           v1::ListModelsResponse* resp) override;
+  grpc::Status ReportSupervision(grpc::ServerContext* ctx, const v1::ReportSupervisionRequest* req,
+                                 v1::ReportSupervisionResponse* resp) override;
 
  private:
   Coordinator* coord_;
@@ -59,11 +63,17 @@ class AdminService final : public v1::Admin::Service {
 
 class WorkerLinkService final : public v1::WorkerLink::Service {
  public:
-  WorkerLinkService(Coordinator* coordinator, std::string token)
-      : coord_(coordinator), token_(std::move(token)) {}
+  // `require_client_certificate`: a worker must present a TLS client
+  // certificate the server verified (the server's --tls-client-ca).
+  WorkerLinkService(Coordinator* coordinator, std::string token,
+                    bool require_client_certificate = false)
+      : coord_(coordinator),
+        token_(std::move(token)),
+        require_client_certificate_(require_client_certificate) {}
 
-  // Hello, then steps out (a writer thread drains the worker's outbox) and
-  // results in (this thread), until the stream ends: then the worker is gone.
+  // Hello, then Attached (the hello was accepted), then steps out (a writer
+  // thread drains the worker's outbox) and results in (this thread), until
+  // the stream ends: then the worker is gone.
   grpc::Status Attach(
       grpc::ServerContext* ctx,
       grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) override;
@@ -71,6 +81,16 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
  private:
   Coordinator* coord_;
   const std::string token_;
+  const bool require_client_certificate_;
 };
+
+// A request that does not parse (a proto3 string field holding invalid
+// UTF-8) reaches no handler: gRPC answers INTERNAL with an empty message.
+// This interceptor answers INVALID_ARGUMENT instead, naming the message and,
+// when protobuf said which, the field. Install the factory on the server
+// builder; InstallProtobufParseErrorHook() once per process.
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+ParseErrorInterceptorFactory();
+void InstallProtobufParseErrorHook();
 
 }  // namespace paged

@@ -18,7 +18,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/sdk/paged_client.h"
+#include "common/segment.h"
 #include "common/size_flag.h"
+#include "common/token.h"
 
 namespace paged::launcher {
 namespace {
@@ -129,6 +131,8 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
   if (!(o.start_timeout_s > 0) || !(o.stop_timeout_s > 0)) {
     return absl::InvalidArgumentError("--start-timeout and --stop-timeout must be > 0");
   }
+  if (!(o.restart_backoff_s > 0) || !(o.max_restart_backoff_s > 0))
+    return absl::InvalidArgumentError("--restart-backoff and --max-restart-backoff must be > 0");
   uint64_t budget = 0;  // 0: auto
   if (o.gpu_budget != "auto") {
     auto b = ParseByteSize(o.gpu_budget, "gpu-budget");
@@ -187,7 +191,10 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
 
   d.coordinator.name = "coordinator";
   d.coordinator.argv = {bins.coordinator, "--segment=" + o.segment, "--listen=" + o.listen};
-  if (!o.token.empty()) d.coordinator.argv.push_back("--token=" + o.token);
+  // The token in the environment (readable by this user only), never in argv.
+  std::vector<std::string> env;
+  if (!o.token.empty()) env.push_back(absl::StrCat(kTokenEnv, "=", o.token));
+  d.coordinator.env = env;
   d.coordinator.argv.insert(d.coordinator.argv.end(), o.coordinator_args.begin(),
                             o.coordinator_args.end());
 
@@ -223,7 +230,7 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
       }
       if (b > 0) w.argv.push_back(absl::StrCat("--gpu-budget=", b));
     }
-    if (!o.token.empty()) w.argv.push_back("--token=" + o.token);
+    w.env = env;
     w.argv.insert(w.argv.end(), o.worker_args.begin(), o.worker_args.end());
     d.workers.push_back(std::move(w));
   }
@@ -273,6 +280,15 @@ class StatusProbe {
     // failed to connect waits out its reconnect backoff before trying again.
     if (!status_.ok()) client_.reset();
     return status_;
+  }
+
+  // Tells the coordinator how the children are (best effort).
+  void Report(const v1::ReportSupervisionRequest& r) {
+    if (!client_.has_value()) {
+      Get();
+      if (!client_.has_value()) return;
+    }
+    if (!client_->ReportSupervision(r, absl::Seconds(1)).ok()) client_.reset();
   }
 
  private:
@@ -365,12 +381,20 @@ class Deploy {
     std::printf("%s\n  try: pagectl generate --server %s --prompt \"Once upon a time\"\n",
                 up.c_str(), CommandLine({target}).c_str());
     std::fflush(stdout);
-    // 4. Supervise until asked to stop or something that must not die dies.
+    // 4. Supervise until asked to stop: from now on the store and the
+    // coordinator are restarted too when they fail (the store re-attaches its
+    // segment; the workers re-attach to the new coordinator by themselves).
+    sup_.SetRestart(store_, true);
+    sup_.SetRestart(coordinator_, true);
+    auto last_report = Clock::now() - std::chrono::seconds(10);
     while (true) {
       if (sup_.stop_requested()) return Shutdown();
       if (!sup_.failure().empty()) return Abort(sup_.failure());
-      if (NoWorkerLeft()) return Abort("no worker is left (each failed too often in a row)");
-      sup_.Poll(1.0);
+      if (Clock::now() - last_report >= std::chrono::seconds(1)) {
+        probe.Report(Supervision());
+        last_report = Clock::now();
+      }
+      sup_.Poll(0.5);
     }
   }
 
@@ -395,6 +419,46 @@ class Deploy {
     if (!workers_.empty()) sup_.Stop(workers_, o_.stop_timeout_s);
     if (coordinator_ >= 0) sup_.Stop({coordinator_}, o_.stop_timeout_s);
     if (store_ >= 0) sup_.Stop({store_}, o_.stop_timeout_s);
+    // However the store ended (crashed, SIGKILLed after a second Ctrl-C),
+    // --remove-segment is honoured: it is gone now, so is its segment.
+    if (o_.remove_segment && store_ >= 0 && sup_.pid(store_) <= 0) {
+      RemoveSegment(o_.segment);
+      Say(absl::StrCat("removed segment ", o_.segment));
+    }
+  }
+
+  // How every child is, for the coordinator's Status.
+  v1::ReportSupervisionRequest Supervision() const {
+    v1::ReportSupervisionRequest r;
+    r.set_supervisor(absl::StrCat("paged-up (pid ", ::getpid(), ")"));
+    std::vector<int> ids = {store_, coordinator_};
+    ids.insert(ids.end(), workers_.begin(), workers_.end());
+    for (int id : ids) {
+      if (id < 0) continue;
+      v1::SupervisedProcess* p = r.add_processes();
+      p->set_name(sup_.spec(id).name);
+      switch (sup_.state(id)) {
+        case ChildState::kRunning:
+          p->set_state("RUNNING");
+          break;
+        case ChildState::kRestarting:
+          p->set_state(sup_.crash_loop(id) ? "CRASH_LOOP" : "RESTARTING");
+          break;
+        case ChildState::kExited:
+          p->set_state("EXITED");
+          break;
+        case ChildState::kFailed:
+          p->set_state("FAILED");
+          break;
+      }
+      p->set_pid(sup_.pid(id) > 0 ? sup_.pid(id) : 0);
+      p->set_restarts(sup_.restarts(id));
+      p->set_failures_in_a_row(sup_.quick_failures(id));
+      if (sup_.restarts(id) > 0 || sup_.state(id) != ChildState::kRunning)
+        p->set_last_exit(sup_.LastExit(id));
+      p->set_next_restart_s(sup_.next_restart_s(id));
+    }
+    return r;
   }
 
   // Asked to stop: workers, coordinator, store; exit 0.
@@ -438,7 +502,10 @@ class Deploy {
 
 int Launch(const LaunchOptions& o) {
   // First: block the signals before any thread (CUDA's, gRPC's) starts.
-  auto sup = Supervisor::Create();
+  SupervisorOptions so;
+  so.restart_backoff_s = o.restart_backoff_s;
+  so.max_backoff_s = std::max(o.max_restart_backoff_s, o.restart_backoff_s);
+  auto sup = Supervisor::Create(so);
   if (!sup.ok()) {
     Say(std::string(sup.status().message()));
     return 1;
@@ -471,6 +538,9 @@ int Launch(const LaunchOptions& o) {
     std::printf("%s\n%s\n", CommandLine(d->store.argv).c_str(),
                 CommandLine(d->coordinator.argv).c_str());
     for (const ChildSpec& w : d->workers) std::printf("%s\n", CommandLine(w.argv).c_str());
+    if (!o.token.empty())
+      std::printf("(the token reaches paged and the workers in $%s, not on their command lines)\n",
+                  kTokenEnv);
     return 0;
   }
   Deploy deploy(o, **sup);

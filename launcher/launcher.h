@@ -1,8 +1,13 @@
 // paged-up: a whole local deployment in one command. Starts paged-store
 // (waits until its segment is READY), the coordinator `paged` (waits until it
 // listens), then one paged-worker per visible GPU or N CPU workers; prints
-// "paged is up: ADDR" once a worker has attached; restarts workers that fail;
+// "paged is up: ADDR" once a worker has attached; from then on restarts any
+// child that fails (the store re-attaches its segment, workers re-attach to
+// a restarted coordinator), with backoff, never giving up on one without
+// saying so (crash loops are reported to the coordinator: `pagectl status`);
 // and on SIGINT/SIGTERM stops workers, coordinator and store in that order.
+// The token reaches the children in their environment (PAGED_TOKEN), never
+// in argv.
 #pragma once
 
 #include <string>
@@ -24,14 +29,18 @@ struct LaunchOptions {
   std::string gpu_budget =
       "auto";         // per worker; auto: 85% of each GPU, the worker's default on the CPU
   int workers = 0;    // 0: one per GPU (auto, cuda) or 1 (cpu); N: that many
-  std::string token;  // bearer token the coordinator requires, when set
-  bool remove_segment = false;  // the store removes the segment when it stops
+  std::string token;  // bearer token the coordinator requires, when set (resolved: common/token.h)
+  // The store removes the segment when it stops, and paged-up removes it
+  // after the store is gone, however it ended (a crash, a SIGKILL).
+  bool remove_segment = false;
   std::vector<std::string> store_args, coordinator_args,
-      worker_args;               // extra flags, passed as they are
-  std::string bin_dir;           // look for the binaries here first
-  double start_timeout_s = 600;  // store READY, coordinator listening, first worker attached
-  double stop_timeout_s = 10;    // per stage: SIGTERM, then SIGKILL
-  bool dry_run = false;          // print the commands and exit
+      worker_args;                    // extra flags, passed as they are
+  std::string bin_dir;                // look for the binaries here first
+  double start_timeout_s = 600;       // store READY, coordinator listening, first worker attached
+  double stop_timeout_s = 10;         // per stage: SIGTERM, then SIGKILL
+  double restart_backoff_s = 0.5;     // the first restart's delay, doubled per quick failure
+  double max_restart_backoff_s = 30;  // the longest; a crash loop is retried this often
+  bool dry_run = false;               // print the commands and exit
 };
 
 // Where the three binaries are.

@@ -1,11 +1,13 @@
 // paged-up: store, coordinator and workers of a local deployment in one
 // command, supervised; Ctrl-C stops them all.
+#include <cstdio>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
+#include "common/token.h"
 #include "launcher/launcher.h"
 
 ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
@@ -20,9 +22,17 @@ ABSL_FLAG(std::string, device, "auto",
 ABSL_FLAG(std::string, gpu_budget, "auto",
           "device memory per worker (e.g. 40GiB); auto: 85% of each GPU");
 ABSL_FLAG(int, workers, 0, "workers (0: one per GPU, or 1 on the CPU)");
-ABSL_FLAG(std::string, token, "", "bearer token the coordinator requires");
+ABSL_FLAG(std::string, token, "", "bearer token (visible in ps: prefer --token-file)");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the bearer token the coordinator requires (else $PAGED_TOKEN); the "
+          "children get it in their environment, never on their command lines");
 ABSL_FLAG(bool, remove_segment, false,
-          "remove the segment when paged-up stops (default: keep it for a fast restart)");
+          "remove the segment when paged-up stops, however the store ended (default: keep it for "
+          "a fast restart)");
+ABSL_FLAG(double, restart_backoff, 0.5,
+          "seconds before a failed child's first restart (doubled per quick failure)");
+ABSL_FLAG(double, max_restart_backoff, 30,
+          "the longest restart delay; a child in a crash loop is retried this often");
 ABSL_FLAG(std::string, store_args, "", "extra flags for paged-store, space-separated");
 ABSL_FLAG(std::string, coordinator_args, "", "extra flags for paged, space-separated");
 ABSL_FLAG(std::string, worker_args, "", "extra flags for every paged-worker, space-separated");
@@ -54,7 +64,14 @@ int main(int argc, char** argv) {
   o.device = absl::GetFlag(FLAGS_device);
   o.gpu_budget = absl::GetFlag(FLAGS_gpu_budget);
   o.workers = absl::GetFlag(FLAGS_workers);
-  o.token = absl::GetFlag(FLAGS_token);
+  auto token = paged::ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file));
+  if (!token.ok()) {
+    std::fprintf(stderr, "paged-up: %s\n", std::string(token.status().message()).c_str());
+    return 2;
+  }
+  o.token = *token;
+  o.restart_backoff_s = absl::GetFlag(FLAGS_restart_backoff);
+  o.max_restart_backoff_s = absl::GetFlag(FLAGS_max_restart_backoff);
   o.remove_segment = absl::GetFlag(FLAGS_remove_segment);
   o.store_args = Words(absl::GetFlag(FLAGS_store_args));
   o.coordinator_args = Words(absl::GetFlag(FLAGS_coordinator_args));

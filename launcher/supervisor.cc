@@ -112,6 +112,19 @@ absl::Status Supervisor::Spawn(Child& c) {
   std::vector<char*> argv;
   for (std::string& a : c.spec.argv) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The environment: ours, with the spec's names replaced or added.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const std::string_view name = entry.substr(0, entry.find('='));
+    bool replaced = false;
+    for (const std::string& x : c.spec.env) replaced |= x.substr(0, x.find('=')) == name;
+    if (!replaced) env_strings.emplace_back(entry);
+  }
+  env_strings.insert(env_strings.end(), c.spec.env.begin(), c.spec.env.end());
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0)
     return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
@@ -140,7 +153,7 @@ absl::Status Supervisor::Spawn(Child& c) {
     if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
     ::dup2(out[1], STDOUT_FILENO);
     ::dup2(out[1], STDERR_FILENO);
-    ::execve(argv[0], argv.data(), environ);
+    ::execve(argv[0], argv.data(), envp.data());
     const int e = errno;
     ssize_t ignored = ::write(err[1], &e, sizeof(e));
     (void)ignored;
@@ -232,17 +245,22 @@ void Supervisor::HandleExit(Child& c, int st) {
     return;
   }
   c.quick_failures = ran_s >= options_.stable_after_s ? 1 : c.quick_failures + 1;
-  if (c.quick_failures > options_.max_quick_failures) {
-    c.state = ChildState::kFailed;
-    Note(absl::StrCat(c.spec.name, " ", how, " after ", absl::StrFormat("%.1f s", ran_s),
-                      "; it failed ", c.quick_failures, " times in a row, giving up on it"));
-    return;
-  }
-  const double backoff = std::min(options_.max_backoff_s,
-                                  options_.restart_backoff_s * std::pow(2.0, c.quick_failures - 1));
+  const bool loop = c.quick_failures > options_.max_quick_failures;
+  const double backoff =
+      loop ? options_.max_backoff_s
+           : std::min(options_.max_backoff_s,
+                      options_.restart_backoff_s * std::pow(2.0, c.quick_failures - 1));
   c.state = ChildState::kRestarting;
   c.restart_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double>(backoff));
+  if (loop) {
+    // Never abandoned, never silently: every try says so.
+    Note(absl::StrCat("WARNING: ", c.spec.name, " is in a crash loop: it failed ", c.quick_failures,
+                      " times in a row (last: ", how, " after ", absl::StrFormat("%.1f s", ran_s),
+                      "); retrying every ", absl::StrFormat("%.0f s", backoff),
+                      " (pagectl status shows it)"));
+    return;
+  }
   Note(absl::StrCat(c.spec.name, " ", how, " after ", absl::StrFormat("%.1f s", ran_s),
                     "; restart ", c.restarts + 1, " in ", absl::StrFormat("%.1f s", backoff)));
 }
@@ -354,6 +372,19 @@ void Supervisor::Stop(const std::vector<int>& ids, double timeout_s) {
 }
 
 const ChildSpec& Supervisor::spec(int id) const { return children_.at(size_t(id))->spec; }
+void Supervisor::SetRestart(int id, bool restart) {
+  children_.at(size_t(id))->spec.restart = restart;
+}
+int Supervisor::quick_failures(int id) const { return children_.at(size_t(id))->quick_failures; }
+bool Supervisor::crash_loop(int id) const {
+  const Child& c = *children_.at(size_t(id));
+  return c.state == ChildState::kRestarting && c.quick_failures > options_.max_quick_failures;
+}
+double Supervisor::next_restart_s(int id) const {
+  const Child& c = *children_.at(size_t(id));
+  if (c.state != ChildState::kRestarting) return 0;
+  return std::max(0.0, Seconds(c.restart_at - Clock::now()));
+}
 ChildState Supervisor::state(int id) const { return children_.at(size_t(id))->state; }
 pid_t Supervisor::pid(int id) const { return children_.at(size_t(id))->pid; }
 int Supervisor::restarts(int id) const { return children_.at(size_t(id))->restarts; }

@@ -32,7 +32,10 @@ namespace paged::launcher {
 struct ChildSpec {
   std::string name;               // prefixes its output lines: "[name] ..."
   std::vector<std::string> argv;  // argv[0]: the path of the binary
-  bool restart = false;           // restart when it exits abnormally (a signal or a non-zero code)
+  // "NAME=value" added to (or replacing in) the child's environment: secrets
+  // go here, never in argv (which `ps` shows everyone).
+  std::vector<std::string> env;
+  bool restart = false;  // restart when it exits abnormally (a signal or a non-zero code)
 };
 
 struct SupervisorOptions {
@@ -40,8 +43,11 @@ struct SupervisorOptions {
   double max_backoff_s = 30;
   double stable_after_s =
       30;  // a child that ran this long before failing restarts at the first delay
-  int max_quick_failures =
-      5;               // that many failures in a row, each before stable_after_s: give up on it
+  // That many failures in a row, each before stable_after_s: the child is in
+  // a crash loop. It is never given up on: it is retried every
+  // max_backoff_s, and said so loudly (crash_loop(id), and paged-up reports
+  // it to the coordinator, so `pagectl status` shows it).
+  int max_quick_failures = 5;
   FILE* log = stderr;  // where children's lines and the supervisor's own notes go
 };
 
@@ -49,7 +55,7 @@ enum class ChildState {
   kRunning,
   kRestarting,  // failed; waits for its backoff before starting again
   kExited,      // exited with status 0, or was stopped
-  kFailed,      // failed and is not restarted (not restartable, or gave up)
+  kFailed,      // failed and is not restartable (or could not be executed)
 };
 
 class Supervisor {
@@ -78,14 +84,24 @@ class Supervisor {
   int last_signal() const { return last_signal_; }
 
   // A child that must not die (restart = false) exited, or a restartable one
-  // was given up on: the first such event, described ("" when none).
+  // could not be executed again: the first such event, described ("" when none).
   const std::string& failure() const { return failure_; }
+
+  // Makes a child restartable (or not) from now on: paged-up's store and
+  // coordinator must start once, then are restarted when they fail.
+  void SetRestart(int id, bool restart);
 
   size_t size() const { return children_.size(); }
   const ChildSpec& spec(int id) const;
   ChildState state(int id) const;
   pid_t pid(int id) const;  // -1 when not running
   int restarts(int id) const;
+  // Failures in a row, each before stable_after_s; over max_quick_failures:
+  // a crash loop (retried every max_backoff_s).
+  int quick_failures(int id) const;
+  bool crash_loop(int id) const;
+  // Seconds until a restarting child is started again (0 otherwise).
+  double next_restart_s(int id) const;
   // True when a line containing `needle` appeared in this child's output since
   // it last started.
   bool SawLine(int id, std::string_view needle) const;

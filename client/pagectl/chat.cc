@@ -123,6 +123,7 @@ int ChatCommand(const Flags& f) {
   client::ConnectOptions opts;
   if (f.timeout > absl::ZeroDuration())
     opts.connect_timeout = std::min(f.timeout, opts.connect_timeout);
+  opts.tls = f.tls;
   absl::StatusOr<client::Client> c = client::Client::Connect(f.server, f.token, opts);
   if (!c.ok()) {
     std::fprintf(stderr, "pagectl chat: %s: %s\n",

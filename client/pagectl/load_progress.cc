@@ -14,9 +14,10 @@ uint64_t TotalWeightBytes(const SegmentHeader& h) {
   uint64_t n = 0;
   for (uint32_t i = 0; i < std::min<uint32_t>(h.n_global_tensors, kMaxGlobalTensors); ++i)
     n += h.global_tensors[i].bytes + h.global_tensors[i].scale_bytes;
-  for (uint32_t i = 0; i < std::min<uint32_t>(h.n_layer_tensors, kMaxLayerTensors); ++i) {
-    n += (h.layer_tensors[i].bytes + h.layer_tensors[i].scale_bytes) *
-         uint64_t(std::max(h.model.n_layers, 0));
+  for (int l = 0; l < std::clamp(h.model.n_layers, 0, kMaxSegmentLayers); ++l) {
+    const LayerTable& t = h.Layer(l);
+    for (uint32_t i = 0; i < std::min<uint32_t>(t.n_tensors, kMaxLayerTensors); ++i)
+      n += t.tensors[i].bytes + t.tensors[i].scale_bytes;
   }
   return n;
 }
@@ -38,11 +39,11 @@ LoadProgress ProgressOf(const SegmentHeader& h) {
 
 absl::StatusOr<LoadProgress> ReadLoadProgress(const std::string& name) {
   uint64_t size = 0;
-  absl::StatusOr<SegmentHeader> h = PeekSegmentHeader(name, &size);
+  absl::StatusOr<std::unique_ptr<SegmentHeader>> h = PeekSegmentHeader(name, &size);
   // Too small for a header: the store is creating it (open, then truncate).
   if (!h.ok() && h.status().code() == absl::StatusCode::kDataLoss) return LoadProgress{};
   if (!h.ok()) return h.status();
-  return ProgressOf(*h);
+  return ProgressOf(**h);
 }
 
 }  // namespace paged::pagectl

@@ -42,6 +42,7 @@ absl::StatusOr<client::Client> Connect(const Flags& f) {
   client::ConnectOptions opts;
   if (f.timeout > absl::ZeroDuration())
     opts.connect_timeout = std::min(f.timeout, opts.connect_timeout);
+  opts.tls = f.tls;
   return client::Client::Connect(f.server, f.token, opts);
 }
 
@@ -162,16 +163,16 @@ absl::Status WaitReady(const Flags& f) {
   for (;;) {
     client::ConnectOptions opts;
     opts.connect_timeout = absl::Seconds(1);
+    opts.tls = f.tls;
     absl::StatusOr<client::Client> c = client::Client::Connect(f.server, f.token, opts);
     if (c.ok()) {
       auto s = c->Status(absl::Seconds(5));
       if (s.ok()) {
-        int attached = 0;
-        for (const v1::WorkerInfo& w : s->workers()) attached += w.state() == "ATTACHED";
-        if (s->store_state() == "READY" && attached > 0) break;
-        waiting = s->store_state() != "READY"
-                      ? absl::StrCat("the store (", s->store_state(), ")")
-                      : absl::StrCat("a worker to attach (", s->workers_size(), " known)");
+        if (s->ready()) break;
+        // The coordinator says why it is not ready (the store, the workers).
+        waiting = s->not_ready_reason() == "no worker is attached"
+                      ? absl::StrCat("a worker to attach (", s->workers_size(), " known)")
+                      : absl::StrCat("readiness (", s->not_ready_reason(), ")");
       } else if (s.status().code() == absl::StatusCode::kUnauthenticated) {
         shown.Finish("");
         return s.status();

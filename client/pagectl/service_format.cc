@@ -62,6 +62,7 @@ std::string FormatStatus(const v1::StatusResponse& s, bool color) {
   for (const v1::WorkerInfo& w : s.workers()) attached += w.state() == "ATTACHED";
   std::vector<std::vector<Cell>> summary = {
       {{"model"}, {Or(s.model(), "-")}},
+      {{"ready"}, {""}},
       {{"store"}, {""}},
       {{"queue"}, {absl::StrCat(s.queue_depth(), " waiting, ", s.running_sequences(), " running")}},
       {{"throughput"},
@@ -72,13 +73,31 @@ std::string FormatStatus(const v1::StatusResponse& s, bool color) {
                      absl::StrFormat(" (%.1f%%)", used_pct))}},
       {{"workers"}, {absl::StrCat(attached, " attached of ", s.workers_size())}},
   };
-  // The store line carries its state in colour.
   summary[1][1].text =
-      absl::StrCat(Paint(Or(s.store_state(), "?"), StateColor(s.store_state()), color),
-                   " (segment ", Or(s.segment(), "-"), ")");
+      s.ready() ? Paint("yes", kGreen, color)
+                : Paint(absl::StrCat("no: ", Or(s.not_ready_reason(), "?")), kRed, color);
+  // The store line carries its state in colour, and whether its process lives.
+  summary[2][1].text = absl::StrCat(
+      Paint(Or(s.store_state(), "?"), StateColor(s.store_state()), color), " (segment ",
+      Or(s.segment(), "-"), ")",
+      s.store_alive()
+          ? (s.store_pid() > 0 ? absl::StrCat(", process ", s.store_pid()) : "")
+          : Paint(", but no paged-store process holds it (dead or restarting)", kRed, color));
   std::string out;
   for (const auto& row : summary) {
     out += Paint(absl::StrFormat("%-12s", row[0].text), "1", color) + row[1].text + "\n";
+  }
+  // A supervisor's children that are not running, loudly.
+  for (const v1::SupervisedProcess& p : s.supervised()) {
+    if (p.state() == "RUNNING") continue;
+    const bool loop = p.state() == "CRASH_LOOP";
+    std::string line = absl::StrCat(
+        "! ", p.name(), " is ", p.state(),
+        loop ? absl::StrCat(": it failed ", p.failures_in_a_row(), " times in a row") : "",
+        p.last_exit().empty() ? "" : absl::StrCat(" (last: ", p.last_exit(), ")"),
+        p.next_restart_s() > 0 ? absl::StrFormat("; next try in %.0f s", p.next_restart_s()) : "",
+        loop ? "; see its log (journalctl or paged-up's output)" : "");
+    out += Paint(line, loop || p.state() == "FAILED" ? kRed : kYellow, color) + "\n";
   }
   if (s.workers_size() == 0) return out;
   std::vector<std::vector<Cell>> rows = {{{"WORKER"},

@@ -12,6 +12,7 @@
 #include "paged/v1/admin.grpc.pb.h"
 #include "paged/v1/inference.grpc.pb.h"
 #include "proto/api_convert.h"
+#include "proto/channel.h"
 
 namespace paged::client {
 
@@ -143,7 +144,10 @@ absl::StatusOr<Client> Client::Connect(std::string target, std::string token,
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetMaxReceiveMessageSize(64 << 20);
-  impl->channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      CreateClientChannel(target, options.tls, args);
+  if (!channel.ok()) return channel.status();
+  impl->channel = *std::move(channel);
   if (impl->channel == nullptr)
     return absl::InvalidArgumentError(absl::StrCat("bad server address '", target, "'"));
   if (options.connect_timeout > absl::ZeroDuration()) {
@@ -294,6 +298,19 @@ absl::StatusOr<std::vector<v1::ModelInfo>> Client::ListModels(absl::Duration tim
     return s;
   }
   return std::vector<v1::ModelInfo>(resp.models().begin(), resp.models().end());
+}
+
+}  // namespace paged::client
+
+namespace paged::client {
+
+absl::Status Client::ReportSupervision(const v1::ReportSupervisionRequest& report,
+                                       absl::Duration timeout) const {
+  if (absl::Status s = ValidateTimeout(timeout); !s.ok()) return s;
+  grpc::ClientContext ctx;
+  impl_->Prepare(ctx, timeout);
+  v1::ReportSupervisionResponse resp;
+  return FromGrpcStatus(impl_->admin->ReportSupervision(&ctx, report, &resp));
 }
 
 }  // namespace paged::client

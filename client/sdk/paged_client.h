@@ -40,6 +40,7 @@
 #include "absl/time/time.h"
 #include "common/finish_reason.h"
 #include "paged/v1/admin.pb.h"
+#include "proto/channel.h"
 
 namespace paged::client {
 
@@ -50,6 +51,9 @@ struct ConnectOptions {
   // Connect() waits this long for the connection and fails with UNAVAILABLE
   // when the server is not there. Zero: connect lazily on the first call.
   absl::Duration connect_timeout = absl::Seconds(5);
+  // TLS: the server's CA (tls.ca), or the system's roots (tls.enable); a
+  // client certificate when the server asks for one (tls.cert, tls.key).
+  ClientTls tls;
 };
 
 // One message of a chat conversation.
@@ -161,6 +165,9 @@ class Client {
   // The models the server serves.
   absl::StatusOr<std::vector<v1::ModelInfo>> ListModels(
       absl::Duration timeout = kDefaultTimeout) const;
+  // For a supervisor (paged-up): how its children are; Status shows it.
+  absl::Status ReportSupervision(const v1::ReportSupervisionRequest& report,
+                                 absl::Duration timeout = kDefaultTimeout) const;
 
  private:
   struct Impl;

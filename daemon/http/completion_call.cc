@@ -73,6 +73,9 @@ void CompletionCall::Begin() {
       if (std::shared_ptr<CompletionCall> c = weak.lock()) c->Pump();
     });
   };
+  // A client that stopped reading its stream is given up on: the
+  // coordinator cancelled its sequence; its connection closes.
+  o.on_stalled = [ex = ex_] { ex->Abort(); };
   absl::StatusOr<std::unique_ptr<GenerationStream>> gen =
       GenerationStream::Start(coord_, req_.generate, std::move(o));
   if (!gen.ok()) {

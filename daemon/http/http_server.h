@@ -4,11 +4,17 @@
 // A few event-loop threads serve every connection asynchronously (no thread
 // per connection, none blocked on a generation). Per connection: keep-alive
 // and pipelining, `Expect: 100-continue`, limits on the header and body size
-// (431 / 413, then the connection closes), a timeout to read a request (and
-// to wait idle for the next one) and one per write (a client that stops
-// reading). A response is either whole (Content-Length) or chunked
-// (Transfer-Encoding: chunked; HTTP/1.0 clients get it unframed and the
-// connection closes at its end), for server-sent events.
+// (431 / 413, then the connection closes), deadlines to start a request
+// (idle), to send its headers and its body, and one per write (a client
+// that stops reading). A response is either whole (Content-Length) or
+// chunked (Transfer-Encoding: chunked; HTTP/1.0 clients get it unframed and
+// the connection closes at its end), for server-sent events. Every response
+// carries `X-Content-Type-Options: nosniff`. Optionally over TLS.
+//
+// Connections are bounded, and accepting never starves: at the limit (in
+// all, or of one client address) a new connection closes the oldest one of
+// those that are idle or still sending headers (the same client's first);
+// only when every connection is busy answering is it refused (503).
 //
 // While a response is pending the server keeps reading the connection, so a
 // client that goes away is noticed at once (Exchange::OnClosed), also while
@@ -40,12 +46,18 @@ struct ServerOptions {
   int threads = 4;      // event-loop threads
   size_t max_header_bytes = 64 << 10;  // request line and headers; more: 431
   size_t max_body_bytes = 8 << 20;     // more: 413
-  // To read one request (the headers and the body), and the longest a
-  // keep-alive connection may wait idle for its next request.
+  // The longest a connection may wait for a request to start (a fresh one,
+  // or a keep-alive one between requests), then to send the request's
+  // headers (from its first byte), then its body.
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(15)};
+  std::chrono::milliseconds header_timeout{std::chrono::seconds(10)};
   std::chrono::milliseconds read_timeout{std::chrono::seconds(60)};
   // To write one response or chunk (a client that stopped reading).
   std::chrono::milliseconds write_timeout{std::chrono::seconds(60)};
-  int max_connections = 1024;  // more are closed at once
+  int max_connections = 1024;            // in all
+  int max_connections_per_client = 256;  // of one client IP address
+  // TLS (PEM files): HTTPS when set.
+  std::string tls_cert, tls_key;
   // The response for an error the server answers by itself (413, 431, 400
   // for a malformed request); a plain-text body when not set.
   std::function<Response(bhttp::status, std::string_view message)> error_response;
@@ -81,6 +93,8 @@ class Exchange {
   // connection fails or the server stops) before the response has ended.
   // Set it in the handler, before anything that may take a while.
   void OnClosed(std::function<void()> fn);
+  // Closes the connection (a client given up on); OnClosed runs.
+  void Abort();
 
  private:
   const std::shared_ptr<Session> session_;
@@ -103,10 +117,17 @@ class HttpServer {
 
   // HOST:PORT as bound (port 0 resolved).
   const std::string& address() const { return address_; }
-  // Stops accepting, closes every connection (pending exchanges see
-  // OnClosed), waits for the handlers to finish (up to 5 s) and joins the
-  // threads.
-  void Stop();
+  // Stops accepting and closes the connections that are not answering a
+  // request (the rest finish their answers; a keep-alive one then closes).
+  void StopAccepting();
+  // StopAccepting, waits up to `grace` for the answers in progress to end,
+  // closes every connection (pending exchanges see OnClosed), waits for the
+  // handlers to finish (up to 5 s) and joins the threads.
+  void Stop(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
+  // Connections open now, and refused or evicted so far (for tests, logs).
+  int connections() const;
+  int64_t evicted() const;
+  int64_t refused() const;
 
   struct Impl;
 

@@ -112,7 +112,12 @@ class HttpServingTest : public ::testing::Test {
   void StartAll(std::vector<std::string> extra = {}, const std::string& token = "") {
     std::vector<std::string> argv = {BinaryPath("paged"), "--segment=" + segment_,
                                      "--listen=" + grpc_address_, "--http=127.0.0.1:0"};
-    if (!token.empty()) argv.push_back("--token=" + token);
+    // The token from a file (paged) and the environment (the worker), as
+    // systemd credentials and paged-up pass it: never on a command line.
+    if (!token.empty()) {
+      testing::WriteFile(dir_.File("token"), token + "\n");
+      argv.push_back("--token-file=" + dir_.File("token"));
+    }
     argv.insert(argv.end(), extra.begin(), extra.end());
     paged_ = std::make_unique<Subprocess>(argv);
     ASSERT_TRUE(paged_->WaitForLine("http listening on ", 30)) << paged_->output();
@@ -127,8 +132,9 @@ class HttpServingTest : public ::testing::Test {
         BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
         "--gpu-budget=256MiB",      "--threads=1",           "--coordinator=" + grpc_address_,
         "--worker-id=w0",           "--resident=none"};
-    if (!token.empty()) w.push_back("--token=" + token);
+    if (!token.empty()) ::setenv("PAGED_TOKEN", token.c_str(), 1);
     worker_ = std::make_unique<Subprocess>(w);
+    ::unsetenv("PAGED_TOKEN");
     ASSERT_TRUE(WaitUntil([&] {
       grpc::ClientContext ctx;
       if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
@@ -272,7 +278,7 @@ TEST_F(HttpServingTest, ADroppedClientCancelsItsSequence) {
   std::string id;
   {
     testing::RawConnection c(http_);
-    ASSERT_TRUE(c.Send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+    ASSERT_TRUE(c.Send("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
                        std::to_string(body.size()) + "\r\n\r\n" + body));
     ASSERT_TRUE(c.ReadCount("data: ", 5, 30)) << c.received();
     std::smatch m;
@@ -284,7 +290,7 @@ TEST_F(HttpServingTest, ADroppedClientCancelsItsSequence) {
       json({{"prompt", {1}}, {"max_tokens", 2000}, {"ignore_eos", true}}).dump();
   {
     testing::RawConnection c(http_);
-    ASSERT_TRUE(c.Send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+    ASSERT_TRUE(c.Send("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
                        std::to_string(whole.size()) + "\r\n\r\n" + whole));
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
@@ -333,6 +339,42 @@ TEST_F(HttpServingTest, MetricsCountTheTraffic) {
   EXPECT_GT(std::stod(m[1]), 0);
   ASSERT_TRUE(std::regex_search(text, m, std::regex("paged_step_seconds_count ([0-9]+)")));
   EXPECT_GE(std::stoi(m[1]), 40);
+}
+
+// Issue 15, defect 4: on SIGTERM, curl streaming an answer gets an error
+// event and [DONE] and a cleanly ended body (exit 0, not 18); a waiting
+// non-streaming request gets a 503.
+TEST_F(HttpServingTest, SigtermSaysGoodbyeToHttpClients) {
+  ASSERT_NO_FATAL_FAILURE(StartAll());
+  worker_->Signal(SIGKILL);  // requests now wait in the queue
+  worker_.reset();
+  std::pair<int, std::string> streamed, whole;
+  std::thread a([&] {
+    streamed = Curl({"-N", "http://" + http_ + "/v1/completions", "-d",
+                     R"({"prompt": "Once upon a time", "max_tokens": 20, "stream": true})"});
+  });
+  std::thread b([&] {
+    whole = Curl({"-w", "\nHTTP %{http_code}", "http://" + http_ + "/v1/completions", "-d",
+                  R"({"prompt": "Once upon a time", "max_tokens": 20})"});
+  });
+  EXPECT_TRUE(WaitUntil([&] {  // (no ASSERT: the threads must be joined)
+    grpc::ClientContext ctx;
+    v1::StatusResponse st;
+    return admin_->Status(&ctx, v1::StatusRequest(), &st).ok() && st.queue_depth() == 2;
+  }));
+  inference_.reset();
+  admin_.reset();
+  EXPECT_EQ(paged_->Signal(SIGTERM), 0) << paged_->output();
+  paged_.reset();
+  a.join();
+  b.join();
+  EXPECT_EQ(streamed.first, 0) << streamed.second;
+  EXPECT_THAT(streamed.second, HasSubstr("data: {\"error\""));
+  EXPECT_THAT(streamed.second, HasSubstr("shutting down"));
+  EXPECT_THAT(streamed.second, HasSubstr("data: [DONE]"));
+  EXPECT_EQ(whole.first, 0) << whole.second;
+  EXPECT_THAT(whole.second, HasSubstr("HTTP 503"));
+  EXPECT_THAT(whole.second, HasSubstr("\"code\":\"unavailable\""));
 }
 
 TEST_F(HttpServingTest, WithATokenTheApiNeedsIt) {

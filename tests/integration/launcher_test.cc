@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -105,9 +106,29 @@ pid_t ReadPid(const std::string& path, double timeout_s = 10) {
 
 // ---- the fake stack ------------------------------------------------------------------
 
-// Answers Status with two attached CPU workers, as the coordinator would.
+// Answers Status with two attached CPU workers, as the coordinator would,
+// and keeps paged-up's supervision reports.
 class FakeAdmin final : public v1::Admin::Service {
  public:
+  grpc::Status ReportSupervision(grpc::ServerContext*, const v1::ReportSupervisionRequest* req,
+                                 v1::ReportSupervisionResponse*) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_ = *req;
+    ++reports_;
+    return grpc::Status::OK;
+  }
+  // The state of `name` in the last report ("" when not reported).
+  std::string StateOf(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const v1::SupervisedProcess& p : last_.processes())
+      if (p.name() == name) return p.state();
+    return "";
+  }
+  v1::ReportSupervisionRequest last() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_;
+  }
+
   grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
                       v1::StatusResponse* r) override {
     r->set_model("fake model");
@@ -120,19 +141,29 @@ class FakeAdmin final : public v1::Admin::Service {
     }
     return grpc::Status::OK;
   }
+
+ private:
+  std::mutex mu_;
+  v1::ReportSupervisionRequest last_;
+  int reports_ = 0;
 };
 
-// A stand-in that records its pid, says `hello` (its ready line), logs
-// `name` to ./stopped on SIGTERM and exits 0; fails at once when ./NAME.fail
-// exists. The sleeps are short so that nothing outlives a SIGKILLed script.
+// A stand-in that records its pid, its arguments and its $PAGED_TOKEN, says
+// `hello` (its ready line), logs `name` to ./stopped on SIGTERM and exits 0
+// (ignores SIGTERM when ./NAME.stubborn exists); fails at once when
+// ./NAME.fail exists. The sleeps are short so that nothing outlives a
+// SIGKILLed script.
 std::string Script(const std::string& dir, const std::string& name, const std::string& hello) {
-  return absl::StrCat(
-      "#!/bin/sh\n", "D='", dir, "'\n", "id=", name, "\n",
-      "for a in \"$@\"; do case \"$a\" in --worker-id=*) id=", name,
-      "-${a#--worker-id=};; esac; done\n", "trap 'echo ", name,
-      " >> \"$D/stopped\"; exit 0' TERM\n", "if [ -e \"$D/", name, ".fail\" ]; then echo \"", name,
-      ": cannot open the model: no such file\" >&2; exit 1; fi\n", "echo $$ > \"$D/$id.pid\"\n",
-      "echo $$ >> \"$D/pids\"\n", "echo \"", hello, "\"\n", "while :; do sleep 0.1; done\n");
+  return absl::StrCat("#!/bin/sh\n", "D='", dir, "'\n", "id=", name, "\n",
+                      "for a in \"$@\"; do case \"$a\" in --worker-id=*) id=", name,
+                      "-${a#--worker-id=};; esac; done\n", "trap 'echo ", name,
+                      " >> \"$D/stopped\"; exit 0' TERM\n", "if [ -e \"$D/", name,
+                      ".stubborn\" ]; then trap '' TERM; fi\n", "if [ -e \"$D/", name,
+                      ".fail\" ]; then echo \"", name,
+                      ": cannot open the model: no such file\" >&2; exit 1; fi\n",
+                      "echo $$ > \"$D/$id.pid\"\n", "echo \"$@\" > \"$D/$id.args\"\n",
+                      "echo \"${PAGED_TOKEN:-}\" > \"$D/$id.token\"\n", "echo $$ >> \"$D/pids\"\n",
+                      "echo \"", hello, "\"\n", "while :; do sleep 0.1; done\n");
 }
 
 class FakeStackTest : public ::testing::Test {
@@ -153,16 +184,25 @@ class FakeStackTest : public ::testing::Test {
     ::chmod(dir_.File(name).c_str(), 0755);
   }
 
-  std::unique_ptr<Subprocess> Launch() {
-    return std::make_unique<Subprocess>(std::vector<std::string>{
-        PagedUpPath(), "--bin-dir=" + dir_.path(), "--model=/fake/model.gguf", "--device=cpu",
-        "--workers=2", "--listen=unix://" + socket_, "--stop-timeout=5", "--start-timeout=30"});
+  std::unique_ptr<Subprocess> Launch(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {PagedUpPath(),
+                                     "--bin-dir=" + dir_.path(),
+                                     "--model=/fake/model.gguf",
+                                     "--device=cpu",
+                                     "--workers=2",
+                                     "--listen=unix://" + socket_,
+                                     "--stop-timeout=5",
+                                     "--start-timeout=30",
+                                     "--restart-backoff=0.05",
+                                     "--max-restart-backoff=0.3"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Subprocess>(argv);
   }
 
   // Brings paged-up up: the fake coordinator says it listens, then this test
   // serves the Status it polls.
-  std::unique_ptr<Subprocess> LaunchUp() {
-    auto up = Launch();
+  std::unique_ptr<Subprocess> LaunchUp(std::vector<std::string> extra = {}) {
+    auto up = Launch(std::move(extra));
     EXPECT_TRUE(up->WaitForLine("listening on", 30)) << up->output();
     grpc::ServerBuilder b;
     b.AddListeningPort("unix://" + socket_, grpc::InsecureServerCredentials());
@@ -218,15 +258,96 @@ TEST_F(FakeStackTest, ComesUpRestartsAKilledWorkerAndStopsInOrder) {
   EXPECT_THAT(up->output(), HasSubstr("paged-up: stopped"));
 }
 
-TEST_F(FakeStackTest, ADeadStoreTakesTheDeploymentDown) {
+// Issue 15, defect 3: once up, a dead store or coordinator is restarted
+// (with backoff) instead of taking the deployment down.
+TEST_F(FakeStackTest, ADeadStoreOrCoordinatorIsRestarted) {
   auto up = LaunchUp();
-  const pid_t store = ReadPid(dir_.File("store.pid"));
-  ASSERT_GT(store, 0);
-  ASSERT_EQ(::kill(store, SIGKILL), 0);
-  EXPECT_EQ(up->Wait(30), 1) << up->output();
-  EXPECT_THAT(up->output(), HasSubstr("error: store killed by signal 9"));
-  EXPECT_EQ(testing::ReadFile(dir_.File("stopped")), "worker\nworker\ncoordinator\n");
-  EXPECT_TRUE(AllDeadWithin(ScriptPids(), 5));
+  for (const char* name : {"store", "coordinator"}) {
+    const pid_t pid = ReadPid(dir_.File(std::string(name) + ".pid"));
+    ASSERT_GT(pid, 0);
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    ASSERT_TRUE(up->WaitForLine(absl::StrCat("restarted ", name, " (restart 1"), 20))
+        << up->output();
+    EXPECT_THAT(up->output(), HasSubstr(absl::StrCat(name, " killed by signal 9")));
+  }
+  EXPECT_TRUE(Alive(up->pid()));
+  EXPECT_THAT(up->output(), ::testing::Not(HasSubstr("error:")));
+  // The reports tell the coordinator (pagectl status) how each child is.
+  up->WaitForLine("\x01never\x01", 1.5);  // a report or two
+  EXPECT_EQ(admin_.StateOf("store"), "RUNNING");
+  EXPECT_EQ(admin_.StateOf("worker cpu:1"), "RUNNING");
+  EXPECT_EQ(up->Signal(SIGINT, 30), 0) << up->output();
+  EXPECT_EQ(testing::ReadFile(dir_.File("stopped")), "worker\nworker\ncoordinator\nstore\n");
+}
+
+// Issue 15, defect 3: a worker that keeps failing is never abandoned
+// silently: paged-up says it is in a crash loop, keeps retrying, and reports
+// it to the coordinator (pagectl status shows it); once it can start again,
+// it runs.
+TEST_F(FakeStackTest, AWorkerInACrashLoopIsRetriedAndReported) {
+  auto up = LaunchUp();
+  testing::WriteFile(dir_.File("worker.fail"), "");
+  const pid_t worker = ReadPid(dir_.File("worker-cpu:0.pid"));
+  ASSERT_GT(worker, 0);
+  ASSERT_EQ(::kill(worker, SIGKILL), 0);
+  ASSERT_TRUE(up->WaitForLine("WARNING: worker cpu:0 is in a crash loop", 30)) << up->output();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (admin_.StateOf("worker cpu:0") != "CRASH_LOOP" &&
+         std::chrono::steady_clock::now() < deadline)
+    up->WaitForLine("\x01never\x01", 0.2);
+  ASSERT_EQ(admin_.StateOf("worker cpu:0"), "CRASH_LOOP");
+  const v1::ReportSupervisionRequest report = admin_.last();
+  for (const v1::SupervisedProcess& p : report.processes()) {
+    if (p.name() != "worker cpu:0") continue;
+    EXPECT_GT(p.failures_in_a_row(), 5);
+    EXPECT_THAT(p.last_exit(), HasSubstr("exited with status 1"));
+  }
+  EXPECT_TRUE(Alive(up->pid()));
+  // It can start again: it runs.
+  std::filesystem::remove(dir_.File("worker.fail"));
+  while (admin_.StateOf("worker cpu:0") != "RUNNING" &&
+         std::chrono::steady_clock::now() < deadline + std::chrono::seconds(10))
+    up->WaitForLine("\x01never\x01", 0.2);
+  EXPECT_EQ(admin_.StateOf("worker cpu:0"), "RUNNING");
+  EXPECT_EQ(up->Signal(SIGINT, 30), 0) << up->output();
+}
+
+// Issue 15, defect 6: the token reaches the children in their environment,
+// never on a command line (`ps` shows argv to everyone).
+TEST_F(FakeStackTest, TheTokenIsNeverOnACommandLine) {
+  const std::string token = "s3cret-" + std::to_string(::getpid());
+  testing::WriteFile(dir_.File("token"), token + "\n");
+  auto up = LaunchUp({"--token-file=" + dir_.File("token")});
+  for (const char* id : {"store", "coordinator", "worker-cpu:0", "worker-cpu:1"})
+    ASSERT_GT(ReadPid(dir_.File(std::string(id) + ".pid")), 0) << id;
+  for (const char* id : {"coordinator", "worker-cpu:0", "worker-cpu:1"}) {
+    EXPECT_THAT(testing::ReadFile(dir_.File(std::string(id) + ".args")),
+                ::testing::Not(HasSubstr(token)))
+        << id;
+    EXPECT_EQ(testing::ReadFile(dir_.File(std::string(id) + ".token")), token + "\n") << id;
+  }
+  for (const auto& [pid, cmd] : Descendants(up->pid()))
+    EXPECT_THAT(cmd, ::testing::Not(HasSubstr(token))) << pid;
+  EXPECT_THAT(up->output(), ::testing::Not(HasSubstr(token)));
+  EXPECT_EQ(up->Signal(SIGINT, 30), 0) << up->output();
+}
+
+// Issue 15, defect 7: --remove-segment is honoured whatever happened to the
+// store: here it ignores SIGTERM and a second Ctrl-C has it SIGKILLed.
+TEST_F(FakeStackTest, RemoveSegmentIsHonouredAfterTwoQuickSignals) {
+  const std::string segment = testing::UniqueSegmentName("up-remove");
+  const std::string shm = "/dev/shm/" + segment;
+  testing::WriteFile(shm, "a segment");
+  testing::WriteFile(dir_.File("store.stubborn"), "");
+  auto up = LaunchUp({"--segment=" + segment, "--remove-segment"});
+  ::kill(up->pid(), SIGINT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ::kill(up->pid(), SIGINT);  // hurry: SIGKILL what still runs
+  EXPECT_EQ(up->Wait(30), 0) << up->output();
+  EXPECT_THAT(up->output(), HasSubstr("store still running: sending SIGKILL"));
+  EXPECT_THAT(up->output(), HasSubstr("removed segment " + segment));
+  EXPECT_FALSE(std::filesystem::exists(shm));
+  std::filesystem::remove(shm);
 }
 
 TEST_F(FakeStackTest, ChildrenDieWithAKilledLauncher) {
@@ -257,6 +378,11 @@ TEST(LauncherTest, DryRunShowsTheDeployment) {
   EXPECT_THAT(out, HasSubstr("--device=cpu --coordinator=localhost:7411 --worker-id=cpu:0"));
   EXPECT_THAT(out, HasSubstr("--worker-id=cpu:1 --threads="));
   EXPECT_THAT(out, HasSubstr("--slots=3 --resident=none"));
+  auto [rct, outt] =
+      RunCommand({PagedUpPath(), "--dry-run", "--model=/m.gguf", "--device=cpu", "--token=s3cret"});
+  EXPECT_EQ(rct, 0) << outt;
+  EXPECT_THAT(outt, ::testing::Not(HasSubstr("s3cret")));
+  EXPECT_THAT(outt, HasSubstr("in $PAGED_TOKEN"));
 
   auto [rc2, out2] = RunCommand({PagedUpPath(), "--dry-run", "--model=/m.gguf", "--workers=-1"});
   EXPECT_EQ(rc2, 2);
@@ -365,6 +491,41 @@ TEST_F(RealStackTest, ServesRestartsAWorkerAndStopsCleanly) {
   EXPECT_TRUE(restarted) << workers.dump();
   auto [grc, gout] = Pagectl({"generate", "--prompt-tokens=1", "-n", "8"});
   EXPECT_EQ(grc, 0) << gout;
+
+  // Issue 15, defect 3: the coordinator dies: restarted, the workers attach
+  // to it again, and it serves.
+  auto find = [&](const std::string& needle) {
+    for (const auto& [pid, cmd] : Descendants(up.pid()))
+      if (cmd.find(needle) != std::string::npos) return pid;
+    return pid_t(-1);
+  };
+  const pid_t coordinator = find(" --listen=");
+  ASSERT_GT(coordinator, 0) << up.output();
+  ASSERT_EQ(::kill(coordinator, SIGKILL), 0);
+  ASSERT_TRUE(up.WaitForLine("restarted coordinator (restart 1", 30)) << up.output();
+  workers = WaitForWorkers(attached, up);
+  EXPECT_TRUE(attached(workers)) << workers.dump();
+  auto [crc, cout2] = Pagectl({"generate", "--prompt-tokens=1", "-n", "8"});
+  EXPECT_EQ(crc, 0) << cout2;
+  // The store dies: restarted, it re-attaches its segment; the service is
+  // ready again and serves.
+  const pid_t store = find(" --kv-gib=");
+  ASSERT_GT(store, 0) << up.output();
+  ASSERT_EQ(::kill(store, SIGKILL), 0);
+  ASSERT_TRUE(up.WaitForLine("restarted store (restart 1", 30)) << up.output();
+  ASSERT_TRUE(up.WaitForLine("re-attached", 30)) << up.output();
+  nlohmann::json st;
+  const auto ready_by = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < ready_by) {
+    auto [rc2, out2] = Pagectl({"status", "--json"});
+    st = nlohmann::json::parse(out2, nullptr, false);
+    if (rc2 == 0 && !st.is_discarded() && st.value("ready", false)) break;
+    up.WaitForLine("\x01never\x01", 0.3);
+  }
+  EXPECT_TRUE(st.value("ready", false)) << st.dump();
+  EXPECT_TRUE(st.value("store_alive", false)) << st.dump();
+  auto [src2, sout2] = Pagectl({"generate", "--prompt-tokens=1", "-n", "8"});
+  EXPECT_EQ(src2, 0) << sout2;
 
   // SIGTERM: exit 0, nothing left behind, the segment removed.
   std::vector<pid_t> children;

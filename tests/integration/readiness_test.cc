@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include <sstream>
 
 #include "client/pagectl/make_model.h"
+#include "tests/unit/http_client.h"
 #include "tests/unit/test_util.h"
 
 namespace paged {
@@ -204,6 +206,114 @@ TEST_F(ReadinessTest, WorkerIsReadyOnlyOnceAttached) {
 
   EXPECT_EQ(worker->Signal(SIGTERM), 0) << worker->output();
   EXPECT_EQ(l.ReceiveUntil("STOPPING=1", nullptr, 5000), "STOPPING=1");
+  EXPECT_EQ(paged->Signal(SIGTERM), 0) << paged->output();
+  EXPECT_EQ(store->Signal(SIGTERM), 0);
+}
+
+// Issue 15, defect 8: a worker the coordinator refuses (a wrong token) does
+// not say "attached" nor READY=1, however often it retries; with the right
+// token (here from the environment, as paged-up passes it) it does.
+TEST_F(ReadinessTest, ARefusedWorkerNeverSaysReady) {
+  auto store = std::make_unique<Subprocess>(StoreArgv());
+  ASSERT_TRUE(store->WaitForLine("ready")) << store->output();
+  testing::WriteFile(dir_.File("token"), "right-token\n");
+  std::vector<std::string> argv = CoordinatorArgv();
+  argv.push_back("--token-file=" + dir_.File("token"));
+  auto paged = std::make_unique<Subprocess>(argv);
+  ASSERT_TRUE(paged->WaitForLine("listening on", 30)) << paged->output();
+
+  NotifyListener l(dir_.File("notify"));
+  ASSERT_TRUE(l.bound());
+  const std::vector<std::string> worker_argv = {
+      BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
+      "--gpu-budget=256MiB",      "--threads=1",           "--coordinator=unix://" + socket_,
+      "--worker-id=w-refused"};
+  ::setenv("PAGED_TOKEN", "wrong-token", 1);
+  auto wrong = StartNotified(l, worker_argv);
+  ::unsetenv("PAGED_TOKEN");
+  ASSERT_TRUE(wrong->WaitForLine("refused worker w-refused", 30)) << wrong->output();
+  std::vector<std::string> got;
+  EXPECT_EQ(l.ReceiveUntil("READY=1", &got, 3000), "") << wrong->output();
+  EXPECT_THAT(wrong->output(), HasSubstr("UNAUTHENTICATED"));
+  EXPECT_THAT(wrong->output(), Not(HasSubstr("attached to")));
+  EXPECT_EQ(wrong->Signal(SIGTERM), 0) << wrong->output();
+
+  ::setenv("PAGED_TOKEN", "right-token", 1);
+  auto right = StartNotified(l, worker_argv);
+  ::unsetenv("PAGED_TOKEN");
+  EXPECT_FALSE(l.ReceiveUntil("READY=1", nullptr, 60000).empty()) << right->output();
+  EXPECT_TRUE(right->WaitForLine("attached to", 10)) << right->output();
+  EXPECT_EQ(right->Signal(SIGTERM), 0) << right->output();
+  EXPECT_EQ(paged->Signal(SIGTERM), 0) << paged->output();
+  EXPECT_EQ(store->Signal(SIGTERM), 0);
+}
+
+// Issue 15, defect 9: `pagectl status` and /readyz tell whether the store
+// process lives (its lock on the segment), not only the segment's state;
+// /livez stays 200. Defect 10: the socket is 0660 whatever the umask.
+TEST_F(ReadinessTest, StatusAndReadyzSeeADeadStoreAndTheSocketIs0660) {
+  auto store = std::make_unique<Subprocess>(StoreArgv());
+  ASSERT_TRUE(store->WaitForLine("ready")) << store->output();
+  std::vector<std::string> argv = CoordinatorArgv();
+  argv.push_back("--http=127.0.0.1:0");
+  const mode_t old = ::umask(0);  // the child inherits it
+  auto paged = std::make_unique<Subprocess>(argv);
+  ::umask(old);
+  ASSERT_TRUE(paged->WaitForLine("http listening on", 30)) << paged->output();
+  std::smatch m;
+  const std::string out = paged->output();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("http listening on ([0-9.]+:[0-9]+)")));
+  const std::string http = m[1];
+  struct stat st {};
+  ASSERT_EQ(::stat(socket_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+
+  auto status = [&] {
+    auto [rc, text] =
+        RunCommand({BinaryPath("pagectl"), "status", "--json", "--server=unix://" + socket_});
+    EXPECT_EQ(rc, 0) << text;
+    return nlohmann::json::parse(text, nullptr, false);
+  };
+  nlohmann::json s = status();
+  EXPECT_EQ(s.value("store_state", ""), "READY");
+  EXPECT_TRUE(s.value("store_alive", false)) << s.dump();
+  EXPECT_EQ(s.value("store_pid", ""), std::to_string(store->pid()));
+  EXPECT_FALSE(s.value("ready", false));
+  EXPECT_EQ(s.value("not_ready_reason", ""), "no worker is attached");
+  auto [trc, table] = RunCommand({BinaryPath("pagectl"), "status", "--server=unix://" + socket_});
+  EXPECT_THAT(table, HasSubstr("process " + std::to_string(store->pid())));
+  EXPECT_THAT(table, HasSubstr("no: no worker is attached"));
+
+  ASSERT_EQ(::kill(store->pid(), SIGKILL), 0);
+  store->Wait(10);
+  for (int i = 0; i < 100 && status().value("store_alive", false); ++i) ::usleep(100 * 1000);
+  s = status();
+  EXPECT_FALSE(s.value("store_alive", false)) << s.dump();
+  EXPECT_THAT(s.value("not_ready_reason", ""), HasSubstr("no paged-store process holds segment"));
+  auto [trc2, table2] = RunCommand({BinaryPath("pagectl"), "status", "--server=unix://" + socket_});
+  EXPECT_THAT(table2, HasSubstr("but no paged-store process holds it"));
+  testing::HttpResult ready = testing::HttpCall(http, "GET", "/readyz");
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_THAT(ready.body, HasSubstr("no paged-store process holds segment"));
+  EXPECT_EQ(testing::HttpCall(http, "GET", "/livez").status, 200);
+  EXPECT_EQ(paged->Signal(SIGTERM), 0) << paged->output();
+}
+
+// The coordinator pings the watchdog (from its loop) at a quarter of the
+// interval the manager asks for.
+TEST_F(ReadinessTest, TheCoordinatorPingsTheWatchdog) {
+  auto store = std::make_unique<Subprocess>(StoreArgv());
+  ASSERT_TRUE(store->WaitForLine("ready")) << store->output();
+  NotifyListener l(dir_.File("notify"));
+  ASSERT_TRUE(l.bound());
+  ::setenv("WATCHDOG_USEC", "800000", 1);
+  auto paged = StartNotified(l, CoordinatorArgv());
+  ::unsetenv("WATCHDOG_USEC");
+  ASSERT_FALSE(l.ReceiveUntil("READY=1", nullptr).empty()) << paged->output();
+  int pings = 0;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (std::chrono::steady_clock::now() < end) pings += l.Receive(100) == "WATCHDOG=1";
+  EXPECT_GE(pings, 3) << paged->output();
   EXPECT_EQ(paged->Signal(SIGTERM), 0) << paged->output();
   EXPECT_EQ(store->Signal(SIGTERM), 0);
 }

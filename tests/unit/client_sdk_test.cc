@@ -156,6 +156,9 @@ class FakeAdmin final : public v1::Admin::Service {
     r->set_model("llama 5 layers, dim 64, vocab 512 (f32)");
     r->set_segment("paged-test");
     r->set_store_state("READY");
+    r->set_store_alive(true);
+    r->set_store_pid(4242);
+    r->set_ready(true);
     r->set_queue_depth(3);
     r->set_running_sequences(2);
     r->set_tokens_per_s(123.4);
@@ -552,7 +555,8 @@ TEST(PagectlFormatTest, StatusTableHasTheServiceAndOneRowPerWorker) {
   ASSERT_TRUE(s.ok());
   const std::string plain = pagectl::FormatStatus(*s, /*color=*/false);
   EXPECT_THAT(plain, HasSubstr("llama 5 layers"));
-  EXPECT_THAT(plain, HasSubstr("READY (segment paged-test)"));
+  EXPECT_THAT(plain, HasSubstr("READY (segment paged-test), process 4242"));
+  EXPECT_THAT(plain, HasSubstr("ready       yes"));
   EXPECT_THAT(plain, HasSubstr("3 waiting, 2 running"));
   EXPECT_THAT(plain, HasSubstr("123.4 tokens/s, 2.50 GB/s paged"));
   EXPECT_THAT(plain, HasSubstr("64 / 256 used (25.0%)"));
@@ -571,6 +575,41 @@ TEST(PagectlFormatTest, StatusTableHasTheServiceAndOneRowPerWorker) {
   EXPECT_EQ(j["workers"].size(), 2u);
   EXPECT_EQ(j["workers"][1]["restarts"], 1);
   EXPECT_EQ(j["kv_blocks_used"], "64");  // the proto3 JSON mapping: 64-bit integers are strings
+}
+
+// Issue 15, defects 3 and 9: status says whether the service is ready and
+// why not, whether the store process lives, and loudly which supervised
+// processes are not running.
+TEST(PagectlFormatTest, StatusShowsReadinessTheStoreProcessAndCrashLoops) {
+  v1::StatusResponse s;
+  s.set_segment("seg");
+  s.set_store_state("READY");
+  s.set_store_alive(true);
+  s.set_store_pid(4242);
+  s.set_ready(true);
+  std::string plain = pagectl::FormatStatus(s, false);
+  EXPECT_THAT(plain, HasSubstr("ready       yes"));
+  EXPECT_THAT(plain, HasSubstr("READY (segment seg), process 4242"));
+  s.set_ready(false);
+  s.set_not_ready_reason("no paged-store process holds segment seg");
+  s.set_store_alive(false);
+  s.set_store_pid(0);
+  v1::SupervisedProcess* p = s.add_supervised();
+  p->set_name("worker cuda:1");
+  p->set_state("CRASH_LOOP");
+  p->set_failures_in_a_row(7);
+  p->set_last_exit("killed by signal 9 (Killed)");
+  p->set_next_restart_s(12);
+  v1::SupervisedProcess* ok = s.add_supervised();
+  ok->set_name("store");
+  ok->set_state("RUNNING");
+  plain = pagectl::FormatStatus(s, false);
+  EXPECT_THAT(plain, HasSubstr("ready       no: no paged-store process holds segment seg"));
+  EXPECT_THAT(plain, HasSubstr("READY (segment seg), but no paged-store process holds it"));
+  EXPECT_THAT(plain, HasSubstr("! worker cuda:1 is CRASH_LOOP: it failed 7 times in a row (last: "
+                               "killed by signal 9 (Killed)); next try in 12 s"));
+  EXPECT_THAT(plain, Not(HasSubstr("! store")));
+  EXPECT_THAT(pagectl::FormatStatus(s, true), HasSubstr("\033[31m! worker cuda:1"));
 }
 
 TEST(PagectlFormatTest, TokenListsAndUsage) {

@@ -6,6 +6,7 @@
 #include "daemon/coordinator.h"
 
 #include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include "common/process.h"
@@ -540,8 +542,12 @@ TEST_F(CoordinatorTest, ServesOverGrpcWithAFakeWorkerAndAToken) {
     *hello.mutable_hello() = MakeHello("grpc-worker");
     ASSERT_TRUE(stream->Write(hello));
     v1::CoordinatorMessage m;
+    ASSERT_TRUE(stream->Read(&m));
+    EXPECT_TRUE(m.has_attached());  // the hello was accepted
+    EXPECT_EQ(m.attached().segment(), "fake-segment");
     while (stream->Read(&m)) {
       if (m.has_drain()) break;
+      if (!m.has_step()) continue;
       v1::WorkerMessage reply;
       reply.mutable_result()->set_step_id(m.step().step_id());
       for (const v1::SeqStep& s : m.step().sequences())
@@ -606,6 +612,293 @@ TEST_F(CoordinatorTest, ServesOverGrpcWithAFakeWorkerAndAToken) {
   admin.reset();
   (*server)->Shutdown();
   EXPECT_EQ(coord_->Status().workers(0).state(), "DRAINED");
+}
+
+bool WaitFor(const std::function<bool()>& pred, double timeout_s = 20) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return true;
+}
+
+int CountState(Coordinator& c, const std::string& state) {
+  int n = 0;
+  const v1::ListSequencesResponse seqs = c.ListSequences();
+  for (const v1::SequenceInfo& s : seqs.sequences()) n += s.state() == state;
+  return n;
+}
+
+// Issue 15, defect 2, in-process: a client that takes none of its tokens is
+// paused after max_stream_backlog of them (its seat goes to others, its KV
+// stays), and after the stall timeout its sequence is cancelled, its blocks
+// freed and its call aborted (on_stalled).
+TEST_F(CoordinatorTest, AClientThatDoesNotReadIsPausedThenCancelled) {
+  CoordinatorOptions o = testing::FakeCoordinatorOptions();
+  o.max_stream_backlog = 4;
+  o.stalled_stream_timeout_s = 0.5;
+  auto c = Coordinator::Create(std::move(o), nullptr);
+  ASSERT_TRUE(c.ok());
+  coord_ = std::move(*c);
+  FakeWorker w;
+  w.Attach(*coord_, pool_, MakeHello("w0", /*seqs=*/1));  // one seat
+  std::atomic<int> stalled{0};
+  auto slow = coord_->Admit(Req({1, 7}, 60), nullptr, [&] { ++stalled; });
+  ASSERT_TRUE(slow.ok());
+  ASSERT_TRUE(WaitFor([&] {
+    w.ServeOne();
+    return CountState(*coord_, "PAUSED") == 1;
+  }));
+  const v1::ListSequencesResponse seqs = coord_->ListSequences();
+  ASSERT_EQ(seqs.sequences_size(), 1);
+  EXPECT_EQ(seqs.sequences(0).generated_tokens(), 4);
+  // Another client is served meanwhile, on the seat the paused one left.
+  auto other = coord_->Admit(Req({1, 9}, 10));
+  ASSERT_TRUE(other.ok());
+  std::vector<Coordinator::Update> out;
+  RunUntilDone({&w}, {*other}, &out);
+  EXPECT_EQ(out[0].tokens, Reference({1, 9}, 10));
+  EXPECT_GT(coord_->Status().kv_blocks_used(), 0u);  // the paused one keeps its KV
+  // It never reads: cancelled, its blocks freed, its call aborted.
+  ASSERT_TRUE(WaitFor([&] { return stalled.load() == 1; }, 30));
+  Coordinator::Update u;
+  coord_->Wait(**slow, milliseconds(0), &u);
+  EXPECT_TRUE(u.finished);
+  EXPECT_EQ(u.reason, FinishReason::kCancelled);
+  EXPECT_EQ(u.tokens.size(), 4u);
+  EXPECT_EQ(coord_->Status().kv_blocks_used(), 0u);
+  coord_->Release(**slow);
+}
+
+TEST_F(CoordinatorTest, AClientThatReadsAgainResumesWithTheSameTokens) {
+  CoordinatorOptions o = testing::FakeCoordinatorOptions();
+  o.max_stream_backlog = 3;
+  auto c = Coordinator::Create(std::move(o), nullptr);
+  ASSERT_TRUE(c.ok());
+  coord_ = std::move(*c);
+  FakeWorker w;
+  w.Attach(*coord_, pool_, MakeHello("w0"));
+  auto ch = coord_->Admit(Req({1, 7}, 40));
+  ASSERT_TRUE(ch.ok());
+  ASSERT_TRUE(WaitFor([&] {
+    w.ServeOne();
+    return CountState(*coord_, "PAUSED") == 1;
+  }));
+  std::vector<Coordinator::Update> out;
+  RunUntilDone({&w}, {*ch}, &out);  // takes its tokens: resumes
+  EXPECT_EQ(out[0].tokens, Reference({1, 7}, 40));
+  EXPECT_EQ(out[0].reason, FinishReason::kLength);
+}
+
+// Issue 15, defect 9: ready only with a worker attached and the store READY
+// with its process alive; live while the timer loop turns, which is also
+// where the watchdog is pinged: a loop that hangs stops both.
+TEST_F(CoordinatorTest, ReadinessLivenessAndTheLoopsPings) {
+  std::atomic<int> ticks{0};
+  std::atomic<bool> store_alive{true}, wedge{false};
+  CoordinatorOptions o = testing::FakeCoordinatorOptions();
+  o.on_tick = [&] { ++ticks; };
+  o.store_probe = [&] {
+    while (wedge.load()) std::this_thread::sleep_for(milliseconds(5));  // a hung loop
+    StoreHealth h;
+    h.alive = store_alive.load();
+    h.pid = h.alive ? 42 : 0;
+    return h;
+  };
+  auto c = Coordinator::Create(std::move(o), nullptr);
+  ASSERT_TRUE(c.ok());
+  coord_ = std::move(*c);
+  ASSERT_TRUE(WaitFor([&] { return coord_->Live(1.0) && ticks.load() > 2; }));
+  Readiness r = coord_->GetReadiness();
+  EXPECT_FALSE(r.ready);
+  EXPECT_EQ(r.reason, "no worker is attached");
+  std::vector<bool> told;
+  coord_->SetReadinessListener([&](bool ready) { told.push_back(ready); });
+  FakeWorker w;
+  w.Attach(*coord_, pool_, MakeHello("w0"));
+  ASSERT_TRUE(WaitFor([&] { return coord_->GetReadiness().ready; }));
+  ASSERT_TRUE(WaitFor([&] { return told.size() >= 2; }));
+  EXPECT_EQ(told, (std::vector<bool>{false, true}));
+  v1::StatusResponse st = coord_->Status();
+  EXPECT_TRUE(st.ready());
+  EXPECT_TRUE(st.store_alive());
+  EXPECT_EQ(st.store_pid(), 42);
+  // The store process dies: not ready (within the probe's second), saying why.
+  store_alive = false;
+  ASSERT_TRUE(WaitFor([&] { return !coord_->GetReadiness().ready; }, 10));
+  EXPECT_THAT(coord_->GetReadiness().reason, HasSubstr("no paged-store process holds segment"));
+  EXPECT_FALSE(coord_->Status().store_alive());
+  // The loop hangs: no more ticks (no watchdog pings), not live.
+  wedge = true;
+  std::this_thread::sleep_for(milliseconds(1200));  // inside the wedged probe by now
+  const int frozen = ticks.load();
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ(ticks.load(), frozen);
+  EXPECT_FALSE(coord_->Live(0.2));
+  wedge = false;
+  ASSERT_TRUE(WaitFor([&] { return coord_->Live(0.5); }));
+  coord_->ClearReadinessListener();
+}
+
+// grpc.health.v1.Health/Check of `service` through a generic call: 1 SERVING,
+// 2 NOT_SERVING, 0 unknown service, -1 another error.
+int HealthOf(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+  grpc::GenericStub stub(channel);
+  std::string req;
+  if (!service.empty()) req = std::string(1, '\x0a') + char(service.size()) + service;
+  grpc::Slice slice(req);
+  grpc::ByteBuffer in(&slice, 1), out;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &in, &out,
+                 [&](grpc::Status s) { done.set_value(s); });
+  const grpc::Status s = done.get_future().get();
+  if (!s.ok()) return s.error_code() == grpc::StatusCode::NOT_FOUND ? 0 : -1;
+  std::vector<grpc::Slice> slices;
+  if (!out.Dump(&slices).ok()) return -1;
+  std::string bytes;
+  for (const grpc::Slice& x : slices)
+    bytes.append(reinterpret_cast<const char*>(x.begin()), x.size());
+  return bytes.size() == 2 && bytes[0] == 0x08 ? bytes[1] : -1;
+}
+
+// Issue 15, defects 2, 9 and 10 over a real gRPC server: streams whose
+// clients never read are paused and then cancelled while a reading client
+// is served; health per service follows readiness; a string field with
+// invalid UTF-8 is INVALID_ARGUMENT naming the field.
+TEST(CoordinatorGrpcTest, UnreadStreamsHealthAndInvalidUtf8) {
+  CoordinatorOptions o = testing::FakeCoordinatorOptions(/*max_queue=*/64);
+  o.model.max_context = 8192;
+  o.scheduler = SchedulerConfigForModel(o.model);
+  o.scheduler.block_tokens = 16;
+  o.scheduler.total_blocks = 2048;
+  o.scheduler.max_step_tokens = 64;
+  o.scheduler.max_seqs_per_step = 8;
+  o.max_stream_backlog = 64;
+  o.stalled_stream_timeout_s = 1.0;
+  auto coord = Coordinator::Create(std::move(o), nullptr);
+  ASSERT_TRUE(coord.ok());
+  testing::TempDir dir;
+  const std::string addr = "unix://" + dir.File("c.sock");
+  auto server = Server::Start(coord->get(), addr, "");
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  EXPECT_EQ(HealthOf(channel, "paged.v1.Admin"), 1);
+  EXPECT_EQ(HealthOf(channel, "paged.v1.WorkerLink"), 1);
+  EXPECT_EQ(HealthOf(channel, "paged.v1.Inference"), 2);  // no worker yet
+  EXPECT_EQ(HealthOf(channel, ""), 2);
+
+  // A worker answering every token with 5 (no pool: long sequences).
+  std::atomic<bool> stop{false};
+  grpc::ClientContext wctx;
+  struct Joiner {
+    std::atomic<bool>& stop;
+    grpc::ClientContext& ctx;
+    std::thread& t;
+    ~Joiner() {
+      stop = true;
+      ctx.TryCancel();
+      if (t.joinable()) t.join();
+    }
+  };
+  std::thread worker;
+  Joiner joiner{stop, wctx, worker};
+  worker = std::thread([&] {
+    auto stub = v1::WorkerLink::NewStub(channel);
+    auto stream = stub->Attach(&wctx);
+    v1::WorkerMessage hello;
+    *hello.mutable_hello() = MakeHello("w0", 8, 64);
+    ASSERT_TRUE(stream->Write(hello));
+    v1::CoordinatorMessage m;
+    while (!stop && stream->Read(&m)) {
+      if (!m.has_step()) continue;
+      v1::WorkerMessage reply;
+      reply.mutable_result()->set_step_id(m.step().step_id());
+      for (int i = 0; i < m.step().sequences_size(); ++i)
+        reply.mutable_result()->add_next_tokens(5);
+      if (!stream->Write(reply)) break;
+    }
+  });
+  ASSERT_TRUE(WaitFor([&] { return HealthOf(channel, "paged.v1.Inference") == 1; }));
+  EXPECT_EQ(HealthOf(channel, ""), 1);
+
+  // Clients that do not read: a small receive window that does not grow
+  // (no BDP probing), so the server's writes block after a few kB.
+  grpc::ChannelArguments small;
+  small.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  small.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8192);
+  auto unread_channel = grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), small);
+  auto unread_stub = v1::Inference::NewStub(unread_channel);
+  auto inference = v1::Inference::NewStub(channel);
+  v1::GenerateRequest big;
+  big.mutable_tokens()->add_ids(1);
+  big.set_max_tokens(6000);
+  big.set_ignore_eos(true);
+  // Every message carries the request id: large messages fill gRPC's
+  // buffers (flow-control window and write buffer) after a few hundred.
+  big.set_request_id(std::string(256, 'r'));
+  constexpr int kUnread = 4;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> unread;
+  for (int i = 0; i < kUnread; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    unread.push_back(unread_stub->Generate(ctxs.back().get(), big));  // never Read
+  }
+  ASSERT_TRUE(WaitFor([&] { return CountState(**coord, "PAUSED") == kUnread; }, 60))
+      << (*coord)->ListSequences().DebugString();
+  // A reading client is served while they hold their KV.
+  {
+    v1::GenerateRequest req;
+    req.mutable_tokens()->add_ids(1);
+    req.set_max_tokens(10);
+    req.set_ignore_eos(true);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto reader = inference->Generate(&ctx, req);
+    v1::GenerateResponse msg;
+    int tokens = 0;
+    while (reader->Read(&msg)) tokens += msg.token_ids_size();
+    EXPECT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(tokens, 10);
+  }
+  // Never read: cancelled after the stall timeout, every KV block freed.
+  ASSERT_TRUE(WaitFor([&] { return CountState(**coord, "PAUSED") == 0; }, 30));
+  ASSERT_TRUE(WaitFor([&] { return (*coord)->Status().kv_blocks_used() == 0; }, 10));
+  for (int i = 0; i < kUnread; ++i) {
+    ctxs[size_t(i)]->TryCancel();
+    unread[size_t(i)]->Finish();
+  }
+
+  // Invalid UTF-8 in a string field: INVALID_ARGUMENT saying which.
+  {
+    v1::GenerateRequest bad;
+    bad.set_text("ok \xff\xfe");
+    bad.set_max_tokens(2);
+    grpc::ClientContext ctx;
+    auto reader = inference->Generate(&ctx, bad);
+    v1::GenerateResponse msg;
+    EXPECT_FALSE(reader->Read(&msg));
+    const grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("paged.v1.GenerateRequest.text"));
+    EXPECT_THAT(s.error_message(), HasSubstr("UTF-8"));
+  }
+  {
+    v1::TokenizeRequest bad;
+    bad.set_text("\xc3");
+    v1::TokenizeResponse resp;
+    grpc::ClientContext ctx;
+    const grpc::Status s = inference->Tokenize(&ctx, bad, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("UTF-8"));
+  }
+  stop = true;
+  wctx.TryCancel();
+  worker.join();
+  (*server)->Shutdown();
+  EXPECT_EQ(HealthOf(channel, "paged.v1.Admin"), -1);  // the server is gone
 }
 
 // ---- Request parsing ----

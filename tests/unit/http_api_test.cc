@@ -11,6 +11,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -137,9 +139,10 @@ class HttpApiTest : public ::testing::Test {
 
 TEST_F(HttpApiTest, RoutesAndErrors) {
   ASSERT_NO_FATAL_FAILURE(Start(false));
-  testing::HttpResult r = HttpCall(addr_, "GET", "/health");
+  testing::HttpResult r = HttpCall(addr_, "GET", "/livez");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body, "ok\n");
+  EXPECT_EQ(r.headers["x-content-type-options"], "nosniff");
   r = HttpCall(addr_, "GET", "/v1/models");
   ASSERT_EQ(r.status, 200);
   const json models = json::parse(r.body);
@@ -176,7 +179,13 @@ TEST_F(HttpApiTest, RoutesAndErrors) {
 
 TEST_F(HttpApiTest, TheTokenIsRequiredWhenSet) {
   ASSERT_NO_FATAL_FAILURE(Start(true, "s3cret"));
-  EXPECT_EQ(HttpCall(addr_, "GET", "/health").status, 200);  // always open
+  EXPECT_EQ(HttpCall(addr_, "GET", "/health").status, 200);  // probes are always open
+  EXPECT_EQ(HttpCall(addr_, "GET", "/livez").status, 200);
+  // With a token, any Host: a page cannot know the token.
+  EXPECT_EQ(HttpCall(addr_, "GET", "/v1/models", "",
+                     {{"Host", "evil.example"}, {"Authorization", "Bearer s3cret"}})
+                .status,
+            200);
   for (const char* path : {"/v1/models", "/metrics"}) {
     testing::HttpResult r = HttpCall(addr_, "GET", path);
     ExpectApiError(r, 401, "invalid_request_error", "API key");
@@ -247,7 +256,7 @@ TEST_F(HttpApiTest, AFullQueueIs429AndClientsThatLeaveAreCancelled) {
   // Two requests wait in the queue (no worker); a third does not fit.
   const std::string body = R"({"prompt":[1],"max_tokens":5})";
   const std::string req =
-      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
       "application/json\r\nContent-Length: " +
       std::to_string(body.size()) + "\r\n\r\n" + body;
   auto a = std::make_unique<RawConnection>(addr_);
@@ -274,6 +283,130 @@ TEST_F(HttpApiTest, AFullQueueIs429AndClientsThatLeaveAreCancelled) {
   const std::string metrics = HttpCall(addr_, "GET", "/metrics").body;
   EXPECT_THAT(metrics, HasSubstr("paged_requests_total{status=\"cancelled\"} 2\n"));
   EXPECT_THAT(metrics, HasSubstr("paged_requests_total{status=\"rejected\"} 1\n"));
+}
+
+// Issue 15, defect 9: liveness and readiness apart. Ready only with a worker
+// attached (and the store READY: daemon/store_probe.h, tested with real
+// processes in tests/integration/readiness_test.cc).
+TEST_F(HttpApiTest, LivenessAndReadiness) {
+  ASSERT_NO_FATAL_FAILURE(Start(false));
+  ASSERT_TRUE(WaitUntil([&] { return coord_->Live(); }));
+  EXPECT_EQ(HttpCall(addr_, "GET", "/livez").status, 200);
+  for (const char* path : {"/readyz", "/health"}) {
+    testing::HttpResult r = HttpCall(addr_, "GET", path);
+    EXPECT_EQ(r.status, 503) << path;
+    EXPECT_EQ(r.body, "not ready: no worker is attached\n");
+  }
+  worker_ = std::make_unique<FakeWorker>(*coord_);
+  EXPECT_EQ(HttpCall(addr_, "GET", "/readyz").status, 200);
+  EXPECT_EQ(HttpCall(addr_, "GET", "/health").body, "ok\n");
+  ExpectApiError(HttpCall(addr_, "POST", "/readyz"), 405, "invalid_request_error", "use GET");
+}
+
+// Issue 15, defect 5: without a token, only requests addressed to this
+// machine (or to --http-allowed-hosts) are served, so that a web page cannot
+// drive the API (DNS rebinding, a cross-site text/plain POST).
+TEST_F(HttpApiTest, WithoutATokenOnlyLoopbackHostsAndOrigins) {
+  ASSERT_NO_FATAL_FAILURE(Start(true));
+  const std::string body = R"({"prompt":[1],"max_tokens":2})";
+  for (const char* host :
+       {"localhost", "LOCALHOST:8000", "127.0.0.1:9", "127.1.2.3", "[::1]:80", "app.localhost"}) {
+    testing::HttpResult r = Post("/v1/completions", body, {{"Host", host}});
+    EXPECT_EQ(r.status, 200) << host << " " << r.body;
+    EXPECT_EQ(r.headers["x-content-type-options"], "nosniff");
+  }
+  for (const char* host : {"evil.example", "evil.example:8000", "10.0.0.1", "localhost.evil.com",
+                           "127.0.0.1.evil.com"}) {
+    testing::HttpResult r = Post("/v1/completions", body, {{"Host", host}});
+    ExpectApiError(r, 403, "invalid_request_error", "not this machine");
+    EXPECT_EQ(json::parse(r.body)["error"]["code"], "forbidden_host") << host;
+  }
+  // A page of another site posting text/plain (a CORS-simple request).
+  ExpectApiError(Post("/v1/completions", body,
+                      {{"Origin", "http://evil.example"}, {"Content-Type", "text/plain"}}),
+                 403, "invalid_request_error", "Origin");
+  ExpectApiError(HttpCall(addr_, "GET", "/metrics", "", {{"Origin", "null"}}), 403,
+                 "invalid_request_error", "Origin");
+  EXPECT_EQ(Post("/v1/completions", body, {{"Origin", "http://localhost:3000"}}).status, 200);
+  // Probes answer whatever the Host (load balancers use the machine's IP).
+  EXPECT_EQ(HttpCall(addr_, "GET", "/livez", "", {{"Host", "10.0.0.1:8000"}}).status, 200);
+
+  // Named hosts are allowed too.
+  api_->Stop();
+  api_.reset();
+  HttpOptions o;
+  o.address = "127.0.0.1:0";
+  o.allowed_hosts = "api.example.com, 10.0.0.1";
+  auto api = HttpApi::Start(coord_.get(), o);
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_EQ(
+      HttpCall((*api)->address(), "GET", "/v1/models", "", {{"Host", "api.example.com"}}).status,
+      200);
+  EXPECT_EQ(HttpCall((*api)->address(), "GET", "/v1/models", "", {{"Host", "10.0.0.1:80"}}).status,
+            200);
+  EXPECT_EQ(HttpCall((*api)->address(), "GET", "/v1/models", "", {{"Host", "10.0.0.2"}}).status,
+            403);
+}
+
+TEST(HttpHostTest, LoopbackNames) {
+  EXPECT_EQ(HostOf("Example.COM:80"), "example.com");
+  EXPECT_EQ(HostOf("[::1]:8000"), "::1");
+  EXPECT_EQ(HostOf("http://localhost:3000"), "localhost");
+  EXPECT_EQ(HostOf("https://a.b/path"), "a.b");
+  EXPECT_EQ(HostOf("::1"), "");  // IPv6 in a Host needs brackets
+  EXPECT_TRUE(IsLoopbackHost("localhost."));
+  EXPECT_TRUE(IsLoopbackHost("127.255.0.1"));
+  EXPECT_FALSE(IsLoopbackHost("128.0.0.1"));
+  EXPECT_FALSE(IsLoopbackHost("[::2]"));
+  EXPECT_FALSE(IsLoopbackHost(""));
+}
+
+// Issue 15, defect 1, through the API: with 2,000 idle connections open,
+// /health and a completion still answer.
+TEST_F(HttpApiTest, AnswersWithTwoThousandIdleConnectionsOpen) {
+  ASSERT_NO_FATAL_FAILURE(Start(true));
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (int i = 0; i < 2000; ++i) {
+    idle.push_back(std::make_unique<RawConnection>(addr_));
+    ASSERT_TRUE(idle.back()->connected()) << i;
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  testing::HttpResult h = HttpCall(addr_, "GET", "/health");
+  const double health_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(h.status, 200) << h.error;
+  t0 = std::chrono::steady_clock::now();
+  testing::HttpResult c = Post("/v1/completions", R"({"prompt":[1,5],"max_tokens":8})");
+  const double completion_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(c.status, 200) << c.error << c.body;
+  std::printf("with 2000 idle connections: /health %.1f ms, an 8-token completion %.1f ms\n",
+              health_ms, completion_ms);
+}
+
+// Issue 15, defect 4: on shutdown a streaming client gets an error event and
+// [DONE] (and the end of the chunked body), a waiting one a 503.
+TEST_F(HttpApiTest, StopSaysGoodbye) {
+  ASSERT_NO_FATAL_FAILURE(Start(/*worker=*/false));  // requests wait in the queue
+  const auto request = [](const std::string& body) {
+    return "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  };
+  RawConnection stream(addr_);
+  ASSERT_TRUE(stream.Send(request(R"({"prompt":[1],"max_tokens":5,"stream":true})")));
+  ASSERT_TRUE(stream.ReadUntil("text/event-stream"));
+  RawConnection whole(addr_);
+  ASSERT_TRUE(whole.Send(request(R"({"prompt":[1],"max_tokens":5})")));
+  ASSERT_TRUE(WaitUntil([&] { return coord_->Status().queue_depth() == 2; }));
+  api_->Stop();
+  EXPECT_TRUE(stream.WaitClosed(5));
+  EXPECT_THAT(stream.received(), HasSubstr("data: {\"error\""));
+  EXPECT_THAT(stream.received(), HasSubstr("shutting down"));
+  EXPECT_THAT(stream.received(), HasSubstr("data: [DONE]"));
+  EXPECT_THAT(stream.received(), HasSubstr("\r\n0\r\n\r\n"));  // the chunked body ends
+  EXPECT_TRUE(whole.WaitClosed(5));
+  EXPECT_THAT(whole.received(), HasSubstr("HTTP/1.1 503"));
+  EXPECT_THAT(whole.received(), HasSubstr("\"code\":\"unavailable\""));
 }
 
 void ExpectPrometheusText(const std::string& text) {

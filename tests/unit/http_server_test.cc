@@ -8,10 +8,16 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdio>
 #include <future>
+#include <memory>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "tests/unit/http_client.h"
+#include "tests/unit/test_util.h"
 
 namespace paged::http {
 namespace {
@@ -51,6 +57,12 @@ class HttpServerTest : public ::testing::Test {
       });
       return;
     }
+    if (target == "/park") {  // never answers
+      std::lock_guard<std::mutex> lock(park_mu_);
+      ++parked_;
+      park_cv_.notify_all();
+      return;
+    }
     if (target == "/hang") {  // never answers; tells when the client leaves
       ex->OnClosed([this] { closed_.set_value(); });
       hanging_.set_value();
@@ -61,7 +73,19 @@ class HttpServerTest : public ::testing::Test {
     ex->Respond(std::move(r));
   }
 
+  void TearDown() override {
+    if (server_) server_->Stop();  // before the promises its handlers set
+  }
+
+  bool WaitParked(int n) {
+    std::unique_lock<std::mutex> lock(park_mu_);
+    return park_cv_.wait_for(lock, std::chrono::seconds(10), [&] { return parked_ >= n; });
+  }
+
   std::unique_ptr<HttpServer> server_;
+  std::mutex park_mu_;
+  std::condition_variable park_cv_;
+  int parked_ = 0;
   std::atomic<int> requests_{0};
   std::promise<void> hanging_, closed_;
 };
@@ -129,13 +153,125 @@ TEST_F(HttpServerTest, RefusesWhatIsTooLargeOrMalformed) {
   EXPECT_EQ(requests_.load(), 1);  // only the good one reached the handler
 }
 
-TEST_F(HttpServerTest, ClosesIdleConnectionsAfterTheReadTimeout) {
+TEST_F(HttpServerTest, ClosesIdleAndSlowConnectionsAtTheirDeadlines) {
   ServerOptions o;
-  o.read_timeout = std::chrono::milliseconds(200);
+  o.idle_timeout = std::chrono::milliseconds(300);
+  o.header_timeout = std::chrono::milliseconds(300);
+  o.read_timeout = std::chrono::milliseconds(300);
   ASSERT_NO_FATAL_FAILURE(Start(o));
+  RawConnection idle(server_->address());  // sends nothing at all
+  RawConnection headers(server_->address());
+  ASSERT_TRUE(headers.Send("GET /echo HTTP/1.1\r\nHost: x\r\n"));  // never finished
+  RawConnection body(server_->address());
+  ASSERT_TRUE(body.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"));
+  EXPECT_TRUE(idle.WaitClosed(5));
+  EXPECT_TRUE(headers.WaitClosed(5));
+  EXPECT_TRUE(body.WaitClosed(5));
+  // A keep-alive connection that answered is idle again: closed in time too.
+  RawConnection kept(server_->address());
+  ASSERT_TRUE(kept.Send("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(kept.ReadUntil("echo:"));
+  EXPECT_TRUE(kept.WaitClosed(5));
+  EXPECT_THAT(kept.received(), HasSubstr("X-Content-Type-Options: nosniff"));
+}
+
+// Issue 15, defect 1: 2,000 idle connections (more than the 1,024 allowed,
+// all from one address) leave room for other requests: each new connection
+// closes the oldest idle one.
+TEST_F(HttpServerTest, TwoThousandIdleConnectionsDoNotLockOthersOut) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (int i = 0; i < 2000; ++i) {
+    idle.push_back(std::make_unique<RawConnection>(server_->address()));
+    ASSERT_TRUE(idle.back()->connected()) << i;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  testing::HttpResult r = HttpCall(server_->address(), "POST", "/echo", "hi");
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.body, "echo:hi");
+  std::printf("a request with 2000 idle connections open: %.1f ms\n", ms);
+  // One client: its own cap (the evicted ones close as their strands run).
+  for (int i = 0; i < 500 && server_->connections() > 256; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_LE(server_->connections(), 256);
+  EXPECT_GE(server_->evicted(), 2000 - 256);
+}
+
+// Connections that are busy answering are never closed to make room: a
+// server full of them refuses the next connection with a 503.
+TEST_F(HttpServerTest, AServerFullOfBusyConnectionsRefusesWith503) {
+  ServerOptions o;
+  o.max_connections = 2;
+  ASSERT_NO_FATAL_FAILURE(Start(o));
+  RawConnection a(server_->address());
+  ASSERT_TRUE(a.Send("GET /hang HTTP/1.1\r\nHost: x\r\n\r\n"));
+  hanging_.get_future().wait();
+  RawConnection b(server_->address());  // idle: closed to make room for c
   RawConnection c(server_->address());
-  ASSERT_TRUE(c.Send("GET /echo HTTP/1.1\r\nHost: x\r\n"));  // never finished
-  EXPECT_TRUE(c.WaitClosed(5));
+  EXPECT_TRUE(b.WaitClosed(5));
+  ASSERT_TRUE(c.Send("GET /park HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(WaitParked(1));
+  // a and c are both answering: nothing to close, d is refused.
+  RawConnection d(server_->address());
+  EXPECT_TRUE(d.WaitClosed(5));
+  EXPECT_THAT(d.received(), HasSubstr("HTTP/1.1 503"));
+  EXPECT_THAT(d.received(), HasSubstr("Retry-After: 1"));
+  EXPECT_EQ(server_->refused(), 1);
+  EXPECT_EQ(server_->evicted(), 1);
+}
+
+// The per-client cap: one address cannot take every slot from the others.
+TEST_F(HttpServerTest, OneClientHasItsOwnCap) {
+  ServerOptions o;
+  o.max_connections_per_client = 3;
+  ASSERT_NO_FATAL_FAILURE(Start(o));
+  std::vector<std::unique_ptr<RawConnection>> conns;
+  for (int i = 0; i < 6; ++i) conns.push_back(std::make_unique<RawConnection>(server_->address()));
+  // The three oldest were closed to make room for the three newest.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(conns[size_t(i)]->WaitClosed(5)) << i;
+  EXPECT_EQ(HttpCall(server_->address(), "POST", "/echo", "x").status, 200);
+}
+
+// HTTPS with a self-signed certificate made by openssl, called with curl.
+TEST_F(HttpServerTest, ServesHttpsWithASelfSignedCertificate) {
+  testing::TempDir dir;
+  const std::string cert = dir.File("cert.pem"), key = dir.File("key.pem");
+  auto [rc, out] = testing::RunCommand({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                                        "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"});
+  ASSERT_EQ(rc, 0) << out;
+  ServerOptions o;
+  o.tls_cert = cert;
+  o.tls_key = key;
+  ASSERT_NO_FATAL_FAILURE(Start(o));
+  auto [crc, body] = testing::RunCommand({"curl", "-sS", "--cacert", cert, "-d", "over tls",
+                                          "https://" + server_->address() + "/echo"});
+  EXPECT_EQ(crc, 0) << body;
+  EXPECT_EQ(body, "echo:over tls");
+  // Plain HTTP to the TLS port gets nowhere.
+  testing::HttpResult plain = HttpCall(server_->address(), "POST", "/echo", "x");
+  EXPECT_NE(plain.status, 200);
+  ServerOptions bad;
+  bad.address = "127.0.0.1:0";
+  bad.tls_cert = dir.File("missing.pem");
+  bad.tls_key = key;
+  EXPECT_EQ(HttpServer::Start(bad, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(HttpServerTest, StopAcceptingClosesIdleConnectionsAndLetsAnswersFinish) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  RawConnection idle(server_->address());
+  RawConnection busy(server_->address());
+  ASSERT_TRUE(busy.Send("GET /hang HTTP/1.1\r\nHost: x\r\n\r\n"));
+  hanging_.get_future().wait();
+  server_->StopAccepting();
+  EXPECT_TRUE(idle.WaitClosed(5));
+  EXPECT_FALSE(busy.WaitClosed(0.3));  // still answering
+  server_->Stop();
+  EXPECT_TRUE(busy.WaitClosed(5));
 }
 
 TEST_F(HttpServerTest, StreamsChunks) {

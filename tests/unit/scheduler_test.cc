@@ -214,6 +214,13 @@ struct Driver {
     return held;
   }
 
+  // The sequence's client stops (or resumes) taking its tokens. A paused
+  // sequence gives up its worker: it may resume on another.
+  void Pause(int64_t id, bool paused) {
+    ASSERT_TRUE(sched.SetPaused(id, paused).ok());
+    if (paused) worker_of.erase(id);
+  }
+
   void Cancel(int64_t id) {
     auto ev = sched.Cancel(id);
     ASSERT_TRUE(ev.ok()) << ev.status();
@@ -1128,6 +1135,86 @@ TEST(SchedulerCancelTest, RunningBetweenStepsAndInFlightOnAWorkerThatDies) {
 }
 
 // ---- Deadlines ----
+
+// Issue 15, defect 2: a sequence whose client does not read is paused: it
+// gives up its seat (others take it) but keeps its blocks and committed
+// tokens, and resumes where it stopped with the same output.
+TEST(SchedulerPauseTest, APausedSequenceGivesUpItsSeatAndResumesUnchanged) {
+  SchedulerConfig cfg = BaseConfig();
+  cfg.max_seqs_per_step = 2;
+  Driver d(cfg);
+  d.AddWorker("w0");
+  const int64_t a = d.Admit(Req(Prompt(3), 20));
+  const int64_t b = d.Admit(Req(Prompt(3), 6));
+  const int64_t c = d.Admit(Req(Prompt(5), 6));
+  d.Schedule();  // a and b take both seats; c waits
+  d.DeliverAll();
+  d.Schedule();
+  d.Pause(a, true);  // in flight: parked once its step resolves
+  auto ia = d.sched.GetSequence(a);
+  ASSERT_TRUE(ia.ok());
+  EXPECT_TRUE(ia->paused);
+  EXPECT_EQ(ia->state, SeqState::kRunning);
+  d.DeliverAll();
+  ia = d.sched.GetSequence(a);
+  EXPECT_EQ(ia->state, SeqState::kPaused);
+  EXPECT_EQ(SeqStateName(ia->state), "paused");
+  EXPECT_GT(ia->blocks, 0) << "a paused sequence keeps its KV blocks";
+  const size_t a_tokens = d.tokens[a].size();
+  EXPECT_EQ(d.sched.Stats().paused, 1);
+  // c takes a's seat; b and c finish while a is parked.
+  for (int i = 0; i < 100 && !(d.finished.count(b) && d.finished.count(c)); ++i) {
+    for (const StepPlan& p : d.Schedule())
+      for (const SeqStep& s : p.batch.seqs) EXPECT_NE(s.seq_id, a) << "a paused sequence ran";
+    d.DeliverAll();
+  }
+  EXPECT_EQ(d.tokens[b], FakeModel::Reference(Prompt(3), 6));
+  EXPECT_EQ(d.tokens[c], FakeModel::Reference(Prompt(5), 6));
+  EXPECT_EQ(d.tokens[a].size(), a_tokens);
+  EXPECT_TRUE(d.Schedule().empty());
+  EXPECT_FALSE(d.sched.Idle());
+  // The client reads again: a resumes from its committed length.
+  d.Pause(a, false);
+  d.RunToIdle();
+  EXPECT_EQ(d.tokens[a], FakeModel::Reference(Prompt(3), 20));
+  EXPECT_EQ(d.sched.SetPaused(a, true).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(SchedulerPauseTest, PausedQueuedCancelledAndExpired) {
+  Driver d;
+  const int64_t a = d.Admit(Req(Prompt(3), 4));
+  const int64_t b = d.Admit(Req(Prompt(3), 4), /*now=*/0);
+  Request timed = Req(Prompt(3), 4);
+  timed.deadline = 1000;
+  const int64_t c = d.Admit(std::move(timed));
+  d.Pause(a, true);  // queued: leaves the queue
+  d.Pause(c, true);
+  EXPECT_EQ(d.sched.Stats().queue_depth, 1);
+  d.Cancel(a);
+  EXPECT_EQ(d.finished[a], FinishReason::kCancelled);
+  d.AddWorker("w0");
+  d.Schedule(/*now=*/2000);  // c expires while paused
+  EXPECT_EQ(d.finished[c], FinishReason::kDeadline);
+  d.RunToIdle();
+  EXPECT_EQ(d.tokens[b], FakeModel::Reference(Prompt(3), 4));
+  EXPECT_EQ(d.sched.Stats().blocks_used, 0);
+}
+
+// A paused sequence whose worker dies is parked, not re-queued.
+TEST(SchedulerPauseTest, APausedSequenceOnAWorkerThatDiesStaysParked) {
+  Driver d;
+  d.AddWorker("w0");
+  const int64_t a = d.Admit(Req(Prompt(3), 8));
+  d.Schedule();
+  d.Pause(a, true);
+  d.Crash("w0");
+  EXPECT_EQ(d.sched.GetSequence(a)->state, SeqState::kPaused);
+  d.AddWorker("w1");
+  EXPECT_TRUE(d.Schedule().empty());
+  d.Pause(a, false);
+  d.RunToIdle();
+  EXPECT_EQ(d.tokens[a], FakeModel::Reference(Prompt(3), 8));
+}
 
 TEST(SchedulerDeadlineTest, QueuedAndRunningAreDroppedAtTheNextSchedule) {
   Driver d;

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -142,6 +143,26 @@ TEST(SdNotifyTest, WatchdogThreadPingsUntilDestroyed) {
   while (!l.Receive(50).empty()) {
   }
   EXPECT_EQ(l.Receive(100), "");
+}
+
+// The pinger for a loop: at most one WATCHDOG=1 per quarter interval however
+// often the loop turns, none without an interval.
+TEST(SdNotifyTest, WatchdogPingerIsRateLimited) {
+  testing::TempDir dir;
+  Listener l(dir.File("notify"));
+  ASSERT_TRUE(l.bound());
+  ScopedEnv socket("NOTIFY_SOCKET", dir.File("notify"));
+  SdWatchdogPinger off(std::chrono::microseconds(0));
+  EXPECT_FALSE(off.enabled());
+  off.Ping();
+  EXPECT_EQ(l.Receive(50), "");
+  SdWatchdogPinger p(std::chrono::milliseconds(400));  // a ping per 100 ms at most
+  ASSERT_TRUE(p.enabled());
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(450);
+  while (std::chrono::steady_clock::now() < end) p.Ping();  // a loop turning very fast
+  EXPECT_GE(p.pings(), 3);
+  EXPECT_LE(p.pings(), 6);
+  for (int64_t i = 0; i < p.pings(); ++i) EXPECT_EQ(l.Receive(), "WATCHDOG=1");
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -134,16 +135,19 @@ TEST(ProgressDisplayTest, APipeGetsPlainLinesNowAndThen) {
 // ---- load progress ----
 
 TEST(LoadProgressTest, TheHeaderSaysHowFarTheStoreIs) {
-  SegmentHeader h{};
+  auto owned = std::make_unique<SegmentHeader>();  // large: not on the stack
+  SegmentHeader& h = *owned;
   h.n_global_tensors = 2;
   h.global_tensors[0].bytes = 1000;
   h.global_tensors[1].bytes = 500;
-  h.n_layer_tensors = 2;
-  h.layer_tensors[0].bytes = 2000;
-  h.layer_tensors[1].bytes = 800;
-  h.layer_tensors[1].scale_bytes = 100;
   h.model.n_layers = 3;
-  const uint64_t total = 1500 + 3 * 2900;
+  for (int l = 0; l < 3; ++l) {  // layers may differ (mixed types)
+    h.layers[l].n_tensors = 2;
+    h.layers[l].tensors[0].bytes = 2000;
+    h.layers[l].tensors[1].bytes = 800 + uint64_t(l);
+    h.layers[l].tensors[1].scale_bytes = 100;
+  }
+  const uint64_t total = 1500 + 3 * 2900 + 0 + 1 + 2;
   h.state = uint32_t(SegmentState::kLoading);
   h.loaded_bytes = 4400;
   LoadProgress p = ProgressOf(h);
@@ -155,7 +159,8 @@ TEST(LoadProgressTest, TheHeaderSaysHowFarTheStoreIs) {
   h.state = uint32_t(SegmentState::kReady);
   h.loaded_bytes = 0;
   EXPECT_EQ(ProgressOf(h).done, total);
-  h.n_layer_tensors = 1u << 30;  // counts are clamped: the header is not validated
+  h.layers[0].n_tensors = 1u << 30;  // counts are clamped: the header is not validated
+  h.model.n_layers = 1 << 30;
   EXPECT_GT(ProgressOf(h).total, 0u);
 }
 

@@ -71,8 +71,10 @@ void LinkStopper::SetCall(void* client_context) {
 }
 
 absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkStopper& stop) {
-  auto channel = grpc::CreateChannel(opts.coordinator, grpc::InsecureChannelCredentials());
-  auto stub = v1::WorkerLink::NewStub(channel);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      CreateClientChannel(opts.coordinator, opts.tls);
+  if (!channel.ok()) return channel.status();
+  auto stub = v1::WorkerLink::NewStub(*channel);
   grpc::ClientContext ctx;
   if (!opts.token.empty()) ctx.AddMetadata("authorization", "Bearer " + opts.token);
   stop.SetCall(&ctx);
@@ -100,14 +102,38 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
     return absl::UnavailableError(
         absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
   }
+  // Attached only once the coordinator says so: a refused hello (a wrong
+  // token, another segment) ends the stream with its reason instead.
+  v1::CoordinatorMessage msg;
+  if (!stream->Read(&msg)) {
+    const grpc::Status s = stream->Finish();
+    const std::string why = absl::StrCat(
+        "coordinator ", opts.coordinator, " refused worker ", opts.worker_id, ": ",
+        absl::StatusCodeToString(absl::StatusCode(int(s.error_code()))), ": ", s.error_message());
+    switch (s.error_code()) {
+      case grpc::StatusCode::UNAUTHENTICATED:
+        return absl::UnauthenticatedError(why);
+      case grpc::StatusCode::FAILED_PRECONDITION:
+        return absl::FailedPreconditionError(why);
+      case grpc::StatusCode::INVALID_ARGUMENT:
+        return absl::InvalidArgumentError(why);
+      case grpc::StatusCode::PERMISSION_DENIED:
+        return absl::PermissionDeniedError(why);
+      default:
+        return absl::UnavailableError(
+            absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
+    }
+  }
   Log(LogLevel::kInfo, "link", "attached to %s as %s", opts.coordinator.c_str(),
       opts.worker_id.c_str());
   if (opts.on_attached) opts.on_attached();
+  const bool first_is_ack = msg.has_attached();
 
   v1::WorkerCounters counters;
-  v1::CoordinatorMessage msg;
   bool drained = false;
-  while (!stop.stopped() && stream->Read(&msg)) {
+  bool have = !first_is_ack;  // an older coordinator sends no Attached: its first message is work
+  while (!stop.stopped() && (have || stream->Read(&msg))) {
+    have = false;
     if (msg.has_drain()) {
       drained = true;
       break;
@@ -168,8 +194,11 @@ absl::Status RunWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkStopp
     if (stop.stopped()) return absl::OkStatus();
     // A connection that lived a while resets the backoff.
     if (Clock::now() - t0 > std::chrono::seconds(5)) backoff = 0.1;
-    Log(LogLevel::kWarning, "link", "%s; reconnecting in %.1f s", std::string(s.message()).c_str(),
-        backoff);
+    // Refused (a wrong token, another segment): an error, retried slowly.
+    const bool refused = s.code() != absl::StatusCode::kUnavailable;
+    if (refused) backoff = std::max(backoff, 2.0);
+    Log(refused ? LogLevel::kError : LogLevel::kWarning, "link", "%s; %s in %.1f s",
+        std::string(s.message()).c_str(), refused ? "trying again" : "reconnecting", backoff);
     for (double waited = 0; waited < backoff && !stop.stopped(); waited += 0.05) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }

@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "proto/channel.h"
 #include "worker/pager/worker_runtime.h"
 
 namespace paged {
@@ -21,10 +22,12 @@ struct LinkOptions {
   std::string coordinator;  // gRPC target: unix:///run/paged/paged.sock or host:port
   std::string worker_id;    // stable across restarts (e.g. "cuda:0")
   std::string token;        // bearer token, when the coordinator wants one
+  ClientTls tls;            // TLS to the coordinator (its CA; this worker's certificate)
   std::string segment;
   int max_step_tokens = 2048;
   int max_step_seqs = 64;
-  // Called after each attachment's Hello is written (readiness: sd_notify).
+  // Called once the coordinator accepted the hello (its Attached message),
+  // for each attachment (readiness: sd_notify). Never for a refused hello.
   std::function<void()> on_attached;
 };
 
@@ -46,7 +49,9 @@ class LinkStopper {
 };
 
 // Serves one attachment. Returns OK when the coordinator asked for a drain,
-// UNAVAILABLE when the connection failed or broke (the caller reconnects).
+// UNAVAILABLE when the connection failed or broke (the caller reconnects),
+// and the coordinator's status (UNAUTHENTICATED, FAILED_PRECONDITION, ...)
+// when it refused the hello.
 absl::Status ServeWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, LinkStopper& stop);
 
 // Serves until stopped or drained, reconnecting with backoff when the
