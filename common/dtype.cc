@@ -1,50 +1,86 @@
 #include "common/dtype.h"
 
 #include <cmath>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 
 namespace paged {
 
+namespace {
+
+struct DTypeInfo {
+  std::string_view name;
+  int block_values;
+  int block_bytes;
+  bool block_format;
+};
+
+// Indexed by the DType value. Block geometries are ggml's (ggml-common.h).
+constexpr DTypeInfo kDTypes[] = {
+    {"f32", 1, 4, false},     {"f16", 1, 2, false},       {"bf16", 1, 2, false},
+    {"int8", 1, 1, false},    {"int4", 2, 1, false},      {"q4_0", 32, 18, true},
+    {"q4_1", 32, 20, true},   {"q5_0", 32, 22, true},     {"q5_1", 32, 24, true},
+    {"q8_0", 32, 34, true},   {"q2_k", 256, 84, true},    {"q3_k", 256, 110, true},
+    {"q4_k", 256, 144, true}, {"q5_k", 256, 176, true},   {"q6_k", 256, 210, true},
+    {"iq4_nl", 32, 18, true}, {"iq4_xs", 256, 136, true}, {"mxfp4", 32, 17, true},
+};
+static_assert(std::size(kDTypes) == static_cast<size_t>(kLastDType) + 1);
+
+const DTypeInfo* InfoOf(DType t) {
+  const auto i = static_cast<uint32_t>(t);
+  return i < std::size(kDTypes) ? &kDTypes[i] : nullptr;
+}
+
+}  // namespace
+
 std::string_view DTypeName(DType t) {
-  switch (t) {
-    case DType::kF32:
-      return "f32";
-    case DType::kF16:
-      return "f16";
-    case DType::kBF16:
-      return "bf16";
-    case DType::kI8:
-      return "int8";
-    case DType::kI4:
-      return "int4";
-  }
-  return "unknown";
+  const DTypeInfo* info = InfoOf(t);
+  return info != nullptr ? info->name : "unknown";
 }
 
 absl::StatusOr<DType> ParseDType(std::string_view name) {
-  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8, DType::kI4}) {
-    if (name == DTypeName(t)) return t;
+  for (uint32_t i = 0; i < std::size(kDTypes); ++i) {
+    if (name == kDTypes[i].name) return static_cast<DType>(i);
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", std::string(name),
-                                                 "' (expected f32, f16, bf16, int8 or int4)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", std::string(name),
+                   "' (expected f32, f16, bf16, int8, int4 or a block format such as q4_k)"));
 }
 
 bool IsQuantized(DType t) { return t == DType::kI8 || t == DType::kI4; }
 
+bool IsBlockFormat(DType t) {
+  const DTypeInfo* info = InfoOf(t);
+  return info != nullptr && info->block_format;
+}
+
+int BlockValues(DType t) {
+  const DTypeInfo* info = InfoOf(t);
+  return info != nullptr ? info->block_values : 1;
+}
+
+int BlockBytes(DType t) {
+  const DTypeInfo* info = InfoOf(t);
+  return info != nullptr ? info->block_bytes : 0;
+}
+
+bool RowFits(DType t, int64_t cols) {
+  return cols > 0 && (!IsBlockFormat(t) || cols % BlockValues(t) == 0);
+}
+
 uint64_t PayloadBytes(DType t, uint64_t rows, uint64_t cols) {
-  switch (t) {
-    case DType::kF32:
-      return rows * cols * 4;
-    case DType::kF16:
-    case DType::kBF16:
-      return rows * cols * 2;
-    case DType::kI8:
-      return rows * cols;
-    case DType::kI4:
-      return rows * ((cols + 1) / 2);
-  }
-  return 0;
+  const DTypeInfo* info = InfoOf(t);
+  if (info == nullptr) return 0;
+  const uint64_t bv = uint64_t(info->block_values);
+  return rows * ((cols + bv - 1) / bv) * uint64_t(info->block_bytes);
+}
+
+double BitsPerWeight(DType t, int group) {
+  const DTypeInfo* info = InfoOf(t);
+  if (info == nullptr) return 0;
+  const double bits = 8.0 * info->block_bytes / info->block_values;
+  return IsQuantized(t) && group > 0 ? bits + 16.0 / group : bits;
 }
 
 float HalfToFloat(uint16_t h) {

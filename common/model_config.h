@@ -1,5 +1,8 @@
 // The model configuration as the store records it. Plain data with
-// fixed-width fields: it is embedded in the shared segment header.
+// fixed-width fields: it is embedded in the shared segment header. Every
+// per-architecture difference of the forward pass is a field here (data, not
+// code), and every per-layer property (sliding window, RoPE base) derives
+// from it (IsSlidingLayer); docs/models.md lists the architectures.
 #pragma once
 
 #include <cstdint>
@@ -11,11 +14,33 @@
 
 namespace paged {
 
-enum class Arch : uint32_t { kLlama = 1, kMistral = 2, kQwen2 = 3 };
+enum class Arch : uint32_t {
+  kLlama = 1,
+  kMistral = 2,
+  kQwen2 = 3,
+  kQwen3 = 4,
+  kGemma2 = 5,
+  kGemma3 = 6,  // the text model (HF gemma3_text, GGUF gemma3)
+  kPhi3 = 7,
+};
 std::string_view ArchName(Arch a);
-absl::StatusOr<Arch> ParseArch(std::string_view name);  // "llama", "mistral", "qwen2"
+// "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"; the error
+// names the architecture and the supported list.
+absl::StatusOr<Arch> ParseArch(std::string_view name);
+inline constexpr std::string_view kSupportedArchs =
+    "llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3";
 
-enum class RopeScaling : uint32_t { kNone = 0, kLlama3 = 1 };
+// RoPE frequency scaling (transformers' rope_type).
+enum class RopeScaling : uint32_t {
+  kNone = 0,
+  kLlama3 = 1,    // factor, low/high_freq_factor, original_max_pos
+  kLinear = 2,    // frequencies / factor
+  kDynamic = 3,   // NTK: HF rescales only past max_position_embeddings, the
+                  // end of our context, so inside it the rotation is plain
+  kYarn = 4,      // factor, original_max_pos, beta_fast/slow, rope_attn_factor
+  kLongRope = 5,  // per-pair divisors rope_factors[], rope_attn_factor
+};
+std::string_view RopeScalingName(RopeScaling s);
 
 // Which element pairs RoPE rotates. The store normalises every model to
 // kHalves: pairs (x[i], x[i + head_dim/2]) of each head, as HF checkpoints do.
@@ -23,7 +48,16 @@ enum class RopeScaling : uint32_t { kNone = 0, kLlama3 = 1 };
 // permuted at load so that the same computation applies.
 enum class RopeStyle : uint32_t { kHalves = 1 };
 
+// The activation of the gated MLP: down(act(gate(x)) * up(x)).
+enum class MlpActivation : uint8_t {
+  kSilu = 0,      // SwiGLU (llama, qwen, mistral, phi3)
+  kGeluTanh = 1,  // GeGLU with the tanh approximation (gemma: gelu_pytorch_tanh)
+};
+
 constexpr int kMaxEosIds = 4;
+constexpr int kMaxLayers = 1024;
+// longrope divisors: one per rotated pair, head_dim <= 2 * kMaxRopeFactors.
+constexpr int kMaxRopeFactors = 256;
 
 struct ModelConfig {
   Arch arch = Arch::kLlama;
@@ -39,11 +73,11 @@ struct ModelConfig {
   float rope_theta = 10000.f;
   RopeStyle rope_style = RopeStyle::kHalves;
   RopeScaling rope_scaling = RopeScaling::kNone;
-  float rope_factor = 1.f;            // llama3: factor
+  float rope_factor = 1.f;            // llama3, linear, dynamic, yarn: factor
   float rope_low_freq_factor = 1.f;   // llama3
   float rope_high_freq_factor = 4.f;  // llama3
-  int32_t rope_original_max_pos = 0;  // llama3: original_max_position_embeddings
-  int32_t sliding_window = 0;         // 0: none (recorded, see docs/models.md)
+  int32_t rope_original_max_pos = 0;  // llama3, yarn, longrope: original context
+  int32_t sliding_window = 0;         // > 0: the layers of IsSlidingLayer see this many keys
   uint8_t tied_embeddings = 0;        // lm_head shares tok_embd
   uint8_t qkv_bias = 0;               // q/k/v projections carry a bias (qwen2)
   uint8_t pad_[2] = {};
@@ -51,12 +85,48 @@ struct ModelConfig {
   int32_t n_eos = 0;
   int32_t eos_ids[kMaxEosIds] = {-1, -1, -1, -1};
 
+  // ---- the forward pass beyond llama (qwen3, gemma2/3, phi3) ----
+  uint8_t qk_norm = 0;  // RMSNorm of each q and k head (q_norm, k_norm [head_dim]) before RoPE
+  uint8_t sandwich_norm = 0;  // post_attn_norm / post_ffn_norm on each block's output
+  MlpActivation mlp_act = MlpActivation::kSilu;
+  uint8_t pad2_ = 0;
+  float embed_scale = 1.f;    // embeddings are multiplied by this (gemma: sqrt(hidden))
+  float attn_scale = 0.f;     // multiplies q . k; 0: 1 / sqrt(head_dim)
+  float attn_softcap = 0.f;   // > 0: scores = cap * tanh(scores / cap) (gemma2)
+  float final_softcap = 0.f;  // > 0: logits = cap * tanh(logits / cap) (gemma2)
+  // > 0: sliding layers rotate with this base and no scaling (gemma3's
+  // rope_local_base_freq); 0: every layer rotates alike.
+  float rope_local_theta = 0.f;
+  float rope_attn_factor = 1.f;    // yarn, longrope: multiplies cos and sin
+  float rope_beta_fast = 32.f;     // yarn
+  float rope_beta_slow = 1.f;      // yarn
+  uint8_t rope_yarn_truncate = 1;  // yarn: correction range rounded to whole pairs
+  uint8_t pad3_[3] = {};
+  // longrope: the divisor of each pair's frequency [head_dim / 2], the long
+  // or the short set, chosen at load (long when max_context exceeds
+  // rope_original_max_pos, as llama.cpp does for its context).
+  int32_t n_rope_factors = 0;
+  float rope_factors[kMaxRopeFactors] = {};
+  // Bit l set: layer l is a sliding-window layer (when sliding_window > 0).
+  uint64_t sliding_layers[kMaxLayers / 64] = {};
+
   int32_t q_dim() const { return n_heads * head_dim; }
   int32_t kv_dim() const { return n_kv_heads * head_dim; }
+  bool IsSlidingLayer(int l) const {
+    return sliding_window > 0 && l >= 0 && l < kMaxLayers &&
+           (sliding_layers[l / 64] >> (l % 64) & 1) != 0;
+  }
+  void SetSlidingLayer(int l, bool on) {
+    const uint64_t bit = uint64_t(1) << (l % 64);
+    sliding_layers[l / 64] = on ? sliding_layers[l / 64] | bit : sliding_layers[l / 64] & ~bit;
+  }
+  // The multiplier of q . k: attn_scale, or 1 / sqrt(head_dim).
+  float AttnScale() const;
 };
 
 // Checks the sizes are positive, consistent (heads divide, GQA groups whole,
-// even head_dim) and below sane limits; the error names what is wrong.
+// even head_dim) and below sane limits, and the per-architecture fields in
+// range; the error names what is wrong.
 absl::Status ValidateConfig(const ModelConfig& c);
 
 // One-line human summary ("llama: 5 layers, hidden 64, ...").

@@ -28,6 +28,8 @@ std::string_view WeightFormatName(WeightFormat f) {
       return "int8";
     case WeightFormat::kInt4:
       return "int4";
+    case WeightFormat::kNative:
+      return "native";
   }
   return "unknown";
 }
@@ -44,6 +46,8 @@ DType WeightFormatDType(WeightFormat f) {
       return DType::kI8;
     case WeightFormat::kInt4:
       return DType::kI4;
+    case WeightFormat::kNative:
+      return DType::kF16;
   }
   return DType::kF16;
 }
@@ -51,7 +55,8 @@ DType WeightFormatDType(WeightFormat f) {
 std::string_view TensorEntry::Name() const { return {name, strnlen(name, sizeof(name))}; }
 
 namespace {
-const TensorEntry* Find(const TensorEntry* begin, uint32_t n, uint32_t cap, std::string_view name) {
+const TensorEntry* FindIn(const TensorEntry* begin, uint32_t n, uint32_t cap,
+                          std::string_view name) {
   for (uint32_t i = 0; i < n && i < cap; ++i) {
     if (begin[i].Name() == name) return &begin[i];
   }
@@ -60,10 +65,10 @@ const TensorEntry* Find(const TensorEntry* begin, uint32_t n, uint32_t cap, std:
 }  // namespace
 
 const TensorEntry* SegmentHeader::FindGlobal(std::string_view name) const {
-  return Find(global_tensors, n_global_tensors, kMaxGlobalTensors, name);
+  return FindIn(global_tensors, n_global_tensors, kMaxGlobalTensors, name);
 }
-const TensorEntry* SegmentHeader::FindLayerTensor(std::string_view name) const {
-  return Find(layer_tensors, n_layer_tensors, kMaxLayerTensors, name);
+const TensorEntry* LayerTable::Find(std::string_view name) const {
+  return FindIn(tensors, n_tensors, kMaxLayerTensors, name);
 }
 
 uint64_t Fnv1a64(const void* data, size_t n, uint64_t seed) {
@@ -79,10 +84,6 @@ uint64_t Fnv1a64(const void* data, size_t n, uint64_t seed) {
   }
   for (; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
   return h;
-}
-
-uint64_t HeaderChecksum(const SegmentHeader& h) {
-  return Fnv1a64(&h, offsetof(SegmentHeader, header_checksum));
 }
 
 }  // namespace paged

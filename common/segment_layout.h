@@ -3,10 +3,12 @@
 //   [ header (2 MiB) | global tensors | layer blocks | tokenizer | KV pool ]
 //
 // Every region starts 2 MiB aligned. Each transformer layer is ONE contiguous
-// block of `layer_block_bytes` (a 2 MiB multiple) with the same internal
-// layout (`layer_tensors`, offsets relative to the block), so any layer fits
-// any device slot and one layer is one DMA. Workers map [0, kv_offset)
-// read-only and the KV pool read-write.
+// block; blocks are `layer_block_bytes` apart (the largest layer rounded up to
+// 2 MiB), so any layer fits any device slot and one layer is one DMA. Each
+// layer has its own tensor table (`layers[l]`, offsets relative to its block):
+// layers may differ in their tensors' types and sizes (a GGUF Q4_K_M file
+// keeps some layers' matrices in Q6_K). Workers map [0, kv_offset) read-only
+// and the KV pool read-write.
 //
 // KV pool: layer-major. Block b of layer l starts at
 //   kv_offset + (l * kv_n_blocks + b) * kv_block_bytes
@@ -17,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
 
 #include "common/dtype.h"
 #include "common/model_config.h"
@@ -26,28 +29,42 @@ namespace paged {
 inline constexpr char kSegmentMagic[8] = {'P', 'A', 'G', 'E', 'D', 'S', 'G', '1'};
 // 2: the tokenizer region holds a PGTOKEN1 bundle (common/tokenizer_bundle.h)
 // with the chat template and HF tokenizer.json kinds, not a bare vocabulary.
-inline constexpr uint32_t kLayoutVersion = 3;
+// 3: loaded_bytes. 4: one tensor table per layer (was one shared by all), the
+// ggml block formats, WeightFormat::kNative.
+inline constexpr uint32_t kLayoutVersion = 4;
 inline constexpr uint64_t kSegmentAlign = 2ull << 20;  // 2 MiB
 inline constexpr uint64_t kTensorAlign = 4096;         // tensors inside a block / region
 inline constexpr uint64_t kHeaderRegionBytes = kSegmentAlign;
-inline constexpr int kMaxLayerTensors = 16;
+inline constexpr int kMaxLayerTensors = 24;
+inline constexpr int kMaxSegmentLayers = 256;  // layer tables in the header
 inline constexpr int kMaxGlobalTensors = 8;
 inline constexpr int kTensorNameBytes = 32;
 
 enum class SegmentState : uint32_t { kEmpty = 0, kLoading = 1, kReady = 2 };
 std::string_view SegmentStateName(uint32_t state);
 
-// Weight format of the layer matrices (the flag --weight-format; `native`
-// resolves to f16 or bf16 before it gets here).
-enum class WeightFormat : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kInt8 = 3, kInt4 = 4 };
+// Weight format of the layer matrices (the flag --weight-format). `native`
+// resolves to f16, bf16 or int8 (GGUF Q8_0) when the checkpoint's matrices
+// have one such type; kNative is what it resolves to for a GGUF file with
+// block-format tensors: every tensor keeps its own type (see each entry).
+enum class WeightFormat : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kBF16 = 2,
+  kInt8 = 3,
+  kInt4 = 4,
+  kNative = 5,
+};
 std::string_view WeightFormatName(WeightFormat f);
+// The one dtype of the layer matrices; kNative has none (f16 is returned).
 DType WeightFormatDType(WeightFormat f);
 
 // What the tokenizer region holds (common/tokenizer_bundle.h).
 enum class TokenizerKind : uint32_t { kNone = 0, kSentencePieceGguf = 1, kHfJson = 2 };
 
-// One tensor. For quantized dtypes `scale_offset` points at f16 scales
-// [rows][ceil(cols / group)]; for the others scale_bytes == 0.
+// One tensor. For quantized dtypes (int8, int4) `scale_offset` points at f16
+// scales [rows][ceil(cols / group)]; for the others (block formats included:
+// their scales are inside the blocks) scale_bytes == 0.
 struct TensorEntry {
   char name[kTensorNameBytes];  // canonical name, NUL-terminated (see store/model_source.h)
   uint32_t dtype;               // DType
@@ -62,6 +79,16 @@ struct TensorEntry {
 
   std::string_view Name() const;
   DType Type() const { return static_cast<DType>(dtype); }
+};
+
+// One layer's tensors, offsets relative to the layer's block.
+struct LayerTable {
+  uint32_t n_tensors;
+  uint32_t pad;
+  uint64_t used_bytes;  // bytes of the block its tensors occupy
+  TensorEntry tensors[kMaxLayerTensors];
+
+  const TensorEntry* Find(std::string_view name) const;
 };
 
 struct SegmentHeader {
@@ -81,19 +108,18 @@ struct SegmentHeader {
 
   ModelConfig model;
   uint32_t weight_format;  // WeightFormat of layer matrices
-  uint32_t dense_dtype;    // DType of tok_embd / lm_head
+  uint32_t dense_dtype;    // DType of tok_embd (and lm_head, but under kNative see its entry)
   uint32_t norm_dtype;     // DType of norms and biases (always f32)
   uint32_t pad1;
 
   uint64_t globals_offset;
   uint64_t globals_bytes;
   uint32_t n_global_tensors;
-  uint32_t n_layer_tensors;
+  uint32_t pad3;
   TensorEntry global_tensors[kMaxGlobalTensors];
-  TensorEntry layer_tensors[kMaxLayerTensors];  // offsets relative to a block
   uint64_t layers_offset;
-  uint64_t layer_block_bytes;  // stride between layer blocks (2 MiB multiple)
-  uint64_t layer_used_bytes;   // bytes of a block that tensors occupy
+  uint64_t layer_block_bytes;  // stride between layer blocks: the largest layer, 2 MiB multiple
+  uint64_t layer_used_bytes;   // the largest layers[l].used_bytes: what a device slot holds
 
   uint32_t tokenizer_kind;  // TokenizerKind
   uint32_t pad2;
@@ -107,6 +133,8 @@ struct SegmentHeader {
   uint64_t kv_n_blocks;   // blocks per layer
   uint64_t kv_block_bytes;
 
+  LayerTable layers[kMaxSegmentLayers];  // [model.n_layers] used, the rest zero
+
   uint64_t header_checksum;  // FNV-1a 64 of the header up to this field
   // Weight bytes written so far: the store raises it while LOADING (relaxed
   // atomic stores; not covered by the checksum) and leaves it at the total.
@@ -119,14 +147,21 @@ struct SegmentHeader {
     return kv_offset + (uint64_t(layer) * kv_n_blocks + block) * kv_block_bytes;
   }
   const TensorEntry* FindGlobal(std::string_view name) const;
-  const TensorEntry* FindLayerTensor(std::string_view name) const;
+  // Layer `layer`'s table (0 <= layer < model.n_layers <= kMaxSegmentLayers
+  // in a validated header).
+  const LayerTable& Layer(int layer) const { return layers[layer]; }
+  const TensorEntry* LayerTensor(int layer, std::string_view name) const {
+    return layers[layer].Find(name);
+  }
+  uint64_t LayerUsedBytes(int layer) const { return layers[layer].used_bytes; }
 };
 
+// Copies of it are heap objects (about 640 KiB): PeekSegmentHeader and
+// PlanSegment return unique_ptrs.
 static_assert(sizeof(SegmentHeader) < kHeaderRegionBytes);
 static_assert(std::is_trivially_copyable_v<SegmentHeader>);
 
 uint64_t Fnv1a64(const void* data, size_t n, uint64_t seed = 1469598103934665603ull);
-uint64_t HeaderChecksum(const SegmentHeader& h);
 
 inline uint64_t AlignUp(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 

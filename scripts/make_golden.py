@@ -8,8 +8,10 @@ save_pretrained (config.json + one model.safetensors), and records the logits
 of ONE forward pass (no KV cache) over a fixed token sequence, computed in
 float64 (model.double()) from the saved float32 weights.
 
-Usage: python3 scripts/make_golden.py OUTDIR
-Writes OUTDIR/<case>/{config.json, model.safetensors, expected.json}.
+Usage: python3 scripts/make_golden.py OUTDIR [CASE ...]
+Writes OUTDIR/<case>/{config.json, model.safetensors, expected.json}, for
+every case or the ones named (e.g. the issue 13 cases: qwen3 gemma2 gemma3
+phi3_longrope mistral_window qwen2_yarn).
 Needs torch, transformers and safetensors; no network. Runs on CPU.
 """
 
@@ -25,9 +27,12 @@ import torch
 import transformers
 import safetensors
 from safetensors import safe_open
-from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+from transformers import (AutoModelForCausalLM, Gemma2Config,
+                          Gemma2ForCausalLM, Gemma3ForCausalLM,
+                          Gemma3TextConfig, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Phi3Config,
+                          Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM)
 
 COMMON = dict(bos_token_id=1, eos_token_id=2, max_position_embeddings=128,
               hidden_act="silu")
@@ -81,6 +86,87 @@ CASES = [
                   num_key_value_heads=8, head_dim=8, rms_norm_eps=1e-5,
                   tie_word_embeddings=True),
          rope=dict(rope_type="default", rope_theta=10000.0)),
+    # ---- issue 13: the architectures people download ----------------------
+    dict(name="qwen3", seed=1006, n_tokens=16,
+         config_cls=Qwen3Config, model_cls=Qwen3ForCausalLM,
+         desc="Qwen3: per-head q/k RMSNorm before RoPE, no qkv bias, "
+              "head_dim 32 from the config (q_dim 128 != hidden 64), GQA 2, "
+              "theta 1e6",
+         cfg=dict(vocab_size=384, hidden_size=64, intermediate_size=160,
+                  num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-6,
+                  use_sliding_window=False, tie_word_embeddings=False),
+         rope=dict(rope_type="default", rope_theta=1000000.0)),
+    dict(name="gemma2", seed=1007, n_tokens=16, norm_mean=0.0,
+         config_cls=Gemma2Config, model_cls=Gemma2ForCausalLM,
+         desc="Gemma 2: embeddings x sqrt(hidden), (1 + w) RMSNorms, sandwich "
+              "norms, GeGLU (gelu_pytorch_tanh), query_pre_attn_scalar 24 "
+              "(!= head_dim 16), attention soft-cap 2 and final soft-cap 3 "
+              "(small, so that they bite), layers 0 and 2 sliding with window "
+              "6 < 16 tokens, tied embeddings",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                  hidden_activation="gelu_pytorch_tanh",
+                  query_pre_attn_scalar=24, attn_logit_softcapping=2.0,
+                  final_logit_softcapping=3.0, sliding_window=6,
+                  tie_word_embeddings=True),
+         rope=dict(rope_type="default", rope_theta=10000.0)),
+    dict(name="gemma3", seed=1008, n_tokens=16, norm_mean=0.0,
+         config_cls=Gemma3TextConfig, model_cls=Gemma3ForCausalLM,
+         desc="Gemma 3 text: q/k norms, sandwich norms, GeGLU, "
+              "query_pre_attn_scalar 32, layers 0, 1, 3 sliding (window 5 < 16 "
+              "tokens) with local RoPE base 1e4, layer 2 global with theta 1e6 "
+              "and linear scaling factor 4, no soft-caps, tied embeddings",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                  hidden_activation="gelu_pytorch_tanh",
+                  query_pre_attn_scalar=32, sliding_window=5,
+                  layer_types=["sliding_attention", "sliding_attention",
+                               "full_attention", "sliding_attention"],
+                  attn_logit_softcapping=None, final_logit_softcapping=None,
+                  tie_word_embeddings=True),
+         rope=dict(rope_type="linear", factor=4.0, rope_theta=1000000.0),
+         rope_local=dict(rope_type="default", rope_theta=10000.0)),
+    dict(name="phi3_longrope", seed=1009, n_tokens=24,
+         config_cls=Phi3Config, model_cls=Phi3ForCausalLM,
+         desc="Phi-3: fused qkv_proj and gate_up_proj, GQA 2, longrope over "
+              "an original context of 16 (max_position_embeddings 128): 24 "
+              "tokens, so transformers takes the long factors, as paged does "
+              "for a context longer than the original; attention factor "
+              "sqrt(1 + ln 8 / ln 16)",
+         cfg=dict(vocab_size=320, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, rms_norm_eps=1e-5,
+                  original_max_position_embeddings=16, sliding_window=None,
+                  tie_word_embeddings=False),
+         rope=dict(rope_type="longrope", rope_theta=10000.0,
+                   original_max_position_embeddings=16,
+                   long_factor=[1.0, 1.3, 1.8, 2.5, 3.5, 5.0, 7.0, 9.5],
+                   short_factor=[1.0, 1.05, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6])),
+    dict(name="mistral_window", seed=1010, n_tokens=16,
+         config_cls=MistralConfig, model_cls=MistralForCausalLM,
+         desc="Mistral with sliding_window 5, shorter than its 16 tokens: "
+              "every layer masks the keys older than the window",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
+                  sliding_window=5, tie_word_embeddings=False),
+         rope=dict(rope_type="default", rope_theta=10000.0)),
+    dict(name="qwen2_yarn", seed=1011, n_tokens=24,
+         config_cls=Qwen2Config, model_cls=Qwen2ForCausalLM,
+         desc="Qwen2 with Qwen's long-context yarn: factor 4 over an "
+              "original 16 positions (max_position_embeddings 64 = 4 x 16), "
+              "theta 1e4 so the ramp lies inside the 8 pairs, attention "
+              "factor 0.1 ln 4 + 1; 24 tokens, past the original context",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, rms_norm_eps=1e-6,
+                  max_position_embeddings=64, use_sliding_window=False,
+                  tie_word_embeddings=False),
+         rope=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
+                   original_max_position_embeddings=16)),
 ]
 
 # Weight spreads used for re-initialisation.
@@ -106,15 +192,27 @@ def make_config(case):
     kw.update(case["cfg"])
     fields = accepted_fields(cls)
     rope = dict(case["rope"])
+    local = case.get("rope_local")
     if "rope_parameters" in fields:
-        # transformers 5.x: rope settings live in one dict with rope_theta inside.
-        kw["rope_parameters"] = rope
-        form = "rope_parameters"
+        # transformers 5.x: rope settings live in one dict with rope_theta
+        # inside; gemma3 has one per layer type.
+        if local is not None:
+            kw["rope_parameters"] = {"full_attention": rope,
+                                     "sliding_attention": dict(local)}
+            form = "rope_parameters per layer type"
+        else:
+            kw["rope_parameters"] = rope
+            form = "rope_parameters"
     else:
         # transformers 4.x: top-level rope_theta, rope_scaling for the rest.
         kw["rope_theta"] = rope.pop("rope_theta")
+        if rope.get("rope_type") == "longrope":
+            # 4.x: phi3's original context is a top-level key (in cfg).
+            rope.pop("original_max_position_embeddings", None)
         if rope.get("rope_type", "default") != "default":
             kw["rope_scaling"] = rope
+        if local is not None:
+            kw["rope_local_base_freq"] = local["rope_theta"]
         form = "rope_theta+rope_scaling"
     if "head_dim" in kw and "head_dim" not in fields:
         # Let the class derive it (hidden/heads); make sure that agrees.
@@ -133,7 +231,8 @@ def token_ids(n, vocab):
 
 
 @torch.no_grad()
-def reinit(model, seed):
+def reinit(model, seed, norm_mean=1.0):
+    # norm_mean 0 for gemma, whose RMSNorm multiplies by (1 + w).
     g = torch.Generator().manual_seed(seed)
     seen = set()
     for name, p in model.named_parameters():  # shared (tied) params once
@@ -141,7 +240,7 @@ def reinit(model, seed):
             continue
         seen.add(id(p))
         if p.ndim == 1 and "norm" in name:
-            v = 1.0 + STD_NORM * torch.randn(p.shape, generator=g)
+            v = norm_mean + STD_NORM * torch.randn(p.shape, generator=g)
         elif name.endswith(".bias"):
             v = STD_BIAS * torch.randn(p.shape, generator=g)
         elif "embed_tokens" in name:
@@ -196,7 +295,15 @@ def run_case(case, outdir):
     config, form = make_config(case)
     model = case["model_cls"](config).float().eval()
     set_eager(model)
-    reinit(model, case["seed"] + 7)
+    reinit(model, case["seed"] + 7, case.get("norm_mean", 1.0))
+    # The features a case is about must have reached the config.
+    for key in ("sliding_window", "query_pre_attn_scalar", "layer_types",
+                "attn_logit_softcapping", "final_logit_softcapping",
+                "head_dim", "hidden_activation"):
+        if key in case["cfg"]:
+            got = getattr(config, key, "<absent>")
+            assert got == case["cfg"][key], \
+                f"{name}: config.{key} is {got}, wanted {case['cfg'][key]}"
     tied = bool(case["cfg"]["tie_word_embeddings"])
     same = (model.lm_head.weight.data_ptr()
             == model.model.embed_tokens.weight.data_ptr())
@@ -240,9 +347,21 @@ def run_case(case, outdir):
     l32 = forward_logits(model, ids).double()
     f32_diff = (logits - l32).abs().max().item()
 
-    rot = m64.model.rotary_emb
-    inv_freq = [float(x) for x in rot.inv_freq.double().tolist()]
-    att_scale = float(getattr(rot, "attention_scaling", 1.0))
+    # Every inv_freq buffer of the rotary embedding(s): one per layer type in
+    # gemma3, a long and an original one in longrope.
+    # (Found by name: gemma3 had rotary_emb and rotary_emb_local in 4.x.)
+    inv_freqs = {n: [float(x) for x in b.double().tolist()]
+                 for n, b in m64.model.named_buffers() if "inv_freq" in n}
+    inv_freq = inv_freqs.get("rotary_emb.inv_freq",
+                             next(iter(inv_freqs.values()), []))
+    att_scale = {}
+    for n, mod in m64.model.named_modules():
+        v = getattr(mod, "attention_scaling", None)
+        if v is not None:
+            att_scale[n] = ({k: float(x) for k, x in v.items()}
+                            if isinstance(v, dict) else float(v))
+    if list(att_scale) == ["rotary_emb"]:
+        att_scale = att_scale["rotary_emb"]
     rope_check = None
     if case["rope"]["rope_type"] == "llama3":
         r = case["rope"]
@@ -273,6 +392,8 @@ def run_case(case, outdir):
         "logits_std": fmt(logits.std().item()),
         "float32_forward_max_abs_diff": fmt(f32_diff),
         "rope_inv_freq": [fmt(v) for v in inv_freq],
+        "rope_inv_freq_buffers": {k: [fmt(v) for v in b]
+                                  for k, b in inv_freqs.items()},
         "rope_attention_scaling": att_scale,
         "attn_implementation": "eager",
         "transformers": transformers.__version__,
@@ -299,7 +420,9 @@ def run_case(case, outdir):
     print(f"logits std {logits.std().item():.4f} absmax "
           f"{logits.abs().max().item():.4f}; reload diff {reload_diff:.3g}; "
           f"f32 diff {f32_diff:.3g}; argmax {exp['argmax']}")
-    print("inv_freq", [round(v, 8) for v in inv_freq], "attn scale", att_scale)
+    for k, b in inv_freqs.items():
+        print(k, [round(v, 8) for v in b])
+    print("attn scale", att_scale)
     if rope_check:
         print("llama3 check:", rope_check)
     for f in sorted(os.listdir(d)):
@@ -307,15 +430,21 @@ def run_case(case, outdir):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: make_golden.py OUTDIR")
+    if len(sys.argv) < 2:
+        sys.exit("usage: make_golden.py OUTDIR [CASE ...]")
     outdir = sys.argv[1]
+    wanted = set(sys.argv[2:])
+    unknown = wanted - {c["name"] for c in CASES}
+    if unknown:
+        sys.exit(f"unknown cases {sorted(unknown)}")
     os.makedirs(outdir, exist_ok=True)
     torch.set_default_dtype(torch.float32)
     print("transformers", transformers.__version__, "torch", torch.__version__,
           "safetensors", safetensors.__version__)
     failed = []
     for case in CASES:
+        if wanted and case["name"] not in wanted:
+            continue
         try:
             run_case(case, outdir)
         except Exception:

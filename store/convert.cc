@@ -5,6 +5,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/block_quant.h"
+#include "common/check.h"
 #include "common/quant.h"
 
 namespace paged {
@@ -14,22 +16,7 @@ constexpr int kQ8Block = 32;
 constexpr int kQ8BlockBytes = 2 + kQ8Block;  // f16 scale + 32 int8
 
 uint64_t SourceRowBytes(const SourceTensor& t) {
-  switch (t.type) {
-    case SourceType::kF32:
-      return uint64_t(t.cols) * 4;
-    case SourceType::kF16:
-    case SourceType::kBF16:
-      return uint64_t(t.cols) * 2;
-    case SourceType::kQ8_0:
-      return uint64_t(t.cols) / kQ8Block * kQ8BlockBytes;
-  }
-  return 0;
-}
-
-uint16_t LoadU16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
+  return PayloadBytes(StoredDType(t.type), 1, uint64_t(t.cols));
 }
 
 void ConvertRow(const SourceTensor& t, DType dst, int group, int64_t dst_row, uint8_t* payload,
@@ -41,10 +28,8 @@ void ConvertRow(const SourceTensor& t, DType dst, int group, int64_t dst_row, ui
   uint16_t* row_scales = reinterpret_cast<uint16_t*>(scales) +
                          (IsQuantized(dst) ? dst_row * GroupsPerRow(cols, group) : 0);
   const uint8_t* in = t.data + uint64_t(src_row) * SourceRowBytes(t);
-  // Same-type rows are plain copies (the common case: native f16/bf16).
-  if ((t.type == SourceType::kF32 && dst == DType::kF32) ||
-      (t.type == SourceType::kF16 && dst == DType::kF16) ||
-      (t.type == SourceType::kBF16 && dst == DType::kBF16)) {
+  // Same-type rows are plain copies (native f16/bf16, GGUF block formats).
+  if (dst == StoredDType(t.type)) {
     std::memcpy(out, in, row_bytes);
     return;
   }
@@ -73,10 +58,52 @@ void ConvertRow(const SourceTensor& t, DType dst, int group, int64_t dst_row, ui
     case DType::kI4:
       QuantizeRowInt4(tmp, cols, group, out, row_scales);
       break;
+    default:
+      PAGED_CHECK(false, "ConvertTensor: no conversion from ", std::string(SourceTypeName(t.type)),
+                  " to ", std::string(DTypeName(dst)));
   }
 }
 
 }  // namespace
+
+DType StoredDType(SourceType t) {
+  switch (t) {
+    case SourceType::kF32:
+      return DType::kF32;
+    case SourceType::kF16:
+      return DType::kF16;
+    case SourceType::kBF16:
+      return DType::kBF16;
+    case SourceType::kQ8_0:
+      return DType::kQ8_0;
+    case SourceType::kQ4_0:
+      return DType::kQ4_0;
+    case SourceType::kQ4_1:
+      return DType::kQ4_1;
+    case SourceType::kQ5_0:
+      return DType::kQ5_0;
+    case SourceType::kQ5_1:
+      return DType::kQ5_1;
+    case SourceType::kQ2_K:
+      return DType::kQ2_K;
+    case SourceType::kQ3_K:
+      return DType::kQ3_K;
+    case SourceType::kQ4_K:
+      return DType::kQ4_K;
+    case SourceType::kQ5_K:
+      return DType::kQ5_K;
+    case SourceType::kQ6_K:
+      return DType::kQ6_K;
+    case SourceType::kIQ4_NL:
+      return DType::kIQ4_NL;
+    case SourceType::kIQ4_XS:
+      return DType::kIQ4_XS;
+    case SourceType::kMXFP4:
+      return DType::kMXFP4;
+  }
+  PAGED_CHECK(false, "unknown source type ", uint32_t(t));
+  return DType::kF32;
+}
 
 int64_t SourceRowFor(const SourceTensor& t, int64_t dst_row) {
   const int64_t hd = t.rope_permute_head_dim;
@@ -88,25 +115,7 @@ int64_t SourceRowFor(const SourceTensor& t, int64_t dst_row) {
 }
 
 void SourceRowToFloat(const SourceTensor& t, int64_t row, float* out) {
-  const uint8_t* in = t.data + uint64_t(row) * SourceRowBytes(t);
-  switch (t.type) {
-    case SourceType::kF32:
-      std::memcpy(out, in, uint64_t(t.cols) * 4);
-      break;
-    case SourceType::kF16:
-      for (int64_t c = 0; c < t.cols; ++c) out[c] = HalfToFloat(LoadU16(in + 2 * c));
-      break;
-    case SourceType::kBF16:
-      for (int64_t c = 0; c < t.cols; ++c) out[c] = Bf16ToFloat(LoadU16(in + 2 * c));
-      break;
-    case SourceType::kQ8_0:
-      for (int64_t b = 0; b < t.cols / kQ8Block; ++b) {
-        const uint8_t* blk = in + b * kQ8BlockBytes;
-        const float s = HalfToFloat(LoadU16(blk));
-        for (int k = 0; k < kQ8Block; ++k) out[b * kQ8Block + k] = s * float(int8_t(blk[2 + k]));
-      }
-      break;
-  }
+  DequantizeRow(StoredDType(t.type), t.data + uint64_t(row) * SourceRowBytes(t), t.cols, out);
 }
 
 void ConvertTensor(const SourceTensor& t, DType dst, int group, uint8_t* payload, uint8_t* scales,

@@ -67,8 +67,9 @@ inline GgufValueType TypeOf(const GgufValue& v) { return static_cast<GgufValueTy
 std::string DescribeType(const GgufValue& v);
 
 // Some ggml tensor type ids (GgmlTypeInfoOf knows more). The model reader
-// accepts F32, F16, BF16 and Q8_0; the other known types parse, so that their
-// files are refused with a clear "unsupported tensor type" later.
+// accepts those listed here but Q8_1 and Q8_K; the other known types parse,
+// so that their files are refused with a clear "unsupported tensor type"
+// later.
 enum class GgmlType : uint32_t {
   kF32 = 0,
   kF16 = 1,
@@ -84,7 +85,10 @@ enum class GgmlType : uint32_t {
   kQ5_K = 13,
   kQ6_K = 14,
   kQ8_K = 15,
+  kIQ4_NL = 20,
+  kIQ4_XS = 23,
   kBF16 = 30,
+  kMXFP4 = 39,
 };
 
 // Block geometry of a ggml type: `block_values` consecutive values of a row

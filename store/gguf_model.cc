@@ -3,11 +3,14 @@
 // ("blk.3.attn_q.weight") the canonical ones ("wq" of layer 3).
 #include "store/gguf_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <numbers>
 #include <optional>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "common/segment_layout.h"
@@ -60,6 +63,127 @@ absl::StatusOr<std::optional<int32_t>> GetTokenId(const GgufFile& f, const std::
 
 // ---- config ----------------------------------------------------------------
 
+// RoPE scaling as llama.cpp reads it: {arch}.rope.scaling.type linear
+// (factor), yarn (factor, original_context_length, yarn_beta_fast / slow; the
+// attention factor llama.cpp derives: 0.1 ln(factor) + 1, times
+// rope.scaling.attn_factor), longrope (the rope_factors_long / short tensors,
+// read later, and rope.scaling.attn_factor). llama3 scaling comes as the
+// rope_freqs.weight tensor (ReadLlama3Scaling).
+absl::Status ReadRopeScaling(const GgufFile& f, const std::string& arch, ModelConfig& c) {
+  const std::string p = arch + ".rope.scaling.";
+  if (!f.Has(p + "type")) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string type, f.GetString(p + "type"));
+  ASSIGN_OR_RETURN(const float factor, GetFloatOr(f, p + "factor", 1.f));
+  ASSIGN_OR_RETURN(const float attn_factor, GetFloatOr(f, p + "attn_factor", 1.f));
+  ASSIGN_OR_RETURN(c.rope_original_max_pos,
+                   GetDimOr(f, p + "original_context_length", c.max_context));
+  if (type == "none") return absl::OkStatus();
+  if (type == "linear") {
+    if (factor != 1.f) {
+      c.rope_scaling = RopeScaling::kLinear;
+      c.rope_factor = factor;
+    }
+    return absl::OkStatus();
+  }
+  if (type == "yarn") {
+    if (f.Has(p + "yarn_log_multiplier"))
+      return Bad(f, absl::StrCat(p, "yarn_log_multiplier is not supported"));
+    c.rope_scaling = RopeScaling::kYarn;
+    c.rope_factor = factor;
+    ASSIGN_OR_RETURN(c.rope_beta_fast, GetFloatOr(f, p + "yarn_beta_fast", 32.f));
+    ASSIGN_OR_RETURN(c.rope_beta_slow, GetFloatOr(f, p + "yarn_beta_slow", 1.f));
+    c.rope_attn_factor = (factor <= 1.f ? 1.f : 0.1f * std::log(factor) + 1.f) * attn_factor;
+    return absl::OkStatus();
+  }
+  if (type == "longrope") {
+    c.rope_scaling = RopeScaling::kLongRope;
+    c.rope_attn_factor = attn_factor;
+    return absl::OkStatus();
+  }
+  return Bad(f, absl::StrCat("unsupported ", p, "type '", type,
+                             "' (supported: none, linear, yarn, longrope)"));
+}
+
+// What each architecture adds to the llama forward pass, from llama.cpp's
+// metadata keys and its per-architecture defaults (src/models/<arch>.cpp).
+absl::Status ReadArchFeatures(const GgufFile& f, const std::string& arch, ModelConfig& c) {
+  const std::string p = arch + ".";
+  const bool gemma = c.arch == Arch::kGemma2 || c.arch == Arch::kGemma3;
+  c.qkv_bias = c.arch == Arch::kQwen2;
+  c.qk_norm = c.arch == Arch::kQwen3 || c.arch == Arch::kGemma3;
+  if (gemma) {
+    c.sandwich_norm = 1;
+    c.mlp_act = MlpActivation::kGeluTanh;
+    c.embed_scale = std::sqrt(float(c.hidden));
+    // llama.cpp's rule (no key holds query_pre_attn_scalar): hidden / heads
+    // for the 27B models (46 / 62 layers), head_dim for the others.
+    const bool is_27b = c.n_layers == (c.arch == Arch::kGemma2 ? 46 : 62);
+    c.attn_scale = 1.f / std::sqrt(float(is_27b ? c.hidden / std::max(c.n_heads, 1) : c.head_dim));
+    const bool g2 = c.arch == Arch::kGemma2;
+    if (g2) {
+      ASSIGN_OR_RETURN(c.attn_softcap, GetFloatOr(f, p + "attn_logit_softcapping", 50.f));
+    }
+    ASSIGN_OR_RETURN(c.final_softcap,
+                     GetFloatOr(f, p + "final_logit_softcapping", g2 ? 30.f : 0.f));
+  }
+  // The sliding window: 0 or absent means none (gemma2: 4096 unless said).
+  int64_t window = c.arch == Arch::kGemma2 ? 4096 : 0;
+  if (f.Has(p + "attention.sliding_window")) {
+    ASSIGN_OR_RETURN(window, f.GetInt(p + "attention.sliding_window"));
+  }
+  if (window < 0 || window > std::numeric_limits<int32_t>::max())
+    return Bad(f, absl::StrCat(p, "attention.sliding_window ", window, " is out of range"));
+  c.sliding_window = static_cast<int32_t>(window);
+  if (window == 0) return absl::OkStatus();
+  // gemma3's local layers rotate with their own base and no scaling.
+  if (c.arch == Arch::kGemma3) {
+    ASSIGN_OR_RETURN(c.rope_local_theta, GetFloatOr(f, p + "rope.freq_base_swa", 10000.f));
+  }
+  // Which layers: the pattern key (a period n: layer l slides unless
+  // l % n == n - 1, as llama_hparams::set_swa_pattern; or one bool per
+  // layer), else gemma2 2, gemma3 6, every layer for the others.
+  const std::string key = p + "attention.sliding_window_pattern";
+  if (const GgufValue* v = f.Find(key); v != nullptr && TypeOf(*v) == GgufValueType::kArray) {
+    ASSIGN_OR_RETURN(const GgufArray* a, f.GetArray(key));
+    const auto* bools = std::get_if<std::vector<bool>>(&a->elems);
+    if (bools == nullptr || bools->size() != size_t(c.n_layers))
+      return Bad(f, absl::StrCat(key, " must hold one bool per layer"));
+    for (int l = 0; l < c.n_layers; ++l) c.SetSlidingLayer(l, (*bools)[size_t(l)]);
+    return absl::OkStatus();
+  }
+  int64_t period = c.arch == Arch::kGemma2 ? 2 : c.arch == Arch::kGemma3 ? 6 : 0;
+  if (f.Has(key)) {
+    ASSIGN_OR_RETURN(period, f.GetInt(key));
+  }
+  if (period < 0 || period > kMaxLayers)
+    return Bad(f, absl::StrCat(key, " ", period, " is out of range"));
+  for (int l = 0; l < c.n_layers && l < kMaxLayers; ++l)
+    c.SetSlidingLayer(l, period == 0 || l % period < period - 1);
+  return absl::OkStatus();
+}
+
+// Phi-3's longrope divisors (rope_factors_long / short.weight, head_dim/2
+// F32 each): the long ones when the context exceeds the original one, as
+// llama.cpp's llama_model::get_rope_factors chooses for its n_ctx.
+absl::Status ReadLongRopeFactors(const GgufFile& f, const GgufTensorInfo* long_t,
+                                 const GgufTensorInfo* short_t, const uint8_t* data,
+                                 ModelConfig& c) {
+  if (c.rope_scaling != RopeScaling::kLongRope) {
+    if (long_t != nullptr || short_t != nullptr)
+      return Bad(f, "rope_factors_long / short tensors without longrope scaling");
+    return absl::OkStatus();
+  }
+  const GgufTensorInfo* t = c.max_context > c.rope_original_max_pos ? long_t : short_t;
+  if (t == nullptr) return Bad(f, "longrope scaling without rope_factors_long / short tensors");
+  const int n = c.head_dim / 2;
+  if (t->type != static_cast<uint32_t>(GgmlType::kF32) || t->numel != static_cast<uint64_t>(n) ||
+      n > kMaxRopeFactors)
+    return Bad(f, absl::StrCat(t->name, " must be F32 with head_dim/2 = ", n, " values"));
+  std::memcpy(c.rope_factors, data + t->begin, size_t(n) * sizeof(float));
+  c.n_rope_factors = n;
+  return absl::OkStatus();
+}
+
 absl::Status ReadConfig(const GgufFile& f, const std::string& arch, ModelConfig& c) {
   const std::string p = arch + ".";
   ASSIGN_OR_RETURN(c.max_context, GetDim(f, p + "context_length"));
@@ -89,12 +213,6 @@ absl::Status ReadConfig(const GgufFile& f, const std::string& arch, ModelConfig&
   if (rope_dims != c.head_dim)
     return Bad(f, absl::StrCat(p, "rope.dimension_count ", rope_dims, " differs from head_dim ",
                                c.head_dim, " (partial rotary embeddings are not supported)"));
-  if (f.Has(p + "attention.sliding_window")) {  // 0 means none
-    ASSIGN_OR_RETURN(int64_t window, f.GetInt(p + "attention.sliding_window"));
-    if (window < 0 || window > std::numeric_limits<int32_t>::max())
-      return Bad(f, absl::StrCat(p, "attention.sliding_window ", window, " is out of range"));
-    c.sliding_window = static_cast<int32_t>(window);
-  }
 
   // Vocabulary size: the explicit key, else the token list's length.
   if (f.Has(p + "vocab_size")) {
@@ -110,16 +228,8 @@ absl::Status ReadConfig(const GgufFile& f, const std::string& arch, ModelConfig&
                                "vocab_size nor tokenizer.ggml.tokens is present"));
   }
 
-  // Linear / YaRN scaling has no place in ModelConfig; refuse it rather than
-  // run the model with the wrong positions. (llama3 scaling comes as the
-  // rope_freqs.weight tensor, see ReadLlama3Scaling.)
-  if (f.Has(p + "rope.scaling.type")) {
-    ASSIGN_OR_RETURN(std::string type, f.GetString(p + "rope.scaling.type"));
-    ASSIGN_OR_RETURN(float factor, GetFloatOr(f, p + "rope.scaling.factor", 1.f));
-    if (type != "none" && !(type == "linear" && factor == 1.f))
-      return Bad(f, absl::StrCat("unsupported rope scaling '", type, "' (factor ", factor, ")"));
-  }
-  return absl::OkStatus();
+  RETURN_IF_ERROR(ReadRopeScaling(f, arch, c));
+  return ReadArchFeatures(f, arch, c);
 }
 
 // llama3-style GGUFs (Llama 3.1, 3.2) carry RoPE scaling not as metadata but
@@ -279,8 +389,13 @@ constexpr NameMap kLayerNames[] = {
     {"attn_v.bias", "bv"},
     {"ffn_norm.weight", "ffn_norm"},
     {"ffn_gate.weight", "w_gate"},
-    {"ffn_up.weight", "w_up"},
+    {"ffn_up.weight", "w_up"},  // phi3: gate and up fused, split in AddTensor
     {"ffn_down.weight", "w_down"},
+    {"attn_q_norm.weight", "q_norm"},
+    {"attn_k_norm.weight", "k_norm"},
+    {"post_attention_norm.weight", "post_attn_norm"},
+    {"post_ffw_norm.weight", "post_ffn_norm"},
+    {"attn_qkv.weight", "qkv"},  // fused q, k, v: split in AddTensor
 };
 
 // "blk.12.attn_q.weight" -> {"wq", 12}; false when the name is not one we know.
@@ -311,19 +426,32 @@ bool MapTensorName(std::string_view name, std::string_view& canonical, int& laye
   return false;
 }
 
+// ggml type ids and the source types the store reads; every other type
+// (IQ2/IQ3/IQ1, TQ, Q8_1, Q8_K, integers) is refused by name.
+struct TypeMap {
+  GgmlType ggml;
+  SourceType source;
+};
+constexpr TypeMap kTensorTypes[] = {
+    {GgmlType::kF32, SourceType::kF32},       {GgmlType::kF16, SourceType::kF16},
+    {GgmlType::kBF16, SourceType::kBF16},     {GgmlType::kQ8_0, SourceType::kQ8_0},
+    {GgmlType::kQ4_0, SourceType::kQ4_0},     {GgmlType::kQ4_1, SourceType::kQ4_1},
+    {GgmlType::kQ5_0, SourceType::kQ5_0},     {GgmlType::kQ5_1, SourceType::kQ5_1},
+    {GgmlType::kQ2_K, SourceType::kQ2_K},     {GgmlType::kQ3_K, SourceType::kQ3_K},
+    {GgmlType::kQ4_K, SourceType::kQ4_K},     {GgmlType::kQ5_K, SourceType::kQ5_K},
+    {GgmlType::kQ6_K, SourceType::kQ6_K},     {GgmlType::kIQ4_NL, SourceType::kIQ4_NL},
+    {GgmlType::kIQ4_XS, SourceType::kIQ4_XS}, {GgmlType::kMXFP4, SourceType::kMXFP4},
+};
+
 absl::StatusOr<SourceType> MapTensorType(const GgufFile& f, const GgufTensorInfo& t) {
-  switch (t.type) {
-    case static_cast<uint32_t>(GgmlType::kF32):
-      return SourceType::kF32;
-    case static_cast<uint32_t>(GgmlType::kF16):
-      return SourceType::kF16;
-    case static_cast<uint32_t>(GgmlType::kBF16):
-      return SourceType::kBF16;
-    case static_cast<uint32_t>(GgmlType::kQ8_0):
-      return SourceType::kQ8_0;
+  for (const TypeMap& m : kTensorTypes) {
+    if (t.type == static_cast<uint32_t>(m.ggml)) return m.source;
   }
+  std::string supported;
+  for (const TypeMap& m : kTensorTypes)
+    absl::StrAppend(&supported, supported.empty() ? "" : ", ", GgmlTypeName(uint32_t(m.ggml)));
   return Bad(f, absl::StrCat("tensor '", t.name, "' has unsupported tensor type ",
-                             GgmlTypeName(t.type), " (supported: F32, F16, BF16, Q8_0)"));
+                             GgmlTypeName(t.type), " (supported: ", supported, ")"));
 }
 
 absl::Status AddTensor(const GgufFile& f, const GgufTensorInfo& t, const uint8_t* data,
@@ -348,14 +476,47 @@ absl::Status AddTensor(const GgufFile& f, const GgufTensorInfo& t, const uint8_t
   st.data = data + t.begin;
   st.bytes = t.bytes();
   // GGUF llama/mistral q/k rows are in the adjacent-pair RoPE order (the
-  // converter permuted the HF rows); qwen2 files keep the halves order.
+  // converter permuted the HF rows); the others (NEOX RoPE in llama.cpp)
+  // keep the halves order.
+  const ModelConfig& c = src.config;
   const bool rope_rows = st.name == "wq" || st.name == "wk" || st.name == "bq" || st.name == "bk";
-  if (rope_rows && src.config.arch != Arch::kQwen2) st.rope_permute_head_dim = src.config.head_dim;
+  if (rope_rows && (c.arch == Arch::kLlama || c.arch == Arch::kMistral))
+    st.rope_permute_head_dim = c.head_dim;
+  // Fused matrices (phi3): row ranges of the stored one, whole blocks each.
+  auto split = [&](std::initializer_list<std::pair<const char*, int64_t>> parts) {
+    int64_t total = 0;
+    for (const auto& part : parts) total += part.second;
+    if (st.rows != total || st.rows <= 0 || st.bytes % uint64_t(st.rows) != 0)
+      return Bad(f, absl::StrCat("tensor '", t.name, "' has ", st.rows,
+                                 " rows; the config implies ", total));
+    const uint64_t row_bytes = st.bytes / uint64_t(st.rows);
+    int64_t row0 = 0;
+    for (const auto& [name, rows] : parts) {
+      SourceTensor part = st;
+      part.name = name;
+      part.rows = rows;
+      part.data = st.data + uint64_t(row0) * row_bytes;
+      part.bytes = uint64_t(rows) * row_bytes;
+      src.tensors.push_back(std::move(part));
+      row0 += rows;
+    }
+    return absl::OkStatus();
+  };
+  if (st.name == "qkv") return split({{"wq", c.q_dim()}, {"wk", c.kv_dim()}, {"wv", c.kv_dim()}});
+  if (st.name == "w_up" && c.arch == Arch::kPhi3)
+    return split({{"w_gate", c.ffn}, {"w_up", c.ffn}});
   src.tensors.push_back(std::move(st));
   return absl::OkStatus();
 }
 
 }  // namespace
+
+bool GgufCanonicalName(std::string_view gguf_name, std::string* canonical, int* layer) {
+  std::string_view c;
+  if (!MapTensorName(gguf_name, c, *layer)) return false;
+  *canonical = std::string(c);
+  return true;
+}
 
 absl::StatusOr<std::unique_ptr<ModelSource>> GgufToModelSource(const GgufFile& f,
                                                                const uint8_t* data, uint64_t size) {
@@ -369,12 +530,12 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufToModelSource(const GgufFile& f
   absl::StatusOr<Arch> arch = ParseArch(*arch_name);
   if (!arch.ok()) return Annotate(arch.status(), f.origin);
   c.arch = *arch;
-  c.qkv_bias = c.arch == Arch::kQwen2;
 
   RETURN_IF_ERROR(ReadConfig(f, *arch_name, c));
   RETURN_IF_ERROR(ReadTokenizer(f, c, src->vocab, src->tokenizer, src->tokenizer_note));
   c.tied_embeddings = f.FindTensor("output.weight") == nullptr;
 
+  const GgufTensorInfo *long_factors = nullptr, *short_factors = nullptr;
   for (const GgufTensorInfo& t : f.tensors) {
     if (t.end > size) return Bad(f, absl::StrCat("tensor '", t.name, "' lies past the data"));
     if (t.name == "rope_freqs.weight") {
@@ -382,8 +543,13 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufToModelSource(const GgufFile& f
       RETURN_IF_ERROR(ReadLlama3Scaling(f, *arch_name, t, data, c));
       continue;
     }
+    if (t.name == "rope_factors_long.weight" || t.name == "rope_factors_short.weight") {
+      (t.name == "rope_factors_long.weight" ? long_factors : short_factors) = &t;
+      continue;  // longrope divisors, folded into the config below
+    }
     RETURN_IF_ERROR(AddTensor(f, t, data, *src));
   }
+  RETURN_IF_ERROR(ReadLongRopeFactors(f, long_factors, short_factors, data, c));
 
   RETURN_IF_ERROR(Annotate(ValidateConfig(c), f.origin));
   RETURN_IF_ERROR(CheckTensorSet(*src));

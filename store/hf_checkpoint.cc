@@ -4,7 +4,9 @@
 #include <cfloat>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <set>
@@ -13,6 +15,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "common/segment_layout.h"
 #include "common/status.h"
 #include "store/hf_tokenizer_files.h"
@@ -39,6 +42,11 @@ class KeyReader {
     return it == obj_.end() || it->is_null() ? nullptr : &*it;
   }
   bool Has(const char* key) const { return Find(key) != nullptr; }
+  // Present and set to null (distinct from absent where a class default applies).
+  bool IsNull(const char* key) const {
+    auto it = obj_.find(key);
+    return it != obj_.end() && it->is_null();
+  }
 
   absl::StatusOr<int32_t> Int(const char* key) const {
     const json* v = Find(key);
@@ -103,8 +111,9 @@ class KeyReader {
         absl::StrCat("'", Name(key), "' is ", JsonTypeName(v), ", expected ", want));
   }
 
- private:
   std::string Name(const char* key) const { return prefix_ + key; }
+
+ private:
   absl::Status OutOfRange(const char* key, const json& v) const {
     return absl::InvalidArgumentError(
         absl::StrCat("'", Name(key), "' value ", v.dump(), " is out of range"));
@@ -114,12 +123,31 @@ class KeyReader {
   std::string prefix_;
 };
 
-// HF architecture class names of the model types we support.
+// HF architecture class names and model types of the models we support.
+constexpr std::pair<std::string_view, Arch> kClassNames[] = {
+    {"LlamaForCausalLM", Arch::kLlama},   {"MistralForCausalLM", Arch::kMistral},
+    {"Qwen2ForCausalLM", Arch::kQwen2},   {"Qwen3ForCausalLM", Arch::kQwen3},
+    {"Gemma2ForCausalLM", Arch::kGemma2}, {"Gemma3ForCausalLM", Arch::kGemma3},
+    {"Phi3ForCausalLM", Arch::kPhi3},
+};
+constexpr std::string_view kSupportedClassNames =
+    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
+    "Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM";
+
 std::optional<Arch> ArchFromClassName(std::string_view name) {
-  if (name == "LlamaForCausalLM") return Arch::kLlama;
-  if (name == "MistralForCausalLM") return Arch::kMistral;
-  if (name == "Qwen2ForCausalLM") return Arch::kQwen2;
+  for (const auto& [cls, arch] : kClassNames) {
+    if (name == cls) return arch;
+  }
   return std::nullopt;
+}
+
+// The model_type of a text model: our names, and gemma3_text for gemma3
+// ("gemma3" alone is the multimodal wrapper, whose weights we do not read).
+std::optional<Arch> ArchFromModelType(std::string_view type) {
+  if (type == "gemma3_text") return Arch::kGemma3;
+  if (type == "gemma3") return std::nullopt;
+  absl::StatusOr<Arch> arch = ParseArch(type);
+  return arch.ok() ? std::optional<Arch>(*arch) : std::nullopt;
 }
 
 // model_type when we know it, else architectures[0].
@@ -136,52 +164,292 @@ absl::StatusOr<Arch> ParseArchitecture(const KeyReader& r) {
     }
   }
   if (model_type) {
-    if (absl::StatusOr<Arch> arch = ParseArch(*model_type); arch.ok()) return arch;
+    if (std::optional<Arch> arch = ArchFromModelType(*model_type)) return *arch;
   }
   if (class_name) {
     if (std::optional<Arch> arch = ArchFromClassName(*class_name)) return *arch;
   }
-  if (model_type) return ParseArch(absl::CEscape(*model_type)).status();
+  if (model_type == "gemma3")
+    return absl::InvalidArgumentError(
+        "unsupported architecture 'gemma3' (the multimodal Gemma3ForConditionalGeneration; "
+        "its text model, gemma3_text / Gemma3ForCausalLM, is supported)");
+  if (model_type)
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported architecture '", absl::CEscape(*model_type),
+                     "' (supported: ", std::string(kSupportedArchs), ")"));
   if (class_name)
     return absl::InvalidArgumentError(
         absl::StrCat("unsupported architecture '", absl::CEscape(*class_name),
-                     "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"));
+                     "' (supported: ", std::string(kSupportedClassNames), ")"));
   return absl::InvalidArgumentError("missing 'model_type' and 'architectures'");
 }
 
-// RoPE settings in either form HF writes:
-//   transformers 4.x: top-level "rope_theta" and "rope_scaling" (null,
-//     {"rope_type" | "type": "default"} or a llama3 object);
-//   transformers 5.x: one "rope_parameters" object holding "rope_theta",
-//     "rope_type" ("default" or "llama3") and the llama3 fields.
-absl::Status ParseRope(const KeyReader& r, ModelConfig* c) {
-  ASSIGN_OR_RETURN(c->rope_theta, r.Float("rope_theta", 10000.f));
-  const bool v5 = r.Find("rope_parameters") != nullptr;
-  const char* key = v5 ? "rope_parameters" : "rope_scaling";
-  const json* v = r.Find(key);
-  if (v == nullptr) return absl::OkStatus();
-  if (!v->is_object()) return r.WrongType(key, *v, "an object or null");
-  const KeyReader s(*v, absl::StrCat(key, "."));
+bool IsGemma(Arch a) { return a == Arch::kGemma2 || a == Arch::kGemma3; }
+
+// RoPE covers the whole head: partial_rotary_factor (top level, or inside the
+// rope settings in transformers 5) must be 1 when present.
+absl::Status CheckFullRotary(const KeyReader& r) {
+  ASSIGN_OR_RETURN(const float f, r.Float("partial_rotary_factor", 1.f));
+  if (f != 1.f)
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", r.Name("partial_rotary_factor"), "' ", f,
+                     " is not supported (RoPE must rotate the whole head)"));
+  return absl::OkStatus();
+}
+
+// yarn's mscale: 0.1 * mscale * ln(scale) + 1 (1 for scale <= 1), as transformers.
+double YarnMscale(double scale, double mscale) {
+  return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
+// One RoPE settings object: rope_scaling (transformers 4.x, theta outside it)
+// or rope_parameters (5.x, theta inside). `top` is the whole config.
+absl::Status ParseRopeObject(const KeyReader& s, const KeyReader& top, bool v5, ModelConfig* c) {
+  const std::string key = s.Name("");  // "rope_scaling." / "rope_parameters."
+  const std::string field = key.substr(0, key.size() - 1);
   if (v5) {
     ASSIGN_OR_RETURN(c->rope_theta, s.Float("rope_theta", c->rope_theta));
   }
+  RETURN_IF_ERROR(CheckFullRotary(s));
   ASSIGN_OR_RETURN(std::optional<std::string> type, s.String("rope_type"));
   if (!type) {
     ASSIGN_OR_RETURN(type, s.String("type"));
   }
   if (!type) {
     if (v5) return absl::OkStatus();  // theta only
-    return absl::InvalidArgumentError("'rope_scaling' lacks 'rope_type'");
+    return absl::InvalidArgumentError(absl::StrCat("'", field, "' lacks 'rope_type'"));
   }
+  // The original (pre-extension) context: inside the object, else top level
+  // (phi3 4.x), else max_position_embeddings.
+  auto original = [&]() -> absl::StatusOr<int32_t> {
+    ASSIGN_OR_RETURN(const int32_t top_orig,
+                     top.Int("original_max_position_embeddings", c->max_context));
+    return s.Int("original_max_position_embeddings", top_orig);
+  };
   if (*type == "default") return absl::OkStatus();
-  if (*type != "llama3")
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unsupported ", key, " type '", absl::CEscape(*type), "' (supported: default, llama3)"));
-  c->rope_scaling = RopeScaling::kLlama3;
-  ASSIGN_OR_RETURN(c->rope_factor, s.Float("factor"));
-  ASSIGN_OR_RETURN(c->rope_low_freq_factor, s.Float("low_freq_factor", 1.f));
-  ASSIGN_OR_RETURN(c->rope_high_freq_factor, s.Float("high_freq_factor", 4.f));
-  ASSIGN_OR_RETURN(c->rope_original_max_pos, s.Int("original_max_position_embeddings"));
+  if (*type == "llama3") {
+    c->rope_scaling = RopeScaling::kLlama3;
+    ASSIGN_OR_RETURN(c->rope_factor, s.Float("factor"));
+    ASSIGN_OR_RETURN(c->rope_low_freq_factor, s.Float("low_freq_factor", 1.f));
+    ASSIGN_OR_RETURN(c->rope_high_freq_factor, s.Float("high_freq_factor", 4.f));
+    ASSIGN_OR_RETURN(c->rope_original_max_pos, s.Int("original_max_position_embeddings"));
+    return absl::OkStatus();
+  }
+  if (*type == "linear" || *type == "dynamic") {
+    c->rope_scaling = *type == "linear" ? RopeScaling::kLinear : RopeScaling::kDynamic;
+    ASSIGN_OR_RETURN(c->rope_factor, s.Float("factor"));
+    return absl::OkStatus();
+  }
+  if (*type == "yarn") {
+    // transformers 5's _compute_yarn_parameters.
+    c->rope_scaling = RopeScaling::kYarn;
+    ASSIGN_OR_RETURN(c->rope_original_max_pos, original());
+    if (s.Has("factor")) {
+      ASSIGN_OR_RETURN(c->rope_factor, s.Float("factor"));
+    } else {
+      if (c->rope_original_max_pos <= 0)
+        return absl::InvalidArgumentError(absl::StrCat("missing '", key, "factor'"));
+      c->rope_factor = float(double(c->max_context) / c->rope_original_max_pos);
+    }
+    ASSIGN_OR_RETURN(const float beta_fast, s.Float("beta_fast", 0.f));
+    ASSIGN_OR_RETURN(const float beta_slow, s.Float("beta_slow", 0.f));
+    c->rope_beta_fast = beta_fast != 0.f ? beta_fast : 32.f;  // transformers: `or 32`
+    c->rope_beta_slow = beta_slow != 0.f ? beta_slow : 1.f;
+    ASSIGN_OR_RETURN(const bool truncate, s.Bool("truncate", true));
+    c->rope_yarn_truncate = truncate ? 1 : 0;
+    if (s.Has("attention_factor")) {
+      ASSIGN_OR_RETURN(c->rope_attn_factor, s.Float("attention_factor"));
+    } else {
+      ASSIGN_OR_RETURN(const float mscale, s.Float("mscale", 0.f));
+      ASSIGN_OR_RETURN(const float mscale_all_dim, s.Float("mscale_all_dim", 0.f));
+      const double f = c->rope_factor;
+      c->rope_attn_factor = float(mscale != 0.f && mscale_all_dim != 0.f
+                                      ? YarnMscale(f, mscale) / YarnMscale(f, mscale_all_dim)
+                                      : YarnMscale(f, 1.0));
+    }
+    // The context yarn extends to (transformers keeps max_position_embeddings
+    // and does not stop there; vLLM serves factor * original).
+    if (c->rope_original_max_pos > 0 && c->rope_factor > 1.f) {
+      const double extended = double(c->rope_factor) * c->rope_original_max_pos;
+      if (extended > c->max_context && extended <= double(1 << 24))
+        c->max_context = int32_t(extended);
+    }
+    return absl::OkStatus();
+  }
+  if (*type == "longrope" || *type == "su") {
+    // transformers' _compute_longrope_parameters; the long or short factors
+    // once for the whole context (see ModelConfig::rope_factors).
+    c->rope_scaling = RopeScaling::kLongRope;
+    ASSIGN_OR_RETURN(c->rope_original_max_pos, original());
+    if (c->rope_original_max_pos <= 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", key, "original_max_position_embeddings' must be positive"));
+    double factor = double(c->max_context) / c->rope_original_max_pos;
+    if (s.Has("factor")) {
+      ASSIGN_OR_RETURN(const float f, s.Float("factor"));
+      factor = f;
+    }
+    if (s.Has("attention_factor")) {
+      ASSIGN_OR_RETURN(c->rope_attn_factor, s.Float("attention_factor"));
+    } else {
+      c->rope_attn_factor =
+          factor <= 1.0
+              ? 1.f
+              : float(std::sqrt(1 + std::log(factor) / std::log(double(c->rope_original_max_pos))));
+    }
+    const bool use_long = c->max_context > c->rope_original_max_pos;
+    const char* which = use_long ? "long_factor" : "short_factor";
+    const json* factors = s.Find(which);
+    if (factors == nullptr)
+      return absl::InvalidArgumentError(absl::StrCat("missing '", key, which, "'"));
+    if (!factors->is_array()) return s.WrongType(which, *factors, "a list of numbers");
+    if (factors->size() != size_t(c->head_dim / 2) || c->head_dim / 2 > kMaxRopeFactors)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", key, which, "' has ", factors->size(), " values, expected head_dim / 2 = ",
+          c->head_dim / 2, " (at most ", kMaxRopeFactors, ")"));
+    c->n_rope_factors = int32_t(factors->size());
+    for (size_t i = 0; i < factors->size(); ++i) {
+      ASSIGN_OR_RETURN(c->rope_factors[i], s.ToFloat(which, (*factors)[i]));
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported ", field, " type '", absl::CEscape(*type),
+                   "' (supported: default, linear, dynamic, yarn, longrope, llama3)"));
+}
+
+// RoPE settings in the forms HF writes:
+//   transformers 4.x: top-level "rope_theta" and "rope_scaling" (null,
+//     {"rope_type" | "type": ...}), gemma3's "rope_local_base_freq";
+//   transformers 5.x: one "rope_parameters" object holding "rope_theta" and
+//     "rope_type", or (gemma3) one such object per layer type:
+//     {"full_attention": {...}, "sliding_attention": {...}}.
+// The caller has read max_position_embeddings and head_dim.
+absl::Status ParseRope(const KeyReader& r, ModelConfig* c) {
+  ASSIGN_OR_RETURN(c->rope_theta, r.Float("rope_theta", 10000.f));
+  RETURN_IF_ERROR(CheckFullRotary(r));
+  if (c->arch == Arch::kGemma3) {
+    ASSIGN_OR_RETURN(c->rope_local_theta, r.Float("rope_local_base_freq", 10000.f));
+  }
+  if (const json* p = r.Find("rope_parameters")) {
+    if (!p->is_object()) return r.WrongType("rope_parameters", *p, "an object or null");
+    const KeyReader params(*p, "rope_parameters.");
+    if (!params.Has("full_attention") && !params.Has("sliding_attention"))
+      return ParseRopeObject(params, r, /*v5=*/true, c);
+    // Per layer type: full layers as any model, sliding ones plain RoPE.
+    if (const json* full = params.Find("full_attention")) {
+      if (!full->is_object()) return params.WrongType("full_attention", *full, "an object");
+      RETURN_IF_ERROR(
+          ParseRopeObject(KeyReader(*full, "rope_parameters.full_attention."), r, true, c));
+    }
+    if (const json* sliding = params.Find("sliding_attention")) {
+      if (!sliding->is_object())
+        return params.WrongType("sliding_attention", *sliding, "an object");
+      const KeyReader s(*sliding, "rope_parameters.sliding_attention.");
+      ASSIGN_OR_RETURN(std::optional<std::string> type, s.String("rope_type"));
+      if (type && *type != "default")
+        return absl::InvalidArgumentError(
+            absl::StrCat("unsupported rope_parameters.sliding_attention type '",
+                         absl::CEscape(*type), "' (supported: default)"));
+      RETURN_IF_ERROR(CheckFullRotary(s));
+      ASSIGN_OR_RETURN(
+          c->rope_local_theta,
+          s.Float("rope_theta", c->rope_local_theta > 0 ? c->rope_local_theta : c->rope_theta));
+    }
+    return absl::OkStatus();
+  }
+  const json* v = r.Find("rope_scaling");
+  if (v == nullptr) return absl::OkStatus();
+  if (!v->is_object()) return r.WrongType("rope_scaling", *v, "an object or null");
+  return ParseRopeObject(KeyReader(*v, "rope_scaling."), r, /*v5=*/false, c);
+}
+
+// The MLP activation: hidden_activation (gemma), else hidden_act.
+absl::Status ParseActivation(const KeyReader& r, ModelConfig* c) {
+  const char* key = r.Has("hidden_activation") ? "hidden_activation" : "hidden_act";
+  ASSIGN_OR_RETURN(std::optional<std::string> act, r.String(key));
+  if (!act) act = IsGemma(c->arch) ? "gelu_pytorch_tanh" : "silu";
+  if (*act == "silu" || *act == "swish") {
+    c->mlp_act = MlpActivation::kSilu;
+  } else if (*act == "gelu_pytorch_tanh" || *act == "gelu_tanh" || *act == "gelu_new") {
+    c->mlp_act = MlpActivation::kGeluTanh;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported '", key, "' '", absl::CEscape(*act),
+                                                   "' (supported: silu, gelu_pytorch_tanh)"));
+  }
+  return absl::OkStatus();
+}
+
+// A soft-cap: the key's value, `def` when the key is absent (the class
+// default), none when it is null.
+absl::StatusOr<float> SoftCap(const KeyReader& r, const char* key, float def) {
+  if (r.IsNull(key)) return 0.f;
+  return r.Float(key, def);
+}
+
+// The sliding window and which layers use it: "layer_types" when present
+// (transformers 5 writes it for every model that has sliding layers), else
+// each architecture's rule.
+absl::Status ParseSlidingWindow(const KeyReader& r, ModelConfig* c) {
+  int32_t window = 0;
+  switch (c->arch) {
+    case Arch::kLlama:
+      return absl::OkStatus();  // llama has no window
+    case Arch::kQwen2:
+    case Arch::kQwen3: {
+      // Qwen configs always carry sliding_window; it applies only with
+      // use_sliding_window, to the layers from max_window_layers on.
+      ASSIGN_OR_RETURN(const bool use, r.Bool("use_sliding_window", false));
+      if (use) {
+        ASSIGN_OR_RETURN(window, r.Int("sliding_window", 0));
+      }
+      break;
+    }
+    case Arch::kGemma2:
+    case Arch::kGemma3: {
+      ASSIGN_OR_RETURN(window, r.Int("sliding_window", 4096));
+      break;
+    }
+    default: {
+      ASSIGN_OR_RETURN(window, r.Int("sliding_window", 0));
+    }
+  }
+  if (window < 0)
+    return absl::InvalidArgumentError(absl::StrCat("'sliding_window' ", window, " is negative"));
+  c->sliding_window = window;
+  if (window == 0) return absl::OkStatus();
+  if (const json* types = r.Find("layer_types")) {
+    if (!types->is_array() || types->size() != size_t(c->n_layers))
+      return absl::InvalidArgumentError(
+          absl::StrCat("'layer_types' must list num_hidden_layers = ", c->n_layers, " strings"));
+    for (int l = 0; l < c->n_layers; ++l) {
+      const json& t = (*types)[size_t(l)];
+      const std::string s = t.is_string() ? t.get<std::string>() : t.dump();
+      if (s != "sliding_attention" && s != "full_attention")
+        return absl::InvalidArgumentError(
+            absl::StrCat("'layer_types[", l, "]' is '", absl::CEscape(s),
+                         "' (supported: full_attention, sliding_attention)"));
+      c->SetSlidingLayer(l, s == "sliding_attention");
+    }
+    return absl::OkStatus();
+  }
+  for (int l = 0; l < c->n_layers; ++l) {
+    bool sliding = true;  // mistral, phi3: every layer
+    if (c->arch == Arch::kGemma2) {
+      sliding = l % 2 == 0;
+    } else if (c->arch == Arch::kGemma3) {
+      ASSIGN_OR_RETURN(const int32_t pattern_private, r.Int("_sliding_window_pattern", 6));
+      ASSIGN_OR_RETURN(const int32_t pattern, r.Int("sliding_window_pattern", pattern_private));
+      if (pattern <= 0)
+        return absl::InvalidArgumentError(
+            absl::StrCat("'sliding_window_pattern' ", pattern, " must be positive"));
+      sliding = (l + 1) % pattern != 0;
+    } else if (c->arch == Arch::kQwen2 || c->arch == Arch::kQwen3) {
+      ASSIGN_OR_RETURN(const int32_t from, r.Int("max_window_layers", 28));
+      sliding = l >= from;
+    }
+    c->SetSlidingLayer(l, sliding);
+  }
   return absl::OkStatus();
 }
 
@@ -214,6 +482,7 @@ absl::StatusOr<ModelConfig> ParseConfigJson(std::string_view text) {
   const KeyReader r(j, "");
   ModelConfig c;
   ASSIGN_OR_RETURN(c.arch, ParseArchitecture(r));
+  const bool gemma = IsGemma(c.arch);
   ASSIGN_OR_RETURN(c.hidden, r.Int("hidden_size"));
   ASSIGN_OR_RETURN(c.ffn, r.Int("intermediate_size"));
   ASSIGN_OR_RETURN(c.n_layers, r.Int("num_hidden_layers"));
@@ -224,22 +493,32 @@ absl::StatusOr<ModelConfig> ParseConfigJson(std::string_view text) {
   ASSIGN_OR_RETURN(c.vocab, r.Int("vocab_size"));
   ASSIGN_OR_RETURN(c.max_context, r.Int("max_position_embeddings", 2048));
   ASSIGN_OR_RETURN(c.norm_eps, r.Float("rms_norm_eps", 1e-6f));
+  if (c.n_layers <= 0 || c.n_layers > kMaxLayers || c.head_dim <= 0 || c.head_dim > 1024)
+    RETURN_IF_ERROR(ValidateConfig(c));  // sizes the parsers below rely on
   c.rope_style = RopeStyle::kHalves;
   RETURN_IF_ERROR(ParseRope(r, &c));
-  ASSIGN_OR_RETURN(const bool tied, r.Bool("tie_word_embeddings", false));
+  // Gemma ties its embeddings unless the config says otherwise.
+  ASSIGN_OR_RETURN(const bool tied, r.Bool("tie_word_embeddings", gemma));
   c.tied_embeddings = tied ? 1 : 0;
   RETURN_IF_ERROR(ParseSpecialTokens(r, &c));
+  RETURN_IF_ERROR(ParseSlidingWindow(r, &c));
+  RETURN_IF_ERROR(ParseActivation(r, &c));
 
-  // Qwen2 configs always carry sliding_window; it applies only when
-  // use_sliding_window is set.
-  ASSIGN_OR_RETURN(const bool use_window, r.Bool("use_sliding_window", false));
-  if (c.arch != Arch::kQwen2 || use_window) {
-    ASSIGN_OR_RETURN(c.sliding_window, r.Int("sliding_window", 0));
-    if (c.sliding_window < 0)
-      return absl::InvalidArgumentError(
-          absl::StrCat("'sliding_window' ", c.sliding_window, " is negative"));
-  }
   c.qkv_bias = c.arch == Arch::kQwen2 ? 1 : 0;
+  c.qk_norm = c.arch == Arch::kQwen3 || c.arch == Arch::kGemma3 ? 1 : 0;
+  if (gemma) {
+    // transformers' Gemma2/Gemma3 text models, with their class defaults.
+    c.sandwich_norm = 1;
+    c.embed_scale = float(std::sqrt(double(c.hidden)));
+    ASSIGN_OR_RETURN(const float scalar, r.Float("query_pre_attn_scalar", 256.f));
+    if (!(scalar > 0.f))
+      return absl::InvalidArgumentError(
+          absl::StrCat("'query_pre_attn_scalar' ", scalar, " must be positive"));
+    c.attn_scale = float(1.0 / std::sqrt(double(scalar)));
+    const bool g2 = c.arch == Arch::kGemma2;
+    ASSIGN_OR_RETURN(c.attn_softcap, SoftCap(r, "attn_logit_softcapping", g2 ? 50.f : 0.f));
+    ASSIGN_OR_RETURN(c.final_softcap, SoftCap(r, "final_logit_softcapping", g2 ? 30.f : 0.f));
+  }
   RETURN_IF_ERROR(ValidateConfig(c));
   return c;
 }
@@ -253,20 +532,31 @@ constexpr std::pair<std::string_view, std::string_view> kGlobalNames[] = {
     {"lm_head.weight", "output"},
 };
 
-// Suffixes after "model.layers.{i}.".
+// Suffixes after "model.layers.{i}." that every architecture shares.
 constexpr std::pair<std::string_view, std::string_view> kLayerNames[] = {
-    {"input_layernorm.weight", "attn_norm"},
-    {"self_attn.q_proj.weight", "wq"},
-    {"self_attn.k_proj.weight", "wk"},
-    {"self_attn.v_proj.weight", "wv"},
-    {"self_attn.o_proj.weight", "wo"},
-    {"self_attn.q_proj.bias", "bq"},
-    {"self_attn.k_proj.bias", "bk"},
-    {"self_attn.v_proj.bias", "bv"},
-    {"post_attention_layernorm.weight", "ffn_norm"},
-    {"mlp.gate_proj.weight", "w_gate"},
-    {"mlp.up_proj.weight", "w_up"},
+    {"input_layernorm.weight", "attn_norm"}, {"self_attn.q_proj.weight", "wq"},
+    {"self_attn.k_proj.weight", "wk"},       {"self_attn.v_proj.weight", "wv"},
+    {"self_attn.o_proj.weight", "wo"},       {"self_attn.q_proj.bias", "bq"},
+    {"self_attn.k_proj.bias", "bk"},         {"self_attn.v_proj.bias", "bv"},
+    {"self_attn.q_norm.weight", "q_norm"},   {"self_attn.k_norm.weight", "k_norm"},
+    {"mlp.gate_proj.weight", "w_gate"},      {"mlp.up_proj.weight", "w_up"},
     {"mlp.down_proj.weight", "w_down"},
+};
+// llama-family block norms.
+constexpr std::pair<std::string_view, std::string_view> kLlamaNormNames[] = {
+    {"post_attention_layernorm.weight", "ffn_norm"},
+};
+// Gemma's sandwich: its post_attention_layernorm normalises the attention
+// OUTPUT; the MLP input is pre_feedforward_layernorm.
+constexpr std::pair<std::string_view, std::string_view> kGemmaNormNames[] = {
+    {"post_attention_layernorm.weight", "post_attn_norm"},
+    {"pre_feedforward_layernorm.weight", "ffn_norm"},
+    {"post_feedforward_layernorm.weight", "post_ffn_norm"},
+};
+// Phi-3's fused projections, split at load (SplitRows).
+constexpr std::pair<std::string_view, std::string_view> kPhi3FusedNames[] = {
+    {"self_attn.qkv_proj.weight", "qkv"},
+    {"mlp.gate_up_proj.weight", "gate_up"},
 };
 
 // Buffers some exporters save that we recompute: harmless to skip.
@@ -283,6 +573,19 @@ struct CanonicalName {
   std::string_view name;
   int layer = -1;
 };
+
+std::optional<std::string_view> LayerName(std::string_view suffix, Arch arch) {
+  auto find = [&](const auto& table) -> std::optional<std::string_view> {
+    for (const auto& [from, to] : table) {
+      if (suffix == from) return to;
+    }
+    return std::nullopt;
+  };
+  if (auto n = find(kLayerNames)) return n;
+  if (auto n = IsGemma(arch) ? find(kGemmaNormNames) : find(kLlamaNormNames)) return n;
+  if (arch == Arch::kPhi3) return find(kPhi3FusedNames);
+  return std::nullopt;
+}
 
 // The canonical name of an HF tensor name; nullopt for a name we skip.
 absl::StatusOr<std::optional<CanonicalName>> MapTensorName(std::string_view hf,
@@ -301,14 +604,12 @@ absl::StatusOr<std::optional<CanonicalName>> MapTensorName(std::string_view hf,
     const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), layer);
     if (dot != rest.npos && !digits.empty() && digits[0] != '+' && digits[0] != '-' &&
         ec == std::errc() && end == digits.data() + digits.size()) {
-      const std::string_view suffix = rest.substr(dot + 1);
-      for (const auto& [from, to] : kLayerNames) {
-        if (suffix != from) continue;
+      if (std::optional<std::string_view> to = LayerName(rest.substr(dot + 1), c.arch)) {
         if (layer >= c.n_layers)
           return absl::InvalidArgumentError(absl::StrCat(
               "tensor '", absl::CEscape(std::string(hf)), "': layer ", layer, " outside [0, ",
               c.n_layers, ") (num_hidden_layers is ", c.n_layers, ")"));
-        return CanonicalName{to, layer};
+        return CanonicalName{*to, layer};
       }
     }
   }
@@ -326,10 +627,67 @@ absl::StatusOr<SourceType> MapDType(const SafetensorsTensor& t) {
                                                  "' (supported: F32, F16, BF16)"));
 }
 
+// Splits a fused [sum(parts), cols] matrix by rows into the named parts
+// (rows are contiguous in the file, so each part points into it).
+absl::Status SplitRows(const SafetensorsTensor& t, const SourceTensor& whole,
+                       std::initializer_list<std::pair<const char*, int64_t>> parts,
+                       ModelSource* src) {
+  int64_t total = 0;
+  std::string want;
+  for (const auto& [name, rows] : parts) {
+    total += rows;
+    absl::StrAppend(&want, want.empty() ? "" : " + ", rows);
+  }
+  if (whole.rows != total || whole.rows <= 0 || whole.bytes % uint64_t(whole.rows) != 0)
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", absl::CEscape(t.name), "' has ",
+                                                   whole.rows, " rows; the config implies ", want,
+                                                   " = ", total));
+  const uint64_t row_bytes = whole.bytes / uint64_t(whole.rows);
+  int64_t row0 = 0;
+  for (const auto& [name, rows] : parts) {
+    SourceTensor s = whole;
+    s.name = name;
+    s.rows = rows;
+    s.data = whole.data + uint64_t(row0) * row_bytes;
+    s.bytes = uint64_t(rows) * row_bytes;
+    src->tensors.push_back(std::move(s));
+    row0 += rows;
+  }
+  return absl::OkStatus();
+}
+
+// Gemma's RMSNorm multiplies by (1 + w): the stored norm becomes 1 + w, in
+// f32 as transformers computes it (and as llama.cpp's converter stores it).
+absl::Status AddOneToNorm(const SafetensorsTensor& t, SourceTensor* s, ModelSource* src) {
+  const uint64_t n = uint64_t(s->rows) * uint64_t(s->cols);
+  const uint64_t elt = s->type == SourceType::kF32 ? 4 : 2;
+  if (s->bytes != n * elt)
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", absl::CEscape(t.name), "' has ", s->bytes, " bytes"));
+  auto out = std::make_unique<std::vector<float>>(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    uint16_t h = 0;
+    float w = 0.f;
+    if (s->type == SourceType::kF32) {
+      std::memcpy(&w, s->data + i * 4, 4);
+    } else {
+      std::memcpy(&h, s->data + i * 2, 2);
+      w = s->type == SourceType::kF16 ? HalfToFloat(h) : Bf16ToFloat(h);
+    }
+    (*out)[i] = 1.f + w;
+  }
+  s->type = SourceType::kF32;
+  s->data = reinterpret_cast<const uint8_t*>(out->data());
+  s->bytes = n * 4;
+  src->derived.push_back(std::move(out));
+  return absl::OkStatus();
+}
+
 // Converts one parsed tensor of `file` into the source's tensor list.
 // Errors lack the file prefix.
 absl::Status AddTensor(const SafetensorsTensor& t, const MappedFile& file, ModelSource* src) {
-  ASSIGN_OR_RETURN(std::optional<CanonicalName> canonical, MapTensorName(t.name, src->config));
+  const ModelConfig& c = src->config;
+  ASSIGN_OR_RETURN(std::optional<CanonicalName> canonical, MapTensorName(t.name, c));
   if (!canonical) return absl::OkStatus();
   SourceTensor s;
   s.name = std::string(canonical->name);
@@ -347,6 +705,10 @@ absl::Status AddTensor(const SafetensorsTensor& t, const MappedFile& file, Model
   }
   s.data = file.data() + t.begin;
   s.bytes = t.end - t.begin;
+  if (s.name == "qkv")
+    return SplitRows(t, s, {{"wq", c.q_dim()}, {"wk", c.kv_dim()}, {"wv", c.kv_dim()}}, src);
+  if (s.name == "gate_up") return SplitRows(t, s, {{"w_gate", c.ffn}, {"w_up", c.ffn}}, src);
+  if (IsGemma(c.arch) && s.name.ends_with("norm")) RETURN_IF_ERROR(AddOneToNorm(t, &s, src));
   src->tensors.push_back(std::move(s));
   return absl::OkStatus();
 }

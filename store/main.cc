@@ -17,6 +17,8 @@ ABSL_FLAG(std::string, segment, "paged", "shared memory segment name");
 ABSL_FLAG(std::string, weight_format, "native", "native | f32 | f16 | bf16 | int8 | int4");
 ABSL_FLAG(double, kv_gib, 1.0, "KV pool size in GiB");
 ABSL_FLAG(int, block_tokens, 16, "tokens per KV block");
+ABSL_FLAG(std::string, lm_head_format, "auto",
+          "an untied lm_head's store type: auto | f16 | bf16 | int8 | int4");
 ABSL_FLAG(bool, remove_on_exit, false, "remove the segment when the store exits");
 ABSL_FLAG(std::string, group, "",
           "group allowed to read the segment (mode 0640); default: owner only (0600)");
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
   opts.layout.weight_format = absl::GetFlag(FLAGS_weight_format);
   opts.layout.kv_gib = absl::GetFlag(FLAGS_kv_gib);
   opts.layout.block_tokens = absl::GetFlag(FLAGS_block_tokens);
+  opts.layout.lm_head_format = absl::GetFlag(FLAGS_lm_head_format);
   opts.remove_on_exit = absl::GetFlag(FLAGS_remove_on_exit);
   opts.group = absl::GetFlag(FLAGS_group);
   opts.threads = absl::GetFlag(FLAGS_threads);

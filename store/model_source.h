@@ -16,12 +16,26 @@
 
 namespace paged {
 
-// Element types a checkpoint file may hold.
+// Element types a checkpoint file may hold. The GGUF block formats (Q8_0
+// and after) have the layouts of the DType of the same name
+// (common/block_quant.h; StoredDType in store/convert.h maps them).
 enum class SourceType : uint32_t {
   kF32,
   kF16,
   kBF16,
   kQ8_0,  // GGUF Q8_0: blocks of 32 values, each {f16 scale, int8 q[32]} (34 bytes)
+  kQ4_0,
+  kQ4_1,
+  kQ5_0,
+  kQ5_1,
+  kQ2_K,
+  kQ3_K,
+  kQ4_K,
+  kQ5_K,
+  kQ6_K,
+  kIQ4_NL,
+  kIQ4_XS,
+  kMXFP4,
 };
 std::string_view SourceTypeName(SourceType t);
 
@@ -31,10 +45,16 @@ std::string_view SourceTypeName(SourceType t);
 //   layer i: "attn_norm" [hidden], "wq" [n_heads*head_dim, hidden],
 //            "wk"/"wv" [n_kv_heads*head_dim, hidden], "wo" [hidden, n_heads*head_dim],
 //            "bq" [n_heads*head_dim], "bk"/"bv" [n_kv_heads*head_dim] (qkv_bias only),
-//            "ffn_norm" [hidden], "w_gate"/"w_up" [ffn, hidden], "w_down" [hidden, ffn]
-// 1-D tensors have rows == 1.
+//            "ffn_norm" [hidden], "w_gate"/"w_up" [ffn, hidden], "w_down" [hidden, ffn],
+//            "q_norm"/"k_norm" [head_dim] (qk_norm only: qwen3, gemma3),
+//            "post_attn_norm"/"post_ffn_norm" [hidden] (sandwich_norm only: gemma2/3)
+// 1-D tensors have rows == 1. Norm weights are what the norm multiplies by:
+// gemma's (1 + w) is added at load (llama.cpp's converter stores it so).
 inline constexpr const char* kLayerTensorNames[] = {
-    "attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "ffn_norm", "w_gate", "w_up", "w_down"};
+    "attn_norm",    "wq",     "wk",     "wv",       "wo",
+    "bq",           "bk",     "bv",     "ffn_norm", "w_gate",
+    "w_up",         "w_down", "q_norm", "k_norm",   "post_attn_norm",
+    "post_ffn_norm"};
 
 struct SourceTensor {
   std::string name;  // canonical name
@@ -67,6 +87,9 @@ struct ModelSource {
   std::string tokenizer_note;
   uint64_t fingerprint = 0;                        // identity of the files: paths, sizes, mtimes
   std::vector<std::unique_ptr<MappedFile>> files;  // keep the tensor data mapped
+  // Tensors the reader computed instead of mapping (gemma's 1 + w norms);
+  // SourceTensor::data points into these.
+  std::vector<std::unique_ptr<std::vector<float>>> derived;
 
   const SourceTensor* Find(std::string_view name, int layer = -1) const;
 };

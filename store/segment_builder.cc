@@ -1,8 +1,13 @@
 #include "store/segment_builder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/quant.h"
@@ -15,7 +20,16 @@ namespace {
 
 bool IsNormOrBias(std::string_view name) {
   return name == "attn_norm" || name == "ffn_norm" || name == "output_norm" || name == "bq" ||
-         name == "bk" || name == "bv";
+         name == "bk" || name == "bv" || name == "q_norm" || name == "k_norm" ||
+         name == "post_attn_norm" || name == "post_ffn_norm";
+}
+
+// The FNV-1a 64 of a written tensor's payload then scales, `origin` being
+// where its offsets start.
+void SetChecksum(TensorEntry& e, const uint8_t* origin) {
+  uint64_t sum = Fnv1a64(origin + e.offset, e.bytes);
+  if (e.scale_bytes) sum = Fnv1a64(origin + e.scale_offset, e.scale_bytes, sum);
+  e.checksum = sum;
 }
 
 // Lays out one tensor at `*cursor` (relative or absolute) and advances it.
@@ -52,10 +66,32 @@ DType DenseDType(WeightFormat f, const ModelSource& src) {
   }
 }
 
+// Where a tensor goes: its store type and quantization group.
+struct Placement {
+  DType dt;
+  int group;
+};
+
+// Under kNative every tensor keeps its own type: GGUF block formats as
+// stored, f16 / bf16 as they are; f32 matrices become f16, and Q8_0 layer
+// matrices int8 with group 32 (their own scales, moved out of the blocks), as
+// for a whole file of that type. Q8_0 embeddings become f16, as they do in a
+// Q8_0 file.
+Placement NativePlacement(const SourceTensor& t, bool layer_matrix) {
+  if (t.type == SourceType::kQ8_0)
+    return layer_matrix ? Placement{DType::kI8, 32} : Placement{DType::kF16, 0};
+  if (IsBlockSource(t.type) || t.type == SourceType::kBF16) return {StoredDType(t.type), 0};
+  return {DType::kF16, 0};
+}
+
 }  // namespace
 
 absl::StatusOr<WeightFormat> ResolveWeightFormat(const ModelSource& src, std::string_view flag) {
   if (flag == "native") {
+    // Block formats other than Q8_0 are kept as stored, tensor by tensor.
+    for (const SourceTensor& t : src.tensors) {
+      if (IsBlockSource(t.type) && t.type != SourceType::kQ8_0) return WeightFormat::kNative;
+    }
     const SourceTensor* wq = src.Find("wq", 0);
     if (wq == nullptr) return absl::InvalidArgumentError(absl::StrCat(src.path, ": no layer 0 wq"));
     switch (wq->type) {
@@ -75,7 +111,8 @@ absl::StatusOr<WeightFormat> ResolveWeightFormat(const ModelSource& src, std::st
       "--weight-format=", std::string(flag), ": expected native, f32, f16, bf16, int8 or int4"));
 }
 
-absl::StatusOr<SegmentHeader> PlanSegment(const ModelSource& src, const LayoutOptions& opts) {
+absl::StatusOr<std::unique_ptr<SegmentHeader>> PlanSegment(const ModelSource& src,
+                                                           const LayoutOptions& opts) {
   const ModelConfig& c = src.config;
   RETURN_IF_ERROR(Annotate(ValidateConfig(c), src.path));
   ASSIGN_OR_RETURN(const WeightFormat wf, ResolveWeightFormat(src, opts.weight_format));
@@ -84,6 +121,9 @@ absl::StatusOr<SegmentHeader> PlanSegment(const ModelSource& src, const LayoutOp
         absl::StrCat("--block-tokens=", opts.block_tokens, ": expected 1..4096"));
   if (!(opts.kv_gib >= 0) || opts.kv_gib > 1 << 20)
     return absl::InvalidArgumentError(absl::StrCat("--kv-gib=", opts.kv_gib, ": expected 0..2^20"));
+  if (c.n_layers > kMaxSegmentLayers)
+    return absl::InvalidArgumentError(absl::StrCat(
+        src.path, ": ", c.n_layers, " layers; a segment holds at most ", kMaxSegmentLayers));
   const SourceTensor* wq0 = src.Find("wq", 0);
   const bool q8_source = wq0 != nullptr && wq0->type == SourceType::kQ8_0;
   const int int8_group =
@@ -93,8 +133,39 @@ absl::StatusOr<SegmentHeader> PlanSegment(const ModelSource& src, const LayoutOp
   const int group = wf == WeightFormat::kInt8   ? int8_group
                     : wf == WeightFormat::kInt4 ? int4_group
                                                 : 0;
+  const bool native = wf == WeightFormat::kNative;
+  // The store type of each tensor; norms and biases are always f32.
+  const SourceTensor* emb = src.Find("tok_embd");
+  const DType dense =
+      native && emb != nullptr ? NativePlacement(*emb, false).dt : DenseDType(wf, src);
+  std::optional<Placement> lm_head;
+  if (opts.lm_head_format == "f16")
+    lm_head = Placement{DType::kF16, 0};
+  else if (opts.lm_head_format == "bf16")
+    lm_head = Placement{DType::kBF16, 0};
+  else if (opts.lm_head_format == "int8")
+    lm_head = Placement{DType::kI8, int8_group};
+  else if (opts.lm_head_format == "int4")
+    lm_head = Placement{DType::kI4, int4_group};
+  else if (opts.lm_head_format != "auto")
+    return absl::InvalidArgumentError(absl::StrCat("--lm-head-format=", opts.lm_head_format,
+                                                   ": expected auto, f16, bf16, int8 or int4"));
+  auto place = [&](const SourceTensor& t, bool layer_matrix) -> Placement {
+    if (IsNormOrBias(t.name)) return {DType::kF32, 0};
+    if (t.name == "output" && lm_head) return *lm_head;
+    if (native) return NativePlacement(t, layer_matrix);
+    return layer_matrix ? Placement{matrix_dt, group} : Placement{dense, 0};
+  };
+  auto check_rows = [&](const SourceTensor& t, DType dt) -> absl::Status {
+    if (RowFits(dt, t.cols)) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        src.path, ": tensor ", t.name, t.layer >= 0 ? absl::StrCat(" of layer ", t.layer) : "",
+        " has rows of ", t.cols, " values, not whole ", std::string(DTypeName(dt)), " blocks of ",
+        BlockValues(dt)));
+  };
 
-  SegmentHeader h{};
+  auto plan = std::make_unique<SegmentHeader>();  // zeroed
+  SegmentHeader& h = *plan;
   std::memcpy(h.magic, kSegmentMagic, sizeof(h.magic));
   h.layout_version = kLayoutVersion;
   h.header_bytes = sizeof(SegmentHeader);
@@ -105,7 +176,6 @@ absl::StatusOr<SegmentHeader> PlanSegment(const ModelSource& src, const LayoutOp
   h.build_unix_time = uint64_t(std::time(nullptr));
   h.model = c;
   h.weight_format = static_cast<uint32_t>(wf);
-  const DType dense = DenseDType(wf, src);
   h.dense_dtype = static_cast<uint32_t>(dense);
   h.norm_dtype = static_cast<uint32_t>(DType::kF32);
 
@@ -115,22 +185,31 @@ absl::StatusOr<SegmentHeader> PlanSegment(const ModelSource& src, const LayoutOp
   for (const char* name : {"tok_embd", "output_norm", "output"}) {
     const SourceTensor* t = src.Find(name);
     if (t == nullptr) continue;  // "output" when tied; CheckTensorSet vetted the rest
-    const DType dt = IsNormOrBias(name) ? DType::kF32 : dense;
-    h.global_tensors[h.n_global_tensors++] = PlaceTensor(*t, dt, 0, &cursor);
+    const Placement p = place(*t, false);
+    RETURN_IF_ERROR(check_rows(*t, p.dt));
+    h.global_tensors[h.n_global_tensors++] = PlaceTensor(*t, p.dt, p.group, &cursor);
   }
   h.globals_bytes = cursor - h.globals_offset;
 
-  // One layer's template; every layer has the same tensors and shapes.
-  uint64_t rel = 0;
-  for (const char* name : kLayerTensorNames) {
-    const SourceTensor* t = src.Find(name, 0);
-    if (t == nullptr) continue;
-    const bool small = IsNormOrBias(name);
-    h.layer_tensors[h.n_layer_tensors++] =
-        PlaceTensor(*t, small ? DType::kF32 : matrix_dt, small ? 0 : group, &rel);
+  // One table per layer: the tensors are the same in every layer, their
+  // types (and so sizes) may differ. Blocks are as far apart as the largest.
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerTable& table = h.layers[l];
+    uint64_t rel = 0;
+    for (const char* name : kLayerTensorNames) {
+      const SourceTensor* t = src.Find(name, l);
+      if (t == nullptr) continue;
+      if (table.n_tensors == kMaxLayerTensors)
+        return absl::InvalidArgumentError(
+            absl::StrCat(src.path, ": layer ", l, " has more than ", kMaxLayerTensors, " tensors"));
+      const Placement p = place(*t, true);
+      RETURN_IF_ERROR(check_rows(*t, p.dt));
+      table.tensors[table.n_tensors++] = PlaceTensor(*t, p.dt, p.group, &rel);
+    }
+    table.used_bytes = rel;
+    h.layer_used_bytes = std::max(h.layer_used_bytes, rel);
   }
-  h.layer_used_bytes = rel;
-  h.layer_block_bytes = AlignUp(rel, kSegmentAlign);
+  h.layer_block_bytes = AlignUp(h.layer_used_bytes, kSegmentAlign);
   h.layers_offset = AlignUp(cursor, kSegmentAlign);
   cursor = h.layers_offset + h.layer_block_bytes * uint64_t(c.n_layers);
 
@@ -143,25 +222,28 @@ absl::StatusOr<SegmentHeader> PlanSegment(const ModelSource& src, const LayoutOp
   }
 
   // KV pool: layer-major blocks of block_tokens rows of K then V.
-  h.kv_dtype = static_cast<uint32_t>(dense == DType::kF32 ? DType::kF32 : dense);
+  // The KV cache in the embeddings' type (f16 when they are a block format).
+  const DType kv_dt = dense == DType::kF32 || dense == DType::kBF16 ? dense : DType::kF16;
+  h.kv_dtype = static_cast<uint32_t>(kv_dt);
   h.block_tokens = uint32_t(opts.block_tokens);
-  const uint64_t elt = dense == DType::kF32 ? 4 : 2;
+  const uint64_t elt = kv_dt == DType::kF32 ? 4 : 2;
   h.kv_block_bytes = 2ull * h.block_tokens * uint64_t(c.kv_dim()) * elt;
   const uint64_t kv_budget = uint64_t(std::llround(opts.kv_gib * double(1ull << 30)));
   h.kv_n_blocks = kv_budget / (h.kv_block_bytes * uint64_t(c.n_layers));
   h.kv_offset = AlignUp(cursor, kSegmentAlign);
   h.kv_bytes = AlignUp(h.kv_n_blocks * h.kv_block_bytes * uint64_t(c.n_layers), kSegmentAlign);
   h.total_bytes = h.kv_offset + h.kv_bytes;
-  return h;
+  return plan;
 }
 
 uint64_t WeightBytes(const SegmentHeader& plan) {
   uint64_t n = 0;
   for (uint32_t i = 0; i < plan.n_global_tensors; ++i)
     n += plan.global_tensors[i].bytes + plan.global_tensors[i].scale_bytes;
-  for (uint32_t i = 0; i < plan.n_layer_tensors; ++i)
-    n += (plan.layer_tensors[i].bytes + plan.layer_tensors[i].scale_bytes) *
-         uint64_t(plan.model.n_layers);
+  for (int l = 0; l < plan.model.n_layers; ++l) {
+    const LayerTable& t = plan.Layer(l);
+    for (uint32_t i = 0; i < t.n_tensors; ++i) n += t.tensors[i].bytes + t.tensors[i].scale_bytes;
+  }
   return n;
 }
 
@@ -183,15 +265,23 @@ absl::Status FillSegment(const ModelSource& src, SegmentHeader& plan, uint8_t* b
   for (uint32_t i = 0; i < plan.n_global_tensors; ++i) {
     TensorEntry& e = plan.global_tensors[i];
     RETURN_IF_ERROR(write(e, 0, -1));
-    uint64_t sum = Fnv1a64(base + e.offset, e.bytes);
-    if (e.scale_bytes) sum = Fnv1a64(base + e.scale_offset, e.scale_bytes, sum);
-    e.checksum = sum;
+    SetChecksum(e, base);
   }
   for (int l = 0; l < plan.model.n_layers; ++l) {
+    LayerTable& table = plan.layers[l];
     const uint64_t block = plan.LayerOffset(l);
-    for (uint32_t i = 0; i < plan.n_layer_tensors; ++i) {
-      RETURN_IF_ERROR(write(plan.layer_tensors[i], block, l));
+    for (uint32_t i = 0; i < table.n_tensors; ++i)
+      RETURN_IF_ERROR(write(table.tensors[i], block, l));
+    // The layer's checksums, its tensors hashed side by side.
+    const int n = std::max(1, std::min(threads, int(table.n_tensors)));
+    std::vector<std::thread> pool;
+    for (int k = 0; k < n; ++k) {
+      pool.emplace_back([&, k] {
+        for (uint32_t i = uint32_t(k); i < table.n_tensors; i += uint32_t(n))
+          SetChecksum(table.tensors[i], base + block);
+      });
     }
+    for (std::thread& th : pool) th.join();
   }
   if (plan.tokenizer_bytes > 0) {
     const std::string blob = SerializeTokenizerBundle(TokenizerBundleOf(src));

@@ -16,6 +16,30 @@ std::string_view SourceTypeName(SourceType t) {
       return "BF16";
     case SourceType::kQ8_0:
       return "Q8_0";
+    case SourceType::kQ4_0:
+      return "Q4_0";
+    case SourceType::kQ4_1:
+      return "Q4_1";
+    case SourceType::kQ5_0:
+      return "Q5_0";
+    case SourceType::kQ5_1:
+      return "Q5_1";
+    case SourceType::kQ2_K:
+      return "Q2_K";
+    case SourceType::kQ3_K:
+      return "Q3_K";
+    case SourceType::kQ4_K:
+      return "Q4_K";
+    case SourceType::kQ5_K:
+      return "Q5_K";
+    case SourceType::kQ6_K:
+      return "Q6_K";
+    case SourceType::kIQ4_NL:
+      return "IQ4_NL";
+    case SourceType::kIQ4_XS:
+      return "IQ4_XS";
+    case SourceType::kMXFP4:
+      return "MXFP4";
   }
   return "unknown";
 }
@@ -50,6 +74,14 @@ std::vector<Expected> ExpectedTensors(const ModelConfig& c) {
       e.push_back({"bq", l, 1, c.q_dim()});
       e.push_back({"bk", l, 1, c.kv_dim()});
       e.push_back({"bv", l, 1, c.kv_dim()});
+    }
+    if (c.qk_norm) {
+      e.push_back({"q_norm", l, 1, c.head_dim});
+      e.push_back({"k_norm", l, 1, c.head_dim});
+    }
+    if (c.sandwich_norm) {
+      e.push_back({"post_attn_norm", l, 1, c.hidden});
+      e.push_back({"post_ffn_norm", l, 1, c.hidden});
     }
     e.push_back({"ffn_norm", l, 1, c.hidden});
     e.push_back({"w_gate", l, c.ffn, c.hidden});

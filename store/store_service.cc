@@ -40,15 +40,35 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// True when `old` describes the segment `plan` would build.
+// True when the two tables place the same tensors the same way.
+bool SameTensors(const TensorEntry* a, const TensorEntry* b, uint32_t n) {
+  for (uint32_t i = 0; i < n; ++i) {
+    if (a[i].Name() != b[i].Name() || a[i].dtype != b[i].dtype || a[i].group != b[i].group ||
+        a[i].offset != b[i].offset || a[i].bytes != b[i].bytes ||
+        a[i].scale_offset != b[i].scale_offset)
+      return false;
+  }
+  return true;
+}
+
+// True when `old` (validated) describes the segment `plan` would build.
 bool SameSegment(const SegmentHeader& old, const SegmentHeader& plan) {
-  return old.model_fingerprint == plan.model_fingerprint &&
-         std::strncmp(old.model_path, plan.model_path, sizeof(old.model_path)) == 0 &&
-         old.weight_format == plan.weight_format && old.dense_dtype == plan.dense_dtype &&
-         old.total_bytes == plan.total_bytes && old.layer_block_bytes == plan.layer_block_bytes &&
-         old.block_tokens == plan.block_tokens && old.kv_n_blocks == plan.kv_n_blocks &&
-         old.n_layer_tensors == plan.n_layer_tensors &&
-         old.n_global_tensors == plan.n_global_tensors;
+  if (!(old.model_fingerprint == plan.model_fingerprint &&
+        std::strncmp(old.model_path, plan.model_path, sizeof(old.model_path)) == 0 &&
+        old.weight_format == plan.weight_format && old.dense_dtype == plan.dense_dtype &&
+        old.total_bytes == plan.total_bytes && old.layer_block_bytes == plan.layer_block_bytes &&
+        old.block_tokens == plan.block_tokens && old.kv_n_blocks == plan.kv_n_blocks &&
+        old.model.n_layers == plan.model.n_layers &&
+        old.n_global_tensors == plan.n_global_tensors &&
+        SameTensors(old.global_tensors, plan.global_tensors, plan.n_global_tensors)))
+    return false;
+  for (int l = 0; l < plan.model.n_layers; ++l) {
+    const LayerTable &a = old.Layer(l), &b = plan.Layer(l);
+    if (a.n_tensors != b.n_tensors || a.used_bytes != b.used_bytes ||
+        !SameTensors(a.tensors, b.tensors, b.n_tensors))
+      return false;
+  }
+  return true;
 }
 
 // Progress lines (unless quiet), the header's loaded_bytes for other
@@ -91,11 +111,14 @@ absl::Status SetPermissions(int fd, const std::string& group, const std::string&
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Store::~Store() {
+  // The name goes first: the mlock below may take seconds, and a store
+  // killed meanwhile (a second SIGTERM from a hurried supervisor) must not
+  // leave the segment behind. Processes that map it keep their mapping.
+  const std::string name = impl_->opts.segment;
+  if (impl_->opts.remove_on_exit) bip::shared_memory_object::remove(name.c_str());
   if (impl_->locker.joinable()) impl_->locker.join();
   impl_->region.reset();
-  const std::string name = impl_->opts.segment;
   impl_->shm.reset();  // closes the fd and with it the lock
-  if (impl_->opts.remove_on_exit) bip::shared_memory_object::remove(name.c_str());
 }
 
 const SegmentHeader& Store::header() const { return *impl_->header; }
@@ -104,7 +127,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Start(const StoreOptions& opts) {
   const auto t0 = Clock::now();
   RETURN_IF_ERROR(CheckSegmentName(opts.segment));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelSource> src, OpenModel(opts.model_path));
-  ASSIGN_OR_RETURN(SegmentHeader plan, PlanSegment(*src, opts.layout));
+  ASSIGN_OR_RETURN(std::unique_ptr<SegmentHeader> planned, PlanSegment(*src, opts.layout));
+  SegmentHeader& plan = *planned;
   // Once, and only for a load that goes ahead (errors stay one line).
   if (!src->tokenizer_note.empty())
     Log(LogLevel::kInfo, "tokenizer", "%s: %s", opts.model_path.c_str(),

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
+#include "client/pagectl/dump_tensor.h"
 #include "client/pagectl/inspect.h"
 #include "client/pagectl/make_model.h"
 #include "client/pagectl/verify.h"
@@ -36,12 +37,19 @@ int RunCommand(const std::string& command, const Flags& f, const char* usage) {
     size_t n_args;  // positional arguments after the command
   };
   static constexpr Entry kCommands[] = {
-      {"make-model", MakeModelCommand, 0}, {"inspect", InspectCommand, 0},
-      {"verify", VerifyCommand, 0},        {"plan", PlanCommand, 0},
-      {"generate", GenerateCommand, 0},    {"status", StatusCommand, 0},
-      {"workers", WorkersCommand, 0},      {"sequences", SequencesCommand, 0},
-      {"cancel", CancelCommand, 1},        {"drain", DrainCommand, 1},
-      {"models", ModelsCommand, 0},        {"chat", ChatCommand, 0},
+      {"make-model", MakeModelCommand, 0},
+      {"inspect", InspectCommand, 0},
+      {"verify", VerifyCommand, 0},
+      {"plan", PlanCommand, 0},
+      {"dump-tensor", DumpTensorCommand, 0},
+      {"generate", GenerateCommand, 0},
+      {"status", StatusCommand, 0},
+      {"workers", WorkersCommand, 0},
+      {"sequences", SequencesCommand, 0},
+      {"cancel", CancelCommand, 1},
+      {"drain", DrainCommand, 1},
+      {"models", ModelsCommand, 0},
+      {"chat", ChatCommand, 0},
   };
   for (const Entry& e : kCommands) {
     if (command != e.name) continue;
@@ -111,6 +119,23 @@ int VerifyCommand(const Flags& f) {
   return 0;
 }
 
+int DumpTensorCommand(const Flags& f) {
+  DumpTensorOptions o;
+  o.model = f.model;
+  o.segment = f.segment;
+  o.tensor = f.tensor;
+  o.layer = f.layer;
+  o.rows = f.rows;
+  o.out = f.out;
+  auto d = DumpTensor(o);
+  if (!d.ok()) return Fail(d.status());
+  std::printf("wrote rows %lld:%lld of %s (%s [%lld, %lld]) to %s as f32\n",
+              static_cast<long long>(d->row0), static_cast<long long>(d->row1), d->label.c_str(),
+              d->type.c_str(), static_cast<long long>(d->rows), static_cast<long long>(d->cols),
+              f.out.c_str());
+  return 0;
+}
+
 int PlanCommand(const Flags& f) {
   if (f.segment.empty() == f.model.empty()) {
     std::fprintf(stderr, "pagectl plan: give exactly one of --segment NAME or --model PATH\n");
@@ -118,13 +143,13 @@ int PlanCommand(const Flags& f) {
   }
   auto budget = ParseByteSize(f.gpu_budget, "gpu-budget");
   if (!budget.ok()) return Fail(budget.status());
-  SegmentHeader h;
+  std::unique_ptr<SegmentHeader> header;
   if (!f.segment.empty()) {
     uint64_t size = 0;
     auto peek = PeekSegmentHeader(f.segment, &size);
     if (!peek.ok()) return Fail(peek.status());
-    if (absl::Status s = ValidateHeader(*peek, size); !s.ok()) return Fail(s);
-    h = *peek;
+    if (absl::Status s = ValidateHeader(**peek, size); !s.ok()) return Fail(s);
+    header = *std::move(peek);
   } else {
     auto src = OpenModel(f.model);
     if (!src.ok()) return Fail(src.status());
@@ -132,8 +157,9 @@ int PlanCommand(const Flags& f) {
     layout.weight_format = f.weight_format;
     auto plan = PlanSegment(**src, layout);
     if (!plan.ok()) return Fail(plan.status());
-    h = *plan;
+    header = *std::move(plan);
   }
+  const SegmentHeader& h = *header;
   PlanLimits limits;
   limits.budget_bytes = *budget;
   limits.slots = f.slots;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "proto/channel.h"
 
 namespace paged::pagectl {
 
@@ -20,13 +21,17 @@ struct Flags {
   double link_gbs = 55.0;
   std::string host_compute = "auto";  // the hybrid step's policy (hybrid_plan.h)
   double host_gbs = 0;                // host executor GB/s at 1 row; 0: measure (--segment)
-  // make-model
+  // make-model (out: also dump-tensor's output file)
   std::string preset, out, dtype = "f16";
+  // dump-tensor
+  std::string tensor, rows;
+  int layer = -1;
   int layers = 0;
   uint64_t seed = 1;  // also generate's sampling seed
   // commands that talk to a server (generate, status, workers, ...)
   std::string server = "unix:///tmp/paged.sock";
-  std::string token;
+  std::string token;  // resolved: --token, --token-file, $PAGED_TOKEN, the systemd credential
+  ClientTls tls;
   absl::Duration timeout = absl::ZeroDuration();  // 0: the command's default
   // generate
   std::string prompt;         // "-": read stdin
@@ -51,6 +56,7 @@ int RunCommand(const std::string& command, const Flags& f, const char* usage);
 int MakeModelCommand(const Flags& f);
 int InspectCommand(const Flags& f);
 int VerifyCommand(const Flags& f);
+int DumpTensorCommand(const Flags& f);
 int PlanCommand(const Flags& f);
 
 // Through the C++ SDK (client/sdk) against --server, each with --json.

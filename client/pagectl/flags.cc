@@ -1,6 +1,10 @@
 #include "client/pagectl/flags.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/flags/flag.h"
+#include "common/token.h"
 
 ABSL_FLAG(std::string, segment, "", "shared memory segment name");
 ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
@@ -9,7 +13,12 @@ ABSL_FLAG(bool, json, false, "machine-readable output");
 ABSL_FLAG(std::string, preset, "",
           "make-model: tiny, tiny-qwen2, tiny-llama3, llama-7b, llama-13b, llama-70b, llama3-8b, "
           "qwen2-7b, qwen2-0.5b, mistral-7b");
-ABSL_FLAG(std::string, out, "", "make-model: output directory");
+ABSL_FLAG(std::string, out, "", "make-model: output directory; dump-tensor: output file");
+ABSL_FLAG(std::string, tensor, "",
+          "dump-tensor: tensor name (canonical, e.g. wq; or a .gguf file's own, e.g. "
+          "blk.0.attn_q.weight)");
+ABSL_FLAG(int, layer, -1, "dump-tensor: the layer of a layer tensor");
+ABSL_FLAG(std::string, rows, "", "dump-tensor: rows A:B (default: all)");
 ABSL_FLAG(int, layers, 0, "make-model: number of layers (0: the preset's)");
 ABSL_FLAG(uint64_t, seed, 1, "make-model: random seed; generate: sampling seed");
 ABSL_FLAG(std::string, dtype, "f16", "make-model: f16 or bf16");
@@ -23,7 +32,16 @@ ABSL_FLAG(double, host_gbs, 0,
           "plan: the host executor's GB/s at one token row (0: measured here on --segment)");
 ABSL_FLAG(std::string, server, "unix:///tmp/paged.sock",
           "the paged server: unix:///path.sock or host:port");
-ABSL_FLAG(std::string, token, "", "bearer token for the server");
+ABSL_FLAG(std::string, token, "",
+          "bearer token for the server (visible in ps: prefer --token-file)");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the server's bearer token (else $PAGED_TOKEN, else the systemd credential "
+          "paged-token)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA of the server's certificate: connect over TLS");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, when the server asks for one");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name the server's certificate carries, when not the --server host");
 ABSL_FLAG(absl::Duration, timeout, absl::ZeroDuration(),
           "deadline of the call (e.g. 30s); 0: 10s for admin calls, none for generate");
 ABSL_FLAG(std::string, prompt, "", "generate: prompt text (- reads stdin)");
@@ -46,9 +64,18 @@ const char kUsage[] =
     "  make-model --preset NAME --out DIR [--layers N] [--seed S] [--dtype f16|bf16]\n"
     "  inspect (--segment NAME | --model PATH [--weight-format F]) [--json]\n"
     "  verify --segment NAME [--model PATH]\n"
+    "  dump-tensor (--model PATH | --segment NAME) --tensor NAME [--layer L] [--rows A:B] --out "
+    "FILE.f32\n"
+    "                       a tensor decoded to little-endian f32 rows. NAME: canonical (wq, "
+    "w_down, tok_embd, ...;\n"
+    "                       layer tensors with --layer) or a .gguf file's own "
+    "(blk.0.attn_q.weight). Rows of --model\n"
+    "                       are in the file's order, of --segment in the segment's (GGUF "
+    "wq/wk RoPE-permuted)\n"
     "  plan (--segment NAME | --model PATH [--weight-format F]) --gpu-budget BYTES [--slots S] "
     "[--resident R] [--link-gbs G] [--host-compute auto|off|S] [--host-gbs G] [--json]\n"
-    "commands that talk to a server (--server ADDR, default unix:///tmp/paged.sock; --token T; "
+    "commands that talk to a server (--server ADDR, default unix:///tmp/paged.sock; --token-file F "
+    "| $PAGED_TOKEN; --tls-ca F; "
     "--timeout D):\n"
     "  generate (--prompt TEXT | --prompt-tokens 1,2,3) [-n N] [--temperature T] [--top-k K] "
     "[--top-p P]\n"
@@ -70,6 +97,9 @@ Flags FlagsFromCommandLine() {
   f.json = absl::GetFlag(FLAGS_json);
   f.preset = absl::GetFlag(FLAGS_preset);
   f.out = absl::GetFlag(FLAGS_out);
+  f.tensor = absl::GetFlag(FLAGS_tensor);
+  f.layer = absl::GetFlag(FLAGS_layer);
+  f.rows = absl::GetFlag(FLAGS_rows);
   f.layers = absl::GetFlag(FLAGS_layers);
   f.seed = absl::GetFlag(FLAGS_seed);
   f.dtype = absl::GetFlag(FLAGS_dtype);
@@ -80,7 +110,16 @@ Flags FlagsFromCommandLine() {
   f.resident = absl::GetFlag(FLAGS_resident);
   f.link_gbs = absl::GetFlag(FLAGS_link_gbs);
   f.server = absl::GetFlag(FLAGS_server);
-  f.token = absl::GetFlag(FLAGS_token);
+  auto token = ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file));
+  if (!token.ok()) {
+    std::fprintf(stderr, "pagectl: %s\n", std::string(token.status().message()).c_str());
+    std::exit(2);
+  }
+  f.token = *token;
+  f.tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  f.tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  f.tls.key = absl::GetFlag(FLAGS_tls_key);
+  f.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
   f.timeout = absl::GetFlag(FLAGS_timeout);
   f.prompt = absl::GetFlag(FLAGS_prompt);
   f.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);

@@ -44,6 +44,9 @@ absl::StatusOr<VerifyResult> VerifySegment(const std::string& segment,
     if (want != got)
       return absl::DataLossError(absl::StrFormat("%s: checksum %016x in the segment, %016x from %s",
                                                  label, got, want, path));
+    if (e.checksum != got)
+      return absl::DataLossError(absl::StrFormat(
+          "%s: the header records checksum %016x, the bytes have %016x", label, e.checksum, got));
     ++result.tensors_checked;
     result.bytes_checked += e.bytes + e.scale_bytes;
     return absl::OkStatus();
@@ -52,8 +55,9 @@ absl::StatusOr<VerifyResult> VerifySegment(const std::string& segment,
     RETURN_IF_ERROR(check(h.global_tensors[i], seg->weights_base(), -1));
   }
   for (int l = 0; l < h.model.n_layers; ++l) {
-    for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
-      RETURN_IF_ERROR(check(h.layer_tensors[i], seg->LayerBlock(l), l));
+    const LayerTable& table = h.Layer(l);
+    for (uint32_t i = 0; i < table.n_tensors; ++i) {
+      RETURN_IF_ERROR(check(table.tensors[i], seg->LayerBlock(l), l));
     }
   }
   return result;

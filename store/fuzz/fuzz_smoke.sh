@@ -18,7 +18,14 @@ case $name in
     elif [[ -n ${CI:-} && $CI != false ]]; then
       echo "fuzz_smoke: $models/stories260K.gguf is missing (required under CI)" >&2
       exit 1
-    fi ;;
+    fi
+    # The block-format fixtures (every ggml type paged reads), each cut to the
+    # input size, and one cut inside its first tensor's blocks.
+    golden=$(dirname "$0")/../../tests/golden/gguf
+    for f in "$golden"/*.gguf; do
+      head -c 65536 "$f" > "$work/corpus/$(basename "$f")"
+    done
+    head -c 12000 "$golden/tiny-q4_k_m.gguf" > "$work/corpus/cut-q4_k_m.gguf" ;;
   fuzz_tokenizer)
     golden=$(dirname "$0")/../../tests/golden/tokenizers
     for d in "$golden"/*/; do

@@ -1,7 +1,9 @@
 // Every Backend op on CUDA against the CPU reference backend, with the same
 // random inputs, over dtypes and shapes: odd sizes, GQA ratios 1/4/8, head
 // dims 8/64/128, paged KV through scattered block tables, batches mixing a
-// prefill chunk with decode rows, long decode contexts (split-K), sampling.
+// prefill chunk with decode rows, long decode contexts (split-K), sampling;
+// the ggml block formats read as stored (embedding bit for bit, products on
+// both paths: the fused decode GEMV and dequantize + cuBLAS).
 // Skips cleanly where there is no GPU (or no CUDA in the build).
 #include <gtest/gtest.h>
 
@@ -18,6 +20,7 @@
 
 #include "common/dtype.h"
 #include "common/quant.h"
+#include "tests/unit/fused_gemv_env.h"
 #include "worker/backends/cpu/cpu_backend.h"
 #include "worker/device.h"
 #include "worker/engine/backend.h"
@@ -57,6 +60,79 @@ void ExpectClose(const std::vector<float>& ref, const std::vector<float>& got, d
   EXPECT_LE(max_err, 8 * tol * std::max(max_ref, 1e-30))
       << what << ": worst element " << worst << " got " << got[worst] << " want " << ref[worst];
 }
+
+// Random rows of block format t: random payload bytes with the scale fields
+// set to finite values of either sign (f16 d / dmin of magnitude 2^-8 .. 1;
+// mxfp4 scales 2^-10 .. 2^6). With `edge`, an eighth of the blocks
+// get f16 scales that are subnormal, +-0 or the largest finite, and mxfp4
+// exponents 0, 1 (f32 subnormal scales), 2, 254 or 255.
+std::vector<uint8_t> RandomBlocks(DType t, int64_t rows, int64_t cols, std::mt19937& rng,
+                                  bool edge) {
+  std::vector<uint8_t> data(PayloadBytes(t, uint64_t(rows), uint64_t(cols)));
+  for (uint8_t& b : data) b = uint8_t(rng());
+  // Byte offsets of the f16 scale fields in a block.
+  std::vector<int> f16_fields;
+  switch (t) {
+    case DType::kQ4_0:
+    case DType::kQ5_0:
+    case DType::kQ8_0:
+    case DType::kIQ4_NL:
+    case DType::kIQ4_XS:
+      f16_fields = {0};
+      break;
+    case DType::kQ4_1:
+    case DType::kQ5_1:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+      f16_fields = {0, 2};
+      break;
+    case DType::kQ2_K:
+      f16_fields = {80, 82};
+      break;
+    case DType::kQ3_K:
+      f16_fields = {108};
+      break;
+    case DType::kQ6_K:
+      f16_fields = {208};
+      break;
+    default:  // mxfp4: one E8M0 byte
+      break;
+  }
+  std::uniform_real_distribution<float> mag(0.25f, 1.f);
+  auto f16 = [&](bool edge_block) -> uint16_t {
+    const uint16_t sign = (rng() & 1) ? 0x8000 : 0;
+    if (edge_block) {
+      switch (rng() % 3) {
+        case 0:
+          return uint16_t(sign | (1 + rng() % 0x3ff));  // subnormal
+        case 1:
+          return sign;  // +-0
+        default:
+          return uint16_t(sign | 0x7bff);  // 65504
+      }
+    }
+    return uint16_t(sign | FloatToHalf(std::ldexp(mag(rng), -int(rng() % 7))));
+  };
+  const int bb = BlockBytes(t);
+  for (size_t off = 0; off < data.size(); off += size_t(bb)) {
+    const bool edge_block = edge && rng() % 8 == 0;
+    if (t == DType::kMXFP4) {
+      const uint8_t edges[] = {0, 1, 2, 254, 255};
+      data[off] = edge_block ? edges[rng() % 5] : uint8_t(118 + rng() % 17);
+      continue;
+    }
+    for (int field : f16_fields) {
+      const uint16_t h = f16(edge_block);
+      std::memcpy(&data[off + size_t(field)], &h, 2);
+    }
+  }
+  return data;
+}
+
+const DType kBlockTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,   DType::kQ5_1,
+                             DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,   DType::kQ4_K,
+                             DType::kQ5_K, DType::kQ6_K, DType::kIQ4_NL, DType::kIQ4_XS,
+                             DType::kMXFP4};
 
 class BackendOpsGpuTest : public ::testing::Test {
  protected:
@@ -134,14 +210,18 @@ class BackendOpsGpuTest : public ::testing::Test {
     EXPECT_TRUE(s.ok()) << what << ": " << s;
   }
 
-  // A random [rows, cols] weight in dtype `t` on both backends.
+  // A random [rows, cols] weight in dtype `t` on both backends (block
+  // formats: RandomBlocks, `edge` as there).
   struct Weight {
     WeightRef c, g;
   };
-  Weight MakeWeight(DType t, int64_t rows, int64_t cols, int group, std::mt19937& rng) {
+  Weight MakeWeight(DType t, int64_t rows, int64_t cols, int group, std::mt19937& rng,
+                    bool edge = false) {
     std::vector<uint8_t> data(PayloadBytes(t, uint64_t(rows), uint64_t(cols)));
     std::vector<uint16_t> scales;
-    if (t == DType::kF32) {
+    if (IsBlockFormat(t)) {
+      data = RandomBlocks(t, rows, cols, rng, edge);
+    } else if (t == DType::kF32) {
       const std::vector<float> v = RandomFloats(rng, size_t(rows * cols));
       std::memcpy(data.data(), v.data(), data.size());
     } else if (t == DType::kF16 || t == DType::kBF16) {
@@ -251,9 +331,9 @@ TEST_F(BackendOpsGpuTest, MatMulEveryDTypeAndShape) {
 // A quantized matrix larger than one dequantization chunk (32 Mi elements).
 TEST_F(BackendOpsGpuTest, MatMulQuantizedLargerThanOneChunk) {
   std::mt19937 rng(3);
-  for (DType t : {DType::kI8, DType::kI4}) {
+  for (DType t : {DType::kI8, DType::kI4, DType::kQ4_K, DType::kQ6_K}) {
     const int n = 3;
-    const int64_t rows = 8200, cols = 4100;
+    const int64_t rows = 8200, cols = IsBlockFormat(t) ? 4352 : 4100;
     const Weight w = MakeWeight(t, rows, cols, DefaultGroup(t), rng);
     const Twin x = Put(RandomFloats(rng, size_t(n * cols)));
     const Twin bias = Put(RandomFloats(rng, size_t(rows)));
@@ -262,6 +342,144 @@ TEST_F(BackendOpsGpuTest, MatMulQuantizedLargerThanOneChunk) {
     gpu_->MatMul(x.G<float>(), n, w.g, bias.G<float>(), out.G<float>());
     ExpectNoError("MatMul");
     Compare(out, size_t(n * rows), 1e-2, std::string(DTypeName(t)) + " 8200x4100");
+  }
+}
+
+// ---- block formats ---------------------------------------------------------------
+
+// Rows of every block format gathered to f32 are DequantizeRow's values bit
+// for bit, edge scales included (subnormal, zero, largest f16; mxfp4's
+// subnormal and largest exponents), into an aligned output and into one
+// that is not 16-byte aligned.
+TEST_F(BackendOpsGpuTest, EmbeddingEveryBlockFormatExact) {
+  std::mt19937 rng(11);
+  for (DType t : kBlockTypes) {
+    const int64_t vocab = 37, hidden = 512;
+    const Weight w = MakeWeight(t, vocab, hidden, 0, rng, /*edge=*/true);
+    const std::vector<int32_t> ids = {3, 0, 36, 3, 17, 35, 1, 25, 3, 12, 30};
+    const Twin d_ids = Put(ids);
+    const size_t count = ids.size() * size_t(hidden);
+    for (int shift : {0, 1}) {
+      const Twin out = Make((count + 1) * 4);
+      cpu_->Embedding(w.c, d_ids.C<int32_t>(), int(ids.size()), out.C<float>() + shift);
+      gpu_->Embedding(w.g, d_ids.G<int32_t>(), int(ids.size()), out.G<float>() + shift);
+      ExpectNoError(std::string("Embedding ") + std::string(DTypeName(t)));
+      const auto c = GetC<float>(out, count + 1), g = GetG<float>(out, count + 1);
+      size_t first_diff = count;
+      for (size_t i = 0; i < count && first_diff == count; ++i) {
+        if (BitsFromF32(c[i + size_t(shift)]) != BitsFromF32(g[i + size_t(shift)])) first_diff = i;
+      }
+      EXPECT_EQ(first_diff, count)
+          << DTypeName(t) << " shift " << shift << ": value " << first_diff << " (row "
+          << first_diff / size_t(hidden) << ", column " << first_diff % size_t(hidden) << ") got "
+          << g[first_diff + size_t(shift)] << " want " << c[first_diff + size_t(shift)];
+    }
+  }
+}
+
+// The dequantize + cuBLAS path reads each value exactly: with x the unit
+// vectors e_j (n = 32 > 8, so never the fused GEMV) every product is one
+// weight, f16-rounded, times 1: out[i][r] must be f16(DequantizeRow(W)[r][j_i]),
+// and the 32 columns j_i touch every run of 16 of the row.
+TEST_F(BackendOpsGpuTest, MatMulBlockDequantizeIsExactOnUnitVectors) {
+  std::mt19937 rng(12);
+  testing::FusedGemvEnv fused(false);
+  for (DType t : kBlockTypes) {
+    const int n = 32;
+    const int64_t rows = 45, cols = 512;
+    const Weight w = MakeWeight(t, rows, cols, 0, rng);
+    // The reference values: every row through the CPU embedding.
+    std::vector<int32_t> all(static_cast<size_t>(rows));
+    std::iota(all.begin(), all.end(), 0);
+    const Twin d_all = Put(all);
+    const Twin table = Make(uint64_t(rows * cols) * 4);
+    cpu_->Embedding(w.c, d_all.C<int32_t>(), int(rows), table.C<float>());
+    const std::vector<float> ref = GetC<float>(table, size_t(rows * cols));
+    std::vector<int64_t> col(static_cast<size_t>(n));
+    std::vector<float> xv(size_t(n) * size_t(cols), 0.f);
+    for (int i = 0; i < n; ++i) {
+      col[size_t(i)] = 16 * i + (7 * i) % 16;
+      xv[size_t(i) * size_t(cols) + size_t(col[size_t(i)])] = 1.f;
+    }
+    const Twin x = Put(xv);
+    const Twin out = Make(uint64_t(n * rows) * 4);
+    gpu_->MatMul(x.G<float>(), n, w.g, nullptr, out.G<float>());
+    ExpectNoError(std::string("MatMul unit vectors ") + std::string(DTypeName(t)));
+    const std::vector<float> g = GetG<float>(out, size_t(n * rows));
+    int bad = 0;
+    for (int i = 0; i < n; ++i) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float want = HalfToFloat(FloatToHalf(ref[size_t(r * cols + col[size_t(i)])]));
+        const float got = g[size_t(i * rows + r)];
+        if (got != want && bad++ < 5) {
+          ADD_FAILURE() << DTypeName(t) << " row " << r << " column " << col[size_t(i)] << ": got "
+                        << got << " want " << want;
+        }
+      }
+    }
+    EXPECT_EQ(bad, 0) << DTypeName(t);
+  }
+}
+
+// Products of every block format (and int8 / int4) on both paths against
+// the CPU reference: decode shapes (n <= 8) on the fused GEMV
+// (PAGED_CUDA_FUSED_GEMV=1: f32 throughout, so ~1e-5) and on dequantize +
+// cuBLAS (f16 weights and activations: 1e-2); n = 9 and 33 always take the
+// latter. Odd row counts (not multiples of a GEMV warp's rows), ldo > rows
+// (the columns past rows keep their contents), with and without bias.
+TEST_F(BackendOpsGpuTest, MatMulBlockFormatsBothPathsEveryShape) {
+  struct Case {
+    int n;
+    int64_t rows, cols, ldo_extra;
+    bool bias;
+  };
+  const Case cases[] = {{1, 61, 256, 0, false},   {1, 7, 2048, 11, true},  {2, 5, 512, 0, true},
+                        {3, 67, 512, 5, true},    {4, 130, 256, 0, false}, {5, 17, 768, 2, true},
+                        {8, 33, 1024, 0, true},   {8, 301, 768, 1, false}, {9, 61, 512, 3, true},
+                        {33, 129, 256, 0, false}, {1, 3, 32, 0, true},     {3, 5, 96, 2, false},
+                        {8, 9, 160, 0, true}};
+  std::vector<DType> types(std::begin(kBlockTypes), std::end(kBlockTypes));
+  types.push_back(DType::kI8);
+  types.push_back(DType::kI4);
+  std::mt19937 rng(13);
+  for (bool fused : {false, true}) {
+    testing::FusedGemvEnv env(fused);
+    for (DType t : types) {
+      for (const Case& c : cases) {
+        if (!RowFits(t, c.cols)) continue;  // the K formats need 256 columns a block
+        const int64_t ldo = c.rows + c.ldo_extra;
+        const Weight w = MakeWeight(t, c.rows, c.cols, DefaultGroup(t), rng);
+        const Twin x = Put(RandomFloats(rng, size_t(c.n * c.cols)));
+        const Twin bias = Put(RandomFloats(rng, size_t(c.rows)));
+        const Twin out = Put(std::vector<float>(size_t(c.n * ldo), 7.f));
+        const int64_t ldo_arg = c.ldo_extra > 0 ? ldo : 0;  // 0: rows
+        cpu_->MatMul(x.C<float>(), c.n, w.c, c.bias ? bias.C<float>() : nullptr, out.C<float>(),
+                     ldo_arg);
+        gpu_->MatMul(x.G<float>(), c.n, w.g, c.bias ? bias.G<float>() : nullptr, out.G<float>(),
+                     ldo_arg);
+        const std::string what = std::string(DTypeName(t)) + (fused ? " fused" : " dequant") +
+                                 " n" + std::to_string(c.n) + " " + std::to_string(c.rows) + "x" +
+                                 std::to_string(c.cols) + " ldo " + std::to_string(ldo) +
+                                 (c.bias ? " bias" : "");
+        ExpectNoError("MatMul " + what);
+        const auto cv = GetC<float>(out, size_t(c.n * ldo)),
+                   gv = GetG<float>(out, size_t(c.n * ldo));
+        std::vector<float> cr, gr;
+        for (int i = 0; i < c.n; ++i) {
+          for (int64_t j = 0; j < ldo; ++j) {
+            const size_t at = size_t(i * ldo + j);
+            if (j < c.rows) {
+              cr.push_back(cv[at]);
+              gr.push_back(gv[at]);
+            } else {
+              EXPECT_EQ(gv[at], 7.f) << what << ": wrote past rows at " << i << "," << j;
+            }
+          }
+        }
+        const double tol = fused && c.n <= 8 ? 1e-5 : 1e-2;
+        ExpectClose(cr, gr, tol, what);
+      }
+    }
   }
 }
 
@@ -279,6 +497,101 @@ TEST_F(BackendOpsGpuTest, RmsNorm) {
     ExpectNoError("RmsNorm");
     Compare(out, size_t(n * dim), 1e-6, "RmsNorm dim " + std::to_string(dim));
   }
+}
+
+// In place (the engine's q / k norms and sandwich norms), and per head: rows
+// of head_dim.
+TEST_F(BackendOpsGpuTest, RmsNormInPlaceAndPerHead) {
+  std::mt19937 rng(41);
+  for (int dim : {64, 128, 256, 2304}) {
+    const int n = 13;
+    const std::vector<float> xs = RandomFloats(rng, size_t(n * dim), 2.f);
+    const Twin x = Put(xs);
+    const Twin w = Put(RandomFloats(rng, size_t(dim)));
+    cpu_->RmsNorm(x.C<float>(), w.C<float>(), n, dim, 1e-6f, x.C<float>());
+    gpu_->RmsNorm(x.G<float>(), w.G<float>(), n, dim, 1e-6f, x.G<float>());
+    ExpectNoError("RmsNorm in place");
+    Compare(x, size_t(n * dim), 1e-6, "RmsNorm in place dim " + std::to_string(dim));
+  }
+}
+
+TEST_F(BackendOpsGpuTest, RopeLinearYarnLongRopeAndAttentionFactor) {
+  std::mt19937 rng(42);
+  for (RopeScaling sc : {RopeScaling::kLinear, RopeScaling::kYarn, RopeScaling::kLongRope}) {
+    for (int hd : {64, 128, 96}) {
+      const int n = 19, heads = 8, kv_heads = 2;
+      RopeParams p;
+      p.head_dim = hd;
+      p.theta = 1000000.f;
+      p.scaling = sc;
+      p.factor = 4.f;
+      p.original_max_pos = 4096;
+      if (sc == RopeScaling::kYarn) p.attn_factor = float(0.1 * std::log(4.0) + 1);
+      if (sc == RopeScaling::kLongRope) {
+        p.attn_factor = 1.19f;
+        for (int i = 0; i < hd / 2; ++i) p.ext_factors[i] = 1.f + 0.3f * float(i);
+      }
+      std::vector<int32_t> pos(n);
+      std::uniform_int_distribution<int> pd(0, 20000);
+      for (int32_t& v : pos) v = pd(rng);
+      const Twin d_pos = Put(pos);
+      const Twin q = Put(RandomFloats(rng, size_t(n * heads * hd)));
+      const Twin k = Put(RandomFloats(rng, size_t(n * kv_heads * hd)));
+      cpu_->Rope(q.C<float>(), k.C<float>(), d_pos.C<int32_t>(), n, heads, kv_heads, p);
+      gpu_->Rope(q.G<float>(), k.G<float>(), d_pos.G<int32_t>(), n, heads, kv_heads, p);
+      ExpectNoError("Rope");
+      const std::string what =
+          "Rope " + std::string(RopeScalingName(sc)) + " hd " + std::to_string(hd);
+      Compare(q, size_t(n * heads * hd), 1e-5, what + " q");
+      Compare(k, size_t(n * kv_heads * hd), 1e-5, what + " k");
+    }
+  }
+  // Two RoPEs alternating (gemma3's global and local layers) keep their tables.
+  RopeParams a, b;
+  a.head_dim = b.head_dim = 64;
+  a.theta = 1000000.f;
+  a.scaling = RopeScaling::kLinear;
+  a.factor = 8.f;
+  b.theta = 10000.f;
+  const std::vector<int32_t> pos = {0, 5, 700, 3000};
+  const Twin d_pos = Put(pos);
+  for (int round = 0; round < 3; ++round) {
+    for (const RopeParams* p : {&a, &b}) {
+      const Twin q = Put(RandomFloats(rng, size_t(4 * 4 * 64)));
+      const Twin k = Put(RandomFloats(rng, size_t(4 * 2 * 64)));
+      cpu_->Rope(q.C<float>(), k.C<float>(), d_pos.C<int32_t>(), 4, 4, 2, *p);
+      gpu_->Rope(q.G<float>(), k.G<float>(), d_pos.G<int32_t>(), 4, 4, 2, *p);
+      ExpectNoError("Rope alternating");
+      Compare(q, size_t(4 * 4 * 64), 1e-5, "Rope alternating q");
+      Compare(k, size_t(4 * 2 * 64), 1e-5, "Rope alternating k");
+    }
+  }
+}
+
+TEST_F(BackendOpsGpuTest, GeGluScaleSoftCap) {
+  std::mt19937 rng(43);
+  const int n = 11, dim = 2307;
+  const Twin gate = Put(RandomFloats(rng, size_t(n * dim), 3.f));
+  const Twin up = Put(RandomFloats(rng, size_t(n * dim)));
+  const Twin out = Make(uint64_t(n * dim) * 4);
+  cpu_->GeGlu(gate.C<float>(), up.C<float>(), n, dim, out.C<float>());
+  gpu_->GeGlu(gate.G<float>(), up.G<float>(), n, dim, out.G<float>());
+  ExpectNoError("GeGlu");
+  Compare(out, size_t(n * dim), 1e-6, "GeGlu");
+  cpu_->GeGlu(gate.C<float>(), up.C<float>(), n, dim, gate.C<float>());  // in place
+  gpu_->GeGlu(gate.G<float>(), up.G<float>(), n, dim, gate.G<float>());
+  ExpectNoError("GeGlu in place");
+  Compare(gate, size_t(n * dim), 1e-6, "GeGlu in place");
+
+  const Twin x = Put(RandomFloats(rng, size_t(n * dim), 10.f));
+  cpu_->Scale(x.C<float>(), int64_t(n) * dim, 48.f);
+  gpu_->Scale(x.G<float>(), int64_t(n) * dim, 48.f);
+  ExpectNoError("Scale");
+  Compare(x, size_t(n * dim), 0, "Scale");
+  cpu_->SoftCap(x.C<float>(), int64_t(n) * dim, 30.f);
+  gpu_->SoftCap(x.G<float>(), int64_t(n) * dim, 30.f);
+  ExpectNoError("SoftCap");
+  Compare(x, size_t(n * dim), 1e-6, "SoftCap");
 }
 
 TEST_F(BackendOpsGpuTest, RopeHalvesWithAndWithoutLlama3Scaling) {
@@ -393,7 +706,7 @@ class AttentionGpuTest : public BackendOpsGpuTest {
   // through KvWrite into scattered blocks, runs Attention on both backends
   // (`repeats` times on the GPU: results must not change) and compares.
   void Run(std::mt19937& rng, const AttnShape& s, const std::vector<SeqSpec>& specs,
-           int repeats = 1) {
+           int repeats = 1, const AttnParams& params = {}) {
     const int bt = 16, kv_dim = s.kv_heads * s.hd;
     const uint64_t block_bytes = 2ull * bt * kv_dim * (s.kv_type == DType::kF32 ? 4 : 2);
     int total_blocks = 0, n = 0, max_ctx = 0;
@@ -437,11 +750,11 @@ class AttentionGpuTest : public BackendOpsGpuTest {
     const Twin d_tables = Put(tables);
     const Twin out = Make(uint64_t(n) * q_dim * 4);
     cpu_->Attention(q.C<float>(), d_seqs.C<AttnSeq>(), int(seqs.size()), d_tables.C<int32_t>(),
-                    s.heads, s.kv_heads, s.hd, max_ctx, c, out.C<float>());
+                    s.heads, s.kv_heads, s.hd, max_ctx, c, params, out.C<float>());
     std::vector<float> first_run;
     for (int r = 0; r < repeats; ++r) {
       gpu_->Attention(q.G<float>(), d_seqs.G<AttnSeq>(), int(seqs.size()), d_tables.G<int32_t>(),
-                      s.heads, s.kv_heads, s.hd, max_ctx, g, out.G<float>());
+                      s.heads, s.kv_heads, s.hd, max_ctx, g, params, out.G<float>());
       ExpectNoError("Attention " + Name(s));
       const std::vector<float> got = GetG<float>(out, size_t(n) * q_dim);
       if (r == 0) {
@@ -501,6 +814,44 @@ TEST_F(AttentionGpuTest, LongDecodeSplitK) {
   specs.push_back({5000, 1});  // more splits than the cap: longer chunks
   Run(rng, AttnShape{32, 4, 128, DType::kF16}, specs, /*repeats=*/3);
   Run(rng, AttnShape{8, 8, 64, DType::kF32}, specs, /*repeats=*/2);
+}
+
+// Sliding windows (mistral, gemma's local layers): decode rows whose window
+// starts mid-context (split-K over the window only), prefill tiles whose rows
+// see different key ranges (CUDA-core and tensor-core paths), windows shorter
+// than a key tile, not multiples of the block size, and longer than the
+// context.
+TEST_F(AttentionGpuTest, SlidingWindow) {
+  std::mt19937 rng(15);
+  const std::vector<SeqSpec> specs = {{20, 37}, {100, 1}, {3000, 1},  {0, 5},   {0, 1},
+                                      {255, 1}, {31, 1},  {600, 130}, {70, 70}, {5000, 1}};
+  for (int window : {1, 7, 64, 100, 513, 4096, 100000}) {
+    AttnParams p;
+    p.window = window;
+    for (const AttnShape& s :
+         {AttnShape{8, 2, 128, DType::kF16}, AttnShape{4, 4, 64, DType::kBF16},
+          AttnShape{8, 4, 8, DType::kF32}, AttnShape{16, 2, 64, DType::kF16}}) {
+      SCOPED_TRACE(Name(s) + " window " + std::to_string(window));
+      Run(rng, s, specs, /*repeats=*/2, p);
+    }
+  }
+}
+
+// gemma's score scale (query_pre_attn_scalar) and soft-cap, alone and with a
+// window, on both kernels.
+TEST_F(AttentionGpuTest, ScaleAndSoftCap) {
+  std::mt19937 rng(16);
+  AttnParams p;
+  p.scale = 0.25f;  // with q of std 0.5 the scores reach the cap
+  p.softcap = 5.f;
+  for (const AttnShape& s : {AttnShape{8, 2, 128, DType::kF16}, AttnShape{8, 4, 64, DType::kF32},
+                             AttnShape{4, 2, 64, DType::kBF16}}) {
+    SCOPED_TRACE(Name(s));
+    Run(rng, s, kMixedBatch, 1, p);
+    p.window = 40;
+    Run(rng, s, kMixedBatch, 1, p);
+    p.window = 0;
+  }
 }
 
 // ---- sampling ------------------------------------------------------------------
@@ -727,7 +1078,7 @@ TEST_F(BackendOpsGpuTest, InvalidArgumentsAreReportedBySynchronize) {
   const Twin d_seqs = Put(seqs);
   KvLayerView kv{q.g, DType::kF16, 16, 600, 4096, 1};
   gpu_->Attention(q.G<float>(), d_seqs.G<AttnSeq>(), 1, d_seqs.G<int32_t>(), 2, 2, 300, 1, kv,
-                  q.G<float>());
+                  AttnParams{}, q.G<float>());
   const absl::Status s = gpu_->Synchronize();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_TRUE(gpu_->Synchronize().ok()) << "reported once";
@@ -801,7 +1152,7 @@ TEST_F(TimingGpuTest, DISABLED_PrintTimings) {
     KvLayerView kv{pool, DType::kF16, bt, kv_dim, block_bytes, uint64_t(seqs_n) * per_seq};
     const double ms = Time([&] {
       gpu_->Attention(q.G<float>(), d_seqs.G<AttnSeq>(), seqs_n, d_tables.G<int32_t>(), heads, kvh,
-                      hd, ctx, kv, out.G<float>());
+                      hd, ctx, kv, AttnParams{}, out.G<float>());
     });
     const double gb = double(pool_bytes) / 1e9;
     printf(
@@ -823,7 +1174,7 @@ TEST_F(TimingGpuTest, DISABLED_PrintTimings) {
     KvLayerView kv{pool, DType::kF16, bt, kv_dim, block_bytes, uint64_t(nb)};
     const double ms = Time([&] {
       gpu_->Attention(q.G<float>(), d_seqs.G<AttnSeq>(), 1, d_tables.G<int32_t>(), heads, kvh, hd,
-                      n, kv, out.G<float>());
+                      n, kv, AttnParams{}, out.G<float>());
     });
     const double flop = 4.0 * heads * hd * (double(n) * (n + 1) / 2);
     printf("TIMING attention prefill 2048 tokens (32/8 hd128 f16): %.3f ms, %.1f TFLOP/s\n", ms,
@@ -883,7 +1234,7 @@ TEST_F(TimingGpuTest, DISABLED_PrefillAttentionTimings) {
       KvLayerView kv{pool, kt, bt, kv_dim, block_bytes, uint64_t(nb)};
       auto run = [&] {
         gpu_->Attention(q.G<float>(), d_seqs.G<AttnSeq>(), 1, d_tables.G<int32_t>(), heads, kvh, hd,
-                        n, kv, out.G<float>());
+                        n, kv, AttnParams{}, out.G<float>());
       };
       const double flop = 4.0 * heads * hd * (double(n) * (n + 1) / 2);
       const double ms = Time(run);

@@ -19,6 +19,7 @@
 #include "common/dtype.h"
 #include "common/quant.h"
 #include "worker/backends/cpu/thread_pool.h"
+#include "worker/engine/rope.h"
 #include "worker/engine/sampling.h"
 
 namespace paged {
@@ -233,6 +234,33 @@ TEST(CpuBackendTest, SwiGluAddGatherRows) {
   }
 }
 
+// GeGlu against torch's gelu(approximate="tanh") in double; Scale; SoftCap.
+TEST(CpuBackendTest, GeGluScaleSoftCap) {
+  std::mt19937 rng(6);
+  const int n = 3, dim = 11;
+  std::vector<float> g = RandomFloats(rng, n * dim, 4.f), u = RandomFloats(rng, n * dim);
+  std::vector<float> out(n * dim), in_place = g;
+  auto be = MakeCpuBackend(1);
+  be->GeGlu(g.data(), u.data(), n, dim, out.data());
+  be->GeGlu(in_place.data(), u.data(), n, dim, in_place.data());
+  for (int j = 0; j < n * dim; ++j) {
+    const double x = g[j];
+    const double want =
+        0.5 * x * (1 + std::tanh(std::sqrt(2 / kPi) * (x + 0.044715 * x * x * x))) * u[j];
+    EXPECT_NEAR(out[j], want, 1e-6 * (std::fabs(want) + 1)) << "gate " << x;
+    EXPECT_EQ(in_place[j], out[j]);
+  }
+  std::vector<float> x = g;
+  be->Scale(x.data(), n * dim, 8.f);
+  for (int j = 0; j < n * dim; ++j) EXPECT_EQ(x[j], g[j] * 8.f);
+  be->SoftCap(x.data(), n * dim, 5.f);
+  for (int j = 0; j < n * dim; ++j) {
+    const double want = 5 * std::tanh(double(g[j]) * 8 / 5);
+    EXPECT_NEAR(x[j], want, 1e-6 * 5);
+    EXPECT_LT(std::fabs(x[j]), 5.f + 1e-6f);
+  }
+}
+
 // ---- RoPE -------------------------------------------------------------------
 
 // The frequencies written out from the definition (double), llama3 included.
@@ -240,6 +268,21 @@ std::vector<double> ReferenceInvFreq(const RopeParams& p) {
   std::vector<double> f(size_t(p.head_dim / 2));
   for (size_t i = 0; i < f.size(); ++i) {
     double freq = 1.0 / std::pow(double(p.theta), double(2 * i) / p.head_dim);
+    if (p.scaling == RopeScaling::kLinear) freq /= p.factor;
+    if (p.scaling == RopeScaling::kLongRope) freq /= p.ext_factors[i];
+    if (p.scaling == RopeScaling::kYarn) {
+      // YaRN (arXiv 2309.00071): pairs that turn fewer than beta_slow times
+      // over the original context are interpolated (/ factor), those that
+      // turn more than beta_fast times kept, a linear ramp between.
+      auto dim_of = [&](double rotations) {
+        return p.head_dim * std::log(p.original_max_pos / (rotations * 2 * kPi)) /
+               (2 * std::log(double(p.theta)));
+      };
+      const double lo = std::max(0.0, std::floor(dim_of(p.beta_fast)));
+      const double hi = std::min(double(p.head_dim - 1), std::ceil(dim_of(p.beta_slow)));
+      const double ramp = std::clamp((double(i) - lo) / (hi - lo), 0.0, 1.0);
+      freq = freq / p.factor * ramp + freq * (1 - ramp);
+    }
     if (p.scaling == RopeScaling::kLlama3) {
       const double wavelen = 2 * kPi / freq;
       if (wavelen < p.original_max_pos / double(p.high_freq_factor)) {
@@ -286,7 +329,8 @@ void CheckRopeAgainstFormula(const RopeParams& p) {
         const size_t o = size_t((i * heads + h) * hd);
         for (int j = 0; j < half; ++j) {
           const double a = before[o + j], b = before[o + j + half];
-          const double c = std::cos(pos[i] * freq[j]), s = std::sin(pos[i] * freq[j]);
+          const double c = std::cos(pos[i] * freq[j]) * p.attn_factor,
+                       s = std::sin(pos[i] * freq[j]) * p.attn_factor;
           const double tol = 1e-3 * (std::fabs(a) + std::fabs(b)) + 1e-6;
           ASSERT_NEAR(after[o + j], a * c - b * s, tol) << "pos " << pos[i] << " i " << j;
           ASSERT_NEAR(after[o + j + half], b * c + a * s, tol) << "pos " << pos[i] << " i " << j;
@@ -322,6 +366,34 @@ TEST(CpuBackendTest, RopeLlama3MatchesFormula) {
   EXPECT_GT(kept, 0);
   EXPECT_GT(divided, 0);
   EXPECT_GT(smoothed, 0);
+  CheckRopeAgainstFormula(p);
+}
+
+TEST(CpuBackendTest, RopeLinearYarnLongRopeMatchFormula) {
+  RopeParams p;
+  p.head_dim = 32;
+  p.theta = 10000.f;
+  p.scaling = RopeScaling::kLinear;
+  p.factor = 4.f;
+  CheckRopeAgainstFormula(p);
+
+  // Qwen's long-context yarn: factor 4 over an original 64 positions (so the
+  // ramp lies inside the 16 pairs), with its attention factor 0.1 ln 4 + 1.
+  p.scaling = RopeScaling::kYarn;
+  p.original_max_pos = 64;
+  p.beta_fast = 32.f;
+  p.beta_slow = 1.f;
+  p.attn_factor = float(0.1 * std::log(4.0) + 1);
+  std::vector<float> inv(16);
+  RopeInvFreq(p, inv.data());
+  const double plain0 = 1.0, plain15 = 1.0 / std::pow(10000.0, 30.0 / 32);
+  EXPECT_NEAR(inv[0], plain0, 1e-6);                  // fast pairs kept
+  EXPECT_NEAR(inv[15], plain15 / 4, 1e-6 * plain15);  // slow pairs interpolated
+  CheckRopeAgainstFormula(p);
+
+  p.scaling = RopeScaling::kLongRope;
+  p.attn_factor = 1.19f;
+  for (int i = 0; i < 16; ++i) p.ext_factors[i] = 1.f + 0.5f * float(i);
   CheckRopeAgainstFormula(p);
 }
 
@@ -435,11 +507,13 @@ struct AttnSetup {
   int n_heads, n_kv_heads, head_dim, block_tokens, n_blocks;
   std::vector<std::pair<int, int>> seqs;  // (start_pos, n_new)
   int threads;
+  AttnParams params = {};  // window, scale, soft-cap
 };
 
 // Fills each sequence's context [0, start_pos + n_new) through KvWrite into
 // blocks drawn from a shuffled pool, runs Attention once for all sequences
-// and compares with dense attention in double.
+// and compares with dense attention in double (the mask of a sliding window
+// applied to the whole context: keys before the window weigh nothing).
 void RunAttentionCase(const AttnSetup& c) {
   std::mt19937 rng(uint32_t(c.n_heads * 100 + c.n_kv_heads * 10 + int(c.dtype)));
   const int hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
@@ -479,9 +553,11 @@ void RunAttentionCase(const AttnSetup& c) {
   std::vector<float> q = RandomFloats(rng, size_t(rows * q_dim));
   std::vector<float> out(q.size(), -7.f);
   be->Attention(q.data(), seqs.data(), int(seqs.size()), tables.data(), c.n_heads, c.n_kv_heads, hd,
-                max_ctx, kv, out.data());
+                max_ctx, kv, c.params, out.data());
 
   const int group = c.n_heads / c.n_kv_heads;
+  const double scale = c.params.scale > 0 ? double(c.params.scale) : 1 / std::sqrt(double(hd));
+  const int window = c.params.window;
   for (size_t s = 0; s < seqs.size(); ++s) {
     for (int i = 0; i < seqs[s].n_new; ++i) {
       const int pos = seqs[s].start_pos + i;
@@ -495,7 +571,11 @@ void RunAttentionCase(const AttnSetup& c) {
           double dot = 0;
           for (int d = 0; d < hd; ++d)
             dot += double(qh[d]) * dense_k[s][size_t(t * kv_dim + kvh * hd + d)];
-          w[size_t(t)] = dot / std::sqrt(double(hd));
+          double score = dot * scale;
+          if (c.params.softcap > 0)
+            score = std::tanh(score / c.params.softcap) * double(c.params.softcap);
+          const bool masked = window > 0 && t <= pos - window;
+          w[size_t(t)] = masked ? -INFINITY : score;
           mx = std::max(mx, w[size_t(t)]);
         }
         double sum = 0;
@@ -537,6 +617,29 @@ INSTANTIATE_TEST_SUITE_P(DTypesAndGqa, CpuAttentionTest,
                            return std::string(DTypeName(info.param.dtype)) + "_gqa" +
                                   std::to_string(info.param.ratio);
                          });
+
+// A sliding window shorter than the contexts (and not a multiple of the
+// block size): every row sees only its last `window` keys, decode and
+// prefill rows alike, with GQA and 16-bit caches.
+TEST(CpuBackendTest, AttentionSlidingWindowMatchesMaskedDenseReference) {
+  for (DType t : {DType::kF32, DType::kF16}) {
+    for (int window : {1, 5, 8, 100}) {
+      AttnSetup s{t, 4, 2, 16, 4, 40, {{5, 6}, {13, 1}, {0, 9}, {30, 1}, {2, 20}}, 2};
+      s.params.window = window;
+      RunAttentionCase(s);
+    }
+  }
+}
+
+// gemma's score scale (query_pre_attn_scalar) and soft-cap, with a window.
+TEST(CpuBackendTest, AttentionScaleAndSoftCapMatchReference) {
+  AttnSetup s{DType::kF32, 4, 1, 16, 4, 40, {{5, 6}, {13, 1}, {0, 9}}, 2};
+  s.params.scale = 0.9f;  // large, so the cap bites: scores reach about +-10
+  s.params.softcap = 2.5f;
+  RunAttentionCase(s);
+  s.params.window = 4;
+  RunAttentionCase(s);
+}
 
 // Big enough to be split over the thread pool.
 TEST(CpuBackendTest, AttentionLargeBatchThreaded) {

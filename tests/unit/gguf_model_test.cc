@@ -21,6 +21,7 @@ namespace {
 
 using ::paged::testing::GgufBuilder;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct Tiny {
   std::string arch = "llama";
@@ -233,11 +234,49 @@ TEST_F(GgufModelTest, AcceptsQ8_0) {
   EXPECT_EQ(wq->rope_permute_head_dim, 8);
 }
 
+TEST_F(GgufModelTest, AcceptsBlockFormatsTensorByTensor) {
+  GgufBuilder b = TinyModel();  // rows of 32 values: one block of the 32-value formats
+  b.EraseTensor("blk.1.ffn_up.weight")
+      .Tensor("blk.1.ffn_up.weight", {32, 64}, GgufBuilder::kTypeQ4_0, std::string(64 * 18, '\0'));
+  b.EraseTensor("blk.0.ffn_up.weight")
+      .Tensor("blk.0.ffn_up.weight", {32, 64}, 39 /* MXFP4 */, std::string(64 * 17, '\0'));
+  absl::StatusOr<std::unique_ptr<ModelSource>> src = Open(b);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->Find("w_up", 1)->type, SourceType::kQ4_0);
+  EXPECT_EQ((*src)->Find("w_up", 0)->type, SourceType::kMXFP4);
+  EXPECT_EQ((*src)->Find("w_up", 0)->bytes, 64u * 17);
+  EXPECT_EQ((*src)->Find("w_gate", 0)->type, SourceType::kF32);
+}
+
 TEST_F(GgufModelTest, RejectsUnsupportedTensorType) {
   GgufBuilder b = TinyModel();
   b.EraseTensor("blk.1.ffn_up.weight")
-      .Tensor("blk.1.ffn_up.weight", {32, 64}, GgufBuilder::kTypeQ4_0, std::string(64 * 18, '\0'));
-  EXPECT_THAT(Error(b), HasSubstr("tensor 'blk.1.ffn_up.weight' has unsupported tensor type Q4_0"));
+      .Tensor("blk.1.ffn_up.weight", {32, 64}, 9 /* Q8_1 */, std::string(64 * 36, '\0'));
+  const std::string msg = Error(b);
+  EXPECT_THAT(msg, HasSubstr("tensor 'blk.1.ffn_up.weight' has unsupported tensor type Q8_1 "
+                             "(supported: F32, F16, BF16, Q8_0, Q4_0"));
+  EXPECT_THAT(msg, Not(HasSubstr("\n")));
+}
+
+TEST_F(GgufModelTest, BadBlockTensorsAreOneLineErrors) {
+  // Rows that are not whole blocks: a K format needs 256 values a row.
+  GgufBuilder b = TinyModel();
+  b.EraseTensor("blk.0.attn_q.weight")
+      .Tensor("blk.0.attn_q.weight", {32, 32}, 12 /* Q4_K */, std::string(144 * 4, '\0'));
+  EXPECT_THAT(Error(b), HasSubstr("tensor 'blk.0.attn_q.weight' is Q4_K with row length 32, not a "
+                                  "multiple of its block size 256"));
+  // An unknown type id.
+  b = TinyModel();
+  b.EraseTensor("blk.0.attn_k.weight")
+      .Tensor("blk.0.attn_k.weight", {32, 16}, 77, std::string(32 * 16 * 4, '\0'));
+  EXPECT_THAT(Error(b), HasSubstr("tensor 'blk.0.attn_k.weight' has unknown ggml type 77"));
+  // A K-quant tensor whose blocks end early (the last tensor of the file).
+  b = TinyModel();
+  b.Tensor("blk.9.ffn_up.weight", {256, 4}, 14 /* Q6_K */, std::string(210 * 3, '\0'));
+  const std::string msg = Error(b);
+  EXPECT_THAT(msg, HasSubstr("tensor 'blk.9.ffn_up.weight' data (840 bytes"));
+  EXPECT_THAT(msg, HasSubstr("runs past the end of the file"));
+  EXPECT_THAT(msg, Not(HasSubstr("\n")));
 }
 
 TEST_F(GgufModelTest, RejectsMissingMetadata) {
@@ -310,8 +349,30 @@ TEST_F(GgufModelTest, RejectsUnknownTensorsAndBadRopeDims) {
   b.U32("llama.rope.dimension_count", 4);
   EXPECT_THAT(Error(b), HasSubstr("rope.dimension_count 4 differs from head_dim 8"));
   b = TinyModel();
+  b.String("llama.rope.scaling.type", "ntk").F32("llama.rope.scaling.factor", 4.f);
+  EXPECT_THAT(Error(b), HasSubstr("unsupported llama.rope.scaling.type 'ntk' (supported: none, "
+                                  "linear, yarn, longrope)"));
+}
+
+// Linear and yarn scaling as llama.cpp reads them (the yarn attention factor
+// is the one llama.cpp derives from the factor).
+TEST_F(GgufModelTest, LinearAndYarnRopeScaling) {
+  GgufBuilder b = TinyModel();
+  b.String("llama.rope.scaling.type", "linear").F32("llama.rope.scaling.factor", 4.f);
+  auto src = Open(b);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->config.rope_scaling, RopeScaling::kLinear);
+  EXPECT_EQ((*src)->config.rope_factor, 4.f);
+  b = TinyModel();
   b.String("llama.rope.scaling.type", "yarn").F32("llama.rope.scaling.factor", 4.f);
-  EXPECT_THAT(Error(b), HasSubstr("unsupported rope scaling 'yarn'"));
+  b.U32("llama.rope.scaling.original_context_length", 32);
+  src = Open(b);
+  ASSERT_TRUE(src.ok()) << src.status();
+  const ModelConfig& c = (*src)->config;
+  EXPECT_EQ(c.rope_scaling, RopeScaling::kYarn);
+  EXPECT_EQ(c.rope_original_max_pos, 32);
+  EXPECT_FLOAT_EQ(c.rope_attn_factor, 0.1f * std::log(4.f) + 1.f);
+  EXPECT_EQ(c.rope_beta_fast, 32.f);
 }
 
 TEST_F(GgufModelTest, RejectsInconsistentTokenizer) {

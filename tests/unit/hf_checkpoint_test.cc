@@ -2,10 +2,12 @@
 // built from tiny tensors in a temporary directory.
 #include "store/hf_checkpoint.h"
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "common/dtype.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -264,16 +266,103 @@ TEST(HfConfigTest, Llama3RopeScalingParsed) {
 
 TEST(HfConfigTest, UnsupportedRopeScaling) {
   json j = TinyConfig();
-  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  EXPECT_THAT(
-      Msg(Parse(j).status()),
-      HasSubstr(
-          "config.json: unsupported rope_scaling type 'linear' (supported: default, llama3)"));
-  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("unsupported rope_scaling type 'yarn'"));
+  j["rope_scaling"] = {{"type", "mrope"}, {"factor", 2.0}};
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("config.json: unsupported rope_scaling type 'mrope' (supported: default, "
+                        "linear, dynamic, yarn, longrope, llama3)"));
   j["rope_scaling"] = {{"rope_type", "default"}};
   ASSERT_TRUE(Parse(j).ok());
   EXPECT_EQ(Parse(j)->rope_scaling, RopeScaling::kNone);
+  j["rope_scaling"] = {{"rope_type", "linear"}};
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("missing 'rope_scaling.factor'"));
+  j = TinyConfig();
+  j["partial_rotary_factor"] = 0.75;
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("'partial_rotary_factor' 0.75 is not supported (RoPE must rotate the "
+                        "whole head)"));
+}
+
+TEST(HfConfigTest, LinearAndDynamicRopeScaling) {
+  json j = TinyConfig();
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kLinear);
+  EXPECT_EQ(c->rope_factor, 2.f);
+  EXPECT_EQ(c->max_context, 64);  // linear does not extend the context by itself
+  j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 4.0}};
+  c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kDynamic);
+  EXPECT_EQ(c->max_context, 64);
+}
+
+// Qwen's long-context yarn as its model cards write it (transformers 4.x)
+// and as transformers 5 saves it; the attention factor from factor or mscale.
+TEST(HfConfigTest, YarnRopeScaling) {
+  json j = TinyConfig("qwen2");
+  j["max_position_embeddings"] = 32768;
+  j["rope_scaling"] = {
+      {"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}};
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kYarn);
+  EXPECT_EQ(c->rope_factor, 4.f);
+  EXPECT_EQ(c->rope_original_max_pos, 32768);
+  EXPECT_FLOAT_EQ(c->rope_attn_factor, float(0.1 * std::log(4.0) + 1));
+  EXPECT_EQ(c->rope_beta_fast, 32.f);
+  EXPECT_EQ(c->rope_beta_slow, 1.f);
+  EXPECT_EQ(c->rope_yarn_truncate, 1);
+  EXPECT_EQ(c->max_context, 131072);  // factor * original
+
+  j.erase("rope_scaling");
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e6},
+                          {"factor", 2.0},       {"attention_factor", 1.5},
+                          {"beta_fast", 16.0},   {"beta_slow", 2.0},
+                          {"truncate", false},   {"original_max_position_embeddings", 16384}};
+  c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_theta, 1e6f);
+  EXPECT_EQ(c->rope_attn_factor, 1.5f);
+  EXPECT_EQ(c->rope_beta_fast, 16.f);
+  EXPECT_EQ(c->rope_beta_slow, 2.f);
+  EXPECT_EQ(c->rope_yarn_truncate, 0);
+  EXPECT_EQ(c->max_context, 32768);
+  j["rope_parameters"].erase("attention_factor");
+  j["rope_parameters"]["mscale"] = 1.0;
+  j["rope_parameters"]["mscale_all_dim"] = 0.5;
+  c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FLOAT_EQ(c->rope_attn_factor,
+                  float((0.1 * std::log(2.0) + 1) / (0.05 * std::log(2.0) + 1)));
+}
+
+// Phi-3 128k: longrope with top-level original_max_position_embeddings; the
+// long factors serve a context longer than the original, the short ones not.
+TEST(HfConfigTest, LongRopeScaling) {
+  json j = TinyConfig("phi3");
+  j["architectures"] = {"Phi3ForCausalLM"};
+  j["max_position_embeddings"] = 131072;
+  j["original_max_position_embeddings"] = 4096;
+  j["rope_scaling"] = {
+      {"type", "longrope"}, {"long_factor", {1.5, 2.5}}, {"short_factor", {1.0, 1.25}}};
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kLongRope);
+  EXPECT_EQ(c->rope_original_max_pos, 4096);
+  ASSERT_EQ(c->n_rope_factors, 2);
+  EXPECT_EQ(c->rope_factors[0], 1.5f);
+  EXPECT_EQ(c->rope_factors[1], 2.5f);
+  EXPECT_FLOAT_EQ(c->rope_attn_factor, float(std::sqrt(1 + std::log(32.0) / std::log(4096.0))));
+  j["max_position_embeddings"] = 4096;  // no extension: short factors, factor 1
+  c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_factors[1], 1.25f);
+  EXPECT_EQ(c->rope_attn_factor, 1.f);
+  j["rope_scaling"]["short_factor"] = {1.0, 1.0, 1.0};
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("'rope_scaling.short_factor' has 3 values, expected head_dim / 2 = 2"));
 }
 
 // transformers 5 writes one "rope_parameters" object instead of top-level
@@ -294,8 +383,8 @@ TEST(HfConfigTest, Transformers5RopeParameters) {
   EXPECT_EQ(c->rope_scaling, RopeScaling::kLlama3);
   EXPECT_EQ(c->rope_factor, 8.f);
   EXPECT_EQ(c->rope_original_max_pos, 16);
-  j["rope_parameters"] = {{"rope_theta", 1e4}, {"rope_type", "yarn"}};
-  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("unsupported rope_parameters type 'yarn'"));
+  j["rope_parameters"] = {{"rope_theta", 1e4}, {"rope_type", "ntk-by-parts"}};
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("unsupported rope_parameters type 'ntk-by-parts'"));
 }
 
 TEST(HfConfigTest, EosList) {
@@ -324,6 +413,142 @@ TEST(HfConfigTest, Qwen2BiasAndSlidingWindow) {
   EXPECT_EQ(c->sliding_window, 0);
   j["use_sliding_window"] = true;
   EXPECT_EQ(Parse(j)->sliding_window, 4096);
+}
+
+TEST(HfConfigTest, MistralWindowOnEveryLayer) {
+  json j = TinyConfig("mistral");
+  j["sliding_window"] = 16;
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->sliding_window, 16);
+  EXPECT_TRUE(c->IsSlidingLayer(0));
+  EXPECT_TRUE(c->IsSlidingLayer(1));
+  j = TinyConfig();  // llama has no window, whatever the file says
+  j["sliding_window"] = 16;
+  EXPECT_EQ(Parse(j)->sliding_window, 0);
+  EXPECT_FALSE(Parse(j)->IsSlidingLayer(0));
+}
+
+TEST(HfConfigTest, Qwen3QkNormAndHeadDim) {
+  json j = TinyConfig("qwen3");
+  j["architectures"] = {"Qwen3ForCausalLM"};
+  j["head_dim"] = 16;  // q_dim 32 != hidden 8
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->arch, Arch::kQwen3);
+  EXPECT_EQ(c->head_dim, 16);
+  EXPECT_EQ(c->q_dim(), 32);
+  EXPECT_EQ(c->qk_norm, 1);
+  EXPECT_EQ(c->qkv_bias, 0);
+  EXPECT_EQ(c->sandwich_norm, 0);
+  EXPECT_EQ(c->mlp_act, MlpActivation::kSilu);
+  EXPECT_EQ(c->AttnScale(), 0.25f);
+}
+
+json GemmaConfig(const std::string& model_type) {
+  json j = TinyConfig(model_type);
+  j["architectures"] = {model_type == "gemma2" ? "Gemma2ForCausalLM" : "Gemma3ForCausalLM"};
+  j["num_hidden_layers"] = 6;
+  j["head_dim"] = 4;
+  j.erase("tie_word_embeddings");
+  j["hidden_activation"] = "gelu_pytorch_tanh";
+  j["query_pre_attn_scalar"] = 16;
+  j["sliding_window"] = 8;
+  return j;
+}
+
+// Gemma 2 as its Hub configs are (transformers 4.x): the class defaults
+// (tied embeddings, soft-caps 50 / 30), even layers sliding.
+TEST(HfConfigTest, Gemma2) {
+  json j = GemmaConfig("gemma2");
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->arch, Arch::kGemma2);
+  EXPECT_EQ(c->tied_embeddings, 1);
+  EXPECT_EQ(c->sandwich_norm, 1);
+  EXPECT_EQ(c->qk_norm, 0);
+  EXPECT_EQ(c->mlp_act, MlpActivation::kGeluTanh);
+  EXPECT_FLOAT_EQ(c->embed_scale, std::sqrt(8.f));
+  EXPECT_EQ(c->attn_scale, 0.25f);
+  EXPECT_EQ(c->attn_softcap, 50.f);
+  EXPECT_EQ(c->final_softcap, 30.f);
+  EXPECT_EQ(c->sliding_window, 8);
+  for (int l = 0; l < 6; ++l) EXPECT_EQ(c->IsSlidingLayer(l), l % 2 == 0) << l;
+  EXPECT_EQ(c->rope_local_theta, 0.f);
+
+  j["attn_logit_softcapping"] = nullptr;  // none, not the default
+  j["final_logit_softcapping"] = 20.0;
+  j["layer_types"] = {"full_attention",    "sliding_attention", "full_attention",
+                      "sliding_attention", "full_attention",    "full_attention"};
+  c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->attn_softcap, 0.f);
+  EXPECT_EQ(c->final_softcap, 20.f);
+  EXPECT_FALSE(c->IsSlidingLayer(0));
+  EXPECT_TRUE(c->IsSlidingLayer(3));
+  EXPECT_FALSE(c->IsSlidingLayer(5));
+  j["layer_types"][2] = "chunked_attention";
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("'layer_types[2]' is 'chunked_attention' (supported: full_attention, "
+                        "sliding_attention)"));
+  j.erase("layer_types");
+  j["hidden_activation"] = "relu";
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("unsupported 'hidden_activation' 'relu' (supported: silu, "
+                        "gelu_pytorch_tanh)"));
+}
+
+// Gemma 3 text, Hub form (transformers 4.x): global RoPE with linear scaling,
+// local layers at rope_local_base_freq, every sliding_window_pattern-th layer
+// global, q/k norms, no soft-caps by default.
+TEST(HfConfigTest, Gemma3TextHubForm) {
+  json j = GemmaConfig("gemma3_text");
+  j["rope_theta"] = 1000000.0;
+  j["rope_local_base_freq"] = 10000.0;
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  j["sliding_window_pattern"] = 3;
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->arch, Arch::kGemma3);
+  EXPECT_EQ(c->qk_norm, 1);
+  EXPECT_EQ(c->sandwich_norm, 1);
+  EXPECT_EQ(c->attn_softcap, 0.f);
+  EXPECT_EQ(c->final_softcap, 0.f);
+  EXPECT_EQ(c->rope_theta, 1e6f);
+  EXPECT_EQ(c->rope_local_theta, 1e4f);
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kLinear);
+  EXPECT_EQ(c->rope_factor, 8.f);
+  for (int l = 0; l < 6; ++l) EXPECT_EQ(c->IsSlidingLayer(l), (l + 1) % 3 != 0) << l;
+  j.erase("sliding_window_pattern");  // default 6
+  c = Parse(j);
+  for (int l = 0; l < 6; ++l) EXPECT_EQ(c->IsSlidingLayer(l), l != 5) << l;
+
+  j["model_type"] = "gemma3";
+  j["architectures"] = {"Gemma3ForConditionalGeneration"};
+  EXPECT_THAT(Msg(Parse(j).status()), HasSubstr("unsupported architecture 'gemma3' (the "
+                                                "multimodal Gemma3ForConditionalGeneration"));
+}
+
+// Gemma 3 text as transformers 5 saves it: one rope object per layer type.
+TEST(HfConfigTest, Gemma3TextTransformers5) {
+  json j = GemmaConfig("gemma3_text");
+  j.erase("rope_theta");
+  j["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1e6}}},
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 1e4}}}};
+  j["layer_types"] = {"sliding_attention", "sliding_attention", "full_attention",
+                      "sliding_attention", "sliding_attention", "full_attention"};
+  auto c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_theta, 1e6f);
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kLinear);
+  EXPECT_EQ(c->rope_local_theta, 1e4f);
+  EXPECT_TRUE(c->IsSlidingLayer(0));
+  EXPECT_FALSE(c->IsSlidingLayer(2));
+  j["rope_parameters"]["sliding_attention"]["rope_type"] = "yarn";
+  EXPECT_THAT(Msg(Parse(j).status()),
+              HasSubstr("unsupported rope_parameters.sliding_attention type 'yarn' (supported: "
+                        "default)"));
 }
 
 // ---------------------------------------------------------------------------
@@ -495,6 +720,101 @@ TEST_F(HfCheckpointTest, Qwen2WithoutBiases) {
 TEST_F(HfCheckpointTest, LlamaWithBiases) {
   WriteModel(TinyConfig(), TinyTensors(/*qkv_bias=*/true));
   EXPECT_THAT(Msg(OpenError()), HasSubstr("unexpected tensor layer 0 bk (not used by llama"));
+}
+
+// Qwen3's per-head norms: q_norm / k_norm [head_dim], required.
+TEST_F(HfCheckpointTest, Qwen3QkNorms) {
+  json config = TinyConfig("qwen3");
+  std::vector<SafetensorsEntry> e = TinyTensors();
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".self_attn.";
+    e.push_back({p + "q_norm.weight", "F32", {4}});
+    e.push_back({p + "k_norm.weight", "F32", {4}});
+  }
+  WriteModel(config, e);
+  auto src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  ASSERT_NE((*src)->Find("q_norm", 1), nullptr);
+  EXPECT_EQ((*src)->Find("k_norm", 0)->cols, 4);
+  Remove(e, "model.layers.1.self_attn.k_norm.weight");
+  WriteModel(config, e);
+  EXPECT_THAT(Msg(OpenError()), HasSubstr("missing tensor layer 1 k_norm"));
+}
+
+// Gemma's names (its post_attention_layernorm is the sandwich norm) and its
+// (1 + w) norms, added at load in f32 from any stored type.
+TEST_F(HfCheckpointTest, GemmaNormsGetOneAdded) {
+  json config = GemmaConfig("gemma2");
+  config["num_hidden_layers"] = 2;
+  std::vector<SafetensorsEntry> e = TinyTensors(false, /*lm_head=*/false, "BF16");
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    e.push_back({p + "pre_feedforward_layernorm.weight", "BF16", {8}});
+    e.push_back({p + "post_feedforward_layernorm.weight", "BF16", {8}});
+  }
+  WriteModel(config, e);
+  auto src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  const ModelSource& m = **src;
+  for (const char* name : {"attn_norm", "post_attn_norm", "ffn_norm", "post_ffn_norm"}) {
+    const SourceTensor* t = m.Find(name, 1);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(t->type, SourceType::kF32) << name;
+    EXPECT_EQ(t->bytes, 8u * 4);
+  }
+  const SourceTensor* out_norm = m.Find("output_norm");
+  ASSERT_EQ(out_norm->type, SourceType::kF32);
+  // model.norm.weight is the second tensor written: bf16 bytes 128..143 of
+  // the pattern (32 * 8 * 2 bytes of embeddings come first).
+  for (int i = 0; i < 8; ++i) {
+    const uint16_t bits = uint16_t(((512 + 2 * i) % 251) | (((512 + 2 * i + 1) % 251) << 8));
+    float got;
+    std::memcpy(&got, out_norm->data + 4 * i, 4);
+    EXPECT_EQ(got, 1.f + Bf16ToFloat(bits)) << i;
+  }
+  EXPECT_EQ(m.Find("wq", 0)->type, SourceType::kBF16);  // matrices as stored
+}
+
+// Phi-3's fused qkv_proj and gate_up_proj become wq / wk / wv and
+// w_gate / w_up: row ranges of the stored matrices, in place.
+TEST_F(HfCheckpointTest, Phi3FusedProjectionsSplit) {
+  json config = TinyConfig("phi3");
+  std::vector<SafetensorsEntry> e = {{"model.embed_tokens.weight", "F16", {32, 8}},
+                                     {"model.norm.weight", "F16", {8}},
+                                     {"lm_head.weight", "F16", {32, 8}}};
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    e.push_back({p + "input_layernorm.weight", "F16", {8}});
+    e.push_back({p + "self_attn.qkv_proj.weight", "F16", {16, 8}});
+    e.push_back({p + "self_attn.o_proj.weight", "F16", {8, 8}});
+    e.push_back({p + "post_attention_layernorm.weight", "F16", {8}});
+    e.push_back({p + "mlp.gate_up_proj.weight", "F16", {32, 8}});
+    e.push_back({p + "mlp.down_proj.weight", "F16", {8, 16}});
+  }
+  WriteModel(config, e);
+  auto src = OpenHfCheckpoint(dir_.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  const ModelSource& m = **src;
+  const SourceTensor *wq = m.Find("wq", 1), *wk = m.Find("wk", 1), *wv = m.Find("wv", 1);
+  ASSERT_TRUE(wq && wk && wv);
+  EXPECT_EQ(wq->rows, 8);
+  EXPECT_EQ(wk->rows, 4);
+  EXPECT_EQ(wv->rows, 4);
+  EXPECT_EQ(wk->data, wq->data + 8 * 8 * 2);
+  EXPECT_EQ(wv->data, wk->data + 4 * 8 * 2);
+  EXPECT_EQ(wv->bytes, 4u * 8 * 2);
+  const SourceTensor *gate = m.Find("w_gate", 0), *up = m.Find("w_up", 0);
+  ASSERT_TRUE(gate && up);
+  EXPECT_EQ(gate->rows, 16);
+  EXPECT_EQ(up->data, gate->data + 16 * 8 * 2);
+  EXPECT_EQ(m.Find("ffn_norm", 0)->cols, 8);
+
+  Replace(e, "model.layers.0.self_attn.qkv_proj.weight",
+          {"model.layers.0.self_attn.qkv_proj.weight", "F16", {12, 8}});
+  WriteModel(config, e);
+  EXPECT_THAT(Msg(OpenError()),
+              HasSubstr("tensor 'model.layers.0.self_attn.qkv_proj.weight' has 12 rows; the "
+                        "config implies 8 + 4 + 4 = 16"));
 }
 
 TEST_F(HfCheckpointTest, ShardedCheckpointWithIndex) {

@@ -1,7 +1,9 @@
 // Layout invariants of the segment plan and what FillSegment writes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "common/quant.h"
@@ -17,8 +19,9 @@ using testing::MakeSyntheticModel;
 using testing::SmallConfig;
 
 struct Built {
-  SegmentHeader h;
+  std::unique_ptr<SegmentHeader> owned;  // the header is large: on the heap
   std::vector<uint8_t> mem;
+  const SegmentHeader& h() const { return *owned; }
 };
 
 Built Build(const ModelSource& src, const std::string& format, double kv_gib = 0.01) {
@@ -27,10 +30,11 @@ Built Build(const ModelSource& src, const std::string& format, double kv_gib = 0
   opts.kv_gib = kv_gib;
   auto plan = PlanSegment(src, opts);
   EXPECT_TRUE(plan.ok()) << plan.status();
-  Built b{*plan, std::vector<uint8_t>(plan->total_bytes)};
-  EXPECT_TRUE(FillSegment(src, b.h, b.mem.data(), 2, nullptr).ok());
-  b.h.header_checksum = ComputeHeaderChecksum(b.h);
-  std::memcpy(b.mem.data(), &b.h, sizeof(b.h));
+  Built b{*std::move(plan), {}};
+  b.mem.resize(b.owned->total_bytes);
+  EXPECT_TRUE(FillSegment(src, *b.owned, b.mem.data(), 2, nullptr).ok());
+  b.owned->header_checksum = ComputeHeaderChecksum(*b.owned);
+  std::memcpy(b.mem.data(), b.owned.get(), sizeof(SegmentHeader));
   return b;
 }
 
@@ -42,7 +46,7 @@ TEST_P(LayoutTest, RegionsAndBlocksFollowTheContract) {
   c.arch = c.qkv_bias ? Arch::kQwen2 : Arch::kLlama;
   auto m = MakeSyntheticModel(c);
   Built b = Build(m->source, GetParam());
-  const SegmentHeader& h = b.h;
+  const SegmentHeader& h = b.h();
   ASSERT_TRUE(ValidateHeader(h, b.mem.size()).ok()) << ValidateHeader(h, b.mem.size());
 
   // Regions in order, each 2 MiB aligned where the contract says so.
@@ -54,22 +58,31 @@ TEST_P(LayoutTest, RegionsAndBlocksFollowTheContract) {
   EXPECT_LE(h.LayerOffset(c.n_layers - 1) + h.layer_block_bytes, h.kv_offset);
   EXPECT_EQ(h.kv_offset % kSegmentAlign, 0u);
   EXPECT_EQ(h.total_bytes, h.kv_offset + h.kv_bytes);
-  EXPECT_EQ(h.n_layer_tensors, c.qkv_bias ? 12u : 9u);
-
-  // Every tensor of the template aligned and inside the block, no overlaps.
-  std::vector<std::pair<uint64_t, uint64_t>> spans;
-  for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
-    const TensorEntry& e = h.layer_tensors[i];
-    EXPECT_EQ(e.offset % kTensorAlign, 0u) << e.Name();
-    EXPECT_LE(e.offset + e.bytes, h.layer_used_bytes) << e.Name();
-    spans.push_back({e.offset, e.offset + e.bytes});
-    if (e.scale_bytes) {
-      EXPECT_LE(e.scale_offset + e.scale_bytes, h.layer_used_bytes);
-      spans.push_back({e.scale_offset, e.scale_offset + e.scale_bytes});
+  // Every layer's own table: every tensor aligned and inside the block, no
+  // overlaps, its checksum that of the bytes written. Same types: same tables.
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerTable& t = h.Layer(l);
+    EXPECT_EQ(t.n_tensors, c.qkv_bias ? 12u : 9u);
+    EXPECT_EQ(t.used_bytes, h.layer_used_bytes);
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    for (uint32_t i = 0; i < t.n_tensors; ++i) {
+      const TensorEntry& e = t.tensors[i];
+      EXPECT_EQ(e.offset % kTensorAlign, 0u) << e.Name();
+      EXPECT_LE(e.offset + e.bytes, t.used_bytes) << e.Name();
+      EXPECT_EQ(e.offset, h.Layer(0).tensors[i].offset);
+      spans.push_back({e.offset, e.offset + e.bytes});
+      const uint8_t* block = b.mem.data() + h.LayerOffset(l);
+      uint64_t sum = Fnv1a64(block + e.offset, e.bytes);
+      if (e.scale_bytes) {
+        EXPECT_LE(e.scale_offset + e.scale_bytes, t.used_bytes);
+        spans.push_back({e.scale_offset, e.scale_offset + e.scale_bytes});
+        sum = Fnv1a64(block + e.scale_offset, e.scale_bytes, sum);
+      }
+      EXPECT_EQ(e.checksum, sum) << "layer " << l << " " << e.Name();
     }
+    std::sort(spans.begin(), spans.end());
+    for (size_t i = 1; i < spans.size(); ++i) EXPECT_LE(spans[i - 1].second, spans[i].first);
   }
-  std::sort(spans.begin(), spans.end());
-  for (size_t i = 1; i < spans.size(); ++i) EXPECT_LE(spans[i - 1].second, spans[i].first);
 
   // KV geometry.
   const uint64_t elt = h.kv_dtype == uint32_t(DType::kF32) ? 4 : 2;
@@ -81,8 +94,8 @@ TEST_P(LayoutTest, RegionsAndBlocksFollowTheContract) {
 TEST_P(LayoutTest, LayerContentsMatchTheSource) {
   auto m = MakeSyntheticModel(SmallConfig());
   Built b = Build(m->source, GetParam());
-  const SegmentHeader& h = b.h;
-  const TensorEntry* wg = h.FindLayerTensor("w_gate");
+  const SegmentHeader& h = b.h();
+  const TensorEntry* wg = h.LayerTensor(2, "w_gate");
   ASSERT_NE(wg, nullptr);
   const SourceTensor* src = m->source.Find("w_gate", 2);
   const uint8_t* block = b.mem.data() + h.LayerOffset(2);
@@ -112,6 +125,8 @@ TEST_P(LayoutTest, LayerContentsMatchTheSource) {
         DequantizeRowInt4(p + r * ((src->cols + 1) / 2), scales, src->cols, int(wg->group),
                           got.data());
         break;
+      default:
+        FAIL() << "unexpected dtype " << DTypeName(wg->Type());
     }
     const float tol = wg->Type() == DType::kF32  ? 0.f
                       : wg->Type() == DType::kI4 ? 0.15f
@@ -121,7 +136,7 @@ TEST_P(LayoutTest, LayerContentsMatchTheSource) {
       EXPECT_NEAR(got[i], row[i], tol) << "row " << r << " col " << i;
   }
   // Norms stay f32 whatever the format.
-  const TensorEntry* norm = h.FindLayerTensor("ffn_norm");
+  const TensorEntry* norm = h.LayerTensor(2, "ffn_norm");
   EXPECT_EQ(norm->Type(), DType::kF32);
   EXPECT_EQ(std::memcmp(block + norm->offset, m->source.Find("ffn_norm", 2)->data, norm->bytes), 0);
 }
@@ -134,9 +149,9 @@ TEST(LayoutTest, NativeOfF32CheckpointIsF16AndTiedHasNoOutput) {
   c.tied_embeddings = 1;
   auto m = MakeSyntheticModel(c);
   Built b = Build(m->source, "native");
-  EXPECT_EQ(b.h.weight_format, uint32_t(WeightFormat::kF16));
-  EXPECT_EQ(b.h.FindGlobal("output"), nullptr);
-  EXPECT_EQ(b.h.n_global_tensors, 2u);
+  EXPECT_EQ(b.h().weight_format, uint32_t(WeightFormat::kF16));
+  EXPECT_EQ(b.h().FindGlobal("output"), nullptr);
+  EXPECT_EQ(b.h().n_global_tensors, 2u);
 }
 
 TEST(LayoutTest, BadOptionsAreClearErrors) {
@@ -153,28 +168,42 @@ TEST(LayoutTest, BadOptionsAreClearErrors) {
 TEST(ValidateHeaderTest, RejectsCorruption) {
   auto m = MakeSyntheticModel(SmallConfig());
   Built b = Build(m->source, "f16");
-  ASSERT_TRUE(ValidateHeader(b.h, b.mem.size()).ok());
+  ASSERT_TRUE(ValidateHeader(b.h(), b.mem.size()).ok());
   auto corrupt = [&](auto mutate, const char* want) {
-    SegmentHeader h = b.h;
-    mutate(h);
-    h.header_checksum = ComputeHeaderChecksum(h);
-    const absl::Status s = ValidateHeader(h, b.mem.size());
+    auto h = std::make_unique<SegmentHeader>(b.h());
+    mutate(*h);
+    h->header_checksum = ComputeHeaderChecksum(*h);
+    const absl::Status s = ValidateHeader(*h, b.mem.size());
     EXPECT_FALSE(s.ok()) << want;
     EXPECT_NE(s.message().find(want), std::string::npos) << s;
   };
   corrupt([](SegmentHeader& h) { h.magic[0] = 'X'; }, "bad magic");
   corrupt([](SegmentHeader& h) { h.layout_version = 99; }, "layout version");
-  corrupt([](SegmentHeader& h) { h.layer_tensors[1].offset = h.layer_used_bytes; },
-          "outside its region");
-  corrupt([](SegmentHeader& h) { h.layer_tensors[1].rows += 1; }, "size does not match shape");
+  corrupt([](SegmentHeader& h) { h.layers[1].tensors[1].offset = h.layers[1].used_bytes; },
+          "layer 1 tensor 'wq': data outside its region");
+  corrupt([](SegmentHeader& h) { h.layers[2].tensors[1].rows += 1; }, "size does not match shape");
   corrupt([](SegmentHeader& h) { h.kv_bytes = 1ull << 60; }, "KV pool out of bounds");
   corrupt([](SegmentHeader& h) { h.layer_block_bytes = 1ull << 62; }, "layer");
   corrupt([](SegmentHeader& h) { h.model.n_kv_heads = 3; }, "n_kv_heads");
-  corrupt([](SegmentHeader& h) { h.n_layer_tensors = 1000; }, "too many tensors");
-  SegmentHeader h = b.h;
-  h.generation += 1;  // without a new checksum
-  EXPECT_NE(ValidateHeader(h, b.mem.size()).message().find("checksum"), std::string::npos);
-  EXPECT_FALSE(ValidateHeader(b.h, b.mem.size() - 1).ok());
+  corrupt([](SegmentHeader& h) { h.layers[0].n_tensors = 1000; }, "too many tensors");
+  corrupt([](SegmentHeader& h) { h.layers[1].n_tensors = 0; }, "layer 1 has no tensors");
+  corrupt([](SegmentHeader& h) { h.layers[1].used_bytes = h.layer_used_bytes + 1; },
+          "more than the");
+  corrupt([](SegmentHeader& h) { h.layer_used_bytes += kTensorAlign; },
+          "layer_used_bytes is not the largest layer's");
+  corrupt([](SegmentHeader& h) { h.model.n_layers = kMaxSegmentLayers + 1; }, "layer tables");
+  corrupt(
+      [](SegmentHeader& h) {
+        TensorEntry& e = h.layers[0].tensors[1];  // wq [64, 64] as q4_k: rows are not whole blocks
+        e.dtype = uint32_t(DType::kQ4_K);
+        e.bytes = PayloadBytes(DType::kQ4_K, uint64_t(e.rows), uint64_t(e.cols));
+      },
+      "q4_k rows of 64 values are not whole blocks of 256");
+  corrupt([](SegmentHeader& h) { h.layers[0].tensors[1].dtype = 99; }, "unknown dtype");
+  auto h = std::make_unique<SegmentHeader>(b.h());
+  h->generation += 1;  // without a new checksum
+  EXPECT_NE(ValidateHeader(*h, b.mem.size()).message().find("checksum"), std::string::npos);
+  EXPECT_FALSE(ValidateHeader(b.h(), b.mem.size() - 1).ok());
 }
 
 TEST(ConvertTest, RopePermutationMovesAdjacentPairsToHalves) {

@@ -114,7 +114,8 @@ Subprocess::Subprocess(std::vector<std::string> argv) {
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
-  const int rc = ::posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+  // A bare name (openssl, curl) is looked up on $PATH; a path is used as it is.
+  const int rc = ::posix_spawnp(&pid_, args[0], &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   ::close(fds[1]);
   fd_ = fds[0];

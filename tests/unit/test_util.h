@@ -66,7 +66,8 @@ std::string BinaryPath(std::string_view name);
 // A segment name unique to this process and call.
 std::string UniqueSegmentName(std::string_view stem);
 
-// A child process started with exec (posix_spawn), its stdout and stderr
+// A child process started with exec (posix_spawnp: a bare name is looked up
+// on $PATH), its stdout and stderr
 // merged into one pipe that the test reads. Killed (SIGKILL) at destruction
 // if still running.
 class Subprocess {

@@ -181,7 +181,8 @@ class Backend {
   // ---- ops ----------------------------------------------------------------
   // out[i, :] = f32(table[ids[i], :]); ids: [n] in backend memory.
   virtual void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) = 0;
-  // out[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * w; x, out: [n, dim].
+  // out[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * w; x, out: [n, dim];
+  // out may be x. Per-head norms are rows of head_dim: n = rows * heads.
   virtual void RmsNorm(const float* x, const float* w, int n, int dim, float eps, float* out) = 0;
   // out[n, w.rows] = x[n, w.cols] @ w^T (+ bias[w.rows] if not null),
   // accumulated in f32 whatever w's storage type. Row i of out starts at
@@ -190,7 +191,8 @@ class Backend {
   virtual void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out,
                       int64_t ldo = 0) = 0;
   // Rotates q [n, n_heads * head_dim] and k [n, n_kv_heads * head_dim] in
-  // place at positions pos [n], halves convention: (x[i], x[i + head_dim/2]).
+  // place at positions pos [n], halves convention: (x[i], x[i + head_dim/2]),
+  // by pos * RopeInvFreq(p)[i], with cos and sin multiplied by p.attn_factor.
   virtual void Rope(float* q, float* k, const int32_t* pos, int n, int n_heads, int n_kv_heads,
                     const RopeParams& p) = 0;
   // Writes k, v [n, kv_dim] into the cache rows slots[i] (block = slot /
@@ -200,13 +202,24 @@ class Backend {
   // Causal grouped-query attention over paged KV. For each of `n_seqs`
   // sequences (seqs[s], backend memory), its q rows attend to positions
   // [0, start_pos + i] read through its block table (block_tables, backend
-  // memory). q, out: [n, n_heads * head_dim]; scale 1/sqrt(head_dim).
-  // max_ctx: the longest context of the step (start_pos + n_new) for sizing.
+  // memory); with p.window > 0 only to the last p.window of them (the cache
+  // still holds the older ones). Scores: (q . k) * scale (1/sqrt(head_dim)
+  // unless p.scale), soft-capped when p.softcap > 0, softmax in f32.
+  // q, out: [n, n_heads * head_dim]. max_ctx: the longest context of the
+  // step (start_pos + n_new) for sizing.
   virtual void Attention(const float* q, const AttnSeq* seqs, int n_seqs,
                          const int32_t* block_tables, int n_heads, int n_kv_heads, int head_dim,
-                         int max_ctx, const KvLayerView& kv, float* out) = 0;
+                         int max_ctx, const KvLayerView& kv, const AttnParams& p, float* out) = 0;
   // out[i, j] = silu(gate[i, j]) * up[i, j]; [n, dim]. out may alias gate.
   virtual void SwiGlu(const float* gate, const float* up, int n, int dim, float* out) = 0;
+  // out[i, j] = gelu_tanh(gate[i, j]) * up[i, j] (GeGLU, transformers'
+  // gelu_pytorch_tanh: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))); [n, dim].
+  // out may alias gate.
+  virtual void GeGlu(const float* gate, const float* up, int n, int dim, float* out) = 0;
+  // x[i] *= s for i < count.
+  virtual void Scale(float* x, int64_t count, float s) = 0;
+  // x[i] = cap * tanh(x[i] / cap) for i < count (cap > 0).
+  virtual void SoftCap(float* x, int64_t count, float cap) = 0;
   // x[i] += y[i] for i < count.
   virtual void Add(float* x, const float* y, int64_t count) = 0;
   // out[i, :] = x[rows[i], :] for i < n; rows in backend memory.

@@ -9,15 +9,25 @@
 
 namespace paged {
 
-RopeParams RopeParamsOf(const ModelConfig& c) {
+RopeParams RopeParamsOf(const ModelConfig& c, bool sliding) {
   RopeParams r;
   r.head_dim = c.head_dim;
+  if (sliding && c.rope_local_theta > 0.f) {  // gemma3's local layers: plain RoPE
+    r.theta = c.rope_local_theta;
+    return r;
+  }
   r.theta = c.rope_theta;
   r.scaling = c.rope_scaling;
   r.factor = c.rope_factor;
   r.low_freq_factor = c.rope_low_freq_factor;
   r.high_freq_factor = c.rope_high_freq_factor;
   r.original_max_pos = c.rope_original_max_pos;
+  r.beta_fast = c.rope_beta_fast;
+  r.beta_slow = c.rope_beta_slow;
+  r.yarn_truncate = c.rope_yarn_truncate != 0;
+  r.attn_factor = c.rope_attn_factor;
+  for (int i = 0; i < c.n_rope_factors && i < kMaxRopeFactors; ++i)
+    r.ext_factors[i] = c.rope_factors[i];
   return r;
 }
 
@@ -27,7 +37,18 @@ Engine::Engine(Backend* backend, WeightProvider* provider, const ModelConfig& co
       provider_(provider),
       config_(config),
       block_tokens_(block_tokens),
-      rope_(RopeParamsOf(config)) {}
+      rope_{RopeParamsOf(config, false), RopeParamsOf(config, true)} {
+  // Each layer's attention and RoPE, derived once from the config.
+  layers_.resize(size_t(std::max(config.n_layers, 0)));
+  for (int l = 0; l < config.n_layers; ++l) {
+    const bool sliding = config.IsSlidingLayer(l);
+    LayerPlan& p = layers_[size_t(l)];
+    p.attn.scale = config.AttnScale();
+    p.attn.softcap = config.attn_softcap;
+    p.attn.window = sliding ? config.sliding_window : 0;
+    p.rope = sliding ? 1 : 0;
+  }
+}
 
 Engine::~Engine() = default;
 
@@ -172,6 +193,8 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   backend_->GatherRows(s_.x, s_.last_rows, n_seqs, c.hidden, s_.last);
   backend_->RmsNorm(s_.last, g.output_norm, n_seqs, c.hidden, c.norm_eps, s_.h);
   backend_->MatMul(s_.h, n_seqs, g.output, nullptr, s_.logits);
+  if (c.final_softcap > 0.f)
+    backend_->SoftCap(s_.logits, int64_t(n_seqs) * c.vocab, c.final_softcap);
   backend_->Sample(s_.logits, n_seqs, c.vocab, s_.params, s_.sample_pos, s_.out_tokens);
 
   StepOutput out;
@@ -251,12 +274,36 @@ absl::Status Engine::Products(const float* x, int m, int cols,
   return absl::OkStatus();
 }
 
+// The weights a layer must have for this config (a provider or a segment
+// that lacks them is a fault, not bad input).
+absl::Status Engine::CheckLayer(int l, const LayerWeights& w) const {
+  const ModelConfig& c = config_;
+  if ((c.qk_norm && (w.q_norm == nullptr || w.k_norm == nullptr)) ||
+      (c.sandwich_norm && (w.post_attn_norm == nullptr || w.post_ffn_norm == nullptr)))
+    return absl::InternalError(
+        absl::StrCat("layer ", l, " lacks the q/k or sandwich norms its config needs"));
+  return absl::OkStatus();
+}
+
 absl::Status Engine::RunLayers(int n) {
   const ModelConfig& c = config_;
   Backend& b = *backend_;
-  b.Embedding(provider_->globals().tok_embd, s_.ids, n, s_.x);
+  const GlobalWeights& g = provider_->globals();
+  if (g.tok_embd.data == nullptr && g.tok_embd_host.data != nullptr) {
+    // The table stays on the host: its rows of this step come up.
+    if (host_ == nullptr)
+      return absl::FailedPreconditionError("the embedding table is on the host: no host executor");
+    h_x_.resize(size_t(n) * size_t(c.hidden));
+    host_->Embedding(g.tok_embd_host, h_ids_.data(), n, h_x_.data());
+    b.Upload(s_.x, h_x_.data(), h_x_.size() * sizeof(float));
+  } else {
+    b.Embedding(g.tok_embd, s_.ids, n, s_.x);
+  }
+  if (c.embed_scale != 1.f) b.Scale(s_.x, int64_t(n) * c.hidden, c.embed_scale);
   for (int l = 0; l < c.n_layers; ++l) {
     ASSIGN_OR_RETURN(const LayerWeights w, provider_->AcquireLayer(l));
+    RETURN_IF_ERROR(CheckLayer(l, w));
+    const LayerPlan& lp = layers_[size_t(l)];
     KvLayerView kv;
     for (size_t ci = 0; ci < chunks_.size(); ++ci) {
       const Chunk& ch = chunks_[ci];
@@ -268,7 +315,11 @@ absl::Status Engine::RunLayers(int n) {
                                {{w.wq, w.bq, w.host.wq, s_.q},
                                 {w.wk, w.bk, w.host.wk, s_.k},
                                 {w.wv, w.bv, w.host.wv, s_.v}}));
-      b.Rope(s_.q, s_.k, s_.pos + ch.row0, m, c.n_heads, c.n_kv_heads, rope_);
+      if (c.qk_norm) {  // each head of q and k, in place
+        b.RmsNorm(s_.q, w.q_norm, m * c.n_heads, c.head_dim, c.norm_eps, s_.q);
+        b.RmsNorm(s_.k, w.k_norm, m * c.n_kv_heads, c.head_dim, c.norm_eps, s_.k);
+      }
+      b.Rope(s_.q, s_.k, s_.pos + ch.row0, m, c.n_heads, c.n_kv_heads, rope_[lp.rope]);
       if (ci == 0) {
         // Asked after the first projections, so that they overlap the KV
         // arriving for this layer.
@@ -278,17 +329,23 @@ absl::Status Engine::RunLayers(int n) {
       // every position before it.
       b.KvWrite(s_.k, s_.v, s_.slots + ch.row0, m, kv);
       b.Attention(s_.q, s_.seqs + ch.seq0, ch.n_seqs, s_.tables, c.n_heads, c.n_kv_heads,
-                  c.head_dim, ch.max_ctx, kv, s_.attn);
+                  c.head_dim, ch.max_ctx, kv, lp.attn, s_.attn);
       if (ci + 1 == chunks_.size()) provider_->ReleaseKv(l, h_slots_.data(), n);
       RETURN_IF_ERROR(Products(s_.attn, m, c.q_dim(), {{w.wo, nullptr, w.host.wo, s_.o}}));
+      if (c.sandwich_norm) b.RmsNorm(s_.o, w.post_attn_norm, m, c.hidden, c.norm_eps, s_.o);
       b.Add(x, s_.o, int64_t(m) * c.hidden);
       // MLP block.
       b.RmsNorm(x, w.ffn_norm, m, c.hidden, c.norm_eps, s_.h);
       RETURN_IF_ERROR(Products(
           s_.h, m, c.hidden,
           {{w.w_gate, nullptr, w.host.w_gate, s_.gate}, {w.w_up, nullptr, w.host.w_up, s_.up}}));
-      b.SwiGlu(s_.gate, s_.up, m, c.ffn, s_.gate);
+      if (c.mlp_act == MlpActivation::kGeluTanh) {
+        b.GeGlu(s_.gate, s_.up, m, c.ffn, s_.gate);
+      } else {
+        b.SwiGlu(s_.gate, s_.up, m, c.ffn, s_.gate);
+      }
       RETURN_IF_ERROR(Products(s_.gate, m, c.ffn, {{w.w_down, nullptr, w.host.w_down, s_.o}}));
+      if (c.sandwich_norm) b.RmsNorm(s_.o, w.post_ffn_norm, m, c.hidden, c.norm_eps, s_.o);
       b.Add(x, s_.o, int64_t(m) * c.hidden);
     }
     provider_->ReleaseLayer(l);

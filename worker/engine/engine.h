@@ -1,7 +1,10 @@
-// The model forward pass of llama-family architectures (llama, mistral,
-// qwen2: qwen2 differs only by q/k/v biases, which LayerWeights carries) over
-// a batch mixing prefill chunks and decode tokens with paged KV. Written once
-// in terms of Backend ops; weights and KV come from a WeightProvider.
+// The model forward pass of every architecture we support (llama, mistral,
+// qwen2/3, gemma2/3, phi3) over a batch mixing prefill chunks and decode
+// tokens with paged KV. Written once in terms of Backend ops; what differs
+// between architectures is data of the ModelConfig (q/k biases and norms,
+// sandwich norms, the MLP activation, scales, soft-caps, sliding windows, the
+// RoPE of each layer type; docs/models.md). Weights and KV come from a
+// WeightProvider.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +48,7 @@ class Engine {
   absl::Status Validate(const StepBatch& batch, uint64_t kv_blocks) const;
   absl::Status EnsureScratch(int n_tokens, int n_seqs, int n_table);
   absl::Status RunLayers(int n);
+  absl::Status CheckLayer(int l, const LayerWeights& w) const;
   void PlanChunks();
 
   // One matrix product of a group that shares its input: out[m, rows] =
@@ -65,7 +69,13 @@ class Engine {
   HostExecutor* host_ = nullptr;
   ModelConfig config_;
   int block_tokens_;
-  RopeParams rope_;
+  RopeParams rope_[2];  // full-attention layers, sliding-window layers
+  // Per layer: its attention (window, scale, soft-cap) and which RoPE.
+  struct LayerPlan {
+    AttnParams attn;
+    int rope = 0;
+  };
+  std::vector<LayerPlan> layers_;
 
   // Scratch in backend memory, grown on demand (views into owned_). N: the
   // step's token rows (cap_tokens), C = min(N, kEngineChunkTokens): the rows
@@ -112,6 +122,7 @@ class Engine {
   std::vector<float> h_x_, h_out_;
 };
 
-RopeParams RopeParamsOf(const ModelConfig& c);
+// The RoPE of a full-attention (sliding = false) or sliding-window layer.
+RopeParams RopeParamsOf(const ModelConfig& c, bool sliding);
 
 }  // namespace paged

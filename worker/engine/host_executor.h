@@ -24,6 +24,9 @@ class HostExecutor {
   // on n, on [r0, r1) or on the thread count (bit for bit).
   virtual void MatMul(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
                       const float* bias, float* out, int64_t ldo) = 0;
+  // out[i, :] = f32(table[ids[i], :]) for i < n (host memory; ids checked
+  // by the caller). Every stored dtype.
+  virtual void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) = 0;
   // Whether MatMul reads weights of this dtype.
   virtual bool Supports(DType t) const = 0;
   // Threads sharing a product, the caller included.

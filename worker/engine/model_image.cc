@@ -25,12 +25,12 @@ WeightRef ModelImage::Global(std::string_view name) const {
 }
 
 WeightRef ModelImage::LayerTensor(int layer, std::string_view name) const {
-  const TensorEntry* e = header->FindLayerTensor(name);
+  const TensorEntry* e = header->LayerTensor(layer, name);
   return e == nullptr ? WeightRef{} : RefOf(*e, weights + header->LayerOffset(layer));
 }
 
 const float* ModelImage::LayerVector(int layer, std::string_view name) const {
-  const TensorEntry* e = header->FindLayerTensor(name);
+  const TensorEntry* e = header->LayerTensor(layer, name);
   if (e == nullptr) return nullptr;
   return reinterpret_cast<const float*>(weights + header->LayerOffset(layer) + e->offset);
 }

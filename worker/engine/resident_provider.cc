@@ -56,6 +56,10 @@ absl::Status ResidentProvider::Init(uint64_t kv_blocks) {
     w.w_gate = rebase(image_.LayerTensor(l, "w_gate"));
     w.w_up = rebase(image_.LayerTensor(l, "w_up"));
     w.w_down = rebase(image_.LayerTensor(l, "w_down"));
+    w.q_norm = vec(l, "q_norm");
+    w.k_norm = vec(l, "k_norm");
+    w.post_attn_norm = vec(l, "post_attn_norm");
+    w.post_ffn_norm = vec(l, "post_ffn_norm");
   }
   kv_.resize(size_t(n_layers));
   for (int l = 0; l < n_layers; ++l) kv_[size_t(l)] = image_.KvLayer(l);

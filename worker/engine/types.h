@@ -55,12 +55,21 @@ struct LayerWeights {
   const float* ffn_norm = nullptr;   // [hidden]
   WeightRef w_gate, w_up, w_down;    // [ffn, hidden] x2, [hidden, ffn]
   LayerHostRows host;                // rows the host computes (a hybrid step); empty: none
+  // Present only where the config asks for them (qk_norm, sandwich_norm).
+  const float* q_norm = nullptr;          // [head_dim], each q head before RoPE
+  const float* k_norm = nullptr;          // [head_dim], each k head before RoPE
+  const float* post_attn_norm = nullptr;  // [hidden], the attention output
+  const float* post_ffn_norm = nullptr;   // [hidden], the MLP output
 };
 
 struct GlobalWeights {
-  WeightRef tok_embd;                  // [vocab, hidden]
+  WeightRef tok_embd;                  // [vocab, hidden]; data null when on the host (below)
   const float* output_norm = nullptr;  // [hidden]
   WeightRef output;                    // [vocab, hidden]; == tok_embd when tied
+  // The embedding table in host memory when the provider keeps it there (it
+  // is read a few rows per step: the host gathers them and uploads the rows,
+  // and the device memory buys resident layers); rows == 0 otherwise.
+  WeightRef tok_embd_host;
 };
 
 // One layer's KV blocks as a backend sees them: block b holds K
@@ -75,12 +84,25 @@ struct KvLayerView {
   uint64_t n_blocks = 0;
 };
 
+// One RoPE: the inverse frequencies follow from these (worker/engine/rope.h),
+// and cos / sin are multiplied by attn_factor (yarn, longrope).
 struct RopeParams {
   int head_dim = 0;
   float theta = 10000.f;
   RopeScaling scaling = RopeScaling::kNone;
-  float factor = 1.f, low_freq_factor = 1.f, high_freq_factor = 4.f;
-  int original_max_pos = 0;
+  float factor = 1.f, low_freq_factor = 1.f, high_freq_factor = 4.f;  // llama3, linear, yarn
+  int original_max_pos = 0;                                           // llama3, yarn
+  float beta_fast = 32.f, beta_slow = 1.f;                            // yarn
+  bool yarn_truncate = true;                                          // yarn
+  float attn_factor = 1.f;
+  float ext_factors[kMaxRopeFactors] = {};  // longrope: [head_dim / 2] frequency divisors
+};
+
+// How one layer's attention scores are formed, beyond causal GQA.
+struct AttnParams {
+  float scale = 0.f;    // multiplies q . k; 0: 1 / sqrt(head_dim)
+  float softcap = 0.f;  // > 0: score = softcap * tanh(score / softcap), before the mask
+  int32_t window = 0;   // > 0: the row at position p sees keys (p - window, p] only
 };
 
 // The engine runs each layer over the step's tokens in chunks of at most this

@@ -26,7 +26,8 @@ absl::StatusOr<std::unique_ptr<OwnedImage>> OwnedImage::Build(const ModelSource&
                                                               const LayoutOptions& layout,
                                                               int threads) {
   const ModelSource* src = &source;
-  ASSIGN_OR_RETURN(SegmentHeader plan, PlanSegment(*src, layout));
+  ASSIGN_OR_RETURN(std::unique_ptr<SegmentHeader> planned, PlanSegment(*src, layout));
+  SegmentHeader& plan = *planned;
   std::unique_ptr<OwnedImage> img(new OwnedImage());
   void* p =
       ::mmap(nullptr, plan.total_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -40,7 +41,6 @@ absl::StatusOr<std::unique_ptr<OwnedImage>> OwnedImage::Build(const ModelSource&
   plan.generation = 1;
   plan.header_checksum = ComputeHeaderChecksum(plan);
   std::memcpy(img->mem_.data, &plan, sizeof(plan));
-  img->header_ = plan;
   img->image_.header = reinterpret_cast<const SegmentHeader*>(img->mem_.data);
   img->image_.weights = img->mem_.data;
   img->image_.kv = img->mem_.data + plan.kv_offset;

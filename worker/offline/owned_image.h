@@ -36,7 +36,6 @@ class OwnedImage {
     ~Mapping();
   };
   Mapping mem_;
-  SegmentHeader header_{};
   ModelImage image_;
   Vocab vocab_;
 };

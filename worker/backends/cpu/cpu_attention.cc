@@ -1,6 +1,7 @@
 // The paged KV cache on the CPU: KvWrite stores rows in the cache dtype and
 // Attention reads them back through block tables, one (query row, head) at a
-// time, exactly like run.c's attention loop.
+// time, exactly like run.c's attention loop (with gemma's scale and
+// soft-cap, and a sliding window that skips the keys before it).
 
 #include <algorithm>
 #include <cmath>
@@ -73,13 +74,14 @@ void KvWrite(const float* k, const float* v, const int32_t* slots, int n, const 
 
 void Attention(ThreadPool& pool, const float* q, const AttnSeq* seqs, int n_seqs,
                const int32_t* block_tables, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
-               const KvLayerView& kv, float* out) {
+               const KvLayerView& kv, const AttnParams& p, float* out) {
   const int q_dim = n_heads * head_dim;
   const int kv_mul = n_heads / n_kv_heads;  // query heads per kv head
   const int elt = ElementBytes(kv.dtype);
   const uint64_t v_offset = uint64_t(kv.block_tokens) * kv.kv_dim * elt;
   const uint8_t* base = static_cast<const uint8_t*>(kv.base);
-  const float scale = 1.f / std::sqrt(float(head_dim));
+  const float scale = p.scale > 0.f ? p.scale : 1.f / std::sqrt(float(head_dim));
+  const float softcap = p.softcap;
   const float* h2f = HalfTable();
 
   // The step's query rows as (sequence, row within it); work items are
@@ -89,7 +91,8 @@ void Attention(ThreadPool& pool, const float* q, const AttnSeq* seqs, int n_seqs
   for (int s = 0; s < n_seqs; ++s) {
     for (int32_t i = 0; i < seqs[s].n_new; ++i) {
       rows.emplace_back(s, i);
-      work += int64_t(seqs[s].start_pos + i + 1) * n_heads * head_dim * 2;
+      const int64_t ctx = seqs[s].start_pos + i + 1;
+      work += (p.window > 0 ? std::min<int64_t>(ctx, p.window) : ctx) * n_heads * head_dim * 2;
     }
   }
   const int64_t n_items = int64_t(rows.size()) * n_heads;
@@ -107,33 +110,36 @@ void Attention(ThreadPool& pool, const float* q, const AttnSeq* seqs, int n_seqs
       const auto [s, i] = rows[size_t(item / n_heads)];
       const int h = int(item % n_heads);
       const AttnSeq& seq = seqs[s];
-      const int32_t pos = seq.start_pos + i;  // attends to [0, pos]
+      const int32_t pos = seq.start_pos + i;  // attends to [t0, pos]
+      const int32_t t0 = p.window > 0 ? std::max(0, pos - p.window + 1) : 0;
       PAGED_CHECK(pos < max_ctx);
       const int32_t* table = block_tables + seq.table_offset;
       const float* qh = q + int64_t(seq.q_offset + i) * q_dim + h * head_dim;
       const uint64_t head_off = uint64_t(h / kv_mul) * head_dim * elt;
 
-      // Scores against every cached key up to and including pos.
-      for (int32_t t = 0; t <= pos; ++t) {
+      // Scores against every cached key of the window, up to and including pos.
+      for (int32_t t = t0; t <= pos; ++t) {
         const uint64_t off = KRowOffset(kv, table[t / kv.block_tokens], t % kv.block_tokens);
         const float* kt = LoadHead(base + off + head_off, head_dim, kv.dtype, h2f, kbuf.data());
         float score = 0.f;
         for (int d = 0; d < head_dim; ++d) score += qh[d] * kt[d];
-        att[size_t(t)] = score * scale;
+        score *= scale;
+        if (softcap > 0.f) score = std::tanh(score / softcap) * softcap;
+        att[size_t(t)] = score;
       }
-      // Softmax over [0, pos], max-subtracted.
-      float max_val = att[0];
-      for (int32_t t = 1; t <= pos; ++t) max_val = std::max(max_val, att[size_t(t)]);
+      // Softmax over [t0, pos], max-subtracted.
+      float max_val = att[size_t(t0)];
+      for (int32_t t = t0 + 1; t <= pos; ++t) max_val = std::max(max_val, att[size_t(t)]);
       float sum = 0.f;
-      for (int32_t t = 0; t <= pos; ++t) {
+      for (int32_t t = t0; t <= pos; ++t) {
         att[size_t(t)] = std::exp(att[size_t(t)] - max_val);
         sum += att[size_t(t)];
       }
-      for (int32_t t = 0; t <= pos; ++t) att[size_t(t)] /= sum;
+      for (int32_t t = t0; t <= pos; ++t) att[size_t(t)] /= sum;
       // Weighted sum of the values.
       float* oh = out + int64_t(seq.q_offset + i) * q_dim + h * head_dim;
       std::fill(oh, oh + head_dim, 0.f);
-      for (int32_t t = 0; t <= pos; ++t) {
+      for (int32_t t = t0; t <= pos; ++t) {
         const uint64_t off = KRowOffset(kv, table[t / kv.block_tokens], t % kv.block_tokens);
         const float* vt =
             LoadHead(base + off + v_offset + head_off, head_dim, kv.dtype, h2f, vbuf.data());

@@ -136,13 +136,18 @@ class CpuBackend final : public Backend {
   }
   void Attention(const float* q, const AttnSeq* seqs, int n_seqs, const int32_t* block_tables,
                  int n_heads, int n_kv_heads, int head_dim, int max_ctx, const KvLayerView& kv,
-                 float* out) override {
+                 const AttnParams& p, float* out) override {
     cpu::Attention(pool_, q, seqs, n_seqs, block_tables, n_heads, n_kv_heads, head_dim, max_ctx, kv,
-                   out);
+                   p, out);
   }
   void SwiGlu(const float* gate, const float* up, int n, int dim, float* out) override {
     cpu::SwiGlu(pool_, gate, up, n, dim, out);
   }
+  void GeGlu(const float* gate, const float* up, int n, int dim, float* out) override {
+    cpu::GeGlu(pool_, gate, up, n, dim, out);
+  }
+  void Scale(float* x, int64_t count, float s) override { cpu::Scale(x, count, s); }
+  void SoftCap(float* x, int64_t count, float cap) override { cpu::SoftCap(x, count, cap); }
   void Add(float* x, const float* y, int64_t count) override { cpu::Add(x, y, count); }
   void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) override {
     cpu::GatherRows(x, rows, n, dim, out);

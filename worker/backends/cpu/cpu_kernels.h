@@ -33,13 +33,16 @@ void MatMul(ThreadPool& pool, const float* x, int n, const WeightRef& w, const f
 void KvWrite(const float* k, const float* v, const int32_t* slots, int n, const KvLayerView& kv);
 void Attention(ThreadPool& pool, const float* q, const AttnSeq* seqs, int n_seqs,
                const int32_t* block_tables, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
-               const KvLayerView& kv, float* out);
+               const KvLayerView& kv, const AttnParams& p, float* out);
 
 void Rope(ThreadPool& pool, float* q, float* k, const int32_t* pos, int n, int n_heads,
           int n_kv_heads, const RopeParams& p);
 void RmsNorm(ThreadPool& pool, const float* x, const float* w, int n, int dim, float eps,
              float* out);
 void SwiGlu(ThreadPool& pool, const float* gate, const float* up, int n, int dim, float* out);
+void GeGlu(ThreadPool& pool, const float* gate, const float* up, int n, int dim, float* out);
+void Scale(float* x, int64_t count, float s);
+void SoftCap(float* x, int64_t count, float cap);
 void Add(float* x, const float* y, int64_t count);
 void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out);
 void Sample(ThreadPool& pool, const float* logits, int n, int vocab, const SamplingParams* params,

@@ -1,11 +1,14 @@
 // Weight rows, MatMul and Embedding: each weight row is decoded to f32 once
 // (per block of token rows) and dotted with the token rows, like run.c's
 // matmul with the dequantization of its int8 variant (runq.c) folded in.
+// ggml block formats (q4_k, q6_k, ...) decode through the reference
+// dequantizer (common/block_quant.h).
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "common/block_quant.h"
 #include "common/check.h"
 #include "common/dtype.h"
 #include "common/quant.h"
@@ -89,8 +92,14 @@ const float* WeightRow(const WeightRef& w, int64_t r, float* scratch) {
       DequantizeRowInt4(q, s, cols, w.group, scratch);
       return scratch;
     }
+    default:
+      break;
   }
-  PAGED_CHECK(false, "unknown weight dtype ", int(w.dtype));
+  // The ggml block formats: rows of whole blocks, decoded by the reference.
+  PAGED_CHECK(IsBlockFormat(w.dtype), "unknown weight dtype ", int(w.dtype));
+  const uint64_t row_bytes = PayloadBytes(w.dtype, 1, uint64_t(cols));
+  DequantizeRow(w.dtype, static_cast<const uint8_t*>(w.data) + uint64_t(r) * row_bytes, cols,
+                scratch);
   return scratch;
 }
 

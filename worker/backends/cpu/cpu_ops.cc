@@ -1,5 +1,6 @@
-// The element-wise ops (RmsNorm, Rope, SwiGlu, Add, GatherRows) and Sample,
-// each the plain loop of run.c (or of HF where run.c has no counterpart).
+// The element-wise ops (RmsNorm, Rope, SwiGlu, GeGlu, Scale, SoftCap, Add,
+// GatherRows) and Sample, each the plain loop of run.c (or of HF where run.c
+// has no counterpart).
 
 #include <algorithm>
 #include <cmath>
@@ -48,11 +49,12 @@ void Rope(ThreadPool& pool, float* q, float* k, const int32_t* pos, int n, int n
                      cos_t.resize(size_t(half));
                      sin_t.resize(size_t(half));
                      for (int64_t i = lo; i < hi; ++i) {
-                       // f32 angles and f32 cos / sin, as HF's rotary embedding computes them.
+                       // f32 angles and f32 cos / sin (times the attention factor),
+                       // as HF's rotary embedding computes them.
                        for (int j = 0; j < half; ++j) {
                          const float angle = float(pos[i]) * inv_freq[size_t(j)];
-                         cos_t[size_t(j)] = std::cos(angle);
-                         sin_t[size_t(j)] = std::sin(angle);
+                         cos_t[size_t(j)] = std::cos(angle) * p.attn_factor;
+                         sin_t[size_t(j)] = std::sin(angle) * p.attn_factor;
                        }
                        auto rotate = [&](float* x, int heads) {
                          for (int h = 0; h < heads; ++h) {
@@ -79,6 +81,28 @@ void SwiGlu(ThreadPool& pool, const float* gate, const float* up, int n, int dim
       out[j] = val * up[j];
     }
   });
+}
+
+void GeGlu(ThreadPool& pool, const float* gate, const float* up, int n, int dim, float* out) {
+  const int64_t count = int64_t(n) * dim;
+  // torch's gelu(approximate="tanh"): kBeta = sqrt(2) * (2 / sqrt(pi)) / 2.
+  constexpr float kBeta = float(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);
+  constexpr float kKappa = 0.044715f;
+  pool.ParallelFor(0, count, kChunkWork / 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t j = lo; j < hi; ++j) {
+      const float x = gate[j];
+      const float inner = kBeta * (x + kKappa * (x * x * x));
+      out[j] = (0.5f * x * (1.f + std::tanh(inner))) * up[j];
+    }
+  });
+}
+
+void Scale(float* x, int64_t count, float s) {
+  for (int64_t j = 0; j < count; ++j) x[j] *= s;
+}
+
+void SoftCap(float* x, int64_t count, float cap) {
+  for (int64_t j = 0; j < count; ++j) x[j] = std::tanh(x[j] / cap) * cap;
 }
 
 void Add(float* x, const float* y, int64_t count) {

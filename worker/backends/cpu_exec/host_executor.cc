@@ -3,6 +3,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/block_quant.h"
+#include "common/quant.h"
 #include "worker/backends/cpu_exec/matmul.h"
 
 namespace paged::cpu_exec {
@@ -16,6 +18,30 @@ class CpuHostExecutor final : public HostExecutor {
   void MatMul(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1, const float* bias,
               float* out, int64_t ldo) override {
     cpu_exec::MatMul(pool_, x, n, w, r0, r1, bias, out, ldo);
+  }
+  void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
+    const int64_t cols = table.cols;
+    const uint64_t row_bytes = PayloadBytes(table.dtype, 1, uint64_t(cols));
+    const int64_t groups = IsQuantized(table.dtype) ? GroupsPerRow(cols, table.group) : 0;
+    auto rows = [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const int64_t r = ids[i];
+        const uint8_t* row = static_cast<const uint8_t*>(table.data) + uint64_t(r) * row_bytes;
+        float* o = out + i * cols;
+        if (table.dtype == DType::kI8 || table.dtype == DType::kI4) {
+          const uint16_t* s = static_cast<const uint16_t*>(table.scales) + r * groups;
+          if (table.dtype == DType::kI8) {
+            DequantizeRowInt8(reinterpret_cast<const int8_t*>(row), s, cols, table.group, o);
+          } else {
+            DequantizeRowInt4(row, s, cols, table.group, o);
+          }
+        } else {
+          DequantizeRow(table.dtype, row, cols, o);
+        }
+      }
+    };
+    // A few rows per thread at least: a decode step's one row runs inline.
+    pool_.ParallelFor(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), rows);
   }
   bool Supports(DType t) const override { return cpu_exec::Supports(t); }
   int threads() const override { return pool_.size(); }

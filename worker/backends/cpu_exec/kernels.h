@@ -29,6 +29,20 @@ void MatMulRowsF16(const RowsArgs& a, int64_t ra, int64_t rb);
 void MatMulRowsBF16(const RowsArgs& a, int64_t ra, int64_t rb);
 void MatMulRowsInt8(const RowsArgs& a, int64_t ra, int64_t rb);
 void MatMulRowsInt4(const RowsArgs& a, int64_t ra, int64_t rb);
+// The ggml block formats (common/block_quant.h), one matmul_<format>.cc each.
+void MatMulRowsQ4_0(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ4_1(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ5_0(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ5_1(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ8_0(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ2_K(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ3_K(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ4_K(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ5_K(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ6_K(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsIQ4_NL(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsIQ4_XS(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsMXFP4(const RowsArgs& a, int64_t ra, int64_t rb);
 
 // Rows per tile block: every ParallelFor chunk but the last holds a multiple
 // of this many rows (matmul-inl.h's kRowBlock).

@@ -23,6 +23,12 @@
 //       // its odd ones (c + 2j, c + 2j + 1 in lane j) instead of [c, c + N)
 //       // and [c + N, c + 2N); the kernel deinterleaves x to match.
 //       static constexpr bool kEvenOddColumns;
+//       // Optional, default false: at one token row, decode 4 rows at a
+//       // time (RowsPerTile) to overlap their FMA chains.
+//       static constexpr bool kInterleaveRows;
+//       // Optional, default false: cols is always a multiple of 2N (the
+//       // block formats: 2N divides every block), and the Row has no Tail.
+//       static constexpr bool kWholeChunks;
 //     };
 //   };
 //
@@ -78,14 +84,26 @@ inline constexpr size_t kVectorRegs = 16;
 inline constexpr size_t kVectorRegs = 32;
 #endif
 
+template <class Row>
+constexpr bool InterleaveRows() {
+  if constexpr (requires { Row::kInterleaveRows; }) {
+    return Row::kInterleaveRows;
+  } else {
+    return false;
+  }
+}
+
 // Weight rows of a tile of kT token rows: the most of 4, 2, 1 whose
 // registers fit: 2 per decoded row, one accumulator per (row, token), 2 for
 // the token row's vectors.
+template <class Row>
 constexpr size_t RowsPerTile(size_t kT) {
   // One token row (decode): one weight row at a time, so each thread reads
   // its rows as one sequential stream (measured on Zen 4: a median 7% more
-  // GB/s than 4 interleaved rows, within this VM's noise of +-15%).
-  if (kT == 1) return 1;
+  // GB/s than 4 interleaved rows, within this VM's noise of +-15%). Unless
+  // the decoder's work per chunk is long (kInterleaveRows): one row's
+  // accumulator is one chain of 2 FMAs per chunk, 4 rows make 4 chains.
+  if (kT == 1 && !InterleaveRows<Row>()) return 1;
   for (size_t r : {4, 2}) {
     if (2 * r + r * kT + 2 <= kVectorRegs) return r;
   }
@@ -202,6 +220,15 @@ constexpr bool EvenOddColumns() {
   }
 }
 
+template <class Row>
+constexpr bool WholeChunks() {
+  if constexpr (requires { Row::kWholeChunks; }) {
+    return Row::kWholeChunks;
+  } else {
+    return false;
+  }
+}
+
 // x[c, c + 2N) in the lane order of the Row's decoder.
 template <class Row>
 HWY_INLINE void LoadX(DF df, const float* HWY_RESTRICT p, VF& x0, VF& x1) {
@@ -254,20 +281,22 @@ HWY_NOINLINE void Tile(const Row* HWY_RESTRICT rows, const float* HWY_RESTRICT x
       }
     }
   }
-  if (c < cols) {
-    VF w0[kR], w1[kR];
-    PAGED_UNROLL
-    for (size_t r = 0; r < kR; ++r) rows[r].Tail(df, c, w0[r], w1[r]);
-    PAGED_UNROLL
-    for (size_t t = 0; t < kT; ++t) {
-      HWY_ALIGN float xb[2 * kMaxLanes] = {};
-      CopyTail(x + int64_t(t) * cols + c, cols - c, xb);
-      VF x0, x1;
-      LoadX<Row>(df, xb, x0, x1);
+  if constexpr (!WholeChunks<Row>()) {
+    if (c < cols) {
+      VF w0[kR], w1[kR];
       PAGED_UNROLL
-      for (size_t r = 0; r < kR; ++r) {
-        acc[r][t] = hn::MulAdd(x0, w0[r], acc[r][t]);
-        acc[r][t] = hn::MulAdd(x1, w1[r], acc[r][t]);
+      for (size_t r = 0; r < kR; ++r) rows[r].Tail(df, c, w0[r], w1[r]);
+      PAGED_UNROLL
+      for (size_t t = 0; t < kT; ++t) {
+        HWY_ALIGN float xb[2 * kMaxLanes] = {};
+        CopyTail(x + int64_t(t) * cols + c, cols - c, xb);
+        VF x0, x1;
+        LoadX<Row>(df, xb, x0, x1);
+        PAGED_UNROLL
+        for (size_t r = 0; r < kR; ++r) {
+          acc[r][t] = hn::MulAdd(x0, w0[r], acc[r][t]);
+          acc[r][t] = hn::MulAdd(x1, w1[r], acc[r][t]);
+        }
       }
     }
   }
@@ -286,7 +315,7 @@ HWY_NOINLINE void Tile(const Row* HWY_RESTRICT rows, const float* HWY_RESTRICT x
 template <size_t kT, class Row>
 HWY_INLINE void RowTiles(const Row* rows, size_t nr, const float* x, int64_t cols,
                          const float* bias, float* out, int64_t ldo) {
-  constexpr size_t kR = RowsPerTile(kT);
+  constexpr size_t kR = RowsPerTile<Row>(kT);
   size_t r = 0;
   for (; r + kR <= nr; r += kR) {
     Tile<kR, kT>(rows + r, x, cols, bias ? bias + r : nullptr, out + r, ldo);

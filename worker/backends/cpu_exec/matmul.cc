@@ -3,6 +3,7 @@
 #include "worker/backends/cpu_exec/matmul.h"
 
 #include <algorithm>
+#include <string>
 
 #include "common/check.h"
 #include "common/quant.h"
@@ -26,6 +27,32 @@ RowsFn KernelFor(DType t) {
       return &MatMulRowsInt8;
     case DType::kI4:
       return &MatMulRowsInt4;
+    case DType::kQ4_0:
+      return &MatMulRowsQ4_0;
+    case DType::kQ4_1:
+      return &MatMulRowsQ4_1;
+    case DType::kQ5_0:
+      return &MatMulRowsQ5_0;
+    case DType::kQ5_1:
+      return &MatMulRowsQ5_1;
+    case DType::kQ8_0:
+      return &MatMulRowsQ8_0;
+    case DType::kQ2_K:
+      return &MatMulRowsQ2_K;
+    case DType::kQ3_K:
+      return &MatMulRowsQ3_K;
+    case DType::kQ4_K:
+      return &MatMulRowsQ4_K;
+    case DType::kQ5_K:
+      return &MatMulRowsQ5_K;
+    case DType::kQ6_K:
+      return &MatMulRowsQ6_K;
+    case DType::kIQ4_NL:
+      return &MatMulRowsIQ4_NL;
+    case DType::kIQ4_XS:
+      return &MatMulRowsIQ4_XS;
+    case DType::kMXFP4:
+      return &MatMulRowsMXFP4;
   }
   return nullptr;
 }
@@ -46,6 +73,11 @@ RowsFn Check(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1, 
     PAGED_CHECK(w.scales != nullptr && w.group >= 1, "cpu_exec::MatMul: group ", w.group);
     // The kernels find a column's group in f32 arithmetic (matmul-inl.h).
     PAGED_CHECK(w.cols < (int64_t{1} << 24), "cpu_exec::MatMul: ", w.cols, " columns");
+  }
+  if (IsBlockFormat(w.dtype)) {
+    // The decoders read whole blocks (matmul_<format>.cc).
+    PAGED_CHECK(RowFits(w.dtype, w.cols), "cpu_exec::MatMul: ", w.cols, " columns are not whole ",
+                std::string(DTypeName(w.dtype)), " blocks");
   }
   return fn;
 }

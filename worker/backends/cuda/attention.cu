@@ -28,7 +28,9 @@ Plan MakePlan(const AttentionArgs& a) {
   p.group = a.n_heads / a.n_kv_heads;
   p.rows_per_tile = std::max(1, kTargetPairs / p.group);
   p.max_pairs = p.rows_per_tile * p.group;
-  p.max_splits = std::clamp((a.max_ctx + kSplitLen - 1) / kSplitLen, 1, kMaxSplits);
+  // A decode row reads at most `window` keys.
+  const int keys = a.window > 0 ? std::min(a.max_ctx, a.window) : a.max_ctx;
+  p.max_splits = std::clamp((keys + kSplitLen - 1) / kSplitLen, 1, kMaxSplits);
   return p;
 }
 
@@ -64,6 +66,8 @@ struct Params {
   int group, rows_per_tile, max_pairs, max_splits;
   int skip_prefill;  // prefill sequences run on the mma kernel
   float scale;
+  float softcap;      // > 0: scores soft-capped
+  int window;         // > 0: sliding window
   float* partials;    // [n_seqs][n_heads][max_splits][2 + head_dim]
   int32_t* counters;  // [n_seqs][n_kv_heads]
 };
@@ -73,9 +77,15 @@ __device__ __forceinline__ int Splits(int ctx, int max_splits) {
   return s < 1 ? 1 : (s > max_splits ? max_splits : s);
 }
 
+// The first key a query at position `pos` sees.
+__device__ __forceinline__ int FirstKey(int pos, int window) {
+  return window > 0 ? max(0, pos - window + 1) : 0;
+}
+
 __device__ __forceinline__ int Units(const AttnSeqView& sq, const Params& p) {
   if (sq.n_new <= 0) return 0;
-  if (sq.n_new == 1) return Splits(sq.start_pos + 1, p.max_splits);
+  if (sq.n_new == 1)
+    return Splits(sq.start_pos + 1 - FirstKey(sq.start_pos, p.window), p.max_splits);
   if (p.skip_prefill) return 0;
   return (sq.n_new + p.rows_per_tile - 1) / p.rows_per_tile;
 }
@@ -165,17 +175,19 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
     const int unit = u - prefix[s];
     int r0, r1, k0, k1, split = 0, nsp = 1;
     if (sq.n_new == 1) {
+      // Keys [first, ctx) in nsp splits.
       const int ctx = sq.start_pos + 1;
-      nsp = Splits(ctx, p.max_splits);
+      const int first = FirstKey(sq.start_pos, p.window);
+      nsp = Splits(ctx - first, p.max_splits);
       split = unit;
-      const int chunk = (ctx + nsp - 1) / nsp;
+      const int chunk = (ctx - first + nsp - 1) / nsp;
       r0 = 0, r1 = 1;
-      k0 = min(ctx, split * chunk);
+      k0 = min(ctx, first + split * chunk);
       k1 = min(ctx, k0 + chunk);
     } else {
       r0 = unit * p.rows_per_tile;
       r1 = min(sq.n_new, r0 + p.rows_per_tile);
-      k0 = 0;
+      k0 = FirstKey(sq.start_pos + r0, p.window);  // the tile's first row sees the most
       k1 = sq.start_pos + r1;
     }
     const int npairs = (r1 - r0) * g;
@@ -201,12 +213,13 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
         const int pp = idx / kKeyTile, j = idx - pp * kKeyTile;
         const int qpos = sq.start_pos + r0 + pp / g;
         float v = -INFINITY;
-        if (j < nt && t0 + j <= qpos) {
+        if (j < nt && t0 + j <= qpos && t0 + j >= FirstKey(qpos, p.window)) {
           const float* qr = qs + pp * (hd + 1);
           const float* kr = ks + j * (hd + 1);
           float dot = 0.f;
           for (int d = 0; d < hd; ++d) dot += qr[d] * kr[d];
-          v = dot * p.scale;  // as the CPU reference: (q . k) * scale
+          v = dot * p.scale;  // as the CPU reference: (q . k) * scale, then the cap
+          if (p.softcap > 0.f) v = tanhf(v / p.softcap) * p.softcap;
         }
         sc[idx] = v;
       }
@@ -338,7 +351,7 @@ CudaError LaunchAttention(const AttentionArgs& a, float* partials, int32_t* coun
   if (a.n_seqs <= 0) return 0;
   if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0 || a.head_dim <= 0 ||
       a.head_dim > kAttnMaxHeadDim || a.head_dim % 2 != 0 || a.n_seqs > kAttnMaxSeqs ||
-      a.kv.block_tokens <= 0) {
+      a.kv.block_tokens <= 0 || a.window < 0 || !(a.softcap >= 0.f) || !(a.scale >= 0.f)) {
     return int(cudaErrorInvalidValue);
   }
   const Plan pl = MakePlan(a);
@@ -359,7 +372,9 @@ CudaError LaunchAttention(const AttentionArgs& a, float* partials, int32_t* coun
   p.rows_per_tile = pl.rows_per_tile;
   p.max_pairs = pl.max_pairs;
   p.max_splits = pl.max_splits;
-  p.scale = 1.f / std::sqrt(float(a.head_dim));
+  p.scale = a.scale > 0.f ? a.scale : 1.f / std::sqrt(float(a.head_dim));
+  p.softcap = a.softcap;
+  p.window = a.window;
   p.partials = partials;
   p.counters = counters;
   p.skip_prefill = 0;

@@ -1,5 +1,7 @@
 // Causal grouped-query attention over the paged KV cache, for a step that
-// mixes prefill chunks (many rows per sequence) and decode rows (one row).
+// mixes prefill chunks (many rows per sequence) and decode rows (one row),
+// with an optional sliding window (keys before it are neither read nor
+// scored), score scale and soft-cap (gemma).
 //
 // Work items are (sequence, kv head, unit): for a prefill sequence a unit is
 // a tile of consecutive rows (all query heads of the kv head), attending to
@@ -28,8 +30,11 @@ struct AttentionArgs {
   const int32_t* tables;  // block ids, device; seq s uses tables[seqs[s].table_offset ...]
   KvView kv;
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
-  int max_ctx = 0;  // longest start_pos + n_new of the step (sizes the split scratch)
-  int num_sms = 1;  // multiprocessors of the device (grid size)
+  int max_ctx = 0;      // longest start_pos + n_new of the step (sizes the split scratch)
+  int num_sms = 1;      // multiprocessors of the device (grid size)
+  float scale = 0.f;    // multiplies q . k; 0: 1 / sqrt(head_dim)
+  float softcap = 0.f;  // > 0: score = softcap * tanh(score / softcap)
+  int window = 0;       // > 0: a row at position p sees keys (p - window, p] only
 };
 
 // Largest head_dim and sequence count the kernel supports.

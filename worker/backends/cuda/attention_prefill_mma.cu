@@ -30,7 +30,10 @@ struct Params {
   uint64_t v_offset;     // bytes from a block's K rows to its V rows
   int block_tokens, kv_dim;
   int n_heads, group;
-  float scale_log2;  // log2(e) / sqrt(head_dim): exp(s * scale) = exp2(s * scale_log2)
+  float scale_log2;  // log2(e) * scale: exp(s * scale) = exp2(s * scale_log2)
+  float scale;       // multiplies q . k (used with the soft-cap)
+  float softcap;     // > 0: score = softcap * tanh(score * scale / softcap)
+  int window;        // > 0: a row at position p sees keys (p - window, p] only
 };
 
 // 64-row tiles of a sequence; decode rows (n_new == 1) are not ours.
@@ -141,7 +144,9 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(Params p) {
     const AttnSeqView sq = p.seqs[lo];
     const int tile = Units(sq) - 1 - (u - prefix[lo]);
     const int r0 = tile * kRows, r1 = min(sq.n_new, r0 + kRows);  // rows [r0, r1)
-    const int k1 = sq.start_pos + r1;                             // keys [0, k1)
+    const int k1 = sq.start_pos + r1;                             // keys [k0, k1)
+    // The first key of the window of the tile's first row (0 without a window).
+    const int k0 = p.window > 0 ? max(0, sq.start_pos + r0 - p.window + 1) : 0;
     const int kvh = h / p.group;
     const int wr = r0 + 16 * warp;  // the warp's first row
     const bool active = wr < r1;
@@ -201,15 +206,18 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(Params p) {
     float l[2] = {0.f, 0.f};              // running sum, this thread's columns only
 
     const int n_steps = (k1 + kKeys - 1) / kKeys;
-    load(0, 0);
+    const int first_step = k0 / kKeys;  // steps before it hold keys no row sees
+    load(first_step, first_step & 1);
     CpAsyncCommit();
-    for (int it = 0; it < n_steps; ++it) {
+    for (int it = first_step; it < n_steps; ++it) {
       if (it + 1 < n_steps) load(it + 1, (it + 1) & 1);
       CpAsyncCommit();  // possibly empty: keeps the group count per step fixed
       CpAsyncWaitAllButOne();
       __syncthreads();  // step `it` is staged for every thread
       const int t0 = it * kKeys;
-      if (active && t0 <= q_last) {  // uniform over the warp
+      // Uniform over the warp: some key of the step is in some row's range.
+      const bool in_window = p.window <= 0 || t0 + kKeys - 1 > q_first - p.window;
+      if (active && t0 <= q_last && in_window) {
         const T* ks = stage + (it & 1) * 2 * kTileElems;
         const uint32_t* k32 = reinterpret_cast<const uint32_t*>(ks);
         const uint16_t* v16 = reinterpret_cast<const uint16_t*>(ks + kTileElems);
@@ -229,15 +237,25 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(Params p) {
             Mma<T>(s[nt], ql[kk], b0, b1);
           }
         }
-        // Scale as the CPU reference ((q . k) * scale, here in log2 units) and
-        // mask keys past each row's position (and past k1).
+        // Scale as the CPU reference ((q . k) * scale, here in log2 units;
+        // with a soft-cap, cap * tanh(s * scale / cap) first) and mask keys
+        // past each row's position (and past k1) or before its window.
         const bool diag = t0 + kKeys - 1 > q_first;
+        const bool before = p.window > 0 && t0 <= q_last - p.window;
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            float x = s[nt][e] * p.scale_log2;
-            if (diag && t0 + nt * 8 + 2 * t + (e & 1) > (e < 2 ? qpa : qpb)) x = -INFINITY;
+            float x;
+            if (p.softcap > 0.f) {
+              x = tanhf(s[nt][e] * p.scale / p.softcap) * p.softcap * 1.4426950408889634f;
+            } else {
+              x = s[nt][e] * p.scale_log2;
+            }
+            const int key = t0 + nt * 8 + 2 * t + (e & 1);
+            const int qp = e < 2 ? qpa : qpb;
+            if (diag && key > qp) x = -INFINITY;
+            if (before && key <= qp - p.window) x = -INFINITY;
             s[nt][e] = x;
           }
         }
@@ -362,7 +380,11 @@ CudaError LaunchAttentionPrefillMma(const AttentionArgs& a, cudaStream_t stream)
   p.kv_dim = a.kv.kv_dim;
   p.n_heads = a.n_heads;
   p.group = a.n_heads / a.n_kv_heads;
-  p.scale_log2 = float(1.4426950408889634 / std::sqrt(double(a.head_dim)));
+  p.scale_log2 = a.scale > 0.f ? float(1.4426950408889634 * double(a.scale))
+                               : float(1.4426950408889634 / std::sqrt(double(a.head_dim)));
+  p.scale = a.scale > 0.f ? a.scale : 1.f / std::sqrt(float(a.head_dim));
+  p.softcap = a.softcap;
+  p.window = a.window;
   const bool f16 = a.kv.type == ElemType::kF16;
   if (a.head_dim == 64) {
     return f16 ? Launch<__half, 64>(p, a.max_ctx, a.num_sms, stream)

@@ -4,8 +4,9 @@
 // its own kernel for the rest; nothing else needs to.
 //
 // Work items are (sequence, query head, tile of 64 rows); a block of 4 warps
-// (16 rows each) walks the tile's causal key range 64 keys at a time through
-// the block table (cp.async, double-buffered). Scores and the softmax stay in
+// (16 rows each) walks the tile's causal key range (from its first row's
+// sliding window on, when there is one) 64 keys at a time through the block
+// table (cp.async, double-buffered). Scores and the softmax stay in
 // f32 registers. Both mma operands that are not already 16-bit, q and the
 // probabilities P, are split into hi + lo 16-bit halves (two mmas each), so
 // the result matches the f32 path to ~1e-6 relative instead of the ~1e-3 of a

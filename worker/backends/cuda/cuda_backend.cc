@@ -58,9 +58,23 @@ static_assert(uint32_t(DType::kF16) == uint32_t(cuda::ElemType::kF16));
 static_assert(uint32_t(DType::kBF16) == uint32_t(cuda::ElemType::kBF16));
 static_assert(uint32_t(DType::kI8) == uint32_t(cuda::ElemType::kI8));
 static_assert(uint32_t(DType::kI4) == uint32_t(cuda::ElemType::kI4));
+static_assert(uint32_t(DType::kQ4_0) == uint32_t(cuda::ElemType::kQ4_0));
+static_assert(uint32_t(DType::kQ4_1) == uint32_t(cuda::ElemType::kQ4_1));
+static_assert(uint32_t(DType::kQ5_0) == uint32_t(cuda::ElemType::kQ5_0));
+static_assert(uint32_t(DType::kQ5_1) == uint32_t(cuda::ElemType::kQ5_1));
+static_assert(uint32_t(DType::kQ8_0) == uint32_t(cuda::ElemType::kQ8_0));
+static_assert(uint32_t(DType::kQ2_K) == uint32_t(cuda::ElemType::kQ2_K));
+static_assert(uint32_t(DType::kQ3_K) == uint32_t(cuda::ElemType::kQ3_K));
+static_assert(uint32_t(DType::kQ4_K) == uint32_t(cuda::ElemType::kQ4_K));
+static_assert(uint32_t(DType::kQ5_K) == uint32_t(cuda::ElemType::kQ5_K));
+static_assert(uint32_t(DType::kQ6_K) == uint32_t(cuda::ElemType::kQ6_K));
+static_assert(uint32_t(DType::kIQ4_NL) == uint32_t(cuda::ElemType::kIQ4_NL));
+static_assert(uint32_t(DType::kIQ4_XS) == uint32_t(cuda::ElemType::kIQ4_XS));
+static_assert(uint32_t(DType::kMXFP4) == uint32_t(cuda::ElemType::kMXFP4));
+static_assert(uint32_t(kLastDType) == uint32_t(cuda::kLastElemType));
 
-// Quantized weights are dequantized this many elements at a time (64 MiB of
-// f16), so the scratch never holds a whole lm_head.
+// Quantized and block-format weights are dequantized this many elements at a
+// time (64 MiB of f16), so the scratch never holds a whole lm_head.
 constexpr int64_t kDequantChunkElems = 32ll << 20;
 constexpr uint64_t kCublasWorkspaceBytes = 32ull << 20;
 constexpr int kMaxRopeHalf = 512;
@@ -76,10 +90,18 @@ cuda::KvView View(const KvLayerView& kv) {
                       kv.kv_dim, kv.block_bytes, kv.n_blocks};
 }
 
+// Whether two RoPEs have the same inverse frequencies (attn_factor is an
+// argument of the kernel, not part of the table).
 bool SameRope(const RopeParams& a, const RopeParams& b) {
-  return a.head_dim == b.head_dim && a.theta == b.theta && a.scaling == b.scaling &&
-         a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
-         a.high_freq_factor == b.high_freq_factor && a.original_max_pos == b.original_max_pos;
+  if (!(a.head_dim == b.head_dim && a.theta == b.theta && a.scaling == b.scaling &&
+        a.factor == b.factor && a.low_freq_factor == b.low_freq_factor &&
+        a.high_freq_factor == b.high_freq_factor && a.original_max_pos == b.original_max_pos &&
+        a.beta_fast == b.beta_fast && a.beta_slow == b.beta_slow &&
+        a.yarn_truncate == b.yarn_truncate))
+    return false;
+  if (a.scaling != RopeScaling::kLongRope) return true;
+  const int half = std::min(a.head_dim / 2, kMaxRopeFactors);
+  return std::equal(a.ext_factors, a.ext_factors + half, b.ext_factors);
 }
 
 class CudaBackend final : public Backend {
@@ -99,7 +121,9 @@ class CudaBackend final : public Backend {
     if (meta_ != nullptr) cudaFreeHost(meta_);
     for (void* p : imported_) cudaIpcCloseMemHandle(p);
     for (void* p : live_) cudaFree(p);
-    if (rope_table_ != nullptr) cudaFree(rope_table_);
+    for (RopeTable& t : rope_tables_) {
+      if (t.dev != nullptr) cudaFree(t.dev);
+    }
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
     // Scratch and the stager free themselves (members) before the stream goes.
@@ -140,7 +164,7 @@ class CudaBackend final : public Backend {
     // Default math: with CUBLAS_COMPUTE_32F, f32 matrices get plain f32
     // arithmetic (no TF32) and 16-bit ones tensor cores with f32 accumulation.
     CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
-    CUDA_CHECK(cudaMalloc(&rope_table_, kMaxRopeHalf * sizeof(float)));
+    for (RopeTable& t : rope_tables_) CUDA_CHECK(cudaMalloc(&t.dev, kMaxRopeHalf * sizeof(float)));
     RETURN_IF_ERROR(stager_.Init());
     const char* sync = std::getenv("PAGED_CUDA_SYNC");
     sync_each_op_ = sync != nullptr && std::strcmp(sync, "1") == 0;
@@ -422,6 +446,10 @@ class CudaBackend final : public Backend {
 
   void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
     Device();
+    if (IsBlockFormat(table.dtype) && !RowFits(table.dtype, table.cols)) {
+      return Invalid(absl::StrCat("Embedding: ", table.cols, " columns are not whole ",
+                                  std::string(DTypeName(table.dtype)), " blocks"));
+    }
     if (IsQuantized(table.dtype) && (table.scales == nullptr || table.group <= 0)) {
       return Invalid("Embedding: quantized table without scales or group");
     }
@@ -449,15 +477,27 @@ class CudaBackend final : public Backend {
     if (p.head_dim <= 0 || p.head_dim % 2 != 0 || p.head_dim / 2 > kMaxRopeHalf) {
       return Invalid(absl::StrCat("Rope: unsupported head_dim ", p.head_dim));
     }
-    if (!rope_valid_ || !SameRope(p, rope_params_)) {
+    // A model has one or two RoPEs (gemma3's local layers have their own):
+    // each keeps its table; a new one replaces the least recently used.
+    RopeTable* table = nullptr;
+    for (RopeTable& t : rope_tables_) {
+      if (t.valid && SameRope(p, t.params)) table = &t;
+    }
+    if (table == nullptr) {
+      table = &rope_tables_[0];
+      for (RopeTable& t : rope_tables_) {
+        if (t.last_use < table->last_use) table = &t;
+      }
       std::vector<float> inv(size_t(p.head_dim / 2));
       RopeInvFreq(p, inv.data());
       // Stream-ordered: Rope launches already enqueued read the old table.
-      Check(stager_.Copy(rope_table_, inv.data(), inv.size() * sizeof(float), stream_));
-      rope_params_ = p;
-      rope_valid_ = true;
+      Check(stager_.Copy(table->dev, inv.data(), inv.size() * sizeof(float), stream_));
+      table->params = p;
+      table->valid = true;
     }
-    Check(cuda::LaunchRope(q, k, pos, n, n_heads, n_kv_heads, p.head_dim, rope_table_, stream_),
+    table->last_use = ++rope_clock_;
+    Check(cuda::LaunchRope(q, k, pos, n, n_heads, n_kv_heads, p.head_dim, table->dev, p.attn_factor,
+                           stream_),
           "Rope");
     AfterOp("Rope");
   }
@@ -474,9 +514,13 @@ class CudaBackend final : public Backend {
 
   void Attention(const float* q, const AttnSeq* seqs, int n_seqs, const int32_t* block_tables,
                  int n_heads, int n_kv_heads, int head_dim, int max_ctx, const KvLayerView& kv,
-                 float* out) override {
+                 const AttnParams& p, float* out) override {
     Device();
     if (n_seqs <= 0) return;
+    if (p.window < 0 || !(p.softcap >= 0.f) || !(p.scale >= 0.f)) {
+      return Invalid(absl::StrCat("Attention: bad window ", p.window, ", soft-cap ", p.softcap,
+                                  " or scale ", p.scale));
+    }
     if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || head_dim <= 0 || head_dim % 2 != 0 ||
         head_dim > cuda::kAttnMaxHeadDim || n_seqs > cuda::kAttnMaxSeqs ||
         (kv.dtype != DType::kF32 && kv.dtype != DType::kF16 && kv.dtype != DType::kBF16)) {
@@ -496,6 +540,9 @@ class CudaBackend final : public Backend {
     a.head_dim = head_dim;
     a.max_ctx = max_ctx;
     a.num_sms = num_sms_;
+    a.scale = p.scale;
+    a.softcap = p.softcap;
+    a.window = p.window;
     float* partials = nullptr;
     const uint64_t partial_bytes = cuda::AttentionPartialBytes(a);
     if (partial_bytes > 0) {
@@ -513,6 +560,25 @@ class CudaBackend final : public Backend {
     Device();
     Check(cuda::LaunchSwiGlu(gate, up, n, dim, out, stream_), "SwiGlu");
     AfterOp("SwiGlu");
+  }
+
+  void GeGlu(const float* gate, const float* up, int n, int dim, float* out) override {
+    Device();
+    Check(cuda::LaunchGeGlu(gate, up, n, dim, out, stream_), "GeGlu");
+    AfterOp("GeGlu");
+  }
+
+  void Scale(float* x, int64_t count, float s) override {
+    Device();
+    Check(cuda::LaunchScale(x, count, s, stream_), "Scale");
+    AfterOp("Scale");
+  }
+
+  void SoftCap(float* x, int64_t count, float cap) override {
+    Device();
+    if (!(cap > 0.f)) return Invalid(absl::StrCat("SoftCap: cap ", cap, " must be positive"));
+    Check(cuda::LaunchSoftCap(x, count, cap, stream_), "SoftCap");
+    AfterOp("SoftCap");
   }
 
   void Add(float* x, const float* y, int64_t count) override {
@@ -569,42 +635,63 @@ class CudaBackend final : public Backend {
         break;
       }
       case DType::kI8:
-      case DType::kI4: {
+      case DType::kI4:
         if (w.scales == nullptr || w.group <= 0) {
           return absl::InvalidArgumentError("MatMul: quantized weight without scales or group");
         }
-        // Decode: the dequantization fused into the product (each weight row
-        // read once); bias included.
-        if (n <= cuda::kFusedGemvMaxRows) {
-          const cuda::CudaError e = cuda::LaunchGemvQuant(View(w), x, n, bias, out, ldo, stream_);
-          if (e == 0) return absl::OkStatus();
-          if (e != int(cudaErrorNotSupported)) return Cuda(e, "MatMul: fused GEMV");
-        }
-        auto x16 = act16_.Get(uint64_t(in_elems) * 2, stream_);
-        if (!x16.ok()) return x16.status();
-        RETURN_IF_ERROR(Cuda(cuda::LaunchCastF32(x, in_elems, cuda::ElemType::kF16, *x16, stream_),
-                             "MatMul: cast"));
-        const int64_t chunk_rows = std::clamp<int64_t>(kDequantChunkElems / w.cols, 1, w.rows);
-        auto w16 = weight16_.Get(uint64_t(chunk_rows * w.cols) * 2, stream_);
-        if (!w16.ok()) return w16.status();
-        const uint64_t row_bytes = PayloadBytes(w.dtype, 1, uint64_t(w.cols));
-        const int64_t groups = GroupsPerRow(w.cols, w.group);
-        for (int64_t r0 = 0; r0 < w.rows; r0 += chunk_rows) {
-          const int64_t rc = std::min(chunk_rows, w.rows - r0);
-          cuda::MatrixView part = View(w);
-          part.data = static_cast<const uint8_t*>(w.data) + uint64_t(r0) * row_bytes;
-          part.scales = static_cast<const uint16_t*>(w.scales) + r0 * groups;
-          part.rows = rc;
-          RETURN_IF_ERROR(
-              Cuda(cuda::LaunchDequantizeF16(part, *w16, stream_), "MatMul: dequantize"));
-          // Rows [r0, r0 + rc) of W give columns [r0, r0 + rc) of out.
-          RETURN_IF_ERROR(Gemm(CUDA_R_16F, *w16, rc, w.cols, *x16, n, out + r0, ldo));
-        }
-        break;
-      }
+        return QuantizedMatMul(x, n, w, bias, out, ldo);
       default:
-        return absl::InvalidArgumentError(
-            absl::StrCat("MatMul: unsupported weight dtype ", std::string(DTypeName(w.dtype))));
+        if (!IsBlockFormat(w.dtype)) {
+          return absl::InvalidArgumentError(absl::StrCat("MatMul: the CUDA backend cannot read ",
+                                                         std::string(DTypeName(w.dtype)),
+                                                         " weights"));
+        }
+        if (!RowFits(w.dtype, w.cols)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("MatMul: ", w.cols, " columns are not whole ",
+                           std::string(DTypeName(w.dtype)), " blocks"));
+        }
+        return QuantizedMatMul(x, n, w, bias, out, ldo);
+    }
+    if (bias != nullptr) {
+      RETURN_IF_ERROR(
+          Cuda(cuda::LaunchAddBias(out, bias, n, w.rows, ldo, stream_), "MatMul: bias"));
+    }
+    return absl::OkStatus();
+  }
+
+  // int8 / int4 and the block formats (bias included). Decode rows (n <= 8):
+  // the dequantization fused into the product where LaunchGemvQuant runs
+  // (opt-in: PAGED_CUDA_FUSED_GEMV=1, weights.h). Otherwise rows of W are
+  // dequantized to f16 a chunk at a time and multiplied by x cast to f16 on
+  // cuBLAS, each chunk into its columns of out.
+  absl::Status QuantizedMatMul(const float* x, int n, const WeightRef& w, const float* bias,
+                               float* out, int64_t ldo) {
+    if (n <= cuda::kFusedGemvMaxRows) {
+      const cuda::CudaError e = cuda::LaunchGemvQuant(View(w), x, n, bias, out, ldo, stream_);
+      if (e == 0) return absl::OkStatus();
+      if (e != int(cudaErrorNotSupported)) return Cuda(e, "MatMul: fused GEMV");
+    }
+    const int64_t in_elems = int64_t(n) * w.cols;
+    auto x16 = act16_.Get(uint64_t(in_elems) * 2, stream_);
+    if (!x16.ok()) return x16.status();
+    RETURN_IF_ERROR(Cuda(cuda::LaunchCastF32(x, in_elems, cuda::ElemType::kF16, *x16, stream_),
+                         "MatMul: cast"));
+    const int64_t chunk_rows = std::clamp<int64_t>(kDequantChunkElems / w.cols, 1, w.rows);
+    auto w16 = weight16_.Get(uint64_t(chunk_rows * w.cols) * 2, stream_);
+    if (!w16.ok()) return w16.status();
+    const uint64_t row_bytes = PayloadBytes(w.dtype, 1, uint64_t(w.cols));
+    const int64_t groups = IsQuantized(w.dtype) ? GroupsPerRow(w.cols, w.group) : 0;
+    for (int64_t r0 = 0; r0 < w.rows; r0 += chunk_rows) {
+      const int64_t rc = std::min(chunk_rows, w.rows - r0);
+      cuda::MatrixView part = View(w);
+      part.data = static_cast<const uint8_t*>(w.data) + uint64_t(r0) * row_bytes;
+      if (part.scales != nullptr)
+        part.scales = static_cast<const uint16_t*>(w.scales) + r0 * groups;
+      part.rows = rc;
+      RETURN_IF_ERROR(Cuda(cuda::LaunchDequantizeF16(part, *w16, stream_), "MatMul: dequantize"));
+      // Rows [r0, r0 + rc) of W give columns [r0, r0 + rc) of out.
+      RETURN_IF_ERROR(Gemm(CUDA_R_16F, *w16, rc, w.cols, *x16, n, out + r0, ldo));
     }
     if (bias != nullptr) {
       RETURN_IF_ERROR(
@@ -785,9 +872,15 @@ class CudaBackend final : public Backend {
   cuda::DeviceScratch partials_;  // attention split-K partials
   cuda::DeviceScratch counters_;  // attention split-K counters (kept zero)
   cuda::DeviceScratch probs_;     // sampling probabilities [n, vocab]
-  float* rope_table_ = nullptr;   // [head_dim / 2] inverse frequencies
-  RopeParams rope_params_;
-  bool rope_valid_ = false;
+  // RoPE inverse frequencies [head_dim / 2] of the last RoPEs used.
+  struct RopeTable {
+    float* dev = nullptr;  // [kMaxRopeHalf]
+    RopeParams params;
+    bool valid = false;
+    uint64_t last_use = 0;
+  };
+  RopeTable rope_tables_[4];
+  uint64_t rope_clock_ = 0;
   std::unordered_set<void*> live_;      // Alloc'd and not yet freed
   std::unordered_set<void*> imported_;  // ImportMemory'd and not yet closed
   std::string uuid_;                    // "GPU-xxxxxxxx-xxxx-..."

@@ -25,6 +25,34 @@ __global__ void SwiGluKernel(const float* __restrict__ gate, const float* __rest
   }
 }
 
+__global__ void GeGluKernel(const float* __restrict__ gate, const float* __restrict__ up,
+                            int64_t count, float* __restrict__ out) {
+  // The CPU reference's operation order (torch's gelu(approximate="tanh")).
+  const float beta = 0.7978845608028654f, kappa = 0.044715f;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float x = gate[i];
+    const float inner =
+        __fmul_rn(beta, __fadd_rn(x, __fmul_rn(kappa, __fmul_rn(__fmul_rn(x, x), x))));
+    const float g = __fmul_rn(__fmul_rn(0.5f, x), __fadd_rn(1.f, tanhf(inner)));
+    out[i] = __fmul_rn(g, up[i]);
+  }
+}
+
+__global__ void ScaleKernel(float* __restrict__ x, int64_t count, float s) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    x[i] = __fmul_rn(x[i], s);
+  }
+}
+
+__global__ void SoftCapKernel(float* __restrict__ x, int64_t count, float cap) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    x[i] = __fmul_rn(tanhf(__fdiv_rn(x[i], cap)), cap);
+  }
+}
+
 // One block per output row.
 __global__ void GatherRowsKernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
                                  int dim, float* __restrict__ out) {
@@ -64,6 +92,30 @@ CudaError LaunchSwiGlu(const float* gate, const float* up, int64_t n, int64_t di
   const int64_t count = n * dim;
   if (count <= 0) return 0;
   SwiGluKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(gate, up, count, out);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchGeGlu(const float* gate, const float* up, int64_t n, int64_t dim, float* out,
+                      cudaStream_t stream) {
+  const int64_t count = n * dim;
+  if (count <= 0) return 0;
+  GeGluKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(gate, up, count, out);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchScale(float* x, int64_t count, float s, cudaStream_t stream) {
+  if (count <= 0) return 0;
+  ScaleKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(x, count, s);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchSoftCap(float* x, int64_t count, float cap, cudaStream_t stream) {
+  if (count <= 0) return 0;
+  if (!(cap > 0.f)) return int(cudaErrorInvalidValue);
+  SoftCapKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(x, count, cap);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }

@@ -12,6 +12,13 @@ CudaError LaunchAdd(float* x, const float* y, int64_t count, cudaStream_t stream
 // out[i, j] = silu(gate[i, j]) * up[i, j]; [n, dim].
 CudaError LaunchSwiGlu(const float* gate, const float* up, int64_t n, int64_t dim, float* out,
                        cudaStream_t stream);
+// out[i, j] = gelu_tanh(gate[i, j]) * up[i, j]; [n, dim]. out may be gate.
+CudaError LaunchGeGlu(const float* gate, const float* up, int64_t n, int64_t dim, float* out,
+                      cudaStream_t stream);
+// x[i] *= s for i < count.
+CudaError LaunchScale(float* x, int64_t count, float s, cudaStream_t stream);
+// x[i] = cap * tanh(x[i] / cap) for i < count; cap > 0.
+CudaError LaunchSoftCap(float* x, int64_t count, float cap, cudaStream_t stream);
 // out[i, :] = x[rows[i], :]; x: [?, dim], rows: [n] (device), out: [n, dim].
 CudaError LaunchGatherRows(const float* x, const int32_t* rows, int n, int dim, float* out,
                            cudaStream_t stream);

@@ -16,9 +16,35 @@ namespace paged::cuda {
 // the API calls and launches they make.
 using CudaError = int;
 
-// The values of paged::DType.
-enum class ElemType : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kI8 = 3, kI4 = 4 };
+// The values of paged::DType: plain and group-quantized types, then the ggml
+// block formats (common/block_quant.h), read as stored.
+enum class ElemType : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kBF16 = 2,
+  kI8 = 3,
+  kI4 = 4,
+  kQ4_0 = 5,
+  kQ4_1 = 6,
+  kQ5_0 = 7,
+  kQ5_1 = 8,
+  kQ8_0 = 9,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kIQ4_NL = 15,
+  kIQ4_XS = 16,
+  kMXFP4 = 17,
+};
+inline constexpr ElemType kLastElemType = ElemType::kMXFP4;
 
+inline bool IsBlockElem(ElemType t) {
+  return uint32_t(t) >= uint32_t(ElemType::kQ4_0) && uint32_t(t) <= uint32_t(kLastElemType);
+}
+
+// Bytes of one element of f32 / f16 / bf16 / int8 (KV caches, activations).
 inline int ElemBytes(ElemType t) { return t == ElemType::kF32 ? 4 : t == ElemType::kI8 ? 1 : 2; }
 
 // paged::AttnSeq.
@@ -39,8 +65,9 @@ struct SamplingParamsView {
 
 // A weight matrix [rows, cols] in device memory (paged::WeightRef).
 struct MatrixView {
-  const void* data;    // [rows, cols] of type; int4: [rows, (cols + 1) / 2] bytes
-  const void* scales;  // int8/int4: f16 [rows, ceil(cols / group)]
+  const void* data;    // [rows, cols] of type; int4: [rows, (cols + 1) / 2] bytes; a block
+                       // format: [rows, cols / block values] blocks, rows contiguous
+  const void* scales;  // int8/int4: f16 [rows, ceil(cols / group)]; null for the others
   ElemType type;
   int group;
   int64_t rows;

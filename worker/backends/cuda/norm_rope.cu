@@ -5,9 +5,10 @@
 namespace paged::cuda {
 namespace {
 
-// One block per row.
-__global__ void RmsNormKernel(const float* __restrict__ x, const float* __restrict__ w, int dim,
-                              float eps, float* __restrict__ out) {
+// One block per row. out may be x (each element is read before it is
+// written, by the same thread, after the sum), so neither is __restrict__.
+__global__ void RmsNormKernel(const float* x, const float* __restrict__ w, int dim, float eps,
+                              float* out) {
   __shared__ float scratch[33];
   const float* xr = x + int64_t(blockIdx.x) * dim;
   float* o = out + int64_t(blockIdx.x) * dim;
@@ -24,7 +25,7 @@ __global__ void RmsNormKernel(const float* __restrict__ x, const float* __restri
 // One thread per (row, head of q then k, pair i).
 __global__ void RopeKernel(float* __restrict__ q, float* __restrict__ k,
                            const int32_t* __restrict__ pos, int n, int n_heads, int n_kv_heads,
-                           int head_dim, const float* __restrict__ inv_freq) {
+                           int head_dim, const float* __restrict__ inv_freq, float attn_factor) {
   const int half = head_dim / 2;
   const int heads = n_heads + n_kv_heads;
   const int64_t total = int64_t(n) * heads * half;
@@ -39,6 +40,9 @@ __global__ void RopeKernel(float* __restrict__ q, float* __restrict__ k,
     const float angle = float(pos[r]) * inv_freq[i];
     float s, c;
     sincosf(angle, &s, &c);
+    // As the CPU reference: cos and sin times the attention factor (yarn, longrope).
+    s = __fmul_rn(s, attn_factor);
+    c = __fmul_rn(c, attn_factor);
     const float x0 = v[i], x1 = v[i + half];
     // The CPU reference's operation order, without FMA contraction.
     v[i] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
@@ -58,11 +62,11 @@ CudaError LaunchRmsNorm(const float* x, const float* w, int n, int dim, float ep
 }
 
 CudaError LaunchRope(float* q, float* k, const int32_t* pos, int n, int n_heads, int n_kv_heads,
-                     int head_dim, const float* inv_freq, cudaStream_t stream) {
+                     int head_dim, const float* inv_freq, float attn_factor, cudaStream_t stream) {
   const int64_t total = int64_t(n) * (n_heads + n_kv_heads) * (head_dim / 2);
   if (total <= 0) return 0;
   RopeKernel<<<GridFor(total, 256), 256, 0, stream>>>(q, k, pos, n, n_heads, n_kv_heads, head_dim,
-                                                      inv_freq);
+                                                      inv_freq, attn_factor);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }

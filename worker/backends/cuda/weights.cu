@@ -1,5 +1,7 @@
+#include <atomic>
 #include <cstdlib>
 
+#include "worker/backends/cuda/block_weights.h"
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_util.cuh"
 #include "worker/backends/cuda/weights.h"
@@ -174,6 +176,7 @@ __global__ void EmbeddingKernel(const void* __restrict__ data, const __half* __r
 }  // namespace
 
 CudaError LaunchDequantizeF16(const MatrixView& w, void* out, cudaStream_t stream) {
+  if (IsBlockElem(w.type)) return LaunchBlockDequantizeF16(w, out, stream);
   if (w.rows <= 0 || w.cols <= 0) return 0;
   if (w.group <= 0) return int(cudaErrorInvalidValue);
   const unsigned grid = unsigned(w.rows < (1 << 20) ? w.rows : (1 << 20));
@@ -206,13 +209,28 @@ CudaError LaunchDequantizeF16(const MatrixView& w, void* out, cudaStream_t strea
   return 0;
 }
 
+namespace {
+
+// -1: not read yet; 0: off; 1: on.
+std::atomic<int> fused_gemv{-1};
+
+}  // namespace
+
+void ReadFusedGemvEnv() {
+  const char* v = std::getenv("PAGED_CUDA_FUSED_GEMV");
+  fused_gemv.store(v == nullptr || *v == '\0' || *v == '0' ? 0 : 1, std::memory_order_relaxed);
+}
+
+bool FusedGemvEnabled() {
+  if (fused_gemv.load(std::memory_order_relaxed) < 0) ReadFusedGemvEnv();
+  return fused_gemv.load(std::memory_order_relaxed) == 1;
+}
+
 CudaError LaunchGemvQuant(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                           int64_t ldo, cudaStream_t stream) {
-  static const bool disabled = [] {
-    const char* v = std::getenv("PAGED_CUDA_NO_FUSED_GEMV");
-    return v != nullptr && *v != '\0' && *v != '0';
-  }();
-  if (disabled || n < 1 || n > kFusedGemvMaxRows || w.rows <= 0 || w.cols <= 0 || w.cols % 8 != 0 ||
+  if (!FusedGemvEnabled()) return int(cudaErrorNotSupported);
+  if (IsBlockElem(w.type)) return LaunchBlockGemv(w, x, n, bias, out, ldo, stream);
+  if (n < 1 || n > kFusedGemvMaxRows || w.rows <= 0 || w.cols <= 0 || w.cols % 8 != 0 ||
       w.group <= 0 || w.group % 8 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(w.data) % (w.type == ElemType::kI8 ? 8 : 4) != 0)
     return int(cudaErrorNotSupported);
@@ -225,6 +243,7 @@ CudaError LaunchGemvQuant(const MatrixView& w, const float* x, int n, const floa
 
 CudaError LaunchEmbedding(const MatrixView& t, const int32_t* ids, int n, float* out,
                           cudaStream_t stream) {
+  if (IsBlockElem(t.type)) return LaunchBlockEmbedding(t, ids, n, out, stream);
   if (n <= 0 || t.cols <= 0) return 0;
   const __half* scales = static_cast<const __half*>(t.scales);
   const int threads = t.cols >= 1024 ? 256 : 128;

@@ -1,5 +1,7 @@
-// Kernels that read weight matrices in their stored formats (common/quant.h):
-// dequantization to f16 for the matrix-product path, and the embedding gather.
+// Kernels that read weight matrices in their stored formats (common/quant.h,
+// and the ggml block formats of common/block_quant.h through
+// block_weights.h): dequantization to f16 for the matrix-product path, the
+// fused decode GEMV, and the embedding gather.
 #pragma once
 
 #include <cstdint>
@@ -8,21 +10,31 @@
 
 namespace paged::cuda {
 
-// out: [rows, cols] f16 = s * q of an int8 or int4 matrix.
+// out: [rows, cols] f16 = s * q of an int8 or int4 matrix, or the decoded
+// values of a block-format matrix (whole blocks per row), rounded to f16.
 CudaError LaunchDequantizeF16(const MatrixView& w, void* out, cudaStream_t stream);
 
-// Decode products of int8 / int4 weights with the dequantization fused in:
-// out[i * ldo + r] = x[i, :] . (s * q)[r, :] (+ bias[r]) for i < n <= 8,
-// r < w.rows, reading each weight row once (one warp per row, f32
-// accumulation). Needs cols and group multiples of 8 and x 16-byte aligned;
-// returns cudaErrorNotSupported otherwise (the caller dequantizes instead).
-// PAGED_CUDA_NO_FUSED_GEMV=1 turns it off (the same error).
+// Decode products with the dequantization fused in: out[i * ldo + r] =
+// x[i, :] . W[r, :] (+ bias[r]) for i < n <= 8, r < w.rows, reading each
+// weight row once, f32 accumulation. int8 / int4: one warp per row, needs
+// cols and group multiples of 8. Block formats: one warp per 4 rows (n = 1)
+// or 2, lanes over the row's blocks (block_weights.h). x 16-byte aligned.
+// Returns cudaErrorNotSupported where it does not apply (the caller
+// dequantizes and multiplies with cuBLAS instead).
+//
+// Opt-in until it has run on a GPU (written in sessions without one): only
+// with PAGED_CUDA_FUSED_GEMV=1 in the environment does it run; otherwise it
+// answers cudaErrorNotSupported, so by default every quantized product takes
+// the dequantize + cuBLAS path. The variable is read once, at the first
+// call; ReadFusedGemvEnv() reads it again (tests switch paths in-process).
 inline constexpr int kFusedGemvMaxRows = 8;
 CudaError LaunchGemvQuant(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                           int64_t ldo, cudaStream_t stream);
+bool FusedGemvEnabled();
+void ReadFusedGemvEnv();
 
-// out[i, :] = f32(table[ids[i], :]) for any stored type; ids: [n] device,
-// out: [n, table.cols].
+// out[i, :] = f32(table[ids[i], :]) for any stored type (block formats bit
+// for bit DequantizeRow's values); ids: [n] device, out: [n, table.cols].
 CudaError LaunchEmbedding(const MatrixView& table, const int32_t* ids, int n, float* out,
                           cudaStream_t stream);
 

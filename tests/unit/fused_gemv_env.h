@@ -1,0 +1,49 @@
+// GPU tests: PAGED_CUDA_FUSED_GEMV set (or unset) for a scope, so one process
+// runs both paths of the CUDA backend's quantized products (the fused decode
+// GEMV, opt-in; dequantize + cuBLAS, the default). The backend reads the
+// variable once; cuda::ReadFusedGemvEnv() makes it read it again.
+#pragma once
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+
+#if PAGED_HAVE_CUDA
+#include "worker/backends/cuda/weights.h"
+#endif
+
+namespace paged::testing {
+
+class FusedGemvEnv {
+ public:
+  explicit FusedGemvEnv(bool on) {
+    if (const char* v = std::getenv(kVar)) old_ = v;
+    if (on) {
+      setenv(kVar, "1", 1);
+    } else {
+      unsetenv(kVar);
+    }
+    Reread();
+  }
+  ~FusedGemvEnv() {
+    if (old_) {
+      setenv(kVar, old_->c_str(), 1);
+    } else {
+      unsetenv(kVar);
+    }
+    Reread();
+  }
+  FusedGemvEnv(const FusedGemvEnv&) = delete;
+  FusedGemvEnv& operator=(const FusedGemvEnv&) = delete;
+
+ private:
+  static constexpr const char* kVar = "PAGED_CUDA_FUSED_GEMV";
+  static void Reread() {
+#if PAGED_HAVE_CUDA
+    cuda::ReadFusedGemvEnv();
+#endif
+  }
+  std::optional<std::string> old_;
+};
+
+}  // namespace paged::testing
