@@ -311,7 +311,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       uint64_t peak = 0;
       ASSIGN_OR_RETURN(compute, RunPhases(o, engine, work, *backend, mem0, &peak, nullptr));
     }
-    auto run = [&](const std::string& mode, const PagerOptions& po,
+    auto run = [&](const std::string& mode, const MemoryPlan& plan, const PagerOptions& po,
                    HostExecutor* host_exec) -> absl::Status {
       ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, po));
       Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
@@ -353,20 +353,29 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       }
       return absl::OkStatus();
     };
-    if (paged_mode) RETURN_IF_ERROR(run("paged", PagerOptions{}, nullptr));
+    if (paged_mode) RETURN_IF_ERROR(run("paged", plan, PagerOptions{}, nullptr));
     if (hybrid_mode) {
-      if (plan.n_paged() == 0) return absl::InvalidArgumentError("--mode=hybrid: nothing is paged");
+      // The hybrid worker's plan: an untied model's embedding table stays on
+      // the host, which may buy a resident layer.
+      PlanLimits hybrid_limits = limits;
+      hybrid_limits.embedding_on_host = true;
+      ASSIGN_OR_RETURN(const MemoryPlan hplan, PlanMemory(h, hybrid_limits));
+      if (hplan.n_paged() == 0)
+        return absl::InvalidArgumentError("--mode=hybrid: nothing is paged");
       ASSIGN_OR_RETURN(HybridPolicy policy, ParseHybridPolicy(o.host_compute));
       ASSIGN_OR_RETURN(cpu_exec::ExecPoolOptions eo,
                        cpu_exec::HostExecutorOptions(o.host_threads, o.host_pin));
       std::unique_ptr<HostExecutor> host_exec = cpu_exec::MakeHostExecutor(eo);
       int layer = 0;
-      while (layer < h.model.n_layers && plan.resident[size_t(layer)]) ++layer;
+      while (layer < h.model.n_layers && hplan.resident[size_t(layer)]) ++layer;
       PagerOptions po;
       po.hybrid_policy = policy;
       ASSIGN_OR_RETURN(po.host_gbps, MeasureHostExecutor(*host_exec, host, layer, {1, 4, 16, 64}));
       report.hybrid = host_exec->Describe();
-      RETURN_IF_ERROR(run("hybrid", po, host_exec.get()));
+      absl::StrAppend(&report.plan, "hybrid mode's plan: ", hplan.n_resident,
+                      " resident layers (the embedding table ",
+                      hplan.embedding_on_host ? "on the host)\n" : "on the device)\n");
+      RETURN_IF_ERROR(run("hybrid", hplan, po, host_exec.get()));
     }
   }
   if (o.mode == "resident" || o.mode == "both" || o.mode == "all") {

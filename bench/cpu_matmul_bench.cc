@@ -1,6 +1,7 @@
 // Throughput of the CPU executor's matrix products (worker/backends/cpu_exec)
-// on the shapes of a llama-7b layer, for every weight dtype and a few batch
-// sizes: weight bytes read per second, GFLOP/s, and the fraction of the
+// on the shapes of a llama-7b layer, for every weight dtype (the store's own
+// and the ggml block formats a GGUF file keeps) and a few batch sizes: weight
+// bytes read per second, GFLOP/s, and the fraction of the
 // machine's read bandwidth, measured here with the same threads (a streaming
 // read of a buffer far larger than the caches). The scalar reference
 // paged::cpu::MatMul runs one shape for comparison. Each point cycles
@@ -8,7 +9,8 @@
 // from DRAM, as a decode step's do.
 //
 //   cpu_matmul_bench [--threads N] [--pin none|all|0-7] [--seconds S]
-//                    [--dtypes f32,f16,bf16,int8,int4] [--batches 1,2,4,8,64]
+//                    [--dtypes f32,f16,bf16,int8,int4|blocks|q4_k,...]
+//                    [--batches 1,2,4,8,64] [--shapes 4096x4096,...] [--reference]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -33,9 +35,14 @@
 ABSL_FLAG(int, threads, 0, "threads, the caller included (0: all cores)");
 ABSL_FLAG(std::string, pin, "none", "CPUs to pin the threads to: none, all or a list (0-7,16)");
 ABSL_FLAG(double, seconds, 0.5, "measuring time per point");
-ABSL_FLAG(std::string, dtypes, "f32,f16,bf16,int8,int4", "weight dtypes");
+ABSL_FLAG(std::string, dtypes, "f32,f16,bf16,int8,int4",
+          "weight dtypes: names (f32, int4, q4_k, iq4_xs, mxfp4, ...) or `blocks` for every ggml "
+          "block format");
 ABSL_FLAG(std::string, batches, "1,2,4,8,64", "token rows per call");
 ABSL_FLAG(int, footprint_mb, 512, "weight bytes cycled through per point (well above the L3)");
+ABSL_FLAG(std::string, shapes, "4096x4096,11008x4096,4096x11008",
+          "matrices, rows x cols (the block formats need cols a multiple of 256)");
+ABSL_FLAG(bool, reference, true, "also time the scalar reference on the first shape");
 
 namespace paged {
 namespace {
@@ -45,7 +52,38 @@ using Clock = std::chrono::steady_clock;
 struct Shape {
   int64_t rows, cols;
 };
-constexpr Shape kShapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};  // qkvo, gate/up, down
+
+// The ggml block formats (common/block_quant.h).
+constexpr DType kBlockDTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,   DType::kQ5_1,
+                                  DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,   DType::kQ4_K,
+                                  DType::kQ5_K, DType::kQ6_K, DType::kIQ4_NL, DType::kIQ4_XS,
+                                  DType::kMXFP4};
+
+// Byte offsets of a block's f16 scale fields (the rest of a block is codes,
+// any bytes, and packed small-integer scales, any bits).
+std::vector<int> HalfFields(DType t) {
+  switch (t) {
+    case DType::kQ4_0:
+    case DType::kQ5_0:
+    case DType::kQ8_0:
+    case DType::kIQ4_NL:
+    case DType::kIQ4_XS:
+      return {0};
+    case DType::kQ4_1:
+    case DType::kQ5_1:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+      return {0, 2};
+    case DType::kQ2_K:
+      return {80, 82};
+    case DType::kQ3_K:
+      return {108};
+    case DType::kQ6_K:
+      return {208};
+    default:
+      return {};
+  }
+}
 
 // Copies of one matrix in one allocation, filled with valid random values.
 class WeightCopies {
@@ -58,6 +96,7 @@ class WeightCopies {
     copies_ = int(std::max<uint64_t>(1, (footprint + each - 1) / each));
     mem_.reset(new uint8_t[each * uint64_t(copies_)]);
     Fill(t, mem_.get(), payload_ * uint64_t(copies_), false);
+    if (IsBlockFormat(t)) FixBlockScales(t, mem_.get(), payload_ * uint64_t(copies_));
     if (scale_bytes_) Fill(t, mem_.get() + payload_ * copies_, scale_bytes_ * copies_, true);
     for (int k = 0; k < copies_; ++k) {
       WeightRef w;
@@ -95,7 +134,7 @@ class WeightCopies {
       x ^= x << 17;
       return x;
     };
-    const bool raw = !scales && IsQuantized(t);
+    const bool raw = !scales && (IsQuantized(t) || IsBlockFormat(t));
     const size_t width = raw ? 8 : (t == DType::kF32 && !scales ? 4 : 2);
     for (uint64_t i = 0; i + width <= bytes; i += width) {
       const uint64_t r = next();
@@ -105,6 +144,21 @@ class WeightCopies {
         const uint32_t v = table[r % table.size()];
         std::memcpy(p + i, &v, width);
       }
+    }
+  }
+
+  // Block formats: random bytes, then each block's f16 scales from the table
+  // of small normal values, and mxfp4 exponents near 1 (2^-8 .. 2^7).
+  static void FixBlockScales(DType t, uint8_t* p, uint64_t bytes) {
+    std::mt19937 rng(43);
+    std::normal_distribution<float> dist(0.f, 1.f);
+    std::vector<uint16_t> table(4096);
+    for (uint16_t& v : table) v = FloatToHalf(0.01f * (1.f + std::fabs(dist(rng))));
+    const std::vector<int> fields = HalfFields(t);
+    const uint64_t bb = uint64_t(BlockBytes(t));
+    for (uint64_t b = 0, k = 0; b + bb <= bytes; b += bb, ++k) {
+      for (int off : fields) std::memcpy(p + b + off, &table[(k * 7 + uint64_t(off)) % 4096], 2);
+      if (t == DType::kMXFP4) p[b] = uint8_t(120 + k % 16);
     }
   }
 
@@ -179,12 +233,34 @@ int Main() {
   std::vector<DType> dtypes;
   for (const std::string& name :
        std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_dtypes), ','))) {
+    if (name == "blocks") {
+      dtypes.insert(dtypes.end(), std::begin(kBlockDTypes), std::end(kBlockDTypes));
+      continue;
+    }
     auto t = ParseDType(name);
     if (!t.ok()) {
       std::fprintf(stderr, "cpu_matmul_bench: %s\n", std::string(t.status().message()).c_str());
       return 2;
     }
     dtypes.push_back(*t);
+  }
+  std::vector<Shape> shapes;
+  for (const std::string& sh :
+       std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_shapes), ','))) {
+    Shape shape{0, 0};
+    if (std::sscanf(sh.c_str(), "%ldx%ld", &shape.rows, &shape.cols) != 2 || shape.rows <= 0 ||
+        shape.cols <= 0) {
+      std::fprintf(stderr, "cpu_matmul_bench: bad shape '%s' (want ROWSxCOLS)\n", sh.c_str());
+      return 2;
+    }
+    for (DType t : dtypes) {
+      if (!RowFits(t, shape.cols)) {
+        std::fprintf(stderr, "cpu_matmul_bench: %s rows of %ld values are not whole blocks\n",
+                     std::string(DTypeName(t)).c_str(), shape.cols);
+        return 2;
+      }
+    }
+    shapes.push_back(shape);
   }
   std::vector<int> batches;
   for (const std::string& b :
@@ -212,7 +288,9 @@ int Main() {
   const int max_n = *std::max_element(batches.begin(), batches.end());
   std::mt19937 rng(7);
   std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<float> x(size_t(max_n) * 11008), out(size_t(max_n) * 11008);
+  int64_t widest = 0;
+  for (const Shape& s : shapes) widest = std::max({widest, s.rows, s.cols});
+  std::vector<float> x(size_t(max_n * widest)), out(size_t(max_n * widest));
   for (float& v : x) v = dist(rng);
 
   auto report = [&](const std::string& kernel, Shape s, int n, double per, uint64_t bytes) {
@@ -225,7 +303,7 @@ int Main() {
 
   for (DType t : dtypes) {
     const std::string name = "cpu_exec " + std::string(DTypeName(t));
-    for (const Shape& s : kShapes) {
+    for (const Shape& s : shapes) {
       const WeightCopies w(t, s, footprint);
       for (int n : batches) {
         const double per = TimePerCall(seconds, w.copies(), [&](int k) {
@@ -236,8 +314,8 @@ int Main() {
     }
   }
   // The scalar reference on one shape.
-  for (DType t : dtypes) {
-    const Shape s = kShapes[0];
+  for (DType t : absl::GetFlag(FLAGS_reference) ? dtypes : std::vector<DType>{}) {
+    const Shape s = shapes[0];
     const WeightCopies w(t, s, footprint);
     for (int n : {1, 8}) {
       const double per = TimePerCall(seconds, w.copies(), [&](int k) {
@@ -255,6 +333,7 @@ int Main() {
 int main(int argc, char** argv) {
   paged::ParseFlags(argc, argv,
                     "cpu_matmul_bench [--threads N] [--pin none|all|LIST] [--seconds S] "
-                    "[--dtypes f32,f16,...] [--batches 1,2,4,8,64]");
+                    "[--dtypes f32,f16,...|blocks] [--batches 1,2,4,8,64] [--shapes RxC,...] "
+                    "[--reference]");
   return paged::Main();
 }

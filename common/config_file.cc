@@ -92,8 +92,8 @@ absl::StatusOr<std::vector<std::string>> ParseConfigText(std::string_view text,
       if (!Contains(std::begin(kGlobalConfigKeys), std::end(kGlobalConfigKeys), key)) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, "unknown key '", key,
-                         "' in [global] (only segment, token and log-level; put it in a "
-                         "binary's section)"));
+                         "' in [global] (only segment, token, token-file and log-level; put it in "
+                         "a binary's section)"));
       }
       if (is_flag(flag)) global_args.push_back(arg);
     } else if (current == section) {

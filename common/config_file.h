@@ -26,7 +26,8 @@
 namespace paged {
 
 // Keys allowed in [global].
-inline constexpr std::string_view kGlobalConfigKeys[] = {"segment", "token", "log-level"};
+inline constexpr std::string_view kGlobalConfigKeys[] = {"segment", "token", "token-file",
+                                                         "log-level"};
 
 // Whether the binary defines the flag named `name` (absl's spelling, with
 // underscores: "kv_gib").

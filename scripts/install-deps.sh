@@ -14,6 +14,7 @@ packages=(
   clang libclang-rt-dev clang-format
   systemd
   curl
+  openssl libssl-dev
 )
 
 missing=()

@@ -9,6 +9,8 @@ out=${OUT:-/tmp/out}
 bdir=${BUNDLE:-bundle}
 mkdir -p "$out"
 export PAGED_SOURCE_DIR=$PWD PAGED_SHARED_MODELS=$PWD/$bdir/models
+# The GPU tests exercise the opt-in fused int8/int4 GEMV (worker/backends/cuda/weights.h).
+export PAGED_CUDA_FUSED_GEMV=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 status=0
 for t in device_gpu_test backend_ops_gpu_test engine_gpu_test share_gpu_test; do

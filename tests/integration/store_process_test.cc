@@ -108,7 +108,7 @@ TEST_F(StoreProcessTest, BuildsVerifiesRefusesASecondStoreAndReattaches) {
   uint64_t size = 0;
   auto header = PeekSegmentHeader(segment_, &size);
   ASSERT_TRUE(header.ok()) << header.status();
-  EXPECT_EQ(header->loaded_bytes, progress->total);
+  EXPECT_EQ((*header)->loaded_bytes, progress->total);
   EXPECT_GT(progress->total, 0u);
 
   // A second store on the same segment refuses and leaves the first alone.
@@ -172,6 +172,42 @@ TEST_F(StoreProcessTest, Stories260KLoadsAndInspects) {
   EXPECT_EQ(j["source_format"], "gguf");
   auto [vrc, vout] = Pagectl({"verify", "--segment=" + segment_});
   EXPECT_EQ(vrc, 0) << vout;
+  EXPECT_EQ(store->Signal(SIGTERM), 0);
+}
+
+TEST_F(StoreProcessTest, AMixedQ4KMFileKeepsItsBlocksLayerByLayer) {
+  // A llama-quantize Q4_K_M file (tests/golden/gguf): Q4_K, Q6_K and F32
+  // tensors, layer 1's wv and w_down in Q6_K.
+  const std::string gguf = testing::SourceDir() + "/tests/golden/gguf/tiny-q4_k_m.gguf";
+  auto store = StartStore(gguf);
+  ASSERT_TRUE(store->WaitForLine("ready")) << store->output();
+  auto [rc, out] = Pagectl({"inspect", "--segment=" + segment_, "--json"});
+  ASSERT_EQ(rc, 0) << out;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["weight_format"], "native");
+  EXPECT_EQ(j["dense_dtype"], "q4_k");
+  ASSERT_EQ(j["layers"].size(), 2u);
+  EXPECT_EQ(j["layers"][0]["tensors"][3]["name"], "wv");
+  EXPECT_EQ(j["layers"][0]["tensors"][3]["dtype"], "q4_k");
+  EXPECT_EQ(j["layers"][1]["tensors"][3]["dtype"], "q6_k");
+  EXPECT_EQ(j["layers"][1]["tensors"][3]["bits_per_weight"], 6.5625);
+  auto [trc, table] = Pagectl({"inspect", "--segment=" + segment_});
+  ASSERT_EQ(trc, 0) << table;
+  EXPECT_THAT(table, HasSubstr("layer 1: wv q6_k (6.56 bpw), w_down q6_k (6.56 bpw)"));
+  // Every tensor's bytes against the file again, and against the header.
+  auto [vrc, vout] = Pagectl({"verify", "--segment=" + segment_});
+  EXPECT_EQ(vrc, 0) << vout;
+  EXPECT_THAT(vout, HasSubstr("verified 21 tensors"));
+  // The segment's rows decode to the file's (w_down: rows not permuted).
+  const std::pair<std::string, std::string> sources[] = {{"--segment=" + segment_, "seg.f32"},
+                                                         {"--model=" + gguf, "file.f32"}};
+  for (const auto& [from, file] : sources) {
+    auto [drc, dout] = Pagectl({"dump-tensor", from, "--tensor=w_down", "--layer=1", "--rows=3:5",
+                                "--out=" + dir_.File(file)});
+    ASSERT_EQ(drc, 0) << dout;
+  }
+  EXPECT_EQ(testing::ReadFile(dir_.File("seg.f32")), testing::ReadFile(dir_.File("file.f32")));
+  EXPECT_EQ(testing::ReadFile(dir_.File("file.f32")).size(), 2u * 512 * 4);
   EXPECT_EQ(store->Signal(SIGTERM), 0);
 }
 

@@ -109,6 +109,8 @@ struct GoldenRun {
   std::vector<int32_t> tokens;
   std::vector<uint8_t> kv;
   uint64_t host_bytes = 0;
+  bool embedding_on_host = false;
+  uint64_t globals_bytes = 0;
 };
 
 GoldenRun RunGolden(const std::string& dir, bool split) {
@@ -125,6 +127,7 @@ GoldenRun RunGolden(const std::string& dir, bool split) {
   if (split) {
     PlanLimits l = testing::SmallLimits(4096 * kMiB);
     l.resident = "none";
+    l.embedding_on_host = true;  // an untied model's table stays on the host
     auto plan = PlanMemory(*image.header, l);
     EXPECT_TRUE(plan.ok()) << plan.status();
     PagerOptions o;
@@ -149,7 +152,11 @@ GoldenRun RunGolden(const std::string& dir, bool split) {
   EXPECT_TRUE(r.ok()) << r.status();
   GoldenRun out;
   if (r.ok()) out.tokens = r->tokens;
-  if (pager != nullptr) out.host_bytes = pager->stats().host_weight_bytes;
+  if (pager != nullptr) {
+    out.host_bytes = pager->stats().host_weight_bytes;
+    out.embedding_on_host = pager->plan().embedding_on_host;
+    out.globals_bytes = pager->plan().globals_bytes;
+  }
   const SegmentHeader& h = *image.header;
   const uint64_t blocks = (24 + h.block_tokens - 1) / h.block_tokens;
   for (int l = 0; l < h.model.n_layers; ++l) {
@@ -159,6 +166,8 @@ GoldenRun RunGolden(const std::string& dir, bool split) {
   return out;
 }
 
+// The untied ones also keep their embedding table on the host (the engine
+// gathers the step's rows there): it leaves the device's globals.
 TEST(HybridStepGoldenTest, BiasesGqaAndTiedEmbeddingsSplitLikeTheRest) {
   for (const std::string& name : testing::GoldenCases()) {
     const GoldenRun want = RunGolden(testing::GoldenDir(name), false);
@@ -167,6 +176,16 @@ TEST(HybridStepGoldenTest, BiasesGqaAndTiedEmbeddingsSplitLikeTheRest) {
     EXPECT_EQ(got.tokens, want.tokens) << name;
     EXPECT_EQ(got.kv, want.kv) << name;
     EXPECT_GT(got.host_bytes, 0u) << name;
+    LayoutOptions layout;
+    auto img = OwnedImage::Build(testing::GoldenDir(name), layout);
+    ASSERT_TRUE(img.ok());
+    const SegmentHeader& h = *(*img)->image().header;
+    const TensorEntry* emb = h.FindGlobal("tok_embd");
+    ASSERT_NE(emb, nullptr);
+    EXPECT_EQ(got.embedding_on_host, !h.model.tied_embeddings) << name;
+    if (got.embedding_on_host) {
+      EXPECT_LE(got.globals_bytes, h.globals_bytes - emb->bytes) << name;
+    }
   }
 }
 

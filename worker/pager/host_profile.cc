@@ -12,15 +12,24 @@ namespace paged {
 absl::StatusOr<std::vector<std::pair<int, double>>> MeasureHostExecutor(
     HostExecutor& host, const ModelImage& image, int layer, const std::vector<int>& rows,
     int repeats) {
+  constexpr std::string_view kMatrices[] = {"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"};
+  // Layers may differ in their types (mixed GGUF files): the host must read
+  // every layer's, not only the measured one's.
+  for (int l = 0; l < image.config().n_layers; ++l) {
+    for (std::string_view name : kMatrices) {
+      const WeightRef w = image.LayerTensor(l, name);
+      if (w.rows > 0 && !host.Supports(w.dtype))
+        return absl::UnimplementedError(
+            absl::StrCat("the host executor cannot read ", std::string(DTypeName(w.dtype)),
+                         " weights (layer ", l, " ", std::string(name), ")"));
+    }
+  }
   std::vector<WeightRef> mats;
   uint64_t bytes = 0;
   int64_t widest = 0, tallest = 0;
-  for (std::string_view name : {"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"}) {
+  for (std::string_view name : kMatrices) {
     const WeightRef w = image.LayerTensor(layer, name);
     if (w.rows == 0) continue;
-    if (!host.Supports(w.dtype))
-      return absl::UnimplementedError(absl::StrCat("the host executor cannot read ",
-                                                   std::string(DTypeName(w.dtype)), " weights"));
     mats.push_back(w);
     bytes += PayloadBytes(w.dtype, uint64_t(w.rows), uint64_t(w.cols));
     widest = std::max(widest, w.cols);

@@ -89,19 +89,19 @@ absl::StatusOr<const uint8_t*> Pager::Obtain(int id, const uint8_t* src, uint64_
 absl::StatusOr<double> Pager::TimeLayerCopy(const uint8_t* peer, int layer) {
   // Best of three copies of one layer into slot 0 on the copy-in queue.
   const SegmentHeader& h = *host_.header;
+  const uint64_t bytes = h.LayerUsedBytes(layer);
   const BackendEvent done = backend_->MakeEvent();
   double best = 0;
   for (int r = 0; r < 3; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     if (peer != nullptr)
-      backend_->CopyDevice(Q::kCopyIn, slot_mem_[0], peer, h.layer_used_bytes);
+      backend_->CopyDevice(Q::kCopyIn, slot_mem_[0], peer, bytes);
     else
-      backend_->CopyIn(Q::kCopyIn, slot_mem_[0], host_.weights + h.LayerOffset(layer),
-                       h.layer_used_bytes);
+      backend_->CopyIn(Q::kCopyIn, slot_mem_[0], host_.weights + h.LayerOffset(layer), bytes);
     backend_->Record(Q::kCopyIn, done);
     RETURN_IF_ERROR(backend_->HostWait(done));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, double(h.layer_used_bytes) / std::max(s, 1e-9) / 1e9);
+    best = std::max(best, double(bytes) / std::max(s, 1e-9) / 1e9);
   }
   return best;
 }
@@ -177,12 +177,16 @@ uint64_t Pager::CopyLayerRows(int s, int layer, double have_share, double share)
     total += bytes;
   };
   const bool fresh = have_share < 0;
+  const LayerTable& table = h.Layer(layer);
   if (fresh && !(share > 0)) {  // the whole block in one copy
-    copy(0, h.layer_used_bytes);
+    copy(0, table.used_bytes);
     return total;
   }
-  for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
-    const TensorEntry& t = h.layer_tensors[i];
+  // Tensor by tensor, from the layer's own table. Rows are contiguous in
+  // every dtype (a block-format row is its blocks), so a row prefix is one
+  // run of bytes.
+  for (uint32_t i = 0; i < table.n_tensors; ++i) {
+    const TensorEntry& t = table.tensors[i];
     if (t.rows <= 1) {  // a vector: norms and biases are always on the device
       if (fresh) {
         copy(t.offset, t.bytes);
@@ -204,7 +208,8 @@ uint64_t Pager::CopyLayerRows(int s, int layer, double have_share, double share)
 }
 
 LayerWeights Pager::WeightsAt(int layer, const uint8_t* block) const {
-  // Every layer block has the same layout: rebase the host layer's pointers.
+  // The layer's device copy has its host block's layout (its own table):
+  // rebase the host layer's pointers.
   const uint8_t* host_block = host_.weights + host_.header->LayerOffset(layer);
   auto rebase = [&](const void* p) -> const void* {
     return p == nullptr ? nullptr : block + (static_cast<const uint8_t*>(p) - host_block);
@@ -231,6 +236,10 @@ LayerWeights Pager::WeightsAt(int layer, const uint8_t* block) const {
   w.w_gate = ref("w_gate");
   w.w_up = ref("w_up");
   w.w_down = ref("w_down");
+  w.q_norm = vec("q_norm");
+  w.k_norm = vec("k_norm");
+  w.post_attn_norm = vec("post_attn_norm");
+  w.post_ffn_norm = vec("post_ffn_norm");
   return w;
 }
 
@@ -255,23 +264,38 @@ absl::Status Pager::Init() {
   std::optional<ShareBoard::Lock> lock;
   if (board_) lock.emplace(*board_);
 
-  // Globals: one upload of their region (or another worker's), pointers rebased.
+  // Globals: one upload of their region (or another worker's), pointers
+  // rebased. With the embedding on the host, the region after its table,
+  // this worker's own (a shared block holds the whole region).
+  const DeviceGlobals dg = DeviceGlobalsOf(h, plan_.embedding_on_host);
   bool imported = false;
-  ASSIGN_OR_RETURN(const uint8_t* g,
-                   Obtain(n_layers_, host_.weights + h.globals_offset, h.globals_bytes,
-                          /*make=*/true, &imported));
+  const uint8_t* g = nullptr;
+  if (dg.embedding_excluded) {
+    ASSIGN_OR_RETURN(void* m, Alloc(dg.bytes));
+    backend_->Upload(m, host_.weights + dg.offset, dg.bytes);
+    g = static_cast<const uint8_t*>(m);
+  } else {
+    ASSIGN_OR_RETURN(
+        g, Obtain(n_layers_, host_.weights + dg.offset, dg.bytes, /*make=*/true, &imported));
+  }
   sharing_.globals_shared = imported;
   auto rebase_global = [&](WeightRef w) {
     auto rb = [&](const void* p) -> const void* {
       return p == nullptr ? nullptr
-                          : static_cast<const uint8_t*>(g) + (static_cast<const uint8_t*>(p) -
-                                                              (host_.weights + h.globals_offset));
+                          : g + (static_cast<const uint8_t*>(p) - (host_.weights + dg.offset));
     };
     w.data = rb(w.data);
     w.scales = rb(w.scales);
     return w;
   };
-  globals_.tok_embd = rebase_global(host_.Global("tok_embd"));
+  if (dg.embedding_excluded) {
+    globals_.tok_embd_host = host_.Global("tok_embd");
+    globals_.tok_embd = globals_.tok_embd_host;
+    globals_.tok_embd.data = nullptr;
+    globals_.tok_embd.scales = nullptr;
+  } else {
+    globals_.tok_embd = rebase_global(host_.Global("tok_embd"));
+  }
   globals_.output_norm = static_cast<const float*>(rebase_global(host_.Global("output_norm")).data);
   globals_.output =
       h.model.tied_embeddings ? globals_.tok_embd : rebase_global(host_.Global("output"));
@@ -283,7 +307,7 @@ absl::Status Pager::Init() {
   for (int l = 0; l < n_layers_; ++l) {
     const bool want = plan_.resident[size_t(l)];
     ASSIGN_OR_RETURN(const uint8_t* b, Obtain(l, host_.weights + h.LayerOffset(l),
-                                              h.layer_used_bytes, want, &imported));
+                                              h.LayerUsedBytes(l), want, &imported));
     if (b != nullptr && imported && !want && !options_.shared_in_place) {
       peer_block_[size_t(l)] = b;  // taken into the slots like a peer's copy
       b = nullptr;
@@ -295,7 +319,7 @@ absl::Status Pager::Init() {
     resident_block_[size_t(l)] = b;
     if (imported) {
       ++sharing_.layers_shared;
-      sharing_.shared_bytes += h.layer_used_bytes;
+      sharing_.shared_bytes += h.LayerUsedBytes(l);
     }
   }
   lock.reset();
@@ -305,12 +329,13 @@ absl::Status Pager::Init() {
     for (int l = 0; l < n_layers_; ++l)
       plan_.resident[size_t(l)] = resident_block_[size_t(l)] != nullptr;
     plan_.n_resident = n_layers_ - int(paged_layers_.size());
-    plan_.paged_weight_bytes_per_step = uint64_t(paged_layers_.size()) * h.layer_used_bytes;
+    plan_.paged_weight_bytes_per_step = 0;
+    for (int l : paged_layers_) plan_.paged_weight_bytes_per_step += h.LayerUsedBytes(l);
   }
 
   // Weight slots.
   if (!paged_layers_.empty()) {
-    for (int s = 0; s < plan_.slots; ++s) {
+    for (int s = 0; s < plan_.slots; ++s) {  // a slot holds the largest layer
       ASSIGN_OR_RETURN(void* m, Alloc(h.layer_used_bytes));
       slot_mem_.push_back(static_cast<uint8_t*>(m));
       slot_layer_.push_back(-1);

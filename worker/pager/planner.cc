@@ -11,15 +11,6 @@
 namespace paged {
 namespace {
 
-uint64_t GlobalsBytes(const SegmentHeader& h) {
-  uint64_t n = 0;
-  for (uint32_t i = 0; i < h.n_global_tensors; ++i) {
-    n += AlignUp(h.global_tensors[i].bytes, kTensorAlign) +
-         AlignUp(h.global_tensors[i].scale_bytes, kTensorAlign);
-  }
-  return n;
-}
-
 // Activations of the engine for the largest step (f32) plus the backend's
 // scratch: 16-bit copies of matrix inputs, a dequantized copy of the largest
 // matrix for int8/int4, attention partials, probabilities for sampling.
@@ -34,13 +25,18 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l) {
       C * (2ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.ffn) * 4 +
       S * (2ull * c.hidden + 2ull * c.vocab) * 4 + (N + S) * 64;
   if (l.backend_scratch_bytes > 0) return act + l.backend_scratch_bytes;
+  // The largest matrix of any layer, and whether any needs decoding (int8 /
+  // int4 / block formats) into a 16-bit copy first.
   uint64_t largest = 0;
-  for (uint32_t i = 0; i < h.n_layer_tensors; ++i) {
-    largest = std::max<uint64_t>(
-        largest, uint64_t(h.layer_tensors[i].rows) * uint64_t(h.layer_tensors[i].cols));
+  bool quantized = false;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerTable& t = h.Layer(l);
+    for (uint32_t i = 0; i < t.n_tensors; ++i) {
+      const TensorEntry& e = t.tensors[i];
+      largest = std::max<uint64_t>(largest, uint64_t(e.rows) * uint64_t(e.cols));
+      quantized = quantized || IsQuantized(e.Type()) || IsBlockFormat(e.Type());
+    }
   }
-  const bool quantized = h.weight_format == uint32_t(WeightFormat::kInt8) ||
-                         h.weight_format == uint32_t(WeightFormat::kInt4);
   const uint64_t cast = C * uint64_t(std::max({c.hidden, c.ffn, c.q_dim()})) * 2;
   const uint64_t dequant = quantized ? largest * 2 : 0;
   const uint64_t partials = S * uint64_t(c.n_heads) * 64 * (uint64_t(c.head_dim) + 2) * 4;
@@ -49,6 +45,25 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l) {
 }
 
 }  // namespace
+
+DeviceGlobals DeviceGlobalsOf(const SegmentHeader& h, bool embedding_on_host) {
+  DeviceGlobals g{h.globals_offset, h.globals_bytes, false};
+  const TensorEntry* emb = h.FindGlobal("tok_embd");
+  if (!embedding_on_host || h.model.tied_embeddings || emb == nullptr) return g;
+  // The table's end; every other global must lie after it.
+  const uint64_t end = std::max(
+      emb->offset + AlignUp(emb->bytes, kTensorAlign),
+      emb->scale_bytes > 0 ? emb->scale_offset + AlignUp(emb->scale_bytes, kTensorAlign) : 0);
+  for (uint32_t i = 0; i < h.n_global_tensors; ++i) {
+    const TensorEntry& t = h.global_tensors[i];
+    if (&t != emb && t.offset < end) return g;
+  }
+  if (end <= g.offset || end > g.offset + g.bytes) return g;
+  g.bytes -= end - g.offset;
+  g.offset = end;
+  g.embedding_excluded = true;
+  return g;
+}
 
 absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& l) {
   const int n_layers = h.model.n_layers;
@@ -82,9 +97,11 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   MemoryPlan p;
   p.budget_bytes = l.budget_bytes;
   p.globals_shared = l.globals_shared;
-  p.globals_bytes = l.globals_shared ? 0 : GlobalsBytes(h);
+  const DeviceGlobals dg = DeviceGlobalsOf(h, l.embedding_on_host);
+  p.embedding_on_host = dg.embedding_excluded;
+  p.globals_bytes = l.globals_shared && !dg.embedding_excluded ? 0 : dg.bytes;
   p.workspace_bytes = WorkspaceBytes(h, l);
-  p.slot_layer_bytes = AlignUp(h.layer_used_bytes, kTensorAlign);
+  p.slot_layer_bytes = AlignUp(h.layer_used_bytes, kTensorAlign);  // the largest layer
   // A step reads at most max_step_kv_tokens rows; each sequence may add a
   // partly filled block.
   p.slot_kv_blocks = uint64_t(l.max_step_kv_tokens + h.block_tokens - 1) / h.block_tokens +
@@ -154,7 +171,11 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
       std::min<uint64_t>(left / (h.kv_block_bytes * uint64_t(n_layers)), h.kv_n_blocks);
   p.kv_cache_bytes = p.kv_cache_blocks * h.kv_block_bytes * uint64_t(n_layers);
   p.total_bytes = used + p.kv_cache_bytes;
-  p.paged_weight_bytes_per_step = uint64_t(L - resident) * h.layer_used_bytes;
+  // Layers differ in size (mixed types): the paged ones' own bytes.
+  p.paged_weight_bytes_per_step = 0;
+  for (int i = 0; i < n_layers; ++i) {
+    if (!p.resident[size_t(i)]) p.paged_weight_bytes_per_step += h.LayerUsedBytes(i);
+  }
   return p;
 }
 
@@ -163,8 +184,9 @@ std::string MemoryPlan::Describe() const {
   absl::StrAppend(&s, "memory plan (budget ", FormatBytes(budget_bytes), ", planned ",
                   FormatBytes(total_bytes), "):\n");
   absl::StrAppend(&s,
-                  absl::StrFormat("  globals          %12s  (embeddings, final norm, lm_head%s)\n",
-                                  FormatBytes(globals_bytes),
+                  absl::StrFormat("  globals          %12s  (%s%s)\n", FormatBytes(globals_bytes),
+                                  embedding_on_host ? "final norm, lm_head; embeddings on the host"
+                                                    : "embeddings, final norm, lm_head",
                                   globals_shared ? ": another worker's, used in place" : ""));
   absl::StrAppend(
       &s,

@@ -39,6 +39,9 @@ struct PlanLimits {
   // Blocks another worker of this device already holds (its share board):
   // used in place, so they cost this worker's budget nothing.
   bool globals_shared = false;
+  // The embedding table stays in host memory (the engine gathers its rows
+  // there: an untied model with a host executor); it costs no device memory.
+  bool embedding_on_host = false;
   std::vector<bool> layers_shared;  // per layer; empty: none
   // Layers a peer GPU of this host holds (its share board): this worker's
   // own resident layers are chosen among the others first, so that what it
@@ -55,15 +58,16 @@ struct MemoryPlan {
   uint64_t globals_bytes = 0;
   uint64_t workspace_bytes = 0;
   int slots = 0;
-  uint64_t slot_layer_bytes = 0;  // one layer block
-  uint64_t slot_kv_blocks = 0;    // KV blocks one slot's KV area holds (one layer)
-  uint64_t slot_bytes = 0;        // layer + KV area
-  int n_resident = 0;             // own resident layers + shared ones
-  std::vector<bool> resident;     // per layer (shared ones included)
-  int n_shared = 0;               // layers another worker of the device holds
-  bool globals_shared = false;    // globals_bytes is then 0
-  uint64_t resident_bytes = 0;    // this worker's own resident layers
-  uint64_t kv_cache_blocks = 0;   // device KV cache: blocks per layer (every layer)
+  uint64_t slot_layer_bytes = 0;   // one layer block
+  uint64_t slot_kv_blocks = 0;     // KV blocks one slot's KV area holds (one layer)
+  uint64_t slot_bytes = 0;         // layer + KV area
+  int n_resident = 0;              // own resident layers + shared ones
+  std::vector<bool> resident;      // per layer (shared ones included)
+  int n_shared = 0;                // layers another worker of the device holds
+  bool globals_shared = false;     // globals_bytes is then 0
+  bool embedding_on_host = false;  // the embedding table is not in globals_bytes
+  uint64_t resident_bytes = 0;     // this worker's own resident layers
+  uint64_t kv_cache_blocks = 0;    // device KV cache: blocks per layer (every layer)
   uint64_t kv_cache_bytes = 0;
   uint64_t total_bytes = 0;  // <= budget_bytes
   // Bytes one decode pass moves over the link for the weights (paged layers).
@@ -72,6 +76,16 @@ struct MemoryPlan {
   int n_paged() const { return int(resident.size()) - n_resident; }
   std::string Describe() const;  // multi-line, for people
 };
+
+// The part of the segment's globals region that goes to the device: all of
+// it, or, with the embedding on the host, the region after the embedding
+// table (the builder places it first). `embedding_excluded` says which.
+struct DeviceGlobals {
+  uint64_t offset = 0;  // from the segment start
+  uint64_t bytes = 0;
+  bool embedding_excluded = false;
+};
+DeviceGlobals DeviceGlobalsOf(const SegmentHeader& h, bool embedding_on_host);
 
 // INVALID_ARGUMENT for bad limits; RESOURCE_EXHAUSTED ("budget too small")
 // when even globals + workspace + two slots do not fit.

@@ -40,7 +40,8 @@ WorkerRuntime::~WorkerRuntime() {
 }
 
 std::string WorkerRuntime::DescribeHybrid() const {
-  if (host_ == nullptr || pager_ == nullptr) return "";
+  if (host_ == nullptr || pager_ == nullptr || pager_->hybrid_profile().host_gbps.empty())
+    return host_ != nullptr ? host_->Describe() + " (the embedding table on the host)\n" : "";
   return absl::StrCat(host_->Describe(), "\n",
                       paged::DescribeHybrid(pager_->hybrid_profile(), policy_,
                                             double(pager_->plan().paged_weight_bytes_per_step)));
@@ -101,18 +102,23 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
     const size_t gpus = ListGpus().size();
     if (size_t(index) < gpus) limits.rotation = double(index) / double(gpus);
   }
+  // The host side (a device of its own memory, --host-compute not off): the
+  // host executor keeps the embedding table of an untied model in host
+  // memory, and computes its share of the paged layers (the hybrid step).
+  ASSIGN_OR_RETURN(w->policy_, ParseHybridPolicy(opts.host_compute));
+  const bool host_side =
+      !w->backend_->shares_host_memory() && w->policy_.mode != HybridPolicy::Mode::kOff;
+  if (host_side) {
+    ASSIGN_OR_RETURN(cpu_exec::ExecPoolOptions eo,
+                     cpu_exec::HostExecutorOptions(opts.host_threads, opts.host_pin));
+    w->host_ = cpu_exec::MakeHostExecutor(eo);
+  }
+  limits.embedding_on_host = host_side;
   ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(h, limits));
   const ModelImage host = ImageOf(*w->segment_);
   po.shared_in_place = opts.shared_in_place;
   po.peer_copies = opts.peer_copies;
-  // The hybrid step: a device of its own memory, paged layers, and a host
-  // executor that reads the weights' format.
-  ASSIGN_OR_RETURN(w->policy_, ParseHybridPolicy(opts.host_compute));
-  if (!w->backend_->shares_host_memory() && plan.n_paged() > 0 &&
-      w->policy_.mode != HybridPolicy::Mode::kOff) {
-    ASSIGN_OR_RETURN(cpu_exec::ExecPoolOptions eo,
-                     cpu_exec::HostExecutorOptions(opts.host_threads, opts.host_pin));
-    w->host_ = cpu_exec::MakeHostExecutor(eo);
+  if (host_side && plan.n_paged() > 0) {
     int layer = 0;
     while (layer < h.model.n_layers && plan.resident[size_t(layer)]) ++layer;
     absl::StatusOr<std::vector<std::pair<int, double>>> gbps =
@@ -123,9 +129,9 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
     } else {
       Log(LogLevel::kWarning, "pager", "no hybrid step: %s",
           std::string(gbps.status().message()).c_str());
-      w->host_.reset();
     }
   }
+  if (!po.hybrid_policy && !plan.embedding_on_host) w->host_.reset();  // nothing for it to do
   ASSIGN_OR_RETURN(w->pager_, Pager::Create(w->backend_.get(), host, plan, po));
   w->engine_ = std::make_unique<Engine>(w->backend_.get(), w->pager_.get(), host.config(),
                                         int(host.header->block_tokens));

@@ -28,10 +28,11 @@ struct WorkerOptions {
   std::string share = "auto";
   bool shared_in_place = true;  // see PagerOptions
   PagerOptions::PeerCopies peer_copies = PagerOptions::PeerCopies::kAuto;
-  // The hybrid step (docs/design.md): auto | off | a fixed host share in
+  // The host side (docs/hybrid.md): auto | off | a fixed host share in
   // [0, 1] (--host-compute); the host executor's threads (0: every CPU this
   // process may use) and the CPUs they are pinned to ("none", "all", "0-15").
-  std::string host_compute = "auto";
+  // Off by default until it has run on a GPU (docs/hybrid.md, "Not done yet").
+  std::string host_compute = "off";
   int host_threads = 0;
   std::string host_pin = "none";
 };

@@ -14,6 +14,7 @@
 #include "common/signals.h"
 #include "common/size_flag.h"
 #include "common/step.h"
+#include "common/token.h"
 #include "worker/engine/generator.h"
 #include "worker/link/worker_link.h"
 #include "worker/pager/worker_runtime.h"
@@ -21,7 +22,15 @@
 ABSL_FLAG(std::string, segment, "paged", "the store's segment");
 ABSL_FLAG(std::string, coordinator, "", "coordinator gRPC target (unix:///path.sock or host:port)");
 ABSL_FLAG(std::string, worker_id, "", "stable worker id (default: the device)");
-ABSL_FLAG(std::string, token, "", "bearer token for the coordinator");
+ABSL_FLAG(std::string, token, "", "bearer token (visible in ps: prefer --token-file)");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the coordinator's bearer token (else $PAGED_TOKEN, else the systemd "
+          "credential paged-token)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA of the coordinator's certificate: attach over TLS");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for the coordinator (TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name the coordinator's certificate carries, when not the --coordinator host");
 ABSL_FLAG(std::string, device, "cpu", "cuda:N or cpu");
 ABSL_FLAG(std::string, gpu_budget, "4GiB", "device memory budget (4GiB, 512MiB or bytes)");
 ABSL_FLAG(int, slots, 2, "layer slots (>= 2)");
@@ -123,7 +132,16 @@ int main(int argc, char** argv) {
     link.coordinator = absl::GetFlag(FLAGS_coordinator);
     link.worker_id =
         absl::GetFlag(FLAGS_worker_id).empty() ? o.device : absl::GetFlag(FLAGS_worker_id);
-    link.token = absl::GetFlag(FLAGS_token);
+    auto token = paged::ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) {
+      std::fprintf(stderr, "paged-worker: %s\n", std::string(token.status().message()).c_str());
+      return 2;
+    }
+    link.token = *token;
+    link.tls.ca = absl::GetFlag(FLAGS_tls_ca);
+    link.tls.cert = absl::GetFlag(FLAGS_tls_cert);
+    link.tls.key = absl::GetFlag(FLAGS_tls_key);
+    link.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
     link.segment = o.segment;
     link.max_step_tokens = o.limits.max_step_tokens;
     link.max_step_seqs = o.limits.max_step_seqs;
