@@ -47,6 +47,19 @@ def read_safetensors(path):
     return out
 
 
+def read_checkpoint(src):
+    """{name: ndarray} from model.safetensors or the shards its index lists."""
+    index = f"{src}/model.safetensors.index.json"
+    try:
+        shards = sorted(set(json.load(open(index))["weight_map"].values()))
+    except FileNotFoundError:
+        return read_safetensors(f"{src}/model.safetensors")
+    out = {}
+    for shard in shards:
+        out.update(read_safetensors(f"{src}/{shard}"))
+    return out
+
+
 def unpermute_rope(w, n_head):
     """HF halves layout -> GGUF interleaved pairs, per head (rows)."""
     rows = w.shape[0]
@@ -59,7 +72,7 @@ def main():
         sys.exit(__doc__)
     src, dst = sys.argv[1], sys.argv[2]
     cfg = json.load(open(f"{src}/config.json"))
-    t = read_safetensors(f"{src}/model.safetensors")
+    t = read_checkpoint(src)
     n_layers = cfg["num_hidden_layers"]
     n_head = cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads", n_head)

@@ -18,15 +18,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.t
 lscpu | grep -E "Model name|^CPU\(s\)" | tee -a "$out/gpu.txt"
 if [[ -z ${SKIP_TESTS:-} ]]; then
   for t in backend_ops_gpu_test engine_gpu_test; do
-    # The GPU tests exercise the opt-in fused GEMV.
-    PAGED_CUDA_FUSED_GEMV=1 \
-      timeout 300 "$B" "$t" --gtest_brief=1 >"$out/$t.log" 2>&1
+    timeout 300 "$B" "$t" --gtest_brief=1 >"$out/$t.log" 2>&1
     printf '%-22s %s\n' "$t" "$(grep -E '^\[  (PASSED|FAILED)' "$out/$t.log" | tr '\n' ' ')"
   done
 fi
-# The fused int8/int4 GEMV (opt-in until proven on a GPU): on when its tests
-# passed, so a failing kernel does not take the benchmarks with it.
-grep -q "FAILED.*MatMul" "$out/backend_ops_gpu_test.log" 2>/dev/null || export PAGED_CUDA_FUSED_GEMV=1
 [[ -n ${NO_CPU_BENCH:-} ]] || timeout 120 "$B" cpu_matmul_bench --threads=16 --seconds=0.1 --dtypes=f16,int8,int4 \
   --batches=1,8,64 >"$out/cpu_matmul.txt" 2>&1
 "$B" pagectl make-model --preset=llama-7b --layers=$L --dtype=f16 --out=$M >"$out/make.log" 2>&1 ||

@@ -9,13 +9,14 @@
 #
 # Carry .device (bundle.tar.xz from make_bundle.sh, llama-src.tar.xz).
 # Env: LAYERS (32), NGL_F16 (8), NGL_Q8 (15), NGL_Q4 (28): llama.cpp's
-# -ngl, chosen so its weights stay under the budget.
+# -ngl, chosen so its weights stay under the budget. PAGED_FORMATS (f16 int8
+# int4 q4km), NO_FUSED=1 (without the fused quantized GEMV).
 set -uo pipefail
 out=${OUT:-/tmp/out}
 B=bundle/run
 L=${LAYERS:-32}
 M=/tmp/m$L
-[[ -d bundle ]] || tar -xJf .device/bundle.tar.xz
+[[ -d bundle ]] || tar -xJf ${BUNDLE_TAR:-.device/bundle.tar.xz}
 mkdir -p /tmp/llama && tar -xJf .device/llama-src.tar.xz -C /tmp/llama
 ( cd /tmp/llama && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >/dev/null &&
@@ -37,9 +38,14 @@ lbench f16 $M.gguf ${NGL_F16:-8}
 lbench q8 $M-q8.gguf ${NGL_Q8:-15}
 lbench q4km $M-q4km.gguf ${NGL_Q4:-28}
 nvidia-smi --query-gpu=name --format=csv,noheader
-for f in f16 int8 int4; do
-  $B paged-store --model=$M --segment=s-$f --weight-format=$f --kv-gib=1.2 --quiet \
-    >"$out/store-$f.log" 2>&1 &
+# NO_FUSED=1: without the fused quantized decode GEMV (worker/backends/cuda/weights.h).
+[[ -n ${NO_FUSED:-} ]] && export PAGED_CUDA_FUSED_GEMV=0
+# Our formats from the f16 checkpoint, and llama.cpp's Q4_K_M file read as
+# stored (--weight-format=native).
+for f in ${PAGED_FORMATS:-f16 int8 int4 q4km}; do
+  if [[ $f == q4km ]]; then src="--model=$M-q4km.gguf --weight-format=native"
+  else src="--model=$M --weight-format=$f"; fi
+  $B paged-store $src --segment=s-$f --kv-gib=1.2 --quiet >"$out/store-$f.log" 2>&1 &
   for _ in $(seq 900); do grep -q ready "$out/store-$f.log" && break; sleep 0.2; done
   for b in 1 64; do
     timeout 240 $B paged-bench --segment=s-$f --device=cuda:0 --gpu-budget=4GiB --batch=$b \

@@ -333,6 +333,39 @@ TEST(CpuExecDeterminismTest, ThreadCountDoesNotChangeBits) {
   }
 }
 
+TEST(CpuExecDeterminismTest, ManyProductsInOneDispatchMatchOneByOne) {
+  // A layer's q, k and v rows (different row counts and formats, one input)
+  // in one MatMulMany: each product's bits are those of its own MatMul.
+  std::mt19937 rng(6);
+  ExecPool pool(3);
+  const int64_t cols = 96;
+  const Weights a = MakeWeights(DType::kF16, 37, cols, 0, rng);
+  const Weights b = MakeWeights(DType::kI4, 9, cols, 32, rng);
+  const Weights c = MakeWeights(DType::kI8, 130, cols, 32, rng);
+  const std::vector<float> bias = RandomVector(rng, 130);
+  for (int n : {1, 3, 8}) {
+    const std::vector<float> x = RandomVector(rng, size_t(n * cols));
+    // Row ranges as a hybrid share gives them: a suffix of each matrix.
+    const MatMulJob jobs_spec[3] = {{&a.ref, 5, 37, nullptr, nullptr, 32},
+                                    {&b.ref, 0, 9, nullptr, nullptr, 9},
+                                    {&c.ref, 64, 130, bias.data(), nullptr, 70}};
+    std::vector<float> many[3], one[3];
+    MatMulJob jobs[3];
+    for (int k = 0; k < 3; ++k) {
+      jobs[k] = jobs_spec[k];
+      many[k].assign(size_t(n * jobs[k].ldo), -1.f);
+      one[k].assign(size_t(n * jobs[k].ldo), -1.f);
+      jobs[k].out = many[k].data();
+      MatMul(pool, x.data(), n, *jobs[k].w, jobs[k].r0, jobs[k].r1, jobs[k].bias, one[k].data(),
+             jobs[k].ldo);
+    }
+    MatMulMany(pool, x.data(), n, jobs, 3);
+    for (int k = 0; k < 3; ++k) {
+      ExpectSameBits(one[k], many[k], "product " + std::to_string(k) + " n " + std::to_string(n));
+    }
+  }
+}
+
 TEST(CpuExecMatMulTest, EmptyCallsWriteNothing) {
   std::mt19937 rng(6);
   ExecPool pool(2);

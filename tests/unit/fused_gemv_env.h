@@ -1,6 +1,6 @@
-// GPU tests: PAGED_CUDA_FUSED_GEMV set (or unset) for a scope, so one process
+// GPU tests: PAGED_CUDA_FUSED_GEMV set to 1 or 0 for a scope, so one process
 // runs both paths of the CUDA backend's quantized products (the fused decode
-// GEMV, opt-in; dequantize + cuBLAS, the default). The backend reads the
+// GEMV, the default; dequantize + cuBLAS with 0). The backend reads the
 // variable once; cuda::ReadFusedGemvEnv() makes it read it again.
 #pragma once
 
@@ -18,11 +18,7 @@ class FusedGemvEnv {
  public:
   explicit FusedGemvEnv(bool on) {
     if (const char* v = std::getenv(kVar)) old_ = v;
-    if (on) {
-      setenv(kVar, "1", 1);
-    } else {
-      unsetenv(kVar);
-    }
+    setenv(kVar, on ? "1" : "0", 1);
     Reread();
   }
   ~FusedGemvEnv() {

@@ -24,6 +24,22 @@ class HostExecutor {
   // on n, on [r0, r1) or on the thread count (bit for bit).
   virtual void MatMul(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
                       const float* bias, float* out, int64_t ldo) = 0;
+  // Several products of the same x at once (a layer's q, k and v rows, or
+  // its gate and up rows): one dispatch over the executor's threads instead
+  // of one per product, the same bits as MatMul for each.
+  struct Product {
+    const WeightRef* w;
+    int64_t r0, r1;
+    const float* bias;
+    float* out;
+    int64_t ldo;
+  };
+  virtual void MatMulMany(const float* x, int n, const Product* products, int count) {
+    for (int k = 0; k < count; ++k) {
+      const Product& p = products[k];
+      MatMul(x, n, *p.w, p.r0, p.r1, p.bias, p.out, p.ldo);
+    }
+  }
   // out[i, :] = f32(table[ids[i], :]) for i < n (host memory; ids checked
   // by the caller). Every stored dtype.
   virtual void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) = 0;

@@ -52,6 +52,7 @@ double HostShare(const HybridProfile& p, const HybridPolicy& policy, int n) {
     case HybridPolicy::Mode::kAuto:
       break;
   }
+  if (n > kMaxHostRows) return 0;
   const double host = HostGbps(p, n);
   if (!(host > 0)) return 0;
   if (!(p.link_gbps > 0)) return 1;  // no link measured: nothing is copied faster

@@ -42,8 +42,19 @@ struct HybridPolicy {
 };
 absl::StatusOr<HybridPolicy> ParseHybridPolicy(const std::string& flag);
 
-// Below this share the host's part is not worth a step's synchronizations.
-inline constexpr double kMinHostShare = 0.05;
+// Below this share the host's part is not worth a step's synchronizations
+// (each product waits for its input to come down and its host rows to go
+// up, so a split step reached only about half of its bound on the GPU
+// machine). Measured there (docs/hybrid.md), batch-1 decode split with
+// 46-65% of the rows on the host ran 1.0-2.2x faster than all paged (f16,
+// int8, int4), Q4_K_M with 42% ran 23% slower: the threshold lies between.
+inline constexpr double kMinHostShare = 0.45;
+// Above this many token rows auto gives the host nothing: measured on the
+// GPU machine (docs/hybrid.md), steps of 32 and 64 rows ran slower split than
+// paged although the balance above predicted a gain (the host's share is on
+// the step's critical path with its synchronizations, and its kernels leave
+// the memory-bound regime past a few rows).
+inline constexpr int kMaxHostRows = 8;
 
 // The host's effective GB/s at n token rows (0 when nothing was measured).
 double HostGbps(const HybridProfile& p, int n);

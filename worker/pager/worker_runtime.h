@@ -31,8 +31,8 @@ struct WorkerOptions {
   // The host side (docs/hybrid.md): auto | off | a fixed host share in
   // [0, 1] (--host-compute); the host executor's threads (0: every CPU this
   // process may use) and the CPUs they are pinned to ("none", "all", "0-15").
-  // Off by default until it has run on a GPU (docs/hybrid.md, "Not done yet").
-  std::string host_compute = "off";
+  // Off for a CPU device (its "device" is the host).
+  std::string host_compute = "auto";
   int host_threads = 0;
   std::string host_pin = "none";
 };

@@ -1,5 +1,7 @@
 #include "worker/backends/cpu_exec/host_executor.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +20,15 @@ class CpuHostExecutor final : public HostExecutor {
   void MatMul(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1, const float* bias,
               float* out, int64_t ldo) override {
     cpu_exec::MatMul(pool_, x, n, w, r0, r1, bias, out, ldo);
+  }
+  void MatMulMany(const float* x, int n, const Product* products, int count) override {
+    MatMulJob jobs[8];
+    if (count > 8) return HostExecutor::MatMulMany(x, n, products, count);
+    for (int k = 0; k < count; ++k) {
+      const Product& p = products[k];
+      jobs[k] = MatMulJob{p.w, p.r0, p.r1, p.bias, p.out, p.ldo};
+    }
+    cpu_exec::MatMulMany(pool_, x, n, jobs, count);
   }
   void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
     const int64_t cols = table.cols;
@@ -65,6 +76,12 @@ std::unique_ptr<HostExecutor> MakeHostExecutor(const ExecPoolOptions& options) {
 absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::string& pin) {
   ExecPoolOptions o;
   o.threads = threads;
+  // PAGED_HOST_SPIN_US: how long idle threads spin before they sleep (the
+  // pool's default otherwise). Measured on the GPU machine: 2000 us, which
+  // keeps the threads awake across a step, made hybrid decode slower (the
+  // spinning threads take the cores the thread driving the GPU and the copies
+  // needs), so the default stays short.
+  if (const char* v = std::getenv("PAGED_HOST_SPIN_US")) o.spin_us = std::max(0, std::atoi(v));
   absl::StatusOr<std::vector<int>> cpus = ParseCpuList(pin);
   if (!cpus.ok()) return cpus.status();
   o.cpus = *cpus;

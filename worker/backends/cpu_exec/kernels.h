@@ -48,4 +48,11 @@ void MatMulRowsMXFP4(const RowsArgs& a, int64_t ra, int64_t rb);
 // of this many rows (matmul-inl.h's kRowBlock).
 inline constexpr int64_t kRowBlock = 4;
 
+// Weight rows a tile reads at once when there is one token row (decode), for
+// the formats whose decoders do not ask for 4 (kInterleaveRows): 1, 2 or 4
+// sequential streams (and FMA chains) per thread. PAGED_CPU_EXEC_DECODE_ROWS
+// overrides the default (README.md has the measurements). Any value gives
+// the same bits (matmul-inl.h's determinism rule).
+int DecodeRowsPerTile();
+
 }  // namespace paged::cpu_exec

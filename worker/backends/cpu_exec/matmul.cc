@@ -3,6 +3,7 @@
 #include "worker/backends/cpu_exec/matmul.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "common/check.h"
@@ -11,6 +12,9 @@
 
 namespace paged::cpu_exec {
 namespace {
+
+// DecodeRowsPerTile()'s default.
+constexpr int kDefaultDecodeRows = 4;
 
 // Multiply-adds worth one ParallelFor chunk: below this a call runs inline.
 constexpr int64_t kMinChunkWork = 64 * 1024;
@@ -84,6 +88,16 @@ RowsFn Check(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1, 
 
 }  // namespace
 
+int DecodeRowsPerTile() {
+  static const int rows = [] {
+    const char* v = std::getenv("PAGED_CPU_EXEC_DECODE_ROWS");
+    if (v == nullptr) return kDefaultDecodeRows;
+    const int d = std::atoi(v);
+    return d >= 4 ? 4 : d >= 2 ? 2 : 1;
+  }();
+  return rows;
+}
+
 void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
             const float* bias, float* out, int64_t ldo) {
   const RowsFn fn = Check(x, n, w, r0, r1, out, ldo);
@@ -92,6 +106,30 @@ void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r
   const int64_t row_work = std::max<int64_t>(w.cols, 1) * n;
   const int64_t blocks = std::max<int64_t>(1, kMinChunkWork / (kRowBlock * row_work));
   pool.ParallelFor(r0, r1, blocks * kRowBlock, [&](int64_t lo, int64_t hi) { fn(a, lo, hi); });
+}
+
+void MatMulMany(ExecPool& pool, const float* x, int n, const MatMulJob* jobs, int count) {
+  constexpr int kMaxJobs = 8;
+  PAGED_CHECK(count >= 0 && count <= kMaxJobs, "cpu_exec::MatMulMany: ", count, " products");
+  RowsFn fns[kMaxJobs];
+  RowsArgs args[kMaxJobs];
+  int64_t base[kMaxJobs + 1] = {0};
+  int64_t row_work = 1;
+  for (int k = 0; k < count; ++k) {
+    const MatMulJob& j = jobs[k];
+    fns[k] = Check(x, n, *j.w, j.r0, j.r1, j.out, j.ldo);
+    args[k] = RowsArgs{x, n, j.w, j.r0, j.bias, j.out, j.ldo};
+    base[k + 1] = base[k] + (j.r1 - j.r0);
+    row_work = std::max<int64_t>(row_work, std::max<int64_t>(j.w->cols, 1) * n);
+  }
+  if (n == 0 || base[count] == 0) return;
+  const int64_t blocks = std::max<int64_t>(1, kMinChunkWork / (kRowBlock * row_work));
+  pool.ParallelFor(0, base[count], blocks * kRowBlock, [&](int64_t lo, int64_t hi) {
+    for (int k = 0; k < count; ++k) {
+      const int64_t a = std::max(lo, base[k]), b = std::min(hi, base[k + 1]);
+      if (a < b) fns[k](args[k], jobs[k].r0 + (a - base[k]), jobs[k].r0 + (b - base[k]));
+    }
+  });
 }
 
 void MatMulRows(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,

@@ -34,6 +34,18 @@ namespace paged::cpu_exec {
 void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
             const float* bias, float* out, int64_t ldo);
 
+// Several products of the same x in one dispatch over the pool: the
+// products' row ranges are laid end to end and split over the threads as
+// one range. Bit-identical to a MatMul per product.
+struct MatMulJob {
+  const WeightRef* w;
+  int64_t r0, r1;
+  const float* bias;
+  float* out;
+  int64_t ldo;
+};
+void MatMulMany(ExecPool& pool, const float* x, int n, const MatMulJob* jobs, int count);
+
 // The same on the calling thread only (for callers that split the rows over
 // their own threads). Bit-identical to MatMul.
 void MatMulRows(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,

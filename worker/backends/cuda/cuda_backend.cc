@@ -662,7 +662,7 @@ class CudaBackend final : public Backend {
 
   // int8 / int4 and the block formats (bias included). Decode rows (n <= 8):
   // the dequantization fused into the product where LaunchGemvQuant runs
-  // (opt-in: PAGED_CUDA_FUSED_GEMV=1, weights.h). Otherwise rows of W are
+  // (PAGED_CUDA_FUSED_GEMV=0 turns it off, weights.h). Otherwise rows of W are
   // dequantized to f16 a chunk at a time and multiplied by x cast to f16 on
   // cuBLAS, each chunk into its columns of out.
   absl::Status QuantizedMatMul(const float* x, int n, const WeightRef& w, const float* bias,

@@ -1,5 +1,6 @@
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 
 #include "worker/backends/cuda/block_weights.h"
 #include "worker/backends/cuda/cuda_check.h"
@@ -218,7 +219,7 @@ std::atomic<int> fused_gemv{-1};
 
 void ReadFusedGemvEnv() {
   const char* v = std::getenv("PAGED_CUDA_FUSED_GEMV");
-  fused_gemv.store(v == nullptr || *v == '\0' || *v == '0' ? 0 : 1, std::memory_order_relaxed);
+  fused_gemv.store(v != nullptr && std::strcmp(v, "0") == 0 ? 0 : 1, std::memory_order_relaxed);
 }
 
 bool FusedGemvEnabled() {
