@@ -16,9 +16,10 @@ for every file, every tensor as gguf-py's reader sees it (type, shape in
 tensor; refs.bin holds those rows as gguf.quants.dequantize gives them,
 little-endian f32, at the `at` value index of each row entry.
 
-Usage (paths are those of this machine; any llama.cpp build will do):
-  PYTHONPATH=/work/llama/llama.cpp/gguf-py /usr/bin/python3 scripts/make_gguf_fixtures.py \\
-      [--quantize /work/llama/llama.cpp/build-cpu/bin/llama-quantize] [--out tests/golden/gguf]
+Usage ($LLAMA: a llama.cpp tree from the npm package node-llama-cpp, built
+for the CPU; any recent build will do):
+  PYTHONPATH=$LLAMA/gguf-py python3 scripts/make_gguf_fixtures.py \\
+      [--quantize $LLAMA/build/bin/llama-quantize] [--out tests/golden/gguf]
 Needs numpy and gguf-py; runs llama-quantize as a subprocess.
 """
 
@@ -131,7 +132,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--out", default=os.path.join(here, "..", "tests", "golden", "gguf"))
-    ap.add_argument("--quantize", default="/work/llama/llama.cpp/build-cpu/bin/llama-quantize")
+    ap.add_argument("--quantize", default="llama-quantize", help="llama.cpp's llama-quantize (default: on PATH)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
