@@ -536,5 +536,37 @@ TEST_F(RealStackTest, ServesRestartsAWorkerAndStopsCleanly) {
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + segment_));
 }
 
+// Issue 13: llama.cpp's own Q4_K_M and Q4_0 files, kept as stored, served by
+// paged-up on CPU workers: the greedy continuation is llama.cpp's on the same
+// file (tests/golden/gguf/llama_logits.json; for these two files llama.cpp
+// gives the same 12 tokens with its quantized products and on the file
+// dequantized to F32, so the comparison has no near tie to stumble on).
+TEST_F(RealStackTest, ServesGgufBlockFormatsAsStoredLikeLlamaCpp) {
+  const std::string dir = testing::SourceDir() + "/tests/golden/gguf";
+  const auto oracle = nlohmann::json::parse(testing::ReadFile(dir + "/llama_logits.json"));
+  const std::vector<int32_t> prompt = oracle["greedy_prompt"].get<std::vector<int32_t>>();
+  for (const char* file : {"tiny-q4_k_m.gguf", "tiny-q4_0.gguf"}) {
+    const auto& g = oracle["greedy"][file];
+    const std::vector<int32_t> want = g["quantized"].get<std::vector<int32_t>>();
+    ASSERT_EQ(want, g["dequantized"].get<std::vector<int32_t>>()) << file;
+    const std::string segment = segment_ + "-" + std::string(file).substr(5, 4);
+    Subprocess up({PagedUpPath(), "--model=" + dir + "/" + file, "--segment=" + segment,
+                   "--weight-format=native", "--kv-gib=0.01", "--device=cpu", "--workers=1",
+                   "--listen=" + target_, "--remove-segment", "--start-timeout=60",
+                   "--stop-timeout=5"});
+    ASSERT_TRUE(up.WaitForLine("paged is up: " + target_, 90)) << up.output();
+    std::string ids;
+    for (int32_t t : prompt) ids += (ids.empty() ? "" : ",") + std::to_string(t);
+    auto [rc, out] = Pagectl({"generate", "--prompt-tokens=" + ids, "-n",
+                              std::to_string(want.size()), "--ignore-eos", "--json"});
+    ASSERT_EQ(rc, 0) << out;
+    const auto j = nlohmann::json::parse(out, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << out;
+    EXPECT_EQ(j["token_ids"].get<std::vector<int32_t>>(), want) << file << ": " << out;
+    EXPECT_EQ(up.Signal(SIGTERM, 60), 0) << up.output();
+    EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + segment));
+  }
+}
+
 }  // namespace
 }  // namespace paged
