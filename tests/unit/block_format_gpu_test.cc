@@ -9,6 +9,8 @@
 // decoded to f32 / f16 at load agrees too.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/unit/fused_gemv_env.h"
 #include "tests/unit/golden_util.h"
 #include "worker/device.h"
@@ -109,6 +111,39 @@ TEST(BlockFormatGpuTest, EveryFixtureFormatAgreesWithTheReference) {
             << file << (on ? " fused" : " dequantize") << " position " << p;
       }
     }
+  }
+}
+
+// Against llama.cpp directly (tests/golden/gguf/llama_logits.json, its
+// README): llama.cpp on each file dequantized to F32 computes with the
+// weights we decode. The CPU reference lies within 5e-3 of it (f16 KV against
+// f32; gguf_quant_test), so the fused path, within kFusedTol of the
+// reference, gets the sum of both; dequantize + cuBLAS its f16 rounding on
+// top. And llama.cpp's greedy continuations where its quantized and F32 runs
+// agree (no near tie): the fused path gives the same tokens.
+TEST(BlockFormatGpuTest, EveryFixtureAgreesWithLlamaCpp) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU";
+  const auto oracle = nlohmann::json::parse(testing::ReadFile(Fixture("llama_logits.json")));
+  const std::vector<int32_t> tokens = oracle["tokens"].get<std::vector<int32_t>>();
+  ASSERT_EQ(oracle["files_dequantized"].size(), 12u);
+  for (const auto& [file, want_logits] : oracle["files_dequantized"].items()) {
+    for (bool on : {false, true}) {
+      testing::FusedGemvEnv fused(on);
+      const auto got = testing::RunLogits(Fixture(file), "native", tokens, false, "cuda:0");
+      ASSERT_EQ(got.size(), tokens.size()) << file;
+      for (size_t p = 0; p < tokens.size(); ++p) {
+        EXPECT_LT(testing::RelativeError(got[p], want_logits[p].get<std::vector<double>>()),
+                  on ? 5e-3 + kFusedTol : 5e-3 + kDequantTol)
+            << file << (on ? " fused" : " dequantize") << " position " << p;
+      }
+    }
+  }
+  const std::vector<int32_t> prompt = oracle["greedy_prompt"].get<std::vector<int32_t>>();
+  testing::FusedGemvEnv fused(true);
+  for (const char* file : {"tiny-q4_k_m.gguf", "tiny-q4_0.gguf"}) {
+    const std::vector<int32_t> want =
+        oracle["greedy"][file]["quantized"].get<std::vector<int32_t>>();
+    EXPECT_EQ(Greedy(Fixture(file), "cuda:0", prompt, int(want.size())), want) << file;
   }
 }
 
