@@ -24,6 +24,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
+#include "common/block_quant.h"
 #include "common/cli.h"
 #include "common/dtype.h"
 #include "common/quant.h"
@@ -52,38 +53,6 @@ using Clock = std::chrono::steady_clock;
 struct Shape {
   int64_t rows, cols;
 };
-
-// The ggml block formats (common/block_quant.h).
-constexpr DType kBlockDTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,   DType::kQ5_1,
-                                  DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,   DType::kQ4_K,
-                                  DType::kQ5_K, DType::kQ6_K, DType::kIQ4_NL, DType::kIQ4_XS,
-                                  DType::kMXFP4};
-
-// Byte offsets of a block's f16 scale fields (the rest of a block is codes,
-// any bytes, and packed small-integer scales, any bits).
-std::vector<int> HalfFields(DType t) {
-  switch (t) {
-    case DType::kQ4_0:
-    case DType::kQ5_0:
-    case DType::kQ8_0:
-    case DType::kIQ4_NL:
-    case DType::kIQ4_XS:
-      return {0};
-    case DType::kQ4_1:
-    case DType::kQ5_1:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-      return {0, 2};
-    case DType::kQ2_K:
-      return {80, 82};
-    case DType::kQ3_K:
-      return {108};
-    case DType::kQ6_K:
-      return {208};
-    default:
-      return {};
-  }
-}
 
 // Copies of one matrix in one allocation, filled with valid random values.
 class WeightCopies {
@@ -154,7 +123,7 @@ class WeightCopies {
     std::normal_distribution<float> dist(0.f, 1.f);
     std::vector<uint16_t> table(4096);
     for (uint16_t& v : table) v = FloatToHalf(0.01f * (1.f + std::fabs(dist(rng))));
-    const std::vector<int> fields = HalfFields(t);
+    const std::vector<int> fields = BlockHalfFields(t);
     const uint64_t bb = uint64_t(BlockBytes(t));
     for (uint64_t b = 0, k = 0; b + bb <= bytes; b += bb, ++k) {
       for (int off : fields) std::memcpy(p + b + off, &table[(k * 7 + uint64_t(off)) % 4096], 2);
@@ -234,7 +203,7 @@ int Main() {
   for (const std::string& name :
        std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_dtypes), ','))) {
     if (name == "blocks") {
-      dtypes.insert(dtypes.end(), std::begin(kBlockDTypes), std::end(kBlockDTypes));
+      dtypes.insert(dtypes.end(), std::begin(kBlockFormats), std::end(kBlockFormats));
       continue;
     }
     auto t = ParseDType(name);

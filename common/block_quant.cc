@@ -255,4 +255,28 @@ void DequantizeRow(DType t, const void* row, int64_t cols, float* out) {
   for (int64_t i = 0; i < cols / bv; ++i) fn(p + i * bb, out + i * bv);
 }
 
+std::vector<int> BlockHalfFields(DType t) {
+  switch (t) {
+    case DType::kQ4_0:
+    case DType::kQ5_0:
+    case DType::kQ8_0:
+    case DType::kIQ4_NL:
+    case DType::kIQ4_XS:
+      return {0};
+    case DType::kQ4_1:
+    case DType::kQ5_1:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+      return {0, 2};
+    case DType::kQ2_K:
+      return {80, 82};
+    case DType::kQ3_K:
+      return {108};
+    case DType::kQ6_K:
+      return {208};
+    default:
+      return {};
+  }
+}
+
 }  // namespace paged

@@ -42,10 +42,23 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "common/dtype.h"
 
 namespace paged {
+
+// Every block format, in DType order.
+inline constexpr DType kBlockFormats[] = {
+    DType::kQ4_0,   DType::kQ4_1,   DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+    DType::kQ2_K,   DType::kQ3_K,   DType::kQ4_K, DType::kQ5_K, DType::kQ6_K,
+    DType::kIQ4_NL, DType::kIQ4_XS, DType::kMXFP4};
+
+// Byte offsets within a block of its f16 scale fields (d, and dmin or m)
+// in the layouts above; none for mxfp4 (its scale is the E8M0 byte at 0) and
+// for a type that is not a block format. For making test and benchmark
+// blocks whose scales are finite.
+std::vector<int> BlockHalfFields(DType t);
 
 // Whether DequantizeRow reads `t`: f32, f16, bf16 and the block formats
 // (int8 / int4 keep their scales apart: common/quant.h).

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/block_quant.h"
 #include "common/dtype.h"
 #include "common/quant.h"
 #include "tests/unit/fused_gemv_env.h"
@@ -70,34 +71,7 @@ std::vector<uint8_t> RandomBlocks(DType t, int64_t rows, int64_t cols, std::mt19
                                   bool edge) {
   std::vector<uint8_t> data(PayloadBytes(t, uint64_t(rows), uint64_t(cols)));
   for (uint8_t& b : data) b = uint8_t(rng());
-  // Byte offsets of the f16 scale fields in a block.
-  std::vector<int> f16_fields;
-  switch (t) {
-    case DType::kQ4_0:
-    case DType::kQ5_0:
-    case DType::kQ8_0:
-    case DType::kIQ4_NL:
-    case DType::kIQ4_XS:
-      f16_fields = {0};
-      break;
-    case DType::kQ4_1:
-    case DType::kQ5_1:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-      f16_fields = {0, 2};
-      break;
-    case DType::kQ2_K:
-      f16_fields = {80, 82};
-      break;
-    case DType::kQ3_K:
-      f16_fields = {108};
-      break;
-    case DType::kQ6_K:
-      f16_fields = {208};
-      break;
-    default:  // mxfp4: one E8M0 byte
-      break;
-  }
+  const std::vector<int> f16_fields = BlockHalfFields(t);
   std::uniform_real_distribution<float> mag(0.25f, 1.f);
   auto f16 = [&](bool edge_block) -> uint16_t {
     const uint16_t sign = (rng() & 1) ? 0x8000 : 0;
@@ -128,11 +102,6 @@ std::vector<uint8_t> RandomBlocks(DType t, int64_t rows, int64_t cols, std::mt19
   }
   return data;
 }
-
-const DType kBlockTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,   DType::kQ5_1,
-                             DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,   DType::kQ4_K,
-                             DType::kQ5_K, DType::kQ6_K, DType::kIQ4_NL, DType::kIQ4_XS,
-                             DType::kMXFP4};
 
 class BackendOpsGpuTest : public ::testing::Test {
  protected:
@@ -353,7 +322,7 @@ TEST_F(BackendOpsGpuTest, MatMulQuantizedLargerThanOneChunk) {
 // that is not 16-byte aligned.
 TEST_F(BackendOpsGpuTest, EmbeddingEveryBlockFormatExact) {
   std::mt19937 rng(11);
-  for (DType t : kBlockTypes) {
+  for (DType t : kBlockFormats) {
     const int64_t vocab = 37, hidden = 512;
     const Weight w = MakeWeight(t, vocab, hidden, 0, rng, /*edge=*/true);
     const std::vector<int32_t> ids = {3, 0, 36, 3, 17, 35, 1, 25, 3, 12, 30};
@@ -384,7 +353,7 @@ TEST_F(BackendOpsGpuTest, EmbeddingEveryBlockFormatExact) {
 TEST_F(BackendOpsGpuTest, MatMulBlockDequantizeIsExactOnUnitVectors) {
   std::mt19937 rng(12);
   testing::FusedGemvEnv fused(false);
-  for (DType t : kBlockTypes) {
+  for (DType t : kBlockFormats) {
     const int n = 32;
     const int64_t rows = 45, cols = 512;
     const Weight w = MakeWeight(t, rows, cols, 0, rng);
@@ -438,7 +407,7 @@ TEST_F(BackendOpsGpuTest, MatMulBlockFormatsBothPathsEveryShape) {
                         {8, 33, 1024, 0, true},   {8, 301, 768, 1, false}, {9, 61, 512, 3, true},
                         {33, 129, 256, 0, false}, {1, 3, 32, 0, true},     {3, 5, 96, 2, false},
                         {8, 9, 160, 0, true}};
-  std::vector<DType> types(std::begin(kBlockTypes), std::end(kBlockTypes));
+  std::vector<DType> types(std::begin(kBlockFormats), std::end(kBlockFormats));
   types.push_back(DType::kI8);
   types.push_back(DType::kI4);
   std::mt19937 rng(13);

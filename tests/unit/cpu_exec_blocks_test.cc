@@ -36,39 +36,9 @@
 namespace paged::cpu_exec {
 namespace {
 
-constexpr DType kBlockDTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,   DType::kQ5_1,
-                                  DType::kQ8_0, DType::kQ2_K, DType::kQ3_K,   DType::kQ4_K,
-                                  DType::kQ5_K, DType::kQ6_K, DType::kIQ4_NL, DType::kIQ4_XS,
-                                  DType::kMXFP4};
-
 // Only the f32 summation order differs from the reference (the weights are
 // the same values): the bound of cpu_exec_test.cc, relative to sum |x * w|.
 constexpr double kRelTolerance = 1e-5;
-
-// Byte offsets of a block's f16 scale fields.
-std::vector<int> HalfFields(DType t) {
-  switch (t) {
-    case DType::kQ4_0:
-    case DType::kQ5_0:
-    case DType::kQ8_0:
-    case DType::kIQ4_NL:
-    case DType::kIQ4_XS:
-      return {0};
-    case DType::kQ4_1:
-    case DType::kQ5_1:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-      return {0, 2};
-    case DType::kQ2_K:
-      return {80, 82};
-    case DType::kQ3_K:
-      return {108};
-    case DType::kQ6_K:
-      return {208};
-    default:
-      return {};
-  }
-}
 
 struct Weights {
   std::vector<uint8_t> data;
@@ -87,7 +57,7 @@ Weights RandomBlocks(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
   const int64_t blocks = int64_t(w.data.size()) / BlockBytes(t);
   for (int64_t k = 0; k < blocks; ++k) {
     uint8_t* blk = w.data.data() + k * BlockBytes(t);
-    for (int off : HalfFields(t)) {
+    for (int off : BlockHalfFields(t)) {
       const int kind = byte(rng);
       uint16_t h = kind < 16 ? uint16_t(1 + byte(rng) * 4) : FloatToHalf(mag(rng));
       if (kind % 5 == 0) h |= 0x8000;
@@ -200,13 +170,13 @@ std::vector<int64_t> ColsFor(DType t) {
 }
 
 TEST(CpuExecBlocksTest, SupportsEveryBlockFormat) {
-  for (DType t : kBlockDTypes) EXPECT_TRUE(Supports(t)) << DTypeName(t);
+  for (DType t : kBlockFormats) EXPECT_TRUE(Supports(t)) << DTypeName(t);
 }
 
 TEST(CpuExecBlocksTest, DecodedWeightsAreDequantizeRowsBitForBit) {
   std::mt19937 rng(11);
   ExecPool pool(2);
-  for (DType t : kBlockDTypes) {
+  for (DType t : kBlockFormats) {
     for (int64_t cols : ColsFor(t)) {
       if (cols > 512) continue;  // the identity is [cols, cols]
       const Weights w = RandomBlocks(t, 37, cols, rng);
@@ -218,7 +188,7 @@ TEST(CpuExecBlocksTest, DecodedWeightsAreDequantizeRowsBitForBit) {
 TEST(CpuExecBlocksTest, MatchesReferenceForEveryFormatShapeAndBatch) {
   std::mt19937 rng(12);
   ExecPool pool(3);
-  for (DType t : kBlockDTypes) {
+  for (DType t : kBlockFormats) {
     for (int64_t cols : ColsFor(t)) {
       for (int64_t rows : {int64_t{1}, int64_t{5}, int64_t{130}}) {
         const Weights w = RandomBlocks(t, rows, cols, rng);
@@ -231,7 +201,7 @@ TEST(CpuExecBlocksTest, MatchesReferenceForEveryFormatShapeAndBatch) {
 TEST(CpuExecBlocksTest, RowRangesBiasAndLdo) {
   std::mt19937 rng(13);
   ExecPool pool(2);
-  for (DType t : kBlockDTypes) {
+  for (DType t : kBlockFormats) {
     const Weights w = RandomBlocks(t, 45, ColsFor(t)[1], rng);
     for (const auto& [r0, r1] : std::vector<std::pair<int64_t, int64_t>>{
              {7, 38}, {0, 1}, {44, 45}, {3, 4}, {1, 45}, {9, 9}}) {
@@ -252,7 +222,7 @@ TEST(CpuExecBlocksTest, EveryTargetThisCpuRunsIsExact) {
     hwy::SetSupportedTargetsForTest(target);
     if (TargetName() == hwy::TargetName(target)) {  // else not built into the library
       names += TargetName() + " ";
-      for (DType t : kBlockDTypes) {
+      for (DType t : kBlockFormats) {
         const Weights w = RandomBlocks(t, 13, ColsFor(t)[1], rng);
         ExpectExactWeights(pool, w.ref, "random blocks");
         ExpectMatchesReference(pool, w.ref, {1, 3, 9}, 0, w.ref.rows, 0, rng);
@@ -306,7 +276,7 @@ const std::vector<FixtureTensor>& FixtureTensors() {
 }
 
 TEST(CpuExecBlocksFixtureTest, EveryFormatIsInTheFixtures) {
-  for (DType t : kBlockDTypes) {
+  for (DType t : kBlockFormats) {
     bool found = false;
     for (const FixtureTensor& f : FixtureTensors()) found = found || f.w.dtype == t;
     EXPECT_TRUE(found) << DTypeName(t);
@@ -349,7 +319,7 @@ void ExpectSameBits(const std::vector<float>& a, const std::vector<float>& b,
 TEST(CpuExecBlocksDeterminismTest, SplitRowRangesMatchWholeBitForBit) {
   std::mt19937 rng(16);
   ExecPool pool(2);
-  for (DType t : kBlockDTypes) {
+  for (DType t : kBlockFormats) {
     const Weights w = RandomBlocks(t, 37, ColsFor(t)[1], rng);
     const std::vector<float> bias = RandomVector(rng, 37);
     for (int n : {1, 5, 9}) {
@@ -380,7 +350,7 @@ TEST(CpuExecBlocksDeterminismTest, SplitRowRangesMatchWholeBitForBit) {
 TEST(CpuExecBlocksDeterminismTest, TokenAloneMatchesTokenInBatch) {
   std::mt19937 rng(17);
   ExecPool pool(2);
-  for (DType t : kBlockDTypes) {
+  for (DType t : kBlockFormats) {
     const Weights w = RandomBlocks(t, 19, ColsFor(t)[1], rng);
     const int64_t cols = w.ref.cols;
     for (int n : {9, 33}) {
@@ -406,7 +376,7 @@ TEST(CpuExecBlocksDeterminismTest, TokenAloneMatchesTokenInBatch) {
 TEST(CpuExecBlocksDeterminismTest, ThreadCountDoesNotChangeBits) {
   std::mt19937 rng(18);
   ExecPool one(1), two(2), five(5);
-  for (DType t : kBlockDTypes) {
+  for (DType t : kBlockFormats) {
     const Weights w = RandomBlocks(t, 203, ColsFor(t)[1], rng);
     const std::vector<float> bias = RandomVector(rng, 203);
     for (int n : {1, 8, 13}) {
