@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/block_quant.h"
-#include "common/quant.h"
+#include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu_exec/matmul.h"
 
 namespace paged::cpu_exec {
@@ -32,23 +32,12 @@ class CpuHostExecutor final : public HostExecutor {
   }
   void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
     const int64_t cols = table.cols;
-    const uint64_t row_bytes = PayloadBytes(table.dtype, 1, uint64_t(cols));
-    const int64_t groups = IsQuantized(table.dtype) ? GroupsPerRow(cols, table.group) : 0;
     auto rows = [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
-        const int64_t r = ids[i];
-        const uint8_t* row = static_cast<const uint8_t*>(table.data) + uint64_t(r) * row_bytes;
         float* o = out + i * cols;
-        if (table.dtype == DType::kI8 || table.dtype == DType::kI4) {
-          const uint16_t* s = static_cast<const uint16_t*>(table.scales) + r * groups;
-          if (table.dtype == DType::kI8) {
-            DequantizeRowInt8(reinterpret_cast<const int8_t*>(row), s, cols, table.group, o);
-          } else {
-            DequantizeRowInt4(row, s, cols, table.group, o);
-          }
-        } else {
-          DequantizeRow(table.dtype, row, cols, o);
-        }
+        // The reference's row decoder, every stored dtype (decodes into o).
+        const float* row = cpu::WeightRow(table, ids[i], o);
+        if (row != o) std::memcpy(o, row, size_t(cols) * sizeof(float));
       }
     };
     // A few rows per thread at least: a decode step's one row runs inline.
