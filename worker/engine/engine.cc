@@ -262,6 +262,7 @@ absl::Status Engine::Products(const float* x, int m, int cols,
   // The host's rows of every product in one dispatch, then each uploaded
   // into its columns of the product's output.
   HostExecutor::Product jobs[4];
+  float* dev_out[4];  // each job's product's output (backend memory)
   int n_jobs = 0;
   float* ho = h_out_.data();
   for (const Product& p : products) {
@@ -271,16 +272,15 @@ absl::Status Engine::Products(const float* x, int m, int cols,
       return absl::InternalError("host rows do not match the device view of a matrix");
     if (n_jobs == 4) return absl::InternalError("more than 4 products of one input");
     const int64_t k = h.w.rows - h.row0;
+    dev_out[n_jobs] = p.out;
     jobs[n_jobs++] = HostExecutor::Product{&h.w, h.row0, h.w.rows, h.bias, ho, k};
     ho += uint64_t(m) * uint64_t(k);
   }
   host_->MatMulMany(hx, m, jobs, n_jobs);
   for (int j = 0; j < n_jobs; ++j) {
     const HostExecutor::Product& q = jobs[j];
-    const Product* p = products.begin();
-    while (&p->host.w != q.w) ++p;
     const int64_t k = q.r1 - q.r0;
-    backend_->Upload2D(p->out + q.r0, uint64_t(q.r1) * sizeof(float), q.out,
+    backend_->Upload2D(dev_out[j] + q.r0, uint64_t(q.r1) * sizeof(float), q.out,
                        uint64_t(k) * sizeof(float), uint64_t(k) * sizeof(float), uint64_t(m));
   }
   return absl::OkStatus();
