@@ -14,9 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -28,6 +26,7 @@
 #include "daemon/http/front_end.h"
 #include "daemon/services.h"
 #include "daemon/store_probe.h"
+#include "proto/channel.h"
 #include "tokenizer/segment_tokenizer.h"
 
 namespace paged {
@@ -81,15 +80,6 @@ constexpr char kInferenceService[] = "paged.v1.Inference";
 constexpr char kAdminService[] = "paged.v1.Admin";
 constexpr char kWorkerLinkService[] = "paged.v1.WorkerLink";
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream text;
-  if (f) text << f.rdbuf();
-  if (!f || text.str().empty())
-    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, ": cannot read it"));
-  return text.str();
-}
-
 // The file of a unix-socket address, "" for TCP.
 std::string UnixSocketPath(const std::string& listen) {
   if (!absl::StartsWith(listen, "unix:")) return "";
@@ -101,13 +91,13 @@ std::string UnixSocketPath(const std::string& listen) {
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsFiles& tls) {
   if (!tls.enabled()) return grpc::InsecureServerCredentials();
   if (tls.key.empty()) return absl::InvalidArgumentError("--tls-cert needs --tls-key");
-  auto cert = ReadPem(tls.cert, "--tls-cert");
+  auto cert = ReadPemFile(tls.cert, "--tls-cert");
   if (!cert.ok()) return cert.status();
-  auto key = ReadPem(tls.key, "--tls-key");
+  auto key = ReadPemFile(tls.key, "--tls-key");
   if (!key.ok()) return key.status();
   grpc::SslServerCredentialsOptions o(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   if (!tls.client_ca.empty()) {
-    auto ca = ReadPem(tls.client_ca, "--tls-client-ca");
+    auto ca = ReadPemFile(tls.client_ca, "--tls-client-ca");
     if (!ca.ok()) return ca.status();
     o.pem_root_certs = *ca;
     o.client_certificate_request = GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;

@@ -6,9 +6,8 @@
 #include "absl/strings/str_cat.h"
 
 namespace paged {
-namespace {
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, const char* what) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream text;
   if (f) text << f.rdbuf();
@@ -16,8 +15,6 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
     return absl::InvalidArgumentError(absl::StrCat(what, " ", path, ": cannot read it"));
   return text.str();
 }
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateClientChannel(
     const std::string& target, const ClientTls& tls, const grpc::ChannelArguments& args) {
@@ -27,14 +24,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateClientChannel(
     return absl::InvalidArgumentError("a TLS client certificate needs its key (and the reverse)");
   grpc::SslCredentialsOptions o;
   if (!tls.ca.empty()) {
-    auto ca = ReadPem(tls.ca, "TLS CA");
+    auto ca = ReadPemFile(tls.ca, "TLS CA");
     if (!ca.ok()) return ca.status();
     o.pem_root_certs = *ca;
   }
   if (!tls.cert.empty()) {
-    auto cert = ReadPem(tls.cert, "TLS certificate");
+    auto cert = ReadPemFile(tls.cert, "TLS certificate");
     if (!cert.ok()) return cert.status();
-    auto key = ReadPem(tls.key, "TLS key");
+    auto key = ReadPemFile(tls.key, "TLS key");
     if (!key.ok()) return key.status();
     o.pem_cert_chain = *cert;
     o.pem_private_key = *key;

@@ -19,6 +19,10 @@ struct ClientTls {
   bool enabled() const { return enable || !ca.empty() || !cert.empty(); }
 };
 
+// The text of a PEM file; INVALID_ARGUMENT "<what> <path>: cannot read it"
+// when it cannot be read or is empty. The server's certificates too.
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, const char* what);
+
 // A channel to `target` (unix:///path.sock or host:port), TLS when
 // `tls.enabled()`. INVALID_ARGUMENT naming a PEM file that cannot be read, or
 // a certificate without its key.
