@@ -27,6 +27,7 @@
 #include "common/dtype.h"
 #include "hwy/targets.h"
 #include "store/gguf.h"
+#include "tests/unit/cpu_exec_test_util.h"
 #include "tests/unit/test_util.h"
 #include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu/thread_pool.h"
@@ -35,6 +36,11 @@
 
 namespace paged::cpu_exec {
 namespace {
+
+using paged::testing::ExpectSameBits;
+using paged::testing::RandomVector;
+using paged::testing::Reference;
+using paged::testing::Whole;
 
 // Only the f32 summation order differs from the reference (the weights are
 // the same values): the bound of cpu_exec_test.cc, relative to sum |x * w|.
@@ -75,13 +81,6 @@ Weights RandomBlocks(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
   return w;
 }
 
-std::vector<float> RandomVector(std::mt19937& rng, size_t n) {
-  std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
 std::string Describe(const WeightRef& w, int n) {
   return std::string(DTypeName(w.dtype)) + " " + std::to_string(w.rows) + "x" +
          std::to_string(w.cols) + " n=" + std::to_string(n) + " target " + TargetName();
@@ -110,24 +109,6 @@ void ExpectExactWeights(ExecPool& pool, const WeightRef& w, const std::string& w
         ADD_FAILURE() << what << " " << Describe(w, 1) << ": W[" << r << ", " << c << "] = " << got
                       << ", DequantizeRow gives " << v;
       }
-    }
-  }
-}
-
-// out_ref [n, rows] from the scalar reference, and sum_c |x_ic * W_rc| (+ |bias|).
-void Reference(const std::vector<float>& x, int n, const WeightRef& w, const float* bias,
-               std::vector<float>* out, std::vector<double>* scale) {
-  ThreadPool pool(1);
-  out->assign(size_t(n * w.rows), 0.f);
-  cpu::MatMul(pool, x.data(), n, w, bias, out->data());
-  scale->assign(size_t(n * w.rows), 0.0);
-  std::vector<float> scratch(size_t(w.cols));
-  for (int64_t r = 0; r < w.rows; ++r) {
-    const float* wr = cpu::WeightRow(w, r, scratch.data());
-    for (int i = 0; i < n; ++i) {
-      double s = bias ? std::fabs(bias[r]) : 0.0;
-      for (int64_t c = 0; c < w.cols; ++c) s += std::fabs(double(x[i * w.cols + c]) * wr[c]);
-      (*scale)[size_t(i * w.rows + r)] = s;
     }
   }
 }
@@ -301,20 +282,6 @@ TEST(CpuExecBlocksFixtureTest, ProductsMatchTheReference) {
 }
 
 // ---- determinism -------------------------------------------------------
-
-// out(i, r) of a [0, rows) product.
-std::vector<float> Whole(ExecPool& pool, const std::vector<float>& x, int n, const WeightRef& w,
-                         const float* bias) {
-  std::vector<float> out(size_t(n * w.rows));
-  MatMul(pool, x.data(), n, w, 0, w.rows, bias, out.data(), w.rows);
-  return out;
-}
-
-void ExpectSameBits(const std::vector<float>& a, const std::vector<float>& b,
-                    const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << what;
-}
 
 TEST(CpuExecBlocksDeterminismTest, SplitRowRangesMatchWholeBitForBit) {
   std::mt19937 rng(16);

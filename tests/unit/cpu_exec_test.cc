@@ -21,6 +21,7 @@
 #include "common/dtype.h"
 #include "common/quant.h"
 #include "hwy/targets.h"
+#include "tests/unit/cpu_exec_test_util.h"
 #include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu/thread_pool.h"
 #include "worker/backends/cpu_exec/exec_pool.h"
@@ -28,6 +29,11 @@
 
 namespace paged::cpu_exec {
 namespace {
+
+using paged::testing::ExpectSameBits;
+using paged::testing::RandomVector;
+using paged::testing::Reference;
+using paged::testing::Whole;
 
 constexpr DType kAllDTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kI8, DType::kI4};
 
@@ -95,32 +101,6 @@ Weights MakeWeights(DType t, int64_t rows, int64_t cols, int group, std::mt19937
   w.ref.data = w.data.data();
   w.ref.scales = w.scales.empty() ? nullptr : w.scales.data();
   return w;
-}
-
-std::vector<float> RandomVector(std::mt19937& rng, size_t n) {
-  std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-// out_ref [n, rows] from the scalar reference, and the error scale
-// sum_c |x_ic * W_rc| of each element.
-void Reference(const std::vector<float>& x, int n, const WeightRef& w, const float* bias,
-               std::vector<float>* out, std::vector<double>* scale) {
-  ThreadPool pool(1);
-  out->assign(size_t(n * w.rows), 0.f);
-  cpu::MatMul(pool, x.data(), n, w, bias, out->data());
-  scale->assign(size_t(n * w.rows), 0.0);
-  std::vector<float> scratch(size_t(w.cols));
-  for (int64_t r = 0; r < w.rows; ++r) {
-    const float* wr = cpu::WeightRow(w, r, scratch.data());
-    for (int i = 0; i < n; ++i) {
-      double s = bias ? std::fabs(bias[r]) : 0.0;
-      for (int64_t c = 0; c < w.cols; ++c) s += std::fabs(double(x[i * w.cols + c]) * wr[c]);
-      (*scale)[size_t(i * w.rows + r)] = s;
-    }
-  }
 }
 
 struct Shape {
@@ -234,20 +214,6 @@ TEST(CpuExecMatMulTest, BiasLdoAndRowOffset) {
       }
     }
   }
-}
-
-// out(i, r) of a [0, rows) product as raw bits, for byte comparisons.
-std::vector<float> Whole(ExecPool& pool, const std::vector<float>& x, int n, const WeightRef& w,
-                         const float* bias) {
-  std::vector<float> out(size_t(n * w.rows));
-  MatMul(pool, x.data(), n, w, 0, w.rows, bias, out.data(), w.rows);
-  return out;
-}
-
-void ExpectSameBits(const std::vector<float>& a, const std::vector<float>& b,
-                    const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << what;
 }
 
 const Shape kDeterminismShapes[] = {{37, 257, 64}, {130, 100, 7}, {19, 33, 16}};
