@@ -148,6 +148,18 @@ HWY_INLINE void UnpackScaleMinK4(const uint8_t* packed, int8_t* out) {
   memcpy(out, u, 16);
 }
 
+// The dl_j = d * sc_j and ml_j = dmin * m_j of every q4_k / q5_k super-block
+// of a row (`supers` blocks of `block_bytes`: f16 d, f16 dmin, then the 12
+// packed bytes) into scratch, 16 floats per super-block: dl_0..7, ml_0..7.
+HWY_INLINE void ScalesMinsK4(const uint8_t* row, int64_t supers, int block_bytes, float* scratch) {
+  for (int64_t b = 0; b < supers; ++b) {
+    const uint8_t* blk = row + b * block_bytes;
+    HWY_ALIGN int8_t sc_m[16];
+    UnpackScaleMinK4(blk + 4, sc_m);
+    ScaleCodes16(sc_m, Half(blk), Half(blk + 2), scratch + 16 * b);
+  }
+}
+
 #if PAGED_BLOCK_TABLES
 
 // table[idx & 15] in each lane (vpermps reads the low 4 bits of an index).

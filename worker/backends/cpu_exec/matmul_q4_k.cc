@@ -30,12 +30,7 @@ struct Q4KFormat {
 
     Row() = default;
     Row(const WeightRef& w, int64_t r, float* scratch) : p_(BlockRow(w, r)), s_(scratch) {
-      for (int64_t b = 0; b < w.cols / 256; ++b) {
-        const uint8_t* blk = p_ + b * kBytes;
-        HWY_ALIGN int8_t sc_m[16];
-        UnpackScaleMinK4(blk + 4, sc_m);
-        ScaleCodes16(sc_m, Half(blk), Half(blk + 2), scratch + 16 * b);
-      }
+      ScalesMinsK4(p_, w.cols / 256, kBytes, scratch);
     }
 
     HWY_INLINE void Chunk(DF df, int64_t c, VF& w0, VF& w1) const {
