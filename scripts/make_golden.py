@@ -140,7 +140,7 @@ CASES = [
                   num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, rms_norm_eps=1e-5,
                   original_max_position_embeddings=16, sliding_window=None,
-                  tie_word_embeddings=False),
+                  tie_word_embeddings=False, pad_token_id=0),
          rope=dict(rope_type="longrope", rope_theta=10000.0,
                    original_max_position_embeddings=16,
                    long_factor=[1.0, 1.3, 1.8, 2.5, 3.5, 5.0, 7.0, 9.5],
