@@ -11,6 +11,7 @@
 //
 //   abuse_bench --http 127.0.0.1:8000 --server unix:///tmp/paged.sock
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <netdb.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -192,11 +193,11 @@ int main(int argc, char** argv) {
     auto seqs = client->ListSequences();
     if (!seqs.ok()) continue;
     paused = 0;
-    for (const auto& s : *seqs) paused += s.state() == "PAUSED";
+    for (const auto& s : *seqs) paused += s.state == "PAUSED";
   }
   if (auto st = client->Status(); st.ok()) {
-    used = st->kv_blocks_used();
-    total = std::max<uint64_t>(st->kv_blocks_total(), 1);
+    used = st->kv_blocks_used;
+    total = std::max<uint64_t>(st->kv_blocks_total, 1);
   }
   const double ttft_unread = FirstTokenMs(*client, &ok);
   std::printf(
@@ -211,7 +212,7 @@ int main(int argc, char** argv) {
   while (std::chrono::duration<double>(Clock::now() - t_wait).count() <
          absl::GetFlag(FLAGS_give_up_wait)) {
     auto st = client->Status();
-    if (st.ok() && st->kv_blocks_used() == 0) {
+    if (st.ok() && st->kv_blocks_used == 0) {
       freed_s = std::chrono::duration<double>(Clock::now() - t_unread).count();
       break;
     }

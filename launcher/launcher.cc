@@ -275,7 +275,7 @@ class StatusProbe {
       }
       client_.emplace(*std::move(c));
     }
-    status_ = client_->Status(absl::Seconds(1));
+    status_ = client::wire::Status(*client_, absl::Seconds(1));
     // Until the server answers, each try gets a fresh channel: a channel that
     // failed to connect waits out its reconnect backoff before trying again.
     if (!status_.ok()) client_.reset();
@@ -288,7 +288,7 @@ class StatusProbe {
       Get();
       if (!client_.has_value()) return;
     }
-    if (!client_->ReportSupervision(r, absl::Seconds(1)).ok()) client_.reset();
+    if (!client::wire::ReportSupervision(*client_, r, absl::Seconds(1)).ok()) client_.reset();
   }
 
  private:

@@ -15,6 +15,7 @@ packages=(
   systemd
   curl
   openssl libssl-dev
+  python3-grpcio python3-grpc-tools
 )
 
 missing=()

@@ -139,7 +139,7 @@ int ChatCommand(const Flags& f) {
   io.color = StderrColor();
   if (io.interactive) {
     // Which model, and whether it can chat at all.
-    auto models = c->ListModels(client::kDefaultTimeout);
+    auto models = client::wire::ListModels(*c);
     if (models.ok() && !models->empty()) {
       const v1::ModelInfo& m = models->front();
       std::cerr << Paint(absl::StrCat("chatting with ", m.name(), " at ", f.server), kDim,

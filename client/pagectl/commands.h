@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "proto/channel.h"
+#include "paged/client.h"
 
 namespace paged::pagectl {
 
@@ -31,7 +31,7 @@ struct Flags {
   // commands that talk to a server (generate, status, workers, ...)
   std::string server = "unix:///tmp/paged.sock";
   std::string token;  // resolved: --token, --token-file, $PAGED_TOKEN, the systemd credential
-  ClientTls tls;
+  client::TlsOptions tls;
   absl::Duration timeout = absl::ZeroDuration();  // 0: the command's default
   // generate
   std::string prompt;         // "-": read stdin

@@ -168,11 +168,11 @@ absl::Status WaitReady(const Flags& f) {
     if (c.ok()) {
       auto s = c->Status(absl::Seconds(5));
       if (s.ok()) {
-        if (s->ready()) break;
+        if (s->ready) break;
         // The coordinator says why it is not ready (the store, the workers).
-        waiting = s->not_ready_reason() == "no worker is attached"
-                      ? absl::StrCat("a worker to attach (", s->workers_size(), " known)")
-                      : absl::StrCat("readiness (", s->not_ready_reason(), ")");
+        waiting = s->not_ready_reason == "no worker is attached"
+                      ? absl::StrCat("a worker to attach (", s->workers.size(), " known)")
+                      : absl::StrCat("readiness (", s->not_ready_reason, ")");
       } else if (s.status().code() == absl::StatusCode::kUnauthenticated) {
         shown.Finish("");
         return s.status();
@@ -201,7 +201,7 @@ int StatusCommand(const Flags& f) {
   }
   auto c = Connect(f);
   if (!c.ok()) return Fail("status", c.status());
-  auto s = c->Status(f.wait_ready ? client::kDefaultTimeout : UnaryTimeout(f));
+  auto s = client::wire::Status(*c, f.wait_ready ? client::kDefaultTimeout : UnaryTimeout(f));
   if (!s.ok()) return Fail("status", s.status());
   if (f.json) {
     PrintJson(ProtoToJson(*s));
@@ -214,7 +214,7 @@ int StatusCommand(const Flags& f) {
 int WorkersCommand(const Flags& f) {
   auto c = Connect(f);
   if (!c.ok()) return Fail("workers", c.status());
-  auto s = c->Status(UnaryTimeout(f));
+  auto s = client::wire::Status(*c, UnaryTimeout(f));
   if (!s.ok()) return Fail("workers", s.status());
   if (f.json) {
     nlohmann::json workers = nlohmann::json::array();
@@ -229,7 +229,7 @@ int WorkersCommand(const Flags& f) {
 int SequencesCommand(const Flags& f) {
   auto c = Connect(f);
   if (!c.ok()) return Fail("sequences", c.status());
-  auto seqs = c->ListSequences(UnaryTimeout(f));
+  auto seqs = client::wire::ListSequences(*c, UnaryTimeout(f));
   if (!seqs.ok()) return Fail("sequences", seqs.status());
   if (f.json) {
     nlohmann::json list = nlohmann::json::array();
@@ -275,7 +275,7 @@ int DrainCommand(const Flags& f) {
 int ModelsCommand(const Flags& f) {
   auto c = Connect(f);
   if (!c.ok()) return Fail("models", c.status());
-  auto models = c->ListModels(UnaryTimeout(f));
+  auto models = client::wire::ListModels(*c, UnaryTimeout(f));
   if (!models.ok()) return Fail("models", models.status());
   if (f.json) {
     nlohmann::json list = nlohmann::json::array();

@@ -144,8 +144,13 @@ absl::StatusOr<Client> Client::Connect(std::string target, std::string token,
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetMaxReceiveMessageSize(64 << 20);
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
-      CreateClientChannel(target, options.tls, args);
+  ClientTls tls;
+  tls.enable = options.tls.enable;
+  tls.ca = options.tls.ca;
+  tls.cert = options.tls.cert;
+  tls.key = options.tls.key;
+  tls.server_name = options.tls.server_name;
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = CreateClientChannel(target, tls, args);
   if (!channel.ok()) return channel.status();
   impl->channel = *std::move(channel);
   if (impl->channel == nullptr)
@@ -242,28 +247,196 @@ absl::StatusOr<std::vector<int32_t>> Client::Tokenize(std::string_view text, boo
   return std::vector<int32_t>(resp.ids().begin(), resp.ids().end());
 }
 
-absl::StatusOr<v1::StatusResponse> Client::Status(absl::Duration timeout) const {
+// ---- Admin -------------------------------------------------------------------
+
+struct ClientAccess {
+  static const Client::Impl& Of(const Client& c) { return *c.impl_; }
+};
+
+namespace wire {
+
+absl::StatusOr<v1::StatusResponse> Status(const Client& c, absl::Duration timeout) {
   if (absl::Status s = ValidateTimeout(timeout); !s.ok()) return s;
+  const auto& impl = ClientAccess::Of(c);
   v1::StatusResponse resp;
   grpc::ClientContext ctx;
-  impl_->Prepare(ctx, timeout);
-  if (absl::Status s = FromGrpcStatus(impl_->admin->Status(&ctx, v1::StatusRequest(), &resp));
+  impl.Prepare(ctx, timeout);
+  if (absl::Status s = FromGrpcStatus(impl.admin->Status(&ctx, v1::StatusRequest(), &resp));
       !s.ok())
     return s;
   return resp;
 }
 
-absl::StatusOr<std::vector<v1::SequenceInfo>> Client::ListSequences(absl::Duration timeout) const {
+absl::StatusOr<std::vector<v1::SequenceInfo>> ListSequences(const Client& c,
+                                                            absl::Duration timeout) {
   if (absl::Status s = ValidateTimeout(timeout); !s.ok()) return s;
+  const auto& impl = ClientAccess::Of(c);
   v1::ListSequencesResponse resp;
   grpc::ClientContext ctx;
-  impl_->Prepare(ctx, timeout);
+  impl.Prepare(ctx, timeout);
   if (absl::Status s =
-          FromGrpcStatus(impl_->admin->ListSequences(&ctx, v1::ListSequencesRequest(), &resp));
+          FromGrpcStatus(impl.admin->ListSequences(&ctx, v1::ListSequencesRequest(), &resp));
       !s.ok()) {
     return s;
   }
   return std::vector<v1::SequenceInfo>(resp.sequences().begin(), resp.sequences().end());
+}
+
+absl::StatusOr<std::vector<v1::ModelInfo>> ListModels(const Client& c, absl::Duration timeout) {
+  if (absl::Status s = ValidateTimeout(timeout); !s.ok()) return s;
+  const auto& impl = ClientAccess::Of(c);
+  v1::ListModelsResponse resp;
+  grpc::ClientContext ctx;
+  impl.Prepare(ctx, timeout);
+  if (absl::Status s = FromGrpcStatus(impl.admin->ListModels(&ctx, v1::ListModelsRequest(), &resp));
+      !s.ok()) {
+    return s;
+  }
+  return std::vector<v1::ModelInfo>(resp.models().begin(), resp.models().end());
+}
+
+absl::Status ReportSupervision(const Client& c, const v1::ReportSupervisionRequest& report,
+                               absl::Duration timeout) {
+  if (absl::Status s = ValidateTimeout(timeout); !s.ok()) return s;
+  const auto& impl = ClientAccess::Of(c);
+  grpc::ClientContext ctx;
+  impl.Prepare(ctx, timeout);
+  v1::ReportSupervisionResponse resp;
+  return FromGrpcStatus(impl.admin->ReportSupervision(&ctx, report, &resp));
+}
+
+namespace {
+
+SupervisedProcess FromWire(const v1::SupervisedProcess& p) {
+  SupervisedProcess out;
+  out.name = p.name();
+  out.state = p.state();
+  out.pid = p.pid();
+  out.restarts = p.restarts();
+  out.failures_in_a_row = p.failures_in_a_row();
+  out.last_exit = p.last_exit();
+  out.next_restart_s = p.next_restart_s();
+  return out;
+}
+
+WorkerInfo FromWire(const v1::WorkerInfo& w) {
+  WorkerInfo out;
+  out.worker_id = w.worker_id();
+  out.device = w.device();
+  out.state = w.state();
+  const v1::MemoryPlan& p = w.plan();
+  out.plan.budget_bytes = p.budget_bytes();
+  out.plan.planned_bytes = p.planned_bytes();
+  out.plan.slots = p.slots();
+  out.plan.resident_layers = p.resident_layers();
+  out.plan.paged_layers = p.paged_layers();
+  out.plan.kv_cache_blocks = p.kv_cache_blocks();
+  out.plan.paged_bytes_per_step = p.paged_bytes_per_step();
+  out.plan.text = p.text();
+  out.plan.link_h2d_bytes_per_s = p.link_h2d_bytes_per_s();
+  out.running_sequences = w.running_sequences();
+  const v1::WorkerCounters& k = w.counters();
+  out.counters.steps = k.steps();
+  out.counters.tokens = k.tokens();
+  out.counters.h2d_bytes = k.h2d_bytes();
+  out.counters.d2h_bytes = k.d2h_bytes();
+  out.counters.busy_s = k.busy_s();
+  out.restarts = w.restarts();
+  return out;
+}
+
+}  // namespace
+
+ServerStatus FromWire(const v1::StatusResponse& s) {
+  ServerStatus out;
+  out.model = s.model();
+  out.segment = s.segment();
+  out.store_state = s.store_state();
+  for (const v1::WorkerInfo& w : s.workers()) out.workers.push_back(FromWire(w));
+  out.queue_depth = s.queue_depth();
+  out.running_sequences = s.running_sequences();
+  out.tokens_per_s = s.tokens_per_s();
+  out.bytes_paged_per_s = s.bytes_paged_per_s();
+  out.kv_blocks_total = s.kv_blocks_total();
+  out.kv_blocks_used = s.kv_blocks_used();
+  out.ready = s.ready();
+  out.not_ready_reason = s.not_ready_reason();
+  out.store_pid = s.store_pid();
+  out.store_alive = s.store_alive();
+  for (const v1::SupervisedProcess& p : s.supervised()) out.supervised.push_back(FromWire(p));
+  out.supervised_report_age_s = s.supervised_report_age_s();
+  return out;
+}
+
+SequenceInfo FromWire(const v1::SequenceInfo& s) {
+  SequenceInfo out;
+  out.sequence_id = s.sequence_id();
+  out.request_id = s.request_id();
+  out.state = s.state();
+  out.worker_id = s.worker_id();
+  out.prompt_tokens = s.prompt_tokens();
+  out.generated_tokens = s.generated_tokens();
+  return out;
+}
+
+ModelInfo FromWire(const v1::ModelInfo& m) {
+  ModelInfo out;
+  out.name = m.name();
+  out.architecture = m.architecture();
+  out.n_layers = m.n_layers();
+  out.hidden_size = m.hidden_size();
+  out.vocab_size = m.vocab_size();
+  out.max_context = m.max_context();
+  out.weight_format = m.weight_format();
+  out.chat_template = m.chat_template();
+  return out;
+}
+
+v1::ReportSupervisionRequest ToWire(const SupervisionReport& r) {
+  v1::ReportSupervisionRequest out;
+  out.set_supervisor(r.supervisor);
+  for (const SupervisedProcess& p : r.processes) {
+    v1::SupervisedProcess* q = out.add_processes();
+    q->set_name(p.name);
+    q->set_state(p.state);
+    q->set_pid(p.pid);
+    q->set_restarts(p.restarts);
+    q->set_failures_in_a_row(p.failures_in_a_row);
+    q->set_last_exit(p.last_exit);
+    q->set_next_restart_s(p.next_restart_s);
+  }
+  return out;
+}
+
+}  // namespace wire
+
+absl::StatusOr<ServerStatus> Client::Status(absl::Duration timeout) const {
+  absl::StatusOr<v1::StatusResponse> s = wire::Status(*this, timeout);
+  if (!s.ok()) return s.status();
+  return wire::FromWire(*s);
+}
+
+absl::StatusOr<std::vector<SequenceInfo>> Client::ListSequences(absl::Duration timeout) const {
+  absl::StatusOr<std::vector<v1::SequenceInfo>> seqs = wire::ListSequences(*this, timeout);
+  if (!seqs.ok()) return seqs.status();
+  std::vector<SequenceInfo> out;
+  out.reserve(seqs->size());
+  for (const v1::SequenceInfo& q : *seqs) out.push_back(wire::FromWire(q));
+  return out;
+}
+
+absl::StatusOr<std::vector<ModelInfo>> Client::ListModels(absl::Duration timeout) const {
+  absl::StatusOr<std::vector<v1::ModelInfo>> models = wire::ListModels(*this, timeout);
+  if (!models.ok()) return models.status();
+  std::vector<ModelInfo> out;
+  out.reserve(models->size());
+  for (const v1::ModelInfo& m : *models) out.push_back(wire::FromWire(m));
+  return out;
+}
+
+absl::Status Client::ReportSupervision(const SupervisionReport& report,
+                                       absl::Duration timeout) const {
+  return wire::ReportSupervision(*this, wire::ToWire(report), timeout);
 }
 
 absl::Status Client::Cancel(uint64_t sequence_id, absl::Duration timeout) const {
@@ -285,32 +458,6 @@ absl::Status Client::Drain(std::string_view worker_id, absl::Duration timeout) c
   grpc::ClientContext ctx;
   impl_->Prepare(ctx, timeout);
   return FromGrpcStatus(impl_->admin->DrainWorker(&ctx, req, &resp));
-}
-
-absl::StatusOr<std::vector<v1::ModelInfo>> Client::ListModels(absl::Duration timeout) const {
-  if (absl::Status s = ValidateTimeout(timeout); !s.ok()) return s;
-  v1::ListModelsResponse resp;
-  grpc::ClientContext ctx;
-  impl_->Prepare(ctx, timeout);
-  if (absl::Status s =
-          FromGrpcStatus(impl_->admin->ListModels(&ctx, v1::ListModelsRequest(), &resp));
-      !s.ok()) {
-    return s;
-  }
-  return std::vector<v1::ModelInfo>(resp.models().begin(), resp.models().end());
-}
-
-}  // namespace paged::client
-
-namespace paged::client {
-
-absl::Status Client::ReportSupervision(const v1::ReportSupervisionRequest& report,
-                                       absl::Duration timeout) const {
-  if (absl::Status s = ValidateTimeout(timeout); !s.ok()) return s;
-  grpc::ClientContext ctx;
-  impl_->Prepare(ctx, timeout);
-  v1::ReportSupervisionResponse resp;
-  return FromGrpcStatus(impl_->admin->ReportSupervision(&ctx, report, &resp));
 }
 
 }  // namespace paged::client

@@ -501,27 +501,94 @@ TEST(ClientTest, AdminAndTokenizeCalls) {
   ASSERT_TRUE(server.ok());
   auto c = Client::Connect(server.target());
   ASSERT_TRUE(c.ok());
+  // The public API answers with the SDK's own structs, field for field.
   auto s = c->Status();
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_EQ(s->workers_size(), 2);
-  EXPECT_EQ(s->store_state(), "READY");
+  EXPECT_EQ(s->store_state, "READY");
+  EXPECT_EQ(s->store_pid, 4242);
+  EXPECT_TRUE(s->store_alive);
+  EXPECT_TRUE(s->ready);
+  EXPECT_EQ(s->queue_depth, 3);
+  EXPECT_DOUBLE_EQ(s->bytes_paged_per_s, 2.5e9);
+  EXPECT_EQ(s->kv_blocks_used, 64u);
+  ASSERT_EQ(s->workers.size(), 2u);
+  EXPECT_EQ(s->workers[1].worker_id, "cpu:1");
+  EXPECT_EQ(s->workers[1].state, "DRAINING");
+  EXPECT_EQ(s->workers[1].plan.paged_layers, 3);
+  EXPECT_EQ(s->workers[1].plan.budget_bytes, uint64_t(200) << 20);
+  EXPECT_EQ(s->workers[1].counters.steps, 41u);
+  EXPECT_EQ(s->workers[1].restarts, 1);
   auto seqs = c->ListSequences();
   ASSERT_TRUE(seqs.ok());
   ASSERT_EQ(seqs->size(), 1u);
-  EXPECT_EQ((*seqs)[0].request_id(), "req-a");
+  EXPECT_EQ((*seqs)[0].sequence_id, 7u);
+  EXPECT_EQ((*seqs)[0].request_id, "req-a");
+  EXPECT_EQ((*seqs)[0].generated_tokens, 11);
   EXPECT_TRUE(c->Cancel(7).ok());
   EXPECT_TRUE(c->Drain("cpu:0").ok());
   EXPECT_EQ(server.state.last_drained, "cpu:0");
   auto models = c->ListModels();
   ASSERT_TRUE(models.ok());
   ASSERT_EQ(models->size(), 1u);
-  EXPECT_EQ((*models)[0].name(), "stories260K");
+  EXPECT_EQ((*models)[0].name, "stories260K");
+  EXPECT_EQ((*models)[0].chat_template, "llama2");
+  EXPECT_EQ((*models)[0].max_context, 512);
   auto ids = c->Tokenize("ab");
   ASSERT_TRUE(ids.ok());
   EXPECT_THAT(*ids, ElementsAre(1, 'a', 'b'));
   ids = c->Tokenize("ab", /*add_bos=*/false);
   ASSERT_TRUE(ids.ok());
   EXPECT_THAT(*ids, ElementsAre('a', 'b'));
+}
+
+// The public structs and the wire messages convert field for field (the
+// supervisor's report out, the supervised processes back in Status).
+TEST(ClientTest, SupervisionConvertsToAndFromTheWire) {
+  client::SupervisionReport report;
+  report.supervisor = "paged-up (pid 1)";
+  client::SupervisedProcess p;
+  p.name = "worker cuda:1";
+  p.state = "CRASH_LOOP";
+  p.pid = 77;
+  p.restarts = 3;
+  p.failures_in_a_row = 2;
+  p.last_exit = "killed by signal 9 (Killed)";
+  p.next_restart_s = 1.5;
+  report.processes.push_back(p);
+  const v1::ReportSupervisionRequest w = client::wire::ToWire(report);
+  EXPECT_EQ(w.supervisor(), "paged-up (pid 1)");
+  ASSERT_EQ(w.processes_size(), 1);
+  EXPECT_EQ(w.processes(0).last_exit(), "killed by signal 9 (Killed)");
+
+  v1::StatusResponse st;
+  *st.mutable_supervised() = w.processes();
+  st.set_supervised_report_age_s(0.25);
+  const client::ServerStatus back = client::wire::FromWire(st);
+  ASSERT_EQ(back.supervised.size(), 1u);
+  const client::SupervisedProcess& q = back.supervised[0];
+  EXPECT_EQ(q.name, p.name);
+  EXPECT_EQ(q.state, p.state);
+  EXPECT_EQ(q.pid, p.pid);
+  EXPECT_EQ(q.restarts, p.restarts);
+  EXPECT_EQ(q.failures_in_a_row, p.failures_in_a_row);
+  EXPECT_EQ(q.last_exit, p.last_exit);
+  EXPECT_DOUBLE_EQ(q.next_restart_s, p.next_restart_s);
+  EXPECT_DOUBLE_EQ(back.supervised_report_age_s, 0.25);
+}
+
+// The SDK's structs mirror the Admin messages field for field: a field added
+// to admin.proto must be added to paged/client.h and to wire::FromWire / ToWire.
+TEST(ClientTest, TheStructsHaveEveryFieldOfTheAdminMessages) {
+  const std::vector<std::pair<const google::protobuf::Descriptor*, int>> mirrored = {
+      {v1::StatusResponse::descriptor(), 16},   {v1::WorkerInfo::descriptor(), 7},
+      {v1::MemoryPlan::descriptor(), 9},        {v1::WorkerCounters::descriptor(), 5},
+      {v1::SupervisedProcess::descriptor(), 7}, {v1::ReportSupervisionRequest::descriptor(), 2},
+      {v1::SequenceInfo::descriptor(), 6},      {v1::ModelInfo::descriptor(), 8},
+  };
+  for (const auto& [message, fields] : mirrored) {
+    EXPECT_EQ(message->field_count(), fields)
+        << message->full_name() << " changed: update paged/client.h and client/sdk/paged_client.cc";
+  }
 }
 
 TEST(ClientTest, OneClientServesManyThreadsAtOnce) {
@@ -551,7 +618,7 @@ TEST(PagectlFormatTest, StatusTableHasTheServiceAndOneRowPerWorker) {
   ASSERT_TRUE(server.ok());
   auto c = Client::Connect(server.target());
   ASSERT_TRUE(c.ok());
-  auto s = c->Status();
+  auto s = client::wire::Status(*c);
   ASSERT_TRUE(s.ok());
   const std::string plain = pagectl::FormatStatus(*s, /*color=*/false);
   EXPECT_THAT(plain, HasSubstr("llama 5 layers"));

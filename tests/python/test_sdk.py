@@ -1,0 +1,524 @@
+#!/usr/bin/python3
+"""python_sdk_test: the Python SDK (client/python/paged) against a real stack.
+
+paged-up starts paged-store (stories260K, f32), the coordinator (llama2 chat
+template, a bearer token) and one CPU worker on a unix socket in a temporary
+directory. The package under test is the one `cmake --install --component
+python` installs (into a temporary prefix) when PAGED_CMAKE_COMMAND and
+PAGED_BINARY_DIR are set, as ctest sets them; else whatever `import paged`
+finds (PYTHONPATH=build/client/python).
+
+Checked, sync (paged.Client) and asyncio (paged.aio.AsyncClient): streamed
+greedy generation equal to the model's known transcript
+(../shared/models/README.md), chunk by chunk; a text prompt equal to its
+tokenization; chat; stop strings; tokenize; status, sequences, models,
+cancel and drain; server errors (INVALID_ARGUMENT, NOT_FOUND,
+UNAUTHENTICATED, DEADLINE_EXCEEDED) as PagedError subclasses carrying the
+gRPC code; client-side validation; and cancellation by leaving a stream.
+
+Exit 77 (ctest: skipped) when grpc, the fixture or the binaries are missing;
+under CI (CI set and not "false") that is a failure instead.
+"""
+
+import asyncio
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+SKIP = 77
+TRANSCRIPT_TOKENS = 200
+FIRST_TOKENS = [403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421]
+TOKEN = "py-sdk-test-token"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def under_ci():
+    ci = os.environ.get("CI", "")
+    return ci != "" and ci != "false"
+
+
+def missing(what):
+    """A missing prerequisite: skip, or fail under CI."""
+    if under_ci():
+        print(f"python_sdk_test: {what} (required under CI)", file=sys.stderr)
+        sys.exit(1)
+    print(f"python_sdk_test: skipped: {what}", file=sys.stderr)
+    sys.exit(SKIP)
+
+
+def source_dir():
+    return os.environ.get("PAGED_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
+
+
+def binary_dir():
+    return os.environ.get("PAGED_BINARY_DIR") or os.path.join(source_dir(), "build")
+
+
+def models_dir():
+    return os.environ.get("PAGED_SHARED_MODELS") or os.path.join(source_dir(), "..", "shared",
+                                                                 "models")
+
+
+def known_transcript():
+    """The greedy transcript of ../shared/models/README.md ("" when absent)."""
+    try:
+        with open(os.path.join(models_dir(), "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+    except OSError:
+        return ""
+    at = readme.find("Known output")
+    start = readme.find("```\n", at)
+    end = readme.find("\n```", start + 4)
+    if at < 0 or start < 0 or end < 0:
+        return ""
+    return readme[start + 4:end]
+
+
+def install_package(prefix):
+    """`cmake --install BUILD --component python --prefix PREFIX`, then that
+    copy first on sys.path."""
+    cmake = os.environ.get("PAGED_CMAKE_COMMAND")
+    if not cmake:
+        return None
+    r = subprocess.run([cmake, "--install", binary_dir(), "--component", "python", "--prefix",
+                        prefix], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stdout + r.stderr, file=sys.stderr)
+        sys.exit(1)
+    inits = glob.glob(os.path.join(prefix, "**", "paged", "__init__.py"), recursive=True)
+    if len(inits) != 1:
+        print(f"python_sdk_test: cmake --install put no single paged/ under {prefix}: {inits}",
+              file=sys.stderr)
+        sys.exit(1)
+    site = os.path.dirname(os.path.dirname(inits[0]))
+    sys.path.insert(0, site)
+    return site
+
+
+class Stack:
+    """paged-up: store + coordinator + one CPU worker."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.target = "unix://" + os.path.join(tmp, "paged.sock")
+        self.segment = f"paged-test-pysdk-{os.getpid()}"
+        token_file = os.path.join(tmp, "token")
+        with open(token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        self.lines = []
+        self._up = threading.Event()
+        self.proc = subprocess.Popen(
+            [os.path.join(binary_dir(), "launcher", "paged-up"),
+             "--model=" + os.path.join(models_dir(), "stories260K.gguf"),
+             "--segment=" + self.segment, "--weight-format=f32", "--kv-gib=0.05",
+             "--device=cpu", "--workers=1", "--gpu-budget=200MiB", "--listen=" + self.target,
+             "--token-file=" + token_file, "--coordinator-args=--chat-template=llama2",
+             "--remove-segment", "--start-timeout=60", "--stop-timeout=5"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True, errors="replace")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith("paged is up: " + self.target):
+                self._up.set()
+
+    def wait_up(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self._up.wait(0.1):
+                return True
+        return False
+
+    def output(self):
+        return "".join(self.lines)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+STACK = None
+TRANSCRIPT = known_transcript()
+
+
+def setUpModule():
+    global STACK
+    STACK = Stack(tempfile.mkdtemp(prefix="paged-py-", dir="/tmp"))
+    if not STACK.wait_up(90):
+        out = STACK.output()
+        STACK.stop()
+        raise RuntimeError("the stack did not come up:\n" + out)
+
+
+def tearDownModule():
+    if STACK is not None:
+        STACK.stop()
+
+
+def finished_early(client, sequence_id, max_tokens, timeout=10.0):
+    """The server's record of the sequence once FINISHED (None if it is not
+    within `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for s in client.sequences():
+            if s.sequence_id == sequence_id and s.state == "FINISHED":
+                return s
+        time.sleep(0.02)
+    return None
+
+
+class SyncTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.client = paged.Client(STACK.target, TOKEN)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+
+    def test_streamed_greedy_generation_is_the_known_transcript(self):
+        self.assertTrue(TRANSCRIPT)
+        with self.client.generate(prompt_tokens=[1], max_tokens=TRANSCRIPT_TOKENS,
+                                  request_id="py-sync") as stream:
+            chunks = list(stream)
+            self.assertGreater(stream.sequence_id, 0)
+            r = stream.result()
+        self.assertGreater(len(chunks), 1)
+        self.assertTrue(all(isinstance(c, paged.TokenChunk) for c in chunks))
+        self.assertEqual("".join(c.text for c in chunks), TRANSCRIPT)
+        self.assertEqual([t for c in chunks for t in c.token_ids], r.token_ids)
+        self.assertEqual(r.text, TRANSCRIPT)
+        self.assertEqual(len(r.token_ids), TRANSCRIPT_TOKENS)
+        self.assertEqual(r.token_ids[:len(FIRST_TOKENS)], FIRST_TOKENS)
+        self.assertIs(r.finish_reason, paged.FinishReason.LENGTH)
+        self.assertEqual(r.finish_reason, "length")
+        self.assertEqual(r.request_id, "py-sync")
+        self.assertEqual(r.usage.prompt_tokens, 1)
+        self.assertEqual(r.usage.generated_tokens, TRANSCRIPT_TOKENS)
+        self.assertEqual(len(r.usage.step_s), TRANSCRIPT_TOKENS)
+        self.assertGreater(r.usage.time_to_first_token_s, 0)
+        self.assertGreaterEqual(r.usage.total_s, r.usage.time_to_first_token_s)
+
+    def test_a_text_prompt_generates_what_its_token_ids_do(self):
+        tok = self.client.tokenize("Once upon a time")
+        self.assertEqual(tok.ids, [1] + FIRST_TOKENS[:4])  # BOS, then the transcript's start
+        self.assertEqual(len(tok.pieces), len(tok.ids))
+        self.assertEqual(self.client.tokenize("Once upon a time", add_bos=False).ids,
+                         FIRST_TOKENS[:4])
+        by_text = self.client.generate("Once upon a time", max_tokens=20).result()
+        by_ids = self.client.generate(prompt_tokens=tok.ids, max_tokens=20).result()
+        self.assertEqual(by_text.token_ids, by_ids.token_ids)
+        self.assertEqual(by_text.text, by_ids.text)
+        self.assertEqual(by_text.usage.prompt_tokens, len(tok.ids))
+        # Greedy after the transcript's first words: the transcript goes on.
+        self.assertEqual(by_text.token_ids[:8], FIRST_TOKENS[4:12])
+
+    def test_stop_strings_end_the_text_before_them(self):
+        r = self.client.generate(prompt_tokens=[1], max_tokens=60, stop_strings=["Lily"]).result()
+        self.assertIs(r.finish_reason, paged.FinishReason.STOP)
+        self.assertEqual(r.text, TRANSCRIPT[:TRANSCRIPT.index("Lily")])
+
+    def test_chat(self):
+        self.assertEqual(self.client.models()[0].chat_template, "llama2")
+        forms = [
+            [("user", "Once upon a time")],
+            [{"role": "user", "content": "Once upon a time"}],
+            [paged.ChatMessage("user", "Once upon a time")],
+        ]
+        results = [self.client.chat(m, max_tokens=24).result() for m in forms]
+        r = results[0]
+        self.assertTrue(r.token_ids)
+        self.assertTrue(r.text)
+        self.assertIn(r.finish_reason, (paged.FinishReason.LENGTH, paged.FinishReason.EOS,
+                                        paged.FinishReason.STOP))
+        self.assertGreater(r.usage.prompt_tokens, 5)  # [INST] ... [/INST] around the text
+        for other in results[1:]:  # greedy: the same reply however the messages are given
+            self.assertEqual(other.token_ids, r.token_ids)
+        # Through generate(messages=...) too.
+        again = self.client.generate(messages=forms[0], max_tokens=24).result()
+        self.assertEqual(again.token_ids, r.token_ids)
+
+    def test_server_errors_are_exceptions_with_the_grpc_code(self):
+        with self.assertRaises(paged.InvalidArgumentError) as e:
+            self.client.chat([("robot", "beep")]).result()
+        self.assertIsInstance(e.exception, paged.PagedError)
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("role 'robot'", e.exception.details)
+        self.assertTrue(str(e.exception).startswith("INVALID_ARGUMENT: "))
+
+        stream = self.client.generate(prompt_tokens=[1, 100000], max_tokens=3)
+        with self.assertRaises(paged.InvalidArgumentError) as e:
+            next(stream)
+        self.assertIn("outside the vocabulary", e.exception.details)
+        with self.assertRaises(paged.InvalidArgumentError):  # and again from result()
+            stream.result()
+
+        with self.assertRaises(paged.NotFoundError) as e:
+            self.client.cancel(10**12)
+        self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+        with self.assertRaises(paged.NotFoundError):
+            self.client.drain("no-such-worker")
+
+    def test_deadline(self):
+        with self.assertRaises(paged.DeadlineExceededError) as e:
+            self.client.generate(prompt_tokens=[1], max_tokens=2000, ignore_eos=True,
+                                 timeout=0.05).result()
+        self.assertEqual(e.exception.code, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    def test_bearer_token(self):
+        with paged.Client(STACK.target) as anonymous:
+            with self.assertRaises(paged.UnauthenticatedError) as e:
+                anonymous.status()
+            self.assertIn("bearer token is required", e.exception.details)
+            with self.assertRaises(paged.UnauthenticatedError):
+                anonymous.generate(prompt_tokens=[1], max_tokens=2).result()
+        with paged.Client(STACK.target, "wrong") as wrong:
+            with self.assertRaises(paged.UnauthenticatedError) as e:
+                wrong.tokenize("x")
+            self.assertIn("wrong", e.exception.details)
+
+    def test_bad_arguments_are_refused_before_anything_is_sent(self):
+        before = len(self.client.sequences())
+        bad = [
+            dict(),
+            dict(prompt=""),
+            dict(prompt="x", prompt_tokens=[1]),
+            dict(prompt="x", messages=[("user", "y")]),
+            dict(prompt=[1, 2]),
+            dict(prompt_tokens=[1, -2]),
+            dict(prompt_tokens=[1, "2"]),
+            dict(prompt_tokens=[1], max_tokens=0),
+            dict(prompt_tokens=[1], temperature=-1.0),
+            dict(prompt_tokens=[1], temperature=float("nan")),
+            dict(prompt_tokens=[1], top_k=-1),
+            dict(prompt_tokens=[1], top_p=0.0),
+            dict(prompt_tokens=[1], top_p=1.5),
+            dict(prompt_tokens=[1], stop_strings=[""]),
+            dict(prompt_tokens=[1], stop_token_ids=[-1]),
+            dict(prompt_tokens=[1], seed=-1),
+            dict(prompt_tokens=[1], timeout=0),
+            dict(messages=[("", "no role")]),
+        ]
+        for kwargs in bad:
+            with self.subTest(kwargs=kwargs):
+                with self.assertRaises(paged.InvalidArgumentError) as e:
+                    self.client.generate(**kwargs)
+                self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertIsInstance(e.exception, ValueError)
+        for call in (lambda: self.client.chat([]), lambda: self.client.status(timeout=-1),
+                     lambda: self.client.drain(""), lambda: self.client.cancel(-1),
+                     lambda: self.client.tokenize(b"bytes")):
+            with self.assertRaises(paged.InvalidArgumentError):
+                call()
+        self.assertEqual(len(self.client.sequences()), before)
+
+    def test_connecting(self):
+        with self.assertRaises(paged.InvalidArgumentError):
+            paged.Client("")
+        with self.assertRaises(paged.UnavailableError) as e:
+            paged.Client("unix:///nonexistent/paged.sock")
+        self.assertIn("does not exist", e.exception.details)
+        with self.assertRaises(paged.UnavailableError) as e:
+            paged.Client("127.0.0.1:1", connect_timeout=0.3)
+        self.assertIn("cannot reach paged at 127.0.0.1:1", e.exception.details)
+        with self.assertRaises(paged.InvalidArgumentError) as e:
+            paged.Client(STACK.target, tls=paged.TlsOptions(cert="/etc/hostname"))
+        self.assertIn("needs its key", e.exception.details)
+        with self.assertRaises(paged.InvalidArgumentError) as e:
+            paged.Client(STACK.target, tls=paged.TlsOptions(ca="/nonexistent/ca.pem"))
+        self.assertIn("TLS CA /nonexistent/ca.pem: cannot read it", e.exception.details)
+        lazy = paged.connect(STACK.target, TOKEN, connect_timeout=0)
+        self.assertTrue(lazy.status().ready)
+        lazy.close()
+
+    def test_admin_calls(self):
+        s = self.client.status()
+        self.assertIsInstance(s, paged.ServiceStatus)
+        self.assertTrue(s.ready, s.not_ready_reason)
+        self.assertEqual(s.store_state, "READY")
+        self.assertTrue(s.store_alive)
+        self.assertGreater(s.store_pid, 0)
+        self.assertIn("llama", s.model)
+        self.assertGreater(s.kv_blocks_total, 0)
+        self.assertEqual([(w.worker_id, w.state) for w in s.workers], [("cpu:0", "ATTACHED")])
+        self.assertGreater(s.workers[0].plan.budget_bytes, 0)
+        self.assertEqual(s.proto.workers[0].worker_id, "cpu:0")
+        m = self.client.models()
+        self.assertEqual(len(m), 1)
+        self.assertEqual((m[0].architecture, m[0].vocab_size, m[0].n_layers), ("llama", 512, 5))
+
+        r = self.client.generate(prompt_tokens=[1], max_tokens=8, request_id="py-seq").result()
+        seqs = {q.sequence_id: q for q in self.client.sequences()}
+        self.assertIn(r.sequence_id, seqs)
+        q = seqs[r.sequence_id]
+        self.assertEqual((q.request_id, q.state, q.prompt_tokens, q.generated_tokens),
+                         ("py-seq", "FINISHED", 1, 8))
+        self.assertGreater(self.client.status().workers[0].counters.tokens, 0)
+
+    def test_admin_cancel_ends_a_stream_with_cancelled(self):
+        with self.client.generate(prompt_tokens=[1], max_tokens=2000, ignore_eos=True) as stream:
+            next(stream)
+            self.client.cancel(stream.sequence_id)
+            r = stream.result()
+        self.assertIs(r.finish_reason, paged.FinishReason.CANCELLED)
+        self.assertLess(len(r.token_ids), 2000)
+
+    def test_leaving_a_stream_cancels_its_sequence(self):
+        max_tokens = 2000
+        with self.client.generate(prompt_tokens=[1], max_tokens=max_tokens,
+                                  ignore_eos=True) as stream:
+            for i, _ in enumerate(stream):
+                if i == 2:
+                    break
+            sid = stream.sequence_id
+        self.assertIs(stream.result().finish_reason, paged.FinishReason.CANCELLED)
+        # Not cancelled, it would run on or be PAUSED for its unread tokens.
+        q = finished_early(self.client, sid, max_tokens)
+        self.assertIsNotNone(q, f"sequence {sid} still not finished")
+        self.assertLess(q.generated_tokens, max_tokens)
+
+        # A plain break, the stream then dropped.
+        stream = self.client.generate(prompt_tokens=[1], max_tokens=max_tokens, ignore_eos=True)
+        for _ in stream:
+            break
+        sid = stream.sequence_id
+        del stream
+        q = finished_early(self.client, sid, max_tokens)
+        self.assertIsNotNone(q, f"sequence {sid} still not finished")
+        self.assertLess(q.generated_tokens, max_tokens)
+
+
+class AsyncTest(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self):
+        self.client = await paged.aio.AsyncClient.connect(STACK.target, TOKEN)
+
+    async def asyncTearDown(self):
+        await self.client.close()
+
+    async def transcript(self, request_id=""):
+        async with self.client.generate(prompt_tokens=[1], max_tokens=TRANSCRIPT_TOKENS,
+                                        request_id=request_id) as stream:
+            texts = [c.text async for c in stream]
+            return texts, await stream.result()
+
+    async def test_streamed_greedy_generation_is_the_known_transcript(self):
+        texts, r = await self.transcript("py-async")
+        self.assertGreater(len(texts), 1)
+        self.assertEqual("".join(texts), TRANSCRIPT)
+        self.assertEqual(r.text, TRANSCRIPT)
+        self.assertEqual(r.token_ids[:len(FIRST_TOKENS)], FIRST_TOKENS)
+        self.assertIs(r.finish_reason, paged.FinishReason.LENGTH)
+        self.assertEqual(r.request_id, "py-async")
+        self.assertEqual(r.usage.generated_tokens, TRANSCRIPT_TOKENS)
+
+    async def test_concurrent_streams_on_one_client(self):
+        results = await asyncio.gather(*(self.transcript() for _ in range(4)))
+        for texts, r in results:
+            self.assertEqual(r.text, TRANSCRIPT)
+        self.assertEqual(len({r.sequence_id for _, r in results}), 4)
+
+    async def test_unary_calls(self):
+        tok = await self.client.tokenize("Once upon a time")
+        self.assertEqual(tok.ids, [1] + FIRST_TOKENS[:4])
+        s = await self.client.status()
+        self.assertTrue(s.ready)
+        self.assertEqual(s.workers[0].worker_id, "cpu:0")
+        self.assertEqual((await self.client.models())[0].chat_template, "llama2")
+        self.assertIsInstance(await self.client.sequences(), list)
+        with self.assertRaises(paged.NotFoundError):
+            await self.client.cancel(10**12)
+
+    async def test_chat_equals_the_sync_reply(self):
+        r = await self.client.chat([("user", "Once upon a time")], max_tokens=24).result()
+
+        def sync_reply():
+            with paged.Client(STACK.target, TOKEN) as sync:
+                return sync.chat([("user", "Once upon a time")], max_tokens=24).result()
+
+        want = await asyncio.to_thread(sync_reply)
+        self.assertEqual(r.token_ids, want.token_ids)
+        self.assertEqual(r.text, want.text)
+
+    async def test_errors(self):
+        with self.assertRaises(paged.InvalidArgumentError) as e:
+            async for _ in self.client.chat([("robot", "beep")]):
+                pass
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(paged.InvalidArgumentError):
+            self.client.generate(prompt_tokens=[1], max_tokens=0)
+        async with paged.AsyncClient(STACK.target) as anonymous:  # lazy import via paged
+            with self.assertRaises(paged.UnauthenticatedError):
+                await anonymous.status()
+        with self.assertRaises(paged.UnavailableError):
+            await paged.aio.connect("unix:///nonexistent/paged.sock")
+        with self.assertRaises(paged.DeadlineExceededError):
+            await self.client.generate(prompt_tokens=[1], max_tokens=2000, ignore_eos=True,
+                                       timeout=0.05).result()
+
+    async def test_leaving_a_stream_cancels_its_sequence(self):
+        async with self.client.generate(prompt_tokens=[1], max_tokens=2000,
+                                        ignore_eos=True) as stream:
+            n = 0
+            async for _ in stream:
+                n += 1
+                if n == 3:
+                    break
+            sid = stream.sequence_id
+        r = await stream.result()
+        self.assertIs(r.finish_reason, paged.FinishReason.CANCELLED)
+
+        def server_record():
+            with paged.Client(STACK.target, TOKEN) as sync:
+                return finished_early(sync, sid, 2000)
+
+        q = await asyncio.to_thread(server_record)
+        self.assertIsNotNone(q, f"sequence {sid} still not finished")
+        self.assertLess(q.generated_tokens, 2000)
+
+
+def main():
+    global paged, grpc
+    try:
+        import grpc  # noqa: F401
+        import grpc.aio  # noqa: F401
+    except ImportError as e:
+        missing(f"no grpc module in {sys.executable} ({e}; bash scripts/install-deps.sh)")
+    if not os.path.exists(os.path.join(models_dir(), "stories260K.gguf")) or not TRANSCRIPT:
+        missing("../shared/models/stories260K.gguf (and its README.md) not present")
+    if not os.access(os.path.join(binary_dir(), "launcher", "paged-up"), os.X_OK):
+        missing(f"no {binary_dir()}/launcher/paged-up (build it)")
+    with tempfile.TemporaryDirectory(prefix="paged-py-install-") as prefix:
+        site = install_package(prefix)
+        import grpc
+        import paged
+        import paged.aio
+        print(f"python_sdk_test: paged {paged.__version__} from {os.path.dirname(paged.__file__)}"
+              f" on python {sys.version.split()[0]}, grpc {grpc.__version__}", file=sys.stderr)
+        if site is not None and not paged.__file__.startswith(site):
+            print(f"python_sdk_test: imported {paged.__file__}, not the installed copy",
+                  file=sys.stderr)
+            return 1
+        prog = unittest.main(module=__name__, argv=[sys.argv[0]] + sys.argv[1:], exit=False,
+                             verbosity=2)
+        return 0 if prog.result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
