@@ -294,9 +294,15 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     limits.budget_bytes = o.gpu_budget;
     limits.slots = o.slots;
     limits.resident = o.resident;
-    limits.max_step_tokens = o.max_step_tokens;
+    // Planned for this workload, not for a worker's defaults: the largest
+    // step it feeds (a prefill step of prompt chunks, or one decode token per
+    // sequence), its sequences and their full contexts, on this backend.
+    limits.max_step_tokens =
+        std::max({std::min(o.max_step_tokens, o.batch * o.prompt_len), o.batch, 1});
     limits.max_step_seqs = std::max(o.batch, 1);
-    limits.max_step_kv_tokens = std::max(o.max_step_tokens, o.batch * (o.prompt_len + o.gen_len));
+    limits.max_step_kv_tokens =
+        std::max(limits.max_step_tokens, o.batch * (o.prompt_len + o.gen_len));
+    limits.backend = backend->shares_host_memory() ? PlanBackend::kCpu : PlanBackend::kCuda;
     ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(h, limits));
     report.plan = plan.Describe();
     PhaseTimes compute;

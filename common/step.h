@@ -9,9 +9,11 @@
 
 namespace paged {
 
-// The largest step a worker plans its memory for (paged-worker's
-// --max-step-tokens / --max-step-seqs / --max-step-kv-tokens defaults); the
-// coordinator assumes them for a worker that announces no limits.
+// The largest step a worker plans its memory for when nothing says more:
+// paged-worker's --max-step-tokens / --max-step-seqs at auto without a
+// coordinator's caps (paged-bench and the tests plan their own). KV rows: a
+// worker's KV area before it was sized from the context (--max-step-kv-tokens
+// is auto now); the coordinator assumes it for a worker that announces none.
 inline constexpr int kDefaultMaxStepTokens = 2048;
 inline constexpr int kDefaultMaxStepSeqs = 64;
 inline constexpr int kDefaultMaxStepKvTokens = 16384;

@@ -88,8 +88,9 @@ struct Readiness {
   std::string reason;  // when not ready: "no worker is attached", ...
 };
 
-// A worker's KV room per step when its hello does not say (the worker's
-// default, kDefaultMaxStepKvTokens).
+// A worker's KV room per step when its hello does not say
+// (kDefaultMaxStepKvTokens: what paged-workers planned before they sized
+// their KV area from the caps; every paged-worker says).
 int32_t DefaultStepKvBlocks(int32_t block_tokens);
 
 class Coordinator {
@@ -271,10 +272,11 @@ class Coordinator {
   const SchedulerConfig& scheduler_config() const ABSL_NO_THREAD_SAFETY_ANALYSIS;
 
   const CoordinatorOptions options_;
-  // From options_.chat_format or options_.chat_template; else why not.
-  const absl::StatusOr<ChatTemplate> chat_ =
-      ResolveChatTemplate(options_.chat_template, options_.chat_format);
   const std::unique_ptr<const Tokenizer> tokenizer_;
+  // From options_.chat_format or options_.chat_template (run with the
+  // tokenizer's BOS and EOS); else why not.
+  const absl::StatusOr<ChatTemplate> chat_ = ResolveChatTemplate(
+      options_.chat_template, options_.chat_format, ChatTemplateOptionsFor(tokenizer_.get()));
 
   mutable absl::Mutex mu_;
   Scheduler scheduler_ ABSL_GUARDED_BY(mu_);

@@ -234,15 +234,30 @@ grpc::Status AdminService::ReportSupervision(grpc::ServerContext* ctx,
 
 // ---- WorkerLink ----
 
-grpc::Status WorkerLinkService::Attach(
-    grpc::ServerContext* ctx,
-    grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) {
-  if (grpc::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return s;
+grpc::Status WorkerLinkService::CheckWorker(const grpc::ServerContext& ctx) const {
+  if (grpc::Status s = CheckBearerToken(ctx, token_); !s.ok()) return s;
   if (require_client_certificate_ &&
-      (ctx->auth_context() == nullptr || !ctx->auth_context()->IsPeerAuthenticated()))
+      (ctx.auth_context() == nullptr || !ctx.auth_context()->IsPeerAuthenticated()))
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "a worker must present a TLS client certificate (the coordinator's "
                         "--tls-client-ca signs them)");
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerLinkService::GetStepCaps(grpc::ServerContext* ctx, const v1::StepCapsRequest*,
+                                            v1::StepCaps* resp) {
+  if (grpc::Status s = CheckWorker(*ctx); !s.ok()) return s;
+  const SchedulerConfig& c = coord_->options().scheduler;
+  resp->set_max_step_tokens(c.max_step_tokens);
+  resp->set_max_step_seqs(c.max_seqs_per_step);
+  resp->set_max_context(c.max_context);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerLinkService::Attach(
+    grpc::ServerContext* ctx,
+    grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) {
+  if (grpc::Status s = CheckWorker(*ctx); !s.ok()) return s;
   v1::WorkerMessage first;
   if (!stream->Read(&first))
     return grpc::Status(grpc::StatusCode::CANCELLED, "the worker left before its hello");

@@ -77,8 +77,14 @@ class WorkerLinkService final : public v1::WorkerLink::Service {
   grpc::Status Attach(
       grpc::ServerContext* ctx,
       grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) override;
+  // The scheduler's caps on a step, which a worker plans its memory for.
+  grpc::Status GetStepCaps(grpc::ServerContext* ctx, const v1::StepCapsRequest* req,
+                           v1::StepCaps* resp) override;
 
  private:
+  // The bearer token and, when required, the worker's client certificate.
+  grpc::Status CheckWorker(const grpc::ServerContext& ctx) const;
+
   Coordinator* coord_;
   const std::string token_;
   const bool require_client_certificate_;

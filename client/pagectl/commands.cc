@@ -198,6 +198,8 @@ int PlanCommand(const Flags& f) {
                         {"workspace_bytes", p->workspace_bytes},
                         {"slots", p->slots},
                         {"slot_bytes", p->slot_bytes},
+                        {"slot_kv_blocks", p->slot_kv_blocks},
+                        {"kv_area", p->kv_area_reason},
                         {"resident_layers", p->n_resident},
                         {"paged_layers", p->n_paged()},
                         {"kv_cache_blocks", p->kv_cache_blocks},

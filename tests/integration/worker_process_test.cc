@@ -87,5 +87,33 @@ TEST_F(WorkerProcessTest, CpuWorkersDoNotShareUnlessAsked) {
   EXPECT_THAT(out2, HasSubstr("self-check tokens: 403 407 261 378"));
 }
 
+// Issue 16: a worker whose step limits are left at auto asks the
+// coordinator's caps before it plans, sizes its KV area from them and the
+// model's context, and announces that area in its hello.
+TEST_F(WorkerProcessTest, AutoStepLimitsTakeTheCoordinatorsCapsAndTheKvAreaIsAnnounced) {
+  testing::TempDir dir;
+  const std::string addr = "unix://" + dir.File("c.sock");
+  Subprocess paged({BinaryPath("paged"), "--segment=" + segment_, "--listen=" + addr,
+                    "--max-step-tokens=96", "--max-seqs-per-step=3"});
+  ASSERT_TRUE(paged.WaitForLine("listening on", 30)) << paged.output();
+  Subprocess worker({BinaryPath("paged-worker"), "--segment=" + segment_, "--device=cpu",
+                     "--gpu-budget=200MiB", "--threads=1", "--coordinator=" + addr,
+                     "--worker-id=w-auto"});
+  ASSERT_TRUE(worker.WaitForLine("attached to", 60)) << worker.output();
+  EXPECT_THAT(worker.output(),
+              HasSubstr("step limits: 96 tokens, 3 sequences, auto from the coordinator's caps"));
+  EXPECT_THAT(worker.output(), HasSubstr("96 tokens, 3 sequences)"));  // the workspace's step
+  // Every layer resident at this budget: the area is all a step can read,
+  // 3 sequences at the model's 2048 positions (128 blocks of 16 each).
+  EXPECT_THAT(worker.output(),
+              HasSubstr("384 blocks  (per layer, a step's most: auto: all a step can read, 3 "
+                        "sequences x 2048 tokens)"));
+  EXPECT_TRUE(
+      paged.WaitForLine("worker w-auto attached (cpu, 3 seqs, 96 tokens, 384 KV blocks", 30))
+      << paged.output();
+  EXPECT_EQ(worker.Signal(SIGTERM), 0) << worker.output();
+  EXPECT_EQ(paged.Signal(SIGTERM), 0) << paged.output();
+}
+
 }  // namespace
 }  // namespace paged

@@ -180,14 +180,22 @@ TEST(PlannerTest, BudgetTooSmallIsAClearErrorAndMoreBudgetMeansMoreResidentLayer
   PAGED_REQUIRE_FIXTURE(testing::Stories260KPath(), "../shared/models/stories260K.gguf");
   auto img = StoriesImage();
   const SegmentHeader& h = *img->image().header;
-  auto small = PlanMemory(h, SmallLimits(8 * kMiB));
+  // The least budget: globals, workspace and two slots (no KV cache).
+  PlanLimits none = SmallLimits(4096 * kMiB);
+  none.resident = "none";
+  auto least = PlanMemory(h, none);
+  ASSERT_TRUE(least.ok()) << least.status();
+  const uint64_t min_budget = least->total_bytes - least->kv_cache_bytes;
+  auto small = PlanMemory(h, SmallLimits(min_budget - 1));
   ASSERT_FALSE(small.ok());
   EXPECT_EQ(small.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(small.status().message()), HasSubstr("too small"));
+  // From there, in steps under a layer's size, up to every layer resident.
   int last = -1;
-  for (uint64_t mib : {176, 180, 182, 186, 296}) {
-    auto p = PlanMemory(h, SmallLimits(mib * kMiB));
-    ASSERT_TRUE(p.ok()) << mib << " MiB: " << p.status();
+  for (uint64_t budget = min_budget; budget < min_budget + 8 * h.layer_used_bytes;
+       budget += h.layer_used_bytes / 3) {
+    auto p = PlanMemory(h, SmallLimits(budget));
+    ASSERT_TRUE(p.ok()) << budget << " bytes: " << p.status();
     EXPECT_LE(p->total_bytes, p->budget_bytes);
     EXPECT_GE(p->n_resident, last);
     last = p->n_resident;

@@ -12,6 +12,7 @@
 #include "common/process.h"
 #include "common/sd_notify.h"
 #include "common/signals.h"
+#include "common/status.h"
 #include "paged/v1/worker_link.grpc.pb.h"
 
 namespace paged {
@@ -56,7 +57,110 @@ struct CallRegistration {
   ~CallRegistration() { stop.SetCall(nullptr); }
 };
 
+// The coordinator's refusal of this worker, as an absl status with its code
+// (UNAVAILABLE for anything that is not a refusal: the caller retries).
+absl::Status Refusal(const grpc::Status& s, const LinkOptions& opts) {
+  const std::string why = absl::StrCat(
+      "coordinator ", opts.coordinator, " refused worker ", opts.worker_id, ": ",
+      absl::StatusCodeToString(absl::StatusCode(int(s.error_code()))), ": ", s.error_message());
+  switch (s.error_code()) {
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return absl::UnauthenticatedError(why);
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return absl::FailedPreconditionError(why);
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return absl::InvalidArgumentError(why);
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return absl::PermissionDeniedError(why);
+    default:
+      return absl::UnavailableError(
+          absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
+  }
+}
+
+// Sleeps `seconds` in steps, returning early once stopped.
+void Backoff(double seconds, const LinkStopper& stop) {
+  for (double waited = 0; waited < seconds && !stop.stopped(); waited += 0.05) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// paged-worker's stopper: stopped by SIGTERM / SIGINT (blocked by the
+// caller), which a thread started on first use waits for.
+LinkStopper& SignalStopper() {
+  static LinkStopper stop;
+  static const bool started = [] {
+    std::thread signals([] {
+      WaitForTerminationSignal();
+      SdNotifyOrLog("STOPPING=1");
+      stop.Stop();
+    });
+    signals.detach();
+    return true;
+  }();
+  (void)started;
+  return stop;
+}
+
 }  // namespace
+
+absl::StatusOr<StepCaps> GetStepCaps(const LinkOptions& opts, LinkStopper& stop) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      CreateClientChannel(opts.coordinator, opts.tls);
+  if (!channel.ok()) return channel.status();
+  auto stub = v1::WorkerLink::NewStub(*channel);
+  grpc::ClientContext ctx;
+  if (!opts.token.empty()) ctx.AddMetadata("authorization", "Bearer " + opts.token);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  stop.SetCall(&ctx);
+  CallRegistration registration{stop};
+  v1::StepCapsRequest req;
+  req.set_worker_id(opts.worker_id);
+  v1::StepCaps caps;
+  const grpc::Status s = stub->GetStepCaps(&ctx, req, &caps);
+  if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED)
+    return absl::UnimplementedError(
+        absl::StrCat("coordinator ", opts.coordinator, " does not say its step caps"));
+  if (!s.ok()) return Refusal(s, opts);
+  if (caps.max_step_tokens() < 1 || caps.max_step_seqs() < 1 || caps.max_context() < 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "coordinator ", opts.coordinator, " sent step caps out of range: ", caps.max_step_tokens(),
+        " tokens, ", caps.max_step_seqs(), " sequences, ", caps.max_context(), " positions"));
+  return StepCaps{caps.max_step_tokens(), caps.max_step_seqs(), caps.max_context()};
+}
+
+absl::StatusOr<StepCaps> WaitForStepCaps(const LinkOptions& opts, LinkStopper& stop) {
+  double backoff = 0.1;
+  while (!stop.stopped()) {
+    absl::StatusOr<StepCaps> caps = GetStepCaps(opts, stop);
+    if (caps.ok() || caps.status().code() == absl::StatusCode::kUnimplemented) return caps;
+    if (stop.stopped()) break;
+    // Refused (a wrong token): an error, retried slowly, as the attachment.
+    const bool refused = caps.status().code() != absl::StatusCode::kUnavailable;
+    if (refused) backoff = std::max(backoff, 2.0);
+    Log(refused ? LogLevel::kError : LogLevel::kWarning, "link", "%s; asking again in %.1f s",
+        std::string(caps.status().message()).c_str(), backoff);
+    Backoff(backoff, stop);
+    backoff = std::min(backoff * 2, 5.0);
+  }
+  return absl::CancelledError("stopped");
+}
+
+absl::StatusOr<bool> ResolveStepLimitsUntilSignalled(const StepFlags& flags,
+                                                     const LinkOptions& opts, PlanLimits* limits) {
+  RETURN_IF_ERROR(ApplyStepFlags(flags, nullptr, limits));  // before waiting for anyone
+  if (opts.coordinator.empty() || !flags.any_auto()) return false;
+  SdNotifyOrLog("STATUS=attaching to " + opts.coordinator + " (asking its step caps)");
+  absl::StatusOr<StepCaps> caps = WaitForStepCaps(opts, SignalStopper());
+  if (caps.status().code() == absl::StatusCode::kUnimplemented) {
+    Log(LogLevel::kWarning, "link", "%s; auto step limits take their defaults",
+        std::string(caps.status().message()).c_str());
+    return false;
+  }
+  if (!caps.ok()) return caps.status();
+  RETURN_IF_ERROR(ApplyStepFlags(flags, &*caps, limits));
+  return true;
+}
 
 void LinkStopper::Stop() {
   stopped_ = true;
@@ -105,25 +209,7 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
   // Attached only once the coordinator says so: a refused hello (a wrong
   // token, another segment) ends the stream with its reason instead.
   v1::CoordinatorMessage msg;
-  if (!stream->Read(&msg)) {
-    const grpc::Status s = stream->Finish();
-    const std::string why = absl::StrCat(
-        "coordinator ", opts.coordinator, " refused worker ", opts.worker_id, ": ",
-        absl::StatusCodeToString(absl::StatusCode(int(s.error_code()))), ": ", s.error_message());
-    switch (s.error_code()) {
-      case grpc::StatusCode::UNAUTHENTICATED:
-        return absl::UnauthenticatedError(why);
-      case grpc::StatusCode::FAILED_PRECONDITION:
-        return absl::FailedPreconditionError(why);
-      case grpc::StatusCode::INVALID_ARGUMENT:
-        return absl::InvalidArgumentError(why);
-      case grpc::StatusCode::PERMISSION_DENIED:
-        return absl::PermissionDeniedError(why);
-      default:
-        return absl::UnavailableError(
-            absl::StrCat("coordinator ", opts.coordinator, ": ", s.error_message()));
-    }
-  }
+  if (!stream->Read(&msg)) return Refusal(stream->Finish(), opts);
   Log(LogLevel::kInfo, "link", "attached to %s as %s", opts.coordinator.c_str(),
       opts.worker_id.c_str());
   if (opts.on_attached) opts.on_attached();
@@ -175,14 +261,7 @@ absl::Status ServeUntilSignalled(WorkerRuntime& rt, LinkOptions opts) {
   opts.on_attached = [coordinator = opts.coordinator] {
     SdNotifyOrLog("READY=1\nSTATUS=attached to " + coordinator);
   };
-  static LinkStopper stop;
-  std::thread signals([] {
-    WaitForTerminationSignal();
-    SdNotifyOrLog("STOPPING=1");
-    stop.Stop();
-  });
-  signals.detach();
-  return RunWorkerLink(rt, opts, stop);
+  return RunWorkerLink(rt, opts, SignalStopper());
 }
 
 absl::Status RunWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkStopper& stop) {
@@ -199,9 +278,7 @@ absl::Status RunWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkStopp
     if (refused) backoff = std::max(backoff, 2.0);
     Log(refused ? LogLevel::kError : LogLevel::kWarning, "link", "%s; %s in %.1f s",
         std::string(s.message()).c_str(), refused ? "trying again" : "reconnecting", backoff);
-    for (double waited = 0; waited < backoff && !stop.stopped(); waited += 0.05) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    Backoff(backoff, stop);
     backoff = std::min(backoff * 2, 5.0);
   }
   return absl::OkStatus();

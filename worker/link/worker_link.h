@@ -48,6 +48,17 @@ class LinkStopper {
   void* call_ ABSL_GUARDED_BY(mu_) = nullptr;  // grpc::ClientContext*
 };
 
+// Asks the coordinator for its caps on a step (WorkerLink.GetStepCaps), once.
+// UNIMPLEMENTED: a coordinator older than the call; UNAVAILABLE: unreachable;
+// the coordinator's refusal (UNAUTHENTICATED, ...) otherwise.
+absl::StatusOr<StepCaps> GetStepCaps(const LinkOptions& opts, LinkStopper& stop);
+
+// Asks until answered, as RunWorkerLink attaches: with backoff while the
+// coordinator is unreachable, slowly (logged) while it refuses. Returns
+// UNIMPLEMENTED at once (an older coordinator: the caller plans without
+// caps) and CANCELLED when stopped.
+absl::StatusOr<StepCaps> WaitForStepCaps(const LinkOptions& opts, LinkStopper& stop);
+
 // Serves one attachment. Returns OK when the coordinator asked for a drain,
 // UNAVAILABLE when the connection failed or broke (the caller reconnects),
 // and the coordinator's status (UNAUTHENTICATED, FAILED_PRECONDITION, ...)
@@ -62,5 +73,14 @@ absl::Status RunWorkerLink(WorkerRuntime& runtime, const LinkOptions& opts, Link
 // by the caller with BlockTerminationSignals) or a drain, telling systemd
 // READY=1 once attached and STOPPING=1 on the signal.
 absl::Status ServeUntilSignalled(WorkerRuntime& runtime, LinkOptions opts);
+
+// paged-worker's step limits, before it plans: `flags` checked
+// (INVALID_ARGUMENT), then, with a coordinator (opts.coordinator) and any
+// flag at auto, its caps asked (WaitForStepCaps until SIGTERM / SIGINT:
+// CANCELLED then; telling systemd what it waits for) and applied
+// (ApplyStepFlags). A coordinator too old to answer leaves auto at the
+// standalone defaults, logged. Returns whether the caps were applied.
+absl::StatusOr<bool> ResolveStepLimitsUntilSignalled(const StepFlags& flags,
+                                                     const LinkOptions& opts, PlanLimits* limits);
 
 }  // namespace paged

@@ -11,37 +11,73 @@
 namespace paged {
 namespace {
 
+// The CUDA backend's memory besides the buffers it is asked for:
+// - the cuBLAS workspace it gives its handle (kCublasWorkspaceBytes in
+//   worker/backends/cuda/cuda_backend.cc: 32 MiB, what cuBLAS asks for on
+//   Hopper);
+// - rounding: cudaMalloc hands out large buffers in whole 2 MiB pages (small
+//   ones share pages), so each large buffer of the plan may waste up to a
+//   page (a layer's copies are counted in whole pages);
+// - its quantized products dequantize at most this many weights at a time.
+constexpr uint64_t kCublasWorkspaceBytes = 32ull << 20;
+constexpr uint64_t kCudaPageBytes = 2ull << 20;
+constexpr uint64_t kCudaDequantChunkElems = 32ull << 20;
+// Device buffers of the engine's scratch (Engine::EnsureScratch) and the CUDA
+// backend's growable scratch, each rounded on its own.
+constexpr uint64_t kScratchBuffers = 32;
+
+// What cudaMalloc's pages add to a buffer of `bytes`: nothing for a small
+// one (it shares a page), the rest of its last page for a large one.
+uint64_t PageRounding(uint64_t bytes) {
+  return bytes < kCudaPageBytes / 2 ? 0 : AlignUp(bytes, kCudaPageBytes) - bytes;
+}
+
 // Activations of the engine for the largest step (f32) plus the backend's
-// scratch: 16-bit copies of matrix inputs, a dequantized copy of the largest
-// matrix for int8/int4, attention partials, probabilities for sampling.
-uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l) {
+// scratch. On CUDA: 16-bit copies of matrix inputs, a dequantized chunk of
+// the largest int8/int4/block-format matrix, attention partials, the cuBLAS
+// workspace and the page rounding of the plan's buffers (`kv_area_bytes`:
+// the largest KV area the plan may give a slot). The CPU backend computes
+// from the weights as stored, a row at a time: no scratch to speak of.
+uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l, uint64_t table_entries,
+                        uint64_t kv_area_bytes, uint64_t* library_bytes) {
+  *library_bytes = 0;
   const ModelConfig& c = h.model;
   const uint64_t N = uint64_t(l.max_step_tokens), S = uint64_t(l.max_step_seqs);
   // The residual stream for every row; the other activations for one chunk
-  // of rows (the engine runs each layer chunk by chunk).
+  // of rows (the engine runs each layer chunk by chunk); logits and sampling
+  // probabilities per sequence; ids, positions, slots and block tables.
   const uint64_t C = std::min<uint64_t>(N, kEngineChunkTokens);
   const uint64_t act =
       N * uint64_t(c.hidden) * 4 +
       C * (2ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.ffn) * 4 +
-      S * (2ull * c.hidden + 2ull * c.vocab) * 4 + (N + S) * 64;
+      S * (2ull * c.hidden + 2ull * c.vocab) * 4 + (N + S) * 64 + table_entries * 4;
   if (l.backend_scratch_bytes > 0) return act + l.backend_scratch_bytes;
-  // The largest matrix of any layer, and whether any needs decoding (int8 /
-  // int4 / block formats) into a 16-bit copy first.
+  if (l.backend == PlanBackend::kCpu) return act;
+  // The largest matrix, and whether any needs decoding (int8 / int4 / block
+  // formats) into a 16-bit copy first.
   uint64_t largest = 0;
   bool quantized = false;
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerTable& t = h.Layer(l);
-    for (uint32_t i = 0; i < t.n_tensors; ++i) {
-      const TensorEntry& e = t.tensors[i];
-      largest = std::max<uint64_t>(largest, uint64_t(e.rows) * uint64_t(e.cols));
-      quantized = quantized || IsQuantized(e.Type()) || IsBlockFormat(e.Type());
-    }
+  auto scan = [&](const TensorEntry& e) {
+    largest = std::max<uint64_t>(largest, uint64_t(e.rows) * uint64_t(e.cols));
+    quantized = quantized || IsQuantized(e.Type()) || IsBlockFormat(e.Type());
+  };
+  for (int i = 0; i < c.n_layers; ++i) {
+    const LayerTable& t = h.Layer(i);
+    for (uint32_t k = 0; k < t.n_tensors; ++k) scan(t.tensors[k]);
   }
+  for (uint32_t k = 0; k < h.n_global_tensors; ++k) scan(h.global_tensors[k]);
   const uint64_t cast = C * uint64_t(std::max({c.hidden, c.ffn, c.q_dim()})) * 2;
-  const uint64_t dequant = quantized ? largest * 2 : 0;
+  const uint64_t dequant = quantized ? std::min(largest, kCudaDequantChunkElems) * 2 : 0;
   const uint64_t partials = S * uint64_t(c.n_heads) * 64 * (uint64_t(c.head_dim) + 2) * 4;
-  return act + cast + dequant + partials +
-         (160ull << 20);  // + cuBLAS workspace and allocator slack
+  const uint64_t scratch = act + cast + dequant + partials;
+  // Rounding (the layers' own is in their cost): the slots' KV areas, the
+  // globals and the KV cache up to a page each; the scratch buffers half a
+  // page each on average.
+  const uint64_t slots = uint64_t(std::max(l.slots, 2));
+  const uint64_t rounding = slots * std::min(kCudaPageBytes, kv_area_bytes) + 2 * kCudaPageBytes +
+                            std::min(kScratchBuffers * kCudaPageBytes / 2, scratch);
+  *library_bytes = kCublasWorkspaceBytes + rounding;
+  return scratch + *library_bytes;
 }
 
 }  // namespace
@@ -79,8 +115,10 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   const int L = n_layers - n_shared;
   if (l.slots < 2 || l.slots > 64)
     return absl::InvalidArgumentError(absl::StrCat("--slots=", l.slots, ": expected 2..64"));
-  if (l.max_step_tokens < 1 || l.max_step_seqs < 1 || l.max_step_kv_tokens < l.max_step_tokens)
-    return absl::InvalidArgumentError("step limits must be positive, and KV tokens >= step tokens");
+  if (l.max_step_tokens < 1 || l.max_step_seqs < 1 || l.max_step_kv_tokens < 0 ||
+      (l.max_step_kv_tokens > 0 && l.max_step_kv_tokens < l.max_step_tokens) || l.max_context < 0)
+    return absl::InvalidArgumentError(
+        "step limits must be positive, and KV tokens (0: auto) >= step tokens");
   int want_resident = -1;  // -1: auto
   if (l.resident == "none") {
     want_resident = 0;
@@ -100,15 +138,39 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   const DeviceGlobals dg = DeviceGlobalsOf(h, l.embedding_on_host);
   p.embedding_on_host = dg.embedding_excluded;
   p.globals_bytes = l.globals_shared && !dg.embedding_excluded ? 0 : dg.bytes;
-  p.workspace_bytes = WorkspaceBytes(h, l);
+  // The KV area of a slot. A step reads at most max_step_kv_tokens rows; each
+  // sequence may add a partly filled block. Auto: at least one full context
+  // (or one step's new tokens, if more), at most what one step can reference
+  // (every sequence at full context), and never more than the pool holds.
+  const uint64_t bt = h.block_tokens;
+  const uint64_t seqs = uint64_t(l.max_step_seqs);
+  const uint64_t context =
+      uint64_t(l.max_context > 0 ? l.max_context : std::max(h.model.max_context, 1));
+  const uint64_t context_blocks = (context + bt - 1) / bt;
+  const uint64_t pool = std::clamp<uint64_t>(h.kv_n_blocks, 1, INT32_MAX);  // announced as int32
+  p.kv_area_auto = l.max_step_kv_tokens == 0;
+  if (p.kv_area_auto) {
+    const uint64_t rows = std::max(context, uint64_t(l.max_step_tokens));
+    p.kv_area_min_blocks = std::min((rows + bt - 1) / bt + seqs, pool);
+    p.kv_area_max_blocks = std::clamp(seqs * context_blocks, p.kv_area_min_blocks, pool);
+    p.slot_kv_blocks = p.kv_area_min_blocks;  // grown below, once the layers are placed
+  } else {
+    p.slot_kv_blocks = (uint64_t(l.max_step_kv_tokens) + bt - 1) / bt + seqs;
+  }
+  const uint64_t area_max = std::max(p.slot_kv_blocks, p.kv_area_max_blocks);
+  p.max_step_tokens = l.max_step_tokens;
+  p.max_step_seqs = l.max_step_seqs;
+  p.workspace_bytes =
+      WorkspaceBytes(h, l, area_max, area_max * h.kv_block_bytes, &p.workspace_library_bytes);
   p.slot_layer_bytes = AlignUp(h.layer_used_bytes, kTensorAlign);  // the largest layer
-  // A step reads at most max_step_kv_tokens rows; each sequence may add a
-  // partly filled block.
-  p.slot_kv_blocks = uint64_t(l.max_step_kv_tokens + h.block_tokens - 1) / h.block_tokens +
-                     uint64_t(l.max_step_seqs);
-  const uint64_t slot_kv_bytes = p.slot_kv_blocks * h.kv_block_bytes;
+  uint64_t slot_kv_bytes = p.slot_kv_blocks * h.kv_block_bytes;
   const uint64_t fixed = p.globals_bytes + p.workspace_bytes;
-  const uint64_t layer = p.slot_layer_bytes;  // device copies need no 2 MiB rounding
+  // A layer's device copy (resident or a slot): its bytes, in whole pages on
+  // CUDA.
+  const uint64_t layer =
+      l.backend == PlanBackend::kCuda
+          ? std::max(p.slot_layer_bytes, h.layer_used_bytes + PageRounding(h.layer_used_bytes))
+          : p.slot_layer_bytes;
 
   auto total_for = [&](int resident, int slots) {
     return fixed + uint64_t(resident) * layer +
@@ -162,11 +224,47 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   if (in_first > 0) spread(first, in_first);
   if (resident > in_first) spread(second, resident - in_first);
   p.resident_bytes = uint64_t(resident) * layer;
-  p.slot_bytes = p.slots > 0 ? layer + slot_kv_bytes : 0;
   // With everything resident, the "slots" still carry the KV areas (two).
-  const uint64_t kv_areas = p.slots > 0 ? uint64_t(p.slots) * slot_kv_bytes : 2 * slot_kv_bytes;
-  const uint64_t used = fixed + p.resident_bytes + uint64_t(p.slots) * layer + kv_areas;
-  const uint64_t left = l.budget_bytes > used ? l.budget_bytes - used : 0;
+  const uint64_t n_areas = p.slots > 0 ? uint64_t(p.slots) : 2;
+  uint64_t used = fixed + p.resident_bytes + uint64_t(p.slots) * layer + n_areas * slot_kv_bytes;
+  uint64_t left = l.budget_bytes > used ? l.budget_bytes - used : 0;
+  if (p.kv_area_auto) {
+    // The layers are placed: what is left holds no further one (or the
+    // count was given). It grows the KV areas, up to the most a step can
+    // reference; the rest is KV cache.
+    const uint64_t grow =
+        std::min(left / (n_areas * h.kv_block_bytes), p.kv_area_max_blocks - p.slot_kv_blocks);
+    p.slot_kv_blocks += grow;
+    slot_kv_bytes = p.slot_kv_blocks * h.kv_block_bytes;
+    used += n_areas * grow * h.kv_block_bytes;
+    left -= n_areas * grow * h.kv_block_bytes;
+    const uint64_t rows = std::max(context, uint64_t(l.max_step_tokens));
+    const std::string least =
+        p.kv_area_min_blocks < (rows + bt - 1) / bt + seqs
+            ? absl::StrCat("the whole KV pool (", h.kv_n_blocks, " blocks), under one context")
+        : rows > context
+            ? absl::StrCat("one step's ", rows, " new tokens + a partial block per sequence")
+            : absl::StrCat("one context (", context, " tokens) + a partial block per sequence");
+    const std::string most = p.kv_area_max_blocks < seqs * context_blocks
+                                 ? absl::StrCat("the whole KV pool, ", h.kv_n_blocks, " blocks")
+                                 : absl::StrCat(seqs, " sequences x ", context, " tokens");
+    if (p.kv_area_max_blocks == p.kv_area_min_blocks) {
+      p.kv_area_reason = absl::StrCat("auto: ", least, ", all a step can read");
+    } else if (p.slot_kv_blocks == p.kv_area_max_blocks) {
+      p.kv_area_reason = absl::StrCat("auto: all a step can read, ", most);
+    } else if (grow > 0) {
+      p.kv_area_reason = absl::StrCat("auto: ", least, ", grown into the ",
+                                      FormatBytes(n_areas * grow * h.kv_block_bytes),
+                                      " left after the layers, short of ", most);
+    } else {
+      p.kv_area_reason =
+          absl::StrCat("auto: ", least, "; nothing left after the layers to grow it");
+    }
+  } else {
+    p.kv_area_reason =
+        absl::StrCat(l.max_step_kv_tokens, " tokens, fixed, + a partial block per sequence");
+  }
+  p.slot_bytes = p.slots > 0 ? layer + slot_kv_bytes : 0;
   p.kv_cache_blocks =
       std::min<uint64_t>(left / (h.kv_block_bytes * uint64_t(n_layers)), h.kv_n_blocks);
   p.kv_cache_bytes = p.kv_cache_blocks * h.kv_block_bytes * uint64_t(n_layers);
@@ -189,13 +287,20 @@ std::string MemoryPlan::Describe() const {
                                                     : "embeddings, final norm, lm_head",
                                   globals_shared ? ": another worker's, used in place" : ""));
   absl::StrAppend(
-      &s,
-      absl::StrFormat("  workspace        %12s  (activations and scratch of the largest step)\n",
-                      FormatBytes(workspace_bytes)));
+      &s, absl::StrFormat(
+              "  workspace        %12s  (activations and scratch of the largest step: %d tokens, "
+              "%d sequences%s)\n",
+              FormatBytes(workspace_bytes), max_step_tokens, max_step_seqs,
+              workspace_library_bytes > 0
+                  ? absl::StrCat("; ", FormatBytes(workspace_library_bytes),
+                                 " of it cuBLAS workspace and allocation rounding")
+                  : ""));
   absl::StrAppend(&s, absl::StrFormat("  slots            %12s  (%d x %s layer + %llu KV blocks)\n",
                                       FormatBytes(uint64_t(slots) * slot_bytes), slots,
                                       FormatBytes(slot_layer_bytes),
                                       static_cast<unsigned long long>(slot_kv_blocks)));
+  absl::StrAppend(&s, absl::StrFormat("  KV area          %12s  (per layer, a step's most: %s)\n",
+                                      absl::StrCat(slot_kv_blocks, " blocks"), kv_area_reason));
   absl::StrAppend(
       &s, absl::StrFormat(
               "  resident layers  %12s  (%d of %zu%s)\n", FormatBytes(resident_bytes), n_resident,

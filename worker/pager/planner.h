@@ -13,6 +13,13 @@
 // Resident layers are preferred: their saving does not depend on the batch or
 // its contexts, and cached KV must first be filled. KV that does not fit the
 // cache is paged per layer through the slots' KV areas.
+//
+// An auto KV area (max_step_kv_tokens 0) never costs a resident layer: the
+// layers are planned with the smallest area (one full context, plus a
+// partial block per sequence), then the budget left over, which holds no
+// further layer, grows the areas up to the most one step can reference
+// (every sequence at full context, or the whole KV pool); what is left after
+// that is the device KV cache.
 #pragma once
 
 #include <cstdint>
@@ -25,16 +32,27 @@
 
 namespace paged {
 
+// The backend a plan is for. Its scratch differs: the CUDA backend keeps
+// 16-bit copies of activations, dequantized weights, attention partials and
+// cuBLAS's workspace, and cudaMalloc rounds large buffers up to whole pages;
+// the CPU backend needs none of that beyond the engine's activations.
+enum class PlanBackend { kCuda, kCpu };
+
 struct PlanLimits {
   uint64_t budget_bytes = 0;
-  int slots = 2;                                     // S >= 2 (when any layer is paged)
-  std::string resident = "auto";                     // auto | none | all | N (count)
-  int max_step_tokens = kDefaultMaxStepTokens;       // new tokens in the largest step
-  int max_step_seqs = kDefaultMaxStepSeqs;           // sequences in the largest step
-  int max_step_kv_tokens = kDefaultMaxStepKvTokens;  // context tokens (KV rows) a step may read
+  int slots = 2;                                // S >= 2 (when any layer is paged)
+  std::string resident = "auto";                // auto | none | all | N (count)
+  int max_step_tokens = kDefaultMaxStepTokens;  // new tokens in the largest step
+  int max_step_seqs = kDefaultMaxStepSeqs;      // sequences in the largest step
+  // Context tokens (KV rows) a step may read; 0: auto (the header comment).
+  int max_step_kv_tokens = 0;
+  // Positions of the longest sequence the auto KV area must hold; 0: the
+  // model's context.
+  int max_context = 0;
+  PlanBackend backend = PlanBackend::kCuda;
   // Backend scratch beyond the engine's activations (dequantized weights,
-  // 16-bit activation copies, attention partials): estimated by the planner
-  // when 0.
+  // 16-bit activation copies, attention partials, library workspace):
+  // estimated by the planner for `backend` when 0.
   uint64_t backend_scratch_bytes = 0;
   // Blocks another worker of this device already holds (its share board):
   // used in place, so they cost this worker's budget nothing.
@@ -57,10 +75,19 @@ struct MemoryPlan {
   uint64_t budget_bytes = 0;
   uint64_t globals_bytes = 0;
   uint64_t workspace_bytes = 0;
+  uint64_t workspace_library_bytes = 0;  // of it: cuBLAS workspace, cudaMalloc rounding (CUDA)
+  int max_step_tokens = 0;               // the step the workspace is sized for
+  int max_step_seqs = 0;
   int slots = 0;
-  uint64_t slot_layer_bytes = 0;   // one layer block
-  uint64_t slot_kv_blocks = 0;     // KV blocks one slot's KV area holds (one layer)
-  uint64_t slot_bytes = 0;         // layer + KV area
+  uint64_t slot_layer_bytes = 0;  // one layer block
+  uint64_t slot_kv_blocks = 0;    // KV blocks one slot's KV area holds (one layer)
+  uint64_t slot_bytes = 0;        // layer + KV area
+  // How the KV area was sized: auto (from the context and the budget) or
+  // --max-step-kv-tokens; auto's bounds; and why, for people.
+  bool kv_area_auto = false;
+  uint64_t kv_area_min_blocks = 0;  // auto: one context (+ a partial block per sequence)
+  uint64_t kv_area_max_blocks = 0;  // auto: the most one step can reference
+  std::string kv_area_reason;
   int n_resident = 0;              // own resident layers + shared ones
   std::vector<bool> resident;      // per layer (shared ones included)
   int n_shared = 0;                // layers another worker of the device holds

@@ -1,5 +1,7 @@
 #include "worker/pager/worker_runtime.h"
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -22,6 +24,32 @@ int CudaDeviceIndex(const std::string& device) {
 }
 
 }  // namespace
+
+absl::Status ApplyStepFlags(const StepFlags& flags, const StepCaps* caps, PlanLimits* limits) {
+  // "auto" -> 0; a positive count as it is.
+  auto parse = [](const std::string& value, const char* flag, int* out) -> absl::Status {
+    if (value == "auto") {
+      *out = 0;
+      return absl::OkStatus();
+    }
+    if (!absl::SimpleAtoi(value, out) || *out < 1)
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, "=", value, ": expected auto or a positive count"));
+    return absl::OkStatus();
+  };
+  int tokens = 0, seqs = 0, kv_tokens = 0;
+  RETURN_IF_ERROR(parse(flags.tokens, "max-step-tokens", &tokens));
+  RETURN_IF_ERROR(parse(flags.seqs, "max-step-seqs", &seqs));
+  RETURN_IF_ERROR(parse(flags.kv_tokens, "max-step-kv-tokens", &kv_tokens));
+  auto cap = [](int cap, int standalone) { return cap > 0 ? cap : standalone; };
+  limits->max_step_tokens =
+      tokens > 0 ? tokens : cap(caps ? caps->max_step_tokens : 0, kDefaultMaxStepTokens);
+  limits->max_step_seqs =
+      seqs > 0 ? seqs : cap(caps ? caps->max_step_seqs : 0, kDefaultMaxStepSeqs);
+  limits->max_step_kv_tokens = kv_tokens;
+  limits->max_context = caps != nullptr ? std::max(caps->max_context, 0) : 0;
+  return absl::OkStatus();
+}
 
 absl::StatusOr<PagerOptions::PeerCopies> ParsePeerCopies(const std::string& s) {
   if (s == "auto") return PagerOptions::PeerCopies::kAuto;
@@ -114,6 +142,7 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
     w->host_ = cpu_exec::MakeHostExecutor(eo);
   }
   limits.embedding_on_host = host_side;
+  limits.backend = w->backend_->shares_host_memory() ? PlanBackend::kCpu : PlanBackend::kCuda;
   ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(h, limits));
   const ModelImage host = ImageOf(*w->segment_);
   po.shared_in_place = opts.shared_in_place;

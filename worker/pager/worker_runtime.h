@@ -37,6 +37,31 @@ struct WorkerOptions {
   std::string host_pin = "none";
 };
 
+// The coordinator's caps on a step (paged.v1.StepCaps, asked before the
+// worker plans): what its step limits left at "auto" take.
+struct StepCaps {
+  int max_step_tokens = 0;
+  int max_step_seqs = 0;
+  int max_context = 0;  // 0: the model's
+};
+
+// paged-worker's --max-step-tokens, --max-step-seqs and --max-step-kv-tokens
+// as given: "auto" or a positive count.
+struct StepFlags {
+  std::string tokens = "auto";
+  std::string seqs = "auto";
+  std::string kv_tokens = "auto";
+  bool any_auto() const { return tokens == "auto" || seqs == "auto" || kv_tokens == "auto"; }
+};
+
+// Fills the step limits of `limits` from `flags`: a count wins; "auto" takes
+// the coordinator's cap (`caps`: null without a coordinator, or from one too
+// old to say), else the standalone default (kDefaultMaxStepTokens / Seqs).
+// An auto KV area stays 0 for the planner, sized over the coordinator's
+// context. INVALID_ARGUMENT naming the flag for anything but auto or a
+// positive count.
+absl::Status ApplyStepFlags(const StepFlags& flags, const StepCaps* caps, PlanLimits* limits);
+
 // "auto" | "off" | "force" -> PeerCopies; INVALID_ARGUMENT otherwise.
 absl::StatusOr<PagerOptions::PeerCopies> ParsePeerCopies(const std::string& s);
 

@@ -1,5 +1,6 @@
-// paged-worker: maps a store's segment, plans its device budget, pages the
-// model through device slots, and serves the coordinator's steps
+// paged-worker: maps a store's segment, plans its device budget (for the
+// coordinator's step caps, asked first, where its step limits are auto),
+// pages the model through device slots, and serves the coordinator's steps
 // (--coordinator). Without a coordinator it checks itself by generating
 // --check-tokens greedy tokens from BOS and exits.
 #include <atomic>
@@ -35,10 +36,16 @@ ABSL_FLAG(std::string, device, "cpu", "cuda:N or cpu");
 ABSL_FLAG(std::string, gpu_budget, "4GiB", "device memory budget (4GiB, 512MiB or bytes)");
 ABSL_FLAG(int, slots, 2, "layer slots (>= 2)");
 ABSL_FLAG(std::string, resident, "auto", "resident layers: auto | none | all | N");
-ABSL_FLAG(int, max_step_tokens, paged::kDefaultMaxStepTokens, "new tokens in the largest step");
-ABSL_FLAG(int, max_step_seqs, paged::kDefaultMaxStepSeqs, "sequences in the largest step");
-ABSL_FLAG(int, max_step_kv_tokens, paged::kDefaultMaxStepKvTokens,
-          "KV rows the largest step reads");
+ABSL_FLAG(std::string, max_step_tokens, "auto",
+          "new tokens in the largest step: auto (the coordinator's --max-step-tokens; 2048 "
+          "without a coordinator) or a count");
+ABSL_FLAG(std::string, max_step_seqs, "auto",
+          "sequences in the largest step: auto (the coordinator's --max-seqs-per-step; 64 without "
+          "a coordinator) or a count");
+ABSL_FLAG(std::string, max_step_kv_tokens, "auto",
+          "KV rows the largest step reads (each slot's KV area): auto (at least one full context; "
+          "the budget the resident layers leave grows it, up to every sequence at full context) "
+          "or a count");
 ABSL_FLAG(int, check_tokens, 8, "greedy tokens generated from BOS as a self-check");
 ABSL_FLAG(int, threads, 0, "CPU threads");
 ABSL_FLAG(std::string, share, "auto",
@@ -78,6 +85,23 @@ int SelfCheck(paged::WorkerRuntime& w, int n) {
   return 0;
 }
 
+// The coordinator link of the flags (coordinator empty: none).
+absl::Status MakeLinkOptions(const paged::WorkerOptions& o, paged::LinkOptions* link) {
+  link->coordinator = absl::GetFlag(FLAGS_coordinator);
+  if (link->coordinator.empty()) return absl::OkStatus();
+  link->worker_id =
+      absl::GetFlag(FLAGS_worker_id).empty() ? o.device : absl::GetFlag(FLAGS_worker_id);
+  auto token = paged::ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file));
+  if (!token.ok()) return token.status();
+  link->token = *token;
+  link->tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  link->tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  link->tls.key = absl::GetFlag(FLAGS_tls_key);
+  link->tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  link->segment = o.segment;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,9 +121,6 @@ int main(int argc, char** argv) {
   o.device = absl::GetFlag(FLAGS_device);
   o.limits.slots = absl::GetFlag(FLAGS_slots);
   o.limits.resident = absl::GetFlag(FLAGS_resident);
-  o.limits.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
-  o.limits.max_step_seqs = absl::GetFlag(FLAGS_max_step_seqs);
-  o.limits.max_step_kv_tokens = absl::GetFlag(FLAGS_max_step_kv_tokens);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.share = absl::GetFlag(FLAGS_share);
   o.shared_in_place = absl::GetFlag(FLAGS_shared_in_place);
@@ -118,31 +139,36 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.gpu_budget = *budget;
+  paged::LinkOptions link;
+  if (absl::Status s = MakeLinkOptions(o, &link); !s.ok()) {
+    std::fprintf(stderr, "paged-worker: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  // Step limits left at auto take the coordinator's caps: asked before planning.
+  const paged::StepFlags step{absl::GetFlag(FLAGS_max_step_tokens),
+                              absl::GetFlag(FLAGS_max_step_seqs),
+                              absl::GetFlag(FLAGS_max_step_kv_tokens)};
+  absl::StatusOr<bool> from_caps = paged::ResolveStepLimitsUntilSignalled(step, link, &o.limits);
+  if (!from_caps.ok()) {
+    if (from_caps.status().code() == absl::StatusCode::kCancelled) return 0;  // stopped waiting
+    std::fprintf(stderr, "paged-worker: %s\n", std::string(from_caps.status().message()).c_str());
+    return 2;
+  }
   auto w = paged::WorkerRuntime::Start(o);
   if (!w.ok()) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(w.status().message()).c_str());
     return 1;
   }
-  std::printf("paged-worker: segment %s on %s\n%s%s\n%s", o.segment.c_str(),
-              (*w)->backend().name().c_str(), (*w)->plan().Describe().c_str(),
-              (*w)->pager().sharing().Describe().c_str(), (*w)->DescribeHybrid().c_str());
+  std::printf("paged-worker: segment %s on %s (step limits: %d tokens, %d sequences%s)\n%s%s\n%s",
+              o.segment.c_str(), (*w)->backend().name().c_str(), o.limits.max_step_tokens,
+              o.limits.max_step_seqs,
+              *from_caps && (step.tokens == "auto" || step.seqs == "auto")
+                  ? ", auto from the coordinator's caps"
+                  : "",
+              (*w)->plan().Describe().c_str(), (*w)->pager().sharing().Describe().c_str(),
+              (*w)->DescribeHybrid().c_str());
   std::fflush(stdout);
-  if (!absl::GetFlag(FLAGS_coordinator).empty()) {
-    paged::LinkOptions link;
-    link.coordinator = absl::GetFlag(FLAGS_coordinator);
-    link.worker_id =
-        absl::GetFlag(FLAGS_worker_id).empty() ? o.device : absl::GetFlag(FLAGS_worker_id);
-    auto token = paged::ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file));
-    if (!token.ok()) {
-      std::fprintf(stderr, "paged-worker: %s\n", std::string(token.status().message()).c_str());
-      return 2;
-    }
-    link.token = *token;
-    link.tls.ca = absl::GetFlag(FLAGS_tls_ca);
-    link.tls.cert = absl::GetFlag(FLAGS_tls_cert);
-    link.tls.key = absl::GetFlag(FLAGS_tls_key);
-    link.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
-    link.segment = o.segment;
+  if (!link.coordinator.empty()) {
     link.max_step_tokens = o.limits.max_step_tokens;
     link.max_step_seqs = o.limits.max_step_seqs;
     return paged::ServeUntilSignalled(**w, link).ok() ? 0 : 1;

@@ -1,0 +1,85 @@
+// The worker's question before it plans (issue 16): the coordinator's step
+// caps travel over WorkerLink.GetStepCaps with the same authentication as
+// Attach, and a worker started before its coordinator waits for it.
+#include "worker/link/worker_link.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "daemon/coordinator.h"
+#include "daemon/server.h"
+#include "tests/unit/fake_coordinator.h"
+#include "tests/unit/test_util.h"
+
+namespace paged {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::unique_ptr<Coordinator> FakeCoordinator() {
+  auto c = Coordinator::Create(testing::FakeCoordinatorOptions(), nullptr);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+TEST(WorkerLinkTest, TheCoordinatorsStepCapsReachTheWorker) {
+  auto coord = FakeCoordinator();
+  ASSERT_NE(coord, nullptr);
+  testing::TempDir dir;
+  const std::string addr = "unix://" + dir.File("c.sock");
+  auto server = Server::Start(coord.get(), addr, "tok");
+  ASSERT_TRUE(server.ok()) << server.status();
+
+  LinkOptions o;
+  o.coordinator = addr;
+  o.worker_id = "w0";
+  o.token = "tok";
+  LinkStopper stop;
+  absl::StatusOr<StepCaps> caps = GetStepCaps(o, stop);
+  ASSERT_TRUE(caps.ok()) << caps.status();
+  const SchedulerConfig& want = testing::FakeCoordinatorOptions().scheduler;
+  EXPECT_EQ(caps->max_step_tokens, want.max_step_tokens);  // 64
+  EXPECT_EQ(caps->max_step_seqs, want.max_seqs_per_step);  // 8
+  EXPECT_EQ(caps->max_context, 128);                       // the model's
+
+  // The same authentication as Attach: a wrong token is refused, by name.
+  o.token = "wrong";
+  caps = GetStepCaps(o, stop);
+  EXPECT_EQ(caps.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(std::string(caps.status().message()), HasSubstr("refused worker w0"));
+}
+
+TEST(WorkerLinkTest, AWorkerWaitsForItsCoordinatorOrItsStop) {
+  testing::TempDir dir;
+  const std::string addr = "unix://" + dir.File("c.sock");
+  LinkOptions o;
+  o.coordinator = addr;
+  o.worker_id = "w0";
+  {
+    // Nobody listens: asked again until stopped.
+    LinkStopper stop;
+    auto waiting = std::async(std::launch::async, [&] { return WaitForStepCaps(o, stop); });
+    EXPECT_EQ(waiting.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+    stop.Stop();
+    EXPECT_EQ(waiting.get().status().code(), absl::StatusCode::kCancelled);
+  }
+  // The coordinator comes up while the worker asks: it gets the caps.
+  LinkStopper stop;
+  auto waiting = std::async(std::launch::async, [&] { return WaitForStepCaps(o, stop); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto coord = FakeCoordinator();
+  ASSERT_NE(coord, nullptr);
+  auto server = Server::Start(coord.get(), addr, "");
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  absl::StatusOr<StepCaps> caps = waiting.get();
+  ASSERT_TRUE(caps.ok()) << caps.status();
+  EXPECT_EQ(caps->max_step_seqs, 8);
+}
+
+}  // namespace
+}  // namespace paged
