@@ -1,8 +1,11 @@
 #include "daemon/scheduler.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <span>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -61,6 +64,7 @@ absl::Status ValidateSchedulerConfig(const SchedulerConfig& c) {
   if (c.max_queue < 1) return bad("max_queue ", c.max_queue, " must be >= 1");
   if (c.prefill_chunk < 1) return bad("prefill_chunk ", c.prefill_chunk, " must be >= 1");
   if (c.finished_history < 0) return bad("finished_history ", c.finished_history, " must be >= 0");
+  if (c.max_overtake < 0) return bad("max_overtake ", c.max_overtake, " must be >= 0");
   return absl::OkStatus();
 }
 
@@ -70,7 +74,7 @@ absl::StatusOr<Scheduler> Scheduler::Create(const SchedulerConfig& config) {
 }
 
 Scheduler::Scheduler(const SchedulerConfig& config)
-    : config_(config), blocks_(config.total_blocks) {}
+    : config_(config), pool_(config.total_blocks, config.block_tokens, config.prefix_cache) {}
 
 // ---- Admission ----
 
@@ -150,7 +154,9 @@ void Scheduler::Finish(Sequence& s, FinishReason reason, std::vector<Event>* eve
   } else if (s.state == SeqState::kRunning) {
     Unlease(s);
   }
-  if (!s.blocks.empty()) blocks_.Free(&s.blocks);
+  if (!s.blocks.empty()) pool_.Release(&s.blocks);
+  if (reason != FinishReason::kCancelled && reason != FinishReason::kDeadline)
+    NoteReply(int32_t(s.generated.size()));
   Event e;
   e.kind = EventKind::kFinished;
   e.seq_id = s.id;
@@ -170,6 +176,17 @@ void Scheduler::Finish(Sequence& s, FinishReason reason, std::vector<Event>* eve
   seqs_.erase(id);  // `s` dangles from here on
 }
 
+void Scheduler::NoteReply(int32_t tokens) {
+  constexpr size_t kWindow = 64, kEnough = 8;
+  if (recent_replies_.size() == kWindow) recent_replies_.pop_front();
+  recent_replies_.push_back(tokens);
+  if (recent_replies_.size() < kEnough) return;
+  std::vector<int32_t> sorted(recent_replies_.begin(), recent_replies_.end());
+  const size_t k = sorted.size() * 9 / 10;
+  std::nth_element(sorted.begin(), sorted.begin() + ptrdiff_t(k), sorted.end());
+  reply_p90_ = sorted[k];
+}
+
 void Scheduler::Unlease(Sequence& s) {
   auto w = workers_.find(s.worker);
   PAGED_CHECK(w != workers_.end(), "running sequence leased to an unknown worker");
@@ -177,7 +194,6 @@ void Scheduler::Unlease(Sequence& s) {
   auto it = std::find(leased.begin(), leased.end(), s.id);
   PAGED_CHECK(it != leased.end(), "running sequence missing from its worker's leases");
   leased.erase(it);
-  w->second.leased_blocks -= BlocksFor(s.req);
   s.worker.clear();
 }
 
@@ -338,14 +354,38 @@ void Scheduler::CollectDrained(std::vector<Event>* events) {
 
 // ---- Scheduling ----
 
-Scheduler::Worker* Scheduler::LeastLoaded(int32_t blocks) {
+int32_t Scheduler::StepBlocks(int32_t start, int32_t n) const {
+  return int32_t(CeilDiv(int64_t(start) + n, config_.block_tokens));
+}
+
+int32_t Scheduler::NextChunk(const Sequence& s, int32_t start) const {
+  const int32_t p = int32_t(s.req.prompt.size());
+  return start < p ? std::min(config_.prefill_chunk, p - start) : 1;
+}
+
+int32_t Scheduler::LeasedBlocks(const Worker& w) const {
+  int32_t n = 0;
+  for (int64_t id : w.leased) n += int32_t(seqs_.at(id).blocks.size());
+  return n;
+}
+
+Scheduler::Worker* Scheduler::LeastLoaded(int32_t blocks, int32_t whole) {
   Worker* best = nullptr;
   for (auto& [id, w] : workers_) {
     if (w.draining || int32_t(w.leased.size()) >= w.max_seqs) continue;
-    if (w.max_step_kv_blocks > 0 && w.leased_blocks + blocks > w.max_step_kv_blocks) continue;
+    if (w.max_step_kv_blocks > 0 &&
+        (LeasedBlocks(w) + blocks > w.max_step_kv_blocks || whole > w.max_step_kv_blocks))
+      continue;
     if (!best || w.leased.size() < best->leased.size()) best = &w;  // ties: lowest id
   }
   return best;
+}
+
+bool Scheduler::AnySeat() const {
+  for (const auto& [id, w] : workers_) {
+    if (!w.draining && int32_t(w.leased.size()) < w.max_seqs) return true;
+  }
+  return false;
 }
 
 bool Scheduler::AnyWorkerCouldHold(int32_t blocks) const {
@@ -355,51 +395,235 @@ bool Scheduler::AnyWorkerCouldHold(int32_t blocks) const {
   return false;
 }
 
-StepPlan Scheduler::BuildStep(Worker& w) {
+// The banker's test for one resource: sort the sequences holding blocks by
+// what they may still need; each in turn must fit in what is available, and
+// then gives back what only it references. Shared blocks are not counted as
+// given back (another sequence may keep them): the test errs on the safe side.
+bool Scheduler::SafeAfter(int64_t seq_id, int32_t extra) const {
+  int64_t avail = int64_t(pool_.available()) - extra;
+  if (avail < 0) return false;
+  struct Entry {
+    int32_t need = 0, release = 0;
+  };
+  std::vector<Entry> entries;
+  int64_t total_need = 0;
+  for (const auto& [id, s] : seqs_) {
+    const int32_t mine = id == seq_id ? extra : 0;
+    if (s.blocks.empty() && mine == 0) continue;
+    Entry e;
+    e.need = std::max(0, BlocksFor(s.req) - int32_t(s.blocks.size()) - mine);
+    e.release = mine;
+    for (int32_t b : s.blocks) e.release += pool_.refs(b) == 1 ? 1 : 0;
+    total_need += e.need;
+    entries.push_back(e);
+  }
+  if (total_need <= avail) return true;  // everyone can grow at once
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.need < b.need; });
+  for (const Entry& e : entries) {
+    if (e.need > avail) return false;
+    avail += e.release;
+  }
+  return true;
+}
+
+bool Scheduler::Grow(Sequence& s, int32_t n) {
+  const int32_t extra = n - int32_t(s.blocks.size());
+  if (extra <= 0) return true;
+  if (!SafeAfter(s.id, extra)) return false;
+  return pool_.Allocate(extra, &s.blocks);
+}
+
+int32_t Scheduler::ExpectedBlocks(const Sequence& s) const {
+  const int32_t whole = BlocksFor(s.req);
+  if (reply_p90_ < 0) return whole;
+  const double tokens = double(s.req.prompt.size()) + reply_p90_;
+  const int32_t expected = int32_t(std::ceil(tokens / config_.block_tokens));
+  return std::min(whole, std::max(expected, int32_t(s.blocks.size()) + 1));
+}
+
+bool Scheduler::ExpectedToFit(const Sequence& fresh) const {
+  int64_t demand = ExpectedBlocks(fresh);
+  for (const auto& [id, s] : seqs_) {
+    if (!s.blocks.empty()) demand += ExpectedBlocks(s);
+  }
+  return demand <= config_.total_blocks;
+}
+
+bool Scheduler::Start(Sequence& s, Worker& w, int32_t step_blocks) {
+  const bool fresh = s.blocks.empty();
+  if (fresh && !ExpectedToFit(s)) return false;
+  if (fresh) {
+    const int32_t T = config_.block_tokens;
+    s.blocks = pool_.Acquire(s.req.prompt, std::span(s.chain));
+    s.committed = int32_t(s.blocks.size()) * T;
+    s.published = s.blocks.size();
+    s.cached_tokens = s.committed;
+  }
+  if (!Grow(s, step_blocks)) {
+    if (fresh) {
+      pool_.Release(&s.blocks);
+      s.committed = 0;
+      s.published = 0;
+      s.cached_tokens = 0;
+    }
+    return false;
+  }
+  if (fresh) {
+    counters_.prompt_tokens += int64_t(s.req.prompt.size());
+    counters_.cached_prompt_tokens += s.cached_tokens;
+  }
+  s.waiting_for_kv = false;
+  s.state = SeqState::kRunning;
+  s.worker = w.id;
+  w.leased.push_back(s.id);
+  return true;
+}
+
+void Scheduler::PublishCommitted(Sequence& s) {
+  if (!pool_.caching()) return;
+  const int32_t full = s.committed / config_.block_tokens;
+  if (size_t(full) <= s.published) return;
+  std::vector<int32_t> tokens = s.req.prompt;
+  tokens.insert(tokens.end(), s.generated.begin(), s.generated.end());
+  pool_.ExtendChain(tokens, full, &s.chain);
+  s.published =
+      pool_.Publish(s.blocks, tokens, std::span(s.chain).first(size_t(full)), s.published);
+}
+
+void Scheduler::Route() {
+  const int32_t T = config_.block_tokens;
+  std::vector<Sequence*> blocked;  // new requests passed over in this pass
+  bool admit_new = true;
+  for (size_t i = 0; i < queue_.size();) {
+    Sequence& s = seqs_.at(queue_[i]);
+    if (s.paused) {  // released from a hold meanwhile: it waits for its client
+      Park(s);
+      continue;
+    }
+    const bool fresh = s.blocks.empty();
+    if (fresh && !admit_new) {
+      ++i;
+      continue;
+    }
+    if (!AnyWorkerCouldHold(BlocksFor(s.req))) {  // passed over until a worker can
+      ++i;
+      continue;
+    }
+    int32_t start = s.committed;
+    if (fresh) {
+      // Every full block before the last prompt token may come from the
+      // cache: that token is computed to sample the first generated one.
+      const int32_t shareable = (int32_t(s.req.prompt.size()) - 1) / T;
+      if (pool_.caching()) pool_.ExtendChain(s.req.prompt, shareable, &s.chain);
+      start = pool_.Peek(s.req.prompt, s.chain) * T;
+    }
+    const int32_t need = StepBlocks(start, NextChunk(s, start));
+    Worker* w = LeastLoaded(need, BlocksFor(s.req));
+    if (!w && !AnySeat()) break;  // everyone waits for a seat
+    if (!w || !Start(s, *w, need)) {
+      if (fresh) {
+        blocked.push_back(&s);
+        if (s.overtaken >= config_.max_overtake) admit_new = false;
+      }
+      ++i;
+      continue;
+    }
+    queue_.erase(queue_.begin() + ptrdiff_t(i));
+    if (fresh) {
+      for (Sequence* b : blocked) {
+        if (++b->overtaken >= config_.max_overtake) admit_new = false;
+      }
+    }
+  }
+}
+
+std::optional<StepPlan> Scheduler::BuildStep(Worker& w, std::vector<int64_t>* preempted) {
   StepPlan plan;
-  plan.step_id = next_step_id_++;
   plan.worker_id = w.id;
   InFlight flight;
-  flight.step_id = plan.step_id;
   int32_t budget = w.max_step_tokens;
+  int32_t kv_room = w.max_step_kv_blocks > 0 ? w.max_step_kv_blocks : INT32_MAX;
   const int32_t T = config_.block_tokens;
 
+  auto preempt = [&](Sequence& s) {
+    Unlease(s);
+    s.state = SeqState::kQueued;
+    s.waiting_for_kv = true;
+    ++s.preemptions;
+    ++counters_.preemptions;
+    preempted->push_back(s.id);
+  };
   auto add = [&](Sequence& s, std::vector<int32_t> tokens, bool samples) {
     SeqStep step;
     step.seq_id = s.id;
     step.start_pos = s.committed;
-    const int64_t end = int64_t(s.committed) + int64_t(tokens.size());
-    const size_t need = size_t(CeilDiv(end, T));
-    PAGED_CHECK(need <= s.blocks.size(), "a step reaches past the sequence's reserved blocks");
+    const int32_t need = StepBlocks(s.committed, int32_t(tokens.size()));
+    PAGED_CHECK(size_t(need) <= s.blocks.size(), "a step reaches past the sequence's blocks");
     step.block_table.assign(s.blocks.begin(), s.blocks.begin() + ptrdiff_t(need));
     step.sampling = s.req.sampling;
-    budget -= int32_t(tokens.size());
     flight.entries.push_back({s.id, int32_t(tokens.size()), samples});
     step.tokens = std::move(tokens);
     plan.batch.seqs.push_back(std::move(step));
     s.in_flight = true;
   };
 
-  // Decodes first: one token each (budget >= max_seqs >= leased, so all fit).
-  for (int64_t id : w.leased) {
-    Sequence& s = seqs_.at(id);
-    if (s.committed < int32_t(s.req.prompt.size())) continue;
-    PAGED_CHECK(!s.generated.empty() &&
-                    s.committed == int32_t(s.req.prompt.size() + s.generated.size()) - 1,
-                "a decoding sequence's committed length is prompt + generated - 1");
-    add(s, {s.generated.back()}, /*samples=*/true);
+  // Blocks go to the worker's sequences oldest first (admission order), so a
+  // short pool serves them first-come first-served; the batch then lists
+  // the decodes (one token each: budget >= max_seqs >= leased, so all fit)
+  // before the prefill chunks, which share what is left of the budget.
+  std::vector<int64_t> order = w.leased;  // preempting edits w.leased
+  std::sort(order.begin(), order.end());
+  int32_t prefill_budget = budget;
+  for (int64_t id : order) {
+    const Sequence& s = seqs_.at(id);
+    if (s.committed >= int32_t(s.req.prompt.size())) --prefill_budget;
   }
-  // Then prefill chunks, in lease order, while the budget lasts.
-  for (int64_t id : w.leased) {
-    if (budget <= 0) break;
+  struct Pick {
+    Sequence* s;
+    int32_t n;
+  };
+  std::vector<Pick> decodes, prefills;
+  for (int64_t id : order) {
     Sequence& s = seqs_.at(id);
     const int32_t p = int32_t(s.req.prompt.size());
-    if (s.committed >= p) continue;
-    const int32_t n = std::min({config_.prefill_chunk, p - s.committed, budget});
-    std::vector<int32_t> chunk(s.req.prompt.begin() + s.committed,
-                               s.req.prompt.begin() + s.committed + n);
-    add(s, std::move(chunk), /*samples=*/s.committed + n == p);
+    if (s.committed >= p) {
+      PAGED_CHECK(!s.generated.empty() &&
+                      s.committed == int32_t(s.req.prompt.size() + s.generated.size()) - 1,
+                  "a decoding sequence's committed length is prompt + generated - 1");
+      const int32_t need = StepBlocks(s.committed, 1);
+      if (need > kv_room || !Grow(s, need)) {
+        preempt(s);
+        continue;
+      }
+      kv_room -= need;
+      decodes.push_back({&s, 1});
+      continue;
+    }
+    if (prefill_budget <= 0) continue;  // waits for the next step, keeping its seat
+    // A chunk shrinks to the blocks the sequence can have.
+    int32_t n = std::min({config_.prefill_chunk, p - s.committed, prefill_budget});
+    n = int32_t(std::min<int64_t>(n, int64_t(kv_room) * T - s.committed));
+    if (n > 0 && !Grow(s, StepBlocks(s.committed, n)))
+      n = std::min<int32_t>(n, int32_t(s.blocks.size()) * T - s.committed);
+    if (n <= 0) {
+      preempt(s);
+      continue;
+    }
+    kv_room -= StepBlocks(s.committed, n);
+    prefill_budget -= n;
+    prefills.push_back({&s, n});
   }
+  for (const Pick& d : decodes) add(*d.s, {d.s->generated.back()}, /*samples=*/true);
+  for (const Pick& f : prefills) {
+    Sequence& s = *f.s;
+    std::vector<int32_t> chunk(s.req.prompt.begin() + s.committed,
+                               s.req.prompt.begin() + s.committed + f.n);
+    add(s, std::move(chunk), /*samples=*/s.committed + f.n == int32_t(s.req.prompt.size()));
+  }
+  if (plan.batch.seqs.empty()) return std::nullopt;
+  plan.step_id = next_step_id_++;
+  flight.step_id = plan.step_id;
   w.in_flight = std::move(flight);
   ++counters_.steps_planned;
   return plan;
@@ -420,35 +644,20 @@ ScheduleResult Scheduler::Schedule(TimeUs now) {
   }
   CollectDrained(&out.events);
 
-  // 2. Route queued sequences, head first, to the least loaded worker with
-  // room. The head waits (and with it the queue) while pool blocks or worker
-  // room are short; a re-queued sequence still holds its pool blocks. Only a
-  // sequence no live worker could ever hold is passed over.
-  for (size_t i = 0; i < queue_.size();) {
-    Sequence& s = seqs_.at(queue_[i]);
-    if (s.paused) {  // released from a hold meanwhile: it waits for its client
-      Park(s);
-      continue;
+  // 2. Route queued sequences to workers, then 3. plan a step for every
+  // worker with sequences and no step in flight. Sequences preempted while
+  // planning go back to the queue's front (in lease order) and routing runs
+  // again: one that could not grow on one worker may run on another, and
+  // the seats they left may take the sequence the pool can grow.
+  for (int pass = 0; pass < 4; ++pass) {
+    Route();
+    std::vector<int64_t> preempted;
+    for (auto& [id, w] : workers_) {
+      if (w.in_flight || w.leased.empty()) continue;
+      if (auto plan = BuildStep(w, &preempted)) out.steps.push_back(std::move(*plan));
     }
-    const int32_t need = BlocksFor(s.req);
-    Worker* w = LeastLoaded(need);
-    if (!w) {
-      if (AnyWorkerCouldHold(need)) break;
-      ++i;
-      continue;
-    }
-    if (s.blocks.empty() && !blocks_.Allocate(need, &s.blocks)) break;
-    queue_.erase(queue_.begin() + ptrdiff_t(i));
-    s.state = SeqState::kRunning;
-    s.worker = w->id;
-    w->leased.push_back(s.id);
-    w->leased_blocks += need;
-  }
-
-  // 3. One step for every worker with sequences and no step in flight.
-  for (auto& [id, w] : workers_) {
-    if (w.in_flight || w.leased.empty()) continue;
-    out.steps.push_back(BuildStep(w));
+    if (preempted.empty()) break;
+    for (auto it = preempted.rbegin(); it != preempted.rend(); ++it) queue_.push_front(*it);
   }
   return out;
 }
@@ -513,6 +722,7 @@ std::vector<Event> Scheduler::OnStepResult(const std::string& worker_id, uint64_
       continue;
     }
     s.committed += e.n_fed;
+    PublishCommitted(s);
     if (!e.samples) {
       if (s.paused) Park(s);
       continue;
@@ -549,6 +759,8 @@ SequenceInfo Scheduler::Info(const Sequence& s) const {
   i.generated = int32_t(s.generated.size());
   i.committed_len = s.committed;
   i.blocks = int32_t(s.blocks.size());
+  i.cached_tokens = s.cached_tokens;
+  i.preemptions = s.preemptions;
   i.in_flight = s.in_flight && s.held.empty();
   i.cancel_pending = s.cancelled;
   i.paused = s.paused;
@@ -563,7 +775,10 @@ SchedulerStats Scheduler::Stats() const {
   SchedulerStats st = counters_;
   st.queue_depth = int32_t(queue_.size());
   for (const auto& [key, ids] : held_) st.held += int32_t(ids.size());
-  for (const auto& [id, s] : seqs_) st.paused += s.state == SeqState::kPaused ? 1 : 0;
+  for (const auto& [id, s] : seqs_) {
+    st.paused += s.state == SeqState::kPaused ? 1 : 0;
+    st.waiting_for_kv += s.state == SeqState::kQueued && s.waiting_for_kv ? 1 : 0;
+  }
   st.running = int32_t(seqs_.size() - queue_.size()) - st.held - st.paused;
   st.live_workers = int32_t(workers_.size());
   st.draining_workers = 0;
@@ -572,9 +787,11 @@ SchedulerStats Scheduler::Stats() const {
     st.draining_workers += w.draining ? 1 : 0;
     st.steps_in_flight += w.in_flight ? 1 : 0;
   }
-  st.blocks_total = blocks_.total();
-  st.blocks_used = blocks_.used_count();
-  st.blocks_free = blocks_.free_count();
+  st.blocks_total = pool_.total();
+  st.blocks_used = pool_.referenced();
+  st.blocks_free = pool_.available();
+  st.blocks_cached = pool_.cached();
+  st.cache_evictions = pool_.evictions();
   return st;
 }
 
@@ -586,7 +803,7 @@ std::vector<WorkerInfo> Scheduler::Workers() const {
     i.max_seqs = w.max_seqs;
     i.max_step_tokens = w.max_step_tokens;
     i.max_step_kv_blocks = w.max_step_kv_blocks;
-    i.leased_blocks = w.leased_blocks;
+    i.leased_blocks = LeasedBlocks(w);
     i.draining = w.draining;
     i.drained = w.draining && w.leased.empty() && !w.in_flight;
     i.step_in_flight = w.in_flight ? w.in_flight->step_id : 0;

@@ -21,10 +21,24 @@
 //    in-flight step. Only OnStepResult advances it: the committed length grows
 //    by the tokens the step fed; a sampled token is committed (and emitted
 //    exactly once) only when the step completed the prompt or was a decode.
-//  - KV blocks for prompt + max_tokens positions are reserved when a sequence
-//    leaves the queue, and freed when it finishes; a sequence never finishes
-//    while a step that references its blocks is in flight, so a block is
-//    reused only after no in-flight step references it.
+//  - KV blocks are taken as a sequence grows (docs/scheduler.md, "KV on
+//    demand"): a step's positions have blocks before it is planned, and a
+//    sequence's blocks are released when it finishes; a sequence never
+//    finishes while a step that references its blocks is in flight, so a
+//    block is reused only after no in-flight step references it.
+//  - Every block grant keeps the pool SAFE: there is an order in which every
+//    sequence holding blocks can grow to prompt + max_tokens, each using the
+//    blocks left free plus those released by the ones before it. A sequence
+//    that cannot grow safely (or past its worker's step KV limit) is
+//    preempted: it leaves its worker for the queue's front, keeping its
+//    blocks and committed rows, and resumes when it can. So the pool never
+//    deadlocks, and nothing is recomputed.
+//  - Prefix cache (daemon/kv_pool.h): full blocks whose rows are committed
+//    are published under the hash of their tokens and every token before;
+//    a starting sequence takes the published blocks its prompt begins with
+//    (all but its last prompt token's block) and prefills only the rest.
+//    Steps write only positions at or past a sequence's committed length, so
+//    no step ever writes a shared block.
 //  - A result for a step that is not the worker's current in-flight step
 //    (stale, or from a worker declared gone) changes nothing.
 #pragma once
@@ -42,7 +56,7 @@
 #include "common/finish_reason.h"
 #include "common/model_config.h"
 #include "common/step.h"
-#include "daemon/block_allocator.h"
+#include "daemon/kv_pool.h"
 
 namespace paged {
 
@@ -59,6 +73,11 @@ struct SchedulerConfig {
   int32_t max_queue = 256;         // waiting requests; Admit beyond it is RESOURCE_EXHAUSTED
   int32_t prefill_chunk = 256;     // prompt tokens of one sequence in one step
   int32_t finished_history = 256;  // finished sequences kept for introspection
+  bool prefix_cache = true;        // share committed prompt blocks between sequences
+  // A queued request that cannot start (KV blocks or its worker's step KV
+  // limit) lets at most this many later requests start before it; then the
+  // requests behind it wait for it.
+  int32_t max_overtake = 32;
 };
 
 // Fills max_context, vocab and eos ids from the model; the rest keeps its
@@ -114,9 +133,10 @@ struct ScheduleResult {
 // max_seqs and max_step_tokens: 0 = the config's value, else the smaller of
 // the two; tokens per step must cover sequences per step (every leased
 // decoding sequence gets its token each step). max_step_kv_blocks: KV blocks
-// one step may reference (0: no limit); the scheduler keeps the RESERVED
-// blocks of a worker's leased sequences within it, so every step it plans fits
-// however far those sequences grow.
+// one step may reference (0: no limit); every step the scheduler plans fits
+// it (a sequence that would grow past it waits in the queue for room), and a
+// request whose whole length exceeds every worker's limit waits for a worker
+// that can hold it.
 struct WorkerLimits {
   int32_t max_seqs = 0;
   int32_t max_step_tokens = 0;
@@ -139,7 +159,9 @@ struct SequenceInfo {
   int32_t max_tokens = 0;
   int32_t generated = 0;        // committed tokens
   int32_t committed_len = 0;    // KV rows written and committed
-  int32_t blocks = 0;           // reserved KV blocks (0 while first queued)
+  int32_t blocks = 0;           // KV blocks held (0 while first queued)
+  int32_t cached_tokens = 0;    // prompt tokens taken from the prefix cache
+  int32_t preemptions = 0;      // times it left its worker to wait for KV blocks
   bool in_flight = false;       // part of a step in flight
   bool cancel_pending = false;  // cancelled while in flight
   bool paused = false;          // SetPaused(true): parked once no step holds it
@@ -155,7 +177,7 @@ struct WorkerInfo {
   int32_t max_seqs = 0;  // effective limits
   int32_t max_step_tokens = 0;
   int32_t max_step_kv_blocks = 0;  // 0: no limit
-  int32_t leased_blocks = 0;       // reserved blocks of its leased sequences
+  int32_t leased_blocks = 0;       // blocks held by its leased sequences
   bool draining = false;
   bool drained = false;         // draining and empty
   uint64_t step_in_flight = 0;  // 0: none
@@ -173,16 +195,22 @@ struct SchedulerStats {
   int32_t draining_workers = 0;
   int32_t steps_in_flight = 0;
   int32_t blocks_total = 0;
-  int32_t blocks_used = 0;
-  int32_t blocks_free = 0;
+  int32_t blocks_used = 0;     // referenced by live sequences
+  int32_t blocks_free = 0;     // free or cached and unreferenced (evictable)
+  int32_t blocks_cached = 0;   // published in the prefix cache (referenced or not)
+  int32_t waiting_for_kv = 0;  // preempted: queued, holding blocks, waiting to grow
   int64_t admitted = 0;
   int64_t rejected = 0;  // Admit errors of any kind
   int64_t finished = 0;
   int64_t requeued = 0;  // sequences put back by WorkerGone / a failed worker
   int64_t steps_planned = 0;
   int64_t steps_completed = 0;
-  int64_t steps_discarded = 0;   // in flight when their worker went away
-  int64_t tokens_committed = 0;  // generated tokens emitted
+  int64_t steps_discarded = 0;       // in flight when their worker went away
+  int64_t tokens_committed = 0;      // generated tokens emitted
+  int64_t prompt_tokens = 0;         // prompt tokens of sequences that started
+  int64_t cached_prompt_tokens = 0;  // of those, taken from the prefix cache
+  int64_t preemptions = 0;           // sequences that left a worker to wait for KV blocks
+  int64_t cache_evictions = 0;       // cached blocks taken back for new rows
 };
 
 class Scheduler {
@@ -240,10 +268,13 @@ class Scheduler {
   absl::StatusOr<std::vector<Event>> Drain(const std::string& worker_id);
 
   // Drops cancelled and expired sequences that no step holds, routes queued
-  // sequences to workers (FIFO; the head waits while KV blocks or seats are
-  // short; a sequence too big for every live worker's max_step_kv_blocks is
-  // passed over until such a worker joins) and plans the next step of every
-  // live worker with none in flight.
+  // sequences to workers and plans the next step of every live worker with
+  // none in flight. Routing: queue order; preempted sequences (holding
+  // blocks) resume whenever they can; a new request that cannot start (KV
+  // blocks, or its worker's step KV limit) is overtaken by at most
+  // max_overtake later ones; all wait while no worker has a seat; a request
+  // too big for every live worker's max_step_kv_blocks is passed over until
+  // such a worker joins.
   ScheduleResult Schedule(TimeUs now);
 
   // The worker's answer to its in-flight step: one sampled token per
@@ -276,8 +307,14 @@ class Scheduler {
     SeqState state = SeqState::kQueued;
     std::vector<int32_t> generated;  // committed tokens
     int32_t committed = 0;           // KV rows committed (positions [0, committed))
-    std::vector<int32_t> blocks;     // reserved, empty until it first leaves the queue
-    std::string worker;              // running: the lease
+    std::vector<int32_t> blocks;     // held, empty until it first leaves the queue
+    std::vector<PrefixKey> chain;    // prefix keys of its full blocks (as far as computed)
+    size_t published = 0;            // blocks [0, published) are published or shared
+    int32_t cached_tokens = 0;       // prompt rows it took from the prefix cache
+    int32_t preemptions = 0;
+    bool waiting_for_kv = false;  // preempted, in the queue with its blocks
+    int32_t overtaken = 0;        // later requests that started while it could not
+    std::string worker;           // running: the lease
     bool in_flight = false;
     bool cancelled = false;
     bool paused = false;  // SetPaused: parked (kPaused) once no step holds it
@@ -299,7 +336,6 @@ class Scheduler {
     int32_t max_seqs = 0;
     int32_t max_step_tokens = 0;
     int32_t max_step_kv_blocks = 0;  // 0: no limit
-    int32_t leased_blocks = 0;       // sum of BlocksFor() over leased
     bool draining = false;
     bool drained_reported = false;
     std::vector<int64_t> leased;  // lease order
@@ -311,6 +347,35 @@ class Scheduler {
   explicit Scheduler(const SchedulerConfig& config);
 
   int32_t BlocksFor(const Request& r) const;
+  // Blocks a step of `n` tokens from `start` needs.
+  int32_t StepBlocks(int32_t start, int32_t n) const;
+  // Tokens of the sequence's next step if it starts at `start`, unlimited by a budget.
+  int32_t NextChunk(const Sequence& s, int32_t start) const;
+  // Whether the pool stays safe (see the invariants) if `extra` more blocks
+  // go to sequence `seq_id`.
+  bool SafeAfter(int64_t seq_id, int32_t extra) const;
+  // Grows the sequence's blocks to `n`, keeping the pool safe; false if it cannot.
+  bool Grow(Sequence& s, int32_t n);
+  // A queued sequence takes its first blocks (the cached prefix, then what its
+  // first step needs) and its seat on `w`; false (nothing taken) if the pool
+  // cannot safely give them.
+  bool Start(Sequence& s, Worker& w, int32_t step_blocks);
+  // The blocks a sequence will probably reach: prompt + the 90th percentile
+  // of the last 64 reply lengths (all of prompt + max_tokens until 8 have
+  // finished), at least one more than it holds, at most its whole length.
+  int32_t ExpectedBlocks(const Sequence& s) const;
+  // Whether the live sequences and `fresh` are expected to fit the pool
+  // together: a new request starts only then, so that the pool is not filled
+  // with sequences that must then wait for each other.
+  bool ExpectedToFit(const Sequence& fresh) const;
+  // Records a finished sequence's reply length for ExpectedBlocks.
+  void NoteReply(int32_t tokens);
+  // Publishes the sequence's full committed blocks in the prefix cache.
+  void PublishCommitted(Sequence& s);
+  // Blocks held by the worker's leased sequences.
+  int32_t LeasedBlocks(const Worker& w) const;
+  // Routes queued sequences to workers (Schedule's step 2).
+  void Route();
   absl::Status Validate(const Request& r, TimeUs now) const;
   // Ends a sequence that no in-flight step holds: releases its lease or queue
   // slot, frees its blocks, emits kFinished, moves it to the history.
@@ -319,22 +384,27 @@ class Scheduler {
   // `hold_key` when set), re-queues or finishes its other sequences.
   void RemoveWorker(const std::string& worker_id, const std::string& hold_key,
                     std::vector<Event>* events);
-  // The least loaded live, non-draining worker with a seat and KV room for
-  // a sequence of `blocks` reserved blocks (ties: the lowest id); null if none.
-  Worker* LeastLoaded(int32_t blocks);
+  // The least loaded live, non-draining worker with a seat, step KV room for
+  // `blocks` more blocks now and a limit that holds `whole` (the sequence at
+  // its full length; ties: the lowest id); null if none.
+  Worker* LeastLoaded(int32_t blocks, int32_t whole);
   // Takes a running sequence off its worker's leases.
   void Unlease(Sequence& s);
   // A paused sequence that no step holds leaves its seat or the queue.
   void Park(Sequence& s);
+  // Whether some live, non-draining worker has a free seat.
+  bool AnySeat() const;
   // Whether some live, non-draining worker could hold it when empty.
   bool AnyWorkerCouldHold(int32_t blocks) const;
-  StepPlan BuildStep(Worker& w);
+  // The worker's next step; preempts (to *preempted) leased sequences that
+  // cannot grow. Empty when none of its sequences can run.
+  std::optional<StepPlan> BuildStep(Worker& w, std::vector<int64_t>* preempted);
   void CollectDrained(std::vector<Event>* events);
   FinishReason StopReason(const Sequence& s, int32_t token) const;
   SequenceInfo Info(const Sequence& s) const;
 
   SchedulerConfig config_;
-  BlockAllocator blocks_;
+  KvPool pool_;
   std::map<int64_t, Sequence> seqs_;                  // live: queued and running
   std::deque<int64_t> queue_;                         // waiting, front first
   std::map<std::string, Worker> workers_;             // live workers, by id
@@ -342,7 +412,9 @@ class Scheduler {
   std::map<std::string, std::vector<int64_t>> held_;  // hold key -> sequences, lease order
   int64_t next_seq_id_ = 1;
   uint64_t next_step_id_ = 1;
-  SchedulerStats counters_;  // the cumulative counters only
+  std::deque<int32_t> recent_replies_;  // generated tokens of the last finished sequences
+  double reply_p90_ = -1;               // their 90th percentile; -1: too few yet
+  SchedulerStats counters_;             // the cumulative counters only
 };
 
 }  // namespace paged
