@@ -738,6 +738,12 @@ v1::StatusResponse Coordinator::Status() {
   r.set_running_sequences(st.running);
   r.set_kv_blocks_total(uint64_t(st.blocks_total));
   r.set_kv_blocks_used(uint64_t(st.blocks_used));
+  r.set_kv_blocks_cached(uint64_t(st.blocks_cached));
+  r.set_waiting_for_kv(st.waiting_for_kv);
+  r.set_kv_preemptions(st.preemptions);
+  r.set_prompt_tokens(st.prompt_tokens);
+  r.set_cached_prompt_tokens(st.cached_prompt_tokens);
+  r.set_kv_cache_evictions(st.cache_evictions);
   const TimeUs now = Now();
   if (options_.store_probe) r.set_store_state(store_.state);
   r.set_store_alive(store_.alive);

@@ -32,6 +32,11 @@ ABSL_FLAG(int, max_queue, 256, "waiting requests; more are RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_step_tokens, 512, "tokens of one step (all its sequences)");
 ABSL_FLAG(int, max_seqs_per_step, 32, "sequences of one step (leased to one worker)");
 ABSL_FLAG(int, prefill_chunk, 256, "prompt tokens of one sequence in one step");
+ABSL_FLAG(bool, prefix_cache, true,
+          "share the KV rows of committed prompt prefixes between requests (docs/scheduler.md)");
+ABSL_FLAG(int, max_overtake, 32,
+          "later requests that may start while one that cannot (KV blocks) waits; then it goes "
+          "first");
 ABSL_FLAG(int, max_threads, 512, "gRPC server threads");
 ABSL_FLAG(int, max_stream_backlog, 256,
           "tokens a client may leave unread before its sequence is paused");
@@ -84,6 +89,8 @@ int main(int argc, char** argv) {
   o.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
   o.max_seqs_per_step = absl::GetFlag(FLAGS_max_seqs_per_step);
   o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  o.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
+  o.max_overtake = absl::GetFlag(FLAGS_max_overtake);
   o.max_threads = absl::GetFlag(FLAGS_max_threads);
   o.max_stream_backlog = absl::GetFlag(FLAGS_max_stream_backlog);
   o.stalled_stream_timeout_s = absl::GetFlag(FLAGS_stalled_stream_timeout);

@@ -37,6 +37,13 @@ namespace paged::metrics {
 class Counter {
  public:
   void Inc(double v = 1) { value_.fetch_add(v, std::memory_order_relaxed); }
+  // Mirrors a monotonic total kept elsewhere (read at each scrape): the
+  // counter takes it unless it would go down.
+  void SetTotal(double total) {
+    double v = value_.load(std::memory_order_relaxed);
+    while (total > v && !value_.compare_exchange_weak(v, total, std::memory_order_relaxed)) {
+    }
+  }
   double value() const { return value_.load(std::memory_order_relaxed); }
 
  private:

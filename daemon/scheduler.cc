@@ -155,8 +155,9 @@ void Scheduler::Finish(Sequence& s, FinishReason reason, std::vector<Event>* eve
     Unlease(s);
   }
   if (!s.blocks.empty()) pool_.Release(&s.blocks);
-  if (reason != FinishReason::kCancelled && reason != FinishReason::kDeadline)
-    NoteReply(int32_t(s.generated.size()));
+  // Every ending counts: a reply a client cancels or a deadline cuts holds
+  // its blocks for just as long.
+  NoteReply(int32_t(s.generated.size()));
   Event e;
   e.kind = EventKind::kFinished;
   e.seq_id = s.id;

@@ -62,6 +62,8 @@ absl::StatusOr<CoordinatorOptions> CoordinatorOptionsFromSegment(
   if (o.max_step_tokens != 0) s.max_step_tokens = o.max_step_tokens;
   if (o.max_seqs_per_step != 0) s.max_seqs_per_step = o.max_seqs_per_step;
   if (o.prefill_chunk != 0) s.prefill_chunk = o.prefill_chunk;
+  s.prefix_cache = o.prefix_cache;
+  if (o.max_overtake >= 0) s.max_overtake = o.max_overtake;
   if (absl::Status st = ValidateSchedulerConfig(s); !st.ok()) return st;
   c.chat_format = o.chat_format;
 
@@ -262,10 +264,11 @@ int RunCoordinator(const ServeOptions& o) {
     return 1;
   }
   std::printf(
-      "paged: %s; KV pool %d blocks of %d tokens; queue %d, step %d tokens / %d seqs, prefill "
-      "chunk %d\n",
-      (*coord)->options().model_name.c_str(), sc.total_blocks, sc.block_tokens, sc.max_queue,
-      sc.max_step_tokens, sc.max_seqs_per_step, sc.prefill_chunk);
+      "paged: %s; KV pool %d blocks of %d tokens (prefix cache %s); queue %d, step %d tokens / "
+      "%d seqs, prefill chunk %d\n",
+      (*coord)->options().model_name.c_str(), sc.total_blocks, sc.block_tokens,
+      sc.prefix_cache ? "on" : "off", sc.max_queue, sc.max_step_tokens, sc.max_seqs_per_step,
+      sc.prefill_chunk);
   if (const ChatTemplate* t = (*coord)->chat_template(); t != nullptr)
     std::printf("paged: chat prompts in the %s format\n", std::string(t->name()).c_str());
   std::printf("paged: listening on %s%s%s\n", (*server)->address().c_str(),

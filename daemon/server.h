@@ -44,6 +44,8 @@ struct ServeOptions {
   int32_t max_step_tokens = 0;
   int32_t max_seqs_per_step = 0;
   int32_t prefill_chunk = 0;
+  bool prefix_cache = true;
+  int32_t max_overtake = -1;  // -1: the default
   // --chat-template NAME: the chat format instead of the checkpoint's
   // template ("" keeps the checkpoint's).
   std::string chat_format;

@@ -105,7 +105,26 @@ ServingMetrics::ServingMetrics()
           registry_.AddGauge("paged_running_sequences", "Sequences leased to a worker (running).")),
       kv_blocks_used(
           registry_.AddGauge("paged_kv_blocks_used", "KV pool blocks held by sequences.")),
-      kv_blocks_free(registry_.AddGauge("paged_kv_blocks_free", "KV pool blocks free.")),
+      kv_blocks_free(registry_.AddGauge(
+          "paged_kv_blocks_free", "KV pool blocks free or cached and unreferenced (evictable).")),
+      kv_blocks_cached(
+          registry_.AddGauge("paged_kv_blocks_cached",
+                             "KV blocks published in the prefix cache (referenced or not).")),
+      waiting_for_kv(
+          registry_.AddGauge("paged_sequences_waiting_for_kv",
+                             "Sequences preempted to wait for KV blocks (they keep their rows).")),
+      kv_preemptions(registry_.AddCounter(
+          "paged_kv_preemptions_total",
+          "Times a sequence left its worker to wait for KV blocks (nothing is recomputed).")),
+      prefix_cache_lookup_tokens(registry_.AddCounter(
+          "paged_prefix_cache_lookup_tokens_total",
+          "Prompt tokens of the sequences that started (looked up in the prefix cache).")),
+      prefix_cache_hit_tokens(registry_.AddCounter(
+          "paged_prefix_cache_hit_tokens_total",
+          "Prompt tokens whose KV rows came from the prefix cache (hit rate: this over "
+          "paged_prefix_cache_lookup_tokens_total).")),
+      kv_cache_evictions(registry_.AddCounter("paged_kv_cache_evictions_total",
+                                              "Cached KV blocks taken back for new rows.")),
       workers_attached(
           registry_.AddGauge("paged_workers_attached", "Workers attached (ATTACHED or DRAINING).")),
       worker_steps_(registry_.AddCounterFamily("paged_worker_steps_total",

@@ -103,6 +103,13 @@ class ServingMetrics {
   metrics::Gauge& running_sequences;
   metrics::Gauge& kv_blocks_used;
   metrics::Gauge& kv_blocks_free;
+  metrics::Gauge& kv_blocks_cached;
+  metrics::Gauge& waiting_for_kv;
+  // Totals the scheduler keeps, mirrored at each scrape (Counter::SetTotal).
+  metrics::Counter& kv_preemptions;
+  metrics::Counter& prefix_cache_lookup_tokens;
+  metrics::Counter& prefix_cache_hit_tokens;
+  metrics::Counter& kv_cache_evictions;
   metrics::Gauge& workers_attached;
 
  private:

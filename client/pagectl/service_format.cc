@@ -70,7 +70,16 @@ std::string FormatStatus(const v1::StatusResponse& s, bool color) {
                      FormatRate(s.bytes_paged_per_s()), " paged")}},
       {{"KV blocks"},
        {absl::StrCat(s.kv_blocks_used(), " / ", s.kv_blocks_total(), " used",
-                     absl::StrFormat(" (%.1f%%)", used_pct))}},
+                     absl::StrFormat(" (%.1f%%)", used_pct), ", ", s.kv_blocks_cached(), " cached",
+                     s.waiting_for_kv() > 0
+                         ? absl::StrCat(", ", s.waiting_for_kv(), " sequences waiting for blocks")
+                         : "")}},
+      {{"prefix cache"},
+       {s.prompt_tokens() > 0
+            ? absl::StrFormat("%.1f%% of prompt tokens from the cache (%d of %d), %d evictions",
+                              100.0 * double(s.cached_prompt_tokens()) / double(s.prompt_tokens()),
+                              s.cached_prompt_tokens(), s.prompt_tokens(), s.kv_cache_evictions())
+            : std::string("no prompts yet")}},
       {{"workers"}, {absl::StrCat(attached, " attached of ", s.workers_size())}},
   };
   summary[1][1].text =

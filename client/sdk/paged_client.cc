@@ -359,6 +359,12 @@ ServerStatus FromWire(const v1::StatusResponse& s) {
   out.bytes_paged_per_s = s.bytes_paged_per_s();
   out.kv_blocks_total = s.kv_blocks_total();
   out.kv_blocks_used = s.kv_blocks_used();
+  out.kv_blocks_cached = s.kv_blocks_cached();
+  out.waiting_for_kv = s.waiting_for_kv();
+  out.kv_preemptions = s.kv_preemptions();
+  out.prompt_tokens = s.prompt_tokens();
+  out.cached_prompt_tokens = s.cached_prompt_tokens();
+  out.kv_cache_evictions = s.kv_cache_evictions();
   out.ready = s.ready();
   out.not_ready_reason = s.not_ready_reason();
   out.store_pid = s.store_pid();

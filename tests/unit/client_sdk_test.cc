@@ -580,7 +580,7 @@ TEST(ClientTest, SupervisionConvertsToAndFromTheWire) {
 // to admin.proto must be added to paged/client.h and to wire::FromWire / ToWire.
 TEST(ClientTest, TheStructsHaveEveryFieldOfTheAdminMessages) {
   const std::vector<std::pair<const google::protobuf::Descriptor*, int>> mirrored = {
-      {v1::StatusResponse::descriptor(), 16},   {v1::WorkerInfo::descriptor(), 7},
+      {v1::StatusResponse::descriptor(), 22},   {v1::WorkerInfo::descriptor(), 7},
       {v1::MemoryPlan::descriptor(), 9},        {v1::WorkerCounters::descriptor(), 5},
       {v1::SupervisedProcess::descriptor(), 7}, {v1::ReportSupervisionRequest::descriptor(), 2},
       {v1::SequenceInfo::descriptor(), 6},      {v1::ModelInfo::descriptor(), 8},

@@ -195,6 +195,12 @@ class ServiceStatus:
     bytes_paged_per_s: float
     kv_blocks_total: int
     kv_blocks_used: int
+    kv_blocks_cached: int  # published in the prefix cache
+    waiting_for_kv: int  # preempted sequences waiting for blocks
+    kv_preemptions: int
+    prompt_tokens: int  # of the sequences that started
+    cached_prompt_tokens: int  # of those, taken from the prefix cache
+    kv_cache_evictions: int
     ready: bool
     not_ready_reason: str
     store_pid: int
@@ -211,6 +217,10 @@ class ServiceStatus:
             queue_depth=r.queue_depth, running_sequences=r.running_sequences,
             tokens_per_s=r.tokens_per_s, bytes_paged_per_s=r.bytes_paged_per_s,
             kv_blocks_total=r.kv_blocks_total, kv_blocks_used=r.kv_blocks_used,
+            kv_blocks_cached=r.kv_blocks_cached, waiting_for_kv=r.waiting_for_kv,
+            kv_preemptions=r.kv_preemptions, prompt_tokens=r.prompt_tokens,
+            cached_prompt_tokens=r.cached_prompt_tokens,
+            kv_cache_evictions=r.kv_cache_evictions,
             ready=r.ready, not_ready_reason=r.not_ready_reason,
             store_pid=r.store_pid, store_alive=r.store_alive,
             supervised=[SupervisedProcess.from_proto(p) for p in r.supervised],

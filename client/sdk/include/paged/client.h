@@ -196,6 +196,13 @@ struct ServerStatus {
   double bytes_paged_per_s = 0;
   uint64_t kv_blocks_total = 0;
   uint64_t kv_blocks_used = 0;
+  // The KV pool on demand and its prefix cache.
+  uint64_t kv_blocks_cached = 0;     // published in the prefix cache
+  int waiting_for_kv = 0;            // preempted sequences waiting for blocks
+  int64_t kv_preemptions = 0;        // times a sequence waited for blocks
+  int64_t prompt_tokens = 0;         // prompt tokens of the sequences that started
+  int64_t cached_prompt_tokens = 0;  // of those, taken from the prefix cache
+  int64_t kv_cache_evictions = 0;    // cached blocks taken back for new rows
   // The store's segment is READY and its process lives, and at least one
   // worker is ATTACHED; not_ready_reason says why not.
   bool ready = false;
