@@ -1,11 +1,19 @@
 #include "daemon/chat_template.h"
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "daemon/jinja/template.h"
+#include "tokenizer/tokenizer.h"
 
 namespace paged {
 namespace {
 
 constexpr size_t kMaxQuotedSource = 120;  // bytes of an unsupported template quoted in errors
+// The content of the one-message conversation a template must render (and
+// write) to be executed.
+constexpr std::string_view kProbeContent = "paged chat template probe 7f3a";
 
 bool Contains(std::string_view s, std::string_view part) {
   return s.find(part) != std::string_view::npos;
@@ -116,31 +124,87 @@ absl::Status NoChatTemplateError() {
       std::string(kChatFormatNames) + ")");
 }
 
-absl::StatusOr<ChatTemplate> ResolveChatTemplate(std::string_view source, std::string_view name) {
+absl::StatusOr<ChatTemplate> ResolveChatTemplate(std::string_view source, std::string_view name,
+                                                 const ChatTemplateOptions& options) {
   if (!name.empty()) return ChatTemplate::FromName(name);
   if (source.empty()) return NoChatTemplateError();
-  return ChatTemplate::FromSource(source);
+  return ChatTemplate::FromSource(source, options);
 }
 
-absl::StatusOr<ChatTemplate> ChatTemplate::FromSource(std::string_view jinja) {
+ChatTemplateOptions ChatTemplateOptionsFor(const Tokenizer* tokenizer) {
+  ChatTemplateOptions o;
+  if (tokenizer == nullptr) return o;
+  if (tokenizer->bos_id() >= 0) o.bos_token = tokenizer->IdToPiece(tokenizer->bos_id());
+  if (tokenizer->eos_id() >= 0) o.eos_token = tokenizer->IdToPiece(tokenizer->eos_id());
+  return o;
+}
+
+namespace {
+
+// The format a template's markers name, if any.
+std::optional<ChatFormat> Recognise(std::string_view jinja) {
+  if (Contains(jinja, "<|im_start|>")) return ChatFormat::kChatML;
+  if (Contains(jinja, "<|start_header_id|>")) return ChatFormat::kLlama3;
+  if (Contains(jinja, "<start_of_turn>")) return ChatFormat::kGemma;
+  if (Contains(jinja, "[INST]")) {
+    return Contains(jinja, "<<SYS>>") ? ChatFormat::kLlama2 : ChatFormat::kMistral;
+  }
+  return std::nullopt;
+}
+
+// The end of an assistant turn of an executed template whose markers name no
+// format.
+std::vector<std::string> JinjaStops(std::string_view jinja, const std::string& eos) {
+  if (Contains(jinja, "<|channel|>") && Contains(jinja, "<|return|>")) {
+    return {"<|return|>", "<|call|>"};  // gpt-oss (harmony): the final answer, a tool call
+  }
+  if (Contains(jinja, "<|assistant|>") && Contains(jinja, "<|end|>")) return {"<|end|>"};  // Phi-3
+  if (!eos.empty()) return {eos};
+  return {};
+}
+
+}  // namespace
+
+absl::StatusOr<ChatTemplate> ChatTemplate::FromSource(std::string_view jinja,
+                                                      const ChatTemplateOptions& options) {
   if (Trim(jinja).empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("unsupported chat template: the template is empty; supported: ",
                      std::string(kChatFormatNames)));
   }
-  if (Contains(jinja, "<|im_start|>")) {
-    ChatTemplate t(ChatFormat::kChatML);
-    t.default_system_ = ChatMLDefaultSystem(jinja);
+  const std::optional<ChatFormat> markers = Recognise(jinja);
+  auto with_markers = [&](ChatFormat f) {
+    ChatTemplate t(f);
+    if (f == ChatFormat::kChatML) t.default_system_ = ChatMLDefaultSystem(jinja);
+    if (f == ChatFormat::kLlama3) t.llama31_preamble_ = Contains(jinja, "Cutting Knowledge Date");
     return t;
+  };
+  std::string why;
+  absl::StatusOr<jinja::Template> engine = jinja::Template::Parse(jinja);
+  if (engine.ok()) {
+    ChatTemplate t = with_markers(markers.value_or(ChatFormat::kJinja));
+    t.engine_ = std::make_shared<const jinja::Template>(*std::move(engine));
+    t.options_ = options;
+    if (!markers) t.stops_ = JinjaStops(jinja, options.eos_token);
+    // A user message; else (a template that wants one) a system message first.
+    const ChatTurn user[] = {{"user", std::string(kProbeContent)}};
+    const ChatTurn system_user[] = {{"system", "s"}, {"user", std::string(kProbeContent)}};
+    absl::StatusOr<std::string> text = t.RenderJinja(user, true);
+    if (text.ok() && Contains(*text, kProbeContent)) return t;
+    absl::StatusOr<std::string> second = t.RenderJinja(system_user, true);
+    if (second.ok() && Contains(*second, kProbeContent)) return t;
+    why = text.ok() ? "it does not write the content of a one-message conversation"
+                    : absl::StrCat("a one-message conversation fails: ", text.status().message());
+  } else {
+    why = std::string(engine.status().message());
   }
-  if (Contains(jinja, "<|start_header_id|>")) {
-    ChatTemplate t(ChatFormat::kLlama3);
-    t.llama31_preamble_ = Contains(jinja, "Cutting Knowledge Date");
+  if (markers) {
+    ChatTemplate t = with_markers(*markers);
+    t.fallback_reason_ = why;
+    Log(LogLevel::kWarning, "chat",
+        "the checkpoint's chat template does not run (%s); rendering the %s format instead",
+        why.c_str(), std::string(t.name()).c_str());
     return t;
-  }
-  if (Contains(jinja, "<start_of_turn>")) return ChatTemplate(ChatFormat::kGemma);
-  if (Contains(jinja, "[INST]")) {
-    return ChatTemplate(Contains(jinja, "<<SYS>>") ? ChatFormat::kLlama2 : ChatFormat::kMistral);
   }
   std::string quoted(jinja.substr(0, kMaxQuotedSource));
   for (char& c : quoted) {
@@ -148,8 +212,9 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromSource(std::string_view jinja) {
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unsupported chat template: \"", quoted, jinja.size() > kMaxQuotedSource ? "...\"" : "\"",
-      " (none of the markers <|im_start|>, <|start_header_id|>, [INST], <start_of_turn>); "
-      "supported: ",
+      " (it does not run: ", why,
+      "; and none of the markers <|im_start|>, <|start_header_id|>, [INST], <start_of_turn> "
+      "names a format); supported: ",
       std::string(kChatFormatNames), "; name one with --chat-template"));
 }
 
@@ -175,8 +240,25 @@ std::string_view ChatTemplate::name() const {
       return "mistral";
     case ChatFormat::kGemma:
       return "gemma";
+    case ChatFormat::kJinja:
+      return "jinja";
   }
   return "?";
+}
+
+std::string ChatTemplate::Describe() const {
+  if (executed()) {
+    if (format_ == ChatFormat::kJinja) {
+      return "the checkpoint's own format (its chat template, executed)";
+    }
+    return absl::StrCat("the checkpoint's own format (its chat template, executed; ",
+                        std::string(name()), " markers)");
+  }
+  if (!fallback_reason_.empty()) {
+    return absl::StrCat("the ", std::string(name()),
+                        " format (the checkpoint's template does not run: ", fallback_reason_, ")");
+  }
+  return absl::StrCat("the ", std::string(name()), " format");
 }
 
 std::vector<std::string> ChatTemplate::end_of_turn() const {
@@ -190,6 +272,8 @@ std::vector<std::string> ChatTemplate::end_of_turn() const {
     case ChatFormat::kLlama2:
     case ChatFormat::kMistral:
       return {"</s>"};
+    case ChatFormat::kJinja:
+      return stops_;
   }
   return {};
 }
@@ -197,6 +281,7 @@ std::vector<std::string> ChatTemplate::end_of_turn() const {
 absl::StatusOr<std::string> ChatTemplate::Render(std::span<const ChatTurn> turns,
                                                  bool add_generation_prompt) const {
   if (absl::Status s = CheckRoles(turns, name()); !s.ok()) return s;
+  if (executed()) return RenderJinja(turns, add_generation_prompt);
   switch (format_) {
     case ChatFormat::kChatML:
       return RenderChatML(turns, add_generation_prompt);
@@ -208,8 +293,38 @@ absl::StatusOr<std::string> ChatTemplate::Render(std::span<const ChatTurn> turns
       return RenderMistral(turns);
     case ChatFormat::kGemma:
       return RenderGemma(turns, add_generation_prompt);
+    case ChatFormat::kJinja:
+      break;
   }
-  return absl::InternalError("unknown chat format");
+  return absl::InternalError("a chat format without a rendering");
+}
+
+// What transformers' apply_chat_template passes: messages, tools and
+// documents (none), add_generation_prompt, and the tokenizer's special tokens.
+absl::StatusOr<std::string> ChatTemplate::RenderJinja(std::span<const ChatTurn> turns,
+                                                      bool gen) const {
+  jinja::Array messages;
+  messages.reserve(turns.size());
+  for (const ChatTurn& t : turns) {
+    jinja::Object m;
+    m.Set("role", jinja::Value(t.role));
+    m.Set("content", jinja::Value(t.content));
+    messages.push_back(jinja::Value::Dict(std::move(m)));
+  }
+  jinja::Object vars;
+  vars.Set("messages", jinja::Value::List(std::move(messages)));
+  vars.Set("tools", jinja::Value::None());
+  vars.Set("documents", jinja::Value::None());
+  vars.Set("add_generation_prompt", jinja::Value(gen));
+  if (!options_.bos_token.empty()) vars.Set("bos_token", jinja::Value(options_.bos_token));
+  if (!options_.eos_token.empty()) vars.Set("eos_token", jinja::Value(options_.eos_token));
+  jinja::RenderOptions ro;
+  ro.now = options_.now;
+  absl::StatusOr<std::string> text = engine_->Render(vars, ro);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("chat template: ", text.status().message()));
+  }
+  return text;
 }
 
 // {% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}

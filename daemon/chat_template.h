@@ -2,10 +2,22 @@
 // into the prompt text a chat model was trained on.
 //
 // Checkpoints ship their template as Jinja source (tokenizer_config.json
-// "chat_template", GGUF "tokenizer.chat_template"). We do not run Jinja: a
-// template is recognised by markers in its source and rendered by our own
-// code, one function per format, reproducing what the upstream template
-// renders for plain text messages (no tools, no images):
+// "chat_template", GGUF "tokenizer.chat_template"). FromSource runs that
+// template with paged's Jinja subset engine (daemon/jinja/template.h), as
+// transformers' apply_chat_template does: the variables are messages
+// ([{role, content}]), add_generation_prompt, bos_token and eos_token (the
+// tokenizer's, as text; left undefined when it has none), tools = none and
+// documents = none; strftime_now() reads the local clock. The published
+// templates of Llama 3.1 / 3.2 / 3.3, Qwen2.5, Qwen3, Mistral 7B v0.3 and
+// Nemo, Gemma 2 and 3, Phi-3.5 and gpt-oss render byte for byte as jinja2
+// set up as transformers does (tests/golden/chat_templates/). A template's
+// raise_exception() refuses the conversation with the template's message.
+//
+// A template the engine cannot run (it does not parse, uses a tag outside the
+// subset, or fails on or does not write the content of a plain conversation:
+// a user message, or a system and a user message) falls back to the format its markers name,
+// rendered by our own code, with a warning saying why; FromName picks one of those by name (the
+// operator's --chat-template):
 //
 //   chatml   "<|im_start|>"            Qwen2 / Qwen2.5, SmolLM, ...
 //            <|im_start|>ROLE\nCONTENT<|im_end|>\n per turn; the template's
@@ -30,9 +42,12 @@
 //
 // The rendered text holds special tokens as text ("<|im_start|>", "<s>");
 // tokenize it with Tokenizer::Encode(text, add_bos = false,
-// parse_special = true): every format that wants BOS writes it itself.
+// parse_special = true): every template that wants BOS writes it itself.
 #pragma once
 
+#include <ctime>
+#include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -43,7 +58,14 @@
 
 namespace paged {
 
-enum class ChatFormat { kChatML, kLlama2, kLlama3, kMistral, kGemma };
+namespace jinja {
+class Template;
+}
+class Tokenizer;
+
+// kJinja: a template the engine runs whose markers name none of the formats
+// (Phi-3, gpt-oss, ...); it has no hand-written rendering.
+enum class ChatFormat { kChatML, kLlama2, kLlama3, kMistral, kGemma, kJinja };
 
 struct ChatTurn {
   std::string role;  // "system", "user" or "assistant"
@@ -53,38 +75,72 @@ struct ChatTurn {
 // "chatml, llama2, llama3, mistral, gemma": the names FromName accepts.
 inline constexpr std::string_view kChatFormatNames = "chatml, llama2, llama3, mistral, gemma";
 
+// What a checkpoint's template is rendered with besides the conversation.
+struct ChatTemplateOptions {
+  std::string bos_token;  // the tokenizer's BOS as text; "": none (undefined in the template)
+  std::string eos_token;  // its EOS as text; "": none
+  // The local time strftime_now() formats; null: the system clock. Tests fix it.
+  std::function<std::tm()> now;
+};
+
+// bos_token and eos_token of `tokenizer` (its BOS and primary EOS pieces);
+// none for a null tokenizer.
+ChatTemplateOptions ChatTemplateOptionsFor(const Tokenizer* tokenizer);
+
 class ChatTemplate {
  public:
-  // Recognises the format of a Jinja template source. INVALID_ARGUMENT
-  // ("unsupported chat template: ...; supported: ...") for a source with
-  // none of the markers, or an empty one.
-  static absl::StatusOr<ChatTemplate> FromSource(std::string_view jinja);
-  // A format by name (the operator's --chat-template override), with no
-  // default system prompt. INVALID_ARGUMENT for an unknown name.
+  // The checkpoint's template, run by the Jinja engine; when the engine
+  // cannot run it, the format its markers name (a warning logged, the reason
+  // in fallback_reason()). INVALID_ARGUMENT ("unsupported chat template:
+  // ...; supported: ...") for an empty source, or one the engine cannot run
+  // and no marker names.
+  static absl::StatusOr<ChatTemplate> FromSource(std::string_view jinja,
+                                                 const ChatTemplateOptions& options = {});
+  // A format by name (the operator's --chat-template override), rendered by
+  // our own code with no default system prompt. INVALID_ARGUMENT for an
+  // unknown name.
   static absl::StatusOr<ChatTemplate> FromName(std::string_view name);
 
   // The prompt text of `turns`, ending with the assistant's turn opened when
-  // `add_generation_prompt` (llama2 and mistral open it with every user turn:
-  // the flag changes nothing there). INVALID_ARGUMENT for an empty
-  // conversation, an unknown role, or an order the format cannot express
-  // (llama2, mistral, gemma: user and assistant alternate, starting with
-  // user, after one optional leading system turn; gemma has no system turn).
+  // `add_generation_prompt`. INVALID_ARGUMENT for an empty conversation or a
+  // role other than system, user and assistant; for an executed template,
+  // whatever it raises ("chat template: line 14: Conversation roles must
+  // alternate user/assistant/user/assistant/..."); for a hand-written format,
+  // an order it cannot express (llama2, mistral, gemma: user and assistant
+  // alternate, starting with user, after one optional leading system turn;
+  // gemma has no system turn; llama2 and mistral open the assistant's turn
+  // with every user turn: the flag changes nothing there).
   absl::StatusOr<std::string> Render(std::span<const ChatTurn> turns,
                                      bool add_generation_prompt) const;
 
+  // True when the checkpoint's template itself renders (the engine runs it).
+  bool executed() const { return engine_ != nullptr; }
+  // Why the checkpoint's template is not executed ("" when it is, or for
+  // FromName).
+  const std::string& fallback_reason() const { return fallback_reason_; }
+  // The format the markers name (kJinja: none), or the one named.
   ChatFormat format() const { return format_; }
-  // "chatml", "llama2", "llama3", "mistral", "gemma".
+  // "chatml", "llama2", "llama3", "mistral", "gemma"; "jinja" for a template
+  // that is executed and names none of them.
   std::string_view name() const;
-  // The system prompt used when a conversation has none ("" for none).
+  // For logs: "the chatml format", "the checkpoint's own format (its chat
+  // template, executed; llama3 markers)", ...
+  std::string Describe() const;
+  // The system prompt the chatml format writes when a conversation has none
+  // ("" for none; the template's own, when it is executed).
   const std::string& default_system() const { return default_system_; }
-  // The special tokens (as text) that end an assistant turn in this format:
-  // generation stops when the model writes one. For llama2 and mistral this
-  // is the end-of-sequence token "</s>".
+  // The special tokens (as text) that end an assistant turn: generation
+  // stops when the model writes one. The format's (<|im_end|>, <|eot_id|>,
+  // <end_of_turn>; "</s>" for llama2 and mistral); for an executed template
+  // whose markers name no format, <|end|> for Phi-3 style templates
+  // (<|assistant|> ... <|end|>), <|return|> and <|call|> for gpt-oss (the
+  // harmony format's <|channel|>), else its EOS token.
   std::vector<std::string> end_of_turn() const;
 
  private:
   explicit ChatTemplate(ChatFormat f) : format_(f) {}
 
+  absl::StatusOr<std::string> RenderJinja(std::span<const ChatTurn> turns, bool gen) const;
   absl::StatusOr<std::string> RenderChatML(std::span<const ChatTurn> turns, bool gen) const;
   absl::StatusOr<std::string> RenderLlama2(std::span<const ChatTurn> turns) const;
   absl::StatusOr<std::string> RenderLlama3(std::span<const ChatTurn> turns, bool gen) const;
@@ -92,6 +148,10 @@ class ChatTemplate {
   absl::StatusOr<std::string> RenderGemma(std::span<const ChatTurn> turns, bool gen) const;
 
   ChatFormat format_;
+  std::shared_ptr<const jinja::Template> engine_;  // null: a hand-written format
+  ChatTemplateOptions options_;                    // the engine's bos / eos / clock
+  std::vector<std::string> stops_;                 // executed kJinja: its end of turn
+  std::string fallback_reason_;
   std::string default_system_;     // chatml: the template's default system prompt
   bool llama31_preamble_ = false;  // llama3: the Llama 3.1 system preamble
 };
@@ -101,8 +161,9 @@ class ChatTemplate {
 absl::Status NoChatTemplateError();
 
 // The template a server renders chat prompts with: the format `name` (the
-// operator's --chat-template) when set, else `source` (the checkpoint's)
-// recognised; NoChatTemplateError() when both are empty.
-absl::StatusOr<ChatTemplate> ResolveChatTemplate(std::string_view source, std::string_view name);
+// operator's --chat-template) when set, else `source` (the checkpoint's, run
+// with `options`); NoChatTemplateError() when both are empty.
+absl::StatusOr<ChatTemplate> ResolveChatTemplate(std::string_view source, std::string_view name,
+                                                 const ChatTemplateOptions& options = {});
 
 }  // namespace paged

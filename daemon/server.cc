@@ -270,7 +270,7 @@ int RunCoordinator(const ServeOptions& o) {
       sc.prefix_cache ? "on" : "off", sc.max_queue, sc.max_step_tokens, sc.max_seqs_per_step,
       sc.prefill_chunk);
   if (const ChatTemplate* t = (*coord)->chat_template(); t != nullptr)
-    std::printf("paged: chat prompts in the %s format\n", std::string(t->name()).c_str());
+    std::printf("paged: chat prompts in %s\n", t->Describe().c_str());
   std::printf("paged: listening on %s%s%s\n", (*server)->address().c_str(),
               o.tls.enabled() ? " (TLS)" : "", o.token.empty() ? "" : " (bearer token)");
   std::unique_ptr<http::HttpApi> http_api;

@@ -147,7 +147,7 @@ TEST(ChatRequestTest, Refusals) {
               HasSubstr("the model has no chat template; start paged with --chat-template NAME"));
   // An unsupported template: its error.
   PromptContext unsupported{&tok};
-  unsupported.no_chat = ChatTemplate::FromSource("{{ messages }}").status();
+  unsupported.no_chat = ChatTemplate::FromSource("{% include 'chat.jinja' %}").status();
   s = ParseGenerateRequest(ChatRequest({{"user", "hi"}}), unsupported, 7).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("unsupported chat template"));

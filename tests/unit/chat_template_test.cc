@@ -1,13 +1,14 @@
-// ChatTemplate: recognising the upstream templates and rendering
-// conversations exactly as they do.
+// ChatTemplate: the upstream templates executed (and recognised by their
+// markers), the hand-written formats by name, and the fallback to those when
+// the engine cannot run a template.
 //
 // The fixtures are the "chat_template" values of the models'
 // tokenizer_config.json, written here from memory as JSON string literals
 // (decoded with nlohmann::json, so "\n" is a newline in the Jinja source and
 // "\\n" a Jinja "\n" escape, as in the files). Details that may differ from
 // the published files: the whitespace of the long multi-line templates
-// (Qwen2.5, Llama 3.1, Mistral v0.3); recognition only depends on markers and
-// the default system prompt on one literal, so such details do not matter.
+// (Qwen2.5, Llama 3.1, Mistral v0.3). The published templates themselves are
+// checked byte for byte against transformers in chat_template_golden_test.cc.
 #include "daemon/chat_template.h"
 
 #include <gmock/gmock.h>
@@ -67,13 +68,30 @@ const char kMistralV03[] =
 const char kGemma[] =
     R"j("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")j";
 
-// microsoft/Phi-3-mini-4k-instruct: not supported.
+// microsoft/Phi-3-mini-4k-instruct: executed; no marker names a format.
 const char kPhi3[] =
     R"j("{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}")j";
 
-ChatTemplate FromFixture(const char* json) {
-  absl::StatusOr<ChatTemplate> t = ChatTemplate::FromSource(Decode(json));
+// A template the engine cannot run ({% call %} is outside the subset) and no
+// marker names.
+const char kUnsupported[] =
+    "{% for message in messages %}{% call render(message) %}{{ message['content'] }}{% endcall "
+    "%}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+
+// The tokenizer's special tokens a template gets (bos_token, eos_token).
+ChatTemplateOptions Tokens(const char* bos, const char* eos) {
+  ChatTemplateOptions o;
+  o.bos_token = bos;
+  o.eos_token = eos;
+  return o;
+}
+
+ChatTemplate FromFixture(const char* json, const ChatTemplateOptions& tokens = {}) {
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::FromSource(Decode(json), tokens);
   EXPECT_TRUE(t.ok()) << t.status();
+  if (t.ok()) {
+    EXPECT_TRUE(t->executed()) << t->fallback_reason();
+  }
   return t.ok() ? *t : *ChatTemplate::FromName("chatml");
 }
 
@@ -124,18 +142,24 @@ TEST(ChatTemplateTest, RecognisesEachUpstreamTemplate) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
-    absl::StatusOr<ChatTemplate> t = ChatTemplate::FromSource(Decode(c.json));
+    // (With BOS and EOS tokens: Llama's templates add bos_token to text, an
+    // error while it is undefined, as under transformers.)
+    absl::StatusOr<ChatTemplate> t =
+        ChatTemplate::FromSource(Decode(c.json), Tokens("<s>", "</s>"));
     ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_TRUE(t->executed()) << t->fallback_reason();
     EXPECT_EQ(t->name(), c.name);
     EXPECT_EQ(t->default_system(), c.default_system);
   }
 }
 
 TEST(ChatTemplateTest, UnsupportedAndEmptyTemplates) {
-  absl::StatusOr<ChatTemplate> t = ChatTemplate::FromSource(Decode(kPhi3));
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::FromSource(kUnsupported);
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(t.status().message(), HasSubstr("unsupported chat template: \"{% for message"));
+  EXPECT_THAT(t.status().message(),
+              HasSubstr("it does not run: line 1: the 'call' tag is not supported"));
   EXPECT_THAT(t.status().message(), HasSubstr("supported: chatml, llama2, llama3, mistral"));
   EXPECT_THAT(t.status().message(), HasSubstr("--chat-template"));
   // A long source is quoted in part, on one line.
@@ -152,13 +176,14 @@ TEST(ChatTemplateTest, UnsupportedAndEmptyTemplates) {
 
 TEST(ChatTemplateTest, ResolvePrefersTheOperatorsName) {
   EXPECT_EQ(ResolveChatTemplate(Decode(kLlama3), "chatml")->name(), "chatml");
-  EXPECT_EQ(ResolveChatTemplate(Decode(kPhi3), "llama2")->name(), "llama2");
+  EXPECT_EQ(ResolveChatTemplate(kUnsupported, "llama2")->name(), "llama2");
   EXPECT_EQ(ResolveChatTemplate(Decode(kLlama3), "")->name(), "llama3");
   EXPECT_EQ(ResolveChatTemplate("", "").status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(ResolveChatTemplate("", "").status().message(),
               HasSubstr("the model has no chat template; start paged with --chat-template NAME"));
-  EXPECT_EQ(ResolveChatTemplate(Decode(kPhi3), "").status().code(),
+  EXPECT_EQ(ResolveChatTemplate(kUnsupported, "").status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ResolveChatTemplate(Decode(kPhi3), "")->executed());
   EXPECT_EQ(ResolveChatTemplate("", "nope").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
@@ -196,7 +221,7 @@ TEST(ChatTemplateTest, ChatMLByNameHasNoDefaultSystem) {
 }
 
 TEST(ChatTemplateTest, Llama2) {
-  const ChatTemplate t = FromFixture(kLlama2);
+  const ChatTemplate t = FromFixture(kLlama2, Tokens("<s>", "</s>"));
   EXPECT_EQ(Render(t, kWithSystem, true),
             "<s>[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHi [/INST] Hello! </s>"
             "<s>[INST] How are you? [/INST]");
@@ -214,7 +239,7 @@ TEST(ChatTemplateTest, Llama2) {
 }
 
 TEST(ChatTemplateTest, Llama3) {
-  const ChatTemplate t = FromFixture(kLlama3);
+  const ChatTemplate t = FromFixture(kLlama3, Tokens("<|begin_of_text|>", "<|eot_id|>"));
   EXPECT_EQ(Render(t, kWithSystem, true),
             "<|begin_of_text|>"
             "<|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>"
@@ -228,7 +253,7 @@ TEST(ChatTemplateTest, Llama3) {
 }
 
 TEST(ChatTemplateTest, Llama31AlwaysWritesItsSystemPreamble) {
-  const ChatTemplate t = FromFixture(kLlama31);
+  const ChatTemplate t = FromFixture(kLlama31, Tokens("<|begin_of_text|>", "<|eot_id|>"));
   EXPECT_EQ(Render(t, {{"user", "Hi"}}, true),
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
             "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
@@ -244,7 +269,7 @@ TEST(ChatTemplateTest, Llama31AlwaysWritesItsSystemPreamble) {
 }
 
 TEST(ChatTemplateTest, MistralFoldsTheSystemPromptIntoTheLastUserTurn) {
-  const ChatTemplate t = FromFixture(kMistralV03);
+  const ChatTemplate t = FromFixture(kMistralV03, Tokens("<s>", "</s>"));
   EXPECT_EQ(Render(t, kWithSystem, true),
             "<s>[INST] Hi[/INST] Hello!</s>[INST] You are terse.\n\nHow are you?[/INST]");
   EXPECT_EQ(Render(t, kNoSystem, false),
@@ -257,16 +282,89 @@ TEST(ChatTemplateTest, MistralFoldsTheSystemPromptIntoTheLastUserTurn) {
 }
 
 TEST(ChatTemplateTest, Gemma) {
-  const ChatTemplate t = FromFixture(kGemma);
+  const ChatTemplate t = FromFixture(kGemma, Tokens("<bos>", "<eos>"));
   EXPECT_EQ(Render(t, kNoSystem, true),
             "<bos><start_of_turn>user\nHi<end_of_turn>\n"
             "<start_of_turn>model\nHello!<end_of_turn>\n"
             "<start_of_turn>user\nHow are you?<end_of_turn>\n"
             "<start_of_turn>model\n");
   EXPECT_EQ(Render(t, {{"user", " Hi "}}, false), "<bos><start_of_turn>user\nHi<end_of_turn>\n");
-  EXPECT_THAT(t.Render(kWithSystem, true).status().message(),
+  // The template's own refusal (the hand-written gemma format's differs).
+  EXPECT_EQ(t.Render(kWithSystem, true).status().message(),
+            "chat template: line 1: System role not supported");
+  EXPECT_THAT(Named("gemma").Render(kWithSystem, true).status().message(),
               HasSubstr("this format has no system message"));
   EXPECT_EQ(t.end_of_turn(), std::vector<std::string>{"<end_of_turn>"});
+}
+
+TEST(ChatTemplateTest, Phi3IsExecutedWithNoFormatOfItsOwn) {
+  const ChatTemplate t = FromFixture(kPhi3, Tokens("<s>", "<|endoftext|>"));
+  EXPECT_EQ(t.format(), ChatFormat::kJinja);
+  EXPECT_EQ(t.name(), "jinja");
+  EXPECT_EQ(Render(t, kWithSystem, true),
+            "<|system|>\nYou are terse.<|end|>\n<|user|>\nHi<|end|>\n"
+            "<|assistant|>\nHello!<|end|>\n<|user|>\nHow are you?<|end|>\n<|assistant|>\n");
+  // Without the generation prompt, its eos_token ends the text.
+  EXPECT_EQ(Render(t, {{"user", "Hi"}}, false), "<|user|>\nHi<|end|>\n<|endoftext|>");
+  EXPECT_EQ(t.end_of_turn(), std::vector<std::string>{"<|end|>"});
+  EXPECT_THAT(t.Describe(), HasSubstr("executed"));
+  // A template with no marker and nothing recognisable ends at its EOS.
+  absl::StatusOr<ChatTemplate> plain = ChatTemplate::FromSource(
+      "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}", Tokens("", "<eos>"));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->end_of_turn(), std::vector<std::string>{"<eos>"});
+}
+
+TEST(ChatTemplateTest, TemplatesTheEngineCannotRunFallBackToTheirMarkers) {
+  struct Case {
+    const char* source;
+    const char* name;
+    const char* why;
+  };
+  const Case cases[] = {
+      // Outside the subset.
+      {"{% for m in messages %}{{ '<|im_start|>' + m.role }}{% call x() %}{% endcall %}"
+       "{% endfor %}",
+       "chatml", "line 1: the 'call' tag is not supported"},
+      // Renders, but not the messages.
+      {"{{ '<|start_header_id|>' }}", "llama3", "does not write the content"},
+      // Fails on a plain conversation.
+      {"{{ raise_exception('never') }}<start_of_turn>", "gemma",
+       "a one-message conversation fails: chat template: line 1: never"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.source);
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::FromSource(c.source);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_FALSE(t->executed());
+    EXPECT_EQ(t->name(), c.name);
+    EXPECT_THAT(t->fallback_reason(), HasSubstr(c.why));
+    EXPECT_THAT(t->Describe(), HasSubstr("does not run"));
+  }
+  // The hand-written format renders.
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::FromSource(cases[0].source);
+  EXPECT_EQ(Render(*t, {{"user", "Hi"}}, true),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST(ChatTemplateTest, ExecutedTemplatesGetTheClockAndRefuseOtherRoles) {
+  ChatTemplateOptions o;
+  o.now = [] {
+    std::tm tm{};
+    tm.tm_year = 2026 - 1900;
+    tm.tm_mon = 0;
+    tm.tm_mday = 15;
+    return tm;
+  };
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::FromSource(
+      "{{ strftime_now('%d %b %Y') }}{% for m in messages %}<|im_start|>{{ m.content }}{% endfor "
+      "%}",
+      o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(Render(*t, {{"user", "Hi"}}, true), "15 Jan 2026<|im_start|>Hi");
+  // Roles other than system, user and assistant stay refused (no tools yet).
+  EXPECT_THAT(RenderStatus(*t, {{"tool", "x"}}).message(), HasSubstr("message 0 has role 'tool'"));
+  EXPECT_THAT(RenderStatus(*t, {}).message(), HasSubstr("the conversation is empty"));
 }
 
 TEST(ChatTemplateTest, ConversationsAFormatCannotExpress) {
