@@ -114,11 +114,16 @@ int32_t KvPool::Find(std::span<const int32_t> tokens, std::span<const PrefixKey>
   return it->second;
 }
 
-int32_t KvPool::Peek(std::span<const int32_t> tokens, std::span<const PrefixKey> chain) const {
-  if (!caching_) return 0;
-  int32_t n = 0;
-  while (size_t(n) < chain.size() && Find(tokens, chain, size_t(n)) >= 0) ++n;
-  return n;
+std::vector<int32_t> KvPool::Peek(std::span<const int32_t> tokens,
+                                  std::span<const PrefixKey> chain) const {
+  std::vector<int32_t> out;
+  if (!caching_) return out;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const int32_t b = Find(tokens, chain, i);
+    if (b < 0) break;
+    out.push_back(b);
+  }
+  return out;
 }
 
 std::vector<int32_t> KvPool::Acquire(std::span<const int32_t> tokens,

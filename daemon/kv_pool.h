@@ -78,8 +78,9 @@ class KvPool {
   // The longest run of published blocks matching chain[0, n) and the
   // corresponding tokens; takes a reference on each and returns them.
   std::vector<int32_t> Acquire(std::span<const int32_t> tokens, std::span<const PrefixKey> chain);
-  // How many blocks Acquire would return, taking nothing.
-  int32_t Peek(std::span<const int32_t> tokens, std::span<const PrefixKey> chain) const;
+  // The blocks Acquire would return, taking nothing.
+  std::vector<int32_t> Peek(std::span<const int32_t> tokens,
+                            std::span<const PrefixKey> chain) const;
 
   // Publishes table[i] under chain[i] for i in [from, chain.size()): full
   // blocks whose rows are all committed, with `tokens` covering them. A key

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <unordered_set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -364,19 +365,28 @@ int32_t Scheduler::NextChunk(const Sequence& s, int32_t start) const {
   return start < p ? std::min(config_.prefill_chunk, p - start) : 1;
 }
 
-int32_t Scheduler::LeasedBlocks(const Worker& w) const {
-  int32_t n = 0;
-  for (int64_t id : w.leased) n += int32_t(seqs_.at(id).blocks.size());
-  return n;
+std::unordered_set<int32_t> Scheduler::LeasedBlocks(const Worker& w) const {
+  std::unordered_set<int32_t> distinct;  // a shared prefix's blocks count once
+  for (int64_t id : w.leased) {
+    for (int32_t b : seqs_.at(id).blocks) distinct.insert(b);
+  }
+  return distinct;
 }
 
-Scheduler::Worker* Scheduler::LeastLoaded(int32_t blocks, int32_t whole) {
+Scheduler::Worker* Scheduler::LeastLoaded(std::span<const int32_t> held, int32_t fresh,
+                                          int32_t whole) {
   Worker* best = nullptr;
   for (auto& [id, w] : workers_) {
     if (w.draining || int32_t(w.leased.size()) >= w.max_seqs) continue;
-    if (w.max_step_kv_blocks > 0 &&
-        (LeasedBlocks(w) + blocks > w.max_step_kv_blocks || whole > w.max_step_kv_blocks))
-      continue;
+    if (w.max_step_kv_blocks > 0) {
+      if (whole > w.max_step_kv_blocks) continue;
+      // Distinct blocks, as a step counts them: a block the worker's
+      // sequences already name (a shared prefix) costs nothing more.
+      const std::unordered_set<int32_t> distinct = LeasedBlocks(w);
+      int32_t more = fresh;
+      for (int32_t b : held) more += distinct.count(b) ? 0 : 1;
+      if (int32_t(distinct.size()) + more > w.max_step_kv_blocks) continue;
+    }
     if (!best || w.leased.size() < best->leased.size()) best = &w;  // ties: lowest id
   }
   return best;
@@ -512,15 +522,20 @@ void Scheduler::Route() {
       continue;
     }
     int32_t start = s.committed;
+    std::vector<int32_t> held;  // the blocks its next step names that exist already
     if (fresh) {
       // Every full block before the last prompt token may come from the
       // cache: that token is computed to sample the first generated one.
       const int32_t shareable = (int32_t(s.req.prompt.size()) - 1) / T;
       if (pool_.caching()) pool_.ExtendChain(s.req.prompt, shareable, &s.chain);
-      start = pool_.Peek(s.req.prompt, s.chain) * T;
+      held = pool_.Peek(s.req.prompt, s.chain);
+      start = int32_t(held.size()) * T;
     }
     const int32_t need = StepBlocks(start, NextChunk(s, start));
-    Worker* w = LeastLoaded(need, BlocksFor(s.req));
+    if (!fresh)
+      held.assign(s.blocks.begin(),
+                  s.blocks.begin() + std::min<ptrdiff_t>(need, ptrdiff_t(s.blocks.size())));
+    Worker* w = LeastLoaded(held, need - int32_t(held.size()), BlocksFor(s.req));
     if (!w && !AnySeat()) break;  // everyone waits for a seat
     if (!w || !Start(s, *w, need)) {
       if (fresh) {
@@ -585,6 +600,20 @@ std::optional<StepPlan> Scheduler::BuildStep(Worker& w, std::vector<int64_t>* pr
     int32_t n;
   };
   std::vector<Pick> decodes, prefills;
+  // A step's KV room counts DISTINCT blocks: the worker copies a block that
+  // several of its sequences name (a shared prefix) once.
+  std::unordered_set<int32_t> in_step;
+  auto InStep = [&in_step](const Sequence& s, int32_t n) {
+    int32_t k = 0;
+    for (int32_t i = 0; i < n && i < int32_t(s.blocks.size()); ++i)
+      k += in_step.count(s.blocks[size_t(i)]) ? 1 : 0;
+    return k;
+  };
+  auto take = [&](const Sequence& s, int32_t n) {
+    for (int32_t i = 0; i < n; ++i) {
+      if (in_step.insert(s.blocks[size_t(i)]).second) --kv_room;
+    }
+  };
   for (int64_t id : order) {
     Sequence& s = seqs_.at(id);
     const int32_t p = int32_t(s.req.prompt.size());
@@ -593,25 +622,26 @@ std::optional<StepPlan> Scheduler::BuildStep(Worker& w, std::vector<int64_t>* pr
                       s.committed == int32_t(s.req.prompt.size() + s.generated.size()) - 1,
                   "a decoding sequence's committed length is prompt + generated - 1");
       const int32_t need = StepBlocks(s.committed, 1);
-      if (need > kv_room || !Grow(s, need)) {
+      if (need - InStep(s, need) > kv_room || !Grow(s, need)) {
         preempt(s);
         continue;
       }
-      kv_room -= need;
+      take(s, need);
       decodes.push_back({&s, 1});
       continue;
     }
     if (prefill_budget <= 0) continue;  // waits for the next step, keeping its seat
     // A chunk shrinks to the blocks the sequence can have.
     int32_t n = std::min({config_.prefill_chunk, p - s.committed, prefill_budget});
-    n = int32_t(std::min<int64_t>(n, int64_t(kv_room) * T - s.committed));
+    n = int32_t(std::min<int64_t>(
+        n, (int64_t(kv_room) + InStep(s, int32_t(s.blocks.size()))) * T - s.committed));
     if (n > 0 && !Grow(s, StepBlocks(s.committed, n)))
       n = std::min<int32_t>(n, int32_t(s.blocks.size()) * T - s.committed);
     if (n <= 0) {
       preempt(s);
       continue;
     }
-    kv_room -= StepBlocks(s.committed, n);
+    take(s, StepBlocks(s.committed, n));
     prefill_budget -= n;
     prefills.push_back({&s, n});
   }
@@ -804,7 +834,7 @@ std::vector<WorkerInfo> Scheduler::Workers() const {
     i.max_seqs = w.max_seqs;
     i.max_step_tokens = w.max_step_tokens;
     i.max_step_kv_blocks = w.max_step_kv_blocks;
-    i.leased_blocks = LeasedBlocks(w);
+    i.leased_blocks = int32_t(LeasedBlocks(w).size());
     i.draining = w.draining;
     i.drained = w.draining && w.leased.empty() && !w.in_flight;
     i.step_in_flight = w.in_flight ? w.in_flight->step_id : 0;

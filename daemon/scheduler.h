@@ -47,8 +47,10 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -372,8 +374,8 @@ class Scheduler {
   void NoteReply(int32_t tokens);
   // Publishes the sequence's full committed blocks in the prefix cache.
   void PublishCommitted(Sequence& s);
-  // Blocks held by the worker's leased sequences.
-  int32_t LeasedBlocks(const Worker& w) const;
+  // The distinct blocks held by the worker's leased sequences.
+  std::unordered_set<int32_t> LeasedBlocks(const Worker& w) const;
   // Routes queued sequences to workers (Schedule's step 2).
   void Route();
   absl::Status Validate(const Request& r, TimeUs now) const;
@@ -385,9 +387,11 @@ class Scheduler {
   void RemoveWorker(const std::string& worker_id, const std::string& hold_key,
                     std::vector<Event>* events);
   // The least loaded live, non-draining worker with a seat, step KV room for
-  // `blocks` more blocks now and a limit that holds `whole` (the sequence at
-  // its full length; ties: the lowest id); null if none.
-  Worker* LeastLoaded(int32_t blocks, int32_t whole);
+  // a sequence whose next step names the existing blocks `held` and `fresh`
+  // new ones (distinct blocks, as a step counts them), and a limit that
+  // holds `whole` (the sequence at its full length; ties: the lowest id);
+  // null if none.
+  Worker* LeastLoaded(std::span<const int32_t> held, int32_t fresh, int32_t whole);
   // Takes a running sequence off its worker's leases.
   void Unlease(Sequence& s);
   // A paused sequence that no step holds leaves its seat or the queue.

@@ -49,7 +49,7 @@ TEST(KvPoolTest, PublishedBlocksAreSharedByPrefixAndKeptAfterRelease) {
   auto chain = ChainOf(pool, t, 2);  // two full blocks of 10 tokens
   std::vector<int32_t> a;
   ASSERT_TRUE(pool.Allocate(3, &a));
-  EXPECT_EQ(pool.Peek(t, chain), 0);
+  EXPECT_EQ(pool.Peek(t, chain).size(), 0u);
   pool.Publish(a, t, chain, 0);
   EXPECT_EQ(pool.cached(), 2);
   EXPECT_TRUE(pool.published(a[0]) && pool.published(a[1]) && !pool.published(a[2]));
@@ -58,7 +58,7 @@ TEST(KvPoolTest, PublishedBlocksAreSharedByPrefixAndKeptAfterRelease) {
   auto u = Tokens(8);
   u.push_back(500);
   auto uchain = ChainOf(pool, u, 2);
-  EXPECT_EQ(pool.Peek(u, uchain), 2);
+  EXPECT_EQ(pool.Peek(u, uchain).size(), 2u);
   std::vector<int32_t> b = pool.Acquire(u, uchain);
   EXPECT_THAT(b, ElementsAre(a[0], a[1]));
   EXPECT_EQ(pool.refs(a[0]), 2);
@@ -73,7 +73,7 @@ TEST(KvPoolTest, PublishedBlocksAreSharedByPrefixAndKeptAfterRelease) {
   EXPECT_EQ(pool.available(), 8) << "cached, unreferenced blocks count as available";
   EXPECT_EQ(pool.cached(), 2) << "and stay cached until the pool needs them";
   EXPECT_EQ(pool.evictable(), 2);
-  EXPECT_EQ(pool.Peek(t, chain), 2);
+  EXPECT_EQ(pool.Peek(t, chain).size(), 2u);
 }
 
 TEST(KvPoolTest, SameTokensAfterADifferentPrefixDoNotMatch) {
@@ -85,11 +85,11 @@ TEST(KvPoolTest, SameTokensAfterADifferentPrefixDoNotMatch) {
   // Block 1 holds tokens 5..8 in both, but block 0 differs.
   auto u = t;
   u[0] = 77;
-  EXPECT_EQ(pool.Peek(u, ChainOf(pool, u, 2)), 0);
+  EXPECT_EQ(pool.Peek(u, ChainOf(pool, u, 2)).size(), 0u);
   // A prefix of the published run matches as far as it goes.
   auto v = t;
   v[6] = 77;
-  EXPECT_EQ(pool.Peek(v, ChainOf(pool, v, 2)), 1);
+  EXPECT_EQ(pool.Peek(v, ChainOf(pool, v, 2)).size(), 1u);
 }
 
 TEST(KvPoolTest, EvictsCachedBlocksOnlyWhenFreeOnesRunOutLeastRecentlyReleasedFirst) {
@@ -108,7 +108,7 @@ TEST(KvPoolTest, EvictsCachedBlocksOnlyWhenFreeOnesRunOutLeastRecentlyReleasedFi
   EXPECT_EQ(b[1], 2) << "then the prompt's tail, released first";
   EXPECT_EQ(pool.evictions(), 1);
   EXPECT_EQ(pool.cached(), 2);
-  EXPECT_EQ(pool.Peek(t, ChainOf(pool, t, 3)), 2) << "the head still matches";
+  EXPECT_EQ(pool.Peek(t, ChainOf(pool, t, 3)).size(), 2u) << "the head still matches";
   EXPECT_FALSE(pool.Allocate(3, &b));
   EXPECT_EQ(pool.cached(), 2) << "a failed allocation evicts nothing";
 }

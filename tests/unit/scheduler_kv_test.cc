@@ -148,6 +148,24 @@ TEST(PrefixCacheTest, ACrashedStepPublishesNothing) {
   EXPECT_EQ(d.tokens[b], FakeModel::Reference(p, 2));
 }
 
+TEST(PrefixCacheTest, SharedBlocksCountOnceInAStepsKvRoom) {
+  Driver d;
+  d.AddWorker("w0", {0, 0, 10});        // a step may name 10 distinct blocks
+  const auto system = Prompt(20, 600);  // 5 blocks
+  d.Admit(Req(WithTail(system, 1, 900), 2));
+  d.RunToIdle();  // publishes the system prompt's 5 blocks
+  std::vector<int64_t> users;
+  for (int u = 0; u < 3; ++u) users.push_back(d.Admit(Req(WithTail(system, 2, 700 + 10 * u), 2)));
+  // Each user's table is 6 blocks (18 in all), but 5 are the same: 8 distinct.
+  auto plans = d.Schedule();
+  ASSERT_EQ(plans.size(), 1u);
+  EXPECT_EQ(plans[0].batch.seqs.size(), 3u) << "all three fit: the shared blocks count once";
+  d.RunToIdle();  // the driver checks every step's distinct blocks against the limit
+  for (int u = 0; u < 3; ++u)
+    EXPECT_EQ(d.tokens[users[size_t(u)]],
+              FakeModel::Reference(WithTail(system, 2, 700 + 10 * u), 2));
+}
+
 TEST(PrefixCacheTest, OffSharesNothing) {
   SchedulerConfig cfg = BaseConfig();
   cfg.prefix_cache = false;
