@@ -1,5 +1,6 @@
 #include "common/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -22,13 +23,19 @@ std::string_view ArchName(Arch a) {
       return "gemma3";
     case Arch::kPhi3:
       return "phi3";
+    case Arch::kMixtral:
+      return "mixtral";
+    case Arch::kQwen2Moe:
+      return "qwen2_moe";
+    case Arch::kQwen3Moe:
+      return "qwen3_moe";
   }
   return "unknown";
 }
 
 absl::StatusOr<Arch> ParseArch(std::string_view name) {
   for (Arch a : {Arch::kLlama, Arch::kMistral, Arch::kQwen2, Arch::kQwen3, Arch::kGemma2,
-                 Arch::kGemma3, Arch::kPhi3}) {
+                 Arch::kGemma3, Arch::kPhi3, Arch::kMixtral, Arch::kQwen2Moe, Arch::kQwen3Moe}) {
     if (name == ArchName(a)) return a;
   }
   return absl::InvalidArgumentError(absl::StrCat("unsupported architecture '", std::string(name),
@@ -56,6 +63,12 @@ std::string_view RopeScalingName(RopeScaling s) {
 
 float ModelConfig::AttnScale() const {
   return attn_scale > 0.f ? attn_scale : 1.f / std::sqrt(float(head_dim));
+}
+
+int32_t ModelConfig::MaxFfn() const {
+  int32_t f = ffn;
+  if (n_experts > 0) f = std::max({f, expert_ffn, shared_expert_ffn});
+  return f;
 }
 
 absl::Status ValidateConfig(const ModelConfig& c) {
@@ -140,6 +153,25 @@ absl::Status ValidateConfig(const ModelConfig& c) {
     if (!(v >= 0.f) || !std::isfinite(v)) return bad(absl::StrCat(name, " ", v, " negative"));
   }
   if (!(c.embed_scale > 0.f)) return bad("embedding scale must be positive");
+  if (c.n_experts < 0 || c.n_experts > kMaxExperts)
+    return bad(absl::StrCat("n_experts ", c.n_experts, " outside [0, ", kMaxExperts, "]"));
+  if (c.n_experts > 0) {
+    if (c.n_experts_used <= 0 || c.n_experts_used > c.n_experts)
+      return bad(absl::StrCat("experts per token ", c.n_experts_used, " outside [1, n_experts ",
+                              c.n_experts, "]"));
+    if (c.expert_ffn <= 0 || c.expert_ffn > 4 * kMaxDim)
+      return bad(absl::StrCat("expert intermediate size ", c.expert_ffn, " outside [1, ",
+                              4 * kMaxDim, "]"));
+    if (c.shared_expert_ffn < 0 || c.shared_expert_ffn > 4 * kMaxDim)
+      return bad(absl::StrCat("shared expert intermediate size ", c.shared_expert_ffn,
+                              " outside [0, ", 4 * kMaxDim, "]"));
+    if (c.sandwich_norm || c.mlp_act != MlpActivation::kSilu)
+      return bad("experts with sandwich norms or GeGLU are not supported");
+  } else {
+    for (uint64_t w : c.moe_layers) {
+      if (w != 0) return bad("sparse layers without experts");
+    }
+  }
   if (c.bos_id >= c.vocab) return bad(absl::StrCat("bos id ", c.bos_id, " >= vocab ", c.vocab));
   if (c.n_eos < 0 || c.n_eos > kMaxEosIds) return bad("too many eos ids");
   for (int i = 0; i < c.n_eos; ++i) {
@@ -166,6 +198,15 @@ std::string DescribeConfig(const ModelConfig& c) {
     for (int l = 0; l < c.n_layers; ++l) sliding += c.IsSlidingLayer(l);
     absl::StrAppend(&s, ", sliding window ", c.sliding_window, " on ", sliding, " of ", c.n_layers,
                     " layers");
+  }
+  if (c.n_experts > 0) {
+    int sparse = 0;
+    for (int l = 0; l < c.n_layers; ++l) sparse += c.IsMoeLayer(l);
+    absl::StrAppend(&s, ", ", c.n_experts, " experts (top ", c.n_experts_used,
+                    c.norm_topk_prob ? ", renormalized" : "", ", ffn ", c.expert_ffn, ") on ",
+                    sparse, " of ", c.n_layers, " layers");
+    if (c.shared_expert_ffn > 0)
+      absl::StrAppend(&s, ", gated shared expert (ffn ", c.shared_expert_ffn, ")");
   }
   if (c.attn_softcap > 0.f) absl::StrAppend(&s, ", attention soft-cap ", c.attn_softcap);
   if (c.final_softcap > 0.f) absl::StrAppend(&s, ", logit soft-cap ", c.final_softcap);

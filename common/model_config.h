@@ -22,13 +22,18 @@ enum class Arch : uint32_t {
   kGemma2 = 5,
   kGemma3 = 6,  // the text model (HF gemma3_text, GGUF gemma3)
   kPhi3 = 7,
+  // Mixture of experts (ModelConfig::n_experts > 0).
+  kMixtral = 8,   // mistral's attention, top-k of n experts, renormalized
+  kQwen2Moe = 9,  // qwen2's attention, top-k (norm_topk_prob), a gated shared expert
+  kQwen3Moe = 10, // qwen3's attention, top-k (norm_topk_prob), sparse / dense layers
 };
 std::string_view ArchName(Arch a);
-// "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"; the error
-// names the architecture and the supported list.
+// "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mixtral",
+// "qwen2_moe", "qwen3_moe"; the error names the architecture and the
+// supported list.
 absl::StatusOr<Arch> ParseArch(std::string_view name);
 inline constexpr std::string_view kSupportedArchs =
-    "llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3";
+    "llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, mixtral, qwen2_moe, qwen3_moe";
 
 // RoPE frequency scaling (transformers' rope_type).
 enum class RopeScaling : uint32_t {
@@ -58,6 +63,8 @@ constexpr int kMaxEosIds = 4;
 constexpr int kMaxLayers = 1024;
 // longrope divisors: one per rotated pair, head_dim <= 2 * kMaxRopeFactors.
 constexpr int kMaxRopeFactors = 256;
+// Experts of one layer (DeepSeek-V3 has 256, Qwen3-235B 128).
+constexpr int kMaxExperts = 512;
 
 struct ModelConfig {
   Arch arch = Arch::kLlama;
@@ -110,6 +117,22 @@ struct ModelConfig {
   // Bit l set: layer l is a sliding-window layer (when sliding_window > 0).
   uint64_t sliding_layers[kMaxLayers / 64] = {};
 
+  // ---- mixture of experts (mixtral, qwen2_moe, qwen3_moe) ----
+  // A sparse layer's MLP is a router (logits = h @ router^T, [n_experts]),
+  // softmax over all experts, the top n_experts_used kept (renormalized to
+  // sum 1 when norm_topk_prob) and the weighted sum of those experts' SwiGLU
+  // MLPs (each expert_ffn wide); plus, with shared_expert_ffn > 0, a shared
+  // SwiGLU MLP times sigmoid(h . shexp_gate_inp) (qwen2_moe). Dense layers
+  // (moe_layers bit clear) keep the plain MLP of `ffn`.
+  int32_t n_experts = 0;          // 0: a dense model
+  int32_t n_experts_used = 0;     // top-k
+  int32_t expert_ffn = 0;         // each expert's intermediate size
+  int32_t shared_expert_ffn = 0;  // the shared expert's intermediate size; 0: none
+  uint8_t norm_topk_prob = 0;     // the top-k weights renormalized to sum 1
+  uint8_t pad4_[7] = {};
+  // Bit l set: layer l is sparse (a mixture of experts).
+  uint64_t moe_layers[kMaxLayers / 64] = {};
+
   int32_t q_dim() const { return n_heads * head_dim; }
   int32_t kv_dim() const { return n_kv_heads * head_dim; }
   bool IsSlidingLayer(int l) const {
@@ -122,6 +145,15 @@ struct ModelConfig {
   }
   // The multiplier of q . k: attn_scale, or 1 / sqrt(head_dim).
   float AttnScale() const;
+  bool IsMoeLayer(int l) const {
+    return n_experts > 0 && l >= 0 && l < kMaxLayers && (moe_layers[l / 64] >> (l % 64) & 1) != 0;
+  }
+  void SetMoeLayer(int l, bool on) {
+    const uint64_t bit = uint64_t(1) << (l % 64);
+    moe_layers[l / 64] = on ? moe_layers[l / 64] | bit : moe_layers[l / 64] & ~bit;
+  }
+  // The widest MLP of any layer: ffn, expert_ffn, shared_expert_ffn.
+  int32_t MaxFfn() const;
 };
 
 // Checks the sizes are positive, consistent (heads divide, GQA groups whole,

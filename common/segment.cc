@@ -147,6 +147,23 @@ absl::Status ValidateHeader(const SegmentHeader& h, uint64_t segment_bytes) {
     const std::string where = absl::StrCat("layer ", l);
     for (uint32_t i = 0; i < t.n_tensors; ++i)
       RETURN_IF_ERROR(CheckTensor(t.tensors[i], 0, t.used_bytes, where));
+    // A sparse layer's experts: inside the block, after its dense part.
+    const ExpertTable& x = t.experts;
+    if ((x.n_experts > 0) != h.model.IsMoeLayer(l) ||
+        (x.n_experts > 0 && int64_t(x.n_experts) != h.model.n_experts))
+      return bad(absl::StrCat("layer ", l, ": ", x.n_experts, " experts, the config says ",
+                              h.model.IsMoeLayer(l) ? h.model.n_experts : 0));
+    if (x.n_experts > 0) {
+      if (x.n_tensors != uint32_t(kExpertTensors) || x.offset % kTensorAlign != 0 ||
+          x.stride % kTensorAlign != 0 || x.offset < x.dense_bytes ||
+          x.dense_bytes > t.used_bytes || x.expert_bytes > x.stride ||
+          x.stride > t.used_bytes / x.n_experts || x.offset > t.used_bytes ||
+          uint64_t(x.n_experts) * x.stride > t.used_bytes - x.offset)
+        return bad(absl::StrCat("layer ", l, ": bad expert geometry"));
+      const std::string in = absl::StrCat(where, " expert");
+      for (int i = 0; i < kExpertTensors; ++i)
+        RETURN_IF_ERROR(CheckTensor(x.tensors[i], 0, x.expert_bytes, in));
+    }
   }
   if (largest != h.layer_used_bytes) return bad("layer_used_bytes is not the largest layer's");
   if (h.FindGlobal("tok_embd") == nullptr || h.FindGlobal("output_norm") == nullptr ||

@@ -70,6 +70,9 @@ const TensorEntry* SegmentHeader::FindGlobal(std::string_view name) const {
 const TensorEntry* LayerTable::Find(std::string_view name) const {
   return FindIn(tensors, n_tensors, kMaxLayerTensors, name);
 }
+const TensorEntry* ExpertTable::Find(std::string_view name) const {
+  return FindIn(tensors, n_experts > 0 ? n_tensors : 0, kExpertTensors, name);
+}
 
 uint64_t Fnv1a64(const void* data, size_t n, uint64_t seed) {
   const auto* p = static_cast<const unsigned char*>(data);

@@ -30,8 +30,9 @@ inline constexpr char kSegmentMagic[8] = {'P', 'A', 'G', 'E', 'D', 'S', 'G', '1'
 // 2: the tokenizer region holds a PGTOKEN1 bundle (common/tokenizer_bundle.h)
 // with the chat template and HF tokenizer.json kinds, not a bare vocabulary.
 // 3: loaded_bytes. 4: one tensor table per layer (was one shared by all), the
-// ggml block formats, WeightFormat::kNative.
-inline constexpr uint32_t kLayoutVersion = 4;
+// ggml block formats, WeightFormat::kNative. 5: the experts of sparse layers
+// (LayerTable::experts) and the mixture-of-experts fields of ModelConfig.
+inline constexpr uint32_t kLayoutVersion = 5;
 inline constexpr uint64_t kSegmentAlign = 2ull << 20;  // 2 MiB
 inline constexpr uint64_t kTensorAlign = 4096;         // tensors inside a block / region
 inline constexpr uint64_t kHeaderRegionBytes = kSegmentAlign;
@@ -81,12 +82,40 @@ struct TensorEntry {
   DType Type() const { return static_cast<DType>(dtype); }
 };
 
+// The tensors of each expert of a sparse layer, in this order.
+inline constexpr int kExpertTensors = 3;
+inline constexpr const char* kExpertTensorNames[kExpertTensors] = {"exp_gate", "exp_up",
+                                                                   "exp_down"};
+
+// The experts of a sparse layer (docs/store.md). The layer block holds its
+// dense part (attention, norms, router, shared expert: the layer's own
+// tensor table) in [0, dense_bytes), then one block per expert: expert e's
+// matrices (exp_gate, exp_up [expert_ffn, hidden], exp_down [hidden,
+// expert_ffn]) lie together at offset + e * stride, so one expert is one copy.
+// Every expert of a layer has the same types and so the same layout: the
+// entries below give each tensor's place inside an expert's block.
+struct ExpertTable {
+  uint32_t n_experts;  // 0: a dense layer
+  uint32_t n_tensors;  // kExpertTensors when n_experts > 0
+  uint64_t dense_bytes;   // the dense part: [0, dense_bytes) of the block
+  uint64_t offset;        // expert 0's block, from the layer block's start (kTensorAlign)
+  uint64_t stride;        // bytes from one expert's block to the next (kTensorAlign multiple)
+  uint64_t expert_bytes;  // bytes one expert's tensors occupy (<= stride)
+  // Offsets relative to an expert's block; the checksum covers that tensor
+  // of every expert, expert 0 first.
+  TensorEntry tensors[kExpertTensors];
+
+  uint64_t ExpertOffset(int e) const { return offset + uint64_t(e) * stride; }
+  const TensorEntry* Find(std::string_view name) const;
+};
+
 // One layer's tensors, offsets relative to the layer's block.
 struct LayerTable {
   uint32_t n_tensors;
   uint32_t pad;
-  uint64_t used_bytes;  // bytes of the block its tensors occupy
+  uint64_t used_bytes;  // bytes of the block its tensors (and experts) occupy
   TensorEntry tensors[kMaxLayerTensors];
+  ExpertTable experts;  // n_experts == 0 for a dense layer
 
   const TensorEntry* Find(std::string_view name) const;
 };

@@ -11,7 +11,8 @@ float64 (model.double()) from the saved float32 weights.
 Usage: python3 scripts/make_golden.py OUTDIR [CASE ...]
 Writes OUTDIR/<case>/{config.json, model.safetensors, expected.json}, for
 every case or the ones named (e.g. the issue 13 cases: qwen3 gemma2 gemma3
-phi3_longrope mistral_window qwen2_yarn).
+phi3_longrope mistral_window qwen2_yarn; the issue 14 mixtures of experts:
+mixtral_moe qwen2_moe qwen3_moe).
 Needs torch, transformers and safetensors; no network. Runs on CPU.
 """
 
@@ -30,9 +31,11 @@ from safetensors import safe_open
 from transformers import (AutoModelForCausalLM, Gemma2Config,
                           Gemma2ForCausalLM, Gemma3ForCausalLM,
                           Gemma3TextConfig, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Phi3Config,
-                          Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM,
-                          Qwen3Config, Qwen3ForCausalLM)
+                          MistralConfig, MistralForCausalLM, MixtralConfig,
+                          MixtralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM, Qwen2MoeConfig,
+                          Qwen2MoeForCausalLM, Qwen3Config, Qwen3ForCausalLM,
+                          Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 COMMON = dict(bos_token_id=1, eos_token_id=2, max_position_embeddings=128,
               hidden_act="silu")
@@ -167,6 +170,49 @@ CASES = [
                   tie_word_embeddings=False),
          rope=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
                    original_max_position_embeddings=16)),
+    # ---- issue 14: mixtures of experts -------------------------------------
+    # 24 tokens over 8 (or 4) experts, top-2: in the one forward pass several
+    # tokens share an expert; routers N(0, STD_ROUTER) so that the top-k are
+    # well apart (no near-ties between float32 and float64).
+    dict(name="mixtral_moe", seed=1012, n_tokens=24,
+         config_cls=MixtralConfig, model_cls=MixtralForCausalLM,
+         desc="Mixtral: 8 experts, top-2 of a softmax over all 8, "
+              "renormalized; GQA 2, no sliding window",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=96,
+                  num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
+                  num_local_experts=8, num_experts_per_tok=2,
+                  router_jitter_noise=0.0, sliding_window=None,
+                  tie_word_embeddings=False),
+         rope=dict(rope_type="default", rope_theta=1000000.0)),
+    dict(name="qwen2_moe", seed=1013, n_tokens=24,
+         config_cls=Qwen2MoeConfig, model_cls=Qwen2MoeForCausalLM,
+         desc="Qwen2-MoE: q/k/v biases, 4 experts (moe_intermediate_size "
+              "48), top-2 NOT renormalized (norm_topk_prob false, as "
+              "Qwen1.5-MoE), a shared expert (80) times sigmoid of its gate; "
+              "layer 1 of 3 dense (mlp_only_layers, intermediate_size 128)",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, rms_norm_eps=1e-6,
+                  num_experts=4, num_experts_per_tok=2,
+                  moe_intermediate_size=48,
+                  shared_expert_intermediate_size=80, norm_topk_prob=False,
+                  decoder_sparse_step=1, mlp_only_layers=[1],
+                  use_sliding_window=False, tie_word_embeddings=False),
+         rope=dict(rope_type="default", rope_theta=1000000.0)),
+    dict(name="qwen3_moe", seed=1014, n_tokens=24,
+         config_cls=Qwen3MoeConfig, model_cls=Qwen3MoeForCausalLM,
+         desc="Qwen3-MoE: q/k norms, head_dim 32 (q_dim 128 != hidden 64), "
+              "8 experts (moe_intermediate_size 48), top-2 renormalized "
+              "(norm_topk_prob true), every layer sparse",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-6,
+                  num_experts=8, num_experts_per_tok=2,
+                  moe_intermediate_size=48, norm_topk_prob=True,
+                  decoder_sparse_step=1, mlp_only_layers=[],
+                  use_sliding_window=False, tie_word_embeddings=False),
+         rope=dict(rope_type="default", rope_theta=1000000.0)),
 ]
 
 # Weight spreads used for re-initialisation.
@@ -175,6 +221,7 @@ STD_LINEAR = 0.08
 STD_LM_HEAD = 0.1
 STD_BIAS = 0.1
 STD_NORM = 0.1  # norm weights are 1 + N(0, STD_NORM)
+STD_ROUTER = 0.3  # MoE routers (mlp.gate / block_sparse_moe.gate)
 
 
 def accepted_fields(cls):
@@ -214,11 +261,23 @@ def make_config(case):
         if local is not None:
             kw["rope_local_base_freq"] = local["rope_theta"]
         form = "rope_theta+rope_scaling"
+    head_dim = None
     if "head_dim" in kw and "head_dim" not in fields:
-        # Let the class derive it (hidden/heads); make sure that agrees.
-        assert kw["head_dim"] == kw["hidden_size"] // kw["num_attention_heads"]
-        del kw["head_dim"]
-    return cls(**kw), form
+        # Not an argument of this class's __init__ (transformers 5's MoE
+        # configs take it through **kwargs): set it on the config instead.
+        head_dim = kw.pop("head_dim")
+    config = cls(**kw)
+    if head_dim is not None:
+        config.head_dim = head_dim
+    return config, form
+
+
+def eager_experts(model):
+    """transformers 5 runs MoE experts with torch's grouped_mm, which has no
+    float64: use the per-expert loop (the reference implementation)."""
+    if hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")
+    return model
 
 
 def token_ids(n, vocab):
@@ -247,7 +306,10 @@ def reinit(model, seed, norm_mean=1.0):
             v = STD_EMBED * torch.randn(p.shape, generator=g)
         elif "lm_head" in name:
             v = STD_LM_HEAD * torch.randn(p.shape, generator=g)
-        elif p.ndim == 2:
+        elif name.endswith(".gate.weight"):  # an MoE router
+            v = STD_ROUTER * torch.randn(p.shape, generator=g)
+        elif p.ndim == 2 or (p.ndim == 3 and ".experts." in name):
+            # (transformers 5 keeps experts fused: [E, 2F, H], [E, H, F])
             v = STD_LINEAR * torch.randn(p.shape, generator=g)
         else:
             raise RuntimeError(f"unexpected parameter {name} {tuple(p.shape)}")
@@ -293,7 +355,7 @@ def run_case(case, outdir):
     os.makedirs(d, exist_ok=True)
     torch.manual_seed(case["seed"])
     config, form = make_config(case)
-    model = case["model_cls"](config).float().eval()
+    model = eager_experts(case["model_cls"](config).float().eval())
     set_eager(model)
     reinit(model, case["seed"] + 7, case.get("norm_mean", 1.0))
     # The features a case is about must have reached the config.
@@ -338,7 +400,7 @@ def run_case(case, outdir):
     logits = forward_logits(m64, ids)
     assert logits.dtype == torch.float64
     # The same from the saved files, reloaded.
-    re = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager")
+    re = eager_experts(AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager"))
     re = re.double().eval()
     logits_re = forward_logits(re, ids)
     reload_diff = (logits - logits_re).abs().max().item()

@@ -104,13 +104,43 @@ absl::Status ReadRopeScaling(const GgufFile& f, const std::string& arch, ModelCo
                              "' (supported: none, linear, yarn, longrope)"));
 }
 
+// The experts (llama.cpp's keys): {arch}.expert_count, expert_used_count,
+// expert_feed_forward_length (feed_forward_length for llama files, whose
+// experts are mixtral's), expert_shared_feed_forward_length; the top-k
+// renormalized as llama.cpp's graphs do (llama / mixtral and qwen3moe yes,
+// qwen2moe no) unless {arch}.expert_weights_norm says. Which layers are
+// sparse follows from their tensors (GgufToModelSource).
+absl::Status ReadExperts(const GgufFile& f, const std::string& arch, ModelConfig& c) {
+  const std::string p = arch + ".";
+  if (!f.Has(p + "expert_count")) {
+    if (c.arch == Arch::kQwen2Moe || c.arch == Arch::kQwen3Moe)
+      return Bad(f, absl::StrCat(p, "expert_count is missing"));
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(c.n_experts, GetDim(f, p + "expert_count"));
+  if (c.arch == Arch::kLlama || c.arch == Arch::kMistral) c.arch = Arch::kMixtral;
+  ASSIGN_OR_RETURN(c.n_experts_used, GetDim(f, p + "expert_used_count"));
+  ASSIGN_OR_RETURN(c.expert_ffn, GetDimOr(f, p + "expert_feed_forward_length", c.ffn));
+  ASSIGN_OR_RETURN(c.shared_expert_ffn,
+                   GetDimOr(f, p + "expert_shared_feed_forward_length",
+                            c.arch == Arch::kQwen2Moe ? c.ffn : 0));
+  if (c.arch != Arch::kQwen2Moe) c.shared_expert_ffn = 0;
+  bool norm = c.arch != Arch::kQwen2Moe;
+  if (f.Has(p + "expert_weights_norm")) {
+    ASSIGN_OR_RETURN(norm, f.GetBool(p + "expert_weights_norm"));
+  }
+  c.norm_topk_prob = norm ? 1 : 0;
+  return absl::OkStatus();
+}
+
 // What each architecture adds to the llama forward pass, from llama.cpp's
 // metadata keys and its per-architecture defaults (src/models/<arch>.cpp).
 absl::Status ReadArchFeatures(const GgufFile& f, const std::string& arch, ModelConfig& c) {
   const std::string p = arch + ".";
   const bool gemma = c.arch == Arch::kGemma2 || c.arch == Arch::kGemma3;
-  c.qkv_bias = c.arch == Arch::kQwen2;
-  c.qk_norm = c.arch == Arch::kQwen3 || c.arch == Arch::kGemma3;
+  c.qkv_bias = c.arch == Arch::kQwen2 || c.arch == Arch::kQwen2Moe;
+  c.qk_norm = c.arch == Arch::kQwen3 || c.arch == Arch::kGemma3 || c.arch == Arch::kQwen3Moe;
+  RETURN_IF_ERROR(ReadExperts(f, arch, c));
   if (gemma) {
     c.sandwich_norm = 1;
     c.mlp_act = MlpActivation::kGeluTanh;
@@ -396,6 +426,16 @@ constexpr NameMap kLayerNames[] = {
     {"post_attention_norm.weight", "post_attn_norm"},
     {"post_ffw_norm.weight", "post_ffn_norm"},
     {"attn_qkv.weight", "qkv"},  // fused q, k, v: split in AddTensor
+    // Sparse layers: the router, the experts as 3-D tensors [E, rows, cols]
+    // (split in AddTensor), the shared expert and its gate (qwen2moe).
+    {"ffn_gate_inp.weight", "router"},
+    {"ffn_gate_exps.weight", "exp_gate"},
+    {"ffn_up_exps.weight", "exp_up"},
+    {"ffn_down_exps.weight", "exp_down"},
+    {"ffn_gate_inp_shexp.weight", "shexp_gate_inp"},
+    {"ffn_gate_shexp.weight", "shexp_gate"},
+    {"ffn_up_shexp.weight", "shexp_up"},
+    {"ffn_down_shexp.weight", "shexp_down"},
 };
 
 // "blk.12.attn_q.weight" -> {"wq", 12}; false when the name is not one we know.
@@ -465,6 +505,25 @@ absl::Status AddTensor(const GgufFile& f, const GgufTensorInfo& t, const uint8_t
   st.name = std::string(canonical);
   st.layer = layer;
   ASSIGN_OR_RETURN(st.type, MapTensorType(f, t));
+  const ModelConfig& c = src.config;
+  if (st.name.starts_with("exp_")) {
+    // ne = [cols, rows, experts]: each expert's rows are one contiguous run.
+    if (t.ne.size() != 3 || c.n_experts <= 0 || t.ne[2] != uint64_t(c.n_experts) ||
+        t.bytes() % uint64_t(c.n_experts) != 0)
+      return Bad(f, absl::StrCat("tensor '", t.name, "' must be 3-D with expert_count = ",
+                                 c.n_experts, " experts"));
+    const uint64_t per_expert = t.bytes() / uint64_t(c.n_experts);
+    for (int e = 0; e < c.n_experts; ++e) {
+      SourceTensor x = st;
+      x.expert = e;
+      x.cols = static_cast<int64_t>(t.ne[0]);
+      x.rows = static_cast<int64_t>(t.ne[1]);
+      x.data = data + t.begin + uint64_t(e) * per_expert;
+      x.bytes = per_expert;
+      src.tensors.push_back(std::move(x));
+    }
+    return absl::OkStatus();
+  }
   // ggml ne[0] is the innermost dimension: ne = [in, out] is [rows=out, cols=in].
   for (size_t d = 2; d < t.ne.size(); ++d) {
     if (t.ne[d] != 1)
@@ -475,12 +534,12 @@ absl::Status AddTensor(const GgufFile& f, const GgufTensorInfo& t, const uint8_t
   st.rows = t.ne.size() >= 2 ? static_cast<int64_t>(t.ne[1]) : 1;
   st.data = data + t.begin;
   st.bytes = t.bytes();
-  // GGUF llama/mistral q/k rows are in the adjacent-pair RoPE order (the
-  // converter permuted the HF rows); the others (NEOX RoPE in llama.cpp)
-  // keep the halves order.
-  const ModelConfig& c = src.config;
+  // GGUF llama/mistral (and mixtral, "llama" too) q/k rows are in the
+  // adjacent-pair RoPE order (the converter permuted the HF rows); the others
+  // (NEOX RoPE in llama.cpp) keep the halves order.
   const bool rope_rows = st.name == "wq" || st.name == "wk" || st.name == "bq" || st.name == "bk";
-  if (rope_rows && (c.arch == Arch::kLlama || c.arch == Arch::kMistral))
+  if (rope_rows &&
+      (c.arch == Arch::kLlama || c.arch == Arch::kMistral || c.arch == Arch::kMixtral))
     st.rope_permute_head_dim = c.head_dim;
   // Fused matrices (phi3): row ranges of the stored one, whole blocks each.
   auto split = [&](std::initializer_list<std::pair<const char*, int64_t>> parts) {
@@ -527,7 +586,11 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufToModelSource(const GgufFile& f
 
   absl::StatusOr<std::string> arch_name = f.GetString("general.architecture");
   if (!arch_name.ok()) return AsInvalid(arch_name.status());
-  absl::StatusOr<Arch> arch = ParseArch(*arch_name);
+  // llama.cpp's names of the sparse Qwen architectures; mixtral files are
+  // "llama" files with experts (ReadExperts).
+  absl::StatusOr<Arch> arch = *arch_name == "qwen2moe"   ? Arch::kQwen2Moe
+                              : *arch_name == "qwen3moe" ? Arch::kQwen3Moe
+                                                         : ParseArch(*arch_name);
   if (!arch.ok()) return Annotate(arch.status(), f.origin);
   c.arch = *arch;
 
@@ -550,6 +613,15 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufToModelSource(const GgufFile& f
     RETURN_IF_ERROR(AddTensor(f, t, data, *src));
   }
   RETURN_IF_ERROR(ReadLongRopeFactors(f, long_factors, short_factors, data, c));
+  // The sparse layers: those with a router.
+  for (const SourceTensor& t : src->tensors) {
+    if (t.name == "router" && t.layer >= 0 && t.layer < c.n_layers && t.layer < kMaxLayers) {
+      if (c.n_experts <= 0)
+        return Bad(f, absl::StrCat("layer ", t.layer, " has a router but ", *arch_name,
+                                   ".expert_count is missing"));
+      c.SetMoeLayer(t.layer, true);
+    }
+  }
 
   RETURN_IF_ERROR(Annotate(ValidateConfig(c), f.origin));
   RETURN_IF_ERROR(CheckTensorSet(*src));

@@ -15,6 +15,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/dtype.h"
 #include "common/segment_layout.h"
 #include "common/status.h"
@@ -125,14 +126,16 @@ class KeyReader {
 
 // HF architecture class names and model types of the models we support.
 constexpr std::pair<std::string_view, Arch> kClassNames[] = {
-    {"LlamaForCausalLM", Arch::kLlama},   {"MistralForCausalLM", Arch::kMistral},
-    {"Qwen2ForCausalLM", Arch::kQwen2},   {"Qwen3ForCausalLM", Arch::kQwen3},
-    {"Gemma2ForCausalLM", Arch::kGemma2}, {"Gemma3ForCausalLM", Arch::kGemma3},
-    {"Phi3ForCausalLM", Arch::kPhi3},
+    {"LlamaForCausalLM", Arch::kLlama},       {"MistralForCausalLM", Arch::kMistral},
+    {"Qwen2ForCausalLM", Arch::kQwen2},       {"Qwen3ForCausalLM", Arch::kQwen3},
+    {"Gemma2ForCausalLM", Arch::kGemma2},     {"Gemma3ForCausalLM", Arch::kGemma3},
+    {"Phi3ForCausalLM", Arch::kPhi3},         {"MixtralForCausalLM", Arch::kMixtral},
+    {"Qwen2MoeForCausalLM", Arch::kQwen2Moe}, {"Qwen3MoeForCausalLM", Arch::kQwen3Moe},
 };
 constexpr std::string_view kSupportedClassNames =
     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
-    "Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM";
+    "Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, "
+    "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM";
 
 std::optional<Arch> ArchFromClassName(std::string_view name) {
   for (const auto& [cls, arch] : kClassNames) {
@@ -185,6 +188,56 @@ absl::StatusOr<Arch> ParseArchitecture(const KeyReader& r) {
 }
 
 bool IsGemma(Arch a) { return a == Arch::kGemma2 || a == Arch::kGemma3; }
+bool IsQwenMoe(Arch a) { return a == Arch::kQwen2Moe || a == Arch::kQwen3Moe; }
+bool IsMoe(Arch a) { return a == Arch::kMixtral || IsQwenMoe(a); }
+
+// The experts: mixtral (num_local_experts, num_experts_per_tok, every layer
+// sparse, its intermediate_size the experts', top-k renormalized), qwen2_moe /
+// qwen3_moe (num_experts or num_local_experts, num_experts_per_tok, moe_intermediate_size,
+// norm_topk_prob, the layers of decoder_sparse_step not in mlp_only_layers
+// sparse; qwen2_moe's shared expert of shared_expert_intermediate_size), with
+// the transformers config classes' defaults.
+absl::Status ParseExperts(const KeyReader& r, ModelConfig* c) {
+  if (c->arch == Arch::kMixtral) {
+    ASSIGN_OR_RETURN(c->n_experts, r.Int("num_local_experts", 8));
+    ASSIGN_OR_RETURN(c->n_experts_used, r.Int("num_experts_per_tok", 2));
+    c->expert_ffn = c->ffn;
+    c->norm_topk_prob = 1;
+    for (int l = 0; l < c->n_layers; ++l) c->SetMoeLayer(l, c->n_experts > 0);
+    return absl::OkStatus();
+  }
+  const bool q2 = c->arch == Arch::kQwen2Moe;
+  // Hub checkpoints say num_experts; transformers 5 saves the same as
+  // num_local_experts (its attribute name for every MoE class).
+  ASSIGN_OR_RETURN(c->n_experts, r.Int(r.Has("num_experts") ? "num_experts" : "num_local_experts",
+                                       q2 ? 60 : 128));
+  ASSIGN_OR_RETURN(c->n_experts_used, r.Int("num_experts_per_tok", q2 ? 4 : 8));
+  ASSIGN_OR_RETURN(c->expert_ffn, r.Int("moe_intermediate_size", q2 ? 1408 : 768));
+  if (q2) {
+    ASSIGN_OR_RETURN(c->shared_expert_ffn, r.Int("shared_expert_intermediate_size", 5632));
+  }
+  ASSIGN_OR_RETURN(const bool norm, r.Bool("norm_topk_prob", false));
+  c->norm_topk_prob = norm ? 1 : 0;
+  ASSIGN_OR_RETURN(const int32_t step, r.Int("decoder_sparse_step", 1));
+  if (step <= 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("'decoder_sparse_step' ", step, " must be positive"));
+  std::vector<bool> dense(size_t(c->n_layers), false);
+  if (const json* only = r.Find("mlp_only_layers")) {
+    if (!only->is_array()) return r.WrongType("mlp_only_layers", *only, "a list of layer indices");
+    for (const json& v : *only) {
+      ASSIGN_OR_RETURN(const int32_t l, r.ToInt("mlp_only_layers", v));
+      if (l < 0 || l >= c->n_layers)
+        return absl::InvalidArgumentError(
+            absl::StrCat("'mlp_only_layers' names layer ", l, " outside [0, ", c->n_layers, ")"));
+      dense[size_t(l)] = true;
+    }
+  }
+  for (int l = 0; l < c->n_layers; ++l)
+    c->SetMoeLayer(l, c->n_experts > 0 && !dense[size_t(l)] && (l + 1) % step == 0);
+  if (c->n_experts == 0) c->n_experts_used = c->expert_ffn = c->shared_expert_ffn = 0;
+  return absl::OkStatus();
+}
 
 // RoPE covers the whole head: partial_rotary_factor (top level, or inside the
 // rope settings in transformers 5) must be 1 when present.
@@ -396,7 +449,9 @@ absl::Status ParseSlidingWindow(const KeyReader& r, ModelConfig* c) {
     case Arch::kLlama:
       return absl::OkStatus();  // llama has no window
     case Arch::kQwen2:
-    case Arch::kQwen3: {
+    case Arch::kQwen3:
+    case Arch::kQwen2Moe:
+    case Arch::kQwen3Moe: {
       // Qwen configs always carry sliding_window; it applies only with
       // use_sliding_window, to the layers from max_window_layers on.
       ASSIGN_OR_RETURN(const bool use, r.Bool("use_sliding_window", false));
@@ -444,7 +499,7 @@ absl::Status ParseSlidingWindow(const KeyReader& r, ModelConfig* c) {
         return absl::InvalidArgumentError(
             absl::StrCat("'sliding_window_pattern' ", pattern, " must be positive"));
       sliding = (l + 1) % pattern != 0;
-    } else if (c->arch == Arch::kQwen2 || c->arch == Arch::kQwen3) {
+    } else if (c->arch == Arch::kQwen2 || c->arch == Arch::kQwen3 || IsQwenMoe(c->arch)) {
       ASSIGN_OR_RETURN(const int32_t from, r.Int("max_window_layers", 28));
       sliding = l >= from;
     }
@@ -505,7 +560,13 @@ absl::StatusOr<ModelConfig> ParseConfigJson(std::string_view text) {
   RETURN_IF_ERROR(ParseActivation(r, &c));
 
   c.qkv_bias = c.arch == Arch::kQwen2 ? 1 : 0;
-  c.qk_norm = c.arch == Arch::kQwen3 || c.arch == Arch::kGemma3 ? 1 : 0;
+  if (c.arch == Arch::kQwen2Moe) {  // transformers 5's qkv_bias; always in 4.x
+    ASSIGN_OR_RETURN(const bool bias, r.Bool("qkv_bias", true));
+    c.qkv_bias = bias ? 1 : 0;
+  }
+  c.qk_norm =
+      c.arch == Arch::kQwen3 || c.arch == Arch::kGemma3 || c.arch == Arch::kQwen3Moe ? 1 : 0;
+  if (IsMoe(c.arch)) RETURN_IF_ERROR(ParseExperts(r, &c));
   if (gemma) {
     // transformers' Gemma2/Gemma3 text models, with their class defaults.
     c.sandwich_norm = 1;
@@ -572,7 +633,52 @@ bool IsSkippedName(std::string_view name) {
 struct CanonicalName {
   std::string_view name;
   int layer = -1;
+  int expert = -1;  // exp_* tensors
 };
+
+// The tensors of a sparse MLP, after "model.layers.{i}.": the router, the
+// shared expert (qwen2_moe), the experts one by one ("mlp.experts.{e}.
+// gate_proj.weight"; mixtral 4.x "block_sparse_moe.experts.{e}.w1.weight")
+// or fused as transformers 5 keeps them ("mlp.experts.gate_up_proj"
+// [E, 2F, H], "mlp.experts.down_proj" [E, H, F], split at load).
+constexpr std::pair<std::string_view, std::string_view> kMoeNames[] = {
+    {"mlp.gate.weight", "router"},
+    {"block_sparse_moe.gate.weight", "router"},
+    {"mlp.shared_expert.gate_proj.weight", "shexp_gate"},
+    {"mlp.shared_expert.up_proj.weight", "shexp_up"},
+    {"mlp.shared_expert.down_proj.weight", "shexp_down"},
+    {"mlp.shared_expert_gate.weight", "shexp_gate_inp"},
+    {"mlp.experts.gate_up_proj", "fused_gate_up"},
+    {"mlp.experts.gate_up_proj.weight", "fused_gate_up"},
+    {"mlp.experts.down_proj", "fused_down"},
+    {"mlp.experts.down_proj.weight", "fused_down"},
+};
+// One expert's matrices, after "{prefix}.experts.{e}.".
+constexpr std::pair<std::string_view, std::string_view> kExpertNames[] = {
+    {"gate_proj.weight", "exp_gate"}, {"up_proj.weight", "exp_up"},
+    {"down_proj.weight", "exp_down"}, {"w1.weight", "exp_gate"},
+    {"w3.weight", "exp_up"},          {"w2.weight", "exp_down"},
+};
+
+// A sparse MLP's tensor: {name, expert} (expert -1 for the others).
+std::optional<std::pair<std::string_view, int>> MoeName(std::string_view suffix) {
+  for (const auto& [from, to] : kMoeNames) {
+    if (suffix == from) return std::pair{to, -1};
+  }
+  for (std::string_view prefix : {"mlp.experts.", "block_sparse_moe.experts."}) {
+    if (!suffix.starts_with(prefix)) continue;
+    std::string_view rest = suffix.substr(prefix.size());
+    const size_t dot = rest.find('.');
+    if (dot == rest.npos || dot == 0 || rest[0] < '0' || rest[0] > '9') return std::nullopt;
+    int e = -1;
+    const auto [end, ec] = std::from_chars(rest.data(), rest.data() + dot, e);
+    if (ec != std::errc() || end != rest.data() + dot) return std::nullopt;
+    for (const auto& [from, to] : kExpertNames) {
+      if (rest.substr(dot + 1) == from) return std::pair{to, e};
+    }
+  }
+  return std::nullopt;
+}
 
 std::optional<std::string_view> LayerName(std::string_view suffix, Arch arch) {
   auto find = [&](const auto& table) -> std::optional<std::string_view> {
@@ -610,6 +716,16 @@ absl::StatusOr<std::optional<CanonicalName>> MapTensorName(std::string_view hf,
               "tensor '", absl::CEscape(std::string(hf)), "': layer ", layer, " outside [0, ",
               c.n_layers, ") (num_hidden_layers is ", c.n_layers, ")"));
         return CanonicalName{*to, layer};
+      }
+      if (IsMoe(c.arch)) {
+        if (auto moe = MoeName(rest.substr(dot + 1))) {
+          if (layer >= c.n_layers || moe->second >= c.n_experts)
+            return absl::InvalidArgumentError(
+                absl::StrCat("tensor '", absl::CEscape(std::string(hf)), "': layer ", layer,
+                             " or expert ", moe->second, " outside the config's ", c.n_layers,
+                             " layers of ", c.n_experts, " experts"));
+          return CanonicalName{moe->first, layer, moe->second};
+        }
       }
     }
   }
@@ -656,6 +772,43 @@ absl::Status SplitRows(const SafetensorsTensor& t, const SourceTensor& whole,
   return absl::OkStatus();
 }
 
+// Splits transformers 5's fused experts into one tensor per expert and
+// matrix: gate_up_proj [E, 2F, H] (gate rows first, then up, as its
+// forward's chunk(2)) and down_proj [E, H, F]; each expert's rows are
+// contiguous in the file.
+absl::Status SplitExperts(const SafetensorsTensor& t, const SourceTensor& whole, ModelSource* src) {
+  const ModelConfig& c = src->config;
+  const bool gate_up = whole.name == "fused_gate_up";
+  const int64_t rows = gate_up ? 2 * int64_t(c.expert_ffn) : c.hidden;
+  const int64_t cols = gate_up ? c.hidden : c.expert_ffn;
+  if (t.shape.size() != 3 || t.shape[0] != c.n_experts || t.shape[1] != rows || t.shape[2] != cols)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", absl::CEscape(t.name), "' has shape [", absl::StrJoin(t.shape, ", "),
+        "] but the config implies [", c.n_experts, ", ", rows, ", ", cols, "]"));
+  const uint64_t per_expert = whole.bytes / uint64_t(c.n_experts);
+  for (int e = 0; e < c.n_experts; ++e) {
+    const uint8_t* at = whole.data + uint64_t(e) * per_expert;
+    const uint64_t half = per_expert / 2;
+    auto part = [&](const char* name, const uint8_t* data, int64_t r, uint64_t bytes) {
+      SourceTensor s = whole;
+      s.name = name;
+      s.expert = e;
+      s.rows = r;
+      s.cols = cols;
+      s.data = data;
+      s.bytes = bytes;
+      src->tensors.push_back(std::move(s));
+    };
+    if (gate_up) {
+      part("exp_gate", at, c.expert_ffn, half);
+      part("exp_up", at + half, c.expert_ffn, half);
+    } else {
+      part("exp_down", at, rows, per_expert);
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Gemma's RMSNorm multiplies by (1 + w): the stored norm becomes 1 + w, in
 // f32 as transformers computes it (and as llama.cpp's converter stores it).
 absl::Status AddOneToNorm(const SafetensorsTensor& t, SourceTensor* s, ModelSource* src) {
@@ -692,7 +845,13 @@ absl::Status AddTensor(const SafetensorsTensor& t, const MappedFile& file, Model
   SourceTensor s;
   s.name = std::string(canonical->name);
   s.layer = canonical->layer;
+  s.expert = canonical->expert;
   ASSIGN_OR_RETURN(s.type, MapDType(t));
+  if (s.name == "fused_gate_up" || s.name == "fused_down") {
+    s.data = file.data() + t.begin;
+    s.bytes = t.end - t.begin;
+    return SplitExperts(t, s, src);
+  }
   if (t.shape.size() == 1) {
     s.rows = 1;
     s.cols = t.shape[0];

@@ -48,17 +48,26 @@ std::string_view SourceTypeName(SourceType t);
 //            "ffn_norm" [hidden], "w_gate"/"w_up" [ffn, hidden], "w_down" [hidden, ffn],
 //            "q_norm"/"k_norm" [head_dim] (qk_norm only: qwen3, gemma3),
 //            "post_attn_norm"/"post_ffn_norm" [hidden] (sandwich_norm only: gemma2/3)
+//   sparse layer i (ModelConfig::IsMoeLayer): no w_gate / w_up / w_down, but
+//            "router" [n_experts, hidden], and with a shared expert
+//            "shexp_gate_inp" [1, hidden], "shexp_gate"/"shexp_up"
+//            [shared_expert_ffn, hidden], "shexp_down" [hidden, shared_expert_ffn];
+//            per expert e (SourceTensor::expert = e): "exp_gate"/"exp_up"
+//            [expert_ffn, hidden], "exp_down" [hidden, expert_ffn]
+//            (kExpertTensorNames)
 // 1-D tensors have rows == 1. Norm weights are what the norm multiplies by:
 // gemma's (1 + w) is added at load (llama.cpp's converter stores it so).
 inline constexpr const char* kLayerTensorNames[] = {
-    "attn_norm",    "wq",     "wk",     "wv",       "wo",
-    "bq",           "bk",     "bv",     "ffn_norm", "w_gate",
-    "w_up",         "w_down", "q_norm", "k_norm",   "post_attn_norm",
-    "post_ffn_norm"};
+    "attn_norm",      "wq",         "wk",       "wv",        "wo",
+    "bq",             "bk",         "bv",       "ffn_norm",  "w_gate",
+    "w_up",           "w_down",     "q_norm",   "k_norm",    "post_attn_norm",
+    "post_ffn_norm",  "router",     "shexp_gate_inp", "shexp_gate", "shexp_up",
+    "shexp_down"};
 
 struct SourceTensor {
   std::string name;  // canonical name
   int layer = -1;    // -1 for globals
+  int expert = -1;   // the expert of an exp_* tensor; -1 for the others
   SourceType type = SourceType::kF32;
   int64_t rows = 1;
   int64_t cols = 0;
@@ -91,7 +100,8 @@ struct ModelSource {
   // SourceTensor::data points into these.
   std::vector<std::unique_ptr<std::vector<float>>> derived;
 
-  const SourceTensor* Find(std::string_view name, int layer = -1) const;
+  // The tensor `name` of `layer` (and `expert`, for the exp_* tensors).
+  const SourceTensor* Find(std::string_view name, int layer = -1, int expert = -1) const;
 };
 
 // Checks that every tensor the config needs is present exactly once with the

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <memory>
 #include <optional>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -18,11 +20,32 @@
 namespace paged {
 namespace {
 
+// Norms, biases and the routers: always f32 (a router in a lower precision
+// could change which experts a token takes).
 bool IsNormOrBias(std::string_view name) {
   return name == "attn_norm" || name == "ffn_norm" || name == "output_norm" || name == "bq" ||
          name == "bk" || name == "bv" || name == "q_norm" || name == "k_norm" ||
-         name == "post_attn_norm" || name == "post_ffn_norm";
+         name == "post_attn_norm" || name == "post_ffn_norm" || name == "router" ||
+         name == "shexp_gate_inp";
 }
+
+// The exp_* tensors of a source by (layer, expert, name): a sparse model
+// has thousands, too many to look up one by one in a list.
+class ExpertIndex {
+ public:
+  explicit ExpertIndex(const ModelSource& src) {
+    for (const SourceTensor& t : src.tensors) {
+      if (t.expert >= 0) map_[std::tuple{t.layer, t.expert, t.name}] = &t;
+    }
+  }
+  const SourceTensor* Find(int layer, int expert, const std::string& name) const {
+    auto it = map_.find(std::tuple{layer, expert, name});
+    return it == map_.end() ? nullptr : it->second;
+  }
+
+ private:
+  std::map<std::tuple<int, int, std::string>, const SourceTensor*> map_;
+};
 
 // The FNV-1a 64 of a written tensor's payload then scales, `origin` being
 // where its offsets start.
@@ -193,6 +216,7 @@ absl::StatusOr<std::unique_ptr<SegmentHeader>> PlanSegment(const ModelSource& sr
 
   // One table per layer: the tensors are the same in every layer, their
   // types (and so sizes) may differ. Blocks are as far apart as the largest.
+  const ExpertIndex experts(src);
   for (int l = 0; l < c.n_layers; ++l) {
     LayerTable& table = h.layers[l];
     uint64_t rel = 0;
@@ -205,6 +229,36 @@ absl::StatusOr<std::unique_ptr<SegmentHeader>> PlanSegment(const ModelSource& sr
       const Placement p = place(*t, true);
       RETURN_IF_ERROR(check_rows(*t, p.dt));
       table.tensors[table.n_tensors++] = PlaceTensor(*t, p.dt, p.group, &rel);
+    }
+    if (c.IsMoeLayer(l)) {
+      // The experts after the dense part, one aligned block each, all of
+      // one layout (expert 0's); CheckTensorSet vetted their shapes.
+      ExpertTable& x = table.experts;
+      x.n_experts = uint32_t(c.n_experts);
+      x.n_tensors = uint32_t(kExpertTensors);
+      x.dense_bytes = rel;
+      x.offset = AlignUp(rel, kTensorAlign);
+      uint64_t erel = 0;
+      for (int i = 0; i < kExpertTensors; ++i) {
+        const SourceTensor* t = experts.Find(l, 0, kExpertTensorNames[i]);
+        if (t == nullptr)
+          return absl::InvalidArgumentError(absl::StrCat(src.path, ": layer ", l, " lacks expert 0's ",
+                                                         kExpertTensorNames[i]));
+        const Placement p = place(*t, true);
+        RETURN_IF_ERROR(check_rows(*t, p.dt));
+        x.tensors[i] = PlaceTensor(*t, p.dt, p.group, &erel);
+        for (int e = 1; e < c.n_experts; ++e) {
+          const SourceTensor* u = experts.Find(l, e, kExpertTensorNames[i]);
+          if (u == nullptr || u->rows != t->rows || u->cols != t->cols ||
+              place(*u, true).dt != p.dt)
+            return absl::InvalidArgumentError(
+                absl::StrCat(src.path, ": layer ", l, " expert ", e, "'s ", kExpertTensorNames[i],
+                             " differs from expert 0's in shape or type"));
+        }
+      }
+      x.expert_bytes = erel;
+      x.stride = AlignUp(erel, kTensorAlign);
+      rel = x.offset + x.stride * uint64_t(c.n_experts);
     }
     table.used_bytes = rel;
     h.layer_used_bytes = std::max(h.layer_used_bytes, rel);
@@ -243,6 +297,11 @@ uint64_t WeightBytes(const SegmentHeader& plan) {
   for (int l = 0; l < plan.model.n_layers; ++l) {
     const LayerTable& t = plan.Layer(l);
     for (uint32_t i = 0; i < t.n_tensors; ++i) n += t.tensors[i].bytes + t.tensors[i].scale_bytes;
+    if (t.experts.n_experts > 0) {
+      for (int i = 0; i < kExpertTensors; ++i)
+        n += uint64_t(t.experts.n_experts) *
+             (t.experts.tensors[i].bytes + t.experts.tensors[i].scale_bytes);
+    }
   }
   return n;
 }
@@ -251,8 +310,11 @@ absl::Status FillSegment(const ModelSource& src, SegmentHeader& plan, uint8_t* b
                          const ProgressFn& progress) {
   const uint64_t total = WeightBytes(plan);
   uint64_t done = 0;
-  auto write = [&](const TensorEntry& e, uint64_t origin, int layer) -> absl::Status {
-    const SourceTensor* t = src.Find(e.Name(), layer);
+  const ExpertIndex experts(src);
+  auto write = [&](const TensorEntry& e, uint64_t origin, int layer,
+                   int expert = -1) -> absl::Status {
+    const SourceTensor* t = expert >= 0 ? experts.Find(layer, expert, std::string(e.Name()))
+                                        : src.Find(e.Name(), layer);
     if (t == nullptr || t->rows != e.rows || t->cols != e.cols)
       return absl::InternalError(
           absl::StrCat("tensor ", std::string(e.Name()), " of layer ", layer, " changed shape"));
@@ -282,6 +344,29 @@ absl::Status FillSegment(const ModelSource& src, SegmentHeader& plan, uint8_t* b
       });
     }
     for (std::thread& th : pool) th.join();
+    // The experts, one block after another; each expert tensor's checksum
+    // runs over that tensor of every expert in order.
+    ExpertTable& x = table.experts;
+    for (uint32_t e = 0; e < x.n_experts; ++e) {
+      for (int i = 0; i < kExpertTensors; ++i)
+        RETURN_IF_ERROR(write(x.tensors[i], block + x.ExpertOffset(int(e)), l, int(e)));
+    }
+    if (x.n_experts > 0) {
+      std::vector<std::thread> sums;
+      for (int i = 0; i < kExpertTensors; ++i) {
+        sums.emplace_back([&, i] {
+          TensorEntry& t = x.tensors[i];
+          uint64_t sum = 1469598103934665603ull;
+          for (uint32_t e = 0; e < x.n_experts; ++e) {
+            const uint8_t* origin = base + block + x.ExpertOffset(int(e));
+            sum = Fnv1a64(origin + t.offset, t.bytes, sum);
+            if (t.scale_bytes) sum = Fnv1a64(origin + t.scale_offset, t.scale_bytes, sum);
+          }
+          t.checksum = sum;
+        });
+      }
+      for (std::thread& th : sums) th.join();
+    }
   }
   if (plan.tokenizer_bytes > 0) {
     const std::string blob = SerializeTokenizerBundle(TokenizerBundleOf(src));

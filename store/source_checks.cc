@@ -1,5 +1,7 @@
 #include <algorithm>
+#include <map>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "store/model_source.h"
@@ -44,9 +46,9 @@ std::string_view SourceTypeName(SourceType t) {
   return "unknown";
 }
 
-const SourceTensor* ModelSource::Find(std::string_view name, int layer) const {
+const SourceTensor* ModelSource::Find(std::string_view name, int layer, int expert) const {
   for (const SourceTensor& t : tensors) {
-    if (t.layer == layer && t.name == name) return &t;
+    if (t.layer == layer && t.expert == expert && t.name == name) return &t;
   }
   return nullptr;
 }
@@ -57,6 +59,7 @@ struct Expected {
   std::string name;
   int layer;
   int64_t rows, cols;
+  int expert = -1;
 };
 
 std::vector<Expected> ExpectedTensors(const ModelConfig& c) {
@@ -84,41 +87,60 @@ std::vector<Expected> ExpectedTensors(const ModelConfig& c) {
       e.push_back({"post_ffn_norm", l, 1, c.hidden});
     }
     e.push_back({"ffn_norm", l, 1, c.hidden});
-    e.push_back({"w_gate", l, c.ffn, c.hidden});
-    e.push_back({"w_up", l, c.ffn, c.hidden});
-    e.push_back({"w_down", l, c.hidden, c.ffn});
+    if (!c.IsMoeLayer(l)) {
+      e.push_back({"w_gate", l, c.ffn, c.hidden});
+      e.push_back({"w_up", l, c.ffn, c.hidden});
+      e.push_back({"w_down", l, c.hidden, c.ffn});
+      continue;
+    }
+    e.push_back({"router", l, c.n_experts, c.hidden});
+    if (c.shared_expert_ffn > 0) {
+      e.push_back({"shexp_gate_inp", l, 1, c.hidden});
+      e.push_back({"shexp_gate", l, c.shared_expert_ffn, c.hidden});
+      e.push_back({"shexp_up", l, c.shared_expert_ffn, c.hidden});
+      e.push_back({"shexp_down", l, c.hidden, c.shared_expert_ffn});
+    }
+    for (int x = 0; x < c.n_experts; ++x) {
+      e.push_back({"exp_gate", l, c.expert_ffn, c.hidden, x});
+      e.push_back({"exp_up", l, c.expert_ffn, c.hidden, x});
+      e.push_back({"exp_down", l, c.hidden, c.expert_ffn, x});
+    }
   }
   return e;
 }
 
-std::string Label(std::string_view name, int layer) {
-  return layer < 0 ? std::string(name) : absl::StrCat("layer ", layer, " ", std::string(name));
+std::string Label(std::string_view name, int layer, int expert = -1) {
+  if (layer < 0) return std::string(name);
+  if (expert < 0) return absl::StrCat("layer ", layer, " ", std::string(name));
+  return absl::StrCat("layer ", layer, " expert ", expert, " ", std::string(name));
 }
 
 }  // namespace
 
 absl::Status CheckTensorSet(const ModelSource& src) {
-  std::set<std::pair<int, std::string>> seen;
+  // (layer, expert, name) -> tensor: a sparse model has thousands of tensors.
+  std::map<std::tuple<int, int, std::string>, const SourceTensor*> seen;
   for (const SourceTensor& t : src.tensors) {
-    if (!seen.insert({t.layer, t.name}).second)
-      return absl::InvalidArgumentError(
-          absl::StrCat(src.path, ": tensor ", Label(t.name, t.layer), " appears twice"));
+    if (!seen.emplace(std::tuple{t.layer, t.expert, t.name}, &t).second)
+      return absl::InvalidArgumentError(absl::StrCat(
+          src.path, ": tensor ", Label(t.name, t.layer, t.expert), " appears twice"));
   }
   for (const Expected& e : ExpectedTensors(src.config)) {
-    const SourceTensor* t = src.Find(e.name, e.layer);
-    if (t == nullptr)
+    auto it = seen.find(std::tuple{e.layer, e.expert, e.name});
+    if (it == seen.end())
       return absl::InvalidArgumentError(
-          absl::StrCat(src.path, ": missing tensor ", Label(e.name, e.layer)));
+          absl::StrCat(src.path, ": missing tensor ", Label(e.name, e.layer, e.expert)));
+    const SourceTensor* t = it->second;
     if (t->rows != e.rows || t->cols != e.cols)
-      return absl::InvalidArgumentError(
-          absl::StrCat(src.path, ": tensor ", Label(e.name, e.layer), " has shape [", t->rows, ", ",
-                       t->cols, "] but the config implies [", e.rows, ", ", e.cols, "]"));
-    seen.erase({e.layer, e.name});
+      return absl::InvalidArgumentError(absl::StrCat(
+          src.path, ": tensor ", Label(e.name, e.layer, e.expert), " has shape [", t->rows, ", ",
+          t->cols, "] but the config implies [", e.rows, ", ", e.cols, "]"));
+    seen.erase(it);
   }
   if (!seen.empty()) {
-    const auto& [layer, name] = *seen.begin();
+    const auto& [layer, expert, name] = seen.begin()->first;
     return absl::InvalidArgumentError(
-        absl::StrCat(src.path, ": unexpected tensor ", Label(name, layer), " (not used by ",
+        absl::StrCat(src.path, ": unexpected tensor ", Label(name, layer, expert), " (not used by ",
                      std::string(ArchName(src.config.arch)), " with this config)"));
   }
   return absl::OkStatus();

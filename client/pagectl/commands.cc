@@ -75,6 +75,7 @@ int MakeModelCommand(const Flags& f) {
   opts.layers = f.layers;
   opts.seed = f.seed;
   opts.dtype = f.dtype;
+  opts.router_skew = f.router_skew;
   const bool tty = ::isatty(STDERR_FILENO);
   const auto start = std::chrono::steady_clock::now();
   auto last = start;

@@ -23,6 +23,7 @@ struct Flags {
   double host_gbs = 0;                // host executor GB/s at 1 row; 0: measure (--segment)
   // make-model (out: also dump-tensor's output file)
   std::string preset, out, dtype = "f16";
+  double router_skew = 0;  // make-model: uneven routing of a mixture of experts
   // dump-tensor
   std::string tensor, rows;
   int layer = -1;

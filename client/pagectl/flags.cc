@@ -11,8 +11,8 @@ ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
 ABSL_FLAG(std::string, weight_format, "native", "inspect --model: the format to plan for");
 ABSL_FLAG(bool, json, false, "machine-readable output");
 ABSL_FLAG(std::string, preset, "",
-          "make-model: tiny, tiny-qwen2, tiny-llama3, llama-7b, llama-13b, llama-70b, llama3-8b, "
-          "qwen2-7b, qwen2-0.5b, mistral-7b");
+          "make-model: tiny, tiny-qwen2, tiny-llama3, tiny-qwen3-moe, llama-7b, llama-13b, llama-70b, llama3-8b, "
+          "qwen2-7b, qwen2-0.5b, mistral-7b, mixtral-8x7b, qwen3-30b-a3b");
 ABSL_FLAG(std::string, out, "", "make-model: output directory; dump-tensor: output file");
 ABSL_FLAG(std::string, tensor, "",
           "dump-tensor: tensor name (canonical, e.g. wq; or a .gguf file's own, e.g. "
@@ -22,6 +22,9 @@ ABSL_FLAG(std::string, rows, "", "dump-tensor: rows A:B (default: all)");
 ABSL_FLAG(int, layers, 0, "make-model: number of layers (0: the preset's)");
 ABSL_FLAG(uint64_t, seed, 1, "make-model: random seed; generate: sampling seed");
 ABSL_FLAG(std::string, dtype, "f16", "make-model: f16 or bf16");
+ABSL_FLAG(double, router_skew, 0,
+          "make-model: uneven routing of a mixture of experts (router rows scaled by rank^-S; 0 "
+          "uniform)");
 ABSL_FLAG(std::string, gpu_budget, "4GiB", "plan: device memory budget");
 ABSL_FLAG(int, slots, 2, "plan: layer slots");
 ABSL_FLAG(std::string, resident, "auto", "plan: resident layers (auto | none | all | N)");
@@ -62,6 +65,7 @@ namespace paged::pagectl {
 const char kUsage[] =
     "pagectl COMMAND [flags]\n"
     "  make-model --preset NAME --out DIR [--layers N] [--seed S] [--dtype f16|bf16]\n"
+    "             [--router-skew S]\n"
     "  inspect (--segment NAME | --model PATH [--weight-format F]) [--json]\n"
     "  verify --segment NAME [--model PATH]\n"
     "  dump-tensor (--model PATH | --segment NAME) --tensor NAME [--layer L] [--rows A:B] --out "
@@ -103,6 +107,7 @@ Flags FlagsFromCommandLine() {
   f.layers = absl::GetFlag(FLAGS_layers);
   f.seed = absl::GetFlag(FLAGS_seed);
   f.dtype = absl::GetFlag(FLAGS_dtype);
+  f.router_skew = absl::GetFlag(FLAGS_router_skew);
   f.gpu_budget = absl::GetFlag(FLAGS_gpu_budget);
   f.host_compute = absl::GetFlag(FLAGS_host_compute);
   f.host_gbs = absl::GetFlag(FLAGS_host_gbs);

@@ -134,6 +134,9 @@ struct TensorSpec {
   std::vector<int64_t> shape;  // [rows, cols], or [n] for vectors
   Init init = Init::kUniform;
   double scale = 0;
+  // Non-empty: row r's values are further multiplied by row_scale[r]
+  // (a skewed router), drawn one by one instead of from a table.
+  std::vector<double> row_scale;
 
   uint64_t elements() const {
     uint64_t n = 1;
@@ -142,25 +145,39 @@ struct TensorSpec {
   }
 };
 
+// The router row scales of one layer for a skew S (MakeModelOptions::router_skew):
+// rank^-S, the ranks a random permutation of the experts.
+std::vector<double> RouterRowScales(int n_experts, double skew, uint64_t seed) {
+  std::vector<int> rank(static_cast<size_t>(n_experts));
+  for (int e = 0; e < n_experts; ++e) rank[size_t(e)] = e + 1;
+  SplitMix64 rng(seed);
+  for (int i = n_experts - 1; i > 0; --i)  // Fisher-Yates
+    std::swap(rank[size_t(i)], rank[size_t(rng.Next() % uint64_t(i + 1))]);
+  std::vector<double> s(static_cast<size_t>(n_experts));
+  for (int e = 0; e < n_experts; ++e) s[size_t(e)] = std::pow(double(rank[size_t(e)]), -skew);
+  return s;
+}
+
 // The tensors of `p` in file order: embeddings, layers in order, norm, lm_head.
-std::vector<TensorSpec> PlanTensors(const Preset& p) {
+// Sparse layers under transformers 4.x names (both 4.x and 5.x load them).
+std::vector<TensorSpec> PlanTensors(const Preset& p, double router_skew, uint64_t seed) {
   const int64_t hidden = p.hidden, ffn = p.ffn, vocab = p.vocab;
   const int64_t q_dim = int64_t(p.n_heads) * p.head_dim();
   const int64_t kv_dim = int64_t(p.n_kv_heads) * p.head_dim();
   // Uniform in +-sqrt(3 / fan_in) has variance 1 / fan_in: activations keep
   // their scale through every matrix.
   auto matrix = [](std::string name, int64_t rows, int64_t cols) {
-    return TensorSpec{std::move(name), {rows, cols}, Init::kUniform, std::sqrt(3.0 / cols)};
+    return TensorSpec{std::move(name), {rows, cols}, Init::kUniform, std::sqrt(3.0 / cols), {}};
   };
   auto norm = [](std::string name, int64_t n) {
-    return TensorSpec{std::move(name), {n}, Init::kOnes, 0.05};
+    return TensorSpec{std::move(name), {n}, Init::kOnes, 0.05, {}};
   };
   auto bias = [](std::string name, int64_t n) {
-    return TensorSpec{std::move(name), {n}, Init::kUniform, 0.02};
+    return TensorSpec{std::move(name), {n}, Init::kUniform, 0.02, {}};
   };
 
   std::vector<TensorSpec> v;
-  v.push_back({"model.embed_tokens.weight", {vocab, hidden}, Init::kNormal, 0.02});
+  v.push_back({"model.embed_tokens.weight", {vocab, hidden}, Init::kNormal, 0.02, {}});
   for (int l = 0; l < p.n_layers; ++l) {
     const std::string pre = absl::StrCat("model.layers.", l, ".");
     v.push_back(norm(pre + "input_layernorm.weight", hidden));
@@ -173,10 +190,30 @@ std::vector<TensorSpec> PlanTensors(const Preset& p) {
       v.push_back(bias(pre + "self_attn.v_proj.bias", kv_dim));
     }
     v.push_back(matrix(pre + "self_attn.o_proj.weight", hidden, q_dim));
+    if (p.qk_norm()) {
+      v.push_back(norm(pre + "self_attn.q_norm.weight", p.head_dim()));
+      v.push_back(norm(pre + "self_attn.k_norm.weight", p.head_dim()));
+    }
     v.push_back(norm(pre + "post_attention_layernorm.weight", hidden));
-    v.push_back(matrix(pre + "mlp.gate_proj.weight", ffn, hidden));
-    v.push_back(matrix(pre + "mlp.up_proj.weight", ffn, hidden));
-    v.push_back(matrix(pre + "mlp.down_proj.weight", hidden, ffn));
+    if (p.n_experts == 0) {
+      v.push_back(matrix(pre + "mlp.gate_proj.weight", ffn, hidden));
+      v.push_back(matrix(pre + "mlp.up_proj.weight", ffn, hidden));
+      v.push_back(matrix(pre + "mlp.down_proj.weight", hidden, ffn));
+      continue;
+    }
+    const bool mixtral = p.model_type == "mixtral";
+    const std::string moe = pre + (mixtral ? "block_sparse_moe." : "mlp.");
+    TensorSpec router = matrix(moe + "gate.weight", p.n_experts, hidden);
+    if (router_skew > 0)
+      router.row_scale = RouterRowScales(p.n_experts, router_skew, TensorSeed(seed, ~uint64_t(l)));
+    v.push_back(std::move(router));
+    const int64_t f = p.expert_ffn;
+    for (int e = 0; e < p.n_experts; ++e) {
+      const std::string x = absl::StrCat(moe, "experts.", e, ".");
+      v.push_back(matrix(x + (mixtral ? "w1.weight" : "gate_proj.weight"), f, hidden));
+      v.push_back(matrix(x + (mixtral ? "w3.weight" : "up_proj.weight"), f, hidden));
+      v.push_back(matrix(x + (mixtral ? "w2.weight" : "down_proj.weight"), hidden, f));
+    }
   }
   v.push_back(norm("model.norm.weight", hidden));
   if (!p.tied) v.push_back(matrix("lm_head.weight", vocab, hidden));
@@ -237,14 +274,31 @@ class WeightStream {
     while (left_ == 0) {
       if (next_ == tensors_.size()) return false;
       const TensorSpec& t = tensors_[next_];
-      filler_.emplace(t.init, t.scale, dtype_, TensorSeed(seed_, next_));
+      if (t.row_scale.empty()) {
+        filler_.emplace(t.init, t.scale, dtype_, TensorSeed(seed_, next_));
+      } else {
+        filler_.reset();
+        rows_rng_.emplace(TensorSeed(seed_, next_));
+      }
       left_ = t.elements();
+      done_ = 0;
       ++next_;
     }
     c->n = static_cast<size_t>(std::min<uint64_t>(left_, kChunkElems));
     c->tensor = next_ - 1;
-    filler_->Fill(c->data.data(), c->n);
+    if (filler_) {
+      filler_->Fill(c->data.data(), c->n);
+    } else {
+      // Scaled rows (a skewed router: small), value by value.
+      const TensorSpec& t = tensors_[next_ - 1];
+      const uint64_t cols = uint64_t(t.shape.back());
+      for (size_t i = 0; i < c->n; ++i) {
+        const double v = t.scale * t.row_scale[size_t((done_ + i) / cols)] * rows_rng_->NextSigned();
+        c->data[i] = dtype_ == DType::kBF16 ? FloatToBf16(float(v)) : FloatToHalf(float(v));
+      }
+    }
     left_ -= c->n;
+    done_ += c->n;
     return true;
   }
 
@@ -254,15 +308,19 @@ class WeightStream {
   const DType dtype_;
   size_t next_ = 0;    // the tensor after the current one
   uint64_t left_ = 0;  // elements of the current tensor not yet produced
+  uint64_t done_ = 0;  // elements of the current tensor produced
   std::optional<TensorFiller> filler_;
+  std::optional<SplitMix64> rows_rng_;  // tensors with row scales
 };
 
 // ---- Files -----------------------------------------------------------------
 
 nlohmann::ordered_json ConfigJson(const Preset& p, DType dtype) {
-  const std::string arch = p.model_type == "qwen2"     ? "Qwen2ForCausalLM"
-                           : p.model_type == "mistral" ? "MistralForCausalLM"
-                                                       : "LlamaForCausalLM";
+  const std::string arch = p.model_type == "qwen2"       ? "Qwen2ForCausalLM"
+                           : p.model_type == "mistral"   ? "MistralForCausalLM"
+                           : p.model_type == "mixtral"   ? "MixtralForCausalLM"
+                           : p.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                                                         : "LlamaForCausalLM";
   nlohmann::ordered_json j;
   j["architectures"] = {arch};
   j["model_type"] = p.model_type;
@@ -283,6 +341,17 @@ nlohmann::ordered_json ConfigJson(const Preset& p, DType dtype) {
                          {"low_freq_factor", p.llama3->low_freq_factor},
                          {"high_freq_factor", p.llama3->high_freq_factor},
                          {"original_max_position_embeddings", p.llama3->original_max_pos}};
+  }
+  if (p.model_type == "mixtral") {
+    j["num_local_experts"] = p.n_experts;
+    j["num_experts_per_tok"] = p.n_experts_used;
+  } else if (p.n_experts > 0) {
+    j["num_experts"] = p.n_experts;
+    j["num_experts_per_tok"] = p.n_experts_used;
+    j["moe_intermediate_size"] = p.expert_ffn;
+    j["norm_topk_prob"] = p.norm_topk_prob;
+    j["decoder_sparse_step"] = 1;
+    j["mlp_only_layers"] = nlohmann::ordered_json::array();
   }
   j["tie_word_embeddings"] = p.tied;
   j["bos_token_id"] = 1;
@@ -357,10 +426,13 @@ absl::Status MakeModel(const MakeModelOptions& opts) {
   const DType dtype = opts.dtype == "bf16" ? DType::kBF16 : DType::kF16;
   if (opts.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (opts.max_shard_bytes == 0) return absl::InvalidArgumentError("max shard size must be > 0");
+  if (!(opts.router_skew >= 0) || opts.router_skew > 16)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--router-skew must be in [0, 16] (got ", opts.router_skew, ")"));
   RETURN_IF_ERROR(
       Annotate(ValidateConfig(PresetModelConfig(preset)), absl::StrCat("preset ", preset.name)));
 
-  const std::vector<TensorSpec> tensors = PlanTensors(preset);
+  const std::vector<TensorSpec> tensors = PlanTensors(preset, opts.router_skew, opts.seed);
   constexpr uint64_t kElemBytes = 2;  // f16 / bf16
   const std::vector<Shard> shards = PlanShards(tensors, kElemBytes, opts.max_shard_bytes);
   uint64_t total = 0;

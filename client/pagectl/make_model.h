@@ -17,6 +17,13 @@ struct MakeModelOptions {
   int layers = 0;             // 0: the preset's number of layers
   uint64_t seed = 1;          // same seed, same bytes
   std::string dtype = "f16";  // "f16" or "bf16"
+  // Mixtures of experts: how unevenly the random routers route, >= 0. Row e
+  // of each layer's router is scaled by r^-S, r the expert's rank in a
+  // random order of the layer's experts (a Zipf law of exponent S): the
+  // experts with large rows win the top-k far more often, as trained
+  // routers' favourite experts do. 0: every row alike (uniform routing,
+  // the worst case for an expert cache).
+  double router_skew = 0;
   // Above this many bytes of tensor data, the tensors go to HF-style shards
   // model-0000K-of-0000N.safetensors plus model.safetensors.index.json.
   uint64_t max_shard_bytes = 4ull << 30;

@@ -21,6 +21,10 @@ std::vector<Preset> MakePresets() {
   v.push_back({.name = "tiny-llama3", .model_type = "llama", .hidden = 128, .ffn = 448,
                .n_layers = 2, .n_heads = 4, .n_kv_heads = 1, .vocab = 512, .max_pos = 131072,
                .rope_theta = 500000.0, .rms_eps = 1e-5, .llama3 = Llama3RopeScaling{}});
+  v.push_back({.name = "tiny-qwen3-moe", .model_type = "qwen3_moe", .hidden = 128, .ffn = 256,
+               .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .vocab = 512, .max_pos = 4096,
+               .rope_theta = 1000000.0, .rms_eps = 1e-6, .explicit_head_dim = 48,
+               .n_experts = 16, .n_experts_used = 4, .expert_ffn = 64, .norm_topk_prob = true});
   // Real shapes (from the models' config.json).
   v.push_back({.name = "llama-7b", .model_type = "llama", .hidden = 4096, .ffn = 11008,
                .n_layers = 32, .n_heads = 32, .n_kv_heads = 32, .vocab = 32000, .max_pos = 4096,
@@ -44,6 +48,15 @@ std::vector<Preset> MakePresets() {
   v.push_back({.name = "mistral-7b", .model_type = "mistral", .hidden = 4096, .ffn = 14336,
                .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .vocab = 32000, .max_pos = 32768,
                .rope_theta = 10000.0, .rms_eps = 1e-5});
+  // Mixtures of experts (with --layers N for a slice; --router-skew S).
+  v.push_back({.name = "mixtral-8x7b", .model_type = "mixtral", .hidden = 4096, .ffn = 14336,
+               .n_layers = 32, .n_heads = 32, .n_kv_heads = 8, .vocab = 32000, .max_pos = 32768,
+               .rope_theta = 1000000.0, .rms_eps = 1e-5, .n_experts = 8, .n_experts_used = 2,
+               .expert_ffn = 14336});
+  v.push_back({.name = "qwen3-30b-a3b", .model_type = "qwen3_moe", .hidden = 2048, .ffn = 6144,
+               .n_layers = 48, .n_heads = 32, .n_kv_heads = 4, .vocab = 151936, .max_pos = 40960,
+               .rope_theta = 1000000.0, .rms_eps = 1e-6, .explicit_head_dim = 128,
+               .n_experts = 128, .n_experts_used = 8, .expert_ffn = 768, .norm_topk_prob = true});
   // clang-format on
   return v;
 }
@@ -69,9 +82,11 @@ absl::StatusOr<Preset> FindPreset(std::string_view name) {
 ModelConfig PresetModelConfig(const Preset& p) {
   ModelConfig c;
   // model_type values are the ArchName spellings; the presets above use only those.
-  c.arch = p.model_type == "qwen2"     ? Arch::kQwen2
-           : p.model_type == "mistral" ? Arch::kMistral
-                                       : Arch::kLlama;
+  c.arch = p.model_type == "qwen2"       ? Arch::kQwen2
+           : p.model_type == "mistral"   ? Arch::kMistral
+           : p.model_type == "mixtral"   ? Arch::kMixtral
+           : p.model_type == "qwen3_moe" ? Arch::kQwen3Moe
+                                         : Arch::kLlama;
   c.n_layers = p.n_layers;
   c.hidden = p.hidden;
   c.ffn = p.ffn;
@@ -91,6 +106,14 @@ ModelConfig PresetModelConfig(const Preset& p) {
   }
   c.tied_embeddings = p.tied ? 1 : 0;
   c.qkv_bias = p.qkv_bias ? 1 : 0;
+  c.qk_norm = p.qk_norm() ? 1 : 0;
+  if (p.n_experts > 0) {
+    c.n_experts = p.n_experts;
+    c.n_experts_used = p.n_experts_used;
+    c.expert_ffn = p.expert_ffn;
+    c.norm_topk_prob = p.model_type == "mixtral" || p.norm_topk_prob ? 1 : 0;
+    for (int l = 0; l < p.n_layers && l < kMaxLayers; ++l) c.SetMoeLayer(l, true);
+  }
   c.bos_id = 1;
   c.n_eos = 1;
   c.eos_ids[0] = 2;

@@ -37,8 +37,15 @@ struct Preset {
   bool tied = false;                                       // tie_word_embeddings: no lm_head.weight
   bool qkv_bias = false;                                   // q/k/v_proj carry biases (qwen2)
   std::optional<Llama3RopeScaling> llama3 = std::nullopt;  // rope_scaling
+  int explicit_head_dim = 0;                               // head_dim when not hidden / n_heads
+  // Mixture of experts (model_type mixtral, qwen3_moe): every layer sparse.
+  int n_experts = 0;            // num_local_experts / num_experts
+  int n_experts_used = 0;       // num_experts_per_tok
+  int expert_ffn = 0;           // moe_intermediate_size (mixtral: intermediate_size)
+  bool norm_topk_prob = false;  // qwen3_moe's norm_topk_prob (mixtral always renormalizes)
 
-  int head_dim() const { return hidden / n_heads; }
+  int head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : hidden / n_heads; }
+  bool qk_norm() const { return model_type == "qwen3_moe"; }
 };
 
 // Every preset, tiny ones first.

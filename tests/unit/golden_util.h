@@ -17,8 +17,9 @@ namespace paged::testing {
 
 inline const std::vector<std::string>& GoldenCases() {
   static const std::vector<std::string> cases = {
-      "llama_gqa", "llama3_rope", "mistral",        "qwen2_bias", "llama_tied",   "qwen3",
-      "gemma2",    "gemma3",      "mistral_window", "qwen2_yarn", "phi3_longrope"};
+      "llama_gqa",     "llama3_rope", "mistral",   "qwen2_bias",     "llama_tied",
+      "qwen3",         "gemma2",      "gemma3",    "mistral_window", "qwen2_yarn",
+      "phi3_longrope", "mixtral_moe", "qwen2_moe", "qwen3_moe"};
   return cases;
 }
 

@@ -224,6 +224,11 @@ class Backend {
   virtual void Add(float* x, const float* y, int64_t count) = 0;
   // out[i, :] = x[rows[i], :] for i < n; rows in backend memory.
   virtual void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) = 0;
+  // out[rows[i], :] += w[i] * y[i, :] for i < n (the weighted sum of a
+  // mixture of experts); y: [n, dim]; rows, w: [n] in backend memory, the
+  // rows of one call distinct.
+  virtual void ScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
+                              float* out) = 0;
   // One token per row of logits [n, vocab] following worker/engine/sampling.h
   // (params, positions: [n] in backend memory; positions feed the RNG).
   virtual void Sample(const float* logits, int n, int vocab, const SamplingParams* params,

@@ -119,8 +119,15 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
   RETURN_IF_ERROR(alloc(&s_.v, C * c.kv_dim()));
   RETURN_IF_ERROR(alloc(&s_.attn, C * c.q_dim()));
   RETURN_IF_ERROR(alloc(&s_.o, C * c.hidden));
-  RETURN_IF_ERROR(alloc(&s_.gate, C * c.ffn));
-  RETURN_IF_ERROR(alloc(&s_.up, C * c.ffn));
+  RETURN_IF_ERROR(alloc(&s_.gate, C * uint64_t(c.MaxFfn())));
+  RETURN_IF_ERROR(alloc(&s_.up, C * uint64_t(c.MaxFfn())));
+  if (c.n_experts > 0) {
+    // The router's logits and the shared expert's gate logit (one column more).
+    RETURN_IF_ERROR(alloc(&s_.router, C * uint64_t(c.n_experts + 1)));
+    RETURN_IF_ERROR(alloc(&s_.moe_x, C * c.hidden));
+    RETURN_IF_ERROR(alloc(&s_.moe_rows, C * uint64_t(c.n_experts_used + 1)));
+    RETURN_IF_ERROR(alloc(&s_.moe_w, C * uint64_t(c.n_experts_used + 1)));
+  }
   RETURN_IF_ERROR(alloc(&s_.last, S * c.hidden));
   RETURN_IF_ERROR(alloc(&s_.logits, S * c.vocab));
   RETURN_IF_ERROR(alloc(&s_.ids, N));
@@ -294,6 +301,27 @@ absl::Status Engine::CheckLayer(int l, const LayerWeights& w) const {
       (c.sandwich_norm && (w.post_attn_norm == nullptr || w.post_ffn_norm == nullptr)))
     return absl::InternalError(
         absl::StrCat("layer ", l, " lacks the q/k or sandwich norms its config needs"));
+  auto has = [](const WeightRef& r, int64_t rows, int64_t cols) {
+    return r.data != nullptr && r.rows == rows && r.cols == cols;
+  };
+  if (!c.IsMoeLayer(l)) {
+    // (A hybrid step's device views hold only some of the rows.)
+    if (w.w_gate.cols != c.hidden || w.w_up.cols != c.hidden || w.w_down.cols != c.ffn)
+      return absl::InternalError(absl::StrCat("layer ", l, " lacks its MLP"));
+    return absl::OkStatus();
+  }
+  const ExpertWeights& x = w.experts;
+  if (!has(w.router, c.n_experts, c.hidden) || w.router.dtype != DType::kF32 ||
+      x.n != c.n_experts || !has(x.gate, c.expert_ffn, c.hidden) ||
+      !has(x.up, c.expert_ffn, c.hidden) || !has(x.down, c.hidden, c.expert_ffn))
+    return absl::InternalError(
+        absl::StrCat("layer ", l, " lacks the router or experts its config needs"));
+  if (c.shared_expert_ffn > 0 &&
+      (!has(w.shexp_gate_inp, 1, c.hidden) || w.shexp_gate_inp.dtype != DType::kF32 ||
+       !has(w.shexp_gate, c.shared_expert_ffn, c.hidden) ||
+       !has(w.shexp_up, c.shared_expert_ffn, c.hidden) ||
+       !has(w.shexp_down, c.hidden, c.shared_expert_ffn)))
+    return absl::InternalError(absl::StrCat("layer ", l, " lacks its shared expert"));
   return absl::OkStatus();
 }
 
@@ -348,6 +376,10 @@ absl::Status Engine::RunLayers(int n) {
       b.Add(x, s_.o, int64_t(m) * c.hidden);
       // MLP block.
       b.RmsNorm(x, w.ffn_norm, m, c.hidden, c.norm_eps, s_.h);
+      if (w.experts.n > 0) {
+        MoeBlock(w, x, m);
+        continue;
+      }
       RETURN_IF_ERROR(Products(
           s_.h, m, c.hidden,
           {{w.w_gate, nullptr, w.host.w_gate, s_.gate}, {w.w_up, nullptr, w.host.w_up, s_.up}}));
@@ -363,6 +395,52 @@ absl::Status Engine::RunLayers(int n) {
     provider_->ReleaseLayer(l);
   }
   return absl::OkStatus();
+}
+
+void Engine::MoeBlock(const LayerWeights& w, float* x, int m) {
+  const ModelConfig& c = config_;
+  Backend& b = *backend_;
+  const int n_exp = c.n_experts, k = c.n_experts_used;
+  const bool shared = c.shared_expert_ffn > 0;
+  // The router's logits [m, n_exp] (and the shared expert's gate logit
+  // [m, 1] after them) come to the host, which routes.
+  b.MatMul(s_.h, m, w.router, nullptr, s_.router);
+  if (shared) b.MatMul(s_.h, m, w.shexp_gate_inp, nullptr, s_.router + int64_t(m) * n_exp);
+  h_router_.resize(size_t(m) * size_t(n_exp + (shared ? 1 : 0)));
+  b.Download(h_router_.data(), s_.router, h_router_.size() * sizeof(float));
+  RouteTopK(h_router_.data(), m, n_exp, k, c.norm_topk_prob != 0, &routing_);
+  h_moe_rows_ = routing_.rows;
+  h_moe_w_ = routing_.weights;
+  if (shared) {
+    // Every row, weighted by sigmoid of its gate logit.
+    const float* g = h_router_.data() + size_t(m) * size_t(n_exp);
+    for (int i = 0; i < m; ++i) {
+      h_moe_rows_.push_back(i);
+      h_moe_w_.push_back(float(1 / (1 + std::exp(-double(g[i])))));
+    }
+  }
+  b.Upload(s_.moe_rows, h_moe_rows_.data(), h_moe_rows_.size() * sizeof(int32_t));
+  b.Upload(s_.moe_w, h_moe_w_.data(), h_moe_w_.size() * sizeof(float));
+  // Each expert with rows: gather them, its SwiGLU, add back weighted.
+  const ExpertWeights& xw = w.experts;
+  for (int e = 0; e < n_exp; ++e) {
+    const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
+    if (n == 0) continue;
+    b.GatherRows(s_.h, s_.moe_rows + r0, n, c.hidden, s_.moe_x);
+    b.MatMul(s_.moe_x, n, xw.Gate(e), nullptr, s_.gate);
+    b.MatMul(s_.moe_x, n, xw.Up(e), nullptr, s_.up);
+    b.SwiGlu(s_.gate, s_.up, n, c.expert_ffn, s_.gate);
+    b.MatMul(s_.gate, n, xw.Down(e), nullptr, s_.o);
+    b.ScatterAddRows(s_.o, s_.moe_rows + r0, s_.moe_w + r0, n, c.hidden, x);
+  }
+  if (shared) {
+    const int r0 = routing_.begin[size_t(n_exp)];
+    b.MatMul(s_.h, m, w.shexp_gate, nullptr, s_.gate);
+    b.MatMul(s_.h, m, w.shexp_up, nullptr, s_.up);
+    b.SwiGlu(s_.gate, s_.up, m, c.shared_expert_ffn, s_.gate);
+    b.MatMul(s_.gate, m, w.shexp_down, nullptr, s_.o);
+    b.ScatterAddRows(s_.o, s_.moe_rows + r0, s_.moe_w + r0, m, c.hidden, x);
+  }
 }
 
 }  // namespace paged

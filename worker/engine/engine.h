@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "worker/engine/backend.h"
 #include "worker/engine/host_executor.h"
+#include "worker/engine/moe_routing.h"
 #include "worker/engine/types.h"
 #include "worker/engine/weight_provider.h"
 
@@ -49,6 +50,10 @@ class Engine {
   absl::Status EnsureScratch(int n_tokens, int n_seqs, int n_table);
   absl::Status RunLayers(int n);
   absl::Status CheckLayer(int l, const LayerWeights& w) const;
+  // A sparse layer's MLP on the chunk's m rows: s_.h holds their normed
+  // input; the experts' weighted outputs (and the shared expert's) are
+  // added into x [m, hidden], the residual stream.
+  void MoeBlock(const LayerWeights& w, float* x, int m);
   void PlanChunks();
 
   // One matrix product of a group that shares its input: out[m, rows] =
@@ -89,8 +94,13 @@ class Engine {
     float* v = nullptr;                // [C, kv_dim]
     float* attn = nullptr;             // [C, q_dim] attention output
     float* o = nullptr;                // [C, hidden] o / down projection output
-    float* gate = nullptr;             // [C, ffn] (then silu(gate) * up)
-    float* up = nullptr;               // [C, ffn]
+    float* gate = nullptr;             // [C, max ffn] (then silu(gate) * up)
+    float* up = nullptr;               // [C, max ffn]
+    // Sparse layers (n_experts > 0): R = C * (n_experts_used + 1) routed rows.
+    float* router = nullptr;           // [C, n_experts] router logits
+    float* moe_x = nullptr;            // [C, hidden] one expert's gathered rows
+    int32_t* moe_rows = nullptr;       // [R] rows of every expert, then the shared expert's
+    float* moe_w = nullptr;            // [R] their weights
     float* last = nullptr;             // [S, hidden] each sequence's last row
     float* logits = nullptr;           // [S, vocab]
     int32_t* ids = nullptr;            // [N] token ids
@@ -120,6 +130,12 @@ class Engine {
   std::vector<AttnSeq> h_chunk_seqs_;
   // Host copies of a product group's input and of its host shares.
   std::vector<float> h_x_, h_out_;
+  // Sparse layers: the router's logits (and the shared expert's gate logit
+  // after them) on the host, the routing, the rows and weights uploaded.
+  std::vector<float> h_router_;
+  MoeRouting routing_;
+  std::vector<int32_t> h_moe_rows_;
+  std::vector<float> h_moe_w_;
 };
 
 // The RoPE of a full-attention (sliding = false) or sliding-window layer.

@@ -35,6 +35,49 @@ const float* ModelImage::LayerVector(int layer, std::string_view name) const {
   return reinterpret_cast<const float*>(weights + header->LayerOffset(layer) + e->offset);
 }
 
+LayerWeights ModelImage::LayerAt(int layer, const uint8_t* block) const {
+  const LayerTable& t = header->Layer(layer);
+  auto ref = [&](std::string_view name) {
+    const TensorEntry* e = t.Find(name);
+    return e == nullptr ? WeightRef{} : RefOf(*e, block);
+  };
+  auto vec = [&](std::string_view name) -> const float* {
+    const TensorEntry* e = t.Find(name);
+    return e == nullptr ? nullptr : reinterpret_cast<const float*>(block + e->offset);
+  };
+  LayerWeights w;
+  w.attn_norm = vec("attn_norm");
+  w.wq = ref("wq");
+  w.wk = ref("wk");
+  w.wv = ref("wv");
+  w.wo = ref("wo");
+  w.bq = vec("bq");
+  w.bk = vec("bk");
+  w.bv = vec("bv");
+  w.ffn_norm = vec("ffn_norm");
+  w.w_gate = ref("w_gate");
+  w.w_up = ref("w_up");
+  w.w_down = ref("w_down");
+  w.q_norm = vec("q_norm");
+  w.k_norm = vec("k_norm");
+  w.post_attn_norm = vec("post_attn_norm");
+  w.post_ffn_norm = vec("post_ffn_norm");
+  w.router = ref("router");
+  w.shexp_gate_inp = ref("shexp_gate_inp");
+  w.shexp_gate = ref("shexp_gate");
+  w.shexp_up = ref("shexp_up");
+  w.shexp_down = ref("shexp_down");
+  const ExpertTable& x = t.experts;
+  if (x.n_experts > 0) {
+    w.experts.n = int(x.n_experts);
+    w.experts.stride = x.stride;
+    w.experts.gate = RefOf(x.tensors[0], block + x.offset);
+    w.experts.up = RefOf(x.tensors[1], block + x.offset);
+    w.experts.down = RefOf(x.tensors[2], block + x.offset);
+  }
+  return w;
+}
+
 KvLayerView ModelImage::KvLayer(int layer) const {
   KvLayerView v;
   v.base = kv + (header->KvBlockOffset(layer, 0) - header->kv_offset);

@@ -26,6 +26,10 @@ struct ModelImage {
   WeightRef LayerTensor(int layer, std::string_view name) const;
   const float* LayerVector(int layer, std::string_view name) const;  // f32 norms / biases, or null
   KvLayerView KvLayer(int layer) const;                              // block ids = the pool's
+  // Every tensor of layer `layer` (experts included) as they lie in a copy
+  // of its block at `block` (the segment's own, a device slot, a resident
+  // copy): the layer's table applied to that address.
+  LayerWeights LayerAt(int layer, const uint8_t* block) const;
 };
 
 ModelImage ImageOf(const SegmentMapping& m);

@@ -35,31 +35,13 @@ absl::Status ResidentProvider::Init(uint64_t kv_blocks) {
     w.scales = Rebase(w.scales);
     return w;
   };
-  auto vec = [&](int l, std::string_view name) {
-    return static_cast<const float*>(Rebase(image_.LayerVector(l, name)));
-  };
   globals_.tok_embd = rebase(image_.Global("tok_embd"));
   globals_.output_norm = static_cast<const float*>(Rebase(image_.Global("output_norm").data));
   globals_.output = h.model.tied_embeddings ? globals_.tok_embd : rebase(image_.Global("output"));
   layers_.resize(size_t(n_layers));
   for (int l = 0; l < n_layers; ++l) {
-    LayerWeights& w = layers_[size_t(l)];
-    w.attn_norm = vec(l, "attn_norm");
-    w.wq = rebase(image_.LayerTensor(l, "wq"));
-    w.wk = rebase(image_.LayerTensor(l, "wk"));
-    w.wv = rebase(image_.LayerTensor(l, "wv"));
-    w.wo = rebase(image_.LayerTensor(l, "wo"));
-    w.bq = vec(l, "bq");
-    w.bk = vec(l, "bk");
-    w.bv = vec(l, "bv");
-    w.ffn_norm = vec(l, "ffn_norm");
-    w.w_gate = rebase(image_.LayerTensor(l, "w_gate"));
-    w.w_up = rebase(image_.LayerTensor(l, "w_up"));
-    w.w_down = rebase(image_.LayerTensor(l, "w_down"));
-    w.q_norm = vec(l, "q_norm");
-    w.k_norm = vec(l, "k_norm");
-    w.post_attn_norm = vec(l, "post_attn_norm");
-    w.post_ffn_norm = vec(l, "post_ffn_norm");
+    layers_[size_t(l)] = image_.LayerAt(
+        l, static_cast<const uint8_t*>(Rebase(image_.weights + h.LayerOffset(l))));
   }
   kv_.resize(size_t(n_layers));
   for (int l = 0; l < n_layers; ++l) kv_[size_t(l)] = image_.KvLayer(l);

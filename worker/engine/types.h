@@ -45,6 +45,23 @@ struct LayerHostRows {
   }
 };
 
+// The experts of a sparse layer: expert e's matrices are expert 0's views
+// moved by e * stride bytes (one block per expert, docs/store.md).
+struct ExpertWeights {
+  int n = 0;                 // experts; 0: a dense layer
+  uint64_t stride = 0;       // bytes from one expert's block to the next
+  WeightRef gate, up, down;  // expert 0's: [expert_ffn, hidden] x2, [hidden, expert_ffn]
+
+  static WeightRef Moved(WeightRef w, uint64_t by) {
+    w.data = static_cast<const uint8_t*>(w.data) + by;
+    if (w.scales != nullptr) w.scales = static_cast<const uint8_t*>(w.scales) + by;
+    return w;
+  }
+  WeightRef Gate(int e) const { return Moved(gate, uint64_t(e) * stride); }
+  WeightRef Up(int e) const { return Moved(up, uint64_t(e) * stride); }
+  WeightRef Down(int e) const { return Moved(down, uint64_t(e) * stride); }
+};
+
 // One layer's tensors. Norms and biases are f32 vectors.
 struct LayerWeights {
   const float* attn_norm = nullptr;  // [hidden]
@@ -60,6 +77,11 @@ struct LayerWeights {
   const float* k_norm = nullptr;          // [head_dim], each k head before RoPE
   const float* post_attn_norm = nullptr;  // [hidden], the attention output
   const float* post_ffn_norm = nullptr;   // [hidden], the MLP output
+  // A sparse layer (ModelConfig::IsMoeLayer): no w_gate / w_up / w_down.
+  WeightRef router;                         // [n_experts, hidden], f32
+  ExpertWeights experts;                    // n == 0 for a dense layer
+  WeightRef shexp_gate_inp;                 // [1, hidden] f32; rows == 0: no shared expert
+  WeightRef shexp_gate, shexp_up, shexp_down;  // [shared_ffn, hidden] x2, [hidden, shared_ffn]
 };
 
 struct GlobalWeights {

@@ -187,7 +187,12 @@ uint64_t Pager::CopyLayerRows(int s, int layer, double have_share, double share)
   // run of bytes.
   for (uint32_t i = 0; i < table.n_tensors; ++i) {
     const TensorEntry& t = table.tensors[i];
-    if (t.rows <= 1) {  // a vector: norms and biases are always on the device
+    // Vectors (norms, biases) and the matrices a hybrid step does not split
+    // (a sparse layer's router and shared expert) are always on the device.
+    const std::string_view name = t.Name();
+    const bool split = name == "wq" || name == "wk" || name == "wv" || name == "wo" ||
+                       name == "w_gate" || name == "w_up" || name == "w_down";
+    if (t.rows <= 1 || !split) {
       if (fresh) {
         copy(t.offset, t.bytes);
         copy(t.scale_offset, t.scale_bytes);
@@ -204,43 +209,15 @@ uint64_t Pager::CopyLayerRows(int s, int layer, double have_share, double share)
       copy(t.scale_offset + uint64_t(from) * scale_row, uint64_t(to - from) * scale_row);
     }
   }
+  // A sparse layer's experts are not split: all on the device, in one copy.
+  const ExpertTable& x = table.experts;
+  if (fresh && x.n_experts > 0) copy(x.offset, uint64_t(x.n_experts) * x.stride);
   return total;
 }
 
 LayerWeights Pager::WeightsAt(int layer, const uint8_t* block) const {
-  // The layer's device copy has its host block's layout (its own table):
-  // rebase the host layer's pointers.
-  const uint8_t* host_block = host_.weights + host_.header->LayerOffset(layer);
-  auto rebase = [&](const void* p) -> const void* {
-    return p == nullptr ? nullptr : block + (static_cast<const uint8_t*>(p) - host_block);
-  };
-  auto ref = [&](std::string_view name) {
-    WeightRef w = host_.LayerTensor(layer, name);
-    w.data = rebase(w.data);
-    w.scales = rebase(w.scales);
-    return w;
-  };
-  auto vec = [&](std::string_view name) {
-    return static_cast<const float*>(rebase(host_.LayerVector(layer, name)));
-  };
-  LayerWeights w;
-  w.attn_norm = vec("attn_norm");
-  w.wq = ref("wq");
-  w.wk = ref("wk");
-  w.wv = ref("wv");
-  w.wo = ref("wo");
-  w.bq = vec("bq");
-  w.bk = vec("bk");
-  w.bv = vec("bv");
-  w.ffn_norm = vec("ffn_norm");
-  w.w_gate = ref("w_gate");
-  w.w_up = ref("w_up");
-  w.w_down = ref("w_down");
-  w.q_norm = vec("q_norm");
-  w.k_norm = vec("k_norm");
-  w.post_attn_norm = vec("post_attn_norm");
-  w.post_ffn_norm = vec("post_ffn_norm");
-  return w;
+  // The layer's device copy has its host block's layout (its own table).
+  return host_.LayerAt(layer, block);
 }
 
 absl::Status Pager::Init() {

@@ -49,7 +49,12 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l, uint64_t ta
   const uint64_t C = std::min<uint64_t>(N, kEngineChunkTokens);
   const uint64_t act =
       N * uint64_t(c.hidden) * 4 +
-      C * (2ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.ffn) * 4 +
+      C * (2ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * uint64_t(c.MaxFfn())) *
+          4 +
+      // Sparse layers: router logits, one expert's rows, routed rows and weights.
+      (c.n_experts > 0
+           ? C * (uint64_t(c.n_experts) + 1 + uint64_t(c.hidden) + 2 * uint64_t(c.n_experts_used + 1)) * 4
+           : 0) +
       S * (2ull * c.hidden + 2ull * c.vocab) * 4 + (N + S) * 64 + table_entries * 4;
   if (l.backend_scratch_bytes > 0) return act + l.backend_scratch_bytes;
   if (l.backend == PlanBackend::kCpu) return act;
@@ -64,9 +69,12 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l, uint64_t ta
   for (int i = 0; i < c.n_layers; ++i) {
     const LayerTable& t = h.Layer(i);
     for (uint32_t k = 0; k < t.n_tensors; ++k) scan(t.tensors[k]);
+    if (t.experts.n_experts > 0) {
+      for (const TensorEntry& e : t.experts.tensors) scan(e);
+    }
   }
   for (uint32_t k = 0; k < h.n_global_tensors; ++k) scan(h.global_tensors[k]);
-  const uint64_t cast = C * uint64_t(std::max({c.hidden, c.ffn, c.q_dim()})) * 2;
+  const uint64_t cast = C * uint64_t(std::max({c.hidden, c.MaxFfn(), c.q_dim()})) * 2;
   const uint64_t dequant = quantized ? std::min(largest, kCudaDequantChunkElems) * 2 : 0;
   const uint64_t partials = S * uint64_t(c.n_heads) * 64 * (uint64_t(c.head_dim) + 2) * 4;
   const uint64_t scratch = act + cast + dequant + partials;

@@ -152,6 +152,10 @@ class CpuBackend final : public Backend {
   void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) override {
     cpu::GatherRows(x, rows, n, dim, out);
   }
+  void ScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
+                      float* out) override {
+    cpu::ScatterAddRows(y, rows, w, n, dim, out);
+  }
   void Sample(const float* logits, int n, int vocab, const SamplingParams* params,
               const int32_t* positions, int32_t* out_tokens) override {
     cpu::Sample(pool_, logits, n, vocab, params, positions, out_tokens);

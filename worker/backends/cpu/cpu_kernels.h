@@ -45,6 +45,8 @@ void Scale(float* x, int64_t count, float s);
 void SoftCap(float* x, int64_t count, float cap);
 void Add(float* x, const float* y, int64_t count);
 void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out);
+void ScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
+                    float* out);
 void Sample(ThreadPool& pool, const float* logits, int n, int vocab, const SamplingParams* params,
             const int32_t* positions, int32_t* out_tokens);
 

@@ -115,6 +115,15 @@ void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out)
   }
 }
 
+void ScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
+                    float* out) {
+  for (int i = 0; i < n; ++i) {
+    float* o = out + int64_t(rows[i]) * dim;
+    const float* in = y + int64_t(i) * dim;
+    for (int j = 0; j < dim; ++j) o[j] += w[i] * in[j];
+  }
+}
+
 void Sample(ThreadPool& pool, const float* logits, int n, int vocab, const SamplingParams* params,
             const int32_t* positions, int32_t* out_tokens) {
   pool.ParallelFor(0, n, RowGrain(int64_t(vocab) * 8), [&](int64_t lo, int64_t hi) {

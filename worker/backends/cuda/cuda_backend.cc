@@ -593,6 +593,13 @@ class CudaBackend final : public Backend {
     AfterOp("GatherRows");
   }
 
+  void ScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
+                      float* out) override {
+    Device();
+    Check(cuda::LaunchScatterAddRows(y, rows, w, n, dim, out, stream_), "ScatterAddRows");
+    AfterOp("ScatterAddRows");
+  }
+
   void Sample(const float* logits, int n, int vocab, const SamplingParams* params,
               const int32_t* positions, int32_t* out_tokens) override {
     Device();

@@ -62,6 +62,16 @@ __global__ void GatherRowsKernel(const float* __restrict__ x, const int32_t* __r
   for (int j = threadIdx.x; j < dim; j += blockDim.x) o[j] = in[j];
 }
 
+// One block per input row; the rows of one launch are distinct.
+__global__ void ScatterAddRowsKernel(const float* __restrict__ y, const int32_t* __restrict__ rows,
+                                     const float* __restrict__ w, int dim,
+                                     float* __restrict__ out) {
+  const float wi = w[blockIdx.x];
+  const float* in = y + int64_t(blockIdx.x) * dim;
+  float* o = out + int64_t(rows[blockIdx.x]) * dim;
+  for (int j = threadIdx.x; j < dim; j += blockDim.x) o[j] = __fadd_rn(o[j], __fmul_rn(wi, in[j]));
+}
+
 __global__ void AddBiasKernel(float* __restrict__ out, const float* __restrict__ bias,
                               int64_t count, int64_t rows, int64_t ldo) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
@@ -124,6 +134,14 @@ CudaError LaunchGatherRows(const float* x, const int32_t* rows, int n, int dim, 
                            cudaStream_t stream) {
   if (n <= 0 || dim <= 0) return 0;
   GatherRowsKernel<<<unsigned(n), kThreads, 0, stream>>>(x, rows, dim, out);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
+                               float* out, cudaStream_t stream) {
+  if (n <= 0 || dim <= 0) return 0;
+  ScatterAddRowsKernel<<<unsigned(n), kThreads, 0, stream>>>(y, rows, w, dim, out);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }

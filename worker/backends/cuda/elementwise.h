@@ -22,6 +22,10 @@ CudaError LaunchSoftCap(float* x, int64_t count, float cap, cudaStream_t stream)
 // out[i, :] = x[rows[i], :]; x: [?, dim], rows: [n] (device), out: [n, dim].
 CudaError LaunchGatherRows(const float* x, const int32_t* rows, int n, int dim, float* out,
                            cudaStream_t stream);
+// out[rows[i], :] += w[i] * y[i, :]; y: [n, dim], rows, w: [n] (device), the
+// rows distinct.
+CudaError LaunchScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
+                               float* out, cudaStream_t stream);
 // out[i, r] += bias[r]; out: [n, rows].
 CudaError LaunchAddBias(float* out, const float* bias, int64_t n, int64_t rows, int64_t ldo,
                         cudaStream_t stream);

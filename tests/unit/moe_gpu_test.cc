@@ -1,0 +1,75 @@
+// Mixtures of experts on CUDA (label gpu; skips without a GPU): the
+// ScatterAddRows op against the CPU backend, and mixtral / qwen2_moe /
+// qwen3_moe checkpoints (f32) against the double-precision reference, as
+// tests/unit/moe_test.cc checks them on the CPU.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "tests/unit/moe_util.h"
+#include "tests/unit/reference_model.h"
+#include "tests/unit/test_util.h"
+#include "worker/device.h"
+#include "worker/engine/backend_factory.h"
+#include "worker/engine/generator.h"
+#include "worker/offline/local_model.h"
+
+namespace paged {
+namespace {
+
+bool HaveGpu() { return !ListGpus().empty() && MakeBackend("cuda:0").ok(); }
+
+TEST(MoeGpuTest, ScatterAddRowsMatchesCpu) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU";
+  auto gpu = MakeBackend("cuda:0");
+  auto cpu = MakeBackend("cpu", 1);
+  ASSERT_TRUE(gpu.ok() && cpu.ok());
+  const int n = 5, dim = 300, out_rows = 9;
+  std::vector<float> y(size_t(n * dim)), out(size_t(out_rows * dim));
+  for (size_t i = 0; i < y.size(); ++i) y[i] = float(i % 17) * 0.25f - 2.f;
+  for (size_t i = 0; i < out.size(); ++i) out[i] = float(i % 5);
+  const std::vector<int32_t> rows = {8, 0, 3, 4, 7};
+  const std::vector<float> w = {0.5f, -1.f, 0.125f, 2.f, 0.3f};
+  std::vector<float> want = out;
+  (*cpu)->ScatterAddRows(y.data(), rows.data(), w.data(), n, dim, want.data());
+  auto d_y = (*gpu)->Allocate(y.size() * 4), d_out = (*gpu)->Allocate(out.size() * 4),
+       d_rows = (*gpu)->Allocate(rows.size() * 4), d_w = (*gpu)->Allocate(w.size() * 4);
+  ASSERT_TRUE(d_y.ok() && d_out.ok() && d_rows.ok() && d_w.ok());
+  (*gpu)->Upload(d_y->get(), y.data(), y.size() * 4);
+  (*gpu)->Upload(d_out->get(), out.data(), out.size() * 4);
+  (*gpu)->Upload(d_rows->get(), rows.data(), rows.size() * 4);
+  (*gpu)->Upload(d_w->get(), w.data(), w.size() * 4);
+  (*gpu)->ScatterAddRows(d_y->as<float>(), d_rows->as<int32_t>(), d_w->as<float>(), n, dim,
+                         d_out->as<float>());
+  std::vector<float> got(out.size());
+  (*gpu)->Download(got.data(), d_out->get(), got.size() * 4);
+  ASSERT_TRUE((*gpu)->Synchronize().ok());
+  EXPECT_EQ(got, want);  // one rounded multiply-add per element on both
+}
+
+TEST(MoeGpuTest, CheckpointsMatchReferenceOnCuda) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU";
+  for (const ModelConfig& c :
+       {moe_testing::Mixtral(), moe_testing::Qwen2Moe(), moe_testing::Qwen3Moe()}) {
+    const auto m = reference::MakeModel(c, 47);
+    testing::TempDir dir;
+    moe_testing::WriteHf(*m, dir.path(), /*fused=*/true);
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 12; ++i) tokens.push_back(int32_t((i * 37 + 11) % c.vocab));
+    const reference::Rows want = reference::Reference(*m, tokens);
+    LayoutOptions layout;
+    layout.weight_format = "f32";
+    layout.kv_gib = 0.002;
+    layout.block_tokens = 4;
+    auto lm = LocalModel::Load(dir.path(), layout, "cuda:0", 2);
+    ASSERT_TRUE(lm.ok()) << lm.status();
+    auto got = TeacherForcedLogits(*(*lm)->engine, tokens, (*lm)->kv_blocks());
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), want.size());
+    for (size_t p = 0; p < got->size(); ++p)
+      EXPECT_LT(testing::RelativeError((*got)[p], want[p]), 1e-4) << DescribeConfig(c) << " " << p;
+  }
+}
+
+}  // namespace
+}  // namespace paged

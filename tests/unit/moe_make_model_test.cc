@@ -1,0 +1,145 @@
+// `pagectl make-model` for mixtures of experts: the presets' configs, a tiny
+// sparse checkpoint that loads and runs, and --router-skew making routing
+// uneven (measured on the written routers) while 0 keeps it even.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "client/pagectl/make_model.h"
+#include "client/pagectl/presets.h"
+#include "common/dtype.h"
+#include "store/hf_checkpoint.h"
+#include "tests/unit/test_util.h"
+#include "worker/engine/generator.h"
+#include "worker/offline/local_model.h"
+
+namespace paged {
+namespace {
+
+TEST(MoePresetsTest, RealShapes) {
+  const ModelConfig mixtral = PresetModelConfig(*FindPreset("mixtral-8x7b"));
+  EXPECT_TRUE(ValidateConfig(mixtral).ok());
+  EXPECT_EQ(mixtral.arch, Arch::kMixtral);
+  EXPECT_EQ(mixtral.n_experts, 8);
+  EXPECT_EQ(mixtral.n_experts_used, 2);
+  EXPECT_EQ(mixtral.expert_ffn, 14336);
+  EXPECT_TRUE(mixtral.IsMoeLayer(31));
+  const ModelConfig qwen = PresetModelConfig(*FindPreset("qwen3-30b-a3b"));
+  EXPECT_TRUE(ValidateConfig(qwen).ok());
+  EXPECT_EQ(qwen.arch, Arch::kQwen3Moe);
+  EXPECT_EQ(qwen.n_experts, 128);
+  EXPECT_EQ(qwen.n_experts_used, 8);
+  EXPECT_EQ(qwen.expert_ffn, 768);
+  EXPECT_EQ(qwen.head_dim, 128);
+  EXPECT_TRUE(qwen.qk_norm);
+  EXPECT_TRUE(qwen.norm_topk_prob);
+}
+
+std::string Make(const testing::TempDir& tmp, const std::string& name, double skew) {
+  MakeModelOptions o;
+  o.preset = "tiny-qwen3-moe";
+  o.out_dir = tmp.File(name);
+  o.router_skew = skew;
+  const absl::Status s = MakeModel(o);
+  EXPECT_TRUE(s.ok()) << s;
+  return o.out_dir;
+}
+
+TEST(MoeMakeModelTest, TinySparseCheckpointLoadsAndRuns) {
+  testing::TempDir tmp;
+  const std::string dir = Make(tmp, "m", 0);
+  auto src = OpenHfCheckpoint(dir);
+  ASSERT_TRUE(src.ok()) << src.status();
+  const ModelConfig want = PresetModelConfig(*FindPreset("tiny-qwen3-moe"));
+  const ModelConfig& got = (*src)->config;
+  EXPECT_EQ(got.arch, want.arch);
+  EXPECT_EQ(got.n_experts, want.n_experts);
+  EXPECT_EQ(got.n_experts_used, want.n_experts_used);
+  EXPECT_EQ(got.expert_ffn, want.expert_ffn);
+  EXPECT_EQ(got.norm_topk_prob, want.norm_topk_prob);
+  EXPECT_EQ(got.head_dim, 48);
+  for (int l = 0; l < got.n_layers; ++l) EXPECT_TRUE(got.IsMoeLayer(l));
+  LayoutOptions layout;
+  layout.kv_gib = 0.01;
+  auto lm = LocalModel::Load(dir, layout, "cpu", 2);
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  GenerateRequest req;
+  req.prompt = {1, 17, 300, 42};
+  req.max_new_tokens = 8;
+  req.stop_at_eos = false;
+  auto r = Generate(*(*lm)->engine, req, (*lm)->kv_blocks());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tokens.size(), 8u);
+}
+
+// How often each expert of layer 0 is among the top-k for random unit-RMS
+// hidden states, from the router as written (f16).
+std::vector<double> RoutingShares(const std::string& dir) {
+  auto src = OpenHfCheckpoint(dir);
+  EXPECT_TRUE(src.ok()) << src.status();
+  if (!src.ok()) return {};
+  const ModelConfig& c = (*src)->config;
+  const SourceTensor* r = (*src)->Find("router", 0);
+  EXPECT_NE(r, nullptr);
+  if (r == nullptr) return {};
+  std::vector<float> w(size_t(r->rows * r->cols));
+  for (size_t i = 0; i < w.size(); ++i) {
+    uint16_t h;
+    std::memcpy(&h, r->data + 2 * i, 2);
+    w[i] = HalfToFloat(h);
+  }
+  std::mt19937 rng(5);
+  std::normal_distribution<double> d(0, 1);
+  std::vector<double> count(size_t(c.n_experts), 0);
+  constexpr int kTokens = 4000;
+  std::vector<double> h(size_t(c.hidden)), logit(size_t(c.n_experts));
+  std::vector<int> order(size_t(c.n_experts));
+  for (int t = 0; t < kTokens; ++t) {
+    for (double& v : h) v = d(rng);
+    for (int e = 0; e < c.n_experts; ++e) {
+      double s = 0;
+      for (int j = 0; j < c.hidden; ++j) s += w[size_t(e * c.hidden + j)] * h[size_t(j)];
+      logit[size_t(e)] = s;
+      order[size_t(e)] = e;
+    }
+    std::partial_sort(order.begin(), order.begin() + c.n_experts_used, order.end(),
+                      [&](int a, int b) { return logit[size_t(a)] > logit[size_t(b)]; });
+    for (int k = 0; k < c.n_experts_used; ++k) count[size_t(order[size_t(k)])] += 1;
+  }
+  for (double& v : count) v /= double(kTokens) * c.n_experts_used;
+  return count;
+}
+
+TEST(MoeMakeModelTest, RouterSkewMakesRoutingUneven) {
+  testing::TempDir tmp;
+  const std::vector<double> even = RoutingShares(Make(tmp, "even", 0));
+  const std::vector<double> skewed = RoutingShares(Make(tmp, "skewed", 1.5));
+  ASSERT_EQ(even.size(), 16u);
+  ASSERT_EQ(skewed.size(), 16u);
+  const double mean = 1.0 / 16;
+  // Random routers: every expert near its fair share.
+  EXPECT_LT(*std::max_element(even.begin(), even.end()), 1.6 * mean);
+  EXPECT_GT(*std::min_element(even.begin(), even.end()), 0.5 * mean);
+  // Skewed: the favourite is in the top-k of about half the tokens (it wins
+  // whenever its logit is positive), four experts take well over their
+  // fair quarter, the tail almost nothing.
+  std::vector<double> sorted = skewed;
+  std::sort(sorted.rbegin(), sorted.rend());
+  EXPECT_GT(sorted[0], 1.8 * mean);
+  EXPECT_GT(sorted[0] + sorted[1] + sorted[2] + sorted[3], 0.4);
+  EXPECT_LT(sorted.back(), 0.25 * mean);
+  // Bad values are refused before anything is written.
+  MakeModelOptions o;
+  o.preset = "tiny-qwen3-moe";
+  o.out_dir = tmp.File("bad");
+  o.router_skew = -1;
+  EXPECT_EQ(MakeModel(o).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace paged

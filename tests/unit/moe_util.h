@@ -1,0 +1,212 @@
+// Tiny mixture-of-experts models for tests: configs of each architecture
+// and an HF checkpoint of a reference model (tests/unit/reference_model.h)
+// under transformers 4.x (one tensor per expert) or 5.x (fused) names.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/model_config.h"
+#include "store/safetensors_writer.h"
+#include "tests/unit/reference_model.h"
+#include "tests/unit/test_util.h"
+
+namespace paged::moe_testing {
+
+using reference::Model;
+
+// ---- configs ---------------------------------------------------------------
+
+inline ModelConfig Base(Arch arch, int n_experts, int layers) {
+  ModelConfig c;
+  c.arch = arch;
+  c.n_layers = layers;
+  c.hidden = 64;
+  c.ffn = 96;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 16;
+  c.vocab = 128;
+  c.max_context = 256;
+  c.norm_eps = 1e-6f;
+  c.rope_theta = 10000.f;
+  c.n_experts = n_experts;
+  c.n_experts_used = 2;
+  c.expert_ffn = 32;
+  for (int l = 0; l < layers; ++l) c.SetMoeLayer(l, true);
+  return c;
+}
+
+inline ModelConfig Mixtral() {
+  ModelConfig c = Base(Arch::kMixtral, 8, 2);
+  c.ffn = c.expert_ffn;  // mixtral's intermediate_size is its experts'
+  c.norm_topk_prob = 1;
+  c.rope_theta = 1000000.f;
+  return c;
+}
+
+// Three layers, the middle one dense (mlp_only_layers), a shared expert, no
+// renormalization (Qwen1.5-MoE's config), q/k/v biases.
+inline ModelConfig Qwen2Moe() {
+  ModelConfig c = Base(Arch::kQwen2Moe, 4, 3);
+  c.SetMoeLayer(1, false);
+  c.shared_expert_ffn = 48;
+  c.qkv_bias = 1;
+  return c;
+}
+
+// q/k norms, 8 experts, renormalized top-2, every second layer sparse
+// (decoder_sparse_step 2).
+inline ModelConfig Qwen3Moe() {
+  ModelConfig c = Base(Arch::kQwen3Moe, 8, 2);
+  c.SetMoeLayer(0, false);
+  c.qk_norm = 1;
+  c.norm_topk_prob = 1;
+  c.head_dim = 32;  // q_dim 128 != hidden
+  return c;
+}
+
+// ---- an HF checkpoint of a reference model --------------------------------
+
+inline nlohmann::json HfConfig(const ModelConfig& c) {
+  nlohmann::json j;
+  const bool mixtral = c.arch == Arch::kMixtral;
+  j["model_type"] = std::string(ArchName(c.arch));
+  j["architectures"] = {mixtral                       ? "MixtralForCausalLM"
+                        : c.arch == Arch::kQwen2Moe ? "Qwen2MoeForCausalLM"
+                                                    : "Qwen3MoeForCausalLM"};
+  j["hidden_size"] = c.hidden;
+  j["intermediate_size"] = c.ffn;
+  j["num_hidden_layers"] = c.n_layers;
+  j["num_attention_heads"] = c.n_heads;
+  j["num_key_value_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab;
+  j["max_position_embeddings"] = c.max_context;
+  j["rms_norm_eps"] = c.norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  j["tie_word_embeddings"] = false;
+  j["num_experts_per_tok"] = c.n_experts_used;
+  if (mixtral) {
+    j["num_local_experts"] = c.n_experts;
+    j["sliding_window"] = nullptr;
+    return j;
+  }
+  j["num_experts"] = c.n_experts;
+  j["moe_intermediate_size"] = c.expert_ffn;
+  j["norm_topk_prob"] = c.norm_topk_prob != 0;
+  if (c.arch == Arch::kQwen2Moe) j["shared_expert_intermediate_size"] = c.shared_expert_ffn;
+  // Sparse layers: decoder_sparse_step when it describes them, else mlp_only_layers.
+  int step = 1;
+  while (step <= c.n_layers) {
+    bool fits = true;
+    for (int l = 0; l < c.n_layers; ++l) fits = fits && c.IsMoeLayer(l) == ((l + 1) % step == 0);
+    if (fits) break;
+    ++step;
+  }
+  if (step <= c.n_layers) {
+    j["decoder_sparse_step"] = step;
+  } else {
+    j["decoder_sparse_step"] = 1;
+    nlohmann::json dense = nlohmann::json::array();
+    for (int l = 0; l < c.n_layers; ++l) {
+      if (!c.IsMoeLayer(l)) dense.push_back(l);
+    }
+    j["mlp_only_layers"] = dense;
+  }
+  return j;
+}
+
+// Writes `m` as an HF checkpoint: experts one by one under transformers 4.x
+// names (mixtral's block_sparse_moe.experts.{e}.w1/w3/w2, qwen's
+// mlp.experts.{e}.gate_proj/...), or fused as transformers 5 keeps them
+// (mlp.gate, mlp.experts.gate_up_proj [E, 2F, H], mlp.experts.down_proj [E, H, F]).
+inline void WriteHf(const Model& m, const std::string& dir, bool fused) {
+  const ModelConfig& c = m.src.config;
+  std::vector<SafetensorsEntry> entries;
+  std::vector<std::vector<float>> data;
+  auto put = [&](const std::string& name, std::vector<int64_t> shape, std::vector<float> v) {
+    entries.push_back({name, "F32", std::move(shape)});
+    data.push_back(std::move(v));
+  };
+  auto mat = [&](const std::string& hf, const std::string& name, int l, int e = -1) {
+    const std::vector<float>& v = m.Get(name, l, e);
+    for (const SourceTensor& t : m.src.tensors) {
+      if (t.name == name && t.layer == l && t.expert == e) {
+        if (t.rows == 1 && name != "shexp_gate_inp")
+          put(hf, {t.cols}, v);
+        else
+          put(hf, {t.rows, t.cols}, v);
+        return;
+      }
+    }
+    ADD_FAILURE() << "no " << name;
+  };
+  mat("model.embed_tokens.weight", "tok_embd", -1);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    mat(p + "input_layernorm.weight", "attn_norm", l);
+    mat(p + "self_attn.q_proj.weight", "wq", l);
+    mat(p + "self_attn.k_proj.weight", "wk", l);
+    mat(p + "self_attn.v_proj.weight", "wv", l);
+    mat(p + "self_attn.o_proj.weight", "wo", l);
+    if (c.qkv_bias) {
+      mat(p + "self_attn.q_proj.bias", "bq", l);
+      mat(p + "self_attn.k_proj.bias", "bk", l);
+      mat(p + "self_attn.v_proj.bias", "bv", l);
+    }
+    if (c.qk_norm) {
+      mat(p + "self_attn.q_norm.weight", "q_norm", l);
+      mat(p + "self_attn.k_norm.weight", "k_norm", l);
+    }
+    mat(p + "post_attention_layernorm.weight", "ffn_norm", l);
+    if (!c.IsMoeLayer(l)) {
+      mat(p + "mlp.gate_proj.weight", "w_gate", l);
+      mat(p + "mlp.up_proj.weight", "w_up", l);
+      mat(p + "mlp.down_proj.weight", "w_down", l);
+      continue;
+    }
+    const bool mixtral4 = c.arch == Arch::kMixtral && !fused;
+    mat(p + (mixtral4 ? "block_sparse_moe.gate.weight" : "mlp.gate.weight"), "router", l);
+    if (c.shared_expert_ffn > 0) {
+      mat(p + "mlp.shared_expert.gate_proj.weight", "shexp_gate", l);
+      mat(p + "mlp.shared_expert.up_proj.weight", "shexp_up", l);
+      mat(p + "mlp.shared_expert.down_proj.weight", "shexp_down", l);
+      mat(p + "mlp.shared_expert_gate.weight", "shexp_gate_inp", l);
+    }
+    if (fused) {
+      std::vector<float> gate_up, down;
+      for (int e = 0; e < c.n_experts; ++e) {
+        for (const char* n : {"exp_gate", "exp_up"}) {
+          const std::vector<float>& v = m.Get(n, l, e);
+          gate_up.insert(gate_up.end(), v.begin(), v.end());
+        }
+        const std::vector<float>& d = m.Get("exp_down", l, e);
+        down.insert(down.end(), d.begin(), d.end());
+      }
+      put(p + "mlp.experts.gate_up_proj", {c.n_experts, 2 * c.expert_ffn, c.hidden}, gate_up);
+      put(p + "mlp.experts.down_proj", {c.n_experts, c.hidden, c.expert_ffn}, down);
+      continue;
+    }
+    for (int e = 0; e < c.n_experts; ++e) {
+      const std::string x = p + (mixtral4 ? "block_sparse_moe" : "mlp") + ".experts." +
+                            std::to_string(e) + ".";
+      mat(x + (mixtral4 ? "w1.weight" : "gate_proj.weight"), "exp_gate", l, e);
+      mat(x + (mixtral4 ? "w3.weight" : "up_proj.weight"), "exp_up", l, e);
+      mat(x + (mixtral4 ? "w2.weight" : "down_proj.weight"), "exp_down", l, e);
+    }
+  }
+  mat("model.norm.weight", "output_norm", -1);
+  mat("lm_head.weight", "output", -1);
+  testing::WriteFile(dir + "/config.json", HfConfig(c).dump(2));
+  auto w = SafetensorsWriter::Create(dir + "/model.safetensors", entries);
+  ASSERT_TRUE(w.ok()) << w.status();
+  for (const std::vector<float>& v : data)
+    ASSERT_TRUE((*w)->Append(v.data(), v.size() * sizeof(float)).ok());
+  ASSERT_TRUE((*w)->Finish().ok());
+}
+
+}  // namespace paged::moe_testing
