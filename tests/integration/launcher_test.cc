@@ -682,10 +682,16 @@ TEST_F(RealStackTest, ServesGgufBlockFormatsAsStoredLikeLlamaCpp) {
   const std::string dir = testing::SourceDir() + "/tests/golden/gguf";
   const auto oracle = nlohmann::json::parse(testing::ReadFile(dir + "/llama_logits.json"));
   const std::vector<int32_t> prompt = oracle["greedy_prompt"].get<std::vector<int32_t>>();
-  for (const char* file : {"tiny-q4_k_m.gguf", "tiny-q4_0.gguf"}) {
+  for (const char* file :
+       {"tiny-q4_k_m.gguf", "tiny-q6_k.gguf", "tiny-q4_0.gguf", "tiny-mxfp4.gguf"}) {
+    // llama.cpp's greedy tokens on the quantized file; where its int8
+    // activations make them differ from its run on the same weights
+    // dequantized to f32 (Q6_K and MXFP4: the random model's logits are
+    // near ties), that run's: paged computes with exact activations.
     const auto& g = oracle["greedy"][file];
-    const std::vector<int32_t> want = g["quantized"].get<std::vector<int32_t>>();
-    ASSERT_EQ(want, g["dequantized"].get<std::vector<int32_t>>()) << file;
+    const std::vector<int32_t> quantized = g["quantized"].get<std::vector<int32_t>>();
+    const std::vector<int32_t> dequantized = g["dequantized"].get<std::vector<int32_t>>();
+    const std::vector<int32_t>& want = quantized == dequantized ? quantized : dequantized;
     const std::string segment = segment_ + "-" + std::string(file).substr(5, 4);
     Subprocess up({PagedUpPath(), "--model=" + dir + "/" + file, "--segment=" + segment,
                    "--weight-format=native", "--kv-gib=0.01", "--device=cpu", "--workers=1",
