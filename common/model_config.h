@@ -23,9 +23,9 @@ enum class Arch : uint32_t {
   kGemma3 = 6,  // the text model (HF gemma3_text, GGUF gemma3)
   kPhi3 = 7,
   // Mixture of experts (ModelConfig::n_experts > 0).
-  kMixtral = 8,   // mistral's attention, top-k of n experts, renormalized
-  kQwen2Moe = 9,  // qwen2's attention, top-k (norm_topk_prob), a gated shared expert
-  kQwen3Moe = 10, // qwen3's attention, top-k (norm_topk_prob), sparse / dense layers
+  kMixtral = 8,    // mistral's attention, top-k of n experts, renormalized
+  kQwen2Moe = 9,   // qwen2's attention, top-k (norm_topk_prob), a gated shared expert
+  kQwen3Moe = 10,  // qwen3's attention, top-k (norm_topk_prob), sparse / dense layers
 };
 std::string_view ArchName(Arch a);
 // "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mixtral",

@@ -95,8 +95,8 @@ inline constexpr const char* kExpertTensorNames[kExpertTensors] = {"exp_gate", "
 // Every expert of a layer has the same types and so the same layout: the
 // entries below give each tensor's place inside an expert's block.
 struct ExpertTable {
-  uint32_t n_experts;  // 0: a dense layer
-  uint32_t n_tensors;  // kExpertTensors when n_experts > 0
+  uint32_t n_experts;     // 0: a dense layer
+  uint32_t n_tensors;     // kExpertTensors when n_experts > 0
   uint64_t dense_bytes;   // the dense part: [0, dense_bytes) of the block
   uint64_t offset;        // expert 0's block, from the layer block's start (kTensorAlign)
   uint64_t stride;        // bytes from one expert's block to the next (kTensorAlign multiple)

@@ -121,9 +121,8 @@ absl::Status ReadExperts(const GgufFile& f, const std::string& arch, ModelConfig
   if (c.arch == Arch::kLlama || c.arch == Arch::kMistral) c.arch = Arch::kMixtral;
   ASSIGN_OR_RETURN(c.n_experts_used, GetDim(f, p + "expert_used_count"));
   ASSIGN_OR_RETURN(c.expert_ffn, GetDimOr(f, p + "expert_feed_forward_length", c.ffn));
-  ASSIGN_OR_RETURN(c.shared_expert_ffn,
-                   GetDimOr(f, p + "expert_shared_feed_forward_length",
-                            c.arch == Arch::kQwen2Moe ? c.ffn : 0));
+  ASSIGN_OR_RETURN(c.shared_expert_ffn, GetDimOr(f, p + "expert_shared_feed_forward_length",
+                                                 c.arch == Arch::kQwen2Moe ? c.ffn : 0));
   if (c.arch != Arch::kQwen2Moe) c.shared_expert_ffn = 0;
   bool norm = c.arch != Arch::kQwen2Moe;
   if (f.Has(p + "expert_weights_norm")) {
@@ -510,8 +509,8 @@ absl::Status AddTensor(const GgufFile& f, const GgufTensorInfo& t, const uint8_t
     // ne = [cols, rows, experts]: each expert's rows are one contiguous run.
     if (t.ne.size() != 3 || c.n_experts <= 0 || t.ne[2] != uint64_t(c.n_experts) ||
         t.bytes() % uint64_t(c.n_experts) != 0)
-      return Bad(f, absl::StrCat("tensor '", t.name, "' must be 3-D with expert_count = ",
-                                 c.n_experts, " experts"));
+      return Bad(f, absl::StrCat("tensor '", t.name,
+                                 "' must be 3-D with expert_count = ", c.n_experts, " experts"));
     const uint64_t per_expert = t.bytes() / uint64_t(c.n_experts);
     for (int e = 0; e < c.n_experts; ++e) {
       SourceTensor x = st;
@@ -538,8 +537,7 @@ absl::Status AddTensor(const GgufFile& f, const GgufTensorInfo& t, const uint8_t
   // adjacent-pair RoPE order (the converter permuted the HF rows); the others
   // (NEOX RoPE in llama.cpp) keep the halves order.
   const bool rope_rows = st.name == "wq" || st.name == "wk" || st.name == "bq" || st.name == "bk";
-  if (rope_rows &&
-      (c.arch == Arch::kLlama || c.arch == Arch::kMistral || c.arch == Arch::kMixtral))
+  if (rope_rows && (c.arch == Arch::kLlama || c.arch == Arch::kMistral || c.arch == Arch::kMixtral))
     st.rope_permute_head_dim = c.head_dim;
   // Fused matrices (phi3): row ranges of the stored one, whole blocks each.
   auto split = [&](std::initializer_list<std::pair<const char*, int64_t>> parts) {

@@ -57,12 +57,27 @@ std::string_view SourceTypeName(SourceType t);
 //            (kExpertTensorNames)
 // 1-D tensors have rows == 1. Norm weights are what the norm multiplies by:
 // gemma's (1 + w) is added at load (llama.cpp's converter stores it so).
-inline constexpr const char* kLayerTensorNames[] = {
-    "attn_norm",      "wq",         "wk",       "wv",        "wo",
-    "bq",             "bk",         "bv",       "ffn_norm",  "w_gate",
-    "w_up",           "w_down",     "q_norm",   "k_norm",    "post_attn_norm",
-    "post_ffn_norm",  "router",     "shexp_gate_inp", "shexp_gate", "shexp_up",
-    "shexp_down"};
+inline constexpr const char* kLayerTensorNames[] = {"attn_norm",
+                                                    "wq",
+                                                    "wk",
+                                                    "wv",
+                                                    "wo",
+                                                    "bq",
+                                                    "bk",
+                                                    "bv",
+                                                    "ffn_norm",
+                                                    "w_gate",
+                                                    "w_up",
+                                                    "w_down",
+                                                    "q_norm",
+                                                    "k_norm",
+                                                    "post_attn_norm",
+                                                    "post_ffn_norm",
+                                                    "router",
+                                                    "shexp_gate_inp",
+                                                    "shexp_gate",
+                                                    "shexp_up",
+                                                    "shexp_down"};
 
 struct SourceTensor {
   std::string name;  // canonical name

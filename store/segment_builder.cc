@@ -242,8 +242,8 @@ absl::StatusOr<std::unique_ptr<SegmentHeader>> PlanSegment(const ModelSource& sr
       for (int i = 0; i < kExpertTensors; ++i) {
         const SourceTensor* t = experts.Find(l, 0, kExpertTensorNames[i]);
         if (t == nullptr)
-          return absl::InvalidArgumentError(absl::StrCat(src.path, ": layer ", l, " lacks expert 0's ",
-                                                         kExpertTensorNames[i]));
+          return absl::InvalidArgumentError(
+              absl::StrCat(src.path, ": layer ", l, " lacks expert 0's ", kExpertTensorNames[i]));
         const Placement p = place(*t, true);
         RETURN_IF_ERROR(check_rows(*t, p.dt));
         x.tensors[i] = PlaceTensor(*t, p.dt, p.group, &erel);

@@ -122,8 +122,8 @@ absl::Status CheckTensorSet(const ModelSource& src) {
   std::map<std::tuple<int, int, std::string>, const SourceTensor*> seen;
   for (const SourceTensor& t : src.tensors) {
     if (!seen.emplace(std::tuple{t.layer, t.expert, t.name}, &t).second)
-      return absl::InvalidArgumentError(absl::StrCat(
-          src.path, ": tensor ", Label(t.name, t.layer, t.expert), " appears twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(src.path, ": tensor ", Label(t.name, t.layer, t.expert), " appears twice"));
   }
   for (const Expected& e : ExpectedTensors(src.config)) {
     auto it = seen.find(std::tuple{e.layer, e.expert, e.name});

@@ -11,7 +11,8 @@ ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
 ABSL_FLAG(std::string, weight_format, "native", "inspect --model: the format to plan for");
 ABSL_FLAG(bool, json, false, "machine-readable output");
 ABSL_FLAG(std::string, preset, "",
-          "make-model: tiny, tiny-qwen2, tiny-llama3, tiny-qwen3-moe, llama-7b, llama-13b, llama-70b, llama3-8b, "
+          "make-model: tiny, tiny-qwen2, tiny-llama3, tiny-qwen3-moe, llama-7b, llama-13b, "
+          "llama-70b, llama3-8b, "
           "qwen2-7b, qwen2-0.5b, mistral-7b, mixtral-8x7b, qwen3-30b-a3b");
 ABSL_FLAG(std::string, out, "", "make-model: output directory; dump-tensor: output file");
 ABSL_FLAG(std::string, tensor, "",

@@ -293,7 +293,8 @@ class WeightStream {
       const TensorSpec& t = tensors_[next_ - 1];
       const uint64_t cols = uint64_t(t.shape.back());
       for (size_t i = 0; i < c->n; ++i) {
-        const double v = t.scale * t.row_scale[size_t((done_ + i) / cols)] * rows_rng_->NextSigned();
+        const double v =
+            t.scale * t.row_scale[size_t((done_ + i) / cols)] * rows_rng_->NextSigned();
         c->data[i] = dtype_ == DType::kBF16 ? FloatToBf16(float(v)) : FloatToHalf(float(v));
       }
     }

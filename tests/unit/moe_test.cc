@@ -113,8 +113,7 @@ void ExpectMatchesReference(const Model& m, const std::string& path, int n_token
   for (int l = 0; l < c.n_layers; ++l) {
     if (!c.IsMoeLayer(l)) continue;
     ASSERT_EQ(trace.counts.size(), size_t(c.n_layers));
-    EXPECT_GE(*std::max_element(trace.counts[size_t(l)].begin(), trace.counts[size_t(l)].end()),
-              2)
+    EXPECT_GE(*std::max_element(trace.counts[size_t(l)].begin(), trace.counts[size_t(l)].end()), 2)
         << "layer " << l;
   }
 }
@@ -137,14 +136,14 @@ TEST_P(MoeHfTest, CheckpointMatchesReference) {
   ExpectMatchesReference(*m, dir.path(), k.tokens);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Archs, MoeHfTest,
-    ::testing::Values(HfCase{"mixtral_per_expert", Mixtral, false, 14},
-                      HfCase{"mixtral_fused", Mixtral, true, 14},
-                      HfCase{"qwen2_moe_shared_expert_dense_layer", Qwen2Moe, false, 12},
-                      HfCase{"qwen2_moe_fused", Qwen2Moe, true, 12},
-                      HfCase{"qwen3_moe_sparse_step", Qwen3Moe, true, 12}),
-    [](const ::testing::TestParamInfo<HfCase>& i) { return i.param.name; });
+INSTANTIATE_TEST_SUITE_P(Archs, MoeHfTest,
+                         ::testing::Values(HfCase{"mixtral_per_expert", Mixtral, false, 14},
+                                           HfCase{"mixtral_fused", Mixtral, true, 14},
+                                           HfCase{"qwen2_moe_shared_expert_dense_layer", Qwen2Moe,
+                                                  false, 12},
+                                           HfCase{"qwen2_moe_fused", Qwen2Moe, true, 12},
+                                           HfCase{"qwen3_moe_sparse_step", Qwen3Moe, true, 12}),
+                         [](const ::testing::TestParamInfo<HfCase>& i) { return i.param.name; });
 
 // A prefill of 3 rows over 8 experts (top-2): at most 6 experts have rows,
 // so some have none in that step; the logits still match.
@@ -222,8 +221,8 @@ TEST(MoeTest, ExpertBlocksInTheLayerTable) {
   ASSERT_TRUE(img.ok()) << img.status();
   const ModelImage& image = (*img)->image();
   const SegmentHeader& h = *image.header;
-  EXPECT_EQ(h.layer_used_bytes, std::max({h.LayerUsedBytes(0), h.LayerUsedBytes(1),
-                                          h.LayerUsedBytes(2)}));
+  EXPECT_EQ(h.layer_used_bytes,
+            std::max({h.LayerUsedBytes(0), h.LayerUsedBytes(1), h.LayerUsedBytes(2)}));
   EXPECT_EQ(h.Layer(1).experts.n_experts, 0u);
   EXPECT_NE(h.Layer(1).Find("w_gate"), nullptr);
   for (int l : {0, 2}) {
@@ -247,9 +246,9 @@ TEST(MoeTest, ExpertBlocksInTheLayerTable) {
     for (int e = 0; e < 4; ++e) {
       const uint8_t* block = image.weights + h.LayerOffset(l) + x.ExpertOffset(e);
       EXPECT_EQ(w.experts.Gate(e).data, block + x.tensors[0].offset);
-      for (auto [name, ref] : {std::pair{"exp_gate", w.experts.Gate(e)},
-                               std::pair{"exp_up", w.experts.Up(e)},
-                               std::pair{"exp_down", w.experts.Down(e)}}) {
+      for (auto [name, ref] :
+           {std::pair{"exp_gate", w.experts.Gate(e)}, std::pair{"exp_up", w.experts.Up(e)},
+            std::pair{"exp_down", w.experts.Down(e)}}) {
         const std::vector<float>& v = m->Get(name, l, e);
         EXPECT_EQ(std::memcmp(ref.data, v.data(), v.size() * 4), 0) << name << " " << e;
       }
@@ -379,10 +378,13 @@ std::string GgufOf(const Model& m) {
   tensor("output.weight", "output", -1);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
-    for (auto [g, n] : std::vector<std::pair<std::string, std::string>>{
-             {"attn_norm.weight", "attn_norm"}, {"attn_q.weight", "wq"},
-             {"attn_k.weight", "wk"},           {"attn_v.weight", "wv"},
-             {"attn_output.weight", "wo"},      {"ffn_norm.weight", "ffn_norm"}})
+    for (auto [g, n] :
+         std::vector<std::pair<std::string, std::string>>{{"attn_norm.weight", "attn_norm"},
+                                                          {"attn_q.weight", "wq"},
+                                                          {"attn_k.weight", "wk"},
+                                                          {"attn_v.weight", "wv"},
+                                                          {"attn_output.weight", "wo"},
+                                                          {"ffn_norm.weight", "ffn_norm"}})
       tensor(p + g, n, l);
     if (c.qkv_bias) {
       tensor(p + "attn_q.bias", "bq", l);
@@ -408,10 +410,10 @@ std::string GgufOf(const Model& m) {
                testing::GgufBuilder::kTypeF32,
                testing::GgufBuilder::F32Bytes(m.Get("shexp_gate_inp", l)));
     }
-    for (auto [g, n] : std::vector<std::pair<std::string, std::string>>{
-             {"ffn_gate_exps.weight", "exp_gate"},
-             {"ffn_up_exps.weight", "exp_up"},
-             {"ffn_down_exps.weight", "exp_down"}}) {
+    for (auto [g, n] :
+         std::vector<std::pair<std::string, std::string>>{{"ffn_gate_exps.weight", "exp_gate"},
+                                                          {"ffn_up_exps.weight", "exp_up"},
+                                                          {"ffn_down_exps.weight", "exp_down"}}) {
       std::vector<float> all;
       for (int e = 0; e < c.n_experts; ++e) {
         const std::vector<float>& v = m.Get(n, l, e);

@@ -75,7 +75,7 @@ inline nlohmann::json HfConfig(const ModelConfig& c) {
   nlohmann::json j;
   const bool mixtral = c.arch == Arch::kMixtral;
   j["model_type"] = std::string(ArchName(c.arch));
-  j["architectures"] = {mixtral                       ? "MixtralForCausalLM"
+  j["architectures"] = {mixtral                     ? "MixtralForCausalLM"
                         : c.arch == Arch::kQwen2Moe ? "Qwen2MoeForCausalLM"
                                                     : "Qwen3MoeForCausalLM"};
   j["hidden_size"] = c.hidden;
@@ -192,8 +192,8 @@ inline void WriteHf(const Model& m, const std::string& dir, bool fused) {
       continue;
     }
     for (int e = 0; e < c.n_experts; ++e) {
-      const std::string x = p + (mixtral4 ? "block_sparse_moe" : "mlp") + ".experts." +
-                            std::to_string(e) + ".";
+      const std::string x =
+          p + (mixtral4 ? "block_sparse_moe" : "mlp") + ".experts." + std::to_string(e) + ".";
       mat(x + (mixtral4 ? "w1.weight" : "gate_proj.weight"), "exp_gate", l, e);
       mat(x + (mixtral4 ? "w3.weight" : "up_proj.weight"), "exp_up", l, e);
       mat(x + (mixtral4 ? "w2.weight" : "down_proj.weight"), "exp_down", l, e);

@@ -122,8 +122,8 @@ inline std::vector<double> RmsNorm(const std::vector<double>& x, const float* w,
 }
 
 // y = W x (+ b), W [rows, cols] row-major.
-inline std::vector<double> Linear(const std::vector<float>& w, const std::vector<double>& x, size_t rows,
-                           const std::vector<float>* bias = nullptr) {
+inline std::vector<double> Linear(const std::vector<float>& w, const std::vector<double>& x,
+                                  size_t rows, const std::vector<float>* bias = nullptr) {
   std::vector<double> y(rows);
   for (size_t r = 0; r < rows; ++r) {
     double s = bias ? (*bias)[r] : 0;
@@ -163,8 +163,8 @@ inline std::vector<double> InvFreq(const ModelConfig& c, bool sliding, double* a
   return f;
 }
 
-inline void Rotate(std::vector<double>& x, int heads, int d, int pos, const std::vector<double>& freq,
-            double attn_factor) {
+inline void Rotate(std::vector<double>& x, int heads, int d, int pos,
+                   const std::vector<double>& freq, double attn_factor) {
   for (int h = 0; h < heads; ++h) {
     double* v = x.data() + h * d;
     for (int i = 0; i < d / 2; ++i) {
@@ -208,16 +208,16 @@ inline std::vector<double> MoeMlp(const Model& m, int l, const std::vector<doubl
   for (double& v : p) v /= sum;
   std::vector<int> order(p.size());
   for (size_t e = 0; e < order.size(); ++e) order[e] = int(e);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[size_t(a)] > p[size_t(b)]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return p[size_t(a)] > p[size_t(b)]; });
   double top = 0;
   for (int j = 0; j < c.n_experts_used; ++j) top += p[size_t(order[size_t(j)])];
   std::vector<double> out(h.size(), 0.0);
   for (int j = 0; j < c.n_experts_used; ++j) {
     const int e = order[size_t(j)];
     const double w = c.norm_topk_prob ? p[size_t(e)] / top : p[size_t(e)];
-    const std::vector<double> y =
-        SwiGluMlp(m.Get("exp_gate", l, e), m.Get("exp_up", l, e), m.Get("exp_down", l, e), h,
-                  size_t(c.expert_ffn));
+    const std::vector<double> y = SwiGluMlp(m.Get("exp_gate", l, e), m.Get("exp_up", l, e),
+                                            m.Get("exp_down", l, e), h, size_t(c.expert_ffn));
     for (size_t i = 0; i < h.size(); ++i) out[i] += w * y[i];
     if (trace != nullptr) {
       trace->counts.resize(size_t(c.n_layers), std::vector<int>(size_t(c.n_experts), 0));
@@ -226,16 +226,16 @@ inline std::vector<double> MoeMlp(const Model& m, int l, const std::vector<doubl
   }
   if (c.shared_expert_ffn > 0) {
     const double g = Linear(m.Get("shexp_gate_inp", l), h, 1)[0];
-    const std::vector<double> y =
-        SwiGluMlp(m.Get("shexp_gate", l), m.Get("shexp_up", l), m.Get("shexp_down", l), h,
-                  size_t(c.shared_expert_ffn));
+    const std::vector<double> y = SwiGluMlp(m.Get("shexp_gate", l), m.Get("shexp_up", l),
+                                            m.Get("shexp_down", l), h, size_t(c.shared_expert_ffn));
     for (size_t i = 0; i < h.size(); ++i) out[i] += y[i] / (1 + std::exp(-g));
   }
   return out;
 }
 
 // Logits at every position of one forward pass over `tokens` (positions 0..).
-inline Rows Reference(const Model& m, const std::vector<int32_t>& tokens, MoeTrace* trace = nullptr) {
+inline Rows Reference(const Model& m, const std::vector<int32_t>& tokens,
+                      MoeTrace* trace = nullptr) {
   const ModelConfig& c = m.src.config;
   const int n = int(tokens.size()), hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
   const double eps = c.norm_eps;

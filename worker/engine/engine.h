@@ -87,15 +87,15 @@ class Engine {
   // of one chunk, S: its sequences (cap_seqs), T: block-table entries.
   struct Scratch {
     int cap_tokens = 0, cap_seqs = 0, cap_table = 0;
-    float* x = nullptr;                // [N, hidden] the residual stream of every row
-    float* h = nullptr;                // [max(C, S), hidden] normed input of a block
-    float* q = nullptr;                // [C, q_dim]
-    float* k = nullptr;                // [C, kv_dim]
-    float* v = nullptr;                // [C, kv_dim]
-    float* attn = nullptr;             // [C, q_dim] attention output
-    float* o = nullptr;                // [C, hidden] o / down projection output
-    float* gate = nullptr;             // [C, max ffn] (then silu(gate) * up)
-    float* up = nullptr;               // [C, max ffn]
+    float* x = nullptr;     // [N, hidden] the residual stream of every row
+    float* h = nullptr;     // [max(C, S), hidden] normed input of a block
+    float* q = nullptr;     // [C, q_dim]
+    float* k = nullptr;     // [C, kv_dim]
+    float* v = nullptr;     // [C, kv_dim]
+    float* attn = nullptr;  // [C, q_dim] attention output
+    float* o = nullptr;     // [C, hidden] o / down projection output
+    float* gate = nullptr;  // [C, max ffn] (then silu(gate) * up)
+    float* up = nullptr;    // [C, max ffn]
     // Sparse layers (n_experts > 0): R = C * (n_experts_used + 1) routed rows.
     float* router = nullptr;           // [C, n_experts] router logits
     float* moe_x = nullptr;            // [C, hidden] one expert's gathered rows

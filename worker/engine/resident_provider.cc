@@ -40,8 +40,8 @@ absl::Status ResidentProvider::Init(uint64_t kv_blocks) {
   globals_.output = h.model.tied_embeddings ? globals_.tok_embd : rebase(image_.Global("output"));
   layers_.resize(size_t(n_layers));
   for (int l = 0; l < n_layers; ++l) {
-    layers_[size_t(l)] = image_.LayerAt(
-        l, static_cast<const uint8_t*>(Rebase(image_.weights + h.LayerOffset(l))));
+    layers_[size_t(l)] =
+        image_.LayerAt(l, static_cast<const uint8_t*>(Rebase(image_.weights + h.LayerOffset(l))));
   }
   kv_.resize(size_t(n_layers));
   for (int l = 0; l < n_layers; ++l) kv_[size_t(l)] = image_.KvLayer(l);

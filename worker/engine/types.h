@@ -78,9 +78,9 @@ struct LayerWeights {
   const float* post_attn_norm = nullptr;  // [hidden], the attention output
   const float* post_ffn_norm = nullptr;   // [hidden], the MLP output
   // A sparse layer (ModelConfig::IsMoeLayer): no w_gate / w_up / w_down.
-  WeightRef router;                         // [n_experts, hidden], f32
-  ExpertWeights experts;                    // n == 0 for a dense layer
-  WeightRef shexp_gate_inp;                 // [1, hidden] f32; rows == 0: no shared expert
+  WeightRef router;                            // [n_experts, hidden], f32
+  ExpertWeights experts;                       // n == 0 for a dense layer
+  WeightRef shexp_gate_inp;                    // [1, hidden] f32; rows == 0: no shared expert
   WeightRef shexp_gate, shexp_up, shexp_down;  // [shared_ffn, hidden] x2, [hidden, shared_ffn]
 };
 

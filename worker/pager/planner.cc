@@ -52,9 +52,11 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l, uint64_t ta
       C * (2ull * c.hidden + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * uint64_t(c.MaxFfn())) *
           4 +
       // Sparse layers: router logits, one expert's rows, routed rows and weights.
-      (c.n_experts > 0
-           ? C * (uint64_t(c.n_experts) + 1 + uint64_t(c.hidden) + 2 * uint64_t(c.n_experts_used + 1)) * 4
-           : 0) +
+      (c.n_experts > 0 ? C *
+                             (uint64_t(c.n_experts) + 1 + uint64_t(c.hidden) +
+                              2 * uint64_t(c.n_experts_used + 1)) *
+                             4
+                       : 0) +
       S * (2ull * c.hidden + 2ull * c.vocab) * 4 + (N + S) * 64 + table_entries * 4;
   if (l.backend_scratch_bytes > 0) return act + l.backend_scratch_bytes;
   if (l.backend == PlanBackend::kCpu) return act;
