@@ -765,6 +765,12 @@ v1::StatusResponse Coordinator::Status() {
   return r;
 }
 
+int32_t Coordinator::CachedPromptTokens(int64_t seq_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<SequenceInfo> s = scheduler_.GetSequence(seq_id);
+  return s.ok() ? s->cached_tokens : 0;
+}
+
 v1::ListSequencesResponse Coordinator::ListSequences() {
   absl::MutexLock lock(&mu_);
   v1::ListSequencesResponse r;

@@ -169,6 +169,9 @@ class Coordinator {
   // (a paused sequence whose tokens are taken resumes). Returns false when
   // the coordinator is shutting down.
   bool Wait(Channel& ch, std::chrono::milliseconds timeout, Update* out) ABSL_LOCKS_EXCLUDED(mu_);
+  // The prompt tokens of a sequence whose KV rows came from the prefix cache
+  // (0 for an unknown sequence or one that has not started).
+  int32_t CachedPromptTokens(int64_t seq_id) ABSL_LOCKS_EXCLUDED(mu_);
   // The stream is done with its sequence: cancels it if it is still live
   // (client gone, stop string) and closes the channel.
   void Release(Channel& ch) ABSL_LOCKS_EXCLUDED(mu_);

@@ -109,6 +109,7 @@ GenerationStream::Chunk GenerationStream::Next(std::chrono::milliseconds timeout
     if (usage_.generated_tokens() == 0) {
       const double ttft = double(Coordinator::Now() - ch_->admitted_at) * 1e-6;
       usage_.set_time_to_first_token_s(ttft);
+      usage_.set_cached_prompt_tokens(coord_.CachedPromptTokens(seq_id_));
       coord_.metrics().time_to_first_token.Observe(ttft);
     }
     usage_.set_generated_tokens(usage_.generated_tokens() + 1);

@@ -227,6 +227,7 @@ absl::StatusOr<GenerateResult> Client::Generate(
       result.usage.time_to_first_token_s = u.time_to_first_token_s();
       result.usage.total_s = u.total_s();
       result.usage.step_s.assign(u.step_s().begin(), u.step_s().end());
+      result.usage.cached_prompt_tokens = u.cached_prompt_tokens();
     }
   }
   if (absl::Status s = FromGrpcStatus(reader->Finish()); !s.ok()) return s;

@@ -26,7 +26,8 @@ ApiError FailureError(const GenerationStream::Chunk& c) {
 }
 
 TokenUsage UsageOf(const GenerationStream& g) {
-  return {g.usage().prompt_tokens(), g.usage().generated_tokens()};
+  return {g.usage().prompt_tokens(), g.usage().generated_tokens(),
+          g.usage().cached_prompt_tokens()};
 }
 
 }  // namespace

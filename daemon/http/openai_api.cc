@@ -233,10 +233,14 @@ void ParseStop(Checker& c, v1::GenerateRequest* g) {
   }
 }
 
+// OpenAI's shape; prompt_tokens_details.cached_tokens only when the prefix
+// cache served some of the prompt (as OpenAI reports it).
 json UsageJson(const TokenUsage& u) {
-  return {{"prompt_tokens", u.prompt_tokens},
-          {"completion_tokens", u.completion_tokens},
-          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+  json j = {{"prompt_tokens", u.prompt_tokens},
+            {"completion_tokens", u.completion_tokens},
+            {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+  if (u.cached_tokens > 0) j["prompt_tokens_details"] = {{"cached_tokens", u.cached_tokens}};
+  return j;
 }
 
 json Nullable(std::string_view s) { return s.empty() ? json(nullptr) : json(std::string(s)); }

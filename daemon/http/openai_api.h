@@ -63,6 +63,7 @@ struct ResponseInfo {
 struct TokenUsage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
+  int32_t cached_tokens = 0;  // prompt tokens from the prefix cache (prompt_tokens_details)
 };
 
 // "stop" (eos, a stop string or id), "length" (max_tokens), "abort"

@@ -205,8 +205,12 @@ TEST_F(KvServingTest, AResentConversationComesFromThePrefixCacheAndAnswersTheSam
     if (cache) {
       hits = st.cached_prompt_tokens();
       EXPECT_GT(st.kv_blocks_cached(), 0u);
+      // OpenAI's usage field says so too, for this request's prompt.
+      EXPECT_EQ(second["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), hits)
+          << second.dump();
     } else {
       EXPECT_EQ(st.cached_prompt_tokens(), 0);
+      EXPECT_FALSE(second["usage"].contains("prompt_tokens_details")) << second.dump();
     }
     messages.erase(messages.end() - 2, messages.end());
     StopServing();

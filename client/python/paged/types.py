@@ -82,11 +82,12 @@ class Usage:
     time_to_first_token_s: float = 0.0
     total_s: float = 0.0
     step_s: List[float] = field(default_factory=list)  # each step that produced a token
+    cached_prompt_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
     @classmethod
     def from_proto(cls, u: inference_pb2.Usage) -> "Usage":
         return cls(u.prompt_tokens, u.generated_tokens, u.time_to_first_token_s, u.total_s,
-                   list(u.step_s))
+                   list(u.step_s), u.cached_prompt_tokens)
 
 
 @dataclass(frozen=True)

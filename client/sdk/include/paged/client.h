@@ -123,7 +123,8 @@ struct Usage {
   int generated_tokens = 0;
   double time_to_first_token_s = 0;
   double total_s = 0;
-  std::vector<double> step_s;  // the time of each step that produced a token
+  std::vector<double> step_s;    // the time of each step that produced a token
+  int cached_prompt_tokens = 0;  // prompt tokens whose KV came from the prefix cache
 };
 
 struct GenerateResult {
