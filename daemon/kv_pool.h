@@ -40,6 +40,11 @@ struct PrefixKey {
     return x.a == y.a && x.b == y.b;
   }
 };
+struct PrefixKeyHash {
+  size_t operator()(const PrefixKey& k) const {
+    return size_t(k.a ^ (k.b * 0x9e3779b97f4a7c15ull));
+  }
+};
 
 class KvPool {
  public:
@@ -90,11 +95,6 @@ class KvPool {
                  std::span<const PrefixKey> chain, size_t from);
 
  private:
-  struct KeyHash {
-    size_t operator()(const PrefixKey& k) const {
-      return size_t(k.a ^ (k.b * 0x9e3779b97f4a7c15ull));
-    }
-  };
   struct Meta {
     int32_t refs = 0;
     bool published = false;
@@ -113,7 +113,7 @@ class KvPool {
   BlockAllocator free_;  // blocks on its free stack are free; the rest are ours to track
   std::vector<Meta> meta_;
   std::list<int32_t> lru_;  // published, unreferenced: front evicted first
-  std::unordered_map<PrefixKey, int32_t, KeyHash> by_key_;
+  std::unordered_map<PrefixKey, int32_t, PrefixKeyHash> by_key_;
   int64_t evictions_ = 0;
 };
 

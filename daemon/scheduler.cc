@@ -506,6 +506,20 @@ void Scheduler::Route() {
   const int32_t T = config_.block_tokens;
   std::vector<Sequence*> blocked;  // new requests passed over in this pass
   bool admit_new = true;
+  // Prompt blocks some live sequence is computing and will publish: a new
+  // request whose prompt continues with one waits for it instead of
+  // computing its own copy (users arriving together with one system prompt
+  // compute it once). Only sequences that will make progress count: not a
+  // client-paused one, not one held for a gone worker.
+  std::unordered_set<PrefixKey, PrefixKeyHash> coming;
+  auto add_coming = [&coming](const Sequence& s) {
+    for (size_t i = s.published; i < s.chain.size(); ++i) coming.insert(s.chain[i]);
+  };
+  if (pool_.caching()) {
+    for (const auto& [id, s] : seqs_) {
+      if (!s.blocks.empty() && !s.paused && s.held.empty()) add_coming(s);
+    }
+  }
   for (size_t i = 0; i < queue_.size();) {
     Sequence& s = seqs_.at(queue_[i]);
     if (s.paused) {  // released from a hold meanwhile: it waits for its client
@@ -530,6 +544,10 @@ void Scheduler::Route() {
       if (pool_.caching()) pool_.ExtendChain(s.req.prompt, shareable, &s.chain);
       held = pool_.Peek(s.req.prompt, s.chain);
       start = int32_t(held.size()) * T;
+      if (held.size() < s.chain.size() && coming.count(s.chain[held.size()])) {
+        ++i;  // its next prompt block is being computed: take it when published
+        continue;
+      }
     }
     const int32_t need = StepBlocks(start, NextChunk(s, start));
     if (!fresh)
@@ -547,6 +565,7 @@ void Scheduler::Route() {
     }
     queue_.erase(queue_.begin() + ptrdiff_t(i));
     if (fresh) {
+      if (pool_.caching()) add_coming(s);
       for (Sequence* b : blocked) {
         if (++b->overtaken >= config_.max_overtake) admit_new = false;
       }

@@ -166,6 +166,45 @@ TEST(PrefixCacheTest, SharedBlocksCountOnceInAStepsKvRoom) {
               FakeModel::Reference(WithTail(system, 2, 700 + 10 * u), 2));
 }
 
+TEST(PrefixCacheTest, RequestsArrivingTogetherComputeASharedPromptOnce) {
+  Driver d;  // blocks of 4, prefill chunks of 8
+  d.AddWorker("w0");
+  const auto system = Prompt(16, 300);  // 4 blocks
+  std::vector<int64_t> users;
+  for (int u = 0; u < 6; ++u) users.push_back(d.Admit(Req(WithTail(system, 3, 500 + 10 * u), 2)));
+  // The first computes the system prompt; the others wait for its blocks
+  // rather than computing five more copies.
+  auto plans = d.Schedule();
+  ASSERT_EQ(plans.size(), 1u);
+  ExpectRows(plans[0].batch, {{users[0], 8, 0}}, "only the first prefills");
+  d.RunToIdle();
+  for (int u = 0; u < 6; ++u) {
+    EXPECT_EQ(d.tokens[users[size_t(u)]],
+              FakeModel::Reference(WithTail(system, 3, 500 + 10 * u), 2))
+        << u;
+    EXPECT_EQ(d.sched.GetSequence(users[size_t(u)])->cached_tokens, u == 0 ? 0 : 16) << u;
+  }
+  EXPECT_EQ(d.sched.Stats().cached_prompt_tokens, 5 * 16);
+}
+
+TEST(PrefixCacheTest, NobodyWaitsForAPausedProducer) {
+  Driver d;
+  d.AddWorker("w0");
+  const auto system = Prompt(16, 300);
+  const int64_t a = d.Admit(Req(WithTail(system, 3, 500), 2));
+  d.Schedule();  // A's first chunk in flight
+  const int64_t b = d.Admit(Req(WithTail(system, 3, 600), 2));
+  d.Pause(a, true);  // A's client stops reading: A will not finish its prompt soon
+  d.DeliverAll();
+  d.Schedule();
+  EXPECT_EQ(d.sched.GetSequence(b)->state, SeqState::kRunning)
+      << "B computes the rest itself instead of waiting for a paused A";
+  d.Pause(a, false);
+  d.RunToIdle();
+  EXPECT_EQ(d.tokens[a], FakeModel::Reference(WithTail(system, 3, 500), 2));
+  EXPECT_EQ(d.tokens[b], FakeModel::Reference(WithTail(system, 3, 600), 2));
+}
+
 TEST(PrefixCacheTest, OffSharesNothing) {
   SchedulerConfig cfg = BaseConfig();
   cfg.prefix_cache = false;
