@@ -27,8 +27,10 @@ namespace {
 
 using reference::MakeModel;
 using reference::Model;
+using reference::Prefill;
 using reference::Reference;
 using reference::Rows;
+using reference::Tokens;
 
 // ---- the engine ------------------------------------------------------------
 
@@ -49,47 +51,7 @@ std::vector<std::vector<float>> Decode(LocalModel& lm, const std::vector<int32_t
   return r.ok() ? *r : std::vector<std::vector<float>>{};
 }
 
-// The last position's logits after prefill chunks of `chunk` tokens.
-std::vector<float> Prefill(LocalModel& lm, const std::vector<int32_t>& tokens, int chunk) {
-  const int bt = lm.engine->block_tokens();
-  SeqStep s;
-  s.seq_id = 7;
-  s.return_logits = true;
-  for (int b = 0; b * bt < int(tokens.size()); ++b) s.block_table.push_back(b);
-  std::vector<float> last;
-  for (size_t i = 0; i < tokens.size(); i += size_t(chunk)) {
-    s.start_pos = int32_t(i);
-    s.tokens.assign(tokens.begin() + long(i),
-                    tokens.begin() + long(std::min(tokens.size(), i + size_t(chunk))));
-    auto r = lm.engine->Step(StepBatch{{s}});
-    EXPECT_TRUE(r.ok()) << r.status();
-    if (!r.ok()) return {};
-    last = r->logits[0];
-  }
-  return last;
-}
-
-std::vector<int32_t> Tokens(int n, int vocab) {
-  std::vector<int32_t> t;
-  for (int i = 0; i < n; ++i) t.push_back(int32_t((i * 37 + 11) % vocab));
-  return t;
-}
-
-ModelConfig Base(Arch arch) {
-  ModelConfig c;
-  c.arch = arch;
-  c.n_layers = 3;
-  c.hidden = 64;
-  c.ffn = 96;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.vocab = 128;
-  c.max_context = 256;
-  c.norm_eps = 1e-6f;
-  c.rope_theta = 10000.f;
-  return c;
-}
+ModelConfig Base(Arch arch) { return reference::SmallConfig(arch, 3); }
 
 // Every position by decode steps, and the last by chunked prefill, against
 // the reference: f32 arithmetic against double, so about 1e-6 relative; the

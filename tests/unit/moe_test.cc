@@ -40,8 +40,10 @@ using nlohmann::json;
 using reference::MakeModel;
 using reference::Model;
 using reference::MoeTrace;
+using reference::Prefill;
 using reference::Reference;
 using reference::Rows;
+using reference::Tokens;
 using namespace moe_testing;  // NOLINT: the configs and the checkpoint writer
 
 // ---- running the engine ------------------------------------------------------
@@ -52,32 +54,6 @@ LayoutOptions F32Layout() {
   layout.kv_gib = 0.002;
   layout.block_tokens = 4;  // contexts cross blocks
   return layout;
-}
-
-std::vector<int32_t> Tokens(int n, int vocab) {
-  std::vector<int32_t> t;
-  for (int i = 0; i < n; ++i) t.push_back(int32_t((i * 37 + 11) % vocab));
-  return t;
-}
-
-// The last position's logits after prefill chunks of `chunk` tokens.
-std::vector<float> Prefill(LocalModel& lm, const std::vector<int32_t>& tokens, int chunk) {
-  const int bt = lm.engine->block_tokens();
-  SeqStep s;
-  s.seq_id = 7;
-  s.return_logits = true;
-  for (int b = 0; b * bt < int(tokens.size()); ++b) s.block_table.push_back(b);
-  std::vector<float> last;
-  for (size_t i = 0; i < tokens.size(); i += size_t(chunk)) {
-    s.start_pos = int32_t(i);
-    s.tokens.assign(tokens.begin() + long(i),
-                    tokens.begin() + long(std::min(tokens.size(), i + size_t(chunk))));
-    auto r = lm.engine->Step(StepBatch{{s}});
-    EXPECT_TRUE(r.ok()) << r.status();
-    if (!r.ok()) return {};
-    last = r->logits[0];
-  }
-  return last;
 }
 
 // Every position by decode steps (one row: most experts get none), the

@@ -21,18 +21,7 @@ using reference::Model;
 // ---- configs ---------------------------------------------------------------
 
 inline ModelConfig Base(Arch arch, int n_experts, int layers) {
-  ModelConfig c;
-  c.arch = arch;
-  c.n_layers = layers;
-  c.hidden = 64;
-  c.ffn = 96;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 16;
-  c.vocab = 128;
-  c.max_context = 256;
-  c.norm_eps = 1e-6f;
-  c.rope_theta = 10000.f;
+  ModelConfig c = reference::SmallConfig(arch, layers);
   c.n_experts = n_experts;
   c.n_experts_used = 2;
   c.expert_ffn = 32;

@@ -17,10 +17,56 @@
 
 #include "common/model_config.h"
 #include "store/model_source.h"
+#include "worker/offline/local_model.h"
 
 namespace paged::reference {
 
 using Rows = std::vector<std::vector<double>>;  // [position][dim]
+
+// The tests' small model: 64 wide, 4 heads (2 KV) of 16, vocabulary 128.
+inline ModelConfig SmallConfig(Arch arch, int layers) {
+  ModelConfig c;
+  c.arch = arch;
+  c.n_layers = layers;
+  c.hidden = 64;
+  c.ffn = 96;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 16;
+  c.vocab = 128;
+  c.max_context = 256;
+  c.norm_eps = 1e-6f;
+  c.rope_theta = 10000.f;
+  return c;
+}
+
+// Tokens spread over the vocabulary, the same in every test.
+inline std::vector<int32_t> Tokens(int n, int vocab) {
+  std::vector<int32_t> t;
+  for (int i = 0; i < n; ++i) t.push_back(int32_t((i * 37 + 11) % vocab));
+  return t;
+}
+
+// The engine's logits at the last position after prefill chunks of `chunk`
+// tokens (one sequence, blocks 0, 1, ...).
+inline std::vector<float> Prefill(LocalModel& lm, const std::vector<int32_t>& tokens, int chunk) {
+  const int bt = lm.engine->block_tokens();
+  SeqStep s;
+  s.seq_id = 7;
+  s.return_logits = true;
+  for (int b = 0; b * bt < int(tokens.size()); ++b) s.block_table.push_back(b);
+  std::vector<float> last;
+  for (size_t i = 0; i < tokens.size(); i += size_t(chunk)) {
+    s.start_pos = int32_t(i);
+    s.tokens.assign(tokens.begin() + long(i),
+                    tokens.begin() + long(std::min(tokens.size(), i + size_t(chunk))));
+    auto r = lm.engine->Step(StepBatch{{s}});
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return {};
+    last = r->logits[0];
+  }
+  return last;
+}
 
 // A ModelSource with every tensor `c` needs: matrices N(0, 0.08), embeddings
 // N(0, 0.2), norms 1 + N(0, 0.1), biases N(0, 0.1) (make_golden.py's spread).
