@@ -158,6 +158,8 @@ struct FinishRecord {
 constexpr int64_t kAdmitFixed = 1 + 8 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 1 + 8;
 constexpr int64_t kCommitFixed = 1 + 8 + 4 + 4 + 4 + 4;
 constexpr int64_t kFinishBytes = 1 + 8 + 1;
+constexpr int64_t kStoreBytes = 1 + 8;
+constexpr int64_t kWorkerFixed = 1 + 4 + 8 + 8;
 
 std::string EncodeAdmit(int64_t seq_id, const Request& r, int64_t deadline_unix_us) {
   std::string p;
@@ -198,6 +200,31 @@ std::string EncodeFinish(int64_t seq_id, FinishReason reason) {
   return p;
 }
 
+std::string EncodeStore(uint64_t generation) {
+  std::string p;
+  PutU8(p, jf::kStore);
+  PutU64(p, generation);
+  return p;
+}
+
+std::string EncodeWorker(const JournaledWorker& w) {
+  std::string p;
+  PutU8(p, jf::kWorker);
+  PutBytes(p, w.worker_id);
+  PutI64(p, w.pid);
+  PutU64(p, w.process_start);
+  return p;
+}
+
+// The store and worker records a compaction writes first.
+std::string StoreAndWorkersImage(uint64_t generation,
+                                 const std::map<std::string, JournaledWorker>& workers) {
+  std::string out;
+  if (generation != 0) out.append(jf::Frame(EncodeStore(generation)));
+  for (const auto& [id, w] : workers) out.append(jf::Frame(EncodeWorker(w)));
+  return out;
+}
+
 // What a compaction writes for `s`: its kAdmit, and a kCommit when it has
 // anything committed. ImageBytes is their framed size.
 bool NeedsCommitRecord(const JournaledSequence& s) {
@@ -226,9 +253,18 @@ bool AllNonNegative(std::span<const int32_t> v) {
 // Used both for appends (the record is buffered only if this succeeds, so
 // every record written replays) and for replay. `image_bytes` tracks
 // ImageBytes over the live sequences.
-absl::Status ApplyRecord(std::string_view payload, const JournalLimits& lim,
-                         std::map<int64_t, JournaledSequence>* live, int64_t* image_bytes,
+// The state records apply to.
+struct StateRef {
+  std::map<int64_t, JournaledSequence>* live;
+  int64_t* image_bytes;
+  uint64_t* store_generation;
+  std::map<std::string, JournaledWorker>* workers;
+};
+
+absl::Status ApplyRecord(std::string_view payload, const JournalLimits& lim, const StateRef& st,
                          int64_t* seq_id_out) {
+  std::map<int64_t, JournaledSequence>* live = st.live;
+  int64_t* image_bytes = st.image_bytes;
   Decoder d(payload);
   uint8_t kind = 0;
   if (!d.U8(&kind)) return absl::InvalidArgumentError("empty record");
@@ -313,6 +349,23 @@ absl::Status ApplyRecord(std::string_view payload, const JournalLimits& lim,
         return absl::NotFoundError(absl::StrCat("sequence ", f.seq_id, " is not live"));
       *image_bytes -= ImageBytes(it->second);
       live->erase(it);
+      return absl::OkStatus();
+    }
+    case jf::kStore: {
+      uint64_t generation = 0;
+      if (!d.U64(&generation) || !d.done()) return truncated("a store");
+      if (generation == 0) return absl::InvalidArgumentError("store generation 0");
+      *st.store_generation = generation;
+      return absl::OkStatus();
+    }
+    case jf::kWorker: {
+      JournaledWorker w;
+      if (!d.Bytes(lim.max_request_id_bytes, &w.worker_id) || !d.I64(&w.pid) ||
+          !d.U64(&w.process_start) || !d.done())
+        return truncated("a worker");
+      if (w.worker_id.empty() || w.pid < 1)
+        return absl::InvalidArgumentError("a worker record needs an id and a pid >= 1");
+      (*st.workers)[w.worker_id] = std::move(w);
       return absl::OkStatus();
     }
     default:
@@ -476,7 +529,9 @@ int64_t MaxPayloadBytes(const JournalLimits& lim) {
                         4 * (int64_t(lim.max_prompt_tokens) + int64_t(lim.max_stop_ids));
   const int64_t commit =
       kCommitFixed + 4 * (int64_t(lim.max_generated_tokens) + int64_t(lim.max_blocks));
-  return std::min<int64_t>(std::max({admit, commit, kFinishBytes}), UINT32_MAX);
+  const int64_t worker = kWorkerFixed + int64_t(lim.max_request_id_bytes);
+  return std::min<int64_t>(std::max({admit, commit, kFinishBytes, kStoreBytes, worker}),
+                           UINT32_MAX);
 }
 
 }  // namespace journal_format
@@ -535,7 +590,8 @@ absl::StatusOr<JournalImage> ReplayJournal(std::string_view bytes, const Journal
       break;
     }
     int64_t seq_id = 0;
-    if (absl::Status s = ApplyRecord(payload, lim, &image.live, &image_bytes, &seq_id); !s.ok()) {
+    const StateRef st{&image.live, &image_bytes, &image.store_generation, &image.workers};
+    if (absl::Status s = ApplyRecord(payload, lim, st, &seq_id); !s.ok()) {
       drop(false, absl::StrCat("an invalid record: ", s.message()));
       break;
     }
@@ -559,6 +615,8 @@ SequenceJournal::SequenceJournal(SequenceJournal&& o) noexcept
       broken_(std::move(o.broken_)),
       live_(std::move(o.live_)),
       live_image_bytes_(o.live_image_bytes_),
+      store_generation_(o.store_generation_),
+      workers_(std::move(o.workers_)),
       recovery_(std::move(o.recovery_)),
       pending_(std::move(o.pending_)),
       file_bytes_(o.file_bytes_),
@@ -574,6 +632,8 @@ SequenceJournal& SequenceJournal::operator=(SequenceJournal&& o) noexcept {
     broken_ = std::move(o.broken_);
     live_ = std::move(o.live_);
     live_image_bytes_ = o.live_image_bytes_;
+    store_generation_ = o.store_generation_;
+    workers_ = std::move(o.workers_);
     recovery_ = std::move(o.recovery_);
     pending_ = std::move(o.pending_);
     file_bytes_ = o.file_bytes_;
@@ -634,6 +694,8 @@ absl::StatusOr<SequenceJournal> SequenceJournal::Open(const std::string& path,
   if (!image.ok()) return Annotate(image.status(), path);
   j.recovery_ = std::move(image->recovery);
   j.live_ = std::move(image->live);
+  j.store_generation_ = image->store_generation;
+  j.workers_ = std::move(image->workers);
   for (const auto& [id, s] : j.live_) j.live_image_bytes_ += ImageBytes(s);
   const JournalRecovery& rec = j.recovery_;
   if (rec.bytes_dropped > 0) {
@@ -656,7 +718,8 @@ absl::Status SequenceJournal::Break(absl::Status s) {
 absl::Status SequenceJournal::Append(std::string payload) {
   if (!broken_.ok()) return broken_;
   int64_t seq_id = 0;
-  RETURN_IF_ERROR(ApplyRecord(payload, options_.limits, &live_, &live_image_bytes_, &seq_id));
+  const StateRef st{&live_, &live_image_bytes_, &store_generation_, &workers_};
+  RETURN_IF_ERROR(ApplyRecord(payload, options_.limits, st, &seq_id));
   pending_.append(jf::Frame(payload));
   ++counters_.records_appended;
   return absl::OkStatus();
@@ -704,6 +767,25 @@ absl::Status SequenceJournal::Finish(int64_t seq_id, FinishReason reason) {
   return Append(EncodeFinish(seq_id, reason));
 }
 
+absl::Status SequenceJournal::SetStore(uint64_t generation) {
+  if (generation == 0) return absl::InvalidArgumentError("store generation 0");
+  if (generation == store_generation_) return absl::OkStatus();
+  return Append(EncodeStore(generation));
+}
+
+absl::Status SequenceJournal::Worker(const JournaledWorker& worker) {
+  if (worker.worker_id.empty() ||
+      int64_t(worker.worker_id.size()) > options_.limits.max_request_id_bytes || worker.pid < 1)
+    return absl::InvalidArgumentError(absl::StrCat("worker record: an id of 1 to ",
+                                                   options_.limits.max_request_id_bytes,
+                                                   " bytes and a pid >= 1"));
+  auto it = workers_.find(worker.worker_id);
+  if (it != workers_.end() && it->second.pid == worker.pid &&
+      it->second.process_start == worker.process_start)
+    return absl::OkStatus();
+  return Append(EncodeWorker(worker));
+}
+
 absl::Status SequenceJournal::WritePending() {
   if (!broken_.ok()) return broken_;
   if (pending_.empty()) return absl::OkStatus();
@@ -733,13 +815,16 @@ absl::Status SequenceJournal::Sync() {
 
 bool SequenceJournal::NeedsCompaction() const {
   const int64_t size = file_bytes_ + int64_t(pending_.size());
-  return size > std::max(options_.compact_min_bytes, 2 * (jf::kHeaderBytes + live_image_bytes_));
+  const int64_t image = jf::kHeaderBytes + live_image_bytes_ +
+                        int64_t(StoreAndWorkersImage(store_generation_, workers_).size());
+  return size > std::max(options_.compact_min_bytes, 2 * image);
 }
 
 absl::Status SequenceJournal::Compact() {
   if (!broken_.ok()) return broken_;
   std::string image = jf::Header();
-  image.reserve(size_t(jf::kHeaderBytes + live_image_bytes_));
+  image.append(StoreAndWorkersImage(store_generation_, workers_));
+  image.reserve(image.size() + size_t(live_image_bytes_));
   for (const auto& [id, s] : live_) AppendImage(s, &image);
   bool placed = false;
   absl::StatusOr<int> fd = PlaceFile(path_, image, options_.fsync, true, &placed);
@@ -757,7 +842,8 @@ JournalStats SequenceJournal::Stats() const {
   JournalStats st = counters_;
   st.file_bytes = file_bytes_;
   st.pending_bytes = int64_t(pending_.size());
-  st.live_image_bytes = jf::kHeaderBytes + live_image_bytes_;
+  st.live_image_bytes = jf::kHeaderBytes + live_image_bytes_ +
+                        int64_t(StoreAndWorkersImage(store_generation_, workers_).size());
   st.live_sequences = int64_t(live_.size());
   return st;
 }

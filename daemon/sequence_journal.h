@@ -12,9 +12,15 @@
 //   kCommit {seq_id, committed length, newly committed generated tokens
 //            (appended), KV blocks kept from the last list + blocks after them}
 //   kFinish {seq_id, reason}
+//   kStore  {segment generation}: the store's segment whose KV pool the
+//            block lists index (the last one counts)
+//   kWorker {worker_id, pid, process start time}: a worker process that
+//            attached (the last one of each id counts), so that a restarted
+//            coordinator can wait until no process of the old one still
+//            writes KV rows (the fence, docs/reliability.md)
 // Replaying the records in order gives the live sequences: admitted and not
 // finished, each with its request, generated tokens, committed length and
-// last KV block list.
+// last KV block list; and the store and the workers.
 //
 // Durability contract:
 //  - Admit / Commit / Finish validate, update the in-memory state (live())
@@ -97,6 +103,13 @@ struct JournaledSequence {
   std::vector<int32_t> blocks;     // its KV block list at its last commit
 };
 
+// A worker process that attached to the coordinator that wrote the journal.
+struct JournaledWorker {
+  std::string worker_id;
+  int64_t pid = 0;
+  uint64_t process_start = 0;  // common/process.h ProcessStartTime; 0: unknown
+};
+
 // What Open found.
 struct JournalRecovery {
   bool created = false;       // no file (or an empty one) was there: a fresh journal
@@ -128,6 +141,8 @@ struct JournalStats {
 // stop the replay (JournalRecovery says where and why) and never fail it.
 struct JournalImage {
   std::map<int64_t, JournaledSequence> live;
+  uint64_t store_generation = 0;  // the last kStore; 0: none
+  std::map<std::string, JournaledWorker> workers;
   JournalRecovery recovery;
 };
 absl::StatusOr<JournalImage> ReplayJournal(std::string_view bytes, const JournalLimits& limits);
@@ -169,6 +184,13 @@ class SequenceJournal {
   // A sequence ended (any reason but kNone). NOT_FOUND: not live.
   absl::Status Finish(int64_t seq_id, FinishReason reason);
 
+  // The store's segment generation the block lists refer to (recorded only
+  // when it changes). INVALID_ARGUMENT for 0.
+  absl::Status SetStore(uint64_t generation);
+  // A worker process attached (recorded only when it differs from the last
+  // record of that id). INVALID_ARGUMENT: an empty or too long id, pid < 1.
+  absl::Status Worker(const JournaledWorker& worker);
+
   // Writes the buffered records and fdatasyncs (the contract above); then
   // compacts if auto_compact and the file is due.
   absl::Status Sync();
@@ -183,6 +205,8 @@ class SequenceJournal {
   // Every sequence admitted and not finished, by seq id, with everything
   // appended so far (synced or not).
   const std::map<int64_t, JournaledSequence>& live() const { return live_; }
+  uint64_t store_generation() const { return store_generation_; }  // 0: none recorded
+  const std::map<std::string, JournaledWorker>& workers() const { return workers_; }
   const JournalRecovery& recovery() const { return recovery_; }
   JournalStats Stats() const;
   const std::string& path() const { return path_; }
@@ -204,6 +228,8 @@ class SequenceJournal {
   absl::Status broken_;  // sticky I/O failure
   std::map<int64_t, JournaledSequence> live_;
   int64_t live_image_bytes_ = 0;  // records of live_, framed (header not included)
+  uint64_t store_generation_ = 0;
+  std::map<std::string, JournaledWorker> workers_;
   JournalRecovery recovery_;
   std::string pending_;  // framed records not yet written
   int64_t file_bytes_ = 0;
@@ -214,10 +240,10 @@ class SequenceJournal {
 // The file format's pieces, for tests that forge or mutate journals.
 namespace journal_format {
 inline constexpr char kMagic[8] = {'P', 'A', 'G', 'E', 'D', 'J', 'N', 'L'};
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 inline constexpr int64_t kHeaderBytes = 16;  // magic, version, crc32c of the 12 bytes before
 inline constexpr int64_t kFrameBytes = 8;    // length, crc32c
-enum RecordKind : uint8_t { kAdmit = 1, kCommit = 2, kFinish = 3 };
+enum RecordKind : uint8_t { kAdmit = 1, kCommit = 2, kFinish = 3, kStore = 4, kWorker = 5 };
 
 // CRC-32C (Castagnoli), extending `crc` (0 to start).
 uint32_t Crc32c(std::string_view data, uint32_t crc = 0);

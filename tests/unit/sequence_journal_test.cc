@@ -513,17 +513,17 @@ TEST(SequenceJournalTest, ABadHeaderIsRefusedNamingThePath) {
     absl::StatusCode code;
     std::string says;
   };
-  std::string v2 = good.substr(0, 8) + std::string("\2\0\0\0", 4);
+  std::string v3 = good.substr(0, 8) + std::string("\3\0\0\0", 4);
   {
-    const uint32_t crc = jf::Crc32c(v2);
-    v2.append(reinterpret_cast<const char*>(&crc), 4);
+    const uint32_t crc = jf::Crc32c(v3);
+    v3.append(reinterpret_cast<const char*>(&crc), 4);
   }
   std::string bad_crc = good;
   bad_crc[13] ^= 1;
   const Case cases[] = {
       {std::string("GGUF\3\0\0\0\0\0\0\0\0\0\0\0", 16), absl::StatusCode::kFailedPrecondition,
        "bad magic"},
-      {v2, absl::StatusCode::kFailedPrecondition, "version 2; this build reads version 1"},
+      {v3, absl::StatusCode::kFailedPrecondition, "version 3; this build reads version 2"},
       {bad_crc, absl::StatusCode::kDataLoss, "checksum"},
       {"PAGED", absl::StatusCode::kFailedPrecondition, "no header"},
   };
@@ -601,6 +601,46 @@ TEST(SequenceJournalTest, CompactionKeepsExactlyTheLiveSequencesAndShrinks) {
   for (int64_t id : ids) ASSERT_TRUE(j->Finish(id, FinishReason::kShutdown).ok());
   ASSERT_TRUE(j->Compact().ok());
   EXPECT_EQ(ReadFile(path), jf::Header());
+}
+
+TEST(SequenceJournalTest, TheStoreAndTheWorkersSurviveReplayAndCompaction) {
+  TempDir dir;
+  const std::string path = dir.File("journal");
+  {
+    absl::StatusOr<SequenceJournal> j = SequenceJournal::Open(path, Fast());
+    ASSERT_TRUE(j.ok());
+    EXPECT_EQ(j->store_generation(), 0u);
+    EXPECT_EQ(j->SetStore(0).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(j->Worker({"", 5, 1}).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(j->Worker({"cpu:0", 0, 1}).code(), absl::StatusCode::kInvalidArgument);
+    ASSERT_TRUE(j->SetStore(41).ok());
+    ASSERT_TRUE(j->SetStore(42).ok());
+    ASSERT_TRUE(j->Worker({"cpu:0", 100, 7}).ok());
+    ASSERT_TRUE(j->Worker({"cpu:1", 101, 8}).ok());
+    ASSERT_TRUE(j->Worker({"cpu:0", 102, 9}).ok());  // restarted: the last one counts
+    const int64_t appended = j->Stats().records_appended;
+    ASSERT_TRUE(j->Worker({"cpu:0", 102, 9}).ok());  // unchanged: nothing recorded
+    ASSERT_TRUE(j->SetStore(42).ok());
+    EXPECT_EQ(j->Stats().records_appended, appended);
+    ASSERT_TRUE(j->Sync().ok());
+  }
+  auto check = [&](const SequenceJournal& j) {
+    EXPECT_EQ(j.store_generation(), 42u);
+    ASSERT_EQ(j.workers().size(), 2u);
+    EXPECT_EQ(j.workers().at("cpu:0").pid, 102);
+    EXPECT_EQ(j.workers().at("cpu:0").process_start, 9u);
+    EXPECT_EQ(j.workers().at("cpu:1").pid, 101);
+  };
+  absl::StatusOr<SequenceJournal> j = SequenceJournal::Open(path, Fast());
+  ASSERT_TRUE(j.ok());
+  check(*j);
+  ASSERT_TRUE(j->Compact().ok());
+  EXPECT_EQ(FileSize(path), j->Stats().live_image_bytes);
+  j = absl::InternalError("closed");
+  j = SequenceJournal::Open(path, Fast());
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->recovery().bytes_dropped, 0);
+  check(*j);
 }
 
 TEST(SequenceJournalTest, SyncCompactsOnItsOwnAndTheFileStaysBounded) {
