@@ -1,5 +1,7 @@
 #include "daemon/block_allocator.h"
 
+#include <vector>
+
 #include "common/check.h"
 
 namespace paged {
@@ -31,6 +33,19 @@ void BlockAllocator::Free(std::vector<int32_t>* blocks) {
     free_.push_back(b);
   }
   blocks->clear();
+}
+
+bool BlockAllocator::Take(std::span<const int32_t> blocks) {
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const int32_t b = blocks[i];
+    if (b < 0 || b >= total_ || in_use_[size_t(b)] != 0) {
+      for (size_t k = 0; k < i; ++k) in_use_[size_t(blocks[k])] = 0;  // undo
+      return false;
+    }
+    in_use_[size_t(b)] = 1;
+  }
+  std::erase_if(free_, [this](int32_t b) { return in_use_[size_t(b)] != 0; });
+  return true;
 }
 
 }  // namespace paged

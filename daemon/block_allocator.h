@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace paged {
@@ -34,6 +35,12 @@ class BlockAllocator {
   // the same count hands them out again in the same order. Every id must be in
   // use (freeing a free block is a bug in the caller and aborts).
   void Free(std::vector<int32_t>* blocks);
+
+  // Takes the named free blocks (a restarted coordinator re-taking the
+  // blocks its journal lists); the others keep their order. Returns false,
+  // taking nothing, if an id is out of range, in use or named twice.
+  // Linear in the pool's size.
+  bool Take(std::span<const int32_t> blocks);
 
  private:
   int32_t total_ = 0;

@@ -62,6 +62,30 @@ bool KvPool::Allocate(int32_t n, std::vector<int32_t>* out) {
   return true;
 }
 
+bool KvPool::Adopt(std::span<const std::vector<int32_t>> tables) {
+  std::vector<int32_t> take;  // blocks no sequence references yet
+  std::vector<uint8_t> seen(meta_.size(), 0);
+  for (const std::vector<int32_t>& t : tables) {
+    std::vector<int32_t> sorted = t;
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return false;
+    for (int32_t b : t) {
+      if (b < 0 || size_t(b) >= meta_.size()) return false;
+      if (!seen[size_t(b)] && meta_[size_t(b)].refs == 0) take.push_back(b);
+      seen[size_t(b)] = 1;
+    }
+  }
+  for (int32_t b : take) {
+    const Meta& m = meta_[size_t(b)];
+    if (m.published) return false;  // a pool that served already: not a restart's
+  }
+  if (!free_.Take(take)) return false;
+  for (const std::vector<int32_t>& t : tables) {
+    for (int32_t b : t) ++meta_[size_t(b)].refs;
+  }
+  return true;
+}
+
 void KvPool::Unpublish(int32_t block) {
   Meta& m = meta_[size_t(block)];
   if (!m.published) return;

@@ -70,6 +70,13 @@ class KvPool {
   // or changes nothing and returns false when fewer than `n` are available.
   bool Allocate(int32_t n, std::vector<int32_t>* out);
 
+  // Takes a reference on each block of each table: the block lists of
+  // sequences a restarted coordinator restores, whose rows survived in the
+  // store (a block several tables name is shared, as a cached prefix was).
+  // Call on a pool where nothing is referenced yet. False, taking nothing,
+  // if an id is out of range or one table names a block twice.
+  bool Adopt(std::span<const std::vector<int32_t>> tables);
+
   // Drops one reference from each block of *blocks, last first, and clears
   // the vector. An unreferenced block goes back to the free list, or, if
   // published, to the cache's eviction order.

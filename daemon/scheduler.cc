@@ -144,6 +144,78 @@ absl::StatusOr<int64_t> Scheduler::Admit(Request request, TimeUs now) {
   return id;
 }
 
+absl::StatusOr<Scheduler::RestoreResult> Scheduler::Restore(std::vector<RestoredSequence> seqs,
+                                                            TimeUs now) {
+  if (!seqs_.empty() || !history_.empty() || next_seq_id_ != 1)
+    return absl::FailedPreconditionError("sequences are restored before anything is admitted");
+  RestoreResult out;
+  const int32_t T = config_.block_tokens;
+  std::sort(seqs.begin(), seqs.end(), [](const RestoredSequence& a, const RestoredSequence& b) {
+    return a.seq_id < b.seq_id;
+  });
+  std::vector<RestoredSequence> valid;
+  for (RestoredSequence& r : seqs) {
+    Request check = r.request;
+    check.deadline = 0;  // an expired one is restored and dropped by Schedule
+    absl::Status st = Validate(check, now);
+    if (st.ok() && r.seq_id < 1) st = absl::InvalidArgumentError("seq id < 1");
+    if (st.ok() && !valid.empty() && valid.back().seq_id == r.seq_id)
+      st = absl::InvalidArgumentError("seq id twice");
+    if (st.ok() && int64_t(r.generated.size()) > r.request.max_tokens)
+      st = absl::InvalidArgumentError("more generated tokens than max_tokens");
+    for (int32_t t : r.generated) {
+      if (st.ok() && (t < 0 || t >= config_.vocab))
+        st = absl::InvalidArgumentError(
+            absl::StrCat("generated token ", t, " outside the vocabulary"));
+    }
+    if (!st.ok()) {
+      out.skipped.emplace_back(r.seq_id, std::string(st.message()));
+      continue;
+    }
+    valid.push_back(std::move(r));
+  }
+  // Rows are kept only if every table is consistent: committed rows inside
+  // its blocks, no more blocks than its whole length, and the pool adopts
+  // them all. Otherwise every sequence computes its rows again.
+  bool keep_kv = !valid.empty();
+  std::vector<std::vector<int32_t>> tables;
+  for (const RestoredSequence& r : valid) {
+    const int32_t known = int32_t(r.request.prompt.size() + r.generated.size());
+    // No blocks: it had not started (it starts afresh, its tokens recomputed).
+    if (r.blocks.empty() ? r.committed_len != 0
+                         : r.committed_len < 0 || r.committed_len > known - 1 ||
+                               int64_t(r.blocks.size()) * T < r.committed_len ||
+                               int32_t(r.blocks.size()) > BlocksFor(r.request))
+      keep_kv = false;
+    tables.push_back(r.blocks);
+  }
+  if (keep_kv) keep_kv = pool_.Adopt(tables);
+  for (const std::vector<int32_t>& t : tables) out.kv_adopted |= keep_kv && !t.empty();
+
+  for (RestoredSequence& r : valid) {
+    Sequence& s = seqs_[r.seq_id];
+    s.id = r.seq_id;
+    s.req = std::move(r.request);
+    s.generated = std::move(r.generated);
+    s.generated.reserve(size_t(s.req.max_tokens));
+    s.admitted_at = now;
+    if (keep_kv && !r.blocks.empty()) {
+      s.blocks = std::move(r.blocks);
+      s.committed = r.committed_len;
+      s.waiting_for_kv = true;  // queued holding its blocks, as a preempted one
+      PublishCommitted(s);
+    }
+    queue_.push_back(s.id);
+    ++counters_.admitted;
+    next_seq_id_ = std::max(next_seq_id_, s.id + 1);
+    if (!s.generated.empty()) {
+      if (const FinishReason why = StopReason(s, s.generated.back()); why != FinishReason::kNone)
+        Finish(s, why, &out.events);
+    }
+  }
+  return out;
+}
+
 // ---- Finishing and cancelling ----
 
 void Scheduler::Finish(Sequence& s, FinishReason reason, std::vector<Event>* events) {
@@ -361,8 +433,8 @@ int32_t Scheduler::StepBlocks(int32_t start, int32_t n) const {
 }
 
 int32_t Scheduler::NextChunk(const Sequence& s, int32_t start) const {
-  const int32_t p = int32_t(s.req.prompt.size());
-  return start < p ? std::min(config_.prefill_chunk, p - start) : 1;
+  const int32_t k = KnownTokens(s);
+  return start < k ? std::min(config_.prefill_chunk, k - start) : 1;
 }
 
 std::unordered_set<int32_t> Scheduler::LeasedBlocks(const Worker& w) const {
@@ -611,8 +683,7 @@ std::optional<StepPlan> Scheduler::BuildStep(Worker& w, std::vector<int64_t>* pr
   std::sort(order.begin(), order.end());
   int32_t prefill_budget = budget;
   for (int64_t id : order) {
-    const Sequence& s = seqs_.at(id);
-    if (s.committed >= int32_t(s.req.prompt.size())) --prefill_budget;
+    if (Decoding(seqs_.at(id))) --prefill_budget;
   }
   struct Pick {
     Sequence* s;
@@ -635,11 +706,8 @@ std::optional<StepPlan> Scheduler::BuildStep(Worker& w, std::vector<int64_t>* pr
   };
   for (int64_t id : order) {
     Sequence& s = seqs_.at(id);
-    const int32_t p = int32_t(s.req.prompt.size());
-    if (s.committed >= p) {
-      PAGED_CHECK(!s.generated.empty() &&
-                      s.committed == int32_t(s.req.prompt.size() + s.generated.size()) - 1,
-                  "a decoding sequence's committed length is prompt + generated - 1");
+    const int32_t p = KnownTokens(s);  // a prefill feeds known tokens up to here
+    if (Decoding(s)) {
       const int32_t need = StepBlocks(s.committed, 1);
       if (need - InStep(s, need) > kv_room || !Grow(s, need)) {
         preempt(s);
@@ -667,9 +735,14 @@ std::optional<StepPlan> Scheduler::BuildStep(Worker& w, std::vector<int64_t>* pr
   for (const Pick& d : decodes) add(*d.s, {d.s->generated.back()}, /*samples=*/true);
   for (const Pick& f : prefills) {
     Sequence& s = *f.s;
-    std::vector<int32_t> chunk(s.req.prompt.begin() + s.committed,
-                               s.req.prompt.begin() + s.committed + f.n);
-    add(s, std::move(chunk), /*samples=*/s.committed + f.n == int32_t(s.req.prompt.size()));
+    // The known tokens [committed, committed + n): the prompt's, then (a
+    // restored sequence computing its rows again) the generated ones.
+    std::vector<int32_t> chunk;
+    chunk.reserve(size_t(f.n));
+    const int32_t p = int32_t(s.req.prompt.size());
+    for (int32_t i = s.committed; i < s.committed + f.n; ++i)
+      chunk.push_back(i < p ? s.req.prompt[size_t(i)] : s.generated[size_t(i - p)]);
+    add(s, std::move(chunk), /*samples=*/s.committed + f.n == KnownTokens(s));
   }
   if (plan.batch.seqs.empty()) return std::nullopt;
   plan.step_id = next_step_id_++;
@@ -885,6 +958,12 @@ absl::StatusOr<std::vector<int32_t>> Scheduler::GeneratedTokens(int64_t seq_id) 
   auto it = seqs_.find(seq_id);
   if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("no live sequence ", seq_id));
   return it->second.generated;
+}
+
+absl::StatusOr<std::vector<int32_t>> Scheduler::BlockTable(int64_t seq_id) const {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("no live sequence ", seq_id));
+  return it->second.blocks;
 }
 
 TimeUs Scheduler::NextDeadline() const {

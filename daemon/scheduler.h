@@ -145,6 +145,16 @@ struct WorkerLimits {
   int32_t max_step_kv_blocks = 0;
 };
 
+// A live sequence of a coordinator that restarted, from its journal
+// (daemon/sequence_journal.h): Scheduler::Restore.
+struct RestoredSequence {
+  int64_t seq_id = 0;
+  Request request;                 // deadline on the scheduler's clock (0: none)
+  std::vector<int32_t> generated;  // committed generated tokens
+  int32_t committed_len = 0;       // KV rows [0, committed_len) written and committed
+  std::vector<int32_t> blocks;     // its KV blocks; empty: its rows did not survive
+};
+
 // kPaused: its client stopped taking its tokens (SetPaused): it keeps its KV
 // blocks and committed state but no worker seat, and is not scheduled.
 enum class SeqState { kQueued, kRunning, kFinished, kPaused };
@@ -229,6 +239,24 @@ class Scheduler {
   //  RESOURCE_EXHAUSTED: the queue holds max_queue requests.
   absl::StatusOr<int64_t> Admit(Request request, TimeUs now);
 
+  // Restores the live sequences of a coordinator that restarted, under their
+  // old ids, before anything is admitted (FAILED_PRECONDITION otherwise);
+  // new ids continue after the largest. Each goes to the queue in id order.
+  // With its blocks (the store's KV rows survived; every table is adopted
+  // or none is) it resumes from its committed length; without, it computes
+  // its rows again from its prompt and generated tokens, feeding them as a
+  // prompt, and emits only the tokens after them. One whose last generated
+  // token already ends it (eos, a stop id, max_tokens) finishes at once:
+  // the returned events. A sequence that fails validation (a token outside
+  // the vocabulary, a request that no longer fits the config) is skipped and
+  // named in *skipped with the reason; its blocks are not taken.
+  struct RestoreResult {
+    std::vector<Event> events;
+    std::vector<std::pair<int64_t, std::string>> skipped;
+    bool kv_adopted = false;  // the block tables were taken (else rows are recomputed)
+  };
+  absl::StatusOr<RestoreResult> Restore(std::vector<RestoredSequence> seqs, TimeUs now);
+
   // Client disconnect or an explicit cancel. Queued, or running with no step
   // in flight: finished at once (the returned kFinished "cancelled"). In
   // flight: marked; finished when that step resolves (its token is not
@@ -297,6 +325,9 @@ class Scheduler {
   absl::StatusOr<SequenceInfo> GetSequence(int64_t seq_id) const;
   // The committed tokens of a live sequence (NOT_FOUND once finished).
   absl::StatusOr<std::vector<int32_t>> GeneratedTokens(int64_t seq_id) const;
+  // The KV blocks a live sequence holds, in position order (NOT_FOUND once
+  // finished): with GetSequence's committed_len, what a journal records.
+  absl::StatusOr<std::vector<int32_t>> BlockTable(int64_t seq_id) const;
   // The earliest deadline of a live sequence (0: none): call Schedule then.
   TimeUs NextDeadline() const;
   // Nothing queued and nothing running.
@@ -351,6 +382,15 @@ class Scheduler {
   int32_t BlocksFor(const Request& r) const;
   // Blocks a step of `n` tokens from `start` needs.
   int32_t StepBlocks(int32_t start, int32_t n) const;
+  // The tokens whose rows the sequence has or needs: prompt + generated.
+  static int32_t KnownTokens(const Sequence& s) {
+    return int32_t(s.req.prompt.size() + s.generated.size());
+  }
+  // Decoding: every known token but the last has its row; its next step
+  // feeds that one. Otherwise it is (re)computing rows from the known tokens.
+  static bool Decoding(const Sequence& s) {
+    return !s.generated.empty() && s.committed == KnownTokens(s) - 1;
+  }
   // Tokens of the sequence's next step if it starts at `start`, unlimited by a budget.
   int32_t NextChunk(const Sequence& s, int32_t start) const;
   // Whether the pool stays safe (see the invariants) if `extra` more blocks

@@ -43,6 +43,30 @@ TEST(KvPoolTest, AllocateAndReleaseWithoutCaching) {
   EXPECT_THAT(b, ElementsAre(0, 1, 2)) << "released blocks come back in their order";
 }
 
+TEST(KvPoolTest, AdoptTakesTheNamedBlocksSharedOnesOnce) {
+  KvPool pool(8, 4, /*caching=*/true);
+  // Two restored sequences sharing block 5 (a cached prefix), one holding 2.
+  const std::vector<std::vector<int32_t>> tables = {{5, 1}, {5, 6, 2}};
+  EXPECT_FALSE(pool.Adopt(std::vector<std::vector<int32_t>>{{1, 1}}));    // a block twice
+  EXPECT_FALSE(pool.Adopt(std::vector<std::vector<int32_t>>{{1}, {8}}));  // out of range
+  EXPECT_EQ(pool.available(), 8);  // nothing taken by a refused adoption
+  ASSERT_TRUE(pool.Adopt(tables));
+  EXPECT_EQ(pool.refs(5), 2);
+  EXPECT_EQ(pool.refs(1), 1);
+  EXPECT_EQ(pool.available(), 4);
+  // The others are handed out as before, none of the adopted.
+  std::vector<int32_t> fresh;
+  ASSERT_TRUE(pool.Allocate(4, &fresh));
+  EXPECT_THAT(fresh, ElementsAre(0, 3, 4, 7));
+  EXPECT_FALSE(pool.Allocate(1, &fresh));
+  std::vector<int32_t> a = tables[0], b = tables[1];
+  pool.Release(&a);
+  EXPECT_EQ(pool.refs(5), 1);
+  pool.Release(&b);
+  pool.Release(&fresh);
+  EXPECT_EQ(pool.available(), 8);
+}
+
 TEST(KvPoolTest, PublishedBlocksAreSharedByPrefixAndKeptAfterRelease) {
   KvPool pool(8, 4, /*caching=*/true);
   const auto t = Tokens(10);

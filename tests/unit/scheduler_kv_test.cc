@@ -353,5 +353,169 @@ TEST(KvOnDemandTest, RandomLoadsWithTinyPoolsNeverDeadlock) {
   }
 }
 
+// ---- Restore: a coordinator restarted from its journal ----
+
+// What the coordinator journals of a sequence: its request, and at each
+// committed token its generated tokens, committed length and blocks.
+struct Journaled {
+  Request req;
+  std::vector<int32_t> generated;
+  int32_t committed = 0;
+  std::vector<int32_t> blocks;
+};
+
+// Runs a mixed load (shared prefixes, two workers) for `deliveries` step
+// results, journaling as the coordinator does, then "kills the coordinator":
+// the steps in flight write garbage past the committed rows and are lost.
+std::map<int64_t, Journaled> RunAndKill(Driver& d, int deliveries, std::mt19937& rng) {
+  std::map<int64_t, Journaled> journal;
+  d.AddWorker("w0");
+  d.AddWorker("w1");
+  const auto system = Prompt(9, 300);
+  for (int i = 0; i < 6; ++i) {
+    Request r = Req(i % 2 ? WithTail(system, 1 + i, 600 + 10 * i) : Prompt(3 + 2 * i, 40 * i + 1),
+                    6 + 3 * i);
+    const int64_t id = d.Admit(r);
+    journal[id].req = r;
+  }
+  for (int n = 0; n < deliveries && !d.sched.Idle();) {
+    d.Schedule();
+    std::vector<std::string> ws;
+    for (const auto& [w, p] : d.in_flight) ws.push_back(w);
+    std::shuffle(ws.begin(), ws.end(), rng);
+    for (const std::string& w : ws) {
+      if (n++ >= deliveries) break;
+      for (const Event& e : d.Deliver(w)) {
+        if (e.kind != EventKind::kToken) continue;
+        Journaled& j = journal[e.seq_id];
+        j.generated.push_back(e.token);
+        if (auto info = d.sched.GetSequence(e.seq_id);
+            info.ok() && info->state != SeqState::kFinished) {
+          j.committed = info->committed_len;
+          j.blocks = *d.sched.BlockTable(e.seq_id);
+        }
+      }
+    }
+  }
+  for (const auto& [w, p] : d.in_flight) d.model.Crash(p.batch);
+  return journal;
+}
+
+std::vector<RestoredSequence> ToRestore(const std::map<int64_t, Journaled>& journal, bool kv) {
+  std::vector<RestoredSequence> out;
+  for (const auto& [id, j] : journal) {
+    RestoredSequence r;
+    r.seq_id = id;
+    r.request = j.req;
+    r.generated = j.generated;
+    if (kv) {
+      r.committed_len = j.committed;
+      r.blocks = j.blocks;
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+TEST(RestoreTest, WithItsBlocksEverySequenceResumesAndEndsAsIfNothingHappened) {
+  for (int trial = 0; trial < 40; ++trial) {
+    std::mt19937 rng{uint32_t(trial)};
+    Driver before;
+    const std::map<int64_t, Journaled> journal = RunAndKill(before, 3 + trial, rng);
+    Driver after;
+    after.model = before.model;  // the store's KV rows survived
+    for (const auto& [id, j] : journal) {
+      after.tokens[id] = j.generated;
+      after.tables[id] = j.blocks;
+    }
+    auto restored = after.sched.Restore(ToRestore(journal, true), 0);
+    ASSERT_TRUE(restored.ok()) << restored.status();
+    EXPECT_TRUE(restored->kv_adopted);
+    EXPECT_TRUE(restored->skipped.empty());
+    after.Record(restored->events);
+    after.AddWorker("w0");
+    after.AddWorker("w1");
+    // Nothing committed is computed again: each first step starts at the
+    // journaled committed length.
+    std::map<int64_t, int32_t> first_start;
+    for (int round = 0; round < 10000 && !after.sched.Idle(); ++round) {
+      for (const StepPlan& p : after.Schedule()) {
+        for (const SeqStep& s : p.batch.seqs) first_start.emplace(s.seq_id, s.start_pos);
+      }
+      ASSERT_FALSE(after.in_flight.empty()) << "stuck";
+      after.DeliverAll();
+    }
+    for (const auto& [id, j] : journal) {
+      EXPECT_EQ(after.tokens[id], FakeModel::Reference(j.req.prompt, j.req.max_tokens))
+          << "trial " << trial << " sequence " << id;
+      if (first_start.count(id) && !j.blocks.empty()) {
+        EXPECT_EQ(first_start[id], j.committed) << "trial " << trial << " sequence " << id;
+      }
+    }
+    const SchedulerStats st = after.sched.Stats();
+    EXPECT_EQ(st.blocks_used, 0) << "trial " << trial;
+    // New ids continue after the restored ones.
+    EXPECT_GT(after.Admit(Req(Prompt(3), 2)), journal.rbegin()->first);
+  }
+}
+
+TEST(RestoreTest, WithoutItsRowsASequenceComputesThemAgainFromItsTokens) {
+  for (int trial = 0; trial < 20; ++trial) {
+    std::mt19937 rng{uint32_t(100 + trial)};
+    Driver before;
+    const std::map<int64_t, Journaled> journal = RunAndKill(before, 4 + 2 * trial, rng);
+    Driver after;  // a fresh pool: the store's rows are gone
+    for (const auto& [id, j] : journal) after.tokens[id] = j.generated;
+    auto restored = after.sched.Restore(ToRestore(journal, false), 0);
+    ASSERT_TRUE(restored.ok()) << restored.status();
+    EXPECT_FALSE(restored->kv_adopted);
+    after.Record(restored->events);
+    after.AddWorker("w0");
+    after.RunToIdle();
+    for (const auto& [id, j] : journal)
+      EXPECT_EQ(after.tokens[id], FakeModel::Reference(j.req.prompt, j.req.max_tokens))
+          << "trial " << trial << " sequence " << id;
+    EXPECT_EQ(after.sched.Stats().blocks_used, 0);
+  }
+}
+
+TEST(RestoreTest, EndedSequencesFinishAtOnceAndBadOnesAreSkipped) {
+  Driver d;
+  std::vector<RestoredSequence> in(4);
+  in[0].seq_id = 7;  // all its tokens: finished by length
+  in[0].request = Req(Prompt(5), 2);
+  in[0].generated = FakeModel::Reference(Prompt(5), 2);
+  in[1].seq_id = 3;  // its last token is a stop id
+  in[1].request = Req(Prompt(5), 9);
+  in[1].request.stop_ids = {FakeModel::Reference(Prompt(5), 1)[0]};
+  in[1].generated = FakeModel::Reference(Prompt(5), 1);
+  in[2].seq_id = 5;  // a token outside the vocabulary
+  in[2].request = Req(Prompt(5), 9);
+  in[2].generated = {kVocab + 3};
+  in[3].seq_id = 9;  // goes on, its rows computed again (a bad table drops every table)
+  in[3].request = Req(Prompt(6, 50), 5);
+  in[3].generated = FakeModel::Reference(Prompt(6, 50), 2);
+  in[3].committed_len = 40;
+  in[3].blocks = {1};
+  d.tokens[7] = in[0].generated;
+  d.tokens[3] = in[1].generated;
+  d.tokens[9] = in[3].generated;
+  auto r = d.sched.Restore(in, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  d.Record(r->events);
+  EXPECT_FALSE(r->kv_adopted);
+  ASSERT_EQ(r->skipped.size(), 1u);
+  EXPECT_EQ(r->skipped[0].first, 5);
+  EXPECT_THAT(r->skipped[0].second, ::testing::HasSubstr("vocabulary"));
+  EXPECT_EQ(d.finished[7], FinishReason::kLength);
+  EXPECT_EQ(d.finished[3], FinishReason::kStop);
+  d.AddWorker("w0");
+  d.RunToIdle();
+  EXPECT_EQ(d.tokens[9], FakeModel::Reference(Prompt(6, 50), 5));
+  EXPECT_EQ(d.Admit(Req(Prompt(2), 1)), 10);
+  // Only before anything is admitted.
+  EXPECT_EQ(d.sched.Restore({}, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace paged
