@@ -42,6 +42,20 @@ v1::CoordinatorMessage StepMessage(const StepPlan& p) {
   return m;
 }
 
+// Microseconds on the wall clock: journaled deadlines outlive the process.
+int64_t UnixNowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Ends the journal leaves to the client: the restored sequence derives them
+// from its tokens, and the client that missed the last ones can still
+// resume and take them.
+bool EndsNaturally(FinishReason r) {
+  return r == FinishReason::kEos || r == FinishReason::kStop || r == FinishReason::kLength;
+}
+
 std::string Upper(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = char(std::toupper(static_cast<unsigned char>(c)));
@@ -96,6 +110,10 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
     // Serving goes on: only chat prompts are refused.
     Log(LogLevel::kWarning, "chat", "%s; chat prompts will be refused",
         std::string(c->chat_.status().message()).c_str());
+  }
+  if (!c->options_.journal_path.empty()) {
+    absl::MutexLock lock(&c->mu_);
+    RETURN_IF_ERROR(c->RestoreFromJournalLocked());
   }
   if (c->options_.store_probe) {  // the first look before anyone asks
     StoreHealth h = c->options_.store_probe();
@@ -157,6 +175,9 @@ void Coordinator::RunClosers(Closers& closers) {
 // ---- The loop: schedule, dispatch, deliver ----
 
 void Coordinator::PumpLocked(TimeUs now, Closers* closers) {
+  // After a restart, no block is handed out while a worker process of the
+  // last coordinator may still write KV rows (restart_fences_).
+  if (!restart_fences_.empty()) return;
   ScheduleResult r = scheduler_.Schedule(now);
   for (StepPlan& plan : r.steps) {
     auto it = live_.find(plan.worker_id);
@@ -170,6 +191,9 @@ void Coordinator::PumpLocked(TimeUs now, Closers* closers) {
 }
 
 void Coordinator::DeliverLocked(const std::vector<Event>& events, double step_s, Closers* closers) {
+  // Journaled and synced before any client can take a token (they take them
+  // under mu_, which is held until the end).
+  if (journal_) JournalLocked(events);
   for (const Event& e : events) {
     switch (e.kind) {
       case EventKind::kToken: {
@@ -295,7 +319,176 @@ void Coordinator::SampleRatesLocked(TimeUs now) {
   while (rates_.size() > 1 && rates_.front().at < now - kRateWindowUs) rates_.pop_front();
 }
 
+// ---- The journal ----
+
+absl::Status Coordinator::RestoreFromJournalLocked() {
+  JournalOptions jo;
+  jo.fsync = options_.journal_fsync;
+  absl::StatusOr<SequenceJournal> j = SequenceJournal::Open(options_.journal_path, jo);
+  if (!j.ok()) return Annotate(j.status(), "the sequence journal (--journal)");
+  const JournalRecovery& rec = j->recovery();
+  if (rec.bytes_dropped > 0)
+    Log(LogLevel::kWarning, "journal", "%s: %lld bytes dropped from offset %lld: %s (%s)",
+        options_.journal_path.c_str(), static_cast<long long>(rec.bytes_dropped),
+        static_cast<long long>(rec.dropped_at), rec.drop_reason.c_str(),
+        rec.torn_tail ? "a write cut short" : "corruption");
+  const TimeUs now = Now();
+  const int64_t unix_now = UnixNowUs();
+  // The block lists index the KV pool of the segment they were written for:
+  // another generation (the store rebuilt it) means the rows are gone.
+  const bool same_store = j->store_generation() == options_.segment_generation;
+  std::vector<RestoredSequence> in;
+  for (const auto& [id, js] : j->live()) {
+    RestoredSequence r;
+    r.seq_id = id;
+    r.request = js.request;
+    if (js.deadline_unix_us != 0)
+      r.request.deadline = std::max<TimeUs>(now + (js.deadline_unix_us - unix_now), 1);
+    r.generated = js.generated;
+    if (same_store) {
+      r.committed_len = js.committed_len;
+      r.blocks = js.blocks;
+    }
+    in.push_back(std::move(r));
+  }
+  ASSIGN_OR_RETURN(Scheduler::RestoreResult restored, scheduler_.Restore(std::move(in), now));
+  for (const auto& [id, why] : restored.skipped) {
+    Log(LogLevel::kWarning, "journal", "sequence %lld not restored: %s", static_cast<long long>(id),
+        why.c_str());
+    RETURN_IF_ERROR(j->Finish(id, FinishReason::kError));
+  }
+  std::vector<int64_t> ids;
+  for (const auto& [id, js] : j->live()) ids.push_back(id);
+  for (int64_t id : ids) {
+    const JournaledSequence& js = j->live().at(id);
+    auto ch = std::make_shared<Channel>(&mu_);
+    AssertHeldFor(*ch);
+    ch->seq_id = id;
+    ch->admitted_at = now;
+    ch->request_id = js.request.request_id;
+    ch->restored_prompt = js.request.prompt;
+    ch->orphan = true;
+    ch->last_take = now;
+    ch->tokens = js.generated;
+    ch->step_s.assign(js.generated.size(), 0.0);
+    channels_[id] = ch;
+    // The journal now says what the scheduler holds (no blocks when the
+    // rows were not kept), so that a later restart reads the truth.
+    if (absl::StatusOr<SequenceInfo> info = scheduler_.GetSequence(id);
+        info.ok() && info->state != SeqState::kFinished) {
+      RETURN_IF_ERROR(j->Commit(id, info->committed_len, {}, *scheduler_.BlockTable(id)));
+      if (int64_t(ch->tokens.size()) >= options_.max_stream_backlog &&
+          scheduler_.SetPaused(id, true).ok())
+        ch->paused = true;
+    }
+  }
+  if (options_.segment_generation != 0) RETURN_IF_ERROR(j->SetStore(options_.segment_generation));
+  for (const auto& [id, w] : j->workers()) {
+    if (ProcessAlive(int(w.pid), w.process_start)) restart_fences_.push_back(w);
+  }
+  RETURN_IF_ERROR(j->Sync());
+  journal_ = std::move(*j);
+  restarted_at_ = now;
+  restored_sequences_ = int64_t(ids.size());
+  Closers none;  // no link exists yet
+  DeliverLocked(restored.events, 0.0, &none);
+  if (!ids.empty() || !restart_fences_.empty())
+    Log(LogLevel::kInfo, "journal",
+        "%s: restored %zu sequences (KV rows %s); waiting for %zu worker processes of the last "
+        "coordinator",
+        options_.journal_path.c_str(), ids.size(),
+        restored.kv_adopted ? "kept" : "to be computed again", restart_fences_.size());
+  return absl::OkStatus();
+}
+
+void Coordinator::JournalFailedLocked(const absl::Status& s) {
+  Log(LogLevel::kError, "journal",
+      "%s; sequences are no longer journaled: a coordinator restart will drop them",
+      std::string(s.message()).c_str());
+  journal_.reset();
+}
+
+void Coordinator::JournalLocked(const std::vector<Event>& events) {
+  bool appended = false;
+  for (const Event& e : events) {
+    auto it = journal_->live().find(e.seq_id);
+    if (it == journal_->live().end()) continue;  // not journaled, or its end recorded
+    absl::Status st;
+    if (e.kind == EventKind::kToken) {
+      int32_t committed = it->second.committed_len;
+      std::vector<int32_t> blocks = it->second.blocks;
+      if (absl::StatusOr<SequenceInfo> info = scheduler_.GetSequence(e.seq_id);
+          info.ok() && info->state != SeqState::kFinished) {
+        committed = info->committed_len;
+        blocks = *scheduler_.BlockTable(e.seq_id);
+      }
+      st = journal_->Commit(e.seq_id, committed, std::span(&e.token, 1), blocks);
+    } else if (e.kind == EventKind::kFinished && !EndsNaturally(e.reason)) {
+      st = journal_->Finish(e.seq_id, e.reason);
+    } else {
+      continue;
+    }
+    if (!st.ok()) {  // a record the journal refuses: that sequence only
+      Log(LogLevel::kWarning, "journal", "sequence %lld: %s", static_cast<long long>(e.seq_id),
+          std::string(st.message()).c_str());
+      continue;
+    }
+    appended = true;
+  }
+  if (!appended) return;
+  if (absl::Status st = journal_->Sync(); !st.ok()) JournalFailedLocked(st);
+}
+
+void Coordinator::JournalReleasedLocked(int64_t seq_id, FinishReason reason) {
+  if (!journal_ || !journal_->live().count(seq_id)) return;
+  // Not synced now: if it is lost, a restart restores the sequence, which
+  // ends at once (or is cancelled) and is given up after resume_timeout_s.
+  if (absl::Status st = journal_->Finish(
+          seq_id, reason == FinishReason::kNone ? FinishReason::kCancelled : reason);
+      !st.ok())
+    Log(LogLevel::kWarning, "journal", "sequence %lld: %s", static_cast<long long>(seq_id),
+        std::string(st.message()).c_str());
+}
+
+void Coordinator::ReapOrphansLocked(TimeUs now, Closers* closers) {
+  const auto limit = TimeUs(options_.resume_timeout_s * 1e6);
+  std::vector<std::shared_ptr<Channel>> doomed;
+  for (auto& [id, ch] : channels_) {
+    AssertHeldFor(*ch);
+    if (ch->orphan && now - ch->admitted_at > limit) doomed.push_back(ch);
+  }
+  for (const std::shared_ptr<Channel>& ch : doomed) {
+    AssertHeldFor(*ch);
+    Log(LogLevel::kWarning, "journal",
+        "sequence %lld (request_id '%s'): no client resumed it within %g s; cancelled",
+        static_cast<long long>(ch->seq_id), ch->request_id.c_str(), options_.resume_timeout_s);
+    channels_.erase(ch->seq_id);
+    if (!ch->finished) {
+      absl::StatusOr<std::vector<Event>> ev = scheduler_.Cancel(ch->seq_id);
+      if (ev.ok()) DeliverLocked(*ev, 0.0, closers);
+    }
+    JournalReleasedLocked(ch->seq_id, ch->finished ? ch->reason : FinishReason::kCancelled);
+  }
+}
+
 void Coordinator::CheckFencesLocked(TimeUs now, int64_t returned_pid, uint64_t returned_start) {
+  for (auto it = restart_fences_.begin(); it != restart_fences_.end();) {
+    const char* why = nullptr;
+    if (returned_pid != 0 && it->pid == returned_pid && it->process_start == returned_start) {
+      why = "attached again";
+    } else if (!ProcessAlive(int(it->pid), it->process_start)) {
+      why = "ended";
+    } else if (double(now - restarted_at_) / 1e6 > options_.fence_timeout_s) {
+      why = "still lives after the fence timeout; going on anyway";
+    }
+    if (why == nullptr) {
+      ++it;
+      continue;
+    }
+    Log(LogLevel::kInfo, "journal", "worker %s of the last coordinator (process %lld) %s",
+        it->worker_id.c_str(), static_cast<long long>(it->pid), why);
+    it = restart_fences_.erase(it);
+  }
   for (auto it = fences_.begin(); it != fences_.end();) {
     const char* why = nullptr;
     LogLevel level = LogLevel::kInfo;
@@ -377,7 +570,8 @@ void Coordinator::TimerLoop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
     auto wait = std::chrono::duration_cast<std::chrono::microseconds>(kTimerPeriod);
-    if (!fences_.empty()) wait = std::min(wait, std::chrono::microseconds(20000));
+    if (!fences_.empty() || !restart_fences_.empty())
+      wait = std::min(wait, std::chrono::microseconds(20000));
     if (const TimeUs d = scheduler_.NextDeadline(); d != 0)
       wait = std::min(wait, std::chrono::microseconds(std::max<TimeUs>(d - Now(), 0) + 1));
     timer_cv_.WaitWithTimeout(&mu_, absl::FromChrono(wait));  // or woken, or spuriously
@@ -386,8 +580,9 @@ void Coordinator::TimerLoop() {
     std::vector<std::shared_ptr<Channel>> stalled;
     const TimeUs now = Now();
     SampleRatesLocked(now);
-    if (!fences_.empty()) CheckFencesLocked(now);
+    if (!fences_.empty() || !restart_fences_.empty()) CheckFencesLocked(now);
     CancelStalledLocked(now, &stalled);
+    ReapOrphansLocked(now, &closers);
     PumpLocked(now, &closers);
     last_tick_.store(now, std::memory_order_relaxed);
     mu_.Unlock();
@@ -471,11 +666,25 @@ absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Admit(
     if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
     const TimeUs now = Now();
     const bool has_deadline = r.deadline != 0;
+    std::optional<Request> journaled;
+    if (journal_) journaled = r;
+    std::string request_id = r.request_id;
     absl::StatusOr<int64_t> id = scheduler_.Admit(std::move(r), now);
     if (!id.ok()) return id.status();
+    if (journal_) {
+      // Synced with the first step result that commits anything: no client
+      // sees a token of it before.
+      const int64_t deadline_unix =
+          journaled->deadline == 0 ? 0 : UnixNowUs() + (journaled->deadline - now);
+      if (absl::Status st = journal_->Admit(*id, *journaled, std::max<int64_t>(deadline_unix, 0));
+          !st.ok())
+        Log(LogLevel::kWarning, "journal", "sequence %lld not journaled: %s",
+            static_cast<long long>(*id), std::string(st.message()).c_str());
+    }
     ch = std::make_shared<Channel>(&mu_);
     AssertHeldFor(*ch);
     ch->seq_id = *id;
+    ch->request_id = std::move(request_id);
     ch->admitted_at = now;
     ch->on_update = std::move(on_update);
     ch->last_take = now;
@@ -543,8 +752,49 @@ void Coordinator::Release(Channel& ch) {
       if (ev.ok()) DeliverLocked(*ev, 0.0, &closers);
       PumpLocked(Now(), &closers);
     }
+    // A stream ended by the shutdown stays journaled: the next coordinator
+    // resumes it for a client that reconnects.
+    if (!stopping_)
+      JournalReleasedLocked(ch.seq_id, ch.finished ? ch.reason : FinishReason::kCancelled);
   }
   RunClosers(closers);
+}
+
+absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Resume(
+    const std::string& request_id, const std::vector<int32_t>& prompt, int32_t received,
+    std::function<void()> on_update, std::function<void()> on_stalled) {
+  if (request_id.empty())
+    return absl::InvalidArgumentError("resuming a stream needs its request_id");
+  std::shared_ptr<Channel> ch;
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
+  for (auto& [id, c] : channels_) {
+    AssertHeldFor(*c);
+    if (c->orphan && c->request_id == request_id) {
+      ch = c;
+      break;
+    }
+  }
+  if (!ch)
+    return absl::NotFoundError(absl::StrCat(
+        "no sequence to resume under request_id '", request_id,
+        "': none was journaled under it, it was resumed already, or no client came back within ",
+        options_.resume_timeout_s, " s of the restart"));
+  AssertHeldFor(*ch);
+  if (ch->restored_prompt != prompt)
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id '", request_id,
+                     "' was admitted with another prompt: resume with the same request"));
+  if (received < 0 || size_t(received) > ch->tokens.size())
+    return absl::OutOfRangeError(absl::StrCat("resume_from ", received, ": request_id '",
+                                              request_id, "' has committed ", ch->tokens.size(),
+                                              " tokens so far"));
+  ch->orphan = false;
+  ch->on_update = std::move(on_update);
+  ch->last_take = Now();
+  absl::MutexLock l(&ch->stalled_mu);
+  ch->on_stalled = std::move(on_stalled);
+  return ch;
 }
 
 // ---- Workers ----
@@ -597,9 +847,16 @@ absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
       RemoveLinkLocked(*keep, "GONE", &closers);
     }
     // The same process attaching again has finished the step it was in.
-    if (hello.pid() > 0 && !fences_.empty())
+    if (hello.pid() > 0 && (!fences_.empty() || !restart_fences_.empty()))
       CheckFencesLocked(Now(), hello.pid(), hello.process_start_time());
     status = scheduler_.AddWorker(id, limits);
+    if (status.ok() && journal_ && hello.pid() > 0) {
+      // Durable before the worker gets a step: a restarted coordinator waits
+      // for this process before handing out blocks it may still write.
+      absl::Status st = journal_->Worker({id, hello.pid(), hello.process_start_time()});
+      if (st.ok()) st = journal_->Sync();
+      if (!st.ok()) JournalFailedLocked(st);
+    }
     if (status.ok()) {
       link = std::make_shared<Link>(&mu_, std::move(close));
       link->worker_id = id;
@@ -867,6 +1124,9 @@ void Coordinator::Shutdown() {
         if (ch->on_update) ch->on_update();
       }
       timer_cv_.SignalAll();
+      if (journal_) {
+        if (absl::Status st = journal_->Sync(); !st.ok()) JournalFailedLocked(st);
+      }
     }
   }
   RunClosers(closers);

@@ -37,6 +37,7 @@
 #include "common/model_config.h"
 #include "daemon/generate_request.h"
 #include "daemon/scheduler.h"
+#include "daemon/sequence_journal.h"
 #include "daemon/serving_metrics.h"
 #include "daemon/store_probe.h"
 #include "paged/v1/admin.pb.h"
@@ -73,6 +74,19 @@ struct CoordinatorOptions {
   // A paused sequence whose client has taken nothing for this long is
   // cancelled (its KV blocks freed) and its stream aborted.
   double stalled_stream_timeout_s = 30;
+  // The sequence journal (daemon/sequence_journal.h; docs/reliability.md):
+  // "" for none. With one, a coordinator that restarts resumes every
+  // sequence the last one left from its committed tokens, and a client that
+  // reconnects with its request_id (Resume) continues its stream.
+  std::string journal_path;
+  // fdatasync each step's records. Off by default: the journal lives beside
+  // the segment on tmpfs, and what a write puts in the page cache survives
+  // the coordinator's process; a machine crash loses the store's KV rows
+  // and the clients' connections anyway.
+  bool journal_fsync = false;
+  // A restored sequence whose client has not reconnected within this long
+  // is cancelled (its KV blocks freed).
+  double resume_timeout_s = 30;
   // How the store is (daemon/store_probe.h), asked about once a second from
   // the timer loop; null: always READY and alive (tests with fake workers).
   std::function<StoreHealth()> store_probe;
@@ -103,6 +117,12 @@ class Coordinator {
     // without the lock.
     int64_t seq_id = 0;
     TimeUs admitted_at = 0;
+    // A sequence restored from the journal: its request_id and prompt (Resume
+    // checks them) and whether no client has claimed it yet (orphan). Its
+    // pending tokens start with every token generated before the restart.
+    std::string request_id;
+    std::vector<int32_t> restored_prompt;
+    bool orphan ABSL_GUARDED_BY(mu) = false;
     absl::CondVar cv;  // with *mu
     // Pending, not yet taken by the stream:
     std::vector<int32_t> tokens ABSL_GUARDED_BY(mu);
@@ -164,6 +184,19 @@ class Coordinator {
   absl::StatusOr<std::shared_ptr<Channel>> Admit(Request r,
                                                  std::function<void()> on_update = nullptr,
                                                  std::function<void()> on_stalled = nullptr)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A client reconnecting after a coordinator restart: claims the restored
+  // sequence admitted under `request_id` with this `prompt`. Its channel's
+  // pending tokens start with every token generated so far (the stream
+  // skips the `received` its client had). NOT_FOUND: no such restored
+  // sequence (never journaled, claimed already, or given up after
+  // resume_timeout_s); INVALID_ARGUMENT: the prompt differs from the
+  // journaled one; OUT_OF_RANGE: more received than committed.
+  absl::StatusOr<std::shared_ptr<Channel>> Resume(const std::string& request_id,
+                                                  const std::vector<int32_t>& prompt,
+                                                  int32_t received,
+                                                  std::function<void()> on_update = nullptr,
+                                                  std::function<void()> on_stalled = nullptr)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Waits up to `timeout` for tokens or the end and moves them into `out`
   // (a paused sequence whose tokens are taken resumes). Returns false when
@@ -241,6 +274,20 @@ class Coordinator {
   explicit Coordinator(CoordinatorOptions options, std::unique_ptr<const Tokenizer> tokenizer,
                        Scheduler scheduler);
 
+  // Opens the journal, restores its sequences into the scheduler with
+  // orphan channels, and fences the workers of the last coordinator.
+  absl::Status RestoreFromJournalLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records the events' commits and ends in the journal (natural ends wait
+  // for the client: JournalReleasedLocked) and syncs it, before any client
+  // can see them.
+  void JournalLocked(const std::vector<Event>& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The client is done with the sequence: it leaves the journal.
+  void JournalReleasedLocked(int64_t seq_id, FinishReason reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A journal append or sync failed: logged once, the journal dropped.
+  void JournalFailedLocked(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cancels restored sequences no client claimed within resume_timeout_s.
+  void ReapOrphansLocked(TimeUs now, Closers* closers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Schedule, dispatch plans, deliver events. Under mu_.
   void PumpLocked(TimeUs now, Closers* closers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DeliverLocked(const std::vector<Event>& events, double step_s, Closers* closers)
@@ -297,6 +344,15 @@ class Coordinator {
     TimeUs since = 0;
   };
   std::vector<Fence> fences_ ABSL_GUARDED_BY(mu_);
+  // The sequence journal; empty without one or after it failed.
+  std::optional<SequenceJournal> journal_ ABSL_GUARDED_BY(mu_);
+  // The worker processes of the coordinator before a restart that still
+  // live: nothing is scheduled (no block handed out) until each has ended,
+  // attached again or passed fence_timeout_s, since one may still be
+  // writing the KV rows of a step the last coordinator planned.
+  std::vector<JournaledWorker> restart_fences_ ABSL_GUARDED_BY(mu_);
+  TimeUs restarted_at_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t restored_sequences_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t tokens_committed_ ABSL_GUARDED_BY(mu_) = 0;
   // Sum of the workers' H2D counter increments.
   uint64_t paged_bytes_ ABSL_GUARDED_BY(mu_) = 0;

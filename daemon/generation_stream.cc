@@ -54,25 +54,31 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> GenerationStream::Start(
     r.max_tokens = FillMaxTokens(coordinator.options().scheduler, r.prompt.size());
   const int32_t prompt_tokens = int32_t(r.prompt.size());
   const int32_t last = r.prompt.empty() ? kStartOfSequence : r.prompt.back();
+  const bool resume = req.has_resume_from();
   absl::StatusOr<std::shared_ptr<Coordinator::Channel>> ch =
-      coordinator.Admit(std::move(r), std::move(options.on_update), std::move(options.on_stalled));
+      resume ? coordinator.Resume(r.request_id, r.prompt, req.resume_from(),
+                                  std::move(options.on_update), std::move(options.on_stalled))
+             : coordinator.Admit(std::move(r), std::move(options.on_update),
+                                 std::move(options.on_stalled));
   if (!ch.ok()) {
     coordinator.metrics().CountRequest(RequestStatus::kRejected);
     return ch.status();
   }
-  coordinator.metrics().prompt_tokens.Inc(prompt_tokens);
-  return std::unique_ptr<GenerationStream>(new GenerationStream(
-      coordinator, std::move(*ch), std::move(parsed->stop_strings), prompt_tokens, last));
+  if (!resume) coordinator.metrics().prompt_tokens.Inc(prompt_tokens);
+  return std::unique_ptr<GenerationStream>(
+      new GenerationStream(coordinator, std::move(*ch), std::move(parsed->stop_strings),
+                           prompt_tokens, last, resume ? req.resume_from() : 0));
 }
 
 GenerationStream::GenerationStream(Coordinator& c, std::shared_ptr<Coordinator::Channel> ch,
                                    std::vector<std::string> stop_strings, int32_t prompt_tokens,
-                                   int32_t last_prompt_token)
+                                   int32_t last_prompt_token, int32_t skip)
     : coord_(c),
       ch_(std::move(ch)),
       seq_id_(ch_->seq_id),
       text_(std::move(stop_strings)),
-      prev_(last_prompt_token) {
+      prev_(last_prompt_token),
+      skip_(skip) {
   usage_.set_prompt_tokens(prompt_tokens);
 }
 
@@ -114,12 +120,15 @@ GenerationStream::Chunk GenerationStream::Next(std::chrono::milliseconds timeout
     }
     usage_.set_generated_tokens(usage_.generated_tokens() + 1);
     usage_.add_step_s(u.step_s[i]);
-    c.token_ids.push_back(t);
+    const bool skipped = usage_.generated_tokens() <= skip_;  // the client has it
+    if (!skipped) c.token_ids.push_back(t);
     // The eos or stop id that ends the sequence is streamed as an id, not as text.
     const bool ends = u.finished && i + 1 == u.tokens.size() &&
                       (u.reason == FinishReason::kEos || u.reason == FinishReason::kStop);
     if (tok != nullptr && !ends) text_.Append(tok->DecodePiece(prev_, t));
     prev_ = t;
+    // The text its client was shown; what the stream held back then follows.
+    if (skipped) text_.TakeReady();
   }
   c.text = text_.TakeReady();
   if (!text_.stopped() && !u.finished) return c;

@@ -49,8 +49,10 @@ class GenerationStream {
     std::string error;  // kError: why
   };
 
-  // Parses and admits `req`. Fails with the parse or admission status (then
-  // the request counts as rejected in the metrics).
+  // Parses and admits `req` (or, with resume_from set, claims its restored
+  // sequence: Coordinator::Resume; the stream then skips the tokens the
+  // client received, their text included). Fails with the parse, admission
+  // or resume status (then the request counts as rejected in the metrics).
   static absl::StatusOr<std::unique_ptr<GenerationStream>> Start(Coordinator& coordinator,
                                                                  const v1::GenerateRequest& req,
                                                                  Options options);
@@ -75,7 +77,7 @@ class GenerationStream {
  private:
   GenerationStream(Coordinator& c, std::shared_ptr<Coordinator::Channel> ch,
                    std::vector<std::string> stop_strings, int32_t prompt_tokens,
-                   int32_t last_prompt_token);
+                   int32_t last_prompt_token, int32_t skip);
   void Finish(FinishReason end);
 
   Coordinator& coord_;
@@ -84,6 +86,7 @@ class GenerationStream {
   TextStream text_;
   v1::Usage usage_;
   int32_t prev_;  // the token the next one's text follows
+  int32_t skip_;  // resumed: generated tokens the client has (not sent again)
   FinishReason end_ = FinishReason::kNone;
 };
 

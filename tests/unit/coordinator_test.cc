@@ -334,6 +334,169 @@ TEST_F(CoordinatorTest, ACutOffWorkersLiveProcessIsFencedUntilItEndsOrReturns) {
   }
 }
 
+// ---- A coordinator restart (the sequence journal) ----
+
+// Coordinators over one journal, one after the other, as paged-up restarts
+// them: sequences journaled by the first are resumed by the second.
+class CoordinatorRestartTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Coordinator> MakeWithJournal(uint64_t generation, double resume_timeout_s = 30) {
+    CoordinatorOptions o = testing::FakeCoordinatorOptions();
+    o.journal_path = dir_.File("journal");
+    o.segment_generation = generation;
+    o.resume_timeout_s = resume_timeout_s;
+    auto c = Coordinator::Create(std::move(o), nullptr);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+  static Request Req(int i, const std::vector<int32_t>& prompt, int max_tokens) {
+    Request r;
+    r.request_id = absl::StrCat("r", i);
+    r.prompt = prompt;
+    r.max_tokens = max_tokens;
+    r.ignore_eos = true;
+    return r;
+  }
+  // A "worker process" the test can end (the restart fence watches it).
+  static pid_t SpawnSleep() {
+    pid_t proc = 0;
+    std::string sleep_bin = "/bin/sleep", secs = "60";
+    char* argv[] = {sleep_bin.data(), secs.data(), nullptr};
+    EXPECT_EQ(posix_spawn(&proc, "/bin/sleep", nullptr, nullptr, argv, environ), 0);
+    return proc;
+  }
+  testing::TempDir dir_;
+};
+
+TEST_F(CoordinatorRestartTest, EverySequenceResumesFromTheJournalWithTheSameTokens) {
+  constexpr int kTokens = 10;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 5; ++i) prompts.push_back({1, 10 + i, 20 + i, 30 + i, 4 + i, 5 + 2 * i});
+  for (bool rows_kept : {true, false}) {
+    for (int rounds : {0, 1, 3, 6}) {
+      SCOPED_TRACE(
+          absl::StrCat(rows_kept ? "rows kept" : "rows lost", ", killed after ", rounds, " steps"));
+      ::unlink(dir_.File("journal").c_str());
+      FakePool pool;
+      std::vector<std::vector<int32_t>> received(prompts.size());
+      const pid_t proc = SpawnSleep();
+      {
+        std::unique_ptr<Coordinator> first = MakeWithJournal(7);
+        ASSERT_TRUE(first);
+        v1::Hello hello = MakeHello("w0");
+        hello.set_pid(proc);
+        hello.set_process_start_time(ProcessStartTime(proc).value_or(0));
+        FakeWorker w;
+        ASSERT_NO_FATAL_FAILURE(w.Attach(*first, pool, hello));
+        std::vector<std::shared_ptr<Coordinator::Channel>> chans;
+        for (size_t i = 0; i < prompts.size(); ++i)
+          chans.push_back(*first->Admit(Req(int(i), prompts[i], kTokens + int(i))));
+        for (int r = 0; r < rounds; ++r) {
+          w.ServeOne();
+          for (size_t i = 0; i < chans.size(); ++i) {
+            Coordinator::Update u;
+            first->Wait(*chans[i], milliseconds(0), &u);
+            received[i].insert(received[i].end(), u.tokens.begin(), u.tokens.end());
+          }
+        }
+        // It dies with a step in flight, whose worker writes garbage rows
+        // past the committed ones (the process lives on, as a worker would).
+        v1::CoordinatorMessage m;
+        if (first->NextMessage(*w.link, &m, milliseconds(0)) == Coordinator::Next::kMessage &&
+            m.has_step()) {
+          for (const v1::SeqStep& s : m.step().sequences()) FakeCompute(pool, s, true);
+        }
+        w.c->DetachWorker(*w.link);
+        w.link.reset();
+      }  // destroyed: its clients' streams are gone, its journal stays
+      if (!rows_kept) std::fill(pool.rows.begin(), pool.rows.end(), -1);
+      std::unique_ptr<Coordinator> second = MakeWithJournal(rows_kept ? 7 : 8);
+      ASSERT_TRUE(second);
+      EXPECT_EQ(second->ListSequences().sequences_size(), int(prompts.size()));
+      // Nothing is scheduled while the last coordinator's worker process lives.
+      FakeWorker w2;
+      ASSERT_NO_FATAL_FAILURE(w2.Attach(*second, pool, MakeHello("w1")));
+      v1::CoordinatorMessage m;
+      EXPECT_EQ(second->NextMessage(*w2.link, &m, milliseconds(60)), Coordinator::Next::kTimeout);
+      kill(proc, SIGKILL);
+      waitpid(proc, nullptr, 0);
+      // Clients reconnect with their request_id, the prompt and what they had.
+      EXPECT_EQ(second->Resume("nobody", prompts[0], 0).status().code(),
+                absl::StatusCode::kNotFound);
+      EXPECT_EQ(second->Resume("r0", prompts[1], 0).status().code(),
+                absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(second->Resume("r0", prompts[0], 1000).status().code(),
+                absl::StatusCode::kOutOfRange);
+      std::vector<std::shared_ptr<Coordinator::Channel>> chans;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        auto ch = second->Resume(absl::StrCat("r", i), prompts[i], int32_t(received[i].size()));
+        ASSERT_TRUE(ch.ok()) << ch.status();
+        chans.push_back(*ch);
+      }
+      EXPECT_EQ(second->Resume("r0", prompts[0], 0).status().code(), absl::StatusCode::kNotFound);
+      std::vector<Coordinator::Update> out(chans.size());
+      for (int idle = 0; idle < 2000;) {
+        const bool moved = w2.ServeOne();
+        bool all = true;
+        for (size_t i = 0; i < chans.size(); ++i) {
+          second->Wait(*chans[i], milliseconds(0), &out[i]);
+          all &= out[i].finished;
+        }
+        if (all) break;
+        idle = moved ? 0 : idle + 1;
+        if (!moved) std::this_thread::sleep_for(milliseconds(1));
+      }
+      for (size_t i = 0; i < chans.size(); ++i) {
+        const std::vector<int32_t> want = Reference(prompts[i], kTokens + int(i));
+        EXPECT_EQ(out[i].tokens, want) << "sequence " << i;
+        EXPECT_EQ(out[i].reason, FinishReason::kLength) << "sequence " << i;
+        // What the client had is the start of it: it skips those.
+        ASSERT_LE(received[i].size(), want.size());
+        EXPECT_TRUE(std::equal(received[i].begin(), received[i].end(), want.begin()));
+        second->Release(*chans[i]);
+      }
+      EXPECT_EQ(second->Status().kv_blocks_used(), 0u);
+      w2.c->DetachWorker(*w2.link);
+      w2.link.reset();
+      second.reset();
+      // Everything released: the journal holds nothing more.
+      absl::StatusOr<SequenceJournal> j = SequenceJournal::Open(dir_.File("journal"));
+      ASSERT_TRUE(j.ok()) << j.status();
+      EXPECT_TRUE(j->live().empty());
+    }
+  }
+}
+
+TEST_F(CoordinatorRestartTest, ASequenceNobodyResumesIsGivenUpAfterTheTimeout) {
+  FakePool pool;
+  {
+    std::unique_ptr<Coordinator> first = MakeWithJournal(3);
+    ASSERT_TRUE(first);
+    FakeWorker w;
+    ASSERT_NO_FATAL_FAILURE(w.Attach(*first, pool, MakeHello("w0")));
+    ASSERT_TRUE(first->Admit(Req(0, {1, 9, 9}, 40)).ok());
+    w.ServeOne();
+    w.c->DetachWorker(*w.link);
+    w.link.reset();
+  }
+  std::unique_ptr<Coordinator> second = MakeWithJournal(3, /*resume_timeout_s=*/0.2);
+  ASSERT_TRUE(second);
+  FakeWorker w;
+  ASSERT_NO_FATAL_FAILURE(w.Attach(*second, pool, MakeHello("w0")));
+  for (int i = 0; i < 100; ++i) {
+    w.ServeOne();
+    const v1::ListSequencesResponse list = second->ListSequences();
+    bool live = false;
+    for (const v1::SequenceInfo& s : list.sequences()) live |= s.state() != "FINISHED";
+    if (!live) break;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(second->Resume("r0", {1, 9, 9}, 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(second->Status().kv_blocks_used(), 0u);
+  w.c->DetachWorker(*w.link);
+  w.link.reset();
+}
+
 TEST_F(CoordinatorTest, AWorkerThatAttachesAgainReplacesItsOldLink) {
   FakeWorker old_w, new_w;
   ASSERT_NO_FATAL_FAILURE(old_w.Attach(*coord_, pool_, MakeHello("w")));
