@@ -6,9 +6,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "paged/v1/admin.grpc.pb.h"
 #include "paged/v1/inference.grpc.pb.h"
 #include "proto/api_convert.h"
@@ -170,6 +172,14 @@ absl::StatusOr<Client> Client::Connect(std::string target, std::string token,
   return Client(std::move(impl));
 }
 
+// A request id for a call that gives none and may resume: 128 random bits.
+static std::string RandomRequestId() {
+  std::random_device rd;
+  std::string id = "req-";
+  for (int i = 0; i < 4; ++i) absl::StrAppend(&id, absl::Hex(rd(), absl::kZeroPad8));
+  return id;
+}
+
 absl::StatusOr<GenerateResult> Client::Generate(
     const GenerateOptions& o, const std::function<void(const TokenChunk&)>& on_token) const {
   if (absl::Status s = ValidateGenerateOptions(o); !s.ok()) return s;
@@ -196,42 +206,68 @@ absl::StatusOr<GenerateResult> Client::Generate(
   sp->set_top_k(o.top_k);
   sp->set_top_p(o.top_p);
   sp->set_seed(o.seed);
-  req.set_request_id(o.request_id);
+  const bool resumable = o.resume_within > absl::ZeroDuration();
+  req.set_request_id(o.request_id.empty() && resumable ? RandomRequestId() : o.request_id);
 
-  grpc::ClientContext ctx;
-  impl_->Prepare(ctx, o.timeout);
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
-      impl_->inference->Generate(&ctx, req);
   GenerateResult result;
-  result.request_id = o.request_id;
-  v1::GenerateResponse msg;
-  TokenChunk chunk;
-  while (reader->Read(&msg)) {
-    if (msg.token_ids_size() > 0 || !msg.text().empty()) {
-      chunk.token_ids.assign(msg.token_ids().begin(), msg.token_ids().end());
-      chunk.text = msg.text();
-      result.token_ids.insert(result.token_ids.end(), chunk.token_ids.begin(),
-                              chunk.token_ids.end());
-      result.text += chunk.text;
-      if (on_token) on_token(chunk);
+  result.request_id = req.request_id();
+  const absl::Time start = absl::Now();
+  absl::Time give_up = absl::InfiniteFuture();  // set at the first break
+  absl::Status broke;                           // why the stream first broke
+  absl::Duration backoff = absl::Milliseconds(50);
+  for (;;) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(ctx, o.timeout - (absl::Now() - start));
+    std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+        impl_->inference->Generate(&ctx, req);
+    v1::GenerateResponse msg;
+    TokenChunk chunk;
+    while (reader->Read(&msg)) {
+      if (msg.token_ids_size() > 0 || !msg.text().empty()) {
+        chunk.token_ids.assign(msg.token_ids().begin(), msg.token_ids().end());
+        chunk.text = msg.text();
+        result.token_ids.insert(result.token_ids.end(), chunk.token_ids.begin(),
+                                chunk.token_ids.end());
+        result.text += chunk.text;
+        if (on_token) on_token(chunk);
+      }
+      if (msg.sequence_id() != 0) result.sequence_id = msg.sequence_id();
+      if (!msg.request_id().empty()) result.request_id = msg.request_id();
+      if (msg.finish_reason() != v1::GenerateResponse::FINISH_REASON_UNSPECIFIED) {
+        result.finish_reason = FromProto(msg.finish_reason());
+      }
+      if (msg.has_usage()) {
+        const v1::Usage& u = msg.usage();
+        result.usage.prompt_tokens = u.prompt_tokens();
+        result.usage.generated_tokens = u.generated_tokens();
+        result.usage.time_to_first_token_s = u.time_to_first_token_s();
+        result.usage.total_s = u.total_s();
+        result.usage.step_s.assign(u.step_s().begin(), u.step_s().end());
+        result.usage.cached_prompt_tokens = u.cached_prompt_tokens();
+      }
     }
-    if (msg.sequence_id() != 0) result.sequence_id = msg.sequence_id();
-    if (!msg.request_id().empty()) result.request_id = msg.request_id();
-    if (msg.finish_reason() != v1::GenerateResponse::FINISH_REASON_UNSPECIFIED) {
-      result.finish_reason = FromProto(msg.finish_reason());
+    absl::Status s = FromGrpcStatus(reader->Finish());
+    if (s.ok()) return result;
+    if (!resumable || result.finish_reason != FinishReason::kNone) return broke.ok() ? s : broke;
+    if (req.has_resume_from() && absl::IsNotFound(s)) {
+      // The server has no journaled sequence under the id. Nothing received:
+      // it never started for us, so it is sent again; else it is lost.
+      if (!result.token_ids.empty())
+        return absl::UnavailableError(absl::StrCat(broke.message(), "; resuming request_id '",
+                                                   req.request_id(), "' failed: ", s.message()));
+      req.clear_resume_from();
+      continue;
     }
-    if (msg.has_usage()) {
-      const v1::Usage& u = msg.usage();
-      result.usage.prompt_tokens = u.prompt_tokens();
-      result.usage.generated_tokens = u.generated_tokens();
-      result.usage.time_to_first_token_s = u.time_to_first_token_s();
-      result.usage.total_s = u.total_s();
-      result.usage.step_s.assign(u.step_s().begin(), u.step_s().end());
-      result.usage.cached_prompt_tokens = u.cached_prompt_tokens();
+    if (!absl::IsUnavailable(s)) return broke.ok() ? s : broke;
+    if (broke.ok()) {
+      broke = s;
+      give_up = absl::Now() + o.resume_within;
     }
+    if (absl::Now() + backoff > give_up) return broke;
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(1));
+    req.set_resume_from(int32_t(result.token_ids.size()));
   }
-  if (absl::Status s = FromGrpcStatus(reader->Finish()); !s.ok()) return s;
-  return result;
 }
 
 absl::StatusOr<std::vector<int32_t>> Client::Tokenize(std::string_view text, bool add_bos,

@@ -43,6 +43,8 @@ struct FakeState {
   std::atomic<bool> slow_admin{false};
   std::string last_drained;
   std::vector<v1::ChatMessages> chats;  // the chat prompt of each chat Generate
+  // Each Generate's request_id and resume_from (-1: not set).
+  std::vector<std::pair<std::string, int>> resumes;
 };
 
 grpc::Status CheckToken(FakeState& st, grpc::ServerContext* ctx) {
@@ -78,14 +80,23 @@ class FakeInference final : public v1::Inference::Service {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
     }
+    {
+      std::lock_guard<std::mutex> lock(st_.mu);
+      st_.resumes.emplace_back(req->request_id(), req->has_resume_from() ? req->resume_from() : -1);
+    }
+    // A coordinator restart: the stream breaks after two tokens; the
+    // journal then resumes it ("fail-midway"), or knows nothing of it.
+    const bool breaks = req->text() == "fail-midway" || req->text() == "forgotten";
+    if (req->has_resume_from() && req->text() == "forgotten")
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no sequence to resume");
     const int n = req->max_tokens();
-    for (int i = 0; i < n; ++i) {
+    for (int i = req->has_resume_from() ? req->resume_from() : 0; i < n; ++i) {
       v1::GenerateResponse m;
       m.add_token_ids(100 + i);
       if (i != 1) m.set_text("t" + std::to_string(i) + " ");  // token 1 ends mid-character
       m.set_sequence_id(7);
       m.set_request_id(req->request_id());
-      if (req->text() == "fail-midway" && i == 2) {
+      if (breaks && !req->has_resume_from() && i == 2) {
         return grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker lost and no other worker");
       }
       if (i == n - 1) {
@@ -441,6 +452,7 @@ TEST(ClientTest, ServerErrorsComeBackWithTheirCodeAndMessage) {
   EXPECT_EQ(r.status(), absl::ResourceExhaustedError("queue is full (64 waiting)"));
 
   o.prompt = "fail-midway";
+  o.resume_within = absl::ZeroDuration();  // no resuming
   int delivered = 0;
   r = c->Generate(o, [&](const TokenChunk&) { ++delivered; });
   EXPECT_EQ(r.status(), absl::UnavailableError("worker lost and no other worker"));
@@ -448,6 +460,44 @@ TEST(ClientTest, ServerErrorsComeBackWithTheirCodeAndMessage) {
 
   EXPECT_EQ(c->Cancel(9), absl::NotFoundError("no sequence 9"));
   EXPECT_EQ(c->Drain("cuda:5"), absl::NotFoundError("no worker cuda:5"));
+}
+
+// A broken stream (the coordinator restarted) is resumed under the
+// request's id from the tokens received: the caller sees one whole stream.
+TEST(ClientTest, ABrokenStreamIsResumedWhereItBroke) {
+  FakeServer server;
+  ASSERT_TRUE(server.ok());
+  auto c = Client::Connect(server.target());
+  ASSERT_TRUE(c.ok()) << c.status();
+  GenerateOptions o;
+  o.prompt = "fail-midway";
+  o.max_tokens = 5;
+  std::vector<int32_t> seen;
+  auto r = c->Generate(o, [&](const TokenChunk& ch) {
+    seen.insert(seen.end(), ch.token_ids.begin(), ch.token_ids.end());
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r->token_ids, ElementsAre(100, 101, 102, 103, 104));
+  EXPECT_EQ(seen, r->token_ids);  // each token once
+  EXPECT_EQ(r->finish_reason, FinishReason::kLength);
+  {
+    std::lock_guard<std::mutex> lock(server.state.mu);
+    const auto& calls = server.state.resumes;
+    ASSERT_EQ(calls.size(), 2u);
+    EXPECT_THAT(calls[0].first, ::testing::StartsWith("req-"));  // made up: none given
+    EXPECT_EQ(calls[0].first.size(), 4u + 32u);
+    EXPECT_EQ(calls[0].second, -1);
+    EXPECT_EQ(calls[1].first, calls[0].first);
+    EXPECT_EQ(calls[1].second, 2);
+    server.state.resumes.clear();
+  }
+  // A server that cannot resume it (no journal): the tokens received are
+  // not thrown away silently; the call fails naming why.
+  o.prompt = "forgotten";
+  o.request_id = "mine";
+  r = c->Generate(o);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(r.status().message(), HasSubstr("resuming request_id 'mine' failed"));
 }
 
 TEST(ClientTest, TheBearerTokenIsSentWhenGiven) {
