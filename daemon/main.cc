@@ -42,6 +42,11 @@ ABSL_FLAG(int, max_stream_backlog, 256,
           "tokens a client may leave unread before its sequence is paused");
 ABSL_FLAG(double, stalled_stream_timeout, 30,
           "seconds a paused client may read nothing before its sequence is cancelled");
+ABSL_FLAG(std::string, journal, "",
+          "the sequence journal: a restarted coordinator resumes the sequences it holds and "
+          "clients continue their streams (docs/reliability.md); \"\" = none");
+ABSL_FLAG(double, resume_timeout, 30,
+          "seconds a restored sequence waits for its client to reconnect before it is cancelled");
 ABSL_FLAG(std::string, chat_template, "",
           "chat prompt format instead of the checkpoint's template: chatml, llama2, llama3, "
           "mistral or gemma");
@@ -94,6 +99,8 @@ int main(int argc, char** argv) {
   o.max_threads = absl::GetFlag(FLAGS_max_threads);
   o.max_stream_backlog = absl::GetFlag(FLAGS_max_stream_backlog);
   o.stalled_stream_timeout_s = absl::GetFlag(FLAGS_stalled_stream_timeout);
+  o.journal = absl::GetFlag(FLAGS_journal);
+  o.resume_timeout_s = absl::GetFlag(FLAGS_resume_timeout);
   o.chat_format = absl::GetFlag(FLAGS_chat_template);
   o.http = absl::GetFlag(FLAGS_http);
   o.http_threads = absl::GetFlag(FLAGS_http_threads);

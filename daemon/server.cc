@@ -239,6 +239,8 @@ int RunCoordinator(const ServeOptions& o) {
   const SchedulerConfig sc = opts->scheduler;
   if (o.max_stream_backlog > 0) opts->max_stream_backlog = o.max_stream_backlog;
   if (o.stalled_stream_timeout_s > 0) opts->stalled_stream_timeout_s = o.stalled_stream_timeout_s;
+  opts->journal_path = o.journal;
+  if (o.resume_timeout_s > 0) opts->resume_timeout_s = o.resume_timeout_s;
   opts->store_probe = [segment = o.segment] { return ProbeStore(segment); };
   // Under systemd the watchdog is pinged from the coordinator's own loop: a
   // loop that stops turning stops the pings (docs/operations.md).

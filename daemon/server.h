@@ -39,6 +39,10 @@ struct ServeOptions {
   // Back-pressure (CoordinatorOptions); 0 keeps the default.
   int32_t max_stream_backlog = 0;
   double stalled_stream_timeout_s = 0;
+  // The sequence journal's path ("": none) and the resume window
+  // (CoordinatorOptions).
+  std::string journal;
+  double resume_timeout_s = 30;
   // Scheduler knobs; 0 keeps the SchedulerConfig default.
   int32_t max_queue = 0;
   int32_t max_step_tokens = 0;

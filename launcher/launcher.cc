@@ -87,6 +87,10 @@ absl::StatusOr<Binaries> FindBinaries(const std::string& bin_dir) {
   return b;
 }
 
+std::string JournalPath(const LaunchOptions& o) {
+  return o.journal == "auto" ? absl::StrCat("/dev/shm/", o.segment, ".journal") : o.journal;
+}
+
 std::string ClientTarget(const std::string& listen) {
   if (listen.rfind("unix:", 0) == 0 || listen.rfind("unix-abstract:", 0) == 0) return listen;
   const size_t colon = listen.rfind(':');
@@ -191,6 +195,8 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
 
   d.coordinator.name = "coordinator";
   d.coordinator.argv = {bins.coordinator, "--segment=" + o.segment, "--listen=" + o.listen};
+  if (const std::string j = JournalPath(o); !j.empty())
+    d.coordinator.argv.push_back("--journal=" + j);
   // The token in the environment (readable by this user only), never in argv.
   std::vector<std::string> env;
   if (!o.token.empty()) env.push_back(absl::StrCat(kTokenEnv, "=", o.token));
@@ -424,6 +430,9 @@ class Deploy {
     if (o_.remove_segment && store_ >= 0 && sup_.pid(store_) <= 0) {
       RemoveSegment(o_.segment);
       Say(absl::StrCat("removed segment ", o_.segment));
+      // The journal's block lists index that segment's KV pool.
+      if (const std::string j = JournalPath(o_); !j.empty() && ::unlink(j.c_str()) == 0)
+        Say(absl::StrCat("removed journal ", j));
     }
   }
 

@@ -33,6 +33,10 @@ struct LaunchOptions {
   // The store removes the segment when it stops, and paged-up removes it
   // after the store is gone, however it ended (a crash, a SIGKILL).
   bool remove_segment = false;
+  // The coordinator's sequence journal (paged --journal): "auto" is
+  // /dev/shm/SEGMENT.journal, beside the segment; "" is none. With it a
+  // restarted coordinator resumes every stream (docs/reliability.md).
+  std::string journal = "auto";
   std::vector<std::string> store_args, coordinator_args,
       worker_args;                    // extra flags, passed as they are
   std::string bin_dir;                // look for the binaries here first
@@ -73,6 +77,10 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
 // How a client reaches a listen address: unix targets as they are, a
 // wildcard host (0.0.0.0, [::], *) as localhost.
 std::string ClientTarget(const std::string& listen);
+
+// The coordinator's journal path of `o.journal` ("auto": beside the
+// segment in /dev/shm); "" for none.
+std::string JournalPath(const LaunchOptions& o);
 
 // A command line as a shell would take it.
 std::string CommandLine(const std::vector<std::string>& argv);

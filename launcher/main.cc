@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, token_file, "",
 ABSL_FLAG(bool, remove_segment, false,
           "remove the segment when paged-up stops, however the store ended (default: keep it for "
           "a fast restart)");
+ABSL_FLAG(std::string, journal, "auto",
+          "the coordinator's sequence journal, so that a restarted coordinator resumes every "
+          "stream: auto = /dev/shm/SEGMENT.journal, \"\" = none (removed with the segment)");
 ABSL_FLAG(double, restart_backoff, 0.5,
           "seconds before a failed child's first restart (doubled per quick failure)");
 ABSL_FLAG(double, max_restart_backoff, 30,
@@ -73,6 +76,7 @@ int main(int argc, char** argv) {
   o.restart_backoff_s = absl::GetFlag(FLAGS_restart_backoff);
   o.max_restart_backoff_s = absl::GetFlag(FLAGS_max_restart_backoff);
   o.remove_segment = absl::GetFlag(FLAGS_remove_segment);
+  o.journal = absl::GetFlag(FLAGS_journal);
   o.store_args = Words(absl::GetFlag(FLAGS_store_args));
   o.coordinator_args = Words(absl::GetFlag(FLAGS_coordinator_args));
   o.worker_args = Words(absl::GetFlag(FLAGS_worker_args));
