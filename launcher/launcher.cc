@@ -87,6 +87,18 @@ absl::StatusOr<Binaries> FindBinaries(const std::string& bin_dir) {
   return b;
 }
 
+static std::string TlsCa(const LaunchOptions& o) {
+  return o.tls_ca.empty() ? o.tls_cert : o.tls_ca;
+}
+
+static client::ConnectOptions ClientOptions(const LaunchOptions& o,
+                                            absl::Duration connect_timeout) {
+  client::ConnectOptions c;
+  c.connect_timeout = connect_timeout;
+  if (!o.tls_cert.empty()) c.tls.ca = TlsCa(o);
+  return c;
+}
+
 std::string JournalPath(const LaunchOptions& o) {
   return o.journal == "auto" ? absl::StrCat("/dev/shm/", o.segment, ".journal") : o.journal;
 }
@@ -125,6 +137,8 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
         "--model is required (an HF checkpoint directory or a .gguf file)");
   }
   if (o.segment.empty()) return absl::InvalidArgumentError("--segment must not be empty");
+  if (o.tls_cert.empty() != o.tls_key.empty() || (o.tls_cert.empty() && !o.tls_ca.empty()))
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together (--tls-ca with them)");
   if (o.listen.empty())
     return absl::InvalidArgumentError(
         "--listen must not be empty (unix:///path.sock or host:port)");
@@ -197,6 +211,10 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
   d.coordinator.argv = {bins.coordinator, "--segment=" + o.segment, "--listen=" + o.listen};
   if (const std::string j = JournalPath(o); !j.empty())
     d.coordinator.argv.push_back("--journal=" + j);
+  if (!o.tls_cert.empty()) {
+    d.coordinator.argv.push_back("--tls-cert=" + o.tls_cert);
+    d.coordinator.argv.push_back("--tls-key=" + o.tls_key);
+  }
   // The token in the environment (readable by this user only), never in argv.
   std::vector<std::string> env;
   if (!o.token.empty()) env.push_back(absl::StrCat(kTokenEnv, "=", o.token));
@@ -236,6 +254,7 @@ absl::StatusOr<Deployment> PlanDeployment(const LaunchOptions& o, const std::vec
       }
       if (b > 0) w.argv.push_back(absl::StrCat("--gpu-budget=", b));
     }
+    if (!o.tls_cert.empty()) w.argv.push_back("--tls-ca=" + TlsCa(o));
     w.env = env;
     w.argv.insert(w.argv.end(), o.worker_args.begin(), o.worker_args.end());
     d.workers.push_back(std::move(w));
@@ -264,17 +283,17 @@ WaitResult RunUntil(Supervisor& sup, double timeout_s, const std::function<bool(
 // Asks the coordinator for its status, at most every 250 ms.
 class StatusProbe {
  public:
-  StatusProbe(std::string target, std::string token)
-      : target_(std::move(target)), token_(std::move(token)) {}
+  StatusProbe(std::string target, std::string token, client::ConnectOptions options)
+      : target_(std::move(target)), token_(std::move(token)), options_(std::move(options)) {
+    options_.connect_timeout = absl::ZeroDuration();  // lazily
+  }
 
   const absl::StatusOr<v1::StatusResponse>& Get() {
     const auto now = Clock::now();
     if (now - last_ < std::chrono::milliseconds(250)) return status_;
     last_ = now;
     if (!client_.has_value()) {
-      client::ConnectOptions lazy;
-      lazy.connect_timeout = absl::ZeroDuration();
-      auto c = client::Client::Connect(target_, token_, lazy);
+      auto c = client::Client::Connect(target_, token_, options_);
       if (!c.ok()) {
         status_ = c.status();
         return status_;
@@ -299,6 +318,7 @@ class StatusProbe {
 
  private:
   std::string target_, token_;
+  client::ConnectOptions options_;
   std::optional<client::Client> client_;
   Clock::time_point last_{};
   absl::StatusOr<v1::StatusResponse> status_ = absl::UnavailableError("not asked yet");
@@ -310,9 +330,8 @@ void Say(const std::string& text) {
 }
 
 // True when a paged server already answers at `target`.
-bool ServerAlreadyThere(const std::string& target, const std::string& token) {
-  client::ConnectOptions quick;
-  quick.connect_timeout = absl::Seconds(1);
+bool ServerAlreadyThere(const std::string& target, const std::string& token,
+                        const client::ConnectOptions& quick) {
   auto c = client::Client::Connect(target, token, quick);
   if (!c.ok()) return false;
   // Any answer but "nobody there" is a server (one that wants another token too).
@@ -326,7 +345,8 @@ class Deploy {
 
   int Run(const Deployment& d) {
     const std::string target = d.client_target;
-    if (target.rfind("unix:", 0) == 0 && ServerAlreadyThere(target, o_.token)) {
+    if (target.rfind("unix:", 0) == 0 &&
+        ServerAlreadyThere(target, o_.token, ClientOptions(o_, absl::Seconds(1)))) {
       Say(absl::StrCat("a paged server already answers at ", target,
                        "; stop it first or use --listen"));
       return 1;
@@ -341,7 +361,7 @@ class Deploy {
       return *exit;
     }
     // 2. The coordinator: it prints "listening on", or its Status answers.
-    StatusProbe probe(target, o_.token);
+    StatusProbe probe(target, o_.token, ClientOptions(o_, absl::ZeroDuration()));
     auto coordinator = StartChild(d.coordinator);
     if (!coordinator.ok()) return Abort(std::string(coordinator.status().message()));
     coordinator_ = *coordinator;

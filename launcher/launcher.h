@@ -37,6 +37,11 @@ struct LaunchOptions {
   // /dev/shm/SEGMENT.journal, beside the segment; "" is none. With it a
   // restarted coordinator resumes every stream (docs/reliability.md).
   std::string journal = "auto";
+  // TLS for the coordinator's gRPC (and HTTP) port: its certificate and key
+  // (paged --tls-cert / --tls-key), and the CA that signed it, which the
+  // workers and paged-up's own calls check it against ("": the certificate
+  // itself, a self-signed one).
+  std::string tls_cert, tls_key, tls_ca;
   std::vector<std::string> store_args, coordinator_args,
       worker_args;                    // extra flags, passed as they are
   std::string bin_dir;                // look for the binaries here first

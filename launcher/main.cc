@@ -32,6 +32,11 @@ ABSL_FLAG(bool, remove_segment, false,
 ABSL_FLAG(std::string, journal, "auto",
           "the coordinator's sequence journal, so that a restarted coordinator resumes every "
           "stream: auto = /dev/shm/SEGMENT.journal, \"\" = none (removed with the segment)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate of the coordinator: gRPC (workers, clients) and HTTP over TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA that signed --tls-cert (default: --tls-cert itself, self-signed)");
 ABSL_FLAG(double, restart_backoff, 0.5,
           "seconds before a failed child's first restart (doubled per quick failure)");
 ABSL_FLAG(double, max_restart_backoff, 30,
@@ -77,6 +82,9 @@ int main(int argc, char** argv) {
   o.max_restart_backoff_s = absl::GetFlag(FLAGS_max_restart_backoff);
   o.remove_segment = absl::GetFlag(FLAGS_remove_segment);
   o.journal = absl::GetFlag(FLAGS_journal);
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
   o.store_args = Words(absl::GetFlag(FLAGS_store_args));
   o.coordinator_args = Words(absl::GetFlag(FLAGS_coordinator_args));
   o.worker_args = Words(absl::GetFlag(FLAGS_worker_args));

@@ -2,8 +2,8 @@
 // openssl here: paged with --tls-cert/--tls-key and --tls-client-ca (workers
 // must present a client certificate it signed), a worker attaching over TLS
 // with its certificate, one without a certificate refused, pagectl over TLS,
-// and curl over https. (The official OpenAI Python client over https is a
-// manual step: docs/http.md.)
+// and curl over https; and paged-up deploying the whole service over TLS.
+// (The official OpenAI clients over https are a manual step: docs/http.md.)
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -106,6 +106,31 @@ TEST(TlsTest, GrpcAndHttpOverTlsWithWorkerCertificates) {
   EXPECT_EQ(attached.Signal(SIGTERM), 0) << attached.output();
   EXPECT_EQ(paged.Signal(SIGTERM), 0) << paged.output();
   EXPECT_EQ(store.Signal(SIGTERM), 0) << store.output();
+}
+
+// paged-up with --tls-cert/--tls-key: the coordinator serves TLS, the
+// workers and paged-up's own calls check it against the certificate (its
+// own CA), pagectl generates over TLS and plain gRPC gets nowhere.
+TEST(TlsTest, PagedUpDeploysOverTls) {
+  testing::TempDir dir;
+  const std::string cert = dir.File("server.pem"), key = dir.File("server.key");
+  ASSERT_NO_FATAL_FAILURE(MakeCertificate(cert, key, "localhost"));
+  const std::string segment = testing::UniqueSegmentName("tls-up");
+  const std::string target = "127.0.0.1:" + std::to_string(20000 + ::getpid() % 20000);
+  Subprocess up({std::string(PAGED_BINARY_DIR) + "/launcher/paged-up",
+                 "--model=" + testing::Stories260KPath(), "--segment=" + segment,
+                 "--weight-format=f32", "--kv-gib=0.02", "--device=cpu", "--gpu-budget=200MiB",
+                 "--listen=" + target, "--remove-segment", "--tls-cert=" + cert, "--tls-key=" + key,
+                 "--start-timeout=120", "--stop-timeout=5"});
+  ASSERT_TRUE(up.WaitForLine("paged is up: " + target, 180)) << up.output();
+  auto [grc, gout] = RunCommand({BinaryPath("pagectl"), "generate", "--prompt-tokens=1", "-n", "8",
+                                 "--server=" + target, "--tls-ca=" + cert});
+  EXPECT_EQ(grc, 0) << gout;
+  EXPECT_THAT(gout, HasSubstr("8 tokens"));
+  auto [prc, pout] =
+      RunCommand({BinaryPath("pagectl"), "status", "--server=" + target, "--timeout=3s"});
+  EXPECT_NE(prc, 0) << "plain gRPC to a TLS port: " << pout;
+  EXPECT_EQ(up.Signal(SIGTERM), 0) << up.output();
 }
 
 }  // namespace
