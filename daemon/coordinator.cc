@@ -786,7 +786,7 @@ absl::StatusOr<std::shared_ptr<Coordinator::Channel>> Coordinator::Resume(
         absl::StrCat("request_id '", request_id,
                      "' was admitted with another prompt: resume with the same request"));
   if (received < 0 || size_t(received) > ch->tokens.size())
-    return absl::OutOfRangeError(absl::StrCat("resume_from ", received, ": request_id '",
+    return absl::OutOfRangeError(absl::StrCat("resume.received ", received, ": request_id '",
                                               request_id, "' has committed ", ch->tokens.size(),
                                               " tokens so far"));
   ch->orphan = false;

@@ -98,9 +98,10 @@ absl::StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& r
   if (req.request_id().size() > kMaxRequestIdBytes)
     return bad("request_id is ", req.request_id().size(), " bytes; at most ", kMaxRequestIdBytes);
   r.request_id = req.request_id();
-  if (req.has_resume_from()) {
-    if (req.request_id().empty()) return bad("resume_from needs the request's request_id");
-    if (req.resume_from() < 0) return bad("resume_from ", req.resume_from(), " must be >= 0");
+  if (req.has_resume()) {
+    if (req.request_id().empty()) return bad("resume needs the request's request_id");
+    if (req.resume().received() < 0)
+      return bad("resume.received ", req.resume().received(), " must be >= 0");
   }
   const v1::SamplingParams& sp = req.sampling();
   r.sampling.temperature = sp.temperature();

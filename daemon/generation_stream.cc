@@ -54,9 +54,9 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> GenerationStream::Start(
     r.max_tokens = FillMaxTokens(coordinator.options().scheduler, r.prompt.size());
   const int32_t prompt_tokens = int32_t(r.prompt.size());
   const int32_t last = r.prompt.empty() ? kStartOfSequence : r.prompt.back();
-  const bool resume = req.has_resume_from();
+  const bool resume = req.has_resume();
   absl::StatusOr<std::shared_ptr<Coordinator::Channel>> ch =
-      resume ? coordinator.Resume(r.request_id, r.prompt, req.resume_from(),
+      resume ? coordinator.Resume(r.request_id, r.prompt, req.resume().received(),
                                   std::move(options.on_update), std::move(options.on_stalled))
              : coordinator.Admit(std::move(r), std::move(options.on_update),
                                  std::move(options.on_stalled));
@@ -67,7 +67,7 @@ absl::StatusOr<std::unique_ptr<GenerationStream>> GenerationStream::Start(
   if (!resume) coordinator.metrics().prompt_tokens.Inc(prompt_tokens);
   return std::unique_ptr<GenerationStream>(
       new GenerationStream(coordinator, std::move(*ch), std::move(parsed->stop_strings),
-                           prompt_tokens, last, resume ? req.resume_from() : 0));
+                           prompt_tokens, last, resume ? req.resume().received() : 0));
 }
 
 GenerationStream::GenerationStream(Coordinator& c, std::shared_ptr<Coordinator::Channel> ch,

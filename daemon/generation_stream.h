@@ -49,7 +49,7 @@ class GenerationStream {
     std::string error;  // kError: why
   };
 
-  // Parses and admits `req` (or, with resume_from set, claims its restored
+  // Parses and admits `req` (or, with `resume` set, claims its restored
   // sequence: Coordinator::Resume; the stream then skips the tokens the
   // client received, their text included). Fails with the parse, admission
   // or resume status (then the request counts as rejected in the metrics).

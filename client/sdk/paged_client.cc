@@ -249,13 +249,13 @@ absl::StatusOr<GenerateResult> Client::Generate(
     absl::Status s = FromGrpcStatus(reader->Finish());
     if (s.ok()) return result;
     if (!resumable || result.finish_reason != FinishReason::kNone) return broke.ok() ? s : broke;
-    if (req.has_resume_from() && absl::IsNotFound(s)) {
+    if (req.has_resume() && absl::IsNotFound(s)) {
       // The server has no journaled sequence under the id. Nothing received:
       // it never started for us, so it is sent again; else it is lost.
       if (!result.token_ids.empty())
         return absl::UnavailableError(absl::StrCat(broke.message(), "; resuming request_id '",
                                                    req.request_id(), "' failed: ", s.message()));
-      req.clear_resume_from();
+      req.clear_resume();
       continue;
     }
     if (!absl::IsUnavailable(s)) return broke.ok() ? s : broke;
@@ -266,7 +266,7 @@ absl::StatusOr<GenerateResult> Client::Generate(
     if (absl::Now() + backoff > give_up) return broke;
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(1));
-    req.set_resume_from(int32_t(result.token_ids.size()));
+    req.mutable_resume()->set_received(int32_t(result.token_ids.size()));
   }
 }
 

@@ -43,7 +43,7 @@ struct FakeState {
   std::atomic<bool> slow_admin{false};
   std::string last_drained;
   std::vector<v1::ChatMessages> chats;  // the chat prompt of each chat Generate
-  // Each Generate's request_id and resume_from (-1: not set).
+  // Each Generate's request_id and resume.received (-1: no resume).
   std::vector<std::pair<std::string, int>> resumes;
 };
 
@@ -82,21 +82,22 @@ class FakeInference final : public v1::Inference::Service {
     }
     {
       std::lock_guard<std::mutex> lock(st_.mu);
-      st_.resumes.emplace_back(req->request_id(), req->has_resume_from() ? req->resume_from() : -1);
+      st_.resumes.emplace_back(req->request_id(),
+                               req->has_resume() ? req->resume().received() : -1);
     }
     // A coordinator restart: the stream breaks after two tokens; the
     // journal then resumes it ("fail-midway"), or knows nothing of it.
     const bool breaks = req->text() == "fail-midway" || req->text() == "forgotten";
-    if (req->has_resume_from() && req->text() == "forgotten")
+    if (req->has_resume() && req->text() == "forgotten")
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "no sequence to resume");
     const int n = req->max_tokens();
-    for (int i = req->has_resume_from() ? req->resume_from() : 0; i < n; ++i) {
+    for (int i = req->has_resume() ? req->resume().received() : 0; i < n; ++i) {
       v1::GenerateResponse m;
       m.add_token_ids(100 + i);
       if (i != 1) m.set_text("t" + std::to_string(i) + " ");  // token 1 ends mid-character
       m.set_sequence_id(7);
       m.set_request_id(req->request_id());
-      if (breaks && !req->has_resume_from() && i == 2) {
+      if (breaks && !req->has_resume() && i == 2) {
         return grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker lost and no other worker");
       }
       if (i == n - 1) {

@@ -104,7 +104,7 @@ struct GenerateOptions {
   absl::Duration timeout = absl::InfiniteDuration();
   // When the stream breaks (UNAVAILABLE: the coordinator restarted), the call
   // reconnects with its request_id and continues from the tokens it has
-  // (GenerateRequest.resume_from: the server's journal resumes the sequence,
+  // (GenerateRequest.resume: the server's journal resumes the sequence,
   // docs/reliability.md), trying for up to this long. A request that had
   // received nothing and that the server does not know is sent again.
   // Zero: no resuming. Without a request_id, the call makes a random one.
