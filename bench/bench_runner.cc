@@ -207,7 +207,11 @@ nlohmann::json BenchRow::ToJson() const {
           {"hidden_fraction", hidden_fraction},
           {"device_peak_gib", device_peak_gib},
           {"host_mb_per_step", host_mb},
-          {"host_share", host_share}};
+          {"host_share", host_share},
+          {"h2d_mb_per_token", h2d_mb_per_token},
+          {"experts_paged", experts_paged},
+          {"expert_hit_rate", expert_hit_rate},
+          {"expert_host_rate", expert_host_rate}};
 }
 
 absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
@@ -280,6 +284,20 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     dec.compute_ms = compute != nullptr ? Median(compute->decode_s) * 1e3 : 0;
     dec.hidden_fraction = 0;
     FillBound(dec, report.h2d_gbs, report.d2h_gbs);
+    // Per token, and what the expert cache did in each phase.
+    pre.h2d_mb_per_token = pre.h2d_mb * pre_steps / (double(o.batch) * o.prompt_len);
+    dec.h2d_mb_per_token = dec.h2d_mb / double(o.batch);
+    auto experts = [](BenchRow& r, const PagerStats& a, const PagerStats& b) {
+      const double hits = double(b.expert_hits - a.expert_hits),
+                   misses = double(b.expert_misses - a.expert_misses),
+                   host = double(b.expert_host - a.expert_host);
+      const double all = hits + misses + host;
+      r.experts_paged = all > 0;
+      r.expert_hit_rate = all > 0 ? hits / all : 0;
+      r.expert_host_rate = all > 0 ? host / all : 0;
+    };
+    experts(pre, s0, s1);
+    experts(dec, s1, s2);
     report.rows.push_back(pre);
     report.rows.push_back(dec);
   };
@@ -303,6 +321,12 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     limits.max_step_kv_tokens =
         std::max(limits.max_step_tokens, o.batch * (o.prompt_len + o.gen_len));
     limits.backend = backend->shares_host_memory() ? PlanBackend::kCpu : PlanBackend::kCuda;
+    if (o.experts != "on" && o.experts != "off" && o.experts != "both")
+      return absl::InvalidArgumentError(
+          absl::StrCat("--experts=", o.experts, ": expected on, off or both"));
+    ASSIGN_OR_RETURN(const ExpertEviction eviction, ParseExpertEviction(o.expert_eviction));
+    limits.expert_paging = o.experts != "off";
+    limits.expert_prefetch = o.expert_prefetch;
     ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(h, limits));
     report.plan = plan.Describe();
     PhaseTimes compute;
@@ -359,7 +383,22 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       }
       return absl::OkStatus();
     };
-    if (paged_mode) RETURN_IF_ERROR(run("paged", plan, PagerOptions{}, nullptr));
+    PagerOptions paged_options;
+    paged_options.expert_eviction = eviction;
+    if (paged_mode) RETURN_IF_ERROR(run("paged", plan, paged_options, nullptr));
+    if (paged_mode && o.experts == "both" && plan.experts_paged) {
+      // The same model paged as whole layers, experts included.
+      PlanLimits whole = limits;
+      whole.expert_paging = false;
+      absl::StatusOr<MemoryPlan> wplan = PlanMemory(h, whole);
+      if (wplan.ok()) {
+        absl::StrAppend(&report.plan, "layers mode's plan (whole layers, experts included):\n",
+                        wplan->Describe());
+        RETURN_IF_ERROR(run("layers", *wplan, PagerOptions{}, nullptr));
+      } else {  // whole layers may not fit where experts do
+        absl::StrAppend(&report.plan, "layers mode: ", wplan.status().message(), "\n");
+      }
+    }
     // The hybrid worker's plan: an untied model's embedding table stays on
     // the host, which may buy a resident layer.
     MemoryPlan hplan;
@@ -370,7 +409,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       if (hplan.n_paged() == 0 && o.mode == "hybrid")
         return absl::InvalidArgumentError("--mode=hybrid: nothing is paged");
     }
-    if (hybrid_mode && hplan.n_paged() == 0) {
+    if (hybrid_mode && hplan.n_paged() == 0 && !hplan.experts_paged) {
       // --mode=all: with the embedding table on the host every layer fits,
       // so the hybrid worker runs resident (the resident rows).
       absl::StrAppend(&report.plan, "hybrid mode's plan: every layer resident\n");
@@ -381,8 +420,12 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       std::unique_ptr<HostExecutor> host_exec = cpu_exec::MakeHostExecutor(eo);
       int layer = 0;
       while (layer < h.model.n_layers && hplan.resident[size_t(layer)]) ++layer;
+      if (layer == h.model.n_layers) layer = 0;  // only experts are paged
       PagerOptions po;
       po.hybrid_policy = policy;
+      po.expert_eviction = eviction;
+      // Missing experts with few rows: on the host where it is faster.
+      if (hplan.experts_paged) po.expert_host_rows = -1;
       ASSIGN_OR_RETURN(po.host_gbps, MeasureHostExecutor(*host_exec, host, layer, {1, 4, 16, 64}));
       report.hybrid = host_exec->Describe();
       absl::StrAppend(&report.plan, "hybrid mode's plan: ", hplan.n_resident,
@@ -416,17 +459,20 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
   if (!r.plan.empty()) absl::StrAppend(&s, r.plan);
   if (!r.hybrid.empty()) absl::StrAppend(&s, r.hybrid);
   absl::StrAppend(
-      &s, absl::StrFormat("%-8s %-7s %5s %9s %9s %9s %9s %9s %6s %7s %9s %7s %9s %7s %7s\n", "mode",
-                          "phase", "batch", "step ms", "tok/s", "H2D MB", "host MB", "D2H MB",
-                          "host%", "GB/s", "bound ms", "bound%", "comp ms", "hidden", "dev GiB"));
+      &s, absl::StrFormat(
+              "%-8s %-7s %5s %9s %9s %9s %9s %9s %6s %7s %9s %7s %9s %7s %7s %9s %6s %6s\n", "mode",
+              "phase", "batch", "step ms", "tok/s", "H2D MB", "host MB", "D2H MB", "host%", "GB/s",
+              "bound ms", "bound%", "comp ms", "hidden", "dev GiB", "MB/token", "e-hit", "e-host"));
   for (const BenchRow& x : r.rows) {
     absl::StrAppend(
         &s, absl::StrFormat(
                 "%-8s %-7s %5d %9.2f %9.1f %9.1f %9.1f %9.2f %5.0f%% %7.1f %9.2f %6.1f%% %9.2f "
-                "%6.0f%% %7.2f\n",
+                "%6.0f%% %7.2f %9.2f %6s %6s\n",
                 x.mode, x.phase, x.batch, x.step_ms, x.tokens_per_s, x.h2d_mb, x.host_mb, x.d2h_mb,
                 100 * x.host_share, x.achieved_gbs, x.bound_ms, 100 * x.bound_fraction,
-                x.compute_ms, 100 * x.hidden_fraction, x.device_peak_gib));
+                x.compute_ms, 100 * x.hidden_fraction, x.device_peak_gib, x.h2d_mb_per_token,
+                x.experts_paged ? absl::StrFormat("%.0f%%", 100 * x.expert_hit_rate) : "-",
+                x.experts_paged ? absl::StrFormat("%.0f%%", 100 * x.expert_host_rate) : "-"));
   }
   // The process's own host memory: private pages vs the shared segment.
   const std::string status = [] {

@@ -32,6 +32,12 @@ struct BenchOptions {
   std::string resident = "auto";
   int threads = 0;
   int max_step_tokens = 2048;
+  // A sparse model (docs/pager.md, "Experts"): page experts one by one
+  // through the device expert cache (on), whole layers (off), or both, the
+  // whole-layer run labelled "layers".
+  std::string experts = "on";
+  std::string expert_eviction = "lfu";  // lru | lfu
+  bool expert_prefetch = false;         // predict the next layer's experts, copy ahead
 };
 
 // One table row.
@@ -50,6 +56,12 @@ struct BenchRow {
   double device_peak_gib = 0;
   double host_mb = 0;     // hybrid: weight MB per step the host read in place
   double host_share = 0;  // hybrid: the step's host share of each paged matrix
+  // Per token of the phase: H2D MB (weights and KV). Experts paged: of the
+  // routed experts, the share found in the device cache and the share the
+  // host computed in place (the rest were copied in).
+  double h2d_mb_per_token = 0;
+  double expert_hit_rate = 0, expert_host_rate = 0;
+  bool experts_paged = false;
   nlohmann::json ToJson() const;
 };
 

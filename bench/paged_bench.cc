@@ -26,6 +26,12 @@ ABSL_FLAG(int, slots, 2, "device slots");
 ABSL_FLAG(std::string, resident, "auto", "resident layers: auto | none | all | N");
 ABSL_FLAG(int, max_step_tokens, 2048, "tokens per prefill step");
 ABSL_FLAG(int, threads, 0, "CPU threads");
+ABSL_FLAG(std::string, experts, "on",
+          "a mixture of experts: page experts one by one (on), whole layers (off), or both");
+ABSL_FLAG(std::string, expert_eviction, "lfu", "the device expert cache's policy: lru | lfu");
+ABSL_FLAG(bool, expert_prefetch, false,
+          "experts paged: apply each sparse layer's router one layer early and copy the "
+          "experts it predicts ahead");
 ABSL_FLAG(bool, json, false, "JSON output");
 
 int main(int argc, char** argv) {
@@ -49,6 +55,9 @@ int main(int argc, char** argv) {
   o.host_compute = absl::GetFlag(FLAGS_host_compute);
   o.host_threads = absl::GetFlag(FLAGS_host_threads);
   o.host_pin = absl::GetFlag(FLAGS_host_pin);
+  o.experts = absl::GetFlag(FLAGS_experts);
+  o.expert_eviction = absl::GetFlag(FLAGS_expert_eviction);
+  o.expert_prefetch = absl::GetFlag(FLAGS_expert_prefetch);
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (budget.ok()) o.gpu_budget = *budget;
   absl::StatusOr<paged::BenchReport> r =

@@ -29,13 +29,16 @@ std::string_view ArchName(Arch a) {
       return "qwen2_moe";
     case Arch::kQwen3Moe:
       return "qwen3_moe";
+    case Arch::kGptOss:
+      return "gpt_oss";
   }
   return "unknown";
 }
 
 absl::StatusOr<Arch> ParseArch(std::string_view name) {
-  for (Arch a : {Arch::kLlama, Arch::kMistral, Arch::kQwen2, Arch::kQwen3, Arch::kGemma2,
-                 Arch::kGemma3, Arch::kPhi3, Arch::kMixtral, Arch::kQwen2Moe, Arch::kQwen3Moe}) {
+  for (Arch a :
+       {Arch::kLlama, Arch::kMistral, Arch::kQwen2, Arch::kQwen3, Arch::kGemma2, Arch::kGemma3,
+        Arch::kPhi3, Arch::kMixtral, Arch::kQwen2Moe, Arch::kQwen3Moe, Arch::kGptOss}) {
     if (name == ArchName(a)) return a;
   }
   return absl::InvalidArgumentError(absl::StrCat("unsupported architecture '", std::string(name),
@@ -167,10 +170,16 @@ absl::Status ValidateConfig(const ModelConfig& c) {
                               " outside [0, ", 4 * kMaxDim, "]"));
     if (c.sandwich_norm || c.mlp_act != MlpActivation::kSilu)
       return bad("experts with sandwich norms or GeGLU are not supported");
+    if (!(c.swiglu_limit >= 0.f) || !std::isfinite(c.swiglu_limit) || !(c.swiglu_alpha > 0.f) ||
+        !std::isfinite(c.swiglu_alpha))
+      return bad(absl::StrCat("clamped SwiGLU limit ", c.swiglu_limit, " / alpha ", c.swiglu_alpha,
+                              ": the limit must be >= 0, alpha > 0"));
   } else {
     for (uint64_t w : c.moe_layers) {
       if (w != 0) return bad("sparse layers without experts");
     }
+    if (c.router_bias || c.expert_bias || c.swiglu_limit != 0.f)
+      return bad("router / expert biases or a clamped SwiGLU without experts");
   }
   if (c.bos_id >= c.vocab) return bad(absl::StrCat("bos id ", c.bos_id, " >= vocab ", c.vocab));
   if (c.n_eos < 0 || c.n_eos > kMaxEosIds) return bad("too many eos ids");
@@ -188,6 +197,8 @@ std::string DescribeConfig(const ModelConfig& c) {
                    c.head_dim, "), vocab ", c.vocab, ", context ", c.max_context);
   if (c.tied_embeddings) absl::StrAppend(&s, ", tied embeddings");
   if (c.qkv_bias) absl::StrAppend(&s, ", qkv bias");
+  if (c.o_bias) absl::StrAppend(&s, ", o bias");
+  if (c.attn_sinks) absl::StrAppend(&s, ", attention sinks");
   if (c.qk_norm) absl::StrAppend(&s, ", q/k norms");
   if (c.sandwich_norm) absl::StrAppend(&s, ", sandwich norms");
   if (c.mlp_act == MlpActivation::kGeluTanh) absl::StrAppend(&s, ", GeGLU");
@@ -207,6 +218,10 @@ std::string DescribeConfig(const ModelConfig& c) {
                     sparse, " of ", c.n_layers, " layers");
     if (c.shared_expert_ffn > 0)
       absl::StrAppend(&s, ", gated shared expert (ffn ", c.shared_expert_ffn, ")");
+    if (c.router_bias || c.expert_bias) absl::StrAppend(&s, ", router / expert biases");
+    if (c.swiglu_limit > 0.f)
+      absl::StrAppend(&s, ", clamped SwiGLU (limit ", c.swiglu_limit, ", alpha ", c.swiglu_alpha,
+                      ")");
   }
   if (c.attn_softcap > 0.f) absl::StrAppend(&s, ", attention soft-cap ", c.attn_softcap);
   if (c.final_softcap > 0.f) absl::StrAppend(&s, ", logit soft-cap ", c.final_softcap);

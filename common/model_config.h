@@ -26,14 +26,17 @@ enum class Arch : uint32_t {
   kMixtral = 8,    // mistral's attention, top-k of n experts, renormalized
   kQwen2Moe = 9,   // qwen2's attention, top-k (norm_topk_prob), a gated shared expert
   kQwen3Moe = 10,  // qwen3's attention, top-k (norm_topk_prob), sparse / dense layers
+  // Attention sinks, biases everywhere, alternating windows, yarn, a clamped
+  // SwiGLU in its experts.
+  kGptOss = 11,
 };
 std::string_view ArchName(Arch a);
 // "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mixtral",
-// "qwen2_moe", "qwen3_moe"; the error names the architecture and the
-// supported list.
+// "qwen2_moe", "qwen3_moe", "gpt_oss"; the error names the architecture and
+// the supported list.
 absl::StatusOr<Arch> ParseArch(std::string_view name);
 inline constexpr std::string_view kSupportedArchs =
-    "llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, mixtral, qwen2_moe, qwen3_moe";
+    "llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, mixtral, qwen2_moe, qwen3_moe, gpt_oss";
 
 // RoPE frequency scaling (transformers' rope_type).
 enum class RopeScaling : uint32_t {
@@ -129,9 +132,25 @@ struct ModelConfig {
   int32_t expert_ffn = 0;         // each expert's intermediate size
   int32_t shared_expert_ffn = 0;  // the shared expert's intermediate size; 0: none
   uint8_t norm_topk_prob = 0;     // the top-k weights renormalized to sum 1
-  uint8_t pad4_[7] = {};
+  // ---- gpt_oss: biases, attention sinks, the clamped SwiGLU ----
+  // The o-projection carries a bias ("bo" [hidden]); q/k/v's are qkv_bias.
+  uint8_t o_bias = 0;
+  // A learned logit per query head ("attn_sinks" [n_heads]) joins each
+  // softmax's denominator as one more column: it takes probability mass and
+  // contributes no value.
+  uint8_t attn_sinks = 0;
+  uint8_t router_bias = 0;  // the router's logits get "router_b" [n_experts]
+  // Each expert's products carry biases: "exp_gate_b", "exp_up_b"
+  // [n_experts, expert_ffn], "exp_down_b" [n_experts, hidden] (in the
+  // layer's dense part, row e the expert's).
+  uint8_t expert_bias = 0;
+  uint8_t pad4_[3] = {};
   // Bit l set: layer l is sparse (a mixture of experts).
   uint64_t moe_layers[kMaxLayers / 64] = {};
+  // > 0: the experts' SwiGLU is gpt-oss's: g = min(gate, limit), u =
+  // clamp(up, -limit, limit), (u + 1) * g * sigmoid(swiglu_alpha * g).
+  float swiglu_limit = 0.f;
+  float swiglu_alpha = 1.702f;
 
   int32_t q_dim() const { return n_heads * head_dim; }
   int32_t kv_dim() const { return n_kv_heads * head_dim; }

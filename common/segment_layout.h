@@ -32,7 +32,9 @@ inline constexpr char kSegmentMagic[8] = {'P', 'A', 'G', 'E', 'D', 'S', 'G', '1'
 // 3: loaded_bytes. 4: one tensor table per layer (was one shared by all), the
 // ggml block formats, WeightFormat::kNative. 5: the experts of sparse layers
 // (LayerTable::experts) and the mixture-of-experts fields of ModelConfig.
-inline constexpr uint32_t kLayoutVersion = 5;
+// 6: gpt_oss's fields of ModelConfig (biases, attention sinks, the clamped
+// SwiGLU).
+inline constexpr uint32_t kLayoutVersion = 6;
 inline constexpr uint64_t kSegmentAlign = 2ull << 20;  // 2 MiB
 inline constexpr uint64_t kTensorAlign = 4096;         // tensors inside a block / region
 inline constexpr uint64_t kHeaderRegionBytes = kSegmentAlign;

@@ -12,7 +12,7 @@ Usage: python3 scripts/make_golden.py OUTDIR [CASE ...]
 Writes OUTDIR/<case>/{config.json, model.safetensors, expected.json}, for
 every case or the ones named (e.g. the issue 13 cases: qwen3 gemma2 gemma3
 phi3_longrope mistral_window qwen2_yarn; the issue 14 mixtures of experts:
-mixtral_moe qwen2_moe qwen3_moe).
+mixtral_moe qwen2_moe qwen3_moe gpt_oss).
 Needs torch, transformers and safetensors; no network. Runs on CPU.
 """
 
@@ -28,6 +28,10 @@ import torch
 import transformers
 import safetensors
 from safetensors import safe_open
+try:  # transformers >= 4.55
+    from transformers import GptOssConfig, GptOssForCausalLM
+except ImportError:
+    GptOssConfig = GptOssForCausalLM = None
 from transformers import (AutoModelForCausalLM, Gemma2Config,
                           Gemma2ForCausalLM, Gemma3ForCausalLM,
                           Gemma3TextConfig, LlamaConfig, LlamaForCausalLM,
@@ -213,6 +217,28 @@ CASES = [
                   decoder_sparse_step=1, mlp_only_layers=[],
                   use_sliding_window=False, tie_word_embeddings=False),
          rope=dict(rope_type="default", rope_theta=1000000.0)),
+    dict(name="gpt_oss", seed=1015, n_tokens=24,
+         config_cls=GptOssConfig, model_cls=GptOssForCausalLM,
+         desc="gpt-oss: q/k/v/o biases, a learned sink logit per head in "
+              "every softmax, layers 0 and 2 sliding (window 6 < 24 tokens), "
+              "1 and 3 full; head_dim 32 (q_dim 128 != hidden 64); yarn x4 "
+              "over an original 16 (max 64), theta 150000, truncate false; "
+              "4 experts of 48, top-2 of the router's logits (with its bias) "
+              "then a softmax over the 2; expert biases; experts fused as "
+              "x @ W with gate and up interleaved; the clamped SwiGLU (limit "
+              "7, alpha 1.702), expert weights N(0, 0.5) so that it clamps",
+         cfg=dict(vocab_size=256, hidden_size=64, intermediate_size=48,
+                  num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-5,
+                  max_position_embeddings=64, num_local_experts=4,
+                  num_experts_per_tok=2, sliding_window=6,
+                  layer_types=["sliding_attention", "full_attention",
+                               "sliding_attention", "full_attention"],
+                  attention_bias=True, swiglu_limit=7.0,
+                  tie_word_embeddings=False),
+         rope=dict(rope_type="yarn", rope_theta=150000.0, factor=4.0,
+                   beta_fast=32.0, beta_slow=1.0, truncate=False,
+                   original_max_position_embeddings=16)),
 ]
 
 # Weight spreads used for re-initialisation.
@@ -221,7 +247,11 @@ STD_LINEAR = 0.08
 STD_LM_HEAD = 0.1
 STD_BIAS = 0.1
 STD_NORM = 0.1  # norm weights are 1 + N(0, STD_NORM)
-STD_ROUTER = 0.3  # MoE routers (mlp.gate / block_sparse_moe.gate)
+STD_ROUTER = 0.3  # MoE routers (mlp.gate / block_sparse_moe.gate / mlp.router)
+STD_SINK = 1.0  # gpt-oss's attention sinks: a visible share of each softmax
+# gpt-oss's fused gate_up_proj: wide enough that gate and up pass the
+# SwiGLU's limit of 7 on some rows (both clamps are exercised).
+STD_OSS_GATE_UP = 0.5
 
 
 def accepted_fields(cls):
@@ -300,7 +330,11 @@ def reinit(model, seed, norm_mean=1.0):
         seen.add(id(p))
         if p.ndim == 1 and "norm" in name:
             v = norm_mean + STD_NORM * torch.randn(p.shape, generator=g)
-        elif name.endswith(".bias"):
+        elif name.endswith(".sinks"):  # gpt-oss
+            v = STD_SINK * torch.randn(p.shape, generator=g)
+        elif name.endswith(".router.weight"):  # gpt-oss's router
+            v = STD_ROUTER * torch.randn(p.shape, generator=g)
+        elif name.endswith(".bias") or name.endswith("_proj_bias"):
             v = STD_BIAS * torch.randn(p.shape, generator=g)
         elif "embed_tokens" in name:
             v = STD_EMBED * torch.randn(p.shape, generator=g)
@@ -308,6 +342,9 @@ def reinit(model, seed, norm_mean=1.0):
             v = STD_LM_HEAD * torch.randn(p.shape, generator=g)
         elif name.endswith(".gate.weight"):  # an MoE router
             v = STD_ROUTER * torch.randn(p.shape, generator=g)
+        elif name.endswith("experts.gate_up_proj") and p.ndim == 3 and \
+                getattr(model.config, "model_type", "") == "gpt_oss":
+            v = STD_OSS_GATE_UP * torch.randn(p.shape, generator=g)
         elif p.ndim == 2 or (p.ndim == 3 and ".experts." in name):
             # (transformers 5 keeps experts fused: [E, 2F, H], [E, H, F])
             v = STD_LINEAR * torch.randn(p.shape, generator=g)
@@ -330,6 +367,39 @@ def llama3_inv_freq_ref(head_dim, theta, factor, low, high, old_ctx):
             s = (old_ctx / wl - low) / (high - low)
             out.append((1 - s) * f / factor + s * f)
     return inv, out
+
+
+def gpt_oss_checks(model, ids):
+    """The experts' layout and activation as paged reads them, and how
+    often the SwiGLU's clamps bite in the golden forward pass."""
+    cfg = model.config
+    exp = model.model.layers[0].mlp.experts
+    E, H, F = cfg.num_local_experts, cfg.hidden_size, cfg.intermediate_size
+    assert tuple(exp.gate_up_proj.shape) == (E, H, 2 * F), exp.gate_up_proj.shape
+    assert tuple(exp.down_proj.shape) == (E, F, H), exp.down_proj.shape
+    limit = float(getattr(exp, "limit", cfg.swiglu_limit))
+    alpha = float(getattr(exp, "alpha", 1.702))
+    assert limit == cfg.swiglu_limit and abs(alpha - 1.702) < 1e-9, (limit, alpha)
+    inputs = []
+    hooks = [layer.mlp.register_forward_pre_hook(
+        lambda mod, args: inputs.append(args[0].detach()))
+        for layer in model.model.layers]
+    forward_logits(model, ids)
+    for h in hooks:
+        h.remove()
+    gate = up = 0
+    total = 0
+    for layer, x in zip(model.model.layers, inputs):
+        e = layer.mlp.experts
+        x = x.reshape(-1, H).double()
+        gu = torch.einsum("th,ehf->etf", x, e.gate_up_proj.double()) + \
+            e.gate_up_proj_bias.double()[:, None, :]
+        gate += int((gu[..., ::2] > limit).sum())
+        up += int((gu[..., 1::2].abs() > limit).sum())
+        total += gu[..., ::2].numel()
+    assert gate > 0 and up > 0, f"the clamps never bite: gate {gate}, up {up}"
+    return dict(swiglu_limit=limit, swiglu_alpha=alpha,
+                gate_above_limit=gate / total, up_beyond_limit=up / total)
 
 
 def set_eager(model):
@@ -370,6 +440,8 @@ def run_case(case, outdir):
     same = (model.lm_head.weight.data_ptr()
             == model.model.embed_tokens.weight.data_ptr())
     assert same == tied, f"{name}: lm_head tied={same}, wanted {tied}"
+    oss = gpt_oss_checks(model, token_ids(case["n_tokens"], case["cfg"]["vocab_size"])) \
+        if name == "gpt_oss" else None
     if name == "qwen2_bias":
         for proj in ("q_proj", "k_proj", "v_proj"):
             b = getattr(model.model.layers[0].self_attn, proj).bias
@@ -458,6 +530,7 @@ def run_case(case, outdir):
                                   for k, b in inv_freqs.items()},
         "rope_attention_scaling": att_scale,
         "attn_implementation": "eager",
+        "gpt_oss": oss,
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "safetensors": safetensors.__version__,
@@ -492,6 +565,8 @@ def run_case(case, outdir):
 
 
 def main():
+    if GptOssForCausalLM is None:  # transformers < 4.55: no gpt_oss
+        CASES[:] = [c for c in CASES if c["name"] != "gpt_oss"]
     if len(sys.argv) < 2:
         sys.exit("usage: make_golden.py OUTDIR [CASE ...]")
     outdir = sys.argv[1]

@@ -19,15 +19,43 @@ uint64_t SourceRowBytes(const SourceTensor& t) {
   return PayloadBytes(StoredDType(t.type), 1, uint64_t(t.cols));
 }
 
+bool IsContiguous(const SourceTensor& t) { return t.col_stride == 0 && t.mx_scales == nullptr; }
+
+// Source row `row` in the layout of StoredDType(t.type), its values
+// contiguous: in place when they are, else gathered (a strided view) or
+// repacked (HF's MXFP4 into GGUF's blocks) into `scratch` (SourceRowBytes).
+const uint8_t* SourceRow(const SourceTensor& t, int64_t row, uint8_t* scratch) {
+  const uint64_t row_bytes = SourceRowBytes(t);
+  const uint8_t* in = t.data + uint64_t(row) * (t.row_stride ? t.row_stride : row_bytes);
+  if (IsContiguous(t)) return in;
+  if (t.mx_scales != nullptr) {
+    // HF: byte i of a group holds values 2i (low nibble) and 2i + 1; GGUF:
+    // the exponent, then byte j holds values j (low) and j + 16.
+    const uint8_t* e = t.mx_scales + uint64_t(row) * t.mx_scale_stride;
+    auto value = [](const uint8_t* q, int k) { return k % 2 == 0 ? q[k / 2] & 15 : q[k / 2] >> 4; };
+    for (int64_t g = 0; g < t.cols / 32; ++g) {
+      const uint8_t* q = in + g * 16;
+      uint8_t* b = scratch + g * 17;
+      b[0] = e[g];
+      for (int j = 0; j < 16; ++j) b[1 + j] = uint8_t(value(q, j) | value(q, j + 16) << 4);
+    }
+    return scratch;
+  }
+  const uint64_t elt = row_bytes / uint64_t(t.cols);  // f32 / f16 / bf16 only
+  for (int64_t c = 0; c < t.cols; ++c)
+    std::memcpy(scratch + uint64_t(c) * elt, in + uint64_t(c) * t.col_stride, elt);
+  return scratch;
+}
+
 void ConvertRow(const SourceTensor& t, DType dst, int group, int64_t dst_row, uint8_t* payload,
-                uint8_t* scales, float* tmp) {
+                uint8_t* scales, float* tmp, uint8_t* scratch) {
   const int64_t cols = t.cols;
   const int64_t src_row = SourceRowFor(t, dst_row);
   const uint64_t row_bytes = PayloadBytes(dst, 1, uint64_t(cols));
   uint8_t* out = payload + uint64_t(dst_row) * row_bytes;
   uint16_t* row_scales = reinterpret_cast<uint16_t*>(scales) +
                          (IsQuantized(dst) ? dst_row * GroupsPerRow(cols, group) : 0);
-  const uint8_t* in = t.data + uint64_t(src_row) * SourceRowBytes(t);
+  const uint8_t* in = SourceRow(t, src_row, scratch);
   // Same-type rows are plain copies (native f16/bf16, GGUF block formats).
   if (dst == StoredDType(t.type)) {
     std::memcpy(out, in, row_bytes);
@@ -41,7 +69,7 @@ void ConvertRow(const SourceTensor& t, DType dst, int group, int64_t dst_row, ui
     }
     return;
   }
-  SourceRowToFloat(t, src_row, tmp);
+  DequantizeRow(StoredDType(t.type), in, cols, tmp);
   switch (dst) {
     case DType::kF32:
       std::memcpy(out, tmp, row_bytes);
@@ -115,7 +143,8 @@ int64_t SourceRowFor(const SourceTensor& t, int64_t dst_row) {
 }
 
 void SourceRowToFloat(const SourceTensor& t, int64_t row, float* out) {
-  DequantizeRow(StoredDType(t.type), t.data + uint64_t(row) * SourceRowBytes(t), t.cols, out);
+  std::vector<uint8_t> scratch(IsContiguous(t) ? 0 : SourceRowBytes(t));
+  DequantizeRow(StoredDType(t.type), SourceRow(t, row, scratch.data()), t.cols, out);
 }
 
 void ConvertTensor(const SourceTensor& t, DType dst, int group, uint8_t* payload, uint8_t* scales,
@@ -125,7 +154,9 @@ void ConvertTensor(const SourceTensor& t, DType dst, int group, uint8_t* payload
   const int n = int(std::clamp<int64_t>(rows * t.cols / (1 << 18), 1, std::max(threads, 1)));
   auto work = [&](int64_t r0, int64_t r1) {
     std::vector<float> tmp(size_t(t.cols));
-    for (int64_t r = r0; r < r1; ++r) ConvertRow(t, dst, group, r, payload, scales, tmp.data());
+    std::vector<uint8_t> scratch(IsContiguous(t) ? 0 : SourceRowBytes(t));
+    for (int64_t r = r0; r < r1; ++r)
+      ConvertRow(t, dst, group, r, payload, scales, tmp.data(), scratch.data());
   };
   if (n == 1) {
     work(0, rows);

@@ -17,7 +17,8 @@ DType StoredDType(SourceType t);
 // A GGUF block format (Q8_0 included).
 inline bool IsBlockSource(SourceType t) { return IsBlockFormat(StoredDType(t)); }
 
-// Decodes row `row` of `t` (in the source's own row order) to floats.
+// Decodes row `row` of `t` (in the source's own row order) to floats (strided
+// views and HF's MXFP4 included: SourceTensor::row_stride ...).
 void SourceRowToFloat(const SourceTensor& t, int64_t row, float* out);
 
 // The source row that lands in destination row `dst_row` (identity unless

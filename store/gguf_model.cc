@@ -113,7 +113,7 @@ absl::Status ReadRopeScaling(const GgufFile& f, const std::string& arch, ModelCo
 absl::Status ReadExperts(const GgufFile& f, const std::string& arch, ModelConfig& c) {
   const std::string p = arch + ".";
   if (!f.Has(p + "expert_count")) {
-    if (c.arch == Arch::kQwen2Moe || c.arch == Arch::kQwen3Moe)
+    if (c.arch == Arch::kQwen2Moe || c.arch == Arch::kQwen3Moe || c.arch == Arch::kGptOss)
       return Bad(f, absl::StrCat(p, "expert_count is missing"));
     return absl::OkStatus();
   }
@@ -140,6 +140,16 @@ absl::Status ReadArchFeatures(const GgufFile& f, const std::string& arch, ModelC
   c.qkv_bias = c.arch == Arch::kQwen2 || c.arch == Arch::kQwen2Moe;
   c.qk_norm = c.arch == Arch::kQwen3 || c.arch == Arch::kGemma3 || c.arch == Arch::kQwen3Moe;
   RETURN_IF_ERROR(ReadExperts(f, arch, c));
+  if (c.arch == Arch::kGptOss) {
+    // llama.cpp's openai-moe graph: q/k/v/o biases, sinks, the router's and
+    // the experts' biases, softmax over the top-k logits, SWIGLU_OAI with
+    // its constants (alpha 1.702, limit 7).
+    c.qkv_bias = c.o_bias = c.attn_sinks = 1;
+    c.router_bias = c.expert_bias = 1;
+    c.norm_topk_prob = 1;
+    c.swiglu_limit = 7.f;
+    c.swiglu_alpha = 1.702f;
+  }
   if (gemma) {
     c.sandwich_norm = 1;
     c.mlp_act = MlpActivation::kGeluTanh;
@@ -180,7 +190,9 @@ absl::Status ReadArchFeatures(const GgufFile& f, const std::string& arch, ModelC
     for (int l = 0; l < c.n_layers; ++l) c.SetSlidingLayer(l, (*bools)[size_t(l)]);
     return absl::OkStatus();
   }
-  int64_t period = c.arch == Arch::kGemma2 ? 2 : c.arch == Arch::kGemma3 ? 6 : 0;
+  int64_t period = c.arch == Arch::kGemma2 || c.arch == Arch::kGptOss ? 2
+                   : c.arch == Arch::kGemma3                          ? 6
+                                                                      : 0;
   if (f.Has(key)) {
     ASSIGN_OR_RETURN(period, f.GetInt(key));
   }
@@ -435,6 +447,13 @@ constexpr NameMap kLayerNames[] = {
     {"ffn_gate_shexp.weight", "shexp_gate"},
     {"ffn_up_shexp.weight", "shexp_up"},
     {"ffn_down_shexp.weight", "shexp_down"},
+    // gpt-oss (its post_attention_norm is the MLP's input norm: AddTensor).
+    {"attn_sinks.weight", "attn_sinks"},
+    {"attn_output.bias", "bo"},
+    {"ffn_gate_inp.bias", "router_b"},
+    {"ffn_gate_exps.bias", "exp_gate_b"},
+    {"ffn_up_exps.bias", "exp_up_b"},
+    {"ffn_down_exps.bias", "exp_down_b"},
 };
 
 // "blk.12.attn_q.weight" -> {"wq", 12}; false when the name is not one we know.
@@ -505,7 +524,9 @@ absl::Status AddTensor(const GgufFile& f, const GgufTensorInfo& t, const uint8_t
   st.layer = layer;
   ASSIGN_OR_RETURN(st.type, MapTensorType(f, t));
   const ModelConfig& c = src.config;
-  if (st.name.starts_with("exp_")) {
+  // gpt-oss has no sandwich: its post_attention_norm normalises the MLP's input.
+  if (c.arch == Arch::kGptOss && st.name == "post_attn_norm") st.name = "ffn_norm";
+  if (st.name.starts_with("exp_") && !st.name.ends_with("_b")) {
     // ne = [cols, rows, experts]: each expert's rows are one contiguous run.
     if (t.ne.size() != 3 || c.n_experts <= 0 || t.ne[2] != uint64_t(c.n_experts) ||
         t.bytes() % uint64_t(c.n_experts) != 0)
@@ -584,10 +605,11 @@ absl::StatusOr<std::unique_ptr<ModelSource>> GgufToModelSource(const GgufFile& f
 
   absl::StatusOr<std::string> arch_name = f.GetString("general.architecture");
   if (!arch_name.ok()) return AsInvalid(arch_name.status());
-  // llama.cpp's names of the sparse Qwen architectures; mixtral files are
-  // "llama" files with experts (ReadExperts).
+  // llama.cpp's names of the sparse Qwen architectures and of gpt-oss;
+  // mixtral files are "llama" files with experts (ReadExperts).
   absl::StatusOr<Arch> arch = *arch_name == "qwen2moe"   ? Arch::kQwen2Moe
                               : *arch_name == "qwen3moe" ? Arch::kQwen3Moe
+                              : *arch_name == "gpt-oss"  ? Arch::kGptOss
                                                          : ParseArch(*arch_name);
   if (!arch.ok()) return Annotate(arch.status(), f.origin);
   c.arch = *arch;

@@ -131,11 +131,12 @@ constexpr std::pair<std::string_view, Arch> kClassNames[] = {
     {"Gemma2ForCausalLM", Arch::kGemma2},     {"Gemma3ForCausalLM", Arch::kGemma3},
     {"Phi3ForCausalLM", Arch::kPhi3},         {"MixtralForCausalLM", Arch::kMixtral},
     {"Qwen2MoeForCausalLM", Arch::kQwen2Moe}, {"Qwen3MoeForCausalLM", Arch::kQwen3Moe},
+    {"GptOssForCausalLM", Arch::kGptOss},
 };
 constexpr std::string_view kSupportedClassNames =
     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
     "Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, "
-    "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM";
+    "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GptOssForCausalLM";
 
 std::optional<Arch> ArchFromClassName(std::string_view name) {
   for (const auto& [cls, arch] : kClassNames) {
@@ -189,7 +190,7 @@ absl::StatusOr<Arch> ParseArchitecture(const KeyReader& r) {
 
 bool IsGemma(Arch a) { return a == Arch::kGemma2 || a == Arch::kGemma3; }
 bool IsQwenMoe(Arch a) { return a == Arch::kQwen2Moe || a == Arch::kQwen3Moe; }
-bool IsMoe(Arch a) { return a == Arch::kMixtral || IsQwenMoe(a); }
+bool IsMoe(Arch a) { return a == Arch::kMixtral || IsQwenMoe(a) || a == Arch::kGptOss; }
 
 // The experts: mixtral (num_local_experts, num_experts_per_tok, every layer
 // sparse, its intermediate_size the experts', top-k renormalized), qwen2_moe /
@@ -198,6 +199,25 @@ bool IsMoe(Arch a) { return a == Arch::kMixtral || IsQwenMoe(a); }
 // sparse; qwen2_moe's shared expert of shared_expert_intermediate_size), with
 // the transformers config classes' defaults.
 absl::Status ParseExperts(const KeyReader& r, ModelConfig* c) {
+  if (c->arch == Arch::kGptOss) {
+    // transformers' GptOssConfig / GptOssMLP: every layer sparse, experts of
+    // intermediate_size, a router with a bias, top-k of its logits then a
+    // softmax over those k (the same weights as a softmax over all,
+    // renormalized), experts with biases and the clamped SwiGLU.
+    ASSIGN_OR_RETURN(c->n_experts, r.Int("num_local_experts", 128));
+    ASSIGN_OR_RETURN(c->n_experts_used, r.Int("num_experts_per_tok", 4));
+    c->expert_ffn = c->ffn;
+    c->norm_topk_prob = 1;
+    c->router_bias = 1;
+    c->expert_bias = 1;
+    ASSIGN_OR_RETURN(c->swiglu_limit, r.Float("swiglu_limit", 7.f));
+    ASSIGN_OR_RETURN(c->swiglu_alpha, r.Float("swiglu_alpha", 1.702f));
+    if (!(c->swiglu_limit > 0.f))
+      return absl::InvalidArgumentError(
+          absl::StrCat("'swiglu_limit' ", c->swiglu_limit, " must be positive"));
+    for (int l = 0; l < c->n_layers; ++l) c->SetMoeLayer(l, c->n_experts > 0);
+    return absl::OkStatus();
+  }
   if (c->arch == Arch::kMixtral) {
     ASSIGN_OR_RETURN(c->n_experts, r.Int("num_local_experts", 8));
     ASSIGN_OR_RETURN(c->n_experts_used, r.Int("num_experts_per_tok", 2));
@@ -379,8 +399,16 @@ absl::Status ParseRopeObject(const KeyReader& s, const KeyReader& top, bool v5, 
 //     {"full_attention": {...}, "sliding_attention": {...}}.
 // The caller has read max_position_embeddings and head_dim.
 absl::Status ParseRope(const KeyReader& r, ModelConfig* c) {
-  ASSIGN_OR_RETURN(c->rope_theta, r.Float("rope_theta", 10000.f));
+  const bool oss = c->arch == Arch::kGptOss;
+  ASSIGN_OR_RETURN(c->rope_theta, r.Float("rope_theta", oss ? 150000.f : 10000.f));
   RETURN_IF_ERROR(CheckFullRotary(r));
+  if (oss && !r.Has("rope_parameters") && !r.Has("rope_scaling")) {
+    // GptOssConfig's default: yarn x32 over 4096 positions, not truncated.
+    const json def = {{"rope_type", "yarn"}, {"factor", 32.0},
+                      {"beta_fast", 32.0},   {"beta_slow", 1.0},
+                      {"truncate", false},   {"original_max_position_embeddings", 4096}};
+    return ParseRopeObject(KeyReader(def, "rope_scaling."), r, /*v5=*/false, c);
+  }
   if (c->arch == Arch::kGemma3) {
     ASSIGN_OR_RETURN(c->rope_local_theta, r.Float("rope_local_base_freq", 10000.f));
   }
@@ -465,6 +493,10 @@ absl::Status ParseSlidingWindow(const KeyReader& r, ModelConfig* c) {
       ASSIGN_OR_RETURN(window, r.Int("sliding_window", 4096));
       break;
     }
+    case Arch::kGptOss: {
+      ASSIGN_OR_RETURN(window, r.Int("sliding_window", 128));
+      break;
+    }
     default: {
       ASSIGN_OR_RETURN(window, r.Int("sliding_window", 0));
     }
@@ -490,7 +522,7 @@ absl::Status ParseSlidingWindow(const KeyReader& r, ModelConfig* c) {
   }
   for (int l = 0; l < c->n_layers; ++l) {
     bool sliding = true;  // mistral, phi3: every layer
-    if (c->arch == Arch::kGemma2) {
+    if (c->arch == Arch::kGemma2 || c->arch == Arch::kGptOss) {
       sliding = l % 2 == 0;
     } else if (c->arch == Arch::kGemma3) {
       ASSIGN_OR_RETURN(const int32_t pattern_private, r.Int("_sliding_window_pattern", 6));
@@ -544,7 +576,9 @@ absl::StatusOr<ModelConfig> ParseConfigJson(std::string_view text) {
   ASSIGN_OR_RETURN(c.n_heads, r.Int("num_attention_heads"));
   ASSIGN_OR_RETURN(c.n_kv_heads, r.Int("num_key_value_heads", c.n_heads));
   // ValidateConfig reports a bad n_heads; avoid dividing by it here.
-  ASSIGN_OR_RETURN(c.head_dim, r.Int("head_dim", c.n_heads > 0 ? c.hidden / c.n_heads : 0));
+  ASSIGN_OR_RETURN(c.head_dim, r.Int("head_dim", c.arch == Arch::kGptOss ? 64
+                                                 : c.n_heads > 0         ? c.hidden / c.n_heads
+                                                                         : 0));
   ASSIGN_OR_RETURN(c.vocab, r.Int("vocab_size"));
   ASSIGN_OR_RETURN(c.max_context, r.Int("max_position_embeddings", 2048));
   ASSIGN_OR_RETURN(c.norm_eps, r.Float("rms_norm_eps", 1e-6f));
@@ -563,6 +597,11 @@ absl::StatusOr<ModelConfig> ParseConfigJson(std::string_view text) {
   if (c.arch == Arch::kQwen2Moe) {  // transformers 5's qkv_bias; always in 4.x
     ASSIGN_OR_RETURN(const bool bias, r.Bool("qkv_bias", true));
     c.qkv_bias = bias ? 1 : 0;
+  }
+  if (c.arch == Arch::kGptOss) {  // attention_bias: q/k/v and o; a sink per head
+    ASSIGN_OR_RETURN(const bool bias, r.Bool("attention_bias", true));
+    c.qkv_bias = c.o_bias = bias ? 1 : 0;
+    c.attn_sinks = 1;
   }
   c.qk_norm =
       c.arch == Arch::kQwen3 || c.arch == Arch::kGemma3 || c.arch == Arch::kQwen3Moe ? 1 : 0;
@@ -660,6 +699,30 @@ constexpr std::pair<std::string_view, std::string_view> kExpertNames[] = {
     {"w3.weight", "exp_up"},          {"w2.weight", "exp_down"},
 };
 
+// gpt-oss's tensors beyond llama's, after "model.layers.{i}.": the o bias,
+// the sinks, the router with its bias, and the experts fused as
+// transformers keeps them: gate_up_proj [E, H, 2F] (x @ W: the transpose of
+// a linear layer's weight, gate and up interleaved along the last dim),
+// gate_up_proj_bias [E, 2F], down_proj [E, F, H], down_proj_bias [E, H]; or,
+// in the released checkpoints, MXFP4 blocks [E, rows, cols / 32, 16] and
+// scales [E, rows, cols / 32] of the linear-layer orientation (rows
+// 2j / 2j + 1 of gate_up: gate / up j). The oss_* names are split at load
+// (GptOssExperts).
+constexpr std::pair<std::string_view, std::string_view> kGptOssNames[] = {
+    {"self_attn.o_proj.bias", "bo"},
+    {"self_attn.sinks", "attn_sinks"},
+    {"mlp.router.weight", "router"},
+    {"mlp.router.bias", "router_b"},
+    {"mlp.experts.gate_up_proj", "oss_gate_up"},
+    {"mlp.experts.gate_up_proj_bias", "oss_gate_up_b"},
+    {"mlp.experts.down_proj", "oss_down"},
+    {"mlp.experts.down_proj_bias", "exp_down_b"},
+    {"mlp.experts.gate_up_proj_blocks", "oss_gate_up_blocks"},
+    {"mlp.experts.gate_up_proj_scales", "oss_gate_up_scales"},
+    {"mlp.experts.down_proj_blocks", "oss_down_blocks"},
+    {"mlp.experts.down_proj_scales", "oss_down_scales"},
+};
+
 // A sparse MLP's tensor: {name, expert} (expert -1 for the others).
 std::optional<std::pair<std::string_view, int>> MoeName(std::string_view suffix) {
   for (const auto& [from, to] : kMoeNames) {
@@ -690,6 +753,7 @@ std::optional<std::string_view> LayerName(std::string_view suffix, Arch arch) {
   if (auto n = find(kLayerNames)) return n;
   if (auto n = IsGemma(arch) ? find(kGemmaNormNames) : find(kLlamaNormNames)) return n;
   if (arch == Arch::kPhi3) return find(kPhi3FusedNames);
+  if (arch == Arch::kGptOss) return find(kGptOssNames);
   return std::nullopt;
 }
 
@@ -809,6 +873,123 @@ absl::Status SplitExperts(const SafetensorsTensor& t, const SourceTensor& whole,
   return absl::OkStatus();
 }
 
+absl::Status ShapeError(const SafetensorsTensor& t, std::initializer_list<int64_t> want) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor '", absl::CEscape(t.name), "' has shape [", absl::StrJoin(t.shape, ", "),
+                   "] but the config implies [", absl::StrJoin(want, ", "), "]"));
+}
+
+bool ShapeIs(const SafetensorsTensor& t, std::initializer_list<int64_t> want) {
+  return t.shape.size() == want.size() && std::equal(want.begin(), want.end(), t.shape.begin());
+}
+
+// gpt-oss's fused experts (f32 / f16 / bf16) as strided views into the
+// file, one per expert and matrix, nothing copied: gate_up_proj [E, H, 2F]
+// (x @ W) gives exp_gate / exp_up [F, H], the transposes of its even / odd
+// columns; down_proj [E, F, H] gives exp_down [H, F]; gate_up_proj_bias
+// [E, 2F] gives exp_gate_b / exp_up_b [E, F], its even / odd columns.
+absl::Status SplitGptOssExperts(const SafetensorsTensor& t, const SourceTensor& whole,
+                                ModelSource* src) {
+  const ModelConfig& c = src->config;
+  const int64_t E = c.n_experts, H = c.hidden, F = c.expert_ffn;
+  const uint64_t es = whole.type == SourceType::kF32 ? 4 : 2;
+  if (whole.name == "oss_gate_up_b") {
+    if (!ShapeIs(t, {E, 2 * F})) return ShapeError(t, {E, 2 * F});
+    for (int k = 0; k < 2; ++k) {
+      SourceTensor v = whole;
+      v.name = k == 0 ? "exp_gate_b" : "exp_up_b";
+      v.rows = E;
+      v.cols = F;
+      v.data = whole.data + uint64_t(k) * es;
+      v.row_stride = uint64_t(2 * F) * es;
+      v.col_stride = 2 * es;
+      v.bytes = uint64_t(E * F) * es;
+      src->tensors.push_back(std::move(v));
+    }
+    return absl::OkStatus();
+  }
+  const bool gate_up = whole.name == "oss_gate_up";
+  const int64_t in = gate_up ? H : F, out = gate_up ? 2 * F : H;  // W [in, out]
+  if (!ShapeIs(t, {E, in, out})) return ShapeError(t, {E, in, out});
+  for (int64_t e = 0; e < E; ++e) {
+    const uint8_t* base = whole.data + uint64_t(e * in * out) * es;
+    auto part = [&](const char* name, const uint8_t* data, int64_t rows, uint64_t row_stride) {
+      SourceTensor v = whole;
+      v.name = name;
+      v.expert = int(e);
+      v.rows = rows;
+      v.cols = in;
+      v.data = data;
+      v.row_stride = row_stride;
+      v.col_stride = uint64_t(out) * es;
+      v.bytes = uint64_t(rows * in) * es;
+      src->tensors.push_back(std::move(v));
+    };
+    if (gate_up) {
+      part("exp_gate", base, F, 2 * es);
+      part("exp_up", base + es, F, 2 * es);
+    } else {
+      part("exp_down", base, H, es);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// gpt-oss's MXFP4 experts: the blocks and the scales of one fused matrix
+// (either may come first, in any shard), split into views once both are
+// here: gate_up_proj rows 2j / 2j + 1 are exp_gate / exp_up row j.
+struct MxfpPart {
+  SafetensorsTensor t;
+  const uint8_t* data = nullptr;
+};
+using MxfpPending = std::map<std::pair<int, std::string>, std::pair<MxfpPart, MxfpPart>>;
+
+absl::Status SplitGptOssMxfp4(int layer, bool gate_up, const MxfpPart& blocks,
+                              const MxfpPart& scales, ModelSource* src) {
+  const ModelConfig& c = src->config;
+  const int64_t E = c.n_experts, H = c.hidden, F = c.expert_ffn;
+  const int64_t rows = gate_up ? 2 * F : H, cols = gate_up ? H : F;
+  if (cols % 32 != 0)
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", absl::CEscape(blocks.t.name),
+                                                   "': rows of ", cols,
+                                                   " values are not whole MXFP4 blocks of 32"));
+  const int64_t G = cols / 32;
+  for (const MxfpPart* p : {&blocks, &scales}) {
+    if (p->t.dtype != "U8")
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", absl::CEscape(p->t.name), "' is ", p->t.dtype, ", expected U8"));
+  }
+  if (!ShapeIs(blocks.t, {E, rows, G, 16})) return ShapeError(blocks.t, {E, rows, G, 16});
+  if (!ShapeIs(scales.t, {E, rows, G})) return ShapeError(scales.t, {E, rows, G});
+  const int64_t step = gate_up ? 2 : 1;  // source rows per expert row
+  for (int64_t e = 0; e < E; ++e) {
+    const uint8_t* b = blocks.data + uint64_t(e * rows * G * 16);
+    const uint8_t* sc = scales.data + uint64_t(e * rows * G);
+    auto part = [&](const char* name, int64_t first) {
+      SourceTensor v;
+      v.name = name;
+      v.layer = layer;
+      v.expert = int(e);
+      v.type = SourceType::kMXFP4;
+      v.rows = rows / step;
+      v.cols = cols;
+      v.data = b + uint64_t(first * G * 16);
+      v.row_stride = uint64_t(step * G * 16);
+      v.mx_scales = sc + uint64_t(first * G);
+      v.mx_scale_stride = uint64_t(step * G);
+      v.bytes = uint64_t(v.rows * G * 17);
+      src->tensors.push_back(std::move(v));
+    };
+    if (gate_up) {
+      part("exp_gate", 0);
+      part("exp_up", 1);
+    } else {
+      part("exp_down", 0);
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Gemma's RMSNorm multiplies by (1 + w): the stored norm becomes 1 + w, in
 // f32 as transformers computes it (and as llama.cpp's converter stores it).
 absl::Status AddOneToNorm(const SafetensorsTensor& t, SourceTensor* s, ModelSource* src) {
@@ -836,12 +1017,28 @@ absl::Status AddOneToNorm(const SafetensorsTensor& t, SourceTensor* s, ModelSour
   return absl::OkStatus();
 }
 
-// Converts one parsed tensor of `file` into the source's tensor list.
-// Errors lack the file prefix.
-absl::Status AddTensor(const SafetensorsTensor& t, const MappedFile& file, ModelSource* src) {
+// Converts one parsed tensor of `file` into the source's tensor list
+// (gpt-oss's MXFP4 halves wait in `mx` for their other half). Errors lack
+// the file prefix.
+absl::Status AddTensor(const SafetensorsTensor& t, const MappedFile& file, ModelSource* src,
+                       MxfpPending* mx) {
   const ModelConfig& c = src->config;
   ASSIGN_OR_RETURN(std::optional<CanonicalName> canonical, MapTensorName(t.name, c));
   if (!canonical) return absl::OkStatus();
+  if (const std::string_view n = canonical->name;
+      n.ends_with("_blocks") || n.ends_with("_scales")) {
+    const bool gate_up = n.starts_with("oss_gate_up");
+    auto& [blocks, scales] = (*mx)[{canonical->layer, gate_up ? "gate_up" : "down"}];
+    MxfpPart& part = n.ends_with("_blocks") ? blocks : scales;
+    if (part.data != nullptr)
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", absl::CEscape(t.name), "' appears twice"));
+    part = MxfpPart{t, file.data() + t.begin};
+    if (blocks.data == nullptr || scales.data == nullptr) return absl::OkStatus();
+    const absl::Status split = SplitGptOssMxfp4(canonical->layer, gate_up, blocks, scales, src);
+    mx->erase({canonical->layer, gate_up ? "gate_up" : "down"});
+    return split;
+  }
   SourceTensor s;
   s.name = std::string(canonical->name);
   s.layer = canonical->layer;
@@ -851,6 +1048,11 @@ absl::Status AddTensor(const SafetensorsTensor& t, const MappedFile& file, Model
     s.data = file.data() + t.begin;
     s.bytes = t.end - t.begin;
     return SplitExperts(t, s, src);
+  }
+  if (s.name == "oss_gate_up" || s.name == "oss_down" || s.name == "oss_gate_up_b") {
+    s.data = file.data() + t.begin;
+    s.bytes = t.end - t.begin;
+    return SplitGptOssExperts(t, s, src);
   }
   if (t.shape.size() == 1) {
     s.rows = 1;
@@ -965,6 +1167,7 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenHfCheckpoint(const std::string&
   std::map<std::string, std::string> index;  // tensor -> shard, from the index
   ASSIGN_OR_RETURN(std::vector<std::string> names, ListTensorFiles(dir, &index));
   std::map<std::string, std::string> found;  // tensor -> the file that holds it
+  MxfpPending mx;                            // MXFP4 blocks without scales, or scales without
   for (const std::string& name : names) {
     const std::string path = JoinPath(dir, name);
     absl::StatusOr<std::unique_ptr<MappedFile>> file = MappedFile::Open(path);
@@ -980,12 +1183,19 @@ absl::StatusOr<std::unique_ptr<ModelSource>> OpenHfCheckpoint(const std::string&
       if (!fresh)
         return absl::InvalidArgumentError(
             absl::StrCat(path, ": tensor '", absl::CEscape(t.name), "' is also in ", it->second));
-      RETURN_IF_ERROR(Annotate(AddTensor(t, **file, src.get()), path));
+      RETURN_IF_ERROR(Annotate(AddTensor(t, **file, src.get(), &mx), path));
     }
     fingerprint = HashFile(fingerprint, name, **file);
     src->files.push_back(*std::move(file));
   }
   if (!index.empty()) RETURN_IF_ERROR(CheckIndexCovered(dir, index, found));
+  if (!mx.empty()) {
+    const auto& [blocks, scales] = mx.begin()->second;
+    const MxfpPart& have = blocks.data != nullptr ? blocks : scales;
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, ": tensor '", absl::CEscape(have.t.name), "' lacks its ",
+                     blocks.data != nullptr ? "_scales" : "_blocks", " tensor"));
+  }
 
   // The tokenizer: its files are part of the identity, its end-of-sequence
   // ids (tokenizer_config's eos_token, generation_config's eos_token_id) stop

@@ -55,6 +55,10 @@ std::string_view SourceTypeName(SourceType t);
 //            per expert e (SourceTensor::expert = e): "exp_gate"/"exp_up"
 //            [expert_ffn, hidden], "exp_down" [hidden, expert_ffn]
 //            (kExpertTensorNames)
+//   gpt_oss: "bo" [hidden] (o_bias), "attn_sinks" [n_heads] (attn_sinks),
+//            "router_b" [n_experts] (router_bias), "exp_gate_b"/"exp_up_b"
+//            [n_experts, expert_ffn] and "exp_down_b" [n_experts, hidden]
+//            (expert_bias: every expert's biases, row e expert e's)
 // 1-D tensors have rows == 1. Norm weights are what the norm multiplies by:
 // gemma's (1 + w) is added at load (llama.cpp's converter stores it so).
 inline constexpr const char* kLayerTensorNames[] = {"attn_norm",
@@ -77,7 +81,13 @@ inline constexpr const char* kLayerTensorNames[] = {"attn_norm",
                                                     "shexp_gate_inp",
                                                     "shexp_gate",
                                                     "shexp_up",
-                                                    "shexp_down"};
+                                                    "shexp_down",
+                                                    "bo",
+                                                    "attn_sinks",
+                                                    "router_b",
+                                                    "exp_gate_b",
+                                                    "exp_up_b",
+                                                    "exp_down_b"};
 
 struct SourceTensor {
   std::string name;  // canonical name
@@ -93,6 +103,19 @@ struct SourceTensor {
   // of GGUF llama files). Within each head, source row 2*i + j goes to
   // destination row j * head_dim/2 + i.
   int32_t rope_permute_head_dim = 0;
+  // Views of a fused checkpoint tensor (gpt-oss's experts): rows `row_stride`
+  // bytes apart (0: contiguous, the rows of `bytes` one after another) and,
+  // for f32 / f16 / bf16, the values of a row `col_stride` bytes apart (0:
+  // contiguous): a transposed or interleaved slice read in place.
+  uint64_t row_stride = 0;
+  uint64_t col_stride = 0;
+  // HF's MXFP4 (type kMXFP4, gpt-oss's experts): the values and the scales
+  // apart. `data` holds per row cols / 32 groups of 16 bytes (value 2i of a
+  // group in the low nibble of byte i, 2i + 1 in the high one); this, per
+  // row cols / 32 E8M0 exponent bytes, its rows `mx_scale_stride` bytes
+  // apart. Null: GGUF's blocks of 17 bytes.
+  const uint8_t* mx_scales = nullptr;
+  uint64_t mx_scale_stride = 0;
 };
 
 struct ModelSource {

@@ -20,13 +20,14 @@
 namespace paged {
 namespace {
 
-// Norms, biases and the routers: always f32 (a router in a lower precision
-// could change which experts a token takes).
+// Norms, biases, attention sinks and the routers: always f32 (a router in
+// a lower precision could change which experts a token takes).
 bool IsNormOrBias(std::string_view name) {
   return name == "attn_norm" || name == "ffn_norm" || name == "output_norm" || name == "bq" ||
          name == "bk" || name == "bv" || name == "q_norm" || name == "k_norm" ||
          name == "post_attn_norm" || name == "post_ffn_norm" || name == "router" ||
-         name == "shexp_gate_inp";
+         name == "shexp_gate_inp" || name == "bo" || name == "attn_sinks" || name == "router_b" ||
+         name == "exp_gate_b" || name == "exp_up_b" || name == "exp_down_b";
 }
 
 // The exp_* tensors of a source by (layer, expert, name): a sparse model

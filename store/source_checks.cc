@@ -73,6 +73,8 @@ std::vector<Expected> ExpectedTensors(const ModelConfig& c) {
     e.push_back({"wk", l, c.kv_dim(), c.hidden});
     e.push_back({"wv", l, c.kv_dim(), c.hidden});
     e.push_back({"wo", l, c.hidden, c.q_dim()});
+    if (c.o_bias) e.push_back({"bo", l, 1, c.hidden});
+    if (c.attn_sinks) e.push_back({"attn_sinks", l, 1, c.n_heads});
     if (c.qkv_bias) {
       e.push_back({"bq", l, 1, c.q_dim()});
       e.push_back({"bk", l, 1, c.kv_dim()});
@@ -94,6 +96,12 @@ std::vector<Expected> ExpectedTensors(const ModelConfig& c) {
       continue;
     }
     e.push_back({"router", l, c.n_experts, c.hidden});
+    if (c.router_bias) e.push_back({"router_b", l, 1, c.n_experts});
+    if (c.expert_bias) {
+      e.push_back({"exp_gate_b", l, c.n_experts, c.expert_ffn});
+      e.push_back({"exp_up_b", l, c.n_experts, c.expert_ffn});
+      e.push_back({"exp_down_b", l, c.n_experts, c.hidden});
+    }
     if (c.shared_expert_ffn > 0) {
       e.push_back({"shexp_gate_inp", l, 1, c.hidden});
       e.push_back({"shexp_gate", l, c.shared_expert_ffn, c.hidden});

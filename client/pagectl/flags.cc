@@ -11,9 +11,10 @@ ABSL_FLAG(std::string, model, "", "HF checkpoint directory or .gguf file");
 ABSL_FLAG(std::string, weight_format, "native", "inspect --model: the format to plan for");
 ABSL_FLAG(bool, json, false, "machine-readable output");
 ABSL_FLAG(std::string, preset, "",
-          "make-model: tiny, tiny-qwen2, tiny-llama3, tiny-qwen3-moe, llama-7b, llama-13b, "
-          "llama-70b, llama3-8b, "
-          "qwen2-7b, qwen2-0.5b, mistral-7b, mixtral-8x7b, qwen3-30b-a3b");
+          "make-model: tiny, tiny-qwen2, tiny-llama3, tiny-qwen3-moe, tiny-gpt-oss, llama-7b, "
+          "llama-13b, llama-70b, llama3-8b, "
+          "qwen2-7b, qwen2-0.5b, mistral-7b, mixtral-8x7b, qwen3-30b-a3b, gpt-oss-20b, "
+          "gpt-oss-120b");
 ABSL_FLAG(std::string, out, "", "make-model: output directory; dump-tensor: output file");
 ABSL_FLAG(std::string, tensor, "",
           "dump-tensor: tensor name (canonical, e.g. wq; or a .gguf file's own, e.g. "

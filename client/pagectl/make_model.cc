@@ -59,6 +59,11 @@ enum class Init {
   kUniform,  // uniform in [-scale, scale]
   kNormal,   // ~N(0, scale^2), approximated (see BuildTable)
   kOnes,     // 1 + uniform in [-scale, scale]
+  // Bytes (U8 tensors, two per 16-bit draw): uniformly random (MXFP4
+  // blocks: every e2m1 code alike), or all equal to `scale` (MXFP4 scales:
+  // one E8M0 exponent).
+  kRandomBytes,
+  kConstantBytes,
 };
 
 // Values are drawn by looking up a random 16-bit index in a table of 65536
@@ -73,6 +78,11 @@ Table BuildTable(Init init, double scale, DType dtype, SplitMix64& rng) {
     return dtype == DType::kBF16 ? FloatToBf16(f) : FloatToHalf(f);
   };
   for (size_t i = 0; i < t.size(); ++i) {
+    if (init == Init::kRandomBytes || init == Init::kConstantBytes) {
+      const uint16_t b = uint16_t(scale);
+      t[i] = init == Init::kRandomBytes ? uint16_t(i) : uint16_t(b | b << 8);
+      continue;
+    }
     // The uniform grid's midpoints: symmetric, none is zero.
     const double u = (2.0 * double(i) + 1.0) / 65536.0 - 1.0;
     double v = 0;
@@ -93,6 +103,9 @@ Table BuildTable(Init init, double scale, DType dtype, SplitMix64& rng) {
         v = scale * std::sqrt(0.75) * sum;
         break;
       }
+      case Init::kRandomBytes:
+      case Init::kConstantBytes:
+        break;  // (above)
     }
     t[i] = convert(v);
   }
@@ -137,13 +150,23 @@ struct TensorSpec {
   // Non-empty: row r's values are further multiplied by row_scale[r]
   // (a skewed router), drawn one by one instead of from a table.
   std::vector<double> row_scale;
+  bool u8 = false;  // U8 elements (MXFP4 blocks and scales), else the file's 16-bit type
 
   uint64_t elements() const {
     uint64_t n = 1;
     for (int64_t d : shape) n *= uint64_t(d);
     return n;
   }
+  uint64_t bytes() const { return elements() * (u8 ? 1 : 2); }
+  // The 16-bit units the stream produces (U8 tensors have an even size).
+  uint64_t units() const { return bytes() / 2; }
 };
+
+// The E8M0 exponent of random MXFP4 weights with variance 1 / fan_in: a
+// uniformly random e2m1 code has mean square 68.5 / 8 (its values 0 .. 6).
+int Mxfp4Exponent(int64_t fan_in) {
+  return 127 + int(std::lround(std::log2(1.0 / std::sqrt(68.5 / 8 * double(fan_in)))));
+}
 
 // The router row scales of one layer for a skew S (MakeModelOptions::router_skew):
 // rank^-S, the ranks a random permutation of the experts.
@@ -184,12 +207,16 @@ std::vector<TensorSpec> PlanTensors(const Preset& p, double router_skew, uint64_
     v.push_back(matrix(pre + "self_attn.q_proj.weight", q_dim, hidden));
     v.push_back(matrix(pre + "self_attn.k_proj.weight", kv_dim, hidden));
     v.push_back(matrix(pre + "self_attn.v_proj.weight", kv_dim, hidden));
-    if (p.qkv_bias) {
+    if (p.qkv_bias || p.gpt_oss()) {
       v.push_back(bias(pre + "self_attn.q_proj.bias", q_dim));
       v.push_back(bias(pre + "self_attn.k_proj.bias", kv_dim));
       v.push_back(bias(pre + "self_attn.v_proj.bias", kv_dim));
     }
     v.push_back(matrix(pre + "self_attn.o_proj.weight", hidden, q_dim));
+    if (p.gpt_oss()) {
+      v.push_back(bias(pre + "self_attn.o_proj.bias", hidden));
+      v.push_back(bias(pre + "self_attn.sinks", p.n_heads));
+    }
     if (p.qk_norm()) {
       v.push_back(norm(pre + "self_attn.q_norm.weight", p.head_dim()));
       v.push_back(norm(pre + "self_attn.k_norm.weight", p.head_dim()));
@@ -199,6 +226,32 @@ std::vector<TensorSpec> PlanTensors(const Preset& p, double router_skew, uint64_
       v.push_back(matrix(pre + "mlp.gate_proj.weight", ffn, hidden));
       v.push_back(matrix(pre + "mlp.up_proj.weight", ffn, hidden));
       v.push_back(matrix(pre + "mlp.down_proj.weight", hidden, ffn));
+      continue;
+    }
+    if (p.gpt_oss()) {
+      // The router with its bias; the experts fused, MXFP4 blocks [E, rows,
+      // cols / 32, 16] and scales [E, rows, cols / 32] in the linear-layer
+      // orientation (gate_up's rows alternate gate and up), f32-free biases.
+      TensorSpec router = matrix(pre + "mlp.router.weight", p.n_experts, hidden);
+      if (router_skew > 0)
+        router.row_scale =
+            RouterRowScales(p.n_experts, router_skew, TensorSeed(seed, ~uint64_t(l)));
+      v.push_back(std::move(router));
+      v.push_back(bias(pre + "mlp.router.bias", p.n_experts));
+      const int64_t e = p.n_experts, f = p.expert_ffn;
+      auto blocks = [&](const std::string& name, int64_t rows, int64_t cols) {
+        v.push_back({name + "_blocks", {e, rows, cols / 32, 16}, Init::kRandomBytes, 0, {}, true});
+        v.push_back({name + "_scales",
+                     {e, rows, cols / 32},
+                     Init::kConstantBytes,
+                     double(Mxfp4Exponent(cols)),
+                     {},
+                     true});
+      };
+      blocks(pre + "mlp.experts.gate_up_proj", 2 * f, hidden);
+      v.push_back({pre + "mlp.experts.gate_up_proj_bias", {e, 2 * f}, Init::kUniform, 0.02, {}});
+      blocks(pre + "mlp.experts.down_proj", hidden, f);
+      v.push_back({pre + "mlp.experts.down_proj_bias", {e, hidden}, Init::kUniform, 0.02, {}});
       continue;
     }
     const bool mixtral = p.model_type == "mixtral";
@@ -229,12 +282,11 @@ struct Shard {
 // Packs tensors in order into files of at most `max_bytes` (a tensor larger
 // than that gets a file of its own; tensors are never split). One file is
 // model.safetensors; several are named as HF names them.
-std::vector<Shard> PlanShards(const std::vector<TensorSpec>& tensors, uint64_t elem_bytes,
-                              uint64_t max_bytes) {
+std::vector<Shard> PlanShards(const std::vector<TensorSpec>& tensors, uint64_t max_bytes) {
   std::vector<Shard> shards;
   uint64_t in_shard = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const uint64_t bytes = tensors[i].elements() * elem_bytes;
+    const uint64_t bytes = tensors[i].bytes();
     if (shards.empty() || (in_shard > 0 && in_shard + bytes > max_bytes)) {
       shards.push_back({"", i, i});
       in_shard = 0;
@@ -280,7 +332,7 @@ class WeightStream {
         filler_.reset();
         rows_rng_.emplace(TensorSeed(seed_, next_));
       }
-      left_ = t.elements();
+      left_ = t.units();
       done_ = 0;
       ++next_;
     }
@@ -308,8 +360,8 @@ class WeightStream {
   const uint64_t seed_;
   const DType dtype_;
   size_t next_ = 0;    // the tensor after the current one
-  uint64_t left_ = 0;  // elements of the current tensor not yet produced
-  uint64_t done_ = 0;  // elements of the current tensor produced
+  uint64_t left_ = 0;  // 16-bit units of the current tensor not yet produced
+  uint64_t done_ = 0;  // 16-bit units of the current tensor produced
   std::optional<TensorFiller> filler_;
   std::optional<SplitMix64> rows_rng_;  // tensors with row scales
 };
@@ -321,6 +373,7 @@ nlohmann::ordered_json ConfigJson(const Preset& p, DType dtype) {
                            : p.model_type == "mistral"   ? "MistralForCausalLM"
                            : p.model_type == "mixtral"   ? "MixtralForCausalLM"
                            : p.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                           : p.model_type == "gpt_oss"   ? "GptOssForCausalLM"
                                                          : "LlamaForCausalLM";
   nlohmann::ordered_json j;
   j["architectures"] = {arch};
@@ -343,7 +396,31 @@ nlohmann::ordered_json ConfigJson(const Preset& p, DType dtype) {
                          {"high_freq_factor", p.llama3->high_freq_factor},
                          {"original_max_position_embeddings", p.llama3->original_max_pos}};
   }
-  if (p.model_type == "mixtral") {
+  if (p.yarn) {
+    j["rope_scaling"] = {{"rope_type", "yarn"},
+                         {"factor", p.yarn->factor},
+                         {"beta_fast", p.yarn->beta_fast},
+                         {"beta_slow", p.yarn->beta_slow},
+                         {"truncate", false},
+                         {"original_max_position_embeddings", p.yarn->original_max_pos}};
+  }
+  if (p.sliding_window > 0) {
+    j["sliding_window"] = p.sliding_window;
+    nlohmann::ordered_json types = nlohmann::ordered_json::array();
+    for (int l = 0; l < p.n_layers; ++l)
+      types.push_back(l % 2 == 0 ? "sliding_attention" : "full_attention");
+    j["layer_types"] = std::move(types);
+  }
+  if (p.gpt_oss()) {
+    j["num_local_experts"] = p.n_experts;
+    j["num_experts_per_tok"] = p.n_experts_used;
+    j["attention_bias"] = true;
+    j["swiglu_limit"] = 7.0;
+    j["quantization_config"] = {{"quant_method", "mxfp4"},
+                                {"modules_to_not_convert",
+                                 {"model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                  "model.embed_tokens", "lm_head"}}};
+  } else if (p.model_type == "mixtral") {
     j["num_local_experts"] = p.n_experts;
     j["num_experts_per_tok"] = p.n_experts_used;
   } else if (p.n_experts > 0) {
@@ -434,10 +511,10 @@ absl::Status MakeModel(const MakeModelOptions& opts) {
       Annotate(ValidateConfig(PresetModelConfig(preset)), absl::StrCat("preset ", preset.name)));
 
   const std::vector<TensorSpec> tensors = PlanTensors(preset, opts.router_skew, opts.seed);
-  constexpr uint64_t kElemBytes = 2;  // f16 / bf16
-  const std::vector<Shard> shards = PlanShards(tensors, kElemBytes, opts.max_shard_bytes);
+  constexpr uint64_t kUnitBytes = 2;  // the stream's unit: an f16 / bf16 value or two U8
+  const std::vector<Shard> shards = PlanShards(tensors, opts.max_shard_bytes);
   uint64_t total = 0;
-  for (const TensorSpec& t : tensors) total += t.elements() * kElemBytes;
+  for (const TensorSpec& t : tensors) total += t.bytes();
 
   const fs::path dir(opts.out_dir);
   RETURN_IF_ERROR(CreateOutDir(dir));
@@ -463,7 +540,7 @@ absl::Status MakeModel(const MakeModelOptions& opts) {
   for (const Shard& shard : shards) {
     std::vector<SafetensorsEntry> entries;
     for (size_t i = shard.begin; i < shard.end; ++i) {
-      entries.push_back({tensors[i].name, st_dtype, tensors[i].shape});
+      entries.push_back({tensors[i].name, tensors[i].u8 ? "U8" : st_dtype, tensors[i].shape});
       weight_map[tensors[i].name] = shard.file;
     }
     const std::string path = (dir / shard.file).string();
@@ -472,10 +549,10 @@ absl::Status MakeModel(const MakeModelOptions& opts) {
     while (have && cur->tensor < shard.end) {
       std::future<bool> next =
           std::async(std::launch::async, [&stream, spare] { return stream.Next(spare); });
-      const absl::Status written = w->Append(cur->data.data(), cur->n * kElemBytes);
+      const absl::Status written = w->Append(cur->data.data(), cur->n * kUnitBytes);
       have = next.get();  // before any return: the thread uses `spare`
       RETURN_IF_ERROR(written);
-      done += cur->n * kElemBytes;
+      done += cur->n * kUnitBytes;
       if (opts.progress) opts.progress(done, total);
       std::swap(cur, spare);
     }

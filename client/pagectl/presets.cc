@@ -1,5 +1,8 @@
 #include "client/pagectl/presets.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -25,6 +28,12 @@ std::vector<Preset> MakePresets() {
                .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .vocab = 512, .max_pos = 4096,
                .rope_theta = 1000000.0, .rms_eps = 1e-6, .explicit_head_dim = 48,
                .n_experts = 16, .n_experts_used = 4, .expert_ffn = 64, .norm_topk_prob = true});
+  v.push_back({.name = "tiny-gpt-oss", .model_type = "gpt_oss", .hidden = 128, .ffn = 64,
+               .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .vocab = 512, .max_pos = 4096,
+               .rope_theta = 150000.0, .rms_eps = 1e-5, .explicit_head_dim = 32,
+               .n_experts = 8, .n_experts_used = 2, .expert_ffn = 64, .norm_topk_prob = true,
+               .sliding_window = 16,
+               .yarn = YarnRopeScaling{.factor = 32.0, .original_max_pos = 128}});
   // Real shapes (from the models' config.json).
   v.push_back({.name = "llama-7b", .model_type = "llama", .hidden = 4096, .ffn = 11008,
                .n_layers = 32, .n_heads = 32, .n_kv_heads = 32, .vocab = 32000, .max_pos = 4096,
@@ -57,6 +66,19 @@ std::vector<Preset> MakePresets() {
                .n_layers = 48, .n_heads = 32, .n_kv_heads = 4, .vocab = 151936, .max_pos = 40960,
                .rope_theta = 1000000.0, .rms_eps = 1e-6, .explicit_head_dim = 128,
                .n_experts = 128, .n_experts_used = 8, .expert_ffn = 768, .norm_topk_prob = true});
+  // MXFP4 experts, as released.
+  v.push_back({.name = "gpt-oss-20b", .model_type = "gpt_oss", .hidden = 2880, .ffn = 2880,
+               .n_layers = 24, .n_heads = 64, .n_kv_heads = 8, .vocab = 201088,
+               .max_pos = 131072, .rope_theta = 150000.0, .rms_eps = 1e-5,
+               .explicit_head_dim = 64, .n_experts = 32, .n_experts_used = 4,
+               .expert_ffn = 2880, .norm_topk_prob = true, .sliding_window = 128,
+               .yarn = YarnRopeScaling{}});
+  v.push_back({.name = "gpt-oss-120b", .model_type = "gpt_oss", .hidden = 2880, .ffn = 2880,
+               .n_layers = 36, .n_heads = 64, .n_kv_heads = 8, .vocab = 201088,
+               .max_pos = 131072, .rope_theta = 150000.0, .rms_eps = 1e-5,
+               .explicit_head_dim = 64, .n_experts = 128, .n_experts_used = 4,
+               .expert_ffn = 2880, .norm_topk_prob = true, .sliding_window = 128,
+               .yarn = YarnRopeScaling{}});
   // clang-format on
   return v;
 }
@@ -86,6 +108,7 @@ ModelConfig PresetModelConfig(const Preset& p) {
            : p.model_type == "mistral"   ? Arch::kMistral
            : p.model_type == "mixtral"   ? Arch::kMixtral
            : p.model_type == "qwen3_moe" ? Arch::kQwen3Moe
+           : p.model_type == "gpt_oss"   ? Arch::kGptOss
                                          : Arch::kLlama;
   c.n_layers = p.n_layers;
   c.hidden = p.hidden;
@@ -113,6 +136,26 @@ ModelConfig PresetModelConfig(const Preset& p) {
     c.expert_ffn = p.expert_ffn;
     c.norm_topk_prob = p.model_type == "mixtral" || p.norm_topk_prob ? 1 : 0;
     for (int l = 0; l < p.n_layers && l < kMaxLayers; ++l) c.SetMoeLayer(l, true);
+  }
+  if (p.gpt_oss()) {
+    c.qkv_bias = c.o_bias = c.attn_sinks = 1;
+    c.router_bias = c.expert_bias = 1;
+    c.swiglu_limit = 7.f;
+    c.swiglu_alpha = 1.702f;
+  }
+  if (p.sliding_window > 0) {  // gpt_oss: the even layers
+    c.sliding_window = p.sliding_window;
+    for (int l = 0; l < p.n_layers && l < kMaxLayers; ++l) c.SetSlidingLayer(l, l % 2 == 0);
+  }
+  if (p.yarn) {  // as the store reads it: not truncated, 0.1 ln(factor) + 1, factor x original
+    c.rope_scaling = RopeScaling::kYarn;
+    c.rope_factor = static_cast<float>(p.yarn->factor);
+    c.rope_beta_fast = static_cast<float>(p.yarn->beta_fast);
+    c.rope_beta_slow = static_cast<float>(p.yarn->beta_slow);
+    c.rope_original_max_pos = p.yarn->original_max_pos;
+    c.rope_yarn_truncate = 0;
+    c.rope_attn_factor = static_cast<float>(0.1 * std::log(p.yarn->factor) + 1.0);
+    c.max_context = std::max(c.max_context, int32_t(p.yarn->factor * p.yarn->original_max_pos));
   }
   c.bos_id = 1;
   c.n_eos = 1;

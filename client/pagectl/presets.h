@@ -20,6 +20,15 @@ struct Llama3RopeScaling {
   int original_max_pos = 8192;  // original_max_position_embeddings
 };
 
+// YaRN rope scaling as gpt-oss configures it ({"rope_type": "yarn", ...,
+// "truncate": false}).
+struct YarnRopeScaling {
+  double factor = 32.0;
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  int original_max_pos = 4096;  // original_max_position_embeddings
+};
+
 // Sizes and hyper-parameters as an HF config.json names them. Floating-point
 // fields are doubles so that config.json shows 1e-05, not 9.99999974737875e-06.
 struct Preset {
@@ -43,9 +52,16 @@ struct Preset {
   int n_experts_used = 0;       // num_experts_per_tok
   int expert_ffn = 0;           // moe_intermediate_size (mixtral: intermediate_size)
   bool norm_topk_prob = false;  // qwen3_moe's norm_topk_prob (mixtral always renormalizes)
+  // gpt_oss (model_type "gpt_oss"): q/k/v/o biases, attention sinks, the
+  // router's and the experts' biases, the clamped SwiGLU (limit 7), a window
+  // on the even layers, yarn; the experts as MXFP4 blocks and scales, as the
+  // released checkpoints hold them.
+  int sliding_window = 0;
+  std::optional<YarnRopeScaling> yarn = std::nullopt;
 
   int head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : hidden / n_heads; }
   bool qk_norm() const { return model_type == "qwen3_moe"; }
+  bool gpt_oss() const { return model_type == "gpt_oss"; }
 };
 
 // Every preset, tiny ones first.

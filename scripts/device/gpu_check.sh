@@ -11,7 +11,7 @@ mkdir -p "$out"
 export PAGED_SOURCE_DIR=$PWD PAGED_SHARED_MODELS=$PWD/$bdir/models
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 status=0
-for t in device_gpu_test backend_ops_gpu_test engine_gpu_test block_format_gpu_test share_gpu_test moe_gpu_test; do
+for t in ${TESTS:-device_gpu_test backend_ops_gpu_test engine_gpu_test block_format_gpu_test share_gpu_test moe_gpu_test gpt_oss_gpu_test}; do
   "$bdir"/run "$t" --gtest_brief=1 >"$out/$t.log" 2>&1 || status=1
   printf '%-24s %s\n' "$t" "$(grep -E '^\[  (PASSED|FAILED)' "$out/$t.log" | tr '\n' ' ')"
 done

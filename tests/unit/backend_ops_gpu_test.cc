@@ -537,6 +537,23 @@ TEST_F(BackendOpsGpuTest, RopeLinearYarnLongRopeAndAttentionFactor) {
   }
 }
 
+// gpt-oss's clamped SwiGLU, values on both sides of the limit; in place.
+TEST_F(BackendOpsGpuTest, SwiGluOai) {
+  std::mt19937 rng(44);
+  const int n = 9, dim = 2880;
+  const Twin gate = Put(RandomFloats(rng, size_t(n * dim), 8.f));
+  const Twin up = Put(RandomFloats(rng, size_t(n * dim), 8.f));
+  const Twin out = Make(uint64_t(n * dim) * 4);
+  cpu_->SwiGluOai(gate.C<float>(), up.C<float>(), n, dim, 1.702f, 7.f, out.C<float>());
+  gpu_->SwiGluOai(gate.G<float>(), up.G<float>(), n, dim, 1.702f, 7.f, out.G<float>());
+  ExpectNoError("SwiGluOai");
+  Compare(out, size_t(n * dim), 1e-6, "SwiGluOai");
+  cpu_->SwiGluOai(gate.C<float>(), up.C<float>(), n, dim, 1.702f, 7.f, gate.C<float>());
+  gpu_->SwiGluOai(gate.G<float>(), up.G<float>(), n, dim, 1.702f, 7.f, gate.G<float>());
+  ExpectNoError("SwiGluOai in place");
+  Compare(gate, size_t(n * dim), 1e-6, "SwiGluOai in place");
+}
+
 TEST_F(BackendOpsGpuTest, GeGluScaleSoftCap) {
   std::mt19937 rng(43);
   const int n = 11, dim = 2307;
@@ -674,8 +691,9 @@ class AttentionGpuTest : public BackendOpsGpuTest {
   // Builds a KV pool, fills every sequence's context [0, start_pos + n_new)
   // through KvWrite into scattered blocks, runs Attention on both backends
   // (`repeats` times on the GPU: results must not change) and compares.
+  // `sinks` [heads] (gpt-oss), when not empty, go to both backends' memory.
   void Run(std::mt19937& rng, const AttnShape& s, const std::vector<SeqSpec>& specs,
-           int repeats = 1, const AttnParams& params = {}) {
+           int repeats = 1, const AttnParams& params = {}, const std::vector<float>& sinks = {}) {
     const int bt = 16, kv_dim = s.kv_heads * s.hd;
     const uint64_t block_bytes = 2ull * bt * kv_dim * (s.kv_type == DType::kF32 ? 4 : 2);
     int total_blocks = 0, n = 0, max_ctx = 0;
@@ -718,12 +736,18 @@ class AttentionGpuTest : public BackendOpsGpuTest {
     const Twin d_seqs = Put(seqs);
     const Twin d_tables = Put(tables);
     const Twin out = Make(uint64_t(n) * q_dim * 4);
+    AttnParams cp = params, gp = params;
+    const Twin d_sinks = Put(sinks.empty() ? std::vector<float>{0.f} : sinks);
+    if (!sinks.empty()) {
+      cp.sinks = d_sinks.C<float>();
+      gp.sinks = d_sinks.G<float>();
+    }
     cpu_->Attention(q.C<float>(), d_seqs.C<AttnSeq>(), int(seqs.size()), d_tables.C<int32_t>(),
-                    s.heads, s.kv_heads, s.hd, max_ctx, c, params, out.C<float>());
+                    s.heads, s.kv_heads, s.hd, max_ctx, c, cp, out.C<float>());
     std::vector<float> first_run;
     for (int r = 0; r < repeats; ++r) {
       gpu_->Attention(q.G<float>(), d_seqs.G<AttnSeq>(), int(seqs.size()), d_tables.G<int32_t>(),
-                      s.heads, s.kv_heads, s.hd, max_ctx, g, params, out.G<float>());
+                      s.heads, s.kv_heads, s.hd, max_ctx, g, gp, out.G<float>());
       ExpectNoError("Attention " + Name(s));
       const std::vector<float> got = GetG<float>(out, size_t(n) * q_dim);
       if (r == 0) {
@@ -820,6 +844,28 @@ TEST_F(AttentionGpuTest, ScaleAndSoftCap) {
     p.window = 40;
     Run(rng, s, kMixedBatch, 1, p);
     p.window = 0;
+  }
+}
+
+// gpt-oss's attention sinks on every path: decode rows (one split and
+// split-K, where the sink joins the merge), prefill on the tensor-core
+// kernel (f16 / bf16, head_dim 64 / 128) and on the CUDA-core one (f32,
+// head_dim 8), with and without a window, sinks from far below the scores
+// to far above them, and gpt-oss's own shape (64 heads of 64, 8 KV heads).
+TEST_F(AttentionGpuTest, Sinks) {
+  std::mt19937 rng(17);
+  for (const AttnShape& s : {AttnShape{8, 2, 128, DType::kF16}, AttnShape{4, 4, 64, DType::kBF16},
+                             AttnShape{8, 4, 8, DType::kF32}, AttnShape{64, 8, 64, DType::kBF16}}) {
+    std::vector<float> sinks(size_t(s.heads));
+    for (size_t h = 0; h < sinks.size(); ++h) sinks[h] = float(int(h % 5) * 4 - 8);  // -8 .. 8
+    sinks[0] = -40.f;
+    if (sinks.size() > 1) sinks[1] = 30.f;
+    for (int window : {0, 128}) {
+      AttnParams p;
+      p.window = window;
+      SCOPED_TRACE(Name(s) + " window " + std::to_string(window));
+      Run(rng, s, kMixedBatch, /*repeats=*/2, p, sinks);
+    }
   }
 }
 

@@ -234,6 +234,31 @@ TEST(CpuBackendTest, SwiGluAddGatherRows) {
   }
 }
 
+// gpt-oss's clamped SwiGLU against its definition in double, values on
+// both sides of the limit; in place too.
+TEST(CpuBackendTest, SwiGluOaiClampsAndMatchesFormula) {
+  std::mt19937 rng(9);
+  const int n = 4, dim = 13;
+  const float alpha = 1.702f, limit = 1.5f;
+  std::vector<float> g = RandomFloats(rng, n * dim, 4.f), u = RandomFloats(rng, n * dim, 4.f);
+  std::vector<float> out(n * dim), in_place = g;
+  auto be = MakeCpuBackend(1);
+  be->SwiGluOai(g.data(), u.data(), n, dim, alpha, limit, out.data());
+  be->SwiGluOai(in_place.data(), u.data(), n, dim, alpha, limit, in_place.data());
+  int clamped_gate = 0, clamped_up = 0;
+  for (int j = 0; j < n * dim; ++j) {
+    const double gj = std::min(double(g[j]), double(limit));
+    const double uj = std::clamp(double(u[j]), -double(limit), double(limit));
+    const double want = (uj + 1) * gj / (1 + std::exp(-double(alpha) * gj));
+    EXPECT_NEAR(out[j], want, 1e-6 * (std::fabs(want) + 1)) << g[j] << " " << u[j];
+    EXPECT_EQ(in_place[j], out[j]);
+    clamped_gate += g[j] > limit;
+    clamped_up += std::fabs(u[j]) > limit;
+  }
+  EXPECT_GT(clamped_gate, 0);
+  EXPECT_GT(clamped_up, 0);
+}
+
 // GeGlu against torch's gelu(approximate="tanh") in double; Scale; SoftCap.
 TEST(CpuBackendTest, GeGluScaleSoftCap) {
   std::mt19937 rng(6);
@@ -507,7 +532,8 @@ struct AttnSetup {
   int n_heads, n_kv_heads, head_dim, block_tokens, n_blocks;
   std::vector<std::pair<int, int>> seqs;  // (start_pos, n_new)
   int threads;
-  AttnParams params = {};  // window, scale, soft-cap
+  AttnParams params = {};         // window, scale, soft-cap
+  std::vector<float> sinks = {};  // [n_heads] (gpt-oss), or empty
 };
 
 // Fills each sequence's context [0, start_pos + n_new) through KvWrite into
@@ -552,8 +578,10 @@ void RunAttentionCase(const AttnSetup& c) {
 
   std::vector<float> q = RandomFloats(rng, size_t(rows * q_dim));
   std::vector<float> out(q.size(), -7.f);
+  AttnParams params = c.params;
+  if (!c.sinks.empty()) params.sinks = c.sinks.data();
   be->Attention(q.data(), seqs.data(), int(seqs.size()), tables.data(), c.n_heads, c.n_kv_heads, hd,
-                max_ctx, kv, c.params, out.data());
+                max_ctx, kv, params, out.data());
 
   const int group = c.n_heads / c.n_kv_heads;
   const double scale = c.params.scale > 0 ? double(c.params.scale) : 1 / std::sqrt(double(hd));
@@ -578,7 +606,10 @@ void RunAttentionCase(const AttnSetup& c) {
           w[size_t(t)] = masked ? -INFINITY : score;
           mx = std::max(mx, w[size_t(t)]);
         }
-        double sum = 0;
+        // A sink: one more logit in the softmax, with no value.
+        const double sink = c.sinks.empty() ? -INFINITY : double(c.sinks[size_t(h)]);
+        mx = std::max(mx, sink);
+        double sum = std::exp(sink - mx);
         for (double& x : w) sum += (x = std::exp(x - mx));
         for (int d = 0; d < hd; ++d) {
           double want = 0;
@@ -639,6 +670,20 @@ TEST(CpuBackendTest, AttentionScaleAndSoftCapMatchReference) {
   RunAttentionCase(s);
   s.params.window = 4;
   RunAttentionCase(s);
+}
+
+// gpt-oss's attention sinks: per-head logits from far below the scores
+// (no effect) to far above them (most of the mass: small outputs), with
+// and without a window, GQA, decode and prefill rows.
+TEST(CpuBackendTest, AttentionSinksMatchReference) {
+  for (DType t : {DType::kF32, DType::kBF16}) {
+    for (int window : {0, 5}) {
+      AttnSetup s{t, 4, 2, 16, 4, 40, {{5, 6}, {13, 1}, {0, 9}, {30, 1}}, 2};
+      s.params.window = window;
+      s.sinks = {-30.f, 0.f, 1.5f, 12.f};
+      RunAttentionCase(s);
+    }
+  }
 }
 
 // Big enough to be split over the thread pool.

@@ -19,7 +19,7 @@ inline const std::vector<std::string>& GoldenCases() {
   static const std::vector<std::string> cases = {
       "llama_gqa",     "llama3_rope", "mistral",   "qwen2_bias",     "llama_tied",
       "qwen3",         "gemma2",      "gemma3",    "mistral_window", "qwen2_yarn",
-      "phi3_longrope", "mixtral_moe", "qwen2_moe", "qwen3_moe"};
+      "phi3_longrope", "mixtral_moe", "qwen2_moe", "qwen3_moe",      "gpt_oss"};
   return cases;
 }
 
@@ -30,6 +30,20 @@ inline const std::vector<std::string>& GoldenCases() {
 inline const std::vector<std::string>& PendingGoldenCases() {
   static const std::vector<std::string> cases = {};
   return cases;
+}
+
+// How far 16-bit storage may move a case's logits (relative error): f16
+// keeps 11 significant bits, bf16 8. `device_bf16_activations`: cuBLAS
+// rounds the activations to bf16 too (the CPU keeps them f32). gpt_oss's
+// fixture draws its experts wide so that both SwiGLU clamps fire (at +-7):
+// rounding moves values across a clamp, where the activation's slope jumps,
+// so its bf16 errors reach 2.6% on the CPU and 3.2% on CUDA (f32 stays at
+// 1e-6 of transformers).
+inline double SixteenBitBound(const std::string& name, const std::string& format,
+                              bool device_bf16_activations = false) {
+  if (format == "f16") return 1e-2;
+  if (name == "gpt_oss") return 4e-2;
+  return device_bf16_activations ? 1.5e-2 : 2e-2;
 }
 
 inline std::string GoldenDir(const std::string& name) {

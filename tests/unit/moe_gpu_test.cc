@@ -4,8 +4,12 @@
 // tests/unit/moe_test.cc checks them on the CPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <string>
 #include <vector>
 
+#include "tests/unit/expert_paging_util.h"
 #include "tests/unit/moe_util.h"
 #include "tests/unit/reference_model.h"
 #include "tests/unit/test_util.h"
@@ -68,6 +72,53 @@ TEST(MoeGpuTest, CheckpointsMatchReferenceOnCuda) {
     ASSERT_EQ(got->size(), want.size());
     for (size_t p = 0; p < got->size(); ++p)
       EXPECT_LT(testing::RelativeError((*got)[p], want[p]), 1e-4) << DescribeConfig(c) << " " << p;
+  }
+}
+
+// Expert-level paging on CUDA (docs/pager.md, "Experts"): experts paged
+// through a cache of one layer's experts (misses and evictions), a few more
+// slots (hits), every expert cached, dense parts resident: the resident
+// run's tokens and logits bit for bit (the same kernels on the same bytes)
+// and its host KV pool. Experts the host executor computes (its products
+// are not cuBLAS's): the same tokens, logits within 1e-4.
+TEST(MoeGpuTest, ExpertPagingMatchesResidentOnCuda) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU";
+  auto gpu = MakeBackend("cuda:0");
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  for (const ModelConfig& c : {expert_testing::FourLayerMoe(), moe_testing::Mixtral()}) {
+    const auto m = reference::MakeModel(c, 57);
+    const std::string name = DescribeConfig(c);
+    expert_testing::RunOptions resident;
+    resident.paged = false;
+    const expert_testing::StepRun want = expert_testing::RunSteps(gpu->get(), *m, resident);
+    ASSERT_EQ(want.tokens.size(), size_t(expert_testing::kNewTokens)) << name;
+    struct Case {
+      std::string what;
+      int extra;
+      std::string resident;
+    };
+    for (const Case& k : {Case{"one layer's experts", 0, "none"}, Case{"3 more slots", 3, "none"},
+                          Case{"every expert", -1, "none"}, Case{"dense resident", 0, "all"}}) {
+      expert_testing::RunOptions o;
+      o.extra_expert_slots = k.extra;
+      o.resident = k.resident;
+      const expert_testing::StepRun r = expert_testing::RunSteps(gpu->get(), *m, o);
+      EXPECT_EQ(r.tokens, want.tokens) << name << ", " << k.what;
+      EXPECT_EQ(r.logits, want.logits) << name << ", " << k.what;
+      EXPECT_TRUE(r.kv == want.kv) << name << ", " << k.what << ": the host KV pool differs";
+      if (k.extra == 0) {
+        EXPECT_GT(r.stats.back().expert_evictions, 0u) << name;
+      }
+    }
+    expert_testing::RunOptions host;
+    host.expert_host_rows = 1;
+    const expert_testing::StepRun r = expert_testing::RunSteps(gpu->get(), *m, host);
+    EXPECT_GT(r.stats.back().expert_host, 0u) << name;
+    EXPECT_EQ(r.tokens, want.tokens) << name << ", host-computed experts";
+    ASSERT_EQ(r.logits.size(), want.logits.size());
+    for (size_t i = 0; i < r.logits.size(); ++i)
+      EXPECT_NEAR(r.logits[i], want.logits[i], 1e-4 * std::max(1.f, std::abs(want.logits[i])))
+          << name << ", host-computed experts, step " << i;
   }
 }
 

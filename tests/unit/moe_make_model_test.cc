@@ -13,6 +13,7 @@
 #include "client/pagectl/make_model.h"
 #include "client/pagectl/presets.h"
 #include "common/dtype.h"
+#include "store/convert.h"
 #include "store/hf_checkpoint.h"
 #include "tests/unit/test_util.h"
 #include "worker/engine/generator.h"
@@ -38,6 +39,70 @@ TEST(MoePresetsTest, RealShapes) {
   EXPECT_EQ(qwen.head_dim, 128);
   EXPECT_TRUE(qwen.qk_norm);
   EXPECT_TRUE(qwen.norm_topk_prob);
+  for (const char* name : {"gpt-oss-20b", "gpt-oss-120b"}) {
+    const ModelConfig oss = PresetModelConfig(*FindPreset(name));
+    EXPECT_TRUE(ValidateConfig(oss).ok()) << name;
+    EXPECT_EQ(oss.arch, Arch::kGptOss);
+    EXPECT_EQ(oss.n_layers, std::string(name) == "gpt-oss-20b" ? 24 : 36);
+    EXPECT_EQ(oss.n_experts, std::string(name) == "gpt-oss-20b" ? 32 : 128);
+    EXPECT_EQ(oss.n_experts_used, 4);
+    EXPECT_EQ(oss.expert_ffn, 2880);
+    EXPECT_EQ(oss.q_dim(), 4096);
+    EXPECT_EQ(oss.kv_dim(), 512);
+    EXPECT_TRUE(oss.IsSlidingLayer(0) && !oss.IsSlidingLayer(1));
+    EXPECT_EQ(oss.rope_scaling, RopeScaling::kYarn);
+    EXPECT_EQ(oss.max_context, 131072);
+    EXPECT_TRUE(oss.attn_sinks && oss.o_bias && oss.expert_bias && oss.router_bias);
+  }
+}
+
+// The tiny gpt-oss preset: the config the store reads is PresetModelConfig's,
+// the experts are MXFP4 blocks (kept so under --weight-format native) and
+// the model runs; the 120b preset's layer slice has its real shapes.
+TEST(MoeMakeModelTest, GptOssMxfp4CheckpointLoadsAndRuns) {
+  testing::TempDir tmp;
+  MakeModelOptions o;
+  o.preset = "tiny-gpt-oss";
+  o.out_dir = tmp.File("oss");
+  ASSERT_TRUE(MakeModel(o).ok());
+  auto src = OpenHfCheckpoint(o.out_dir);
+  ASSERT_TRUE(src.ok()) << src.status();
+  const ModelConfig want = PresetModelConfig(*FindPreset("tiny-gpt-oss"));
+  const ModelConfig& got = (*src)->config;
+  EXPECT_EQ(got.arch, Arch::kGptOss);
+  EXPECT_EQ(got.n_experts, want.n_experts);
+  EXPECT_EQ(got.expert_ffn, want.expert_ffn);
+  EXPECT_EQ(got.head_dim, want.head_dim);
+  EXPECT_EQ(got.sliding_window, want.sliding_window);
+  EXPECT_EQ(got.rope_factor, want.rope_factor);
+  EXPECT_EQ(got.rope_original_max_pos, want.rope_original_max_pos);
+  EXPECT_EQ(got.rope_yarn_truncate, want.rope_yarn_truncate);
+  EXPECT_EQ(got.rope_attn_factor, want.rope_attn_factor);
+  EXPECT_EQ(got.max_context, want.max_context);
+  EXPECT_EQ(got.swiglu_limit, want.swiglu_limit);
+  for (int l = 0; l < got.n_layers; ++l) EXPECT_EQ(got.IsSlidingLayer(l), want.IsSlidingLayer(l));
+  EXPECT_EQ((*src)->Find("exp_down", 1, 7)->type, SourceType::kMXFP4);
+  // Unit-variance weights: the decoded expert rows have an RMS near
+  // 1 / sqrt(fan_in) (within the power of two of the one exponent).
+  std::vector<float> row(size_t(got.hidden));
+  SourceRowToFloat(*(*src)->Find("exp_gate", 0, 3), 5, row.data());
+  double ss = 0;
+  for (float v : row) ss += double(v) * v;
+  const double rms = std::sqrt(ss / double(row.size())) * std::sqrt(double(got.hidden));
+  EXPECT_GT(rms, 0.5);
+  EXPECT_LT(rms, 2.0);
+  LayoutOptions layout;
+  layout.kv_gib = 0.01;
+  auto lm = LocalModel::Load(o.out_dir, layout, "cpu", 2);
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  EXPECT_EQ((*lm)->image->image().header->Layer(0).experts.tensors[0].Type(), DType::kMXFP4);
+  GenerateRequest req;
+  req.prompt = {1, 17, 300, 42};
+  req.max_new_tokens = 8;
+  req.stop_at_eos = false;
+  auto r = Generate(*(*lm)->engine, req, (*lm)->kv_blocks());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tokens.size(), 8u);
 }
 
 std::string Make(const testing::TempDir& tmp, const std::string& name, double skew) {

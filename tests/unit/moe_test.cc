@@ -1,4 +1,5 @@
-// Mixtures of experts (mixtral, qwen2_moe, qwen3_moe) end to end on the CPU
+// Mixtures of experts (mixtral, qwen2_moe, qwen3_moe; gpt_oss in gpt_oss_test.cc,
+// here only paged == resident) end to end on the CPU
 // backend: HF checkpoints written here (experts one by one, transformers
 // 4.x, and fused, transformers 5.x) and GGUF files (llama.cpp's 3-D expert
 // tensors) of random f32 weights, loaded by the store's readers, laid out
@@ -296,7 +297,7 @@ TEST(MoeTest, PagedEqualsResident) {
   ModelConfig dense = Base(Arch::kQwen2, 0, 2);
   for (int l = 0; l < 2; ++l) dense.SetMoeLayer(l, false);
   dense.n_experts_used = dense.expert_ffn = 0;
-  for (const ModelConfig& c : {dense, Mixtral(), Qwen2Moe(), Qwen3Moe()}) {
+  for (const ModelConfig& c : {dense, Mixtral(), Qwen2Moe(), Qwen3Moe(), GptOss()}) {
     const auto m = MakeModel(c, 45);
     auto img = OwnedImage::Build(m->src, F32Layout());
     ASSERT_TRUE(img.ok()) << img.status();

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -55,6 +56,32 @@ inline ModelConfig Qwen3Moe() {
   c.qk_norm = 1;
   c.norm_topk_prob = 1;
   c.head_dim = 32;  // q_dim 128 != hidden
+  return c;
+}
+
+// gpt-oss: q/k/v/o biases, a sink per head, 4 layers alternating a window of
+// 5 (even layers) with full attention, yarn x4 over 16 positions not
+// truncated (transformers' truncate: false), head_dim 32 (q_dim 128 !=
+// hidden), 4 experts of 32 (whole MXFP4 blocks), top-2 of the router's
+// logits with its bias, expert biases, the clamped SwiGLU with a low limit
+// (0.5) so that it bites on random weights, on both sides.
+inline ModelConfig GptOss() {
+  ModelConfig c = Base(Arch::kGptOss, 4, 4);
+  c.ffn = c.expert_ffn;  // gpt-oss's intermediate_size is its experts'
+  c.head_dim = 32;
+  c.qkv_bias = c.o_bias = c.attn_sinks = 1;
+  c.norm_topk_prob = c.router_bias = c.expert_bias = 1;
+  c.swiglu_limit = 0.5f;
+  c.swiglu_alpha = 1.702f;
+  c.sliding_window = 5;
+  for (int l = 0; l < c.n_layers; ++l) c.SetSlidingLayer(l, l % 2 == 0);
+  c.rope_theta = 150000.f;
+  c.rope_scaling = RopeScaling::kYarn;
+  c.rope_factor = 4.f;
+  c.rope_original_max_pos = 16;
+  c.rope_yarn_truncate = 0;
+  c.rope_attn_factor = float(0.1 * std::log(4.0) + 1);
+  c.max_context = 64;
   return c;
 }
 

@@ -117,6 +117,9 @@ inline std::unique_ptr<Model> MakeModel(const ModelConfig& c, uint32_t seed) {
     add("wk", l, c.kv_dim(), c.hidden, 0, 0.08);
     add("wv", l, c.kv_dim(), c.hidden, 0, 0.08);
     add("wo", l, c.hidden, c.q_dim(), 0, 0.08);
+    if (c.o_bias) add("bo", l, 1, c.hidden, 0, 0.1);
+    // Sinks of the scores' size: they take a visible share of each softmax.
+    if (c.attn_sinks) add("attn_sinks", l, 1, c.n_heads, 0, 1.0);
     if (c.qkv_bias) {
       add("bq", l, 1, c.q_dim(), 0, 0.1);
       add("bk", l, 1, c.kv_dim(), 0, 0.1);
@@ -141,6 +144,12 @@ inline std::unique_ptr<Model> MakeModel(const ModelConfig& c, uint32_t seed) {
     // between f32 and double), plus `router_bias` (if any) on each expert's
     // row mean: a skew the tests use to starve or favour experts.
     add("router", l, c.n_experts, c.hidden, 0, 0.3);
+    if (c.router_bias) add("router_b", l, 1, c.n_experts, 0, 0.3);
+    if (c.expert_bias) {
+      add("exp_gate_b", l, c.n_experts, c.expert_ffn, 0, 0.1);
+      add("exp_up_b", l, c.n_experts, c.expert_ffn, 0, 0.1);
+      add("exp_down_b", l, c.n_experts, c.hidden, 0, 0.1);
+    }
     if (c.shared_expert_ffn > 0) {
       add("shexp_gate_inp", l, 1, c.hidden, 0, 0.2);
       add("shexp_gate", l, c.shared_expert_ffn, c.hidden, 0, 0.08);
@@ -199,8 +208,10 @@ inline std::vector<double> InvFreq(const ModelConfig& c, bool sliding, double* a
         return d * std::log(c.rope_original_max_pos / (rot * 2 * std::numbers::pi)) /
                (2 * std::log(theta));
       };
-      const double lo = std::max(0.0, std::floor(dim_of(c.rope_beta_fast)));
-      const double hi = std::min(double(d - 1), std::ceil(dim_of(c.rope_beta_slow)));
+      // (Rounded to whole pairs unless the config says truncate: false.)
+      const double lo_dim = dim_of(c.rope_beta_fast), hi_dim = dim_of(c.rope_beta_slow);
+      const double lo = std::max(0.0, c.rope_yarn_truncate ? std::floor(lo_dim) : lo_dim);
+      const double hi = std::min(double(d - 1), c.rope_yarn_truncate ? std::ceil(hi_dim) : hi_dim);
       const double ramp = std::clamp((i - lo) / (hi - lo), 0.0, 1.0);
       v = v / c.rope_factor * ramp + v * (1 - ramp);
     }
@@ -227,6 +238,9 @@ inline void Rotate(std::vector<double>& x, int heads, int d, int pos,
 // every position of one Reference call.
 struct MoeTrace {
   std::vector<std::vector<int>> counts;
+  // [layer][position] the experts that position routes to (in call order:
+  // positions ascending).
+  std::vector<std::vector<std::vector<int>>> picked;
 };
 
 // down(silu(gate h) * up h).
@@ -239,6 +253,60 @@ inline std::vector<double> SwiGluMlp(const std::vector<float>& gate, const std::
   return Linear(down, a, h.size());
 }
 
+// One row of a bias table [rows, width].
+inline std::vector<float> Row(const std::vector<float>& table, int row, int width) {
+  return {table.begin() + long(row) * width, table.begin() + long(row + 1) * width};
+}
+
+// gpt-oss's expert (transformers' GptOssExperts): gate_up = W h + b,
+// g = min(gate, limit), u = clamp(up, -limit, limit),
+// y = down((u + 1) * g * sigmoid(alpha g)) + b_down.
+inline std::vector<double> GptOssExpert(const Model& m, int l, int e,
+                                        const std::vector<double>& h) {
+  const ModelConfig& c = m.src.config;
+  const size_t f = size_t(c.expert_ffn);
+  const std::vector<float> bg = Row(m.Get("exp_gate_b", l), e, c.expert_ffn);
+  const std::vector<float> bu = Row(m.Get("exp_up_b", l), e, c.expert_ffn);
+  const std::vector<float> bd = Row(m.Get("exp_down_b", l), e, c.hidden);
+  const std::vector<double> g = Linear(m.Get("exp_gate", l, e), h, f, &bg);
+  const std::vector<double> u = Linear(m.Get("exp_up", l, e), h, f, &bu);
+  const double limit = c.swiglu_limit, alpha = c.swiglu_alpha;
+  std::vector<double> a(f);
+  for (size_t j = 0; j < f; ++j) {
+    const double gj = std::min(g[j], limit), uj = std::clamp(u[j], -limit, limit);
+    a[j] = (uj + 1) * gj / (1 + std::exp(-alpha * gj));
+  }
+  return Linear(m.Get("exp_down", l, e), a, h.size(), &bd);
+}
+
+// gpt-oss's sparse MLP (GptOssTopKRouter): the k largest logits (with the
+// router's bias), a softmax over those k, their experts weighted.
+inline std::vector<double> GptOssMoeMlp(const Model& m, int l, const std::vector<double>& h,
+                                        MoeTrace* trace) {
+  const ModelConfig& c = m.src.config;
+  const std::vector<double> logits =
+      Linear(m.Get("router", l), h, size_t(c.n_experts), &m.Get("router_b", l));
+  std::vector<int> order(logits.size());
+  for (size_t e = 0; e < order.size(); ++e) order[e] = int(e);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return logits[size_t(a)] > logits[size_t(b)]; });
+  const int k = c.n_experts_used;
+  double mx = logits[size_t(order[0])], sum = 0;
+  for (int j = 0; j < k; ++j) sum += std::exp(logits[size_t(order[size_t(j)])] - mx);
+  std::vector<double> out(h.size(), 0.0);
+  for (int j = 0; j < k; ++j) {
+    const int e = order[size_t(j)];
+    const double w = std::exp(logits[size_t(e)] - mx) / sum;
+    const std::vector<double> y = GptOssExpert(m, l, e, h);
+    for (size_t i = 0; i < h.size(); ++i) out[i] += w * y[i];
+    if (trace != nullptr) {
+      trace->counts.resize(size_t(c.n_layers), std::vector<int>(size_t(c.n_experts), 0));
+      ++trace->counts[size_t(l)][size_t(e)];
+    }
+  }
+  return out;
+}
+
 // A sparse layer's MLP (transformers' MixtralSparseMoeBlock /
 // Qwen2MoeSparseMoeBlock): softmax over the router's logits, the top k
 // (renormalized with norm_topk_prob), their experts weighted, plus the
@@ -246,6 +314,7 @@ inline std::vector<double> SwiGluMlp(const std::vector<float>& gate, const std::
 inline std::vector<double> MoeMlp(const Model& m, int l, const std::vector<double>& h,
                                   MoeTrace* trace) {
   const ModelConfig& c = m.src.config;
+  if (c.arch == Arch::kGptOss) return GptOssMoeMlp(m, l, h, trace);
   const std::vector<double> logits = Linear(m.Get("router", l), h, size_t(c.n_experts));
   const double mx = *std::max_element(logits.begin(), logits.end());
   std::vector<double> p(logits.size());
@@ -258,6 +327,10 @@ inline std::vector<double> MoeMlp(const Model& m, int l, const std::vector<doubl
                    [&](int a, int b) { return p[size_t(a)] > p[size_t(b)]; });
   double top = 0;
   for (int j = 0; j < c.n_experts_used; ++j) top += p[size_t(order[size_t(j)])];
+  if (trace != nullptr) {
+    trace->picked.resize(size_t(c.n_layers));
+    trace->picked[size_t(l)].emplace_back(order.begin(), order.begin() + c.n_experts_used);
+  }
   std::vector<double> out(h.size(), 0.0);
   for (int j = 0; j < c.n_experts_used; ++j) {
     const int e = order[size_t(j)];
@@ -338,14 +411,19 @@ inline Rows Reference(const Model& m, const std::vector<int32_t>& tokens,
           w[size_t(s)] = score;
           mx = std::max(mx, score);
         }
-        double sum = 0;
+        // gpt-oss: the head's sink is one more logit of the softmax, its
+        // share dropped (transformers' eager_attention_forward).
+        const double sink = c.attn_sinks ? double(m.Get("attn_sinks", l)[size_t(hh)]) : -INFINITY;
+        mx = std::max(mx, sink);
+        double sum = std::exp(sink - mx);
         for (double& e : w) sum += (e = std::exp(e - mx));
         for (int s = 0; s <= t; ++s) {
           for (int e = 0; e < hd; ++e)
             att[size_t(hh * hd + e)] += w[size_t(s)] / sum * v[size_t(s)][size_t(kvh * hd + e)];
         }
       }
-      std::vector<double> o = Linear(m.Get("wo", l), att, size_t(c.hidden));
+      std::vector<double> o =
+          Linear(m.Get("wo", l), att, size_t(c.hidden), c.o_bias ? &m.Get("bo", l) : nullptr);
       if (c.sandwich_norm) o = RmsNorm(o, m.Get("post_attn_norm", l).data(), eps);
       for (int j = 0; j < c.hidden; ++j) x[size_t(t)][size_t(j)] += o[size_t(j)];
     }

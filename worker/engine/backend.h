@@ -204,7 +204,9 @@ class Backend {
   // [0, start_pos + i] read through its block table (block_tables, backend
   // memory); with p.window > 0 only to the last p.window of them (the cache
   // still holds the older ones). Scores: (q . k) * scale (1/sqrt(head_dim)
-  // unless p.scale), soft-capped when p.softcap > 0, softmax in f32.
+  // unless p.scale), soft-capped when p.softcap > 0, softmax in f32 (with
+  // p.sinks, over the scores and the head's sink logit, the sink's share
+  // dropped).
   // q, out: [n, n_heads * head_dim]. max_ctx: the longest context of the
   // step (start_pos + n_new) for sizing.
   virtual void Attention(const float* q, const AttnSeq* seqs, int n_seqs,
@@ -216,6 +218,10 @@ class Backend {
   // gelu_pytorch_tanh: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))); [n, dim].
   // out may alias gate.
   virtual void GeGlu(const float* gate, const float* up, int n, int dim, float* out) = 0;
+  // gpt-oss's clamped SwiGLU: g = min(gate, limit), u = clamp(up, -limit,
+  // limit), out = (u + 1) * g * sigmoid(alpha * g); [n, dim]. out may alias gate.
+  virtual void SwiGluOai(const float* gate, const float* up, int n, int dim, float alpha,
+                         float limit, float* out) = 0;
   // x[i] *= s for i < count.
   virtual void Scale(float* x, int64_t count, float s) = 0;
   // x[i] = cap * tanh(x[i] / cap) for i < count (cap > 0).

@@ -122,8 +122,9 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
   RETURN_IF_ERROR(alloc(&s_.gate, C * uint64_t(c.MaxFfn())));
   RETURN_IF_ERROR(alloc(&s_.up, C * uint64_t(c.MaxFfn())));
   if (c.n_experts > 0) {
-    // The router's logits and the shared expert's gate logit (one column more).
-    RETURN_IF_ERROR(alloc(&s_.router, C * uint64_t(c.n_experts + 1)));
+    // The router's logits and the shared expert's gate logit (one column
+    // more), then the next sparse layer's (expert prefetch).
+    RETURN_IF_ERROR(alloc(&s_.router, C * uint64_t(2 * c.n_experts + 1)));
     RETURN_IF_ERROR(alloc(&s_.moe_x, C * c.hidden));
     RETURN_IF_ERROR(alloc(&s_.moe_rows, C * uint64_t(c.n_experts_used + 1)));
     RETURN_IF_ERROR(alloc(&s_.moe_w, C * uint64_t(c.n_experts_used + 1)));
@@ -304,6 +305,13 @@ absl::Status Engine::CheckLayer(int l, const LayerWeights& w) const {
   auto has = [](const WeightRef& r, int64_t rows, int64_t cols) {
     return r.data != nullptr && r.rows == rows && r.cols == cols;
   };
+  // Experts handed out per chunk (expert-level paging): shapes only here.
+  auto has_expert = [&](const WeightRef& r, int64_t rows, int64_t cols) {
+    return w.experts.by_request ? r.rows == rows && r.cols == cols : has(r, rows, cols);
+  };
+  if ((c.o_bias && w.bo == nullptr) || (c.attn_sinks && w.attn_sinks == nullptr))
+    return absl::InternalError(
+        absl::StrCat("layer ", l, " lacks the o bias or attention sinks its config needs"));
   if (!c.IsMoeLayer(l)) {
     // (A hybrid step's device views hold only some of the rows.)
     if (w.w_gate.cols != c.hidden || w.w_up.cols != c.hidden || w.w_down.cols != c.ffn)
@@ -312,10 +320,15 @@ absl::Status Engine::CheckLayer(int l, const LayerWeights& w) const {
   }
   const ExpertWeights& x = w.experts;
   if (!has(w.router, c.n_experts, c.hidden) || w.router.dtype != DType::kF32 ||
-      x.n != c.n_experts || !has(x.gate, c.expert_ffn, c.hidden) ||
-      !has(x.up, c.expert_ffn, c.hidden) || !has(x.down, c.hidden, c.expert_ffn))
+      x.n != c.n_experts || !has_expert(x.gate, c.expert_ffn, c.hidden) ||
+      !has_expert(x.up, c.expert_ffn, c.hidden) || !has_expert(x.down, c.hidden, c.expert_ffn))
     return absl::InternalError(
         absl::StrCat("layer ", l, " lacks the router or experts its config needs"));
+  if ((c.router_bias && w.router_b == nullptr) ||
+      (c.expert_bias &&
+       (w.exp_gate_b == nullptr || w.exp_up_b == nullptr || w.exp_down_b == nullptr)))
+    return absl::InternalError(
+        absl::StrCat("layer ", l, " lacks the router or expert biases its config needs"));
   if (c.shared_expert_ffn > 0 &&
       (!has(w.shexp_gate_inp, 1, c.hidden) || w.shexp_gate_inp.dtype != DType::kF32 ||
        !has(w.shexp_gate, c.shared_expert_ffn, c.hidden) ||
@@ -368,16 +381,18 @@ absl::Status Engine::RunLayers(int n) {
       // Earlier chunks of this layer wrote their rows already: a chunk sees
       // every position before it.
       b.KvWrite(s_.k, s_.v, s_.slots + ch.row0, m, kv);
+      AttnParams ap = lp.attn;
+      ap.sinks = w.attn_sinks;  // gpt-oss's per-head sink logits, or null
       b.Attention(s_.q, s_.seqs + ch.seq0, ch.n_seqs, s_.tables, c.n_heads, c.n_kv_heads,
-                  c.head_dim, ch.max_ctx, kv, lp.attn, s_.attn);
+                  c.head_dim, ch.max_ctx, kv, ap, s_.attn);
       if (ci + 1 == chunks_.size()) provider_->ReleaseKv(l, h_slots_.data(), n);
-      RETURN_IF_ERROR(Products(s_.attn, m, c.q_dim(), {{w.wo, nullptr, w.host.wo, s_.o}}));
+      RETURN_IF_ERROR(Products(s_.attn, m, c.q_dim(), {{w.wo, w.bo, w.host.wo, s_.o}}));
       if (c.sandwich_norm) b.RmsNorm(s_.o, w.post_attn_norm, m, c.hidden, c.norm_eps, s_.o);
       b.Add(x, s_.o, int64_t(m) * c.hidden);
       // MLP block.
       b.RmsNorm(x, w.ffn_norm, m, c.hidden, c.norm_eps, s_.h);
       if (w.experts.n > 0) {
-        MoeBlock(w, x, m);
+        RETURN_IF_ERROR(MoeBlock(l, w, x, m));
         continue;
       }
       RETURN_IF_ERROR(Products(
@@ -397,16 +412,24 @@ absl::Status Engine::RunLayers(int n) {
   return absl::OkStatus();
 }
 
-void Engine::MoeBlock(const LayerWeights& w, float* x, int m) {
+absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
   const ModelConfig& c = config_;
   Backend& b = *backend_;
   const int n_exp = c.n_experts, k = c.n_experts_used;
   const bool shared = c.shared_expert_ffn > 0;
   // The router's logits [m, n_exp] (and the shared expert's gate logit
   // [m, 1] after them) come to the host, which routes.
-  b.MatMul(s_.h, m, w.router, nullptr, s_.router);
+  b.MatMul(s_.h, m, w.router, w.router_b, s_.router);
   if (shared) b.MatMul(s_.h, m, w.shexp_gate_inp, nullptr, s_.router + int64_t(m) * n_exp);
-  h_router_.resize(size_t(m) * size_t(n_exp + (shared ? 1 : 0)));
+  // Expert prefetch: the next sparse layer's router on the same rows
+  // predicts its experts; its logits come down with these.
+  int next = l + 1;
+  while (next < c.n_layers && !c.IsMoeLayer(next)) ++next;
+  const WeightRef next_router =
+      next < c.n_layers && w.experts.by_request ? provider_->PrefetchRouter(next) : WeightRef{};
+  const size_t own = size_t(m) * size_t(n_exp + (shared ? 1 : 0));
+  if (next_router.rows > 0) b.MatMul(s_.h, m, next_router, nullptr, s_.router + own);
+  h_router_.resize(own + (next_router.rows > 0 ? size_t(m) * size_t(n_exp) : 0));
   b.Download(h_router_.data(), s_.router, h_router_.size() * sizeof(float));
   RouteTopK(h_router_.data(), m, n_exp, k, c.norm_topk_prob != 0, &routing_);
   h_moe_rows_ = routing_.rows;
@@ -421,18 +444,70 @@ void Engine::MoeBlock(const LayerWeights& w, float* x, int m) {
   }
   b.Upload(s_.moe_rows, h_moe_rows_.data(), h_moe_rows_.size() * sizeof(int32_t));
   b.Upload(s_.moe_w, h_moe_w_.data(), h_moe_w_.size() * sizeof(float));
-  // Each expert with rows: gather them, its SwiGLU, add back weighted.
+  // Expert-level paging: the provider says where each routed expert is
+  // (the device expert cache, a copy just made, or host memory for the
+  // host executor); else the layer's weights hold every expert.
   const ExpertWeights& xw = w.experts;
+  bool any_host = false;
+  if (xw.by_request) {
+    h_expert_rows_.resize(size_t(n_exp));
+    for (int e = 0; e < n_exp; ++e)
+      h_expert_rows_[size_t(e)] = routing_.begin[size_t(e) + 1] - routing_.begin[size_t(e)];
+    experts_.assign(size_t(n_exp), ExpertRef{});
+    RETURN_IF_ERROR(provider_->AcquireExperts(l, h_expert_rows_.data(), n_exp, experts_.data()));
+    for (int e = 0; e < n_exp; ++e)
+      any_host |= h_expert_rows_[size_t(e)] > 0 && experts_[size_t(e)].on_host;
+    if (next_router.rows > 0) {
+      // The predicted routing of the next sparse layer: its copies start
+      // behind this layer's own.
+      RouteTopK(h_router_.data() + own, m, n_exp, k, false, &predicted_);
+      for (int e = 0; e < n_exp; ++e)
+        h_expert_rows_[size_t(e)] = predicted_.begin[size_t(e) + 1] - predicted_.begin[size_t(e)];
+      provider_->PrefetchExperts(next, h_expert_rows_.data(), n_exp);
+    }
+  }
+  if (any_host) {
+    if (host_ == nullptr)
+      return absl::FailedPreconditionError("experts computed on the host, but no host executor");
+    // The chunk's normed rows to the host, once (the queue is idle: the
+    // router's logits just came down).
+    h_x_.resize(size_t(m) * size_t(c.hidden));
+    b.Download(h_x_.data(), s_.h, h_x_.size() * sizeof(float));
+  }
+  // Each expert with rows, in expert order (the sum into x is the same
+  // whichever path computed an expert): gather them, its SwiGLU, add back
+  // weighted. The host computes its experts while the device runs the ones
+  // enqueued before them.
   for (int e = 0; e < n_exp; ++e) {
     const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
     if (n == 0) continue;
+    if (xw.by_request && experts_[size_t(e)].on_host) {
+      if (c.expert_bias || c.swiglu_limit > 0.f)
+        return absl::UnimplementedError("gpt-oss's experts (biases, clamped SwiGLU) on the host");
+      HostExpert(experts_[size_t(e)], routing_.rows.data() + r0, n);
+      b.Upload(s_.o, h_y_.data(), size_t(n) * size_t(c.hidden) * sizeof(float));
+      b.ScatterAddRows(s_.o, s_.moe_rows + r0, s_.moe_w + r0, n, c.hidden, x);
+      continue;
+    }
+    const WeightRef gate = xw.by_request ? experts_[size_t(e)].gate : xw.Gate(e);
+    const WeightRef up = xw.by_request ? experts_[size_t(e)].up : xw.Up(e);
+    const WeightRef down = xw.by_request ? experts_[size_t(e)].down : xw.Down(e);
     b.GatherRows(s_.h, s_.moe_rows + r0, n, c.hidden, s_.moe_x);
-    b.MatMul(s_.moe_x, n, xw.Gate(e), nullptr, s_.gate);
-    b.MatMul(s_.moe_x, n, xw.Up(e), nullptr, s_.up);
-    b.SwiGlu(s_.gate, s_.up, n, c.expert_ffn, s_.gate);
-    b.MatMul(s_.gate, n, xw.Down(e), nullptr, s_.o);
+    // gpt-oss: expert e's biases are row e of the layer's bias tables.
+    auto bias = [e](const float* t, int width) {
+      return t == nullptr ? nullptr : t + int64_t(e) * width;
+    };
+    b.MatMul(s_.moe_x, n, gate, bias(w.exp_gate_b, c.expert_ffn), s_.gate);
+    b.MatMul(s_.moe_x, n, up, bias(w.exp_up_b, c.expert_ffn), s_.up);
+    if (c.swiglu_limit > 0.f) {
+      b.SwiGluOai(s_.gate, s_.up, n, c.expert_ffn, c.swiglu_alpha, c.swiglu_limit, s_.gate);
+    } else {
+      b.SwiGlu(s_.gate, s_.up, n, c.expert_ffn, s_.gate);
+    }
+    b.MatMul(s_.gate, n, down, bias(w.exp_down_b, c.hidden), s_.o);
     b.ScatterAddRows(s_.o, s_.moe_rows + r0, s_.moe_w + r0, n, c.hidden, x);
   }
+  if (xw.by_request) provider_->ReleaseExperts(l);
   if (shared) {
     const int r0 = routing_.begin[size_t(n_exp)];
     b.MatMul(s_.h, m, w.shexp_gate, nullptr, s_.gate);
@@ -441,6 +516,26 @@ void Engine::MoeBlock(const LayerWeights& w, float* x, int m) {
     b.MatMul(s_.gate, m, w.shexp_down, nullptr, s_.o);
     b.ScatterAddRows(s_.o, s_.moe_rows + r0, s_.moe_w + r0, m, c.hidden, x);
   }
+  return absl::OkStatus();
+}
+
+void Engine::HostExpert(const ExpertRef& ex, const int32_t* rows, int n) {
+  const ModelConfig& c = config_;
+  const size_t hidden = size_t(c.hidden), ffn = size_t(c.expert_ffn);
+  // Its rows of the normed input (h_x_), its SwiGLU on the host executor,
+  // in place on the segment's mapping: the same products as the device's.
+  h_ex_.resize(size_t(n) * hidden);
+  for (int i = 0; i < n; ++i)
+    std::copy_n(h_x_.data() + size_t(rows[i]) * hidden, hidden, h_ex_.data() + size_t(i) * hidden);
+  h_gate_.resize(size_t(n) * ffn);
+  h_up_.resize(size_t(n) * ffn);
+  h_y_.resize(size_t(n) * hidden);
+  const HostExecutor::Product gate_up[2] = {
+      {&ex.gate, 0, ex.gate.rows, nullptr, h_gate_.data(), ex.gate.rows},
+      {&ex.up, 0, ex.up.rows, nullptr, h_up_.data(), ex.up.rows}};
+  host_->MatMulMany(h_ex_.data(), n, gate_up, 2);
+  host_->SwiGlu(h_gate_.data(), h_up_.data(), int64_t(n) * int64_t(ffn), h_gate_.data());
+  host_->MatMul(h_gate_.data(), n, ex.down, 0, ex.down.rows, nullptr, h_y_.data(), ex.down.rows);
 }
 
 }  // namespace paged

@@ -53,7 +53,10 @@ class Engine {
   // A sparse layer's MLP on the chunk's m rows: s_.h holds their normed
   // input; the experts' weighted outputs (and the shared expert's) are
   // added into x [m, hidden], the residual stream.
-  void MoeBlock(const LayerWeights& w, float* x, int m);
+  absl::Status MoeBlock(int l, const LayerWeights& w, float* x, int m);
+  // One expert computed by the host executor on n rows of the chunk (their
+  // indices `rows`; their normed input is in h_x_): its output rows in h_y_.
+  void HostExpert(const ExpertRef& ex, const int32_t* rows, int n);
   void PlanChunks();
 
   // One matrix product of a group that shares its input: out[m, rows] =
@@ -97,7 +100,7 @@ class Engine {
     float* gate = nullptr;  // [C, max ffn] (then silu(gate) * up)
     float* up = nullptr;    // [C, max ffn]
     // Sparse layers (n_experts > 0): R = C * (n_experts_used + 1) routed rows.
-    float* router = nullptr;           // [C, n_experts] router logits
+    float* router = nullptr;           // [C, 2 * n_experts + 1] router logits (see EnsureScratch)
     float* moe_x = nullptr;            // [C, hidden] one expert's gathered rows
     int32_t* moe_rows = nullptr;       // [R] rows of every expert, then the shared expert's
     float* moe_w = nullptr;            // [R] their weights
@@ -136,6 +139,12 @@ class Engine {
   MoeRouting routing_;
   std::vector<int32_t> h_moe_rows_;
   std::vector<float> h_moe_w_;
+  // Expert-level paging: rows routed to each expert, where the provider put
+  // each, and the host executor's buffers for the experts it computes.
+  std::vector<int32_t> h_expert_rows_;
+  std::vector<ExpertRef> experts_;
+  MoeRouting predicted_;  // the next sparse layer's routing as predicted (prefetch)
+  std::vector<float> h_ex_, h_gate_, h_up_, h_y_;
 };
 
 // The RoPE of a full-attention (sliding = false) or sliding-window layer.

@@ -40,6 +40,10 @@ class HostExecutor {
       MatMul(x, n, *p.w, p.r0, p.r1, p.bias, p.out, p.ldo);
     }
   }
+  // out[j] = silu(gate[j]) * up[j] for j < count (host memory; out may
+  // alias gate): the element-wise half of an expert the host computes, the
+  // CPU backend's SwiGlu bit for bit.
+  virtual void SwiGlu(const float* gate, const float* up, int64_t count, float* out) = 0;
   // out[i, :] = f32(table[ids[i], :]) for i < n (host memory; ids checked
   // by the caller). Every stored dtype.
   virtual void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) = 0;

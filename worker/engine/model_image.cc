@@ -67,6 +67,12 @@ LayerWeights ModelImage::LayerAt(int layer, const uint8_t* block) const {
   w.shexp_gate = ref("shexp_gate");
   w.shexp_up = ref("shexp_up");
   w.shexp_down = ref("shexp_down");
+  w.bo = vec("bo");
+  w.attn_sinks = vec("attn_sinks");
+  w.router_b = vec("router_b");
+  w.exp_gate_b = vec("exp_gate_b");
+  w.exp_up_b = vec("exp_up_b");
+  w.exp_down_b = vec("exp_down_b");
   const ExpertTable& x = t.experts;
   if (x.n_experts > 0) {
     w.experts.n = int(x.n_experts);
@@ -76,6 +82,15 @@ LayerWeights ModelImage::LayerAt(int layer, const uint8_t* block) const {
     w.experts.down = RefOf(x.tensors[2], block + x.offset);
   }
   return w;
+}
+
+ExpertRef ModelImage::ExpertAt(int layer, const uint8_t* expert_block) const {
+  const ExpertTable& x = header->Layer(layer).experts;
+  ExpertRef r;
+  r.gate = RefOf(x.tensors[0], expert_block);
+  r.up = RefOf(x.tensors[1], expert_block);
+  r.down = RefOf(x.tensors[2], expert_block);
+  return r;
 }
 
 KvLayerView ModelImage::KvLayer(int layer) const {

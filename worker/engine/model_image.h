@@ -30,6 +30,10 @@ struct ModelImage {
   // of its block at `block` (the segment's own, a device slot, a resident
   // copy): the layer's table applied to that address.
   LayerWeights LayerAt(int layer, const uint8_t* block) const;
+  // One expert of sparse layer `layer` as it lies in a copy of its block at
+  // `expert_block` (the segment's, at the layer block + ExpertOffset(e), or
+  // a device expert slot): every expert of a layer has the same layout.
+  ExpertRef ExpertAt(int layer, const uint8_t* expert_block) const;
 };
 
 ModelImage ImageOf(const SegmentMapping& m);

@@ -51,6 +51,10 @@ struct ExpertWeights {
   int n = 0;                 // experts; 0: a dense layer
   uint64_t stride = 0;       // bytes from one expert's block to the next
   WeightRef gate, up, down;  // expert 0's: [expert_ffn, hidden] x2, [hidden, expert_ffn]
+  // Expert-level paging: the layer's weights hold no expert (gate / up /
+  // down give only shapes and types); the engine asks the provider for the
+  // experts a chunk routes to (WeightProvider::AcquireExperts).
+  bool by_request = false;
 
   static WeightRef Moved(WeightRef w, uint64_t by) {
     w.data = static_cast<const uint8_t*>(w.data) + by;
@@ -60,6 +64,14 @@ struct ExpertWeights {
   WeightRef Gate(int e) const { return Moved(gate, uint64_t(e) * stride); }
   WeightRef Up(int e) const { return Moved(up, uint64_t(e) * stride); }
   WeightRef Down(int e) const { return Moved(down, uint64_t(e) * stride); }
+};
+
+// One routed expert as a chunk uses it (expert-level paging): its matrices
+// in backend memory (the device expert cache), or in host memory (the
+// segment's read-only mapping) for the host executor to compute in place.
+struct ExpertRef {
+  WeightRef gate, up, down;  // [expert_ffn, hidden] x2, [hidden, expert_ffn]
+  bool on_host = false;
 };
 
 // One layer's tensors. Norms and biases are f32 vectors.
@@ -82,6 +94,13 @@ struct LayerWeights {
   ExpertWeights experts;                       // n == 0 for a dense layer
   WeightRef shexp_gate_inp;                    // [1, hidden] f32; rows == 0: no shared expert
   WeightRef shexp_gate, shexp_up, shexp_down;  // [shared_ffn, hidden] x2, [hidden, shared_ffn]
+  // gpt_oss (ModelConfig::o_bias, attn_sinks, router_bias, expert_bias); null otherwise.
+  const float* bo = nullptr;          // [hidden], the o-projection's bias
+  const float* attn_sinks = nullptr;  // [n_heads], each head's sink logit
+  const float* router_b = nullptr;    // [n_experts]
+  const float* exp_gate_b = nullptr;  // [n_experts, expert_ffn], row e expert e's
+  const float* exp_up_b = nullptr;    // [n_experts, expert_ffn]
+  const float* exp_down_b = nullptr;  // [n_experts, hidden]
 };
 
 struct GlobalWeights {
@@ -125,6 +144,10 @@ struct AttnParams {
   float scale = 0.f;    // multiplies q . k; 0: 1 / sqrt(head_dim)
   float softcap = 0.f;  // > 0: score = softcap * tanh(score / softcap), before the mask
   int32_t window = 0;   // > 0: the row at position p sees keys (p - window, p] only
+  // [n_heads] in backend memory, or null: head h's softmax gets one more
+  // logit, sinks[h] (not scaled or capped), that takes probability mass and
+  // adds no value (gpt-oss's attention sinks).
+  const float* sinks = nullptr;
 };
 
 // The engine runs each layer over the step's tokens in chunks of at most this

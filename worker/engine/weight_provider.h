@@ -38,6 +38,27 @@ class WeightProvider {
   // memory once they have run.
   virtual void ReleaseLayer(int layer) {}
 
+  // Expert-level paging (docs/pager.md, "Experts"), for a sparse layer whose
+  // AcquireLayer weights say `experts.by_request`: once the router of a
+  // chunk has run, `rows[e]` is the number of the chunk's rows routed to
+  // expert e (n_experts entries). Fills out[e] for every expert with rows
+  // (the others are left alone): usable by ops enqueued after this call,
+  // until ReleaseExperts(layer).
+  virtual absl::Status AcquireExperts(int layer, const int32_t* rows, int n_experts,
+                                      ExpertRef* out) {
+    return absl::UnimplementedError("this provider hands out whole layers");
+  }
+  // The chunk's ops on the experts are enqueued.
+  virtual void ReleaseExperts(int layer) {}
+  // Expert prefetch: the router of sparse layer `layer` in backend memory
+  // (f32 [n_experts, hidden]) when the provider prefetches its experts, else
+  // rows == 0. The engine applies it to a chunk's normed rows one sparse
+  // layer early (the residual stream changes little from one layer to the
+  // next) and hands the predicted routing to PrefetchExperts, which may
+  // start copies; it changes what is cached, never a result.
+  virtual WeightRef PrefetchRouter(int layer) { return {}; }
+  virtual void PrefetchExperts(int layer, const int32_t* rows, int n_experts) {}
+
   // Layer l's KV as the step's block tables index it.
   virtual absl::StatusOr<KvLayerView> AcquireKv(int layer) = 0;
   // The step wrote new KV rows of layer l (slots: host copy of the step's

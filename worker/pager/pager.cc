@@ -31,6 +31,10 @@ Pager::~Pager() {
     for (const BackendEvent& e : slot_copied_) (void)backend_->HostWait(e);
   }
   for (const BackendEvent& e : area_ready_) (void)backend_->HostWait(e);
+  if (experts_copied_) {  // expert copies made ahead (preload, admissions, prefetch)
+    backend_->Record(Q::kCopyIn, experts_copied_);
+    (void)backend_->HostWait(experts_copied_);
+  }
   for (void* p : imported_) backend_->CloseImported(p);
   owned_.clear();
   for (void* p : registered_) backend_->UnregisterHost(p);
@@ -89,7 +93,7 @@ absl::StatusOr<const uint8_t*> Pager::Obtain(int id, const uint8_t* src, uint64_
 absl::StatusOr<double> Pager::TimeLayerCopy(const uint8_t* peer, int layer) {
   // Best of three copies of one layer into slot 0 on the copy-in queue.
   const SegmentHeader& h = *host_.header;
-  const uint64_t bytes = h.LayerUsedBytes(layer);
+  const uint64_t bytes = CopyBytes(layer);
   const BackendEvent done = backend_->MakeEvent();
   double best = 0;
   for (int r = 0; r < 3; ++r) {
@@ -178,8 +182,8 @@ uint64_t Pager::CopyLayerRows(int s, int layer, double have_share, double share)
   };
   const bool fresh = have_share < 0;
   const LayerTable& table = h.Layer(layer);
-  if (fresh && !(share > 0)) {  // the whole block in one copy
-    copy(0, table.used_bytes);
+  if (fresh && !(share > 0)) {  // the whole block (or dense part) in one copy
+    copy(0, CopyBytes(layer));
     return total;
   }
   // Tensor by tensor, from the layer's own table. Rows are contiguous in
@@ -209,15 +213,29 @@ uint64_t Pager::CopyLayerRows(int s, int layer, double have_share, double share)
       copy(t.scale_offset + uint64_t(from) * scale_row, uint64_t(to - from) * scale_row);
     }
   }
-  // A sparse layer's experts are not split: all on the device, in one copy.
+  // A sparse layer's experts are not split: all on the device, in one copy
+  // (unless they are paged one by one, through the expert cache).
   const ExpertTable& x = table.experts;
-  if (fresh && x.n_experts > 0) copy(x.offset, uint64_t(x.n_experts) * x.stride);
+  if (fresh && x.n_experts > 0 && !experts_paged_) copy(x.offset, uint64_t(x.n_experts) * x.stride);
   return total;
+}
+
+uint64_t Pager::CopyBytes(int layer) const {
+  return experts_paged_ ? LayerCopyBytes(*host_.header, layer)
+                        : host_.header->LayerUsedBytes(layer);
 }
 
 LayerWeights Pager::WeightsAt(int layer, const uint8_t* block) const {
   // The layer's device copy has its host block's layout (its own table).
-  return host_.LayerAt(layer, block);
+  LayerWeights w = host_.LayerAt(layer, block);
+  if (experts_paged_ && w.experts.n > 0) {
+    // The copy ends before the experts: they come by AcquireExperts.
+    w.experts.by_request = true;
+    w.experts.stride = 0;
+    for (WeightRef* r : {&w.experts.gate, &w.experts.up, &w.experts.down})
+      r->data = r->scales = nullptr;
+  }
+  return w;
 }
 
 absl::Status Pager::Init() {
@@ -232,8 +250,10 @@ absl::Status Pager::Init() {
   }
 
   // Sharing: the board of this device, locked while the resident blocks are
-  // set up so that workers starting together take turns.
-  if (!options_.share_segment.empty() && !backend_->device_uuid().empty()) {
+  // set up so that workers starting together take turns. Not with experts
+  // paged (its blocks are whole layers).
+  experts_paged_ = plan_.experts_paged;
+  if (!options_.share_segment.empty() && !backend_->device_uuid().empty() && !experts_paged_) {
     ASSIGN_OR_RETURN(board_, ShareBoard::Open(options_.share_segment, options_.share_generation,
                                               backend_->device_uuid(), n_layers_ + 1));
     sharing_.enabled = true;
@@ -283,8 +303,8 @@ absl::Status Pager::Init() {
   peer_block_.assign(size_t(n_layers_), nullptr);
   for (int l = 0; l < n_layers_; ++l) {
     const bool want = plan_.resident[size_t(l)];
-    ASSIGN_OR_RETURN(const uint8_t* b, Obtain(l, host_.weights + h.LayerOffset(l),
-                                              h.LayerUsedBytes(l), want, &imported));
+    ASSIGN_OR_RETURN(const uint8_t* b,
+                     Obtain(l, host_.weights + h.LayerOffset(l), CopyBytes(l), want, &imported));
     if (b != nullptr && imported && !want && !options_.shared_in_place) {
       peer_block_[size_t(l)] = b;  // taken into the slots like a peer's copy
       b = nullptr;
@@ -312,8 +332,10 @@ absl::Status Pager::Init() {
 
   // Weight slots.
   if (!paged_layers_.empty()) {
-    for (int s = 0; s < plan_.slots; ++s) {  // a slot holds the largest layer
-      ASSIGN_OR_RETURN(void* m, Alloc(h.layer_used_bytes));
+    uint64_t slot_bytes = 0;  // a slot holds the largest layer (dense part)
+    for (int l = 0; l < n_layers_; ++l) slot_bytes = std::max(slot_bytes, CopyBytes(l));
+    for (int s = 0; s < plan_.slots; ++s) {
+      ASSIGN_OR_RETURN(void* m, Alloc(slot_bytes));
       slot_mem_.push_back(static_cast<uint8_t*>(m));
       slot_layer_.push_back(-1);
       slot_from_peer_.push_back(false);
@@ -338,6 +360,7 @@ absl::Status Pager::Init() {
     step_share_ = options_.host_share ? std::clamp(options_.host_share(1), 0.0, 1.0) : 0.0;
     for (int s = 0; s < plan_.slots; ++s) IssueWeightCopy(next_issue_++);
   }
+  if (experts_paged_) RETURN_IF_ERROR(InitExperts());
 
   // KV: per-layer areas (always, for steps the cache cannot hold) and the cache.
   const int areas = std::max(plan_.slots, 2);
@@ -358,6 +381,210 @@ absl::Status Pager::Init() {
   kv_written_ = backend_->MakeEvent();
   wb_done_ = backend_->MakeEvent();
   return backend_->Synchronize();
+}
+
+absl::Status Pager::InitExperts() {
+  const SegmentHeader& h = *host_.header;
+  const ModelConfig& c = h.model;
+  if (plan_.expert_slots < uint64_t(c.n_experts) || plan_.expert_slot_bytes == 0)
+    return absl::InternalError("the plan's expert cache holds less than one layer's experts");
+  ASSIGN_OR_RETURN(void* m, Alloc(plan_.expert_slots * plan_.expert_slot_bytes));
+  expert_mem_ = static_cast<uint8_t*>(m);
+  // LFU's counts halve after every expert has been used about 4 times.
+  expert_cache_ = std::make_unique<ExpertCache>(int(plan_.expert_slots), n_layers_, c.n_experts,
+                                                options_.expert_eviction, 4 * plan_.total_experts);
+  experts_copied_ = backend_->MakeEvent();
+  experts_free_ = backend_->MakeEvent();
+  backend_->Record(Q::kCompute, experts_free_);
+  // gpt-oss's experts carry biases and a clamped SwiGLU the host path does
+  // not compute.
+  const bool plain = !c.expert_bias && !(c.swiglu_limit > 0);
+  host_experts_ = plain && options_.expert_host_rows != 0 && !options_.compute_only;
+  if (link_gbps_ == 0 && !options_.compute_only) {
+    // No layer is paged: the link as one expert copy sees it (best of 3).
+    int layer = 0;
+    while (h.Layer(layer).experts.n_experts == 0) ++layer;
+    const uint64_t bytes = h.Layer(layer).experts.expert_bytes;
+    const uint8_t* src = host_.weights + h.LayerOffset(layer) + h.Layer(layer).experts.offset;
+    const BackendEvent done = backend_->MakeEvent();
+    for (int r = 0; r < 3; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      backend_->CopyIn(Q::kCopyIn, expert_mem_, src, bytes);
+      backend_->Record(Q::kCopyIn, done);
+      RETURN_IF_ERROR(backend_->HostWait(done));
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      link_gbps_ = std::max(link_gbps_, double(bytes) / std::max(secs, 1e-9) / 1e9);
+    }
+  }
+  if (host_experts_ && options_.expert_host_rows < 0) {
+    profile_.link_gbps = link_gbps_;
+    profile_.host_gbps = options_.host_gbps;
+  }
+  if (plan_.expert_prefetch) {
+    // Every sparse layer's router on the device, for the engine's
+    // predictions one layer early.
+    ASSIGN_OR_RETURN(void* r, Alloc(std::max<uint64_t>(plan_.router_bytes, 1)));
+    uint8_t* at = static_cast<uint8_t*>(r);
+    routers_.assign(size_t(n_layers_), WeightRef{});
+    for (int l = 0; l < n_layers_; ++l) {
+      const TensorEntry* t = h.LayerTensor(l, "router");
+      if (h.Layer(l).experts.n_experts == 0 || t == nullptr) continue;
+      WeightRef w = host_.LayerTensor(l, "router");
+      backend_->Upload(at, w.data, t->bytes);
+      w.data = at;
+      routers_[size_t(l)] = w;
+      at += AlignUp(t->bytes, kTensorAlign);
+    }
+  }
+  if (options_.preload_experts && !options_.compute_only) {
+    // Layer by layer, as far as the cache holds: what fits is never copied
+    // again (every expert, when the budget holds them all).
+    for (int l = 0; l < n_layers_; ++l) {
+      for (int e = 0; e < int(h.Layer(l).experts.n_experts); ++e) {
+        if (expert_cache_->used() == expert_cache_->slots()) break;
+        const int s = expert_cache_->Insert(l, e);
+        CopyExpert(l, e, s);
+      }
+    }
+    expert_cache_->UnpinAll();
+  }
+  return absl::OkStatus();
+}
+
+bool Pager::HostTakes(int rows) const {
+  if (!host_experts_) return false;
+  if (options_.expert_host_rows > 0) return rows <= options_.expert_host_rows;
+  // Auto: the host's throughput at this many rows against the link's.
+  return profile_.link_gbps > 0 && !profile_.host_gbps.empty() &&
+         HostGbps(profile_, rows) >= profile_.link_gbps;
+}
+
+void Pager::CopyExpert(int layer, int e, int slot) {
+  const SegmentHeader& h = *host_.header;
+  const ExpertTable& x = h.Layer(layer).experts;
+  backend_->CopyIn(Q::kCopyIn, expert_mem_ + uint64_t(slot) * plan_.expert_slot_bytes,
+                   host_.weights + h.LayerOffset(layer) + x.ExpertOffset(e), x.expert_bytes);
+}
+
+absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts, ExpertRef* out) {
+  if (!experts_paged_ || layer < 0 || layer >= n_layers_)
+    return absl::InternalError(absl::StrCat("pager: no paged experts for layer ", layer));
+  const SegmentHeader& h = *host_.header;
+  const ExpertTable& x = h.Layer(layer).experts;
+  if (n_experts != int(x.n_experts))
+    return absl::InternalError(absl::StrCat("pager: layer ", layer, " has ", x.n_experts,
+                                            " experts, asked for ", n_experts));
+  ExpertCache& cache = *expert_cache_;
+  const uint8_t* host_block = host_.weights + h.LayerOffset(layer);
+  auto device_view = [&](int slot) {
+    return host_.ExpertAt(layer, expert_mem_ + uint64_t(slot) * plan_.expert_slot_bytes);
+  };
+  // Hits first, pinned so that the misses below do not take their slots.
+  cache.UnpinAll();
+  expert_need_.clear();
+  for (int e = 0; e < n_experts; ++e) {
+    if (rows[e] <= 0) continue;
+    cache.Use(layer, e);
+    const int s = cache.Find(layer, e);
+    if (s >= 0) {
+      cache.Pin(s);
+      out[e] = device_view(s);
+      ++stats_.expert_hits;
+    } else {
+      expert_need_.push_back(e);
+    }
+  }
+  // Misses: the host computes those with few rows in place; the others are
+  // copied into a slot (a free one, else the policy's victim). Every earlier
+  // chunk's experts have been computed before any slot is overwritten.
+  bool copied = false;
+  std::vector<int32_t> admit;
+  for (int32_t e : expert_need_) {
+    if (options_.compute_only) {  // benchmarks: compute on whatever a slot holds
+      const int s = cache.Find(layer, e) >= 0 ? cache.Find(layer, e) : cache.Insert(layer, e);
+      if (s < 0) return absl::InternalError("pager: the expert cache is smaller than a layer");
+      out[e] = device_view(s);
+      continue;
+    }
+    if (HostTakes(rows[e])) {
+      out[e] = host_.ExpertAt(layer, host_block + x.ExpertOffset(e));
+      out[e].on_host = true;
+      ++stats_.expert_host;
+      stats_.host_expert_bytes += x.expert_bytes;
+      stats_.host_weight_bytes += x.expert_bytes;
+      if (cache.WorthAdmitting(layer, e)) admit.push_back(e);
+      continue;
+    }
+    ExpertCache::Key evicted;
+    const int s = cache.Insert(layer, e, &evicted);
+    if (s < 0) return absl::InternalError("pager: the expert cache is smaller than a layer");
+    if (!copied) backend_->Wait(Q::kCopyIn, experts_free_);
+    copied = true;
+    CopyExpert(layer, e, s);
+    out[e] = device_view(s);
+    ++stats_.expert_misses;
+    stats_.expert_evictions += evicted.layer >= 0;
+    stats_.h2d_expert_bytes += x.expert_bytes;
+    stats_.h2d_weight_bytes += x.expert_bytes;
+  }
+  // The chunk's own copies (and any earlier admissions) before its products.
+  backend_->Record(Q::kCopyIn, experts_copied_);
+  backend_->Wait(Q::kCompute, experts_copied_);
+  // Host-computed experts hot enough to be worth a slot come in behind,
+  // for later steps (nothing waits for them now).
+  for (int32_t e : admit) {
+    if (!cache.WorthAdmitting(layer, e)) continue;
+    ExpertCache::Key evicted;
+    const int s = cache.Insert(layer, e, &evicted);
+    if (s < 0) break;
+    if (!copied) backend_->Wait(Q::kCopyIn, experts_free_);
+    copied = true;
+    CopyExpert(layer, e, s);
+    ++stats_.expert_admitted;
+    stats_.expert_evictions += evicted.layer >= 0;
+    stats_.h2d_expert_bytes += x.expert_bytes;
+    stats_.h2d_weight_bytes += x.expert_bytes;
+  }
+  return absl::OkStatus();
+}
+
+WeightRef Pager::PrefetchRouter(int layer) {
+  return layer >= 0 && size_t(layer) < routers_.size() ? routers_[size_t(layer)] : WeightRef{};
+}
+
+void Pager::PrefetchExperts(int layer, const int32_t* rows, int n_experts) {
+  if (!experts_paged_ || options_.compute_only || layer < 0 || layer >= n_layers_) return;
+  const ExpertTable& x = host_.header->Layer(layer).experts;
+  if (n_experts != int(x.n_experts)) return;
+  // Predicted experts not cached, that the host would not compute, into
+  // slots the current chunk does not use; nothing waits for them until the
+  // layer's own AcquireExperts.
+  ExpertCache& cache = *expert_cache_;
+  bool waited = false;
+  for (int e = 0; e < n_experts; ++e) {
+    if (rows[e] <= 0 || cache.Find(layer, e) >= 0 || HostTakes(rows[e])) continue;
+    // A guess may be wrong: under LFU it takes a slot only from a colder
+    // expert (or a free slot).
+    if (cache.policy() == ExpertEviction::kLfu && !cache.WorthAdmitting(layer, e)) continue;
+    ExpertCache::Key evicted;
+    const int s = cache.Insert(layer, e, &evicted);
+    if (s < 0) break;
+    if (!waited) backend_->Wait(Q::kCopyIn, experts_free_);
+    waited = true;
+    CopyExpert(layer, e, s);
+    ++stats_.expert_prefetched;
+    stats_.expert_evictions += evicted.layer >= 0;
+    stats_.h2d_expert_bytes += x.expert_bytes;
+    stats_.h2d_weight_bytes += x.expert_bytes;
+  }
+}
+
+void Pager::ReleaseExperts(int layer) {
+  // The chunk's expert products are enqueued: its slots may be overwritten
+  // once they have run.
+  backend_->Record(Q::kCompute, experts_free_);
+  expert_cache_->UnpinAll();
 }
 
 void Pager::IssueWeightCopy(uint64_t g) {
@@ -411,7 +638,7 @@ absl::StatusOr<LayerWeights> Pager::AcquireLayer(int layer) {
     split(w.wq, host.wq, host.bq, &w.host.wq);
     split(w.wk, host.wk, host.bk, &w.host.wk);
     split(w.wv, host.wv, host.bv, &w.host.wv);
-    split(w.wo, host.wo, nullptr, &w.host.wo);
+    split(w.wo, host.wo, host.bo, &w.host.wo);
     split(w.w_gate, host.w_gate, nullptr, &w.host.w_gate);
     split(w.w_up, host.w_up, nullptr, &w.host.w_up);
     split(w.w_down, host.w_down, nullptr, &w.host.w_down);

@@ -23,6 +23,7 @@
 #include "worker/engine/backend.h"
 #include "worker/engine/model_image.h"
 #include "worker/engine/weight_provider.h"
+#include "worker/pager/expert_cache.h"
 #include "worker/pager/hybrid_plan.h"
 #include "worker/pager/planner.h"
 #include "worker/pager/share_board.h"
@@ -38,6 +39,18 @@ struct PagerStats {
   uint64_t peer_weight_bytes = 0;  // layer blocks copied from a peer GPU's copy
   uint64_t kv_cached_steps = 0;    // steps whose KV came from the device cache
   uint64_t kv_paged_steps = 0;     // steps whose KV was paged per layer
+  // Expert-level paging (docs/pager.md, "Experts"): each routed expert of a
+  // chunk is a hit (in the device expert cache), a miss (copied in over the
+  // link, into a slot taken from the cache) or computed by the host
+  // executor in place.
+  uint64_t expert_hits = 0;
+  uint64_t expert_misses = 0;
+  uint64_t expert_host = 0;
+  uint64_t expert_evictions = 0;
+  uint64_t expert_admitted = 0;    // host-computed experts also copied in for later steps
+  uint64_t expert_prefetched = 0;  // copied in ahead, on the next layer's predicted routing
+  uint64_t h2d_expert_bytes = 0;   // of h2d_weight_bytes: experts copied in
+  uint64_t host_expert_bytes = 0;  // of host_weight_bytes: experts the host computed
 };
 
 struct PagerOptions {
@@ -69,6 +82,19 @@ struct PagerOptions {
   std::vector<std::pair<int, double>> host_gbps;
   // Tests: the share as a function of the step's token rows, instead.
   std::function<double(int step_tokens)> host_share;
+
+  // Expert-level paging (the plan's experts_paged): the device expert
+  // cache's eviction policy, and which missing experts the host executor
+  // computes in place instead of copying them: those with at most
+  // `expert_host_rows` routed rows (0: none; -1, auto: where the host's
+  // measured throughput at that many rows, host_gbps, beats the link).
+  // The engine needs a HostExecutor when any do. Experts of gpt-oss (biases,
+  // clamped SwiGLU) always stay on the device.
+  ExpertEviction expert_eviction = ExpertEviction::kLfu;
+  int expert_host_rows = 0;
+  // Fill the cache at start, layer by layer, as far as it holds (when it
+  // holds every expert, nothing is copied afterwards).
+  bool preload_experts = true;
 };
 
 // What sharing did at start (all zero when it is off).
@@ -101,8 +127,15 @@ class Pager final : public WeightProvider {
   void ReleaseLayer(int layer) override;
   absl::StatusOr<KvLayerView> AcquireKv(int layer) override;
   void ReleaseKv(int layer, const int32_t* slots, int n) override;
+  absl::Status AcquireExperts(int layer, const int32_t* rows, int n_experts,
+                              ExpertRef* out) override;
+  void ReleaseExperts(int layer) override;
+  WeightRef PrefetchRouter(int layer) override;
+  void PrefetchExperts(int layer, const int32_t* rows, int n_experts) override;
 
   const MemoryPlan& plan() const { return plan_; }
+  // The device expert cache (null unless experts are paged).
+  const ExpertCache* expert_cache() const { return expert_cache_.get(); }
   const PagerStats& stats() const { return stats_; }
   const SharingReport& sharing() const { return sharing_; }
   // Host -> device GB/s of one layer copy, measured at start (best of 3);
@@ -142,6 +175,16 @@ class Pager final : public WeightProvider {
   void IssueWeightCopy(uint64_t g);
   void IssueKvGather(int layer);
   KvLayerView DeviceKv(int layer) const;
+  // What a device copy of `layer` holds: its dense part when experts are
+  // paged, else its whole block.
+  uint64_t CopyBytes(int layer) const;
+  // Sets up the expert cache: its slots, the link measured on one expert
+  // (when no layer is paged), and the preload.
+  absl::Status InitExperts();
+  // Whether the host computes a missing expert with `rows` routed rows.
+  bool HostTakes(int rows) const;
+  // Enqueues on copy-in expert e of `layer` into expert slot `slot`.
+  void CopyExpert(int layer, int e, int slot);
   int KvArea(int layer) const {
     return int((kv_seq_base_ + uint64_t(layer)) % uint64_t(kv_areas_.size()));
   }
@@ -176,6 +219,16 @@ class Pager final : public WeightProvider {
   std::vector<BackendEvent> slot_copied_, slot_free_;
   uint64_t next_issue_ = 0, next_use_ = 0;
   int current_slot_ = -1;
+
+  // Experts (plan_.experts_paged): the cache's slots in one buffer, which
+  // expert each holds, and the events that order a slot's copy and use.
+  bool experts_paged_ = false;
+  bool host_experts_ = false;  // missing experts may go to the host executor
+  uint8_t* expert_mem_ = nullptr;
+  std::unique_ptr<ExpertCache> expert_cache_;
+  std::vector<int32_t> expert_need_;  // a chunk's missing experts
+  std::vector<WeightRef> routers_;    // per layer: its router's device copy (prefetch)
+  BackendEvent experts_copied_, experts_free_;
 
   // KV: a device cache (blocks of every layer) or per-layer areas.
   bool kv_cached_ = false;

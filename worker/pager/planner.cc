@@ -53,7 +53,7 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l, uint64_t ta
           4 +
       // Sparse layers: router logits, one expert's rows, routed rows and weights.
       (c.n_experts > 0 ? C *
-                             (uint64_t(c.n_experts) + 1 + uint64_t(c.hidden) +
+                             (2 * uint64_t(c.n_experts) + 1 + uint64_t(c.hidden) +
                               2 * uint64_t(c.n_experts_used + 1)) *
                              4
                        : 0) +
@@ -91,6 +91,11 @@ uint64_t WorkspaceBytes(const SegmentHeader& h, const PlanLimits& l, uint64_t ta
 }
 
 }  // namespace
+
+uint64_t LayerCopyBytes(const SegmentHeader& h, int layer) {
+  const LayerTable& t = h.Layer(layer);
+  return t.experts.n_experts > 0 ? t.experts.dense_bytes : t.used_bytes;
+}
 
 DeviceGlobals DeviceGlobalsOf(const SegmentHeader& h, bool embedding_on_host) {
   DeviceGlobals g{h.globals_offset, h.globals_bytes, false};
@@ -172,14 +177,44 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   p.max_step_seqs = l.max_step_seqs;
   p.workspace_bytes =
       WorkspaceBytes(h, l, area_max, area_max * h.kv_block_bytes, &p.workspace_library_bytes);
-  p.slot_layer_bytes = AlignUp(h.layer_used_bytes, kTensorAlign);  // the largest layer
+  // With experts paged, a layer's device copy is its dense part (a sparse
+  // layer's block up to its experts) and the experts have a cache of their
+  // own, at least one layer's worth so that any chunk's experts fit at once.
+  uint64_t largest_copy = h.layer_used_bytes, expert_bytes = 0, min_expert_slots = 0;
+  for (int i = 0; i < n_layers && l.expert_paging; ++i) {
+    const ExpertTable& x = h.Layer(i).experts;
+    if (x.n_experts == 0) continue;
+    p.experts_paged = true;
+    p.total_experts += x.n_experts;
+    expert_bytes = std::max(expert_bytes, x.expert_bytes);
+    min_expert_slots = std::max<uint64_t>(min_expert_slots, x.n_experts);
+  }
+  if (p.experts_paged && l.expert_prefetch) {
+    p.expert_prefetch = true;
+    for (int i = 0; i < n_layers; ++i) {
+      const TensorEntry* r = h.LayerTensor(i, "router");
+      if (h.Layer(i).experts.n_experts > 0 && r != nullptr)
+        p.router_bytes += AlignUp(r->bytes, kTensorAlign);
+    }
+  }
+  if (p.experts_paged) {
+    largest_copy = 0;
+    for (int i = 0; i < n_layers; ++i) largest_copy = std::max(largest_copy, LayerCopyBytes(h, i));
+    p.expert_slot_bytes = AlignUp(expert_bytes, kTensorAlign);
+  }
+  p.slot_layer_bytes = AlignUp(largest_copy, kTensorAlign);  // the largest layer (dense part)
   uint64_t slot_kv_bytes = p.slot_kv_blocks * h.kv_block_bytes;
-  const uint64_t fixed = p.globals_bytes + p.workspace_bytes;
+  // The expert cache is one buffer: a page of rounding on CUDA.
+  const uint64_t min_expert_cache = p.experts_paged
+                                        ? min_expert_slots * p.expert_slot_bytes +
+                                              (l.backend == PlanBackend::kCuda ? kCudaPageBytes : 0)
+                                        : 0;
+  const uint64_t fixed = p.globals_bytes + p.workspace_bytes + min_expert_cache + p.router_bytes;
   // A layer's device copy (resident or a slot): its bytes, in whole pages on
   // CUDA.
   const uint64_t layer =
       l.backend == PlanBackend::kCuda
-          ? std::max(p.slot_layer_bytes, h.layer_used_bytes + PageRounding(h.layer_used_bytes))
+          ? std::max(p.slot_layer_bytes, largest_copy + PageRounding(largest_copy))
           : p.slot_layer_bytes;
 
   auto total_for = [&](int resident, int slots) {
@@ -194,8 +229,10 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
     if (total_for(0, l.slots) > l.budget_bytes)
       return absl::ResourceExhaustedError(absl::StrCat(
           "--gpu-budget=", FormatBytes(l.budget_bytes), " is too small: globals ",
-          FormatBytes(p.globals_bytes), " + workspace ", FormatBytes(p.workspace_bytes), " + ",
-          l.slots, " slots of ", FormatBytes(layer + slot_kv_bytes), " need ",
+          FormatBytes(p.globals_bytes), " + workspace ", FormatBytes(p.workspace_bytes),
+          p.experts_paged ? absl::StrCat(" + one layer's experts ", FormatBytes(min_expert_cache))
+                          : "",
+          " + ", l.slots, " slots of ", FormatBytes(layer + slot_kv_bytes), " need ",
           FormatBytes(total_for(0, l.slots))));
   }
   int resident = 0;
@@ -206,6 +243,9 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
           "--resident=", l.resident, " needs ", FormatBytes(total_for(resident, p.slots)),
           ", over --gpu-budget=", FormatBytes(l.budget_bytes)));
   } else {
+    // Everything resident needs no slots, so it can fit where one layer
+    // fewer and two slots do not.
+    if (L > 0 && total_for(L, 0) <= l.budget_bytes) resident = L;
     while (resident < L &&
            total_for(resident + 1, resident + 1 == L ? 0 : p.slots) <= l.budget_bytes)
       ++resident;
@@ -238,6 +278,15 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   const uint64_t n_areas = p.slots > 0 ? uint64_t(p.slots) : 2;
   uint64_t used = fixed + p.resident_bytes + uint64_t(p.slots) * layer + n_areas * slot_kv_bytes;
   uint64_t left = l.budget_bytes > used ? l.budget_bytes - used : 0;
+  if (p.experts_paged) {
+    // The dense parts are placed; the expert cache takes what is left, up to
+    // every expert, before the KV areas grow and the KV cache.
+    const uint64_t more = std::min(left / p.expert_slot_bytes, p.total_experts - min_expert_slots);
+    p.expert_slots = min_expert_slots + more;
+    p.expert_cache_bytes = min_expert_cache + more * p.expert_slot_bytes;
+    used += more * p.expert_slot_bytes;
+    left -= more * p.expert_slot_bytes;
+  }
   if (p.kv_area_auto) {
     // The layers are placed: what is left holds no further one (or the
     // count was given). It grows the KV areas, up to the most a step can
@@ -282,7 +331,20 @@ absl::StatusOr<MemoryPlan> PlanMemory(const SegmentHeader& h, const PlanLimits& 
   // Layers differ in size (mixed types): the paged ones' own bytes.
   p.paged_weight_bytes_per_step = 0;
   for (int i = 0; i < n_layers; ++i) {
-    if (!p.resident[size_t(i)]) p.paged_weight_bytes_per_step += h.LayerUsedBytes(i);
+    if (!p.resident[size_t(i)])
+      p.paged_weight_bytes_per_step += p.experts_paged ? LayerCopyBytes(h, i) : h.LayerUsedBytes(i);
+  }
+  if (p.experts_paged) {
+    // A decode step of one token routes k experts a sparse layer; under
+    // uniform routing the cache holds each with probability slots / total.
+    const double miss = 1 - double(p.expert_slots) / double(std::max<uint64_t>(p.total_experts, 1));
+    for (int i = 0; i < n_layers; ++i) {
+      const ExpertTable& x = h.Layer(i).experts;
+      if (x.n_experts > 0)
+        p.paged_weight_bytes_per_step +=
+            uint64_t(double(std::min<int>(h.model.n_experts_used, int(x.n_experts))) *
+                     double(x.expert_bytes) * miss);
+    }
   }
   return p;
 }
@@ -316,11 +378,26 @@ std::string MemoryPlan::Describe() const {
               "  resident layers  %12s  (%d of %zu%s)\n", FormatBytes(resident_bytes), n_resident,
               resident.size(),
               n_shared > 0 ? absl::StrCat(", ", n_shared, " of them another worker's") : ""));
+  if (experts_paged) {
+    absl::StrAppend(
+        &s, absl::StrFormat(
+                "  expert cache     %12s  (%llu of %llu experts, %s each; slots and "
+                "resident layers hold dense parts)\n",
+                FormatBytes(expert_cache_bytes), static_cast<unsigned long long>(expert_slots),
+                static_cast<unsigned long long>(total_experts), FormatBytes(expert_slot_bytes)));
+    if (expert_prefetch)
+      absl::StrAppend(&s, absl::StrFormat("  routers          %12s  (every sparse layer's, for "
+                                          "expert prefetch)\n",
+                                          FormatBytes(router_bytes)));
+  }
   absl::StrAppend(&s, absl::StrFormat("  KV cache         %12s  (%llu blocks per layer)\n",
                                       FormatBytes(kv_cache_bytes),
                                       static_cast<unsigned long long>(kv_cache_blocks)));
-  absl::StrAppend(&s, absl::StrFormat("  paged per step   %12s  of weights (%d layers)\n",
-                                      FormatBytes(paged_weight_bytes_per_step), n_paged()));
+  absl::StrAppend(&s, absl::StrFormat("  paged per step   %12s  of weights (%d layers%s)\n",
+                                      FormatBytes(paged_weight_bytes_per_step), n_paged(),
+                                      experts_paged ? "' dense parts + the experts a decode token "
+                                                      "misses, uniform routing"
+                                                    : ""));
   return s;
 }
 

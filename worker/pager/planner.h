@@ -20,6 +20,12 @@
 // further layer, grows the areas up to the most one step can reference
 // (every sequence at full context, or the whole KV pool); what is left after
 // that is the device KV cache.
+//
+// A mixture of experts with experts paged (docs/pager.md, "Experts"): the
+// slots and resident layers hold layers' dense parts, and a device expert
+// cache of at least one layer's experts is part of the least plan; once the
+// dense parts are placed, the cache takes what is left, up to every expert,
+// before the KV areas grow and the KV cache.
 #pragma once
 
 #include <cstdint>
@@ -65,6 +71,13 @@ struct PlanLimits {
   // own resident layers are chosen among the others first, so that what it
   // pages can come from the peer over the faster GPU link.
   std::vector<bool> layers_on_peers;  // per layer; empty: none
+  // A model with sparse layers: page experts one by one through a device
+  // expert cache (docs/pager.md, "Experts"); false: whole layers, experts
+  // included, as for a dense model.
+  bool expert_paging = true;
+  // ...and prefetch them: a device copy of every sparse layer's router, so
+  // that the engine predicts a layer's experts one layer early.
+  bool expert_prefetch = false;
   // Where in the depth the even spread of resident layers starts, as a
   // fraction in [0, 1): workers of different GPUs starting together (index /
   // GPUs) hold different layers.
@@ -97,8 +110,21 @@ struct MemoryPlan {
   uint64_t kv_cache_blocks = 0;    // device KV cache: blocks per layer (every layer)
   uint64_t kv_cache_bytes = 0;
   uint64_t total_bytes = 0;  // <= budget_bytes
-  // Bytes one decode pass moves over the link for the weights (paged layers).
+  // Bytes one decode pass moves over the link for the weights (paged layers;
+  // with experts paged, their dense parts plus, at batch 1 and uniform
+  // routing, the routed experts the cache misses).
   uint64_t paged_weight_bytes_per_step = 0;
+  // Expert-level paging (PlanLimits::expert_paging on a sparse model): the
+  // slots and resident layers hold layers' dense parts (attention, norms,
+  // router, shared expert); every expert comes through a device cache of
+  // `expert_slots` slots, at least one layer's experts, at most all.
+  bool experts_paged = false;
+  uint64_t expert_slot_bytes = 0;  // the largest expert's block
+  uint64_t expert_slots = 0;
+  uint64_t expert_cache_bytes = 0;
+  uint64_t total_experts = 0;  // of every sparse layer
+  bool expert_prefetch = false;
+  uint64_t router_bytes = 0;  // the routers' device copies (prefetch), in globals' place
 
   int n_paged() const { return int(resident.size()) - n_resident; }
   std::string Describe() const;  // multi-line, for people
@@ -113,6 +139,10 @@ struct DeviceGlobals {
   bool embedding_excluded = false;
 };
 DeviceGlobals DeviceGlobalsOf(const SegmentHeader& h, bool embedding_on_host);
+
+// What a layer's device copy holds when experts are paged: a sparse layer's
+// dense part (its block up to the experts), a dense layer's whole block.
+uint64_t LayerCopyBytes(const SegmentHeader& h, int layer);
 
 // INVALID_ARGUMENT for bad limits; RESOURCE_EXHAUSTED ("budget too small")
 // when even globals + workspace + two slots do not fit.

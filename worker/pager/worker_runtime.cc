@@ -96,8 +96,13 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
         absl::StrCat("--share must be auto, on or off, not \"", opts.share, "\""));
   ASSIGN_OR_RETURN(w->backend_, MakeBackend(opts.device, opts.threads));
   PagerOptions po;
+  // Experts paged one by one: the share board holds whole layers, so such a
+  // worker does not share (docs/pager.md, "Experts").
+  bool sparse = false;
+  for (int l = 0; l < h.model.n_layers; ++l) sparse |= h.Layer(l).experts.n_experts > 0;
+  const bool experts_paged = sparse && limits.expert_paging;
   if ((opts.share == "on" || (opts.share == "auto" && opts.device.rfind("cuda", 0) == 0)) &&
-      !w->backend_->device_uuid().empty()) {
+      !w->backend_->device_uuid().empty() && !experts_paged) {
     po.share_segment = opts.segment;
     po.share_generation = h.generation;
     // What another worker of this device holds already costs this plan
@@ -146,15 +151,25 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   ASSIGN_OR_RETURN(MemoryPlan plan, PlanMemory(h, limits));
   const ModelImage host = ImageOf(*w->segment_);
   po.shared_in_place = opts.shared_in_place;
+  po.expert_eviction = opts.expert_eviction;
   po.peer_copies = opts.peer_copies;
-  if (host_side && plan.n_paged() > 0) {
+  if (host_side && (plan.n_paged() > 0 || plan.experts_paged)) {
     int layer = 0;
     while (layer < h.model.n_layers && plan.resident[size_t(layer)]) ++layer;
+    if (layer == h.model.n_layers) layer = 0;  // only experts are paged
     absl::StatusOr<std::vector<std::pair<int, double>>> gbps =
         MeasureHostExecutor(*w->host_, host, layer, {1, 4, 16, 64});
     if (gbps.ok()) {
       po.hybrid_policy = w->policy_;
       po.host_gbps = *gbps;
+      // Missing experts with few rows: computed where the host is faster.
+      bool readable = true;  // the host reads the experts' types
+      for (int l = 0; l < h.model.n_layers; ++l) {
+        const ExpertTable& x = h.Layer(l).experts;
+        for (uint32_t t = 0; t < x.n_tensors && x.n_experts > 0; ++t)
+          readable = readable && w->host_->Supports(x.tensors[t].Type());
+      }
+      if (plan.experts_paged && readable) po.expert_host_rows = -1;
     } else {
       Log(LogLevel::kWarning, "pager", "no hybrid step: %s",
           std::string(gbps.status().message()).c_str());

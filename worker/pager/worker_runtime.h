@@ -35,6 +35,9 @@ struct WorkerOptions {
   std::string host_compute = "auto";
   int host_threads = 0;
   std::string host_pin = "none";
+  // A sparse model's device expert cache (limits.expert_paging: experts
+  // paged one by one): its eviction policy.
+  ExpertEviction expert_eviction = ExpertEviction::kLfu;
 };
 
 // The coordinator's caps on a step (paged.v1.StepCaps, asked before the

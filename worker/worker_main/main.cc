@@ -63,6 +63,12 @@ ABSL_FLAG(std::string, host_compute, "auto",
 ABSL_FLAG(int, host_threads, 0, "threads of the host executor (0: every CPU of this process)");
 ABSL_FLAG(std::string, host_pin, "none",
           "CPUs the host executor's threads are pinned to: none | all | a list like 0-15");
+ABSL_FLAG(bool, expert_paging, true,
+          "a mixture of experts: page experts one by one through a device expert cache "
+          "(false: whole layers, experts included)");
+ABSL_FLAG(std::string, expert_eviction, "lfu", "the device expert cache's policy: lru | lfu");
+ABSL_FLAG(bool, expert_prefetch, false,
+          "experts paged: predict each sparse layer's experts one layer early and copy them ahead");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
 ABSL_FLAG(std::string, config, "",
           "config file ([global] and [worker] keys; the command line wins)");
@@ -133,6 +139,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.peer_copies = *peer;
+  o.limits.expert_paging = absl::GetFlag(FLAGS_expert_paging);
+  o.limits.expert_prefetch = absl::GetFlag(FLAGS_expert_prefetch);
+  auto eviction = paged::ParseExpertEviction(absl::GetFlag(FLAGS_expert_eviction));
+  if (!eviction.ok()) {
+    std::fprintf(stderr, "paged-worker: %s\n", std::string(eviction.status().message()).c_str());
+    return 2;
+  }
+  o.expert_eviction = *eviction;
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (!budget.ok()) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(budget.status().message()).c_str());

@@ -1,7 +1,8 @@
 // The paged KV cache on the CPU: KvWrite stores rows in the cache dtype and
 // Attention reads them back through block tables, one (query row, head) at a
 // time, exactly like run.c's attention loop (with gemma's scale and
-// soft-cap, and a sliding window that skips the keys before it).
+// soft-cap, gpt-oss's sinks, and a sliding window that skips the keys before
+// it).
 
 #include <algorithm>
 #include <cmath>
@@ -127,10 +128,12 @@ void Attention(ThreadPool& pool, const float* q, const AttnSeq* seqs, int n_seqs
         if (softcap > 0.f) score = std::tanh(score / softcap) * softcap;
         att[size_t(t)] = score;
       }
-      // Softmax over [t0, pos], max-subtracted.
+      // Softmax over [t0, pos] (and the head's sink, whose share is
+      // dropped), max-subtracted.
       float max_val = att[size_t(t0)];
       for (int32_t t = t0 + 1; t <= pos; ++t) max_val = std::max(max_val, att[size_t(t)]);
-      float sum = 0.f;
+      if (p.sinks != nullptr) max_val = std::max(max_val, p.sinks[h]);
+      float sum = p.sinks != nullptr ? std::exp(p.sinks[h] - max_val) : 0.f;
       for (int32_t t = t0; t <= pos; ++t) {
         att[size_t(t)] = std::exp(att[size_t(t)] - max_val);
         sum += att[size_t(t)];

@@ -146,6 +146,10 @@ class CpuBackend final : public Backend {
   void GeGlu(const float* gate, const float* up, int n, int dim, float* out) override {
     cpu::GeGlu(pool_, gate, up, n, dim, out);
   }
+  void SwiGluOai(const float* gate, const float* up, int n, int dim, float alpha, float limit,
+                 float* out) override {
+    cpu::SwiGluOai(pool_, gate, up, n, dim, alpha, limit, out);
+  }
   void Scale(float* x, int64_t count, float s) override { cpu::Scale(x, count, s); }
   void SoftCap(float* x, int64_t count, float cap) override { cpu::SoftCap(x, count, cap); }
   void Add(float* x, const float* y, int64_t count) override { cpu::Add(x, y, count); }

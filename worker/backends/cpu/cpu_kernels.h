@@ -41,6 +41,8 @@ void RmsNorm(ThreadPool& pool, const float* x, const float* w, int n, int dim, f
              float* out);
 void SwiGlu(ThreadPool& pool, const float* gate, const float* up, int n, int dim, float* out);
 void GeGlu(ThreadPool& pool, const float* gate, const float* up, int n, int dim, float* out);
+void SwiGluOai(ThreadPool& pool, const float* gate, const float* up, int n, int dim, float alpha,
+               float limit, float* out);
 void Scale(float* x, int64_t count, float s);
 void SoftCap(float* x, int64_t count, float cap);
 void Add(float* x, const float* y, int64_t count);

@@ -83,6 +83,19 @@ void SwiGlu(ThreadPool& pool, const float* gate, const float* up, int n, int dim
   });
 }
 
+void SwiGluOai(ThreadPool& pool, const float* gate, const float* up, int n, int dim, float alpha,
+               float limit, float* out) {
+  const int64_t count = int64_t(n) * dim;
+  pool.ParallelFor(0, count, kChunkWork / 8, [&](int64_t lo, int64_t hi) {
+    for (int64_t j = lo; j < hi; ++j) {
+      const float g = std::min(gate[j], limit);
+      const float u = std::clamp(up[j], -limit, limit);
+      const float glu = g * (1.f / (1.f + std::exp(-(g * alpha))));
+      out[j] = (u + 1.f) * glu;
+    }
+  });
+}
+
 void GeGlu(ThreadPool& pool, const float* gate, const float* up, int n, int dim, float* out) {
   const int64_t count = int64_t(n) * dim;
   // torch's gelu(approximate="tanh"): kBeta = sqrt(2) * (2 / sqrt(pi)) / 2.

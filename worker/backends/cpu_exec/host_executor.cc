@@ -1,6 +1,7 @@
 #include "worker/backends/cpu_exec/host_executor.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -42,6 +43,15 @@ class CpuHostExecutor final : public HostExecutor {
     };
     // A few rows per thread at least: a decode step's one row runs inline.
     pool_.ParallelFor(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), rows);
+  }
+  void SwiGlu(const float* gate, const float* up, int64_t count, float* out) override {
+    // The CPU backend's formula (worker/backends/cpu/cpu_ops.cc), so that an
+    // expert computed here equals the device's on the "cpu" device.
+    for (int64_t j = 0; j < count; ++j) {
+      float val = gate[j];
+      val *= 1.f / (1.f + std::exp(-val));  // silu
+      out[j] = val * up[j];
+    }
   }
   bool Supports(DType t) const override { return cpu_exec::Supports(t); }
   int threads() const override { return pool_.size(); }

@@ -66,15 +66,26 @@ struct Params {
   int group, rows_per_tile, max_pairs, max_splits;
   int skip_prefill;  // prefill sequences run on the mma kernel
   float scale;
-  float softcap;      // > 0: scores soft-capped
-  int window;         // > 0: sliding window
-  float* partials;    // [n_seqs][n_heads][max_splits][2 + head_dim]
-  int32_t* counters;  // [n_seqs][n_kv_heads]
+  float softcap;       // > 0: scores soft-capped
+  int window;          // > 0: sliding window
+  const float* sinks;  // [n_heads] or null
+  float* partials;     // [n_seqs][n_heads][max_splits][2 + head_dim]
+  int32_t* counters;   // [n_seqs][n_kv_heads]
 };
 
 __device__ __forceinline__ int Splits(int ctx, int max_splits) {
   const int s = (ctx + kSplitLen - 1) / kSplitLen;
   return s < 1 ? 1 : (s > max_splits ? max_splits : s);
+}
+
+// A row's output with its head's sink: num / den is the softmax over the
+// keys (running max m); the sink's logit joins the denominator, both
+// rescaled to the larger maximum so that nothing overflows.
+__device__ __forceinline__ void SinkNormalise(float m, float sink, float* num, float* den) {
+  const float mx = fmaxf(m, sink);
+  const float c = m == -INFINITY ? 0.f : expf(m - mx);
+  *num *= c;
+  *den = *den * c + expf(sink - mx);
 }
 
 // The first key a query at position `pos` sees.
@@ -261,7 +272,9 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
       for (int idx = tid; idx < npairs * hd; idx += nthreads) {
         const int pp = idx / hd, d = idx - pp * hd;
         const int row = sq.q_offset + r0 + pp / g, head = kvh * g + pp % g;
-        p.out[(int64_t(row) * p.n_heads + head) * hd + d] = acc[idx] / lrow[pp];
+        float num = acc[idx], den = lrow[pp];
+        if (p.sinks != nullptr) SinkNormalise(mrow[pp], p.sinks[head], &num, &den);
+        p.out[(int64_t(row) * p.n_heads + head) * hd + d] = num / den;
       }
     } else {
       // One decode row: pairs are the group's heads. Publish this split's
@@ -293,7 +306,10 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
           const float* part = p.partials + (s * int64_t(p.n_heads) + head) * p.max_splits * stride;
           float mx = -INFINITY;
           for (int i = 0; i < nsp; ++i) mx = fmaxf(mx, __ldcg(part + i * stride));
-          float num = 0.f, den = 0.f;
+          // The sink joins the merge as one more partial: no value, sum e^0.
+          const float sink = p.sinks != nullptr ? p.sinks[head] : -INFINITY;
+          mx = fmaxf(mx, sink);
+          float num = 0.f, den = sink == -INFINITY ? 0.f : expf(sink - mx);
           for (int i = 0; i < nsp; ++i) {
             const float mi = __ldcg(part + i * stride);
             const float e = mi == -INFINITY ? 0.f : expf(mi - mx);
@@ -375,6 +391,7 @@ CudaError LaunchAttention(const AttentionArgs& a, float* partials, int32_t* coun
   p.scale = a.scale > 0.f ? a.scale : 1.f / std::sqrt(float(a.head_dim));
   p.softcap = a.softcap;
   p.window = a.window;
+  p.sinks = a.sinks;
   p.partials = partials;
   p.counters = counters;
   p.skip_prefill = 0;

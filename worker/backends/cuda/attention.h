@@ -1,7 +1,9 @@
 // Causal grouped-query attention over the paged KV cache, for a step that
 // mixes prefill chunks (many rows per sequence) and decode rows (one row),
 // with an optional sliding window (keys before it are neither read nor
-// scored), score scale and soft-cap (gemma).
+// scored), score scale and soft-cap (gemma), and attention sinks (gpt-oss: a
+// per-head logit in each softmax's denominator, applied where a row's
+// output is normalised).
 //
 // Work items are (sequence, kv head, unit): for a prefill sequence a unit is
 // a tile of consecutive rows (all query heads of the kv head), attending to
@@ -35,6 +37,9 @@ struct AttentionArgs {
   float scale = 0.f;    // multiplies q . k; 0: 1 / sqrt(head_dim)
   float softcap = 0.f;  // > 0: score = softcap * tanh(score / softcap)
   int window = 0;       // > 0: a row at position p sees keys (p - window, p] only
+  // [n_heads] device, or null: each head's sink logit joins its softmax's
+  // denominator (gpt-oss), not scaled or capped, adding no value.
+  const float* sinks = nullptr;
 };
 
 // Largest head_dim and sequence count the kernel supports.

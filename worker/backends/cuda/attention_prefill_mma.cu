@@ -30,10 +30,11 @@ struct Params {
   uint64_t v_offset;     // bytes from a block's K rows to its V rows
   int block_tokens, kv_dim;
   int n_heads, group;
-  float scale_log2;  // log2(e) * scale: exp(s * scale) = exp2(s * scale_log2)
-  float scale;       // multiplies q . k (used with the soft-cap)
-  float softcap;     // > 0: score = softcap * tanh(score * scale / softcap)
-  int window;        // > 0: a row at position p sees keys (p - window, p] only
+  float scale_log2;    // log2(e) * scale: exp(s * scale) = exp2(s * scale_log2)
+  float scale;         // multiplies q . k (used with the soft-cap)
+  float softcap;       // > 0: score = softcap * tanh(score * scale / softcap)
+  int window;          // > 0: a row at position p sees keys (p - window, p] only
+  const float* sinks;  // [n_heads] or null: each head's sink logit
 };
 
 // 64-row tiles of a sequence; decode rows (n_new == 1) are not ours.
@@ -314,18 +315,26 @@ __global__ void __launch_bounds__(kThreads) PrefillMmaKernel(Params p) {
     }
 
     if (active) {
+      // The head's sink (log2 units): one more term of each row's denominator.
+      const float sink = p.sinks != nullptr ? p.sinks[h] * 1.4426950408889634f : -INFINITY;
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         float sum = l[i];
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        float c = 1.f;  // rescale of the output to the larger maximum
+        if (sink != -INFINITY) {
+          const float mx = fmaxf(m[i], sink);
+          c = m[i] == -INFINITY ? 0.f : exp2f(m[i] - mx);
+          sum = sum * c + exp2f(sink - mx);
+        }
         const int row = i == 0 ? ra : rb;
         if (row < r1) {
           float* dst = p.out + (sq.q_offset + int64_t(row)) * row_stride + int64_t(h) * kHd + 2 * t;
 #pragma unroll
           for (int nd = 0; nd < kDTiles; ++nd) {
             *reinterpret_cast<float2*>(dst + nd * 8) =
-                make_float2(o[nd][2 * i] / sum, o[nd][2 * i + 1] / sum);
+                make_float2(o[nd][2 * i] * c / sum, o[nd][2 * i + 1] * c / sum);
           }
         }
       }
@@ -385,6 +394,7 @@ CudaError LaunchAttentionPrefillMma(const AttentionArgs& a, cudaStream_t stream)
   p.scale = a.scale > 0.f ? a.scale : 1.f / std::sqrt(float(a.head_dim));
   p.softcap = a.softcap;
   p.window = a.window;
+  p.sinks = a.sinks;
   const bool f16 = a.kv.type == ElemType::kF16;
   if (a.head_dim == 64) {
     return f16 ? Launch<__half, 64>(p, a.max_ctx, a.num_sms, stream)

@@ -543,6 +543,7 @@ class CudaBackend final : public Backend {
     a.scale = p.scale;
     a.softcap = p.softcap;
     a.window = p.window;
+    a.sinks = p.sinks;
     float* partials = nullptr;
     const uint64_t partial_bytes = cuda::AttentionPartialBytes(a);
     if (partial_bytes > 0) {
@@ -566,6 +567,13 @@ class CudaBackend final : public Backend {
     Device();
     Check(cuda::LaunchGeGlu(gate, up, n, dim, out, stream_), "GeGlu");
     AfterOp("GeGlu");
+  }
+
+  void SwiGluOai(const float* gate, const float* up, int n, int dim, float alpha, float limit,
+                 float* out) override {
+    Device();
+    Check(cuda::LaunchSwiGluOai(gate, up, n, dim, alpha, limit, out, stream_), "SwiGluOai");
+    AfterOp("SwiGluOai");
   }
 
   void Scale(float* x, int64_t count, float s) override {

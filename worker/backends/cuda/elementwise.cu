@@ -25,6 +25,18 @@ __global__ void SwiGluKernel(const float* __restrict__ gate, const float* __rest
   }
 }
 
+__global__ void SwiGluOaiKernel(const float* __restrict__ gate, const float* __restrict__ up,
+                                int64_t count, float alpha, float limit, float* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    // The CPU reference's operation order: (u + 1) * (g * (1 / (1 + e^-(g * alpha)))).
+    const float g = fminf(gate[i], limit);
+    const float u = fminf(fmaxf(up[i], -limit), limit);
+    const float s = 1.f / (1.f + expf(-__fmul_rn(g, alpha)));
+    out[i] = __fmul_rn(__fadd_rn(u, 1.f), __fmul_rn(g, s));
+  }
+}
+
 __global__ void GeGluKernel(const float* __restrict__ gate, const float* __restrict__ up,
                             int64_t count, float* __restrict__ out) {
   // The CPU reference's operation order (torch's gelu(approximate="tanh")).
@@ -102,6 +114,16 @@ CudaError LaunchSwiGlu(const float* gate, const float* up, int64_t n, int64_t di
   const int64_t count = n * dim;
   if (count <= 0) return 0;
   SwiGluKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(gate, up, count, out);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchSwiGluOai(const float* gate, const float* up, int64_t n, int64_t dim, float alpha,
+                          float limit, float* out, cudaStream_t stream) {
+  const int64_t count = n * dim;
+  if (count <= 0) return 0;
+  SwiGluOaiKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(gate, up, count, alpha, limit,
+                                                                     out);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }

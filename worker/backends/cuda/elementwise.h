@@ -15,6 +15,10 @@ CudaError LaunchSwiGlu(const float* gate, const float* up, int64_t n, int64_t di
 // out[i, j] = gelu_tanh(gate[i, j]) * up[i, j]; [n, dim]. out may be gate.
 CudaError LaunchGeGlu(const float* gate, const float* up, int64_t n, int64_t dim, float* out,
                       cudaStream_t stream);
+// gpt-oss's clamped SwiGLU: g = min(gate, limit), u = clamp(up, -limit, limit),
+// out = (u + 1) * g * sigmoid(alpha * g); [n, dim]. out may be gate.
+CudaError LaunchSwiGluOai(const float* gate, const float* up, int64_t n, int64_t dim, float alpha,
+                          float limit, float* out, cudaStream_t stream);
 // x[i] *= s for i < count.
 CudaError LaunchScale(float* x, int64_t count, float s, cudaStream_t stream);
 // x[i] = cap * tanh(x[i] / cap) for i < count; cap > 0.
