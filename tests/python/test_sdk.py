@@ -15,12 +15,16 @@ tokenization; chat; stop strings; tokenize; status, sequences, models,
 cancel and drain; server errors (INVALID_ARGUMENT, NOT_FOUND,
 UNAUTHENTICATED, DEADLINE_EXCEEDED) as PagedError subclasses carrying the
 gRPC code; client-side validation; and cancellation by leaving a stream.
+Against a fake Inference server (grpc's Python server on a unix socket),
+both clients resume a stream broken by UNAVAILABLE (a coordinator restart)
+the way the C++ SDK does (tests/unit/client_sdk_test.cc).
 
 Exit 77 (ctest: skipped) when grpc, the fixture or the binaries are missing;
 under CI (CI set and not "false") that is a failure instead.
 """
 
 import asyncio
+import concurrent.futures
 import glob
 import os
 import shutil
@@ -493,8 +497,223 @@ class AsyncTest(unittest.IsolatedAsyncioTestCase):
         self.assertLess(q.generated_tokens, 2000)
 
 
+class FakeInference:
+    """An Inference server standing in for a restarting coordinator (the C++
+    SDK test's FakeInference): a request with text "fail-midway" breaks with
+    UNAVAILABLE after two tokens and a resume continues it; "forgotten" breaks
+    the same way and a resume is answered NOT_FOUND (no journal); "early"
+    breaks before any token, a resume is NOT_FOUND and the request sent again
+    as new is served; "down" is always UNAVAILABLE. Token i is 100 + i, text
+    "t<i> " (token 1 ends mid-character: no text), max_tokens of them, the
+    last with finish LENGTH and usage."""
+
+    BROKE = "worker lost and no other worker"
+
+    def __init__(self, tmp):
+        self.calls = []  # each Generate's (request_id, resume.received or -1)
+        self._mu = threading.Lock()
+        self._seen = {}  # request_id -> Generates without resume
+        self.target = "unix://" + os.path.join(tmp, "fake.sock")
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
+        handler = grpc.unary_stream_rpc_method_handler(
+            self._generate, request_deserializer=inference_pb2.GenerateRequest.FromString,
+            response_serializer=inference_pb2.GenerateResponse.SerializeToString)
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "paged.v1.Inference", {"Generate": handler}),))
+        self.server.add_insecure_port(self.target)
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(0).wait()
+
+    def take_calls(self):
+        with self._mu:
+            calls, self.calls = self.calls, []
+        return calls
+
+    def _generate(self, req, context):
+        resuming = req.HasField("resume")
+        with self._mu:
+            self.calls.append((req.request_id, req.resume.received if resuming else -1))
+            if not resuming:
+                self._seen[req.request_id] = self._seen.get(req.request_id, 0) + 1
+            first = self._seen.get(req.request_id, 0) == 1
+        if req.text == "down":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection refused")
+        if resuming and req.text in ("forgotten", "early"):
+            context.abort(grpc.StatusCode.NOT_FOUND, "no sequence to resume")
+        if req.text == "early" and first:
+            context.abort(grpc.StatusCode.UNAVAILABLE, self.BROKE)
+        n = req.max_tokens
+        for i in range(req.resume.received if resuming else 0, n):
+            if req.text in ("fail-midway", "forgotten") and not resuming and i == 2:
+                context.abort(grpc.StatusCode.UNAVAILABLE, self.BROKE)
+            m = inference_pb2.GenerateResponse(token_ids=[100 + i], sequence_id=7,
+                                               request_id=req.request_id)
+            if i != 1:
+                m.text = f"t{i} "
+            if i == n - 1:
+                m.finish_reason = inference_pb2.GenerateResponse.LENGTH
+                m.usage.prompt_tokens = len(req.text)
+                m.usage.generated_tokens = n
+            yield m
+
+
+WHOLE = [100, 101, 102, 103, 104]
+
+
+class ResumeTest(unittest.TestCase):
+    """paged.Client resumes a broken stream (the C++ SDK's
+    ABrokenStreamIsResumedWhereItBroke)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="paged-py-fake-", dir="/tmp")
+        cls.fake = FakeInference(cls.tmp)
+        cls.client = paged.Client(cls.fake.target)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.fake.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.fake.take_calls()
+
+    def test_a_broken_stream_is_resumed_where_it_broke(self):
+        with self.client.generate("fail-midway", max_tokens=5) as stream:
+            seen = [t for c in stream for t in c.token_ids]
+            r = stream.result()
+        self.assertEqual(seen, WHOLE)  # each token once
+        self.assertEqual(r.token_ids, WHOLE)
+        self.assertEqual(r.text, "t0 t2 t3 t4 ")
+        self.assertIs(r.finish_reason, paged.FinishReason.LENGTH)
+        self.assertEqual(r.usage.generated_tokens, 5)
+        calls = self.fake.take_calls()
+        self.assertEqual(len(calls), 2, calls)
+        rid = calls[0][0]
+        self.assertRegex(rid, r"^req-[0-9a-f]{32}$")  # made up: none given
+        self.assertEqual(calls, [(rid, -1), (rid, 2)])
+        self.assertEqual(r.request_id, rid)
+        self.assertEqual(stream.request_id, rid)
+
+        # The whole-result form, and chat's options, the same way.
+        r = self.client.generate("fail-midway", max_tokens=5, request_id="mine").result()
+        self.assertEqual(r.token_ids, WHOLE)
+        self.assertEqual(self.fake.take_calls(), [("mine", -1), ("mine", 2)])
+
+    def test_a_stream_the_server_forgot_fails_naming_the_resume(self):
+        stream = self.client.generate("forgotten", max_tokens=5, request_id="mine")
+        chunks = []
+        with self.assertRaises(paged.UnavailableError) as e:
+            for c in stream:
+                chunks.append(c)
+        self.assertEqual([t for c in chunks for t in c.token_ids], [100, 101])
+        self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("resuming request_id 'mine' failed", e.exception.details)
+        self.assertIn("no sequence to resume", e.exception.details)
+        self.assertIn(FakeInference.BROKE, e.exception.details)
+        with self.assertRaises(paged.UnavailableError):  # and again from result()
+            stream.result()
+        self.assertEqual(self.fake.take_calls(), [("mine", -1), ("mine", 2)])
+
+    def test_a_request_that_received_nothing_is_sent_again_when_unknown(self):
+        r = self.client.generate("early", max_tokens=3).result()
+        self.assertEqual(r.token_ids, [100, 101, 102])
+        calls = self.fake.take_calls()
+        rid = calls[0][0]
+        self.assertEqual(calls, [(rid, -1), (rid, 0), (rid, -1)])
+
+    def test_resume_within_zero_raises_at_once(self):
+        stream = self.client.generate("fail-midway", max_tokens=5, resume_within=0)
+        chunks = []
+        with self.assertRaises(paged.UnavailableError) as e:
+            for c in stream:
+                chunks.append(c)
+        self.assertEqual(e.exception.details, FakeInference.BROKE)
+        self.assertEqual(len(chunks), 2)  # what came before the error stays returned
+        self.assertEqual(self.fake.take_calls(), [("", -1)])  # no id made up, no retry
+
+    def test_giving_up_raises_the_break(self):
+        with self.assertRaises(paged.UnavailableError) as e:
+            self.client.generate("down", max_tokens=3, resume_within=0.2).result()
+        self.assertEqual(e.exception.details, "connection refused")
+        calls = self.fake.take_calls()
+        self.assertGreater(len(calls), 1)
+        self.assertEqual(calls[1:], [(calls[0][0], 0)] * (len(calls) - 1))
+
+    def test_cancelling_while_waiting_to_resume_ends_the_stream(self):
+        stream = self.client.generate("down", max_tokens=3, resume_within=60)
+        timer = threading.Timer(0.2, stream.cancel)
+        timer.start()
+        r = stream.result()  # not 60 s
+        timer.join()
+        self.assertIs(r.finish_reason, paged.FinishReason.CANCELLED)
+
+    def test_bad_resume_within_is_refused(self):
+        for bad in (-1, float("nan"), "30", None, True):
+            with self.subTest(resume_within=bad):
+                with self.assertRaises(paged.InvalidArgumentError):
+                    self.client.generate("fail-midway", resume_within=bad)
+        self.assertEqual(self.fake.take_calls(), [])
+
+
+class AsyncResumeTest(unittest.IsolatedAsyncioTestCase):
+    """paged.aio.AsyncClient resumes a broken stream as paged.Client does."""
+
+    async def asyncSetUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="paged-py-fake-", dir="/tmp")
+        self.fake = FakeInference(self.tmp)
+        self.client = await paged.aio.AsyncClient.connect(self.fake.target)
+
+    async def asyncTearDown(self):
+        await self.client.close()
+        self.fake.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    async def test_a_broken_stream_is_resumed_where_it_broke(self):
+        async with self.client.generate("fail-midway", max_tokens=5) as stream:
+            seen = [t async for c in stream for t in c.token_ids]
+            r = await stream.result()
+        self.assertEqual(seen, WHOLE)
+        self.assertEqual(r.token_ids, WHOLE)
+        self.assertIs(r.finish_reason, paged.FinishReason.LENGTH)
+        calls = self.fake.take_calls()
+        rid = calls[0][0]
+        self.assertRegex(rid, r"^req-[0-9a-f]{32}$")
+        self.assertEqual(calls, [(rid, -1), (rid, 2)])
+        self.assertEqual(r.request_id, rid)
+
+        r = await self.client.generate("early", max_tokens=3).result()
+        self.assertEqual(r.token_ids, [100, 101, 102])
+        calls = self.fake.take_calls()
+        self.assertEqual(calls, [(calls[0][0], -1), (calls[0][0], 0), (calls[0][0], -1)])
+
+    async def test_a_stream_the_server_forgot_fails_naming_the_resume(self):
+        chunks = []
+        with self.assertRaises(paged.UnavailableError) as e:
+            async for c in self.client.generate("forgotten", max_tokens=5, request_id="mine"):
+                chunks.append(c)
+        self.assertEqual(len(chunks), 2)
+        self.assertIn("resuming request_id 'mine' failed", e.exception.details)
+        self.assertEqual(self.fake.take_calls(), [("mine", -1), ("mine", 2)])
+
+    async def test_resume_within_zero_raises_at_once(self):
+        with self.assertRaises(paged.UnavailableError) as e:
+            await self.client.generate("fail-midway", max_tokens=5, resume_within=0).result()
+        self.assertEqual(e.exception.details, FakeInference.BROKE)
+        self.assertEqual(self.fake.take_calls(), [("", -1)])
+
+    async def test_cancelling_while_waiting_to_resume_ends_the_stream(self):
+        stream = self.client.generate("down", max_tokens=3, resume_within=60)
+        asyncio.get_running_loop().call_later(0.2, stream.cancel)
+        r = await stream.result()
+        self.assertIs(r.finish_reason, paged.FinishReason.CANCELLED)
+
+
 def main():
-    global paged, grpc
+    global paged, grpc, inference_pb2
     try:
         import grpc  # noqa: F401
         import grpc.aio  # noqa: F401
@@ -509,6 +728,7 @@ def main():
         import grpc
         import paged
         import paged.aio
+        from paged.v1 import inference_pb2
         print(f"python_sdk_test: paged {paged.__version__} from {os.path.dirname(paged.__file__)}"
               f" on python {sys.version.split()[0]}, grpc {grpc.__version__}", file=sys.stderr)
         if site is not None and not paged.__file__.startswith(site):

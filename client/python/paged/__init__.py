@@ -13,7 +13,7 @@ server's message) or its subclass for the code. The generated messages and
 stubs are ``paged.v1.*_pb2`` / ``*_pb2_grpc``. See docs/client.md.
 """
 
-from ._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
+from ._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESUME_WITHIN, DEFAULT_TIMEOUT
 from ._version import __version__
 from .client import Client, Generation, connect
 from .errors import (AbortedError, AlreadyExistsError, CancelledError, DataLossError,
@@ -27,7 +27,7 @@ from .types import (ChatMessage, FinishReason, GenerateResult, MemoryPlan, Model
                     Tokenization, Usage, WorkerCounters, WorkerInfo)
 
 __all__ = [
-    "__version__", "DEFAULT_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT",
+    "__version__", "DEFAULT_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_RESUME_WITHIN",
     # clients (paged.AsyncClient / AsyncGeneration come from paged.aio)
     "Client", "Generation", "connect", "AsyncClient", "AsyncGeneration",
     # results

@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import secrets
 import stat
+import time
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import grpc
@@ -20,6 +22,8 @@ from .v1 import inference_pb2
 DEFAULT_TIMEOUT = 10.0
 # How long connecting waits for the server unless told (0: connect lazily).
 DEFAULT_CONNECT_TIMEOUT = 5.0
+# How long a broken generation stream is tried again unless told (0: never).
+DEFAULT_RESUME_WITHIN = 30.0
 
 Timeout = Union[float, int, datetime.timedelta, None]
 Message = Union[ChatMessage, dict, Tuple[str, str]]
@@ -50,6 +54,21 @@ def seconds(timeout: Timeout, what: str = "timeout", allow_none: bool = True) ->
     if not t > 0 or math.isnan(t):
         raise errors.invalid_argument(f"{what} must be > 0 (got {timeout!r})")
     return None if math.isinf(t) else t
+
+
+def resume_seconds(resume_within: Timeout) -> float:
+    """`resume_within` in seconds: 0 (no resuming), > 0, or inf (as long as
+    the call's timeout allows); INVALID_ARGUMENT otherwise."""
+    if isinstance(resume_within, datetime.timedelta):
+        t = resume_within.total_seconds()
+    elif isinstance(resume_within, (int, float)) and not isinstance(resume_within, bool):
+        t = float(resume_within)
+    else:
+        raise errors.invalid_argument(
+            f"resume_within must be a number of seconds, 0 for no resuming (got {resume_within!r})")
+    if not t >= 0:  # negative or NaN
+        raise errors.invalid_argument(f"resume_within must be >= 0 (got {resume_within!r})")
+    return t
 
 
 def connect_seconds(connect_timeout: Timeout) -> float:
@@ -242,6 +261,76 @@ def generate_request(
     else:
         req.tokens.ids.extend(tokens)
     return req
+
+
+def random_request_id() -> str:
+    """A request id for a call that gives none and may resume: "req-" and
+    128 random bits in hex (the C++ SDK's)."""
+    return "req-" + secrets.token_hex(16)
+
+
+class Resumer:
+    """The request of a streaming Generate and when to send it again (the
+    C++ SDK's Client::Generate): a stream broken by UNAVAILABLE (the
+    coordinator restarted) before its finish reason is sent again under the
+    same request_id with ``resume.received`` = the tokens already received,
+    after 50 ms, doubling to 1 s, for up to ``resume_within`` seconds from the
+    first break (and never past the call's timeout). NOT_FOUND to a resume
+    that had received nothing sends the request again as new; with tokens
+    received the call fails UNAVAILABLE naming the resume that failed. The
+    sync and asyncio generations do the waiting and the calling."""
+
+    FIRST_BACKOFF = 0.05
+    MAX_BACKOFF = 1.0
+
+    def __init__(self, request: inference_pb2.GenerateRequest, timeout: Optional[float],
+                 resume_within: float) -> None:
+        self.request = request
+        self.resume_within = resume_within
+        if resume_within > 0 and not request.request_id:
+            request.request_id = random_request_id()
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._give_up = math.inf  # set at the first break
+        self._broke: Optional[errors.PagedError] = None  # why the stream first broke
+        self._backoff = self.FIRST_BACKOFF
+
+    def call_timeout(self) -> Optional[float]:
+        """The timeout of the next call: what is left of the generation's."""
+        if self._deadline is None:
+            return None
+        return max(self._deadline - time.monotonic(), 1e-3)
+
+    def retry_in(self, error: errors.PagedError, fold: "StreamFold") -> float:
+        """After a call that failed with `error`, having folded `fold`: the
+        seconds to wait before the next call (its request updated), or raises
+        the error the generation fails with."""
+        if self.resume_within <= 0 or fold.finish_reason != FinishReason.NONE:
+            raise self._broke or error
+        if self.request.HasField("resume") and error.code == grpc.StatusCode.NOT_FOUND:
+            # No journaled sequence under the id. Nothing received: it never
+            # started for us, so it is sent again; else the tokens are lost.
+            if fold.token_ids:
+                broke = self._broke.details if self._broke is not None else "the stream broke"
+                raise errors.error_from_code(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{broke}; resuming request_id '{self.request.request_id}' failed: "
+                    f"{error.details}")
+            self.request.ClearField("resume")
+            return 0.0
+        if error.code != grpc.StatusCode.UNAVAILABLE:
+            raise self._broke or error
+        now = time.monotonic()
+        if self._broke is None:
+            self._broke = error
+            self._give_up = now + self.resume_within
+            if self._deadline is not None:
+                self._give_up = min(self._give_up, self._deadline)
+        wait = self._backoff
+        if now + wait > self._give_up:
+            raise self._broke
+        self._backoff = min(self._backoff * 2, self.MAX_BACKOFF)
+        self.request.resume.received = len(fold.token_ids)
+        return wait
 
 
 class StreamFold:

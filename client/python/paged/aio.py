@@ -21,13 +21,14 @@ client's (paged.Client).
 from __future__ import annotations
 
 import asyncio
-from typing import List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import grpc
 import grpc.aio
 
 from . import _common, errors
-from ._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Message, Timeout
+from ._common import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESUME_WITHIN, DEFAULT_TIMEOUT, Message,
+                      Timeout)
 from .types import (GenerateResult, ModelInfo, SequenceInfo, ServiceStatus, SupervisedProcess,
                     TlsOptions, TokenChunk, Tokenization)
 from .v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
@@ -40,14 +41,19 @@ class AsyncGeneration:
     result()`` reads the rest and returns the GenerateResult. Leaving an
     ``async with`` block, ``cancel()`` or dropping the object before the end
     cancels the call (breaking out of ``async for`` alone does not until the
-    object is dropped: prefer ``async with``)."""
+    object is dropped: prefer ``async with``). A stream broken by UNAVAILABLE
+    is resumed as paged.Generation's is (``resume_within``)."""
 
-    def __init__(self, call, request_id: str) -> None:
-        self._call = call
-        self._fold = _common.StreamFold(request_id)
+    def __init__(self, open_call: Callable[[inference_pb2.GenerateRequest, Optional[float]], Any],
+                 resumer: _common.Resumer) -> None:
+        self._open_call = open_call  # (request, timeout) -> a grpc.aio stream call
+        self._resumer = resumer
+        self._fold = _common.StreamFold(resumer.request.request_id)
+        self._wake = asyncio.Event()  # set by cancel(): ends a wait to resume
         self._done = False
         self._cancelled = False
         self._error: Optional[errors.PagedError] = None
+        self._call = open_call(resumer.request, resumer.call_timeout())
 
     def __aiter__(self) -> "AsyncGeneration":
         return self
@@ -67,11 +73,12 @@ class AsyncGeneration:
                 self._fold.cancelled()
                 raise StopAsyncIteration from None
             except grpc.RpcError as e:
+                if not self._cancelled and await self._resume(errors.error_from_rpc(e)):
+                    continue
                 self._done = True
                 if self._cancelled:
                     self._fold.cancelled()
                     raise StopAsyncIteration from None
-                self._error = errors.error_from_rpc(e)
                 raise self._error from None
             if msg is grpc.aio.EOF:
                 self._done = True
@@ -79,6 +86,25 @@ class AsyncGeneration:
             chunk = self._fold.add(msg)
             if chunk is not None:
                 return chunk
+
+    async def _resume(self, error: errors.PagedError) -> bool:
+        """After the call failed with `error`: True once a call that goes on
+        with the stream is open; else False, with the error to raise in
+        _error (or _cancelled set)."""
+        try:
+            wait = self._resumer.retry_in(error, self._fold)
+        except errors.PagedError as final:
+            self._error = final
+            return False
+        if wait > 0:
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        if self._cancelled:
+            return False
+        self._call = self._open_call(self._resumer.request, self._resumer.call_timeout())
+        return True
 
     async def result(self) -> GenerateResult:
         """Reads the rest of the stream; the whole generation."""
@@ -104,6 +130,7 @@ class AsyncGeneration:
         if self._done or self._cancelled:
             return
         self._cancelled = True
+        self._wake.set()
         self._call.cancel()
 
     async def __aenter__(self) -> "AsyncGeneration":
@@ -212,16 +239,23 @@ class AsyncClient:
         seed: int = 0,
         request_id: str = "",
         timeout: Timeout = None,
+        resume_within: Timeout = DEFAULT_RESUME_WITHIN,
     ) -> AsyncGeneration:
-        """Starts a streaming generation (paged.Client.generate)."""
+        """Starts a streaming generation (paged.Client.generate): a stream
+        broken by UNAVAILABLE is resumed under its request_id for up to
+        ``resume_within`` seconds (default 30; 0: no resuming)."""
         req = _common.generate_request(
             prompt, prompt_tokens=prompt_tokens, messages=messages,
             add_generation_prompt=add_generation_prompt, max_tokens=max_tokens,
             stop_token_ids=stop_token_ids, stop_strings=stop_strings, ignore_eos=ignore_eos,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, request_id=request_id)
-        t = _common.seconds(timeout)
-        call = self._inference.Generate(req, timeout=t, metadata=self._metadata)
-        return AsyncGeneration(call, request_id)
+        resumer = _common.Resumer(req, _common.seconds(timeout),
+                                  _common.resume_seconds(resume_within))
+
+        def open_call(request, t):
+            return self._inference.Generate(request, timeout=t, metadata=self._metadata)
+
+        return AsyncGeneration(open_call, resumer)
 
     def chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
              **options) -> AsyncGeneration:

@@ -16,12 +16,13 @@ independent).
 from __future__ import annotations
 
 import threading
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 
 import grpc
 
 from . import _common, errors
-from ._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Message, Timeout
+from ._common import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESUME_WITHIN, DEFAULT_TIMEOUT, Message,
+                      Timeout)
 from .types import (GenerateResult, ModelInfo, SequenceInfo, ServiceStatus, SupervisedProcess,
                     TlsOptions, TokenChunk, Tokenization)
 from .v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
@@ -36,6 +37,11 @@ class Generation:
     dropping the object before the end cancels the call, and the server stops
     the sequence at its next step.
 
+    A stream broken by UNAVAILABLE (the coordinator restarted) is resumed
+    under its request_id from the tokens received, for up to the call's
+    ``resume_within`` seconds: the iteration goes on and sees each token once
+    (``Client.generate``).
+
     A generation the server ends with finish reason ``error`` raises
     AbortedError (as the server's status says); one this client cancelled
     ends quietly with finish reason ``cancelled``. A failed call raises its
@@ -43,13 +49,17 @@ class Generation:
     already returned stay returned.
     """
 
-    def __init__(self, call, request_id: str) -> None:
-        self._call = call
-        self._fold = _common.StreamFold(request_id)
-        self._lock = threading.Lock()
+    def __init__(self, open_call: Callable[[inference_pb2.GenerateRequest, Optional[float]], Any],
+                 resumer: _common.Resumer) -> None:
+        self._open_call = open_call  # (request, timeout) -> the call's response iterator
+        self._resumer = resumer
+        self._fold = _common.StreamFold(resumer.request.request_id)
+        self._lock = threading.Lock()  # guards _call and _cancelled against cancel()
+        self._wake = threading.Event()  # set by cancel(): ends a wait to resume
         self._done = False
         self._cancelled = False
         self._error: Optional[errors.PagedError] = None
+        self._call = open_call(resumer.request, resumer.call_timeout())
 
     def __iter__(self) -> Iterator[TokenChunk]:
         return self
@@ -66,15 +76,33 @@ class Generation:
                 self._done = True
                 raise
             except grpc.RpcError as e:
+                if not self._cancelled and self._resume(errors.error_from_rpc(e)):
+                    continue
                 self._done = True
                 if self._cancelled:
                     self._fold.cancelled()
                     raise StopIteration from None
-                self._error = errors.error_from_rpc(e)
                 raise self._error from None
             chunk = self._fold.add(msg)
             if chunk is not None:
                 return chunk
+
+    def _resume(self, error: errors.PagedError) -> bool:
+        """After the call failed with `error`: True once a call that goes on
+        with the stream is open; else False, with the error to raise in
+        _error (or _cancelled set)."""
+        try:
+            wait = self._resumer.retry_in(error, self._fold)
+        except errors.PagedError as final:
+            self._error = final
+            return False
+        if wait > 0:
+            self._wake.wait(wait)
+        with self._lock:
+            if self._cancelled:
+                return False
+            self._call = self._open_call(self._resumer.request, self._resumer.call_timeout())
+        return True
 
     def result(self) -> GenerateResult:
         """Reads the rest of the stream; the whole generation."""
@@ -102,7 +130,9 @@ class Generation:
             if self._done or self._cancelled:
                 return
             self._cancelled = True
-        self._call.cancel()
+            call = self._call
+        self._wake.set()
+        call.cancel()
 
     close = cancel
 
@@ -196,20 +226,38 @@ class Client:
         seed: int = 0,
         request_id: str = "",
         timeout: Timeout = None,
+        resume_within: Timeout = DEFAULT_RESUME_WITHIN,
     ) -> Generation:
         """Starts a streaming generation. Give exactly one of ``prompt`` (text;
         the server tokenizes it and adds BOS), ``prompt_tokens`` (ids sent as
         they are) and ``messages`` (a chat, see ``chat()``). Temperature 0 is
         greedy; the same seed and request give the same tokens. ``timeout``
-        (seconds) bounds the whole generation; None: no deadline."""
+        (seconds) bounds the whole generation; None: no deadline.
+
+        ``resume_within`` (seconds, default 30; 0: no resuming): when the
+        stream breaks with UNAVAILABLE before it finished (the coordinator
+        restarted), the call reconnects with its ``request_id`` and continues
+        after the tokens it has (GenerateRequest.resume; the server's journal
+        goes on with the sequence, docs/reliability.md), trying again after
+        50 ms, doubling to 1 s, for up to this long after the break and within
+        ``timeout``; the iteration sees each token once. A request that had
+        received nothing and that the server does not know is sent again as
+        new; one with tokens received fails with UnavailableError naming the
+        resume that failed. When it gives up, the error is the break's.
+        Without a ``request_id`` a resumable call makes up one ("req-" and
+        32 hex digits; ``Generation.request_id``)."""
         req = _common.generate_request(
             prompt, prompt_tokens=prompt_tokens, messages=messages,
             add_generation_prompt=add_generation_prompt, max_tokens=max_tokens,
             stop_token_ids=stop_token_ids, stop_strings=stop_strings, ignore_eos=ignore_eos,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, request_id=request_id)
-        t = _common.seconds(timeout)
-        call = self._inference.Generate(req, timeout=t, metadata=self._metadata)
-        return Generation(call, request_id)
+        resumer = _common.Resumer(req, _common.seconds(timeout),
+                                  _common.resume_seconds(resume_within))
+
+        def open_call(request, t):
+            return self._inference.Generate(request, timeout=t, metadata=self._metadata)
+
+        return Generation(open_call, resumer)
 
     def chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
              **options) -> Generation:
