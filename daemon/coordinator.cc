@@ -866,6 +866,7 @@ absl::StatusOr<std::shared_ptr<Coordinator::Link>> Coordinator::AttachWorker(
       link->plan = hello.plan();
       WorkerRecord& rec = records_[id];
       if (rec.metrics.steps == nullptr) rec.metrics = metrics_.ForWorker(id);
+      if (hello.plan().expert_slots() > 0) metrics_.AddExpertMetrics(rec.metrics);
       rec.link_h2d_bytes_per_s = hello.plan().link_h2d_bytes_per_s();
       if (rec.link) {
         ++rec.restarts;

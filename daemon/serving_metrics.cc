@@ -10,7 +10,47 @@ constexpr TimeUs kSampleEveryUs = 100'000;  // TransferRate keeps one sample per
 const std::vector<double> kLatencyBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                              0.5,   1,      2.5,   5,    10,    30,   60,  120};
 
+// The expert counters by ExpertCounter: their field and their family.
+struct ExpertField {
+  uint64_t (v1::WorkerCounters::*total)() const;
+  const char* metric;
+  const char* help;
+};
+const ExpertField kExpertFields[kExpertCounters] = {
+    {&v1::WorkerCounters::expert_hits, "paged_worker_expert_cache_hits_total",
+     "Routed experts a worker found in its device expert cache (expert-level paging, "
+     "docs/pager.md; hit rate: this over hits + misses + host)."},
+    {&v1::WorkerCounters::expert_misses, "paged_worker_expert_cache_misses_total",
+     "Routed experts a worker copied into its expert cache over the link when a step needed "
+     "them."},
+    {&v1::WorkerCounters::expert_host, "paged_worker_expert_host_total",
+     "Routed experts missing from a worker's expert cache that its host executor computed in "
+     "place (nothing copied)."},
+    {&v1::WorkerCounters::expert_evictions, "paged_worker_expert_cache_evictions_total",
+     "Experts a worker's expert cache dropped to make room for another."},
+    {&v1::WorkerCounters::expert_admitted, "paged_worker_expert_admitted_total",
+     "Host-computed experts a worker also copied into its expert cache for later steps."},
+    {&v1::WorkerCounters::expert_prefetched, "paged_worker_expert_prefetched_total",
+     "Experts a worker copied in ahead, on the next layer's predicted routing."},
+    {&v1::WorkerCounters::h2d_expert_bytes, "paged_worker_h2d_expert_bytes_total",
+     "Of paged_worker_h2d_bytes_total: the experts a worker copied in, over its restarts."},
+    {&v1::WorkerCounters::host_expert_bytes, "paged_worker_host_expert_bytes_total",
+     "Weight bytes of the experts a worker's host executor computed in place."},
+};
+
 }  // namespace
+
+ExpertCounts ExpertCountsOf(const v1::WorkerCounters& c) {
+  ExpertCounts n{};
+  for (int i = 0; i < kExpertCounters; ++i) n[size_t(i)] = (c.*kExpertFields[i].total)();
+  return n;
+}
+
+bool WorkerCountersDelta::any_experts() const {
+  for (uint64_t n : experts)
+    if (n != 0) return true;
+  return false;
+}
 
 std::string_view RequestStatusName(RequestStatus s) {
   switch (s) {
@@ -35,13 +75,17 @@ std::string_view RequestStatusName(RequestStatus s) {
 WorkerCountersDelta CountersDelta(const v1::WorkerCounters& before,
                                   const v1::WorkerCounters& after) {
   // A total below the previous one: the worker restarted and counts from 0.
-  const bool restarted = after.steps() < before.steps() || after.h2d_bytes() < before.h2d_bytes() ||
-                         after.d2h_bytes() < before.d2h_bytes() || after.busy_s() < before.busy_s();
+  const ExpertCounts was = ExpertCountsOf(before), is = ExpertCountsOf(after);
+  bool restarted = after.steps() < before.steps() || after.h2d_bytes() < before.h2d_bytes() ||
+                   after.d2h_bytes() < before.d2h_bytes() || after.busy_s() < before.busy_s();
+  for (int i = 0; i < kExpertCounters; ++i) restarted = restarted || is[size_t(i)] < was[size_t(i)];
   WorkerCountersDelta d;
   d.steps = restarted ? after.steps() : after.steps() - before.steps();
   d.h2d_bytes = restarted ? after.h2d_bytes() : after.h2d_bytes() - before.h2d_bytes();
   d.d2h_bytes = restarted ? after.d2h_bytes() : after.d2h_bytes() - before.d2h_bytes();
   d.busy_s = restarted ? after.busy_s() : after.busy_s() - before.busy_s();
+  for (int i = 0; i < kExpertCounters; ++i)
+    d.experts[size_t(i)] = restarted ? is[size_t(i)] : is[size_t(i)] - was[size_t(i)];
   return d;
 }
 
@@ -161,10 +205,15 @@ ServingMetrics::ServingMetrics()
   // Every status present from the first scrape.
   for (int s = 0; s < kRequestStatuses; ++s)
     requests_[s] = &requests_family_.With({std::string(RequestStatusName(RequestStatus(s)))});
+  for (int i = 0; i < kExpertCounters; ++i) {
+    worker_experts_[size_t(i)] =
+        &registry_.AddCounterFamily(kExpertFields[i].metric, kExpertFields[i].help, {"worker"});
+  }
 }
 
 WorkerMetrics ServingMetrics::ForWorker(const std::string& worker_id) {
   WorkerMetrics w;
+  w.worker_id = worker_id;
   w.steps = &worker_steps_.With({worker_id});
   w.h2d_bytes = &worker_h2d_.With({worker_id});
   w.d2h_bytes = &worker_d2h_.With({worker_id});
@@ -173,11 +222,22 @@ WorkerMetrics ServingMetrics::ForWorker(const std::string& worker_id) {
   return w;
 }
 
+void ServingMetrics::AddExpertMetrics(WorkerMetrics& w) {
+  for (int i = 0; i < kExpertCounters; ++i) {
+    if (w.experts[size_t(i)] == nullptr)
+      w.experts[size_t(i)] = &worker_experts_[size_t(i)]->With({w.worker_id});
+  }
+}
+
 void ServingMetrics::OnWorkerCounters(WorkerMetrics& w, const WorkerCountersDelta& d, TimeUs now) {
   w.steps->Inc(double(d.steps));
   w.h2d_bytes->Inc(double(d.h2d_bytes));
   w.d2h_bytes->Inc(double(d.d2h_bytes));
   w.busy_seconds->Inc(d.busy_s);
+  if (d.any_experts()) AddExpertMetrics(w);
+  for (int i = 0; i < kExpertCounters; ++i) {
+    if (w.experts[size_t(i)] != nullptr) w.experts[size_t(i)]->Inc(double(d.experts[size_t(i)]));
+  }
   w.rate.Add(now, d);
 }
 

@@ -6,6 +6,7 @@
 // /metrics is scraped (Coordinator::RenderMetrics).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -23,6 +24,23 @@ enum class RequestStatus { kEos, kStop, kLength, kCancelled, kError, kDeadline, 
 inline constexpr int kRequestStatuses = 7;
 std::string_view RequestStatusName(RequestStatus s);
 
+// Expert-level paging's counters of v1::WorkerCounters (docs/pager.md,
+// "Experts"), as indices: each is the paged_worker_<name>_total family.
+enum ExpertCounter {
+  kExpertHits,        // expert_cache_hits: found in the device expert cache
+  kExpertMisses,      // expert_cache_misses: copied in over the link
+  kExpertHost,        // expert_host: computed by the host executor in place
+  kExpertEvictions,   // expert_cache_evictions
+  kExpertAdmitted,    // expert_admitted: host-computed, also copied in
+  kExpertPrefetched,  // expert_prefetched: copied in on a predicted routing
+  kH2dExpertBytes,    // h2d_expert_bytes
+  kHostExpertBytes,   // host_expert_bytes
+  kExpertCounters
+};
+using ExpertCounts = std::array<uint64_t, kExpertCounters>;
+// A report's expert counters by ExpertCounter.
+ExpertCounts ExpertCountsOf(const v1::WorkerCounters& c);
+
 // What a worker's totals grew by between two reports. A worker that
 // restarted reports totals from zero again: then its new totals are the
 // growth.
@@ -31,6 +49,8 @@ struct WorkerCountersDelta {
   uint64_t h2d_bytes = 0;
   uint64_t d2h_bytes = 0;
   double busy_s = 0;
+  ExpertCounts experts{};  // all 0 for a worker that pages whole layers
+  bool any_experts() const;
 };
 WorkerCountersDelta CountersDelta(const v1::WorkerCounters& before,
                                   const v1::WorkerCounters& after);
@@ -64,7 +84,12 @@ struct WorkerMetrics {
   metrics::Counter* d2h_bytes = nullptr;
   metrics::Counter* busy_seconds = nullptr;
   metrics::Counter* restarts = nullptr;
+  // By ExpertCounter; null until the worker says it pages experts (its plan
+  // has an expert cache, or it reports expert counters), so that a dense
+  // model's workers have none of these series.
+  std::array<metrics::Counter*, kExpertCounters> experts{};
   TransferRate rate;
+  std::string worker_id;
 };
 
 class ServingMetrics {
@@ -76,7 +101,10 @@ class ServingMetrics {
   void CountRequest(RequestStatus s) { requests_[int(s)]->Inc(); }
   // The children of the per-worker families for `worker_id`.
   WorkerMetrics ForWorker(const std::string& worker_id);
-  // A worker's report: its counters grew by `d` at `now`.
+  // The children of the per-worker expert families for `w` (at 0), once.
+  void AddExpertMetrics(WorkerMetrics& w);
+  // A worker's report: its counters grew by `d` at `now` (expert counters
+  // that grew add the expert families' children).
   void OnWorkerCounters(WorkerMetrics& w, const WorkerCountersDelta& d, TimeUs now);
   // The per-worker gauges of an attached worker; `link_h2d_bytes_per_s`:
   // its measured link (0: unknown, then no PCIe-bound fraction).
@@ -118,6 +146,7 @@ class ServingMetrics {
   metrics::Family<metrics::Counter>& worker_d2h_;
   metrics::Family<metrics::Counter>& worker_busy_;
   metrics::Family<metrics::Counter>& worker_restarts_;
+  std::array<metrics::Family<metrics::Counter>*, kExpertCounters> worker_experts_{};
   metrics::Family<metrics::Gauge>& worker_h2d_rate_;
   metrics::Family<metrics::Gauge>& worker_d2h_rate_;
   metrics::Family<metrics::Gauge>& worker_link_;

@@ -210,6 +210,17 @@ int PlanCommand(const Flags& f) {
                         {"host_gbs_at_1_row", HostGbps(hybrid, 1)},
                         {"hybrid_host_share_at_1_row", share},
                         {"hybrid_predicted_decode_step_s", hybrid_s}};
+    // Expert-level paging (docs/pager.md, "Experts"): the device expert
+    // cache, all 0 when whole layers are paged.
+    j["experts_paged"] = p->experts_paged;
+    j["expert_slots"] = p->expert_slots;
+    j["total_experts"] = p->total_experts;
+    j["expert_slot_bytes"] = p->expert_slot_bytes;
+    j["expert_cache_bytes"] = p->expert_cache_bytes;
+    j["expert_cache_share"] =
+        p->total_experts > 0 ? double(p->expert_slots) / double(p->total_experts) : 0.0;
+    j["expert_prefetch"] = p->expert_prefetch;
+    j["router_bytes"] = p->router_bytes;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s", p->Describe().c_str());

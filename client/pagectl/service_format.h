@@ -28,7 +28,8 @@ std::string FormatTable(const std::vector<std::vector<Cell>>& rows, bool color);
 
 // The service summary (model, store, queue, running, tokens/s, bytes paged/s,
 // KV blocks) and then one row per worker: id, device, state, running,
-// resident/paged layers, steps, tokens, restarts.
+// resident/paged layers, steps, tokens, restarts; then a line for each
+// worker that pages experts: its expert cache's hit rate and size.
 std::string FormatStatus(const v1::StatusResponse& s, bool color);
 // One row per worker with its memory plan and counters.
 std::string FormatWorkers(const v1::StatusResponse& s, bool color);

@@ -371,6 +371,9 @@ WorkerInfo FromWire(const v1::WorkerInfo& w) {
   out.plan.paged_bytes_per_step = p.paged_bytes_per_step();
   out.plan.text = p.text();
   out.plan.link_h2d_bytes_per_s = p.link_h2d_bytes_per_s();
+  out.plan.expert_slots = p.expert_slots();
+  out.plan.total_experts = p.total_experts();
+  out.plan.expert_cache_bytes = p.expert_cache_bytes();
   out.running_sequences = w.running_sequences();
   const v1::WorkerCounters& k = w.counters();
   out.counters.steps = k.steps();
@@ -378,6 +381,14 @@ WorkerInfo FromWire(const v1::WorkerInfo& w) {
   out.counters.h2d_bytes = k.h2d_bytes();
   out.counters.d2h_bytes = k.d2h_bytes();
   out.counters.busy_s = k.busy_s();
+  out.counters.expert_hits = k.expert_hits();
+  out.counters.expert_misses = k.expert_misses();
+  out.counters.expert_host = k.expert_host();
+  out.counters.expert_evictions = k.expert_evictions();
+  out.counters.expert_admitted = k.expert_admitted();
+  out.counters.expert_prefetched = k.expert_prefetched();
+  out.counters.h2d_expert_bytes = k.h2d_expert_bytes();
+  out.counters.host_expert_bytes = k.host_expert_bytes();
   out.restarts = w.restarts();
   return out;
 }

@@ -190,6 +190,20 @@ class FakeAdmin final : public v1::Admin::Service {
       w->mutable_counters()->set_steps(40 + uint64_t(i));
       w->mutable_counters()->set_tokens(900);
       w->set_restarts(i);
+      if (i == 0) {  // pages experts: 148 of 200 routed experts from its cache
+        w->mutable_plan()->set_expert_slots(18);
+        w->mutable_plan()->set_total_experts(32);
+        w->mutable_plan()->set_expert_cache_bytes(uint64_t(18) << 20);
+        v1::WorkerCounters* c = w->mutable_counters();
+        c->set_expert_hits(148);
+        c->set_expert_misses(40);
+        c->set_expert_host(12);
+        c->set_expert_evictions(30);
+        c->set_expert_admitted(5);
+        c->set_expert_prefetched(0);
+        c->set_h2d_expert_bytes(40 << 20);
+        c->set_host_expert_bytes(12 << 20);
+      }
     }
     return grpc::Status::OK;
   }
@@ -569,6 +583,21 @@ TEST(ClientTest, AdminAndTokenizeCalls) {
   EXPECT_EQ(s->workers[1].plan.budget_bytes, uint64_t(200) << 20);
   EXPECT_EQ(s->workers[1].counters.steps, 41u);
   EXPECT_EQ(s->workers[1].restarts, 1);
+  // Expert-level paging's plan and counters (issue 14).
+  EXPECT_EQ(s->workers[0].plan.expert_slots, 18u);
+  EXPECT_EQ(s->workers[0].plan.total_experts, 32u);
+  EXPECT_EQ(s->workers[0].plan.expert_cache_bytes, uint64_t(18) << 20);
+  const client::WorkerCounters& k = s->workers[0].counters;
+  EXPECT_EQ(k.expert_hits, 148u);
+  EXPECT_EQ(k.expert_misses, 40u);
+  EXPECT_EQ(k.expert_host, 12u);
+  EXPECT_EQ(k.expert_evictions, 30u);
+  EXPECT_EQ(k.expert_admitted, 5u);
+  EXPECT_EQ(k.expert_prefetched, 0u);
+  EXPECT_EQ(k.h2d_expert_bytes, uint64_t(40) << 20);
+  EXPECT_EQ(k.host_expert_bytes, uint64_t(12) << 20);
+  EXPECT_EQ(s->workers[1].plan.expert_slots, 0u);
+  EXPECT_EQ(s->workers[1].counters.expert_hits, 0u);
   auto seqs = c->ListSequences();
   ASSERT_TRUE(seqs.ok());
   ASSERT_EQ(seqs->size(), 1u);
@@ -632,7 +661,7 @@ TEST(ClientTest, SupervisionConvertsToAndFromTheWire) {
 TEST(ClientTest, TheStructsHaveEveryFieldOfTheAdminMessages) {
   const std::vector<std::pair<const google::protobuf::Descriptor*, int>> mirrored = {
       {v1::StatusResponse::descriptor(), 22},   {v1::WorkerInfo::descriptor(), 7},
-      {v1::MemoryPlan::descriptor(), 9},        {v1::WorkerCounters::descriptor(), 5},
+      {v1::MemoryPlan::descriptor(), 12},       {v1::WorkerCounters::descriptor(), 13},
       {v1::SupervisedProcess::descriptor(), 7}, {v1::ReportSupervisionRequest::descriptor(), 2},
       {v1::SequenceInfo::descriptor(), 6},      {v1::ModelInfo::descriptor(), 8},
   };
@@ -685,6 +714,11 @@ TEST(PagectlFormatTest, StatusTableHasTheServiceAndOneRowPerWorker) {
               HasSubstr("cpu:0   cpu     ATTACHED  1        2/3             40     900     0"));
   EXPECT_THAT(plain,
               HasSubstr("cpu:1   cpu     DRAINING  1        2/3             41     900     1"));
+  // The worker that pages experts says how its cache does; the other nothing.
+  EXPECT_THAT(plain,
+              HasSubstr("cpu:0 experts: 74.0% from the cache (148 hits, 40 copied, 12 on the "
+                        "host), 30 evictions; cache 18 of 32 experts (18.00 MiB)\n"));
+  EXPECT_THAT(plain, Not(HasSubstr("cpu:1 experts")));
   EXPECT_THAT(plain, Not(HasSubstr("\033[")));
   EXPECT_THAT(pagectl::FormatStatus(*s, /*color=*/true), HasSubstr("\033[32mATTACHED"));
   EXPECT_THAT(pagectl::FormatWorkers(*s, false), HasSubstr("200.00 MiB"));
@@ -693,6 +727,9 @@ TEST(PagectlFormatTest, StatusTableHasTheServiceAndOneRowPerWorker) {
   EXPECT_EQ(j["workers"].size(), 2u);
   EXPECT_EQ(j["workers"][1]["restarts"], 1);
   EXPECT_EQ(j["kv_blocks_used"], "64");  // the proto3 JSON mapping: 64-bit integers are strings
+  EXPECT_EQ(j["workers"][0]["counters"]["expert_hits"], "148");
+  EXPECT_EQ(j["workers"][0]["plan"]["expert_slots"], "18");
+  EXPECT_EQ(j["workers"][1]["counters"]["expert_hits"], "0");
 }
 
 // Issue 15, defects 3 and 9: status says whether the service is ready and

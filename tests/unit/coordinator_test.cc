@@ -18,6 +18,7 @@
 #include <future>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/process.h"
 #include "daemon/generate_request.h"
 #include "daemon/server.h"
@@ -97,6 +98,7 @@ struct FakeWorker {
   std::atomic<int> closes{0};
   int drains = 0;
   int steps = 0;
+  bool experts = false;  // reports expert-level paging's counters too
 
   // Its "stream" ends: the coordinator must not call `close` after this.
   ~FakeWorker() {
@@ -125,6 +127,14 @@ struct FakeWorker {
     for (const v1::SeqStep& s : m.step().sequences()) r->add_next_tokens(FakeCompute(*pool, s));
     r->mutable_counters()->set_steps(uint64_t(++steps));
     r->mutable_counters()->set_h2d_bytes(uint64_t(steps) * 1000);
+    if (experts) {
+      // Per step: 3 hits, 1 copied, and an eviction every other step.
+      v1::WorkerCounters* k = r->mutable_counters();
+      k->set_expert_hits(uint64_t(steps) * 3);
+      k->set_expert_misses(uint64_t(steps));
+      k->set_expert_evictions(uint64_t(steps / 2));
+      k->set_h2d_expert_bytes(uint64_t(steps) * 400);
+    }
     EXPECT_TRUE(c->OnWorkerMessage(*link, reply).ok());
     return true;
   }
@@ -680,10 +690,57 @@ TEST_F(CoordinatorTest, StatusRatesAndModels) {
   EXPECT_EQ(st.kv_blocks_total(), uint64_t(kBlocks));
   EXPECT_GT(st.tokens_per_s(), 0);
   EXPECT_GT(st.bytes_paged_per_s(), 0);
+  // A worker that pages whole layers: no expert counters, no expert metrics.
+  ASSERT_EQ(st.workers_size(), 1);
+  EXPECT_EQ(st.workers(0).counters().expert_hits(), 0u);
+  EXPECT_THAT(coord_->RenderMetrics(),
+              ::testing::Not(HasSubstr("paged_worker_expert_cache_hits_total{")));
   v1::ListModelsResponse models = coord_->ListModels();
   ASSERT_EQ(models.models_size(), 1);
   EXPECT_EQ(models.models(0).name(), "fake");
   EXPECT_EQ(models.models(0).vocab_size(), kVocab);
+}
+
+// Issue 14: a worker's expert cache (its plan) and its hit counters reach
+// Status as the worker reported them, and /metrics as per-worker totals.
+TEST_F(CoordinatorTest, ExpertCountersReachStatusAndMetrics) {
+  FakeWorker w;
+  w.experts = true;
+  v1::Hello hello = MakeHello("moe");
+  hello.mutable_plan()->set_expert_slots(18);
+  hello.mutable_plan()->set_total_experts(32);
+  hello.mutable_plan()->set_expert_cache_bytes(18 * 4096);
+  ASSERT_NO_FATAL_FAILURE(w.Attach(*coord_, pool_, hello));
+  // Attached with an expert cache: the families are there before any step.
+  EXPECT_THAT(coord_->RenderMetrics(),
+              HasSubstr("paged_worker_expert_cache_hits_total{worker=\"moe\"} 0\n"));
+  auto ch = *coord_->Admit(Req({1, 3}, 20));
+  std::vector<Coordinator::Update> out;
+  RunUntilDone({&w}, {ch}, &out);
+  coord_->Release(*ch);
+  ASSERT_GT(w.steps, 1);
+  const uint64_t steps = uint64_t(w.steps);
+  v1::StatusResponse st = coord_->Status();
+  ASSERT_EQ(st.workers_size(), 1);
+  EXPECT_EQ(st.workers(0).plan().expert_slots(), 18u);
+  EXPECT_EQ(st.workers(0).plan().total_experts(), 32u);
+  EXPECT_EQ(st.workers(0).plan().expert_cache_bytes(), 18u * 4096);
+  const v1::WorkerCounters& c = st.workers(0).counters();
+  EXPECT_EQ(c.expert_hits(), 3 * steps);
+  EXPECT_EQ(c.expert_misses(), steps);
+  EXPECT_EQ(c.expert_evictions(), steps / 2);
+  EXPECT_EQ(c.h2d_expert_bytes(), 400 * steps);
+  const std::string text = coord_->RenderMetrics();
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("paged_worker_expert_cache_hits_total{worker=\"moe\"} ",
+                                           3 * steps, "\n")));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat(
+                        "paged_worker_expert_cache_misses_total{worker=\"moe\"} ", steps, "\n")));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("paged_worker_expert_cache_evictions_total{worker="
+                                           "\"moe\"} ",
+                                           steps / 2, "\n")));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("paged_worker_h2d_expert_bytes_total{worker=\"moe\"} ",
+                                           400 * steps, "\n")));
+  EXPECT_THAT(text, HasSubstr("paged_worker_expert_host_total{worker=\"moe\"} 0\n"));
 }
 
 // ---- Over gRPC: the services with a fake worker on the WorkerLink stub ----

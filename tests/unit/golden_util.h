@@ -1,9 +1,11 @@
 // HF golden fixtures (tests/golden/): reading them and running our engine
-// over their tokens, shared by the CPU and GPU tests.
+// over their tokens, shared by the CPU and GPU tests; and checking a
+// checkpoint's decode logits against expected ones (a reference model's).
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
@@ -117,6 +119,32 @@ inline std::vector<std::vector<float>> RunLogits(const std::string& dir, const s
   auto all = TeacherForcedLogits(engine, tokens, (*m)->kv_blocks());
   EXPECT_TRUE(all.ok()) << all.status();
   return all.ok() ? *all : out;
+}
+
+// Loads `dir` (`layout` on `device`), runs every position of `tokens` by
+// decode steps (teacher forcing) and expects each position's logits within
+// `tol` (relative error) of `want` [position][vocab], a failure naming
+// `what` and the position. Returns the largest error; a model that does not
+// load or run, or answers another number of positions, is a fatal failure
+// (ASSERT_NO_FATAL_FAILURE stops the caller).
+inline double ExpectDecodeMatches(const std::string& dir, const LayoutOptions& layout,
+                                  const std::string& device, const std::vector<int32_t>& tokens,
+                                  const std::vector<std::vector<double>>& want, double tol,
+                                  const std::string& what) {
+  double worst = 0;
+  [&] {
+    auto lm = LocalModel::Load(dir, layout, device, 2);
+    ASSERT_TRUE(lm.ok()) << lm.status();
+    auto got = TeacherForcedLogits(*(*lm)->engine, tokens, (*lm)->kv_blocks());
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), want.size());
+    for (size_t p = 0; p < got->size(); ++p) {
+      const double err = RelativeError((*got)[p], want[p]);
+      worst = std::max(worst, err);
+      EXPECT_LT(err, tol) << what << " pos " << p;
+    }
+  }();
+  return worst;
 }
 
 }  // namespace paged::testing

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/golden_util.h"
 #include "tests/unit/gpt_oss_util.h"
 #include "tests/unit/moe_util.h"
 #include "tests/unit/reference_model.h"
@@ -37,17 +38,9 @@ void ExpectCudaMatchesReference(const reference::Model& m, const std::string& di
   layout.weight_format = format;
   layout.kv_gib = 0.01;
   layout.block_tokens = 16;
-  auto lm = LocalModel::Load(dir, layout, "cuda:0", 2);
-  ASSERT_TRUE(lm.ok()) << lm.status();
-  auto got = TeacherForcedLogits(*(*lm)->engine, tokens, (*lm)->kv_blocks());
-  ASSERT_TRUE(got.ok()) << got.status();
-  ASSERT_EQ(got->size(), want.size());
   double worst = 0;
-  for (size_t p = 0; p < got->size(); ++p) {
-    const double err = testing::RelativeError((*got)[p], want[p]);
-    worst = std::max(worst, err);
-    EXPECT_LT(err, tol) << format << " position " << p;
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      worst = testing::ExpectDecodeMatches(dir, layout, "cuda:0", tokens, want, tol, format));
   auto lm2 = LocalModel::Load(dir, layout, "cuda:0", 2);
   ASSERT_TRUE(lm2.ok()) << lm2.status();
   const double prefill =

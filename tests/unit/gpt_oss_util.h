@@ -17,6 +17,7 @@
 
 #include "common/model_config.h"
 #include "store/safetensors_writer.h"
+#include "tests/unit/moe_util.h"
 #include "tests/unit/reference_model.h"
 #include "tests/unit/test_util.h"
 
@@ -29,18 +30,10 @@ using reference::Model;
 // config.json as transformers 5 writes GptOssConfig (rope_parameters,
 // layer_types).
 inline nlohmann::json ConfigJson(const ModelConfig& c, bool mxfp4) {
-  nlohmann::json j;
+  nlohmann::json j = moe_testing::HfShapeConfig(c);
   j["architectures"] = {"GptOssForCausalLM"};
   j["model_type"] = "gpt_oss";
-  j["hidden_size"] = c.hidden;
   j["intermediate_size"] = c.expert_ffn;
-  j["num_hidden_layers"] = c.n_layers;
-  j["num_attention_heads"] = c.n_heads;
-  j["num_key_value_heads"] = c.n_kv_heads;
-  j["head_dim"] = c.head_dim;
-  j["vocab_size"] = c.vocab;
-  j["max_position_embeddings"] = c.max_context;
-  j["rms_norm_eps"] = c.norm_eps;
   j["num_local_experts"] = c.n_experts;
   j["num_experts_per_tok"] = c.n_experts_used;
   j["sliding_window"] = c.sliding_window;

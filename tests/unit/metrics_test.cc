@@ -11,13 +11,18 @@
 #include <limits>
 #include <regex>
 #include <thread>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/serving_metrics.h"
 
 namespace paged {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(MetricsTest, RendersTheExpositionFormatExactly) {
   metrics::Registry r;
@@ -155,6 +160,37 @@ TEST(ServingMetricsTest, CounterDeltasSurviveAWorkerRestart) {
   EXPECT_EQ(d.h2d_bytes, 50u);
   EXPECT_EQ(d.d2h_bytes, 5u);
   EXPECT_DOUBLE_EQ(d.busy_s, 0.1);
+  EXPECT_FALSE(d.any_experts());
+}
+
+// Expert-level paging's counters (issue 14): deltas like the others, and a
+// total that went down (an expert counter alone) means a restart too.
+TEST(ServingMetricsTest, ExpertCounterDeltas) {
+  v1::WorkerCounters a = Counters(10, 1000, 100, 1.5), b = Counters(12, 1600, 130, 2);
+  a.set_expert_hits(70);
+  a.set_expert_misses(20);
+  a.set_expert_host(10);
+  a.set_expert_evictions(4);
+  a.set_h2d_expert_bytes(500);
+  b.set_expert_hits(85);
+  b.set_expert_misses(23);
+  b.set_expert_host(12);
+  b.set_expert_evictions(5);
+  b.set_expert_admitted(2);
+  b.set_expert_prefetched(6);
+  b.set_h2d_expert_bytes(800);
+  b.set_host_expert_bytes(90);
+  // Hits, misses, host, evictions, admitted, prefetched, H2D and host bytes.
+  WorkerCountersDelta d = CountersDelta(a, b);
+  EXPECT_EQ(d.steps, 2u);
+  EXPECT_THAT(d.experts, ElementsAre(15u, 3u, 2u, 1u, 2u, 6u, 300u, 90u));
+  EXPECT_TRUE(d.any_experts());
+  // Only the expert hits went down: the worker restarted.
+  b = a;
+  b.set_expert_hits(3);
+  d = CountersDelta(a, b);
+  EXPECT_EQ(d.steps, 10u);
+  EXPECT_THAT(d.experts, ElementsAre(3u, 20u, 10u, 4u, 0u, 0u, 500u, 0u));
 }
 
 TEST(ServingMetricsTest, TransferRateIsBytesPerBusySecondOverTheWindow) {
@@ -193,6 +229,39 @@ TEST(ServingMetricsTest, EveryRequestStatusIsThereFromTheStart) {
   m.ClearWorkerGauges("cuda:0");
   EXPECT_THAT(m.Render(), ::testing::Not(HasSubstr("paged_worker_h2d_bytes_per_second{")));
   EXPECT_THAT(m.Render(), HasSubstr("paged_worker_h2d_bytes_total{worker=\"cuda:0\"} 3000\n"));
+}
+
+// A worker that pages experts has the expert families, from its first
+// report that counts any (or from its plan: AddExpertMetrics); one that
+// pages whole layers has none.
+TEST(ServingMetricsTest, ExpertCacheMetricsOnlyForWorkersThatPageExperts) {
+  ServingMetrics m;
+  WorkerMetrics dense = m.ForWorker("cuda:0");
+  m.OnWorkerCounters(dense, {3, 3000, 300, 0.5}, 1'000'000);
+  EXPECT_THAT(m.Render(), Not(HasSubstr("paged_worker_expert_cache_hits_total{")));
+  WorkerMetrics moe = m.ForWorker("cuda:1");
+  const WorkerCountersDelta d{2, 2000, 0, 0.25, {74, 20, 6, 9, 1, 3, 1500, 450}};
+  m.OnWorkerCounters(moe, d, 1'000'000);
+  m.OnWorkerCounters(moe, d, 2'000'000);
+  const std::string text = m.Render();
+  for (const auto& [family, total] :
+       std::vector<std::pair<std::string, int>>{{"expert_cache_hits", 148},
+                                                {"expert_cache_misses", 40},
+                                                {"expert_host", 12},
+                                                {"expert_cache_evictions", 18},
+                                                {"expert_admitted", 2},
+                                                {"expert_prefetched", 6},
+                                                {"h2d_expert_bytes", 3000},
+                                                {"host_expert_bytes", 900}}) {
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("paged_worker_", family, "_total{worker=\"cuda:1\"} ",
+                                             total, "\n")));
+  }
+  EXPECT_THAT(text, Not(HasSubstr("paged_worker_expert_cache_hits_total{worker=\"cuda:0\"")));
+  // A plan with an expert cache: the families at 0 before any step.
+  WorkerMetrics fresh = m.ForWorker("cuda:2");
+  m.AddExpertMetrics(fresh);
+  m.AddExpertMetrics(fresh);  // once
+  EXPECT_THAT(m.Render(), HasSubstr("paged_worker_expert_cache_hits_total{worker=\"cuda:2\"} 0\n"));
 }
 
 }  // namespace

@@ -1,15 +1,21 @@
 // `pagectl make-model` for mixtures of experts: the presets' configs, a tiny
-// sparse checkpoint that loads and runs, and --router-skew making routing
-// uneven (measured on the written routers) while 0 keeps it even.
+// sparse checkpoint that loads and runs (and `pagectl plan` sizes its expert
+// cache), and --router-skew making routing uneven (measured on the written
+// routers) while 0 keeps it even.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "client/pagectl/commands.h"
 #include "client/pagectl/make_model.h"
 #include "client/pagectl/presets.h"
 #include "common/dtype.h"
@@ -21,6 +27,26 @@
 
 namespace paged {
 namespace {
+
+// Loads the checkpoint at `dir` on the CPU and generates 8 tokens of a short
+// prompt; returns the model (null, a failure, when it did not load).
+std::unique_ptr<LocalModel> LoadAndGenerate(const std::string& dir) {
+  GenerateRequest req;
+  req.prompt = {1, 17, 300, 42};
+  req.max_new_tokens = 8;
+  req.stop_at_eos = false;
+  LayoutOptions layout;
+  layout.kv_gib = 0.01;
+  auto lm = LocalModel::Load(dir, layout, "cpu", 2);
+  EXPECT_TRUE(lm.ok()) << lm.status();
+  if (!lm.ok()) return nullptr;
+  auto r = Generate(*(*lm)->engine, req, (*lm)->kv_blocks());
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (r.ok()) {
+    EXPECT_EQ(r->tokens.size(), 8u);
+  }
+  return std::move(*lm);
+}
 
 TEST(MoePresetsTest, RealShapes) {
   const ModelConfig mixtral = PresetModelConfig(*FindPreset("mixtral-8x7b"));
@@ -91,18 +117,9 @@ TEST(MoeMakeModelTest, GptOssMxfp4CheckpointLoadsAndRuns) {
   const double rms = std::sqrt(ss / double(row.size())) * std::sqrt(double(got.hidden));
   EXPECT_GT(rms, 0.5);
   EXPECT_LT(rms, 2.0);
-  LayoutOptions layout;
-  layout.kv_gib = 0.01;
-  auto lm = LocalModel::Load(o.out_dir, layout, "cpu", 2);
-  ASSERT_TRUE(lm.ok()) << lm.status();
-  EXPECT_EQ((*lm)->image->image().header->Layer(0).experts.tensors[0].Type(), DType::kMXFP4);
-  GenerateRequest req;
-  req.prompt = {1, 17, 300, 42};
-  req.max_new_tokens = 8;
-  req.stop_at_eos = false;
-  auto r = Generate(*(*lm)->engine, req, (*lm)->kv_blocks());
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->tokens.size(), 8u);
+  const std::unique_ptr<LocalModel> lm = LoadAndGenerate(o.out_dir);
+  ASSERT_NE(lm, nullptr);
+  EXPECT_EQ(lm->image->image().header->Layer(0).experts.tensors[0].Type(), DType::kMXFP4);
 }
 
 std::string Make(const testing::TempDir& tmp, const std::string& name, double skew) {
@@ -129,17 +146,53 @@ TEST(MoeMakeModelTest, TinySparseCheckpointLoadsAndRuns) {
   EXPECT_EQ(got.norm_topk_prob, want.norm_topk_prob);
   EXPECT_EQ(got.head_dim, 48);
   for (int l = 0; l < got.n_layers; ++l) EXPECT_TRUE(got.IsMoeLayer(l));
-  LayoutOptions layout;
-  layout.kv_gib = 0.01;
-  auto lm = LocalModel::Load(dir, layout, "cpu", 2);
-  ASSERT_TRUE(lm.ok()) << lm.status();
-  GenerateRequest req;
-  req.prompt = {1, 17, 300, 42};
-  req.max_new_tokens = 8;
-  req.stop_at_eos = false;
-  auto r = Generate(*(*lm)->engine, req, (*lm)->kv_blocks());
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->tokens.size(), 8u);
+  EXPECT_NE(LoadAndGenerate(dir), nullptr);
+}
+
+// `pagectl plan --json` on a sparse checkpoint says how big its device
+// expert cache is (issue 14): every expert under a large budget, at least
+// one layer's but not all under the smallest budget that plans.
+TEST(MoeMakeModelTest, PlanShowsTheExpertCache) {
+  testing::TempDir tmp;
+  pagectl::Flags f;
+  f.model = Make(tmp, "m", 0);
+  f.json = true;
+  f.resident = "none";
+  auto plan = [&](uint64_t budget_kib) -> std::optional<nlohmann::json> {
+    f.gpu_budget = absl::StrCat(budget_kib, "KiB");
+    ::testing::internal::CaptureStdout();
+    ::testing::internal::CaptureStderr();
+    const int rc = pagectl::RunCommand("plan", f, "usage");
+    const std::string out = ::testing::internal::GetCapturedStdout();
+    ::testing::internal::GetCapturedStderr();
+    if (rc != 0) return std::nullopt;
+    return nlohmann::json::parse(out);
+  };
+  const ModelConfig c = PresetModelConfig(*FindPreset("tiny-qwen3-moe"));
+  const uint64_t all = uint64_t(c.n_layers) * uint64_t(c.n_experts);
+  std::optional<nlohmann::json> large = plan(4 << 20);
+  ASSERT_TRUE(large.has_value());
+  const uint64_t slot = (*large)["expert_slot_bytes"].get<uint64_t>();
+  // From globals + workspace (what any plan needs) up, an expert at a time.
+  std::optional<nlohmann::json> least;
+  const uint64_t step_kib = std::max<uint64_t>(slot >> 10, 1);
+  for (uint64_t kib = ((*large)["globals_bytes"].get<uint64_t>() +
+                       (*large)["workspace_bytes"].get<uint64_t>()) >>
+                      10;
+       kib < (4 << 20) && !least; kib += step_kib)
+    least = plan(kib);
+  ASSERT_TRUE(least.has_value());
+  for (const nlohmann::json& j : {*large, *least}) {
+    EXPECT_TRUE(j["experts_paged"].get<bool>());
+    EXPECT_EQ(j["total_experts"].get<uint64_t>(), all);
+    EXPECT_EQ(j["expert_slot_bytes"].get<uint64_t>(), slot);
+    const uint64_t slots = j["expert_slots"].get<uint64_t>();
+    EXPECT_GE(j["expert_cache_bytes"].get<uint64_t>(), slots * slot);
+    EXPECT_DOUBLE_EQ(j["expert_cache_share"].get<double>(), double(slots) / double(all));
+  }
+  EXPECT_EQ((*large)["expert_slots"].get<uint64_t>(), all);
+  EXPECT_GE((*least)["expert_slots"].get<uint64_t>(), uint64_t(c.n_experts));  // one layer's
+  EXPECT_LT((*least)["expert_slots"].get<uint64_t>(), all);
 }
 
 // How often each expert of layer 0 is among the top-k for random unit-RMS

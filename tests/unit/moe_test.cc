@@ -21,6 +21,7 @@
 #include "store/model_source.h"
 #include "store/safetensors_writer.h"
 #include "tests/unit/gguf_builder.h"
+#include "tests/unit/golden_util.h"
 #include "tests/unit/moe_util.h"
 #include "tests/unit/reference_model.h"
 #include "tests/unit/test_util.h"
@@ -65,23 +66,15 @@ void ExpectMatchesReference(const Model& m, const std::string& path, int n_token
   const std::vector<int32_t> tokens = Tokens(n_tokens, c.vocab);
   MoeTrace trace;
   const Rows want = Reference(m, tokens, &trace);
-  auto lm = LocalModel::Load(path, F32Layout(), "cpu", 2);
-  ASSERT_TRUE(lm.ok()) << lm.status();
-  ASSERT_EQ((*lm)->config().n_experts, c.n_experts);
-  auto got = TeacherForcedLogits(*(*lm)->engine, tokens, (*lm)->kv_blocks());
-  ASSERT_TRUE(got.ok()) << got.status();
-  ASSERT_EQ(got->size(), want.size());
   double worst = 0;
-  for (size_t p = 0; p < got->size(); ++p) {
-    const double err = testing::RelativeError((*got)[p], want[p]);
-    worst = std::max(worst, err);
-    EXPECT_LT(err, 1e-4) << DescribeConfig(c) << " pos " << p;
-  }
+  ASSERT_NO_FATAL_FAILURE(worst = testing::ExpectDecodeMatches(path, F32Layout(), "cpu", tokens,
+                                                               want, 1e-4, DescribeConfig(c)));
   std::printf("%s\n  largest relative error over %d positions: %.2g\n", DescribeConfig(c).c_str(),
               n_tokens, worst);
   for (int chunk : {n_tokens, 5}) {
     auto lm2 = LocalModel::Load(path, F32Layout(), "cpu", 2);
     ASSERT_TRUE(lm2.ok()) << lm2.status();
+    ASSERT_EQ((*lm2)->config().n_experts, c.n_experts);
     EXPECT_LT(testing::RelativeError(Prefill(**lm2, tokens, chunk), want.back()), 1e-4)
         << "prefill in chunks of " << chunk;
   }
@@ -340,15 +333,7 @@ std::string GgufOf(const Model& m) {
   if (c.shared_expert_ffn > 0)
     b.U32(arch + ".expert_shared_feed_forward_length", uint32_t(c.shared_expert_ffn));
   auto tensor = [&](const std::string& name, const std::string& canonical, int l) {
-    for (const SourceTensor& t : m.src.tensors) {
-      if (t.name != canonical || t.layer != l) continue;
-      std::vector<uint64_t> ne = {uint64_t(t.cols)};
-      if (t.rows > 1) ne.push_back(uint64_t(t.rows));
-      b.Tensor(name, ne, testing::GgufBuilder::kTypeF32,
-               testing::GgufBuilder::F32Bytes(m.Get(canonical, l)));
-      return;
-    }
-    ADD_FAILURE() << "no " << canonical << " " << l;
+    AddGgufTensor(b, m, name, canonical, l);
   };
   tensor("token_embd.weight", "tok_embd", -1);
   tensor("output_norm.weight", "output_norm", -1);
@@ -387,21 +372,7 @@ std::string GgufOf(const Model& m) {
                testing::GgufBuilder::kTypeF32,
                testing::GgufBuilder::F32Bytes(m.Get("shexp_gate_inp", l)));
     }
-    for (auto [g, n] :
-         std::vector<std::pair<std::string, std::string>>{{"ffn_gate_exps.weight", "exp_gate"},
-                                                          {"ffn_up_exps.weight", "exp_up"},
-                                                          {"ffn_down_exps.weight", "exp_down"}}) {
-      std::vector<float> all;
-      for (int e = 0; e < c.n_experts; ++e) {
-        const std::vector<float>& v = m.Get(n, l, e);
-        all.insert(all.end(), v.begin(), v.end());
-      }
-      const bool down = n == "exp_down";
-      b.Tensor(p + g,
-               {uint64_t(down ? c.expert_ffn : c.hidden), uint64_t(down ? c.hidden : c.expert_ffn),
-                uint64_t(c.n_experts)},
-               testing::GgufBuilder::kTypeF32, testing::GgufBuilder::F32Bytes(all));
-    }
+    AddGgufExperts(b, m, l);
   }
   return b.Build();
 }

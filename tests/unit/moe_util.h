@@ -1,6 +1,7 @@
 // Tiny mixture-of-experts models for tests: configs of each architecture
 // and an HF checkpoint of a reference model (tests/unit/reference_model.h)
-// under transformers 4.x (one tensor per expert) or 5.x (fused) names.
+// under transformers 4.x (one tensor per expert) or 5.x (fused) names; its
+// tensors and experts as GGUF tensors.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -8,10 +9,12 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/model_config.h"
 #include "store/safetensors_writer.h"
+#include "tests/unit/gguf_builder.h"
 #include "tests/unit/reference_model.h"
 #include "tests/unit/test_util.h"
 
@@ -87,22 +90,27 @@ inline ModelConfig GptOss() {
 
 // ---- an HF checkpoint of a reference model --------------------------------
 
+// The config.json fields every HF decoder of these tests has: the shapes,
+// the context and the norm's epsilon.
+inline nlohmann::json HfShapeConfig(const ModelConfig& c) {
+  return {{"hidden_size", c.hidden},
+          {"num_hidden_layers", c.n_layers},
+          {"num_attention_heads", c.n_heads},
+          {"num_key_value_heads", c.n_kv_heads},
+          {"head_dim", c.head_dim},
+          {"vocab_size", c.vocab},
+          {"max_position_embeddings", c.max_context},
+          {"rms_norm_eps", c.norm_eps}};
+}
+
 inline nlohmann::json HfConfig(const ModelConfig& c) {
-  nlohmann::json j;
+  nlohmann::json j = HfShapeConfig(c);
   const bool mixtral = c.arch == Arch::kMixtral;
   j["model_type"] = std::string(ArchName(c.arch));
   j["architectures"] = {mixtral                     ? "MixtralForCausalLM"
                         : c.arch == Arch::kQwen2Moe ? "Qwen2MoeForCausalLM"
                                                     : "Qwen3MoeForCausalLM"};
-  j["hidden_size"] = c.hidden;
   j["intermediate_size"] = c.ffn;
-  j["num_hidden_layers"] = c.n_layers;
-  j["num_attention_heads"] = c.n_heads;
-  j["num_key_value_heads"] = c.n_kv_heads;
-  j["head_dim"] = c.head_dim;
-  j["vocab_size"] = c.vocab;
-  j["max_position_embeddings"] = c.max_context;
-  j["rms_norm_eps"] = c.norm_eps;
   j["rope_theta"] = c.rope_theta;
   j["tie_word_embeddings"] = false;
   j["num_experts_per_tok"] = c.n_experts_used;
@@ -223,6 +231,45 @@ inline void WriteHf(const Model& m, const std::string& dir, bool fused) {
   for (const std::vector<float>& v : data)
     ASSERT_TRUE((*w)->Append(v.data(), v.size() * sizeof(float)).ok());
   ASSERT_TRUE((*w)->Finish().ok());
+}
+
+// ---- GGUF ------------------------------------------------------------------
+
+// Tensor `canonical` of layer `l` (-1: a global; never an expert's) of `m`
+// as GGUF tensor `name`, f32 (ne = [cols], or [cols, rows]).
+inline void AddGgufTensor(testing::GgufBuilder& b, const Model& m, const std::string& name,
+                          const std::string& canonical, int l) {
+  for (const SourceTensor& t : m.src.tensors) {
+    if (t.name != canonical || t.layer != l || t.expert >= 0) continue;
+    std::vector<uint64_t> ne = {uint64_t(t.cols)};
+    if (t.rows > 1) ne.push_back(uint64_t(t.rows));
+    b.Tensor(name, ne, testing::GgufBuilder::kTypeF32,
+             testing::GgufBuilder::F32Bytes(m.Get(canonical, l)));
+    return;
+  }
+  ADD_FAILURE() << "no " << canonical << " " << l;
+}
+
+// Layer `l`'s experts as llama.cpp keeps them: blk.L.ffn_{gate,up,down}_exps
+// .weight, each 3-D (ne = [cols, rows, experts]), f32.
+inline void AddGgufExperts(testing::GgufBuilder& b, const Model& m, int l) {
+  const ModelConfig& c = m.src.config;
+  const std::string p = "blk." + std::to_string(l) + ".";
+  for (auto [g, n] :
+       std::vector<std::pair<std::string, std::string>>{{"ffn_gate_exps.weight", "exp_gate"},
+                                                        {"ffn_up_exps.weight", "exp_up"},
+                                                        {"ffn_down_exps.weight", "exp_down"}}) {
+    std::vector<float> all;
+    for (int e = 0; e < c.n_experts; ++e) {
+      const std::vector<float>& v = m.Get(n, l, e);
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    const bool down = n == "exp_down";
+    b.Tensor(p + g,
+             {uint64_t(down ? c.expert_ffn : c.hidden), uint64_t(down ? c.hidden : c.expert_ffn),
+              uint64_t(c.n_experts)},
+             testing::GgufBuilder::kTypeF32, testing::GgufBuilder::F32Bytes(all));
+  }
 }
 
 }  // namespace paged::moe_testing

@@ -81,5 +81,53 @@ TEST(WorkerLinkTest, AWorkerWaitsForItsCoordinatorOrItsStop) {
   EXPECT_EQ(caps->max_step_seqs, 8);
 }
 
+// Issue 14: what a worker reports of expert-level paging, its plan's expert
+// cache in the hello and its pager's expert counters after each step.
+TEST(WorkerLinkTest, TheExpertCacheAndItsCountersAreReported) {
+  MemoryPlan plan;
+  plan.resident = {false, false};
+  plan.experts_paged = true;
+  plan.expert_slots = 18;
+  plan.total_experts = 32;
+  plan.expert_slot_bytes = 4096;
+  plan.expert_cache_bytes = 18 * 4096;
+  v1::MemoryPlan m = PlanProto(plan);
+  EXPECT_EQ(m.expert_slots(), 18u);
+  EXPECT_EQ(m.total_experts(), 32u);
+  EXPECT_EQ(m.expert_cache_bytes(), 18u * 4096);
+  EXPECT_EQ(m.paged_layers(), 2);
+  plan.experts_paged = false;  // whole layers: nothing about experts
+  EXPECT_EQ(PlanProto(plan).expert_slots(), 0u);
+
+  PagerStats ps;
+  ps.h2d_weight_bytes = 9000;
+  ps.h2d_kv_bytes = 1000;
+  ps.d2h_kv_bytes = 300;
+  ps.expert_hits = 148;
+  ps.expert_misses = 40;
+  ps.expert_host = 12;
+  ps.expert_evictions = 30;
+  ps.expert_admitted = 5;
+  ps.expert_prefetched = 7;
+  ps.h2d_expert_bytes = 6000;
+  ps.host_expert_bytes = 2000;
+  v1::WorkerCounters c;
+  c.set_steps(4);
+  c.set_busy_s(0.5);
+  SetPagerCounters(ps, &c);
+  EXPECT_EQ(c.steps(), 4u);  // the link's own
+  EXPECT_DOUBLE_EQ(c.busy_s(), 0.5);
+  EXPECT_EQ(c.h2d_bytes(), 10000u);
+  EXPECT_EQ(c.d2h_bytes(), 300u);
+  EXPECT_EQ(c.expert_hits(), 148u);
+  EXPECT_EQ(c.expert_misses(), 40u);
+  EXPECT_EQ(c.expert_host(), 12u);
+  EXPECT_EQ(c.expert_evictions(), 30u);
+  EXPECT_EQ(c.expert_admitted(), 5u);
+  EXPECT_EQ(c.expert_prefetched(), 7u);
+  EXPECT_EQ(c.h2d_expert_bytes(), 6000u);
+  EXPECT_EQ(c.host_expert_bytes(), 2000u);
+}
+
 }  // namespace
 }  // namespace paged

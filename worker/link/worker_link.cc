@@ -20,19 +20,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-v1::MemoryPlan PlanProto(const MemoryPlan& p) {
-  v1::MemoryPlan m;
-  m.set_budget_bytes(p.budget_bytes);
-  m.set_planned_bytes(p.total_bytes);
-  m.set_slots(p.slots);
-  m.set_resident_layers(p.n_resident);
-  m.set_paged_layers(p.n_paged());
-  m.set_kv_cache_blocks(p.kv_cache_blocks);
-  m.set_paged_bytes_per_step(p.paged_weight_bytes_per_step);
-  m.set_text(p.Describe());
-  return m;
-}
-
 StepBatch BatchOf(const v1::Step& step) {
   StepBatch b;
   b.seqs.reserve(size_t(step.sequences_size()));
@@ -103,6 +90,37 @@ LinkStopper& SignalStopper() {
 }
 
 }  // namespace
+
+v1::MemoryPlan PlanProto(const MemoryPlan& p) {
+  v1::MemoryPlan m;
+  m.set_budget_bytes(p.budget_bytes);
+  m.set_planned_bytes(p.total_bytes);
+  m.set_slots(p.slots);
+  m.set_resident_layers(p.n_resident);
+  m.set_paged_layers(p.n_paged());
+  m.set_kv_cache_blocks(p.kv_cache_blocks);
+  m.set_paged_bytes_per_step(p.paged_weight_bytes_per_step);
+  m.set_text(p.Describe());
+  if (p.experts_paged) {
+    m.set_expert_slots(p.expert_slots);
+    m.set_total_experts(p.total_experts);
+    m.set_expert_cache_bytes(p.expert_cache_bytes);
+  }
+  return m;
+}
+
+void SetPagerCounters(const PagerStats& ps, v1::WorkerCounters* c) {
+  c->set_h2d_bytes(ps.h2d_weight_bytes + ps.h2d_kv_bytes);
+  c->set_d2h_bytes(ps.d2h_kv_bytes);
+  c->set_expert_hits(ps.expert_hits);
+  c->set_expert_misses(ps.expert_misses);
+  c->set_expert_host(ps.expert_host);
+  c->set_expert_evictions(ps.expert_evictions);
+  c->set_expert_admitted(ps.expert_admitted);
+  c->set_expert_prefetched(ps.expert_prefetched);
+  c->set_h2d_expert_bytes(ps.h2d_expert_bytes);
+  c->set_host_expert_bytes(ps.host_expert_bytes);
+}
 
 absl::StatusOr<StepCaps> GetStepCaps(const LinkOptions& opts, LinkStopper& stop) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
@@ -240,9 +258,7 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
     } else {
       r->set_error(std::string(out.status().message()));
     }
-    const PagerStats& ps = rt.pager().stats();
-    counters.set_h2d_bytes(ps.h2d_weight_bytes + ps.h2d_kv_bytes);
-    counters.set_d2h_bytes(ps.d2h_kv_bytes);
+    SetPagerCounters(rt.pager().stats(), &counters);
     counters.set_busy_s(counters.busy_s() + secs);
     *r->mutable_counters() = counters;
     if (!stream->Write(reply)) break;

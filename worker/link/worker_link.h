@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "paged/v1/admin.pb.h"
 #include "proto/channel.h"
 #include "worker/pager/worker_runtime.h"
 
@@ -47,6 +48,12 @@ class LinkStopper {
   absl::Mutex mu_;
   void* call_ ABSL_GUARDED_BY(mu_) = nullptr;  // grpc::ClientContext*
 };
+
+// What a worker reports: its memory plan (in its hello) and, after each
+// step, its pager's totals so far (steps, tokens and busy time are the
+// link's own and left as they are).
+v1::MemoryPlan PlanProto(const MemoryPlan& plan);
+void SetPagerCounters(const PagerStats& stats, v1::WorkerCounters* counters);
 
 // Asks the coordinator for its caps on a step (WorkerLink.GetStepCaps), once.
 // UNIMPLEMENTED: a coordinator older than the call; UNAVAILABLE: unreachable;

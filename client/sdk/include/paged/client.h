@@ -156,6 +156,11 @@ struct MemoryPlan {
   uint64_t paged_bytes_per_step = 0;
   std::string text;                 // as the worker prints it
   double link_h2d_bytes_per_s = 0;  // measured host-to-device bandwidth; 0: not measured
+  // Expert-level paging: the device expert cache's slots of all the experts
+  // (0: whole layers are paged).
+  uint64_t expert_slots = 0;
+  uint64_t total_experts = 0;
+  uint64_t expert_cache_bytes = 0;
 };
 
 struct WorkerCounters {
@@ -164,6 +169,16 @@ struct WorkerCounters {
   uint64_t h2d_bytes = 0;
   uint64_t d2h_bytes = 0;
   double busy_s = 0;  // time spent in steps
+  // Expert-level paging: routed experts found in the expert cache (hits),
+  // copied in over the link (misses) or computed by the host in place.
+  uint64_t expert_hits = 0;
+  uint64_t expert_misses = 0;
+  uint64_t expert_host = 0;
+  uint64_t expert_evictions = 0;
+  uint64_t expert_admitted = 0;    // host-computed experts also copied in for later steps
+  uint64_t expert_prefetched = 0;  // copied in ahead, on the next layer's predicted routing
+  uint64_t h2d_expert_bytes = 0;   // of h2d_bytes: experts copied in
+  uint64_t host_expert_bytes = 0;  // experts the host computed in place
 };
 
 struct WorkerInfo {
