@@ -13,6 +13,7 @@
 #include <cstring>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu/thread_pool.h"
 #include "worker/backends/cpu_exec/exec_pool.h"
+#include "worker/backends/cpu_exec/host_executor.h"
 #include "worker/backends/cpu_exec/matmul.h"
 
 namespace paged::cpu_exec {
@@ -436,6 +438,38 @@ TEST(ExecPoolTest, PinnedPoolComputesTheSameBits) {
   const std::vector<float> x = RandomVector(rng, 3 * 200);
   ExpectSameBits(Whole(pinned, x, 3, w.ref, nullptr), Whole(plain, x, 3, w.ref, nullptr),
                  "pinned vs not");
+}
+
+// The element-wise halves of an expert the host computes (expert-level
+// paging): the CPU backend's SwiGlu and gpt-oss's clamped SwiGluOai bit for
+// bit, in place too, with values on both sides of the clamp.
+TEST(HostExecutorTest, SwiGluAndSwiGluOaiMatchTheCpuBackendBitForBit) {
+  std::mt19937 rng(11);
+  const int n = 5, dim = 67;
+  const size_t count = size_t(n * dim);
+  std::vector<float> gate = RandomVector(rng, count), up = RandomVector(rng, count);
+  for (size_t j = 0; j < count; ++j) {  // some far past any limit, some exactly on it
+    if (j % 7 == 0) gate[j] *= 20.f;
+    if (j % 5 == 0) up[j] *= 20.f;
+    if (j % 11 == 0) gate[j] = 0.5f, up[j] = -0.5f;
+  }
+  ExecPoolOptions opts;
+  opts.threads = 2;
+  const std::unique_ptr<HostExecutor> host = MakeHostExecutor(opts);
+  ThreadPool pool(3);
+  std::vector<float> want(count), got(count), in_place = gate;
+  cpu::SwiGlu(pool, gate.data(), up.data(), n, dim, want.data());
+  host->SwiGlu(gate.data(), up.data(), int64_t(count), got.data());
+  ExpectSameBits(want, got, "SwiGlu");
+  for (float limit : {0.5f, 7.f}) {
+    const std::string what = "SwiGluOai limit " + std::to_string(limit);
+    cpu::SwiGluOai(pool, gate.data(), up.data(), n, dim, 1.702f, limit, want.data());
+    host->SwiGluOai(gate.data(), up.data(), int64_t(count), 1.702f, limit, got.data());
+    ExpectSameBits(want, got, what);
+    in_place = gate;
+    host->SwiGluOai(in_place.data(), up.data(), int64_t(count), 1.702f, limit, in_place.data());
+    ExpectSameBits(want, in_place, what + " in place");
+  }
 }
 
 TEST(ExecPoolTest, ParseCpuList) {

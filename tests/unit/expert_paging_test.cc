@@ -6,15 +6,20 @@
 // step: the same tokens and logits as the resident run, bit for bit, and
 // the same host KV pool. Each step moves only its routed experts' bytes
 // (checked against the double-precision reference's routing) plus the
-// dense parts of the paged layers.
+// dense parts of the paged layers. gpt-oss too (expert biases and the
+// clamped SwiGLU on the host; MXFP4 experts; the router's bias in the
+// prefetch's prediction).
 #include <gtest/gtest.h>
 
 #include <set>
 #include <vector>
 
+#include "store/model_source.h"
 #include "tests/unit/expert_paging_util.h"
+#include "tests/unit/gpt_oss_util.h"
 #include "tests/unit/moe_util.h"
 #include "tests/unit/reference_model.h"
+#include "tests/unit/test_util.h"
 #include "worker/engine/backend_factory.h"
 #include "worker/pager/expert_cache.h"
 #include "worker/pager/planner.h"
@@ -180,8 +185,10 @@ ModelConfig Qwen3MoeThreeLayers() {
   return c;
 }
 
+// gpt-oss (moe_testing::GptOss: router and expert biases, the clamped
+// SwiGLU with a limit that bites, attention sinks, q/k/v/o biases).
 std::vector<ModelConfig> Configs() {
-  return {FourLayerMoe(), moe_testing::Mixtral(), Qwen3MoeThreeLayers()};
+  return {FourLayerMoe(), moe_testing::Mixtral(), Qwen3MoeThreeLayers(), moe_testing::GptOss()};
 }
 
 TEST(ExpertPagingTest, PagedCachedAndHostComputedEqualResident) {
@@ -345,6 +352,95 @@ TEST(ExpertPagingTest, BytesMovedAreTheRoutedExpertsAndTheDenseParts) {
       prev = now;
     }
     EXPECT_GT(host_rows == 0 ? prev.expert_misses : prev.expert_host, 0u);
+  }
+}
+
+// gpt-oss's released experts: MXFP4 blocks kept in the segment ("native":
+// attention in f16), computed by the host executor in place (its MXFP4
+// kernel, with the expert biases and the clamped SwiGLU): the resident
+// run's tokens and logits bit for bit and its host KV pool.
+TEST(ExpertPagingTest, GptOssMxfp4ExpertsHostComputedEqualResident) {
+  auto backend = MakeBackend("cpu", 2);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const auto m = reference::MakeModel(moe_testing::GptOss(), 55);
+  testing::TempDir dir;
+  gpt_oss_testing::WriteGptOssHf(*m, dir.path(), /*mxfp4=*/true);
+  auto src = OpenModel(dir.path());
+  ASSERT_TRUE(src.ok()) << src.status();
+  {
+    LayoutOptions layout = expert_testing::F32Layout();
+    layout.weight_format = "native";
+    auto img = OwnedImage::Build(**src, layout);
+    ASSERT_TRUE(img.ok()) << img.status();
+    const SegmentHeader& h = *(*img)->image().header;
+    for (int i = 0; i < kExpertTensors; ++i)
+      ASSERT_EQ(h.Layer(0).experts.tensors[i].Type(), DType::kMXFP4);
+  }
+  RunOptions resident;
+  resident.paged = false;
+  resident.weight_format = "native";
+  const StepRun want = RunSteps(backend->get(), **src, resident);
+  ASSERT_EQ(want.tokens.size(), size_t(expert_testing::kNewTokens));
+  for (const std::string resident_layers : {"none", "all"}) {
+    RunOptions host;
+    host.weight_format = "native";
+    host.expert_host_rows = 1;
+    host.resident = resident_layers;
+    const StepRun r = RunSteps(backend->get(), **src, host);
+    ExpectSame(r, want, "mxfp4, host-computed experts, resident " + resident_layers);
+    EXPECT_GT(r.stats.back().expert_host, 0u);
+    EXPECT_GT(r.stats.back().host_expert_bytes, 0u);
+  }
+  // Every expert of the prefill too (8 rows), and a hybrid step.
+  RunOptions all_host;
+  all_host.weight_format = "native";
+  all_host.expert_host_rows = 64;
+  all_host.host_share = 0.5;
+  const StepRun r = RunSteps(backend->get(), **src, all_host);
+  ExpectSame(r, want, "mxfp4, every expert on the host, hybrid");
+  EXPECT_EQ(r.stats.back().expert_misses, 0u);
+}
+
+// The prefetch's prediction includes the next router's bias: with a bias
+// that always routes to expert 3 and never to expert 0, every prediction
+// holds 3 and never 0 (the bias-free logits would pick them at random).
+TEST(ExpertPagingTest, GptOssPrefetchPredictsWithTheRouterBias) {
+  auto backend = MakeBackend("cpu", 2);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const ModelConfig c = moe_testing::GptOss();
+  auto m = reference::MakeModel(c, 56);
+  for (size_t i = 0; i < m->src.tensors.size(); ++i) {
+    if (m->src.tensors[i].name != "router_b") continue;
+    std::vector<float>& b = *m->storage[i];
+    b[3] += 50.f;
+    b[0] -= 50.f;
+  }
+  RunOptions resident;
+  resident.paged = false;
+  const StepRun want = RunSteps(backend->get(), *m, resident);
+  ASSERT_EQ(want.tokens.size(), size_t(expert_testing::kNewTokens));
+  for (int host_rows : {0, 1}) {
+    RunOptions pre;
+    pre.prefetch = true;
+    pre.extra_expert_slots = 2;
+    pre.expert_host_rows = host_rows;
+    pre.eviction = ExpertEviction::kLru;
+    const StepRun r = RunSteps(backend->get(), *m, pre);
+    ExpectSame(r, want, "prefetch, host rows " + std::to_string(host_rows));
+    // Layers 1..3, each predicted one layer early, every step.
+    ASSERT_EQ(r.predicted.size(), size_t((c.n_layers - 1) * expert_testing::kNewTokens));
+    for (size_t i = 0; i < r.predicted.size(); ++i) {
+      const auto& p = r.predicted[i];
+      EXPECT_TRUE(p.experts.count(3)) << "prediction " << i << " of layer " << p.layer;
+      EXPECT_FALSE(p.experts.count(0)) << "prediction " << i << " of layer " << p.layer;
+    }
+    // The routing itself agrees: every step asked for 3, never 0.
+    for (size_t s = 0; s < r.asked.size(); ++s) {
+      for (int l = 0; l < c.n_layers; ++l) {
+        EXPECT_TRUE(r.asked[s][size_t(l)].count(3)) << "step " << s << " layer " << l;
+        EXPECT_FALSE(r.asked[s][size_t(l)].count(0)) << "step " << s << " layer " << l;
+      }
+    }
   }
 }
 

@@ -63,11 +63,22 @@ class RecordingProvider final : public WeightProvider {
   }
   void ReleaseExperts(int l) override { inner_->ReleaseExperts(l); }
   WeightRef PrefetchRouter(int l) override { return inner_->PrefetchRouter(l); }
+  const float* PrefetchRouterBias(int l) override { return inner_->PrefetchRouterBias(l); }
   void PrefetchExperts(int l, const int32_t* rows, int n) override {
+    predicted.emplace_back();
+    predicted.back().layer = l;
+    for (int e = 0; e < n; ++e) {
+      if (rows[e] > 0) predicted.back().experts.insert(e);
+    }
     inner_->PrefetchExperts(l, rows, n);
   }
 
   std::vector<std::vector<std::set<int>>> asked;  // [step][layer] experts with rows
+  struct Prediction {
+    int layer = -1;
+    std::set<int> experts;  // predicted to have rows
+  };
+  std::vector<Prediction> predicted;  // each PrefetchExperts call, in order
 
  private:
   WeightProvider* inner_;
@@ -85,7 +96,8 @@ struct RunOptions {
   double host_share = 0;     // a hybrid step's share of each dense matrix
   bool expert_paging = true;
   bool preload = true;
-  bool prefetch = false;  // the next sparse layer's experts, predicted
+  bool prefetch = false;              // the next sparse layer's experts, predicted
+  std::string weight_format = "f32";  // LayoutOptions::weight_format ("native": MXFP4 experts)
 };
 
 struct StepRun {
@@ -93,15 +105,18 @@ struct StepRun {
   std::vector<float> logits;      // of each chosen token
   std::vector<PagerStats> stats;  // after each step
   std::vector<std::vector<std::set<int>>> asked;
+  std::vector<RecordingProvider::Prediction> predicted;
   std::vector<uint8_t> kv;  // the host KV pool's blocks of the sequence, every layer
   MemoryPlan plan;
   uint64_t evictions = 0;
 };
 
 // Greedy: the prompt in one prefill step, then decode steps, one sequence.
-inline StepRun RunSteps(Backend* backend, const reference::Model& m, const RunOptions& o) {
+inline StepRun RunSteps(Backend* backend, const ModelSource& src, const RunOptions& o) {
   StepRun out;
-  auto img = OwnedImage::Build(m.src, F32Layout());
+  LayoutOptions layout = F32Layout();
+  layout.weight_format = o.weight_format;
+  auto img = OwnedImage::Build(src, layout);
   EXPECT_TRUE(img.ok()) << img.status();
   if (!img.ok()) return out;
   const ModelImage& image = (*img)->image();
@@ -178,6 +193,7 @@ inline StepRun RunSteps(Backend* backend, const reference::Model& m, const RunOp
     s.tokens = {t};
   }
   out.asked = provider.asked;
+  out.predicted = provider.predicted;
   if (pager != nullptr && pager->expert_cache() != nullptr)
     out.evictions = pager->expert_cache()->evictions();
   // The rows the steps wrote (every position but the last token's, never
@@ -196,6 +212,10 @@ inline StepRun RunSteps(Backend* backend, const reference::Model& m, const RunOp
   }
   inner.reset();
   return out;
+}
+
+inline StepRun RunSteps(Backend* backend, const reference::Model& m, const RunOptions& o) {
+  return RunSteps(backend, m.src, o);
 }
 
 // Four layers, 8 experts (top-2), every layer sparse but the second, a

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tests/unit/expert_paging_util.h"
+#include "tests/unit/golden_util.h"
 #include "tests/unit/moe_util.h"
 #include "tests/unit/reference_model.h"
 #include "tests/unit/test_util.h"
@@ -65,13 +66,8 @@ TEST(MoeGpuTest, CheckpointsMatchReferenceOnCuda) {
     layout.weight_format = "f32";
     layout.kv_gib = 0.002;
     layout.block_tokens = 4;
-    auto lm = LocalModel::Load(dir.path(), layout, "cuda:0", 2);
-    ASSERT_TRUE(lm.ok()) << lm.status();
-    auto got = TeacherForcedLogits(*(*lm)->engine, tokens, (*lm)->kv_blocks());
-    ASSERT_TRUE(got.ok()) << got.status();
-    ASSERT_EQ(got->size(), want.size());
-    for (size_t p = 0; p < got->size(); ++p)
-      EXPECT_LT(testing::RelativeError((*got)[p], want[p]), 1e-4) << DescribeConfig(c) << " " << p;
+    ASSERT_NO_FATAL_FAILURE(testing::ExpectDecodeMatches(dir.path(), layout, "cuda:0", tokens, want,
+                                                         1e-4, DescribeConfig(c)));
   }
 }
 
@@ -80,12 +76,14 @@ TEST(MoeGpuTest, CheckpointsMatchReferenceOnCuda) {
 // slots (hits), every expert cached, dense parts resident: the resident
 // run's tokens and logits bit for bit (the same kernels on the same bytes)
 // and its host KV pool. Experts the host executor computes (its products
-// are not cuBLAS's): the same tokens, logits within 1e-4.
+// are not cuBLAS's): the same tokens, logits within 1e-4 (gpt-oss's too:
+// its expert biases read from the segment, the clamped SwiGLU).
 TEST(MoeGpuTest, ExpertPagingMatchesResidentOnCuda) {
   if (!HaveGpu()) GTEST_SKIP() << "no GPU";
   auto gpu = MakeBackend("cuda:0");
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  for (const ModelConfig& c : {expert_testing::FourLayerMoe(), moe_testing::Mixtral()}) {
+  for (const ModelConfig& c :
+       {expert_testing::FourLayerMoe(), moe_testing::Mixtral(), moe_testing::GptOss()}) {
     const auto m = reference::MakeModel(c, 57);
     const std::string name = DescribeConfig(c);
     expert_testing::RunOptions resident;

@@ -427,6 +427,9 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
   while (next < c.n_layers && !c.IsMoeLayer(next)) ++next;
   const WeightRef next_router =
       next < c.n_layers && w.experts.by_request ? provider_->PrefetchRouter(next) : WeightRef{};
+  // Its bias (gpt-oss), in host memory: added below to the logits that
+  // come down.
+  const float* next_router_b = next_router.rows > 0 ? provider_->PrefetchRouterBias(next) : nullptr;
   const size_t own = size_t(m) * size_t(n_exp + (shared ? 1 : 0));
   if (next_router.rows > 0) b.MatMul(s_.h, m, next_router, nullptr, s_.router + own);
   h_router_.resize(own + (next_router.rows > 0 ? size_t(m) * size_t(n_exp) : 0));
@@ -458,9 +461,15 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
     for (int e = 0; e < n_exp; ++e)
       any_host |= h_expert_rows_[size_t(e)] > 0 && experts_[size_t(e)].on_host;
     if (next_router.rows > 0) {
-      // The predicted routing of the next sparse layer: its copies start
-      // behind this layer's own.
-      RouteTopK(h_router_.data() + own, m, n_exp, k, false, &predicted_);
+      // The predicted routing of the next sparse layer (with its router's
+      // bias, where it has one): its copies start behind this layer's own.
+      float* pred = h_router_.data() + own;
+      if (next_router_b != nullptr) {
+        for (size_t i = 0; i < size_t(m); ++i)
+          for (size_t j = 0; j < size_t(n_exp); ++j)
+            pred[i * size_t(n_exp) + j] += next_router_b[j];
+      }
+      RouteTopK(pred, m, n_exp, k, false, &predicted_);
       for (int e = 0; e < n_exp; ++e)
         h_expert_rows_[size_t(e)] = predicted_.begin[size_t(e) + 1] - predicted_.begin[size_t(e)];
       provider_->PrefetchExperts(next, h_expert_rows_.data(), n_exp);
@@ -482,9 +491,11 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
     const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
     if (n == 0) continue;
     if (xw.by_request && experts_[size_t(e)].on_host) {
-      if (c.expert_bias || c.swiglu_limit > 0.f)
-        return absl::UnimplementedError("gpt-oss's experts (biases, clamped SwiGLU) on the host");
-      HostExpert(experts_[size_t(e)], routing_.rows.data() + r0, n);
+      const ExpertRef& ex = experts_[size_t(e)];
+      if (c.expert_bias && (ex.gate_b == nullptr || ex.up_b == nullptr || ex.down_b == nullptr))
+        return absl::InternalError(
+            absl::StrCat("layer ", l, " expert ", e, ": a host expert without its biases"));
+      HostExpert(ex, routing_.rows.data() + r0, n);
       b.Upload(s_.o, h_y_.data(), size_t(n) * size_t(c.hidden) * sizeof(float));
       b.ScatterAddRows(s_.o, s_.moe_rows + r0, s_.moe_w + r0, n, c.hidden, x);
       continue;
@@ -522,8 +533,9 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
 void Engine::HostExpert(const ExpertRef& ex, const int32_t* rows, int n) {
   const ModelConfig& c = config_;
   const size_t hidden = size_t(c.hidden), ffn = size_t(c.expert_ffn);
-  // Its rows of the normed input (h_x_), its SwiGLU on the host executor,
-  // in place on the segment's mapping: the same products as the device's.
+  // Its rows of the normed input (h_x_), its SwiGLU (gpt-oss: with its
+  // biases, clamped) on the host executor, in place on the segment's
+  // mapping: the same products and element-wise ops as the device's.
   h_ex_.resize(size_t(n) * hidden);
   for (int i = 0; i < n; ++i)
     std::copy_n(h_x_.data() + size_t(rows[i]) * hidden, hidden, h_ex_.data() + size_t(i) * hidden);
@@ -531,11 +543,17 @@ void Engine::HostExpert(const ExpertRef& ex, const int32_t* rows, int n) {
   h_up_.resize(size_t(n) * ffn);
   h_y_.resize(size_t(n) * hidden);
   const HostExecutor::Product gate_up[2] = {
-      {&ex.gate, 0, ex.gate.rows, nullptr, h_gate_.data(), ex.gate.rows},
-      {&ex.up, 0, ex.up.rows, nullptr, h_up_.data(), ex.up.rows}};
+      {&ex.gate, 0, ex.gate.rows, ex.gate_b, h_gate_.data(), ex.gate.rows},
+      {&ex.up, 0, ex.up.rows, ex.up_b, h_up_.data(), ex.up.rows}};
   host_->MatMulMany(h_ex_.data(), n, gate_up, 2);
-  host_->SwiGlu(h_gate_.data(), h_up_.data(), int64_t(n) * int64_t(ffn), h_gate_.data());
-  host_->MatMul(h_gate_.data(), n, ex.down, 0, ex.down.rows, nullptr, h_y_.data(), ex.down.rows);
+  const int64_t count = int64_t(n) * int64_t(ffn);
+  if (c.swiglu_limit > 0.f) {
+    host_->SwiGluOai(h_gate_.data(), h_up_.data(), count, c.swiglu_alpha, c.swiglu_limit,
+                     h_gate_.data());
+  } else {
+    host_->SwiGlu(h_gate_.data(), h_up_.data(), count, h_gate_.data());
+  }
+  host_->MatMul(h_gate_.data(), n, ex.down, 0, ex.down.rows, ex.down_b, h_y_.data(), ex.down.rows);
 }
 
 }  // namespace paged

@@ -44,6 +44,11 @@ class HostExecutor {
   // alias gate): the element-wise half of an expert the host computes, the
   // CPU backend's SwiGlu bit for bit.
   virtual void SwiGlu(const float* gate, const float* up, int64_t count, float* out) = 0;
+  // gpt-oss's clamped SwiGLU, the CPU backend's SwiGluOai bit for bit:
+  // g = min(gate[j], limit), u = clamp(up[j], -limit, limit),
+  // out[j] = (u + 1) * g * sigmoid(alpha * g) (out may alias gate).
+  virtual void SwiGluOai(const float* gate, const float* up, int64_t count, float alpha,
+                         float limit, float* out) = 0;
   // out[i, :] = f32(table[ids[i], :]) for i < n (host memory; ids checked
   // by the caller). Every stored dtype.
   virtual void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) = 0;

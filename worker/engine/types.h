@@ -72,6 +72,12 @@ struct ExpertWeights {
 struct ExpertRef {
   WeightRef gate, up, down;  // [expert_ffn, hidden] x2, [hidden, expert_ffn]
   bool on_host = false;
+  // on_host, gpt-oss (ModelConfig::expert_bias): its rows of the layer's
+  // expert bias tables in host memory (the segment's); null otherwise (the
+  // device path reads LayerWeights::exp_*_b).
+  const float* gate_b = nullptr;  // [expert_ffn]
+  const float* up_b = nullptr;    // [expert_ffn]
+  const float* down_b = nullptr;  // [hidden]
 };
 
 // One layer's tensors. Norms and biases are f32 vectors.

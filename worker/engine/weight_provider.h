@@ -57,6 +57,9 @@ class WeightProvider {
   // next) and hands the predicted routing to PrefetchExperts, which may
   // start copies; it changes what is cached, never a result.
   virtual WeightRef PrefetchRouter(int layer) { return {}; }
+  // That router's bias (gpt-oss: f32 [n_experts]) in host memory, or null:
+  // the engine adds it to the predicted logits on the host.
+  virtual const float* PrefetchRouterBias(int layer) { return nullptr; }
   virtual void PrefetchExperts(int layer, const int32_t* rows, int n_experts) {}
 
   // Layer l's KV as the step's block tables index it.

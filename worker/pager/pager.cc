@@ -396,10 +396,7 @@ absl::Status Pager::InitExperts() {
   experts_copied_ = backend_->MakeEvent();
   experts_free_ = backend_->MakeEvent();
   backend_->Record(Q::kCompute, experts_free_);
-  // gpt-oss's experts carry biases and a clamped SwiGLU the host path does
-  // not compute.
-  const bool plain = !c.expert_bias && !(c.swiglu_limit > 0);
-  host_experts_ = plain && options_.expert_host_rows != 0 && !options_.compute_only;
+  host_experts_ = options_.expert_host_rows != 0 && !options_.compute_only;
   if (link_gbps_ == 0 && !options_.compute_only) {
     // No layer is paged: the link as one expert copy sees it (best of 3).
     int layer = 0;
@@ -477,6 +474,12 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
                                             " experts, asked for ", n_experts));
   ExpertCache& cache = *expert_cache_;
   const uint8_t* host_block = host_.weights + h.LayerOffset(layer);
+  // gpt-oss: a host expert's biases, its row of each of the layer's tables
+  // in the segment (null when the layer has none).
+  auto host_bias = [&](std::string_view name, int e, int width) -> const float* {
+    const float* t = host_.LayerVector(layer, name);
+    return t == nullptr ? nullptr : t + int64_t(e) * width;
+  };
   auto device_view = [&](int slot) {
     return host_.ExpertAt(layer, expert_mem_ + uint64_t(slot) * plan_.expert_slot_bytes);
   };
@@ -510,6 +513,9 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
     if (HostTakes(rows[e])) {
       out[e] = host_.ExpertAt(layer, host_block + x.ExpertOffset(e));
       out[e].on_host = true;
+      out[e].gate_b = host_bias("exp_gate_b", e, h.model.expert_ffn);
+      out[e].up_b = host_bias("exp_up_b", e, h.model.expert_ffn);
+      out[e].down_b = host_bias("exp_down_b", e, h.model.hidden);
       ++stats_.expert_host;
       stats_.host_expert_bytes += x.expert_bytes;
       stats_.host_weight_bytes += x.expert_bytes;
@@ -551,6 +557,11 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
 
 WeightRef Pager::PrefetchRouter(int layer) {
   return layer >= 0 && size_t(layer) < routers_.size() ? routers_[size_t(layer)] : WeightRef{};
+}
+
+const float* Pager::PrefetchRouterBias(int layer) {
+  if (PrefetchRouter(layer).rows == 0) return nullptr;
+  return host_.LayerVector(layer, "router_b");  // the segment's (host memory)
 }
 
 void Pager::PrefetchExperts(int layer, const int32_t* rows, int n_experts) {

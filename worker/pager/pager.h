@@ -88,8 +88,8 @@ struct PagerOptions {
   // computes in place instead of copying them: those with at most
   // `expert_host_rows` routed rows (0: none; -1, auto: where the host's
   // measured throughput at that many rows, host_gbps, beats the link).
-  // The engine needs a HostExecutor when any do. Experts of gpt-oss (biases,
-  // clamped SwiGLU) always stay on the device.
+  // The engine needs a HostExecutor when any do (gpt-oss's too: their
+  // biases come from the segment with them).
   ExpertEviction expert_eviction = ExpertEviction::kLfu;
   int expert_host_rows = 0;
   // Fill the cache at start, layer by layer, as far as it holds (when it
@@ -131,6 +131,7 @@ class Pager final : public WeightProvider {
                               ExpertRef* out) override;
   void ReleaseExperts(int layer) override;
   WeightRef PrefetchRouter(int layer) override;
+  const float* PrefetchRouterBias(int layer) override;
   void PrefetchExperts(int layer, const int32_t* rows, int n_experts) override;
 
   const MemoryPlan& plan() const { return plan_; }

@@ -53,6 +53,16 @@ class CpuHostExecutor final : public HostExecutor {
       out[j] = val * up[j];
     }
   }
+  void SwiGluOai(const float* gate, const float* up, int64_t count, float alpha, float limit,
+                 float* out) override {
+    // cpu::SwiGluOai's formula, term for term (cpu_ops.cc).
+    for (int64_t j = 0; j < count; ++j) {
+      const float g = std::min(gate[j], limit);
+      const float u = std::clamp(up[j], -limit, limit);
+      const float glu = g * (1.f / (1.f + std::exp(-(g * alpha))));
+      out[j] = (u + 1.f) * glu;
+    }
+  }
   bool Supports(DType t) const override { return cpu_exec::Supports(t); }
   int threads() const override { return pool_.size(); }
   std::string Describe() const override {
