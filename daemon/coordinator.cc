@@ -620,6 +620,12 @@ Readiness Coordinator::ReadinessLocked() const {
       return r;
     }
   }
+  if (!restart_fences_.empty()) {
+    r.reason = absl::StrCat("restarted: waiting for ", restart_fences_.size(),
+                            " worker process(es) of the last coordinator to end or attach again "
+                            "(their steps may still write KV rows)");
+    return r;
+  }
   for (const auto& [id, l] : live_) {
     AssertHeldFor(*l);
     if (l->state == "ATTACHED") {

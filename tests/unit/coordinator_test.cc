@@ -428,8 +428,14 @@ TEST_F(CoordinatorRestartTest, EverySequenceResumesFromTheJournalWithTheSameToke
       ASSERT_NO_FATAL_FAILURE(w2.Attach(*second, pool, MakeHello("w1")));
       v1::CoordinatorMessage m;
       EXPECT_EQ(second->NextMessage(*w2.link, &m, milliseconds(60)), Coordinator::Next::kTimeout);
+      const Readiness fenced = second->GetReadiness();
+      EXPECT_FALSE(fenced.ready);
+      EXPECT_THAT(fenced.reason, HasSubstr("worker process(es) of the last coordinator"));
       kill(proc, SIGKILL);
       waitpid(proc, nullptr, 0);
+      for (int i = 0; i < 200 && !second->GetReadiness().ready; ++i)
+        std::this_thread::sleep_for(milliseconds(5));
+      EXPECT_TRUE(second->GetReadiness().ready) << second->GetReadiness().reason;
       // Clients reconnect with their request_id, the prompt and what they had.
       EXPECT_EQ(second->Resume("nobody", prompts[0], 0).status().code(),
                 absl::StatusCode::kNotFound);
