@@ -14,7 +14,9 @@ greedy generation equal to the model's known transcript
 tokenization; chat; stop strings; tokenize; status, sequences, models,
 cancel and drain; server errors (INVALID_ARGUMENT, NOT_FOUND,
 UNAUTHENTICATED, DEADLINE_EXCEEDED) as PagedError subclasses carrying the
-gRPC code; client-side validation; and cancellation by leaving a stream.
+gRPC code; client-side validation; cancellation by leaving a stream; and
+the Admin types (MemoryPlan, WorkerCounters, ...) field for field against
+admin.proto, the expert-cache fields included.
 Against a fake Inference server (grpc's Python server on a unix socket),
 both clients resume a stream broken by UNAVAILABLE (a coordinator restart)
 the way the C++ SDK does (tests/unit/client_sdk_test.cc).
@@ -25,6 +27,7 @@ under CI (CI set and not "false") that is a failure instead.
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import glob
 import os
 import shutil
@@ -186,6 +189,75 @@ def finished_early(client, sequence_id, max_tokens, timeout=10.0):
                 return s
         time.sleep(0.02)
     return None
+
+
+def assert_converted(test, value, message):
+    """`value` (a paged.types dataclass) has every field of `message` (its
+    paged.v1 message) under the same name with the same value."""
+    for f in message.DESCRIPTOR.fields:
+        if f.message_type is None:
+            test.assertEqual(getattr(value, f.name), getattr(message, f.name),
+                             f"{type(value).__name__}.{f.name}")
+
+
+class ConversionTest(unittest.TestCase):
+    """The Admin answers' types mirror proto/paged/v1/admin.proto field for
+    field, as the C++ SDK's structs do (client/sdk/include/paged/client.h)."""
+
+    PAIRS = [("MemoryPlan", "MemoryPlan"), ("WorkerCounters", "WorkerCounters"),
+             ("WorkerInfo", "WorkerInfo"), ("SupervisedProcess", "SupervisedProcess"),
+             ("ServiceStatus", "StatusResponse"), ("SequenceInfo", "SequenceInfo"),
+             ("ModelInfo", "ModelInfo")]
+
+    def test_every_field_of_the_messages_under_the_same_name(self):
+        for py, pb in self.PAIRS:
+            names = [f.name for f in dataclasses.fields(getattr(paged, py)) if f.name != "proto"]
+            wire = [f.name for f in getattr(admin_pb2, pb).DESCRIPTOR.fields]
+            self.assertCountEqual(names, wire, f"{py} vs paged.v1.{pb}")
+
+    def test_every_scalar_field_is_converted_to_its_own(self):
+        # A distinct value in every field, so a field read from another fails.
+        for py, pb in self.PAIRS:
+            m = getattr(admin_pb2, pb)()
+            for i, f in enumerate(m.DESCRIPTOR.fields, 1):
+                if f.message_type is not None:
+                    continue
+                if f.type == f.TYPE_STRING:
+                    setattr(m, f.name, f"{f.name}-{i}")
+                elif f.type == f.TYPE_BOOL:
+                    setattr(m, f.name, True)
+                elif f.type == f.TYPE_DOUBLE:
+                    setattr(m, f.name, i + 0.5)
+                else:
+                    setattr(m, f.name, 1000 + i)
+            assert_converted(self, getattr(paged, py).from_proto(m), m)
+
+    def test_an_expert_paging_worker(self):
+        # client_sdk_test.cc's FakeAdmin's cpu:0: 148 of 200 routed experts from its cache.
+        w = admin_pb2.WorkerInfo(worker_id="cuda:0", device="cuda", state="ATTACHED",
+                                 running_sequences=1, restarts=0)
+        w.plan.budget_bytes = 200 << 20
+        w.plan.slots = 2
+        w.plan.resident_layers = 2
+        w.plan.paged_layers = 3
+        w.plan.expert_slots = 18
+        w.plan.total_experts = 32
+        w.plan.expert_cache_bytes = 18 << 20
+        c = w.counters
+        c.steps, c.tokens, c.h2d_bytes = 40, 900, 50 << 20
+        c.expert_hits, c.expert_misses, c.expert_host = 148, 40, 12
+        c.expert_evictions, c.expert_admitted, c.expert_prefetched = 30, 5, 0
+        c.h2d_expert_bytes, c.host_expert_bytes = 40 << 20, 12 << 20
+        info = paged.WorkerInfo.from_proto(w)
+        self.assertEqual(info.plan, paged.MemoryPlan(
+            budget_bytes=200 << 20, slots=2, resident_layers=2, paged_layers=3,
+            expert_slots=18, total_experts=32, expert_cache_bytes=18 << 20))
+        self.assertEqual(info.counters, paged.WorkerCounters(
+            steps=40, tokens=900, h2d_bytes=50 << 20, expert_hits=148, expert_misses=40,
+            expert_host=12, expert_evictions=30, expert_admitted=5, expert_prefetched=0,
+            h2d_expert_bytes=40 << 20, host_expert_bytes=12 << 20))
+        status = paged.ServiceStatus.from_proto(admin_pb2.StatusResponse(workers=[w]))
+        self.assertEqual(status.workers, [info])
 
 
 class SyncTest(unittest.TestCase):
@@ -364,6 +436,13 @@ class SyncTest(unittest.TestCase):
         self.assertEqual([(w.worker_id, w.state) for w in s.workers], [("cpu:0", "ATTACHED")])
         self.assertGreater(s.workers[0].plan.budget_bytes, 0)
         self.assertEqual(s.proto.workers[0].worker_id, "cpu:0")
+        # The conversion of the server's answer, field for field.
+        assert_converted(self, s.workers[0].plan, s.proto.workers[0].plan)
+        assert_converted(self, s.workers[0].counters, s.proto.workers[0].counters)
+        # A dense model's worker pages whole layers: no expert cache.
+        plan = s.workers[0].plan
+        self.assertEqual((plan.expert_slots, plan.total_experts, plan.expert_cache_bytes),
+                         (0, 0, 0))
         m = self.client.models()
         self.assertEqual(len(m), 1)
         self.assertEqual((m[0].architecture, m[0].vocab_size, m[0].n_layers), ("llama", 512, 5))
@@ -374,7 +453,10 @@ class SyncTest(unittest.TestCase):
         q = seqs[r.sequence_id]
         self.assertEqual((q.request_id, q.state, q.prompt_tokens, q.generated_tokens),
                          ("py-seq", "FINISHED", 1, 8))
-        self.assertGreater(self.client.status().workers[0].counters.tokens, 0)
+        counters = self.client.status().workers[0].counters
+        self.assertGreater(counters.tokens, 0)
+        self.assertEqual(counters.expert_hits + counters.expert_misses + counters.expert_host, 0)
+        self.assertEqual(counters.h2d_expert_bytes, 0)
 
     def test_admin_cancel_ends_a_stream_with_cancelled(self):
         with self.client.generate(prompt_tokens=[1], max_tokens=2000, ignore_eos=True) as stream:
@@ -713,7 +795,7 @@ class AsyncResumeTest(unittest.IsolatedAsyncioTestCase):
 
 
 def main():
-    global paged, grpc, inference_pb2
+    global paged, grpc, admin_pb2, inference_pb2
     try:
         import grpc  # noqa: F401
         import grpc.aio  # noqa: F401
@@ -728,7 +810,7 @@ def main():
         import grpc
         import paged
         import paged.aio
-        from paged.v1 import inference_pb2
+        from paged.v1 import admin_pb2, inference_pb2
         print(f"python_sdk_test: paged {paged.__version__} from {os.path.dirname(paged.__file__)}"
               f" on python {sys.version.split()[0]}, grpc {grpc.__version__}", file=sys.stderr)
         if site is not None and not paged.__file__.startswith(site):

@@ -113,6 +113,8 @@ class Tokenization:
 
 @dataclass(frozen=True)
 class MemoryPlan:
+    """How a worker lays the model out on its device."""
+
     budget_bytes: int = 0
     planned_bytes: int = 0
     slots: int = 0
@@ -121,12 +123,22 @@ class MemoryPlan:
     kv_cache_blocks: int = 0
     paged_bytes_per_step: int = 0
     text: str = ""  # as the worker prints it
-    link_h2d_bytes_per_s: float = 0.0  # 0: not measured
+    link_h2d_bytes_per_s: float = 0.0  # measured host-to-device bandwidth; 0: not measured
+    # Expert-level paging: the device expert cache's slots of all the experts
+    # (0: whole layers are paged).
+    expert_slots: int = 0
+    total_experts: int = 0
+    expert_cache_bytes: int = 0
 
     @classmethod
     def from_proto(cls, p: admin_pb2.MemoryPlan) -> "MemoryPlan":
-        return cls(p.budget_bytes, p.planned_bytes, p.slots, p.resident_layers, p.paged_layers,
-                   p.kv_cache_blocks, p.paged_bytes_per_step, p.text, p.link_h2d_bytes_per_s)
+        return cls(
+            budget_bytes=p.budget_bytes, planned_bytes=p.planned_bytes, slots=p.slots,
+            resident_layers=p.resident_layers, paged_layers=p.paged_layers,
+            kv_cache_blocks=p.kv_cache_blocks, paged_bytes_per_step=p.paged_bytes_per_step,
+            text=p.text, link_h2d_bytes_per_s=p.link_h2d_bytes_per_s,
+            expert_slots=p.expert_slots, total_experts=p.total_experts,
+            expert_cache_bytes=p.expert_cache_bytes)
 
 
 @dataclass(frozen=True)
@@ -135,11 +147,26 @@ class WorkerCounters:
     tokens: int = 0
     h2d_bytes: int = 0
     d2h_bytes: int = 0
-    busy_s: float = 0.0
+    busy_s: float = 0.0  # time spent in steps
+    # Expert-level paging: routed experts found in the expert cache (hits),
+    # copied in over the link (misses) or computed by the host in place.
+    expert_hits: int = 0
+    expert_misses: int = 0
+    expert_host: int = 0
+    expert_evictions: int = 0
+    expert_admitted: int = 0  # host-computed experts also copied in for later steps
+    expert_prefetched: int = 0  # copied in ahead, on the next layer's predicted routing
+    h2d_expert_bytes: int = 0  # of h2d_bytes: experts copied in
+    host_expert_bytes: int = 0  # experts the host computed in place
 
     @classmethod
     def from_proto(cls, c: admin_pb2.WorkerCounters) -> "WorkerCounters":
-        return cls(c.steps, c.tokens, c.h2d_bytes, c.d2h_bytes, c.busy_s)
+        return cls(
+            steps=c.steps, tokens=c.tokens, h2d_bytes=c.h2d_bytes, d2h_bytes=c.d2h_bytes,
+            busy_s=c.busy_s, expert_hits=c.expert_hits, expert_misses=c.expert_misses,
+            expert_host=c.expert_host, expert_evictions=c.expert_evictions,
+            expert_admitted=c.expert_admitted, expert_prefetched=c.expert_prefetched,
+            h2d_expert_bytes=c.h2d_expert_bytes, host_expert_bytes=c.host_expert_bytes)
 
 
 @dataclass(frozen=True)
