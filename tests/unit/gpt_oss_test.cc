@@ -172,16 +172,7 @@ std::string GgufOf(const Model& m) {
   const ModelConfig& c = m.src.config;
   const std::string a = "gpt-oss";
   testing::GgufBuilder b;
-  b.String("general.architecture", a)
-      .U32(a + ".context_length", uint32_t(c.max_context))
-      .U32(a + ".embedding_length", uint32_t(c.hidden))
-      .U32(a + ".block_count", uint32_t(c.n_layers))
-      .U32(a + ".feed_forward_length", uint32_t(c.expert_ffn))
-      .U32(a + ".attention.head_count", uint32_t(c.n_heads))
-      .U32(a + ".attention.head_count_kv", uint32_t(c.n_kv_heads))
-      .U32(a + ".attention.key_length", uint32_t(c.head_dim))
-      .U32(a + ".attention.value_length", uint32_t(c.head_dim))
-      .F32(a + ".attention.layer_norm_rms_epsilon", c.norm_eps)
+  moe_testing::AddGgufShape(b, a, c, c.expert_ffn)
       .U32(a + ".attention.sliding_window", uint32_t(c.sliding_window))
       .F32(a + ".rope.freq_base", c.rope_theta)
       .String(a + ".rope.scaling.type", "yarn")

@@ -315,16 +315,7 @@ std::string GgufOf(const Model& m) {
   const ModelConfig& c = m.src.config;
   const std::string arch = c.arch == Arch::kQwen2Moe ? "qwen2moe" : "qwen3moe";
   testing::GgufBuilder b;
-  b.String("general.architecture", arch)
-      .U32(arch + ".context_length", uint32_t(c.max_context))
-      .U32(arch + ".embedding_length", uint32_t(c.hidden))
-      .U32(arch + ".block_count", uint32_t(c.n_layers))
-      .U32(arch + ".feed_forward_length", uint32_t(c.ffn))
-      .U32(arch + ".attention.head_count", uint32_t(c.n_heads))
-      .U32(arch + ".attention.head_count_kv", uint32_t(c.n_kv_heads))
-      .U32(arch + ".attention.key_length", uint32_t(c.head_dim))
-      .U32(arch + ".attention.value_length", uint32_t(c.head_dim))
-      .F32(arch + ".attention.layer_norm_rms_epsilon", c.norm_eps)
+  AddGgufShape(b, arch, c, c.ffn)
       .F32(arch + ".rope.freq_base", c.rope_theta)
       .U32(arch + ".vocab_size", uint32_t(c.vocab))
       .U32(arch + ".expert_count", uint32_t(c.n_experts))

@@ -235,6 +235,22 @@ inline void WriteHf(const Model& m, const std::string& dir, bool fused) {
 
 // ---- GGUF ------------------------------------------------------------------
 
+// The shape keys every MoE test GGUF starts with, under `arch`, with `ffn`
+// as feed_forward_length.
+inline testing::GgufBuilder& AddGgufShape(testing::GgufBuilder& b, const std::string& arch,
+                                          const ModelConfig& c, int ffn) {
+  return b.String("general.architecture", arch)
+      .U32(arch + ".context_length", uint32_t(c.max_context))
+      .U32(arch + ".embedding_length", uint32_t(c.hidden))
+      .U32(arch + ".block_count", uint32_t(c.n_layers))
+      .U32(arch + ".feed_forward_length", uint32_t(ffn))
+      .U32(arch + ".attention.head_count", uint32_t(c.n_heads))
+      .U32(arch + ".attention.head_count_kv", uint32_t(c.n_kv_heads))
+      .U32(arch + ".attention.key_length", uint32_t(c.head_dim))
+      .U32(arch + ".attention.value_length", uint32_t(c.head_dim))
+      .F32(arch + ".attention.layer_norm_rms_epsilon", c.norm_eps);
+}
+
 // Tensor `canonical` of layer `l` (-1: a global; never an expert's) of `m`
 // as GGUF tensor `name`, f32 (ne = [cols], or [cols, rows]).
 inline void AddGgufTensor(testing::GgufBuilder& b, const Model& m, const std::string& name,
