@@ -806,5 +806,19 @@ TEST(ThreadPoolTest, ParallelForCoversEachIndexOnce) {
   EXPECT_EQ(total.load(), 2 * 50 * 100);
 }
 
+TEST(ThreadPoolTest, ARunnerPoolHandsEveryCallOver) {
+  int calls = 0;
+  ThreadPool pool([&](int64_t begin, int64_t end, int64_t grain, const ThreadPool::RangeFn& fn) {
+    ++calls;
+    EXPECT_EQ(grain, 7);
+    fn(begin, end);
+  });
+  int64_t covered = 0;
+  pool.ParallelFor(5, 105, 7, [&](int64_t lo, int64_t hi) { covered += hi - lo; });
+  pool.ParallelFor(3, 3, 7, [&](int64_t, int64_t) { ADD_FAILURE() << "an empty range ran"; });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(covered, 100);
+}
+
 }  // namespace
 }  // namespace paged

@@ -7,6 +7,7 @@
 // vs several. Also the ExecPool itself.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/dtype.h"
@@ -385,6 +387,29 @@ TEST(ExecPoolTest, ParallelForCoversTheRangeOnceInGrainAlignedChunks) {
       for (int64_t i = 0; i < end; ++i) {
         ASSERT_EQ(hits[size_t(i)].load(), i >= begin ? 1 : 0) << i;
       }
+    }
+  }
+}
+
+// (A pool of one thread runs the range inline as one chunk, capped or not.)
+TEST(ExecPoolTest, MaxChunkCapsChunksAtWholeGrains) {
+  for (int threads : {2, 3}) {
+    ExecPool pool(threads);
+    for (auto [grain, max_chunk] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, 1}, {4, 16}, {4, 18}, {4, 3}, {7, 100}, {1000, 10}}) {
+      const int64_t begin = 3, end = 1003;
+      const int64_t cap = std::max(grain, max_chunk / grain * grain);
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(end));
+      std::atomic<bool> bad{false};
+      pool.ParallelFor(
+          begin, end, grain,
+          [&](int64_t lo, int64_t hi) {
+            if ((lo - begin) % grain != 0 || hi - lo > cap) bad = true;
+            for (int64_t i = lo; i < hi; ++i) hits[size_t(i)].fetch_add(1);
+          },
+          max_chunk);
+      EXPECT_FALSE(bad) << "threads " << threads << " grain " << grain << " max " << max_chunk;
+      for (int64_t i = 0; i < end; ++i) ASSERT_EQ(hits[size_t(i)].load(), i >= begin ? 1 : 0) << i;
     }
   }
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "common/dtype.h"
@@ -52,6 +53,16 @@ class HostExecutor {
   // out[i, :] = f32(table[ids[i], :]) for i < n (host memory; ids checked
   // by the caller). Every stored dtype.
   virtual void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) = 0;
+  // Calls fn(lo, hi) on disjoint chunks (of at least `grain` items but the
+  // last) that cover [begin, end), on the executor's threads and the
+  // caller's, and returns when all are done; nested calls run inline. The
+  // CPU backend runs its other ops here, so that they and the products share
+  // one set of threads. Default: one call on the calling thread.
+  virtual void ParallelFor(int64_t begin, int64_t end, int64_t grain,
+                           const std::function<void(int64_t lo, int64_t hi)>& fn) {
+    (void)grain;
+    if (end > begin) fn(begin, end);
+  }
   // Whether MatMul reads weights of this dtype.
   virtual bool Supports(DType t) const = 0;
   // Threads sharing a product, the caller included.

@@ -1,5 +1,6 @@
-// CpuBackend: host memory and a thread pool; every op runs at once on the
-// calling thread (and the pool), so Synchronize has nothing to wait for.
+// CpuBackend: host memory and a thread pool (the executor's, when it has one);
+// every op runs at once on the calling thread (and the pool), so Synchronize
+// has nothing to wait for.
 
 #include "worker/backends/cpu/cpu_backend.h"
 
@@ -27,7 +28,9 @@ constexpr int kMaxAutoThreads = 32;
 class CpuBackend final : public Backend {
  public:
   CpuBackend(int threads, std::string device_label, std::unique_ptr<HostExecutor> matmul)
-      : pool_(threads), label_(std::move(device_label)), matmul_(std::move(matmul)) {}
+      : pool_(PoolFor(threads, matmul.get())),
+        label_(std::move(device_label)),
+        matmul_(std::move(matmul)) {}
   ~CpuBackend() override = default;  // queues_ drains its threads first
 
   std::string name() const override { return "cpu"; }
@@ -167,8 +170,19 @@ class CpuBackend final : public Backend {
 
  private:
   static std::string ProcessPrefix() { return absl::StrCat("cpu-pid", getpid()); }
+  // With an executor, the other ops run on its threads too: one set of
+  // threads for the whole step, which stay awake between ops (a decode
+  // step's ops come microseconds apart; a second pool's workers would sleep
+  // through the products and take a wake-up each op). Without one, our own.
+  static ThreadPool PoolFor(int threads, HostExecutor* matmul) {
+    if (matmul == nullptr) return ThreadPool(threads);
+    return ThreadPool(
+        [matmul](int64_t begin, int64_t end, int64_t grain, const ThreadPool::RangeFn& fn) {
+          matmul->ParallelFor(begin, end, grain, fn);
+        });
+  }
 
-  ThreadPool pool_;
+  ThreadPool pool_;                       // on matmul_'s threads when there is one
   std::string label_;                     // tells apart "devices" of one process (tests of peers)
   std::unique_ptr<HostExecutor> matmul_;  // the matrix products; null: the reference
   cpu::CopyQueues queues_;

@@ -1,6 +1,7 @@
 #include "worker/backends/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace paged {
 namespace {
@@ -17,6 +18,8 @@ ThreadPool::ThreadPool(int threads) {
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
+ThreadPool::ThreadPool(Runner runner) : runner_(std::move(runner)) {}
+
 ThreadPool::~ThreadPool() {
   {
     absl::MutexLock lk(&mu_);
@@ -29,6 +32,10 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::ParallelFor(int64_t begin, int64_t end, int64_t grain, const RangeFn& fn) {
   if (end <= begin) return;
   grain = std::max<int64_t>(grain, 1);
+  if (runner_) {
+    runner_(begin, end, grain, fn);
+    return;
+  }
   const int64_t total = end - begin;
   if (workers_.empty() || total <= grain || t_inside_pool) {
     fn(begin, end);

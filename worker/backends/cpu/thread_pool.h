@@ -20,13 +20,20 @@ class ThreadPool {
   // threads: how many threads share a ParallelFor, the caller included
   // (threads - 1 workers are started); <= 0 means hardware concurrency.
   explicit ThreadPool(int threads);
+  using RangeFn = std::function<void(int64_t lo, int64_t hi)>;
+  // Runs a whole ParallelFor (the same contract) on threads someone else
+  // owns.
+  using Runner = std::function<void(int64_t begin, int64_t end, int64_t grain, const RangeFn& fn)>;
+  // A pool that starts no threads of its own and hands every ParallelFor to
+  // `runner` (the CPU executor's pool, so that a backend's ops and its
+  // matrix products share one set of threads that stay awake between them).
+  explicit ThreadPool(Runner runner);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return int(workers_.size()) + 1; }
 
-  using RangeFn = std::function<void(int64_t lo, int64_t hi)>;
   // Calls fn on disjoint chunks [lo, hi) that cover [begin, end), each of at
   // least `grain` items but the last, and returns when every call is done.
   // Runs fn(begin, end) inline when that is one chunk, when the pool has no
@@ -41,6 +48,8 @@ class ThreadPool {
   // none is left; without mu_.
   void RunChunks(const RangeFn& fn, int64_t end, int64_t chunk) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Set by the constructor or empty: where every ParallelFor goes.
+  const Runner runner_;
   // Started by the constructor, joined by the destructor; not under a lock.
   std::vector<std::thread> workers_;
   // Held for a whole ParallelFor: one job at a time.

@@ -16,6 +16,12 @@ namespace {
 // the others, while each chunk stays a long contiguous run of weight rows.
 constexpr int64_t kChunksPerThread = 4;
 
+// How long a wait spins on `pause` alone; after that, until spin_us, it
+// yields the CPU between looks: where another process's threads want the
+// cores (more runnable threads than cores), a long spin on pause alone took
+// their time (a 2-core machine with a build running beside a decode).
+constexpr int kPauseOnlyUs = 50;
+
 // True on pool workers and on a caller while it runs chunks: a ParallelFor
 // from there runs inline instead of waiting on itself.
 thread_local bool t_inside_pool = false;
@@ -70,7 +76,8 @@ ExecPool::~ExecPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void ExecPool::Run(int64_t begin, int64_t end, int64_t grain, Thunk thunk, const void* fn) {
+void ExecPool::Run(int64_t begin, int64_t end, int64_t grain, int64_t max_chunk, Thunk thunk,
+                   const void* fn) {
   if (end <= begin) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t total = end - begin;
@@ -81,6 +88,7 @@ void ExecPool::Run(int64_t begin, int64_t end, int64_t grain, Thunk thunk, const
   const int64_t per = int64_t(size()) * kChunksPerThread;
   int64_t chunk = std::max(grain, (total + per - 1) / per);
   chunk = (chunk + grain - 1) / grain * grain;
+  if (max_chunk > 0) chunk = std::min(chunk, std::max(grain, max_chunk / grain * grain));
 
   absl::MutexLock call(&call_mu_);
   thunk_ = thunk;
@@ -108,13 +116,29 @@ void ExecPool::RunChunks() {
   }
 }
 
-void ExecPool::WaitForWorkers() {
-  const auto deadline = Clock::now() + std::chrono::microseconds(spin_us_);
+template <class Done>
+bool ExecPool::Spin(const Done& done) const {
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::microseconds(spin_us_);
+  const auto yield_from = start + std::chrono::microseconds(kPauseOnlyUs);
   for (int i = 1;; ++i) {
-    if (pending_.load(std::memory_order_acquire) == 0) return;
-    if ((i & 255) == 0 && Clock::now() >= deadline) break;
+    if (done()) return true;
+    if ((i & 255) == 0) {
+      const auto now = Clock::now();
+      if (now >= deadline) return false;
+      if (now >= yield_from) break;
+    }
     CpuRelax();
   }
+  for (;;) {
+    if (done()) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::yield();
+  }
+}
+
+void ExecPool::WaitForWorkers() {
+  if (Spin([this] { return pending_.load(std::memory_order_acquire) == 0; })) return;
   caller_sleeping_.store(true);
   for (;;) {
     const uint32_t left = pending_.load();
@@ -125,17 +149,11 @@ void ExecPool::WaitForWorkers() {
 }
 
 uint32_t ExecPool::WaitForJob(uint32_t seen) {
-  const auto deadline = Clock::now() + std::chrono::microseconds(spin_us_);
-  for (int i = 1;; ++i) {
-    const uint32_t g = gen_.load(std::memory_order_acquire);
-    if (g != seen) return g;
-    if ((i & 255) == 0 && Clock::now() >= deadline) break;
-    CpuRelax();
-  }
+  uint32_t g = seen;
+  if (Spin([&] { return (g = gen_.load(std::memory_order_acquire)) != seen; })) return g;
   // Counted before the last look at gen_: a caller that advances gen_ after
   // that look sees the count and notifies (all seq_cst).
   sleeping_workers_.fetch_add(1);
-  uint32_t g;
   while ((g = gen_.load()) == seen) gen_.wait(seen);
   sleeping_workers_.fetch_sub(1);
   return g;

@@ -28,7 +28,8 @@ struct ExecPoolOptions {
   // cpus[k % cpus.size()]. cpus[0] is meant for the calling thread, which the
   // pool does not pin (PinCurrentThread does, where the caller wants it).
   std::vector<int> cpus;
-  // How long an idle worker spins waiting for the next job before it sleeps.
+  // How long an idle worker spins waiting for the next job before it sleeps
+  // (yielding the CPU between looks after the first 50 us).
   int spin_us = 200;
 };
 
@@ -50,10 +51,13 @@ class ExecPool {
   // the last, so a chunk is a contiguous run of whole tiles. Runs fn(begin,
   // end) inline when that is one chunk, when the pool has no workers, or when
   // called from inside a ParallelFor. Calls from several threads are
-  // serialized.
+  // serialized. max_chunk > 0 caps a chunk at that many items (rounded down
+  // to whole grains, at least one grain): many short chunks keep the
+  // threads finishing together, where a few long ones leave one thread
+  // working alone on the last chunk.
   template <class Fn>
-  void ParallelFor(int64_t begin, int64_t end, int64_t grain, const Fn& fn) {
-    Run(begin, end, grain, &CallFn<Fn>, &fn);
+  void ParallelFor(int64_t begin, int64_t end, int64_t grain, const Fn& fn, int64_t max_chunk = 0) {
+    Run(begin, end, grain, max_chunk, &CallFn<Fn>, &fn);
   }
 
  private:
@@ -63,10 +67,13 @@ class ExecPool {
     (*static_cast<const Fn*>(fn))(lo, hi);
   }
 
-  void Run(int64_t begin, int64_t end, int64_t grain, Thunk thunk, const void* fn)
-      ABSL_LOCKS_EXCLUDED(call_mu_);
+  void Run(int64_t begin, int64_t end, int64_t grain, int64_t max_chunk, Thunk thunk,
+           const void* fn) ABSL_LOCKS_EXCLUDED(call_mu_);
   void RunChunks();
   void WorkerLoop(int cpu);
+  // Spins until done() (true) or spin_us_ have passed (false).
+  template <class Done>
+  bool Spin(const Done& done) const;
   // Spins, then sleeps, until gen_ differs from `seen`; returns the new value.
   uint32_t WaitForJob(uint32_t seen);
   void WaitForWorkers();

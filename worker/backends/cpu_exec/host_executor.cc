@@ -63,6 +63,10 @@ class CpuHostExecutor final : public HostExecutor {
       out[j] = (u + 1.f) * glu;
     }
   }
+  void ParallelFor(int64_t begin, int64_t end, int64_t grain,
+                   const std::function<void(int64_t lo, int64_t hi)>& fn) override {
+    pool_.ParallelFor(begin, end, grain, fn);
+  }
   bool Supports(DType t) const override { return cpu_exec::Supports(t); }
   int threads() const override { return pool_.size(); }
   std::string Describe() const override {

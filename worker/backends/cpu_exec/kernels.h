@@ -50,7 +50,8 @@ inline constexpr int64_t kRowBlock = 4;
 
 // Weight rows a tile reads at once when there is one token row (decode), for
 // the formats whose decoders do not ask for 4 (kInterleaveRows): 1, 2 or 4
-// sequential streams (and FMA chains) per thread. PAGED_CPU_EXEC_DECODE_ROWS
+// sequential streams (and FMA chains) per thread, far apart in the thread's
+// chunk of rows (matmul-inl.h's DecodeRows). PAGED_CPU_EXEC_DECODE_ROWS
 // overrides the default (README.md has the measurements). Any value gives
 // the same bits (matmul-inl.h's determinism rule).
 int DecodeRowsPerTile();

@@ -96,14 +96,9 @@ constexpr bool InterleaveRows() {
 // Weight rows of a tile of kT token rows: the most of 4, 2, 1 whose
 // registers fit: 2 per decoded row, one accumulator per (row, token), 2 for
 // the token row's vectors.
+// (One token row, a decode, goes to DecodeRows instead.)
 template <class Row>
 constexpr size_t RowsPerTile(size_t kT) {
-  // One token row (decode): one weight row at a time here; RowTiles reads
-  // DecodeRowsPerTile() rows at once (4 by default: 4 streams per thread
-  // reach 86-89% of the Xeon's read bandwidth where one reaches 56-62%), or
-  // 4 always when the decoder's work per chunk is long (kInterleaveRows:
-  // one row's accumulator is one chain of 2 FMAs per chunk, 4 rows make 4).
-  if (kT == 1 && !InterleaveRows<Row>()) return 1;
   for (size_t r : {4, 2}) {
     if (2 * r + r * kT + 2 <= kVectorRegs) return r;
   }
@@ -250,10 +245,13 @@ HWY_INLINE void LoadX(DF df, const float* HWY_RESTRICT p, VF& x0, VF& x1) {
 }
 
 // One tile: kR weight rows x kT token rows, over all columns.
-//   rows: [kR] decoders; x: [kT, cols]; bias: [kR] or null; out: [kT, ldo]
+//   rows: [kR] decoders; x: [kT, cols]; bias: [kR * rs] or null; out: [kT, ldo]
+// Row k's bias and output column are bias[k * rs] and out[t * ldo + k * rs]
+// (rs: how far apart the tile's rows are in the matrix, DecodeRows).
 template <size_t kR, size_t kT, class Row>
 HWY_NOINLINE void Tile(const Row* HWY_RESTRICT rows, const float* HWY_RESTRICT x, int64_t cols,
-                       const float* HWY_RESTRICT bias, float* HWY_RESTRICT out, int64_t ldo) {
+                       const float* HWY_RESTRICT bias, float* HWY_RESTRICT out, int64_t ldo,
+                       int64_t rs = 1) {
   const DF df;
   const int64_t n = int64_t(hn::Lanes(df));
   VF acc[kR][kT];
@@ -306,7 +304,7 @@ HWY_NOINLINE void Tile(const Row* HWY_RESTRICT rows, const float* HWY_RESTRICT x
     PAGED_UNROLL
     for (size_t t = 0; t < kT; ++t) {
       const float s = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
-      out[int64_t(t) * ldo + int64_t(r)] = bias ? s + bias[r] : s;
+      out[int64_t(t) * ldo + int64_t(r) * rs] = bias ? s + bias[int64_t(r) * rs] : s;
     }
   }
 }
@@ -316,22 +314,6 @@ template <size_t kT, class Row>
 HWY_INLINE void RowTiles(const Row* rows, size_t nr, const float* x, int64_t cols,
                          const float* bias, float* out, int64_t ldo) {
   constexpr size_t kR = RowsPerTile<Row>(kT);
-  if constexpr (kT == 1 && kR == 1) {
-    const int d = DecodeRowsPerTile();
-    if (d > 1) {
-      size_t r = 0;
-      if (d >= 4) {
-        for (; r + 4 <= nr; r += 4) {
-          Tile<4, 1>(rows + r, x, cols, bias ? bias + r : nullptr, out + r, ldo);
-        }
-      }
-      for (; r + 2 <= nr; r += 2) {
-        Tile<2, 1>(rows + r, x, cols, bias ? bias + r : nullptr, out + r, ldo);
-      }
-      for (; r < nr; ++r) Tile<1, 1>(rows + r, x, cols, bias ? bias + r : nullptr, out + r, ldo);
-      return;
-    }
-  }
   size_t r = 0;
   for (; r + kR <= nr; r += kR) {
     Tile<kR, kT>(rows + r, x, cols, bias ? bias + r : nullptr, out + r, ldo);
@@ -355,9 +337,50 @@ HWY_INLINE void TokenTile(size_t nt, const Row* rows, size_t nr, const float* x,
 }
 static_assert(kMaxTokens == 4, "TokenTile's cases");
 
+// kD weight rows r, r + stride, ..., r + (kD - 1) * stride against the one
+// token row of a decode.
+template <size_t kD, class Format>
+HWY_INLINE void DecodeTile(const RowsArgs& a, int64_t r, int64_t stride, float* scratch,
+                           int64_t per_row) {
+  using Row = typename Format::Row;
+  Row rows[kD];
+  PAGED_UNROLL
+  for (size_t k = 0; k < kD; ++k) {
+    rows[k] = Row(*a.w, r + int64_t(k) * stride, scratch + int64_t(k) * per_row);
+  }
+  Tile<kD, 1>(rows, a.x, a.w->cols, a.bias ? a.bias + r : nullptr, a.out + (r - a.r0), a.ldo,
+              stride);
+}
+
+// Rows [ra, rb) at one token row (decode), memory-bound: a tile reads d
+// weight rows at once (DecodeRowsPerTile(), 4 by default: 4 streams per
+// thread reached 86-89% of the Xeon's read bandwidth where one reached
+// 56-62%; always 4 when the decoder's work per chunk is long,
+// kInterleaveRows: one row's accumulator is one chain of 2 FMAs per chunk, 4
+// rows make 4). The d rows are far apart: tile i takes row i of each of the
+// range's d equal parts (then the few rows left go one at a time); adjacent
+// rows (streams one row apart) read 10-15% slower on the Zen 4 build
+// machine (docs/BENCHMARKS.md). The bits are the same either way.
+template <class Format>
+void DecodeRows(const RowsArgs& a, int64_t ra, int64_t rb, float* scratch, int64_t per_row) {
+  using Row = typename Format::Row;
+  constexpr size_t kInterleaved = RowsPerTile<Row>(1);
+  const int d = InterleaveRows<Row>() ? int(kInterleaved) : DecodeRowsPerTile();
+  const int64_t part = (rb - ra) / d;
+  int64_t r = ra;
+  if (d >= 4) {
+    for (; r < ra + part; ++r) DecodeTile<4, Format>(a, r, part, scratch, per_row);
+    r = ra + 4 * part;
+  } else if (d == 2) {
+    for (; r < ra + part; ++r) DecodeTile<2, Format>(a, r, part, scratch, per_row);
+    r = ra + 2 * part;
+  }
+  for (; r < rb; ++r) DecodeTile<1, Format>(a, r, 1, scratch, per_row);
+}
+
 // Rows [ra, rb) of the product for all token rows: blocks of kRowBlock weight
 // rows, each streamed once per tile of kMaxTokens token rows (from cache
-// after the first).
+// after the first). One token row: DecodeRows.
 template <class Format>
 void RunRows(const RowsArgs& a, int64_t ra, int64_t rb) {
   using Row = typename Format::Row;
@@ -366,6 +389,7 @@ void RunRows(const RowsArgs& a, int64_t ra, int64_t rb) {
   const int64_t per_row = Format::ScratchFloats(w);
   thread_local std::vector<float> scratch;
   if (scratch.size() < size_t(kRowBlock * per_row)) scratch.resize(size_t(kRowBlock * per_row));
+  if (a.n == 1) return DecodeRows<Format>(a, ra, rb, scratch.data(), per_row);
   for (int64_t r = ra; r < rb; r += kRowBlock) {
     const size_t nr = size_t(std::min<int64_t>(kRowBlock, rb - r));
     Row rows[kRowBlock];

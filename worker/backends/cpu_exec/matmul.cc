@@ -19,6 +19,19 @@ constexpr int kDefaultDecodeRows = 4;
 // Multiply-adds worth one ParallelFor chunk: below this a call runs inline.
 constexpr int64_t kMinChunkWork = 64 * 1024;
 
+// Multiply-adds worth at most one ParallelFor chunk: 64 rows of 4096 columns
+// at one token row (512 KB of f16), some 30 us of a decode's product. With
+// a few long chunks per thread instead (a quarter of a thread's share), the
+// last chunk left one thread working alone for 120-160 us per product, 15
+// products per decode step (measured on the 2-core build machine).
+constexpr int64_t kMaxChunkWork = 256 * 1024;
+
+// MaxChunk rows (at least one row block) for products of row_work
+// multiply-adds per weight row.
+int64_t MaxChunkRows(int64_t row_work) {
+  return std::max<int64_t>(kRowBlock, kMaxChunkWork / row_work);
+}
+
 RowsFn KernelFor(DType t) {
   switch (t) {
     case DType::kF32:
@@ -105,7 +118,9 @@ void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r
   const RowsArgs a{x, n, &w, r0, bias, out, ldo};
   const int64_t row_work = std::max<int64_t>(w.cols, 1) * n;
   const int64_t blocks = std::max<int64_t>(1, kMinChunkWork / (kRowBlock * row_work));
-  pool.ParallelFor(r0, r1, blocks * kRowBlock, [&](int64_t lo, int64_t hi) { fn(a, lo, hi); });
+  pool.ParallelFor(
+      r0, r1, blocks * kRowBlock, [&](int64_t lo, int64_t hi) { fn(a, lo, hi); },
+      MaxChunkRows(row_work));
 }
 
 void MatMulMany(ExecPool& pool, const float* x, int n, const MatMulJob* jobs, int count) {
@@ -124,12 +139,15 @@ void MatMulMany(ExecPool& pool, const float* x, int n, const MatMulJob* jobs, in
   }
   if (n == 0 || base[count] == 0) return;
   const int64_t blocks = std::max<int64_t>(1, kMinChunkWork / (kRowBlock * row_work));
-  pool.ParallelFor(0, base[count], blocks * kRowBlock, [&](int64_t lo, int64_t hi) {
-    for (int k = 0; k < count; ++k) {
-      const int64_t a = std::max(lo, base[k]), b = std::min(hi, base[k + 1]);
-      if (a < b) fns[k](args[k], jobs[k].r0 + (a - base[k]), jobs[k].r0 + (b - base[k]));
-    }
-  });
+  pool.ParallelFor(
+      0, base[count], blocks * kRowBlock,
+      [&](int64_t lo, int64_t hi) {
+        for (int k = 0; k < count; ++k) {
+          const int64_t a = std::max(lo, base[k]), b = std::min(hi, base[k + 1]);
+          if (a < b) fns[k](args[k], jobs[k].r0 + (a - base[k]), jobs[k].r0 + (b - base[k]));
+        }
+      },
+      MaxChunkRows(row_work));
 }
 
 void MatMulRows(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
