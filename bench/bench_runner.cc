@@ -211,7 +211,11 @@ nlohmann::json BenchRow::ToJson() const {
           {"h2d_mb_per_token", h2d_mb_per_token},
           {"experts_paged", experts_paged},
           {"expert_hit_rate", expert_hit_rate},
-          {"expert_host_rate", expert_host_rate}};
+          {"expert_host_rate", expert_host_rate},
+          {"host_products_per_step", host_products},
+          {"host_wait_ms", host_wait_ms},
+          {"host_compute_ms", host_compute_ms},
+          {"host_upload_ms", host_upload_ms}};
 }
 
 absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
@@ -350,13 +354,16 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
           engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
       uint64_t peak = 0;
       PagerStats s0, s1;
+      Engine::HostPathTimes e0, e1;
       double prefill_share = 0;
       ASSIGN_OR_RETURN(PhaseTimes t,
                        RunPhases(o, engine, work, *backend, mem0, &peak, [&](bool decode) {
                          (decode ? s1 : s0) = pager->stats();
+                         (decode ? e1 : e0) = engine.host_path_times();
                          if (decode) prefill_share = pager->step_share();
                        }));
       const PagerStats s2 = pager->stats();
+      const Engine::HostPathTimes e2 = engine.host_path_times();
       add_rows(mode, t, s0, s1, s2, &compute, peak);
       if (host_exec != nullptr) {
         // The rows the host read in place, and a bound that counts both paths.
@@ -368,6 +375,16 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
                       std::max(1, t.prefill_steps) / 1e6;
         dec.host_mb =
             double(s2.host_weight_bytes - s1.host_weight_bytes) / double(t.decode_s.size()) / 1e6;
+        const auto path = [](BenchRow& r, const Engine::HostPathTimes& a,
+                             const Engine::HostPathTimes& b, double steps) {
+          steps = std::max(steps, 1.0);
+          r.host_products = double(b.products - a.products) / steps;
+          r.host_wait_ms = (b.wait_s - a.wait_s) / steps * 1e3;
+          r.host_compute_ms = (b.compute_s - a.compute_s) / steps * 1e3;
+          r.host_upload_ms = (b.upload_s - a.upload_s) / steps * 1e3;
+        };
+        path(pre, e0, e1, double(t.prefill_steps));
+        path(dec, e1, e2, double(t.decode_s.size()));
         const HybridProfile& prof = pager->hybrid_profile();
         for (BenchRow* r : {&pre, &dec}) {
           const int rows =
@@ -473,6 +490,17 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
                 x.compute_ms, 100 * x.hidden_fraction, x.device_peak_gib, x.h2d_mb_per_token,
                 x.experts_paged ? absl::StrFormat("%.0f%%", 100 * x.expert_hit_rate) : "-",
                 x.experts_paged ? absl::StrFormat("%.0f%%", 100 * x.expert_host_rate) : "-"));
+  }
+  for (const BenchRow& x : r.rows) {
+    if (x.host_products <= 0) continue;
+    absl::StrAppend(
+        &s,
+        absl::StrFormat("%s %s host path per step (mean): %.0f dispatches, %.2f ms waiting for "
+                        "inputs, %.2f ms computing (%.1f GB/s of host rows), %.2f ms enqueueing "
+                        "uploads; median step %.2f ms\n",
+                        x.mode, x.phase, x.host_products, x.host_wait_ms, x.host_compute_ms,
+                        x.host_compute_ms > 0 ? x.host_mb / x.host_compute_ms : 0, x.host_upload_ms,
+                        x.step_ms));
   }
   // The process's own host memory: private pages vs the shared segment.
   const std::string status = [] {

@@ -62,6 +62,9 @@ struct BenchRow {
   double h2d_mb_per_token = 0;
   double expert_hit_rate = 0, expert_host_rate = 0;
   bool experts_paged = false;
+  // Hybrid: the host path per step (Engine::HostPathTimes): executor
+  // dispatches, ms waiting for their inputs, computing, enqueueing uploads.
+  double host_products = 0, host_wait_ms = 0, host_compute_ms = 0, host_upload_ms = 0;
   nlohmann::json ToJson() const;
 };
 

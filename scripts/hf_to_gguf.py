@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Write a GGUF file (llama architecture) from a paged/HF llama checkpoint.
+"""Write a GGUF file from a paged/HF llama or qwen3_moe checkpoint.
 
 For side-by-side runs with llama.cpp on the same weights: the checkpoint made
 by `pagectl make-model` (config.json + model.safetensors, f16/bf16/f32) becomes
 a GGUF that llama.cpp loads, with q/k rows permuted from the HF "halves" RoPE
 layout to GGUF's interleaved pairs (the inverse of what paged's GGUF reader
-does at load). Tensors keep their stored type (bf16 is written as f16: older
+does at load). A qwen3_moe checkpoint (`pagectl make-model --preset
+qwen3-30b-a3b`) becomes a `qwen3moe` file as llama.cpp's converter writes
+one: q/k rows as stored (NEOX RoPE), q/k norms, the router in F32 and each
+layer's experts stacked into ffn_{gate,up,down}_exps. Tensors keep their stored type (bf16 is written as f16: older
 llama.cpp CPU paths are fastest there and the values of make-model's bf16
 weights are exact in f16 only approximately, so prefer --dtype f16 models).
 The checkpoint has no tokenizer; a SentencePiece-style vocabulary of the
@@ -79,7 +82,12 @@ def main():
     hidden = cfg["hidden_size"]
     vocab = cfg["vocab_size"]
 
-    w = gguf.GGUFWriter(dst, "llama")
+    moe = cfg.get("model_type") == "qwen3_moe"
+    if cfg.get("model_type", "llama") not in ("llama", "qwen3_moe"):
+        sys.exit(f"model_type {cfg.get('model_type')}: only llama and qwen3_moe are written")
+    head_dim = cfg.get("head_dim") or hidden // n_head
+
+    w = gguf.GGUFWriter(dst, "qwen3moe" if moe else "llama")
     w.add_block_count(n_layers)
     w.add_context_length(cfg.get("max_position_embeddings", 4096))
     w.add_embedding_length(hidden)
@@ -88,7 +96,13 @@ def main():
     w.add_head_count_kv(n_kv)
     w.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-5))
     w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
-    w.add_rope_dimension_count(hidden // n_head)
+    w.add_rope_dimension_count(head_dim)
+    if moe:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+        w.add_expert_count(cfg["num_experts"])
+        w.add_expert_used_count(cfg["num_experts_per_tok"])
+        w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
     w.add_vocab_size(vocab)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
 
@@ -121,14 +135,24 @@ def main():
         p = f"model.layers.{l}."
         b = f"blk.{l}."
         put(b + "attn_norm.weight", t[p + "input_layernorm.weight"].astype(np.float32))
-        put(b + "attn_q.weight", unpermute_rope(t[p + "self_attn.q_proj.weight"], n_head))
-        put(b + "attn_k.weight", unpermute_rope(t[p + "self_attn.k_proj.weight"], n_kv))
+        q, k = t[p + "self_attn.q_proj.weight"], t[p + "self_attn.k_proj.weight"]
+        put(b + "attn_q.weight", q if moe else unpermute_rope(q, n_head))
+        put(b + "attn_k.weight", k if moe else unpermute_rope(k, n_kv))
         put(b + "attn_v.weight", t[p + "self_attn.v_proj.weight"])
         put(b + "attn_output.weight", t[p + "self_attn.o_proj.weight"])
         put(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"].astype(np.float32))
-        put(b + "ffn_gate.weight", t[p + "mlp.gate_proj.weight"])
-        put(b + "ffn_up.weight", t[p + "mlp.up_proj.weight"])
-        put(b + "ffn_down.weight", t[p + "mlp.down_proj.weight"])
+        if not moe:
+            put(b + "ffn_gate.weight", t[p + "mlp.gate_proj.weight"])
+            put(b + "ffn_up.weight", t[p + "mlp.up_proj.weight"])
+            put(b + "ffn_down.weight", t[p + "mlp.down_proj.weight"])
+            continue
+        put(b + "attn_q_norm.weight", t[p + "self_attn.q_norm.weight"].astype(np.float32))
+        put(b + "attn_k_norm.weight", t[p + "self_attn.k_norm.weight"].astype(np.float32))
+        put(b + "ffn_gate_inp.weight", t[p + "mlp.gate.weight"].astype(np.float32))
+        for m, g in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
+            put(b + f"ffn_{g}_exps.weight",
+                np.stack([t[p + f"mlp.experts.{e}.{m}.weight"]
+                          for e in range(cfg["num_experts"])]))
     put("output_norm.weight", t["model.norm.weight"].astype(np.float32))
     if "lm_head.weight" in t:
         put("output.weight", t["lm_head.weight"])

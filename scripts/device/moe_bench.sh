@@ -30,6 +30,7 @@ run() {  # NAME MODEL BATCH ARGS...
     --batch=$b --prompt-len=64 --gen-len=$GEN "$@" >"$out/$name.log" 2>&1
   echo "== $name (exit $?)" >>"$out/summary.txt"
   grep -iE "decode|expert|hit|MB/token|plan|tokens/s" "$out/$name.log" | head -40 >>"$out/summary.txt"
+  cp "$out/summary.txt" "$final/moe_table.txt"  # what ran so far, should the call be cut short
 }
 for r in u s; do
   for b in 1 64; do

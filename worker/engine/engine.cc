@@ -1,6 +1,7 @@
 #include "worker/engine/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <set>
 
@@ -254,12 +255,18 @@ absl::Status Engine::Products(const float* x, int m, int cols,
     return absl::FailedPreconditionError("a hybrid step's host rows, but no host executor");
   // The input to the host (waits for the ops before it), then the backend's
   // rows are enqueued and computed while the host computes its own.
+  using Clock = std::chrono::steady_clock;
+  const auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  auto t0 = Clock::now();
   const float* hx = x;
   if (!backend_->shares_host_memory()) {
     h_x_.resize(size_t(m) * size_t(cols));
     backend_->Download(h_x_.data(), x, h_x_.size() * sizeof(float));
     hx = h_x_.data();
   }
+  host_times_.wait_s += since(t0);
   uint64_t host_elems = 0;
   for (const Product& p : products) {
     const int64_t rows = p.host.any() ? p.host.w.rows : p.dev.rows;
@@ -284,13 +291,18 @@ absl::Status Engine::Products(const float* x, int m, int cols,
     jobs[n_jobs++] = HostExecutor::Product{&h.w, h.row0, h.w.rows, h.bias, ho, k};
     ho += uint64_t(m) * uint64_t(k);
   }
+  t0 = Clock::now();
   host_->MatMulMany(hx, m, jobs, n_jobs);
+  host_times_.compute_s += since(t0);
+  ++host_times_.products;
+  t0 = Clock::now();
   for (int j = 0; j < n_jobs; ++j) {
     const HostExecutor::Product& q = jobs[j];
     const int64_t k = q.r1 - q.r0;
     backend_->Upload2D(dev_out[j] + q.r0, uint64_t(q.r1) * sizeof(float), q.out,
                        uint64_t(k) * sizeof(float), uint64_t(k) * sizeof(float), uint64_t(m));
   }
+  host_times_.upload_s += since(t0);
   return absl::OkStatus();
 }
 

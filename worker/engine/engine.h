@@ -42,6 +42,16 @@ class Engine {
   // provider that hands out host rows is an error. Not owned.
   void set_host_executor(HostExecutor* host) { host_ = host; }
 
+  // Where a hybrid step's host rows spend their time, summed over steps
+  // (paged-bench prints it per decode step): waiting for a product's input
+  // to come down (the device's ops before it included), the host executor's
+  // products, and enqueueing their rows' uploads.
+  struct HostPathTimes {
+    int64_t products = 0;  // dispatches of the host executor
+    double wait_s = 0, compute_s = 0, upload_s = 0;
+  };
+  const HostPathTimes& host_path_times() const { return host_times_; }
+
   const ModelConfig& config() const { return config_; }
   int block_tokens() const { return block_tokens_; }
 
@@ -75,6 +85,7 @@ class Engine {
   Backend* backend_;
   WeightProvider* provider_;
   HostExecutor* host_ = nullptr;
+  HostPathTimes host_times_;
   ModelConfig config_;
   int block_tokens_;
   RopeParams rope_[2];  // full-attention layers, sliding-window layers
