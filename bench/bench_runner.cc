@@ -396,6 +396,11 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
         }
         report.hybrid =
             DescribeHybrid(prof, *po.hybrid_policy, double(plan.paged_weight_bytes_per_step));
+        if (const double tuned = pager->tuned_share(o.batch); tuned >= 0)
+          absl::StrAppend(
+              &report.hybrid,
+              absl::StrFormat("  tuned on the decode steps: host share %.0f%% (%s)\n", 100 * tuned,
+                              pager->share_settled(o.batch) ? "settled" : "probing"));
         pager.reset();
       }
       return absl::OkStatus();

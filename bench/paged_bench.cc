@@ -19,7 +19,8 @@ ABSL_FLAG(std::string, weight_format, "native", "native | f32 | f16 | bf16 | int
 ABSL_FLAG(std::string, mode, "both",
           "paged | hybrid | resident | both (paged + resident) | all (the three)");
 ABSL_FLAG(std::string, host_compute, "auto",
-          "hybrid mode: the host's share of each paged matrix: auto | off | 0..1");
+          "hybrid mode: the host's share of each paged matrix: auto (tuned on the steps) | planned "
+          "| off | 0..1");
 ABSL_FLAG(int, host_threads, 0, "hybrid mode: host executor threads (0: every CPU)");
 ABSL_FLAG(std::string, host_pin, "none", "hybrid mode: CPUs to pin the host executor to");
 ABSL_FLAG(int, slots, 2, "device slots");

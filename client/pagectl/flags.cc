@@ -32,7 +32,7 @@ ABSL_FLAG(int, slots, 2, "plan: layer slots");
 ABSL_FLAG(std::string, resident, "auto", "plan: resident layers (auto | none | all | N)");
 ABSL_FLAG(double, link_gbs, 55.0, "plan: host-to-device link bandwidth, GB/s");
 ABSL_FLAG(std::string, host_compute, "auto",
-          "plan: the hybrid step's host share of each paged matrix: auto | off | 0..1");
+          "plan: the hybrid step's host share of each paged matrix: auto | planned | off | 0..1");
 ABSL_FLAG(double, host_gbs, 0,
           "plan: the host executor's GB/s at one token row (0: measured here on --segment)");
 ABSL_FLAG(std::string, server, "unix:///tmp/paged.sock",

@@ -107,5 +107,119 @@ TEST(HybridPlanTest, DescribeShowsTheSplitPerBatchSize) {
   EXPECT_NE(d.find(" 512 rows: host computes   0%"), std::string::npos) << d;
 }
 
+// A step whose paged layers take max(link, host) as in the planner's
+// model, but whose host runs at `host_gbps` instead of what was measured at
+// start: the tuner should find the share where both paths finish together.
+struct SyntheticStep {
+  double link_gbps = 55, host_gbps = 60, bytes = 10.2e9, fixed_s = 0.004;
+  double noise = 0;  // relative, alternating sign
+  int k = 0;
+  double operator()(double s) {
+    const double t = std::max((1 - s) * bytes / (link_gbps * 1e9), s * bytes / (host_gbps * 1e9));
+    return (fixed_s + t) * (1 + ((k++ % 2) ? noise : -noise));
+  }
+  double Best() const { return host_gbps / (host_gbps + link_gbps); }
+};
+
+// Runs `steps` tuned steps of n rows from `planned`; returns the last share.
+double Tune(ShareTuner& tuner, SyntheticStep& step, int n, double planned, int steps) {
+  double s = planned;
+  for (int i = 0; i < steps; ++i) {
+    s = tuner.Next(n, planned);
+    tuner.Observe(step(s));
+  }
+  return tuner.Current(n);
+}
+
+TEST(ShareTunerTest, FindsTheShareWhereLinkAndHostFinishTogether) {
+  // Planned from 124 GB/s measured alone (share 0.69); in steps the host
+  // gives 60 GB/s (best 0.52), or 110 (best 0.67), or 40 (best 0.42).
+  for (double host : {60.0, 110.0, 40.0}) {
+    SCOPED_TRACE(host);
+    ShareTuner tuner;
+    SyntheticStep step;
+    step.host_gbps = host;
+    const double settled = Tune(tuner, step, 1, 124.0 / (124 + 55), 400);
+    EXPECT_TRUE(tuner.Settled(1));
+    EXPECT_NEAR(settled, step.Best(), 0.03);
+    // Its step time is within 3% of the best share's.
+    SyntheticStep exact = step;
+    EXPECT_LT(exact(settled), 1.03 * exact(step.Best()));
+  }
+}
+
+TEST(ShareTunerTest, ToleratesNoiseBelowItsGainThreshold) {
+  ShareTuner tuner;
+  SyntheticStep step;
+  step.host_gbps = 60;
+  step.noise = 0.004;
+  EXPECT_NEAR(Tune(tuner, step, 1, 0.69, 600), step.Best(), 0.05);
+}
+
+TEST(ShareTunerTest, EachStepSizeIsTunedOnItsOwnAndZeroIsLeftAlone) {
+  ShareTuner tuner;
+  SyntheticStep one, eight;
+  one.host_gbps = 60;
+  eight.host_gbps = 100;
+  for (int i = 0; i < 400; ++i) {
+    tuner.Observe(one(tuner.Next(1, 0.69)));
+    tuner.Observe(eight(tuner.Next(8, 0.69)));
+    // A size the planner gives the host nothing is not tuned.
+    EXPECT_EQ(tuner.Next(64, 0.0), 0.0);
+    tuner.Observe(1.0);
+  }
+  EXPECT_NEAR(tuner.Current(1), one.Best(), 0.03);
+  EXPECT_NEAR(tuner.Current(8), eight.Best(), 0.03);
+  EXPECT_EQ(tuner.Current(64), -1);
+  EXPECT_EQ(tuner.Current(2), -1);
+}
+
+TEST(ShareTunerTest, ProbesAgainWhenTheLoadChanges) {
+  ShareTuner::Options o;
+  o.recheck_steps = 64;
+  ShareTuner tuner(o);
+  SyntheticStep step;
+  step.host_gbps = 110;
+  EXPECT_NEAR(Tune(tuner, step, 1, 0.69, 300), step.Best(), 0.03);
+  // Another process now takes host bandwidth: the share follows down.
+  step.host_gbps = 50;
+  EXPECT_NEAR(Tune(tuner, step, 1, 0.69, 1500), step.Best(), 0.04);
+}
+
+TEST(ShareTunerTest, StaysWithinItsBoundsAndDropsTheFirstStepOfARun) {
+  ShareTuner::Options o;
+  o.samples = 2;
+  ShareTuner tuner(o);
+  // The host is far faster than the link: the share climbs to the top bound.
+  SyntheticStep step;
+  step.host_gbps = 5000;
+  double s = 0;
+  for (int i = 0; i < 300; ++i) {
+    s = tuner.Next(1, 0.5);
+    EXPECT_GE(s, o.lo);
+    EXPECT_LE(s, o.hi);
+    tuner.Observe(step(s));
+  }
+  EXPECT_NEAR(tuner.Current(1), o.hi, 1e-9);
+  // A run's first step is not counted: one huge time there changes nothing.
+  ShareTuner fresh(o);
+  SyntheticStep even;
+  even.host_gbps = 55;  // best 0.5, the planned share
+  for (int i = 0; i < 200; ++i) {
+    const double x = fresh.Next(1, 0.5);
+    // Every run is samples + 1 steps (3): its first step is slow.
+    fresh.Observe(i % 3 == 0 ? 100.0 : even(x));
+  }
+  EXPECT_NEAR(fresh.Current(1), 0.5, 0.03);
+}
+
+TEST(HybridPlanTest, PlannedIsAutoWithoutTuning) {
+  auto p = ParseHybridPolicy("planned");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->mode, HybridPolicy::Mode::kAuto);
+  EXPECT_FALSE(p->tune);
+  EXPECT_TRUE(ParseHybridPolicy("auto")->tune);
+}
+
 }  // namespace
 }  // namespace paged

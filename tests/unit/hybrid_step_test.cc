@@ -13,6 +13,7 @@
 
 #include "tests/unit/golden_util.h"
 #include "tests/unit/pager_util.h"
+#include "worker/pager/hybrid_plan.h"
 #include "worker/pager/planner.h"
 
 namespace paged {
@@ -80,6 +81,21 @@ TEST_P(HybridStepTest, SharesThatChangeEveryStepTopUpTheSlots) {
   EXPECT_EQ(r.tokens, resident_.tokens);
   EXPECT_EQ(r.kv, resident_.kv);
   EXPECT_GT(calls, 200);
+  EXPECT_GT(r.stats.host_weight_bytes, 0u);
+}
+
+TEST_P(HybridStepTest, TheTunedShareMovesStepByStepAndChangesNoToken) {
+  // --host-compute=auto: the planner's share from a profile, then the
+  // tuner's probes around it, timed on this machine (any shares: the
+  // output cannot depend on them).
+  const MemoryPlan plan = Plan("none", /*kv_cache=*/false);
+  PagerOptions o;
+  o.hybrid_policy = HybridPolicy{};
+  ASSERT_TRUE(o.hybrid_policy->tune);
+  o.host_gbps = {{1, 60.0}};  // with a measured link: a share of about a half
+  const PagedRun r = testing::GenerateStories(&plan, "cpu", GetParam(), o);
+  EXPECT_EQ(r.tokens, resident_.tokens);
+  EXPECT_EQ(r.kv, resident_.kv);
   EXPECT_GT(r.stats.host_weight_bytes, 0u);
 }
 

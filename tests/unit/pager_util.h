@@ -84,7 +84,7 @@ inline PagedRun GenerateStoriesOn(Backend* backend, const MemoryPlan* plan,
   // A hybrid plan's host rows: the CPU executor (the kernels of the "cpu"
   // backend too, so a split product equals the unsplit one bit for bit).
   std::unique_ptr<HostExecutor> host;
-  if (options.host_share) {
+  if (options.host_share || options.hybrid_policy) {
     cpu_exec::ExecPoolOptions o;
     o.threads = 2;
     host = cpu_exec::MakeHostExecutor(o);

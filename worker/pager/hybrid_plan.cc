@@ -12,6 +12,10 @@ namespace paged {
 absl::StatusOr<HybridPolicy> ParseHybridPolicy(const std::string& flag) {
   HybridPolicy p;
   if (flag == "auto") return p;
+  if (flag == "planned") {
+    p.tune = false;
+    return p;
+  }
   if (flag == "off") {
     p.mode = HybridPolicy::Mode::kOff;
     return p;
@@ -23,7 +27,7 @@ absl::StatusOr<HybridPolicy> ParseHybridPolicy(const std::string& flag) {
     return p;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--host-compute=", flag, ": expected auto, off or a share of the rows in [0, 1]"));
+      "--host-compute=", flag, ": expected auto, planned, off or a share of the rows in [0, 1]"));
 }
 
 double HostGbps(const HybridProfile& p, int n) {
@@ -68,10 +72,82 @@ double PagedSeconds(const HybridProfile& p, double s, int n, double paged_bytes)
   return std::max(link, host);
 }
 
+double ShareTuner::Probe(const State& s) const {
+  return std::clamp(s.center + s.dir * s.delta, o_.lo, o_.hi);
+}
+
+double ShareTuner::Next(int n, double planned) {
+  last_ = nullptr;
+  if (!(planned > 0)) return planned;
+  State* s = nullptr;
+  for (auto& [rows, state] : states_)
+    if (rows == n) s = &state;
+  if (s == nullptr) {
+    states_.emplace_back(n, State{});
+    s = &states_.back().second;
+    s->center = std::clamp(planned, o_.lo, o_.hi);
+    s->delta = o_.delta;
+  }
+  last_ = s;
+  if (s->settled_steps >= 0) {
+    if (++s->settled_steps < o_.recheck_steps) return s->center;
+    s->settled_steps = -1;  // probe again, from the smallest step
+    s->delta = o_.min_delta;
+    s->tried = 0;
+  }
+  // A probe that the bounds clamp onto the center is no probe: other side.
+  if (s->probing && Probe(*s) == s->center) s->dir = -s->dir;
+  return s->probing ? Probe(*s) : s->center;
+}
+
+void ShareTuner::Observe(double seconds) {
+  State* s = last_;
+  last_ = nullptr;
+  if (s == nullptr || s->settled_steps >= 0) return;
+  // The first step of a run used layers copied for the share before.
+  if (s->step++ > 0) (s->probing ? s->probe_times : s->center_times).push_back(seconds);
+  if (s->step <= o_.samples) return;
+  s->step = 0;
+  if (!s->probing) {
+    s->probing = true;
+    return;
+  }
+  s->probing = false;
+  auto median = [](std::vector<double>& v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double center = median(s->center_times), probe = median(s->probe_times);
+  s->center_times.clear();
+  s->probe_times.clear();
+  if (probe < center * (1 - o_.min_gain)) {
+    s->center = Probe(*s);  // keep going that way
+    s->tried = 0;
+    return;
+  }
+  s->dir = -s->dir;
+  if (++s->tried < 2) return;
+  s->tried = 0;
+  s->delta /= 2;
+  if (s->delta < o_.min_delta) s->settled_steps = 0;
+}
+
+double ShareTuner::Current(int n) const {
+  for (const auto& [rows, state] : states_)
+    if (rows == n) return state.center;
+  return -1;
+}
+
+bool ShareTuner::Settled(int n) const {
+  for (const auto& [rows, state] : states_)
+    if (rows == n) return state.settled_steps >= 0;
+  return false;
+}
+
 std::string DescribeHybrid(const HybridProfile& p, const HybridPolicy& policy, double paged_bytes) {
   std::string out = absl::StrFormat(
       "hybrid step (--host-compute=%s): link %.1f GB/s, host executor %.1f GB/s at 1 row\n",
-      policy.mode == HybridPolicy::Mode::kAuto  ? "auto"
+      policy.mode == HybridPolicy::Mode::kAuto  ? (policy.tune ? "auto" : "planned")
       : policy.mode == HybridPolicy::Mode::kOff ? "off"
                                                 : absl::StrCat(policy.fixed_share),
       p.link_gbps, HostGbps(p, 1));

@@ -34,11 +34,14 @@ struct HybridProfile {
   std::vector<std::pair<int, double>> host_gbps;
 };
 
-// --host-compute: auto (the balance above) | off | a fixed share in [0, 1].
+// --host-compute: auto (the balance above, then tuned on the steps that
+// run: ShareTuner) | planned (the balance alone) | off | a fixed share in
+// [0, 1].
 struct HybridPolicy {
   enum class Mode { kAuto, kOff, kFixed };
   Mode mode = Mode::kAuto;
   double fixed_share = 0;
+  bool tune = true;  // kAuto: correct the planned share by measured steps
 };
 absl::StatusOr<HybridPolicy> ParseHybridPolicy(const std::string& flag);
 
@@ -66,6 +69,58 @@ double HostShare(const HybridProfile& p, const HybridPolicy& policy, int n);
 // Seconds a step of n token rows spends on `paged_bytes` of paged weights
 // with host share s: max(link, host) as above.
 double PagedSeconds(const HybridProfile& p, double s, int n, double paged_bytes);
+
+// The planned share comes from bandwidths each measured alone at start. In
+// a step the host's reads share the memory with the link's DMA, each
+// product waits for its input to come down and its rows to go up, and the
+// copies of the next layers idle while the host computes: the share at
+// which both paths really finish together differs from the planned one, by
+// machine and load. The tuner finds it on the steps themselves: per step
+// size (token rows), it runs `samples` steps at its current share and
+// `samples` at a probe `delta` above or below, compares the median step
+// times (the first step of each run is dropped: its first layers were
+// copied for the share before), moves to the probe when it is at least
+// `min_gain` faster, else tries the other side, then halves delta; below
+// `min_delta` it has settled, and it probes again every `recheck_steps`
+// steps (the load may change). A pure state machine: the caller times the
+// steps.
+class ShareTuner {
+ public:
+  struct Options {
+    double delta = 0.08;
+    double min_delta = 0.02;
+    int samples = 3;
+    double min_gain = 0.01;
+    int recheck_steps = 512;
+    double lo = 0.05, hi = 0.95;  // the shares it may try
+  };
+  ShareTuner() : ShareTuner(Options{}) {}
+  explicit ShareTuner(Options o) : o_(o) {}
+
+  // The share for the next step of n token rows; `planned`: HostShare's.
+  // A planned 0 (the host gets nothing at this size) is not tuned.
+  double Next(int n, double planned);
+  // The seconds the step begun by the last Next took.
+  void Observe(double seconds);
+  // The share the tuner holds for n (its best so far); -1: not tuned.
+  double Current(int n) const;
+  // Whether it has settled for n (delta below min_delta).
+  bool Settled(int n) const;
+
+ private:
+  struct State {
+    double center = 0, delta = 0;
+    int dir = 1, tried = 0;  // sides tried at this delta
+    bool probing = false;    // running the probe, else the center
+    int step = 0;            // steps of the current run
+    std::vector<double> center_times, probe_times;
+    int settled_steps = -1;  // >= 0: settled, steps since
+  };
+  double Probe(const State& s) const;
+  Options o_;
+  std::vector<std::pair<int, State>> states_;
+  State* last_ = nullptr;
+};
 
 // A few lines for people: the split and the predicted paged-weight time at
 // n = 1, 8, 64 and 512 token rows.

@@ -355,6 +355,8 @@ absl::Status Pager::Init() {
       options_.host_share = [this](int n) {
         return HostShare(profile_, *options_.hybrid_policy, n);
       };
+      tune_share_ =
+          options_.hybrid_policy->mode == HybridPolicy::Mode::kAuto && options_.hybrid_policy->tune;
     }
     // The first copies are made for a decode step (one token row).
     step_share_ = options_.host_share ? std::clamp(options_.host_share(1), 0.0, 1.0) : 0.0;
@@ -668,8 +670,15 @@ void Pager::ReleaseLayer(int layer) {
 
 absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* block_ids) {
   const SegmentHeader& h = *host_.header;
-  if (options_.host_share)
-    step_share_ = std::clamp(options_.host_share(batch.total_tokens()), 0.0, 1.0);
+  if (options_.host_share) {
+    const int n = batch.total_tokens();
+    step_share_ = std::clamp(options_.host_share(n), 0.0, 1.0);
+    if (tune_share_) {
+      step_share_ = tuner_.Next(n, step_share_);
+      step_rows_ = n;
+      step_begin_ = std::chrono::steady_clock::now();
+    }
+  }
   const int bt = int(h.block_tokens);
   // Distinct pool blocks of the step and the pool slots of its new rows.
   step_host_blocks_.clear();
@@ -825,6 +834,14 @@ absl::Status Pager::FinishStep() {
   RETURN_IF_ERROR(backend_->HostWait(wb_done_));
   if (!kv_cached_) kv_seq_base_ += uint64_t(n_layers_);
   ++stats_.steps;
+  if (tune_share_) {
+    const bool settled = tuner_.Settled(step_rows_);
+    tuner_.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_begin_).count());
+    if (!settled && tuner_.Settled(step_rows_))
+      Log(LogLevel::kInfo, "pager", "hybrid steps of %d rows: the host share settled at %.0f%%",
+          step_rows_, 100 * tuner_.Current(step_rows_));
+  }
   return absl::OkStatus();
 }
 

@@ -10,6 +10,7 @@
 // synchronizes the whole device.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -146,6 +147,10 @@ class Pager final : public WeightProvider {
   const HybridProfile& hybrid_profile() const { return profile_; }
   // The host share of the last step begun (0 without the hybrid step).
   double step_share() const { return step_share_; }
+  // --host-compute=auto: the share the tuner holds for steps of n token
+  // rows (ShareTuner; -1: none tuned) and whether it has settled.
+  double tuned_share(int n) const { return tuner_.Current(n); }
+  bool share_settled(int n) const { return tuner_.Settled(n); }
   uint64_t device_bytes() const { return device_bytes_; }
 
  private:
@@ -216,7 +221,11 @@ class Pager final : public WeightProvider {
   std::vector<bool> slot_from_peer_;
   std::vector<double> slot_share_;    // host share the slot's copy was made for
   std::vector<uint64_t> slot_bytes_;  // bytes copied into the slot for its layer
-  double step_share_ = 0;             // host share of the current step
+  ShareTuner tuner_;
+  bool tune_share_ = false;
+  int step_rows_ = 0;
+  std::chrono::steady_clock::time_point step_begin_;
+  double step_share_ = 0;  // host share of the current step
   std::vector<BackendEvent> slot_copied_, slot_free_;
   uint64_t next_issue_ = 0, next_use_ = 0;
   int current_slot_ = -1;

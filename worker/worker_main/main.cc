@@ -57,9 +57,11 @@ ABSL_FLAG(bool, shared_in_place, true,
 ABSL_FLAG(
     std::string, peer_copies, "auto",
     "page layers a peer GPU holds from it: auto (when that link measures faster) | off | force");
-ABSL_FLAG(std::string, host_compute, "auto",
-          "the hybrid step: the share of each paged matrix the host CPU computes in place: auto "
-          "(balanced per step from the link and CPU bandwidths measured at start) | off | 0..1");
+ABSL_FLAG(
+    std::string, host_compute, "auto",
+    "the hybrid step: the share of each paged matrix the host CPU computes in place: auto "
+    "(balanced per step from the link and CPU bandwidths measured at start, then tuned on the "
+    "steps) | planned (not tuned) | off | 0..1");
 ABSL_FLAG(int, host_threads, 0, "threads of the host executor (0: every CPU of this process)");
 ABSL_FLAG(std::string, host_pin, "none",
           "CPUs the host executor's threads are pinned to: none | all | a list like 0-15");
