@@ -428,7 +428,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       PlanLimits hybrid_limits = limits;
       hybrid_limits.embedding_on_host = true;
       ASSIGN_OR_RETURN(hplan, PlanMemory(h, hybrid_limits));
-      if (hplan.n_paged() == 0 && o.mode == "hybrid")
+      if (hplan.n_paged() == 0 && !hplan.experts_paged && o.mode == "hybrid")
         return absl::InvalidArgumentError("--mode=hybrid: nothing is paged");
     }
     if (hybrid_mode && hplan.n_paged() == 0 && !hplan.experts_paged) {

@@ -198,14 +198,30 @@ inline StepRun RunSteps(Backend* backend, const ModelSource& src, const RunOptio
     out.evictions = pager->expert_cache()->evictions();
   // The rows the steps wrote (every position but the last token's, never
   // fed): a device KV cache writes whole blocks back, whose other rows hold
-  // whatever the device memory held.
+  // whatever the device memory held. The resident provider on a device
+  // keeps its KV there and writes nothing back: its rows come from the
+  // device, in the pool's layout.
   const int written = positions - 1;
   const uint64_t half = h.kv_block_bytes / 2, row = half / h.block_tokens;
+  const bool on_device = pager == nullptr && !backend->shares_host_memory();
+  std::vector<uint8_t> block(on_device ? h.kv_block_bytes : 0);
   for (int l = 0; l < h.model.n_layers; ++l) {
+    absl::StatusOr<KvLayerView> view;
+    if (on_device) {
+      view = inner->AcquireKv(l);
+      EXPECT_TRUE(view.ok()) << view.status();
+      if (!view.ok()) return out;
+    }
     for (int b = 0; b < blocks; ++b) {
       const uint64_t rows =
           uint64_t(std::min<int>(int(h.block_tokens), written - b * int(h.block_tokens)));
       const uint8_t* base = image.kv + (h.KvBlockOffset(l, b) - h.kv_offset);
+      if (on_device) {
+        backend->Download(block.data(), static_cast<uint8_t*>(view->base) + b * view->block_bytes,
+                          block.size());
+        EXPECT_TRUE(backend->Synchronize().ok());
+        base = block.data();
+      }
       out.kv.insert(out.kv.end(), base, base + rows * row);                // K
       out.kv.insert(out.kv.end(), base + half, base + half + rows * row);  // V
     }
