@@ -26,14 +26,14 @@ The runner is built from a 60-line C++ file kept outside this repository
 an f32 KV cache, no flash attention, one thread, and prints the logits.
 """
 
-import argparse
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
+
+from gguf_fixture_common import (add_shape, arg_parser, check_cases, finish_gguf, fmt,
+                                 import_gguf, llama_commit, run_logits, token_ids)
 
 STD_EMBED = 0.2
 STD_LINEAR = 0.15  # larger than make_golden.py's 0.08: scores reach the soft-caps
@@ -114,13 +114,6 @@ def config_of(case):
     cfg = dict(COMMON)
     cfg.update(case["cfg"])
     return cfg
-
-
-def token_ids(n, vocab):
-    ids = [1]
-    for k in range(1, n):
-        ids.append(3 + (k * 37 + (k * k) % 13) % (vocab - 3))
-    return ids
 
 
 def make_weights(case):
@@ -233,14 +226,9 @@ def write_gguf(path, case, w, gguf):
     arch = case["gguf_arch"]
     wr = gguf.GGUFWriter(path, arch)
     wr.add_name(case["name"])
-    wr.add_context_length(c["max_position_embeddings"])
-    wr.add_embedding_length(c["hidden_size"])
-    wr.add_block_count(c["num_hidden_layers"])
-    wr.add_feed_forward_length(c["intermediate_size"])
-    wr.add_head_count(c["num_attention_heads"])
-    wr.add_head_count_kv(c["num_key_value_heads"])
-    wr.add_key_length(c["head_dim"])
-    wr.add_value_length(c["head_dim"])
+    add_shape(wr, c["max_position_embeddings"], c["hidden_size"], c["num_hidden_layers"],
+              c["intermediate_size"], c["num_attention_heads"], c["num_key_value_heads"],
+              c["head_dim"])
     wr.add_layer_norm_rms_eps(c["rms_norm_eps"])
     wr.add_rope_freq_base(c["rope_theta"])
     wr.add_vocab_size(c["vocab_size"])
@@ -274,14 +262,7 @@ def write_gguf(path, case, w, gguf):
         wr.add_rope_freq_base_swa(c["rope_local_base_freq"])
     for name, a in gguf_tensors(case, w).items():
         wr.add_tensor(name, np.ascontiguousarray(a, dtype=np.float32))
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
-
-
-def fmt(x):
-    return float("%.9g" % x)
+    finish_gguf(wr)
 
 
 def run_case(case, outdir, gguf, runner, llama_commit):
@@ -298,11 +279,7 @@ def run_case(case, outdir, gguf, runner, llama_commit):
 
     tokens = token_ids(case["n_tokens"], c["vocab_size"])
     n_ctx = c["max_position_embeddings"]
-    res = subprocess.run([runner, gguf_path, str(n_ctx)] + [str(t) for t in tokens],
-                         capture_output=True, text=True, check=True)
-    got = json.loads(res.stdout)
-    logits = np.array(got["logits"], dtype=np.float64)
-    assert logits.shape == (len(tokens), c["vocab_size"]), logits.shape
+    logits = run_logits(runner, gguf_path, n_ctx, tokens, c["vocab_size"])
     exp = {
         "case": case["name"],
         "description": case["desc"],
@@ -332,20 +309,10 @@ def run_case(case, outdir, gguf, runner, llama_commit):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("outdir")
-    ap.add_argument("cases", nargs="*")
-    ap.add_argument("--llama-cpp", required=True, help="llama.cpp checkout (gguf-py)")
-    ap.add_argument("--runner", required=True, help="the llama_logits binary")
-    a = ap.parse_args()
-    sys.path.insert(0, os.path.join(a.llama_cpp, "gguf-py"))
-    import gguf  # noqa: E402  (llama.cpp's own writer)
-    commit = subprocess.run(["git", "-C", a.llama_cpp, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
-    names = {c["name"] for c in CASES}
-    unknown = set(a.cases) - names
-    if unknown:
-        sys.exit(f"unknown cases {sorted(unknown)} (known: {sorted(names)})")
+    a = arg_parser(__doc__).parse_args()
+    gguf = import_gguf(a.llama_cpp)  # llama.cpp's own writer
+    commit = llama_commit(a.llama_cpp)
+    check_cases(a.cases, CASES)
     for case in CASES:
         if not a.cases or case["name"] in a.cases:
             run_case(case, a.outdir, gguf, a.runner, commit)

@@ -29,7 +29,6 @@ LLAMA_LOGITS is the runner of tests/golden/arch/README.md (one llama_decode
 of all tokens, f32 KV cache, no flash attention, one thread).
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -37,6 +36,9 @@ import sys
 import tempfile
 
 import numpy as np
+
+from gguf_fixture_common import (add_shape, arg_parser, check_cases, finish_gguf, fmt,
+                                 import_gguf, llama_commit, rel_err, run_logits, token_ids)
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM = 256, 4, 2, 64
 EXPERT_FFN, EXPERTS, USED, LAYERS, VOCAB = 256, 4, 2, 2, 64
@@ -71,13 +73,6 @@ CASES = [
               "MXFP4_MOE: experts MXFP4, the other matrices Q8_0",
          files=[("mxfp4_moe", "MXFP4_MOE", [])]),
 ]
-
-
-def token_ids(n, vocab):
-    ids = [1]
-    for k in range(1, n):
-        ids.append(3 + (k * 37 + (k * k) % 13) % (vocab - 3))
-    return ids
 
 
 def make_tensors(case):
@@ -129,14 +124,7 @@ def write_gguf(path, case, gguf):
     w = gguf.GGUFWriter(path, arch)
     w.add_name("paged-moe-" + case["name"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_context_length(N_CTX)
-    w.add_embedding_length(HIDDEN)
-    w.add_block_count(LAYERS)
-    w.add_feed_forward_length(EXPERT_FFN)
-    w.add_head_count(HEADS)
-    w.add_head_count_kv(KV_HEADS)
-    w.add_key_length(HEAD_DIM)
-    w.add_value_length(HEAD_DIM)
+    add_shape(w, N_CTX, HIDDEN, LAYERS, EXPERT_FFN, HEADS, KV_HEADS, HEAD_DIM)
     w.add_rope_dimension_count(HEAD_DIM)
     w.add_layer_norm_rms_eps(1e-5 if arch != "qwen3moe" else 1e-6)
     w.add_rope_freq_base(1e6 if arch == "qwen3moe" else 1e4)
@@ -153,47 +141,19 @@ def write_gguf(path, case, gguf):
         # biases and the router F32 (convert_hf_to_gguf.py keeps them so).
         keep_f32 = a.ndim == 1 or "ffn_gate_inp" in name or name.endswith(".bias")
         w.add_tensor(name, a if keep_f32 else a.astype(np.float16))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
-def fmt(x):
-    return float("%.9g" % x)
-
-
-def run_logits(runner, path, tokens):
-    res = subprocess.run([runner, path, str(N_CTX)] + [str(t) for t in tokens],
-                         capture_output=True, text=True, check=True)
-    logits = np.array(json.loads(res.stdout)["logits"], dtype=np.float64)
-    assert logits.shape == (len(tokens), VOCAB), logits.shape
-    return logits
-
-
-def rel_err(a, b):
-    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
+    finish_gguf(w)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("outdir")
-    ap.add_argument("cases", nargs="*")
-    ap.add_argument("--llama-cpp", required=True, help="llama.cpp checkout (gguf-py)")
-    ap.add_argument("--runner", required=True, help="the llama_logits binary")
+    ap = arg_parser(__doc__)
     ap.add_argument("--quantize", help="llama-quantize (default: LLAMA_CPP/build-cpu/bin)")
     a = ap.parse_args()
+    gguf = import_gguf(a.llama_cpp)  # llama.cpp's own writer and reader
     gguf_py = os.path.join(a.llama_cpp, "gguf-py")
-    sys.path.insert(0, gguf_py)
-    import gguf  # noqa: E402  (llama.cpp's own writer)
     quantize = a.quantize or os.path.join(a.llama_cpp, "build-cpu", "bin", "llama-quantize")
     dequantize = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gguf_dequantize.py")
-    commit = subprocess.run(["git", "-C", a.llama_cpp, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
-    names = {c["name"] for c in CASES}
-    unknown = set(a.cases) - names
-    if unknown:
-        sys.exit(f"unknown cases {sorted(unknown)} (known: {sorted(names)})")
+    commit = llama_commit(a.llama_cpp)
+    check_cases(a.cases, CASES)
     os.makedirs(a.outdir, exist_ok=True)
     exp_path = os.path.join(a.outdir, "expected.json")
     exp = {"files": {}}
@@ -226,8 +186,8 @@ def main():
                 deq = os.path.join(tmp, file + ".f32.gguf")
                 env = dict(os.environ, PYTHONPATH=gguf_py)
                 subprocess.run([sys.executable, dequantize, out, deq], check=True, env=env)
-                quantized = run_logits(a.runner, out, tokens)
-                dequantized = run_logits(a.runner, deq, tokens)
+                quantized = run_logits(a.runner, out, N_CTX, tokens, VOCAB)
+                dequantized = run_logits(a.runner, deq, N_CTX, tokens, VOCAB)
                 types = {}
                 for t in gguf.GGUFReader(out).tensors:
                     types.setdefault(t.tensor_type.name, []).append(t.name)

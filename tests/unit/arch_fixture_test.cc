@@ -12,13 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/fixture_harness.h"
 #include "tests/unit/golden_util.h"
-#include "worker/backends/cpu/cpu_backend.h"
-#include "worker/engine/generator.h"
-#include "worker/engine/resident_provider.h"
-#include "worker/offline/owned_image.h"
-#include "worker/pager/pager.h"
-#include "worker/pager/planner.h"
 
 namespace paged {
 namespace {
@@ -30,20 +25,12 @@ class ArchFixtureTest : public ::testing::TestWithParam<ArchCase> {
  protected:
   void Check(const std::string& model, const std::string& what) {
     const testing::Golden g = testing::ReadGolden(ArchDir(GetParam().name));
-    const auto got = testing::RunLogits(model, "f32", g.tokens, /*prefill=*/false);
-    ASSERT_EQ(got.size(), g.logits.size()) << what;
-    double worst = 0;
-    for (size_t p = 0; p < got.size(); ++p) {
-      ASSERT_EQ(got[p].size(), g.logits[p].size());
-      const double err = testing::RelativeError(got[p], g.logits[p]);
-      worst = std::max(worst, err);
-      EXPECT_LT(err, GetParam().tol) << what << " position " << p;
-    }
+    testing::FixtureLogits got;
+    ASSERT_NO_FATAL_FAILURE(testing::ExpectDecodeAndPrefillMatch(
+        model, "f32", "cpu", g.tokens, g.logits, GetParam().tol, what, &got));
     std::printf("%s %s: largest relative error over %zu positions %.2g (bound %.0e)\n",
-                GetParam().name.c_str(), what.c_str(), got.size(), worst, GetParam().tol);
-    const auto pre = testing::RunLogits(model, "f32", g.tokens, /*prefill=*/true);
-    ASSERT_EQ(pre.size(), 1u);
-    EXPECT_LT(testing::RelativeError(pre[0], g.logits.back()), GetParam().tol) << what;
+                GetParam().name.c_str(), what.c_str(), got.decode.size(), got.worst,
+                GetParam().tol);
   }
 };
 
@@ -80,37 +67,7 @@ TEST_P(ArchFixtureTest, SixteenBitStorage) {
 // resident provider's bit for bit.
 TEST_P(ArchFixtureTest, PagedEqualsResident) {
   const testing::Golden g = testing::ReadGolden(ArchDir(GetParam().name));
-  LayoutOptions layout;
-  layout.weight_format = "f32";
-  layout.kv_gib = 0.001;
-  auto img = OwnedImage::Build(ArchDir(GetParam().name), layout);
-  ASSERT_TRUE(img.ok()) << img.status();
-  const ModelImage& image = (*img)->image();
-  std::unique_ptr<Backend> backend = MakeCpuBackend(2);
-  auto run = [&](WeightProvider* provider) {
-    Engine engine(backend.get(), provider, image.config(), int(image.header->block_tokens));
-    auto r = TeacherForcedLogits(engine, g.tokens, image.header->kv_n_blocks);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : std::vector<std::vector<float>>{};
-  };
-  auto resident = ResidentProvider::Create(backend.get(), image);
-  ASSERT_TRUE(resident.ok()) << resident.status();
-  const auto want = run(resident->get());
-  PlanLimits limits;
-  limits.budget_bytes = 1ull << 30;
-  limits.max_step_tokens = 64;
-  limits.max_step_seqs = 2;
-  limits.max_step_kv_tokens = 256;
-  limits.resident = "none";
-  limits.slots = 2;
-  auto plan = PlanMemory(*image.header, limits);
-  ASSERT_TRUE(plan.ok()) << plan.status();
-  ASSERT_EQ(plan->n_resident, 0);
-  auto pager = Pager::Create(backend.get(), image, *plan, PagerOptions{});
-  ASSERT_TRUE(pager.ok()) << pager.status();
-  const auto got = run(pager->get());
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t p = 0; p < got.size(); ++p) EXPECT_EQ(got[p], want[p]) << "position " << p;
+  testing::ExpectPagedEqualsResident(ArchDir(GetParam().name), "f32", g.tokens);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, ArchFixtureTest, ::testing::ValuesIn(testing::ArchCases()),

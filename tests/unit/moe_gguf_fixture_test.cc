@@ -28,14 +28,10 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/fixture_harness.h"
 #include "tests/unit/golden_util.h"
 #include "tests/unit/test_util.h"
-#include "worker/backends/cpu/cpu_backend.h"
-#include "worker/engine/generator.h"
-#include "worker/engine/resident_provider.h"
 #include "worker/offline/owned_image.h"
-#include "worker/pager/pager.h"
-#include "worker/pager/planner.h"
 
 namespace paged {
 namespace {
@@ -108,34 +104,28 @@ TEST_P(MoeGgufFixtureTest, MatchesLlamaCppOnTheDequantizedFile) {
   for (const Run& run : {Run{"native", "cpu", 5e-3}, Run{"native", "cpu-ref", 5e-3},
                          Run{"f32", "cpu", 1e-4}, Run{"f32", "cpu-ref", 1e-4}}) {
     const std::string what = GetParam() + " " + run.format + " on " + run.device;
-    const auto got = testing::RunLogits(Path(), run.format, o.tokens, false, run.device);
-    ASSERT_EQ(got.size(), o.tokens.size()) << what;
-    double worst = 0, worst_quantized = 0, llama_own = 0;
+    testing::FixtureLogits got;
+    ASSERT_NO_FATAL_FAILURE(testing::ExpectDecodeAndPrefillMatch(
+        Path(), run.format, run.device, o.tokens, o.dequantized, run.tol, what, &got));
+    double worst_quantized = 0, llama_own = 0;
     int same_argmax = 0;
-    for (size_t p = 0; p < got.size(); ++p) {
-      ASSERT_EQ(got[p].size(), o.dequantized[p].size()) << what;
-      const double e = testing::RelativeError(got[p], o.dequantized[p]);
-      const double eq = testing::RelativeError(got[p], o.quantized[p]);
+    for (size_t p = 0; p < got.decode.size(); ++p) {
+      const std::vector<float>& logits = got.decode[p];
+      const double eq = testing::RelativeError(logits, o.quantized[p]);
       std::vector<float> deq(o.dequantized[p].begin(), o.dequantized[p].end());
       const double own = testing::RelativeError(deq, o.quantized[p]);
-      worst = std::max(worst, e);
       worst_quantized = std::max(worst_quantized, eq);
       llama_own = std::max(llama_own, own);
-      EXPECT_LT(e, run.tol) << what << ", position " << p;
       // As far from llama.cpp's quantized run as its own dequantized run is.
       EXPECT_LT(eq, own + run.tol) << what << ", position " << p;
-      EXPECT_EQ(Argmax(got[p]), Argmax(o.dequantized[p])) << what << ", position " << p;
-      same_argmax += Argmax(got[p]) == Argmax(o.quantized[p]);
+      EXPECT_EQ(Argmax(logits), Argmax(o.dequantized[p])) << what << ", position " << p;
+      same_argmax += Argmax(logits) == Argmax(o.quantized[p]);
     }
     std::printf(
         "%-24s %-6s %-7s vs llama.cpp dequantized %.1e (bound %.0e); quantized %.1e "
         "(llama.cpp's own %.1e), argmax %d of %zu\n",
-        GetParam().c_str(), run.format, run.device, worst, run.tol, worst_quantized, llama_own,
-        same_argmax, got.size());
-    const auto pre = testing::RunLogits(Path(), run.format, o.tokens, true, run.device);
-    ASSERT_EQ(pre.size(), 1u) << what;
-    EXPECT_LT(testing::RelativeError(pre[0], o.dequantized.back()), run.tol)
-        << what << ", one prefill step";
+        GetParam().c_str(), run.format, run.device, got.worst, run.tol, worst_quantized, llama_own,
+        same_argmax, got.decode.size());
   }
 }
 
@@ -194,38 +184,7 @@ TEST_P(MoeGgufFixtureTest, PagedEqualsResident) {
   ASSERT_TRUE(std::filesystem::exists(Path())) << Path();
   const Oracle o = ReadOracle(GetParam());
   ASSERT_FALSE(o.tokens.empty());
-  LayoutOptions layout;
-  layout.weight_format = "native";
-  layout.kv_gib = 0.001;
-  auto img = OwnedImage::Build(Path(), layout, 2);
-  ASSERT_TRUE(img.ok()) << img.status();
-  const ModelImage& image = (*img)->image();
-  std::unique_ptr<Backend> backend = MakeCpuBackend(2);
-  auto run = [&](WeightProvider* provider) {
-    Engine engine(backend.get(), provider, image.config(), int(image.header->block_tokens));
-    auto r = TeacherForcedLogits(engine, o.tokens, image.header->kv_n_blocks);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : std::vector<std::vector<float>>{};
-  };
-  auto resident = ResidentProvider::Create(backend.get(), image);
-  ASSERT_TRUE(resident.ok()) << resident.status();
-  const auto want = run(resident->get());
-  ASSERT_EQ(want.size(), o.tokens.size());
-  PlanLimits limits;
-  limits.budget_bytes = 1ull << 30;
-  limits.max_step_tokens = 64;
-  limits.max_step_seqs = 2;
-  limits.max_step_kv_tokens = 256;
-  limits.resident = "none";
-  limits.slots = 2;
-  auto plan = PlanMemory(*image.header, limits);
-  ASSERT_TRUE(plan.ok()) << plan.status();
-  ASSERT_EQ(plan->n_resident, 0);
-  auto pager = Pager::Create(backend.get(), image, *plan, PagerOptions{});
-  ASSERT_TRUE(pager.ok()) << pager.status();
-  const auto got = run(pager->get());
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t p = 0; p < got.size(); ++p) EXPECT_EQ(got[p], want[p]) << "position " << p;
+  testing::ExpectPagedEqualsResident(Path(), "native", o.tokens, /*build_threads=*/2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Files, MoeGgufFixtureTest, ::testing::ValuesIn(MoeGgufFiles()),
