@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
@@ -374,9 +376,8 @@ absl::Status Coordinator::RestoreFromJournalLocked() {
     channels_[id] = ch;
     // The journal now says what the scheduler holds (no blocks when the
     // rows were not kept), so that a later restart reads the truth.
-    if (absl::StatusOr<SequenceInfo> info = scheduler_.GetSequence(id);
-        info.ok() && info->state != SeqState::kFinished) {
-      RETURN_IF_ERROR(j->Commit(id, info->committed_len, {}, *scheduler_.BlockTable(id)));
+    if (std::optional<SequenceKv> kv = scheduler_.LiveKv(id)) {
+      RETURN_IF_ERROR(j->Commit(id, kv->committed_len, {}, kv->blocks));
       if (int64_t(ch->tokens.size()) >= options_.max_stream_backlog &&
           scheduler_.SetPaused(id, true).ok())
         ch->paused = true;
@@ -415,12 +416,12 @@ void Coordinator::JournalLocked(const std::vector<Event>& events) {
     if (it == journal_->live().end()) continue;  // not journaled, or its end recorded
     absl::Status st;
     if (e.kind == EventKind::kToken) {
+      // What the scheduler holds, read in place; else what was journaled.
       int32_t committed = it->second.committed_len;
-      std::vector<int32_t> blocks = it->second.blocks;
-      if (absl::StatusOr<SequenceInfo> info = scheduler_.GetSequence(e.seq_id);
-          info.ok() && info->state != SeqState::kFinished) {
-        committed = info->committed_len;
-        blocks = *scheduler_.BlockTable(e.seq_id);
+      std::span<const int32_t> blocks = it->second.blocks;
+      if (std::optional<SequenceKv> kv = scheduler_.LiveKv(e.seq_id)) {
+        committed = kv->committed_len;
+        blocks = kv->blocks;
       }
       st = journal_->Commit(e.seq_id, committed, std::span(&e.token, 1), blocks);
     } else if (e.kind == EventKind::kFinished && !EndsNaturally(e.reason)) {

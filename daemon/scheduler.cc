@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <unordered_set>
 #include <utility>
@@ -964,6 +965,12 @@ absl::StatusOr<std::vector<int32_t>> Scheduler::BlockTable(int64_t seq_id) const
   auto it = seqs_.find(seq_id);
   if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("no live sequence ", seq_id));
   return it->second.blocks;
+}
+
+std::optional<SequenceKv> Scheduler::LiveKv(int64_t seq_id) const {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end() || it->second.state == SeqState::kFinished) return std::nullopt;
+  return SequenceKv{it->second.committed, it->second.blocks};
 }
 
 TimeUs Scheduler::NextDeadline() const {

@@ -184,6 +184,14 @@ struct SequenceInfo {
   FinishReason finish_reason = FinishReason::kNone;  // finished only
 };
 
+// A live sequence's KV state as a journal records it (Scheduler::LiveKv),
+// read in place: `blocks` points into the scheduler and holds until its next
+// call that changes anything.
+struct SequenceKv {
+  int32_t committed_len = 0;        // KV rows written and committed
+  std::span<const int32_t> blocks;  // the KV blocks it holds, in position order
+};
+
 struct WorkerInfo {
   std::string worker_id;
   int32_t max_seqs = 0;  // effective limits
@@ -328,6 +336,9 @@ class Scheduler {
   // The KV blocks a live sequence holds, in position order (NOT_FOUND once
   // finished): with GetSequence's committed_len, what a journal records.
   absl::StatusOr<std::vector<int32_t>> BlockTable(int64_t seq_id) const;
+  // The same two without GetSequence's and BlockTable's copies, for every
+  // committed token (nullopt once finished).
+  std::optional<SequenceKv> LiveKv(int64_t seq_id) const;
   // The earliest deadline of a live sequence (0: none): call Schedule then.
   TimeUs NextDeadline() const;
   // Nothing queued and nothing running.

@@ -138,6 +138,11 @@ struct FakeWorker {
     EXPECT_TRUE(c->OnWorkerMessage(*link, reply).ok());
     return true;
   }
+  // Its stream ends now (its process or its coordinator goes away).
+  void Detach() {
+    c->DetachWorker(*link);
+    link.reset();
+  }
   // Takes a step and dies in the middle of its write-back.
   bool CrashMidStep() {
     v1::CoordinatorMessage m;
@@ -148,6 +153,40 @@ struct FakeWorker {
     return true;
   }
 };
+
+Request Req(std::vector<int32_t> prompt, int max_tokens, std::string request_id = "") {
+  Request r;
+  r.request_id = std::move(request_id);
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.ignore_eos = true;
+  return r;
+}
+
+// Serves every worker until every channel of `c` finished; a failure once
+// nothing moved `max_idle` times in a row.
+void ServeUntilDone(Coordinator& c, std::vector<FakeWorker*> workers,
+                    std::vector<std::shared_ptr<Coordinator::Channel>> chans,
+                    std::vector<Coordinator::Update>* out, int max_idle = 200) {
+  out->assign(chans.size(), Coordinator::Update());
+  for (int idle = 0; idle < max_idle;) {
+    bool moved = false;
+    for (FakeWorker* w : workers) moved |= w->ServeOne();
+    bool all = true;
+    for (size_t i = 0; i < chans.size(); ++i) {
+      c.Wait(*chans[i], milliseconds(0), &(*out)[i]);
+      all &= (*out)[i].finished;
+    }
+    if (all) return;
+    if (moved) {
+      idle = 0;
+    } else {
+      ++idle;
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+  }
+  FAIL() << "no progress";
+}
 
 class CoordinatorTest : public ::testing::Test {
  protected:
@@ -163,36 +202,11 @@ class CoordinatorTest : public ::testing::Test {
     coord_ = std::move(*c);
   }
 
-  static Request Req(std::vector<int32_t> prompt, int max_tokens) {
-    Request r;
-    r.prompt = std::move(prompt);
-    r.max_tokens = max_tokens;
-    r.ignore_eos = true;
-    return r;
-  }
-
   // Serves every worker until every channel finished (or nothing moves).
   void RunUntilDone(std::vector<FakeWorker*> workers,
                     std::vector<std::shared_ptr<Coordinator::Channel>> chans,
                     std::vector<Coordinator::Update>* out) {
-    out->assign(chans.size(), Coordinator::Update());
-    for (int idle = 0; idle < 200;) {
-      bool moved = false;
-      for (FakeWorker* w : workers) moved |= w->ServeOne();
-      bool all = true;
-      for (size_t i = 0; i < chans.size(); ++i) {
-        coord_->Wait(*chans[i], milliseconds(0), &(*out)[i]);
-        all &= (*out)[i].finished;
-      }
-      if (all) return;
-      if (moved) {
-        idle = 0;
-      } else {
-        ++idle;
-        std::this_thread::sleep_for(milliseconds(1));
-      }
-    }
-    FAIL() << "no progress";
+    ServeUntilDone(*coord_, std::move(workers), std::move(chans), out);
   }
 
   FakePool pool_;
@@ -359,14 +373,6 @@ class CoordinatorRestartTest : public ::testing::Test {
     EXPECT_TRUE(c.ok()) << c.status();
     return c.ok() ? std::move(*c) : nullptr;
   }
-  static Request Req(int i, const std::vector<int32_t>& prompt, int max_tokens) {
-    Request r;
-    r.request_id = absl::StrCat("r", i);
-    r.prompt = prompt;
-    r.max_tokens = max_tokens;
-    r.ignore_eos = true;
-    return r;
-  }
   // A "worker process" the test can end (the restart fence watches it).
   static pid_t SpawnSleep() {
     pid_t proc = 0;
@@ -400,7 +406,7 @@ TEST_F(CoordinatorRestartTest, EverySequenceResumesFromTheJournalWithTheSameToke
         ASSERT_NO_FATAL_FAILURE(w.Attach(*first, pool, hello));
         std::vector<std::shared_ptr<Coordinator::Channel>> chans;
         for (size_t i = 0; i < prompts.size(); ++i)
-          chans.push_back(*first->Admit(Req(int(i), prompts[i], kTokens + int(i))));
+          chans.push_back(*first->Admit(Req(prompts[i], kTokens + int(i), absl::StrCat("r", i))));
         for (int r = 0; r < rounds; ++r) {
           w.ServeOne();
           for (size_t i = 0; i < chans.size(); ++i) {
@@ -416,8 +422,7 @@ TEST_F(CoordinatorRestartTest, EverySequenceResumesFromTheJournalWithTheSameToke
             m.has_step()) {
           for (const v1::SeqStep& s : m.step().sequences()) FakeCompute(pool, s, true);
         }
-        w.c->DetachWorker(*w.link);
-        w.link.reset();
+        w.Detach();
       }  // destroyed: its clients' streams are gone, its journal stays
       if (!rows_kept) std::fill(pool.rows.begin(), pool.rows.end(), -1);
       std::unique_ptr<Coordinator> second = MakeWithJournal(rows_kept ? 7 : 8);
@@ -450,18 +455,8 @@ TEST_F(CoordinatorRestartTest, EverySequenceResumesFromTheJournalWithTheSameToke
         chans.push_back(*ch);
       }
       EXPECT_EQ(second->Resume("r0", prompts[0], 0).status().code(), absl::StatusCode::kNotFound);
-      std::vector<Coordinator::Update> out(chans.size());
-      for (int idle = 0; idle < 2000;) {
-        const bool moved = w2.ServeOne();
-        bool all = true;
-        for (size_t i = 0; i < chans.size(); ++i) {
-          second->Wait(*chans[i], milliseconds(0), &out[i]);
-          all &= out[i].finished;
-        }
-        if (all) break;
-        idle = moved ? 0 : idle + 1;
-        if (!moved) std::this_thread::sleep_for(milliseconds(1));
-      }
+      std::vector<Coordinator::Update> out;
+      ServeUntilDone(*second, {&w2}, chans, &out, /*max_idle=*/2000);
       for (size_t i = 0; i < chans.size(); ++i) {
         const std::vector<int32_t> want = Reference(prompts[i], kTokens + int(i));
         EXPECT_EQ(out[i].tokens, want) << "sequence " << i;
@@ -472,8 +467,7 @@ TEST_F(CoordinatorRestartTest, EverySequenceResumesFromTheJournalWithTheSameToke
         second->Release(*chans[i]);
       }
       EXPECT_EQ(second->Status().kv_blocks_used(), 0u);
-      w2.c->DetachWorker(*w2.link);
-      w2.link.reset();
+      w2.Detach();
       second.reset();
       // Everything released: the journal holds nothing more.
       absl::StatusOr<SequenceJournal> j = SequenceJournal::Open(dir_.File("journal"));
@@ -490,10 +484,9 @@ TEST_F(CoordinatorRestartTest, ASequenceNobodyResumesIsGivenUpAfterTheTimeout) {
     ASSERT_TRUE(first);
     FakeWorker w;
     ASSERT_NO_FATAL_FAILURE(w.Attach(*first, pool, MakeHello("w0")));
-    ASSERT_TRUE(first->Admit(Req(0, {1, 9, 9}, 40)).ok());
+    ASSERT_TRUE(first->Admit(Req({1, 9, 9}, 40, "r0")).ok());
     w.ServeOne();
-    w.c->DetachWorker(*w.link);
-    w.link.reset();
+    w.Detach();
   }
   std::unique_ptr<Coordinator> second = MakeWithJournal(3, /*resume_timeout_s=*/0.2);
   ASSERT_TRUE(second);
@@ -509,8 +502,7 @@ TEST_F(CoordinatorRestartTest, ASequenceNobodyResumesIsGivenUpAfterTheTimeout) {
   }
   EXPECT_EQ(second->Resume("r0", {1, 9, 9}, 0).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(second->Status().kv_blocks_used(), 0u);
-  w.c->DetachWorker(*w.link);
-  w.link.reset();
+  w.Detach();
 }
 
 TEST_F(CoordinatorTest, AWorkerThatAttachesAgainReplacesItsOldLink) {
