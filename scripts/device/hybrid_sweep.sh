@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The hybrid decode step's host share swept by hand on one machine (issue
 # 12): llama-7b shape, 32 layers, 4 GiB budget, batch 1, FORMAT (f16), with
-# the planner's share (auto) and fixed shares SHARES, 2 and 3 device slots,
-# and everything copied (paged) for reference. Prints per run the decode
+# the planner's share (planned), the tuned one (auto), fixed shares SHARES,
+# everything copied (paged) for reference, SLOTS3=1: 3 device slots. Prints per run the decode
 # tokens/s and where the host path spent each step (Engine::HostPathTimes):
 # which share the link and the host really balance at, against the share
 # the planner predicts from bandwidths measured at start. Carry .device
@@ -28,15 +28,17 @@ one() {  # NAME ARGS...
     "$(grep -o 'decode host path.*' "$out/$name.txt" | sed 's/decode host path per step (mean): //')"
 }
 {
-  echo "== $F, batch 1: step ms, tok/s, host share | host path per step"
+  echo "== $F, batch 1: median step ms, tok/s, host share | host path per step"
   one paged --mode=paged
-  one auto-s2 --mode=hybrid
-  one auto-s3 --mode=hybrid --slots=3
-  for s in ${SHARES:-0.40 0.50 0.55 0.60 0.70}; do
-    one "share$s-s2" --mode=hybrid --host-compute=$s
-    one "share$s-s3" --mode=hybrid --host-compute=$s --slots=3
+  one planned --mode=hybrid --host-compute=planned
+  # The tuner settles in 60-80 steps: enough steps that most are settled.
+  GEN=${TUNE_GEN:-200} one auto --mode=hybrid
+  grep -h "tuned on" "$out/auto.txt"
+  for s in ${SHARES:-0.40 0.50 0.60}; do
+    one "share$s" --mode=hybrid --host-compute=$s
   done
-  grep -h "host executor" "$out/auto-s2.txt" | head -2
+  [[ -n ${SLOTS3:-} ]] && one planned-s3 --mode=hybrid --host-compute=planned --slots=3
+  grep -h "host executor\|link" "$out/planned.txt" | head -3
 } | tee "$final/sweep_table.txt"
 pkill -f "segment=sw-$F"
 tar -czf "$final/sweep_logs.tgz" -C "$out" .
