@@ -166,6 +166,37 @@ TEST(CpuExecBlocksTest, DecodedWeightsAreDequantizeRowsBitForBit) {
   }
 }
 
+// The same one token row at a time: a decode (n = 1) reads rows through the
+// decoders' multi-chunk Step where they have one (q4_k, q5_k, q6_k on
+// AVX-512), which a tile of several token rows may not use. x = e_c.
+TEST(CpuExecBlocksTest, DecodedWeightsAtOneTokenRowAreDequantizeRowsBitForBit) {
+  std::mt19937 rng(15);
+  ExecPool pool(2);
+  for (DType t : kBlockFormats) {
+    const int64_t cols = ColsFor(t)[1];
+    const Weights w = RandomBlocks(t, 9, cols, rng);
+    const uint64_t row_bytes = PayloadBytes(t, 1, uint64_t(cols));
+    std::vector<float> want(size_t(9 * cols));
+    for (int64_t r = 0; r < 9; ++r) {
+      DequantizeRow(t, w.data.data() + uint64_t(r) * row_bytes, cols, want.data() + r * cols);
+    }
+    std::vector<float> x(size_t(cols), 0.f), out(9);
+    int reported = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      x[size_t(c)] = 1.f;
+      MatMul(pool, x.data(), 1, w.ref, 0, 9, nullptr, out.data(), 9);
+      x[size_t(c)] = 0.f;
+      for (int64_t r = 0; r < 9; ++r) {
+        const float got = out[size_t(r)], v = want[size_t(r * cols + c)];
+        if (!(got == v || BitsFromF32(got) == BitsFromF32(v)) && reported++ < 5) {
+          ADD_FAILURE() << Describe(w.ref, 1) << ": W[" << r << ", " << c << "] = " << got
+                        << ", DequantizeRow gives " << v;
+        }
+      }
+    }
+  }
+}
+
 TEST(CpuExecBlocksTest, MatchesReferenceForEveryFormatShapeAndBatch) {
   std::mt19937 rng(12);
   ExecPool pool(3);

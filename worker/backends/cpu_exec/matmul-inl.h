@@ -29,6 +29,17 @@
 //       // Optional, default false: cols is always a multiple of 2N (the
 //       // block formats: 2N divides every block), and the Row has no Tail.
 //       static constexpr bool kWholeChunks;
+//       // Optional, default 1: S > 1 chunks decoded at once by
+//       // Step(df, c, w) into w[2S] (chunk s's pair is w[2s], w[2s + 1], in
+//       // Chunk's lane order), for c a multiple of 2NS with c + 2NS <= cols:
+//       // a decoder that shares loads, shifts and scales between chunks.
+//       // Chunk and Tail still serve the columns past the last whole step.
+//       static constexpr size_t kStepChunks;
+//       void Step(DF df, int64_t c, VF* w) const;
+//       // Optional, default kMaxTokens: Step serves tiles of at most this
+//       // many token rows (the w[2S] registers must fit beside the tile's
+//       // accumulators); larger tiles decode chunk by chunk.
+//       static constexpr size_t kStepTokens;
 //     };
 //   };
 //
@@ -216,6 +227,17 @@ constexpr bool EvenOddColumns() {
 }
 
 template <class Row>
+constexpr size_t StepChunks(size_t kT) {
+  size_t tokens = kMaxTokens;
+  if constexpr (requires { Row::kStepTokens; }) tokens = Row::kStepTokens;
+  if constexpr (requires { Row::kStepChunks; }) {
+    return kT <= tokens ? Row::kStepChunks : 1;
+  } else {
+    return 1;
+  }
+}
+
+template <class Row>
 constexpr bool WholeChunks() {
   if constexpr (requires { Row::kWholeChunks; }) {
     return Row::kWholeChunks;
@@ -244,14 +266,28 @@ HWY_INLINE void LoadX(DF df, const float* HWY_RESTRICT p, VF& x0, VF& x1) {
 #endif
 }
 
+// x[c, c + 2N) of a whole chunk: from x in the Row's lane order (LoadX), or
+// (kLaneX) from xl, a copy of x already in that order (LaneOrderX).
+template <class Row, bool kLaneX>
+HWY_INLINE void LoadChunkX(DF df, const float* HWY_RESTRICT x, const float* HWY_RESTRICT xl,
+                           int64_t at, VF& x0, VF& x1) {
+  if constexpr (kLaneX) {
+    x0 = hn::LoadU(df, xl + at);
+    x1 = hn::LoadU(df, xl + at + hn::Lanes(df));
+  } else {
+    LoadX<Row>(df, x + at, x0, x1);
+  }
+}
+
 // One tile: kR weight rows x kT token rows, over all columns.
 //   rows: [kR] decoders; x: [kT, cols]; bias: [kR * rs] or null; out: [kT, ldo]
 // Row k's bias and output column are bias[k * rs] and out[t * ldo + k * rs]
 // (rs: how far apart the tile's rows are in the matrix, DecodeRows).
-template <size_t kR, size_t kT, class Row>
+// kLaneX: xl [kT, cols] holds the whole chunks of x in the Row's lane order.
+template <size_t kR, size_t kT, bool kLaneX = false, class Row>
 HWY_NOINLINE void Tile(const Row* HWY_RESTRICT rows, const float* HWY_RESTRICT x, int64_t cols,
                        const float* HWY_RESTRICT bias, float* HWY_RESTRICT out, int64_t ldo,
-                       int64_t rs = 1) {
+                       int64_t rs = 1, const float* HWY_RESTRICT xl = nullptr) {
   const DF df;
   const int64_t n = int64_t(hn::Lanes(df));
   VF acc[kR][kT];
@@ -262,6 +298,48 @@ HWY_NOINLINE void Tile(const Row* HWY_RESTRICT rows, const float* HWY_RESTRICT x
   }
 
   int64_t c = 0;
+  // Steps of kS chunks (StepChunks): a row's kS chunks decoded at once, then
+  // multiplied chunk by chunk, in the order of the loop below.
+  constexpr size_t kS = StepChunks<Row>(kT);
+  if constexpr (kS > 1) {
+    const int64_t step = int64_t(2 * kS) * n;
+    for (; c + step <= cols; c += step) {
+      if constexpr (kT == 1) {
+        VF x0[kS], x1[kS];
+        PAGED_UNROLL
+        for (size_t s = 0; s < kS; ++s) {
+          LoadChunkX<Row, kLaneX>(df, x, xl, c + 2 * n * int64_t(s), x0[s], x1[s]);
+        }
+        PAGED_UNROLL
+        for (size_t r = 0; r < kR; ++r) {
+          VF w[2 * kS];
+          rows[r].Step(df, c, w);
+          PAGED_UNROLL
+          for (size_t s = 0; s < kS; ++s) {
+            acc[r][0] = hn::MulAdd(x0[s], w[2 * s], acc[r][0]);
+            acc[r][0] = hn::MulAdd(x1[s], w[2 * s + 1], acc[r][0]);
+          }
+        }
+      } else {
+        PAGED_UNROLL
+        for (size_t r = 0; r < kR; ++r) {
+          VF w[2 * kS];
+          rows[r].Step(df, c, w);
+          PAGED_UNROLL
+          for (size_t t = 0; t < kT; ++t) {
+            PAGED_UNROLL
+            for (size_t s = 0; s < kS; ++s) {
+              VF x0, x1;
+              LoadChunkX<Row, kLaneX>(df, x, xl, int64_t(t) * cols + c + 2 * n * int64_t(s), x0,
+                                      x1);
+              acc[r][t] = hn::MulAdd(x0, w[2 * s], acc[r][t]);
+              acc[r][t] = hn::MulAdd(x1, w[2 * s + 1], acc[r][t]);
+            }
+          }
+        }
+      }
+    }
+  }
   // Each chunk: the kR rows decoded once, then each token row's two vectors
   // loaded once and used by every row.
   for (; c + 2 * n <= cols; c += 2 * n) {
@@ -271,7 +349,7 @@ HWY_NOINLINE void Tile(const Row* HWY_RESTRICT rows, const float* HWY_RESTRICT x
     PAGED_UNROLL
     for (size_t t = 0; t < kT; ++t) {
       VF x0, x1;
-      LoadX<Row>(df, x + int64_t(t) * cols + c, x0, x1);
+      LoadChunkX<Row, kLaneX>(df, x, xl, int64_t(t) * cols + c, x0, x1);
       PAGED_UNROLL
       for (size_t r = 0; r < kR; ++r) {
         acc[r][t] = hn::MulAdd(x0, w0[r], acc[r][t]);
@@ -339,17 +417,17 @@ static_assert(kMaxTokens == 4, "TokenTile's cases");
 
 // kD weight rows r, r + stride, ..., r + (kD - 1) * stride against the one
 // token row of a decode.
-template <size_t kD, class Format>
+template <size_t kD, bool kLaneX, class Format>
 HWY_INLINE void DecodeTile(const RowsArgs& a, int64_t r, int64_t stride, float* scratch,
-                           int64_t per_row) {
+                           int64_t per_row, const float* xl) {
   using Row = typename Format::Row;
   Row rows[kD];
   PAGED_UNROLL
   for (size_t k = 0; k < kD; ++k) {
     rows[k] = Row(*a.w, r + int64_t(k) * stride, scratch + int64_t(k) * per_row);
   }
-  Tile<kD, 1>(rows, a.x, a.w->cols, a.bias ? a.bias + r : nullptr, a.out + (r - a.r0), a.ldo,
-              stride);
+  Tile<kD, 1, kLaneX>(rows, a.x, a.w->cols, a.bias ? a.bias + r : nullptr, a.out + (r - a.r0),
+                      a.ldo, stride, xl);
 }
 
 // Rows [ra, rb) at one token row (decode), memory-bound: a tile reads d
@@ -364,18 +442,35 @@ HWY_INLINE void DecodeTile(const RowsArgs& a, int64_t r, int64_t stride, float* 
 template <class Format>
 void DecodeRows(const RowsArgs& a, int64_t ra, int64_t rb, float* scratch, int64_t per_row) {
   using Row = typename Format::Row;
+  // A decoder with even/odd lanes gets x's whole chunks reordered once per
+  // call (LoadX's two shuffles per chunk, once instead of once per tile).
+  constexpr bool kLaneX = EvenOddColumns<Row>();
+  const float* xl = nullptr;
+  if constexpr (kLaneX) {
+    const DF df;
+    const int64_t n = int64_t(hn::Lanes(df)), cols = a.w->cols;
+    thread_local std::vector<float> lane_x;
+    if (lane_x.size() < size_t(cols)) lane_x.resize(size_t(cols));
+    for (int64_t c = 0; c + 2 * n <= cols; c += 2 * n) {
+      VF x0, x1;
+      LoadX<Row>(df, a.x + c, x0, x1);
+      hn::StoreU(x0, df, lane_x.data() + c);
+      hn::StoreU(x1, df, lane_x.data() + c + n);
+    }
+    xl = lane_x.data();
+  }
   constexpr size_t kInterleaved = RowsPerTile<Row>(1);
   const int d = InterleaveRows<Row>() ? int(kInterleaved) : DecodeRowsPerTile();
   const int64_t part = (rb - ra) / d;
   int64_t r = ra;
   if (d >= 4) {
-    for (; r < ra + part; ++r) DecodeTile<4, Format>(a, r, part, scratch, per_row);
+    for (; r < ra + part; ++r) DecodeTile<4, kLaneX, Format>(a, r, part, scratch, per_row, xl);
     r = ra + 4 * part;
   } else if (d == 2) {
-    for (; r < ra + part; ++r) DecodeTile<2, Format>(a, r, part, scratch, per_row);
+    for (; r < ra + part; ++r) DecodeTile<2, kLaneX, Format>(a, r, part, scratch, per_row, xl);
     r = ra + 2 * part;
   }
-  for (; r < rb; ++r) DecodeTile<1, Format>(a, r, 1, scratch, per_row);
+  for (; r < rb; ++r) DecodeTile<1, kLaneX, Format>(a, r, 1, scratch, per_row, xl);
 }
 
 // Rows [ra, rb) of the product for all token rows: blocks of kRowBlock weight

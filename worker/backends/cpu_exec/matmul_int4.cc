@@ -72,8 +72,14 @@ struct Int4Format {
         const hn::Rebind<int32_t, DF> di;
         const auto bytes = hn::PromoteTo(di, hn::LoadU(d8, q));  // lane j: columns c + 2j, + 1
         const VF table = hn::Mul(hn::Iota(df, -8.f), scales_.At(df, c));  // (k - 8) * scale
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+        // vpermps reads an index's low 4 bits: the low nibble needs no mask.
+        w0 = VF{_mm512_permutexvar_ps(bytes.raw, table.raw)};
+        w1 = VF{_mm512_permutexvar_ps(hn::ShiftRight<4>(bytes).raw, table.raw)};
+#else
         w0 = hn::TableLookupLanes(table, hn::IndicesFromVec(df, hn::And(bytes, hn::Set(di, 15))));
         w1 = hn::TableLookupLanes(table, hn::IndicesFromVec(df, hn::ShiftRight<4>(bytes)));
+#endif
       } else {
         const VF s0 = scales_.At(df, c), s1 = scales_.At(df, c + n);
 #if HWY_TARGET == HWY_SCALAR  // one lane: one byte, no shuffles

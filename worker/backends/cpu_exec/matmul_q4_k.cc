@@ -33,6 +33,29 @@ struct Q4KFormat {
       ScalesMinsK4(p_, w.cols / 256, kBytes, scratch);
     }
 
+#if PAGED_BLOCK_TABLES
+    // A pair of sub-blocks (2p, 2p + 1: 64 columns), which share their 32
+    // bytes: each 16 bytes widened once, looked up as they are (low nibbles)
+    // and shifted (high nibbles). The table dl * k - ml is one fused
+    // multiply-subtract: dl * k is exact in f32 (11 + 6 + 4 significant
+    // bits), so the one rounding is the subtraction's, as DequantizeRow's.
+    static constexpr size_t kStepChunks = 2;
+
+    HWY_INLINE void Step(DF df, int64_t c, VF* w) const {
+      const uint64_t p = uint64_t(c) % 256 / 64;
+      const uint8_t* q = p_ + uint64_t(c) / 256 * kBytes + 16 + 32 * p;
+      const float* s = s_ + uint64_t(c) / 256 * 16 + 2 * p;
+      const VF iota = hn::Iota(df, 0);
+      const VF t0 = hn::MulSub(iota, hn::Set(df, s[0]), hn::Set(df, s[8]));
+      const VF t1 = hn::MulSub(iota, hn::Set(df, s[1]), hn::Set(df, s[9]));
+      const VI b0 = Bytes(q), b1 = Bytes(q + 16);
+      w[0] = Lookup16(t0, b0);
+      w[1] = Lookup16(t0, b1);
+      w[2] = Lookup16(t1, hn::ShiftRight<4>(b0));
+      w[3] = Lookup16(t1, hn::ShiftRight<4>(b1));
+    }
+#endif
+
     HWY_INLINE void Chunk(DF df, int64_t c, VF& w0, VF& w1) const {
       const uint64_t k = uint64_t(c) % 256, j = k / 32;
       const uint8_t* q = p_ + uint64_t(c) / 256 * kBytes + 16 + 32 * (j / 2) + k % 32;

@@ -30,6 +30,33 @@ struct Q5KFormat {
       ScalesMinsK4(p_, w.cols / 256, kBytes, scratch);
     }
 
+#if PAGED_BLOCK_TABLES
+    // A pair of sub-blocks (2p, 2p + 1: 64 columns) at once, as q4_k: their
+    // 32 bytes of nibbles and the 32 of qh widened once for both. The
+    // tables dl * k - ml are fused multiply-subtracts: dl * k is exact in
+    // f32 (11 + 6 + 5 significant bits).
+    static constexpr size_t kStepChunks = 2;
+
+    HWY_INLINE void Step(DF df, int64_t c, VF* w) const {
+      const uint64_t p = uint64_t(c) % 256 / 64;
+      const uint8_t* b = p_ + uint64_t(c) / 256 * kBytes;
+      const uint8_t* q = b + 48 + 32 * p;
+      const float* s = s_ + uint64_t(c) / 256 * 16 + 2 * p;
+      const VF lo = hn::Iota(df, 0), hi = hn::Iota(df, 16);
+      const VI h0 = Bytes(b + 16), h1 = Bytes(b + 32), q0 = Bytes(q), q1 = Bytes(q + 16);
+      PAGED_UNROLL
+      for (size_t i = 0; i < 2; ++i) {  // sub-block 2p + i: bit 2p + i of qh
+        const VF dl = hn::Set(df, s[i]), ml = hn::Set(df, s[8 + i]);
+        const VF t0 = hn::MulSub(lo, dl, ml), t1 = hn::MulSub(hi, dl, ml);
+        const VI bit = hn::Set(DI(), int32_t{1} << (2 * p + i));
+        w[2 * i] = Lookup16x2(t0, t1, hn::RebindMask(df, hn::TestBit(h0, bit)),
+                              i == 0 ? q0 : hn::ShiftRight<4>(q0));
+        w[2 * i + 1] = Lookup16x2(t0, t1, hn::RebindMask(df, hn::TestBit(h1, bit)),
+                                  i == 0 ? q1 : hn::ShiftRight<4>(q1));
+      }
+    }
+#endif
+
     HWY_INLINE void Chunk(DF df, int64_t c, VF& w0, VF& w1) const {
       const uint64_t k = uint64_t(c) % 256, j = k / 32;
       const uint8_t* b = p_ + uint64_t(c) / 256 * kBytes;
