@@ -78,6 +78,7 @@ absl::Status MeasureLink(Backend& b, const ModelImage& host, double* h2d_gbs, do
 struct Workload {
   std::vector<SeqStep> seqs;
   std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::vector<int32_t>> decode;  // --decode-tokens=random: each step's token
 };
 
 Workload MakeWorkload(const BenchOptions& o, const ModelConfig& c, int block_tokens) {
@@ -93,6 +94,13 @@ Workload MakeWorkload(const BenchOptions& o, const ModelConfig& c, int block_tok
     for (auto& t : p) t = tok(rng);
     w.prompts.push_back(p);
     w.seqs.push_back(s);
+  }
+  if (o.decode_tokens == "random") {
+    for (int i = 0; i < o.batch; ++i) {
+      std::vector<int32_t> d(size_t(o.gen_len));
+      for (auto& t : d) t = tok(rng);
+      w.decode.push_back(std::move(d));
+    }
   }
   return w;
 }
@@ -166,7 +174,7 @@ absl::StatusOr<PhaseTimes> RunPhases(const BenchOptions& o, Engine& engine, Work
     for (size_t i = 0; i < w.seqs.size(); ++i) {
       SeqStep s = w.seqs[i];
       s.start_pos = int32_t(w.prompts[i].size()) + step;
-      s.tokens = {last[i]};
+      s.tokens = {w.decode.empty() ? last[i] : w.decode[i][size_t(step)]};
       batch.seqs.push_back(std::move(s));
     }
     auto s0 = Clock::now();
@@ -221,6 +229,9 @@ nlohmann::json BenchRow::ToJson() const {
 absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
   if (o.batch < 1 || o.prompt_len < 1 || o.gen_len < 2)
     return absl::InvalidArgumentError("--batch and --prompt-len must be >= 1, --gen-len >= 2");
+  if (o.decode_tokens != "sampled" && o.decode_tokens != "random")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--decode-tokens=", o.decode_tokens, ": expected sampled or random"));
   const int bt = 16;
   std::unique_ptr<Store> store;
   std::string segment = o.segment;

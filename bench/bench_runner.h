@@ -38,6 +38,11 @@ struct BenchOptions {
   std::string experts = "on";
   std::string expert_eviction = "lfu";  // lru | lfu
   bool expert_prefetch = false;         // predict the next layer's experts, copy ahead
+  // The token each decode step feeds: the one the model sampled (sampled), or
+  // a random one (random: as llama-bench's tg test does; a model of random
+  // weights tends to repeat its tokens, and with them a sparse layer's
+  // routing, which would flatter an expert cache).
+  std::string decode_tokens = "sampled";
 };
 
 // One table row.

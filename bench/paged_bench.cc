@@ -18,6 +18,9 @@ ABSL_FLAG(int, gen_len, 128, "generated tokens per sequence");
 ABSL_FLAG(std::string, weight_format, "native", "native | f32 | f16 | bf16 | int8 | int4");
 ABSL_FLAG(std::string, mode, "both",
           "paged | hybrid | resident | both (paged + resident) | all (the three)");
+ABSL_FLAG(std::string, decode_tokens, "sampled",
+          "the token each decode step feeds: sampled (the model's) | random (as llama-bench's tg "
+          "does: a random-weight model repeats its tokens and its experts' routing)");
 ABSL_FLAG(std::string, host_compute, "auto",
           "hybrid mode: the host's share of each paged matrix: auto (tuned on the steps) | planned "
           "| off | 0..1");
@@ -54,6 +57,7 @@ int main(int argc, char** argv) {
   o.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.host_compute = absl::GetFlag(FLAGS_host_compute);
+  o.decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
   o.host_threads = absl::GetFlag(FLAGS_host_threads);
   o.host_pin = absl::GetFlag(FLAGS_host_pin);
   o.experts = absl::GetFlag(FLAGS_experts);

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# paged beside llama.cpp on the GPU machine, on the same GGUF files:
+#  1. MoE (issue 14): a qwen3-30b-a3b shape of LAYERS (16) layers made by
+#     `pagectl make-model` (uniform router), written as GGUF by
+#     scripts/hf_to_gguf.py and quantized to Q4_K_M by llama-quantize, on a
+#     BUDGET (1.75 GiB: the full 48-layer model's 4 GiB scaled to 16 layers'
+#     experts) device budget. llama.cpp: -ngl 99 with --n-cpu-moe NCMOE
+#     (13: the most experts on the GPU that stay under the budget) and with
+#     every expert on the CPU (--n-cpu-moe LAYERS); paged: experts paged
+#     one by one vs whole layers, and the hybrid step, batch 1 and 64.
+#  2. Dense (issue 12, DENSE=1): llama-7b f16 (32 layers), 4 GiB: llama.cpp
+#     -ngl 8 against paged's hybrid step (tuned and planned share).
+# llama.cpp is built here from .device/llama-src.tar.xz (the npm package
+# node-llama-cpp 3.21.1's source, made by scripts/device/fetch_llamacpp.sh)
+# while the models are made; its binaries come back as $OUT/llama-bin.tar.xz
+# (LLAMA_BIN_TAR=that file skips the build). It is a baseline only.
+# Carry .device (bundle.tar.xz, llama-src.tar.xz). Table last:
+# $OUT/side_table.txt; logs in $OUT/side_logs.tgz.
+set -uo pipefail
+final=${OUT:-/tmp/out}
+out=$(mktemp -d)
+B=bundle/run
+T=$final/side_table.txt
+[[ -d bundle ]] || tar -xJf .device/bundle.tar.xz
+export PAGED_SOURCE_DIR=$PWD PAGED_SHARED_MODELS=$PWD/bundle/models
+note() { echo "$*" | tee -a "$T"; }
+# The models go where the most space is (a layer needs about 2.7 GB at
+# once: checkpoint, F16 GGUF, Q4_K_M), LAYERS fitting it unless given.
+W=$(df -B1G --output=avail,target /tmp /dev/shm "$PWD" | tail -n +2 | sort -n | tail -1 | awk '{print $2}')
+free=$(df -B1G --output=avail "$W" | tail -1 | tr -d ' ')
+note "models in $W ($free GB free)"
+L=${LAYERS:-$((free >= 48 ? 16 : (free >= 36 ? 12 : 8)))}
+# The full 48-layer model's 4 GiB, scaled: globals and workspace about
+# 0.63 GB, then per layer its dense part and 17% of its Q4_K_M experts
+# (0.0765 GB); llama.cpp keeps as few layers' experts (0.37 GB each) on the
+# GPU as fit the same budget.
+BUDGET=${BUDGET:-$(awk -v l=$L 'BEGIN{printf "%.2fGiB", (0.63 + 0.0765 * l) / 1.073741824}')}
+NCMOE=${NCMOE:-$((L <= 8 ? L - 1 : L - 2))}
+mkdir -p /tmp/llama && tar -xJf .device/llama-src.tar.xz -C /tmp/llama
+LB=/tmp/llama/build/bin
+if [[ -n ${SKIP_LLAMA:-} ]]; then  # paged only; llama-quantize from the bundle
+  mkdir -p $LB && printf '#!/bin/sh\nexec %s llama-quantize "$@"\n' \
+    "$PWD/$B" >$LB/llama-quantize && chmod +x $LB/llama-quantize
+  build_pid=
+elif [[ -n ${LLAMA_BIN_TAR:-} ]]; then
+  mkdir -p /tmp/llama/build && tar -xJf "$LLAMA_BIN_TAR" -C /tmp/llama/build
+  build_pid=
+else
+  (cd /tmp/llama && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null &&
+    cmake --build build -j16 --target llama-bench llama-batched-bench llama-quantize) \
+    >"$out/llama-build.log" 2>&1 &
+  build_pid=$!
+fi
+nvidia-smi --query-gpu=name --format=csv,noheader | tee -a "$T"
+M=$W/q3
+$B pagectl make-model --preset=qwen3-30b-a3b --layers=$L --out=$M >"$out/make_q3.log" 2>&1
+PYTHONPATH=/tmp/llama/gguf-py python3 scripts/hf_to_gguf.py $M $M.gguf >"$out/gguf_q3.log" 2>&1 ||
+  { tail -5 "$out/gguf_q3.log"; df -h; }
+rm -rf $M
+if [[ -n $build_pid ]]; then
+  wait $build_pid || { tail -30 "$out/llama-build.log"; exit 1; }
+  (cd /tmp/llama/build && tar -cf - bin/llama-bench bin/llama-batched-bench bin/llama-quantize \
+    bin/*.so* | xz -T16 -6 >"$final/llama-bin.tar.xz")
+fi
+$LB/llama-quantize $M.gguf $M-q4km.gguf Q4_K_M >"$out/quantize_q3.log" 2>&1
+rm -f $M.gguf
+ls -la $M-q4km.gguf | tee -a "$T"
+
+note "== MoE: qwen3-30b-a3b shape, $L layers, Q4_K_M, budget $BUDGET"
+if [[ -z ${SKIP_LLAMA:-} ]]; then
+note "-- llama.cpp llama-bench (tg32; -ngl 99, --n-cpu-moe $NCMOE and $L)"
+$LB/llama-bench -m $M-q4km.gguf -ngl 99 -ncmoe $NCMOE,$L -p 0 -n 32 -r 2 -o md >"$out/llama-moe.txt" 2>&1
+grep -E "tg32|error" "$out/llama-moe.txt" | tee -a "$T"
+note "-- llama.cpp llama-batched-bench (--n-cpu-moe $NCMOE; S_TG t/s at 1 and 64)"
+$LB/llama-batched-bench -m $M-q4km.gguf -ngl 99 -ncmoe $NCMOE -c 8192 -npp 32 -ntg 16 -npl 1,64 \
+  >"$out/llama-moe-batched.txt" 2>&1
+grep -E "^\| +32 \| +16 \| +(1|64) \|" "$out/llama-moe-batched.txt" | tee -a "$T"
+fi
+$B paged-store --model=$M-q4km.gguf --weight-format=native --segment=sq3 --kv-gib=2 --quiet \
+  >"$out/store-q3.log" 2>&1 &
+for _ in $(seq 900); do grep -q ready "$out/store-q3.log" && break; sleep 0.2; done
+DT=${DECODE_TOKENS:-random}
+note "-- paged (experts paged | whole layers | hybrid: experts with few rows on the host), --decode-tokens=$DT"
+for b in 1 64; do
+  timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
+    --prompt-len=32 --gen-len=32 --mode=paged --experts=both --decode-tokens=$DT >"$out/paged-moe-b$b.txt" 2>&1
+  timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
+    --prompt-len=32 --gen-len=32 --mode=hybrid --decode-tokens=$DT >"$out/hybrid-moe-b$b.txt" 2>&1
+  grep -hE "^(paged|layers|hybrid) +decode" "$out/paged-moe-b$b.txt" "$out/hybrid-moe-b$b.txt" |
+    tee -a "$T"
+done
+grep -h "expert cache" "$out/paged-moe-b1.txt" | head -1 | tee -a "$T"
+pkill -f "segment=sq3"
+sleep 1
+rm -f /dev/shm/sq3*
+
+if [[ -n ${DENSE:-} ]]; then
+  rm -f $M-q4km.gguf
+  D=$W/l7b
+  $B pagectl make-model --preset=llama-7b --layers=32 --dtype=f16 --out=$D >"$out/make_7b.log" 2>&1
+  note "== dense: llama-7b f16, 32 layers, 4 GiB"
+  if [[ -z ${SKIP_LLAMA:-} ]]; then
+    PYTHONPATH=/tmp/llama/gguf-py python3 scripts/hf_to_gguf.py $D $D.gguf >"$out/gguf_7b.log" 2>&1
+    $LB/llama-bench -m $D.gguf -ngl ${NGL_F16:-8} -p 0 -n 32 -r 2 -o md >"$out/llama-7b.txt" 2>&1
+    grep -E "tg32|error" "$out/llama-7b.txt" | tee -a "$T"
+  fi
+  $B paged-store --model=$D --weight-format=f16 --segment=s7b --kv-gib=1.2 --quiet \
+    >"$out/store-7b.log" 2>&1 &
+  for _ in $(seq 900); do grep -q ready "$out/store-7b.log" && break; sleep 0.2; done
+  for mode in ${DENSE_MODES:-planned auto}; do
+    timeout 120 $B paged-bench --segment=s7b --device=cuda:0 --gpu-budget=4GiB --batch=1 \
+      --prompt-len=16 --gen-len=$([[ $mode == auto ]] && echo 200 || echo 24) --mode=hybrid \
+      --host-compute=$mode >"$out/paged-7b-$mode.txt" 2>&1
+    grep -hE "^hybrid +decode|tuned on|host path|host executor" "$out/paged-7b-$mode.txt" |
+      tee -a "$T"
+  done
+  if [[ -n ${THREADS_AB:-} ]]; then
+    # The link under the host's reads: a fixed share with fewer host threads.
+    for th in 16 8 4; do
+      timeout 60 $B paged-bench --segment=s7b --device=cuda:0 --gpu-budget=4GiB --batch=1 \
+        --prompt-len=16 --gen-len=24 --mode=hybrid --host-compute=0.4 --host-threads=$th \
+        >"$out/paged-7b-t$th.txt" 2>&1
+      note "host threads $th, share 0.4: $(grep -E '^hybrid +decode' "$out/paged-7b-t$th.txt")"
+      grep -h "host path" "$out/paged-7b-t$th.txt" | tee -a "$T"
+    done
+  fi
+  pkill -f "segment=s7b"
+fi
+tar -czf "$final/side_logs.tgz" -C "$out" --exclude='*.gguf' .
