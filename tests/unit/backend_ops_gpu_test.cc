@@ -120,6 +120,9 @@ class BackendOpsGpuTest : public ::testing::Test {
     }
   };
 
+  // StagedUploadsAtEveryAlignmentAndSize on one backend.
+  void ExpectStagedUploads(Backend* gpu);
+
   void SetUp() override {
     if (ListGpus().empty()) {
       GTEST_SKIP() << "no GPU visible (CUDA compiled in: " << CudaCompiledIn() << ")";
@@ -1023,6 +1026,59 @@ TEST_F(SamplingGpuTest, TemperatureTopKTopPAgreeWithCpu) {
            exact_agree, total, raw_cpu_agree, total, cpu_agree, cpu_exact);
     EXPECT_GE(exact_agree, total * 99 / 100) << "vocab " << vocab;
     EXPECT_GE(cpu_agree, cpu_exact * 99 / 100) << "vocab " << vocab;
+  }
+}
+
+// Staged uploads (HostStager): up to 1 MiB read from the pinned buffer by a
+// kernel (in 16-byte, 4-byte or byte words as the alignment allows), larger
+// ones by DMA; every byte lands where Upload / Upload2D say, nothing else
+// is written, and back-to-back uploads from the same host buffer (reused at
+// once) keep their own bytes.
+TEST_F(BackendOpsGpuTest, StagedUploadsAtEveryAlignmentAndSize) {
+  for (const char* kernel : {"0", "1"}) {  // DMA, then the kernel (PAGED_CUDA_KERNEL_UPLOAD)
+    SCOPED_TRACE(kernel);
+    setenv("PAGED_CUDA_KERNEL_UPLOAD", kernel, 1);
+    auto made = MakeBackend("cuda:0");
+    unsetenv("PAGED_CUDA_KERNEL_UPLOAD");
+    ASSERT_TRUE(made.ok()) << made.status();
+    ExpectStagedUploads(made->get());
+  }
+}
+
+void BackendOpsGpuTest::ExpectStagedUploads(Backend* gpu) {
+  std::mt19937 rng(11);
+  struct Case {
+    uint64_t offset, width, rows, dst_pitch;
+  };
+  // Byte-aligned, 4-aligned, 16-aligned; one row and many; at and past the
+  // kernel's 1 MiB; past a staging half (4 MiB: straight from the caller).
+  for (const Case& k :
+       {Case{3, 5, 1, 5}, Case{1, 37, 9, 41}, Case{4, 12, 7, 20}, Case{0, 640, 5, 1024},
+        Case{16, 4096, 256, 4096}, Case{0, 1 << 20, 1, 1 << 20}, Case{0, 1024, 1025, 1040},
+        Case{8, 5 << 20, 1, 5 << 20}}) {
+    SCOPED_TRACE(::testing::Message() << "offset " << k.offset << " width " << k.width << " rows "
+                                      << k.rows << " pitch " << k.dst_pitch);
+    const uint64_t bytes = k.offset + k.dst_pitch * k.rows + 64;
+    auto dev = gpu->Allocate(bytes);
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    std::vector<uint8_t> want(bytes, 0xAB), src(k.width * k.rows);
+    gpu->Upload(dev->get(), want.data(), bytes);
+    for (int round = 0; round < 2; ++round) {
+      for (uint8_t& b : src) b = uint8_t(rng());
+      uint8_t* d = static_cast<uint8_t*>(dev->get()) + k.offset;
+      if (k.rows == 1 && k.width == k.dst_pitch && round == 0) {
+        gpu->Upload(d, src.data(), src.size());
+      } else {
+        gpu->Upload2D(d, k.dst_pitch, src.data(), k.width, k.width, k.rows);
+      }
+      for (uint64_t r = 0; r < k.rows; ++r)
+        std::copy_n(src.data() + r * k.width, k.width, want.data() + k.offset + r * k.dst_pitch);
+      std::fill(src.begin(), src.end(), 0);  // the caller's buffer is free at once
+    }
+    std::vector<uint8_t> got(bytes);
+    gpu->Download(got.data(), dev->get(), bytes);
+    ASSERT_TRUE(gpu->Synchronize().ok());
+    EXPECT_TRUE(got == want);
   }
 }
 

@@ -1,8 +1,10 @@
 #include "worker/backends/cuda/host_staging.h"
 
+#include <cstdlib>
 #include <cstring>
 
 #include "worker/backends/cuda/cuda_check.h"
+#include "worker/backends/cuda/transfer.h"
 
 namespace paged::cuda {
 
@@ -17,8 +19,22 @@ HostStager::~HostStager() {
 }
 
 absl::Status HostStager::Init() {
-  CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&buf_), 2 * kHalfBytes));
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&buf_), 2 * kHalfBytes, cudaHostAllocMapped));
+  CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&buf_dev_), buf_, 0));
   for (cudaEvent_t& e : done_) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  if (const char* v = std::getenv("PAGED_CUDA_KERNEL_UPLOAD")) kernel_copies_ = std::atoi(v) != 0;
+  return absl::OkStatus();
+}
+
+absl::Status HostStager::Enqueue2D(void* dst, uint64_t dst_pitch, const uint8_t* slot,
+                                   uint64_t width, uint64_t rows, cudaStream_t stream) {
+  if (kernel_copies_ && width * rows <= kKernelBytes) {
+    CUDA_CHECK(cudaError_t(LaunchCopyFromHost2D(dst, dst_pitch, buf_dev_ + (slot - buf_), width,
+                                                width, rows, stream)));
+    return absl::OkStatus();
+  }
+  CUDA_CHECK(
+      cudaMemcpy2DAsync(dst, dst_pitch, slot, width, width, rows, cudaMemcpyHostToDevice, stream));
   return absl::OkStatus();
 }
 
@@ -31,8 +47,7 @@ absl::Status HostStager::Copy(void* dst, const void* src, uint64_t bytes, cudaSt
   absl::StatusOr<uint8_t*> slot = Take(bytes, stream);
   if (!slot.ok()) return slot.status();
   std::memcpy(*slot, src, bytes);
-  CUDA_CHECK(cudaMemcpyAsync(dst, *slot, bytes, cudaMemcpyHostToDevice, stream));
-  return absl::OkStatus();
+  return Enqueue2D(dst, bytes, *slot, bytes, 1, stream);
 }
 
 absl::Status HostStager::Copy2D(void* dst, uint64_t dst_pitch, const void* src, uint64_t src_pitch,
@@ -52,9 +67,7 @@ absl::Status HostStager::Copy2D(void* dst, uint64_t dst_pitch, const void* src, 
   for (uint64_t i = 0; i < rows; ++i) {
     std::memcpy(*slot + i * width, static_cast<const uint8_t*>(src) + i * src_pitch, width);
   }
-  CUDA_CHECK(
-      cudaMemcpy2DAsync(dst, dst_pitch, *slot, width, width, rows, cudaMemcpyHostToDevice, stream));
-  return absl::OkStatus();
+  return Enqueue2D(dst, dst_pitch, *slot, width, rows, stream);
 }
 
 absl::StatusOr<uint8_t*> HostStager::Take(uint64_t bytes, cudaStream_t stream) {

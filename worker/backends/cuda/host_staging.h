@@ -21,6 +21,12 @@ namespace paged::cuda {
 class HostStager {
  public:
   static constexpr uint64_t kHalfBytes = 4ull << 20;
+  // With PAGED_CUDA_KERNEL_UPLOAD=1, staged copies up to this size are read
+  // from the pinned buffer by a kernel (LaunchCopyFromHost2D) rather than a
+  // DMA, so that they do not wait behind the pager's layer copies on the
+  // copy engine (the hybrid step's host rows, a step's metadata). Off by
+  // default until measured on the GPU machine (scripts/device/upload_ab.sh).
+  static constexpr uint64_t kKernelBytes = 1ull << 20;
 
   HostStager() = default;
   ~HostStager();
@@ -36,7 +42,12 @@ class HostStager {
                       uint64_t width, uint64_t rows, cudaStream_t stream);
 
  private:
-  uint8_t* buf_ = nullptr;  // pinned, 2 * kHalfBytes
+  uint8_t* buf_ = nullptr;      // pinned, 2 * kHalfBytes
+  uint8_t* buf_dev_ = nullptr;  // buf_ as the device sees it
+  bool kernel_copies_ = false;
+  // dst <- the staged rows at `slot`, by kernel or DMA as above.
+  absl::Status Enqueue2D(void* dst, uint64_t dst_pitch, const uint8_t* slot, uint64_t width,
+                         uint64_t rows, cudaStream_t stream);
   cudaEvent_t done_[2] = {nullptr, nullptr};
   bool recorded_[2] = {false, false};
   // Room for `bytes` in the current half (switching halves when full).

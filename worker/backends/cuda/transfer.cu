@@ -40,7 +40,51 @@ __global__ void ScatterRowsKernel(const uint8_t* __restrict__ dev, uint8_t* __re
   }
 }
 
+// blockIdx.y strides over rows; x-blocks and threads over a row's words.
+template <typename Word>
+__global__ void CopyFromHost2DKernel(uint8_t* __restrict__ dst, uint64_t dst_pitch,
+                                     const uint8_t* __restrict__ src, uint64_t src_pitch,
+                                     uint64_t words, uint64_t rows) {
+  for (uint64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const Word* in = reinterpret_cast<const Word*>(src + r * src_pitch);
+    Word* out = reinterpret_cast<Word*>(dst + r * dst_pitch);
+    for (uint64_t w = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; w < words;
+         w += uint64_t(gridDim.x) * blockDim.x) {
+      out[w] = in[w];
+    }
+  }
+}
+
+template <typename Word>
+CudaError CopyFromHost2D(void* dst, uint64_t dst_pitch, const void* host_src, uint64_t src_pitch,
+                         uint64_t width, uint64_t rows, cudaStream_t stream) {
+  const uint64_t words = width / sizeof(Word);
+  const unsigned x = unsigned(std::min<uint64_t>((words + kThreads - 1) / kThreads, 16));
+  const unsigned y = unsigned(std::min<uint64_t>(rows, 1024));
+  CopyFromHost2DKernel<Word><<<dim3(x, y), kThreads, 0, stream>>>(
+      static_cast<uint8_t*>(dst), dst_pitch, static_cast<const uint8_t*>(host_src), src_pitch,
+      words, rows);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
 }  // namespace
+
+CudaError LaunchCopyFromHost2D(void* dst, uint64_t dst_pitch, const void* host_src,
+                               uint64_t src_pitch, uint64_t width, uint64_t rows,
+                               cudaStream_t stream) {
+  if (width == 0 || rows == 0) return 0;
+  const auto aligned = [&](uint64_t a) {
+    return uint64_t(reinterpret_cast<uintptr_t>(dst)) % a == 0 &&
+           uint64_t(reinterpret_cast<uintptr_t>(host_src)) % a == 0 && dst_pitch % a == 0 &&
+           src_pitch % a == 0 && width % a == 0;
+  };
+  if (aligned(16))
+    return CopyFromHost2D<uint4>(dst, dst_pitch, host_src, src_pitch, width, rows, stream);
+  if (aligned(4))
+    return CopyFromHost2D<uint32_t>(dst, dst_pitch, host_src, src_pitch, width, rows, stream);
+  return CopyFromHost2D<uint8_t>(dst, dst_pitch, host_src, src_pitch, width, rows, stream);
+}
 
 CudaError LaunchGatherBlocks(void* dst_base, const void* host_base, uint64_t host_stride,
                              const int32_t* host_ids, const int32_t* dev_ids, int n,

@@ -24,4 +24,14 @@ CudaError LaunchGatherBlocks(void* dst_base, const void* host_base, uint64_t hos
 CudaError LaunchScatterKvRows(const KvView& dev, const KvView& host, const int32_t* dev_slots,
                               const int32_t* host_slots, int n, cudaStream_t stream);
 
+// For i < rows: `width` bytes from host_src + i * src_pitch to dst + i *
+// dst_pitch, read by the SMs from pinned host memory (host_src: a device-
+// usable pointer) instead of a DMA: a small upload issued on the compute
+// stream then does not queue behind the pager's large copies on the
+// host-to-device copy engine. 16-byte words when everything is aligned to
+// 16, 4-byte words when to 4, else bytes.
+CudaError LaunchCopyFromHost2D(void* dst, uint64_t dst_pitch, const void* host_src,
+                               uint64_t src_pitch, uint64_t width, uint64_t rows,
+                               cudaStream_t stream);
+
 }  // namespace paged::cuda
