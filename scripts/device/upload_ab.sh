@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A/B of the hybrid step's small uploads (the host rows, a step's metadata)
 # on one machine: read from pinned memory by a kernel
-# (PAGED_CUDA_KERNEL_UPLOAD=1) or copied by DMA (0, the default), which may
-# queue them behind the pager's layer copies on the copy engine. llama-7b
+# (PAGED_CUDA_KERNEL_UPLOAD=1, the default) or copied by DMA (0), which
+# queues them behind the pager's layer copies on the copy engine. llama-7b
 # f16, 32 layers, 4 GiB,
 # batch 1, fixed host share SHARE (0.6), alternated ROUNDS (2) times; then
 # the tuned share with the kernel. Carry .device (bundle.tar.xz). Table last.

@@ -21,11 +21,13 @@ namespace paged::cuda {
 class HostStager {
  public:
   static constexpr uint64_t kHalfBytes = 4ull << 20;
-  // With PAGED_CUDA_KERNEL_UPLOAD=1, staged copies up to this size are read
-  // from the pinned buffer by a kernel (LaunchCopyFromHost2D) rather than a
-  // DMA, so that they do not wait behind the pager's layer copies on the
-  // copy engine (the hybrid step's host rows, a step's metadata). Off by
-  // default until measured on the GPU machine (scripts/device/upload_ab.sh).
+  // Staged copies up to this size are read from the pinned buffer by a
+  // kernel (LaunchCopyFromHost2D) rather than a DMA, so that they do not
+  // wait behind the pager's layer copies on the host-to-device copy engine
+  // (the hybrid step's host rows, a step's metadata): on the H100 a split
+  // f16 decode step went from 121 ms to 77-83 ms, its wait for inputs from
+  // 57 ms to 6 ms (scripts/device/upload_ab.sh, docs/BENCHMARKS.md).
+  // PAGED_CUDA_KERNEL_UPLOAD=0: every staged copy by DMA, as before.
   static constexpr uint64_t kKernelBytes = 1ull << 20;
 
   HostStager() = default;
@@ -44,7 +46,7 @@ class HostStager {
  private:
   uint8_t* buf_ = nullptr;      // pinned, 2 * kHalfBytes
   uint8_t* buf_dev_ = nullptr;  // buf_ as the device sees it
-  bool kernel_copies_ = false;
+  bool kernel_copies_ = true;
   // dst <- the staged rows at `slot`, by kernel or DMA as above.
   absl::Status Enqueue2D(void* dst, uint64_t dst_pitch, const uint8_t* slot, uint64_t width,
                          uint64_t rows, cudaStream_t stream);
