@@ -79,6 +79,7 @@ WorkerCountersDelta CountersDelta(const v1::WorkerCounters& before,
   bool restarted = after.steps() < before.steps() || after.h2d_bytes() < before.h2d_bytes() ||
                    after.d2h_bytes() < before.d2h_bytes() || after.busy_s() < before.busy_s();
   for (int i = 0; i < kExpertCounters; ++i) restarted = restarted || is[size_t(i)] < was[size_t(i)];
+  restarted = restarted || after.host_weight_bytes() < before.host_weight_bytes();
   WorkerCountersDelta d;
   d.steps = restarted ? after.steps() : after.steps() - before.steps();
   d.h2d_bytes = restarted ? after.h2d_bytes() : after.h2d_bytes() - before.h2d_bytes();
@@ -86,6 +87,9 @@ WorkerCountersDelta CountersDelta(const v1::WorkerCounters& before,
   d.busy_s = restarted ? after.busy_s() : after.busy_s() - before.busy_s();
   for (int i = 0; i < kExpertCounters; ++i)
     d.experts[size_t(i)] = restarted ? is[size_t(i)] : is[size_t(i)] - was[size_t(i)];
+  d.host_weight_bytes = restarted ? after.host_weight_bytes()
+                                  : after.host_weight_bytes() - before.host_weight_bytes();
+  d.host_share = after.host_share();
   return d;
 }
 
@@ -184,6 +188,16 @@ ServingMetrics::ServingMetrics()
       worker_restarts_(registry_.AddCounterFamily(
           "paged_worker_restarts_total",
           "Times a worker id attached again after its first attachment.", {"worker"})),
+      worker_host_weight_(registry_.AddCounterFamily(
+          "paged_worker_host_weight_bytes_total",
+          "Weight bytes a worker's host executor read in place (the hybrid step's host rows and "
+          "the experts it computed), over its restarts; only workers that run the hybrid step.",
+          {"worker"})),
+      worker_host_share_(registry_.AddGaugeFamily(
+          "paged_worker_host_share",
+          "The hybrid step's host share of each paged matrix at one token row (the tuned share, "
+          "else the last step's); only attached workers that run the hybrid step.",
+          {"worker"})),
       worker_h2d_rate_(registry_.AddGaugeFamily(
           "paged_worker_h2d_bytes_per_second",
           "Host-to-device bytes per second of step time over the last 10 s (the achieved "
@@ -238,6 +252,10 @@ void ServingMetrics::OnWorkerCounters(WorkerMetrics& w, const WorkerCountersDelt
   for (int i = 0; i < kExpertCounters; ++i) {
     if (w.experts[size_t(i)] != nullptr) w.experts[size_t(i)]->Inc(double(d.experts[size_t(i)]));
   }
+  if (d.any_hybrid() && w.host_weight_bytes == nullptr)
+    w.host_weight_bytes = &worker_host_weight_.With({w.worker_id});
+  if (w.host_weight_bytes != nullptr) w.host_weight_bytes->Inc(double(d.host_weight_bytes));
+  w.host_share = d.host_share;
   w.rate.Add(now, d);
 }
 
@@ -253,6 +271,10 @@ void ServingMetrics::SetWorkerGauges(const std::string& worker_id, const WorkerM
     worker_link_.Remove({worker_id});
     worker_bound_fraction_.Remove({worker_id});
   }
+  if (w.host_weight_bytes != nullptr)
+    worker_host_share_.With({worker_id}).Set(w.host_share);
+  else
+    worker_host_share_.Remove({worker_id});
 }
 
 void ServingMetrics::ClearWorkerGauges(const std::string& worker_id) {
@@ -260,6 +282,7 @@ void ServingMetrics::ClearWorkerGauges(const std::string& worker_id) {
   worker_d2h_rate_.Remove({worker_id});
   worker_link_.Remove({worker_id});
   worker_bound_fraction_.Remove({worker_id});
+  worker_host_share_.Remove({worker_id});
 }
 
 }  // namespace paged

@@ -50,7 +50,12 @@ struct WorkerCountersDelta {
   uint64_t d2h_bytes = 0;
   double busy_s = 0;
   ExpertCounts experts{};  // all 0 for a worker that pages whole layers
+  // The hybrid step (docs/hybrid.md): weight bytes the host read in place,
+  // and the host share as of the later report (a gauge: not a growth).
+  uint64_t host_weight_bytes = 0;
+  double host_share = 0;
   bool any_experts() const;
+  bool any_hybrid() const { return host_weight_bytes != 0 || host_share > 0; }
 };
 WorkerCountersDelta CountersDelta(const v1::WorkerCounters& before,
                                   const v1::WorkerCounters& after);
@@ -88,6 +93,10 @@ struct WorkerMetrics {
   // has an expert cache, or it reports expert counters), so that a dense
   // model's workers have none of these series.
   std::array<metrics::Counter*, kExpertCounters> experts{};
+  // The hybrid step's: null until the worker reports host rows or a host
+  // share, so that a worker without it has none of these series.
+  metrics::Counter* host_weight_bytes = nullptr;
+  double host_share = 0;  // as last reported; paged_worker_host_share at a scrape
   TransferRate rate;
   std::string worker_id;
 };
@@ -104,10 +113,12 @@ class ServingMetrics {
   // The children of the per-worker expert families for `w` (at 0), once.
   void AddExpertMetrics(WorkerMetrics& w);
   // A worker's report: its counters grew by `d` at `now` (expert counters
-  // that grew add the expert families' children).
+  // that grew add the expert families' children, host rows or a host share
+  // the hybrid step's).
   void OnWorkerCounters(WorkerMetrics& w, const WorkerCountersDelta& d, TimeUs now);
   // The per-worker gauges of an attached worker; `link_h2d_bytes_per_s`:
-  // its measured link (0: unknown, then no PCIe-bound fraction).
+  // its measured link (0: unknown, then no PCIe-bound fraction). The host
+  // share only for a worker that runs the hybrid step.
   void SetWorkerGauges(const std::string& worker_id, const WorkerMetrics& w,
                        double link_h2d_bytes_per_s, TimeUs now);
   // A worker that is gone has no rate gauges.
@@ -147,6 +158,8 @@ class ServingMetrics {
   metrics::Family<metrics::Counter>& worker_busy_;
   metrics::Family<metrics::Counter>& worker_restarts_;
   std::array<metrics::Family<metrics::Counter>*, kExpertCounters> worker_experts_{};
+  metrics::Family<metrics::Counter>& worker_host_weight_;
+  metrics::Family<metrics::Gauge>& worker_host_share_;
   metrics::Family<metrics::Gauge>& worker_h2d_rate_;
   metrics::Family<metrics::Gauge>& worker_d2h_rate_;
   metrics::Family<metrics::Gauge>& worker_link_;

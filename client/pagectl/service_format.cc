@@ -44,6 +44,15 @@ std::string ExpertLine(const v1::WorkerInfo& w) {
   return line + "\n";
 }
 
+// "cuda:0 hybrid: host 84% of paged rows, 12.30 GiB read in place", for a
+// worker that runs the hybrid step (docs/hybrid.md); "" for one that does not.
+std::string HybridLine(const v1::WorkerInfo& w) {
+  const v1::WorkerCounters& c = w.counters();
+  if (c.host_weight_bytes() == 0 && c.host_share() <= 0) return "";
+  return absl::StrFormat("%s hybrid: host %.0f%% of paged rows, %s read in place\n", w.worker_id(),
+                         100.0 * c.host_share(), FormatBytes(c.host_weight_bytes()));
+}
+
 }  // namespace
 
 std::string FormatTable(const std::vector<std::vector<Cell>>& rows, bool color) {
@@ -155,7 +164,7 @@ std::string FormatStatus(const v1::StatusResponse& s, bool color) {
                     {absl::StrCat(w.restarts()), w.restarts() > 0 ? kYellow : nullptr}});
   }
   out += "\n" + FormatTable(rows, color);
-  for (const v1::WorkerInfo& w : s.workers()) out += ExpertLine(w);
+  for (const v1::WorkerInfo& w : s.workers()) out += ExpertLine(w) + HybridLine(w);
   return out;
 }
 
@@ -195,7 +204,9 @@ std::string FormatWorkers(const v1::StatusResponse& s, bool color) {
                     {absl::StrFormat("%.1f s", c.busy_s())},
                     {absl::StrCat(w.restarts()), w.restarts() > 0 ? kYellow : nullptr}});
   }
-  return FormatTable(rows, color);
+  std::string out = FormatTable(rows, color);
+  for (const v1::WorkerInfo& w : s.workers()) out += HybridLine(w);
+  return out;
 }
 
 std::string FormatSequences(const std::vector<v1::SequenceInfo>& seqs, bool color) {

@@ -29,9 +29,11 @@ std::string FormatTable(const std::vector<std::vector<Cell>>& rows, bool color);
 // The service summary (model, store, queue, running, tokens/s, bytes paged/s,
 // KV blocks) and then one row per worker: id, device, state, running,
 // resident/paged layers, steps, tokens, restarts; then a line for each
-// worker that pages experts: its expert cache's hit rate and size.
+// worker that pages experts: its expert cache's hit rate and size, and for
+// each that runs the hybrid step: its host share and the bytes read in place.
 std::string FormatStatus(const v1::StatusResponse& s, bool color);
-// One row per worker with its memory plan and counters.
+// One row per worker with its memory plan and counters, then the hybrid
+// step's line for each worker that runs it.
 std::string FormatWorkers(const v1::StatusResponse& s, bool color);
 std::string FormatSequences(const std::vector<v1::SequenceInfo>& seqs, bool color);
 std::string FormatModels(const std::vector<v1::ModelInfo>& models, bool color);

@@ -389,6 +389,8 @@ WorkerInfo FromWire(const v1::WorkerInfo& w) {
   out.counters.expert_prefetched = k.expert_prefetched();
   out.counters.h2d_expert_bytes = k.h2d_expert_bytes();
   out.counters.host_expert_bytes = k.host_expert_bytes();
+  out.counters.host_weight_bytes = k.host_weight_bytes();
+  out.counters.host_share = k.host_share();
   out.restarts = w.restarts();
   return out;
 }

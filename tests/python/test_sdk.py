@@ -248,6 +248,7 @@ class ConversionTest(unittest.TestCase):
         c.expert_hits, c.expert_misses, c.expert_host = 148, 40, 12
         c.expert_evictions, c.expert_admitted, c.expert_prefetched = 30, 5, 0
         c.h2d_expert_bytes, c.host_expert_bytes = 40 << 20, 12 << 20
+        c.host_weight_bytes, c.host_share = 30 << 20, 0.84  # and the hybrid step
         info = paged.WorkerInfo.from_proto(w)
         self.assertEqual(info.plan, paged.MemoryPlan(
             budget_bytes=200 << 20, slots=2, resident_layers=2, paged_layers=3,
@@ -255,7 +256,8 @@ class ConversionTest(unittest.TestCase):
         self.assertEqual(info.counters, paged.WorkerCounters(
             steps=40, tokens=900, h2d_bytes=50 << 20, expert_hits=148, expert_misses=40,
             expert_host=12, expert_evictions=30, expert_admitted=5, expert_prefetched=0,
-            h2d_expert_bytes=40 << 20, host_expert_bytes=12 << 20))
+            h2d_expert_bytes=40 << 20, host_expert_bytes=12 << 20,
+            host_weight_bytes=30 << 20, host_share=0.84))
         status = paged.ServiceStatus.from_proto(admin_pb2.StatusResponse(workers=[w]))
         self.assertEqual(status.workers, [info])
 
@@ -457,6 +459,7 @@ class SyncTest(unittest.TestCase):
         self.assertGreater(counters.tokens, 0)
         self.assertEqual(counters.expert_hits + counters.expert_misses + counters.expert_host, 0)
         self.assertEqual(counters.h2d_expert_bytes, 0)
+        self.assertEqual((counters.host_weight_bytes, counters.host_share), (0, 0.0))
 
     def test_admin_cancel_ends_a_stream_with_cancelled(self):
         with self.client.generate(prompt_tokens=[1], max_tokens=2000, ignore_eos=True) as stream:

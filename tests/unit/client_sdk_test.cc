@@ -203,6 +203,9 @@ class FakeAdmin final : public v1::Admin::Service {
         c->set_expert_prefetched(0);
         c->set_h2d_expert_bytes(40 << 20);
         c->set_host_expert_bytes(12 << 20);
+        // And runs the hybrid step: 84% of each paged matrix on the host.
+        c->set_host_weight_bytes(30 << 20);
+        c->set_host_share(0.84);
       }
     }
     return grpc::Status::OK;
@@ -596,8 +599,12 @@ TEST(ClientTest, AdminAndTokenizeCalls) {
   EXPECT_EQ(k.expert_prefetched, 0u);
   EXPECT_EQ(k.h2d_expert_bytes, uint64_t(40) << 20);
   EXPECT_EQ(k.host_expert_bytes, uint64_t(12) << 20);
+  EXPECT_EQ(k.host_weight_bytes, uint64_t(30) << 20);
+  EXPECT_DOUBLE_EQ(k.host_share, 0.84);
   EXPECT_EQ(s->workers[1].plan.expert_slots, 0u);
   EXPECT_EQ(s->workers[1].counters.expert_hits, 0u);
+  EXPECT_EQ(s->workers[1].counters.host_weight_bytes, 0u);
+  EXPECT_DOUBLE_EQ(s->workers[1].counters.host_share, 0);
   auto seqs = c->ListSequences();
   ASSERT_TRUE(seqs.ok());
   ASSERT_EQ(seqs->size(), 1u);
@@ -661,7 +668,7 @@ TEST(ClientTest, SupervisionConvertsToAndFromTheWire) {
 TEST(ClientTest, TheStructsHaveEveryFieldOfTheAdminMessages) {
   const std::vector<std::pair<const google::protobuf::Descriptor*, int>> mirrored = {
       {v1::StatusResponse::descriptor(), 22},   {v1::WorkerInfo::descriptor(), 7},
-      {v1::MemoryPlan::descriptor(), 12},       {v1::WorkerCounters::descriptor(), 13},
+      {v1::MemoryPlan::descriptor(), 12},       {v1::WorkerCounters::descriptor(), 15},
       {v1::SupervisedProcess::descriptor(), 7}, {v1::ReportSupervisionRequest::descriptor(), 2},
       {v1::SequenceInfo::descriptor(), 6},      {v1::ModelInfo::descriptor(), 8},
   };
@@ -719,9 +726,15 @@ TEST(PagectlFormatTest, StatusTableHasTheServiceAndOneRowPerWorker) {
               HasSubstr("cpu:0 experts: 74.0% from the cache (148 hits, 40 copied, 12 on the "
                         "host), 30 evictions; cache 18 of 32 experts (18.00 MiB)\n"));
   EXPECT_THAT(plain, Not(HasSubstr("cpu:1 experts")));
+  // The one that runs the hybrid step says its host share and bytes read in place.
+  EXPECT_THAT(plain, HasSubstr("cpu:0 hybrid: host 84% of paged rows, 30.00 MiB read in place\n"));
+  EXPECT_THAT(plain, Not(HasSubstr("cpu:1 hybrid")));
   EXPECT_THAT(plain, Not(HasSubstr("\033[")));
   EXPECT_THAT(pagectl::FormatStatus(*s, /*color=*/true), HasSubstr("\033[32mATTACHED"));
   EXPECT_THAT(pagectl::FormatWorkers(*s, false), HasSubstr("200.00 MiB"));
+  EXPECT_THAT(pagectl::FormatWorkers(*s, false),
+              HasSubstr("cpu:0 hybrid: host 84% of paged rows, 30.00 MiB read in place\n"));
+  EXPECT_THAT(pagectl::FormatWorkers(*s, false), Not(HasSubstr("cpu:1 hybrid")));
 
   const nlohmann::json j = pagectl::ProtoToJson(*s);
   EXPECT_EQ(j["workers"].size(), 2u);
@@ -730,6 +743,9 @@ TEST(PagectlFormatTest, StatusTableHasTheServiceAndOneRowPerWorker) {
   EXPECT_EQ(j["workers"][0]["counters"]["expert_hits"], "148");
   EXPECT_EQ(j["workers"][0]["plan"]["expert_slots"], "18");
   EXPECT_EQ(j["workers"][1]["counters"]["expert_hits"], "0");
+  EXPECT_EQ(j["workers"][0]["counters"]["host_weight_bytes"], std::to_string(30 << 20));
+  EXPECT_DOUBLE_EQ(j["workers"][0]["counters"]["host_share"].get<double>(), 0.84);
+  EXPECT_EQ(j["workers"][1]["counters"]["host_weight_bytes"], "0");
 }
 
 // Issue 15, defects 3 and 9: status says whether the service is ready and

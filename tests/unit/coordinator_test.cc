@@ -99,6 +99,7 @@ struct FakeWorker {
   int drains = 0;
   int steps = 0;
   bool experts = false;  // reports expert-level paging's counters too
+  bool hybrid = false;   // reports the hybrid step's host bytes and share too
 
   // Its "stream" ends: the coordinator must not call `close` after this.
   ~FakeWorker() {
@@ -134,6 +135,12 @@ struct FakeWorker {
       k->set_expert_misses(uint64_t(steps));
       k->set_expert_evictions(uint64_t(steps / 2));
       k->set_h2d_expert_bytes(uint64_t(steps) * 400);
+    }
+    if (hybrid) {
+      // Per step: 700 bytes read in place; the share tuned from 60% to 84%.
+      v1::WorkerCounters* k = r->mutable_counters();
+      k->set_host_weight_bytes(uint64_t(steps) * 700);
+      k->set_host_share(steps < 3 ? 0.6 : 0.84);
     }
     EXPECT_TRUE(c->OnWorkerMessage(*link, reply).ok());
     return true;
@@ -739,6 +746,32 @@ TEST_F(CoordinatorTest, ExpertCountersReachStatusAndMetrics) {
   EXPECT_THAT(text, HasSubstr(absl::StrCat("paged_worker_h2d_expert_bytes_total{worker=\"moe\"} ",
                                            400 * steps, "\n")));
   EXPECT_THAT(text, HasSubstr("paged_worker_expert_host_total{worker=\"moe\"} 0\n"));
+  // No hybrid step: none of its series.
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("paged_worker_host_share{")));
+}
+
+// The hybrid step's host bytes and share reach Status as the worker reported
+// them, and /metrics as a per-worker total and gauge.
+TEST_F(CoordinatorTest, HybridCountersReachStatusAndMetrics) {
+  FakeWorker w;
+  w.hybrid = true;
+  ASSERT_NO_FATAL_FAILURE(w.Attach(*coord_, pool_, MakeHello("hyb")));
+  auto ch = *coord_->Admit(Req({1, 3}, 20));
+  std::vector<Coordinator::Update> out;
+  RunUntilDone({&w}, {ch}, &out);
+  coord_->Release(*ch);
+  ASSERT_GE(w.steps, 3);
+  const uint64_t steps = uint64_t(w.steps);
+  v1::StatusResponse st = coord_->Status();
+  ASSERT_EQ(st.workers_size(), 1);
+  const v1::WorkerCounters& c = st.workers(0).counters();
+  EXPECT_EQ(c.host_weight_bytes(), 700 * steps);
+  EXPECT_DOUBLE_EQ(c.host_share(), 0.84);
+  const std::string text = coord_->RenderMetrics();
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("paged_worker_host_weight_bytes_total{worker=\"hyb\"} ",
+                                           700 * steps, "\n")));
+  EXPECT_THAT(text, HasSubstr("paged_worker_host_share{worker=\"hyb\"} 0.84\n"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("paged_worker_expert_cache_hits_total{")));
 }
 
 // ---- Over gRPC: the services with a fake worker on the WorkerLink stub ----

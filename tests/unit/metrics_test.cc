@@ -193,6 +193,30 @@ TEST(ServingMetricsTest, ExpertCounterDeltas) {
   EXPECT_THAT(d.experts, ElementsAre(3u, 20u, 10u, 4u, 0u, 0u, 500u, 0u));
 }
 
+// The hybrid step's: host bytes grow like the other totals (and one that went
+// down alone means a restart); the host share is the later report's, a gauge.
+TEST(ServingMetricsTest, HybridCounterDeltas) {
+  v1::WorkerCounters a = Counters(10, 1000, 100, 1.5), b = Counters(12, 1600, 130, 2);
+  EXPECT_FALSE(CountersDelta(a, b).any_hybrid());
+  a.set_host_weight_bytes(7000);
+  a.set_host_share(0.6);
+  b.set_host_weight_bytes(9500);
+  b.set_host_share(0.84);
+  WorkerCountersDelta d = CountersDelta(a, b);
+  EXPECT_EQ(d.steps, 2u);
+  EXPECT_EQ(d.host_weight_bytes, 2500u);
+  EXPECT_DOUBLE_EQ(d.host_share, 0.84);
+  EXPECT_TRUE(d.any_hybrid());
+  EXPECT_FALSE(d.any_experts());
+  // Only the host bytes went down: the worker restarted.
+  b = a;
+  b.set_host_weight_bytes(300);
+  d = CountersDelta(a, b);
+  EXPECT_EQ(d.steps, 10u);
+  EXPECT_EQ(d.host_weight_bytes, 300u);
+  EXPECT_DOUBLE_EQ(d.host_share, 0.6);
+}
+
 TEST(ServingMetricsTest, TransferRateIsBytesPerBusySecondOverTheWindow) {
   TransferRate rate(/*window_us=*/10'000'000);
   EXPECT_EQ(rate.Get(0).h2d_bytes_per_s, 0);
@@ -262,6 +286,43 @@ TEST(ServingMetricsTest, ExpertCacheMetricsOnlyForWorkersThatPageExperts) {
   m.AddExpertMetrics(fresh);
   m.AddExpertMetrics(fresh);  // once
   EXPECT_THAT(m.Render(), HasSubstr("paged_worker_expert_cache_hits_total{worker=\"cuda:2\"} 0\n"));
+}
+
+// A worker that runs the hybrid step has its host bytes (a counter) and its
+// host share (a gauge, while it is attached), from its first report with
+// either; one without the hybrid step has neither.
+TEST(ServingMetricsTest, HybridMetricsOnlyForWorkersThatRunTheHybridStep) {
+  ServingMetrics m;
+  WorkerMetrics dense = m.ForWorker("cuda:0");
+  m.OnWorkerCounters(dense, {3, 3000, 300, 0.5}, 1'000'000);
+  m.SetWorkerGauges("cuda:0", dense, /*link=*/0, 1'000'000);
+  EXPECT_THAT(m.Render(), Not(HasSubstr("paged_worker_host_weight_bytes_total{")));
+  EXPECT_THAT(m.Render(), Not(HasSubstr("paged_worker_host_share{")));
+  WorkerMetrics hybrid = m.ForWorker("cuda:1");
+  WorkerCountersDelta d{2, 2000, 0, 0.25};
+  d.host_weight_bytes = 4500;
+  d.host_share = 0.6;
+  m.OnWorkerCounters(hybrid, d, 1'000'000);
+  d.host_share = 0.84;
+  m.OnWorkerCounters(hybrid, d, 2'000'000);
+  m.SetWorkerGauges("cuda:1", hybrid, /*link=*/0, 2'000'000);
+  const std::string text = m.Render();
+  EXPECT_THAT(text, HasSubstr("paged_worker_host_weight_bytes_total{worker=\"cuda:1\"} 9000\n"));
+  EXPECT_THAT(text, HasSubstr("paged_worker_host_share{worker=\"cuda:1\"} 0.84\n"));
+  EXPECT_THAT(text, Not(HasSubstr("paged_worker_host_share{worker=\"cuda:0\"")));
+  // A share alone (the first steps read nothing in place yet) is the hybrid step too.
+  WorkerMetrics tuned = m.ForWorker("cuda:2");
+  WorkerCountersDelta s{1, 100, 0, 0.1};
+  s.host_share = 0.5;
+  m.OnWorkerCounters(tuned, s, 1'000'000);
+  m.SetWorkerGauges("cuda:2", tuned, /*link=*/0, 1'000'000);
+  EXPECT_THAT(m.Render(), HasSubstr("paged_worker_host_weight_bytes_total{worker=\"cuda:2\"} 0\n"));
+  EXPECT_THAT(m.Render(), HasSubstr("paged_worker_host_share{worker=\"cuda:2\"} 0.5\n"));
+  // Gone: no gauge; the total stays.
+  m.ClearWorkerGauges("cuda:1");
+  EXPECT_THAT(m.Render(), Not(HasSubstr("paged_worker_host_share{worker=\"cuda:1\"")));
+  EXPECT_THAT(m.Render(),
+              HasSubstr("paged_worker_host_weight_bytes_total{worker=\"cuda:1\"} 9000\n"));
 }
 
 }  // namespace

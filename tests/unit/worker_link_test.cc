@@ -82,7 +82,8 @@ TEST(WorkerLinkTest, AWorkerWaitsForItsCoordinatorOrItsStop) {
 }
 
 // Issue 14: what a worker reports of expert-level paging, its plan's expert
-// cache in the hello and its pager's expert counters after each step.
+// cache in the hello and its pager's expert counters after each step (with
+// the hybrid step's host bytes and share).
 TEST(WorkerLinkTest, TheExpertCacheAndItsCountersAreReported) {
   MemoryPlan plan;
   plan.resident = {false, false};
@@ -111,10 +112,11 @@ TEST(WorkerLinkTest, TheExpertCacheAndItsCountersAreReported) {
   ps.expert_prefetched = 7;
   ps.h2d_expert_bytes = 6000;
   ps.host_expert_bytes = 2000;
+  ps.host_weight_bytes = 7000;
   v1::WorkerCounters c;
   c.set_steps(4);
   c.set_busy_s(0.5);
-  SetPagerCounters(ps, &c);
+  SetPagerCounters(ps, /*host_share=*/0.84, &c);
   EXPECT_EQ(c.steps(), 4u);  // the link's own
   EXPECT_DOUBLE_EQ(c.busy_s(), 0.5);
   EXPECT_EQ(c.h2d_bytes(), 10000u);
@@ -127,6 +129,13 @@ TEST(WorkerLinkTest, TheExpertCacheAndItsCountersAreReported) {
   EXPECT_EQ(c.expert_prefetched(), 7u);
   EXPECT_EQ(c.h2d_expert_bytes(), 6000u);
   EXPECT_EQ(c.host_expert_bytes(), 2000u);
+  EXPECT_EQ(c.host_weight_bytes(), 7000u);
+  EXPECT_DOUBLE_EQ(c.host_share(), 0.84);
+  // The share reported: the tuned one once there is one, else the last step's.
+  EXPECT_DOUBLE_EQ(HostShareOf(/*tuned_share=*/0.84, /*step_share=*/0.6), 0.84);
+  EXPECT_DOUBLE_EQ(HostShareOf(/*tuned_share=*/0, /*step_share=*/0.6), 0);
+  EXPECT_DOUBLE_EQ(HostShareOf(/*tuned_share=*/-1, /*step_share=*/0.6), 0.6);
+  EXPECT_DOUBLE_EQ(HostShareOf(/*tuned_share=*/-1, /*step_share=*/0), 0);  // no hybrid step
 }
 
 }  // namespace

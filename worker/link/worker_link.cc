@@ -109,7 +109,7 @@ v1::MemoryPlan PlanProto(const MemoryPlan& p) {
   return m;
 }
 
-void SetPagerCounters(const PagerStats& ps, v1::WorkerCounters* c) {
+void SetPagerCounters(const PagerStats& ps, double host_share, v1::WorkerCounters* c) {
   c->set_h2d_bytes(ps.h2d_weight_bytes + ps.h2d_kv_bytes);
   c->set_d2h_bytes(ps.d2h_kv_bytes);
   c->set_expert_hits(ps.expert_hits);
@@ -120,6 +120,12 @@ void SetPagerCounters(const PagerStats& ps, v1::WorkerCounters* c) {
   c->set_expert_prefetched(ps.expert_prefetched);
   c->set_h2d_expert_bytes(ps.h2d_expert_bytes);
   c->set_host_expert_bytes(ps.host_expert_bytes);
+  c->set_host_weight_bytes(ps.host_weight_bytes);
+  c->set_host_share(host_share);
+}
+
+double HostShareOf(double tuned_share, double step_share) {
+  return tuned_share >= 0 ? tuned_share : step_share;
 }
 
 absl::StatusOr<StepCaps> GetStepCaps(const LinkOptions& opts, LinkStopper& stop) {
@@ -258,7 +264,9 @@ absl::Status ServeWorkerLink(WorkerRuntime& rt, const LinkOptions& opts, LinkSto
     } else {
       r->set_error(std::string(out.status().message()));
     }
-    SetPagerCounters(rt.pager().stats(), &counters);
+    const Pager& pager = rt.pager();
+    SetPagerCounters(pager.stats(), HostShareOf(pager.tuned_share(1), pager.step_share()),
+                     &counters);
     counters.set_busy_s(counters.busy_s() + secs);
     *r->mutable_counters() = counters;
     if (!stream->Write(reply)) break;

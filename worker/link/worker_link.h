@@ -50,10 +50,15 @@ class LinkStopper {
 };
 
 // What a worker reports: its memory plan (in its hello) and, after each
-// step, its pager's totals so far (steps, tokens and busy time are the
-// link's own and left as they are).
+// step, its pager's totals so far and the hybrid step's host share
+// (HostShareOf; steps, tokens and busy time are the link's own and left as
+// they are).
 v1::MemoryPlan PlanProto(const MemoryPlan& plan);
-void SetPagerCounters(const PagerStats& stats, v1::WorkerCounters* counters);
+void SetPagerCounters(const PagerStats& stats, double host_share, v1::WorkerCounters* counters);
+// The host share a worker reports (WorkerCounters.host_share): the tuner's
+// share at one token row (Pager::tuned_share(1)) once it holds one (>= 0),
+// else the last step's (Pager::step_share(); 0 without the hybrid step).
+double HostShareOf(double tuned_share, double step_share);
 
 // Asks the coordinator for its caps on a step (WorkerLink.GetStepCaps), once.
 // UNIMPLEMENTED: a coordinator older than the call; UNAVAILABLE: unreachable;

@@ -158,6 +158,11 @@ class WorkerCounters:
     expert_prefetched: int = 0  # copied in ahead, on the next layer's predicted routing
     h2d_expert_bytes: int = 0  # of h2d_bytes: experts copied in
     host_expert_bytes: int = 0  # experts the host computed in place
+    # The hybrid step (docs/hybrid.md): weight bytes the host read in place
+    # (its rows of the paged matrices and its experts), and its current share
+    # of each paged matrix at one token row (a gauge; 0 without the step).
+    host_weight_bytes: int = 0
+    host_share: float = 0.0
 
     @classmethod
     def from_proto(cls, c: admin_pb2.WorkerCounters) -> "WorkerCounters":
@@ -166,7 +171,8 @@ class WorkerCounters:
             busy_s=c.busy_s, expert_hits=c.expert_hits, expert_misses=c.expert_misses,
             expert_host=c.expert_host, expert_evictions=c.expert_evictions,
             expert_admitted=c.expert_admitted, expert_prefetched=c.expert_prefetched,
-            h2d_expert_bytes=c.h2d_expert_bytes, host_expert_bytes=c.host_expert_bytes)
+            h2d_expert_bytes=c.h2d_expert_bytes, host_expert_bytes=c.host_expert_bytes,
+            host_weight_bytes=c.host_weight_bytes, host_share=c.host_share)
 
 
 @dataclass(frozen=True)

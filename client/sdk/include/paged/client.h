@@ -179,6 +179,11 @@ struct WorkerCounters {
   uint64_t expert_prefetched = 0;  // copied in ahead, on the next layer's predicted routing
   uint64_t h2d_expert_bytes = 0;   // of h2d_bytes: experts copied in
   uint64_t host_expert_bytes = 0;  // experts the host computed in place
+  // The hybrid step (docs/hybrid.md): weight bytes the host read in place
+  // (its rows of the paged matrices and its experts), and its current share
+  // of each paged matrix at one token row (a gauge; 0 without the step).
+  uint64_t host_weight_bytes = 0;
+  double host_share = 0;
 };
 
 struct WorkerInfo {
