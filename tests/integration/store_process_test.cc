@@ -102,7 +102,7 @@ TEST_F(StoreProcessTest, BuildsVerifiesRefusesASecondStoreAndReattaches) {
   auto [brc, bout] =
       Pagectl({"plan", "--segment=" + segment_, "--gpu-budget=512MiB", "--host-compute=lots"});
   EXPECT_EQ(brc, 2);  // a flag's mistake
-  EXPECT_THAT(bout, HasSubstr("--host-compute=lots: expected auto, off or a share"));
+  EXPECT_THAT(bout, HasSubstr("--host-compute=lots: expected auto, planned, off or a share"));
 
   // The header's loaded-bytes counter (pagectl's progress bar) ends at the total.
   auto progress = pagectl::ReadLoadProgress(segment_);
