@@ -205,7 +205,7 @@ std::string FormatWorkers(const v1::StatusResponse& s, bool color) {
                     {absl::StrCat(w.restarts()), w.restarts() > 0 ? kYellow : nullptr}});
   }
   std::string out = FormatTable(rows, color);
-  for (const v1::WorkerInfo& w : s.workers()) out += HybridLine(w);
+  for (const v1::WorkerInfo& w : s.workers()) out += ExpertLine(w) + HybridLine(w);
   return out;
 }
 

@@ -735,6 +735,10 @@ TEST(PagectlFormatTest, StatusTableHasTheServiceAndOneRowPerWorker) {
   EXPECT_THAT(pagectl::FormatWorkers(*s, false),
               HasSubstr("cpu:0 hybrid: host 84% of paged rows, 30.00 MiB read in place\n"));
   EXPECT_THAT(pagectl::FormatWorkers(*s, false), Not(HasSubstr("cpu:1 hybrid")));
+  EXPECT_THAT(pagectl::FormatWorkers(*s, false),
+              HasSubstr("cpu:0 experts: 74.0% from the cache (148 hits, 40 copied, 12 on the "
+                        "host), 30 evictions; cache 18 of 32 experts (18.00 MiB)\n"));
+  EXPECT_THAT(pagectl::FormatWorkers(*s, false), Not(HasSubstr("cpu:1 experts")));
 
   const nlohmann::json j = pagectl::ProtoToJson(*s);
   EXPECT_EQ(j["workers"].size(), 2u);
