@@ -79,9 +79,7 @@ double ShareTuner::Probe(const State& s) const {
 double ShareTuner::Next(int n, double planned) {
   last_ = nullptr;
   if (!(planned > 0)) return planned;
-  State* s = nullptr;
-  for (auto& [rows, state] : states_)
-    if (rows == n) s = &state;
+  State* s = Find(n);
   if (s == nullptr) {
     states_.emplace_back(n, State{});
     s = &states_.back().second;
@@ -132,16 +130,20 @@ void ShareTuner::Observe(double seconds) {
   if (s->delta < o_.min_delta) s->settled_steps = 0;
 }
 
-double ShareTuner::Current(int n) const {
+const ShareTuner::State* ShareTuner::Find(int n) const {
   for (const auto& [rows, state] : states_)
-    if (rows == n) return state.center;
-  return -1;
+    if (rows == n) return &state;
+  return nullptr;
+}
+
+double ShareTuner::Current(int n) const {
+  const State* s = Find(n);
+  return s != nullptr ? s->center : -1;
 }
 
 bool ShareTuner::Settled(int n) const {
-  for (const auto& [rows, state] : states_)
-    if (rows == n) return state.settled_steps >= 0;
-  return false;
+  const State* s = Find(n);
+  return s != nullptr && s->settled_steps >= 0;
 }
 
 std::string DescribeHybrid(const HybridProfile& p, const HybridPolicy& policy, double paged_bytes) {

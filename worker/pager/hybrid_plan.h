@@ -71,11 +71,12 @@ double HostShare(const HybridProfile& p, const HybridPolicy& policy, int n);
 double PagedSeconds(const HybridProfile& p, double s, int n, double paged_bytes);
 
 // The planned share comes from bandwidths each measured alone at start. In
-// a step the host's reads share the memory with the link's DMA, each
-// product waits for its input to come down and its rows to go up, and the
-// copies of the next layers idle while the host computes: the share at
-// which both paths really finish together differs from the planned one, by
-// machine and load. The tuner finds it on the steps themselves: per step
+// a step they are not alone: the host's reads share the memory with the
+// link's DMA, each product waits for its input to come down and its rows to
+// go up, and copies can stall behind other traffic (docs/hybrid.md): the
+// share at which both paths really finish together may differ from the
+// planned one, by machine and load. The tuner finds it on the steps
+// themselves: per step
 // size (token rows), it runs `samples` steps at its current share and
 // `samples` at a probe `delta` above or below, compares the median step
 // times (the first step of each run is dropped: its first layers were
@@ -117,6 +118,9 @@ class ShareTuner {
     int settled_steps = -1;  // >= 0: settled, steps since
   };
   double Probe(const State& s) const;
+  // The state of steps of n rows, or null.
+  const State* Find(int n) const;
+  State* Find(int n) { return const_cast<State*>(std::as_const(*this).Find(n)); }
   Options o_;
   std::vector<std::pair<int, State>> states_;
   State* last_ = nullptr;
