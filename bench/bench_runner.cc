@@ -232,6 +232,9 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
   if (o.decode_tokens != "sampled" && o.decode_tokens != "random")
     return absl::InvalidArgumentError(
         absl::StrCat("--decode-tokens=", o.decode_tokens, ": expected sampled or random"));
+  if (o.routing != "model" && o.routing != "uniform")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--routing=", o.routing, ": expected model or uniform"));
   const int bt = 16;
   std::unique_ptr<Store> store;
   std::string segment = o.segment;
@@ -351,6 +354,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       compute_only.compute_only = true;
       ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, compute_only));
       Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
+      if (o.routing == "uniform") engine.set_uniform_routing(0x5eed);
       RETURN_IF_ERROR(
           engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
       uint64_t peak = 0;
@@ -361,6 +365,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, po));
       Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
       engine.set_host_executor(host_exec);
+      if (o.routing == "uniform") engine.set_uniform_routing(0x5eed);
       RETURN_IF_ERROR(
           engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
       uint64_t peak = 0;
@@ -475,6 +480,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     if (fits) {
       ASSIGN_OR_RETURN(auto provider, ResidentProvider::Create(backend.get(), host, blocks));
       Engine engine(backend.get(), provider.get(), h.model, int(h.block_tokens));
+      if (o.routing == "uniform") engine.set_uniform_routing(0x5eed);
       uint64_t peak = 0;
       ASSIGN_OR_RETURN(PhaseTimes t, RunPhases(o, engine, work, *backend, mem0, &peak, nullptr));
       PagerStats zero;

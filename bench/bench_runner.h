@@ -43,6 +43,9 @@ struct BenchOptions {
   // weights tends to repeat its tokens, and with them a sparse layer's
   // routing, which would flatter an expert cache).
   std::string decode_tokens = "sampled";
+  // Sparse layers: "model" (the router's choice) or "uniform" (k experts per
+  // row at random: Engine::set_uniform_routing, the worst case for a cache).
+  std::string routing = "model";
 };
 
 // One table row.

@@ -21,6 +21,9 @@ ABSL_FLAG(std::string, mode, "both",
 ABSL_FLAG(std::string, decode_tokens, "sampled",
           "the token each decode step feeds: sampled (the model's) | random (as llama-bench's tg "
           "does: a random-weight model repeats its tokens and its experts' routing)");
+ABSL_FLAG(std::string, routing, "model",
+          "sparse layers: model (the router's choice) | uniform (k experts per row at random: "
+          "the worst case for the expert cache; a random-weight model routes most rows alike)");
 ABSL_FLAG(std::string, host_compute, "auto",
           "hybrid mode: the host's share of each paged matrix: auto (tuned on the steps) | planned "
           "| off | 0..1");
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
   o.threads = absl::GetFlag(FLAGS_threads);
   o.host_compute = absl::GetFlag(FLAGS_host_compute);
   o.decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
+  o.routing = absl::GetFlag(FLAGS_routing);
   o.host_threads = absl::GetFlag(FLAGS_host_threads);
   o.host_pin = absl::GetFlag(FLAGS_host_pin);
   o.experts = absl::GetFlag(FLAGS_experts);

@@ -7,7 +7,9 @@
 #     experts) device budget. llama.cpp: -ngl 99 with --n-cpu-moe NCMOE
 #     (13: the most experts on the GPU that stay under the budget) and with
 #     every expert on the CPU (--n-cpu-moe LAYERS); paged: experts paged
-#     one by one vs whole layers, and the hybrid step, batch 1 and 64.
+#     one by one vs whole layers, and the hybrid step, batch 1 and 64
+#     (AB_GROUPED=1: again with each expert its own launches), with the
+#     router's choice and (ROUTINGS="model uniform") k random experts a row.
 #  2. Dense (issue 12, DENSE=1): llama-7b f16 (32 layers), 4 GiB: llama.cpp
 #     -ngl 8 against paged's hybrid step (tuned and planned share).
 # llama.cpp is built here from .device/llama-src.tar.xz (the npm package
@@ -82,17 +84,29 @@ $B paged-store --model=$M-q4km.gguf --weight-format=native --segment=sq3 --kv-gi
   >"$out/store-q3.log" 2>&1 &
 for _ in $(seq 900); do grep -q ready "$out/store-q3.log" && break; sleep 0.2; done
 DT=${DECODE_TOKENS:-random}
-note "-- paged (experts paged | whole layers | hybrid: experts with few rows on the host), --decode-tokens=$DT"
-for b in 1 64; do
-  timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
-    --prompt-len=32 --gen-len=32 --mode=paged --experts=both --decode-tokens=$DT >"$out/paged-moe-b$b.txt" 2>&1
-  [[ -z ${NO_HYBRID:-} ]] && timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 \
-    --gpu-budget=$BUDGET --batch=$b --prompt-len=32 --gen-len=32 --mode=hybrid \
-    --decode-tokens=$DT >"$out/hybrid-moe-b$b.txt" 2>&1
-  grep -hsE "^(paged|layers|hybrid) +decode" "$out/paged-moe-b$b.txt" "$out/hybrid-moe-b$b.txt" |
-    tee -a "$T"
+for R in ${ROUTINGS:-model}; do
+  note "-- paged (experts paged | whole layers | hybrid: experts with few rows on the host), --decode-tokens=$DT --routing=$R"
+  for b in 1 64; do
+    timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
+      --prompt-len=32 --gen-len=32 --mode=paged --experts=both --decode-tokens=$DT --routing=$R \
+      >"$out/paged-moe-$R-b$b.txt" 2>&1
+    [[ -z ${NO_HYBRID:-} ]] && timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 \
+      --gpu-budget=$BUDGET --batch=$b --prompt-len=32 --gen-len=32 --mode=hybrid \
+      --decode-tokens=$DT --routing=$R >"$out/hybrid-moe-$R-b$b.txt" 2>&1
+    grep -hsE "^(paged|layers|hybrid) +decode" "$out/paged-moe-$R-b$b.txt" \
+      "$out/hybrid-moe-$R-b$b.txt" | tee -a "$T"
+  done
 done
-grep -h "expert cache" "$out/paged-moe-b1.txt" | head -1 | tee -a "$T"
+grep -h "expert cache" "$out"/paged-moe-*-b1.txt | head -1 | tee -a "$T"
+if [[ -n ${AB_GROUPED:-} ]]; then  # the experts one launch at a time, for comparison
+  note "-- paged, PAGED_CUDA_GROUPED_EXPERTS=0 (each expert its own launches)"
+  for b in 1 64; do
+    PAGED_CUDA_GROUPED_EXPERTS=0 timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 \
+      --gpu-budget=$BUDGET --batch=$b --prompt-len=32 --gen-len=32 --mode=paged --experts=both \
+      --decode-tokens=$DT >"$out/paged-moe-single-b$b.txt" 2>&1
+    grep -hsE "^(paged|layers) +decode" "$out/paged-moe-single-b$b.txt" | tee -a "$T"
+  done
+fi
 pkill -f "segment=sq3"
 sleep 1
 rm -f /dev/shm/sq3*

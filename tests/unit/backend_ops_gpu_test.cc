@@ -647,6 +647,148 @@ TEST_F(BackendOpsGpuTest, SwiGluAddGatherRows) {
   Compare(g, rows.size() * dim, 0, "GatherRows");
 }
 
+// ---- mixture of experts -----------------------------------------------------------
+
+// The grouped expert products (one launch per product and chunk size on CUDA)
+// against the CPU's task-by-task MatMul: every format the grouped GEMV reads
+// plus int8 (taken one by one), tasks of 1..8 rows, more than 8 (chunks), more
+// than 32 (one by one: dequantize + cuBLAS), none; rows of no task between
+// them left as they were; with and without biases; SwiGLU and gpt-oss's.
+TEST_F(BackendOpsGpuTest, ExpertFfnGroupedMatchesCpuEveryFormat) {
+  struct Shape {
+    int64_t hidden, ffn;
+  };
+  const Shape shapes[] = {{256, 512}, {96, 160}};
+  const int sizes[] = {1, 3, 8, 0, 9, 2, 17, 32, 33, 5, 4, 6, 7};
+  std::vector<DType> types = {DType::kF16,    DType::kBF16,  DType::kQ4_K, DType::kQ6_K,
+                              DType::kQ8_0,   DType::kMXFP4, DType::kQ4_0, DType::kQ5_K,
+                              DType::kIQ4_XS, DType::kI8};
+  std::mt19937 rng(21);
+  for (const Shape& sh : shapes) {
+    for (DType t : types) {
+      if (IsBlockFormat(t) && (!RowFits(t, sh.hidden) || !RowFits(t, sh.ffn))) continue;
+      for (bool oai : {false, true}) {
+        std::vector<ExpertTask> tc, tg;
+        int row = 0;
+        std::vector<std::pair<int, int>> spans;  // each task's rows
+        for (size_t i = 0; i < std::size(sizes); ++i) {
+          const Weight g = MakeWeight(t, sh.ffn, sh.hidden, DefaultGroup(t), rng);
+          const Weight u = MakeWeight(t, sh.ffn, sh.hidden, DefaultGroup(t), rng);
+          const Weight d = MakeWeight(t, sh.hidden, sh.ffn, DefaultGroup(t), rng);
+          ExpertTask a, b;
+          a.gate = g.c, a.up = u.c, a.down = d.c;
+          b.gate = g.g, b.up = u.g, b.down = d.g;
+          if (oai) {  // gpt-oss: biases on every product
+            const Twin gb = Put(RandomFloats(rng, size_t(sh.ffn)));
+            const Twin ub = Put(RandomFloats(rng, size_t(sh.ffn)));
+            const Twin db = Put(RandomFloats(rng, size_t(sh.hidden)));
+            a.gate_b = gb.C<float>(), a.up_b = ub.C<float>(), a.down_b = db.C<float>();
+            b.gate_b = gb.G<float>(), b.up_b = ub.G<float>(), b.down_b = db.G<float>();
+          }
+          a.row0 = b.row0 = row;
+          a.n = b.n = sizes[i];
+          spans.push_back({row, sizes[i]});
+          tc.push_back(a);
+          tg.push_back(b);
+          row += sizes[i] + (i % 3 == 1 ? 2 : 0);  // a gap of two rows after some tasks
+        }
+        const int rows = row;
+        const Twin x = Put(RandomFloats(rng, size_t(rows * sh.hidden), 0.5f));
+        const Twin gate = Make(uint64_t(rows * sh.ffn) * 4);
+        const Twin up = Make(uint64_t(rows * sh.ffn) * 4);
+        const Twin y = Put(std::vector<float>(size_t(rows * sh.hidden), 7.f));
+        const GluAct act = oai ? GluAct{1.702f, 7.f} : GluAct{};
+        cpu_->ExpertFfn(x.C<float>(), tc.data(), int(tc.size()), act, gate.C<float>(),
+                        up.C<float>(), y.C<float>());
+        gpu_->ExpertFfn(x.G<float>(), tg.data(), int(tg.size()), act, gate.G<float>(),
+                        up.G<float>(), y.G<float>());
+        const std::string what = std::string(DTypeName(t)) + " " + std::to_string(sh.hidden) + "x" +
+                                 std::to_string(sh.ffn) + (oai ? " oai+bias" : "");
+        ExpectNoError("ExpertFfn " + what);
+        const auto cv = GetC<float>(y, size_t(rows * sh.hidden));
+        const auto gv = GetG<float>(y, size_t(rows * sh.hidden));
+        std::vector<bool> covered(size_t(rows), false);
+        for (const auto& [r0, n] : spans) {
+          if (n == 0) continue;
+          for (int r = r0; r < r0 + n; ++r) covered[size_t(r)] = true;
+          const auto at = [&](const std::vector<float>& v) {
+            return std::vector<float>(v.begin() + r0 * sh.hidden, v.begin() + (r0 + n) * sh.hidden);
+          };
+          // Grouped and fused (f32 x): 1e-5 as the fused GEMV; int8 and
+          // more than 32 rows go one by one, through f16 x on cuBLAS for n > 8.
+          const bool f16_path = n > 8 && (n > 32 || t == DType::kI8);
+          ExpectClose(at(cv), at(gv), f16_path ? 1e-2 : 2e-5,
+                      what + " task rows " + std::to_string(r0) + "+" + std::to_string(n));
+        }
+        for (int r = 0; r < rows; ++r) {
+          if (covered[size_t(r)]) continue;
+          for (int64_t j = 0; j < sh.hidden; ++j)
+            ASSERT_EQ(gv[size_t(r * sh.hidden + j)], 7.f) << what << ": wrote row " << r;
+        }
+      }
+    }
+  }
+}
+
+// The weighted sum of the experts' rows per token, bit for bit the CPU's and
+// the per-expert ScatterAddRows sequence's (same order, same rounding).
+TEST_F(BackendOpsGpuTest, CombineRowsIsScatterAddRowsInOrder) {
+  std::mt19937 rng(22);
+  const int m = 37, dim = 203, n_exp = 9, k = 3;
+  // Routing: each token to k distinct experts; positions sorted by expert.
+  std::vector<std::vector<int32_t>> by_expert(n_exp);
+  for (int t = 0; t < m; ++t) {
+    std::vector<int> e(n_exp);
+    std::iota(e.begin(), e.end(), 0);
+    std::shuffle(e.begin(), e.end(), rng);
+    for (int j = 0; j < k; ++j) by_expert[size_t(e[size_t(j)])].push_back(t);
+  }
+  std::vector<int32_t> rows, begin_e = {0};
+  for (auto& v : by_expert) {
+    std::sort(v.begin(), v.end());
+    rows.insert(rows.end(), v.begin(), v.end());
+    begin_e.push_back(int32_t(rows.size()));
+  }
+  const int P = int(rows.size());
+  std::vector<int32_t> tokens, begin = {0}, pos;
+  for (int t = 0; t < m; t += (t % 5 == 3 ? 2 : 1)) {  // some tokens left out
+    tokens.push_back(t);
+    for (int p = 0; p < P; ++p)
+      if (rows[size_t(p)] == t) pos.push_back(p);
+    begin.push_back(int32_t(pos.size()));
+  }
+  const Twin y = Put(RandomFloats(rng, size_t(P * dim)));
+  const Twin w = Put(RandomFloats(rng, size_t(P)));
+  const std::vector<float> x0 = RandomFloats(rng, size_t(m * dim));
+  const Twin out = Put(x0), seq = Put(x0);
+  const Twin d_tok = Put(tokens), d_beg = Put(begin), d_pos = Put(pos), d_rows = Put(rows);
+  cpu_->CombineRows(y.C<float>(), w.C<float>(), d_tok.C<int32_t>(), d_beg.C<int32_t>(),
+                    d_pos.C<int32_t>(), int(tokens.size()), dim, out.C<float>());
+  gpu_->CombineRows(y.G<float>(), w.G<float>(), d_tok.G<int32_t>(), d_beg.G<int32_t>(),
+                    d_pos.G<int32_t>(), int(tokens.size()), dim, out.G<float>());
+  ExpectNoError("CombineRows");
+  Compare(out, size_t(m * dim), 0, "CombineRows");
+  // The same sums expert by expert (all tokens: compare the tokens kept).
+  for (int e = 0; e < n_exp; ++e) {
+    const int r0 = begin_e[size_t(e)], n = begin_e[size_t(e) + 1] - r0;
+    gpu_->ScatterAddRows(y.G<float>() + int64_t(r0) * dim, d_rows.G<int32_t>() + r0,
+                         w.G<float>() + r0, n, dim, seq.G<float>());
+  }
+  ExpectNoError("ScatterAddRows");
+  const auto a = GetG<float>(out, size_t(m * dim)), b = GetG<float>(seq, size_t(m * dim));
+  for (int t = 0; t < m; ++t) {
+    const bool kept = std::find(tokens.begin(), tokens.end(), t) != tokens.end();
+    for (int j = 0; j < dim; ++j) {
+      const size_t i = size_t(t * dim + j);
+      if (kept) {
+        ASSERT_EQ(a[i], b[i]) << "token " << t << " column " << j;
+      } else {
+        ASSERT_EQ(a[i], x0[i]) << "token " << t << " (not listed) changed";
+      }
+    }
+  }
+}
+
 // ---- paged KV cache and attention ------------------------------------------------
 
 struct AttnShape {

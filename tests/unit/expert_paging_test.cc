@@ -459,5 +459,36 @@ TEST(ExpertPagingTest, WholeLayersWhenOff) {
   EXPECT_EQ(r.stats.back().expert_hits + r.stats.back().expert_misses, 0u);
 }
 
+// paged-bench --routing=uniform: rows go to k experts at random (seeded, so
+// a run repeats), spreading over more of each layer's experts than the
+// router's choice; experts paged still equal resident under it.
+TEST(ExpertPagingTest, UniformRoutingIsSeededAndSpreads) {
+  auto backend = MakeBackend("cpu", 2);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const auto m = reference::MakeModel(FourLayerMoe(), 55);
+  auto spread = [](const StepRun& r) {
+    size_t n = 0;  // distinct experts asked per sparse layer, summed
+    for (size_t l = 0; l < r.asked.front().size(); ++l) {
+      std::set<int> u;
+      for (const auto& step : r.asked) u.insert(step[l].begin(), step[l].end());
+      n += u.size();
+    }
+    return n;
+  };
+  RunOptions resident;
+  resident.paged = false;
+  resident.uniform_routing = 9;
+  RunOptions paged;
+  paged.uniform_routing = 9;
+  const StepRun a = RunSteps(backend->get(), *m, paged);
+  ExpectSame(a, RunSteps(backend->get(), *m, resident), "uniform routing, experts paged");
+  EXPECT_EQ(RunSteps(backend->get(), *m, paged).asked, a.asked) << "not seeded";
+  const StepRun b = RunSteps(backend->get(), *m, RunOptions{});
+  EXPECT_NE(a.asked, b.asked);
+  // 3 sparse layers of 8 experts, top-2, over the prompt and the decode steps.
+  EXPECT_GE(spread(a), spread(b));
+  EXPECT_GE(spread(a), size_t(3 * 7));
+}
+
 }  // namespace
 }  // namespace paged

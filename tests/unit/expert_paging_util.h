@@ -98,6 +98,7 @@ struct RunOptions {
   bool preload = true;
   bool prefetch = false;              // the next sparse layer's experts, predicted
   std::string weight_format = "f32";  // LayoutOptions::weight_format ("native": MXFP4 experts)
+  uint64_t uniform_routing = 0;       // Engine::set_uniform_routing's seed (0: the router's)
 };
 
 struct StepRun {
@@ -167,6 +168,7 @@ inline StepRun RunSteps(Backend* backend, const ModelSource& src, const RunOptio
   }
   RecordingProvider provider(inner.get(), h.model.n_layers);
   Engine engine(backend, &provider, image.config(), int(h.block_tokens));
+  engine.set_uniform_routing(o.uniform_routing);
   std::unique_ptr<HostExecutor> host;
   if (o.expert_host_rows > 0 || o.host_share > 0) {
     cpu_exec::ExecPoolOptions eo;

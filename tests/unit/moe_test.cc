@@ -423,5 +423,52 @@ TEST(MoeTest, ScatterAddRowsOnCpu) {
   EXPECT_EQ(out, (std::vector<float>{-3, -4, -5, 2, 2, 2, 3.5f, 4, 4.5f}));
 }
 
+// Each listed token's rows of y, weighted, in the listed order; rows of
+// tokens not listed unchanged. The task-by-task ExpertFfn leaves rows of no
+// task as they were and computes each task's gated MLP.
+TEST(MoeTest, CombineRowsAndExpertFfnOnCpu) {
+  auto backend = MakeBackend("cpu", 1);
+  ASSERT_TRUE(backend.ok());
+  std::vector<float> out = {1, 1, 2, 2, 3, 3};
+  const std::vector<float> y = {1, 2, 10, 20, 100, 200, 1000, 2000};
+  const std::vector<float> w = {1.f, 0.5f, -1.f, 2.f};
+  // token 2: rows 1 then 3; token 0: row 2; token 1 not listed.
+  const std::vector<int32_t> tokens = {2, 0}, begin = {0, 2, 3}, pos = {1, 3, 2};
+  (*backend)->CombineRows(y.data(), w.data(), tokens.data(), begin.data(), pos.data(), 2, 2,
+                          out.data());
+  EXPECT_EQ(out, (std::vector<float>{-99, -199, 2, 2, 3 + 5 + 2000, 3 + 10 + 4000}));
+
+  // Two experts of hidden 2, ffn 1: gate = [1, 0], up = [0, 1], down = [1; 2].
+  const std::vector<float> g = {1, 0}, u = {0, 1}, d = {1, 2};
+  auto ref = [](const std::vector<float>& v, int64_t rows, int64_t cols) {
+    WeightRef r;
+    r.data = v.data();
+    r.dtype = DType::kF32;
+    r.rows = rows;
+    r.cols = cols;
+    return r;
+  };
+  ExpertTask t0, t1;
+  t0.gate = t1.gate = ref(g, 1, 2);
+  t0.up = t1.up = ref(u, 1, 2);
+  t0.down = t1.down = ref(d, 2, 1);
+  const std::vector<float> bias = {0.25f, -1.f};
+  t1.down_b = bias.data();
+  t0.row0 = 0, t0.n = 1;
+  t1.row0 = 2, t1.n = 1;  // row 1 belongs to no task
+  const ExpertTask tasks[] = {t0, t1};
+  const std::vector<float> x = {2, 3, 9, 9, -1, 4};
+  std::vector<float> gate(3, 0.f), up(3, 0.f), yy(6, 7.f);
+  (*backend)->ExpertFfn(x.data(), tasks, 2, GluAct{}, gate.data(), up.data(), yy.data());
+  auto silu = [](double v) { return v / (1 + std::exp(-v)); };
+  const float h0 = float(silu(2) * 3), h1 = float(silu(-1) * 4);
+  EXPECT_NEAR(yy[0], h0, 1e-6);
+  EXPECT_NEAR(yy[1], 2 * h0, 1e-6);
+  EXPECT_EQ(yy[2], 7.f);
+  EXPECT_EQ(yy[3], 7.f);
+  EXPECT_NEAR(yy[4], h1 + 0.25f, 1e-6);
+  EXPECT_NEAR(yy[5], 2 * h1 - 1.f, 1e-6);
+}
+
 }  // namespace
 }  // namespace paged

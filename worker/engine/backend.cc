@@ -77,4 +77,38 @@ void Backend::CopyDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
   if (shares_host_memory()) CopyIn(q, dst, src, bytes);
 }
 
+void Backend::ExpertFfn(const float* x, const ExpertTask* tasks, int n_tasks, const GluAct& act,
+                        float* gate, float* up, float* y) {
+  if (n_tasks <= 0) return;
+  const int64_t hidden = tasks[0].gate.cols, ffn = tasks[0].gate.rows;
+  for (int i = 0; i < n_tasks; ++i) {
+    const ExpertTask& t = tasks[i];
+    MatMul(x + t.row0 * hidden, t.n, t.gate, t.gate_b, gate + t.row0 * ffn);
+    MatMul(x + t.row0 * hidden, t.n, t.up, t.up_b, up + t.row0 * ffn);
+  }
+  GluRuns(tasks, n_tasks, act, gate, up);
+  for (int i = 0; i < n_tasks; ++i) {
+    const ExpertTask& t = tasks[i];
+    MatMul(gate + t.row0 * ffn, t.n, t.down, t.down_b, y + t.row0 * hidden);
+  }
+}
+
+void Backend::GluRuns(const ExpertTask* tasks, int n_tasks, const GluAct& act, float* gate,
+                      const float* up) {
+  const int64_t ffn = tasks[0].gate.rows;
+  // The tasks' rows as runs of adjacent rows: one element-wise op per run.
+  for (int i = 0; i < n_tasks;) {
+    const int64_t r0 = tasks[i].row0;
+    int64_t r1 = r0 + tasks[i].n;
+    for (++i; i < n_tasks && tasks[i].row0 == r1; ++i) r1 += tasks[i].n;
+    float* g = gate + r0 * ffn;
+    const float* u = up + r0 * ffn;
+    if (act.limit > 0.f) {
+      SwiGluOai(g, u, int(r1 - r0), int(ffn), act.alpha, act.limit, g);
+    } else {
+      SwiGlu(g, u, int(r1 - r0), int(ffn), g);
+    }
+  }
+}
+
 }  // namespace paged

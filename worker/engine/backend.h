@@ -97,6 +97,22 @@ class BackendEvent {
   int id_ = -1;
 };
 
+// One expert's rows of a grouped expert product (Backend::ExpertFfn): its
+// matrices and (gpt-oss) biases in backend memory, and which rows it takes.
+struct ExpertTask {
+  WeightRef gate, up, down;  // [ffn, hidden] x2, [hidden, ffn]
+  const float* gate_b = nullptr;
+  const float* up_b = nullptr;
+  const float* down_b = nullptr;
+  int row0 = 0, n = 0;
+};
+
+// The activation of a gated MLP: SwiGLU, or gpt-oss's clamped SwiGLU where
+// limit > 0 (Backend::SwiGluOai).
+struct GluAct {
+  float alpha = 0.f, limit = 0.f;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -235,12 +251,34 @@ class Backend {
   // rows of one call distinct.
   virtual void ScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
                               float* out) = 0;
+  // The routed experts of a sparse layer, computed together (one grouped
+  // launch per product where the backend can): for each task, rows
+  // [row0, row0 + n) of x [rows, hidden] go through its gated MLP,
+  //   g = x gate^T + gate_b, u = x up^T + up_b, g = act(g, u),
+  //   y = g down^T + down_b,
+  // with g, u in the scratch `gate`, `up` [rows, ffn] (ffn = gate.rows) and
+  // y [rows, hidden]; act is SwiGLU, or gpt-oss's clamped one where
+  // act.limit > 0. Rows of no task are left as they are. The default runs
+  // the tasks one by one with MatMul and the GLU ops (the CPU backend's, and
+  // the CUDA backend's for the tasks its grouped kernels do not take).
+  virtual void ExpertFfn(const float* x, const ExpertTask* tasks, int n_tasks, const GluAct& act,
+                         float* gate, float* up, float* y);
+  // The weighted sum of a mixture: for i < n_tokens, with t = tokens[i],
+  //   out[t, :] += w[pos[j]] * y[pos[j], :] for j = begin[i] .. begin[i+1]-1,
+  // in that order (the order ScatterAddRows calls expert by expert would
+  // add them). tokens distinct; tokens, begin, pos, w in backend memory.
+  virtual void CombineRows(const float* y, const float* w, const int32_t* tokens,
+                           const int32_t* begin, const int32_t* pos, int n_tokens, int dim,
+                           float* out) = 0;
   // One token per row of logits [n, vocab] following worker/engine/sampling.h
   // (params, positions: [n] in backend memory; positions feed the RNG).
   virtual void Sample(const float* logits, int n, int vocab, const SamplingParams* params,
                       const int32_t* positions, int32_t* out_tokens) = 0;
 
  protected:
+  // ExpertFfn's activation over the tasks' rows (runs of adjacent tasks).
+  void GluRuns(const ExpertTask* tasks, int n_tasks, const GluAct& act, float* gate,
+               const float* up);
   // What the owning types above call: implementations provide them.
   virtual absl::StatusOr<void*> Alloc(uint64_t bytes) = 0;
   virtual void Free(void* p) = 0;

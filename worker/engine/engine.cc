@@ -129,6 +129,7 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
     RETURN_IF_ERROR(alloc(&s_.moe_x, C * c.hidden));
     RETURN_IF_ERROR(alloc(&s_.moe_rows, C * uint64_t(c.n_experts_used + 1)));
     RETURN_IF_ERROR(alloc(&s_.moe_w, C * uint64_t(c.n_experts_used + 1)));
+    RETURN_IF_ERROR(alloc(&s_.moe_comb, 3 * C + 1));
   }
   RETURN_IF_ERROR(alloc(&s_.last, S * c.hidden));
   RETURN_IF_ERROR(alloc(&s_.logits, S * c.vocab));
@@ -446,6 +447,10 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
   if (next_router.rows > 0) b.MatMul(s_.h, m, next_router, nullptr, s_.router + own);
   h_router_.resize(own + (next_router.rows > 0 ? size_t(m) * size_t(n_exp) : 0));
   b.Download(h_router_.data(), s_.router, h_router_.size() * sizeof(float));
+  if (uniform_routing_) {  // benchmarks: random logits, so k random experts per row
+    std::uniform_real_distribution<float> u(0.f, 1.f);
+    for (size_t i = 0; i < size_t(m) * size_t(n_exp); ++i) h_router_[i] = u(routing_rng_);
+  }
   RouteTopK(h_router_.data(), m, n_exp, k, c.norm_topk_prob != 0, &routing_);
   h_moe_rows_ = routing_.rows;
   h_moe_w_ = routing_.weights;
@@ -495,40 +500,15 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
     h_x_.resize(size_t(m) * size_t(c.hidden));
     b.Download(h_x_.data(), s_.h, h_x_.size() * sizeof(float));
   }
-  // Each expert with rows, in expert order (the sum into x is the same
-  // whichever path computed an expert): gather them, its SwiGLU, add back
-  // weighted. The host computes its experts while the device runs the ones
-  // enqueued before them.
-  for (int e = 0; e < n_exp; ++e) {
-    const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
-    if (n == 0) continue;
-    if (xw.by_request && experts_[size_t(e)].on_host) {
-      const ExpertRef& ex = experts_[size_t(e)];
-      if (c.expert_bias && (ex.gate_b == nullptr || ex.up_b == nullptr || ex.down_b == nullptr))
-        return absl::InternalError(
-            absl::StrCat("layer ", l, " expert ", e, ": a host expert without its biases"));
-      HostExpert(ex, routing_.rows.data() + r0, n);
-      b.Upload(s_.o, h_y_.data(), size_t(n) * size_t(c.hidden) * sizeof(float));
-      b.ScatterAddRows(s_.o, s_.moe_rows + r0, s_.moe_w + r0, n, c.hidden, x);
-      continue;
-    }
-    const WeightRef gate = xw.by_request ? experts_[size_t(e)].gate : xw.Gate(e);
-    const WeightRef up = xw.by_request ? experts_[size_t(e)].up : xw.Up(e);
-    const WeightRef down = xw.by_request ? experts_[size_t(e)].down : xw.Down(e);
-    b.GatherRows(s_.h, s_.moe_rows + r0, n, c.hidden, s_.moe_x);
-    // gpt-oss: expert e's biases are row e of the layer's bias tables.
-    auto bias = [e](const float* t, int width) {
-      return t == nullptr ? nullptr : t + int64_t(e) * width;
-    };
-    b.MatMul(s_.moe_x, n, gate, bias(w.exp_gate_b, c.expert_ffn), s_.gate);
-    b.MatMul(s_.moe_x, n, up, bias(w.exp_up_b, c.expert_ffn), s_.up);
-    if (c.swiglu_limit > 0.f) {
-      b.SwiGluOai(s_.gate, s_.up, n, c.expert_ffn, c.swiglu_alpha, c.swiglu_limit, s_.gate);
-    } else {
-      b.SwiGlu(s_.gate, s_.up, n, c.expert_ffn, s_.gate);
-    }
-    b.MatMul(s_.gate, n, down, bias(w.exp_down_b, c.hidden), s_.o);
-    b.ScatterAddRows(s_.o, s_.moe_rows + r0, s_.moe_w + r0, n, c.hidden, x);
+  // The routed rows in waves of whole experts that fit the scratch's rows
+  // (one wave unless a step's rows times experts-per-token exceed a chunk).
+  const int wave_cap = std::min(s_.cap_tokens, kEngineChunkTokens);
+  for (int e0 = 0; e0 < n_exp;) {
+    const int p0 = routing_.begin[size_t(e0)];
+    int e1 = e0 + 1;
+    while (e1 < n_exp && routing_.begin[size_t(e1) + 1] - p0 <= wave_cap) ++e1;
+    if (routing_.begin[size_t(e1)] > p0) RETURN_IF_ERROR(ExpertWave(l, w, x, m, e0, e1));
+    e0 = e1;
   }
   if (xw.by_request) provider_->ReleaseExperts(l);
   if (shared) {
@@ -539,6 +519,73 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
     b.MatMul(s_.gate, m, w.shexp_down, nullptr, s_.o);
     b.ScatterAddRows(s_.o, s_.moe_rows + r0, s_.moe_w + r0, m, c.hidden, x);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::ExpertWave(int l, const LayerWeights& w, float* x, int m, int e0, int e1) {
+  const ModelConfig& c = config_;
+  Backend& b = *backend_;
+  const ExpertWeights& xw = w.experts;
+  const int p0 = routing_.begin[size_t(e0)], rows = routing_.begin[size_t(e1)] - p0;
+  b.GatherRows(s_.h, s_.moe_rows + p0, rows, c.hidden, s_.moe_x);
+  // The device's experts, together. gpt-oss: expert e's biases are row e of
+  // the layer's bias tables.
+  auto bias = [](const float* t, int e, int width) {
+    return t == nullptr ? nullptr : t + int64_t(e) * width;
+  };
+  tasks_.clear();
+  for (int e = e0; e < e1; ++e) {
+    const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
+    if (n == 0 || (xw.by_request && experts_[size_t(e)].on_host)) continue;
+    ExpertTask t;
+    t.gate = xw.by_request ? experts_[size_t(e)].gate : xw.Gate(e);
+    t.up = xw.by_request ? experts_[size_t(e)].up : xw.Up(e);
+    t.down = xw.by_request ? experts_[size_t(e)].down : xw.Down(e);
+    t.gate_b = bias(w.exp_gate_b, e, c.expert_ffn);
+    t.up_b = bias(w.exp_up_b, e, c.expert_ffn);
+    t.down_b = bias(w.exp_down_b, e, c.hidden);
+    t.row0 = r0 - p0;
+    t.n = n;
+    tasks_.push_back(t);
+  }
+  const GluAct act{c.swiglu_alpha, c.swiglu_limit > 0.f ? c.swiglu_limit : 0.f};
+  b.ExpertFfn(s_.moe_x, tasks_.data(), int(tasks_.size()), act, s_.gate, s_.up, s_.o);
+  // The host's experts while the device runs those, their rows uploaded
+  // into the same output.
+  for (int e = e0; e < e1 && xw.by_request; ++e) {
+    const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
+    const ExpertRef& ex = experts_[size_t(e)];
+    if (n == 0 || !ex.on_host) continue;
+    if (c.expert_bias && (ex.gate_b == nullptr || ex.up_b == nullptr || ex.down_b == nullptr))
+      return absl::InternalError(
+          absl::StrCat("layer ", l, " expert ", e, ": a host expert without its biases"));
+    HostExpert(ex, routing_.rows.data() + r0, n);
+    b.Upload(s_.o + int64_t(r0 - p0) * c.hidden, h_y_.data(),
+             size_t(n) * size_t(c.hidden) * sizeof(float));
+  }
+  // Each token's rows of the wave, in expert order: tokens, begin, pos.
+  h_count_.assign(size_t(m), 0);
+  for (int p = p0; p < p0 + rows; ++p) ++h_count_[size_t(routing_.rows[size_t(p)])];
+  int n_tokens = 0;
+  for (int32_t k : h_count_) n_tokens += k > 0;
+  h_comb_.resize(size_t(2 * n_tokens + 1 + rows));
+  int32_t* tokens = h_comb_.data();
+  int32_t* begin = tokens + n_tokens;
+  int32_t* pos = begin + n_tokens + 1;
+  int i = 0, at = 0;
+  for (size_t t = 0; t < h_count_.size(); ++t) {
+    if (h_count_[t] == 0) continue;
+    tokens[i] = int32_t(t);
+    begin[i] = at;
+    at += h_count_[t];
+    h_count_[t] = begin[i];  // now the token's next free place in pos
+    ++i;
+  }
+  begin[n_tokens] = at;
+  for (int p = p0; p < p0 + rows; ++p) pos[h_count_[size_t(routing_.rows[size_t(p)])]++] = p - p0;
+  b.Upload(s_.moe_comb, h_comb_.data(), h_comb_.size() * sizeof(int32_t));
+  b.CombineRows(s_.o, s_.moe_w + p0, s_.moe_comb, s_.moe_comb + n_tokens,
+                s_.moe_comb + 2 * n_tokens + 1, n_tokens, c.hidden, x);
   return absl::OkStatus();
 }
 

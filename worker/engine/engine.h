@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <random>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -42,6 +43,17 @@ class Engine {
   // provider that hands out host rows is an error. Not owned.
   void set_host_executor(HostExecutor* host) { host_ = host; }
 
+  // Benchmarks only (paged-bench --routing=uniform): each sparse layer
+  // routes every row to k experts drawn uniformly at random (seeded), not
+  // the router's choice: the worst case for an expert cache and for the
+  // prefetch, whose prediction still comes from the next router. A model
+  // with random weights routes most rows alike (its residual stream is
+  // dominated by what every token shares), which flatters a cache. 0: off.
+  void set_uniform_routing(uint64_t seed) {
+    uniform_routing_ = seed != 0;
+    routing_rng_.seed(seed);
+  }
+
   // Where a hybrid step's host rows spend their time, summed over steps
   // (paged-bench prints it per decode step): waiting for a product's input
   // to come down (the device's ops before it included), the host executor's
@@ -67,6 +79,11 @@ class Engine {
   // One expert computed by the host executor on n rows of the chunk (their
   // indices `rows`; their normed input is in h_x_): its output rows in h_y_.
   void HostExpert(const ExpertRef& ex, const int32_t* rows, int n);
+  // The routed experts [e0, e1) of a sparse layer on the chunk's m rows,
+  // their rows of the routing fitting the scratch: gathered once, the device's experts in one
+  // Backend::ExpertFfn, the host's on the host meanwhile, then every row
+  // added into x in expert order (Backend::CombineRows).
+  absl::Status ExpertWave(int l, const LayerWeights& w, float* x, int m, int e0, int e1);
   void PlanChunks();
 
   // One matrix product of a group that shares its input: out[m, rows] =
@@ -112,9 +129,10 @@ class Engine {
     float* up = nullptr;    // [C, max ffn]
     // Sparse layers (n_experts > 0): R = C * (n_experts_used + 1) routed rows.
     float* router = nullptr;           // [C, 2 * n_experts + 1] router logits (see EnsureScratch)
-    float* moe_x = nullptr;            // [C, hidden] one expert's gathered rows
+    float* moe_x = nullptr;            // [C, hidden] a wave's gathered rows (ExpertWave)
     int32_t* moe_rows = nullptr;       // [R] rows of every expert, then the shared expert's
     float* moe_w = nullptr;            // [R] their weights
+    int32_t* moe_comb = nullptr;       // [3 C + 1] a wave's CombineRows tokens, begin, pos
     float* last = nullptr;             // [S, hidden] each sequence's last row
     float* logits = nullptr;           // [S, vocab]
     int32_t* ids = nullptr;            // [N] token ids
@@ -156,6 +174,11 @@ class Engine {
   std::vector<ExpertRef> experts_;
   MoeRouting predicted_;  // the next sparse layer's routing as predicted (prefetch)
   std::vector<float> h_ex_, h_gate_, h_up_, h_y_;
+  // A wave's device experts and its CombineRows lists (tokens, begin, pos).
+  std::vector<ExpertTask> tasks_;
+  bool uniform_routing_ = false;
+  std::mt19937_64 routing_rng_;
+  std::vector<int32_t> h_comb_, h_count_;
 };
 
 // The RoPE of a full-attention (sliding = false) or sliding-window layer.

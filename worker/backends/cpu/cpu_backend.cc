@@ -163,6 +163,10 @@ class CpuBackend final : public Backend {
                       float* out) override {
     cpu::ScatterAddRows(y, rows, w, n, dim, out);
   }
+  void CombineRows(const float* y, const float* w, const int32_t* tokens, const int32_t* begin,
+                   const int32_t* pos, int n_tokens, int dim, float* out) override {
+    cpu::CombineRows(y, w, tokens, begin, pos, n_tokens, dim, out);
+  }
   void Sample(const float* logits, int n, int vocab, const SamplingParams* params,
               const int32_t* positions, int32_t* out_tokens) override {
     cpu::Sample(pool_, logits, n, vocab, params, positions, out_tokens);

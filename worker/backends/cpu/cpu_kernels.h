@@ -49,6 +49,9 @@ void Add(float* x, const float* y, int64_t count);
 void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out);
 void ScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
                     float* out);
+// out[tokens[i]] += w[pos[k]] * y[pos[k]] for k in [begin[i], begin[i+1]), in order.
+void CombineRows(const float* y, const float* w, const int32_t* tokens, const int32_t* begin,
+                 const int32_t* pos, int n_tokens, int dim, float* out);
 void Sample(ThreadPool& pool, const float* logits, int n, int vocab, const SamplingParams* params,
             const int32_t* positions, int32_t* out_tokens);
 

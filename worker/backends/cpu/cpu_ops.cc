@@ -137,6 +137,18 @@ void ScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, 
   }
 }
 
+void CombineRows(const float* y, const float* w, const int32_t* tokens, const int32_t* begin,
+                 const int32_t* pos, int n_tokens, int dim, float* out) {
+  for (int i = 0; i < n_tokens; ++i) {
+    float* o = out + int64_t(tokens[i]) * dim;
+    for (int32_t k = begin[i]; k < begin[i + 1]; ++k) {
+      const float* in = y + int64_t(pos[k]) * dim;
+      const float wk = w[pos[k]];
+      for (int j = 0; j < dim; ++j) o[j] += wk * in[j];
+    }
+  }
+}
+
 void Sample(ThreadPool& pool, const float* logits, int n, int vocab, const SamplingParams* params,
             const int32_t* positions, int32_t* out_tokens) {
   pool.ParallelFor(0, n, RowGrain(int64_t(vocab) * 8), [&](int64_t lo, int64_t hi) {

@@ -591,4 +591,43 @@ __device__ __forceinline__ void Exact(float (&q)[16], float scale, float offset)
     q[i] = F::kHasMin ? __fadd_rn(__fmul_rn(scale, q[i]), offset) : __fmul_rn(scale, q[i]);
 }
 
+// ---- plain 16-bit rows ------------------------------------------------------------
+//
+// Not block formats: the grouped GEMV (LaunchGroupedGemv) reads f16 and bf16
+// experts through the same traits, a "block" being 16 values (32 bytes),
+// scale 1 (the product sums q . x as is).
+
+template <bool kBf16>
+struct Plain16 {
+  static constexpr int kValues = 16, kBytes = 32, kAlign = 16, kSlices = 1, kRuns = 1;
+  static constexpr bool kHasMin = false;
+  static constexpr int kBook = kNoBook;
+  struct Raw {
+    uint32_t w[8];
+  };
+  static __device__ __forceinline__ Raw Load(const uint8_t* b, int) {
+    Raw r;
+    LoadWords<8, 16>(b, r.w);
+    return r;
+  }
+  static __device__ __forceinline__ int RunCol(int, int) { return 0; }
+  static __device__ __forceinline__ void Decode(const Raw& w, int, int, const Codebook&,
+                                                float (&q)[16], float& scale, float& offset) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      if constexpr (kBf16) {
+        q[2 * k] = __uint_as_float(w.w[k] << 16);
+        q[2 * k + 1] = __uint_as_float(w.w[k] & 0xffff0000u);
+      } else {
+        q[2 * k] = F16(w.w[k]);
+        q[2 * k + 1] = F16(w.w[k] >> 16);
+      }
+    }
+    scale = 1.f;
+    offset = 0.f;
+  }
+};
+using F16Rows = Plain16<false>;
+using BF16Rows = Plain16<true>;
+
 }  // namespace paged::cuda::blockq

@@ -95,10 +95,10 @@ __global__ void __launch_bounds__(kThreads)
 // scale * (q . x) per run; with a min, fma(scale, q, offset) . x. f32
 // throughout; the warp sums its lanes at the end.
 template <class F, int N, int R>
-__global__ void __launch_bounds__(kThreads)
-    BlockGemvKernel(const uint8_t* __restrict__ w, int64_t rows, int64_t row_bytes, int units,
-                    const float* __restrict__ x, int64_t cols, const float* __restrict__ bias,
-                    float* __restrict__ out, int64_t ldo) {
+__device__ __forceinline__ void GemvRows(const uint8_t* __restrict__ w, int64_t rows,
+                                         int64_t row_bytes, int units, const float* __restrict__ x,
+                                         int64_t cols, const float* __restrict__ bias,
+                                         float* __restrict__ out, int64_t ldo) {
   const int lane = int(threadIdx.x) & 31;
   const int64_t r0 = (int64_t(blockIdx.x) * kGemvWarps + int(threadIdx.x) / 32) * R;
   if (r0 >= rows) return;
@@ -169,6 +169,25 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <class F, int N, int R>
+__global__ void __launch_bounds__(kThreads)
+    BlockGemvKernel(const uint8_t* __restrict__ w, int64_t rows, int64_t row_bytes, int units,
+                    const float* __restrict__ x, int64_t cols, const float* __restrict__ bias,
+                    float* __restrict__ out, int64_t ldo) {
+  GemvRows<F, N, R>(w, rows, row_bytes, units, x, cols, bias, out, ldo);
+}
+
+// The grouped GEMV: blockIdx.y picks the task (its matrix, x, out, bias),
+// blockIdx.x the rows as in BlockGemvKernel.
+template <class F, int N, int R>
+__global__ void __launch_bounds__(kThreads)
+    GroupedGemvKernel(const GemvTask* __restrict__ tasks, int64_t rows, int64_t row_bytes,
+                      int units, int64_t cols, int64_t ldo) {
+  const GemvTask t = tasks[blockIdx.y];
+  GemvRows<F, N, R>(static_cast<const uint8_t*>(t.w), rows, row_bytes, units, t.x, cols, t.bias,
+                    t.out, ldo);
+}
+
 // Calls fn(F{}) with the traits of block format t.
 template <typename Fn>
 CudaError ForFormat(ElemType t, Fn&& fn) {
@@ -204,6 +223,14 @@ CudaError ForFormat(ElemType t, Fn&& fn) {
   }
 }
 
+// ForFormat, and the plain 16-bit types the grouped GEMV reads too.
+template <typename Fn>
+CudaError ForGroupedFormat(ElemType t, Fn&& fn) {
+  if (t == ElemType::kF16) return fn(blockq::F16Rows{});
+  if (t == ElemType::kBF16) return fn(blockq::BF16Rows{});
+  return ForFormat(t, fn);
+}
+
 // Whole blocks per row, data aligned as F's loads assume, units in an int.
 template <class F>
 CudaError CheckMatrix(const MatrixView& w) {
@@ -237,7 +264,63 @@ CudaError GemvN(const MatrixView& w, const float* x, const float* bias, float* o
   return 0;
 }
 
+template <class F, int N>
+CudaError GroupedN(int64_t rows, int64_t cols, const GemvTask* tasks, int n_tasks, int64_t ldo,
+                   cudaStream_t stream) {
+  constexpr int R = GemvRowsPerWarp(N);
+  const int64_t per_block = int64_t(kGemvWarps) * R;
+  const int64_t grid = (rows + per_block - 1) / per_block;
+  if (grid > kMaxGridX) return int(cudaErrorInvalidValue);
+  const int64_t units = cols / F::kValues * F::kSlices, row_bytes = cols / F::kValues * F::kBytes;
+  for (int t0 = 0; t0 < n_tasks; t0 += kMaxGroupedTasks) {
+    const int count = n_tasks - t0 < kMaxGroupedTasks ? n_tasks - t0 : kMaxGroupedTasks;
+    GroupedGemvKernel<F, N, R><<<dim3(unsigned(grid), unsigned(count)), kThreads, 0, stream>>>(
+        tasks + t0, rows, row_bytes, int(units), cols, ldo);
+    PAGED_CUDA_LAUNCHED();
+  }
+  return 0;
+}
+
 }  // namespace
+
+int GroupedGemvAlign(ElemType type, int64_t cols) {
+  int align = 0;
+  ForGroupedFormat(type, [&](auto f) -> CudaError {
+    using F = decltype(f);
+    if (cols > 0 && cols % F::kValues == 0 && cols / F::kValues * F::kSlices <= INT32_MAX)
+      align = F::kAlign;
+    return 0;
+  });
+  return align;
+}
+
+CudaError LaunchGroupedGemv(ElemType type, int64_t rows, int64_t cols, const GemvTask* tasks,
+                            int n_tasks, int n, int64_t ldo, cudaStream_t stream) {
+  if (n < 1 || n > 8) return int(cudaErrorNotSupported);
+  if (GroupedGemvAlign(type, cols) == 0) return int(cudaErrorInvalidValue);
+  if (n_tasks <= 0 || rows <= 0) return 0;
+  return ForGroupedFormat(type, [&](auto f) -> CudaError {
+    using F = decltype(f);
+    switch (n) {
+      case 1:
+        return GroupedN<F, 1>(rows, cols, tasks, n_tasks, ldo, stream);
+      case 2:
+        return GroupedN<F, 2>(rows, cols, tasks, n_tasks, ldo, stream);
+      case 3:
+        return GroupedN<F, 3>(rows, cols, tasks, n_tasks, ldo, stream);
+      case 4:
+        return GroupedN<F, 4>(rows, cols, tasks, n_tasks, ldo, stream);
+      case 5:
+        return GroupedN<F, 5>(rows, cols, tasks, n_tasks, ldo, stream);
+      case 6:
+        return GroupedN<F, 6>(rows, cols, tasks, n_tasks, ldo, stream);
+      case 7:
+        return GroupedN<F, 7>(rows, cols, tasks, n_tasks, ldo, stream);
+      default:
+        return GroupedN<F, 8>(rows, cols, tasks, n_tasks, ldo, stream);
+    }
+  });
+}
 
 CudaError LaunchBlockDequantizeF16(const MatrixView& w, void* out, cudaStream_t stream) {
   return ForFormat(w.type, [&](auto f) -> CudaError {

@@ -23,6 +23,29 @@ CudaError LaunchBlockDequantizeF16(const MatrixView& w, void* out, cudaStream_t 
 CudaError LaunchBlockGemv(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                           int64_t ldo, cudaStream_t stream);
 
+// One product of a grouped GEMV: a matrix of the launch's type and shape,
+// its x [n, cols] (16-byte aligned), out (row i at out + i * ldo) and bias
+// [rows] or null.
+struct GemvTask {
+  const void* w;
+  const float* bias;
+  const float* x;
+  float* out;
+};
+inline constexpr int kMaxGroupedTasks = 65535;  // per launch (grid.y); more: several
+
+// The alignment the grouped GEMV needs of each task's w (the format's
+// loads), or 0 where it cannot read `type` with `cols` columns: the block
+// formats (whole blocks a row) and f16 / bf16 (cols a multiple of 16).
+int GroupedGemvAlign(ElemType type, int64_t cols);
+
+// LaunchBlockGemv's product for each of n_tasks tasks (`tasks`: device
+// memory), all [rows, cols] of `type` with n (1..8) token rows, in one launch
+// (the routed experts of a layer). cudaErrorInvalidValue where
+// GroupedGemvAlign is 0, cudaErrorNotSupported for n outside 1..8.
+CudaError LaunchGroupedGemv(ElemType type, int64_t rows, int64_t cols, const GemvTask* tasks,
+                            int n_tasks, int n, int64_t ldo, cudaStream_t stream);
+
 // out[i, :] = table[ids[i], :] decoded to f32, bit for bit DequantizeRow's.
 CudaError LaunchBlockEmbedding(const MatrixView& table, const int32_t* ids, int n, float* out,
                                cudaStream_t stream);

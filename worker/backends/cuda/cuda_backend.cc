@@ -18,6 +18,7 @@
 #include <cstring>
 #include <map>
 #include <numbers>
+#include <tuple>
 #include <unordered_set>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "common/quant.h"
 #include "common/status.h"
 #include "worker/backends/cuda/attention.h"
+#include "worker/backends/cuda/block_weights.h"
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_scratch.h"
 #include "worker/backends/cuda/elementwise.h"
@@ -168,6 +170,8 @@ class CudaBackend final : public Backend {
     RETURN_IF_ERROR(stager_.Init());
     const char* sync = std::getenv("PAGED_CUDA_SYNC");
     sync_each_op_ = sync != nullptr && std::strcmp(sync, "1") == 0;
+    const char* grouped = std::getenv("PAGED_CUDA_GROUPED_EXPERTS");
+    grouped_experts_ = grouped == nullptr || std::strcmp(grouped, "0") != 0;
     return absl::OkStatus();
   }
 
@@ -608,6 +612,91 @@ class CudaBackend final : public Backend {
     AfterOp("ScatterAddRows");
   }
 
+  void CombineRows(const float* y, const float* w, const int32_t* tokens, const int32_t* begin,
+                   const int32_t* pos, int n_tokens, int dim, float* out) override {
+    Device();
+    Check(cuda::LaunchCombineRows(y, w, tokens, begin, pos, n_tokens, dim, out, stream_),
+          "CombineRows");
+    AfterOp("CombineRows");
+  }
+
+  // The tasks whose matrices the grouped GEMV reads, with at most
+  // kGroupedMaxRows rows, go in one launch per product and chunk size (their
+  // rows cut into chunks of at most 8); the rest one by one (Backend's).
+  void ExpertFfn(const float* x, const ExpertTask* tasks, int n_tasks, const GluAct& act,
+                 float* gate, float* up, float* y) override {
+    if (n_tasks <= 0) return;
+    if (!grouped_experts_ || !cuda::FusedGemvEnabled())
+      return Backend::ExpertFfn(x, tasks, n_tasks, act, gate, up, y);
+    Device();
+    const int64_t hidden = tasks[0].gate.cols, ffn = tasks[0].gate.rows;
+    auto groupable = [&](const WeightRef& w) {
+      const int align = cuda::GroupedGemvAlign(Elem(w.dtype), w.cols);
+      return align > 0 && reinterpret_cast<uintptr_t>(w.data) % uint64_t(align) == 0;
+    };
+    // x and the scratch rows start 16-byte aligned only with these widths.
+    const bool widths =
+        hidden % 4 == 0 && ffn % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+        reinterpret_cast<uintptr_t>(gate) % 16 == 0 && reinterpret_cast<uintptr_t>(up) % 16 == 0;
+    single_.clear();
+    gemv_.clear();
+    launches_.clear();
+    // Launch lists: [0] gate and up, [1] down; one per (type, chunk rows).
+    std::map<std::tuple<int, uint32_t, int>, std::vector<cuda::GemvTask>> lists;
+    for (int i = 0; i < n_tasks; ++i) {
+      const ExpertTask& t = tasks[i];
+      if (t.n <= 0) continue;
+      if (!widths || t.n > kGroupedMaxRows || !groupable(t.gate) || !groupable(t.up) ||
+          !groupable(t.down) || t.gate.rows != ffn || t.up.rows != ffn || t.down.cols != ffn ||
+          t.gate.cols != hidden || t.up.cols != hidden || t.down.rows != hidden) {
+        single_.push_back(t);
+        continue;
+      }
+      for (int c0 = 0; c0 < t.n; c0 += cuda::kFusedGemvMaxRows) {
+        const int nc = std::min(t.n - c0, cuda::kFusedGemvMaxRows);
+        const int64_t r = t.row0 + c0;
+        lists[{0, uint32_t(t.gate.dtype), nc}].push_back(
+            {t.gate.data, t.gate_b, x + r * hidden, gate + r * ffn});
+        lists[{0, uint32_t(t.up.dtype), nc}].push_back(
+            {t.up.data, t.up_b, x + r * hidden, up + r * ffn});
+        lists[{1, uint32_t(t.down.dtype), nc}].push_back(
+            {t.down.data, t.down_b, gate + r * ffn, y + r * hidden});
+      }
+    }
+    for (auto& [key, list] : lists) {
+      launches_.push_back({std::get<0>(key), cuda::ElemType(std::get<1>(key)), std::get<2>(key),
+                           int(gemv_.size()), int(list.size())});
+      gemv_.insert(gemv_.end(), list.begin(), list.end());
+    }
+    const cuda::GemvTask* table = nullptr;
+    if (!gemv_.empty()) {
+      const uint64_t bytes = gemv_.size() * sizeof(cuda::GemvTask);
+      auto p = gemv_tasks_.Get(bytes, stream_);
+      if (!p.ok()) return Check(p.status());
+      Check(stager_.Copy(*p, gemv_.data(), bytes, stream_));
+      table = static_cast<const cuda::GemvTask*>(*p);
+    }
+    auto launch = [&](int phase) {
+      for (const GroupedLaunch& l : launches_) {
+        if (l.phase != phase) continue;
+        const int64_t rows = phase == 0 ? ffn : hidden, cols = phase == 0 ? hidden : ffn;
+        Check(cuda::LaunchGroupedGemv(l.type, rows, cols, table + l.first, l.count, l.n, rows,
+                                      stream_),
+              "ExpertFfn: grouped GEMV");
+      }
+    };
+    launch(0);
+    for (const ExpertTask& t : single_) {
+      MatMul(x + t.row0 * hidden, t.n, t.gate, t.gate_b, gate + t.row0 * ffn, 0);
+      MatMul(x + t.row0 * hidden, t.n, t.up, t.up_b, up + t.row0 * ffn, 0);
+    }
+    GluRuns(tasks, n_tasks, act, gate, up);
+    launch(1);
+    for (const ExpertTask& t : single_)
+      MatMul(gate + t.row0 * ffn, t.n, t.down, t.down_b, y + t.row0 * hidden, 0);
+    AfterOp("ExpertFfn");
+  }
+
   void Sample(const float* logits, int n, int vocab, const SamplingParams* params,
               const int32_t* positions, int32_t* out_tokens) override {
     Device();
@@ -886,7 +975,19 @@ class CudaBackend final : public Backend {
   cuda::DeviceScratch weight16_;  // dequantized weight rows, f16
   cuda::DeviceScratch partials_;  // attention split-K partials
   cuda::DeviceScratch counters_;  // attention split-K counters (kept zero)
-  cuda::DeviceScratch probs_;     // sampling probabilities [n, vocab]
+  // ExpertFfn: its grouped GEMV tasks (device), and the host lists.
+  struct GroupedLaunch {
+    int phase;  // 0: gate and up, 1: down
+    cuda::ElemType type;
+    int n, first, count;
+  };
+  static constexpr int kGroupedMaxRows = 32;
+  cuda::DeviceScratch gemv_tasks_;
+  std::vector<cuda::GemvTask> gemv_;
+  std::vector<GroupedLaunch> launches_;
+  std::vector<ExpertTask> single_;
+  bool grouped_experts_ = true;  // PAGED_CUDA_GROUPED_EXPERTS=0: one task at a time
+  cuda::DeviceScratch probs_;    // sampling probabilities [n, vocab]
   // RoPE inverse frequencies [head_dim / 2] of the last RoPEs used.
   struct RopeTable {
     float* dev = nullptr;  // [kMaxRopeHalf]

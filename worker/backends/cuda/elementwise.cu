@@ -84,6 +84,25 @@ __global__ void ScatterAddRowsKernel(const float* __restrict__ y, const int32_t*
   for (int j = threadIdx.x; j < dim; j += blockDim.x) o[j] = __fadd_rn(o[j], __fmul_rn(wi, in[j]));
 }
 
+// One block per token: its rows of y added in order, each sum rounded as
+// ScatterAddRowsKernel rounds it (one launch per expert gives the same bits).
+__global__ void CombineRowsKernel(const float* __restrict__ y, const float* __restrict__ w,
+                                  const int32_t* __restrict__ tokens,
+                                  const int32_t* __restrict__ begin,
+                                  const int32_t* __restrict__ pos, int dim,
+                                  float* __restrict__ out) {
+  float* o = out + int64_t(tokens[blockIdx.x]) * dim;
+  const int32_t k0 = begin[blockIdx.x], k1 = begin[blockIdx.x + 1];
+  for (int j = threadIdx.x; j < dim; j += blockDim.x) {
+    float acc = o[j];
+    for (int32_t k = k0; k < k1; ++k) {
+      const int32_t p = pos[k];
+      acc = __fadd_rn(acc, __fmul_rn(w[p], y[int64_t(p) * dim + j]));
+    }
+    o[j] = acc;
+  }
+}
+
 __global__ void AddBiasKernel(float* __restrict__ out, const float* __restrict__ bias,
                               int64_t count, int64_t rows, int64_t ldo) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
@@ -164,6 +183,16 @@ CudaError LaunchScatterAddRows(const float* y, const int32_t* rows, const float*
                                float* out, cudaStream_t stream) {
   if (n <= 0 || dim <= 0) return 0;
   ScatterAddRowsKernel<<<unsigned(n), kThreads, 0, stream>>>(y, rows, w, dim, out);
+  PAGED_CUDA_LAUNCHED();
+  return 0;
+}
+
+CudaError LaunchCombineRows(const float* y, const float* w, const int32_t* tokens,
+                            const int32_t* begin, const int32_t* pos, int n_tokens, int dim,
+                            float* out, cudaStream_t stream) {
+  if (n_tokens <= 0 || dim <= 0) return 0;
+  CombineRowsKernel<<<unsigned(n_tokens), kThreads, 0, stream>>>(y, w, tokens, begin, pos, dim,
+                                                                 out);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }

@@ -30,6 +30,11 @@ CudaError LaunchGatherRows(const float* x, const int32_t* rows, int n, int dim, 
 // rows distinct.
 CudaError LaunchScatterAddRows(const float* y, const int32_t* rows, const float* w, int n, int dim,
                                float* out, cudaStream_t stream);
+// out[tokens[i], :] += w[pos[k]] * y[pos[k], :] for k in [begin[i],
+// begin[i+1]), in that order (Backend::CombineRows); all arrays device.
+CudaError LaunchCombineRows(const float* y, const float* w, const int32_t* tokens,
+                            const int32_t* begin, const int32_t* pos, int n_tokens, int dim,
+                            float* out, cudaStream_t stream);
 // out[i, r] += bias[r]; out: [n, rows].
 CudaError LaunchAddBias(float* out, const float* bias, int64_t n, int64_t rows, int64_t ldo,
                         cudaStream_t stream);
