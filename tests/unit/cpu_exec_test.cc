@@ -316,9 +316,9 @@ TEST(CpuExecDeterminismTest, ManyProductsInOneDispatchMatchOneByOne) {
   for (int n : {1, 3, 8}) {
     const std::vector<float> x = RandomVector(rng, size_t(n * cols));
     // Row ranges as a hybrid share gives them: a suffix of each matrix.
-    const MatMulJob jobs_spec[3] = {{&a.ref, 5, 37, nullptr, nullptr, 32},
-                                    {&b.ref, 0, 9, nullptr, nullptr, 9},
-                                    {&c.ref, 64, 130, bias.data(), nullptr, 70}};
+    const MatMulJob jobs_spec[3] = {{&a.ref, 5, 37, nullptr, nullptr, 32, x.data(), n},
+                                    {&b.ref, 0, 9, nullptr, nullptr, 9, x.data(), n},
+                                    {&c.ref, 64, 130, bias.data(), nullptr, 70, x.data(), n}};
     std::vector<float> many[3], one[3];
     MatMulJob jobs[3];
     for (int k = 0; k < 3; ++k) {
@@ -329,11 +329,42 @@ TEST(CpuExecDeterminismTest, ManyProductsInOneDispatchMatchOneByOne) {
       MatMul(pool, x.data(), n, *jobs[k].w, jobs[k].r0, jobs[k].r1, jobs[k].bias, one[k].data(),
              jobs[k].ldo);
     }
-    MatMulMany(pool, x.data(), n, jobs, 3);
+    MatMulMany(pool, jobs, 3);
     for (int k = 0; k < 3; ++k) {
       ExpectSameBits(one[k], many[k], "product " + std::to_string(k) + " n " + std::to_string(n));
     }
   }
+}
+
+TEST(CpuExecDeterminismTest, ManyProductsOfTheirOwnInputsMatchOneByOne) {
+  // The experts of a sparse layer the host computes: more than 8 products,
+  // each of its own rows (0 to 5 of them), in one dispatch.
+  std::mt19937 rng(7);
+  ExecPool pool(3);
+  const int64_t cols = 256;
+  std::vector<Weights> w;
+  std::vector<std::vector<float>> x, many, one;
+  std::vector<MatMulJob> jobs;
+  const DType types[] = {DType::kI4, DType::kF16, DType::kI8, DType::kBF16};
+  for (int k = 0; k < 13; ++k) {
+    const DType t = types[k % 4];
+    w.push_back(MakeWeights(t, 33 + k, cols, IsQuantized(t) ? 32 : 0, rng));
+  }
+  for (int k = 0; k < 13; ++k) {
+    const int n = k % 6;
+    x.push_back(RandomVector(rng, size_t(std::max(n, 1)) * cols));
+    many.emplace_back(size_t(std::max(n, 1)) * size_t(w[size_t(k)].ref.rows), -1.f);
+    one.push_back(many.back());
+    MatMul(pool, x.back().data(), n, w[size_t(k)].ref, 0, w[size_t(k)].ref.rows, nullptr,
+           one.back().data(), w[size_t(k)].ref.rows);
+  }
+  for (int k = 0; k < 13; ++k)
+    jobs.push_back(MatMulJob{&w[size_t(k)].ref, 0, w[size_t(k)].ref.rows, nullptr,
+                             many[size_t(k)].data(), w[size_t(k)].ref.rows, x[size_t(k)].data(),
+                             k % 6});
+  MatMulMany(pool, jobs.data(), int(jobs.size()));
+  for (int k = 0; k < 13; ++k)
+    ExpectSameBits(one[size_t(k)], many[size_t(k)], "product " + std::to_string(k));
 }
 
 TEST(CpuExecMatMulTest, EmptyCallsWriteNothing) {

@@ -459,6 +459,38 @@ TEST(ExpertPagingTest, WholeLayersWhenOff) {
   EXPECT_EQ(r.stats.back().expert_hits + r.stats.back().expert_misses, 0u);
 }
 
+// Auto host experts split the misses: the host computes its share of them
+// (fewest rows first), the link copies the rest, in the same step; the
+// output stays the resident run's.
+TEST(ExpertPagingTest, AutoHostExpertsShareTheMissesWithTheLink) {
+  auto backend = MakeBackend("cpu", 2);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const auto m = reference::MakeModel(FourLayerMoe(), 56);
+  RunOptions resident;
+  resident.paged = false;
+  const StepRun want = RunSteps(backend->get(), *m, resident);
+  for (double share : {1.0, 0.5, 0.0}) {
+    RunOptions o;
+    o.expert_host_rows = -1;
+    o.expert_host_share = share;
+    const StepRun r = RunSteps(backend->get(), *m, o);
+    ExpectSame(r, want, "auto host experts, share " + std::to_string(share));
+    const PagerStats& s = r.stats.back();
+    const double host = double(s.expert_host), all = double(s.expert_host + s.expert_misses);
+    ASSERT_GT(all, 0);
+    if (share == 1.0) {
+      EXPECT_EQ(s.expert_misses, 0u);
+    }
+    if (share == 0.0) {
+      EXPECT_EQ(s.expert_host, 0u);
+    }
+    if (share == 0.5) {
+      EXPECT_GT(host / all, 0.3) << s.expert_host << " of " << all;
+      EXPECT_LT(host / all, 0.7) << s.expert_host << " of " << all;
+    }
+  }
+}
+
 // paged-bench --routing=uniform: rows go to k experts at random (seeded, so
 // a run repeats), spreading over more of each layer's experts than the
 // router's choice; experts paged still equal resident under it.

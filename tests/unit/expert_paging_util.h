@@ -92,8 +92,9 @@ struct RunOptions {
   int extra_expert_slots = 0;
   std::string resident = "none";
   ExpertEviction eviction = ExpertEviction::kLfu;
-  int expert_host_rows = 0;  // > 0: missing experts with at most this many rows on the host
-  double host_share = 0;     // a hybrid step's share of each dense matrix
+  int expert_host_rows = 0;       // > 0: missing experts with at most this many rows on the host
+  double expert_host_share = -1;  // auto host experts (expert_host_rows -1): their share
+  double host_share = 0;          // a hybrid step's share of each dense matrix
   bool expert_paging = true;
   bool preload = true;
   bool prefetch = false;              // the next sparse layer's experts, predicted
@@ -153,6 +154,9 @@ inline StepRun RunSteps(Backend* backend, const ModelSource& src, const RunOptio
     PagerOptions po;
     po.expert_eviction = o.eviction;
     po.expert_host_rows = o.expert_host_rows;
+    po.expert_host_share = o.expert_host_share;
+    // Auto: a host that beats any link at every row count.
+    if (o.expert_host_rows < 0) po.host_gbps = {{1, 1e6}, {64, 1e6}};
     po.preload_experts = o.preload;
     if (o.host_share > 0) po.host_share = [s = o.host_share](int) { return s; };
     auto p = Pager::Create(backend, image, *big, po);
@@ -170,7 +174,7 @@ inline StepRun RunSteps(Backend* backend, const ModelSource& src, const RunOptio
   Engine engine(backend, &provider, image.config(), int(h.block_tokens));
   engine.set_uniform_routing(o.uniform_routing);
   std::unique_ptr<HostExecutor> host;
-  if (o.expert_host_rows > 0 || o.host_share > 0) {
+  if (o.expert_host_rows != 0 || o.host_share > 0) {
     cpu_exec::ExecPoolOptions eo;
     eo.threads = 2;
     host = cpu_exec::MakeHostExecutor(eo);

@@ -552,17 +552,7 @@ absl::Status Engine::ExpertWave(int l, const LayerWeights& w, float* x, int m, i
   b.ExpertFfn(s_.moe_x, tasks_.data(), int(tasks_.size()), act, s_.gate, s_.up, s_.o);
   // The host's experts while the device runs those, their rows uploaded
   // into the same output.
-  for (int e = e0; e < e1 && xw.by_request; ++e) {
-    const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
-    const ExpertRef& ex = experts_[size_t(e)];
-    if (n == 0 || !ex.on_host) continue;
-    if (c.expert_bias && (ex.gate_b == nullptr || ex.up_b == nullptr || ex.down_b == nullptr))
-      return absl::InternalError(
-          absl::StrCat("layer ", l, " expert ", e, ": a host expert without its biases"));
-    HostExpert(ex, routing_.rows.data() + r0, n);
-    b.Upload(s_.o + int64_t(r0 - p0) * c.hidden, h_y_.data(),
-             size_t(n) * size_t(c.hidden) * sizeof(float));
-  }
+  if (xw.by_request) RETURN_IF_ERROR(HostExperts(l, e0, e1));
   // Each token's rows of the wave, in expert order: tokens, begin, pos.
   h_count_.assign(size_t(m), 0);
   for (int p = p0; p < p0 + rows; ++p) ++h_count_[size_t(routing_.rows[size_t(p)])];
@@ -589,30 +579,74 @@ absl::Status Engine::ExpertWave(int l, const LayerWeights& w, float* x, int m, i
   return absl::OkStatus();
 }
 
-void Engine::HostExpert(const ExpertRef& ex, const int32_t* rows, int n) {
+absl::Status Engine::HostExperts(int l, int e0, int e1) {
   const ModelConfig& c = config_;
   const size_t hidden = size_t(c.hidden), ffn = size_t(c.expert_ffn);
-  // Its rows of the normed input (h_x_), its SwiGLU (gpt-oss: with its
-  // biases, clamped) on the host executor, in place on the segment's
-  // mapping: the same products and element-wise ops as the device's.
-  h_ex_.resize(size_t(n) * hidden);
-  for (int i = 0; i < n; ++i)
-    std::copy_n(h_x_.data() + size_t(rows[i]) * hidden, hidden, h_ex_.data() + size_t(i) * hidden);
-  h_gate_.resize(size_t(n) * ffn);
-  h_up_.resize(size_t(n) * ffn);
-  h_y_.resize(size_t(n) * hidden);
-  const HostExecutor::Product gate_up[2] = {
-      {&ex.gate, 0, ex.gate.rows, ex.gate_b, h_gate_.data(), ex.gate.rows},
-      {&ex.up, 0, ex.up.rows, ex.up_b, h_up_.data(), ex.up.rows}};
-  host_->MatMulMany(h_ex_.data(), n, gate_up, 2);
-  const int64_t count = int64_t(n) * int64_t(ffn);
+  const int p0 = routing_.begin[size_t(e0)];
+  // Packed in expert order: each host expert's rows of the normed input
+  // (h_x_), then gate and up for all of them in one dispatch, the GLU, down
+  // in another, all in place on the segment's mapping (the same products and
+  // element-wise ops as the device's).
+  host_jobs_.clear();
+  int total = 0;
+  for (int e = e0; e < e1; ++e) {
+    const int n = routing_.begin[size_t(e) + 1] - routing_.begin[size_t(e)];
+    const ExpertRef& ex = experts_[size_t(e)];
+    if (n == 0 || !ex.on_host) continue;
+    if (c.expert_bias && (ex.gate_b == nullptr || ex.up_b == nullptr || ex.down_b == nullptr))
+      return absl::InternalError(
+          absl::StrCat("layer ", l, " expert ", e, ": a host expert without its biases"));
+    total += n;
+  }
+  if (total == 0) return absl::OkStatus();
+  h_ex_.resize(size_t(total) * hidden);
+  h_gate_.resize(size_t(total) * ffn);
+  h_up_.resize(size_t(total) * ffn);
+  h_y_.resize(size_t(total) * hidden);
+  int at = 0;
+  for (int e = e0; e < e1; ++e) {
+    const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
+    const ExpertRef& ex = experts_[size_t(e)];
+    if (n == 0 || !ex.on_host) continue;
+    for (int i = 0; i < n; ++i)
+      std::copy_n(h_x_.data() + size_t(routing_.rows[size_t(r0 + i)]) * hidden, hidden,
+                  h_ex_.data() + size_t(at + i) * hidden);
+    const float* x = h_ex_.data() + size_t(at) * hidden;
+    float* g = h_gate_.data() + size_t(at) * ffn;
+    float* u = h_up_.data() + size_t(at) * ffn;
+    host_jobs_.push_back({&ex.gate, 0, ex.gate.rows, ex.gate_b, g, ex.gate.rows, x, n});
+    host_jobs_.push_back({&ex.up, 0, ex.up.rows, ex.up_b, u, ex.up.rows, x, n});
+    at += n;
+  }
+  host_->MatMulMany(nullptr, 0, host_jobs_.data(), int(host_jobs_.size()));
+  const int64_t count = int64_t(total) * int64_t(ffn);
   if (c.swiglu_limit > 0.f) {
     host_->SwiGluOai(h_gate_.data(), h_up_.data(), count, c.swiglu_alpha, c.swiglu_limit,
                      h_gate_.data());
   } else {
     host_->SwiGlu(h_gate_.data(), h_up_.data(), count, h_gate_.data());
   }
-  host_->MatMul(h_gate_.data(), n, ex.down, 0, ex.down.rows, ex.down_b, h_y_.data(), ex.down.rows);
+  host_jobs_.clear();
+  at = 0;
+  for (int e = e0; e < e1; ++e) {
+    const int n = routing_.begin[size_t(e) + 1] - routing_.begin[size_t(e)];
+    const ExpertRef& ex = experts_[size_t(e)];
+    if (n == 0 || !ex.on_host) continue;
+    host_jobs_.push_back({&ex.down, 0, ex.down.rows, ex.down_b, h_y_.data() + size_t(at) * hidden,
+                          ex.down.rows, h_gate_.data() + size_t(at) * ffn, n});
+    at += n;
+  }
+  host_->MatMulMany(nullptr, 0, host_jobs_.data(), int(host_jobs_.size()));
+  // Each expert's rows to its place in the wave's output.
+  at = 0;
+  for (int e = e0; e < e1; ++e) {
+    const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
+    if (n == 0 || !experts_[size_t(e)].on_host) continue;
+    backend_->Upload(s_.o + int64_t(r0 - p0) * c.hidden, h_y_.data() + size_t(at) * hidden,
+                     size_t(n) * hidden * sizeof(float));
+    at += n;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace paged

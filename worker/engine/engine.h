@@ -76,9 +76,10 @@ class Engine {
   // input; the experts' weighted outputs (and the shared expert's) are
   // added into x [m, hidden], the residual stream.
   absl::Status MoeBlock(int l, const LayerWeights& w, float* x, int m);
-  // One expert computed by the host executor on n rows of the chunk (their
-  // indices `rows`; their normed input is in h_x_): its output rows in h_y_.
-  void HostExpert(const ExpertRef& ex, const int32_t* rows, int n);
+  // The experts [e0, e1) of a wave that the host executor computes (their
+  // rows' normed input is in h_x_), in two dispatches; their output rows
+  // uploaded to their places in s_.o.
+  absl::Status HostExperts(int l, int e0, int e1);
   // The routed experts [e0, e1) of a sparse layer on the chunk's m rows,
   // their rows of the routing fitting the scratch: gathered once, the device's experts in one
   // Backend::ExpertFfn, the host's on the host meanwhile, then every row
@@ -174,6 +175,7 @@ class Engine {
   std::vector<ExpertRef> experts_;
   MoeRouting predicted_;  // the next sparse layer's routing as predicted (prefetch)
   std::vector<float> h_ex_, h_gate_, h_up_, h_y_;
+  std::vector<HostExecutor::Product> host_jobs_;
   // A wave's device experts and its CombineRows lists (tokens, begin, pos).
   std::vector<ExpertTask> tasks_;
   bool uniform_routing_ = false;

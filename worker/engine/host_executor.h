@@ -25,20 +25,25 @@ class HostExecutor {
   // on n, on [r0, r1) or on the thread count (bit for bit).
   virtual void MatMul(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
                       const float* bias, float* out, int64_t ldo) = 0;
-  // Several products of the same x at once (a layer's q, k and v rows, or
-  // its gate and up rows): one dispatch over the executor's threads instead
-  // of one per product, the same bits as MatMul for each.
+  // Several products at once (a layer's q, k and v rows, its gate and up
+  // rows, or the experts of a sparse layer the host computes): one dispatch
+  // over the executor's threads instead of one per product, the same bits as
+  // MatMul for each. Each reads x and n unless it names its own input
+  // (own_x: [own_n, w.cols], an expert's rows).
   struct Product {
     const WeightRef* w;
     int64_t r0, r1;
     const float* bias;
     float* out;
     int64_t ldo;
+    const float* own_x = nullptr;
+    int own_n = 0;
   };
   virtual void MatMulMany(const float* x, int n, const Product* products, int count) {
     for (int k = 0; k < count; ++k) {
       const Product& p = products[k];
-      MatMul(x, n, *p.w, p.r0, p.r1, p.bias, p.out, p.ldo);
+      MatMul(p.own_x != nullptr ? p.own_x : x, p.own_x != nullptr ? p.own_n : n, *p.w, p.r0, p.r1,
+             p.bias, p.out, p.ldo);
     }
   }
   // out[j] = silu(gate[j]) * up[j] for j < count (host memory; out may

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <optional>
 
@@ -459,6 +461,12 @@ bool Pager::HostTakes(int rows) const {
          HostGbps(profile_, rows) >= profile_.link_gbps;
 }
 
+double Pager::ExpertHostShare() const {
+  if (options_.expert_host_share >= 0) return options_.expert_host_share;
+  const double host = HostGbps(profile_, 1), link = profile_.link_gbps;
+  return host > 0 && link > 0 ? host / (host + link) : 1.0;
+}
+
 void Pager::CopyExpert(int layer, int e, int slot) {
   const SegmentHeader& h = *host_.header;
   const ExpertTable& x = h.Layer(layer).experts;
@@ -503,6 +511,21 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
   // Misses: the host computes those with few rows in place; the others are
   // copied into a slot (a free one, else the policy's victim). Every earlier
   // chunk's experts have been computed before any slot is overwritten.
+  // Auto: the host takes only its share of the misses it could take (by
+  // bandwidth, fewest rows first), so that its products and the link's
+  // copies of the others end together; a fixed row limit gives it all.
+  int host_quota = INT_MAX;
+  if (host_experts_ && options_.expert_host_rows < 0) {
+    std::stable_sort(expert_need_.begin(), expert_need_.end(),
+                     [&](int32_t a, int32_t b) { return rows[a] < rows[b]; });
+    int could = 0;
+    for (int32_t e : expert_need_) could += HostTakes(rows[e]);
+    // The fraction left over carries to the next call (at one miss a
+    // layer, rounding alone would give the host all or none of them).
+    const double want = could * ExpertHostShare() + host_carry_;
+    host_quota = int(std::floor(want));
+    host_carry_ = want - host_quota;
+  }
   bool copied = false;
   std::vector<int32_t> admit;
   for (int32_t e : expert_need_) {
@@ -512,7 +535,8 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
       out[e] = device_view(s);
       continue;
     }
-    if (HostTakes(rows[e])) {
+    if (host_quota > 0 && HostTakes(rows[e])) {
+      --host_quota;
       out[e] = host_.ExpertAt(layer, host_block + x.ExpertOffset(e));
       out[e].on_host = true;
       out[e].gate_b = host_bias("exp_gate_b", e, h.model.expert_ffn);

@@ -93,6 +93,10 @@ struct PagerOptions {
   // biases come from the segment with them).
   ExpertEviction expert_eviction = ExpertEviction::kLfu;
   int expert_host_rows = 0;
+  // Auto (-1) only: of the misses the host could take, the share it takes
+  // (fewest rows first), the rest copied so that both paths work at once;
+  // < 0: host / (host + link) bandwidth at one row.
+  double expert_host_share = -1;
   // Fill the cache at start, layer by layer, as far as it holds (when it
   // holds every expert, nothing is copied afterwards).
   bool preload_experts = true;
@@ -189,6 +193,11 @@ class Pager final : public WeightProvider {
   absl::Status InitExperts();
   // Whether the host computes a missing expert with `rows` routed rows.
   bool HostTakes(int rows) const;
+  // Auto host experts: the share of the misses the host could take that it
+  // does take (PagerOptions::expert_host_share, else host / (host + link)
+  // bandwidth at one row).
+  double ExpertHostShare() const;
+  double host_carry_ = 0;  // AcquireExperts' host quota: the fraction carried over
   // Enqueues on copy-in expert e of `layer` into expert slot `slot`.
   void CopyExpert(int layer, int e, int slot);
   int KvArea(int layer) const {

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "worker/backends/cpu/cpu_kernels.h"
@@ -23,13 +24,14 @@ class CpuHostExecutor final : public HostExecutor {
     cpu_exec::MatMul(pool_, x, n, w, r0, r1, bias, out, ldo);
   }
   void MatMulMany(const float* x, int n, const Product* products, int count) override {
-    MatMulJob jobs[8];
-    if (count > 8) return HostExecutor::MatMulMany(x, n, products, count);
+    jobs_.resize(size_t(std::max(count, 0)));
     for (int k = 0; k < count; ++k) {
       const Product& p = products[k];
-      jobs[k] = MatMulJob{p.w, p.r0, p.r1, p.bias, p.out, p.ldo};
+      const bool own = p.own_x != nullptr;
+      jobs_[size_t(k)] =
+          MatMulJob{p.w, p.r0, p.r1, p.bias, p.out, p.ldo, own ? p.own_x : x, own ? p.own_n : n};
     }
-    cpu_exec::MatMulMany(pool_, x, n, jobs, count);
+    cpu_exec::MatMulMany(pool_, jobs_.data(), count);
   }
   void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
     const int64_t cols = table.cols;
@@ -78,6 +80,7 @@ class CpuHostExecutor final : public HostExecutor {
  private:
   ExecPool pool_;
   bool pin_requested_;
+  std::vector<MatMulJob> jobs_;  // MatMulMany's (one caller at a time, as every method)
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "common/check.h"
 #include "common/quant.h"
@@ -123,28 +124,32 @@ void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r
       MaxChunkRows(row_work));
 }
 
-void MatMulMany(ExecPool& pool, const float* x, int n, const MatMulJob* jobs, int count) {
-  constexpr int kMaxJobs = 8;
-  PAGED_CHECK(count >= 0 && count <= kMaxJobs, "cpu_exec::MatMulMany: ", count, " products");
-  RowsFn fns[kMaxJobs];
-  RowsArgs args[kMaxJobs];
-  int64_t base[kMaxJobs + 1] = {0};
+void MatMulMany(ExecPool& pool, const MatMulJob* jobs, int count) {
+  if (count <= 0) return;
+  // The jobs' rows as one range: [base[k], base[k + 1]) are job k's.
+  std::vector<RowsFn> fns(static_cast<size_t>(count));
+  std::vector<RowsArgs> args(static_cast<size_t>(count));
+  std::vector<int64_t> base(static_cast<size_t>(count) + 1, 0);
   int64_t row_work = 1;
   for (int k = 0; k < count; ++k) {
     const MatMulJob& j = jobs[k];
-    fns[k] = Check(x, n, *j.w, j.r0, j.r1, j.out, j.ldo);
-    args[k] = RowsArgs{x, n, j.w, j.r0, j.bias, j.out, j.ldo};
-    base[k + 1] = base[k] + (j.r1 - j.r0);
-    row_work = std::max<int64_t>(row_work, std::max<int64_t>(j.w->cols, 1) * n);
+    fns[size_t(k)] = Check(j.x, j.n, *j.w, j.r0, j.r1, j.out, j.ldo);
+    args[size_t(k)] = RowsArgs{j.x, j.n, j.w, j.r0, j.bias, j.out, j.ldo};
+    base[size_t(k) + 1] = base[size_t(k)] + (j.n > 0 ? j.r1 - j.r0 : 0);
+    row_work = std::max<int64_t>(row_work, std::max<int64_t>(j.w->cols, 1) * j.n);
   }
-  if (n == 0 || base[count] == 0) return;
+  if (base[size_t(count)] == 0) return;
   const int64_t blocks = std::max<int64_t>(1, kMinChunkWork / (kRowBlock * row_work));
   pool.ParallelFor(
-      0, base[count], blocks * kRowBlock,
+      0, base[size_t(count)], blocks * kRowBlock,
       [&](int64_t lo, int64_t hi) {
-        for (int k = 0; k < count; ++k) {
-          const int64_t a = std::max(lo, base[k]), b = std::min(hi, base[k + 1]);
-          if (a < b) fns[k](args[k], jobs[k].r0 + (a - base[k]), jobs[k].r0 + (b - base[k]));
+        // The first job that ends after lo, then on while they start before hi.
+        int k = int(std::upper_bound(base.begin(), base.end(), lo) - base.begin()) - 1;
+        for (; k < count && base[size_t(k)] < hi; ++k) {
+          const int64_t a = std::max(lo, base[size_t(k)]), b = std::min(hi, base[size_t(k) + 1]);
+          if (a < b)
+            fns[size_t(k)](args[size_t(k)], jobs[k].r0 + (a - base[size_t(k)]),
+                           jobs[k].r0 + (b - base[size_t(k)]));
         }
       },
       MaxChunkRows(row_work));

@@ -43,8 +43,10 @@ struct MatMulJob {
   const float* bias;
   float* out;
   int64_t ldo;
+  const float* x;  // [n, w->cols]
+  int n;
 };
-void MatMulMany(ExecPool& pool, const float* x, int n, const MatMulJob* jobs, int count);
+void MatMulMany(ExecPool& pool, const MatMulJob* jobs, int count);
 
 // The same on the calling thread only (for callers that split the rows over
 // their own threads). Bit-identical to MatMul.
