@@ -464,6 +464,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       po.expert_eviction = eviction;
       // Missing experts with few rows: on the host where it is faster.
       if (hplan.experts_paged) po.expert_host_rows = -1;
+      po.expert_host_share = o.expert_host_share;
       ASSIGN_OR_RETURN(po.host_gbps, MeasureHostExecutor(*host_exec, host, layer, {1, 4, 16, 64}));
       report.hybrid = host_exec->Describe();
       absl::StrAppend(&report.plan, "hybrid mode's plan: ", hplan.n_resident,

@@ -36,6 +36,9 @@ ABSL_FLAG(int, threads, 0, "CPU threads");
 ABSL_FLAG(std::string, experts, "on",
           "a mixture of experts: page experts one by one (on), whole layers (off), or both");
 ABSL_FLAG(std::string, expert_eviction, "lfu", "the device expert cache's policy: lru | lfu");
+ABSL_FLAG(double, expert_host_share, -1,
+          "hybrid mode, experts paged: the share of the missing experts the host computes in "
+          "place, the rest copied (-1: host / (host + link) bandwidth)");
 ABSL_FLAG(bool, expert_prefetch, false,
           "experts paged: apply each sparse layer's router one layer early and copy the "
           "experts it predicts ahead");
@@ -67,6 +70,7 @@ int main(int argc, char** argv) {
   o.experts = absl::GetFlag(FLAGS_experts);
   o.expert_eviction = absl::GetFlag(FLAGS_expert_eviction);
   o.expert_prefetch = absl::GetFlag(FLAGS_expert_prefetch);
+  o.expert_host_share = absl::GetFlag(FLAGS_expert_host_share);
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (budget.ok()) o.gpu_budget = *budget;
   absl::StatusOr<paged::BenchReport> r =

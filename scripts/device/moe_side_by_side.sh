@@ -9,7 +9,10 @@
 #     every expert on the CPU (--n-cpu-moe LAYERS); paged: experts paged
 #     one by one vs whole layers, and the hybrid step, batch 1 and 64
 #     (AB_GROUPED=1: again with each expert its own launches), with the
-#     router's choice and (ROUTINGS="model uniform") k random experts a row.
+#     router's choice and (ROUTINGS="model uniform") k random experts a row;
+#     HOST_SHARES="0.3 0.6 1": hybrid batch 1 (uniform) with the host's share
+#     of the missing experts fixed; PAGED_ARGS: more paged-bench flags for
+#     the experts-vs-layers runs (--expert-prefetch).
 #  2. Dense (issue 12, DENSE=1): llama-7b f16 (32 layers), 4 GiB: llama.cpp
 #     -ngl 8 against paged's hybrid step (tuned and planned share).
 # llama.cpp is built here from .device/llama-src.tar.xz (the npm package
@@ -89,7 +92,7 @@ for R in ${ROUTINGS:-model}; do
   for b in 1 64; do
     timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
       --prompt-len=32 --gen-len=32 --mode=paged --experts=both --decode-tokens=$DT --routing=$R \
-      >"$out/paged-moe-$R-b$b.txt" 2>&1
+      ${PAGED_ARGS:-} >"$out/paged-moe-$R-b$b.txt" 2>&1
     [[ -z ${NO_HYBRID:-} ]] && timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 \
       --gpu-budget=$BUDGET --batch=$b --prompt-len=32 --gen-len=32 --mode=hybrid \
       --decode-tokens=$DT --routing=$R >"$out/hybrid-moe-$R-b$b.txt" 2>&1
@@ -98,6 +101,20 @@ for R in ${ROUTINGS:-model}; do
   done
 done
 grep -h "expert cache" "$out"/paged-moe-*-b1.txt | head -1 | tee -a "$T"
+if [[ -n ${PREFETCH_AB:-} ]]; then  # experts copied a layer ahead, as predicted
+  for b in 1 64; do
+    timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
+      --prompt-len=32 --gen-len=32 --mode=paged --experts=on --decode-tokens=$DT \
+      --expert-prefetch >"$out/paged-moe-prefetch-b$b.txt" 2>&1
+    note "--expert-prefetch: $(grep -hE '^paged +decode' "$out/paged-moe-prefetch-b$b.txt")"
+  done
+fi
+for hs in ${HOST_SHARES:-}; do  # hybrid at batch 1 with the host's share of the misses fixed
+  timeout 100 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=1 \
+    --prompt-len=32 --gen-len=32 --mode=hybrid --decode-tokens=$DT --routing=uniform \
+    --expert-host-share=$hs >"$out/hybrid-moe-share$hs.txt" 2>&1
+  note "expert host share $hs: $(grep -hE '^hybrid +decode' "$out/hybrid-moe-share$hs.txt")"
+done
 if [[ -n ${AB_GROUPED:-} ]]; then  # the experts one launch at a time, for comparison
   note "-- paged, PAGED_CUDA_GROUPED_EXPERTS=0 (each expert its own launches)"
   for b in 1 64; do

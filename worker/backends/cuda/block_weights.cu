@@ -1,6 +1,7 @@
 // The block-format kernels: one template per operation over the format
 // traits of block_decode.cuh.
 #include <cstring>
+#include <type_traits>
 
 #include "worker/backends/cuda/block_decode.cuh"
 #include "worker/backends/cuda/block_weights.h"
@@ -223,6 +224,30 @@ CudaError ForFormat(ElemType t, Fn&& fn) {
   }
 }
 
+// Calls fn(std::integral_constant<int, n>{}) for n in 1..8 (the GEMV's
+// token rows, a template parameter).
+template <typename Fn>
+CudaError ForRows(int n, Fn&& fn) {
+  switch (n) {
+    case 1:
+      return fn(std::integral_constant<int, 1>{});
+    case 2:
+      return fn(std::integral_constant<int, 2>{});
+    case 3:
+      return fn(std::integral_constant<int, 3>{});
+    case 4:
+      return fn(std::integral_constant<int, 4>{});
+    case 5:
+      return fn(std::integral_constant<int, 5>{});
+    case 6:
+      return fn(std::integral_constant<int, 6>{});
+    case 7:
+      return fn(std::integral_constant<int, 7>{});
+    default:
+      return fn(std::integral_constant<int, 8>{});
+  }
+}
+
 // ForFormat, and the plain 16-bit types the grouped GEMV reads too.
 template <typename Fn>
 CudaError ForGroupedFormat(ElemType t, Fn&& fn) {
@@ -301,24 +326,9 @@ CudaError LaunchGroupedGemv(ElemType type, int64_t rows, int64_t cols, const Gem
   if (n_tasks <= 0 || rows <= 0) return 0;
   return ForGroupedFormat(type, [&](auto f) -> CudaError {
     using F = decltype(f);
-    switch (n) {
-      case 1:
-        return GroupedN<F, 1>(rows, cols, tasks, n_tasks, ldo, stream);
-      case 2:
-        return GroupedN<F, 2>(rows, cols, tasks, n_tasks, ldo, stream);
-      case 3:
-        return GroupedN<F, 3>(rows, cols, tasks, n_tasks, ldo, stream);
-      case 4:
-        return GroupedN<F, 4>(rows, cols, tasks, n_tasks, ldo, stream);
-      case 5:
-        return GroupedN<F, 5>(rows, cols, tasks, n_tasks, ldo, stream);
-      case 6:
-        return GroupedN<F, 6>(rows, cols, tasks, n_tasks, ldo, stream);
-      case 7:
-        return GroupedN<F, 7>(rows, cols, tasks, n_tasks, ldo, stream);
-      default:
-        return GroupedN<F, 8>(rows, cols, tasks, n_tasks, ldo, stream);
-    }
+    return ForRows(n, [&](auto rows_n) -> CudaError {
+      return GroupedN<F, decltype(rows_n)::value>(rows, cols, tasks, n_tasks, ldo, stream);
+    });
   });
 }
 
@@ -344,24 +354,9 @@ CudaError LaunchBlockGemv(const MatrixView& w, const float* x, int n, const floa
     using F = decltype(f);
     PAGED_CUDA_TRY(cudaError_t(CheckMatrix<F>(w)));
     if (w.rows <= 0) return 0;
-    switch (n) {
-      case 1:
-        return GemvN<F, 1>(w, x, bias, out, ldo, stream);
-      case 2:
-        return GemvN<F, 2>(w, x, bias, out, ldo, stream);
-      case 3:
-        return GemvN<F, 3>(w, x, bias, out, ldo, stream);
-      case 4:
-        return GemvN<F, 4>(w, x, bias, out, ldo, stream);
-      case 5:
-        return GemvN<F, 5>(w, x, bias, out, ldo, stream);
-      case 6:
-        return GemvN<F, 6>(w, x, bias, out, ldo, stream);
-      case 7:
-        return GemvN<F, 7>(w, x, bias, out, ldo, stream);
-      default:
-        return GemvN<F, 8>(w, x, bias, out, ldo, stream);
-    }
+    return ForRows(n, [&](auto rows_n) -> CudaError {
+      return GemvN<F, decltype(rows_n)::value>(w, x, bias, out, ldo, stream);
+    });
   });
 }
 
