@@ -38,7 +38,7 @@ struct BenchOptions {
   std::string experts = "on";
   std::string expert_eviction = "lfu";  // lru | lfu
   bool expert_prefetch = false;         // predict the next layer's experts, copy ahead
-  double expert_host_share = -1;        // hybrid: PagerOptions::expert_host_share (-1: auto)
+  double expert_host_share = 1;  // hybrid: PagerOptions::expert_host_share (-1: by bandwidth)
   // The token each decode step feeds: the one the model sampled (sampled), or
   // a random one (random: as llama-bench's tg test does; a model of random
   // weights tends to repeat its tokens, and with them a sparse layer's

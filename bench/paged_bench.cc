@@ -36,7 +36,7 @@ ABSL_FLAG(int, threads, 0, "CPU threads");
 ABSL_FLAG(std::string, experts, "on",
           "a mixture of experts: page experts one by one (on), whole layers (off), or both");
 ABSL_FLAG(std::string, expert_eviction, "lfu", "the device expert cache's policy: lru | lfu");
-ABSL_FLAG(double, expert_host_share, -1,
+ABSL_FLAG(double, expert_host_share, 1,
           "hybrid mode, experts paged: the share of the missing experts the host computes in "
           "place, the rest copied (-1: host / (host + link) bandwidth)");
 ABSL_FLAG(bool, expert_prefetch, false,

@@ -92,9 +92,9 @@ struct RunOptions {
   int extra_expert_slots = 0;
   std::string resident = "none";
   ExpertEviction eviction = ExpertEviction::kLfu;
-  int expert_host_rows = 0;       // > 0: missing experts with at most this many rows on the host
-  double expert_host_share = -1;  // auto host experts (expert_host_rows -1): their share
-  double host_share = 0;          // a hybrid step's share of each dense matrix
+  int expert_host_rows = 0;      // > 0: missing experts with at most this many rows on the host
+  double expert_host_share = 1;  // auto host experts (expert_host_rows -1): their share
+  double host_share = 0;         // a hybrid step's share of each dense matrix
   bool expert_paging = true;
   bool preload = true;
   bool prefetch = false;              // the next sparse layer's experts, predicted

@@ -95,8 +95,10 @@ struct PagerOptions {
   int expert_host_rows = 0;
   // Auto (-1) only: of the misses the host could take, the share it takes
   // (fewest rows first), the rest copied so that both paths work at once;
-  // < 0: host / (host + link) bandwidth at one row.
-  double expert_host_share = -1;
+  // < 0: host / (host + link) bandwidth at one row. 1 by default: on the H100
+  // machine splitting a batch-1 step's misses was slower than the host
+  // taking them all (both paths read the same DRAM; docs/BENCHMARKS.md).
+  double expert_host_share = 1;
   // Fill the cache at start, layer by layer, as far as it holds (when it
   // holds every expert, nothing is copied afterwards).
   bool preload_experts = true;
