@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write a GGUF file from a paged/HF llama or qwen3_moe checkpoint.
+"""Write a GGUF file from a paged/HF llama, qwen3_moe or gpt_oss checkpoint.
 
 For side-by-side runs with llama.cpp on the same weights: the checkpoint made
 by `pagectl make-model` (config.json + model.safetensors, f16/bf16/f32) becomes
@@ -8,7 +8,13 @@ layout to GGUF's interleaved pairs (the inverse of what paged's GGUF reader
 does at load). A qwen3_moe checkpoint (`pagectl make-model --preset
 qwen3-30b-a3b`) becomes a `qwen3moe` file as llama.cpp's converter writes
 one: q/k rows as stored (NEOX RoPE), q/k norms, the router in F32 and each
-layer's experts stacked into ffn_{gate,up,down}_exps. Tensors keep their stored type (bf16 is written as f16: older
+layer's experts stacked into ffn_{gate,up,down}_exps. A gpt_oss checkpoint
+(`--preset gpt-oss-120b`, experts in HF's MXFP4 blocks and scales) becomes a
+`gpt-oss` file with its experts still MXFP4, repacked into ggml's blocks (the
+E8M0 exponent, then byte j holding values j and j + 16; HF's byte i holds
+values 2i and 2i + 1), gate and up split from HF's interleaved rows, the
+biases, sinks and router in F32: no f16 detour (a 12-layer f16 file of that
+shape would be 76 GB). Tensors keep their stored type (bf16 is written as f16: older
 llama.cpp CPU paths are fastest there and the values of make-model's bf16
 weights are exact in f16 only approximately, so prefer --dtype f16 models).
 The checkpoint has no tokenizer; a SentencePiece-style vocabulary of the
@@ -27,7 +33,7 @@ import sys
 import numpy as np
 import gguf
 
-ST_DTYPES = {"F16": np.float16, "F32": np.float32, "BF16": np.uint16}
+ST_DTYPES = {"F16": np.float16, "F32": np.float32, "BF16": np.uint16, "U8": np.uint8}
 
 
 def read_safetensors(path):
@@ -70,6 +76,24 @@ def unpermute_rope(w, n_head):
     return (w.reshape(n_head, 2, half, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
 
 
+def mxfp4_ggml(blocks, scales, chunk=8192):
+    """HF MXFP4 (blocks [..., G, 16], scales [..., G]) -> ggml block_mxfp4
+    bytes [..., G * 17], `chunk` rows at a time (bounded temporaries)."""
+    lead = blocks.shape[:-2]
+    g = blocks.shape[-2]
+    b = np.asarray(blocks).reshape(-1, g, 16)
+    e = np.asarray(scales).reshape(-1, g)
+    out = np.empty((b.shape[0], g, 17), dtype=np.uint8)
+    for r in range(0, b.shape[0], chunk):
+        q = b[r:r + chunk]
+        v = np.empty(q.shape[:-1] + (32,), dtype=np.uint8)  # each block's 32 values, in order
+        v[..., 0::2] = q & 0x0F
+        v[..., 1::2] = q >> 4
+        out[r:r + chunk, :, 0] = e[r:r + chunk]
+        out[r:r + chunk, :, 1:] = v[..., :16] | (v[..., 16:] << 4)
+    return out.reshape(*lead, g * 17)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -82,12 +106,14 @@ def main():
     hidden = cfg["hidden_size"]
     vocab = cfg["vocab_size"]
 
-    moe = cfg.get("model_type") == "qwen3_moe"
-    if cfg.get("model_type", "llama") not in ("llama", "qwen3_moe"):
-        sys.exit(f"model_type {cfg.get('model_type')}: only llama and qwen3_moe are written")
+    model_type = cfg.get("model_type", "llama")
+    if model_type not in ("llama", "qwen3_moe", "gpt_oss"):
+        sys.exit(f"model_type {model_type}: only llama, qwen3_moe and gpt_oss are written")
+    moe = model_type == "qwen3_moe"
+    oss = model_type == "gpt_oss"
     head_dim = cfg.get("head_dim") or hidden // n_head
 
-    w = gguf.GGUFWriter(dst, "qwen3moe" if moe else "llama")
+    w = gguf.GGUFWriter(dst, {"qwen3_moe": "qwen3moe", "gpt_oss": "gpt-oss"}.get(model_type, "llama"))
     w.add_block_count(n_layers)
     w.add_context_length(cfg.get("max_position_embeddings", 4096))
     w.add_embedding_length(hidden)
@@ -97,14 +123,25 @@ def main():
     w.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-5))
     w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
     w.add_rope_dimension_count(head_dim)
-    if moe:
+    if moe or oss:
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
-        w.add_expert_count(cfg["num_experts"])
+        w.add_expert_count(cfg["num_local_experts" if oss else "num_experts"])
         w.add_expert_used_count(cfg["num_experts_per_tok"])
-        w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
+        w.add_expert_feed_forward_length(cfg["intermediate_size" if oss else "moe_intermediate_size"])
+    if oss:
+        # The window on every second layer from 0 (llama.cpp's default for
+        # gpt-oss); yarn as llama.cpp's converter writes it.
+        w.add_sliding_window(cfg["sliding_window"])
+        rs = cfg.get("rope_scaling") or {}
+        if rs.get("rope_type") == "yarn":
+            w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+            w.add_rope_scaling_factor(rs["factor"])
+            w.add_rope_scaling_orig_ctx_len(rs["original_max_position_embeddings"])
+            w.add_rope_scaling_yarn_beta_fast(rs.get("beta_fast", 32.0))
+            w.add_rope_scaling_yarn_beta_slow(rs.get("beta_slow", 1.0))
     w.add_vocab_size(vocab)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_MXFP4_MOE if oss else gguf.LlamaFileType.MOSTLY_F16)
 
     # A synthetic SentencePiece vocabulary: <unk>, <s>, </s>, 256 byte tokens,
     # then plain pieces.
@@ -130,10 +167,36 @@ def main():
     def put(name, arr):
         w.add_tensor(name, np.ascontiguousarray(arr))
 
+    def f32(name):
+        return np.asarray(t[name]).astype(np.float32)
+
     put("token_embd.weight", t["model.embed_tokens.weight"])
     for l in range(n_layers):
         p = f"model.layers.{l}."
         b = f"blk.{l}."
+        if oss:
+            put(b + "attn_norm.weight", f32(p + "input_layernorm.weight"))
+            for hf, gg in (("q", "attn_q"), ("k", "attn_k"), ("v", "attn_v"), ("o", "attn_output")):
+                put(b + gg + ".weight", t[p + f"self_attn.{hf}_proj.weight"])
+                put(b + gg + ".bias", f32(p + f"self_attn.{hf}_proj.bias"))
+            put(b + "attn_sinks.weight", f32(p + "self_attn.sinks"))
+            put(b + "post_attention_norm.weight", f32(p + "post_attention_layernorm.weight"))
+            put(b + "ffn_gate_inp.weight", f32(p + "mlp.router.weight"))
+            put(b + "ffn_gate_inp.bias", f32(p + "mlp.router.bias"))
+            x = p + "mlp.experts."
+            gu_b, gu_s = t[x + "gate_up_proj_blocks"], t[x + "gate_up_proj_scales"]
+            gu_bias = f32(x + "gate_up_proj_bias")
+            mx = gguf.GGMLQuantizationType.MXFP4
+            # gate and up interleave by rows in HF's fused matrix.
+            for name, rows in (("gate", slice(0, None, 2)), ("up", slice(1, None, 2))):
+                w.add_tensor(b + f"ffn_{name}_exps.weight",
+                             mxfp4_ggml(gu_b[:, rows], gu_s[:, rows]), raw_dtype=mx)
+                put(b + f"ffn_{name}_exps.bias", gu_bias[:, rows])
+            w.add_tensor(b + "ffn_down_exps.weight",
+                         mxfp4_ggml(t[x + "down_proj_blocks"], t[x + "down_proj_scales"]),
+                         raw_dtype=mx)
+            put(b + "ffn_down_exps.bias", f32(x + "down_proj_bias"))
+            continue
         put(b + "attn_norm.weight", t[p + "input_layernorm.weight"].astype(np.float32))
         q, k = t[p + "self_attn.q_proj.weight"], t[p + "self_attn.k_proj.weight"]
         put(b + "attn_q.weight", q if moe else unpermute_rope(q, n_head))

@@ -13,6 +13,8 @@
 #     HOST_SHARES="0.3 0.6 1": hybrid batch 1 (uniform) with the host's share
 #     of the missing experts fixed; PAGED_ARGS: more paged-bench flags for
 #     the experts-vs-layers runs (--expert-prefetch).
+#     MODEL=gpt-oss: gpt-oss-120b's shape instead, 12 layers, its MXFP4
+#     experts written as they are (no quantization), 8 GiB (not run yet).
 #  2. Dense (issue 12, DENSE=1): llama-7b f16 (32 layers), 4 GiB: llama.cpp
 #     -ngl 8 against paged's hybrid step (tuned and planned share).
 # llama.cpp is built here from .device/llama-src.tar.xz (the npm package
@@ -34,13 +36,25 @@ note() { echo "$*" | tee -a "$T"; }
 W=$(df -B1G --output=avail,target /tmp /dev/shm "$PWD" | tail -n +2 | sort -n | tail -1 | awk '{print $2}')
 free=$(df -B1G --output=avail "$W" | tail -1 | tr -d ' ')
 note "models in $W ($free GB free)"
-L=${LAYERS:-$((free >= 48 ? 16 : (free >= 36 ? 12 : 8)))}
-# The full 48-layer model's 4 GiB, scaled: globals and workspace about
-# 0.63 GB, then per layer its dense part and 17% of its Q4_K_M experts
-# (0.0765 GB); llama.cpp keeps as few layers' experts (0.37 GB each) on the
-# GPU as fit the same budget.
-BUDGET=${BUDGET:-$(awk -v l=$L 'BEGIN{printf "%.2fGiB", (0.63 + 0.0765 * l) / 1.073741824}')}
-NCMOE=${NCMOE:-$((L <= 8 ? L - 1 : L - 2))}
+if [[ ${MODEL:-qwen3} == gpt-oss ]]; then
+  # gpt-oss-120b's shape, 12 layers (the issue's), its experts MXFP4 as
+  # make-model writes them and hf_to_gguf.py keeps them (1.69 GB a layer,
+  # no quantization step), 8 GiB: llama.cpp fits about 4 layers' experts
+  # beside its f16 output matrix (1.16 GB).
+  L=${LAYERS:-12}
+  BUDGET=${BUDGET:-8GiB}
+  NCMOE=${NCMOE:-$((L - 4))}
+  PRESET=gpt-oss-120b
+else
+  L=${LAYERS:-$((free >= 48 ? 16 : (free >= 36 ? 12 : 8)))}
+  # The full 48-layer model's 4 GiB, scaled: globals and workspace about
+  # 0.63 GB, then per layer its dense part and 17% of its Q4_K_M experts
+  # (0.0765 GB); llama.cpp keeps as few layers' experts (0.37 GB each) on the
+  # GPU as fit the same budget.
+  BUDGET=${BUDGET:-$(awk -v l=$L 'BEGIN{printf "%.2fGiB", (0.63 + 0.0765 * l) / 1.073741824}')}
+  NCMOE=${NCMOE:-$((L <= 8 ? L - 1 : L - 2))}
+  PRESET=qwen3-30b-a3b
+fi
 mkdir -p /tmp/llama && tar -xJf .device/llama-src.tar.xz -C /tmp/llama
 LB=/tmp/llama/build/bin
 if [[ -n ${SKIP_LLAMA:-} ]]; then  # paged only; llama-quantize from the bundle
@@ -60,7 +74,7 @@ else
 fi
 nvidia-smi --query-gpu=name --format=csv,noheader | tee -a "$T"
 M=$W/q3
-$B pagectl make-model --preset=qwen3-30b-a3b --layers=$L --out=$M >"$out/make_q3.log" 2>&1
+$B pagectl make-model --preset=$PRESET --layers=$L --out=$M >"$out/make_q3.log" 2>&1
 PYTHONPATH=/tmp/llama/gguf-py python3 scripts/hf_to_gguf.py $M $M.gguf >"$out/gguf_q3.log" 2>&1 ||
   { tail -5 "$out/gguf_q3.log"; df -h; }
 rm -rf $M
@@ -69,11 +83,15 @@ if [[ -n $build_pid ]]; then
   (cd /tmp/llama/build && tar -cf - bin/llama-bench bin/llama-batched-bench bin/llama-quantize \
     bin/*.so* | xz -T16 -6 >"$final/llama-bin.tar.xz")
 fi
-$LB/llama-quantize $M.gguf $M-q4km.gguf Q4_K_M >"$out/quantize_q3.log" 2>&1
-rm -f $M.gguf
+if [[ $PRESET == gpt-oss-120b ]]; then  # already MXFP4: the file as written
+  mv $M.gguf $M-q4km.gguf
+else
+  $LB/llama-quantize $M.gguf $M-q4km.gguf Q4_K_M >"$out/quantize_q3.log" 2>&1
+  rm -f $M.gguf
+fi
 ls -la $M-q4km.gguf | tee -a "$T"
 
-note "== MoE: qwen3-30b-a3b shape, $L layers, Q4_K_M, budget $BUDGET"
+note "== MoE: $PRESET shape, $L layers, $([[ $PRESET == gpt-oss-120b ]] && echo MXFP4 || echo Q4_K_M), budget $BUDGET"
 if [[ -z ${SKIP_LLAMA:-} ]]; then
 note "-- llama.cpp llama-bench (tg32; -ngl 99, --n-cpu-moe $NCMOE and $L)"
 $LB/llama-bench -m $M-q4km.gguf -ngl 99 -ncmoe $NCMOE,$L -p 0 -n 32 -r 2 -o md >"$out/llama-moe.txt" 2>&1
