@@ -232,6 +232,9 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
   if (o.decode_tokens != "sampled" && o.decode_tokens != "random")
     return absl::InvalidArgumentError(
         absl::StrCat("--decode-tokens=", o.decode_tokens, ": expected sampled or random"));
+  if (!(o.expert_host_share == -1 || (o.expert_host_share >= 0 && o.expert_host_share <= 1)))
+    return absl::InvalidArgumentError(absl::StrCat("--expert-host-share=", o.expert_host_share,
+                                                   ": expected 0..1, or -1 (by bandwidth)"));
   if (o.routing != "model" && o.routing != "uniform")
     return absl::InvalidArgumentError(
         absl::StrCat("--routing=", o.routing, ": expected model or uniform"));
