@@ -598,12 +598,19 @@ void Pager::PrefetchExperts(int layer, const int32_t* rows, int n_experts) {
   // slots the current chunk does not use; nothing waits for them until the
   // layer's own AcquireExperts.
   ExpertCache& cache = *expert_cache_;
+  // When the prediction covers half the layer or more (a large batch), the
+  // layer will need nearly all of it: copy it a layer ahead like a whole
+  // layer, whatever the counts say.
+  int predicted = 0;
+  for (int e = 0; e < n_experts; ++e) predicted += rows[e] > 0;
+  const bool bulk = 2 * predicted >= n_experts;
   bool waited = false;
   for (int e = 0; e < n_experts; ++e) {
     if (rows[e] <= 0 || cache.Find(layer, e) >= 0 || HostTakes(rows[e])) continue;
     // A guess may be wrong: under LFU it takes a slot only from a colder
-    // expert (or a free slot).
-    if (cache.policy() == ExpertEviction::kLfu && !cache.WorthAdmitting(layer, e)) continue;
+    // expert (or a free slot), unless it is most of the layer.
+    if (!bulk && cache.policy() == ExpertEviction::kLfu && !cache.WorthAdmitting(layer, e))
+      continue;
     ExpertCache::Key evicted;
     const int s = cache.Insert(layer, e, &evicted);
     if (s < 0) break;
