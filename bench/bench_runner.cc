@@ -238,6 +238,8 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
   if (o.routing != "model" && o.routing != "uniform")
     return absl::InvalidArgumentError(
         absl::StrCat("--routing=", o.routing, ": expected model or uniform"));
+  // Every engine of the run routes alike (0: the router's choice).
+  const uint64_t routing_seed = o.routing == "uniform" ? 0x5eed : 0;
   const int bt = 16;
   std::unique_ptr<Store> store;
   std::string segment = o.segment;
@@ -357,7 +359,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       compute_only.compute_only = true;
       ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, compute_only));
       Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
-      if (o.routing == "uniform") engine.set_uniform_routing(0x5eed);
+      engine.set_uniform_routing(routing_seed);
       RETURN_IF_ERROR(
           engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
       uint64_t peak = 0;
@@ -368,7 +370,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       ASSIGN_OR_RETURN(auto pager, Pager::Create(backend.get(), host, plan, po));
       Engine engine(backend.get(), pager.get(), h.model, int(h.block_tokens));
       engine.set_host_executor(host_exec);
-      if (o.routing == "uniform") engine.set_uniform_routing(0x5eed);
+      engine.set_uniform_routing(routing_seed);
       RETURN_IF_ERROR(
           engine.Reserve(limits.max_step_tokens, limits.max_step_seqs, int(plan.slot_kv_blocks)));
       uint64_t peak = 0;
@@ -484,7 +486,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     if (fits) {
       ASSIGN_OR_RETURN(auto provider, ResidentProvider::Create(backend.get(), host, blocks));
       Engine engine(backend.get(), provider.get(), h.model, int(h.block_tokens));
-      if (o.routing == "uniform") engine.set_uniform_routing(0x5eed);
+      engine.set_uniform_routing(routing_seed);
       uint64_t peak = 0;
       ASSIGN_OR_RETURN(PhaseTimes t, RunPhases(o, engine, work, *backend, mem0, &peak, nullptr));
       PagerStats zero;

@@ -80,15 +80,25 @@ void Backend::CopyDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
 void Backend::ExpertFfn(const float* x, const ExpertTask* tasks, int n_tasks, const GluAct& act,
                         float* gate, float* up, float* y) {
   if (n_tasks <= 0) return;
-  const int64_t hidden = tasks[0].gate.cols, ffn = tasks[0].gate.rows;
+  ExpertGateUp(x, tasks, n_tasks, gate, up);
+  GluRuns(tasks, n_tasks, act, gate, up);
+  ExpertDown(tasks, n_tasks, gate, y);
+}
+
+void Backend::ExpertGateUp(const float* x, const ExpertTask* tasks, int n_tasks, float* gate,
+                           float* up) {
   for (int i = 0; i < n_tasks; ++i) {
     const ExpertTask& t = tasks[i];
+    const int64_t hidden = t.gate.cols, ffn = t.gate.rows;
     MatMul(x + t.row0 * hidden, t.n, t.gate, t.gate_b, gate + t.row0 * ffn);
     MatMul(x + t.row0 * hidden, t.n, t.up, t.up_b, up + t.row0 * ffn);
   }
-  GluRuns(tasks, n_tasks, act, gate, up);
+}
+
+void Backend::ExpertDown(const ExpertTask* tasks, int n_tasks, const float* gate, float* y) {
   for (int i = 0; i < n_tasks; ++i) {
     const ExpertTask& t = tasks[i];
+    const int64_t hidden = t.gate.cols, ffn = t.gate.rows;
     MatMul(gate + t.row0 * ffn, t.n, t.down, t.down_b, y + t.row0 * hidden);
   }
 }

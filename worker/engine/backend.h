@@ -276,9 +276,14 @@ class Backend {
                       const int32_t* positions, int32_t* out_tokens) = 0;
 
  protected:
-  // ExpertFfn's activation over the tasks' rows (runs of adjacent tasks).
+  // ExpertFfn's parts, task by task with MatMul (the default, and a
+  // backend's tasks its own kernels do not take): gate and up; the
+  // activation over the tasks' rows (one op per run of adjacent tasks);
+  // down.
+  void ExpertGateUp(const float* x, const ExpertTask* tasks, int n_tasks, float* gate, float* up);
   void GluRuns(const ExpertTask* tasks, int n_tasks, const GluAct& act, float* gate,
                const float* up);
+  void ExpertDown(const ExpertTask* tasks, int n_tasks, const float* gate, float* y);
   // What the owning types above call: implementations provide them.
   virtual absl::StatusOr<void*> Alloc(uint64_t bytes) = 0;
   virtual void Free(void* p) = 0;

@@ -587,7 +587,7 @@ absl::Status Engine::HostExperts(int l, int e0, int e1) {
   // (h_x_), then gate and up for all of them in one dispatch, the GLU, down
   // in another, all in place on the segment's mapping (the same products and
   // element-wise ops as the device's).
-  host_jobs_.clear();
+  host_experts_.clear();
   int total = 0;
   for (int e = e0; e < e1; ++e) {
     const int n = routing_.begin[size_t(e) + 1] - routing_.begin[size_t(e)];
@@ -596,6 +596,7 @@ absl::Status Engine::HostExperts(int l, int e0, int e1) {
     if (c.expert_bias && (ex.gate_b == nullptr || ex.up_b == nullptr || ex.down_b == nullptr))
       return absl::InternalError(
           absl::StrCat("layer ", l, " expert ", e, ": a host expert without its biases"));
+    host_experts_.push_back(e);
     total += n;
   }
   if (total == 0) return absl::OkStatus();
@@ -603,11 +604,12 @@ absl::Status Engine::HostExperts(int l, int e0, int e1) {
   h_gate_.resize(size_t(total) * ffn);
   h_up_.resize(size_t(total) * ffn);
   h_y_.resize(size_t(total) * hidden);
+  host_jobs_.clear();
+  host_down_jobs_.clear();
   int at = 0;
-  for (int e = e0; e < e1; ++e) {
+  for (int e : host_experts_) {
     const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
     const ExpertRef& ex = experts_[size_t(e)];
-    if (n == 0 || !ex.on_host) continue;
     for (int i = 0; i < n; ++i)
       std::copy_n(h_x_.data() + size_t(routing_.rows[size_t(r0 + i)]) * hidden, hidden,
                   h_ex_.data() + size_t(at + i) * hidden);
@@ -616,6 +618,8 @@ absl::Status Engine::HostExperts(int l, int e0, int e1) {
     float* u = h_up_.data() + size_t(at) * ffn;
     host_jobs_.push_back({&ex.gate, 0, ex.gate.rows, ex.gate_b, g, ex.gate.rows, x, n});
     host_jobs_.push_back({&ex.up, 0, ex.up.rows, ex.up_b, u, ex.up.rows, x, n});
+    host_down_jobs_.push_back({&ex.down, 0, ex.down.rows, ex.down_b,
+                               h_y_.data() + size_t(at) * hidden, ex.down.rows, g, n});
     at += n;
   }
   host_->MatMulMany(nullptr, 0, host_jobs_.data(), int(host_jobs_.size()));
@@ -626,22 +630,11 @@ absl::Status Engine::HostExperts(int l, int e0, int e1) {
   } else {
     host_->SwiGlu(h_gate_.data(), h_up_.data(), count, h_gate_.data());
   }
-  host_jobs_.clear();
-  at = 0;
-  for (int e = e0; e < e1; ++e) {
-    const int n = routing_.begin[size_t(e) + 1] - routing_.begin[size_t(e)];
-    const ExpertRef& ex = experts_[size_t(e)];
-    if (n == 0 || !ex.on_host) continue;
-    host_jobs_.push_back({&ex.down, 0, ex.down.rows, ex.down_b, h_y_.data() + size_t(at) * hidden,
-                          ex.down.rows, h_gate_.data() + size_t(at) * ffn, n});
-    at += n;
-  }
-  host_->MatMulMany(nullptr, 0, host_jobs_.data(), int(host_jobs_.size()));
+  host_->MatMulMany(nullptr, 0, host_down_jobs_.data(), int(host_down_jobs_.size()));
   // Each expert's rows to its place in the wave's output.
   at = 0;
-  for (int e = e0; e < e1; ++e) {
+  for (int e : host_experts_) {
     const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
-    if (n == 0 || !experts_[size_t(e)].on_host) continue;
     backend_->Upload(s_.o + int64_t(r0 - p0) * c.hidden, h_y_.data() + size_t(at) * hidden,
                      size_t(n) * hidden * sizeof(float));
     at += n;

@@ -175,7 +175,9 @@ class Engine {
   std::vector<ExpertRef> experts_;
   MoeRouting predicted_;  // the next sparse layer's routing as predicted (prefetch)
   std::vector<float> h_ex_, h_gate_, h_up_, h_y_;
-  std::vector<HostExecutor::Product> host_jobs_;
+  // A wave's host experts, and their products: gate and up, then down.
+  std::vector<int> host_experts_;
+  std::vector<HostExecutor::Product> host_jobs_, host_down_jobs_;
   // A wave's device experts and its CombineRows lists (tokens, begin, pos).
   std::vector<ExpertTask> tasks_;
   bool uniform_routing_ = false;

@@ -516,8 +516,6 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
   // copies of the others end together; a fixed row limit gives it all.
   int host_quota = INT_MAX;
   if (host_experts_ && options_.expert_host_rows < 0) {
-    std::stable_sort(expert_need_.begin(), expert_need_.end(),
-                     [&](int32_t a, int32_t b) { return rows[a] < rows[b]; });
     int could = 0;
     for (int32_t e : expert_need_) could += HostTakes(rows[e]);
     // The fraction left over carries to the next call (at one miss a
@@ -525,6 +523,9 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
     const double want = could * ExpertHostShare() + host_carry_;
     host_quota = int(std::floor(want));
     host_carry_ = want - host_quota;
+    if (host_quota < could)
+      std::stable_sort(expert_need_.begin(), expert_need_.end(),
+                       [&](int32_t a, int32_t b) { return rows[a] < rows[b]; });
   }
   bool copied = false;
   std::vector<int32_t> admit;

@@ -199,7 +199,6 @@ class Pager final : public WeightProvider {
   // does take (PagerOptions::expert_host_share, else host / (host + link)
   // bandwidth at one row).
   double ExpertHostShare() const;
-  double host_carry_ = 0;  // AcquireExperts' host quota: the fraction carried over
   // Enqueues on copy-in expert e of `layer` into expert slot `slot`.
   void CopyExpert(int layer, int e, int slot);
   int KvArea(int layer) const {
@@ -248,6 +247,7 @@ class Pager final : public WeightProvider {
   uint8_t* expert_mem_ = nullptr;
   std::unique_ptr<ExpertCache> expert_cache_;
   std::vector<int32_t> expert_need_;  // a chunk's missing experts
+  double host_carry_ = 0;             // the host's quota of misses: the fraction carried over
   std::vector<WeightRef> routers_;    // per layer: its router's device copy (prefetch)
   BackendEvent experts_copied_, experts_free_;
 

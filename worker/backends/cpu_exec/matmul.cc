@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
-#include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "common/check.h"
 #include "common/quant.h"
 #include "worker/backends/cpu_exec/kernels.h"
@@ -126,10 +126,11 @@ void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r
 
 void MatMulMany(ExecPool& pool, const MatMulJob* jobs, int count) {
   if (count <= 0) return;
-  // The jobs' rows as one range: [base[k], base[k + 1]) are job k's.
-  std::vector<RowsFn> fns(static_cast<size_t>(count));
-  std::vector<RowsArgs> args(static_cast<size_t>(count));
-  std::vector<int64_t> base(static_cast<size_t>(count) + 1, 0);
+  // The jobs' rows as one range: [base[k], base[k + 1]) are job k's. A
+  // layer's q, k and v (or a wave's few host experts) stay off the heap.
+  absl::InlinedVector<RowsFn, 16> fns(static_cast<size_t>(count));
+  absl::InlinedVector<RowsArgs, 16> args(static_cast<size_t>(count));
+  absl::InlinedVector<int64_t, 17> base(static_cast<size_t>(count) + 1, 0);
   int64_t row_work = 1;
   for (int k = 0; k < count; ++k) {
     const MatMulJob& j = jobs[k];

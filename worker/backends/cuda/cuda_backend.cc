@@ -686,14 +686,10 @@ class CudaBackend final : public Backend {
       }
     };
     launch(0);
-    for (const ExpertTask& t : single_) {
-      MatMul(x + t.row0 * hidden, t.n, t.gate, t.gate_b, gate + t.row0 * ffn, 0);
-      MatMul(x + t.row0 * hidden, t.n, t.up, t.up_b, up + t.row0 * ffn, 0);
-    }
+    ExpertGateUp(x, single_.data(), int(single_.size()), gate, up);
     GluRuns(tasks, n_tasks, act, gate, up);
     launch(1);
-    for (const ExpertTask& t : single_)
-      MatMul(gate + t.row0 * ffn, t.n, t.down, t.down_b, y + t.row0 * hidden, 0);
+    ExpertDown(single_.data(), int(single_.size()), gate, y);
     AfterOp("ExpertFfn");
   }
 
