@@ -458,8 +458,9 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       absl::StrAppend(&report.plan, "hybrid mode's plan: every layer resident\n");
     } else if (hybrid_mode) {
       ASSIGN_OR_RETURN(HybridPolicy policy, ParseHybridPolicy(o.host_compute));
-      ASSIGN_OR_RETURN(cpu_exec::ExecPoolOptions eo,
-                       cpu_exec::HostExecutorOptions(o.host_threads, o.host_pin));
+      ASSIGN_OR_RETURN(
+          cpu_exec::ExecPoolOptions eo,
+          cpu_exec::HostExecutorOptions(o.host_threads, o.host_pin, o.host_activations));
       std::unique_ptr<HostExecutor> host_exec = cpu_exec::MakeHostExecutor(eo);
       int layer = 0;
       while (layer < h.model.n_layers && hplan.resident[size_t(layer)]) ++layer;

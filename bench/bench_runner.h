@@ -28,6 +28,7 @@ struct BenchOptions {
   std::string host_compute = "auto";  // the hybrid mode's policy (hybrid_plan.h)
   int host_threads = 0;
   std::string host_pin = "none";
+  std::string host_activations = "f32";
   int slots = 2;
   std::string resident = "auto";
   int threads = 0;

@@ -43,6 +43,9 @@ ABSL_FLAG(std::string, batches, "1,2,4,8,64", "token rows per call");
 ABSL_FLAG(int, footprint_mb, 512, "weight bytes cycled through per point (well above the L3)");
 ABSL_FLAG(std::string, shapes, "4096x4096,11008x4096,4096x11008",
           "matrices, rows x cols (the block formats need cols a multiple of 256)");
+ABSL_FLAG(std::string, activations, "f32",
+          "activations of the products: f32, q8 (8 bits per block of 256 for q4_k / q6_k), or "
+          "both (each format's rows twice)");
 ABSL_FLAG(bool, reference, true, "also time the scalar reference on the first shape");
 
 namespace paged {
@@ -242,7 +245,16 @@ int Main() {
   cpu_exec::ExecPoolOptions opts;
   opts.threads = absl::GetFlag(FLAGS_threads);
   opts.cpus = *cpus;
+  const std::string activations = absl::GetFlag(FLAGS_activations);
+  if (activations != "f32" && activations != "q8" && activations != "both") {
+    std::fprintf(stderr, "cpu_matmul_bench: --activations is f32, q8 or both, not %s\n",
+                 activations.c_str());
+    return 2;
+  }
   cpu_exec::ExecPool pool(opts);
+  cpu_exec::ExecPoolOptions q8_opts = opts;
+  q8_opts.q8_activations = true;
+  cpu_exec::ExecPool q8_pool(q8_opts);
   if (!cpus->empty() && !cpu_exec::PinCurrentThread((*cpus)[0])) opts.cpus.clear();
   const bool pinned = !cpus->empty() && pool.pinned() && !opts.cpus.empty();
   ThreadPool ref_pool(pool.size());
@@ -270,15 +282,21 @@ int Main() {
     std::fflush(stdout);
   };
 
+  std::vector<bool> modes;  // q8 activations or not
+  if (activations != "q8") modes.push_back(false);
+  if (activations != "f32") modes.push_back(true);
   for (DType t : dtypes) {
-    const std::string name = "cpu_exec " + std::string(DTypeName(t));
     for (const Shape& s : shapes) {
       const WeightCopies w(t, s, footprint);
-      for (int n : batches) {
-        const double per = TimePerCall(seconds, w.copies(), [&](int k) {
-          cpu_exec::MatMul(pool, x.data(), n, w.copy(k), 0, s.rows, nullptr, out.data(), s.rows);
-        });
-        report(name, s, n, per, w.bytes());
+      for (bool q8 : modes) {
+        const std::string name = "cpu_exec " + std::string(DTypeName(t)) + (q8 ? " q8" : "");
+        cpu_exec::ExecPool& p = q8 ? q8_pool : pool;
+        for (int n : batches) {
+          const double per = TimePerCall(seconds, w.copies(), [&](int k) {
+            cpu_exec::MatMul(p, x.data(), n, w.copy(k), 0, s.rows, nullptr, out.data(), s.rows);
+          });
+          report(name, s, n, per, w.bytes());
+        }
       }
     }
   }

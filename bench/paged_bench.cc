@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, host_compute, "auto",
           "| off | 0..1");
 ABSL_FLAG(int, host_threads, 0, "hybrid mode: host executor threads (0: every CPU)");
 ABSL_FLAG(std::string, host_pin, "none", "hybrid mode: CPUs to pin the host executor to");
+ABSL_FLAG(std::string, host_activations, "f32",
+          "hybrid mode: the host products' activations: f32 (exact) | q8 (8 bits per block of 256 "
+          "for q4_k / q6_k weights, as llama.cpp's CPU path)");
 ABSL_FLAG(int, slots, 2, "device slots");
 ABSL_FLAG(std::string, resident, "auto", "resident layers: auto | none | all | N");
 ABSL_FLAG(int, max_step_tokens, 2048, "tokens per prefill step");
@@ -67,6 +70,7 @@ int main(int argc, char** argv) {
   o.routing = absl::GetFlag(FLAGS_routing);
   o.host_threads = absl::GetFlag(FLAGS_host_threads);
   o.host_pin = absl::GetFlag(FLAGS_host_pin);
+  o.host_activations = absl::GetFlag(FLAGS_host_activations);
   o.experts = absl::GetFlag(FLAGS_experts);
   o.expert_eviction = absl::GetFlag(FLAGS_expert_eviction);
   o.expert_prefetch = absl::GetFlag(FLAGS_expert_prefetch);

@@ -129,6 +129,40 @@ TEST_P(MoeGgufFixtureTest, MatchesLlamaCppOnTheDequantizedFile) {
   }
 }
 
+// With 8-bit activations (--device=cpu-q8: q4_k and q6_k products in
+// integer arithmetic on activations rounded per block of 256, as llama.cpp's
+// CPU products do) the logits move from llama.cpp's dequantized run toward
+// its quantized run: nearer to it than llama.cpp's own dequantized run is,
+// and, where the experts are K-quants, nearer than the f32 activations'
+// run. (The tiny files' other tensors are q5_0 / q8_0 / mxfp4 blocks, which
+// llama.cpp multiplies with 8-bit activations too and we do not: the rest of
+// the distance.)
+TEST_P(MoeGgufFixtureTest, Q8ActivationsApproachLlamaCppsQuantizedRun) {
+  ASSERT_TRUE(std::filesystem::exists(Path())) << Path();
+  const Oracle o = ReadOracle(GetParam());
+  ASSERT_FALSE(o.tokens.empty());
+  testing::FixtureLogits q8, f32;
+  ASSERT_NO_FATAL_FAILURE(testing::ExpectDecodeAndPrefillMatch(
+      Path(), "native", "cpu-q8", o.tokens, o.quantized, 0.1, GetParam() + " q8", &q8));
+  ASSERT_NO_FATAL_FAILURE(testing::ExpectDecodeAndPrefillMatch(
+      Path(), "native", "cpu", o.tokens, o.quantized, 0.1, GetParam() + " f32", &f32));
+  double llama_own = 0;
+  int same_argmax = 0;
+  for (size_t p = 0; p < q8.decode.size(); ++p) {
+    std::vector<float> deq(o.dequantized[p].begin(), o.dequantized[p].end());
+    llama_own = std::max(llama_own, testing::RelativeError(deq, o.quantized[p]));
+    same_argmax += Argmax(q8.decode[p]) == Argmax(o.quantized[p]);
+  }
+  EXPECT_LT(q8.worst, llama_own) << GetParam();
+  if (GetParam().find("q4_k") != std::string::npos) {
+    EXPECT_LT(q8.worst, 0.9 * f32.worst) << GetParam();
+  }
+  std::printf(
+      "%-24s vs llama.cpp quantized: q8 activations %.1e, f32 %.1e (llama.cpp's "
+      "dequantized run %.1e), q8 argmax %d of %zu\n",
+      GetParam().c_str(), q8.worst, f32.worst, llama_own, same_argmax, q8.decode.size());
+}
+
 // Native segments keep every expert as the file has it (so that the native
 // runs above compute on the blocks): each sparse layer's exp_gate / exp_up /
 // exp_down in the ggml type llama-quantize gave its ffn_*_exps tensor (a

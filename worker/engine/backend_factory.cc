@@ -12,7 +12,8 @@
 
 namespace paged {
 
-std::unique_ptr<Backend> MakeExecCpuBackend(int threads, const std::string& device_label) {
+std::unique_ptr<Backend> MakeExecCpuBackend(int threads, const std::string& device_label,
+                                            bool q8_activations) {
   // The backend's other ops run on the executor's threads too (MakeCpuBackend),
   // which stay awake between the ops of a step: the longest gap in a decode
   // step (sampling, attention at a long context) is well under 1 ms, so a
@@ -21,12 +22,14 @@ std::unique_ptr<Backend> MakeExecCpuBackend(int threads, const std::string& devi
   cpu_exec::ExecPoolOptions o;
   o.threads = threads;
   o.spin_us = 1000;
+  o.q8_activations = q8_activations;
   return MakeCpuBackend(threads, device_label, cpu_exec::MakeHostExecutor(o));
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view device, int cpu_threads) {
   const std::string d(device);
   if (d == "cpu") return MakeExecCpuBackend(cpu_threads);
+  if (d == "cpu-q8") return MakeExecCpuBackend(cpu_threads, "", /*q8_activations=*/true);
   if (d == "cpu-ref") return MakeCpuBackend(cpu_threads);
   int index = 0;
   if (d == "cuda" ||
@@ -39,7 +42,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view device, in
 #endif
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("--device=", d, ": expected cpu, cpu-ref, cuda or cuda:N"));
+      absl::StrCat("--device=", d, ": expected cpu, cpu-q8, cpu-ref, cuda or cuda:N"));
 }
 
 }  // namespace paged

@@ -1,6 +1,7 @@
 // Picks a backend from a device string: "cpu" (the CPU backend with the CPU
-// executor's matrix products), "cpu-ref" (the scalar reference throughout),
-// "cuda" (= cuda:0), "cuda:N".
+// executor's matrix products), "cpu-q8" (the same with 8-bit activations for
+// q4_k / q6_k weights: cpu_exec::ExecPoolOptions::q8_activations), "cpu-ref"
+// (the scalar reference throughout), "cuda" (= cuda:0), "cuda:N".
 #pragma once
 
 #include <memory>
@@ -16,6 +17,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view device, in
 
 // The backend of "cpu": the CPU backend with the CPU executor's matrix
 // products (device_label: see MakeCpuBackend).
-std::unique_ptr<Backend> MakeExecCpuBackend(int threads, const std::string& device_label = "");
+std::unique_ptr<Backend> MakeExecCpuBackend(int threads, const std::string& device_label = "",
+                                            bool q8_activations = false);
 
 }  // namespace paged

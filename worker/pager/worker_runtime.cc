@@ -94,7 +94,13 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   if (opts.share != "auto" && opts.share != "on" && opts.share != "off")
     return absl::InvalidArgumentError(
         absl::StrCat("--share must be auto, on or off, not \"", opts.share, "\""));
-  ASSIGN_OR_RETURN(w->backend_, MakeBackend(opts.device, opts.threads));
+  if (opts.host_activations != "f32" && opts.host_activations != "q8")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--host-activations=", opts.host_activations, ": f32 or q8"));
+  // The CPU device's products are the CPU executor's: --host-activations
+  // applies to them as to the hybrid step's host side.
+  const bool q8_cpu = opts.device == "cpu" && opts.host_activations == "q8";
+  ASSIGN_OR_RETURN(w->backend_, MakeBackend(q8_cpu ? "cpu-q8" : opts.device, opts.threads));
   PagerOptions po;
   // Experts paged one by one: the share board holds whole layers, so such a
   // worker does not share (docs/pager.md, "Experts").
@@ -142,8 +148,9 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   const bool host_side =
       !w->backend_->shares_host_memory() && w->policy_.mode != HybridPolicy::Mode::kOff;
   if (host_side) {
-    ASSIGN_OR_RETURN(cpu_exec::ExecPoolOptions eo,
-                     cpu_exec::HostExecutorOptions(opts.host_threads, opts.host_pin));
+    ASSIGN_OR_RETURN(
+        cpu_exec::ExecPoolOptions eo,
+        cpu_exec::HostExecutorOptions(opts.host_threads, opts.host_pin, opts.host_activations));
     w->host_ = cpu_exec::MakeHostExecutor(eo);
   }
   limits.embedding_on_host = host_side;

@@ -35,6 +35,7 @@ struct WorkerOptions {
   std::string host_compute = "auto";
   int host_threads = 0;
   std::string host_pin = "none";
+  std::string host_activations = "f32";  // f32 | q8 (cpu_exec::HostExecutorOptions)
   // A sparse model's device expert cache (limits.expert_paging: experts
   // paged one by one): its eviction policy.
   ExpertEviction expert_eviction = ExpertEviction::kLfu;

@@ -65,6 +65,9 @@ ABSL_FLAG(
 ABSL_FLAG(int, host_threads, 0, "threads of the host executor (0: every CPU of this process)");
 ABSL_FLAG(std::string, host_pin, "none",
           "CPUs the host executor's threads are pinned to: none | all | a list like 0-15");
+ABSL_FLAG(std::string, host_activations, "f32",
+          "the host executor's activations: f32 (exact, the reference's numbers) | q8 (8 bits per "
+          "block of 256 for q4_k / q6_k weights, integer products as llama.cpp's CPU path)");
 ABSL_FLAG(bool, expert_paging, true,
           "a mixture of experts: page experts one by one through a device expert cache "
           "(false: whole layers, experts included)");
@@ -135,6 +138,7 @@ int main(int argc, char** argv) {
   o.host_compute = absl::GetFlag(FLAGS_host_compute);
   o.host_threads = absl::GetFlag(FLAGS_host_threads);
   o.host_pin = absl::GetFlag(FLAGS_host_pin);
+  o.host_activations = absl::GetFlag(FLAGS_host_activations);
   auto peer = paged::ParsePeerCopies(absl::GetFlag(FLAGS_peer_copies));
   if (!peer.ok()) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(peer.status().message()).c_str());

@@ -52,7 +52,8 @@ bool ParseInt(std::string_view s, int* out) {
 
 ExecPool::ExecPool(int threads) : ExecPool(WithThreads(threads)) {}
 
-ExecPool::ExecPool(const ExecPoolOptions& options) : spin_us_(std::max(0, options.spin_us)) {
+ExecPool::ExecPool(const ExecPoolOptions& options)
+    : spin_us_(std::max(0, options.spin_us)), q8_activations_(options.q8_activations) {
   int threads = options.threads;
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
   std::latch started(threads - 1);

@@ -31,6 +31,10 @@ struct ExecPoolOptions {
   // How long an idle worker spins waiting for the next job before it sleeps
   // (yielding the CPU between looks after the first 50 us).
   int spin_us = 200;
+  // The products' activations (matmul.h): false, f32 (the reference's
+  // numbers); true, quantized to 8 bits per block of 256 for the formats
+  // with integer kernels (q4_k, q6_k), as llama.cpp's CPU path does.
+  bool q8_activations = false;
 };
 
 class ExecPool {
@@ -44,6 +48,8 @@ class ExecPool {
   int size() const { return int(workers_.size()) + 1; }
   // True when CPUs were requested and every worker is running on its CPU.
   bool pinned() const { return pinned_; }
+  // ExecPoolOptions::q8_activations.
+  bool q8_activations() const { return q8_activations_; }
 
   // Calls fn(lo, hi) on disjoint chunks [lo, hi) that cover [begin, end) and
   // returns when every call is done. Chunk bounds lie on multiples of `grain`
@@ -79,6 +85,7 @@ class ExecPool {
   void WaitForWorkers();
 
   const int spin_us_;
+  const bool q8_activations_;
   std::vector<std::thread> workers_;
   bool pinned_ = false;
   // Held for a whole ParallelFor: one job at a time.

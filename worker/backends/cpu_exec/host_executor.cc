@@ -89,8 +89,14 @@ std::unique_ptr<HostExecutor> MakeHostExecutor(const ExecPoolOptions& options) {
   return std::make_unique<CpuHostExecutor>(options);
 }
 
-absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::string& pin) {
+absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::string& pin,
+                                                    const std::string& activations) {
   ExecPoolOptions o;
+  if (activations != "f32" && activations != "q8") {
+    return absl::InvalidArgumentError("--host-activations=" + activations +
+                                      ": f32 (exact) or q8 (8 bits for q4_k / q6_k weights)");
+  }
+  o.q8_activations = activations == "q8";
   o.threads = threads;
   // PAGED_HOST_SPIN_US: how long idle threads spin before they sleep (the
   // pool's default otherwise). Measured on the GPU machine: 2000 us, which

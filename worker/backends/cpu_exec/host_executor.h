@@ -12,8 +12,10 @@ namespace paged::cpu_exec {
 
 std::unique_ptr<HostExecutor> MakeHostExecutor(const ExecPoolOptions& options);
 
-// Options from flags: threads (<= 0: every CPU this process may use) and a
-// CPU list to pin them to ("none", "all" or "0-7,16": exec_pool.h).
-absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::string& pin);
+// Options from flags: threads (<= 0: every CPU this process may use), a
+// CPU list to pin them to ("none", "all" or "0-7,16": exec_pool.h) and the
+// products' activations ("f32" or "q8": ExecPoolOptions::q8_activations).
+absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::string& pin,
+                                                    const std::string& activations = "f32");
 
 }  // namespace paged::cpu_exec

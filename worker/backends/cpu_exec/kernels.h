@@ -9,6 +9,17 @@
 
 namespace paged::cpu_exec {
 
+// Activations quantized to 8 bits (matmul_q8.cc), token row i of x:
+//   x[i, c] ~ d[i, c / kQ8Block] * q[i, c], q in [-127, 127],
+//   s16[i, g] = sum of q[i, 16 g .. 16 g + 15], s32 likewise over 32.
+inline constexpr int64_t kQ8Block = 256;
+struct Q8Rows {
+  const int8_t* q = nullptr;     // [n, cols]
+  const float* d = nullptr;      // [n, cols / kQ8Block]
+  const int16_t* s16 = nullptr;  // [n, cols / 16]
+  const int16_t* s32 = nullptr;  // [n, cols / 32]
+};
+
 // One MatMul call, as every kernel sees it (shapes as in matmul.h).
 struct RowsArgs {
   const float* x = nullptr;  // [n, w->cols]
@@ -18,6 +29,7 @@ struct RowsArgs {
   const float* bias = nullptr;  // [w->rows] or null
   float* out = nullptr;         // [n, ldo]
   int64_t ldo = 0;
+  const Q8Rows* q8 = nullptr;  // the Q8 kernels' x (x is then unused)
 };
 
 // Computes rows [ra, rb) (r0 <= ra <= rb <= r1) of the product for all n
@@ -43,6 +55,16 @@ void MatMulRowsQ6_K(const RowsArgs& a, int64_t ra, int64_t rb);
 void MatMulRowsIQ4_NL(const RowsArgs& a, int64_t ra, int64_t rb);
 void MatMulRowsIQ4_XS(const RowsArgs& a, int64_t ra, int64_t rb);
 void MatMulRowsMXFP4(const RowsArgs& a, int64_t ra, int64_t rb);
+
+// The products with 8-bit activations (matmul_q8.cc): x quantized per
+// row into q [n, cols], d [n, cols / kQ8Block], s16 [n, cols / 16] (cols a
+// multiple of kQ8Block) and s32 [n, cols / 32], and the integer kernels that read a.q8, where the
+// CPU has them (HasQ8Kernels(): AVX-512).
+void QuantizeQ8(const float* x, int n, int64_t cols, int8_t* q, float* d, int16_t* s16,
+                int16_t* s32);
+bool HasQ8Kernels();
+void MatMulRowsQ8Q4_K(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ8Q6_K(const RowsArgs& a, int64_t ra, int64_t rb);
 
 // Rows per tile block: every ParallelFor chunk but the last holds a multiple
 // of this many rows (matmul-inl.h's kRowBlock).

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "absl/container/inlined_vector.h"
 #include "common/check.h"
@@ -75,6 +76,56 @@ RowsFn KernelFor(DType t) {
   return nullptr;
 }
 
+// The integer kernel of a format for 8-bit activations, or null.
+RowsFn Q8KernelFor(DType t) {
+  switch (t) {
+    case DType::kQ4_K:
+      return &MatMulRowsQ8Q4_K;
+    case DType::kQ6_K:
+      return &MatMulRowsQ8Q6_K;
+    default:
+      return nullptr;
+  }
+}
+
+// One x quantized to 8 bits (QuantizeQ8) and, where the CPU has no integer
+// kernels, the f32 x' = d * q the f32 kernels multiply instead: the same
+// product up to summation order.
+struct Q8Activations {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int16_t> s16, s32;
+  std::vector<float> dequantized;
+  Q8Rows rows;
+
+  // Quantizes x [n, cols] and points a (whose fn is returned) at it.
+  RowsFn Prepare(const float* x, int n, int64_t cols, RowsFn q8_fn, RowsFn f32_fn, RowsArgs& a) {
+    const size_t count = size_t(n) * size_t(cols);
+    q.resize(count);
+    d.resize(count / size_t(kQ8Block));
+    s16.resize(count / 16);
+    s32.resize(count / 32);
+    QuantizeQ8(x, n, cols, q.data(), d.data(), s16.data(), s32.data());
+    if (HasQ8Kernels()) {
+      rows = Q8Rows{q.data(), d.data(), s16.data(), s32.data()};
+      a.q8 = &rows;
+      return q8_fn;
+    }
+    dequantized.resize(count);
+    for (size_t i = 0; i < count; ++i) {
+      dequantized[i] = d[i / size_t(kQ8Block)] * float(q[i]);
+    }
+    a.x = dequantized.data();
+    return f32_fn;
+  }
+};
+
+// Whether a product takes 8-bit activations: the pool asks for them and the
+// format has integer kernels (whole super-blocks: Check).
+bool UseQ8(const ExecPool& pool, const WeightRef& w, int n, int64_t r0, int64_t r1) {
+  return pool.q8_activations() && Q8KernelFor(w.dtype) != nullptr && n > 0 && r1 > r0 && w.cols > 0;
+}
+
 RowsFn Check(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1, float* out,
              int64_t ldo) {
   const RowsFn fn = KernelFor(w.dtype);
@@ -114,9 +165,11 @@ int DecodeRowsPerTile() {
 
 void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1,
             const float* bias, float* out, int64_t ldo) {
-  const RowsFn fn = Check(x, n, w, r0, r1, out, ldo);
+  RowsFn fn = Check(x, n, w, r0, r1, out, ldo);
   if (n == 0 || r1 == r0) return;
-  const RowsArgs a{x, n, &w, r0, bias, out, ldo};
+  RowsArgs a{x, n, &w, r0, bias, out, ldo};
+  thread_local Q8Activations q8;
+  if (UseQ8(pool, w, n, r0, r1)) fn = q8.Prepare(x, n, w.cols, Q8KernelFor(w.dtype), fn, a);
   const int64_t row_work = std::max<int64_t>(w.cols, 1) * n;
   const int64_t blocks = std::max<int64_t>(1, kMinChunkWork / (kRowBlock * row_work));
   pool.ParallelFor(
@@ -132,10 +185,33 @@ void MatMulMany(ExecPool& pool, const MatMulJob* jobs, int count) {
   absl::InlinedVector<RowsArgs, 16> args(static_cast<size_t>(count));
   absl::InlinedVector<int64_t, 17> base(static_cast<size_t>(count) + 1, 0);
   int64_t row_work = 1;
+  // 8-bit activations: each distinct (x, n, cols) quantized once (a layer's
+  // gate and up, a wave's experts of one row).
+  thread_local std::vector<Q8Activations> q8;
+  if (q8.size() < size_t(count)) q8.resize(size_t(count));  // no moves once pointed at
+  size_t q8_used = 0;
+  absl::InlinedVector<bool, 16> quantized(static_cast<size_t>(count), false);
   for (int k = 0; k < count; ++k) {
     const MatMulJob& j = jobs[k];
     fns[size_t(k)] = Check(j.x, j.n, *j.w, j.r0, j.r1, j.out, j.ldo);
     args[size_t(k)] = RowsArgs{j.x, j.n, j.w, j.r0, j.bias, j.out, j.ldo};
+    if (UseQ8(pool, *j.w, j.n, j.r0, j.r1)) {
+      // An earlier job of the same x, n and cols lends its quantized x.
+      int same = 0;
+      while (same < k && !(quantized[size_t(same)] && jobs[same].x == j.x && jobs[same].n == j.n &&
+                           jobs[same].w->cols == j.w->cols)) {
+        ++same;
+      }
+      if (same < k) {
+        args[size_t(k)].x = args[size_t(same)].x;
+        args[size_t(k)].q8 = args[size_t(same)].q8;
+        if (args[size_t(k)].q8 != nullptr) fns[size_t(k)] = Q8KernelFor(j.w->dtype);
+      } else {
+        fns[size_t(k)] = q8[q8_used++].Prepare(j.x, j.n, j.w->cols, Q8KernelFor(j.w->dtype),
+                                               fns[size_t(k)], args[size_t(k)]);
+      }
+      quantized[size_t(k)] = true;
+    }
     base[size_t(k) + 1] = base[size_t(k)] + (j.n > 0 ? j.r1 - j.r0 : 0);
     row_work = std::max<int64_t>(row_work, std::max<int64_t>(j.w->cols, 1) * j.n);
   }

@@ -1,0 +1,322 @@
+// The CPU executor's products with 8-bit activations
+// (ExecPoolOptions::q8_activations, worker/backends/cpu_exec/matmul_q8.cc):
+//   - the quantizer against its definition, written here in scalar code: per
+//     block of 256, d = max |x| / 127, q = round-half-even(x * (1 / d)), and
+//     the sums of q over 16 and 32 columns;
+//   - q4_k and q6_k products against the scalar reference applied to x' =
+//     d * q (the product the integer kernels compute, up to the rounding of
+//     their few f32 terms): 1e-5 of sum |x' * w|, shapes with 1 to 130 rows,
+//     batches around the token tiles, bias, ldo and row ranges, on every SIMD
+//     target this CPU runs (without AVX-512 the f32 kernels get x');
+//   - the determinism contract bit for bit: split row ranges, a token alone
+//     vs in a batch, thread counts, MatMulMany (x quantized once per input);
+//   - formats without integer kernels keep f32 activations.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/block_quant.h"
+#include "common/dtype.h"
+#include "hwy/targets.h"
+#include "tests/unit/cpu_exec_test_util.h"
+#include "worker/backends/cpu_exec/exec_pool.h"
+#include "worker/backends/cpu_exec/host_executor.h"
+#include "worker/backends/cpu_exec/kernels.h"
+#include "worker/backends/cpu_exec/matmul.h"
+
+namespace paged::cpu_exec {
+namespace {
+
+using paged::testing::ExpectSameBits;
+using paged::testing::RandomVector;
+using paged::testing::Reference;
+using paged::testing::Whole;
+
+constexpr double kRelTolerance = 1e-5;
+constexpr DType kQ8Formats[] = {DType::kQ4_K, DType::kQ6_K};
+
+struct Weights {
+  std::vector<uint8_t> data;
+  WeightRef ref;
+};
+
+// Random blocks with finite f16 fields (some negative, a few subnormal).
+Weights RandomBlocks(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
+  Weights w;
+  w.data.resize(PayloadBytes(t, uint64_t(rows), uint64_t(cols)));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (uint8_t& b : w.data) b = uint8_t(byte(rng));
+  std::uniform_real_distribution<float> mag(0.001f, 0.1f);
+  const int64_t blocks = int64_t(w.data.size()) / BlockBytes(t);
+  for (int64_t k = 0; k < blocks; ++k) {
+    uint8_t* blk = w.data.data() + k * BlockBytes(t);
+    for (int off : BlockHalfFields(t)) {
+      const int kind = byte(rng);
+      uint16_t h = kind < 16 ? uint16_t(1 + byte(rng) * 4) : FloatToHalf(mag(rng));
+      if (kind % 5 == 0) h |= 0x8000;
+      std::memcpy(blk + off, &h, 2);
+    }
+  }
+  w.ref.data = w.data.data();
+  w.ref.dtype = t;
+  w.ref.rows = rows;
+  w.ref.cols = cols;
+  return w;
+}
+
+ExecPoolOptions Q8Options(int threads) {
+  ExecPoolOptions o;
+  o.threads = threads;
+  o.q8_activations = true;
+  return o;
+}
+
+// The definition of the 8-bit activations, scalar: x [n, cols] -> q, d,
+// and x' = d * q.
+struct Quantized {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int16_t> s16, s32;
+  std::vector<float> rounded;  // x'
+};
+
+Quantized Quantize(const std::vector<float>& x, int64_t cols) {
+  Quantized r;
+  const int64_t blocks = int64_t(x.size()) / 256;
+  r.q.resize(x.size());
+  r.rounded.resize(x.size());
+  for (int64_t b = 0; b < blocks; ++b) {
+    float m = 0.f;
+    for (int64_t c = 0; c < 256; ++c) m = std::max(m, std::fabs(x[size_t(b * 256 + c)]));
+    const float d = m / 127.f;
+    const float inv = d > 0.f ? 1.f / d : 0.f;
+    r.d.push_back(d);
+    for (int64_t c = 0; c < 256; ++c) {
+      const size_t i = size_t(b * 256 + c);
+      r.q[i] = int8_t(std::nearbyint(x[i] * inv));
+      r.rounded[i] = d * float(r.q[i]);
+    }
+  }
+  for (size_t g = 0; g < x.size() / 16; ++g) {
+    int s = 0;
+    for (size_t c = 0; c < 16; ++c) s += r.q[16 * g + c];
+    r.s16.push_back(int16_t(s));
+  }
+  for (size_t g = 0; g < x.size() / 32; ++g) r.s32.push_back(int16_t(r.s16[2 * g] + r.s16[2 * g + 1]));
+  (void)cols;
+  return r;
+}
+
+std::string Describe(const WeightRef& w, int n) {
+  return std::string(DTypeName(w.dtype)) + " " + std::to_string(w.rows) + "x" +
+         std::to_string(w.cols) + " n=" + std::to_string(n) + " target " + TargetName();
+}
+
+// Rows [r0, r1) of the q8 product (into [n, ldo], a sentinel past r1 - r0)
+// against the reference on x', for each batch size (odd ones with a bias).
+void ExpectReferenceOnRoundedX(ExecPool& pool, const WeightRef& w, const std::vector<int>& batches,
+                               int64_t r0, int64_t r1, int64_t pad, std::mt19937& rng) {
+  const std::vector<float> bias = RandomVector(rng, size_t(w.rows));
+  for (int n : batches) {
+    std::vector<float> x = RandomVector(rng, size_t(n * w.cols));
+    if (n > 2) {  // a block of zeros (d = 0) and one of large values
+      std::fill(x.begin() + w.cols, x.begin() + w.cols + 256, 0.f);
+      for (size_t c = 0; c < 256; ++c) x[size_t(2 * w.cols) + c] *= 1000.f;
+    }
+    const float* b = n % 2 == 1 ? bias.data() : nullptr;
+    const Quantized xq = Quantize(x, w.cols);
+    std::vector<float> ref;
+    std::vector<double> scale;
+    Reference(xq.rounded, n, w, b, &ref, &scale);
+    const int64_t ldo = r1 - r0 + pad;
+    const float kSentinel = -12345.f;
+    std::vector<float> out(size_t(n * ldo), kSentinel);
+    MatMul(pool, x.data(), n, w, r0, r1, b, out.data(), ldo);
+    for (int i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < ldo; ++j) {
+        const float got = out[size_t(i * ldo + j)];
+        if (j >= r1 - r0) {
+          ASSERT_EQ(got, kSentinel) << Describe(w, n) << " wrote past r1 - r0 at " << i << "," << j;
+          continue;
+        }
+        const size_t k = size_t(i * w.rows + r0 + j);
+        ASSERT_NEAR(got, ref[k], kRelTolerance * scale[k] + 1e-30)
+            << Describe(w, n) << " rows [" << r0 << ", " << r1 << ") token " << i << " row "
+            << r0 + j;
+      }
+    }
+  }
+}
+
+TEST(CpuExecQ8Test, QuantizerIsItsDefinition) {
+  std::mt19937 rng(40);
+  for (int64_t cols : {256, 512, 4096}) {
+    for (int n : {1, 3}) {
+      std::vector<float> x = RandomVector(rng, size_t(n * cols));
+      std::fill(x.begin(), x.begin() + 256, 0.f);  // a block of zeros
+      const Quantized want = Quantize(x, cols);
+      std::vector<int8_t> q(x.size());
+      std::vector<float> d(x.size() / 256);
+      std::vector<int16_t> s16(x.size() / 16), s32(x.size() / 32);
+      QuantizeQ8(x.data(), n, cols, q.data(), d.data(), s16.data(), s32.data());
+      EXPECT_EQ(q, want.q) << cols << " n=" << n;
+      EXPECT_EQ(d, want.d) << cols << " n=" << n;
+      EXPECT_EQ(s16, want.s16) << cols << " n=" << n;
+      EXPECT_EQ(s32, want.s32) << cols << " n=" << n;
+      EXPECT_EQ(d[0], 0.f);
+      for (int8_t v : q) ASSERT_TRUE(v >= -127 && v <= 127);
+    }
+  }
+}
+
+TEST(CpuExecQ8Test, ProductsAreTheReferenceOnRoundedActivations) {
+  std::mt19937 rng(41);
+  ExecPool pool(Q8Options(3));
+  for (DType t : kQ8Formats) {
+    for (int64_t cols : {256, 512, 1280, 4096}) {
+      for (int64_t rows : {int64_t{1}, int64_t{5}, int64_t{130}}) {
+        const Weights w = RandomBlocks(t, rows, cols, rng);
+        ExpectReferenceOnRoundedX(pool, w.ref, {1, 2, 3, 4, 5, 8, 9, 33}, 0, rows, 0, rng);
+      }
+    }
+  }
+}
+
+TEST(CpuExecQ8Test, RowRangesBiasAndLdo) {
+  std::mt19937 rng(42);
+  ExecPool pool(Q8Options(2));
+  for (DType t : kQ8Formats) {
+    const Weights w = RandomBlocks(t, 45, 512, rng);
+    for (const auto& [r0, r1] : std::vector<std::pair<int64_t, int64_t>>{
+             {7, 38}, {0, 1}, {44, 45}, {3, 4}, {1, 45}, {9, 9}}) {
+      ExpectReferenceOnRoundedX(pool, w.ref, {1, 3, 8, 9}, r0, r1, 5, rng);
+    }
+  }
+}
+
+// The integer kernels on AVX-512; elsewhere x' through the f32 kernels.
+TEST(CpuExecQ8Test, EveryTargetThisCpuRunsComputesTheSameProduct) {
+  std::mt19937 rng(43);
+  ExecPool pool(Q8Options(2));
+  std::string names;
+  for (int64_t target :
+       {int64_t{HWY_AVX3}, int64_t{HWY_AVX2}, int64_t{HWY_EMU128}, int64_t{HWY_SCALAR}}) {
+    if ((hwy::SupportedTargets() & target) == 0) continue;
+    hwy::SetSupportedTargetsForTest(target);
+    if (TargetName() == hwy::TargetName(target)) {
+      names += TargetName() + (HasQ8Kernels() ? " (integer) " : " (f32 on x') ");
+      for (DType t : kQ8Formats) {
+        const Weights w = RandomBlocks(t, 13, 512, rng);
+        ExpectReferenceOnRoundedX(pool, w.ref, {1, 3, 9}, 0, w.ref.rows, 0, rng);
+        ExpectReferenceOnRoundedX(pool, w.ref, {2}, 5, 11, 3, rng);
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+  EXPECT_FALSE(names.empty());
+  RecordProperty("targets", names);
+  std::printf("targets tested: %s\n", names.c_str());
+}
+
+TEST(CpuExecQ8Test, OtherFormatsKeepF32Activations) {
+  std::mt19937 rng(44);
+  ExecPool exact(2), q8(Q8Options(2));
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ5_K, DType::kMXFP4}) {
+    const Weights w = RandomBlocks(t, 9, 512, rng);
+    const std::vector<float> x = RandomVector(rng, 3 * 512);
+    ExpectSameBits(Whole(exact, x, 3, w.ref, nullptr), Whole(q8, x, 3, w.ref, nullptr),
+                   Describe(w.ref, 3));
+  }
+}
+
+TEST(CpuExecQ8DeterminismTest, SplitRowRangesTokensAndThreadsDoNotChangeBits) {
+  std::mt19937 rng(45);
+  ExecPool one(Q8Options(1)), two(Q8Options(2)), five(Q8Options(5));
+  for (DType t : kQ8Formats) {
+    const Weights w = RandomBlocks(t, 37, 512, rng);
+    const int64_t cols = w.ref.cols;
+    const std::vector<float> bias = RandomVector(rng, 37);
+    for (int n : {1, 5, 9}) {
+      const std::vector<float> x = RandomVector(rng, size_t(n * cols));
+      const std::vector<float> whole = Whole(two, x, n, w.ref, bias.data());
+      ExpectSameBits(whole, Whole(one, x, n, w.ref, bias.data()), Describe(w.ref, n) + " 1 thread");
+      ExpectSameBits(whole, Whole(five, x, n, w.ref, bias.data()), Describe(w.ref, n) + " 5");
+      // Split at 17: rows [0, 17) and [17, 37).
+      std::vector<float> lo(size_t(n * 17)), hi(size_t(n * 20)), joined(whole.size());
+      MatMul(two, x.data(), n, w.ref, 0, 17, bias.data(), lo.data(), 17);
+      MatMul(two, x.data(), n, w.ref, 17, 37, bias.data(), hi.data(), 20);
+      for (int i = 0; i < n; ++i) {
+        for (int64_t r = 0; r < 37; ++r) {
+          joined[size_t(i * 37 + r)] =
+              r < 17 ? lo[size_t(i * 17 + r)] : hi[size_t(i * 20 + (r - 17))];
+        }
+      }
+      ExpectSameBits(whole, joined, Describe(w.ref, n) + " split");
+      // Each token alone.
+      for (int i = 0; i < n; ++i) {
+        const std::vector<float> xi(x.begin() + i * cols, x.begin() + (i + 1) * cols);
+        ExpectSameBits(Whole(two, xi, 1, w.ref, bias.data()),
+                       std::vector<float>(whole.begin() + i * 37, whole.begin() + (i + 1) * 37),
+                       Describe(w.ref, n) + " token " + std::to_string(i) + " alone");
+      }
+    }
+  }
+}
+
+// MatMulMany quantizes each input once and lends it to the products that
+// share it (gate and up, a wave's experts): the same bits as one by one,
+// with f32 products (f16) mixed in.
+TEST(CpuExecQ8DeterminismTest, ManyProductsMatchOneByOne) {
+  std::mt19937 rng(46);
+  ExecPool pool(Q8Options(2));
+  const Weights a = RandomBlocks(DType::kQ4_K, 21, 512, rng);
+  const Weights b = RandomBlocks(DType::kQ6_K, 14, 512, rng);
+  const Weights c = RandomBlocks(DType::kQ4_K, 9, 1024, rng);
+  std::vector<uint16_t> f16(size_t(11 * 512));
+  for (uint16_t& h : f16) h = FloatToHalf(std::normal_distribution<float>(0.f, 1.f)(rng));
+  WeightRef f;
+  f.data = f16.data();
+  f.dtype = DType::kF16;
+  f.rows = 11;
+  f.cols = 512;
+  for (int n : {1, 3}) {
+    const std::vector<float> x = RandomVector(rng, size_t(n * 512));
+    const std::vector<float> x2 = RandomVector(rng, size_t(n * 1024));
+    const std::vector<float> x3 = RandomVector(rng, size_t(n * 512));
+    struct P {
+      const WeightRef* w;
+      const std::vector<float>* x;
+    };
+    const std::vector<P> products = {{&a.ref, &x}, {&b.ref, &x},  {&f, &x},
+                                     {&c.ref, &x2}, {&a.ref, &x3}, {&b.ref, &x}};
+    std::vector<std::vector<float>> outs(products.size());
+    std::vector<MatMulJob> jobs;
+    for (size_t k = 0; k < products.size(); ++k) {
+      outs[k].assign(size_t(n * products[k].w->rows), 0.f);
+      jobs.push_back(MatMulJob{products[k].w, 0, products[k].w->rows, nullptr, outs[k].data(),
+                               products[k].w->rows, products[k].x->data(), n});
+    }
+    MatMulMany(pool, jobs.data(), int(jobs.size()));
+    for (size_t k = 0; k < products.size(); ++k) {
+      ExpectSameBits(Whole(pool, *products[k].x, n, *products[k].w, nullptr), outs[k],
+                     Describe(*products[k].w, n) + " job " + std::to_string(k));
+    }
+  }
+}
+
+TEST(CpuExecQ8Test, HostExecutorOptionsTakeTheActivationsFlag) {
+  EXPECT_FALSE(HostExecutorOptions(2, "none").value().q8_activations);
+  EXPECT_FALSE(HostExecutorOptions(2, "none", "f32").value().q8_activations);
+  EXPECT_TRUE(HostExecutorOptions(2, "none", "q8").value().q8_activations);
+  const absl::StatusOr<ExecPoolOptions> bad = HostExecutorOptions(2, "none", "int8");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("--host-activations=int8"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace paged::cpu_exec
