@@ -12,7 +12,8 @@
 #     router's choice and (ROUTINGS="model uniform") k random experts a row;
 #     HOST_SHARES="0.3 0.6 1": hybrid batch 1 (uniform) with the host's share
 #     of the missing experts fixed; PAGED_ARGS: more paged-bench flags for
-#     the experts-vs-layers runs (--expert-prefetch).
+#     the experts-vs-layers runs (--expert-prefetch); HOST_ACTIVATIONS="f32
+#     q8": the hybrid runs with each --host-activations.
 #     MODEL=gpt-oss: gpt-oss-120b's shape instead, 12 layers, its MXFP4
 #     experts written as they are (no quantization), 8 GiB (not run yet).
 #  2. Dense (issue 12, DENSE=1): llama-7b f16 (32 layers), 4 GiB: llama.cpp
@@ -109,13 +110,16 @@ for R in ${ROUTINGS:-model}; do
   note "-- paged (experts paged | whole layers | hybrid: experts with few rows on the host), --decode-tokens=$DT --routing=$R"
   for b in 1 64; do
     timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
-      --prompt-len=32 --gen-len=32 --mode=paged --experts=both --decode-tokens=$DT --routing=$R \
+      --prompt-len=32 --gen-len=${GEN_LEN:-32} --mode=paged --experts=both --decode-tokens=$DT --routing=$R \
       ${PAGED_ARGS:-} >"$out/paged-moe-$R-b$b.txt" 2>&1
-    [[ -z ${NO_HYBRID:-} ]] && timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 \
-      --gpu-budget=$BUDGET --batch=$b --prompt-len=32 --gen-len=32 --mode=hybrid \
-      --decode-tokens=$DT --routing=$R >"$out/hybrid-moe-$R-b$b.txt" 2>&1
-    grep -hsE "^(paged|layers|hybrid) +decode" "$out/paged-moe-$R-b$b.txt" \
-      "$out/hybrid-moe-$R-b$b.txt" | tee -a "$T"
+    grep -hsE "^(paged|layers) +decode" "$out/paged-moe-$R-b$b.txt" | tee -a "$T"
+    for a in ${HOST_ACTIVATIONS:-f32}; do  # the host products' activations: f32 | q8
+      [[ -n ${NO_HYBRID:-} ]] && break
+      timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
+        --prompt-len=32 --gen-len=${GEN_LEN:-32} --mode=hybrid --decode-tokens=$DT --routing=$R \
+        --host-activations=$a >"$out/hybrid-moe-$R-b$b-$a.txt" 2>&1
+      note "host activations $a: $(grep -hsE '^hybrid +decode' "$out/hybrid-moe-$R-b$b-$a.txt")"
+    done
   done
 done
 grep -h "expert cache" "$out"/paged-moe-*-b1.txt | head -1 | tee -a "$T"
