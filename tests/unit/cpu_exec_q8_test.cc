@@ -106,7 +106,8 @@ Quantized Quantize(const std::vector<float>& x, int64_t cols) {
     for (size_t c = 0; c < 16; ++c) s += r.q[16 * g + c];
     r.s16.push_back(int16_t(s));
   }
-  for (size_t g = 0; g < x.size() / 32; ++g) r.s32.push_back(int16_t(r.s16[2 * g] + r.s16[2 * g + 1]));
+  for (size_t g = 0; g < x.size() / 32; ++g)
+    r.s32.push_back(int16_t(r.s16[2 * g] + r.s16[2 * g + 1]));
   (void)cols;
   return r;
 }
@@ -291,7 +292,7 @@ TEST(CpuExecQ8DeterminismTest, ManyProductsMatchOneByOne) {
       const WeightRef* w;
       const std::vector<float>* x;
     };
-    const std::vector<P> products = {{&a.ref, &x}, {&b.ref, &x},  {&f, &x},
+    const std::vector<P> products = {{&a.ref, &x},  {&b.ref, &x},  {&f, &x},
                                      {&c.ref, &x2}, {&a.ref, &x3}, {&b.ref, &x}};
     std::vector<std::vector<float>> outs(products.size());
     std::vector<MatMulJob> jobs;

@@ -71,14 +71,20 @@ HWY_INLINE void QuantizeRow(const float* HWY_RESTRICT x, int64_t cols, int8_t* H
 // scale of its sub-block, as an index into the block's scales (vpermw).
 // q4_k: register k holds sub-blocks 2k (lanes 0-15) and 2k + 1 (16-31).
 alignas(64) constexpr int16_t kQ4KScaleIdx[4][32] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-    {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5},
-    {6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+     5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5},
+    {6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+     7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
 // q6_k: register k holds 4 sub-blocks of 16, 4k .. 4k + 3.
 alignas(64) constexpr int16_t kQ6KScaleIdx[4][32] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+     2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5,
+     6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
     {8,  8,  8,  8,  8,  8,  8,  8,  9,  9,  9,  9,  9,  9,  9,  9,
      10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
     {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13,
@@ -175,7 +181,7 @@ struct Q6K {
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h)));
       const __m512i hs = _mm512_mask_srli_epi16(qh, 0xFFFF0000u, qh, 2);
       const __m512i top_lo = _mm512_and_si512(_mm512_slli_epi16(hs, 4), top2);  // (hs & 3) << 4
-      const __m512i top_hi = _mm512_and_si512(hs, top2);                        // (hs >> 4 & 3) << 4
+      const __m512i top_hi = _mm512_and_si512(hs, top2);  // (hs >> 4 & 3) << 4
       // (a & 15) | top: ternary logic A & B | C.
       s.code[2 * h] = _mm512_ternarylogic_epi32(ql, low4, top_lo, 0xEA);
       s.code[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), low4, top_hi, 0xEA);
@@ -225,8 +231,8 @@ HWY_NOINLINE void Q8Tile(const RowsArgs& a, int64_t r, int64_t stride, int t0) {
       for (size_t t = 0; t < kT; ++t) {
         const int64_t i = t0 + int64_t(t);
         const int64_t c = i * w.cols + b * kQ8Block;
-        acc[k][t] = F::Dot(s, x.q + c, x.s16 + c / 16, x.s32 + c / 32, x.d[i * supers + b],
-                           acc[k][t]);
+        acc[k][t] =
+            F::Dot(s, x.q + c, x.s16 + c / 16, x.s32 + c / 32, x.d[i * supers + b], acc[k][t]);
       }
     }
   }
