@@ -11,11 +11,13 @@
 // prefetch's prediction).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <set>
 #include <vector>
 
 #include "store/model_source.h"
 #include "tests/unit/expert_paging_util.h"
+#include "tests/unit/golden_util.h"
 #include "tests/unit/gpt_oss_util.h"
 #include "tests/unit/moe_util.h"
 #include "tests/unit/reference_model.h"
@@ -400,6 +402,45 @@ TEST(ExpertPagingTest, GptOssMxfp4ExpertsHostComputedEqualResident) {
   const StepRun r = RunSteps(backend->get(), **src, all_host);
   ExpectSame(r, want, "mxfp4, every expert on the host, hybrid");
   EXPECT_EQ(r.stats.back().expert_misses, 0u);
+}
+
+// 8-bit activations (q4_k / q6_k in integers) on both sides: the CPU
+// backend's products (`cpu-q8`) and the host executor's. A llama-quantize
+// Q4_K_M file (tests/golden/arch/moe_gguf/) read as stored, its experts
+// paged, cached or host-computed (one row each: their input shared, so
+// quantized once), equals the resident run bit for bit, as with f32.
+TEST(ExpertPagingTest, Q4KExpertsWithQ8ActivationsHostComputedEqualResident) {
+  auto backend = MakeBackend("cpu-q8", 2);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const std::string path = testing::ArchDir("moe_gguf") + "/qwen3moe-q4_k_m.gguf";
+  auto src = OpenModel(path);
+  ASSERT_TRUE(src.ok()) << path << ": " << src.status()
+                        << " (made by scripts/make_moe_gguf_fixtures.py)";
+  const std::vector<int32_t> prompt = {1, 41, 20, 62, 32, 17, 52, 28};  // vocab 64
+  RunOptions resident;
+  resident.paged = false;
+  resident.weight_format = "native";
+  resident.prompt = prompt;
+  const StepRun want = RunSteps(backend->get(), **src, resident);
+  ASSERT_EQ(want.tokens.size(), size_t(expert_testing::kNewTokens));
+  for (const std::string resident_layers : {"none", "all"}) {
+    RunOptions host = resident;
+    host.paged = true;
+    host.expert_host_rows = 1;
+    host.q8_activations = true;
+    host.resident = resident_layers;
+    const StepRun r = RunSteps(backend->get(), **src, host);
+    ExpectSame(r, want, "q4_k q8, host-computed experts, resident " + resident_layers);
+    EXPECT_GT(r.stats.back().expert_host, 0u);
+  }
+  // The host executor on f32 activations computes other numbers: the test
+  // above compares something.
+  RunOptions f32_host = resident;
+  f32_host.paged = true;
+  f32_host.expert_host_rows = 1;
+  const StepRun f = RunSteps(backend->get(), **src, f32_host);
+  ASSERT_EQ(f.logits.size(), want.logits.size());
+  EXPECT_NE(std::memcmp(f.logits.data(), want.logits.data(), f.logits.size() * sizeof(float)), 0);
 }
 
 // The prefetch's prediction includes the next router's bias: with a bias

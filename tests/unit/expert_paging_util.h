@@ -95,6 +95,8 @@ struct RunOptions {
   int expert_host_rows = 0;      // > 0: missing experts with at most this many rows on the host
   double expert_host_share = 1;  // auto host experts (expert_host_rows -1): their share
   double host_share = 0;         // a hybrid step's share of each dense matrix
+  bool q8_activations = false;   // the host executor's (cpu_exec::ExecPoolOptions)
+  std::vector<int32_t> prompt;   // empty: Prompt()
   bool expert_paging = true;
   bool preload = true;
   bool prefetch = false;              // the next sparse layer's experts, predicted
@@ -177,14 +179,15 @@ inline StepRun RunSteps(Backend* backend, const ModelSource& src, const RunOptio
   if (o.expert_host_rows != 0 || o.host_share > 0) {
     cpu_exec::ExecPoolOptions eo;
     eo.threads = 2;
+    eo.q8_activations = o.q8_activations;
     host = cpu_exec::MakeHostExecutor(eo);
     engine.set_host_executor(host.get());
   }
   SeqStep s;
   s.seq_id = 7;
-  s.tokens = Prompt();
+  s.tokens = o.prompt.empty() ? Prompt() : o.prompt;
   s.return_logits = true;
-  const int positions = int(Prompt().size()) + kNewTokens;
+  const int positions = int(s.tokens.size()) + kNewTokens;
   const int blocks = (positions + int(h.block_tokens) - 1) / int(h.block_tokens);
   for (int b = 0; b < blocks; ++b) s.block_table.push_back(b);
   for (int i = 0; i < kNewTokens; ++i) {

@@ -610,10 +610,16 @@ absl::Status Engine::HostExperts(int l, int e0, int e1) {
   for (int e : host_experts_) {
     const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
     const ExpertRef& ex = experts_[size_t(e)];
-    for (int i = 0; i < n; ++i)
-      std::copy_n(h_x_.data() + size_t(routing_.rows[size_t(r0 + i)]) * hidden, hidden,
-                  h_ex_.data() + size_t(at + i) * hidden);
-    const float* x = h_ex_.data() + size_t(at) * hidden;
+    // One row (most experts at small batch) is read where it is: the
+    // experts of one token then share their input, which the executor
+    // prepares once (8-bit activations: quantized once).
+    const float* x = h_x_.data() + size_t(routing_.rows[size_t(r0)]) * hidden;
+    if (n > 1) {
+      for (int i = 0; i < n; ++i)
+        std::copy_n(h_x_.data() + size_t(routing_.rows[size_t(r0 + i)]) * hidden, hidden,
+                    h_ex_.data() + size_t(at + i) * hidden);
+      x = h_ex_.data() + size_t(at) * hidden;
+    }
     float* g = h_gate_.data() + size_t(at) * ffn;
     float* u = h_up_.data() + size_t(at) * ffn;
     host_jobs_.push_back({&ex.gate, 0, ex.gate.rows, ex.gate_b, g, ex.gate.rows, x, n});
