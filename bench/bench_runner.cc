@@ -483,7 +483,8 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     const auto gpus = ListGpus();
     const uint64_t need =
         h.kv_offset + blocks * h.kv_block_bytes * uint64_t(h.model.n_layers) + (4ull << 30);
-    const bool fits = o.device == "cpu" || (!gpus.empty() && need < gpus[0].total_bytes);
+    const bool fits =
+        o.device.rfind("cpu", 0) == 0 || (!gpus.empty() && need < gpus[0].total_bytes);
     if (fits) {
       ASSIGN_OR_RETURN(auto provider, ResidentProvider::Create(backend.get(), host, blocks));
       Engine engine(backend.get(), provider.get(), h.model, int(h.block_tokens));
