@@ -70,6 +70,10 @@ TEST_F(WorkerProcessTest, ABudgetTooSmallForTwoSlotsFailsAtStart) {
       RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--peer-copies=nvlink"});
   EXPECT_EQ(rc5, 2);
   EXPECT_THAT(out5, HasSubstr("--peer-copies must be auto, off or force"));
+  auto [rc6, out6] =
+      RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--host-activations=int8"});
+  EXPECT_EQ(rc6, 1);
+  EXPECT_THAT(out6, HasSubstr("--host-activations=int8: f32 or q8"));
 }
 
 TEST_F(WorkerProcessTest, CpuWorkersDoNotShareUnlessAsked) {
