@@ -46,40 +46,8 @@ using paged::testing::Whole;
 // the same values): the bound of cpu_exec_test.cc, relative to sum |x * w|.
 constexpr double kRelTolerance = 1e-5;
 
-struct Weights {
-  std::vector<uint8_t> data;
-  WeightRef ref;
-};
-
-// [rows, cols] of random blocks: random bytes, then every f16 scale a finite
-// value (about 1 in 16 a subnormal, some negative) and every mxfp4 exponent
-// one of the subnormal scales 0, 1 or a moderate 100..140.
-Weights RandomBlocks(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
-  Weights w;
-  w.data.resize(PayloadBytes(t, uint64_t(rows), uint64_t(cols)));
-  std::uniform_int_distribution<int> byte(0, 255);
-  for (uint8_t& b : w.data) b = uint8_t(byte(rng));
-  std::uniform_real_distribution<float> mag(0.001f, 0.1f);
-  const int64_t blocks = int64_t(w.data.size()) / BlockBytes(t);
-  for (int64_t k = 0; k < blocks; ++k) {
-    uint8_t* blk = w.data.data() + k * BlockBytes(t);
-    for (int off : BlockHalfFields(t)) {
-      const int kind = byte(rng);
-      uint16_t h = kind < 16 ? uint16_t(1 + byte(rng) * 4) : FloatToHalf(mag(rng));
-      if (kind % 5 == 0) h |= 0x8000;
-      std::memcpy(blk + off, &h, 2);
-    }
-    if (t == DType::kMXFP4) {
-      const int kind = byte(rng);
-      blk[0] = kind < 16 ? uint8_t(kind % 2) : uint8_t(100 + kind % 41);
-    }
-  }
-  w.ref.data = w.data.data();
-  w.ref.dtype = t;
-  w.ref.rows = rows;
-  w.ref.cols = cols;
-  return w;
-}
+using Weights = paged::testing::BlockWeights;
+using paged::testing::RandomBlocks;
 
 std::string Describe(const WeightRef& w, int n) {
   return std::string(DTypeName(w.dtype)) + " " + std::to_string(w.rows) + "x" +
@@ -120,27 +88,8 @@ void ExpectMatchesReference(ExecPool& pool, const WeightRef& w, const std::vecto
   const std::vector<float> bias = RandomVector(rng, size_t(w.rows));
   for (int n : batches) {
     const std::vector<float> x = RandomVector(rng, size_t(n * w.cols));
-    const float* b = n % 2 == 1 ? bias.data() : nullptr;
-    std::vector<float> ref;
-    std::vector<double> scale;
-    Reference(x, n, w, b, &ref, &scale);
-    const int64_t ldo = r1 - r0 + pad;
-    const float kSentinel = -12345.f;
-    std::vector<float> out(size_t(n * ldo), kSentinel);
-    MatMul(pool, x.data(), n, w, r0, r1, b, out.data(), ldo);
-    for (int i = 0; i < n; ++i) {
-      for (int64_t j = 0; j < ldo; ++j) {
-        const float got = out[size_t(i * ldo + j)];
-        if (j >= r1 - r0) {
-          ASSERT_EQ(got, kSentinel) << Describe(w, n) << " wrote past r1 - r0 at " << i << "," << j;
-          continue;
-        }
-        const size_t k = size_t(i * w.rows + r0 + j);
-        ASSERT_NEAR(got, ref[k], kRelTolerance * scale[k] + 1e-30)
-            << Describe(w, n) << " rows [" << r0 << ", " << r1 << ") token " << i << " row "
-            << r0 + j;
-      }
-    }
+    paged::testing::ExpectProductMatches(pool, w, x, x, n, n % 2 == 1 ? bias.data() : nullptr, r0,
+                                         r1, pad, kRelTolerance, Describe(w, n));
   }
 }
 

@@ -33,40 +33,13 @@ namespace {
 
 using paged::testing::ExpectSameBits;
 using paged::testing::RandomVector;
-using paged::testing::Reference;
 using paged::testing::Whole;
 
 constexpr double kRelTolerance = 1e-5;
 constexpr DType kQ8Formats[] = {DType::kQ4_K, DType::kQ6_K};
 
-struct Weights {
-  std::vector<uint8_t> data;
-  WeightRef ref;
-};
-
-// Random blocks with finite f16 fields (some negative, a few subnormal).
-Weights RandomBlocks(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
-  Weights w;
-  w.data.resize(PayloadBytes(t, uint64_t(rows), uint64_t(cols)));
-  std::uniform_int_distribution<int> byte(0, 255);
-  for (uint8_t& b : w.data) b = uint8_t(byte(rng));
-  std::uniform_real_distribution<float> mag(0.001f, 0.1f);
-  const int64_t blocks = int64_t(w.data.size()) / BlockBytes(t);
-  for (int64_t k = 0; k < blocks; ++k) {
-    uint8_t* blk = w.data.data() + k * BlockBytes(t);
-    for (int off : BlockHalfFields(t)) {
-      const int kind = byte(rng);
-      uint16_t h = kind < 16 ? uint16_t(1 + byte(rng) * 4) : FloatToHalf(mag(rng));
-      if (kind % 5 == 0) h |= 0x8000;
-      std::memcpy(blk + off, &h, 2);
-    }
-  }
-  w.ref.data = w.data.data();
-  w.ref.dtype = t;
-  w.ref.rows = rows;
-  w.ref.cols = cols;
-  return w;
-}
+using Weights = paged::testing::BlockWeights;
+using paged::testing::RandomBlocks;
 
 ExecPoolOptions Q8Options(int threads) {
   ExecPoolOptions o;
@@ -128,28 +101,10 @@ void ExpectReferenceOnRoundedX(ExecPool& pool, const WeightRef& w, const std::ve
       std::fill(x.begin() + w.cols, x.begin() + w.cols + 256, 0.f);
       for (size_t c = 0; c < 256; ++c) x[size_t(2 * w.cols) + c] *= 1000.f;
     }
-    const float* b = n % 2 == 1 ? bias.data() : nullptr;
     const Quantized xq = Quantize(x, w.cols);
-    std::vector<float> ref;
-    std::vector<double> scale;
-    Reference(xq.rounded, n, w, b, &ref, &scale);
-    const int64_t ldo = r1 - r0 + pad;
-    const float kSentinel = -12345.f;
-    std::vector<float> out(size_t(n * ldo), kSentinel);
-    MatMul(pool, x.data(), n, w, r0, r1, b, out.data(), ldo);
-    for (int i = 0; i < n; ++i) {
-      for (int64_t j = 0; j < ldo; ++j) {
-        const float got = out[size_t(i * ldo + j)];
-        if (j >= r1 - r0) {
-          ASSERT_EQ(got, kSentinel) << Describe(w, n) << " wrote past r1 - r0 at " << i << "," << j;
-          continue;
-        }
-        const size_t k = size_t(i * w.rows + r0 + j);
-        ASSERT_NEAR(got, ref[k], kRelTolerance * scale[k] + 1e-30)
-            << Describe(w, n) << " rows [" << r0 << ", " << r1 << ") token " << i << " row "
-            << r0 + j;
-      }
-    }
+    paged::testing::ExpectProductMatches(pool, w, x, xq.rounded, n,
+                                         n % 2 == 1 ? bias.data() : nullptr, r0, r1, pad,
+                                         kRelTolerance, Describe(w, n));
   }
 }
 

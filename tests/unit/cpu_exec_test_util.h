@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "common/block_quant.h"
+#include "common/dtype.h"
 #include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu/thread_pool.h"
 #include "worker/backends/cpu_exec/exec_pool.h"
@@ -49,6 +51,71 @@ inline std::vector<float> Whole(cpu_exec::ExecPool& pool, const std::vector<floa
   std::vector<float> out(size_t(n * w.rows));
   cpu_exec::MatMul(pool, x.data(), n, w, 0, w.rows, bias, out.data(), w.rows);
   return out;
+}
+
+// A matrix of ggml blocks and its WeightRef (which points into data).
+struct BlockWeights {
+  std::vector<uint8_t> data;
+  WeightRef ref;
+};
+
+// [rows, cols] of random blocks: random bytes, then every f16 scale a finite
+// value (about 1 in 16 a subnormal, some negative) and every mxfp4 exponent
+// one of the subnormal scales 0, 1 or a moderate 100..140.
+inline BlockWeights RandomBlocks(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
+  BlockWeights w;
+  w.data.resize(PayloadBytes(t, uint64_t(rows), uint64_t(cols)));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (uint8_t& b : w.data) b = uint8_t(byte(rng));
+  std::uniform_real_distribution<float> mag(0.001f, 0.1f);
+  const int64_t blocks = int64_t(w.data.size()) / BlockBytes(t);
+  for (int64_t k = 0; k < blocks; ++k) {
+    uint8_t* blk = w.data.data() + k * BlockBytes(t);
+    for (int off : BlockHalfFields(t)) {
+      const int kind = byte(rng);
+      uint16_t h = kind < 16 ? uint16_t(1 + byte(rng) * 4) : FloatToHalf(mag(rng));
+      if (kind % 5 == 0) h |= 0x8000;
+      std::memcpy(blk + off, &h, 2);
+    }
+    if (t == DType::kMXFP4) {
+      const int kind = byte(rng);
+      blk[0] = kind < 16 ? uint8_t(kind % 2) : uint8_t(100 + kind % 41);
+    }
+  }
+  w.ref.data = w.data.data();
+  w.ref.dtype = t;
+  w.ref.rows = rows;
+  w.ref.cols = cols;
+  return w;
+}
+
+// Rows [r0, r1) of MatMul(x) (n token rows, bias or null) into [n, ldo =
+// r1 - r0 + pad] with a sentinel past r1 - r0, against the reference on
+// ref_x (x itself, or what the product is defined on: 8-bit activations'
+// x'), within `tol` of sum |ref_x * w|. `what` names the case.
+inline void ExpectProductMatches(cpu_exec::ExecPool& pool, const WeightRef& w,
+                                 const std::vector<float>& x, const std::vector<float>& ref_x,
+                                 int n, const float* bias, int64_t r0, int64_t r1, int64_t pad,
+                                 double tol, const std::string& what) {
+  std::vector<float> ref;
+  std::vector<double> scale;
+  Reference(ref_x, n, w, bias, &ref, &scale);
+  const int64_t ldo = r1 - r0 + pad;
+  const float kSentinel = -12345.f;
+  std::vector<float> out(size_t(n * ldo), kSentinel);
+  cpu_exec::MatMul(pool, x.data(), n, w, r0, r1, bias, out.data(), ldo);
+  for (int i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < ldo; ++j) {
+      const float got = out[size_t(i * ldo + j)];
+      if (j >= r1 - r0) {
+        ASSERT_EQ(got, kSentinel) << what << " wrote past r1 - r0 at " << i << "," << j;
+        continue;
+      }
+      const size_t k = size_t(i * w.rows + r0 + j);
+      ASSERT_NEAR(got, ref[k], tol * scale[k] + 1e-30)
+          << what << " rows [" << r0 << ", " << r1 << ") token " << i << " row " << r0 + j;
+    }
+  }
 }
 
 inline void ExpectSameBits(const std::vector<float>& a, const std::vector<float>& b,

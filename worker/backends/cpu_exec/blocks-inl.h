@@ -148,14 +148,12 @@ HWY_INLINE void UnpackScaleMinK4(const uint8_t* packed, int8_t* out) {
   memcpy(out, u, 16);
 }
 
-// The dl_j = d * sc_j and ml_j = dmin * m_j of every q4_k / q5_k super-block
-// of a row (`supers` blocks of `block_bytes`: f16 d, f16 dmin, then the 12
-// packed bytes) into scratch, 16 floats per super-block: dl_0..7, ml_0..7.
-HWY_INLINE void ScalesMinsK4(const uint8_t* row, int64_t supers, int block_bytes, float* scratch) {
 #if PAGED_BLOCK_TABLES
-  // All 16 in the 16 lanes at once (a row's blocks are read once per row
-  // block, so this is a fifth of a decode's work done lane by lane): the
-  // block's first 16 bytes in each 128-bit lane; lane i gets byte A (the
+// The 8 scales (i32 lanes 0-7) and 8 mins (8-15) of a q4_k / q5_k
+// super-block as integers 0..63, from its first 16 bytes (f16 d, f16 dmin,
+// the 12 packed bytes).
+HWY_INLINE __m512i ScaleMinCodesK4(const uint8_t* blk) {
+  // The block's first 16 bytes in each 128-bit lane; lane i gets byte A (the
   // low bits) and byte B (the top 2 bits, lanes 4..7 and 12..15) by byte
   // shuffles, i.e. with s = blk + 4, for j = i % 8:
   //   sc_j (i < 8):  j < 4: s[j] & 63;      else (s[j + 4] & 15) | (s[j - 4] >> 6) << 4
@@ -171,23 +169,33 @@ HWY_INLINE void ScalesMinsK4(const uint8_t* row, int64_t supers, int block_bytes
       Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z,  Z, Z, Z, 4,  Z, Z, Z, 5, Z,
       Z, Z, 6, Z, Z, Z, 7, Z, Z, Z, Z, Z, Z,  Z, Z, Z, Z,  Z, Z, Z, Z, Z,
       Z, Z, Z, Z, 8, Z, Z, Z, 9, Z, Z, Z, 10, Z, Z, Z, 11, Z, Z, Z};
-  // Words 0, 1 (d) eight times in the low 128 bits, 2, 3 (dmin) in the high.
-  alignas(32) static constexpr int8_t kIdxD[32] = {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
-                                                   2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3};
-  const __m512i idx_a = _mm512_load_si512(kIdxA);
-  const __m512i idx_b = _mm512_load_si512(kIdxB);
-  const __m256i idx_d = _mm256_load_si256(reinterpret_cast<const __m256i*>(kIdxD));
   const __m512i shift = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4);
   const __m512i mask =
       _mm512_setr_epi32(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15);
+  const __m512i r4 = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+  const __m512i a = _mm512_srlv_epi32(_mm512_shuffle_epi8(r4, _mm512_load_si512(kIdxA)), shift);
+  const __m512i hi = _mm512_srli_epi32(_mm512_shuffle_epi8(r4, _mm512_load_si512(kIdxB)), 2);
+  return _mm512_ternarylogic_epi32(a, hi, mask, 0xE4);  // mask ? a : hi
+}
+#endif
+
+// The dl_j = d * sc_j and ml_j = dmin * m_j of every q4_k / q5_k super-block
+// of a row (`supers` blocks of `block_bytes`: f16 d, f16 dmin, then the 12
+// packed bytes) into scratch, 16 floats per super-block: dl_0..7, ml_0..7.
+HWY_INLINE void ScalesMinsK4(const uint8_t* row, int64_t supers, int block_bytes, float* scratch) {
+#if PAGED_BLOCK_TABLES
+  // All 16 in the 16 lanes at once (ScaleMinCodesK4; a row's blocks are read
+  // once per row block, so this is a fifth of a decode's work done lane by
+  // lane), times d or dmin.
+  // Words 0, 1 (d) eight times in the low 128 bits, 2, 3 (dmin) in the high.
+  alignas(32) static constexpr int8_t kIdxD[32] = {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                                   2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3};
+  const __m256i idx_d = _mm256_load_si256(reinterpret_cast<const __m256i*>(kIdxD));
   for (int64_t b = 0; b < supers; ++b) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * block_bytes));
-    const __m512i r4 = _mm512_broadcast_i32x4(raw);
-    const __m512i a = _mm512_srlv_epi32(_mm512_shuffle_epi8(r4, idx_a), shift);
-    const __m512i hi = _mm512_srli_epi32(_mm512_shuffle_epi8(r4, idx_b), 2);
-    const __m512i code = _mm512_ternarylogic_epi32(a, hi, mask, 0xE4);  // mask ? a : hi
+    const uint8_t* blk = row + b * block_bytes;
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk));
     const __m512 d = _mm512_cvtph_ps(_mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), idx_d));
-    _mm512_storeu_ps(scratch + 16 * b, _mm512_mul_ps(d, _mm512_cvtepi32_ps(code)));
+    _mm512_storeu_ps(scratch + 16 * b, _mm512_mul_ps(d, _mm512_cvtepi32_ps(ScaleMinCodesK4(blk))));
   }
 #else
   for (int64_t b = 0; b < supers; ++b) {

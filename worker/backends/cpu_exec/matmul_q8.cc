@@ -107,30 +107,9 @@ struct SuperBlock {
 struct Q4K {
   static constexpr int64_t kBytes = 144;
 
-  // The 8 scales (i16 lanes 0-7) and 8 mins (8-15) of a q4_k super-block
-  // from its 12 packed bytes: ScalesMinsK4's shuffles, kept as integers.
-  static HWY_INLINE __m256i ScalesMins(const uint8_t* blk) {
-    constexpr int8_t Z = -128;
-    alignas(64) static constexpr int8_t kIdxA[64] = {
-        4,  Z, Z,  Z, 5,  Z, Z,  Z, 6,  Z, Z, Z, 7,  Z, Z, Z, 12, Z, Z,  Z, 13, Z,
-        Z,  Z, 14, Z, Z,  Z, 15, Z, Z,  Z, 8, Z, Z,  Z, 9, Z, Z,  Z, 10, Z, Z,  Z,
-        11, Z, Z,  Z, 12, Z, Z,  Z, 13, Z, Z, Z, 14, Z, Z, Z, 15, Z, Z,  Z};
-    alignas(64) static constexpr int8_t kIdxB[64] = {
-        Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z,  Z, Z, Z, 4,  Z, Z, Z, 5, Z,
-        Z, Z, 6, Z, Z, Z, 7, Z, Z, Z, Z, Z, Z,  Z, Z, Z, Z,  Z, Z, Z, Z, Z,
-        Z, Z, Z, Z, 8, Z, Z, Z, 9, Z, Z, Z, 10, Z, Z, Z, 11, Z, Z, Z};
-    const __m512i shift = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4);
-    const __m512i mask =
-        _mm512_setr_epi32(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15);
-    const __m512i r4 =
-        _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
-    const __m512i a = _mm512_srlv_epi32(_mm512_shuffle_epi8(r4, _mm512_load_si512(kIdxA)), shift);
-    const __m512i hi = _mm512_srli_epi32(_mm512_shuffle_epi8(r4, _mm512_load_si512(kIdxB)), 2);
-    return _mm512_cvtepi32_epi16(_mm512_ternarylogic_epi32(a, hi, mask, 0xE4));  // mask ? a : hi
-  }
-
   static HWY_INLINE void Decode(const uint8_t* blk, SuperBlock& s) {
-    const __m256i sm = ScalesMins(blk);
+    // The 8 scales (i16 lanes 0-7) and 8 mins (8-15).
+    const __m256i sm = _mm512_cvtepi32_epi16(ScaleMinCodesK4(blk));
     const __m512i sm512 = _mm512_castsi256_si512(sm);
     s.m8 = _mm256_extracti128_si256(sm, 1);
     s.d = Half(blk);
