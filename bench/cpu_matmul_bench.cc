@@ -43,9 +43,10 @@ ABSL_FLAG(std::string, batches, "1,2,4,8,64", "token rows per call");
 ABSL_FLAG(int, footprint_mb, 512, "weight bytes cycled through per point (well above the L3)");
 ABSL_FLAG(std::string, shapes, "4096x4096,11008x4096,4096x11008",
           "matrices, rows x cols (the block formats need cols a multiple of 256)");
-ABSL_FLAG(std::string, activations, "f32",
-          "activations of the products: f32, q8 (8 bits per block of 256 for q4_k / q6_k), or "
-          "both (each format's rows twice)");
+ABSL_FLAG(
+    std::string, activations, "f32",
+    "activations of the products: f32, q8 (8 bits per block of 256 for q4_k / q5_k / q6_k), or "
+    "both (each format's rows twice)");
 ABSL_FLAG(bool, reference, true, "also time the scalar reference on the first shape");
 
 namespace paged {

@@ -31,7 +31,7 @@ ABSL_FLAG(int, host_threads, 0, "hybrid mode: host executor threads (0: every CP
 ABSL_FLAG(std::string, host_pin, "none", "hybrid mode: CPUs to pin the host executor to");
 ABSL_FLAG(std::string, host_activations, "f32",
           "hybrid mode: the host products' activations: f32 (exact) | q8 (8 bits per block of 256 "
-          "for q4_k / q6_k weights, as llama.cpp's CPU path)");
+          "for q4_k / q5_k / q6_k weights, as llama.cpp's CPU path)");
 ABSL_FLAG(int, slots, 2, "device slots");
 ABSL_FLAG(std::string, resident, "auto", "resident layers: auto | none | all | N");
 ABSL_FLAG(int, max_step_tokens, 2048, "tokens per prefill step");

@@ -3,7 +3,7 @@
 //   - the quantizer against its definition, written here in scalar code: per
 //     block of 256, d = max |x| / 127, q = round-half-even(x * (1 / d)), and
 //     the sums of q over 16 and 32 columns;
-//   - q4_k and q6_k products against the scalar reference applied to x' =
+//   - q4_k, q5_k and q6_k products against the scalar reference applied to x' =
 //     d * q (the product the integer kernels compute, up to the rounding of
 //     their few f32 terms): 1e-5 of sum |x' * w|, shapes with 1 to 130 rows,
 //     batches around the token tiles, bias, ldo and row ranges, on every SIMD
@@ -36,7 +36,7 @@ using paged::testing::RandomVector;
 using paged::testing::Whole;
 
 constexpr double kRelTolerance = 1e-5;
-constexpr DType kQ8Formats[] = {DType::kQ4_K, DType::kQ6_K};
+constexpr DType kQ8Formats[] = {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 
 using Weights = paged::testing::BlockWeights;
 using paged::testing::RandomBlocks;
@@ -181,7 +181,7 @@ TEST(CpuExecQ8Test, EveryTargetThisCpuRunsComputesTheSameProduct) {
 TEST(CpuExecQ8Test, OtherFormatsKeepF32Activations) {
   std::mt19937 rng(44);
   ExecPool exact(2), q8(Q8Options(2));
-  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ5_K, DType::kMXFP4}) {
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ3_K, DType::kMXFP4}) {
     const Weights w = RandomBlocks(t, 9, 512, rng);
     const std::vector<float> x = RandomVector(rng, 3 * 512);
     ExpectSameBits(Whole(exact, x, 3, w.ref, nullptr), Whole(q8, x, 3, w.ref, nullptr),

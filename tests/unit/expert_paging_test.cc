@@ -404,7 +404,7 @@ TEST(ExpertPagingTest, GptOssMxfp4ExpertsHostComputedEqualResident) {
   EXPECT_EQ(r.stats.back().expert_misses, 0u);
 }
 
-// 8-bit activations (q4_k / q6_k in integers) on both sides: the CPU
+// 8-bit activations (q4_k / q5_k / q6_k in integers) on both sides: the CPU
 // backend's products (`cpu-q8`) and the host executor's. A llama-quantize
 // Q4_K_M file (tests/golden/arch/moe_gguf/) read as stored, its experts
 // paged, cached or host-computed (one row each: their input shared, so

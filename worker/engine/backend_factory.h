@@ -1,6 +1,6 @@
 // Picks a backend from a device string: "cpu" (the CPU backend with the CPU
 // executor's matrix products), "cpu-q8" (the same with 8-bit activations for
-// q4_k / q6_k weights: cpu_exec::ExecPoolOptions::q8_activations), "cpu-ref"
+// q4_k / q5_k / q6_k weights: cpu_exec::ExecPoolOptions::q8_activations), "cpu-ref"
 // (the scalar reference throughout), "cuda" (= cuda:0), "cuda:N".
 #pragma once
 

@@ -67,7 +67,7 @@ ABSL_FLAG(std::string, host_pin, "none",
           "CPUs the host executor's threads are pinned to: none | all | a list like 0-15");
 ABSL_FLAG(std::string, host_activations, "f32",
           "the host executor's activations: f32 (exact, the reference's numbers) | q8 (8 bits per "
-          "block of 256 for q4_k / q6_k weights, integer products as llama.cpp's CPU path)");
+          "block of 256 for q4_k / q5_k / q6_k weights, integer products as llama.cpp's CPU path)");
 ABSL_FLAG(bool, expert_paging, true,
           "a mixture of experts: page experts one by one through a device expert cache "
           "(false: whole layers, experts included)");

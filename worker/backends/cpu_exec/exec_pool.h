@@ -33,7 +33,7 @@ struct ExecPoolOptions {
   int spin_us = 200;
   // The products' activations (matmul.h): false, f32 (the reference's
   // numbers); true, quantized to 8 bits per block of 256 for the formats
-  // with integer kernels (q4_k, q6_k), as llama.cpp's CPU path does.
+  // with integer kernels (q4_k, q5_k, q6_k), as llama.cpp's CPU path does.
   bool q8_activations = false;
 };
 

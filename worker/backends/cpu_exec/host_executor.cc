@@ -93,8 +93,9 @@ absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::stri
                                                     const std::string& activations) {
   ExecPoolOptions o;
   if (activations != "f32" && activations != "q8") {
-    return absl::InvalidArgumentError("--host-activations=" + activations +
-                                      ": f32 (exact) or q8 (8 bits for q4_k / q6_k weights)");
+    return absl::InvalidArgumentError(
+        "--host-activations=" + activations +
+        ": f32 (exact) or q8 (8 bits for q4_k / q5_k / q6_k weights)");
   }
   o.q8_activations = activations == "q8";
   o.threads = threads;

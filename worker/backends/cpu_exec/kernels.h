@@ -64,6 +64,7 @@ void QuantizeQ8(const float* x, int n, int64_t cols, int8_t* q, float* d, int16_
                 int16_t* s32);
 bool HasQ8Kernels();
 void MatMulRowsQ8Q4_K(const RowsArgs& a, int64_t ra, int64_t rb);
+void MatMulRowsQ8Q5_K(const RowsArgs& a, int64_t ra, int64_t rb);
 void MatMulRowsQ8Q6_K(const RowsArgs& a, int64_t ra, int64_t rb);
 
 // Rows per tile block: every ParallelFor chunk but the last holds a multiple

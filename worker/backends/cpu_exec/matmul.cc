@@ -81,6 +81,8 @@ RowsFn Q8KernelFor(DType t) {
   switch (t) {
     case DType::kQ4_K:
       return &MatMulRowsQ8Q4_K;
+    case DType::kQ5_K:
+      return &MatMulRowsQ8Q5_K;
     case DType::kQ6_K:
       return &MatMulRowsQ8Q6_K;
     default:

@@ -1,6 +1,6 @@
 // Products with 8-bit activations (q8 mode, matmul.h's Activations::kQ8):
 // the token rows of x are quantized to int8 in blocks of 256 (QuantizeQ8),
-// and the K-format weights (q4_k, q6_k) are multiplied with them in integer
+// and the K-format weights (q4_k, q5_k, q6_k) are multiplied with them in integer
 // arithmetic, as llama.cpp's CPU kernels do (its q8_K):
 //   x_c ~ d_b * q_c,  d_b = max |x| over block b / 127,  q_c = round(x_c / d_b)
 // A super-block's dot is then sum_j scale_j * (sum_c code_c * q_c) exactly in
@@ -104,8 +104,12 @@ struct SuperBlock {
   float dmin;  // q4_k
 };
 
-struct Q4K {
-  static constexpr int64_t kBytes = 144;
+// q4_k (kQ5 false) and q5_k (true: a fifth bit per code from qh, bit j of
+// qh[l] for column 32 j + l): the same scales, mins and products.
+template <bool kQ5>
+struct K4 {
+  static constexpr int64_t kBytes = kQ5 ? 176 : 144;
+  static constexpr int64_t kQs = kQ5 ? 48 : 16;  // the nibbles' offset
 
   static HWY_INLINE void Decode(const uint8_t* blk, SuperBlock& s) {
     // The 8 scales (i16 lanes 0-7) and 8 mins (8-15).
@@ -120,9 +124,23 @@ struct Q4K {
     const __m512i low4 = _mm512_set1_epi8(15);
     for (int k = 0; k < 4; ++k) {
       const __m512i b = _mm512_broadcast_i64x4(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * k)));
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQs + 32 * k)));
       s.code[k] = _mm512_and_si512(_mm512_mask_srli_epi16(b, 0xFFFF0000u, b, 4), low4);
       s.scale[k] = _mm512_permutexvar_epi16(_mm512_load_si512(kQ4KScaleIdx[k]), sm512);
+    }
+    if constexpr (kQ5) {
+      // Register k's sub-blocks 2k (low half) and 2k + 1 (high half) take
+      // bits 2k and 2k + 1 of qh: shifted to bit 4 (16-bit shifts; other
+      // bytes' bits that cross in are masked off), or'ed into the codes.
+      const __m512i qh =
+          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16)));
+      const __m512i bit4 = _mm512_set1_epi8(0x10);
+      const __m512i h[4] = {_mm512_slli_epi16(qh, 4), _mm512_slli_epi16(qh, 2), qh,
+                            _mm512_srli_epi16(qh, 2)};
+      for (int k = 0; k < 4; ++k) {
+        const __m512i t = _mm512_mask_srli_epi16(h[k], 0xFFFF0000u, h[k], 1);
+        s.code[k] = _mm512_ternarylogic_epi32(t, bit4, s.code[k], 0xEA);  // t & bit4 | code
+      }
     }
   }
 
@@ -287,10 +305,19 @@ bool Q8Kernels() { return PAGED_Q8_KERNELS; }
 
 void RowsQ8Q4_K(const RowsArgs& a, int64_t ra, int64_t rb) {
 #if PAGED_Q8_KERNELS
-  RunQ8Rows<Q4K>(a, ra, rb);
+  RunQ8Rows<K4<false>>(a, ra, rb);
 #else
   (void)a, (void)ra, (void)rb;
   HWY_ASSERT(false);  // the front does not call it (Q8Kernels() false)
+#endif
+}
+
+void RowsQ8Q5_K(const RowsArgs& a, int64_t ra, int64_t rb) {
+#if PAGED_Q8_KERNELS
+  RunQ8Rows<K4<true>>(a, ra, rb);
+#else
+  (void)a, (void)ra, (void)rb;
+  HWY_ASSERT(false);
 #endif
 }
 
@@ -312,6 +339,7 @@ namespace paged::cpu_exec {
 HWY_EXPORT(QuantizeQ8Rows);
 HWY_EXPORT(Q8Kernels);
 HWY_EXPORT(RowsQ8Q4_K);
+HWY_EXPORT(RowsQ8Q5_K);
 HWY_EXPORT(RowsQ8Q6_K);
 
 void QuantizeQ8(const float* x, int n, int64_t cols, int8_t* q, float* d, int16_t* s16,
@@ -323,6 +351,10 @@ bool HasQ8Kernels() { return HWY_DYNAMIC_DISPATCH(Q8Kernels)(); }
 
 void MatMulRowsQ8Q4_K(const RowsArgs& a, int64_t ra, int64_t rb) {
   HWY_DYNAMIC_DISPATCH(RowsQ8Q4_K)(a, ra, rb);
+}
+
+void MatMulRowsQ8Q5_K(const RowsArgs& a, int64_t ra, int64_t rb) {
+  HWY_DYNAMIC_DISPATCH(RowsQ8Q5_K)(a, ra, rb);
 }
 
 void MatMulRowsQ8Q6_K(const RowsArgs& a, int64_t ra, int64_t rb) {
