@@ -72,11 +72,13 @@ def finish_gguf(w):
     w.close()
 
 
-def run_logits(runner, path, n_ctx, tokens, vocab):
+def run_logits(runner, path, n_ctx, tokens, vocab, kv="f32"):
     """llama.cpp's logits [position, vocab] (float64) of `tokens` on the GGUF
-    at `path`: the runner decodes them in one batch."""
+    at `path`: the runner decodes them in one batch, with an f32 (or, kv
+    "f16", f16) KV cache."""
+    env = dict(os.environ, LLAMA_LOGITS_KV=kv)
     res = subprocess.run([runner, path, str(n_ctx)] + [str(t) for t in tokens],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env)
     logits = np.array(json.loads(res.stdout)["logits"], dtype=np.float64)
     assert logits.shape == (len(tokens), vocab), logits.shape
     return logits

@@ -168,7 +168,9 @@ def main():
                 "(numpy seeds 3001-3003; embed N(0,%g), linear and experts N(0,%g), router "
                 "N(0,%g), lm_head N(0,%g), biases N(0,%g), sinks N(0,1), norms 1+N(0,%g)), "
                 "quantized by llama-quantize. logits_quantized: llama.cpp on the file; "
-                "logits_dequantized: on the file dequantized to F32 by gguf-py." %
+                "logits_dequantized: on the file dequantized to F32 by gguf-py; "
+                "logits_quantized_kv16_first: on the file with an f16 KV cache (paged's "
+                "native segments' own), the first token alone." %
                 (STD_EMBED, STD_LINEAR, STD_ROUTER, STD_LM_HEAD, STD_BIAS, STD_NORM),
     })
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,6 +190,7 @@ def main():
                 subprocess.run([sys.executable, dequantize, out, deq], check=True, env=env)
                 quantized = run_logits(a.runner, out, N_CTX, tokens, VOCAB)
                 dequantized = run_logits(a.runner, deq, N_CTX, tokens, VOCAB)
+                first_kv16 = run_logits(a.runner, out, N_CTX, tokens[:1], VOCAB, kv="f16")
                 types = {}
                 for t in gguf.GGUFReader(out).tensors:
                     types.setdefault(t.tensor_type.name, []).append(t.name)
@@ -200,6 +203,7 @@ def main():
                     "tokens": tokens,
                     "logits_quantized": [[fmt(v) for v in r] for r in quantized.tolist()],
                     "logits_dequantized": [[fmt(v) for v in r] for r in dequantized.tolist()],
+                    "logits_quantized_kv16_first": [fmt(v) for v in first_kv16[0].tolist()],
                     "argmax_quantized": [int(i) for i in quantized.argmax(-1)],
                     "argmax_dequantized": [int(i) for i in dequantized.argmax(-1)],
                     "logits_std": fmt(float(dequantized.std())),
