@@ -26,9 +26,10 @@ std::unique_ptr<Backend> MakeExecCpuBackend(int threads, const std::string& devi
   return MakeCpuBackend(threads, device_label, cpu_exec::MakeHostExecutor(o));
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view device, int cpu_threads) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view device, int cpu_threads,
+                                                     bool q8_activations) {
   const std::string d(device);
-  if (d == "cpu") return MakeExecCpuBackend(cpu_threads);
+  if (d == "cpu") return MakeExecCpuBackend(cpu_threads, "", q8_activations);
   if (d == "cpu-q8") return MakeExecCpuBackend(cpu_threads, "", /*q8_activations=*/true);
   if (d == "cpu-ref") return MakeCpuBackend(cpu_threads);
   int index = 0;

@@ -13,7 +13,10 @@
 
 namespace paged {
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view device, int cpu_threads = 0);
+// q8_activations: the CPU executor's products of "cpu" take 8-bit
+// activations ("cpu-q8" always does; the other devices ignore it).
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view device, int cpu_threads = 0,
+                                                     bool q8_activations = false);
 
 // The backend of "cpu": the CPU backend with the CPU executor's matrix
 // products (device_label: see MakeCpuBackend).

@@ -94,13 +94,10 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   if (opts.share != "auto" && opts.share != "on" && opts.share != "off")
     return absl::InvalidArgumentError(
         absl::StrCat("--share must be auto, on or off, not \"", opts.share, "\""));
-  if (opts.host_activations != "f32" && opts.host_activations != "q8")
-    return absl::InvalidArgumentError(
-        absl::StrCat("--host-activations=", opts.host_activations, ": f32 or q8"));
   // The CPU device's products are the CPU executor's: --host-activations
   // applies to them as to the hybrid step's host side.
-  const bool q8_cpu = opts.device == "cpu" && opts.host_activations == "q8";
-  ASSIGN_OR_RETURN(w->backend_, MakeBackend(q8_cpu ? "cpu-q8" : opts.device, opts.threads));
+  ASSIGN_OR_RETURN(const bool q8, cpu_exec::ParseHostActivations(opts.host_activations));
+  ASSIGN_OR_RETURN(w->backend_, MakeBackend(opts.device, opts.threads, q8));
   PagerOptions po;
   // Experts paged one by one: the share board holds whole layers, so such a
   // worker does not share (docs/pager.md, "Experts").

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu_exec/matmul.h"
 
@@ -92,12 +93,7 @@ std::unique_ptr<HostExecutor> MakeHostExecutor(const ExecPoolOptions& options) {
 absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::string& pin,
                                                     const std::string& activations) {
   ExecPoolOptions o;
-  if (activations != "f32" && activations != "q8") {
-    return absl::InvalidArgumentError(
-        "--host-activations=" + activations +
-        ": f32 (exact) or q8 (8 bits for q4_k / q5_k / q6_k weights)");
-  }
-  o.q8_activations = activations == "q8";
+  ASSIGN_OR_RETURN(o.q8_activations, ParseHostActivations(activations));
   o.threads = threads;
   // PAGED_HOST_SPIN_US: how long idle threads spin before they sleep (the
   // pool's default otherwise). Measured on the GPU machine: 2000 us, which
@@ -109,6 +105,14 @@ absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::stri
   if (!cpus.ok()) return cpus.status();
   o.cpus = *cpus;
   return o;
+}
+
+absl::StatusOr<bool> ParseHostActivations(const std::string& activations) {
+  if (activations != "f32" && activations != "q8") {
+    return absl::InvalidArgumentError("--host-activations=" + activations +
+                                      ": f32 or q8 (8 bits for q4_k / q5_k / q6_k weights)");
+  }
+  return activations == "q8";
 }
 
 }  // namespace paged::cpu_exec

@@ -18,4 +18,8 @@ std::unique_ptr<HostExecutor> MakeHostExecutor(const ExecPoolOptions& options);
 absl::StatusOr<ExecPoolOptions> HostExecutorOptions(int threads, const std::string& pin,
                                                     const std::string& activations = "f32");
 
+// --host-activations: "f32" -> false, "q8" -> true (8-bit activations),
+// anything else a clear error.
+absl::StatusOr<bool> ParseHostActivations(const std::string& activations);
+
 }  // namespace paged::cpu_exec

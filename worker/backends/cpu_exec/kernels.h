@@ -63,9 +63,12 @@ void MatMulRowsMXFP4(const RowsArgs& a, int64_t ra, int64_t rb);
 void QuantizeQ8(const float* x, int n, int64_t cols, int8_t* q, float* d, int16_t* s16,
                 int16_t* s32);
 bool HasQ8Kernels();
-void MatMulRowsQ8Q4_K(const RowsArgs& a, int64_t ra, int64_t rb);
-void MatMulRowsQ8Q5_K(const RowsArgs& a, int64_t ra, int64_t rb);
-void MatMulRowsQ8Q6_K(const RowsArgs& a, int64_t ra, int64_t rb);
+// The formats with integer kernels, and the kernel (any of them, by a.w's
+// dtype; a.q8 set).
+inline bool IsQ8Format(DType t) {
+  return t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
+}
+void MatMulRowsQ8(const RowsArgs& a, int64_t ra, int64_t rb);
 
 // Rows per tile block: every ParallelFor chunk but the last holds a multiple
 // of this many rows (matmul-inl.h's kRowBlock).

@@ -415,6 +415,18 @@ HWY_INLINE void TokenTile(size_t nt, const Row* rows, size_t nr, const float* x,
 }
 static_assert(kMaxTokens == 4, "TokenTile's cases");
 
+// fn(i0, nt) for tiles [i0, i0 + nt) of n token rows, at most kMaxTokens
+// each, of balanced sizes (9 = 3 + 3 + 3, not 4 + 4 + 1).
+template <class Fn>
+HWY_INLINE void ForTokenTiles(int n, const Fn& fn) {
+  const int tiles = (n + int(kMaxTokens) - 1) / int(kMaxTokens);
+  for (int k = 0, i0 = 0; k < tiles; ++k) {
+    const int nt = (n - i0) / (tiles - k);
+    fn(i0, nt);
+    i0 += nt;
+  }
+}
+
 // kD weight rows r, r + stride, ..., r + (kD - 1) * stride against the one
 // token row of a decode.
 template <size_t kD, bool kLaneX, class Format>
@@ -493,14 +505,10 @@ void RunRows(const RowsArgs& a, int64_t ra, int64_t rb) {
     }
     const float* bias = a.bias ? a.bias + r : nullptr;
     float* out = a.out + (r - a.r0);
-    // Token tiles of balanced sizes (9 = 3 + 3 + 3, not 4 + 4 + 1).
-    const int tiles = (a.n + int(kMaxTokens) - 1) / int(kMaxTokens);
-    for (int k = 0, i0 = 0; k < tiles; ++k) {
-      const size_t nt = size_t((a.n - i0) / (tiles - k));
-      TokenTile(nt, rows, nr, a.x + int64_t(i0) * cols, cols, bias, out + int64_t(i0) * a.ldo,
-                a.ldo);
-      i0 += int(nt);
-    }
+    ForTokenTiles(a.n, [&](int i0, int nt) {
+      TokenTile(size_t(nt), rows, nr, a.x + int64_t(i0) * cols, cols, bias,
+                out + int64_t(i0) * a.ldo, a.ldo);
+    });
   }
 }
 

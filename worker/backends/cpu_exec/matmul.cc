@@ -76,20 +76,6 @@ RowsFn KernelFor(DType t) {
   return nullptr;
 }
 
-// The integer kernel of a format for 8-bit activations, or null.
-RowsFn Q8KernelFor(DType t) {
-  switch (t) {
-    case DType::kQ4_K:
-      return &MatMulRowsQ8Q4_K;
-    case DType::kQ5_K:
-      return &MatMulRowsQ8Q5_K;
-    case DType::kQ6_K:
-      return &MatMulRowsQ8Q6_K;
-    default:
-      return nullptr;
-  }
-}
-
 // One x quantized to 8 bits (QuantizeQ8) and, where the CPU has no integer
 // kernels, the f32 x' = d * q the f32 kernels multiply instead: the same
 // product up to summation order.
@@ -100,8 +86,9 @@ struct Q8Activations {
   std::vector<float> dequantized;
   Q8Rows rows;
 
-  // Quantizes x [n, cols] and points a (whose fn is returned) at it.
-  RowsFn Prepare(const float* x, int n, int64_t cols, RowsFn q8_fn, RowsFn f32_fn, RowsArgs& a) {
+  // Quantizes x [n, cols] and points a at it: a.q8 (integer kernels) or
+  // a.x (x').
+  void Prepare(const float* x, int n, int64_t cols, RowsArgs& a) {
     const size_t count = size_t(n) * size_t(cols);
     q.resize(count);
     d.resize(count / size_t(kQ8Block));
@@ -111,21 +98,26 @@ struct Q8Activations {
     if (HasQ8Kernels()) {
       rows = Q8Rows{q.data(), d.data(), s16.data(), s32.data()};
       a.q8 = &rows;
-      return q8_fn;
+      return;
     }
     dequantized.resize(count);
     for (size_t i = 0; i < count; ++i) {
       dequantized[i] = d[i / size_t(kQ8Block)] * float(q[i]);
     }
     a.x = dequantized.data();
-    return f32_fn;
   }
 };
 
 // Whether a product takes 8-bit activations: the pool asks for them and the
 // format has integer kernels (whole super-blocks: Check).
 bool UseQ8(const ExecPool& pool, const WeightRef& w, int n, int64_t r0, int64_t r1) {
-  return pool.q8_activations() && Q8KernelFor(w.dtype) != nullptr && n > 0 && r1 > r0 && w.cols > 0;
+  return pool.q8_activations() && IsQ8Format(w.dtype) && n > 0 && r1 > r0 && w.cols > 0;
+}
+
+// The kernel of a call: the integer one where its x was quantized for it,
+// else the format's.
+RowsFn KernelOf(const RowsArgs& a, RowsFn f32_fn) {
+  return a.q8 != nullptr ? &MatMulRowsQ8 : f32_fn;
 }
 
 RowsFn Check(const float* x, int n, const WeightRef& w, int64_t r0, int64_t r1, float* out,
@@ -171,7 +163,8 @@ void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r
   if (n == 0 || r1 == r0) return;
   RowsArgs a{x, n, &w, r0, bias, out, ldo};
   thread_local Q8Activations q8;
-  if (UseQ8(pool, w, n, r0, r1)) fn = q8.Prepare(x, n, w.cols, Q8KernelFor(w.dtype), fn, a);
+  if (UseQ8(pool, w, n, r0, r1)) q8.Prepare(x, n, w.cols, a);
+  fn = KernelOf(a, fn);
   const int64_t row_work = std::max<int64_t>(w.cols, 1) * n;
   const int64_t blocks = std::max<int64_t>(1, kMinChunkWork / (kRowBlock * row_work));
   pool.ParallelFor(
@@ -207,11 +200,10 @@ void MatMulMany(ExecPool& pool, const MatMulJob* jobs, int count) {
       if (same < k) {
         args[size_t(k)].x = args[size_t(same)].x;
         args[size_t(k)].q8 = args[size_t(same)].q8;
-        if (args[size_t(k)].q8 != nullptr) fns[size_t(k)] = Q8KernelFor(j.w->dtype);
       } else {
-        fns[size_t(k)] = q8[q8_used++].Prepare(j.x, j.n, j.w->cols, Q8KernelFor(j.w->dtype),
-                                               fns[size_t(k)], args[size_t(k)]);
+        q8[q8_used++].Prepare(j.x, j.n, j.w->cols, args[size_t(k)]);
       }
+      fns[size_t(k)] = KernelOf(args[size_t(k)], fns[size_t(k)]);
       quantized[size_t(k)] = true;
     }
     base[size_t(k) + 1] = base[size_t(k)] + (j.n > 0 ? j.r1 - j.r0 : 0);

@@ -67,28 +67,19 @@ HWY_INLINE void QuantizeRow(const float* HWY_RESTRICT x, int64_t cols, int8_t* H
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
 #define PAGED_Q8_KERNELS 1
 
-// 16-bit lane i of the vector a super-block's register k multiplies by: the
-// scale of its sub-block, as an index into the block's scales (vpermw).
-// q4_k: register k holds sub-blocks 2k (lanes 0-15) and 2k + 1 (16-31).
-alignas(64) constexpr int16_t kQ4KScaleIdx[4][32] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-    {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
-     5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5},
-    {6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-     7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
-// q6_k: register k holds 4 sub-blocks of 16, 4k .. 4k + 3.
-alignas(64) constexpr int16_t kQ6KScaleIdx[4][32] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-     2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5,
-     6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-    {8,  8,  8,  8,  8,  8,  8,  8,  9,  9,  9,  9,  9,  9,  9,  9,
-     10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13,
-     14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+// 16-bit lane i of register k (columns 64k + 2i and + 1 of a super-block)
+// multiplies by the scale of its sub-block of `width` columns, as an index
+// into the block's scales (vpermw): q4_k's sub-blocks are 32 wide (register
+// k: 2k, 2k + 1), q6_k's 16 (4k .. 4k + 3).
+struct alignas(64) ScaleIndex {
+  int16_t lane[4][32];
+  explicit constexpr ScaleIndex(int width) : lane() {
+    for (int k = 0; k < 4; ++k) {
+      for (int i = 0; i < 32; ++i) lane[k][i] = int16_t((64 * k + 2 * i) / width);
+    }
+  }
+};
+constexpr ScaleIndex kQ4KScaleIdx(32), kQ6KScaleIdx(16);
 
 // A super-block of one weight row, decoded for integer products: 4
 // registers of 64 u8 codes in column order (register k: columns [64k,
@@ -126,7 +117,7 @@ struct K4 {
       const __m512i b = _mm512_broadcast_i64x4(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQs + 32 * k)));
       s.code[k] = _mm512_and_si512(_mm512_mask_srli_epi16(b, 0xFFFF0000u, b, 4), low4);
-      s.scale[k] = _mm512_permutexvar_epi16(_mm512_load_si512(kQ4KScaleIdx[k]), sm512);
+      s.scale[k] = _mm512_permutexvar_epi16(_mm512_load_si512(kQ4KScaleIdx.lane[k]), sm512);
     }
     if constexpr (kQ5) {
       // Register k's sub-blocks 2k (low half) and 2k + 1 (high half) take
@@ -184,7 +175,7 @@ struct Q6K {
       s.code[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), low4, top_hi, 0xEA);
     }
     for (int k = 0; k < 4; ++k) {
-      s.scale[k] = _mm512_permutexvar_epi16(_mm512_load_si512(kQ6KScaleIdx[k]), sc512);
+      s.scale[k] = _mm512_permutexvar_epi16(_mm512_load_si512(kQ6KScaleIdx.lane[k]), sc512);
     }
   }
 
@@ -244,47 +235,53 @@ HWY_NOINLINE void Q8Tile(const RowsArgs& a, int64_t r, int64_t stride, int t0) {
   }
 }
 
+// kR weight rows r, r + stride, ... against every token row, in balanced
+// tiles of at most 4 (the rows' blocks read again from L1 per tile).
 template <class F, size_t kR>
-HWY_INLINE void Q8TokenTile(const RowsArgs& a, int64_t r, int64_t stride, int t0, int nt) {
-  switch (nt) {
-    case 1:
-      return Q8Tile<F, kR, 1>(a, r, stride, t0);
-    case 2:
-      return Q8Tile<F, kR, 2>(a, r, stride, t0);
-    case 3:
-      return Q8Tile<F, kR, 3>(a, r, stride, t0);
-    default:
-      return Q8Tile<F, kR, 4>(a, r, stride, t0);
-  }
+HWY_INLINE void Q8TokenTiles(const RowsArgs& a, int64_t r, int64_t stride) {
+  ForTokenTiles(a.n, [&](int i0, int nt) {
+    switch (nt) {
+      case 1:
+        return Q8Tile<F, kR, 1>(a, r, stride, i0);
+      case 2:
+        return Q8Tile<F, kR, 2>(a, r, stride, i0);
+      case 3:
+        return Q8Tile<F, kR, 3>(a, r, stride, i0);
+      default:
+        return Q8Tile<F, kR, 4>(a, r, stride, i0);
+    }
+  });
 }
+static_assert(kMaxTokens == 4, "Q8TokenTiles' cases");
 
-// Rows [ra, rb): at one token row 4 rows far apart at once (four streams,
-// as DecodeRows), else pairs of rows against balanced tiles of <= 4 tokens
-// (the pair's blocks read again from L1 per tile).
+// Rows [ra, rb): at one token row 4 rows a quarter of the range apart at
+// once (four streams, as DecodeRows), else 2 rows half the range apart;
+// the rows left over one at a time.
 template <class F>
 void RunQ8Rows(const RowsArgs& a, int64_t ra, int64_t rb) {
   if (a.n == 1) {
     const int64_t part = (rb - ra) / 4;
-    int64_t r = ra;
-    for (; r < ra + part; ++r) Q8Tile<F, 4, 1>(a, r, part, 0);
-    for (r = ra + 4 * part; r < rb; ++r) Q8Tile<F, 1, 1>(a, r, 1, 0);
+    for (int64_t r = ra; r < ra + part; ++r) Q8Tile<F, 4, 1>(a, r, part, 0);
+    for (int64_t r = ra + 4 * part; r < rb; ++r) Q8Tile<F, 1, 1>(a, r, 1, 0);
     return;
   }
-  const int tiles = (a.n + 3) / 4;
   const int64_t part = (rb - ra) / 2;
-  auto rows = [&](int64_t r, int64_t stride, auto pair) {
-    for (int k = 0, i0 = 0; k < tiles; ++k) {
-      const int nt = (a.n - i0) / (tiles - k);
-      if constexpr (decltype(pair)::value) {
-        Q8TokenTile<F, 2>(a, r, stride, i0, nt);
-      } else {
-        Q8TokenTile<F, 1>(a, r, stride, i0, nt);
-      }
-      i0 += nt;
-    }
-  };
-  for (int64_t r = ra; r < ra + part; ++r) rows(r, part, std::true_type());
-  for (int64_t r = ra + 2 * part; r < rb; ++r) rows(r, 1, std::false_type());
+  for (int64_t r = ra; r < ra + part; ++r) Q8TokenTiles<F, 2>(a, r, part);
+  for (int64_t r = ra + 2 * part; r < rb; ++r) Q8TokenTiles<F, 1>(a, r, 1);
+}
+
+// The integer kernels by format (IsQ8Format).
+void RunQ8(const RowsArgs& a, int64_t ra, int64_t rb) {
+  switch (a.w->dtype) {
+    case DType::kQ4_K:
+      return RunQ8Rows<K4<false>>(a, ra, rb);
+    case DType::kQ5_K:
+      return RunQ8Rows<K4<true>>(a, ra, rb);
+    case DType::kQ6_K:
+      return RunQ8Rows<Q6K>(a, ra, rb);
+    default:
+      HWY_ASSERT(false);  // the front calls it for IsQ8Format only
+  }
 }
 
 #else
@@ -303,30 +300,12 @@ void QuantizeQ8Rows(const float* x, int n, int64_t cols, int8_t* q, float* d, in
 
 bool Q8Kernels() { return PAGED_Q8_KERNELS; }
 
-void RowsQ8Q4_K(const RowsArgs& a, int64_t ra, int64_t rb) {
+void RowsQ8(const RowsArgs& a, int64_t ra, int64_t rb) {
 #if PAGED_Q8_KERNELS
-  RunQ8Rows<K4<false>>(a, ra, rb);
+  RunQ8(a, ra, rb);
 #else
   (void)a, (void)ra, (void)rb;
   HWY_ASSERT(false);  // the front does not call it (Q8Kernels() false)
-#endif
-}
-
-void RowsQ8Q5_K(const RowsArgs& a, int64_t ra, int64_t rb) {
-#if PAGED_Q8_KERNELS
-  RunQ8Rows<K4<true>>(a, ra, rb);
-#else
-  (void)a, (void)ra, (void)rb;
-  HWY_ASSERT(false);
-#endif
-}
-
-void RowsQ8Q6_K(const RowsArgs& a, int64_t ra, int64_t rb) {
-#if PAGED_Q8_KERNELS
-  RunQ8Rows<Q6K>(a, ra, rb);
-#else
-  (void)a, (void)ra, (void)rb;
-  HWY_ASSERT(false);
 #endif
 }
 
@@ -338,9 +317,7 @@ namespace paged::cpu_exec {
 
 HWY_EXPORT(QuantizeQ8Rows);
 HWY_EXPORT(Q8Kernels);
-HWY_EXPORT(RowsQ8Q4_K);
-HWY_EXPORT(RowsQ8Q5_K);
-HWY_EXPORT(RowsQ8Q6_K);
+HWY_EXPORT(RowsQ8);
 
 void QuantizeQ8(const float* x, int n, int64_t cols, int8_t* q, float* d, int16_t* s16,
                 int16_t* s32) {
@@ -349,16 +326,8 @@ void QuantizeQ8(const float* x, int n, int64_t cols, int8_t* q, float* d, int16_
 
 bool HasQ8Kernels() { return HWY_DYNAMIC_DISPATCH(Q8Kernels)(); }
 
-void MatMulRowsQ8Q4_K(const RowsArgs& a, int64_t ra, int64_t rb) {
-  HWY_DYNAMIC_DISPATCH(RowsQ8Q4_K)(a, ra, rb);
-}
-
-void MatMulRowsQ8Q5_K(const RowsArgs& a, int64_t ra, int64_t rb) {
-  HWY_DYNAMIC_DISPATCH(RowsQ8Q5_K)(a, ra, rb);
-}
-
-void MatMulRowsQ8Q6_K(const RowsArgs& a, int64_t ra, int64_t rb) {
-  HWY_DYNAMIC_DISPATCH(RowsQ8Q6_K)(a, ra, rb);
+void MatMulRowsQ8(const RowsArgs& a, int64_t ra, int64_t rb) {
+  HWY_DYNAMIC_DISPATCH(RowsQ8)(a, ra, rb);
 }
 
 }  // namespace paged::cpu_exec
