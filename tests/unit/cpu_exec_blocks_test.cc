@@ -176,25 +176,14 @@ TEST(CpuExecBlocksTest, RowRangesBiasAndLdo) {
 TEST(CpuExecBlocksTest, EveryTargetThisCpuRunsIsExact) {
   std::mt19937 rng(14);
   ExecPool pool(2);
-  std::string names;
-  for (int64_t target :
-       {int64_t{HWY_AVX3}, int64_t{HWY_AVX2}, int64_t{HWY_EMU128}, int64_t{HWY_SCALAR}}) {
-    if ((hwy::SupportedTargets() & target) == 0) continue;
-    hwy::SetSupportedTargetsForTest(target);
-    if (TargetName() == hwy::TargetName(target)) {  // else not built into the library
-      names += TargetName() + " ";
-      for (DType t : kBlockFormats) {
-        const Weights w = RandomBlocks(t, 13, ColsFor(t)[1], rng);
-        ExpectExactWeights(pool, w.ref, "random blocks");
-        ExpectMatchesReference(pool, w.ref, {1, 3, 9}, 0, w.ref.rows, 0, rng);
-        ExpectMatchesReference(pool, w.ref, {2}, 5, 11, 3, rng);
-      }
+  paged::testing::ForEachTargetThisCpuRuns([&] {
+    for (DType t : kBlockFormats) {
+      const Weights w = RandomBlocks(t, 13, ColsFor(t)[1], rng);
+      ExpectExactWeights(pool, w.ref, "random blocks");
+      ExpectMatchesReference(pool, w.ref, {1, 3, 9}, 0, w.ref.rows, 0, rng);
+      ExpectMatchesReference(pool, w.ref, {2}, 5, 11, 3, rng);
     }
-    hwy::SetSupportedTargetsForTest(0);
-  }
-  EXPECT_FALSE(names.empty());
-  RecordProperty("targets", names);
-  std::printf("targets tested: %s\n", names.c_str());
+  });
 }
 
 // ---- the llama-quantize fixtures ----------------------------------------

@@ -158,24 +158,15 @@ TEST(CpuExecQ8Test, RowRangesBiasAndLdo) {
 TEST(CpuExecQ8Test, EveryTargetThisCpuRunsComputesTheSameProduct) {
   std::mt19937 rng(43);
   ExecPool pool(Q8Options(2));
-  std::string names;
-  for (int64_t target :
-       {int64_t{HWY_AVX3}, int64_t{HWY_AVX2}, int64_t{HWY_EMU128}, int64_t{HWY_SCALAR}}) {
-    if ((hwy::SupportedTargets() & target) == 0) continue;
-    hwy::SetSupportedTargetsForTest(target);
-    if (TargetName() == hwy::TargetName(target)) {
-      names += TargetName() + (HasQ8Kernels() ? " (integer) " : " (f32 on x') ");
-      for (DType t : kQ8Formats) {
-        const Weights w = RandomBlocks(t, 13, 512, rng);
-        ExpectReferenceOnRoundedX(pool, w.ref, {1, 3, 9}, 0, w.ref.rows, 0, rng);
-        ExpectReferenceOnRoundedX(pool, w.ref, {2}, 5, 11, 3, rng);
-      }
-    }
-    hwy::SetSupportedTargetsForTest(0);
-  }
-  EXPECT_FALSE(names.empty());
-  RecordProperty("targets", names);
-  std::printf("targets tested: %s\n", names.c_str());
+  paged::testing::ForEachTargetThisCpuRuns(
+      [&] {
+        for (DType t : kQ8Formats) {
+          const Weights w = RandomBlocks(t, 13, 512, rng);
+          ExpectReferenceOnRoundedX(pool, w.ref, {1, 3, 9}, 0, w.ref.rows, 0, rng);
+          ExpectReferenceOnRoundedX(pool, w.ref, {2}, 5, 11, 3, rng);
+        }
+      },
+      [] { return TargetName() + (HasQ8Kernels() ? " (integer)" : " (f32 on x')"); });
 }
 
 TEST(CpuExecQ8Test, OtherFormatsKeepF32Activations) {

@@ -166,27 +166,14 @@ TEST(CpuExecMatMulTest, MatchesReferenceForEveryDTypeShapeAndBatch) {
 TEST(CpuExecMatMulTest, EveryTargetThisCpuRunsMatchesReference) {
   std::mt19937 rng(8);
   ExecPool pool(2);
-  std::vector<std::string> tested;
-  for (int64_t target :
-       {int64_t{HWY_AVX3}, int64_t{HWY_AVX2}, int64_t{HWY_EMU128}, int64_t{HWY_SCALAR}}) {
-    if ((hwy::SupportedTargets() & target) == 0) continue;
-    hwy::SetSupportedTargetsForTest(target);
-    if (TargetName() == hwy::TargetName(target)) {  // else not built into the library
-      tested.push_back(TargetName());
-      for (DType t : kAllDTypes) {
-        for (const Shape& s : {Shape{5, 7, 4}, Shape{9, 33, 32}, Shape{13, 257, 64},
-                               Shape{33, 513, 3}, Shape{11, 48, 48}}) {
-          ExpectMatchesReference(pool, t, s, {1, 3, 9}, rng);
-        }
+  paged::testing::ForEachTargetThisCpuRuns([&] {
+    for (DType t : kAllDTypes) {
+      for (const Shape& s : {Shape{5, 7, 4}, Shape{9, 33, 32}, Shape{13, 257, 64},
+                             Shape{33, 513, 3}, Shape{11, 48, 48}}) {
+        ExpectMatchesReference(pool, t, s, {1, 3, 9}, rng);
       }
     }
-    hwy::SetSupportedTargetsForTest(0);
-  }
-  EXPECT_FALSE(tested.empty());
-  std::string names;
-  for (const std::string& n : tested) names += n + " ";
-  RecordProperty("targets", names);
-  std::printf("targets tested: %s\n", names.c_str());
+  });
 }
 
 TEST(CpuExecMatMulTest, BiasLdoAndRowOffset) {

@@ -6,12 +6,14 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "common/block_quant.h"
 #include "common/dtype.h"
+#include "hwy/targets.h"
 #include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu/thread_pool.h"
 #include "worker/backends/cpu_exec/exec_pool.h"
@@ -116,6 +118,28 @@ inline void ExpectProductMatches(cpu_exec::ExecPool& pool, const WeightRef& w,
           << what << " rows [" << r0 << ", " << r1 << ") token " << i << " row " << r0 + j;
     }
   }
+}
+
+// Runs body() once for each SIMD target (AVX-512, AVX2, the portable
+// fallback) that this CPU runs and the library holds, with that target
+// forced; expects at least one, and records and prints their names
+// (label(), else the target's name).
+inline void ForEachTargetThisCpuRuns(const std::function<void()>& body,
+                                     const std::function<std::string()>& label = nullptr) {
+  std::string names;
+  for (int64_t target :
+       {int64_t{HWY_AVX3}, int64_t{HWY_AVX2}, int64_t{HWY_EMU128}, int64_t{HWY_SCALAR}}) {
+    if ((hwy::SupportedTargets() & target) == 0) continue;
+    hwy::SetSupportedTargetsForTest(target);
+    if (cpu_exec::TargetName() == hwy::TargetName(target)) {  // else not built into the library
+      names += (label ? label() : cpu_exec::TargetName()) + " ";
+      body();
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+  EXPECT_FALSE(names.empty());
+  ::testing::Test::RecordProperty("targets", names);
+  std::printf("targets tested: %s\n", names.c_str());
 }
 
 inline void ExpectSameBits(const std::vector<float>& a, const std::vector<float>& b,
