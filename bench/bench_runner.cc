@@ -220,10 +220,13 @@ nlohmann::json BenchRow::ToJson() const {
           {"experts_paged", experts_paged},
           {"expert_hit_rate", expert_hit_rate},
           {"expert_host_rate", expert_host_rate},
+          {"expert_mapped_rate", expert_mapped_rate},
           {"host_products_per_step", host_products},
           {"host_wait_ms", host_wait_ms},
           {"host_compute_ms", host_compute_ms},
-          {"host_upload_ms", host_upload_ms}};
+          {"host_upload_ms", host_upload_ms},
+          {"host_route_ms", host_route_ms},
+          {"host_launch_ms", host_launch_ms}};
 }
 
 absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
@@ -235,6 +238,9 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
   if (!(o.expert_host_share == -1 || (o.expert_host_share >= 0 && o.expert_host_share <= 1)))
     return absl::InvalidArgumentError(absl::StrCat("--expert-host-share=", o.expert_host_share,
                                                    ": expected 0..1, or -1 (by bandwidth)"));
+  if (o.expert_misses != "copy" && o.expert_misses != "mapped")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--expert-misses=", o.expert_misses, ": expected copy or mapped"));
   if (o.routing != "model" && o.routing != "uniform")
     return absl::InvalidArgumentError(
         absl::StrCat("--routing=", o.routing, ": expected model or uniform"));
@@ -313,11 +319,13 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     auto experts = [](BenchRow& r, const PagerStats& a, const PagerStats& b) {
       const double hits = double(b.expert_hits - a.expert_hits),
                    misses = double(b.expert_misses - a.expert_misses),
-                   host = double(b.expert_host - a.expert_host);
-      const double all = hits + misses + host;
+                   host = double(b.expert_host - a.expert_host),
+                   mapped = double(b.expert_mapped - a.expert_mapped);
+      const double all = hits + misses + host + mapped;
       r.experts_paged = all > 0;
       r.expert_hit_rate = all > 0 ? hits / all : 0;
       r.expert_host_rate = all > 0 ? host / all : 0;
+      r.expert_mapped_rate = all > 0 ? mapped / all : 0;
     };
     experts(pre, s0, s1);
     experts(dec, s1, s2);
@@ -403,6 +411,8 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
           r.host_wait_ms = (b.wait_s - a.wait_s) / steps * 1e3;
           r.host_compute_ms = (b.compute_s - a.compute_s) / steps * 1e3;
           r.host_upload_ms = (b.upload_s - a.upload_s) / steps * 1e3;
+          r.host_route_ms = (b.route_s - a.route_s) / steps * 1e3;
+          r.host_launch_ms = (b.launch_s - a.launch_s) / steps * 1e3;
         };
         path(pre, e0, e1, double(t.prefill_steps));
         path(dec, e1, e2, double(t.decode_s.size()));
@@ -428,6 +438,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     };
     PagerOptions paged_options;
     paged_options.expert_eviction = eviction;
+    paged_options.expert_misses_mapped = o.expert_misses == "mapped";
     if (paged_mode) RETURN_IF_ERROR(run("paged", plan, paged_options, nullptr));
     if (paged_mode && o.experts == "both" && plan.experts_paged) {
       // The same model paged as whole layers, experts included.
@@ -471,6 +482,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       // Missing experts with few rows: on the host where it is faster.
       if (hplan.experts_paged) po.expert_host_rows = -1;
       po.expert_host_share = o.expert_host_share;
+      po.expert_misses_mapped = o.expert_misses == "mapped";
       ASSIGN_OR_RETURN(po.host_gbps, MeasureHostExecutor(*host_exec, host, layer, {1, 4, 16, 64}));
       report.hybrid = host_exec->Describe();
       absl::StrAppend(&report.plan, "hybrid mode's plan: ", hplan.n_resident,
@@ -507,19 +519,21 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
   if (!r.hybrid.empty()) absl::StrAppend(&s, r.hybrid);
   absl::StrAppend(
       &s, absl::StrFormat(
-              "%-8s %-7s %5s %9s %9s %9s %9s %9s %6s %7s %9s %7s %9s %7s %7s %9s %6s %6s\n", "mode",
-              "phase", "batch", "step ms", "tok/s", "H2D MB", "host MB", "D2H MB", "host%", "GB/s",
-              "bound ms", "bound%", "comp ms", "hidden", "dev GiB", "MB/token", "e-hit", "e-host"));
+              "%-8s %-7s %5s %9s %9s %9s %9s %9s %6s %7s %9s %7s %9s %7s %7s %9s %6s %6s %6s\n",
+              "mode", "phase", "batch", "step ms", "tok/s", "H2D MB", "host MB", "D2H MB", "host%",
+              "GB/s", "bound ms", "bound%", "comp ms", "hidden", "dev GiB", "MB/token", "e-hit",
+              "e-host", "e-map"));
   for (const BenchRow& x : r.rows) {
     absl::StrAppend(
         &s, absl::StrFormat(
                 "%-8s %-7s %5d %9.2f %9.1f %9.1f %9.1f %9.2f %5.0f%% %7.1f %9.2f %6.1f%% %9.2f "
-                "%6.0f%% %7.2f %9.2f %6s %6s\n",
+                "%6.0f%% %7.2f %9.2f %6s %6s %6s\n",
                 x.mode, x.phase, x.batch, x.step_ms, x.tokens_per_s, x.h2d_mb, x.host_mb, x.d2h_mb,
                 100 * x.host_share, x.achieved_gbs, x.bound_ms, 100 * x.bound_fraction,
                 x.compute_ms, 100 * x.hidden_fraction, x.device_peak_gib, x.h2d_mb_per_token,
                 x.experts_paged ? absl::StrFormat("%.0f%%", 100 * x.expert_hit_rate) : "-",
-                x.experts_paged ? absl::StrFormat("%.0f%%", 100 * x.expert_host_rate) : "-"));
+                x.experts_paged ? absl::StrFormat("%.0f%%", 100 * x.expert_host_rate) : "-",
+                x.experts_paged ? absl::StrFormat("%.0f%%", 100 * x.expert_mapped_rate) : "-"));
   }
   for (const BenchRow& x : r.rows) {
     if (x.host_products <= 0) continue;
@@ -531,6 +545,12 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
                         x.mode, x.phase, x.host_products, x.host_wait_ms, x.host_compute_ms,
                         x.host_compute_ms > 0 ? x.host_mb / x.host_compute_ms : 0, x.host_upload_ms,
                         x.step_ms));
+    if (x.host_route_ms > 0)
+      absl::StrAppend(&s,
+                      absl::StrFormat("%s %s sparse layers per step (mean): %.2f ms waiting for "
+                                      "the routers' logits, %.2f ms enqueueing the device's "
+                                      "experts and the combines\n",
+                                      x.mode, x.phase, x.host_route_ms, x.host_launch_ms));
   }
   // The process's own host memory: private pages vs the shared segment.
   const std::string status = [] {

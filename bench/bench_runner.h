@@ -40,6 +40,9 @@ struct BenchOptions {
   std::string expert_eviction = "lfu";  // lru | lfu
   bool expert_prefetch = false;         // predict the next layer's experts, copy ahead
   double expert_host_share = 1;  // hybrid: PagerOptions::expert_host_share (-1: by bandwidth)
+  // Missing experts not computed by the host: copied into a slot (copy) or
+  // read by the device in place (mapped: PagerOptions::expert_misses_mapped).
+  std::string expert_misses = "copy";
   // The token each decode step feeds: the one the model sampled (sampled), or
   // a random one (random: as llama-bench's tg test does; a model of random
   // weights tends to repeat its tokens, and with them a sparse layer's
@@ -70,11 +73,12 @@ struct BenchRow {
   // routed experts, the share found in the device cache and the share the
   // host computed in place (the rest were copied in).
   double h2d_mb_per_token = 0;
-  double expert_hit_rate = 0, expert_host_rate = 0;
+  double expert_hit_rate = 0, expert_host_rate = 0, expert_mapped_rate = 0;
   bool experts_paged = false;
   // Hybrid: the host path per step (Engine::HostPathTimes): executor
   // dispatches, ms waiting for their inputs, computing, enqueueing uploads.
   double host_products = 0, host_wait_ms = 0, host_compute_ms = 0, host_upload_ms = 0;
+  double host_route_ms = 0, host_launch_ms = 0;  // sparse layers (Engine::HostPathTimes)
   nlohmann::json ToJson() const;
 };
 

@@ -42,6 +42,9 @@ ABSL_FLAG(std::string, expert_eviction, "lfu", "the device expert cache's policy
 ABSL_FLAG(double, expert_host_share, 1,
           "hybrid mode, experts paged: the share of the missing experts the host computes in "
           "place, the rest copied (-1: host / (host + link) bandwidth)");
+ABSL_FLAG(std::string, expert_misses, "copy",
+          "experts paged: missing experts the host does not compute are copied into a slot "
+          "(copy) or read by the device's kernels in place from host memory (mapped)");
 ABSL_FLAG(bool, expert_prefetch, false,
           "experts paged: apply each sparse layer's router one layer early and copy the "
           "experts it predicts ahead");
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
   o.expert_eviction = absl::GetFlag(FLAGS_expert_eviction);
   o.expert_prefetch = absl::GetFlag(FLAGS_expert_prefetch);
   o.expert_host_share = absl::GetFlag(FLAGS_expert_host_share);
+  o.expert_misses = absl::GetFlag(FLAGS_expert_misses);
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (budget.ok()) o.gpu_budget = *budget;
   absl::StatusOr<paged::BenchReport> r =

@@ -13,7 +13,8 @@
 #     HOST_SHARES="0.3 0.6 1": hybrid batch 1 (uniform) with the host's share
 #     of the missing experts fixed; PAGED_ARGS: more paged-bench flags for
 #     the experts-vs-layers runs (--expert-prefetch); HOST_ACTIVATIONS="f32
-#     q8": the hybrid runs with each --host-activations.
+#     q8": the hybrid runs with each --host-activations; VARIANTS: more
+#     hybrid runs, each with its own flags (below).
 #     MODEL=gpt-oss: gpt-oss-120b's shape instead, 12 layers, its MXFP4
 #     experts written as they are (no quantization), 8 GiB (not run yet).
 #  2. Dense (issue 12, DENSE=1): llama-7b f16 (32 layers), 4 GiB: llama.cpp
@@ -106,7 +107,8 @@ $B paged-store --model=$M-q4km.gguf --weight-format=native --segment=sq3 --kv-gi
   >"$out/store-q3.log" 2>&1 &
 for _ in $(seq 900); do grep -q ready "$out/store-q3.log" && break; sleep 0.2; done
 DT=${DECODE_TOKENS:-random}
-for R in ${ROUTINGS:-model}; do
+for R in ${ROUTINGS:-model}; do  # none: only the runs below
+  [[ $R == none ]] && continue
   note "-- paged (experts paged | whole layers | hybrid: experts with few rows on the host), --decode-tokens=$DT --routing=$R"
   for b in 1 64; do
     timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
@@ -122,7 +124,7 @@ for R in ${ROUTINGS:-model}; do
     done
   done
 done
-grep -h "expert cache" "$out"/paged-moe-*-b1.txt | head -1 | tee -a "$T"
+grep -hs "expert cache" "$out"/paged-moe-*-b1.txt | head -1 | tee -a "$T"
 if [[ -n ${PREFETCH_AB:-} ]]; then  # experts copied a layer ahead, as predicted
   for b in 1 64; do
     timeout 150 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET --batch=$b \
@@ -136,6 +138,20 @@ for hs in ${HOST_SHARES:-}; do  # hybrid at batch 1 with the host's share of the
     --prompt-len=32 --gen-len=32 --mode=hybrid --decode-tokens=$DT --routing=uniform \
     --expert-host-share=$hs >"$out/hybrid-moe-share$hs.txt" 2>&1
   note "expert host share $hs: $(grep -hE '^hybrid +decode' "$out/hybrid-moe-share$hs.txt")"
+done
+# VARIANTS="A;B;...": hybrid batch-1 runs (routing ROUTING_V, uniform by
+# default), each with its own paged-bench flags and environment, e.g.
+# "--host-activations=q8;PAGED_HOST_SPIN_US=2000 --host-activations=q8".
+IFS=';' read -ra variants <<<"${VARIANTS:-}"
+for v in "${variants[@]}"; do
+  envs=${v%%--*}
+  flags=${v#"$envs"}
+  i=$((${i:-0} + 1))
+  env $envs timeout 100 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET \
+    --batch=${VARIANT_BATCH:-1} --prompt-len=32 --gen-len=${GEN_LEN:-32} --mode=hybrid \
+    --decode-tokens=$DT --routing=${ROUTING_V:-uniform} $flags >"$out/variant-$i.txt" 2>&1
+  note "[$v]: $(grep -hE '^hybrid +decode' "$out/variant-$i.txt")"
+  grep -hE "^hybrid decode (host path|sparse)" "$out/variant-$i.txt" | tee -a "$T"
 done
 if [[ -n ${AB_GROUPED:-} ]]; then  # the experts one launch at a time, for comparison
   note "-- paged, PAGED_CUDA_GROUPED_EXPERTS=0 (each expert its own launches)"

@@ -15,6 +15,7 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "store/model_source.h"
 #include "tests/unit/expert_paging_util.h"
 #include "tests/unit/golden_util.h"
@@ -243,6 +244,26 @@ TEST(ExpertPagingTest, PagedCachedAndHostComputedEqualResident) {
       ExpectSame(r, want, name + ", host-computed experts, resident " + resident_layers);
       EXPECT_GT(r.stats.back().expert_host, 0u) << name;
       EXPECT_GT(r.stats.back().host_expert_bytes, 0u) << name;
+    }
+
+    // Misses read by the backend in place (the CPU backend's view of the
+    // segment is the segment), none copied for the step; then half of them
+    // computed by the host executor instead.
+    for (const double host_share : {0.0, 0.5}) {
+      RunOptions mapped;
+      mapped.expert_misses_mapped = true;
+      mapped.expert_host_rows = host_share > 0 ? -1 : 0;
+      mapped.expert_host_share = host_share;
+      const StepRun r = RunSteps(backend->get(), *m, mapped);
+      const std::string what =
+          absl::StrCat(name, ", misses read in place, host share ", host_share);
+      ExpectSame(r, want, what);
+      const PagerStats& s = r.stats.back();
+      EXPECT_GT(s.expert_mapped, 0u) << what;
+      EXPECT_GT(s.mapped_expert_bytes, 0u) << what;
+      EXPECT_LE(s.mapped_expert_bytes, s.expert_mapped * r.plan.expert_slot_bytes) << what;
+      EXPECT_EQ(s.expert_misses, 0u) << what;
+      EXPECT_EQ(s.expert_host > 0, host_share > 0) << what;
     }
 
     // A hybrid step (each dense matrix split with the host) and host experts.

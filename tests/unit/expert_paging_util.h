@@ -94,9 +94,10 @@ struct RunOptions {
   ExpertEviction eviction = ExpertEviction::kLfu;
   int expert_host_rows = 0;      // > 0: missing experts with at most this many rows on the host
   double expert_host_share = 1;  // auto host experts (expert_host_rows -1): their share
-  double host_share = 0;         // a hybrid step's share of each dense matrix
-  bool q8_activations = false;   // the host executor's (cpu_exec::ExecPoolOptions)
-  std::vector<int32_t> prompt;   // empty: Prompt()
+  bool expert_misses_mapped = false;  // the other misses read in place (PagerOptions)
+  double host_share = 0;              // a hybrid step's share of each dense matrix
+  bool q8_activations = false;        // the host executor's (cpu_exec::ExecPoolOptions)
+  std::vector<int32_t> prompt;        // empty: Prompt()
   bool expert_paging = true;
   bool preload = true;
   bool prefetch = false;              // the next sparse layer's experts, predicted
@@ -157,6 +158,7 @@ inline StepRun RunSteps(Backend* backend, const ModelSource& src, const RunOptio
     po.expert_eviction = o.eviction;
     po.expert_host_rows = o.expert_host_rows;
     po.expert_host_share = o.expert_host_share;
+    po.expert_misses_mapped = o.expert_misses_mapped;
     // Auto: a host that beats any link at every row count.
     if (o.expert_host_rows < 0) po.host_gbps = {{1, 1e6}, {64, 1e6}};
     po.preload_experts = o.preload;

@@ -78,7 +78,8 @@ TEST(MoeGpuTest, CheckpointsMatchReferenceOnCuda) {
 // run's tokens and logits bit for bit (the same kernels on the same bytes)
 // and its host KV pool. Experts the host executor computes (its products
 // are not cuBLAS's): the same tokens, logits within 1e-4 (gpt-oss's too:
-// its expert biases read from the segment, the clamped SwiGLU).
+// its expert biases read from the segment, the clamped SwiGLU). Experts
+// the kernels read in place from host memory: bit for bit.
 TEST(MoeGpuTest, ExpertPagingMatchesResidentOnCuda) {
   if (!HaveGpu()) GTEST_SKIP() << "no GPU";
   auto gpu = MakeBackend("cuda:0");
@@ -109,15 +110,34 @@ TEST(MoeGpuTest, ExpertPagingMatchesResidentOnCuda) {
         EXPECT_GT(r.stats.back().expert_evictions, 0u) << name;
       }
     }
-    expert_testing::RunOptions host;
-    host.expert_host_rows = 1;
-    const expert_testing::StepRun r = expert_testing::RunSteps(gpu->get(), *m, host);
-    EXPECT_GT(r.stats.back().expert_host, 0u) << name;
-    EXPECT_EQ(r.tokens, want.tokens) << name << ", host-computed experts";
-    ASSERT_EQ(r.logits.size(), want.logits.size());
-    for (size_t i = 0; i < r.logits.size(); ++i)
-      EXPECT_NEAR(r.logits[i], want.logits[i], 1e-4 * std::max(1.f, std::abs(want.logits[i])))
-          << name << ", host-computed experts, step " << i;
+    // Misses read by the kernels in place from the registered segment:
+    // the same kernels on the same bytes, bit for bit.
+    expert_testing::RunOptions mapped;
+    mapped.expert_misses_mapped = true;
+    const expert_testing::StepRun mr = expert_testing::RunSteps(gpu->get(), *m, mapped);
+    EXPECT_GT(mr.stats.back().expert_mapped, 0u) << name;
+    EXPECT_EQ(mr.stats.back().expert_misses, 0u) << name;
+    EXPECT_EQ(mr.tokens, want.tokens) << name << ", experts read in place";
+    EXPECT_EQ(mr.logits, want.logits) << name << ", experts read in place";
+    EXPECT_TRUE(mr.kv == want.kv) << name << ", experts read in place: the host KV pool differs";
+    // Host-computed experts (the host's arithmetic: logits near), alone and
+    // beside experts read in place (half the misses each).
+    for (const bool with_mapped : {false, true}) {
+      expert_testing::RunOptions host;
+      host.expert_host_rows = with_mapped ? -1 : 1;
+      host.expert_host_share = with_mapped ? 0.5 : 1;
+      host.expert_misses_mapped = with_mapped;
+      const std::string what =
+          name + (with_mapped ? ", host-computed and read in place" : ", host-computed experts");
+      const expert_testing::StepRun r = expert_testing::RunSteps(gpu->get(), *m, host);
+      EXPECT_GT(r.stats.back().expert_host, 0u) << what;
+      EXPECT_EQ(r.stats.back().expert_mapped > 0, with_mapped) << what;
+      EXPECT_EQ(r.tokens, want.tokens) << what;
+      ASSERT_EQ(r.logits.size(), want.logits.size());
+      for (size_t i = 0; i < r.logits.size(); ++i)
+        EXPECT_NEAR(r.logits[i], want.logits[i], 1e-4 * std::max(1.f, std::abs(want.logits[i])))
+            << what << ", step " << i;
+    }
   }
 }
 

@@ -52,6 +52,10 @@ void Backend::ScatterKvRowsOut(Queue q, const KvLayerView& dev, const KvLayerVie
   }
 }
 
+void Backend::DownloadMany(const DownloadPart* parts, int n) {
+  for (int i = 0; i < n; ++i) Download(parts[i].host_dst, parts[i].src, parts[i].bytes);
+}
+
 void Backend::Upload2D(void* dst, uint64_t dst_pitch, const void* host_src, uint64_t src_pitch,
                        uint64_t width, uint64_t rows) {
   if (dst_pitch == width && src_pitch == width) return Upload(dst, host_src, width * rows);

@@ -132,6 +132,14 @@ class Backend {
   // i < rows, on the compute queue (host_src may be reused on return).
   virtual void Upload2D(void* dst, uint64_t dst_pitch, const void* host_src, uint64_t src_pitch,
                         uint64_t width, uint64_t rows);
+  // Several backend -> host copies (Download's) with one wait for them all:
+  // a sparse layer's router logits and its normed rows come down together.
+  struct DownloadPart {
+    void* host_dst;
+    const void* src;
+    uint64_t bytes;
+  };
+  virtual void DownloadMany(const DownloadPart* parts, int n);
   // Waits for everything enqueued so far (used at the end of a step).
   virtual absl::Status Synchronize() = 0;
   // Device memory in use by this process (CUDA: total - free as the driver
@@ -150,6 +158,13 @@ class Backend {
     return absl::OkStatus();
   }
   virtual void UnregisterHost(void* p) {}
+  // Where kernels of this backend can read registered host memory `p` in
+  // place (over the link, no copy first): the device's address of it, or
+  // null where they cannot (not registered, or no such access). The CPU
+  // backend's memory is the host's: p itself.
+  virtual const void* MappedHostView(const void* p) const {
+    return shares_host_memory() ? p : nullptr;
+  }
   // dst (backend memory) <- host_src, enqueued on q.
   virtual void CopyIn(Queue q, void* dst, const void* host_src, uint64_t bytes) {
     Upload(dst, host_src, bytes);

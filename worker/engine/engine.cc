@@ -1,6 +1,7 @@
 #include "worker/engine/engine.h"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <set>
@@ -9,6 +10,14 @@
 #include "common/status.h"
 
 namespace paged {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
 
 RopeParams RopeParamsOf(const ModelConfig& c, bool sliding) {
   RopeParams r;
@@ -127,8 +136,11 @@ absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
     // more), then the next sparse layer's (expert prefetch).
     RETURN_IF_ERROR(alloc(&s_.router, C * uint64_t(2 * c.n_experts + 1)));
     RETURN_IF_ERROR(alloc(&s_.moe_x, C * c.hidden));
-    RETURN_IF_ERROR(alloc(&s_.moe_rows, C * uint64_t(c.n_experts_used + 1)));
-    RETURN_IF_ERROR(alloc(&s_.moe_w, C * uint64_t(c.n_experts_used + 1)));
+    // The rows and their weights in one buffer (one upload per layer).
+    const uint64_t routed = C * uint64_t(c.n_experts_used + 1);
+    RETURN_IF_ERROR(alloc(&s_.moe_rows, 2 * routed));
+    s_.moe_w = reinterpret_cast<float*>(s_.moe_rows + routed);
+    s_.cap_routed = int(routed);
     RETURN_IF_ERROR(alloc(&s_.moe_comb, 3 * C + 1));
   }
   RETURN_IF_ERROR(alloc(&s_.last, S * c.hidden));
@@ -256,10 +268,6 @@ absl::Status Engine::Products(const float* x, int m, int cols,
     return absl::FailedPreconditionError("a hybrid step's host rows, but no host executor");
   // The input to the host (waits for the ops before it), then the backend's
   // rows are enqueued and computed while the host computes its own.
-  using Clock = std::chrono::steady_clock;
-  const auto since = [](Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  };
   auto t0 = Clock::now();
   const float* hx = x;
   if (!backend_->shares_host_memory()) {
@@ -267,7 +275,7 @@ absl::Status Engine::Products(const float* x, int m, int cols,
     backend_->Download(h_x_.data(), x, h_x_.size() * sizeof(float));
     hx = h_x_.data();
   }
-  host_times_.wait_s += since(t0);
+  host_times_.wait_s += SecondsSince(t0);
   uint64_t host_elems = 0;
   for (const Product& p : products) {
     const int64_t rows = p.host.any() ? p.host.w.rows : p.dev.rows;
@@ -294,7 +302,7 @@ absl::Status Engine::Products(const float* x, int m, int cols,
   }
   t0 = Clock::now();
   host_->MatMulMany(hx, m, jobs, n_jobs);
-  host_times_.compute_s += since(t0);
+  host_times_.compute_s += SecondsSince(t0);
   ++host_times_.products;
   t0 = Clock::now();
   for (int j = 0; j < n_jobs; ++j) {
@@ -303,7 +311,7 @@ absl::Status Engine::Products(const float* x, int m, int cols,
     backend_->Upload2D(dev_out[j] + q.r0, uint64_t(q.r1) * sizeof(float), q.out,
                        uint64_t(k) * sizeof(float), uint64_t(k) * sizeof(float), uint64_t(m));
   }
-  host_times_.upload_s += since(t0);
+  host_times_.upload_s += SecondsSince(t0);
   return absl::OkStatus();
 }
 
@@ -446,24 +454,21 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
   const size_t own = size_t(m) * size_t(n_exp + (shared ? 1 : 0));
   if (next_router.rows > 0) b.MatMul(s_.h, m, next_router, nullptr, s_.router + own);
   h_router_.resize(own + (next_router.rows > 0 ? size_t(m) * size_t(n_exp) : 0));
-  b.Download(h_router_.data(), s_.router, h_router_.size() * sizeof(float));
+  // With a host executor beside paged experts, the normed rows come down
+  // with the logits (one wait): the host computes the experts it is given.
+  const bool rows_down = w.experts.by_request && host_ != nullptr;
+  if (rows_down) h_x_.resize(size_t(m) * size_t(c.hidden));
+  const Backend::DownloadPart down[2] = {
+      {h_router_.data(), s_.router, h_router_.size() * sizeof(float)},
+      {h_x_.data(), s_.h, rows_down ? h_x_.size() * sizeof(float) : 0}};
+  auto t0 = Clock::now();
+  b.DownloadMany(down, rows_down ? 2 : 1);
+  host_times_.route_s += SecondsSince(t0);
   if (uniform_routing_) {  // benchmarks: random logits, so k random experts per row
     std::uniform_real_distribution<float> u(0.f, 1.f);
     for (size_t i = 0; i < size_t(m) * size_t(n_exp); ++i) h_router_[i] = u(routing_rng_);
   }
   RouteTopK(h_router_.data(), m, n_exp, k, c.norm_topk_prob != 0, &routing_);
-  h_moe_rows_ = routing_.rows;
-  h_moe_w_ = routing_.weights;
-  if (shared) {
-    // Every row, weighted by sigmoid of its gate logit.
-    const float* g = h_router_.data() + size_t(m) * size_t(n_exp);
-    for (int i = 0; i < m; ++i) {
-      h_moe_rows_.push_back(i);
-      h_moe_w_.push_back(float(1 / (1 + std::exp(-double(g[i])))));
-    }
-  }
-  b.Upload(s_.moe_rows, h_moe_rows_.data(), h_moe_rows_.size() * sizeof(int32_t));
-  b.Upload(s_.moe_w, h_moe_w_.data(), h_moe_w_.size() * sizeof(float));
   // Expert-level paging: the provider says where each routed expert is
   // (the device expert cache, a copy just made, or host memory for the
   // host executor); else the layer's weights hold every expert.
@@ -492,24 +497,54 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
       provider_->PrefetchExperts(next, h_expert_rows_.data(), n_exp);
     }
   }
-  if (any_host) {
-    if (host_ == nullptr)
-      return absl::FailedPreconditionError("experts computed on the host, but no host executor");
-    // The chunk's normed rows to the host, once (the queue is idle: the
-    // router's logits just came down).
-    h_x_.resize(size_t(m) * size_t(c.hidden));
-    b.Download(h_x_.data(), s_.h, h_x_.size() * sizeof(float));
-  }
+  if (any_host && !rows_down)
+    return absl::FailedPreconditionError("experts computed on the host, but no host executor");
   // The routed rows in waves of whole experts that fit the scratch's rows
   // (one wave unless a step's rows times experts-per-token exceed a chunk).
   const int wave_cap = std::min(s_.cap_tokens, kEngineChunkTokens);
+  waves_.clear();
   for (int e0 = 0; e0 < n_exp;) {
     const int p0 = routing_.begin[size_t(e0)];
     int e1 = e0 + 1;
     while (e1 < n_exp && routing_.begin[size_t(e1) + 1] - p0 <= wave_cap) ++e1;
-    if (routing_.begin[size_t(e1)] > p0) RETURN_IF_ERROR(ExpertWave(l, w, x, m, e0, e1));
+    if (routing_.begin[size_t(e1)] > p0) waves_.push_back({e0, e1});
     e0 = e1;
   }
+  // Where each routed row sits in the uploaded lists: within its wave the
+  // device's experts first, then the host's (whose output rows are then one
+  // block, one upload), each expert's rows together, in expert order.
+  const int routed = routing_.begin[size_t(n_exp)];
+  h_place_.resize(size_t(routed));
+  for (const auto& [e0, e1] : waves_) {
+    int at = routing_.begin[size_t(e0)];
+    for (const bool host_pass : {false, true}) {
+      for (int e = e0; e < e1; ++e) {
+        if ((any_host && experts_[size_t(e)].on_host) != host_pass) continue;
+        for (int p = routing_.begin[size_t(e)]; p < routing_.begin[size_t(e) + 1]; ++p)
+          h_place_[size_t(p)] = at++;
+      }
+    }
+  }
+  // The rows and their weights (the shared expert's after the routed
+  // ones: every row, weighted by sigmoid of its gate logit), one upload.
+  const int n_rows = routed + (shared ? m : 0);
+  h_moe_meta_.resize(2 * size_t(n_rows));
+  int32_t* rows = h_moe_meta_.data();
+  int32_t* weights = rows + n_rows;
+  for (int p = 0; p < routed; ++p) {
+    rows[h_place_[size_t(p)]] = routing_.rows[size_t(p)];
+    weights[h_place_[size_t(p)]] = std::bit_cast<int32_t>(routing_.weights[size_t(p)]);
+  }
+  if (shared) {
+    const float* g = h_router_.data() + size_t(m) * size_t(n_exp);
+    for (int i = 0; i < m; ++i) {
+      rows[routed + i] = i;
+      weights[routed + i] = std::bit_cast<int32_t>(float(1 / (1 + std::exp(-double(g[i])))));
+    }
+  }
+  b.Upload2D(s_.moe_rows, uint64_t(s_.cap_routed) * sizeof(int32_t), rows,
+             uint64_t(n_rows) * sizeof(int32_t), uint64_t(n_rows) * sizeof(int32_t), 2);
+  for (const auto& [e0, e1] : waves_) RETURN_IF_ERROR(ExpertWave(l, w, x, m, e0, e1));
   if (xw.by_request) provider_->ReleaseExperts(l);
   if (shared) {
     const int r0 = routing_.begin[size_t(n_exp)];
@@ -527,6 +562,7 @@ absl::Status Engine::ExpertWave(int l, const LayerWeights& w, float* x, int m, i
   Backend& b = *backend_;
   const ExpertWeights& xw = w.experts;
   const int p0 = routing_.begin[size_t(e0)], rows = routing_.begin[size_t(e1)] - p0;
+  auto t0 = Clock::now();
   b.GatherRows(s_.h, s_.moe_rows + p0, rows, c.hidden, s_.moe_x);
   // The device's experts, together. gpt-oss: expert e's biases are row e of
   // the layer's bias tables.
@@ -544,15 +580,17 @@ absl::Status Engine::ExpertWave(int l, const LayerWeights& w, float* x, int m, i
     t.gate_b = bias(w.exp_gate_b, e, c.expert_ffn);
     t.up_b = bias(w.exp_up_b, e, c.expert_ffn);
     t.down_b = bias(w.exp_down_b, e, c.hidden);
-    t.row0 = r0 - p0;
+    t.row0 = h_place_[size_t(r0)] - p0;
     t.n = n;
     tasks_.push_back(t);
   }
   const GluAct act{c.swiglu_alpha, c.swiglu_limit > 0.f ? c.swiglu_limit : 0.f};
   b.ExpertFfn(s_.moe_x, tasks_.data(), int(tasks_.size()), act, s_.gate, s_.up, s_.o);
+  host_times_.launch_s += SecondsSince(t0);
   // The host's experts while the device runs those, their rows uploaded
   // into the same output.
   if (xw.by_request) RETURN_IF_ERROR(HostExperts(l, e0, e1));
+  t0 = Clock::now();
   // Each token's rows of the wave, in expert order: tokens, begin, pos.
   h_count_.assign(size_t(m), 0);
   for (int p = p0; p < p0 + rows; ++p) ++h_count_[size_t(routing_.rows[size_t(p)])];
@@ -572,10 +610,12 @@ absl::Status Engine::ExpertWave(int l, const LayerWeights& w, float* x, int m, i
     ++i;
   }
   begin[n_tokens] = at;
-  for (int p = p0; p < p0 + rows; ++p) pos[h_count_[size_t(routing_.rows[size_t(p)])]++] = p - p0;
+  for (int p = p0; p < p0 + rows; ++p)
+    pos[h_count_[size_t(routing_.rows[size_t(p)])]++] = h_place_[size_t(p)] - p0;
   b.Upload(s_.moe_comb, h_comb_.data(), h_comb_.size() * sizeof(int32_t));
   b.CombineRows(s_.o, s_.moe_w + p0, s_.moe_comb, s_.moe_comb + n_tokens,
                 s_.moe_comb + 2 * n_tokens + 1, n_tokens, c.hidden, x);
+  host_times_.launch_s += SecondsSince(t0);
   return absl::OkStatus();
 }
 
@@ -628,6 +668,7 @@ absl::Status Engine::HostExperts(int l, int e0, int e1) {
                                h_y_.data() + size_t(at) * hidden, ex.down.rows, g, n});
     at += n;
   }
+  auto t0 = Clock::now();
   host_->MatMulMany(nullptr, 0, host_jobs_.data(), int(host_jobs_.size()));
   const int64_t count = int64_t(total) * int64_t(ffn);
   if (c.swiglu_limit > 0.f) {
@@ -637,14 +678,15 @@ absl::Status Engine::HostExperts(int l, int e0, int e1) {
     host_->SwiGlu(h_gate_.data(), h_up_.data(), count, h_gate_.data());
   }
   host_->MatMulMany(nullptr, 0, host_down_jobs_.data(), int(host_down_jobs_.size()));
-  // Each expert's rows to its place in the wave's output.
-  at = 0;
-  for (int e : host_experts_) {
-    const int r0 = routing_.begin[size_t(e)], n = routing_.begin[size_t(e) + 1] - r0;
-    backend_->Upload(s_.o + int64_t(r0 - p0) * c.hidden, h_y_.data() + size_t(at) * hidden,
-                     size_t(n) * hidden * sizeof(float));
-    at += n;
-  }
+  host_times_.compute_s += SecondsSince(t0);
+  host_times_.products += 2;
+  // Their rows are the last of the wave's output (MoeBlock places them
+  // so): one upload.
+  t0 = Clock::now();
+  const int first = h_place_[size_t(routing_.begin[size_t(host_experts_[0])])];
+  backend_->Upload(s_.o + int64_t(first - p0) * c.hidden, h_y_.data(),
+                   size_t(total) * hidden * sizeof(float));
+  host_times_.upload_s += SecondsSince(t0);
   return absl::OkStatus();
 }
 

@@ -57,10 +57,14 @@ class Engine {
   // Where a hybrid step's host rows spend their time, summed over steps
   // (paged-bench prints it per decode step): waiting for a product's input
   // to come down (the device's ops before it included), the host executor's
-  // products, and enqueueing their rows' uploads.
+  // products (host experts: with their GLU), and enqueueing their rows'
+  // uploads. Sparse layers also: waiting for the router's logits (the
+  // device's ops before them included) and enqueueing the device's experts
+  // and the combine.
   struct HostPathTimes {
     int64_t products = 0;  // dispatches of the host executor
     double wait_s = 0, compute_s = 0, upload_s = 0;
+    double route_s = 0, launch_s = 0;
   };
   const HostPathTimes& host_path_times() const { return host_times_; }
 
@@ -132,7 +136,8 @@ class Engine {
     float* router = nullptr;           // [C, 2 * n_experts + 1] router logits (see EnsureScratch)
     float* moe_x = nullptr;            // [C, hidden] a wave's gathered rows (ExpertWave)
     int32_t* moe_rows = nullptr;       // [R] rows of every expert, then the shared expert's
-    float* moe_w = nullptr;            // [R] their weights
+    float* moe_w = nullptr;            // [R] their weights (moe_rows + R, one buffer)
+    int cap_routed = 0;                // R
     int32_t* moe_comb = nullptr;       // [3 C + 1] a wave's CombineRows tokens, begin, pos
     float* last = nullptr;             // [S, hidden] each sequence's last row
     float* logits = nullptr;           // [S, vocab]
@@ -167,8 +172,12 @@ class Engine {
   // after them) on the host, the routing, the rows and weights uploaded.
   std::vector<float> h_router_;
   MoeRouting routing_;
-  std::vector<int32_t> h_moe_rows_;
-  std::vector<float> h_moe_w_;
+  // The routed rows in waves [e0, e1) of whole experts; where each routed
+  // entry p (routing_'s order) sits in the uploaded lists; those lists
+  // (rows, then the weights' bits).
+  std::vector<std::pair<int, int>> waves_;
+  std::vector<int32_t> h_place_;
+  std::vector<int32_t> h_moe_meta_;
   // Expert-level paging: rows routed to each expert, where the provider put
   // each, and the host executor's buffers for the experts it computes.
   std::vector<int32_t> h_expert_rows_;

@@ -401,6 +401,13 @@ absl::Status Pager::InitExperts() {
   experts_free_ = backend_->MakeEvent();
   backend_->Record(Q::kCompute, experts_free_);
   host_experts_ = options_.expert_host_rows != 0 && !options_.compute_only;
+  if (options_.expert_misses_mapped && !options_.compute_only) {
+    mapped_weights_ = static_cast<const uint8_t*>(backend_->MappedHostView(host_.weights));
+    if (mapped_weights_ == nullptr)
+      return absl::InvalidArgumentError(
+          absl::StrCat("experts read in place (expert_misses_mapped): ", backend_->name(),
+                       " cannot read the segment's host memory in place"));
+  }
   if (link_gbps_ == 0 && !options_.compute_only) {
     // No layer is paged: the link as one expert copy sees it (best of 3).
     int layer = 0;
@@ -549,6 +556,14 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
       if (cache.WorthAdmitting(layer, e)) admit.push_back(e);
       continue;
     }
+    if (mapped_weights_ != nullptr) {  // the device reads it where it is
+      out[e] = host_.ExpertAt(layer, mapped_weights_ + h.LayerOffset(layer) + x.ExpertOffset(e));
+      ++stats_.expert_mapped;
+      stats_.mapped_expert_bytes += x.expert_bytes;
+      stats_.h2d_weight_bytes += x.expert_bytes;
+      if (cache.WorthAdmitting(layer, e)) admit.push_back(e);
+      continue;
+    }
     ExpertCache::Key evicted;
     const int s = cache.Insert(layer, e, &evicted);
     if (s < 0) return absl::InternalError("pager: the expert cache is smaller than a layer");
@@ -564,8 +579,8 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
   // The chunk's own copies (and any earlier admissions) before its products.
   backend_->Record(Q::kCopyIn, experts_copied_);
   backend_->Wait(Q::kCompute, experts_copied_);
-  // Host-computed experts hot enough to be worth a slot come in behind,
-  // for later steps (nothing waits for them now).
+  // Host-computed (or read in place) experts hot enough to be worth a slot
+  // come in behind, for later steps (nothing waits for them now).
   for (int32_t e : admit) {
     if (!cache.WorthAdmitting(layer, e)) continue;
     ExpertCache::Key evicted;

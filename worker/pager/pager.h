@@ -47,11 +47,15 @@ struct PagerStats {
   uint64_t expert_hits = 0;
   uint64_t expert_misses = 0;
   uint64_t expert_host = 0;
+  uint64_t expert_mapped = 0;  // read by the device in place (PagerOptions::expert_misses_mapped)
   uint64_t expert_evictions = 0;
   uint64_t expert_admitted = 0;    // host-computed experts also copied in for later steps
   uint64_t expert_prefetched = 0;  // copied in ahead, on the next layer's predicted routing
   uint64_t h2d_expert_bytes = 0;   // of h2d_weight_bytes: experts copied in
   uint64_t host_expert_bytes = 0;  // of host_weight_bytes: experts the host computed
+  // Of h2d_weight_bytes: experts the device read in place (they cross the
+  // link as a copy's would, read by the kernels; not in h2d_expert_bytes).
+  uint64_t mapped_expert_bytes = 0;
 };
 
 struct PagerOptions {
@@ -99,6 +103,13 @@ struct PagerOptions {
   // machine splitting a batch-1 step's misses was slower than the host
   // taking them all (both paths read the same DRAM; docs/BENCHMARKS.md).
   double expert_host_share = 1;
+  // Missing experts the host does not compute: read by the device's kernels
+  // in place from the registered segment (over the link, no copy, no slot:
+  // Backend::MappedHostView) instead of copied into a slot first. A batch-1
+  // step then splits its misses between the host's products and the
+  // device's, both reading host memory, with no copy to wait for. Pager::
+  // Create fails where the backend cannot read host memory in place.
+  bool expert_misses_mapped = false;
   // Fill the cache at start, layer by layer, as far as it holds (when it
   // holds every expert, nothing is copied afterwards).
   bool preload_experts = true;
@@ -245,6 +256,9 @@ class Pager final : public WeightProvider {
   bool experts_paged_ = false;
   bool host_experts_ = false;  // missing experts may go to the host executor
   uint8_t* expert_mem_ = nullptr;
+  // The segment's weights as the device reads them in place, or null
+  // (PagerOptions::expert_misses_mapped).
+  const uint8_t* mapped_weights_ = nullptr;
   std::unique_ptr<ExpertCache> expert_cache_;
   std::vector<int32_t> expert_need_;  // a chunk's missing experts
   double host_carry_ = 0;             // the host's quota of misses: the fraction carried over

@@ -121,6 +121,7 @@ class CudaBackend final : public Backend {
     }
     for (auto& [p, r] : registered_) cudaHostUnregister(p);
     if (meta_ != nullptr) cudaFreeHost(meta_);
+    if (down_ != nullptr) cudaFreeHost(down_);
     for (void* p : imported_) cudaIpcCloseMemHandle(p);
     for (void* p : live_) cudaFree(p);
     for (RopeTable& t : rope_tables_) {
@@ -226,6 +227,44 @@ class CudaBackend final : public Backend {
     Check(cudaStreamSynchronize(stream_), "Download: cudaStreamSynchronize");
   }
 
+  static uint64_t Round256(uint64_t b) { return (b + 255) / 256 * 256; }
+  void DownloadMany(const DownloadPart* parts, int n) override {
+    // Into pinned memory (grown to the largest set asked for), one wait,
+    // then out to the callers' buffers.
+    uint64_t total = 0;
+    for (int i = 0; i < n; ++i) total += Round256(parts[i].bytes);
+    if (total == 0) return;
+    Device();
+    if (total > down_bytes_) {
+      Check(cudaStreamSynchronize(stream_), "DownloadMany: cudaStreamSynchronize");
+      if (down_ != nullptr) cudaFreeHost(down_);
+      down_ = nullptr;
+      down_bytes_ = 0;
+      const cudaError_t e = cudaMallocHost(reinterpret_cast<void**>(&down_), total);
+      if (e != cudaSuccess) {  // one at a time, through pageable copies
+        cudaGetLastError();
+        down_ = nullptr;
+        Backend::DownloadMany(parts, n);
+        return;
+      }
+      down_bytes_ = total;
+    }
+    uint64_t at = 0;
+    for (int i = 0; i < n; ++i) {
+      if (parts[i].bytes > 0)
+        Check(cudaMemcpyAsync(down_ + at, parts[i].src, parts[i].bytes, cudaMemcpyDeviceToHost,
+                              stream_),
+              "DownloadMany: cudaMemcpyAsync");
+      at += Round256(parts[i].bytes);
+    }
+    Check(cudaStreamSynchronize(stream_), "DownloadMany: cudaStreamSynchronize");
+    at = 0;
+    for (int i = 0; i < n; ++i) {
+      std::memcpy(parts[i].host_dst, down_ + at, parts[i].bytes);
+      at += Round256(parts[i].bytes);
+    }
+  }
+
   absl::Status Synchronize() override {
     Device();
     Check(cudaStreamSynchronize(stream_), "Synchronize: cudaStreamSynchronize");
@@ -276,6 +315,8 @@ class CudaBackend final : public Backend {
     Check(cudaHostUnregister(p), "cudaHostUnregister");
     registered_.erase(it);
   }
+
+  const void* MappedHostView(const void* p) const override { return DevicePtrOfHost(p); }
 
   void CopyIn(Queue q, void* dst, const void* host_src, uint64_t bytes) override {
     if (bytes == 0) return;
@@ -961,7 +1002,9 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> events_;  // by id; null once destroyed
   std::vector<int> free_events_;     // ids of destroyed events, reused
   std::map<void*, Registration> registered_;
-  int32_t* meta_ = nullptr;      // pinned, mapped
+  int32_t* meta_ = nullptr;  // pinned, mapped
+  uint8_t* down_ = nullptr;  // pinned: DownloadMany's staging
+  uint64_t down_bytes_ = 0;
   int32_t* meta_dev_ = nullptr;  // its device address
   uint64_t meta_pos_ = 0;
   cublasHandle_t cublas_ = nullptr;
