@@ -226,6 +226,7 @@ nlohmann::json BenchRow::ToJson() const {
           {"host_compute_ms", host_compute_ms},
           {"host_upload_ms", host_upload_ms},
           {"host_route_ms", host_route_ms},
+          {"host_acquire_ms", host_acquire_ms},
           {"host_launch_ms", host_launch_ms}};
 }
 
@@ -394,6 +395,19 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       const PagerStats s2 = pager->stats();
       const Engine::HostPathTimes e2 = engine.host_path_times();
       add_rows(mode, t, s0, s1, s2, &compute, peak);
+      const auto path = [](BenchRow& r, const Engine::HostPathTimes& a,
+                           const Engine::HostPathTimes& b, double steps) {
+        steps = std::max(steps, 1.0);
+        r.host_products = double(b.products - a.products) / steps;
+        r.host_wait_ms = (b.wait_s - a.wait_s) / steps * 1e3;
+        r.host_compute_ms = (b.compute_s - a.compute_s) / steps * 1e3;
+        r.host_upload_ms = (b.upload_s - a.upload_s) / steps * 1e3;
+        r.host_route_ms = (b.route_s - a.route_s) / steps * 1e3;
+        r.host_acquire_ms = (b.acquire_s - a.acquire_s) / steps * 1e3;
+        r.host_launch_ms = (b.launch_s - a.launch_s) / steps * 1e3;
+      };
+      path(report.rows[report.rows.size() - 2], e0, e1, double(t.prefill_steps));
+      path(report.rows.back(), e1, e2, double(t.decode_s.size()));
       if (host_exec != nullptr) {
         // The rows the host read in place, and a bound that counts both paths.
         BenchRow& pre = report.rows[report.rows.size() - 2];
@@ -404,18 +418,6 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
                       std::max(1, t.prefill_steps) / 1e6;
         dec.host_mb =
             double(s2.host_weight_bytes - s1.host_weight_bytes) / double(t.decode_s.size()) / 1e6;
-        const auto path = [](BenchRow& r, const Engine::HostPathTimes& a,
-                             const Engine::HostPathTimes& b, double steps) {
-          steps = std::max(steps, 1.0);
-          r.host_products = double(b.products - a.products) / steps;
-          r.host_wait_ms = (b.wait_s - a.wait_s) / steps * 1e3;
-          r.host_compute_ms = (b.compute_s - a.compute_s) / steps * 1e3;
-          r.host_upload_ms = (b.upload_s - a.upload_s) / steps * 1e3;
-          r.host_route_ms = (b.route_s - a.route_s) / steps * 1e3;
-          r.host_launch_ms = (b.launch_s - a.launch_s) / steps * 1e3;
-        };
-        path(pre, e0, e1, double(t.prefill_steps));
-        path(dec, e1, e2, double(t.decode_s.size()));
         const HybridProfile& prof = pager->hybrid_profile();
         for (BenchRow* r : {&pre, &dec}) {
           const int rows =
@@ -536,6 +538,13 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
                 x.experts_paged ? absl::StrFormat("%.0f%%", 100 * x.expert_mapped_rate) : "-"));
   }
   for (const BenchRow& x : r.rows) {
+    if (x.host_route_ms > 0)
+      absl::StrAppend(
+          &s,
+          absl::StrFormat("%s %s sparse layers per step (mean): %.2f ms waiting for the "
+                          "routers' logits, %.2f ms routing and placing the experts, %.2f ms "
+                          "enqueueing the device's experts and the combines\n",
+                          x.mode, x.phase, x.host_route_ms, x.host_acquire_ms, x.host_launch_ms));
     if (x.host_products <= 0) continue;
     absl::StrAppend(
         &s,
@@ -545,12 +554,6 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
                         x.mode, x.phase, x.host_products, x.host_wait_ms, x.host_compute_ms,
                         x.host_compute_ms > 0 ? x.host_mb / x.host_compute_ms : 0, x.host_upload_ms,
                         x.step_ms));
-    if (x.host_route_ms > 0)
-      absl::StrAppend(&s,
-                      absl::StrFormat("%s %s sparse layers per step (mean): %.2f ms waiting for "
-                                      "the routers' logits, %.2f ms enqueueing the device's "
-                                      "experts and the combines\n",
-                                      x.mode, x.phase, x.host_route_ms, x.host_launch_ms));
   }
   // The process's own host memory: private pages vs the shared segment.
   const std::string status = [] {

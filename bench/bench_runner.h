@@ -78,7 +78,8 @@ struct BenchRow {
   // Hybrid: the host path per step (Engine::HostPathTimes): executor
   // dispatches, ms waiting for their inputs, computing, enqueueing uploads.
   double host_products = 0, host_wait_ms = 0, host_compute_ms = 0, host_upload_ms = 0;
-  double host_route_ms = 0, host_launch_ms = 0;  // sparse layers (Engine::HostPathTimes)
+  // Sparse layers (Engine::HostPathTimes).
+  double host_route_ms = 0, host_acquire_ms = 0, host_launch_ms = 0;
   nlohmann::json ToJson() const;
 };
 

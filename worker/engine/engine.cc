@@ -464,6 +464,7 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
   auto t0 = Clock::now();
   b.DownloadMany(down, rows_down ? 2 : 1);
   host_times_.route_s += SecondsSince(t0);
+  t0 = Clock::now();
   if (uniform_routing_) {  // benchmarks: random logits, so k random experts per row
     std::uniform_real_distribution<float> u(0.f, 1.f);
     for (size_t i = 0; i < size_t(m) * size_t(n_exp); ++i) h_router_[i] = u(routing_rng_);
@@ -544,6 +545,7 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
   }
   b.Upload2D(s_.moe_rows, uint64_t(s_.cap_routed) * sizeof(int32_t), rows,
              uint64_t(n_rows) * sizeof(int32_t), uint64_t(n_rows) * sizeof(int32_t), 2);
+  host_times_.acquire_s += SecondsSince(t0);
   for (const auto& [e0, e1] : waves_) RETURN_IF_ERROR(ExpertWave(l, w, x, m, e0, e1));
   if (xw.by_request) provider_->ReleaseExperts(l);
   if (shared) {
