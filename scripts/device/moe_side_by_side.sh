@@ -141,7 +141,8 @@ for hs in ${HOST_SHARES:-}; do  # hybrid at batch 1 with the host's share of the
 done
 # VARIANTS="A;B;...": hybrid batch-1 runs (routing ROUTING_V, uniform by
 # default), each with its own paged-bench flags and environment, e.g.
-# "--host-activations=q8;PAGED_HOST_SPIN_US=2000 --host-activations=q8".
+# "--host-activations=q8;PAGED_HOST_SPIN_US=2000 --host-activations=q8"
+# (a later --mode=paged overrides the hybrid mode).
 IFS=';' read -ra variants <<<"${VARIANTS:-}"
 for v in "${variants[@]}"; do
   envs=${v%%--*}
@@ -150,8 +151,8 @@ for v in "${variants[@]}"; do
   env $envs timeout 100 $B paged-bench --segment=sq3 --device=cuda:0 --gpu-budget=$BUDGET \
     --batch=${VARIANT_BATCH:-1} --prompt-len=32 --gen-len=${GEN_LEN:-32} --mode=hybrid \
     --decode-tokens=$DT --routing=${ROUTING_V:-uniform} $flags >"$out/variant-$i.txt" 2>&1
-  note "[$v]: $(grep -hE '^hybrid +decode' "$out/variant-$i.txt")"
-  grep -hE "^hybrid decode (host path|sparse)" "$out/variant-$i.txt" | tee -a "$T"
+  note "[$v]: $(grep -hE '^(hybrid|paged) +decode' "$out/variant-$i.txt")"
+  grep -hE "^(hybrid|paged) decode (host path|sparse)" "$out/variant-$i.txt" | tee -a "$T"
 done
 if [[ -n ${AB_GROUPED:-} ]]; then  # the experts one launch at a time, for comparison
   note "-- paged, PAGED_CUDA_GROUPED_EXPERTS=0 (each expert its own launches)"
