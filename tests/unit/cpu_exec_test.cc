@@ -451,6 +451,36 @@ TEST(ExecPoolTest, SleepingWorkersWakeAndNestedCallsRunInline) {
   }
 }
 
+// Wake: sleeping workers get up and spin for the job to come, then sleep
+// again when none comes; jobs between wakes run as before.
+TEST(ExecPoolTest, WakeGetsSleepingWorkersSpinning) {
+  ExecPoolOptions opts;
+  opts.threads = 3;
+  opts.spin_us = 20000;
+  ExecPool pool(opts);
+  const auto until = [](auto cond) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!cond() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    return cond();
+  };
+  std::atomic<int64_t> sum{0};
+  pool.ParallelFor(0, 64, 1, [&](int64_t lo, int64_t hi) { sum += hi - lo; });
+  ASSERT_TRUE(until([&] { return pool.sleeping_workers() == 2; }));
+  pool.Wake();
+  ASSERT_TRUE(until([&] { return pool.sleeping_workers() == 0; }));
+  ASSERT_TRUE(until([&] { return pool.sleeping_workers() == 2; }));  // no job came
+  for (int round = 0; round < 200; ++round) {
+    pool.Wake();
+    if (round % 3 == 0) pool.Wake();
+    pool.ParallelFor(0, 64, 1, [&](int64_t lo, int64_t hi) { sum += hi - lo; });
+  }
+  EXPECT_EQ(sum.load(), 201 * 64);
+  ExecPool alone(1);  // no workers: nothing to wake
+  alone.Wake();
+  EXPECT_EQ(alone.sleeping_workers(), 0);
+}
+
 TEST(ExecPoolTest, CallsFromSeveralThreadsAreSerialized) {
   ExecPool pool(2);
   std::atomic<int64_t> total{0};

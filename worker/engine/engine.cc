@@ -457,7 +457,11 @@ absl::Status Engine::MoeBlock(int l, const LayerWeights& w, float* x, int m) {
   // With a host executor beside paged experts, the normed rows come down
   // with the logits (one wait): the host computes the experts it is given.
   const bool rows_down = w.experts.by_request && host_ != nullptr;
-  if (rows_down) h_x_.resize(size_t(m) * size_t(c.hidden));
+  if (rows_down) {
+    h_x_.resize(size_t(m) * size_t(c.hidden));
+    // Its threads up while the logits come and the experts are placed.
+    host_->Wake();
+  }
   const Backend::DownloadPart down[2] = {
       {h_router_.data(), s_.router, h_router_.size() * sizeof(float)},
       {h_x_.data(), s_.h, rows_down ? h_x_.size() * sizeof(float) : 0}};

@@ -46,6 +46,11 @@ class HostExecutor {
              p.bias, p.out, p.ldo);
     }
   }
+  // A dispatch is coming soon (a sparse layer's host experts, once its
+  // router's logits are down): idle threads that went to sleep get up and
+  // wait spinning, so that its start does not wait for their wake-ups. A
+  // hint; no effect where there is nothing to wake.
+  virtual void Wake() {}
   // out[j] = silu(gate[j]) * up[j] for j < count (host memory; out may
   // alias gate): the element-wise half of an expert the host computes, the
   // CPU backend's SwiGlu bit for bit.

@@ -73,8 +73,15 @@ ExecPool::ExecPool(const ExecPoolOptions& options)
 ExecPool::~ExecPool() {
   stop_.store(true);
   gen_.fetch_add(1);
-  gen_.notify_all();
+  signal_.fetch_add(1);
+  signal_.notify_all();
   for (std::thread& t : workers_) t.join();
+}
+
+void ExecPool::Wake() {
+  if (sleeping_workers_.load() == 0) return;
+  signal_.fetch_add(1);
+  signal_.notify_all();
 }
 
 void ExecPool::Run(int64_t begin, int64_t end, int64_t grain, int64_t max_chunk, Thunk thunk,
@@ -98,8 +105,9 @@ void ExecPool::Run(int64_t begin, int64_t end, int64_t grain, int64_t max_chunk,
   chunk_ = chunk;
   next_.store(begin, std::memory_order_relaxed);
   pending_.store(uint32_t(workers_.size()), std::memory_order_relaxed);
-  gen_.fetch_add(1);  // seq_cst: publishes the job, ordered before the load below
-  if (sleeping_workers_.load() > 0) gen_.notify_all();
+  gen_.fetch_add(1);  // seq_cst: publishes the job, before the signal
+  signal_.fetch_add(1);
+  if (sleeping_workers_.load() > 0) signal_.notify_all();
 
   t_inside_pool = true;
   RunChunks();
@@ -151,12 +159,20 @@ void ExecPool::WaitForWorkers() {
 
 uint32_t ExecPool::WaitForJob(uint32_t seen) {
   uint32_t g = seen;
-  if (Spin([&] { return (g = gen_.load(std::memory_order_acquire)) != seen; })) return g;
-  // Counted before the last look at gen_: a caller that advances gen_ after
-  // that look sees the count and notifies (all seq_cst).
-  sleeping_workers_.fetch_add(1);
-  while ((g = gen_.load()) == seen) gen_.wait(seen);
-  sleeping_workers_.fetch_sub(1);
+  const auto job = [&] { return (g = gen_.load(std::memory_order_acquire)) != seen; };
+  while (!Spin(job)) {
+    // Counted before the last look at gen_: a caller that advances gen_
+    // (then signal_) after that look sees the count and notifies. signal_ is
+    // read before that look, so a job published after it changes signal_
+    // and the wait returns at once (all seq_cst).
+    sleeping_workers_.fetch_add(1);
+    const uint32_t sig = signal_.load();
+    const bool now = job();
+    if (!now) signal_.wait(sig);
+    sleeping_workers_.fetch_sub(1);
+    if (now || job()) return g;
+    // Woken without a job (Wake): spin again, a job is on its way.
+  }
   return g;
 }
 

@@ -66,6 +66,14 @@ class ExecPool {
     Run(begin, end, grain, max_chunk, &CallFn<Fn>, &fn);
   }
 
+  // Wakes sleeping workers to spin (spin_us) for a job about to come, so
+  // that its start does not wait for the wake-ups: a caller that knows it
+  // will dispatch soon (a sparse layer's host experts, once the router's
+  // logits are down) calls this first. Cheap when no worker sleeps.
+  void Wake();
+  // Workers asleep now (waiting for a job past their spin).
+  int sleeping_workers() const { return sleeping_workers_.load(); }
+
  private:
   using Thunk = void (*)(const void* fn, int64_t lo, int64_t hi);
   template <class Fn>
@@ -80,7 +88,8 @@ class ExecPool {
   // Spins until done() (true) or spin_us_ have passed (false).
   template <class Done>
   bool Spin(const Done& done) const;
-  // Spins, then sleeps, until gen_ differs from `seen`; returns the new value.
+  // Spins, then sleeps, until gen_ differs from `seen` (a Wake without a
+  // job: spins again); returns the new value.
   uint32_t WaitForJob(uint32_t seen);
   void WaitForWorkers();
 
@@ -102,6 +111,7 @@ class ExecPool {
   std::atomic<int64_t> next_{0};  // first item of the next unclaimed chunk
 
   std::atomic<uint32_t> gen_{0};          // advanced once per job (and at stop)
+  std::atomic<uint32_t> signal_{0};       // advanced per job and per Wake: sleepers wait on it
   std::atomic<uint32_t> pending_{0};      // workers not done with the current job
   std::atomic<int> sleeping_workers_{0};  // workers blocked in gen_.wait
   std::atomic<bool> caller_sleeping_{false};

@@ -34,6 +34,7 @@ class CpuHostExecutor final : public HostExecutor {
     }
     cpu_exec::MatMulMany(pool_, jobs_.data(), count);
   }
+  void Wake() override { pool_.Wake(); }
   void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
     const int64_t cols = table.cols;
     auto rows = [&](int64_t lo, int64_t hi) {
