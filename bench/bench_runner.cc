@@ -236,12 +236,8 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
   if (o.decode_tokens != "sampled" && o.decode_tokens != "random")
     return absl::InvalidArgumentError(
         absl::StrCat("--decode-tokens=", o.decode_tokens, ": expected sampled or random"));
-  if (!(o.expert_host_share == -1 || (o.expert_host_share >= 0 && o.expert_host_share <= 1)))
-    return absl::InvalidArgumentError(absl::StrCat("--expert-host-share=", o.expert_host_share,
-                                                   ": expected 0..1, or -1 (by bandwidth)"));
-  if (o.expert_misses != "copy" && o.expert_misses != "mapped")
-    return absl::InvalidArgumentError(
-        absl::StrCat("--expert-misses=", o.expert_misses, ": expected copy or mapped"));
+  RETURN_IF_ERROR(CheckExpertHostShare(o.expert_host_share));
+  ASSIGN_OR_RETURN(const bool misses_mapped, ParseExpertMisses(o.expert_misses));
   if (o.routing != "model" && o.routing != "uniform")
     return absl::InvalidArgumentError(
         absl::StrCat("--routing=", o.routing, ": expected model or uniform"));
@@ -440,7 +436,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
     };
     PagerOptions paged_options;
     paged_options.expert_eviction = eviction;
-    paged_options.expert_misses_mapped = o.expert_misses == "mapped";
+    paged_options.expert_misses_mapped = misses_mapped;
     if (paged_mode) RETURN_IF_ERROR(run("paged", plan, paged_options, nullptr));
     if (paged_mode && o.experts == "both" && plan.experts_paged) {
       // The same model paged as whole layers, experts included.
@@ -484,7 +480,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       // Missing experts with few rows: on the host where it is faster.
       if (hplan.experts_paged) po.expert_host_rows = -1;
       po.expert_host_share = o.expert_host_share;
-      po.expert_misses_mapped = o.expert_misses == "mapped";
+      po.expert_misses_mapped = misses_mapped;
       ASSIGN_OR_RETURN(po.host_gbps, MeasureHostExecutor(*host_exec, host, layer, {1, 4, 16, 64}));
       report.hybrid = host_exec->Describe();
       absl::StrAppend(&report.plan, "hybrid mode's plan: ", hplan.n_resident,

@@ -74,6 +74,14 @@ TEST_F(WorkerProcessTest, ABudgetTooSmallForTwoSlotsFailsAtStart) {
       RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--host-activations=int8"});
   EXPECT_EQ(rc6, 1);
   EXPECT_THAT(out6, HasSubstr("--host-activations=int8: f32 or q8"));
+  auto [rc7, out7] =
+      RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--expert-misses=pinned"});
+  EXPECT_EQ(rc7, 2);
+  EXPECT_THAT(out7, HasSubstr("--expert-misses=pinned: expected copy or mapped"));
+  auto [rc8, out8] =
+      RunCommand({BinaryPath("paged-worker"), "--segment=" + segment_, "--expert-host-share=2"});
+  EXPECT_EQ(rc8, 2);
+  EXPECT_THAT(out8, HasSubstr("--expert-host-share=2: expected 0..1, or -1"));
 }
 
 TEST_F(WorkerProcessTest, CpuWorkersDoNotShareUnlessAsked) {

@@ -460,6 +460,18 @@ absl::Status Pager::InitExperts() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> ParseExpertMisses(std::string_view s) {
+  if (s == "copy" || s == "mapped") return s == "mapped";
+  return absl::InvalidArgumentError(
+      absl::StrCat("--expert-misses=", std::string(s), ": expected copy or mapped"));
+}
+
+absl::Status CheckExpertHostShare(double share) {
+  if (share == -1 || (share >= 0 && share <= 1)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--expert-host-share=", share, ": expected 0..1, or -1 (by bandwidth)"));
+}
+
 bool Pager::HostTakes(int rows) const {
   if (!host_experts_) return false;
   if (options_.expert_host_rows > 0) return rows <= options_.expert_host_rows;

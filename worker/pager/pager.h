@@ -115,6 +115,12 @@ struct PagerOptions {
   bool preload_experts = true;
 };
 
+// --expert-misses: "copy" (false) | "mapped" (true, PagerOptions::
+// expert_misses_mapped); --expert-host-share: 0..1, or -1 (by bandwidth).
+// INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<bool> ParseExpertMisses(std::string_view s);
+absl::Status CheckExpertHostShare(double share);
+
 // What sharing did at start (all zero when it is off).
 struct SharingReport {
   bool enabled = false;

@@ -156,6 +156,8 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   const ModelImage host = ImageOf(*w->segment_);
   po.shared_in_place = opts.shared_in_place;
   po.expert_eviction = opts.expert_eviction;
+  po.expert_host_share = opts.expert_host_share;
+  po.expert_misses_mapped = opts.expert_misses_mapped;
   po.peer_copies = opts.peer_copies;
   if (host_side && (plan.n_paged() > 0 || plan.experts_paged)) {
     int layer = 0;

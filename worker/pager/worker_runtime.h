@@ -39,6 +39,10 @@ struct WorkerOptions {
   // A sparse model's device expert cache (limits.expert_paging: experts
   // paged one by one): its eviction policy.
   ExpertEviction expert_eviction = ExpertEviction::kLfu;
+  // Its misses (PagerOptions): the share the host executor computes (-1: by
+  // bandwidth) and whether the others are read in place or copied.
+  double expert_host_share = 1;
+  bool expert_misses_mapped = false;
 };
 
 // The coordinator's caps on a step (paged.v1.StepCaps, asked before the

@@ -72,6 +72,13 @@ ABSL_FLAG(bool, expert_paging, true,
           "a mixture of experts: page experts one by one through a device expert cache "
           "(false: whole layers, experts included)");
 ABSL_FLAG(std::string, expert_eviction, "lfu", "the device expert cache's policy: lru | lfu");
+ABSL_FLAG(double, expert_host_share, 1,
+          "experts paged, with the host side: the share of the missing experts with few rows "
+          "that the host computes in place (0..1; -1: host / (host + link) bandwidth)");
+ABSL_FLAG(std::string, expert_misses, "copy",
+          "experts paged: the missing experts the host does not compute are copied into the "
+          "device expert cache (copy) or read by the device's kernels in place over the link "
+          "(mapped)");
 ABSL_FLAG(bool, expert_prefetch, false,
           "experts paged: predict each sparse layer's experts one layer early and copy them ahead");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
@@ -153,6 +160,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.expert_eviction = *eviction;
+  o.expert_host_share = absl::GetFlag(FLAGS_expert_host_share);
+  auto mapped = paged::ParseExpertMisses(absl::GetFlag(FLAGS_expert_misses));
+  absl::Status share = paged::CheckExpertHostShare(o.expert_host_share);
+  if (!mapped.ok() || !share.ok()) {
+    std::fprintf(stderr, "paged-worker: %s\n",
+                 std::string((mapped.ok() ? share : mapped.status()).message()).c_str());
+    return 2;
+  }
+  o.expert_misses_mapped = *mapped;
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (!budget.ok()) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(budget.status().message()).c_str());
