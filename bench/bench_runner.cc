@@ -225,6 +225,7 @@ nlohmann::json BenchRow::ToJson() const {
           {"host_wait_ms", host_wait_ms},
           {"host_compute_ms", host_compute_ms},
           {"host_upload_ms", host_upload_ms},
+          {"host_attention_ms", host_attention_ms},
           {"host_route_ms", host_route_ms},
           {"host_acquire_ms", host_acquire_ms},
           {"host_launch_ms", host_launch_ms}};
@@ -398,6 +399,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
         r.host_wait_ms = (b.wait_s - a.wait_s) / steps * 1e3;
         r.host_compute_ms = (b.compute_s - a.compute_s) / steps * 1e3;
         r.host_upload_ms = (b.upload_s - a.upload_s) / steps * 1e3;
+        r.host_attention_ms = (b.attention_s - a.attention_s) / steps * 1e3;
         r.host_route_ms = (b.route_s - a.route_s) / steps * 1e3;
         r.host_acquire_ms = (b.acquire_s - a.acquire_s) / steps * 1e3;
         r.host_launch_ms = (b.launch_s - a.launch_s) / steps * 1e3;
@@ -537,10 +539,12 @@ std::string FormatReport(const BenchOptions& o, const BenchReport& r) {
     if (x.host_route_ms > 0)
       absl::StrAppend(
           &s,
-          absl::StrFormat("%s %s sparse layers per step (mean): %.2f ms waiting for the "
-                          "routers' logits, %.2f ms routing and placing the experts, %.2f ms "
-                          "enqueueing the device's experts and the combines\n",
-                          x.mode, x.phase, x.host_route_ms, x.host_acquire_ms, x.host_launch_ms));
+          absl::StrFormat("%s %s sparse layers per step (mean): %.2f ms enqueueing their "
+                          "attention, %.2f ms waiting for the routers' logits, %.2f ms routing "
+                          "and placing the experts, %.2f ms enqueueing the device's experts and "
+                          "the combines\n",
+                          x.mode, x.phase, x.host_attention_ms, x.host_route_ms, x.host_acquire_ms,
+                          x.host_launch_ms));
     if (x.host_products <= 0) continue;
     absl::StrAppend(
         &s,

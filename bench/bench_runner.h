@@ -79,7 +79,7 @@ struct BenchRow {
   // dispatches, ms waiting for their inputs, computing, enqueueing uploads.
   double host_products = 0, host_wait_ms = 0, host_compute_ms = 0, host_upload_ms = 0;
   // Sparse layers (Engine::HostPathTimes).
-  double host_route_ms = 0, host_acquire_ms = 0, host_launch_ms = 0;
+  double host_attention_ms = 0, host_route_ms = 0, host_acquire_ms = 0, host_launch_ms = 0;
   nlohmann::json ToJson() const;
 };
 

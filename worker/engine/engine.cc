@@ -383,6 +383,7 @@ absl::Status Engine::RunLayers(int n) {
       const Chunk& ch = chunks_[ci];
       const int m = ch.rows;
       float* x = s_.x + int64_t(ch.row0) * c.hidden;
+      const auto t0 = Clock::now();
       // Attention block.
       b.RmsNorm(x, w.attn_norm, m, c.hidden, c.norm_eps, s_.h);
       RETURN_IF_ERROR(Products(s_.h, m, c.hidden,
@@ -413,6 +414,7 @@ absl::Status Engine::RunLayers(int n) {
       // MLP block.
       b.RmsNorm(x, w.ffn_norm, m, c.hidden, c.norm_eps, s_.h);
       if (w.experts.n > 0) {
+        host_times_.attention_s += SecondsSince(t0);
         RETURN_IF_ERROR(MoeBlock(l, w, x, m));
         continue;
       }

@@ -58,14 +58,14 @@ class Engine {
   // (paged-bench prints it per decode step): waiting for a product's input
   // to come down (the device's ops before it included), the host executor's
   // products (host experts: with their GLU), and enqueueing their rows'
-  // uploads. Sparse layers, in any step: waiting for the router's logits
-  // (the device's ops before them included), routing and placing the
-  // experts (the provider's part included), enqueueing the device's experts
-  // and the combine.
+  // uploads. Sparse layers, in any step: enqueueing the attention block
+  // before them, waiting for the router's logits (the device's ops before
+  // them included), routing and placing the experts (the provider's part
+  // included), enqueueing the device's experts and the combine.
   struct HostPathTimes {
     int64_t products = 0;  // dispatches of the host executor
     double wait_s = 0, compute_s = 0, upload_s = 0;
-    double route_s = 0, acquire_s = 0, launch_s = 0;
+    double attention_s = 0, route_s = 0, acquire_s = 0, launch_s = 0;
   };
   const HostPathTimes& host_path_times() const { return host_times_; }
 

@@ -504,9 +504,18 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
   ExpertCache& cache = *expert_cache_;
   const uint8_t* host_block = host_.weights + h.LayerOffset(layer);
   // gpt-oss: a host expert's biases, its row of each of the layer's tables
-  // in the segment (null when the layer has none).
-  auto host_bias = [&](std::string_view name, int e, int width) -> const float* {
-    const float* t = host_.LayerVector(layer, name);
+  // in the segment (null when the layer has none); the tables looked up
+  // once, when the host first takes an expert.
+  const float* bias_tables[3] = {nullptr, nullptr, nullptr};
+  bool tables_found = false;
+  auto host_bias = [&](int which, int e, int width) -> const float* {
+    if (!tables_found) {
+      bias_tables[0] = host_.LayerVector(layer, "exp_gate_b");
+      bias_tables[1] = host_.LayerVector(layer, "exp_up_b");
+      bias_tables[2] = host_.LayerVector(layer, "exp_down_b");
+      tables_found = true;
+    }
+    const float* t = bias_tables[which];
     return t == nullptr ? nullptr : t + int64_t(e) * width;
   };
   auto device_view = [&](int slot) {
@@ -559,9 +568,9 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
       --host_quota;
       out[e] = host_.ExpertAt(layer, host_block + x.ExpertOffset(e));
       out[e].on_host = true;
-      out[e].gate_b = host_bias("exp_gate_b", e, h.model.expert_ffn);
-      out[e].up_b = host_bias("exp_up_b", e, h.model.expert_ffn);
-      out[e].down_b = host_bias("exp_down_b", e, h.model.hidden);
+      out[e].gate_b = host_bias(0, e, h.model.expert_ffn);
+      out[e].up_b = host_bias(1, e, h.model.expert_ffn);
+      out[e].down_b = host_bias(2, e, h.model.hidden);
       ++stats_.expert_host;
       stats_.host_expert_bytes += x.expert_bytes;
       stats_.host_weight_bytes += x.expert_bytes;
