@@ -108,7 +108,9 @@ struct PagerOptions {
   // Backend::MappedHostView) instead of copied into a slot first. A batch-1
   // step then splits its misses between the host's products and the
   // device's, both reading host memory, with no copy to wait for. Pager::
-  // Create fails where the backend cannot read host memory in place.
+  // Create fails where the backend cannot read host memory in place. Off
+  // by default: the H100 machine's grouped expert kernels read host memory
+  // at about 21 GB/s, slower than copying (docs/BENCHMARKS.md).
   bool expert_misses_mapped = false;
   // Fill the cache at start, layer by layer, as far as it holds (when it
   // holds every expert, nothing is copied afterwards).
