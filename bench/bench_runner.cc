@@ -427,6 +427,13 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
         }
         report.hybrid =
             DescribeHybrid(prof, *po.hybrid_policy, double(plan.paged_weight_bytes_per_step));
+        if (const double tuned = pager->tuned_expert_share(o.batch); tuned >= 0)
+          absl::StrAppend(
+              &report.hybrid,
+              absl::StrFormat("  tuned on the decode steps: the host's share of the "
+                              "missing experts %.0f%% (%s)\n",
+                              100 * tuned,
+                              pager->expert_share_settled(o.batch) ? "settled" : "probing"));
         if (const double tuned = pager->tuned_share(o.batch); tuned >= 0)
           absl::StrAppend(
               &report.hybrid,
@@ -483,6 +490,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       if (hplan.experts_paged) po.expert_host_rows = -1;
       po.expert_host_share = o.expert_host_share;
       po.expert_misses_mapped = misses_mapped;
+      po.tune_expert_share = o.tune_expert_share;
       ASSIGN_OR_RETURN(po.host_gbps, MeasureHostExecutor(*host_exec, host, layer, {1, 4, 16, 64}));
       report.hybrid = host_exec->Describe();
       absl::StrAppend(&report.plan, "hybrid mode's plan: ", hplan.n_resident,

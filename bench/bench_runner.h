@@ -43,6 +43,7 @@ struct BenchOptions {
   // Missing experts not computed by the host: copied into a slot (copy) or
   // read by the device in place (mapped: PagerOptions::expert_misses_mapped).
   std::string expert_misses = "copy";
+  bool tune_expert_share = false;  // hybrid: PagerOptions::tune_expert_share
   // The token each decode step feeds: the one the model sampled (sampled), or
   // a random one (random: as llama-bench's tg test does; a model of random
   // weights tends to repeat its tokens, and with them a sparse layer's

@@ -45,6 +45,9 @@ ABSL_FLAG(double, expert_host_share, 1,
 ABSL_FLAG(std::string, expert_misses, "copy",
           "experts paged: missing experts the host does not compute are copied into a slot "
           "(copy) or read by the device's kernels in place from host memory (mapped)");
+ABSL_FLAG(bool, tune_expert_share, false,
+          "hybrid mode, experts paged: tune the host's share of the missing experts on the steps "
+          "(from --expert-host-share)");
 ABSL_FLAG(bool, expert_prefetch, false,
           "experts paged: apply each sparse layer's router one layer early and copy the "
           "experts it predicts ahead");
@@ -79,6 +82,7 @@ int main(int argc, char** argv) {
   o.expert_prefetch = absl::GetFlag(FLAGS_expert_prefetch);
   o.expert_host_share = absl::GetFlag(FLAGS_expert_host_share);
   o.expert_misses = absl::GetFlag(FLAGS_expert_misses);
+  o.tune_expert_share = absl::GetFlag(FLAGS_tune_expert_share);
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (budget.ok()) o.gpu_budget = *budget;
   absl::StatusOr<paged::BenchReport> r =

@@ -11,6 +11,7 @@
 // prefetch's prediction).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -264,6 +265,25 @@ TEST(ExpertPagingTest, PagedCachedAndHostComputedEqualResident) {
       EXPECT_LE(s.mapped_expert_bytes, s.expert_mapped * r.plan.expert_slot_bytes) << what;
       EXPECT_EQ(s.expert_misses, 0u) << what;
       EXPECT_EQ(s.expert_host > 0, host_share > 0) << what;
+    }
+
+    // The host's share of the misses tuned on the steps: it probes other
+    // shares (a tenth at a time, moving when one is faster) and the tokens
+    // stay the resident run's.
+    RunOptions tuned;
+    tuned.expert_host_rows = -1;
+    tuned.expert_host_share = 0.5;
+    tuned.tune_expert_share = true;
+    const StepRun t = RunSteps(backend->get(), *m, tuned);
+    ExpectSame(t, want, name + ", tuned host share");
+    ASSERT_EQ(t.expert_shares.size(), size_t(expert_testing::kNewTokens)) << name;
+    std::set<double> shares(t.expert_shares.begin() + 1, t.expert_shares.end());
+    EXPECT_TRUE(shares.count(0.5)) << name;
+    EXPECT_GT(shares.size(), 1u) << name << ": the tuner never probed";
+    for (double v : shares) {  // 0.5 and steps of a tenth from it
+      EXPECT_GE(v, 0.0) << name;
+      EXPECT_LE(v, 1.0) << name;
+      EXPECT_NEAR((v - 0.5) * 10, std::round((v - 0.5) * 10), 1e-6) << name << ": " << v;
     }
 
     // A hybrid step (each dense matrix split with the host) and host experts.

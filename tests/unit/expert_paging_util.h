@@ -95,6 +95,7 @@ struct RunOptions {
   int expert_host_rows = 0;      // > 0: missing experts with at most this many rows on the host
   double expert_host_share = 1;  // auto host experts (expert_host_rows -1): their share
   bool expert_misses_mapped = false;  // the other misses read in place (PagerOptions)
+  bool tune_expert_share = false;     // PagerOptions::tune_expert_share
   double host_share = 0;              // a hybrid step's share of each dense matrix
   bool q8_activations = false;        // the host executor's (cpu_exec::ExecPoolOptions)
   std::vector<int32_t> prompt;        // empty: Prompt()
@@ -107,8 +108,9 @@ struct RunOptions {
 
 struct StepRun {
   std::vector<int32_t> tokens;
-  std::vector<float> logits;      // of each chosen token
-  std::vector<PagerStats> stats;  // after each step
+  std::vector<float> logits;          // of each chosen token
+  std::vector<PagerStats> stats;      // after each step
+  std::vector<double> expert_shares;  // Pager::expert_step_share of each step
   std::vector<std::vector<std::set<int>>> asked;
   std::vector<RecordingProvider::Prediction> predicted;
   std::vector<uint8_t> kv;  // the host KV pool's blocks of the sequence, every layer
@@ -159,6 +161,7 @@ inline StepRun RunSteps(Backend* backend, const ModelSource& src, const RunOptio
     po.expert_host_rows = o.expert_host_rows;
     po.expert_host_share = o.expert_host_share;
     po.expert_misses_mapped = o.expert_misses_mapped;
+    po.tune_expert_share = o.tune_expert_share;
     // Auto: a host that beats any link at every row count.
     if (o.expert_host_rows < 0) po.host_gbps = {{1, 1e6}, {64, 1e6}};
     po.preload_experts = o.preload;
@@ -199,7 +202,10 @@ inline StepRun RunSteps(Backend* backend, const ModelSource& src, const RunOptio
     const int32_t t = r->next_tokens[0];
     out.tokens.push_back(t);
     out.logits.push_back(r->logits[0][size_t(t)]);
-    if (pager != nullptr) out.stats.push_back(pager->stats());
+    if (pager != nullptr) {
+      out.stats.push_back(pager->stats());
+      out.expert_shares.push_back(pager->expert_step_share());
+    }
     s.start_pos += int32_t(s.tokens.size());
     s.tokens = {t};
   }

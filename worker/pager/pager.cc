@@ -428,6 +428,13 @@ absl::Status Pager::InitExperts() {
   if (host_experts_ && options_.expert_host_rows < 0) {
     profile_.link_gbps = link_gbps_;
     profile_.host_gbps = options_.host_gbps;
+    // Any share from none to all, probed a tenth at a time.
+    ShareTuner::Options o;
+    o.lo = 0;
+    o.hi = 1;
+    o.delta = 0.1;
+    expert_tuner_ = ShareTuner(o);
+    tune_experts_ = options_.tune_expert_share;
   }
   if (plan_.expert_prefetch) {
     // Every sparse layer's router on the device, for the engine's
@@ -478,6 +485,10 @@ bool Pager::HostTakes(int rows) const {
   // Auto: the host's throughput at this many rows against the link's.
   return profile_.link_gbps > 0 && !profile_.host_gbps.empty() &&
          HostGbps(profile_, rows) >= profile_.link_gbps;
+}
+
+double Pager::expert_step_share() const {
+  return tune_experts_ ? expert_share_ : ExpertHostShare();
 }
 
 double Pager::ExpertHostShare() const {
@@ -548,7 +559,7 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
     for (int32_t e : expert_need_) could += HostTakes(rows[e]);
     // The fraction left over carries to the next call (at one miss a
     // layer, rounding alone would give the host all or none of them).
-    const double want = could * ExpertHostShare() + host_carry_;
+    const double want = could * expert_step_share() + host_carry_;
     host_quota = int(std::floor(want));
     host_carry_ = want - host_quota;
     if (host_quota < could)
@@ -747,6 +758,11 @@ absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* bloc
       step_begin_ = std::chrono::steady_clock::now();
     }
   }
+  if (tune_experts_) {
+    expert_rows_ = batch.total_tokens();
+    expert_share_ = std::clamp(expert_tuner_.Next(expert_rows_, ExpertHostShare()), 0.0, 1.0);
+    expert_begin_ = std::chrono::steady_clock::now();
+  }
   const int bt = int(h.block_tokens);
   // Distinct pool blocks of the step and the pool slots of its new rows.
   step_host_blocks_.clear();
@@ -909,6 +925,15 @@ absl::Status Pager::FinishStep() {
     if (!settled && tuner_.Settled(step_rows_))
       Log(LogLevel::kInfo, "pager", "hybrid steps of %d rows: the host share settled at %.0f%%",
           step_rows_, 100 * tuner_.Current(step_rows_));
+  }
+  if (tune_experts_) {
+    const bool settled = expert_tuner_.Settled(expert_rows_);
+    expert_tuner_.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_begin_).count());
+    if (!settled && expert_tuner_.Settled(expert_rows_))
+      Log(LogLevel::kInfo, "pager",
+          "steps of %d rows: the host's share of the missing experts settled at %.0f%%",
+          expert_rows_, 100 * expert_tuner_.Current(expert_rows_));
   }
   return absl::OkStatus();
 }

@@ -112,6 +112,12 @@ struct PagerOptions {
   // by default: the H100 machine's grouped expert kernels read host memory
   // at about 21 GB/s, slower than copying (docs/BENCHMARKS.md).
   bool expert_misses_mapped = false;
+  // Auto host experts: tune their share on the steps, per step size, from
+  // expert_host_share (or the bandwidth split where that is < 0) with a
+  // ShareTuner timing whole steps. The best share moves with the host's
+  // arithmetic: measured at batch 1, 1 with f32 activations, 0.7 with 8-bit
+  // ones (docs/BENCHMARKS.md).
+  bool tune_expert_share = false;
   // Fill the cache at start, layer by layer, as far as it holds (when it
   // holds every expert, nothing is copied afterwards).
   bool preload_experts = true;
@@ -176,6 +182,12 @@ class Pager final : public WeightProvider {
   // rows (ShareTuner; -1: none tuned) and whether it has settled.
   double tuned_share(int n) const { return tuner_.Current(n); }
   bool share_settled(int n) const { return tuner_.Settled(n); }
+  // Auto host experts: the share of their misses the host took in the last
+  // step begun, and (tune_expert_share) the share the tuner holds for
+  // steps of n rows (-1: none tuned) and whether it has settled.
+  double expert_step_share() const;
+  double tuned_expert_share(int n) const { return expert_tuner_.Current(n); }
+  bool expert_share_settled(int n) const { return expert_tuner_.Settled(n); }
   uint64_t device_bytes() const { return device_bytes_; }
 
  private:
@@ -270,7 +282,14 @@ class Pager final : public WeightProvider {
   std::unique_ptr<ExpertCache> expert_cache_;
   std::vector<int32_t> expert_need_;  // a chunk's missing experts
   double host_carry_ = 0;             // the host's quota of misses: the fraction carried over
-  std::vector<WeightRef> routers_;    // per layer: its router's device copy (prefetch)
+  // PagerOptions::tune_expert_share: the tuner, the share of the step begun,
+  // its rows and start.
+  ShareTuner expert_tuner_;
+  bool tune_experts_ = false;
+  double expert_share_ = 1;
+  int expert_rows_ = 0;
+  std::chrono::steady_clock::time_point expert_begin_;
+  std::vector<WeightRef> routers_;  // per layer: its router's device copy (prefetch)
   BackendEvent experts_copied_, experts_free_;
 
   // KV: a device cache (blocks of every layer) or per-layer areas.

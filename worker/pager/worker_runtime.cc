@@ -158,6 +158,7 @@ absl::StatusOr<std::unique_ptr<WorkerRuntime>> WorkerRuntime::Start(const Worker
   po.expert_eviction = opts.expert_eviction;
   po.expert_host_share = opts.expert_host_share;
   po.expert_misses_mapped = opts.expert_misses_mapped;
+  po.tune_expert_share = opts.tune_expert_share;
   po.peer_copies = opts.peer_copies;
   if (host_side && (plan.n_paged() > 0 || plan.experts_paged)) {
     int layer = 0;

@@ -43,6 +43,7 @@ struct WorkerOptions {
   // bandwidth) and whether the others are read in place or copied.
   double expert_host_share = 1;
   bool expert_misses_mapped = false;
+  bool tune_expert_share = false;  // PagerOptions::tune_expert_share
 };
 
 // The coordinator's caps on a step (paged.v1.StepCaps, asked before the

@@ -79,6 +79,9 @@ ABSL_FLAG(std::string, expert_misses, "copy",
           "experts paged: the missing experts the host does not compute are copied into the "
           "device expert cache (copy) or read by the device's kernels in place over the link "
           "(mapped)");
+ABSL_FLAG(bool, tune_expert_share, false,
+          "experts paged, with the host side: tune the host's share of the missing experts on "
+          "the steps, starting from --expert-host-share");
 ABSL_FLAG(bool, expert_prefetch, false,
           "experts paged: predict each sparse layer's experts one layer early and copy them ahead");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
@@ -169,6 +172,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.expert_misses_mapped = *mapped;
+  o.tune_expert_share = absl::GetFlag(FLAGS_tune_expert_share);
   auto budget = paged::ParseByteSize(absl::GetFlag(FLAGS_gpu_budget), "gpu-budget");
   if (!budget.ok()) {
     std::fprintf(stderr, "paged-worker: %s\n", std::string(budget.status().message()).c_str());
