@@ -515,18 +515,11 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
   ExpertCache& cache = *expert_cache_;
   const uint8_t* host_block = host_.weights + h.LayerOffset(layer);
   // gpt-oss: a host expert's biases, its row of each of the layer's tables
-  // in the segment (null when the layer has none); the tables looked up
-  // once, when the host first takes an expert.
-  const float* bias_tables[3] = {nullptr, nullptr, nullptr};
-  bool tables_found = false;
-  auto host_bias = [&](int which, int e, int width) -> const float* {
-    if (!tables_found) {
-      bias_tables[0] = host_.LayerVector(layer, "exp_gate_b");
-      bias_tables[1] = host_.LayerVector(layer, "exp_up_b");
-      bias_tables[2] = host_.LayerVector(layer, "exp_down_b");
-      tables_found = true;
-    }
-    const float* t = bias_tables[which];
+  // in the segment (null when the layer has none), looked up once a call.
+  const float* gate_b = host_experts_ ? host_.LayerVector(layer, "exp_gate_b") : nullptr;
+  const float* up_b = host_experts_ ? host_.LayerVector(layer, "exp_up_b") : nullptr;
+  const float* down_b = host_experts_ ? host_.LayerVector(layer, "exp_down_b") : nullptr;
+  auto host_bias = [](const float* t, int e, int width) -> const float* {
     return t == nullptr ? nullptr : t + int64_t(e) * width;
   };
   auto device_view = [&](int slot) {
@@ -579,9 +572,9 @@ absl::Status Pager::AcquireExperts(int layer, const int32_t* rows, int n_experts
       --host_quota;
       out[e] = host_.ExpertAt(layer, host_block + x.ExpertOffset(e));
       out[e].on_host = true;
-      out[e].gate_b = host_bias(0, e, h.model.expert_ffn);
-      out[e].up_b = host_bias(1, e, h.model.expert_ffn);
-      out[e].down_b = host_bias(2, e, h.model.hidden);
+      out[e].gate_b = host_bias(gate_b, e, h.model.expert_ffn);
+      out[e].up_b = host_bias(up_b, e, h.model.expert_ffn);
+      out[e].down_b = host_bias(down_b, e, h.model.hidden);
       ++stats_.expert_host;
       stats_.host_expert_bytes += x.expert_bytes;
       stats_.host_weight_bytes += x.expert_bytes;
@@ -749,20 +742,15 @@ void Pager::ReleaseLayer(int layer) {
 
 absl::Status Pager::BeginStep(const StepBatch& batch, std::vector<int32_t>* block_ids) {
   const SegmentHeader& h = *host_.header;
+  // The tuners (dense share, experts' share) time the whole step.
+  step_rows_ = batch.total_tokens();
+  step_begin_ = std::chrono::steady_clock::now();
   if (options_.host_share) {
-    const int n = batch.total_tokens();
-    step_share_ = std::clamp(options_.host_share(n), 0.0, 1.0);
-    if (tune_share_) {
-      step_share_ = tuner_.Next(n, step_share_);
-      step_rows_ = n;
-      step_begin_ = std::chrono::steady_clock::now();
-    }
+    step_share_ = std::clamp(options_.host_share(step_rows_), 0.0, 1.0);
+    if (tune_share_) step_share_ = tuner_.Next(step_rows_, step_share_);
   }
-  if (tune_experts_) {
-    expert_rows_ = batch.total_tokens();
-    expert_share_ = std::clamp(expert_tuner_.Next(expert_rows_, ExpertHostShare()), 0.0, 1.0);
-    expert_begin_ = std::chrono::steady_clock::now();
-  }
+  if (tune_experts_)
+    expert_share_ = std::clamp(expert_tuner_.Next(step_rows_, ExpertHostShare()), 0.0, 1.0);
   const int bt = int(h.block_tokens);
   // Distinct pool blocks of the step and the pool slots of its new rows.
   step_host_blocks_.clear();
@@ -918,23 +906,18 @@ absl::Status Pager::FinishStep() {
   RETURN_IF_ERROR(backend_->HostWait(wb_done_));
   if (!kv_cached_) kv_seq_base_ += uint64_t(n_layers_);
   ++stats_.steps;
-  if (tune_share_) {
-    const bool settled = tuner_.Settled(step_rows_);
-    tuner_.Observe(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_begin_).count());
-    if (!settled && tuner_.Settled(step_rows_))
-      Log(LogLevel::kInfo, "pager", "hybrid steps of %d rows: the host share settled at %.0f%%",
-          step_rows_, 100 * tuner_.Current(step_rows_));
-  }
-  if (tune_experts_) {
-    const bool settled = expert_tuner_.Settled(expert_rows_);
-    expert_tuner_.Observe(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_begin_).count());
-    if (!settled && expert_tuner_.Settled(expert_rows_))
-      Log(LogLevel::kInfo, "pager",
-          "steps of %d rows: the host's share of the missing experts settled at %.0f%%",
-          expert_rows_, 100 * expert_tuner_.Current(expert_rows_));
-  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - step_begin_).count();
+  // A tuner is told the step's time; when that settles it, the share is logged.
+  auto observe = [&](ShareTuner& t, const char* steps, const char* share) {
+    const bool settled = t.Settled(step_rows_);
+    t.Observe(seconds);
+    if (!settled && t.Settled(step_rows_))
+      Log(LogLevel::kInfo, "pager", "%s of %d rows: %s settled at %.0f%%", steps, step_rows_, share,
+          100 * t.Current(step_rows_));
+  };
+  if (tune_share_) observe(tuner_, "hybrid steps", "the host share");
+  if (tune_experts_) observe(expert_tuner_, "steps", "the host's share of the missing experts");
   return absl::OkStatus();
 }
 

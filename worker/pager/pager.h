@@ -282,13 +282,11 @@ class Pager final : public WeightProvider {
   std::unique_ptr<ExpertCache> expert_cache_;
   std::vector<int32_t> expert_need_;  // a chunk's missing experts
   double host_carry_ = 0;             // the host's quota of misses: the fraction carried over
-  // PagerOptions::tune_expert_share: the tuner, the share of the step begun,
-  // its rows and start.
+  // PagerOptions::tune_expert_share: the tuner and the share of the step
+  // begun (timed by step_rows_ / step_begin_ with the dense share's).
   ShareTuner expert_tuner_;
   bool tune_experts_ = false;
   double expert_share_ = 1;
-  int expert_rows_ = 0;
-  std::chrono::steady_clock::time_point expert_begin_;
   std::vector<WeightRef> routers_;  // per layer: its router's device copy (prefetch)
   BackendEvent experts_copied_, experts_free_;
 

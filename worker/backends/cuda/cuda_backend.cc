@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "common/quant.h"
+#include "common/segment_layout.h"
 #include "common/status.h"
 #include "worker/backends/cuda/attention.h"
 #include "worker/backends/cuda/block_weights.h"
@@ -227,12 +228,11 @@ class CudaBackend final : public Backend {
     Check(cudaStreamSynchronize(stream_), "Download: cudaStreamSynchronize");
   }
 
-  static uint64_t Round256(uint64_t b) { return (b + 255) / 256 * 256; }
   void DownloadMany(const DownloadPart* parts, int n) override {
     // Into pinned memory (grown to the largest set asked for), one wait,
     // then out to the callers' buffers.
     uint64_t total = 0;
-    for (int i = 0; i < n; ++i) total += Round256(parts[i].bytes);
+    for (int i = 0; i < n; ++i) total += AlignUp(parts[i].bytes, 256);
     if (total == 0) return;
     Device();
     if (total > down_bytes_) {
@@ -255,13 +255,13 @@ class CudaBackend final : public Backend {
         Check(cudaMemcpyAsync(down_ + at, parts[i].src, parts[i].bytes, cudaMemcpyDeviceToHost,
                               stream_),
               "DownloadMany: cudaMemcpyAsync");
-      at += Round256(parts[i].bytes);
+      at += AlignUp(parts[i].bytes, 256);
     }
     Check(cudaStreamSynchronize(stream_), "DownloadMany: cudaStreamSynchronize");
     at = 0;
     for (int i = 0; i < n; ++i) {
       std::memcpy(parts[i].host_dst, down_ + at, parts[i].bytes);
-      at += Round256(parts[i].bytes);
+      at += AlignUp(parts[i].bytes, 256);
     }
   }
 
@@ -1002,11 +1002,11 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> events_;  // by id; null once destroyed
   std::vector<int> free_events_;     // ids of destroyed events, reused
   std::map<void*, Registration> registered_;
-  int32_t* meta_ = nullptr;  // pinned, mapped
-  uint8_t* down_ = nullptr;  // pinned: DownloadMany's staging
-  uint64_t down_bytes_ = 0;
+  int32_t* meta_ = nullptr;      // pinned, mapped
   int32_t* meta_dev_ = nullptr;  // its device address
   uint64_t meta_pos_ = 0;
+  uint8_t* down_ = nullptr;  // pinned: DownloadMany's staging
+  uint64_t down_bytes_ = 0;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   cuda::HostStager stager_;
