@@ -509,8 +509,16 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       ASSIGN_OR_RETURN(auto provider, ResidentProvider::Create(backend.get(), host, blocks));
       Engine engine(backend.get(), provider.get(), h.model, int(h.block_tokens));
       engine.set_uniform_routing(routing_seed);
+      engine.set_graphs(o.graphs);
       uint64_t peak = 0;
       ASSIGN_OR_RETURN(PhaseTimes t, RunPhases(o, engine, work, *backend, mem0, &peak, nullptr));
+      const Engine::GraphStats& g = engine.graph_stats();
+      absl::StrAppend(&report.plan, "resident step graphs: ",
+                      !o.graphs ? "off"
+                      : !backend->graphs_supported()
+                          ? "not on this backend"
+                          : absl::StrCat(g.recorded, " recorded, ", g.replayed, " steps replayed"),
+                      g.error.ok() ? "" : absl::StrCat(" (", g.error.ToString(), ")"), "\n");
       PagerStats zero;
       add_rows("resident", t, zero, zero, zero, nullptr, peak);
     } else if (o.mode == "resident") {

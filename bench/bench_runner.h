@@ -52,6 +52,9 @@ struct BenchOptions {
   // Sparse layers: "model" (the router's choice) or "uniform" (k experts per
   // row at random: Engine::set_uniform_routing, the worst case for a cache).
   std::string routing = "model";
+  // Resident mode: decode steps recorded once and replayed (Engine step
+  // graphs, on a backend that records them).
+  bool graphs = true;
 };
 
 // One table row.

@@ -24,6 +24,9 @@ ABSL_FLAG(std::string, decode_tokens, "sampled",
 ABSL_FLAG(std::string, routing, "model",
           "sparse layers: model (the router's choice) | uniform (k experts per row at random: "
           "the worst case for the expert cache; a random-weight model routes most rows alike)");
+ABSL_FLAG(bool, graphs, true,
+          "resident mode: decode steps recorded once and replayed as one launch (CUDA graphs; "
+          "--graphs=false: op by op)");
 ABSL_FLAG(std::string, host_compute, "auto",
           "hybrid mode: the host's share of each paged matrix: auto (tuned on the steps) | planned "
           "| off | 0..1");
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
   o.host_compute = absl::GetFlag(FLAGS_host_compute);
   o.decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
   o.routing = absl::GetFlag(FLAGS_routing);
+  o.graphs = absl::GetFlag(FLAGS_graphs);
   o.host_threads = absl::GetFlag(FLAGS_host_threads);
   o.host_pin = absl::GetFlag(FLAGS_host_pin);
   o.host_activations = absl::GetFlag(FLAGS_host_activations);

@@ -274,27 +274,38 @@ struct MatMulShape {
   int64_t rows, cols;
 };
 
+// Both paths of the decode rows (n <= 8): the fused GEMV (16-byte loads
+// where the row allows them, gemv_wide.h: {2, 130, 1056}, {8, 67, 4128},
+// {5, 300, 4096}; int8 / int4 rows of 8-byte granularity: {4, 45, 520},
+// {3, 7, 8}) and cuBLAS; batch rows always cuBLAS.
 TEST_F(BackendOpsGpuTest, MatMulEveryDTypeAndShape) {
   std::mt19937 rng(2);
-  const MatMulShape shapes[] = {{1, 61, 172},   {7, 61, 172},   {33, 256, 520},
-                                {5, 300, 4096}, {64, 1000, 96}, {3, 7, 8}};
-  for (DType t : kAllWeightTypes) {
-    for (const MatMulShape& s : shapes) {
-      for (bool with_bias : {false, true}) {
-        const Weight w = MakeWeight(t, s.rows, s.cols, DefaultGroup(t), rng);
-        const Twin x = Put(RandomFloats(rng, size_t(s.n * s.cols)));
-        const Twin bias = Put(RandomFloats(rng, size_t(s.rows)));
-        const Twin out = Make(uint64_t(s.n * s.rows) * 4);
-        cpu_->MatMul(x.C<float>(), s.n, w.c, with_bias ? bias.C<float>() : nullptr, out.C<float>());
-        gpu_->MatMul(x.G<float>(), s.n, w.g, with_bias ? bias.G<float>() : nullptr, out.G<float>());
-        ExpectNoError("MatMul");
-        // f32: plain f32 arithmetic; 16-bit weights take activations cast to
-        // their type; int8/int4 are dequantized to f16 (the CPU uses f32).
-        const double tol = t == DType::kF32 ? 1e-5 : 1e-2;
-        Compare(out, size_t(s.n * s.rows), tol,
-                std::string(DTypeName(t)) + " n" + std::to_string(s.n) + " " +
-                    std::to_string(s.rows) + "x" + std::to_string(s.cols) +
-                    (with_bias ? " bias" : ""));
+  const MatMulShape shapes[] = {{1, 61, 172},   {7, 61, 172}, {33, 256, 520}, {5, 300, 4096},
+                                {64, 1000, 96}, {3, 7, 8},    {2, 130, 1056}, {8, 67, 4128},
+                                {4, 45, 520},   {1, 4099, 64}};
+  for (bool fused : {true, false}) {
+    testing::FusedGemvEnv env(fused);
+    for (DType t : kAllWeightTypes) {
+      for (const MatMulShape& s : shapes) {
+        for (bool with_bias : {false, true}) {
+          const Weight w = MakeWeight(t, s.rows, s.cols, DefaultGroup(t), rng);
+          const Twin x = Put(RandomFloats(rng, size_t(s.n * s.cols)));
+          const Twin bias = Put(RandomFloats(rng, size_t(s.rows)));
+          const Twin out = Make(uint64_t(s.n * s.rows) * 4);
+          cpu_->MatMul(x.C<float>(), s.n, w.c, with_bias ? bias.C<float>() : nullptr,
+                       out.C<float>());
+          gpu_->MatMul(x.G<float>(), s.n, w.g, with_bias ? bias.G<float>() : nullptr,
+                       out.G<float>());
+          ExpectNoError("MatMul");
+          // f32: plain f32 arithmetic; cuBLAS takes 16-bit weights with
+          // activations cast to their type and int8/int4 dequantized to f16
+          // (the CPU and the fused GEMV use f32).
+          const double tol = t == DType::kF32 ? 1e-5 : 1e-2;
+          Compare(out, size_t(s.n * s.rows), tol,
+                  std::string(DTypeName(t)) + " n" + std::to_string(s.n) + " " +
+                      std::to_string(s.rows) + "x" + std::to_string(s.cols) +
+                      (with_bias ? " bias" : "") + (fused ? " fused" : " cublas"));
+        }
       }
     }
   }

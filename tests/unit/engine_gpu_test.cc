@@ -7,6 +7,8 @@
 #include "tokenizer/sp_tokenizer.h"
 #include "worker/device.h"
 #include "worker/engine/backend_factory.h"
+#include "worker/engine/generator.h"
+#include "worker/offline/local_model.h"
 
 namespace paged {
 namespace {
@@ -133,6 +135,42 @@ TEST_F(GpuTest, HybridStepMatchesResidentOnCuda) {
     const testing::PagedRun hybrid = testing::GenerateStories(&*plan, "cuda:0", "f32", o);
     EXPECT_EQ(hybrid.tokens, resident.tokens) << "share " << share;
     EXPECT_GT(hybrid.stats.host_weight_bytes, 0u);
+  }
+}
+
+// Step graphs on CUDA (docs/engine.md): 300 greedy tokens on a resident
+// model, decode steps recorded (contexts up to 256, then up to 512) and
+// replayed; the tokens and logits equal those of the same engine op by op
+// bit for bit (the same kernels), and the first 200 tokens are the README's.
+TEST_F(GpuTest, StepGraphsReplayOnCudaAndMatchOpByOp) {
+  for (const char* format : {"f32", "f16"}) {
+    GenerateResult runs[2];
+    for (bool graphs : {true, false}) {
+      LayoutOptions layout;
+      layout.weight_format = format;
+      layout.kv_gib = 0.02;
+      auto m = LocalModel::Load(testing::Stories260KPath(), layout, "cuda:0", 2);
+      ASSERT_TRUE(m.ok()) << m.status();
+      (*m)->engine->set_graphs(graphs);
+      GenerateRequest req;
+      req.prompt = {1};
+      req.max_new_tokens = 300;
+      req.stop_at_eos = false;
+      req.record_logits = true;
+      auto r = Generate(*(*m)->engine, req, (*m)->kv_blocks());
+      ASSERT_TRUE(r.ok()) << r.status();
+      runs[graphs ? 0 : 1] = *r;
+      const Engine::GraphStats& s = (*m)->engine->graph_stats();
+      EXPECT_TRUE(s.error.ok()) << format << ": " << s.error;
+      EXPECT_EQ(s.recorded, graphs ? 2 : 0) << format;
+      EXPECT_EQ(s.replayed, graphs ? (256 - 2) + (300 - 256 - 2) : 0) << format;
+    }
+    EXPECT_EQ(runs[0].tokens, runs[1].tokens) << format;
+    EXPECT_EQ(runs[0].chosen_logits, runs[1].chosen_logits) << format;
+    ASSERT_EQ(runs[0].tokens.size(), 300u);
+    EXPECT_EQ(Decode(std::vector<int32_t>(runs[0].tokens.begin(), runs[0].tokens.begin() + 200)),
+              testing::StoriesTranscript())
+        << format;
   }
 }
 

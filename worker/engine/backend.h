@@ -142,6 +142,25 @@ class Backend {
   virtual void DownloadMany(const DownloadPart* parts, int n);
   // Waits for everything enqueued so far (used at the end of a step).
   virtual absl::Status Synchronize() = 0;
+
+  // ---- step graphs (docs/engine.md, "Step graphs") --------------------------
+  // A backend that can record the ops it is given and replay them with one
+  // launch. BeginGraph(): the ops from now on are recorded, not run, until
+  // EndGraph(key), which runs the recording and keeps it under `key`
+  // (an error: nothing ran and nothing is kept; a recording that failed
+  // leaves no error behind for Synchronize). LaunchGraph(key) runs a kept
+  // recording again: false where there is none under `key` or the backend's
+  // own scratch moved since it was made (record anew). A replay runs the
+  // same ops on the same addresses with the same arguments: what changes
+  // from one replay to the next must be data in backend memory that the ops
+  // read. DropGraphs() forgets every recording (the caller's buffers moved).
+  virtual bool graphs_supported() const { return false; }
+  virtual void BeginGraph() {}
+  virtual absl::Status EndGraph(uint64_t key) {
+    return absl::UnimplementedError("this backend records no graphs");
+  }
+  virtual bool LaunchGraph(uint64_t key) { return false; }
+  virtual void DropGraphs() {}
   // Device memory in use by this process (CUDA: total - free as the driver
   // reports it); 0 where there is no device.
   virtual uint64_t DeviceMemoryUsed() { return 0; }
@@ -238,8 +257,9 @@ class Backend {
   // unless p.scale), soft-capped when p.softcap > 0, softmax in f32 (with
   // p.sinks, over the scores and the head's sink logit, the sink's share
   // dropped).
-  // q, out: [n, n_heads * head_dim]. max_ctx: the longest context of the
-  // step (start_pos + n_new) for sizing.
+  // q, out: [n, n_heads * head_dim]. max_ctx: at least the longest context
+  // of the step (start_pos + n_new), for sizing; a larger bound is allowed
+  // (a step graph is recorded for a range of contexts).
   virtual void Attention(const float* q, const AttnSeq* seqs, int n_seqs,
                          const int32_t* block_tables, int n_heads, int n_kv_heads, int head_dim,
                          int max_ctx, const KvLayerView& kv, const AttnParams& p, float* out) = 0;

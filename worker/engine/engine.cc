@@ -102,6 +102,9 @@ absl::Status Engine::Validate(const StepBatch& batch, uint64_t kv_blocks) const 
 absl::Status Engine::EnsureScratch(int n, int n_seqs, int n_table) {
   if (n <= s_.cap_tokens && n_seqs <= s_.cap_seqs && n_table <= s_.cap_table)
     return absl::OkStatus();
+  // Recorded steps name the buffers about to go.
+  backend_->DropGraphs();
+  graph_seen_.clear();
   owned_.clear();
   // Each dimension grows on its own (doubling, so a growing batch does not
   // reallocate every step); the others keep their capacity.
@@ -207,18 +210,9 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   backend_->Upload(s_.seqs, h_chunk_seqs_.data(), h_chunk_seqs_.size() * sizeof(AttnSeq));
   backend_->Upload(s_.params, h_params_.data(), h_params_.size() * sizeof(SamplingParams));
 
-  RETURN_IF_ERROR(RunLayers(n));
+  RETURN_IF_ERROR(Forward(n, n_seqs));
 
-  // Final norm and lm_head on the last row of each sequence, then sampling.
   const ModelConfig& c = config_;
-  const GlobalWeights& g = provider_->globals();
-  backend_->GatherRows(s_.x, s_.last_rows, n_seqs, c.hidden, s_.last);
-  backend_->RmsNorm(s_.last, g.output_norm, n_seqs, c.hidden, c.norm_eps, s_.h);
-  backend_->MatMul(s_.h, n_seqs, g.output, nullptr, s_.logits);
-  if (c.final_softcap > 0.f)
-    backend_->SoftCap(s_.logits, int64_t(n_seqs) * c.vocab, c.final_softcap);
-  backend_->Sample(s_.logits, n_seqs, c.vocab, s_.params, s_.sample_pos, s_.out_tokens);
-
   StepOutput out;
   out.next_tokens.resize(size_t(n_seqs));
   out.logits.resize(size_t(n_seqs));
@@ -232,6 +226,69 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   RETURN_IF_ERROR(provider_->FinishStep());
   RETURN_IF_ERROR(backend_->Synchronize());
   return out;
+}
+
+absl::Status Engine::Forward(int n, int n_seqs) {
+  if (!Graphable(n, n_seqs)) return Layers(n, n_seqs);
+  // A recording replays for every context up to its bucket: the attention
+  // sizes its work by the bound it is given and each row reads its own
+  // length from s_.seqs.
+  Chunk& ch = chunks_[0];
+  ch.max_ctx = (ch.max_ctx + kGraphCtxBucket - 1) / kGraphCtxBucket * kGraphCtxBucket;
+  const uint64_t key = uint64_t(n_seqs) << 32 | uint32_t(ch.max_ctx);
+  if (graph_seen_.size() >= kMaxGraphs && !graph_seen_.contains(key)) {
+    backend_->DropGraphs();
+    graph_seen_.clear();
+  }
+  uint8_t& seen = graph_seen_[key];
+  if (seen == 2) {
+    if (backend_->LaunchGraph(key)) {
+      ++graph_stats_.replayed;
+      return absl::OkStatus();
+    }
+    seen = 0;  // the backend's scratch moved: as if new
+  }
+  if (seen == 0) {
+    // A shape's first step runs plainly, so that any scratch the backend
+    // grows for it has grown before a recording names it.
+    seen = 1;
+    return Layers(n, n_seqs);
+  }
+  backend_->BeginGraph();
+  const absl::Status run = Layers(n, n_seqs);
+  const absl::Status recorded = backend_->EndGraph(key);
+  RETURN_IF_ERROR(run);
+  if (recorded.ok()) {
+    seen = 2;
+    ++graph_stats_.recorded;
+    return absl::OkStatus();
+  }
+  // Nothing ran: run it plainly, and record no more.
+  graphs_off_ = true;
+  graph_stats_.error = recorded;
+  return Layers(n, n_seqs);
+}
+
+bool Engine::Graphable(int n, int n_seqs) const {
+  if (graphs_off_ || !backend_->graphs_supported() || !provider_->fixed()) return false;
+  // Decode steps (a row per sequence, one chunk) of a dense model whose
+  // embedding table is in backend memory: nothing on the host mid-step.
+  return n == n_seqs && chunks_.size() == 1 && config_.n_experts == 0 &&
+         provider_->globals().tok_embd.data != nullptr;
+}
+
+absl::Status Engine::Layers(int n, int n_seqs) {
+  RETURN_IF_ERROR(RunLayers(n));
+  // Final norm and lm_head on the last row of each sequence, then sampling.
+  const ModelConfig& c = config_;
+  const GlobalWeights& g = provider_->globals();
+  backend_->GatherRows(s_.x, s_.last_rows, n_seqs, c.hidden, s_.last);
+  backend_->RmsNorm(s_.last, g.output_norm, n_seqs, c.hidden, c.norm_eps, s_.h);
+  backend_->MatMul(s_.h, n_seqs, g.output, nullptr, s_.logits);
+  if (c.final_softcap > 0.f)
+    backend_->SoftCap(s_.logits, int64_t(n_seqs) * c.vocab, c.final_softcap);
+  backend_->Sample(s_.logits, n_seqs, c.vocab, s_.params, s_.sample_pos, s_.out_tokens);
+  return absl::OkStatus();
 }
 
 void Engine::PlanChunks() {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -69,12 +70,29 @@ class Engine {
   };
   const HostPathTimes& host_path_times() const { return host_times_; }
 
+  // Step graphs (docs/engine.md): decode steps on a fixed provider
+  // (WeightProvider::fixed) are recorded once per batch size and context
+  // bucket on a backend that records graphs, then replayed with one launch.
+  // The first failed recording turns them off (error says why).
+  struct GraphStats {
+    int64_t recorded = 0, replayed = 0;
+    absl::Status error;
+  };
+  const GraphStats& graph_stats() const { return graph_stats_; }
+  // Off: every step runs op by op (paged-bench --graphs=off).
+  void set_graphs(bool on) { graphs_off_ = !on; }
+
   const ModelConfig& config() const { return config_; }
   int block_tokens() const { return block_tokens_; }
 
  private:
   absl::Status Validate(const StepBatch& batch, uint64_t kv_blocks) const;
   absl::Status EnsureScratch(int n_tokens, int n_seqs, int n_table);
+  // The step's ops after its metadata is uploaded: the layers, the final
+  // norm, lm_head and sampling; recorded and replayed where Graphable.
+  absl::Status Forward(int n, int n_seqs);
+  absl::Status Layers(int n, int n_seqs);
+  bool Graphable(int n, int n_seqs) const;
   absl::Status RunLayers(int n);
   absl::Status CheckLayer(int l, const LayerWeights& w) const;
   // A sparse layer's MLP on the chunk's m rows: s_.h holds their normed
@@ -190,6 +208,13 @@ class Engine {
   std::vector<HostExecutor::Product> host_jobs_, host_down_jobs_;
   // A wave's device experts and its CombineRows lists (tokens, begin, pos).
   std::vector<ExpertTask> tasks_;
+  // Step graphs: per (sequences << 32 | context bucket), 1 once run
+  // plainly, 2 once recorded.
+  static constexpr int kGraphCtxBucket = 256;
+  static constexpr size_t kMaxGraphs = 64;
+  std::unordered_map<uint64_t, uint8_t> graph_seen_;
+  bool graphs_off_ = false;
+  GraphStats graph_stats_;
   bool uniform_routing_ = false;
   std::mt19937_64 routing_rng_;
   std::vector<int32_t> h_comb_, h_count_;

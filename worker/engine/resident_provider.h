@@ -23,6 +23,7 @@ class ResidentProvider final : public WeightProvider {
   ~ResidentProvider() override;
 
   const GlobalWeights& globals() const override { return globals_; }
+  bool fixed() const override { return true; }
   uint64_t pool_blocks() const override { return kv_.empty() ? 0 : kv_[0].n_blocks; }
   absl::StatusOr<LayerWeights> AcquireLayer(int layer) override;
   absl::StatusOr<KvLayerView> AcquireKv(int layer) override;

@@ -18,6 +18,12 @@ class WeightProvider {
   // Embeddings, final norm, lm_head: always resident.
   virtual const GlobalWeights& globals() const = 0;
 
+  // True when every layer's weights and KV stay at the same backend
+  // addresses for the provider's life, with no host rows, and acquiring or
+  // releasing them enqueues nothing: a decode step's ops can then be
+  // recorded once and replayed (Backend graphs). ResidentProvider.
+  virtual bool fixed() const { return false; }
+
   // KV blocks of the store's pool a step may name (block ids < this).
   virtual uint64_t pool_blocks() const = 0;
 

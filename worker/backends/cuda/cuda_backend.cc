@@ -19,6 +19,7 @@
 #include <map>
 #include <numbers>
 #include <tuple>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -114,6 +115,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(device_);
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
     for (auto& c : copy_streams_) {
       if (c.stream != nullptr) cudaStreamSynchronize(c.stream);
     }
@@ -172,6 +174,8 @@ class CudaBackend final : public Backend {
     RETURN_IF_ERROR(stager_.Init());
     const char* sync = std::getenv("PAGED_CUDA_SYNC");
     sync_each_op_ = sync != nullptr && std::strcmp(sync, "1") == 0;
+    const char* graphs = std::getenv("PAGED_CUDA_GRAPHS");
+    graphs_on_ = graphs == nullptr || std::strcmp(graphs, "0") != 0;
     const char* grouped = std::getenv("PAGED_CUDA_GROUPED_EXPERTS");
     grouped_experts_ = grouped == nullptr || std::strcmp(grouped, "0") != 0;
     return absl::OkStatus();
@@ -271,6 +275,64 @@ class CudaBackend final : public Backend {
     absl::Status s = std::move(error_);
     error_ = absl::OkStatus();
     return s;
+  }
+
+  // ---- step graphs --------------------------------------------------------------
+  // Stream capture of the compute stream. A recording stays valid while no
+  // scratch of the backend has grown (DeviceScratch::Growths) and no RoPE
+  // table was rewritten (epoch_) since: those are the addresses and data it
+  // names besides the caller's. PAGED_CUDA_GRAPHS=0 turns graphs off.
+
+  bool graphs_supported() const override { return graphs_on_ && !sync_each_op_; }
+
+  void BeginGraph() override {
+    Device();
+    clean_before_graph_ = error_.ok();
+    stager_.set_refuse(true);
+    Check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "BeginGraph");
+  }
+
+  absl::Status EndGraph(uint64_t key) override {
+    Device();
+    stager_.set_refuse(false);
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    cudaGraphExec_t exec = nullptr;
+    if (e == cudaSuccess && error_.ok()) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (e != cudaSuccess || !error_.ok()) {
+      // Nothing ran: the failure is the recording's, not the step's.
+      cudaGetLastError();
+      absl::Status why = !error_.ok() ? error_ : Cuda(int(e), "EndGraph");
+      if (clean_before_graph_) error_ = absl::OkStatus();
+      if (exec != nullptr) cudaGraphExecDestroy(exec);
+      return absl::Status(why.code(), absl::StrCat("recording a step graph: ", why.message()));
+    }
+    if (graphs_.size() >= kMaxGraphs) DropGraphs();
+    Graph& g = graphs_[key];
+    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+    g = Graph{exec, cuda::DeviceScratch::Growths(), epoch_};
+    Check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
+    return absl::OkStatus();
+  }
+
+  bool LaunchGraph(uint64_t key) override {
+    Device();
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return false;
+    if (it->second.growths != cuda::DeviceScratch::Growths() || it->second.epoch != epoch_) {
+      cudaGraphExecDestroy(it->second.exec);
+      graphs_.erase(it);
+      return false;
+    }
+    Check(cudaGraphLaunch(it->second.exec, stream_), "cudaGraphLaunch");
+    return true;
+  }
+
+  void DropGraphs() override {
+    Device();
+    for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
+    graphs_.clear();
   }
 
   uint64_t DeviceMemoryUsed() override {
@@ -537,6 +599,7 @@ class CudaBackend final : public Backend {
       RopeInvFreq(p, inv.data());
       // Stream-ordered: Rope launches already enqueued read the old table.
       Check(stager_.Copy(table->dev, inv.data(), inv.size() * sizeof(float), stream_));
+      ++epoch_;  // recorded graphs read the old table
       table->params = p;
       table->valid = true;
     }
@@ -767,6 +830,13 @@ class CudaBackend final : public Backend {
         break;
       case DType::kF16:
       case DType::kBF16: {
+        // Decode rows: the weights read 16 bytes at a time, x as f32, bias
+        // added (weights.h); elsewhere cuBLAS on x cast to the weights' type.
+        if (n <= cuda::kFusedGemvMaxRows) {
+          const cuda::CudaError e = cuda::LaunchGemv(View(w), x, n, bias, out, ldo, stream_);
+          if (e == 0) return absl::OkStatus();
+          if (e != int(cudaErrorNotSupported)) return Cuda(e, "MatMul: fused GEMV");
+        }
         auto x16 = act16_.Get(uint64_t(in_elems) * 2, stream_);
         if (!x16.ok()) return x16.status();
         RETURN_IF_ERROR(
@@ -802,14 +872,14 @@ class CudaBackend final : public Backend {
   }
 
   // int8 / int4 and the block formats (bias included). Decode rows (n <= 8):
-  // the dequantization fused into the product where LaunchGemvQuant runs
+  // the dequantization fused into the product where LaunchGemv runs
   // (PAGED_CUDA_FUSED_GEMV=0 turns it off, weights.h). Otherwise rows of W are
   // dequantized to f16 a chunk at a time and multiplied by x cast to f16 on
   // cuBLAS, each chunk into its columns of out.
   absl::Status QuantizedMatMul(const float* x, int n, const WeightRef& w, const float* bias,
                                float* out, int64_t ldo) {
     if (n <= cuda::kFusedGemvMaxRows) {
-      const cuda::CudaError e = cuda::LaunchGemvQuant(View(w), x, n, bias, out, ldo, stream_);
+      const cuda::CudaError e = cuda::LaunchGemv(View(w), x, n, bias, out, ldo, stream_);
       if (e == 0) return absl::OkStatus();
       if (e != int(cudaErrorNotSupported)) return Cuda(e, "MatMul: fused GEMV");
     }
@@ -996,6 +1066,16 @@ class CudaBackend final : public Backend {
   const int device_;
   int num_sms_ = 1;
   bool sync_each_op_ = false;
+  // Step graphs by key, with the scratch growths and RoPE epoch they saw.
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    uint64_t growths = 0, epoch = 0;
+  };
+  static constexpr size_t kMaxGraphs = 64;
+  std::unordered_map<uint64_t, Graph> graphs_;
+  bool graphs_on_ = true;  // PAGED_CUDA_GRAPHS=0: off
+  bool clean_before_graph_ = true;
+  uint64_t epoch_ = 0;
   StreamOwner stream_owner_;     // declared before what uses the stream: destroyed after it
   StreamOwner copy_streams_[2];  // copy-in, write-back
   cudaStream_t stream_ = nullptr;

@@ -1,10 +1,17 @@
 #include "worker/backends/cuda/device_scratch.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "worker/backends/cuda/cuda_check.h"
 
 namespace paged::cuda {
+
+namespace {
+std::atomic<uint64_t> growths{0};
+}  // namespace
+
+uint64_t DeviceScratch::Growths() { return growths.load(std::memory_order_relaxed); }
 
 DeviceScratch::~DeviceScratch() {
   if (ptr_ != nullptr) cudaFree(ptr_);
@@ -17,6 +24,11 @@ absl::StatusOr<void*> DeviceScratch::Get(uint64_t bytes, cudaStream_t stream) {
   constexpr uint64_t kGranule = 2ull << 20;
   uint64_t want = std::max<uint64_t>({bytes, capacity_ + capacity_ / 2, 1});
   want = (want + kGranule - 1) / kGranule * kGranule;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone)
+    return absl::FailedPreconditionError("cuda backend: scratch grows while a graph is recorded");
+  growths.fetch_add(1, std::memory_order_relaxed);
   if (ptr_ != nullptr) {
     CUDA_CHECK(cudaFreeAsync(ptr_, stream));
     ptr_ = nullptr;

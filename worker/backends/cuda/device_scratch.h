@@ -19,8 +19,13 @@ class DeviceScratch {
   DeviceScratch& operator=(const DeviceScratch&) = delete;
 
   // At least `bytes` bytes, valid for work enqueued on `stream` from now on.
+  // Growing while `stream` records a graph is FAILED_PRECONDITION (the
+  // recording would name a buffer allocated inside it).
   absl::StatusOr<void*> Get(uint64_t bytes, cudaStream_t stream);
   uint64_t capacity() const { return capacity_; }
+  // How many times any scratch of the process has grown: a recorded graph
+  // made before the last growth may name a freed buffer.
+  static uint64_t Growths();
 
  private:
   bool zero_on_growth_;

@@ -7,6 +7,14 @@
 #include "worker/backends/cuda/transfer.h"
 
 namespace paged::cuda {
+namespace {
+
+absl::Status Refused() {
+  return absl::FailedPreconditionError(
+      "cuda backend: a staged host copy while a step graph is recorded");
+}
+
+}  // namespace
 
 HostStager::~HostStager() {
   for (cudaEvent_t& e : done_) {
@@ -39,6 +47,7 @@ absl::Status HostStager::Enqueue2D(void* dst, uint64_t dst_pitch, const uint8_t*
 }
 
 absl::Status HostStager::Copy(void* dst, const void* src, uint64_t bytes, cudaStream_t stream) {
+  if (refuse_) return Refused();
   if (bytes == 0) return absl::OkStatus();
   if (bytes > kHalfBytes) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
@@ -52,6 +61,7 @@ absl::Status HostStager::Copy(void* dst, const void* src, uint64_t bytes, cudaSt
 
 absl::Status HostStager::Copy2D(void* dst, uint64_t dst_pitch, const void* src, uint64_t src_pitch,
                                 uint64_t width, uint64_t rows, cudaStream_t stream) {
+  if (refuse_) return Refused();
   if (width == 0 || rows == 0) return absl::OkStatus();
   const uint64_t bytes = width * rows;
   if (bytes > kHalfBytes) {  // row by row, straight from the caller's memory

@@ -36,6 +36,9 @@ class HostStager {
   HostStager& operator=(const HostStager&) = delete;
 
   absl::Status Init();
+  // While set, Copy and Copy2D fail (FAILED_PRECONDITION): a graph being
+  // recorded would replay a copy from a buffer reused since.
+  void set_refuse(bool refuse) { refuse_ = refuse; }
   // Enqueues dst <- src on `stream`; src may be reused as soon as this returns.
   absl::Status Copy(void* dst, const void* src, uint64_t bytes, cudaStream_t stream);
   // Enqueues dst + i * dst_pitch <- src + i * src_pitch (`width` bytes) for
@@ -47,6 +50,7 @@ class HostStager {
   uint8_t* buf_ = nullptr;      // pinned, 2 * kHalfBytes
   uint8_t* buf_dev_ = nullptr;  // buf_ as the device sees it
   bool kernel_copies_ = true;
+  bool refuse_ = false;
   // dst <- the staged rows at `slot`, by kernel or DMA as above.
   absl::Status Enqueue2D(void* dst, uint64_t dst_pitch, const uint8_t* slot, uint64_t width,
                          uint64_t rows, cudaStream_t stream);

@@ -5,6 +5,7 @@
 #include "worker/backends/cuda/block_weights.h"
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_util.cuh"
+#include "worker/backends/cuda/gemv_wide.h"
 #include "worker/backends/cuda/weights.h"
 
 namespace paged::cuda {
@@ -227,10 +228,11 @@ bool FusedGemvEnabled() {
   return fused_gemv.load(std::memory_order_relaxed) == 1;
 }
 
-CudaError LaunchGemvQuant(const MatrixView& w, const float* x, int n, const float* bias, float* out,
-                          int64_t ldo, cudaStream_t stream) {
+CudaError LaunchGemv(const MatrixView& w, const float* x, int n, const float* bias, float* out,
+                     int64_t ldo, cudaStream_t stream) {
   if (!FusedGemvEnabled()) return int(cudaErrorNotSupported);
   if (IsBlockElem(w.type)) return LaunchBlockGemv(w, x, n, bias, out, ldo, stream);
+  if (GemvWideFits(w, x, n)) return LaunchGemvWide(w, x, n, bias, out, ldo, stream);
   if (n < 1 || n > kFusedGemvMaxRows || w.rows <= 0 || w.cols <= 0 || w.cols % 8 != 0 ||
       w.group <= 0 || w.group % 8 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(w.data) % (w.type == ElemType::kI8 ? 8 : 4) != 0)

@@ -14,23 +14,24 @@ namespace paged::cuda {
 // values of a block-format matrix (whole blocks per row), rounded to f16.
 CudaError LaunchDequantizeF16(const MatrixView& w, void* out, cudaStream_t stream);
 
-// Decode products with the dequantization fused in: out[i * ldo + r] =
-// x[i, :] . W[r, :] (+ bias[r]) for i < n <= 8, r < w.rows, reading each
-// weight row once, f32 accumulation. int8 / int4: one warp per row, needs
-// cols and group multiples of 8. Block formats: one warp per 4 rows (n = 1)
-// or 2, lanes over the row's blocks (block_weights.h). x 16-byte aligned.
-// Returns cudaErrorNotSupported where it does not apply (the caller
-// dequantizes and multiplies with cuBLAS instead).
+// Decode products reading the stored weights (the dequantization fused in):
+// out[i * ldo + r] = x[i, :] . W[r, :] (+ bias[r]) for i < n <= 8, r <
+// w.rows, reading each weight row once, f32 accumulation. f16, bf16, int8
+// and int4 where their rows allow 16-byte loads: gemv_wide.h. Other int8 /
+// int4 rows: one warp per row, cols and group multiples of 8. Block
+// formats: one warp per 4 rows (n = 1) or 2, lanes over the row's blocks
+// (block_weights.h). x 16-byte aligned. Returns cudaErrorNotSupported where
+// it does not apply (the caller takes cuBLAS, quantized weights dequantized
+// first).
 //
 // On by default (its GPU tests pass on the H100, and it took int4 paged
 // decode from 75% to 87% of its bound: docs/BENCHMARKS.md);
 // PAGED_CUDA_FUSED_GEMV=0 in the environment turns it off, so every
-// quantized product takes the dequantize + cuBLAS path. The variable is read
-// once, at the first call; ReadFusedGemvEnv() reads it again (tests switch
-// paths in-process).
+// product takes the cuBLAS path. The variable is read once, at the first
+// call; ReadFusedGemvEnv() reads it again (tests switch paths in-process).
 inline constexpr int kFusedGemvMaxRows = 8;
-CudaError LaunchGemvQuant(const MatrixView& w, const float* x, int n, const float* bias, float* out,
-                          int64_t ldo, cudaStream_t stream);
+CudaError LaunchGemv(const MatrixView& w, const float* x, int n, const float* bias, float* out,
+                     int64_t ldo, cudaStream_t stream);
 bool FusedGemvEnabled();
 void ReadFusedGemvEnv();
 
