@@ -21,14 +21,19 @@ The checkpoint has no tokenizer; a SentencePiece-style vocabulary of the
 model's size is synthesised (control, byte and plain tokens) so that
 llama.cpp accepts the file. Text output is meaningless; throughput is not.
 
-Usage: python3 scripts/hf_to_gguf.py CHECKPOINT_DIR OUT.gguf
+Usage: python3 scripts/hf_to_gguf.py CHECKPOINT_DIR OUT.gguf [--q8_0]
+--q8_0 (llama only): the 2-D matrices written as Q8_0 (gguf-py's quantizer,
+bit for bit ggml's), as `llama-quantize ... Q8_0` would make them, without
+the f16 file first (a 16-layer llama-70b shape is 32 GB in f16).
 Needs numpy and llama.cpp's gguf-py on PYTHONPATH (the llama.cpp tree from the
 npm package node-llama-cpp: PYTHONPATH=llama.cpp/gguf-py). No other package.
 """
 
 import json
+import os
 import struct
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import gguf
@@ -95,9 +100,11 @@ def mxfp4_ggml(blocks, scales, chunk=8192):
 
 
 def main():
-    if len(sys.argv) != 3:
+    args = [a for a in sys.argv[1:] if a != "--q8_0"]
+    q8 = "--q8_0" in sys.argv[1:]
+    if len(args) != 2:
         sys.exit(__doc__)
-    src, dst = sys.argv[1], sys.argv[2]
+    src, dst = args
     cfg = json.load(open(f"{src}/config.json"))
     t = read_checkpoint(src)
     n_layers = cfg["num_hidden_layers"]
@@ -109,6 +116,8 @@ def main():
     model_type = cfg.get("model_type", "llama")
     if model_type not in ("llama", "qwen3_moe", "gpt_oss"):
         sys.exit(f"model_type {model_type}: only llama, qwen3_moe and gpt_oss are written")
+    if q8 and model_type != "llama":
+        sys.exit("--q8_0: llama checkpoints only")
     moe = model_type == "qwen3_moe"
     oss = model_type == "gpt_oss"
     head_dim = cfg.get("head_dim") or hidden // n_head
@@ -141,7 +150,8 @@ def main():
             w.add_rope_scaling_yarn_beta_fast(rs.get("beta_fast", 32.0))
             w.add_rope_scaling_yarn_beta_slow(rs.get("beta_slow", 1.0))
     w.add_vocab_size(vocab)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_MXFP4_MOE if oss else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_MXFP4_MOE if oss else
+                    gguf.LlamaFileType.MOSTLY_Q8_0 if q8 else gguf.LlamaFileType.MOSTLY_F16)
 
     # A synthetic SentencePiece vocabulary: <unk>, <s>, </s>, 256 byte tokens,
     # then plain pieces.
@@ -165,6 +175,16 @@ def main():
     w.add_unk_token_id(0)
 
     def put(name, arr):
+        if q8 and arr.ndim == 2 and arr.shape[1] % 32 == 0 and arr.dtype != np.float32:
+            # Chunks of rows on every core (numpy lets go of the GIL), which
+            # also bounds the f32 temporaries.
+            q = gguf.GGMLQuantizationType.Q8_0
+            with ThreadPoolExecutor(os.cpu_count()) as ex:
+                parts = list(ex.map(
+                    lambda r: gguf.quants.quantize(np.asarray(arr[r:r + 512], dtype=np.float32), q),
+                    range(0, arr.shape[0], 512)))
+            w.add_tensor(name, np.concatenate(parts), raw_dtype=q)
+            return
         w.add_tensor(name, np.ascontiguousarray(arr))
 
     def f32(name):
