@@ -36,27 +36,35 @@ for f in ${FORMATS:-f16}; do
     env $envs timeout 150 $B paged-bench --segment=r-$f --device=cuda:0 --mode=resident \
       --prompt-len=32 --gen-len=64 "$@" >"$out/$name.txt" 2>&1
   }
-  for b in 1 8; do run $f-b$b-graphs "" --batch=$b; done
+  for b in ${BATCHES:-1 2 8}; do run $f-b$b-graphs "" --batch=$b; done
   if [[ $f == f16 ]]; then
     run f16-b1-gemv "" --batch=1 --graphs=false
     run f16-b1-cublas "PAGED_CUDA_FUSED_GEMV=0" --batch=1 --graphs=false
     run f16-b8-cublas "PAGED_CUDA_FUSED_GEMV=0" --batch=8 --graphs=false
   fi
+  # Prefill of 8 x 2048 tokens, paged (4 GiB) and resident, in steps of
+  # STEP_TOKENS tokens each (paged-bench's default 2048: the paged weights
+  # cross the link once per step).
   if [[ -n ${PREFILL:-} && $f == f16 ]]; then
-    timeout 300 $B paged-bench --segment=r-$f --device=cuda:0 --gpu-budget=4GiB --batch=8 \
-      --prompt-len=2048 --gen-len=2 --mode=both >"$out/$f-prefill-8x2048.txt" 2>&1
+    for st in ${STEP_TOKENS:-2048 16384}; do
+      timeout 300 $B paged-bench --segment=r-$f --device=cuda:0 --gpu-budget=4GiB --batch=8 \
+        --prompt-len=2048 --gen-len=2 --mode=both --max-step-tokens=$st \
+        >"$out/$f-prefill-8x2048-step$st.txt" 2>&1
+    done
   fi
   pkill -f "segment=r-$f"; sleep 1
 done
 {
   echo "== decode GEMV, 14336 x 4096 (fused on, then cuBLAS)"
-  grep -h "TIMING matmul" "$out"/timing-fused1.txt | grep "n=1:"
-  grep -h "TIMING matmul" "$out"/timing-fused0.txt | grep "n=1:"
+  grep -h "TIMING matmul" "$out"/timing-fused1.txt | grep -E "n=(1|2|4|8):"
+  grep -h "TIMING matmul" "$out"/timing-fused0.txt | grep -E "n=(1|2|8):"
   echo "== resident decode (step ms, tok/s); weights GB in the plan line"
-  for x in "$out"/*-b*.txt; do
+  for x in "$out"/*-b[0-9]*.txt; do
     echo "-- $(basename "$x" .txt)"
     grep -E "^resident step graphs|^resident +(decode|prefill)|weights" "$x" | head -4
   done
-  [[ -f $out/f16-prefill-8x2048.txt ]] && { echo "-- prefill 8 x 2048"; grep -E "^(paged|resident) +prefill" "$out/f16-prefill-8x2048.txt"; }
+  for x in "$out"/f16-prefill-*.txt; do
+    [[ -f $x ]] && { echo "-- $(basename "$x" .txt)"; grep -E "^(paged|resident) +prefill" "$x"; }
+  done
 } | tee "$final/table.txt"
 tar -czf "$final/logs.tgz" -C "$out" .

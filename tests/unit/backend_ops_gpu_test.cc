@@ -274,15 +274,15 @@ struct MatMulShape {
   int64_t rows, cols;
 };
 
-// Both paths of the decode rows (n <= 8): the fused GEMV (16-byte loads
-// where the row allows them, gemv_wide.h: {2, 130, 1056}, {8, 67, 4128},
-// {5, 300, 4096}; int8 / int4 rows of 8-byte granularity: {4, 45, 520},
-// {3, 7, 8}) and cuBLAS; batch rows always cuBLAS.
+// Both paths of the decode rows (n <= 8): the fused GEMV (16-byte loads,
+// 4 or 2 rows a warp, gemv_wide.h: {1, 4099, 64}, {1, 67, 4128}, {2, 130,
+// 1056}; int8 / int4 one row a warp: {8, 67, 4128}, {5, 300, 4096}, {4, 45,
+// 520}, {3, 7, 8}) and cuBLAS; batch rows always cuBLAS.
 TEST_F(BackendOpsGpuTest, MatMulEveryDTypeAndShape) {
   std::mt19937 rng(2);
-  const MatMulShape shapes[] = {{1, 61, 172},   {7, 61, 172}, {33, 256, 520}, {5, 300, 4096},
-                                {64, 1000, 96}, {3, 7, 8},    {2, 130, 1056}, {8, 67, 4128},
-                                {4, 45, 520},   {1, 4099, 64}};
+  const MatMulShape shapes[] = {{1, 61, 172},   {7, 61, 172},  {33, 256, 520}, {5, 300, 4096},
+                                {64, 1000, 96}, {3, 7, 8},     {2, 130, 1056}, {8, 67, 4128},
+                                {4, 45, 520},   {1, 4099, 64}, {1, 67, 4128}};
   for (bool fused : {true, false}) {
     testing::FusedGemvEnv env(fused);
     for (DType t : kAllWeightTypes) {
@@ -1410,7 +1410,7 @@ TEST_F(TimingGpuTest, DISABLED_PrintTimings) {
   for (DType t : kAllWeightTypes) {
     const int64_t rows = 14336, cols = 4096;
     const Weight w = MakeWeight(t, rows, cols, DefaultGroup(t), rng);
-    for (int n : {1, 64, 512}) {
+    for (int n : {1, 2, 4, 8, 64, 512}) {
       const Twin x = Put(RandomFloats(rng, size_t(n) * cols));
       const Twin out = Make(uint64_t(n) * rows * 4);
       const double ms =
