@@ -850,8 +850,11 @@ class AttentionGpuTest : public BackendOpsGpuTest {
   // through KvWrite into scattered blocks, runs Attention on both backends
   // (`repeats` times on the GPU: results must not change) and compares.
   // `sinks` [heads] (gpt-oss), when not empty, go to both backends' memory.
+  // max_ctx_slack: the bound handed to Attention exceeds the longest
+  // context by this much.
   void Run(std::mt19937& rng, const AttnShape& s, const std::vector<SeqSpec>& specs,
-           int repeats = 1, const AttnParams& params = {}, const std::vector<float>& sinks = {}) {
+           int repeats = 1, const AttnParams& params = {}, const std::vector<float>& sinks = {},
+           int max_ctx_slack = 0) {
     const int bt = 16, kv_dim = s.kv_heads * s.hd;
     const uint64_t block_bytes = 2ull * bt * kv_dim * (s.kv_type == DType::kF32 ? 4 : 2);
     int total_blocks = 0, n = 0, max_ctx = 0;
@@ -861,6 +864,7 @@ class AttentionGpuTest : public BackendOpsGpuTest {
       n += q.n_new;
       max_ctx = std::max(max_ctx, ctx);
     }
+    max_ctx += max_ctx_slack;
     const int n_blocks = total_blocks + 5;
     std::vector<int32_t> ids(n_blocks);
     std::iota(ids.begin(), ids.end(), 0);
@@ -965,6 +969,26 @@ TEST_F(AttentionGpuTest, LongDecodeSplitK) {
   specs.push_back({5000, 1});  // more splits than the cap: longer chunks
   Run(rng, AttnShape{32, 4, 128, DType::kF16}, specs, /*repeats=*/3);
   Run(rng, AttnShape{8, 8, 64, DType::kF32}, specs, /*repeats=*/2);
+}
+
+// Decode rows only, told so (AttnParams::decode_rows: no prefill launch), at
+// short, block-edge, split-K and capped-split contexts, with a window too;
+// the bound given is larger than the longest context (a step graph's
+// bucket).
+TEST_F(AttentionGpuTest, DecodeRowsToldSo) {
+  std::mt19937 rng(17);
+  const std::vector<SeqSpec> specs = {{0, 1}, {15, 1}, {255, 1}, {700, 1}, {5000, 1}, {63, 1}};
+  for (int window : {0, 100}) {
+    AttnParams p;
+    p.decode_rows = true;
+    p.window = window;
+    for (const AttnShape& s :
+         {AttnShape{32, 8, 128, DType::kF16}, AttnShape{8, 2, 64, DType::kBF16},
+          AttnShape{4, 4, 8, DType::kF32}}) {
+      SCOPED_TRACE(Name(s) + " window " + std::to_string(window));
+      Run(rng, s, specs, /*repeats=*/2, p, {}, /*max_ctx_slack=*/300);
+    }
+  }
 }
 
 // Sliding windows (mistral, gemma's local layers): decode rows whose window

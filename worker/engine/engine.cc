@@ -462,6 +462,7 @@ absl::Status Engine::RunLayers(int n) {
       b.KvWrite(s_.k, s_.v, s_.slots + ch.row0, m, kv);
       AttnParams ap = lp.attn;
       ap.sinks = w.attn_sinks;  // gpt-oss's per-head sink logits, or null
+      ap.decode_rows = ch.rows == ch.n_seqs;
       b.Attention(s_.q, s_.seqs + ch.seq0, ch.n_seqs, s_.tables, c.n_heads, c.n_kv_heads,
                   c.head_dim, ch.max_ctx, kv, ap, s_.attn);
       if (ci + 1 == chunks_.size()) provider_->ReleaseKv(l, h_slots_.data(), n);

@@ -154,6 +154,9 @@ struct AttnParams {
   // logit, sinks[h] (not scaled or capped), that takes probability mass and
   // adds no value (gpt-oss's attention sinks).
   const float* sinks = nullptr;
+  // Every sequence of the call has one new row (a decode step): a backend
+  // may skip its prefill path.
+  bool decode_rows = false;
 };
 
 // The engine runs each layer over the step's tokens in chunks of at most this

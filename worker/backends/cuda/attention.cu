@@ -395,7 +395,9 @@ CudaError LaunchAttention(const AttentionArgs& a, float* partials, int32_t* coun
   p.partials = partials;
   p.counters = counters;
   p.skip_prefill = 0;
-  if (AttentionPrefillMmaSupports(a)) {
+  if (a.decode_rows) {
+    p.skip_prefill = 1;  // there are no prefill rows to run anywhere
+  } else if (AttentionPrefillMmaSupports(a)) {
     const CudaError e = LaunchAttentionPrefillMma(a, stream);
     if (e != 0) return e;
     p.skip_prefill = 1;

@@ -40,6 +40,7 @@ struct AttentionArgs {
   // [n_heads] device, or null: each head's sink logit joins its softmax's
   // denominator (gpt-oss), not scaled or capped, adding no value.
   const float* sinks = nullptr;
+  bool decode_rows = false;  // every sequence has one new row: no prefill launch
 };
 
 // Largest head_dim and sequence count the kernel supports.

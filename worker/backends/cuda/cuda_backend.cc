@@ -652,6 +652,7 @@ class CudaBackend final : public Backend {
     a.softcap = p.softcap;
     a.window = p.window;
     a.sinks = p.sinks;
+    a.decode_rows = p.decode_rows;
     float* partials = nullptr;
     const uint64_t partial_bytes = cuda::AttentionPartialBytes(a);
     if (partial_bytes > 0) {
