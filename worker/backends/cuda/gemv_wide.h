@@ -1,18 +1,18 @@
 // The decode GEMV of 16-bit and group-quantized weights read 16 bytes at a
 // time: out[i * ldo + r] = x[i, :] . W[r, :] (+ bias[r]) for i < n <= 2,
-// r < w.rows, f32 x and accumulation, each weight row read once. A warp
-// takes 4 rows (n = 1) or 2 and keeps several 16-byte loads of each in
-// flight, which is what HBM needs at one token row; x is read once per
-// chunk for all of them. On the H100, 14336 x 4096 f16 at n = 1: 2281 GB/s
-// with one row per warp against cuBLAS's 1835 on x cast to f16; at 8 token
-// rows one row per warp was several times slower than cuBLAS (reads of x
-// from L1 bound it), hence n <= 2 (larger n: cuBLAS for 16-bit weights, the
-// one-row kernel of weights.cu for int8 / int4). Applies to f16 and bf16
-// (cols a multiple of 8), int8 (16, and a group a multiple of 16) and int4
-// (32, group a multiple of 32), weights and x 16-byte aligned; elsewhere
-// LaunchGemvWide returns cudaErrorNotSupported and the caller takes another
-// path. The int8 / int4 values are s * q as in LaunchDequantizeF16, but
-// summed in f32 without the f16 rounding of the dequantized matrix.
+// r < w.rows, f32 x and accumulation, each weight row read once. One warp
+// per row; a lane keeps several 16-byte loads in flight, which is what HBM
+// needs at one token row. On the H100, 14336 x 4096 f16 at n = 1: 2281
+// GB/s against cuBLAS's 1835 on x cast to f16; at 8 token rows it was
+// several times slower than cuBLAS (each lane reads its x values from L1
+// for every row: twice the weight bytes at f16, more for int8 / int4),
+// hence n <= 2 (larger n: cuBLAS for 16-bit weights, the kernel of
+// weights.cu for int8 / int4). Applies to f16 and bf16 (cols a multiple of
+// 8), int8 (16, and a group a multiple of 16) and int4 (32, group a
+// multiple of 32), weights and x 16-byte aligned; elsewhere LaunchGemvWide
+// returns cudaErrorNotSupported and the caller takes another path. The int8
+// / int4 values are s * q as in LaunchDequantizeF16, but summed in f32
+// without the f16 rounding of the dequantized matrix.
 #pragma once
 
 #include <cstdint>
