@@ -275,9 +275,10 @@ struct MatMulShape {
 };
 
 // Both paths of the decode rows (n <= 8): the fused GEMV (16-byte loads,
-// gemv_wide.h: {1, 4099, 64}, {1, 67, 4128}, {2, 130, 1056}; int8 / int4
-// of 8-byte granularity: {8, 67, 4128}, {5, 300, 4096}, {4, 45, 520}, {3,
-// 7, 8}) and cuBLAS; batch rows always cuBLAS.
+// gemv_wide.h, one token row: {1, 4099, 64}, {1, 67, 4128}; int8 / int4
+// of more rows or 8-byte granularity: {2, 130, 1056}, {8, 67, 4128}, {5,
+// 300, 4096}, {4, 45, 520}, {3, 7, 8}) and cuBLAS; batch rows always
+// cuBLAS.
 TEST_F(BackendOpsGpuTest, MatMulEveryDTypeAndShape) {
   std::mt19937 rng(2);
   const MatMulShape shapes[] = {{1, 61, 172},   {7, 61, 172},  {33, 256, 520}, {5, 300, 4096},

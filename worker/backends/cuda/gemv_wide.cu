@@ -121,16 +121,8 @@ void Launch(const MatrixView& w, const float* x, const float* bias, float* out, 
 template <ElemType kType>
 CudaError LaunchOf(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                    int64_t ldo, cudaStream_t stream) {
-  switch (n) {
-    case 1:
-      Launch<kType, 1>(w, x, bias, out, ldo, stream);
-      break;
-    case 2:
-      Launch<kType, 2>(w, x, bias, out, ldo, stream);
-      break;
-    default:
-      return int(cudaErrorNotSupported);
-  }
+  if (n != 1) return int(cudaErrorNotSupported);
+  Launch<kType, 1>(w, x, bias, out, ldo, stream);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }
