@@ -67,12 +67,8 @@ elif [[ -n ${LLAMA_BIN_TAR:-} ]]; then
   mkdir -p /tmp/llama/build && tar -xJf "$LLAMA_BIN_TAR" -C /tmp/llama/build
   build_pid=
 else
-  (cd /tmp/llama && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null &&
-    cmake --build build -j16 --target llama-bench llama-batched-bench llama-quantize) \
-    >"$out/llama-build.log" 2>&1 &
-  build_pid=$!
+  source scripts/device/llama_build.sh
+  start_llama_build "$out/llama-build.log"  # unpacks again: harmless
 fi
 nvidia-smi --query-gpu=name --format=csv,noheader | tee -a "$T"
 M=$W/q3

@@ -17,12 +17,8 @@ B=bundle/run
 L=${LAYERS:-32}
 M=/tmp/m$L
 [[ -d bundle ]] || tar -xJf ${BUNDLE_TAR:-.device/bundle.tar.xz}
-mkdir -p /tmp/llama && tar -xJf .device/llama-src.tar.xz -C /tmp/llama
-( cd /tmp/llama && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >/dev/null &&
-  cmake --build build -j16 --target llama-bench llama-batched-bench llama-quantize ) \
-  >"$out/llama-build.log" 2>&1 &
-build_pid=$!
+source scripts/device/llama_build.sh
+start_llama_build "$out/llama-build.log"
 $B pagectl make-model --preset=llama-7b --layers=$L --dtype=f16 --out=$M >"$out/make.log" 2>&1
 PYTHONPATH=/tmp/llama/gguf-py python3 scripts/hf_to_gguf.py $M $M.gguf >"$out/gguf.log" 2>&1
 wait $build_pid || { tail -20 "$out/llama-build.log"; exit 1; }

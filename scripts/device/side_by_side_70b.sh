@@ -19,12 +19,8 @@ B=bundle/run
 L=${LAYERS:-16}
 M=/tmp/b$L
 [[ -d bundle ]] || tar -xJf .device/bundle.tar.xz
-mkdir -p /tmp/llama && tar -xJf .device/llama-src.tar.xz -C /tmp/llama
-( cd /tmp/llama && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >/dev/null &&
-  cmake --build build -j16 --target llama-bench llama-batched-bench llama-quantize ) \
-  >"$out/llama-build.log" 2>&1 &
-build_pid=$!
+source scripts/device/llama_build.sh
+start_llama_build "$out/llama-build.log"
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/gpu.txt"
 t0=$SECONDS
 $B pagectl make-model --preset=llama-70b --layers=$L --dtype=f16 --out=$M >"$out/make.log" 2>&1 ||
