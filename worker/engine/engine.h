@@ -79,7 +79,7 @@ class Engine {
     absl::Status error;
   };
   const GraphStats& graph_stats() const { return graph_stats_; }
-  // Off: every step runs op by op (paged-bench --graphs=off).
+  // Off: every step runs op by op (paged-bench --graphs=false).
   void set_graphs(bool on) { graphs_off_ = !on; }
 
   const ModelConfig& config() const { return config_; }

@@ -831,13 +831,9 @@ class CudaBackend final : public Backend {
         break;
       case DType::kF16:
       case DType::kBF16: {
-        // Decode rows: the weights read 16 bytes at a time, x as f32, bias
+        // A token row: the weights read 16 bytes at a time, x as f32, bias
         // added (weights.h); elsewhere cuBLAS on x cast to the weights' type.
-        if (n <= cuda::kFusedGemvMaxRows) {
-          const cuda::CudaError e = cuda::LaunchGemv(View(w), x, n, bias, out, ldo, stream_);
-          if (e == 0) return absl::OkStatus();
-          if (e != int(cudaErrorNotSupported)) return Cuda(e, "MatMul: fused GEMV");
-        }
+        if (absl::Status s; FusedGemv(x, n, w, bias, out, ldo, &s)) return s;
         auto x16 = act16_.Get(uint64_t(in_elems) * 2, stream_);
         if (!x16.ok()) return x16.status();
         RETURN_IF_ERROR(
@@ -872,6 +868,18 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  // The fused decode GEMV (bias included) where it applies (weights.h):
+  // true once it ran or failed to launch (*status says which); false: the
+  // caller takes cuBLAS.
+  bool FusedGemv(const float* x, int n, const WeightRef& w, const float* bias, float* out,
+                 int64_t ldo, absl::Status* status) {
+    if (n > cuda::kFusedGemvMaxRows) return false;
+    const cuda::CudaError e = cuda::LaunchGemv(View(w), x, n, bias, out, ldo, stream_);
+    if (e == int(cudaErrorNotSupported)) return false;
+    *status = Cuda(e, "MatMul: fused GEMV");
+    return true;
+  }
+
   // int8 / int4 and the block formats (bias included). Decode rows (n <= 8):
   // the dequantization fused into the product where LaunchGemv runs
   // (PAGED_CUDA_FUSED_GEMV=0 turns it off, weights.h). Otherwise rows of W are
@@ -879,11 +887,7 @@ class CudaBackend final : public Backend {
   // cuBLAS, each chunk into its columns of out.
   absl::Status QuantizedMatMul(const float* x, int n, const WeightRef& w, const float* bias,
                                float* out, int64_t ldo) {
-    if (n <= cuda::kFusedGemvMaxRows) {
-      const cuda::CudaError e = cuda::LaunchGemv(View(w), x, n, bias, out, ldo, stream_);
-      if (e == 0) return absl::OkStatus();
-      if (e != int(cudaErrorNotSupported)) return Cuda(e, "MatMul: fused GEMV");
-    }
+    if (absl::Status s; FusedGemv(x, n, w, bias, out, ldo, &s)) return s;
     const int64_t in_elems = int64_t(n) * w.cols;
     auto x16 = act16_.Get(uint64_t(in_elems) * 2, stream_);
     if (!x16.ok()) return x16.status();

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "worker/backends/cuda/cuda_check.h"
+#include "worker/backends/cuda/device_util.cuh"
 #include "worker/backends/cuda/gemv_wide.h"
 
 namespace paged::cuda {
@@ -96,10 +97,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   }
 #pragma unroll
-  for (int t = 0; t < N; ++t) {
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], off);
-  }
+  for (int t = 0; t < N; ++t) acc[t] = WarpSum(acc[t]);
   if (lane == 0) {
     const float b = bias != nullptr ? bias[r] : 0.f;
 #pragma unroll
@@ -107,29 +105,19 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-template <ElemType kType, int N>
-void Launch(const MatrixView& w, const float* x, const float* bias, float* out, int64_t ldo,
-            cudaStream_t stream) {
-  // Fewer loads in flight where x's rows already take many registers.
-  constexpr int U = N <= 2 ? 4 : 2;
+// One token row, four 16-byte loads in flight per lane.
+template <ElemType kType>
+CudaError LaunchOf(const MatrixView& w, const float* x, const float* bias, float* out, int64_t ldo,
+                   cudaStream_t stream) {
   const unsigned grid = unsigned((w.rows + kWarps - 1) / kWarps);
-  GemvWideKernel<kType, N, U><<<grid, kWarps * 32, 0, stream>>>(
+  GemvWideKernel<kType, 1, 4><<<grid, kWarps * 32, 0, stream>>>(
       static_cast<const uint8_t*>(w.data), static_cast<const __half*>(w.scales), w.rows, w.cols,
       w.group, x, bias, out, ldo);
-}
-
-template <ElemType kType>
-CudaError LaunchOf(const MatrixView& w, const float* x, int n, const float* bias, float* out,
-                   int64_t ldo, cudaStream_t stream) {
-  if (n != 1) return int(cudaErrorNotSupported);
-  Launch<kType, 1>(w, x, bias, out, ldo, stream);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }
 
-}  // namespace
-
-bool GemvWideFits(const MatrixView& w, const float* x, int n) {
+bool Fits(const MatrixView& w, const float* x, int n) {
   if (n < 1 || n > kGemvWideMaxRows || w.rows <= 0 || w.cols <= 0) return false;
   if (w.type != ElemType::kF16 && w.type != ElemType::kBF16 && w.type != ElemType::kI8 &&
       w.type != ElemType::kI4)
@@ -142,18 +130,20 @@ bool GemvWideFits(const MatrixView& w, const float* x, int n) {
   return reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
+}  // namespace
+
 CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                          int64_t ldo, cudaStream_t stream) {
-  if (!GemvWideFits(w, x, n)) return int(cudaErrorNotSupported);
+  if (!Fits(w, x, n)) return int(cudaErrorNotSupported);
   switch (w.type) {
     case ElemType::kF16:
-      return LaunchOf<ElemType::kF16>(w, x, n, bias, out, ldo, stream);
+      return LaunchOf<ElemType::kF16>(w, x, bias, out, ldo, stream);
     case ElemType::kBF16:
-      return LaunchOf<ElemType::kBF16>(w, x, n, bias, out, ldo, stream);
+      return LaunchOf<ElemType::kBF16>(w, x, bias, out, ldo, stream);
     case ElemType::kI8:
-      return LaunchOf<ElemType::kI8>(w, x, n, bias, out, ldo, stream);
+      return LaunchOf<ElemType::kI8>(w, x, bias, out, ldo, stream);
     case ElemType::kI4:
-      return LaunchOf<ElemType::kI4>(w, x, n, bias, out, ldo, stream);
+      return LaunchOf<ElemType::kI4>(w, x, bias, out, ldo, stream);
     default:
       return int(cudaErrorNotSupported);
   }

@@ -22,7 +22,6 @@
 namespace paged::cuda {
 
 inline constexpr int kGemvWideMaxRows = 1;
-bool GemvWideFits(const MatrixView& w, const float* x, int n);
 CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                          int64_t ldo, cudaStream_t stream);
 

@@ -123,10 +123,7 @@ __global__ void GemvQuantKernel(const void* __restrict__ data, const __half* __r
     }
   }
 #pragma unroll
-  for (int t = 0; t < N; ++t) {
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], off);
-  }
+  for (int t = 0; t < N; ++t) acc[t] = WarpSum(acc[t]);
   if (lane == 0) {
     const float b = bias != nullptr ? bias[r] : 0.f;
 #pragma unroll
@@ -232,7 +229,9 @@ CudaError LaunchGemv(const MatrixView& w, const float* x, int n, const float* bi
                      int64_t ldo, cudaStream_t stream) {
   if (!FusedGemvEnabled()) return int(cudaErrorNotSupported);
   if (IsBlockElem(w.type)) return LaunchBlockGemv(w, x, n, bias, out, ldo, stream);
-  if (GemvWideFits(w, x, n)) return LaunchGemvWide(w, x, n, bias, out, ldo, stream);
+  if (const CudaError e = LaunchGemvWide(w, x, n, bias, out, ldo, stream);
+      e != int(cudaErrorNotSupported))
+    return e;
   if (n < 1 || n > kFusedGemvMaxRows || w.rows <= 0 || w.cols <= 0 || w.cols % 8 != 0 ||
       w.group <= 0 || w.group % 8 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(w.data) % (w.type == ElemType::kI8 ? 8 : 4) != 0)

@@ -17,8 +17,9 @@ CudaError LaunchDequantizeF16(const MatrixView& w, void* out, cudaStream_t strea
 // Decode products reading the stored weights (the dequantization fused in):
 // out[i * ldo + r] = x[i, :] . W[r, :] (+ bias[r]) for i < n <= 8, r <
 // w.rows, reading each weight row once, f32 accumulation. f16, bf16, int8
-// and int4 where their rows allow 16-byte loads: gemv_wide.h. Other int8 /
-// int4 rows: one warp per row, cols and group multiples of 8. Block
+// and int4 at one token row where their rows allow 16-byte loads:
+// gemv_wide.h. Other int8 / int4 products: one warp per row, cols and group
+// multiples of 8. Block
 // formats: one warp per 4 rows (n = 1) or 2, lanes over the row's blocks
 // (block_weights.h). x 16-byte aligned. Returns cudaErrorNotSupported where
 // it does not apply (the caller takes cuBLAS, quantized weights dequantized
