@@ -139,13 +139,7 @@ TEST_F(StoriesTest, ABatchOfSequencesOnScatteredBlocksMatchesEachAlone) {
     if (batch.seqs.empty()) continue;
     auto out = m->engine->Step(batch);
     ASSERT_TRUE(out.ok()) << out.status();
-    for (size_t k = 0; k < which.size(); ++k) {
-      SeqStep& s = seqs[which[k]];
-      const int32_t t = out->next_tokens[k];
-      got[which[k]].push_back(t);
-      s.start_pos += int32_t(s.tokens.size());
-      s.tokens = {t};
-    }
+    testing::FeedBack(*out, which, &seqs, &got);
   }
   for (size_t i = 0; i < texts.size(); ++i) EXPECT_EQ(got[i], want[i]) << texts[i];
 }

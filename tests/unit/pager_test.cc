@@ -135,12 +135,7 @@ TEST_F(PagerTest, BatchOnScatteredBlocksMatchesResidentWithKvPaged) {
       }
       auto out = engine.Step(batch);
       EXPECT_TRUE(out.ok()) << out.status();
-      for (size_t k = 0; k < which.size(); ++k) {
-        SeqStep& s = seqs[which[k]];
-        got[which[k]].push_back(out->next_tokens[k]);
-        s.start_pos += int32_t(s.tokens.size());
-        s.tokens = {out->next_tokens[k]};
-      }
+      if (out.ok()) testing::FeedBack(*out, which, &seqs, &got);
     }
     return got;
   };

@@ -168,12 +168,7 @@ std::vector<std::vector<int32_t>> Staggered(Engine& e, uint64_t pool) {
     auto out = e.Step(batch);
     EXPECT_TRUE(out.ok()) << out.status();
     if (!out.ok()) break;
-    for (size_t k = 0; k < which.size(); ++k) {
-      SeqStep& s = seqs[which[k]];
-      got[which[k]].push_back(out->next_tokens[k]);
-      s.start_pos += int32_t(s.tokens.size());
-      s.tokens = {out->next_tokens[k]};
-    }
+    testing::FeedBack(*out, which, &seqs, &got);
   }
   return got;
 }

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/step.h"
+
 namespace paged::testing {
 
 // A fresh directory under the build tree (or $TMPDIR), removed at destruction.
@@ -56,6 +58,19 @@ std::string Stories260KPath();
 // The stories260K greedy transcript: the fenced block after "Known output"
 // in ../shared/models/README.md ("" when absent).
 std::string StoriesTranscript();
+
+// A batch step's sampled tokens fed back: row k of `out` belongs to
+// sequence which[k] of `seqs`, which records it in got[which[k]] and takes
+// it as its next (decode) token.
+inline void FeedBack(const StepOutput& out, const std::vector<size_t>& which,
+                     std::vector<SeqStep>* seqs, std::vector<std::vector<int32_t>>* got) {
+  for (size_t k = 0; k < which.size(); ++k) {
+    SeqStep& s = (*seqs)[which[k]];
+    (*got)[which[k]].push_back(out.next_tokens[k]);
+    s.start_pos += int32_t(s.tokens.size());
+    s.tokens = {out.next_tokens[k]};
+  }
+}
 
 // ||got - want|| / ||want||.
 double RelativeError(const std::vector<float>& got, const std::vector<double>& want);
