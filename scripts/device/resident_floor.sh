@@ -19,7 +19,7 @@ M=/tmp/r$L
 export PAGED_SOURCE_DIR=$PWD PAGED_SHARED_MODELS=$PWD/bundle/models
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/gpu.txt"
 for fused in ${FUSED_LIST:-1 0}; do
-  PAGED_CUDA_FUSED_GEMV=$fused timeout 120 $B backend_ops_gpu_test --gtest_also_run_disabled_tests \
+  PAGED_CUDA_FUSED_GEMV=$fused timeout 240 $B backend_ops_gpu_test --gtest_also_run_disabled_tests \
     --gtest_filter='TimingGpuTest.DISABLED_PrintTimings' >"$out/timing-fused$fused.txt" 2>&1
 done
 $B pagectl make-model --preset=llama-7b --layers=$L --dtype=f16 --out=$M >"$out/make.log" 2>&1 ||
@@ -39,6 +39,8 @@ for f in ${FORMATS:-f16}; do
   for b in ${BATCHES:-1 2 8}; do run $f-b$b-graphs "" --batch=$b; done
   if [[ $f == f16 ]]; then
     run f16-b1-gemv "" --batch=1 --graphs=false
+    run f16-b1-rows1-graphs "PAGED_CUDA_GEMV_ROWS=1" --batch=1
+    run f16-b1-nojoin-graphs "PAGED_CUDA_GEMV_JOIN=0" --batch=1
     run f16-b1-cublas "PAGED_CUDA_FUSED_GEMV=0" --batch=1 --graphs=false
     run f16-b8-cublas "PAGED_CUDA_FUSED_GEMV=0" --batch=8 --graphs=false
   fi
@@ -57,6 +59,8 @@ done
 {
   echo "== decode GEMV, 14336 x 4096 (fused on, then cuBLAS)"
   grep -h "TIMING matmul" "$out"/timing-fused1.txt | grep -E "n=(1|2|4|8):"
+  echo "== decode GEMV by rows per warp (0: its own choice)"
+  grep -h "TIMING gemv" "$out"/timing-fused1.txt
   [[ -f $out/timing-fused0.txt ]] && grep -h "TIMING matmul" "$out"/timing-fused0.txt | grep -E "n=(1|2|8):"
   echo "== resident decode (step ms, tok/s); weights GB in the plan line"
   for x in "$out"/*-b[0-9]*.txt; do

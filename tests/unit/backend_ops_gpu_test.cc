@@ -283,9 +283,14 @@ TEST_F(BackendOpsGpuTest, MatMulEveryDTypeAndShape) {
   std::mt19937 rng(2);
   const MatMulShape shapes[] = {{1, 61, 172},   {7, 61, 172},  {33, 256, 520}, {5, 300, 4096},
                                 {64, 1000, 96}, {3, 7, 8},     {2, 130, 1056}, {8, 67, 4128},
-                                {4, 45, 520},   {1, 4099, 64}, {1, 67, 4128}};
-  for (bool fused : {true, false}) {
+                                {4, 45, 520},   {1, 4099, 64}, {1, 67, 4128},  {1, 8197, 128},
+                                {1, 2113, 4128}};
+  // The fused GEMV with its own choice of rows per warp, then with 1, 2 and
+  // 4 (one token row, rows not a multiple of them), then cuBLAS.
+  for (int path : {0, 1, 2, 4, -1}) {
+    const bool fused = path >= 0;
     testing::FusedGemvEnv env(fused);
+    testing::GemvRowsPerWarp rows_per_warp(std::max(path, 0));
     for (DType t : kAllWeightTypes) {
       for (const MatMulShape& s : shapes) {
         for (bool with_bias : {false, true}) {
@@ -305,8 +310,63 @@ TEST_F(BackendOpsGpuTest, MatMulEveryDTypeAndShape) {
           Compare(out, size_t(s.n * s.rows), tol,
                   std::string(DTypeName(t)) + " n" + std::to_string(s.n) + " " +
                       std::to_string(s.rows) + "x" + std::to_string(s.cols) +
-                      (with_bias ? " bias" : "") + (fused ? " fused" : " cublas"));
+                      (with_bias ? " bias" : "") +
+                      (fused ? " fused, rows/warp " + std::to_string(path) : " cublas"));
         }
+      }
+    }
+  }
+}
+
+// Products of one x in one call (a layer's q, k, v; gate and up): the
+// fused GEMV launches them together at one token row, at every rows-per-warp
+// choice; other rows, mixed types and cuBLAS run them one by one. Each out
+// must be the CPU's product of its own matrix, bias included.
+TEST_F(BackendOpsGpuTest, MatMulManyIsEachProduct) {
+  std::mt19937 rng(8);
+  struct Case {
+    int n;
+    std::vector<int64_t> rows;
+    int64_t cols;
+    std::vector<DType> types;
+  };
+  std::vector<Case> cases;
+  for (DType t : kAllWeightTypes) {
+    cases.push_back({1, {300, 100, 100}, 512, {t, t, t}});  // q, k, v
+    cases.push_back({1, {1000, 1000}, 4128, {t, t}});       // gate, up
+    cases.push_back({1, {8197, 67, 2113, 5}, 256, {t, t, t, t}});
+    cases.push_back({3, {61, 17}, 520, {t, t}});
+  }
+  cases.push_back({1, {64, 64}, 512, {DType::kF16, DType::kI8}});
+  cases.push_back({1, {64, 64}, 512, {DType::kI4, DType::kBF16}});
+  for (int path : {0, 1, 2, 4, -1}) {
+    testing::FusedGemvEnv env(path >= 0);
+    testing::GemvRowsPerWarp rows_per_warp(std::max(path, 0));
+    for (const Case& c : cases) {
+      const Twin x = Put(RandomFloats(rng, size_t(c.n * c.cols)));
+      std::vector<Weight> ws;
+      std::vector<Twin> biases, outs;
+      for (size_t j = 0; j < c.rows.size(); ++j) {
+        ws.push_back(MakeWeight(c.types[j], c.rows[j], c.cols, DefaultGroup(c.types[j]), rng));
+        biases.push_back(Put(RandomFloats(rng, size_t(c.rows[j]))));
+        outs.push_back(Make(uint64_t(c.n * c.rows[j]) * 4));
+      }
+      std::vector<Backend::MatMulJob> gjobs;
+      for (size_t j = 0; j < c.rows.size(); ++j) {
+        const float* bias = j % 2 == 0 ? biases[j].G<float>() : nullptr;
+        gjobs.push_back({&ws[j].g, bias, outs[j].G<float>()});
+        cpu_->MatMul(x.C<float>(), c.n, ws[j].c, j % 2 == 0 ? biases[j].C<float>() : nullptr,
+                     outs[j].C<float>());
+      }
+      gpu_->MatMulMany(x.G<float>(), c.n, gjobs.data(), int(gjobs.size()));
+      ExpectNoError("MatMulMany");
+      for (size_t j = 0; j < c.rows.size(); ++j) {
+        const double tol = c.types[j] == DType::kF32 ? 1e-5 : 1e-2;
+        Compare(outs[j], size_t(c.n * c.rows[j]), tol,
+                std::string(DTypeName(c.types[j])) + " job " + std::to_string(j) + " of " +
+                    std::to_string(c.rows.size()) + ", n" + std::to_string(c.n) + " " +
+                    std::to_string(c.rows[j]) + "x" + std::to_string(c.cols) + ", path " +
+                    std::to_string(path));
       }
     }
   }
@@ -1444,6 +1504,43 @@ TEST_F(TimingGpuTest, DISABLED_PrintTimings) {
       printf("TIMING matmul %s 14336x4096 n=%d: %.3f ms, weight %.0f GB/s, %.1f TFLOP/s\n",
              std::string(DTypeName(t)).c_str(), n, ms, bytes / (ms / 1e3) / 1e9,
              2.0 * n * rows * cols / (ms / 1e3) / 1e12);
+    }
+  }
+  // The decode GEMV (n = 1) by rows per warp (0: its own choice), on the
+  // three matrix shapes of a llama-7b-like layer. Each timed run is 16
+  // products, over copies of the matrix that together outsize the L2 cache
+  // (as a step's matrices do), so the figure is HBM's, not L2's.
+  for (DType t : {DType::kF16, DType::kI8, DType::kI4}) {
+    for (const auto& [rows, cols] :
+         {std::pair<int64_t, int64_t>{14336, 4096}, {4096, 4096}, {4096, 14336}}) {
+      const uint64_t bytes = PayloadBytes(t, uint64_t(rows), uint64_t(cols));
+      const int copies = int(std::max<uint64_t>(2, (256ull << 20) / bytes + 1));
+      const Weight w = MakeWeight(t, rows * copies, cols, DefaultGroup(t), rng);
+      const int64_t groups = IsQuantized(t) ? GroupsPerRow(cols, DefaultGroup(t)) : 0;
+      std::vector<WeightRef> parts;
+      for (int k = 0; k < copies; ++k) {
+        WeightRef p = w.g;
+        p.rows = rows;
+        p.data = static_cast<const uint8_t*>(w.g.data) + uint64_t(k) * bytes;
+        if (groups > 0) p.scales = static_cast<const uint16_t*>(w.g.scales) + k * rows * groups;
+        parts.push_back(p);
+      }
+      const Twin x = Put(RandomFloats(rng, size_t(cols)));
+      const Twin out = Make(uint64_t(rows) * 4);
+      for (int r : {1, 2, 4, 0}) {
+        testing::GemvRowsPerWarp rows_per_warp(r);
+        constexpr int kRuns = 16;
+        const double ms =
+            Time([&] {
+              for (int i = 0; i < kRuns; ++i) {
+                gpu_->MatMul(x.G<float>(), 1, parts[size_t(i % copies)], nullptr, out.G<float>());
+              }
+            }) /
+            kRuns;
+        printf("TIMING gemv %s %lldx%lld rows/warp %d: %.4f ms, weight %.0f GB/s\n",
+               std::string(DTypeName(t)).c_str(), static_cast<long long>(rows),
+               static_cast<long long>(cols), r, ms, double(bytes) / (ms / 1e3) / 1e9);
+      }
     }
   }
   // Sampling: 64 rows of a 128256 vocabulary.

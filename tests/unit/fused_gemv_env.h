@@ -9,6 +9,7 @@
 #include <string>
 
 #if PAGED_HAVE_CUDA
+#include "worker/backends/cuda/gemv_wide.h"
 #include "worker/backends/cuda/weights.h"
 #endif
 
@@ -40,6 +41,23 @@ class FusedGemvEnv {
 #endif
   }
   std::optional<std::string> old_;
+};
+
+// The decode GEMV's rows per warp (1, 2 or 4; 0: its own choice) for a
+// scope, so each variant of the kernel runs whatever the GPU's SM count.
+class GemvRowsPerWarp {
+ public:
+  explicit GemvRowsPerWarp(int rows) { Set(rows); }
+  ~GemvRowsPerWarp() { Set(0); }
+  GemvRowsPerWarp(const GemvRowsPerWarp&) = delete;
+  GemvRowsPerWarp& operator=(const GemvRowsPerWarp&) = delete;
+
+ private:
+  static void Set([[maybe_unused]] int rows) {
+#if PAGED_HAVE_CUDA
+    cuda::SetGemvWideRowsPerWarp(rows);
+#endif
+  }
 };
 
 }  // namespace paged::testing

@@ -75,6 +75,10 @@ absl::StatusOr<void*> Backend::ImportMemory(const std::string&) {
       absl::StrCat(name(), ": memory cannot be shared with other processes"));
 }
 
+void Backend::MatMulMany(const float* x, int n, const MatMulJob* jobs, int count) {
+  for (int j = 0; j < count; ++j) MatMul(x, n, *jobs[j].w, jobs[j].bias, jobs[j].out);
+}
+
 void Backend::CopyDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
   // Backend memory that is host memory copies like an upload; a device
   // backend overrides this.

@@ -240,6 +240,16 @@ class Backend {
   // first columns of a wider output (the hybrid step's device rows).
   virtual void MatMul(const float* x, int n, const WeightRef& w, const float* bias, float* out,
                       int64_t ldo = 0) = 0;
+  // Products of one x [n, cols]: for each job, out [n, w->rows] = x @ w^T
+  // (+ bias), as MatMul with ldo 0 one after the other (the default). A
+  // backend may run them as one (CUDA: one launch of the decode GEMV for a
+  // layer's q, k, v or gate and up at one token row).
+  struct MatMulJob {
+    const WeightRef* w;
+    const float* bias;  // or null
+    float* out;
+  };
+  virtual void MatMulMany(const float* x, int n, const MatMulJob* jobs, int count);
   // Rotates q [n, n_heads * head_dim] and k [n, n_kv_heads * head_dim] in
   // place at positions pos [n], halves convention: (x[i], x[i + head_dim/2]),
   // by pos * RopeInvFreq(p)[i], with cos and sin multiplied by p.attn_factor.

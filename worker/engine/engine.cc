@@ -317,8 +317,12 @@ absl::Status Engine::Products(const float* x, int m, int cols,
                               std::initializer_list<Product> products) {
   bool split = false;
   for (const Product& p : products) split |= p.host.any();
+  if (products.size() > 4) return absl::InternalError("Engine::Products: more than 4 products");
   if (!split) {
-    for (const Product& p : products) backend_->MatMul(x, m, p.dev, p.bias, p.out);
+    Backend::MatMulJob jobs[4];
+    int n_jobs = 0;
+    for (const Product& p : products) jobs[n_jobs++] = {&p.dev, p.bias, p.out};
+    backend_->MatMulMany(x, m, jobs, n_jobs);
     return absl::OkStatus();
   }
   if (host_ == nullptr)

@@ -33,6 +33,7 @@
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_scratch.h"
 #include "worker/backends/cuda/elementwise.h"
+#include "worker/backends/cuda/gemv_wide.h"
 #include "worker/backends/cuda/host_staging.h"
 #include "worker/backends/cuda/kernel_types.h"
 #include "worker/backends/cuda/kv_cache.h"
@@ -576,6 +577,29 @@ class CudaBackend final : public Backend {
     if (ldo != 0 && ldo < w.rows) return Invalid("MatMul: ldo smaller than the weight's rows");
     Check(DoMatMul(x, n, w, bias, out, ldo > 0 ? ldo : w.rows));
     AfterOp("MatMul");
+  }
+
+  // At one token row, products of 16-bit or int8 / int4 weights of one
+  // type and shape class in one launch of the decode GEMV (gemv_wide.h);
+  // otherwise one by one (also with PAGED_CUDA_GEMV_JOIN=0, for measuring).
+  void MatMulMany(const float* x, int n, const MatMulJob* jobs, int count) override {
+    static const bool join = [] {
+      const char* v = std::getenv("PAGED_CUDA_GEMV_JOIN");
+      return v == nullptr || std::strcmp(v, "0") != 0;
+    }();
+    if (join && n == 1 && count >= 2 && count <= cuda::kGemvWideMaxJobs &&
+        cuda::FusedGemvEnabled()) {
+      Device();
+      cuda::GemvWideJob wide[cuda::kGemvWideMaxJobs];
+      for (int j = 0; j < count; ++j) wide[j] = {View(*jobs[j].w), jobs[j].bias, jobs[j].out};
+      const cuda::CudaError e = cuda::LaunchGemvWideMany(wide, count, x, stream_);
+      if (e != int(cudaErrorNotSupported)) {
+        Check(Cuda(e, "MatMulMany: fused GEMV"));
+        AfterOp("MatMulMany");
+        return;
+      }
+    }
+    Backend::MatMulMany(x, n, jobs, count);
   }
 
   void Rope(float* q, float* k, const int32_t* pos, int n, int n_heads, int n_kv_heads,

@@ -2,6 +2,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #include "worker/backends/cuda/cuda_check.h"
@@ -47,78 +49,173 @@ __device__ __forceinline__ void DecodeChunk(const uint4 raw, float* v) {
   }
 }
 
-// One warp per output row. A lane loads U chunks of 16 bytes before it uses
-// any (so a warp has U * 512 bytes in flight), decodes each and dots it with
-// the N token rows of x (f32, through the read-only cache); the warp sums
-// its lanes. Chunk c of a row holds values [c * E, c * E + E).
-template <ElemType kType, int N, int U>
+// Up to kGemvWideMaxJobs products of one x, each a grid range of blocks:
+// job j takes blocks [first[j], first[j + 1]).
+struct WideJobs {
+  const uint8_t* data[kGemvWideMaxJobs];
+  const __half* scales[kGemvWideMaxJobs];
+  const float* bias[kGemvWideMaxJobs];
+  float* out[kGemvWideMaxJobs];
+  int64_t rows[kGemvWideMaxJobs];
+  int first[kGemvWideMaxJobs + 1];
+  int count;
+};
+
+// One warp per R consecutive output rows. A lane loads U chunks of 16 bytes
+// of each of its R rows before it uses any (so a warp has R * U * 512 bytes
+// in flight), reads the f32 x values of a chunk once (through the read-only
+// cache) and dots them with the R decoded chunks; the warp sums its lanes.
+// Reading x once for R rows is the point: x is f32, so at one row per warp
+// the lanes read twice the weight bytes from L1 at f16 (4x at int8, 8x at
+// int4), and L1, not HBM, set the pace. Chunk c of a row holds values
+// [c * E, c * E + E). Each block takes its rows of one job.
+template <ElemType kType, int R, int U>
 __global__ void __launch_bounds__(kWarps * 32)
-    GemvWideKernel(const uint8_t* __restrict__ data, const __half* __restrict__ scales,
-                   int64_t rows, int64_t cols, int group, const float* __restrict__ x,
-                   const float* __restrict__ bias, float* __restrict__ out, int64_t ldo) {
+    GemvWideKernel(const WideJobs jobs, int64_t cols, int group, const float* __restrict__ x) {
   constexpr int E = ChunkValues(kType);
   constexpr bool kScaled = kType == ElemType::kI8 || kType == ElemType::kI4;
+  // This block's job, its fields picked by constant indices (a dynamic
+  // index into the parameters would go through local memory).
+  const uint8_t* data = jobs.data[0];
+  const __half* scales = jobs.scales[0];
+  const float* bias = jobs.bias[0];
+  float* out = jobs.out[0];
+  int64_t rows = jobs.rows[0];
+  int first = 0;
+#pragma unroll
+  for (int j = 1; j < kGemvWideMaxJobs; ++j) {
+    if (j < jobs.count && int(blockIdx.x) >= jobs.first[j]) {
+      data = jobs.data[j], scales = jobs.scales[j], bias = jobs.bias[j], out = jobs.out[j];
+      rows = jobs.rows[j], first = jobs.first[j];
+    }
+  }
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int64_t r = int64_t(blockIdx.x) * kWarps + warp;
-  if (r >= rows) return;
+  const int64_t r0 = (int64_t(int(blockIdx.x) - first) * kWarps + warp) * R;
+  if (r0 >= rows) return;
   const int64_t chunks = cols / E;
   const int64_t row_bytes = chunks * 16;
-  const uint4* w = reinterpret_cast<const uint4*>(data + r * row_bytes);
   const int64_t groups = kScaled ? (cols + group - 1) / group : 0;
-  float acc[N];
+  // Rows past the end read row r0 again (always there) and are not stored.
+  const uint4* w[R];
 #pragma unroll
-  for (int t = 0; t < N; ++t) acc[t] = 0.f;
+  for (int i = 0; i < R; ++i) {
+    const int64_t r = r0 + i < rows ? r0 + i : r0;
+    w[i] = reinterpret_cast<const uint4*>(data + r * row_bytes);
+  }
+  float acc[R];
+#pragma unroll
+  for (int i = 0; i < R; ++i) acc[i] = 0.f;
   for (int64_t base = lane; base < chunks; base += 32 * U) {
-    uint4 raw[U];
+    uint4 raw[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t c = base + 32 * u;
-      raw[u] = c < chunks ? __ldg(w + c) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int i = 0; i < R; ++i) raw[u][i] = c < chunks ? __ldg(w[i] + c) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t c = base + 32 * u;
       if (c >= chunks) break;
-      float v[E];
-      DecodeChunk<kType>(raw[u], v);
-      float s = 1.f;
-      if constexpr (kScaled) s = __half2float(scales[r * groups + c * E / group]);
+      const float4* xc = reinterpret_cast<const float4*>(x + c * E);
+      float4 xv[E / 4];
 #pragma unroll
-      for (int t = 0; t < N; ++t) {
-        const float4* xr = reinterpret_cast<const float4*>(x + int64_t(t) * cols + c * E);
+      for (int j = 0; j < E / 4; ++j) xv[j] = __ldg(xc + j);
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        float v[E];
+        DecodeChunk<kType>(raw[u][i], v);
         float d = 0.f;
 #pragma unroll
-        for (int i = 0; i < E / 4; ++i) {
-          const float4 a = __ldg(xr + i);
-          d += v[4 * i] * a.x + v[4 * i + 1] * a.y + v[4 * i + 2] * a.z + v[4 * i + 3] * a.w;
+        for (int j = 0; j < E / 4; ++j)
+          d += v[4 * j] * xv[j].x + v[4 * j + 1] * xv[j].y + v[4 * j + 2] * xv[j].z +
+               v[4 * j + 3] * xv[j].w;
+        if constexpr (kScaled) {
+          const int64_t r = r0 + i < rows ? r0 + i : r0;
+          d *= __half2float(scales[r * groups + c * E / group]);
         }
-        acc[t] += s * d;
+        acc[i] += d;
       }
     }
   }
 #pragma unroll
-  for (int t = 0; t < N; ++t) acc[t] = WarpSum(acc[t]);
+  for (int i = 0; i < R; ++i) acc[i] = WarpSum(acc[i]);
   if (lane == 0) {
-    const float b = bias != nullptr ? bias[r] : 0.f;
 #pragma unroll
-    for (int t = 0; t < N; ++t) out[int64_t(t) * ldo + r] = acc[t] + b;
+    for (int i = 0; i < R; ++i) {
+      if (r0 + i < rows) out[r0 + i] = acc[i] + (bias != nullptr ? bias[r0 + i] : 0.f);
+    }
   }
 }
 
-// One token row, four 16-byte loads in flight per lane.
-template <ElemType kType>
-CudaError LaunchOf(const MatrixView& w, const float* x, const float* bias, float* out, int64_t ldo,
-                   cudaStream_t stream) {
-  const unsigned grid = unsigned((w.rows + kWarps - 1) / kWarps);
-  GemvWideKernel<kType, 1, 4><<<grid, kWarps * 32, 0, stream>>>(
-      static_cast<const uint8_t*>(w.data), static_cast<const __half*>(w.scales), w.rows, w.cols,
-      w.group, x, bias, out, ldo);
+// Rows per warp forced by SetGemvWideRowsPerWarp or PAGED_CUDA_GEMV_ROWS
+// (read at the first call): 1, 2 or 4; 0: chosen by RowsPerWarp.
+std::atomic<int> forced_rows{-1};
+
+int ForcedRows() {
+  int r = forced_rows.load(std::memory_order_relaxed);
+  if (r < 0) {
+    const char* v = std::getenv("PAGED_CUDA_GEMV_ROWS");
+    r = v != nullptr ? std::atoi(v) : 0;
+    if (r != 1 && r != 2 && r != 4) r = 0;
+    int unset = -1;
+    forced_rows.compare_exchange_strong(unset, r, std::memory_order_relaxed);
+    r = forced_rows.load(std::memory_order_relaxed);
+  }
+  return r;
+}
+
+// Rows per warp, as measured on the H100 (14336, 4096 and 4096 x 14336 at
+// one token row, docs/BENCHMARKS.md): int8 / int4 read 4x / 8x their
+// weight bytes of x at one row a warp, and four rows were fastest at every
+// shape (int4 14336 x 4096: 1073 GB/s against 455 at one row); f16 gains
+// from four rows where that still leaves every SM four blocks (14336 rows:
+// 2723 against 2585 GB/s) and loses where it does not (4096 rows: 1951
+// against 2134), so it takes one row a warp there.
+int RowsPerWarp(ElemType type, int64_t rows) {
+  if (const int forced = ForcedRows(); forced != 0) return forced;
+  if (type == ElemType::kI8 || type == ElemType::kI4) return 4;
+  static const int sms = [] {
+    int device = 0, n = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+      return 132;
+    return n;
+  }();
+  return (rows + kWarps * 4 - 1) / (kWarps * 4) >= 4 * sms ? 4 : 1;
+}
+
+template <ElemType kType, int R, int U>
+CudaError LaunchRows(WideJobs jobs, int64_t cols, int group, const float* x, cudaStream_t stream) {
+  jobs.first[0] = 0;
+  for (int j = 0; j < jobs.count; ++j)
+    jobs.first[j + 1] = jobs.first[j] + int((jobs.rows[j] + kWarps * R - 1) / (kWarps * R));
+  GemvWideKernel<kType, R, U>
+      <<<unsigned(jobs.first[jobs.count]), kWarps * 32, 0, stream>>>(jobs, cols, group, x);
   PAGED_CUDA_LAUNCHED();
   return 0;
 }
 
-bool Fits(const MatrixView& w, const float* x, int n) {
-  if (n < 1 || n > kGemvWideMaxRows || w.rows <= 0 || w.cols <= 0) return false;
+// One token row; four 16-byte loads in flight per row and lane at one or
+// two rows a warp, two at four (eight either way). Rows per warp by the
+// jobs' rows together.
+template <ElemType kType>
+CudaError LaunchOf(const WideJobs& jobs, int64_t cols, int group, const float* x,
+                   cudaStream_t stream) {
+  int64_t rows = 0;
+  for (int j = 0; j < jobs.count; ++j) rows += jobs.rows[j];
+  switch (RowsPerWarp(kType, rows)) {
+    case 4:
+      return LaunchRows<kType, 4, 2>(jobs, cols, group, x, stream);
+    case 2:
+      return LaunchRows<kType, 2, 4>(jobs, cols, group, x, stream);
+    default:
+      return LaunchRows<kType, 1, 4>(jobs, cols, group, x, stream);
+  }
+}
+
+bool Fits(const MatrixView& w, const float* x) {
+  if (w.rows <= 0 || w.cols <= 0) return false;
   if (w.type != ElemType::kF16 && w.type != ElemType::kBF16 && w.type != ElemType::kI8 &&
       w.type != ElemType::kI4)
     return false;
@@ -132,21 +229,47 @@ bool Fits(const MatrixView& w, const float* x, int n) {
 
 }  // namespace
 
-CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
-                         int64_t ldo, cudaStream_t stream) {
-  if (!Fits(w, x, n)) return int(cudaErrorNotSupported);
-  switch (w.type) {
+void SetGemvWideRowsPerWarp(int rows) {
+  forced_rows.store(rows == 1 || rows == 2 || rows == 4 ? rows : 0, std::memory_order_relaxed);
+}
+
+CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
+                             cudaStream_t stream) {
+  if (count < 1 || count > kGemvWideMaxJobs) return int(cudaErrorNotSupported);
+  WideJobs k{};
+  k.count = count;
+  const MatrixView& w0 = jobs[0].w;
+  for (int j = 0; j < count; ++j) {
+    const MatrixView& w = jobs[j].w;
+    if (!Fits(w, x) || w.type != w0.type || w.cols != w0.cols || w.group != w0.group ||
+        w.rows > INT32_MAX / 2)
+      return int(cudaErrorNotSupported);
+    k.data[j] = static_cast<const uint8_t*>(w.data);
+    k.scales[j] = static_cast<const __half*>(w.scales);
+    k.bias[j] = jobs[j].bias;
+    k.out[j] = jobs[j].out;
+    k.rows[j] = w.rows;
+  }
+  switch (w0.type) {
     case ElemType::kF16:
-      return LaunchOf<ElemType::kF16>(w, x, bias, out, ldo, stream);
+      return LaunchOf<ElemType::kF16>(k, w0.cols, w0.group, x, stream);
     case ElemType::kBF16:
-      return LaunchOf<ElemType::kBF16>(w, x, bias, out, ldo, stream);
+      return LaunchOf<ElemType::kBF16>(k, w0.cols, w0.group, x, stream);
     case ElemType::kI8:
-      return LaunchOf<ElemType::kI8>(w, x, bias, out, ldo, stream);
+      return LaunchOf<ElemType::kI8>(k, w0.cols, w0.group, x, stream);
     case ElemType::kI4:
-      return LaunchOf<ElemType::kI4>(w, x, bias, out, ldo, stream);
+      return LaunchOf<ElemType::kI4>(k, w0.cols, w0.group, x, stream);
     default:
       return int(cudaErrorNotSupported);
   }
+}
+
+CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
+                         int64_t ldo, cudaStream_t stream) {
+  (void)ldo;  // one token row: its stride is never used
+  if (n != 1) return int(cudaErrorNotSupported);
+  const GemvWideJob job{w, bias, out};
+  return LaunchGemvWideMany(&job, 1, x, stream);
 }
 
 }  // namespace paged::cuda

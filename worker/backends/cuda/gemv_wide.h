@@ -1,11 +1,15 @@
 // The decode GEMV of 16-bit and group-quantized weights read 16 bytes at a
 // time: out[r] = x . W[r, :] (+ bias[r]) for one token row (n = 1), r <
-// w.rows, f32 x and accumulation, each weight row read once. One warp per
-// row; a lane keeps several 16-byte loads in flight, which is what HBM
-// needs at one token row. On the H100, 14336 x 4096 f16: 2281 GB/s against
-// cuBLAS's 1835 on x cast to f16. At 8 token rows it was several times
-// slower than cuBLAS (each lane reads its x values from L1 for every row:
-// twice the weight bytes at f16, more for int8 / int4), hence n = 1 only
+// w.rows, f32 x and accumulation, each weight row read once. A warp takes
+// 1, 2 or 4 consecutive rows (int8 / int4: 4; f16 / bf16: 4 where that
+// leaves every SM four blocks, else 1: gemv_wide.cu has the measurements);
+// a lane keeps eight 16-byte loads in flight, which is what HBM needs at
+// one token row, and reads each x value once for the warp's rows (x is
+// f32: at one row a warp the x reads from L1, 2x the weight bytes at f16,
+// 4x / 8x at int8 / int4, set the pace). On the H100 at 14336 x 4096:
+// f16 2723 GB/s against cuBLAS's 1835 on x cast to f16, int8 1974, int4
+// 1073 (455 at one row a warp). At 8 token rows it was several
+// times slower than cuBLAS, hence n = 1 only
 // (larger n: cuBLAS for 16-bit weights, the kernel of weights.cu for int8 /
 // int4). Applies to f16 and bf16 (cols a multiple of 8), int8 (16, and a
 // group a multiple of 16) and int4 (32, group a multiple of 32), weights
@@ -21,8 +25,26 @@
 
 namespace paged::cuda {
 
-inline constexpr int kGemvWideMaxRows = 1;
 CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                          int64_t ldo, cudaStream_t stream);
+
+// Several products of the same x in one launch (a layer's q, k and v; gate
+// and up): out_j = x . W_j^T (+ bias_j) for one token row, every W_j of one
+// type, cols and group, each fitting as above; the grid is cut between the
+// jobs by their rows. cudaErrorNotSupported where they do not all fit
+// (nothing launched: the caller runs them one by one).
+inline constexpr int kGemvWideMaxJobs = 4;
+struct GemvWideJob {
+  MatrixView w;
+  const float* bias = nullptr;
+  float* out = nullptr;
+};
+CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
+                             cudaStream_t stream);
+
+// Rows per warp for every later launch: 1, 2 or 4; anything else returns to
+// the automatic choice. PAGED_CUDA_GEMV_ROWS in the environment sets it at
+// the first launch (for measuring; tests call this to cover each).
+void SetGemvWideRowsPerWarp(int rows);
 
 }  // namespace paged::cuda
