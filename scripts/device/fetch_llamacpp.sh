@@ -11,5 +11,11 @@ if [[ ! -d $work/llama.cpp ]]; then
   (cd "$work" && npm i -E node-llama-cpp@3.21.1 --ignore-scripts >/dev/null &&
     git clone -q node_modules/node-llama-cpp/llama/gitRelease.bundle llama.cpp)
 fi
-(cd "$work/llama.cpp" && git archive --format=tar HEAD) | xz -T2 -6 > .device/llama-src.tar.xz
+# Without what the build of llama-bench, llama-batched-bench and
+# llama-quantize does not read (vocab models, docs, the web UI, other
+# backends, tests): 5 MB instead of 25, so it fits the device's 64 MiB carry
+# beside the paged bundle.
+(cd "$work/llama.cpp" && git archive --format=tar HEAD -- . ':!models' ':!docs' ':!tools/ui' \
+  ':!ggml/src/ggml-hexagon' ':!ggml/src/ggml-sycl' ':!ggml/src/ggml-vulkan' \
+  ':!ggml/src/ggml-opencl' ':!benches' ':!media' ':!tests') | xz -T2 -6 > .device/llama-src.tar.xz
 ls -la .device/llama-src.tar.xz
