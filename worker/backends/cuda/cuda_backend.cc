@@ -179,6 +179,8 @@ class CudaBackend final : public Backend {
     graphs_on_ = graphs == nullptr || std::strcmp(graphs, "0") != 0;
     const char* grouped = std::getenv("PAGED_CUDA_GROUPED_EXPERTS");
     grouped_experts_ = grouped == nullptr || std::strcmp(grouped, "0") != 0;
+    const char* join = std::getenv("PAGED_CUDA_GEMV_JOIN");
+    join_products_ = join == nullptr || std::strcmp(join, "0") != 0;
     return absl::OkStatus();
   }
 
@@ -583,11 +585,7 @@ class CudaBackend final : public Backend {
   // type and shape class in one launch of the decode GEMV (gemv_wide.h);
   // otherwise one by one (also with PAGED_CUDA_GEMV_JOIN=0, for measuring).
   void MatMulMany(const float* x, int n, const MatMulJob* jobs, int count) override {
-    static const bool join = [] {
-      const char* v = std::getenv("PAGED_CUDA_GEMV_JOIN");
-      return v == nullptr || std::strcmp(v, "0") != 0;
-    }();
-    if (join && n == 1 && count >= 2 && count <= cuda::kGemvWideMaxJobs &&
+    if (join_products_ && n == 1 && count >= 2 && count <= cuda::kGemvWideMaxJobs &&
         cuda::FusedGemvEnabled()) {
       Device();
       cuda::GemvWideJob wide[cuda::kGemvWideMaxJobs];
@@ -1135,6 +1133,7 @@ class CudaBackend final : public Backend {
   std::vector<GroupedLaunch> launches_;
   std::vector<ExpertTask> single_;
   bool grouped_experts_ = true;  // PAGED_CUDA_GROUPED_EXPERTS=0: one task at a time
+  bool join_products_ = true;    // PAGED_CUDA_GEMV_JOIN=0: MatMulMany one by one
   cuda::DeviceScratch probs_;    // sampling probabilities [n, vocab]
   // RoPE inverse frequencies [head_dim / 2] of the last RoPEs used.
   struct RopeTable {

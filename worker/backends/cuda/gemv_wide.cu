@@ -265,8 +265,7 @@ CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
 }
 
 CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
-                         int64_t ldo, cudaStream_t stream) {
-  (void)ldo;  // one token row: its stride is never used
+                         cudaStream_t stream) {
   if (n != 1) return int(cudaErrorNotSupported);
   const GemvWideJob job{w, bias, out};
   return LaunchGemvWideMany(&job, 1, x, stream);

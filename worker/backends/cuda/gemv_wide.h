@@ -26,7 +26,7 @@
 namespace paged::cuda {
 
 CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
-                         int64_t ldo, cudaStream_t stream);
+                         cudaStream_t stream);
 
 // Several products of the same x in one launch (a layer's q, k and v; gate
 // and up): out_j = x . W_j^T (+ bias_j) for one token row, every W_j of one

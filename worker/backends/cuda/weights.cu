@@ -229,7 +229,7 @@ CudaError LaunchGemv(const MatrixView& w, const float* x, int n, const float* bi
                      int64_t ldo, cudaStream_t stream) {
   if (!FusedGemvEnabled()) return int(cudaErrorNotSupported);
   if (IsBlockElem(w.type)) return LaunchBlockGemv(w, x, n, bias, out, ldo, stream);
-  if (const CudaError e = LaunchGemvWide(w, x, n, bias, out, ldo, stream);
+  if (const CudaError e = LaunchGemvWide(w, x, n, bias, out, stream);
       e != int(cudaErrorNotSupported))
     return e;
   if (n < 1 || n > kFusedGemvMaxRows || w.rows <= 0 || w.cols <= 0 || w.cols % 8 != 0 ||
