@@ -2,39 +2,63 @@
 # Batch-1 decode of the hybrid step beside llama.cpp on ONE machine (issue
 # 12): the host's memory bandwidth differs from one GPU machine to the
 # next, and both sides depend on it. llama-7b shape, 32 layers, 4 GiB.
-#   1. paged first, alone on the machine: hybrid_sweep.sh for FORMATS (f16
-#      int8: paged, planned share, tuned share);
-#   2. then llama.cpp (.device/llama-src.tar.xz, fetch_llamacpp.sh) built
-#      while the checkpoint is written as GGUF f16 and Q8_0
-#      (scripts/hf_to_gguf.py), and llama-bench tg32 at -ngl NGL_F16 (8)
-#      and NGL_Q8 (15), the layers that fit 4 GiB.
-# Carry .device (bundle.tar.xz, llama-src.tar.xz). Table last.
+#   1. preparation, all at once: llama.cpp (.device/llama-src.tar.xz,
+#      fetch_llamacpp.sh) builds while the checkpoint is made and written
+#      as GGUF f16 and Q8_0 (scripts/hf_to_gguf.py); with int4 in FORMATS,
+#      llama-quantize then makes Q4_K_M;
+#   2. measurements, one at a time on a quiet machine: paged's
+#      hybrid_sweep.sh for each of FORMATS (f16 int8 [int4]: paged,
+#      planned share, tuned share), then llama-bench tg32 at NGL_F16 (8),
+#      NGL_Q8 (15), NGL_Q4 (28), the layers that fit 4 GiB.
+# Carry .device (bundle.tar.xz, llama-src.tar.xz). Timestamps in
+# $OUT/phases.txt; table last.
 set -uo pipefail
 final=${OUT:-/tmp/out}
 B=bundle/run
 M=/tmp/sweep32
+formats=${FORMATS:-f16 int8}
+stamp() { echo "$(date +%T) $*" >>"$final/phases.txt"; }
 [[ -d bundle ]] || tar -xJf .device/bundle.tar.xz
+stamp start
+source scripts/device/llama_build.sh
+[[ -x /tmp/llama/build/bin/llama-bench ]] || start_llama_build "$final/llama-build.log"
 [[ -d $M ]] || $B pagectl make-model --preset=llama-7b --layers=32 --dtype=f16 --out=$M \
   >"$final/make.log" 2>&1
-for f in ${FORMATS:-f16 int8}; do
+stamp model made
+export PYTHONPATH=/tmp/llama/gguf-py
+[[ -f $M.gguf ]] || python3 scripts/hf_to_gguf.py $M $M.gguf >"$final/gguf-f16.log" 2>&1 &
+g1=$!
+[[ -f $M-q8.gguf ]] || python3 scripts/hf_to_gguf.py --q8_0 $M $M-q8.gguf >"$final/gguf-q8.log" 2>&1 &
+g2=$!
+wait $g1 $g2 ${build_pid:-}
+stamp gguf written, llama.cpp built
+LB=/tmp/llama/build/bin
+if [[ $formats == *int4* && ! -f $M-q4km.gguf ]]; then
+  $LB/llama-quantize $M.gguf $M-q4km.gguf Q4_K_M 16 >"$final/quantize.log" 2>&1
+  stamp Q4_K_M made
+fi
+for f in $formats; do
   FORMAT=$f SHARES=" " TUNE_GEN=${TUNE_GEN:-120} OUT=$final bash scripts/device/hybrid_sweep.sh \
     >/dev/null 2>&1
   mv "$final/sweep_table.txt" "$final/paged-$f.txt"
+  mv "$final/sweep_logs.tgz" "$final/paged-$f-logs.tgz"
+  stamp paged $f measured
 done
-source scripts/device/llama_build.sh
-start_llama_build "$final/llama-build.log"
-export PYTHONPATH=/tmp/llama/gguf-py
-python3 scripts/hf_to_gguf.py $M $M.gguf >"$final/gguf-f16.log" 2>&1 &
-g1=$!
-python3 scripts/hf_to_gguf.py --q8_0 $M $M-q8.gguf >"$final/gguf-q8.log" 2>&1 &
-g2=$!
-wait $g1 $g2 $build_pid
-LB=/tmp/llama/build/bin
-$LB/llama-bench -m $M.gguf -ngl ${NGL_F16:-8} -p 0 -n 32 -r 2 -o md >"$final/llama-f16.txt" 2>&1
-$LB/llama-bench -m $M-q8.gguf -ngl ${NGL_Q8:-15} -p 0 -n 32 -r 2 -o md >"$final/llama-q8.txt" 2>&1
+lbench() {  # NAME GGUF NGL
+  $LB/llama-bench -m "$2" -ngl "$3" -p 0 -n 32 -r 3 -o md >"$final/llama-$1.txt" 2>&1
+  stamp llama.cpp $1 measured
+}
+for f in $formats; do
+  case $f in
+    f16) lbench f16 $M.gguf ${NGL_F16:-8} ;;
+    int8) lbench q8 $M-q8.gguf ${NGL_Q8:-15} ;;
+    int4) lbench q4km $M-q4km.gguf ${NGL_Q4:-28} ;;
+  esac
+done
 {
   nvidia-smi --query-gpu=name --format=csv,noheader
-  for f in ${FORMATS:-f16 int8}; do cat "$final/paged-$f.txt"; done
-  echo "== llama.cpp llama-bench tg32 (f16 -ngl ${NGL_F16:-8}, Q8_0 -ngl ${NGL_Q8:-15})"
-  grep -h "tg32" "$final"/llama-f16.txt "$final"/llama-q8.txt
+  cat "$final/phases.txt"
+  for f in $formats; do cat "$final/paged-$f.txt"; done
+  echo "== llama.cpp llama-bench tg32 (f16 -ngl ${NGL_F16:-8}, Q8_0 -ngl ${NGL_Q8:-15}, Q4_K_M -ngl ${NGL_Q4:-28})"
+  grep -h "tg32" "$final"/llama-*.txt
 } | tee "$final/table.txt"
