@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "worker/backends/cuda/block_decode.cuh"
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_util.cuh"
 #include "worker/backends/cuda/gemv_wide.h"
@@ -20,10 +21,8 @@ constexpr int ChunkValues(ElemType t) {
   return t == ElemType::kI4 ? 32 : t == ElemType::kI8 ? 16 : 8;
 }
 
-// The 16 bytes of a row at chunk granularity as f32 (int8 / int4 without
-// their scale): f16 / bf16 pairs per word; int8 byte j of word i is value
-// 4i + j; int4 nibble j of word i (low nibble first) is value 8i + j, as
-// common/quant.h packs them.
+// The 16 bytes of a row at chunk granularity as f32: f16 / bf16 pairs per
+// word.
 template <ElemType kType>
 __device__ __forceinline__ void DecodeChunk(const uint4 raw, float* v) {
   const uint32_t word[4] = {raw.x, raw.y, raw.z, raw.w};
@@ -34,18 +33,39 @@ __device__ __forceinline__ void DecodeChunk(const uint4 raw, float* v) {
       memcpy(&h, &word[i], 4);
       const float2 f = __half22float2(h);
       v[2 * i] = f.x, v[2 * i + 1] = f.y;
-    } else if constexpr (kType == ElemType::kBF16) {
+    } else {
       __nv_bfloat162 h;
       memcpy(&h, &word[i], 4);
       const float2 f = __bfloat1622float2(h);
       v[2 * i] = f.x, v[2 * i + 1] = f.y;
-    } else if constexpr (kType == ElemType::kI8) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) v[4 * i + j] = float(int8_t(word[i] >> (8 * j)));
-    } else {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) v[8 * i + j] = float(int((word[i] >> (4 * j)) & 0xfu) - 8);
     }
+  }
+}
+
+// Values 4j .. 4j + 3 of an int8 / int4 row's 16-byte chunk as f32, without
+// their scale: int8 byte b of word i is value 4i + b; int4 nibble b of word
+// i (low nibble first) is value 8i + b, as common/quant.h packs them. No
+// int-to-float conversion, which issues at a fraction of the FMA rate and
+// set the pace of these two: each byte becomes a float by one byte permute
+// and one subtraction (blockq::ByteF, as the block formats decode). One quad
+// at a time keeps fewer values live than the whole chunk (32 at int4). j is
+// a constant once the loops are unrolled.
+template <ElemType kType>
+__device__ __forceinline__ float4 DecodeQuad(const uint4 raw, int j) {
+  const uint32_t word[4] = {raw.x, raw.y, raw.z, raw.w};
+  if constexpr (kType == ElemType::kI8) {
+    const uint32_t u = word[j] ^ 0x80808080u;  // two's complement to offset 128
+    constexpr float base = blockq::kMagic + 128.f;
+    return make_float4(blockq::ByteF(u, 0, base), blockq::ByteF(u, 1, base),
+                       blockq::ByteF(u, 2, base), blockq::ByteF(u, 3, base));
+  } else {
+    // Nibble 2b is the low nibble of byte b, nibble 2b + 1 its high one.
+    const uint32_t w = word[j / 2];
+    const uint32_t lo = w & 0x0f0f0f0fu, hi = (w >> 4) & 0x0f0f0f0fu;
+    const int b = (j % 2) * 2;
+    constexpr float base = blockq::kMagic + 8.f;
+    return make_float4(blockq::ByteF(lo, b, base), blockq::ByteF(hi, b, base),
+                       blockq::ByteF(lo, b + 1, base), blockq::ByteF(hi, b + 1, base));
   }
 }
 
@@ -69,8 +89,12 @@ struct WideJobs {
 // the lanes read twice the weight bytes from L1 at f16 (4x at int8, 8x at
 // int4), and L1, not HBM, set the pace. Chunk c of a row holds values
 // [c * E, c * E + E). Each block takes its rows of one job.
+// int8 / int4 ask for four blocks an SM: ptxas then keeps the decoded
+// quads in registers (without it, int8 at two rows a warp spilled); 0 leaves
+// f16 / bf16 as they were measured.
 template <ElemType kType, int R, int U>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32,
+                                  kType == ElemType::kI8 || kType == ElemType::kI4 ? 4 : 0)
     GemvWideKernel(const WideJobs jobs, int64_t cols, int group, const float* __restrict__ x) {
   constexpr int E = ChunkValues(kType);
   constexpr bool kScaled = kType == ElemType::kI8 || kType == ElemType::kI4;
@@ -123,13 +147,21 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int j = 0; j < E / 4; ++j) xv[j] = __ldg(xc + j);
 #pragma unroll
       for (int i = 0; i < R; ++i) {
-        float v[E];
-        DecodeChunk<kType>(raw[u][i], v);
         float d = 0.f;
+        if constexpr (kScaled) {
 #pragma unroll
-        for (int j = 0; j < E / 4; ++j)
-          d += v[4 * j] * xv[j].x + v[4 * j + 1] * xv[j].y + v[4 * j + 2] * xv[j].z +
-               v[4 * j + 3] * xv[j].w;
+          for (int j = 0; j < E / 4; ++j) {
+            const float4 v = DecodeQuad<kType>(raw[u][i], j);
+            d += v.x * xv[j].x + v.y * xv[j].y + v.z * xv[j].z + v.w * xv[j].w;
+          }
+        } else {
+          float v[E];
+          DecodeChunk<kType>(raw[u][i], v);
+#pragma unroll
+          for (int j = 0; j < E / 4; ++j)
+            d += v[4 * j] * xv[j].x + v[4 * j + 1] * xv[j].y + v[4 * j + 2] * xv[j].z +
+                 v[4 * j + 3] * xv[j].w;
+        }
         if constexpr (kScaled) {
           const int64_t r = r0 + i < rows ? r0 + i : r0;
           d *= __half2float(scales[r * groups + c * E / group]);
