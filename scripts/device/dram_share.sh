@@ -6,7 +6,8 @@
 #      weights cycled, batch 1);
 #   2. pinned host-to-device copies alone (torch, 2 GiB a copy);
 #   3. both at once: the copies run through the GEMV's measurement.
-# Then backend_ops_gpu_test's products and its int GEMV timings. One log: $OUT/dram.txt.
+# Then backend_ops_gpu_test's products and its int GEMV timings. One log:
+# $OUT/dram.txt. About 3.5 minutes (the first three parts: 1.5).
 set -uo pipefail
 final=${OUT:-/tmp/out}
 log=$final/dram.txt
