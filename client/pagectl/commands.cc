@@ -175,6 +175,8 @@ int PlanCommand(const Flags& f) {
   if (!policy.ok()) return Fail(policy.status());
   HybridProfile hybrid;
   hybrid.link_gbps = f.link_gbs;
+  if (f.memory_gbs < 0) return Fail(absl::InvalidArgumentError("--memory-gbs must be >= 0"));
+  hybrid.memory_gbps = f.memory_gbs;
   if (f.host_gbs > 0) {
     hybrid.host_gbps = {{1, f.host_gbs}};
   } else if (!f.segment.empty() && p->n_paged() > 0 && policy->mode != HybridPolicy::Mode::kOff) {
@@ -208,6 +210,7 @@ int PlanCommand(const Flags& f) {
                         {"link_gbs", f.link_gbs},
                         {"predicted_decode_step_s", step_s},
                         {"host_gbs_at_1_row", HostGbps(hybrid, 1)},
+                        {"memory_gbs", f.memory_gbs},
                         {"hybrid_host_share_at_1_row", share},
                         {"hybrid_predicted_decode_step_s", hybrid_s}};
     // Expert-level paging (docs/pager.md, "Experts"): the device expert

@@ -21,6 +21,7 @@ struct Flags {
   double link_gbs = 55.0;
   std::string host_compute = "auto";  // the hybrid step's policy (hybrid_plan.h)
   double host_gbs = 0;                // host executor GB/s at 1 row; 0: measure (--segment)
+  double memory_gbs = 0;              // host memory for both paths together; 0: they add
   // make-model (out: also dump-tensor's output file)
   std::string preset, out, dtype = "f16";
   double router_skew = 0;  // make-model: uneven routing of a mixture of experts

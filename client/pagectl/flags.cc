@@ -35,6 +35,9 @@ ABSL_FLAG(std::string, host_compute, "auto",
           "plan: the hybrid step's host share of each paged matrix: auto | planned | off | 0..1");
 ABSL_FLAG(double, host_gbs, 0,
           "plan: the host executor's GB/s at one token row (0: measured here on --segment)");
+ABSL_FLAG(double, memory_gbs, 0,
+          "plan: GB/s the host's memory gives the link and the host executor together "
+          "(scripts/device/dram_share.sh; 0: unknown, their bandwidths add)");
 ABSL_FLAG(std::string, server, "unix:///tmp/paged.sock",
           "the paged server: unix:///path.sock or host:port");
 ABSL_FLAG(std::string, token, "",
@@ -79,7 +82,8 @@ const char kUsage[] =
     "                       are in the file's order, of --segment in the segment's (GGUF "
     "wq/wk RoPE-permuted)\n"
     "  plan (--segment NAME | --model PATH [--weight-format F]) --gpu-budget BYTES [--slots S] "
-    "[--resident R] [--link-gbs G] [--host-compute auto|off|S] [--host-gbs G] [--json]\n"
+    "[--resident R] [--link-gbs G] [--host-compute auto|off|S] [--host-gbs G] [--memory-gbs G] "
+    "[--json]\n"
     "commands that talk to a server (--server ADDR, default unix:///tmp/paged.sock; --token-file F "
     "| $PAGED_TOKEN; --tls-ca F; "
     "--timeout D):\n"
@@ -113,6 +117,7 @@ Flags FlagsFromCommandLine() {
   f.gpu_budget = absl::GetFlag(FLAGS_gpu_budget);
   f.host_compute = absl::GetFlag(FLAGS_host_compute);
   f.host_gbs = absl::GetFlag(FLAGS_host_gbs);
+  f.memory_gbs = absl::GetFlag(FLAGS_memory_gbs);
   f.slots = absl::GetFlag(FLAGS_slots);
   f.resident = absl::GetFlag(FLAGS_resident);
   f.link_gbs = absl::GetFlag(FLAGS_link_gbs);

@@ -103,6 +103,21 @@ TEST_F(StoreProcessTest, BuildsVerifiesRefusesASecondStoreAndReattaches) {
       Pagectl({"plan", "--segment=" + segment_, "--gpu-budget=512MiB", "--host-compute=lots"});
   EXPECT_EQ(brc, 2);  // a flag's mistake
   EXPECT_THAT(bout, HasSubstr("--host-compute=lots: expected auto, planned, off or a share"));
+  // What the host's memory gives both paths together bounds the split step:
+  // the paged bytes over it, the share unchanged (hybrid_plan.h).
+  auto [mrc, mout] =
+      Pagectl({"plan", "--segment=" + segment_, "--gpu-budget=512MiB", "--resident=none",
+               "--link-gbs=5", "--host-gbs=20", "--memory-gbs=8", "--json"});
+  ASSERT_EQ(mrc, 0) << mout;
+  const auto mem = nlohmann::json::parse(mout);
+  EXPECT_EQ(mem["memory_gbs"], 8);
+  EXPECT_NEAR(mem["hybrid_host_share_at_1_row"].get<double>(), 20.0 / 25, 1e-9);
+  EXPECT_NEAR(mem["hybrid_predicted_decode_step_s"].get<double>(),
+              mem["paged_bytes_per_step"].get<double>() / 8e9, 1e-12);
+  auto [nrc, nout] = Pagectl({"plan", "--segment=" + segment_, "--gpu-budget=512MiB",
+                              "--resident=none", "--memory-gbs=-1"});
+  EXPECT_EQ(nrc, 2) << nout;
+  EXPECT_THAT(nout, HasSubstr("--memory-gbs must be >= 0"));
 
   // The header's loaded-bytes counter (pagectl's progress bar) ends at the total.
   auto progress = pagectl::ReadLoadProgress(segment_);

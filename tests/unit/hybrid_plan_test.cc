@@ -2,6 +2,7 @@
 // and bandwidths (worker/pager/hybrid_plan.h).
 #include "worker/pager/hybrid_plan.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -61,6 +62,28 @@ TEST(HybridPlanTest, TheSevenBillionF16BoundOfTheIssue) {
   const double s = HostShare(p, HybridPolicy{}, 1);
   EXPECT_NEAR(PagedSeconds(p, s, 1, 10.2e9), 10.2 / (55 + 124), 1e-9);
   EXPECT_NEAR(PagedSeconds(p, 0, 1, 10.2e9), 10.2 / 55, 1e-9);
+}
+
+TEST(HybridPlanTest, SharedHostMemoryBoundsTheSplit) {
+  // The link's DMA and the host's products read one DRAM: 138 GB/s together
+  // on the GPU machine measured (docs/hybrid.md). A split step of 10.1 GB is
+  // then bound by 10.1 / 138 s, not 10.1 / (55 + 124); one path alone keeps
+  // its own bound, and the share is the balance still.
+  HybridProfile shared = GpuMachine();
+  shared.memory_gbps = 138;
+  const double s = HostShare(shared, HybridPolicy{}, 1);
+  EXPECT_DOUBLE_EQ(s, HostShare(GpuMachine(), HybridPolicy{}, 1));
+  EXPECT_NEAR(PagedSeconds(shared, s, 1, 10.1e9), 10.1 / 138, 1e-9);
+  EXPECT_NEAR(PagedSeconds(shared, 0, 1, 10.1e9), 10.1 / 55, 1e-9);
+  EXPECT_NEAR(PagedSeconds(shared, 1, 1, 10.1e9), 10.1 / 124, 1e-9);
+  // A memory faster than both paths together bounds nothing.
+  shared.memory_gbps = 400;
+  EXPECT_NEAR(PagedSeconds(shared, s, 1, 10.1e9), 10.1 / (55 + 124), 1e-9);
+  // The description says what it assumed.
+  EXPECT_THAT(DescribeHybrid(shared, HybridPolicy{}, 10.1e9),
+              ::testing::HasSubstr("host memory 400.0 GB/s for both paths together"));
+  EXPECT_THAT(DescribeHybrid(GpuMachine(), HybridPolicy{}, 10.1e9),
+              ::testing::Not(::testing::HasSubstr("host memory")));
 }
 
 TEST(HybridPlanTest, PoliciesOffFixedAndNoLink) {

@@ -69,7 +69,9 @@ double PagedSeconds(const HybridProfile& p, double s, int n, double paged_bytes)
       p.link_gbps > 0 ? (1 - s) * paged_bytes / (p.link_gbps * 1e9) : (s < 1 ? INFINITY : 0);
   const double host_gbps = HostGbps(p, n);
   const double host = s > 0 ? (host_gbps > 0 ? s * paged_bytes / (host_gbps * 1e9) : INFINITY) : 0;
-  return std::max(link, host);
+  const double memory =
+      p.memory_gbps > 0 && s > 0 && s < 1 ? paged_bytes / (p.memory_gbps * 1e9) : 0;
+  return std::max({link, host, memory});
 }
 
 double ShareTuner::Probe(const State& s) const {
@@ -153,6 +155,9 @@ std::string DescribeHybrid(const HybridProfile& p, const HybridPolicy& policy, d
       : policy.mode == HybridPolicy::Mode::kOff ? "off"
                                                 : absl::StrCat(policy.fixed_share),
       p.link_gbps, HostGbps(p, 1));
+  if (p.memory_gbps > 0)
+    absl::StrAppend(
+        &out, absl::StrFormat("  host memory %.1f GB/s for both paths together\n", p.memory_gbps));
   for (int n : {1, 8, 64, 512}) {
     const double s = HostShare(p, policy, n);
     const double t = PagedSeconds(p, s, n, paged_bytes);

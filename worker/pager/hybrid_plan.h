@@ -32,6 +32,11 @@ struct HybridProfile {
   // interpolated in n; beyond the last it grows in proportion to n (compute
   // bound), before the first it is the first's.
   std::vector<std::pair<int, double>> host_gbps;
+  // What the host's memory gives both paths together, GB/s: the link's DMA
+  // and the host's products read the same DRAM (docs/hybrid.md: 138 on the
+  // GPU machine measured, against 55 + 108 alone). 0: unknown, the two add.
+  // Given by the operator (pagectl plan --memory-gbs), not measured at start.
+  double memory_gbps = 0;
 };
 
 // --host-compute: auto (the balance above, then tuned on the steps that
@@ -67,7 +72,9 @@ double HostGbps(const HybridProfile& p, int n);
 double HostShare(const HybridProfile& p, const HybridPolicy& policy, int n);
 
 // Seconds a step of n token rows spends on `paged_bytes` of paged weights
-// with host share s: max(link, host) as above.
+// with host share s: max(link, host) as above, and with both paths at work
+// no less than the bytes over memory_gbps where that is known. The share
+// itself stays the balance: the memory's bound is the same for every split.
 double PagedSeconds(const HybridProfile& p, double s, int n, double paged_bytes);
 
 // The planned share comes from bandwidths each measured alone at start. In
