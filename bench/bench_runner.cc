@@ -422,7 +422,12 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
               r == &pre ? std::min(o.batch * o.prompt_len, o.max_step_tokens) : o.batch;
           const double host_gbps = HostGbps(prof, rows);
           const double host_ms = host_gbps > 0 ? r->host_mb * 1e6 / (host_gbps * 1e9) * 1e3 : 0;
-          r->bound_ms = std::max(r->bound_ms, host_ms);
+          // Both paths read one memory: where its budget is given, their
+          // bytes together over it.
+          const double memory_ms = prof.memory_gbps > 0 && r->host_mb > 0
+                                       ? (r->h2d_mb + r->host_mb) / prof.memory_gbps
+                                       : 0;
+          r->bound_ms = std::max({r->bound_ms, host_ms, memory_ms});
           r->bound_fraction = r->step_ms > 0 ? r->bound_ms / r->step_ms : 0;
         }
         report.hybrid =
@@ -485,6 +490,7 @@ absl::StatusOr<BenchReport> RunBench(const BenchOptions& o) {
       if (layer == h.model.n_layers) layer = 0;  // only experts are paged
       PagerOptions po;
       po.hybrid_policy = policy;
+      po.memory_gbps = o.memory_gbps;
       po.expert_eviction = eviction;
       // Missing experts with few rows: on the host where it is faster.
       if (hplan.experts_paged) po.expert_host_rows = -1;

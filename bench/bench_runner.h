@@ -26,6 +26,7 @@ struct BenchOptions {
   // executor computing a share of each paged matrix (--host-compute).
   std::string mode = "both";
   std::string host_compute = "auto";  // the hybrid mode's policy (hybrid_plan.h)
+  double memory_gbps = 0;             // hybrid: HybridProfile::memory_gbps, given (0: unknown)
   int host_threads = 0;
   std::string host_pin = "none";
   std::string host_activations = "f32";

@@ -30,6 +30,9 @@ ABSL_FLAG(bool, graphs, true,
 ABSL_FLAG(std::string, host_compute, "auto",
           "hybrid mode: the host's share of each paged matrix: auto (tuned on the steps) | planned "
           "| off | 0..1");
+ABSL_FLAG(double, memory_gbs, 0,
+          "hybrid mode: GB/s the host's memory gives the link and the host executor together "
+          "(scripts/device/dram_share.sh), for the bound column; 0: unknown, they add");
 ABSL_FLAG(int, host_threads, 0, "hybrid mode: host executor threads (0: every CPU)");
 ABSL_FLAG(std::string, host_pin, "none", "hybrid mode: CPUs to pin the host executor to");
 ABSL_FLAG(std::string, host_activations, "f32",
@@ -75,6 +78,11 @@ int main(int argc, char** argv) {
   o.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.host_compute = absl::GetFlag(FLAGS_host_compute);
+  o.memory_gbps = absl::GetFlag(FLAGS_memory_gbs);
+  if (o.memory_gbps < 0) {
+    std::fprintf(stderr, "paged-bench: --memory-gbs must be >= 0\n");
+    return 2;
+  }
   o.decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
   o.routing = absl::GetFlag(FLAGS_routing);
   o.graphs = absl::GetFlag(FLAGS_graphs);

@@ -354,6 +354,7 @@ absl::Status Pager::Init() {
     if (options_.hybrid_policy && !options_.host_share) {
       profile_.link_gbps = link_gbps_;
       profile_.host_gbps = options_.host_gbps;
+      profile_.memory_gbps = options_.memory_gbps;
       options_.host_share = [this](int n) {
         return HostShare(profile_, *options_.hybrid_policy, n);
       };
@@ -428,6 +429,7 @@ absl::Status Pager::InitExperts() {
   if (host_experts_ && options_.expert_host_rows < 0) {
     profile_.link_gbps = link_gbps_;
     profile_.host_gbps = options_.host_gbps;
+    profile_.memory_gbps = options_.memory_gbps;
     // Any share from none to all, probed a tenth at a time.
     ShareTuner::Options o;
     o.lo = 0;

@@ -85,6 +85,8 @@ struct PagerOptions {
   // engine needs a HostExecutor when rows go to the host.
   std::optional<HybridPolicy> hybrid_policy;
   std::vector<std::pair<int, double>> host_gbps;
+  // HybridProfile::memory_gbps, as the operator measured it (0: unknown).
+  double memory_gbps = 0;
   // Tests: the share as a function of the step's token rows, instead.
   std::function<double(int step_tokens)> host_share;
 
