@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/check_format.sh
 # CI builds a fresh clone and throws it away: the same -O2 code, without the
-# debug info that is a third of its compile time (CMakeLists.txt).
+# debug info that is a quarter to a third of its compile time (CMakeLists.txt).
 if [[ "${CI:-}" == true ]]; then
   bash scripts/build.sh -DPAGED_DEBUG_INFO=OFF
 else
