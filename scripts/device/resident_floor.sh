@@ -5,7 +5,8 @@
 #   - the decode GEMV alone: backend_ops_gpu_test's timing case with the
 #     fused GEMV on and off (PAGED_CUDA_FUSED_GEMV=0: cuBLAS);
 #   - resident decode at batch 1 and 8: op by op through cuBLAS (the old
-#     path), op by op through the GEMV, and replayed step graphs;
+#     path), op by op through the GEMV, and replayed step graphs (f16 also
+#     with the residual add in the GEMV, PAGED_CUDA_GEMV_ADD=1);
 #     FORMATS (f16) adds int8 / int4 segments;
 #   - PREFILL=1: 8 x 2048 prefill, paged (4 GiB) and resident.
 # Logs under $OUT (logs.tgz), the table last (and $OUT/table.txt).
@@ -41,6 +42,7 @@ for f in ${FORMATS:-f16}; do
     run f16-b1-gemv "" --batch=1 --graphs=false
     run f16-b1-rows1-graphs "PAGED_CUDA_GEMV_ROWS=1" --batch=1
     run f16-b1-nojoin-graphs "PAGED_CUDA_GEMV_JOIN=0" --batch=1
+    run f16-b1-addfused-graphs "PAGED_CUDA_GEMV_ADD=1" --batch=1
     run f16-b1-cublas "PAGED_CUDA_FUSED_GEMV=0" --batch=1 --graphs=false
     run f16-b8-cublas "PAGED_CUDA_FUSED_GEMV=0" --batch=8 --graphs=false
   fi

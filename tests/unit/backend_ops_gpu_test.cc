@@ -372,6 +372,45 @@ TEST_F(BackendOpsGpuTest, MatMulManyIsEachProduct) {
   }
 }
 
+// A product added into the residual stream (MatMulJob::add_to, the output
+// projection and down of a layer): the GEMV adds it in the same launch where
+// cuda::GemvFusedAdd is on, at every rows-per-warp choice; off, with n = 3
+// or through cuBLAS it is the GEMV or cuBLAS, then an Add. Either way the
+// residual must end as the CPU's residual plus its product, bias included.
+TEST_F(BackendOpsGpuTest, MatMulManyAddsIntoTheResidual) {
+  std::mt19937 rng(9);
+  for (const bool fused_add : {true, false}) {
+    testing::GemvFusedAdd add(fused_add);
+    for (int path : {0, 1, 2, 4, -1}) {
+      testing::FusedGemvEnv env(path >= 0);
+      testing::GemvRowsPerWarp rows_per_warp(std::max(path, 0));
+      for (DType t : kAllWeightTypes) {
+        for (const auto& [n, rows, cols, biased] :
+             {std::tuple{1, int64_t(1000), int64_t(512), true},
+              std::tuple{1, int64_t(4099), int64_t(1024), false},
+              std::tuple{3, int64_t(61), int64_t(520), true}}) {
+          const Twin x = Put(RandomFloats(rng, size_t(n * cols)));
+          const Weight w = MakeWeight(t, rows, cols, DefaultGroup(t), rng);
+          const Twin bias = Put(RandomFloats(rng, size_t(rows)));
+          const Twin residual = Put(RandomFloats(rng, size_t(n * rows)));
+          const Twin out = Make(uint64_t(n * rows) * 4);
+          const Backend::MatMulJob cjob{&w.c, biased ? bias.C<float>() : nullptr, out.C<float>(),
+                                        residual.C<float>()};
+          const Backend::MatMulJob gjob{&w.g, biased ? bias.G<float>() : nullptr, out.G<float>(),
+                                        residual.G<float>()};
+          cpu_->MatMulMany(x.C<float>(), n, &cjob, 1);
+          gpu_->MatMulMany(x.G<float>(), n, &gjob, 1);
+          ExpectNoError("MatMulMany with add_to");
+          Compare(residual, size_t(n * rows), t == DType::kF32 ? 1e-5 : 1e-2,
+                  std::string(DTypeName(t)) + " n" + std::to_string(n) + " " +
+                      std::to_string(rows) + "x" + std::to_string(cols) + ", path " +
+                      std::to_string(path) + (fused_add ? ", fused add" : ", GEMV then Add"));
+        }
+      }
+    }
+  }
+}
+
 // A quantized matrix larger than one dequantization chunk (32 Mi elements).
 TEST_F(BackendOpsGpuTest, MatMulQuantizedLargerThanOneChunk) {
   std::mt19937 rng(3);

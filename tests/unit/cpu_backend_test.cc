@@ -170,6 +170,31 @@ TEST(CpuBackendTest, MatMulRowsIndependentOfBatchAndThreads) {
   }
 }
 
+// MatMulMany's jobs with add_to (a layer's output projection and down into
+// the residual stream): each residual ends as itself plus its job's product,
+// bit for bit MatMul then Add; jobs without one write out as MatMul does.
+TEST(CpuBackendTest, MatMulManyAddsIntoTheResidual) {
+  std::mt19937 rng(11);
+  const int n = 3;
+  TestWeight a = MakeWeight(DType::kF16, 70, 64, 0, rng);
+  TestWeight b = MakeWeight(DType::kI8, 40, 64, 32, rng);
+  const std::vector<float> x = RandomFloats(rng, size_t(n * 64));
+  const std::vector<float> bias = RandomFloats(rng, 70);
+  const std::vector<float> residual = RandomFloats(rng, size_t(n * 70));
+  auto be = MakeCpuBackend(2);
+  std::vector<float> added = residual, scratch(size_t(n * 70)), out_b(size_t(n * 40));
+  const Backend::MatMulJob jobs[2] = {{&a.ref, bias.data(), scratch.data(), added.data()},
+                                      {&b.ref, nullptr, out_b.data()}};
+  be->MatMulMany(x.data(), n, jobs, 2);
+  std::vector<float> want = residual, product(size_t(n * 70)), want_b(size_t(n * 40));
+  be->MatMul(x.data(), n, a.ref, bias.data(), product.data());
+  be->Add(want.data(), product.data(), int64_t(want.size()));
+  be->MatMul(x.data(), n, b.ref, nullptr, want_b.data());
+  EXPECT_EQ(0, std::memcmp(added.data(), want.data(), want.size() * 4));
+  EXPECT_EQ(0, std::memcmp(out_b.data(), want_b.data(), want_b.size() * 4));
+  EXPECT_NE(0, std::memcmp(added.data(), residual.data(), residual.size() * 4));
+}
+
 TEST(CpuBackendTest, EmbeddingDecodesEveryDType) {
   for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8, DType::kI4}) {
     std::mt19937 rng(11);

@@ -60,4 +60,21 @@ class GemvRowsPerWarp {
   }
 };
 
+// The residual add in the decode GEMV (cuda::GemvFusedAdd) on or off for a
+// scope; off again after it, the default.
+class GemvFusedAdd {
+ public:
+  explicit GemvFusedAdd(bool on) { Set(on); }
+  ~GemvFusedAdd() { Set(false); }
+  GemvFusedAdd(const GemvFusedAdd&) = delete;
+  GemvFusedAdd& operator=(const GemvFusedAdd&) = delete;
+
+ private:
+  static void Set([[maybe_unused]] bool on) {
+#if PAGED_HAVE_CUDA
+    cuda::SetGemvFusedAdd(on);
+#endif
+  }
+};
+
 }  // namespace paged::testing

@@ -76,7 +76,11 @@ absl::StatusOr<void*> Backend::ImportMemory(const std::string&) {
 }
 
 void Backend::MatMulMany(const float* x, int n, const MatMulJob* jobs, int count) {
-  for (int j = 0; j < count; ++j) MatMul(x, n, *jobs[j].w, jobs[j].bias, jobs[j].out);
+  for (int j = 0; j < count; ++j) {
+    const MatMulJob& job = jobs[j];
+    MatMul(x, n, *job.w, job.bias, job.out);
+    if (job.add_to != nullptr) Add(job.add_to, job.out, int64_t(n) * job.w->rows);
+  }
 }
 
 void Backend::CopyDevice(Queue q, void* dst, const void* src, uint64_t bytes) {

@@ -243,11 +243,15 @@ class Backend {
   // Products of one x [n, cols]: for each job, out [n, w->rows] = x @ w^T
   // (+ bias), as MatMul with ldo 0 one after the other (the default). A
   // backend may run them as one (CUDA: one launch of the decode GEMV for a
-  // layer's q, k, v or gate and up at one token row).
+  // layer's q, k, v or gate and up at one token row). A job with add_to
+  // adds its product to add_to [n, w->rows] (the residual stream), as
+  // Add(add_to, out) after it would; its out is then scratch that a backend
+  // adding in place may leave unwritten.
   struct MatMulJob {
     const WeightRef* w;
     const float* bias;  // or null
     float* out;
+    float* add_to = nullptr;
   };
   virtual void MatMulMany(const float* x, int n, const MatMulJob* jobs, int count);
   // Rotates q [n, n_heads * head_dim] and k [n, n_kv_heads * head_dim] in

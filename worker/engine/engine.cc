@@ -321,7 +321,7 @@ absl::Status Engine::Products(const float* x, int m, int cols,
   if (!split) {
     Backend::MatMulJob jobs[4];
     int n_jobs = 0;
-    for (const Product& p : products) jobs[n_jobs++] = {&p.dev, p.bias, p.out};
+    for (const Product& p : products) jobs[n_jobs++] = {&p.dev, p.bias, p.out, p.add_to};
     backend_->MatMulMany(x, m, jobs, n_jobs);
     return absl::OkStatus();
   }
@@ -373,6 +373,10 @@ absl::Status Engine::Products(const float* x, int m, int cols,
                        uint64_t(k) * sizeof(float), uint64_t(k) * sizeof(float), uint64_t(m));
   }
   host_times_.upload_s += SecondsSince(t0);
+  for (const Product& p : products) {
+    const int64_t rows = p.host.any() ? p.host.w.rows : p.dev.rows;
+    if (p.add_to != nullptr) backend_->Add(p.add_to, p.out, int64_t(m) * rows);
+  }
   return absl::OkStatus();
 }
 
@@ -470,9 +474,16 @@ absl::Status Engine::RunLayers(int n) {
       b.Attention(s_.q, s_.seqs + ch.seq0, ch.n_seqs, s_.tables, c.n_heads, c.n_kv_heads,
                   c.head_dim, ch.max_ctx, kv, ap, s_.attn);
       if (ci + 1 == chunks_.size()) provider_->ReleaseKv(l, h_slots_.data(), n);
-      RETURN_IF_ERROR(Products(s_.attn, m, c.q_dim(), {{w.wo, w.bo, w.host.wo, s_.o}}));
-      if (c.sandwich_norm) b.RmsNorm(s_.o, w.post_attn_norm, m, c.hidden, c.norm_eps, s_.o);
-      b.Add(x, s_.o, int64_t(m) * c.hidden);
+      // The output projection goes into the residual stream (added there
+      // by the product where the backend can), after its own norm in
+      // sandwich-norm models.
+      const bool sandwich = c.sandwich_norm;
+      RETURN_IF_ERROR(
+          Products(s_.attn, m, c.q_dim(), {{w.wo, w.bo, w.host.wo, s_.o, sandwich ? nullptr : x}}));
+      if (sandwich) {
+        b.RmsNorm(s_.o, w.post_attn_norm, m, c.hidden, c.norm_eps, s_.o);
+        b.Add(x, s_.o, int64_t(m) * c.hidden);
+      }
       // MLP block.
       b.RmsNorm(x, w.ffn_norm, m, c.hidden, c.norm_eps, s_.h);
       if (w.experts.n > 0) {
@@ -488,9 +499,12 @@ absl::Status Engine::RunLayers(int n) {
       } else {
         b.SwiGlu(s_.gate, s_.up, m, c.ffn, s_.gate);
       }
-      RETURN_IF_ERROR(Products(s_.gate, m, c.ffn, {{w.w_down, nullptr, w.host.w_down, s_.o}}));
-      if (c.sandwich_norm) b.RmsNorm(s_.o, w.post_ffn_norm, m, c.hidden, c.norm_eps, s_.o);
-      b.Add(x, s_.o, int64_t(m) * c.hidden);
+      RETURN_IF_ERROR(Products(s_.gate, m, c.ffn,
+                               {{w.w_down, nullptr, w.host.w_down, s_.o, sandwich ? nullptr : x}}));
+      if (sandwich) {
+        b.RmsNorm(s_.o, w.post_ffn_norm, m, c.hidden, c.norm_eps, s_.o);
+        b.Add(x, s_.o, int64_t(m) * c.hidden);
+      }
     }
     provider_->ReleaseLayer(l);
   }

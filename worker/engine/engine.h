@@ -117,10 +117,12 @@ class Engine {
     const float* bias;  // backend memory, [dev.rows], or null
     const HostRows& host;
     float* out;
+    float* add_to = nullptr;  // or: the product is added here (MatMulJob::add_to)
   };
   // Runs products that share x [m, cols] (backend memory). With host rows,
   // x crosses to the host once; the backend computes its rows meanwhile and
-  // each host share comes back into its columns of `out`.
+  // each host share comes back into its columns of `out` (then added to
+  // add_to, where given).
   absl::Status Products(const float* x, int m, int cols, std::initializer_list<Product> products);
 
   Backend* backend_;

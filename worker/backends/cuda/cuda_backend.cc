@@ -585,11 +585,18 @@ class CudaBackend final : public Backend {
   // type and shape class in one launch of the decode GEMV (gemv_wide.h);
   // otherwise one by one (also with PAGED_CUDA_GEMV_JOIN=0, for measuring).
   void MatMulMany(const float* x, int n, const MatMulJob* jobs, int count) override {
-    if (join_products_ && n == 1 && count >= 2 && count <= cuda::kGemvWideMaxJobs &&
-        cuda::FusedGemvEnabled()) {
+    // One GEMV launch for products joined, or for one whose residual add it
+    // takes (cuda::GemvFusedAdd: off until checked on the GPU); an add it
+    // does not take goes the default way, MatMul then Add.
+    bool adds = false;
+    for (int j = 0; j < count; ++j) adds |= jobs[j].add_to != nullptr;
+    const bool fused_add = cuda::GemvFusedAdd();
+    if (n == 1 && count >= 1 && count <= cuda::kGemvWideMaxJobs && (!adds || fused_add) &&
+        ((join_products_ && count >= 2) || adds) && cuda::FusedGemvEnabled()) {
       Device();
       cuda::GemvWideJob wide[cuda::kGemvWideMaxJobs];
-      for (int j = 0; j < count; ++j) wide[j] = {View(*jobs[j].w), jobs[j].bias, jobs[j].out};
+      for (int j = 0; j < count; ++j)
+        wide[j] = {View(*jobs[j].w), jobs[j].bias, jobs[j].out, jobs[j].add_to};
       const cuda::CudaError e = cuda::LaunchGemvWideMany(wide, count, x, stream_);
       if (e != int(cudaErrorNotSupported)) {
         Check(Cuda(e, "MatMulMany: fused GEMV"));

@@ -76,6 +76,7 @@ struct WideJobs {
   const __half* scales[kGemvWideMaxJobs];
   const float* bias[kGemvWideMaxJobs];
   float* out[kGemvWideMaxJobs];
+  float* add_to[kGemvWideMaxJobs];  // or null
   int64_t rows[kGemvWideMaxJobs];
   int first[kGemvWideMaxJobs + 1];
   int count;
@@ -104,13 +105,14 @@ __global__ void __launch_bounds__(kWarps * 32,
   const __half* scales = jobs.scales[0];
   const float* bias = jobs.bias[0];
   float* out = jobs.out[0];
+  float* add_to = jobs.add_to[0];
   int64_t rows = jobs.rows[0];
   int first = 0;
 #pragma unroll
   for (int j = 1; j < kGemvWideMaxJobs; ++j) {
     if (j < jobs.count && int(blockIdx.x) >= jobs.first[j]) {
       data = jobs.data[j], scales = jobs.scales[j], bias = jobs.bias[j], out = jobs.out[j];
-      rows = jobs.rows[j], first = jobs.first[j];
+      add_to = jobs.add_to[j], rows = jobs.rows[j], first = jobs.first[j];
     }
   }
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
@@ -175,7 +177,13 @@ __global__ void __launch_bounds__(kWarps * 32,
   if (lane == 0) {
 #pragma unroll
     for (int i = 0; i < R; ++i) {
-      if (r0 + i < rows) out[r0 + i] = acc[i] + (bias != nullptr ? bias[r0 + i] : 0.f);
+      if (r0 + i >= rows) continue;
+      const float v = acc[i] + (bias != nullptr ? bias[r0 + i] : 0.f);
+      if (add_to != nullptr) {
+        add_to[r0 + i] += v;  // the residual stream; out is left as it was
+      } else {
+        out[r0 + i] = v;
+      }
     }
   }
 }
@@ -196,6 +204,11 @@ int ForcedRows() {
   }
   return r;
 }
+
+// Whether MatMulMany's jobs with add_to are added in the GEMV (off until
+// measured and checked on the GPU: PAGED_CUDA_GEMV_ADD=1, or
+// SetGemvFusedAdd); -1: not read yet.
+std::atomic<int> fused_add{-1};
 
 // Rows per warp, as measured on the H100 (14336, 4096 and 4096 x 14336 at
 // one token row, docs/BENCHMARKS.md): int8 / int4 read 4x / 8x their
@@ -280,6 +293,7 @@ CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
     k.scales[j] = static_cast<const __half*>(w.scales);
     k.bias[j] = jobs[j].bias;
     k.out[j] = jobs[j].out;
+    k.add_to[j] = jobs[j].add_to;
     k.rows[j] = w.rows;
   }
   switch (w0.type) {
@@ -296,10 +310,24 @@ CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
   }
 }
 
+bool GemvFusedAdd() {
+  int v = fused_add.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("PAGED_CUDA_GEMV_ADD");
+    int unset = -1;
+    fused_add.compare_exchange_strong(unset, e != nullptr && std::strcmp(e, "1") == 0 ? 1 : 0,
+                                      std::memory_order_relaxed);
+    v = fused_add.load(std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+void SetGemvFusedAdd(bool on) { fused_add.store(on ? 1 : 0, std::memory_order_relaxed); }
+
 CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                          cudaStream_t stream) {
   if (n != 1) return int(cudaErrorNotSupported);
-  const GemvWideJob job{w, bias, out};
+  const GemvWideJob job{w, bias, out, nullptr};
   return LaunchGemvWideMany(&job, 1, x, stream);
 }
 

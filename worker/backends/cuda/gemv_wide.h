@@ -38,6 +38,9 @@ struct GemvWideJob {
   MatrixView w;
   const float* bias = nullptr;
   float* out = nullptr;
+  // Or null: the product (+ bias) is added to add_to[r] instead, and out is
+  // not written (the residual stream's add in the same launch).
+  float* add_to = nullptr;
 };
 CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
                              cudaStream_t stream);
@@ -46,5 +49,12 @@ CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
 // the automatic choice. PAGED_CUDA_GEMV_ROWS in the environment sets it at
 // the first launch (for measuring; tests call this to cover each).
 void SetGemvWideRowsPerWarp(int rows);
+
+// Whether CudaBackend::MatMulMany adds a job's product to its add_to in the
+// GEMV (else: the GEMV, then an Add). Off until measured and checked on the
+// GPU; PAGED_CUDA_GEMV_ADD=1 in the environment turns it on at the first
+// call, SetGemvFusedAdd for the tests.
+bool GemvFusedAdd();
+void SetGemvFusedAdd(bool on);
 
 }  // namespace paged::cuda
