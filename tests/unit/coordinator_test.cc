@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <memory>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -946,14 +947,24 @@ TEST_F(CoordinatorTest, AClientThatReadsAgainResumesWithTheSameTokens) {
 // with its process alive; live while the timer loop turns, which is also
 // where the watchdog is pinged: a loop that hangs stops both.
 TEST_F(CoordinatorTest, ReadinessLivenessAndTheLoopsPings) {
-  std::atomic<int> ticks{0};
-  std::atomic<bool> store_alive{true}, wedge{false};
+  // What the coordinator's loop reads, shared with it: the fixture's
+  // coordinator outlives this body's locals, and its loop keeps calling
+  // the probe until it is destroyed (a reference to a local here once read
+  // a dead stack slot as `wedged` and hung the fixture's teardown).
+  struct Loop {
+    std::atomic<int> ticks{0};
+    std::atomic<bool> store_alive{true}, wedge{false};
+  };
+  const auto loop = std::make_shared<Loop>();
+  std::atomic<int>& ticks = loop->ticks;
+  std::atomic<bool>& store_alive = loop->store_alive;
+  std::atomic<bool>& wedge = loop->wedge;
   CoordinatorOptions o = testing::FakeCoordinatorOptions();
-  o.on_tick = [&] { ++ticks; };
-  o.store_probe = [&] {
-    while (wedge.load()) std::this_thread::sleep_for(milliseconds(5));  // a hung loop
+  o.on_tick = [loop] { ++loop->ticks; };
+  o.store_probe = [loop] {
+    while (loop->wedge.load()) std::this_thread::sleep_for(milliseconds(5));  // a hung loop
     StoreHealth h;
-    h.alive = store_alive.load();
+    h.alive = loop->store_alive.load();
     h.pid = h.alive ? 42 : 0;
     return h;
   };
