@@ -6,7 +6,9 @@
 #     fused GEMV on and off (PAGED_CUDA_FUSED_GEMV=0: cuBLAS);
 #   - resident decode at batch 1 and 8: op by op through cuBLAS (the old
 #     path), op by op through the GEMV, and replayed step graphs (f16 also
-#     with the residual add in the GEMV, PAGED_CUDA_GEMV_ADD=1);
+#     with the residual add after the GEMV, PAGED_CUDA_GEMV_ADD=0, the norm
+#     in its own launch, PAGED_CUDA_GEMV_NORM=0, and the launches as
+#     programmatic dependents, PAGED_CUDA_PDL=1, also for int8 / int4);
 #     FORMATS (f16) adds int8 / int4 segments;
 #   - PREFILL=1: 8 x 2048 prefill, paged (4 GiB) and resident.
 # Logs under $OUT (logs.tgz), the table last (and $OUT/table.txt).
@@ -38,11 +40,13 @@ for f in ${FORMATS:-f16}; do
       --prompt-len=32 --gen-len=64 "$@" >"$out/$name.txt" 2>&1
   }
   for b in ${BATCHES:-1 2 8}; do run $f-b$b-graphs "" --batch=$b; done
+  run $f-b1-pdl-graphs "PAGED_CUDA_PDL=1" --batch=1
   if [[ $f == f16 ]]; then
+    run f16-b1-normapart-graphs "PAGED_CUDA_GEMV_NORM=0" --batch=1
     run f16-b1-gemv "" --batch=1 --graphs=false
     run f16-b1-rows1-graphs "PAGED_CUDA_GEMV_ROWS=1" --batch=1
     run f16-b1-nojoin-graphs "PAGED_CUDA_GEMV_JOIN=0" --batch=1
-    run f16-b1-addfused-graphs "PAGED_CUDA_GEMV_ADD=1" --batch=1
+    run f16-b1-addafter-graphs "PAGED_CUDA_GEMV_ADD=0" --batch=1
     run f16-b1-cublas "PAGED_CUDA_FUSED_GEMV=0" --batch=1 --graphs=false
     run f16-b8-cublas "PAGED_CUDA_FUSED_GEMV=0" --batch=8 --graphs=false
   fi

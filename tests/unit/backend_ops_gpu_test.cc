@@ -380,7 +380,7 @@ TEST_F(BackendOpsGpuTest, MatMulManyIsEachProduct) {
 TEST_F(BackendOpsGpuTest, MatMulManyAddsIntoTheResidual) {
   std::mt19937 rng(9);
   for (const bool fused_add : {true, false}) {
-    testing::GemvFusedAdd add(fused_add);
+    testing::GemvSwitchScope add(testing::GemvSwitch::kFusedAdd, fused_add);
     for (int path : {0, 1, 2, 4, -1}) {
       testing::FusedGemvEnv env(path >= 0);
       testing::GemvRowsPerWarp rows_per_warp(std::max(path, 0));
@@ -405,6 +405,77 @@ TEST_F(BackendOpsGpuTest, MatMulManyAddsIntoTheResidual) {
                   std::string(DTypeName(t)) + " n" + std::to_string(n) + " " +
                       std::to_string(rows) + "x" + std::to_string(cols) + ", path " +
                       std::to_string(path) + (fused_add ? ", fused add" : ", GEMV then Add"));
+        }
+      }
+    }
+  }
+}
+
+// Products of RmsNorm(x) (Backend::NormMatMulMany: a layer's q, k, v and
+// gate, up, lm_head): at one token row the GEMV folds the norm in (x scaled
+// by the norm's weights as read, each dot by 1 / rms at the end), launched
+// plainly and as a programmatic dependent, at every rows-per-warp choice,
+// a product added into the residual too; n = 3 and cuBLAS take RmsNorm's
+// launch, then the products. Each out must be the CPU's product of the
+// CPU's normed x (its RmsNorm, then MatMul).
+TEST_F(BackendOpsGpuTest, NormMatMulManyIsTheProductsOfTheNormedRow) {
+  std::mt19937 rng(10);
+  struct Case {
+    int n;
+    std::vector<int64_t> rows;
+    int64_t cols;
+    bool add;  // the first job adds into a residual
+  };
+  const std::vector<Case> cases = {{1, {300, 100, 100}, 512, false},  // q, k, v
+                                   {1, {1000, 1000}, 4128, false},    // gate, up
+                                   {1, {4099}, 1024, true},           // a product into x
+                                   {1, {32003}, 256, false},          // lm_head
+                                   {3, {61, 17}, 1024, false}};
+  for (const bool pdl : {false, true}) {
+    testing::GemvSwitchScope launch(testing::GemvSwitch::kPdl, pdl);
+    for (int path : {0, 1, 2, 4, -1}) {
+      testing::FusedGemvEnv env(path >= 0);
+      testing::GemvRowsPerWarp rows_per_warp(std::max(path, 0));
+      for (DType t : kAllWeightTypes) {
+        for (const Case& c : cases) {
+          // x far from unit scale, so a missing 1 / rms shows.
+          std::vector<float> xs = RandomFloats(rng, size_t(c.n * c.cols));
+          for (float& v : xs) v *= 7.f;
+          const Twin x = Put(xs);
+          const Twin gamma = Put(RandomFloats(rng, size_t(c.cols)));
+          const Twin h = Make(uint64_t(c.n * c.cols) * 4);
+          std::vector<Weight> ws;
+          std::vector<Twin> biases, outs, residuals;
+          for (size_t j = 0; j < c.rows.size(); ++j) {
+            ws.push_back(MakeWeight(t, c.rows[j], c.cols, DefaultGroup(t), rng));
+            biases.push_back(Put(RandomFloats(rng, size_t(c.rows[j]))));
+            outs.push_back(Make(uint64_t(c.n * c.rows[j]) * 4));
+            residuals.push_back(Put(RandomFloats(rng, size_t(c.n * c.rows[j]))));
+          }
+          std::vector<Backend::MatMulJob> cjobs, gjobs;
+          for (size_t j = 0; j < c.rows.size(); ++j) {
+            const bool biased = j % 2 == 0, adds = c.add && j == 0;
+            cjobs.push_back({&ws[j].c, biased ? biases[j].C<float>() : nullptr, outs[j].C<float>(),
+                             adds ? residuals[j].C<float>() : nullptr});
+            gjobs.push_back({&ws[j].g, biased ? biases[j].G<float>() : nullptr, outs[j].G<float>(),
+                             adds ? residuals[j].G<float>() : nullptr});
+          }
+          const float eps = 1e-5f;
+          cpu_->NormMatMulMany(x.C<float>(), {gamma.C<float>(), int(c.cols), eps, h.C<float>()},
+                               c.n, cjobs.data(), int(cjobs.size()));
+          gpu_->NormMatMulMany(x.G<float>(), {gamma.G<float>(), int(c.cols), eps, h.G<float>()},
+                               c.n, gjobs.data(), int(gjobs.size()));
+          const std::string what = std::string(DTypeName(t)) + " n" + std::to_string(c.n) +
+                                   " cols " + std::to_string(c.cols) + ", path " +
+                                   std::to_string(path) + (pdl ? ", PDL" : "");
+          ExpectNoError("NormMatMulMany " + what);
+          for (size_t j = 0; j < c.rows.size(); ++j) {
+            const double tol = t == DType::kF32 ? 1e-5 : 1e-2;
+            const Twin& result = c.add && j == 0 ? residuals[j] : outs[j];
+            Compare(result, size_t(c.n * c.rows[j]), tol,
+                    what + ", job " + std::to_string(j) + " (" + std::to_string(c.rows[j]) +
+                        " rows)" + (c.add && j == 0 ? " into the residual" : ""));
+          }
         }
       }
     }

@@ -195,6 +195,30 @@ TEST(CpuBackendTest, MatMulManyAddsIntoTheResidual) {
   EXPECT_NE(0, std::memcmp(added.data(), residual.data(), residual.size() * 4));
 }
 
+// NormMatMulMany's default: the norm into h, then the products of h, bit for
+// bit (the CPU folds nothing; the engine's transcripts rest on it).
+TEST(CpuBackendTest, NormMatMulManyIsTheNormThenTheProducts) {
+  std::mt19937 rng(12);
+  const int n = 2;
+  TestWeight a = MakeWeight(DType::kF16, 30, 64, 0, rng);
+  TestWeight b = MakeWeight(DType::kI4, 20, 64, 32, rng);
+  const std::vector<float> x = RandomFloats(rng, size_t(n * 64));
+  const std::vector<float> gamma = RandomFloats(rng, 64);
+  auto be = MakeCpuBackend(2);
+  std::vector<float> h(size_t(n * 64)), out_a(size_t(n * 30)), out_b(size_t(n * 20));
+  const Backend::MatMulJob jobs[2] = {{&a.ref, nullptr, out_a.data()},
+                                      {&b.ref, nullptr, out_b.data()}};
+  be->NormMatMulMany(x.data(), {gamma.data(), 64, 1e-5f, h.data()}, n, jobs, 2);
+  std::vector<float> want_h(h.size()), want_a(out_a.size()), want_b(out_b.size());
+  be->RmsNorm(x.data(), gamma.data(), n, 64, 1e-5f, want_h.data());
+  be->MatMul(want_h.data(), n, a.ref, nullptr, want_a.data());
+  be->MatMul(want_h.data(), n, b.ref, nullptr, want_b.data());
+  EXPECT_EQ(0, std::memcmp(h.data(), want_h.data(), h.size() * 4));
+  EXPECT_EQ(0, std::memcmp(out_a.data(), want_a.data(), out_a.size() * 4));
+  EXPECT_EQ(0, std::memcmp(out_b.data(), want_b.data(), out_b.size() * 4));
+  EXPECT_NE(0, std::memcmp(h.data(), x.data(), h.size() * 4));
+}
+
 TEST(CpuBackendTest, EmbeddingDecodesEveryDType) {
   for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8, DType::kI4}) {
     std::mt19937 rng(11);

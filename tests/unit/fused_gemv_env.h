@@ -10,6 +10,7 @@
 
 #if PAGED_HAVE_CUDA
 #include "worker/backends/cuda/gemv_wide.h"
+#include "worker/backends/cuda/pdl.h"
 #include "worker/backends/cuda/weights.h"
 #endif
 
@@ -60,21 +61,36 @@ class GemvRowsPerWarp {
   }
 };
 
-// The residual add in the decode GEMV (cuda::GemvFusedAdd) on or off for a
-// scope; off again after it, the default.
-class GemvFusedAdd {
+// A switch of the decode GEMV on or off for a scope, as it was again after
+// it: the residual add in the launch (cuda::GemvFusedAdd) or the decode
+// step's launches as programmatic dependents (cuda::PdlLaunches, pdl.h).
+enum class GemvSwitch { kFusedAdd, kPdl };
+class GemvSwitchScope {
  public:
-  explicit GemvFusedAdd(bool on) { Set(on); }
-  ~GemvFusedAdd() { Set(false); }
-  GemvFusedAdd(const GemvFusedAdd&) = delete;
-  GemvFusedAdd& operator=(const GemvFusedAdd&) = delete;
+  GemvSwitchScope(GemvSwitch which, bool on) : which_(which), was_(Get(which)) { Set(which, on); }
+  ~GemvSwitchScope() { Set(which_, was_); }
+  GemvSwitchScope(const GemvSwitchScope&) = delete;
+  GemvSwitchScope& operator=(const GemvSwitchScope&) = delete;
 
  private:
-  static void Set([[maybe_unused]] bool on) {
+  static bool Get([[maybe_unused]] GemvSwitch which) {
 #if PAGED_HAVE_CUDA
-    cuda::SetGemvFusedAdd(on);
+    return which == GemvSwitch::kFusedAdd ? cuda::GemvFusedAdd() : cuda::PdlLaunches();
+#else
+    return false;
 #endif
   }
+  static void Set([[maybe_unused]] GemvSwitch which, [[maybe_unused]] bool on) {
+#if PAGED_HAVE_CUDA
+    if (which == GemvSwitch::kFusedAdd) {
+      cuda::SetGemvFusedAdd(on);
+    } else {
+      cuda::SetPdlLaunches(on);
+    }
+#endif
+  }
+  const GemvSwitch which_;
+  const bool was_;
 };
 
 }  // namespace paged::testing

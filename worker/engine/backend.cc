@@ -83,6 +83,12 @@ void Backend::MatMulMany(const float* x, int n, const MatMulJob* jobs, int count
   }
 }
 
+void Backend::NormMatMulMany(const float* x, const NormIn& norm, int n, const MatMulJob* jobs,
+                             int count) {
+  RmsNorm(x, norm.w, n, norm.dim, norm.eps, norm.h);
+  MatMulMany(norm.h, n, jobs, count);
+}
+
 void Backend::CopyDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
   // Backend memory that is host memory copies like an upload; a device
   // backend overrides this.

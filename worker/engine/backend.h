@@ -254,6 +254,19 @@ class Backend {
     float* add_to = nullptr;
   };
   virtual void MatMulMany(const float* x, int n, const MatMulJob* jobs, int count);
+  // The products of RmsNorm(x) [n, norm.dim]: RmsNorm(x, norm.w, n,
+  // norm.dim, norm.eps, norm.h), then MatMulMany(norm.h, ...) (the
+  // default). A backend may fold the norm into the products (CUDA's decode
+  // GEMV scales x by w as it reads it and each dot by 1 / rms at the end)
+  // and leave norm.h unwritten: h is then scratch.
+  struct NormIn {
+    const float* w;
+    int dim;
+    float eps;
+    float* h;
+  };
+  virtual void NormMatMulMany(const float* x, const NormIn& norm, int n, const MatMulJob* jobs,
+                              int count);
   // Rotates q [n, n_heads * head_dim] and k [n, n_kv_heads * head_dim] in
   // place at positions pos [n], halves convention: (x[i], x[i + head_dim/2]),
   // by pos * RopeInvFreq(p)[i], with cos and sin multiplied by p.attn_factor.

@@ -283,8 +283,9 @@ absl::Status Engine::Layers(int n, int n_seqs) {
   const ModelConfig& c = config_;
   const GlobalWeights& g = provider_->globals();
   backend_->GatherRows(s_.x, s_.last_rows, n_seqs, c.hidden, s_.last);
-  backend_->RmsNorm(s_.last, g.output_norm, n_seqs, c.hidden, c.norm_eps, s_.h);
-  backend_->MatMul(s_.h, n_seqs, g.output, nullptr, s_.logits);
+  const Backend::MatMulJob lm_head{&g.output, nullptr, s_.logits};
+  backend_->NormMatMulMany(s_.last, {g.output_norm, c.hidden, c.norm_eps, s_.h}, n_seqs, &lm_head,
+                           1);
   if (c.final_softcap > 0.f)
     backend_->SoftCap(s_.logits, int64_t(n_seqs) * c.vocab, c.final_softcap);
   backend_->Sample(s_.logits, n_seqs, c.vocab, s_.params, s_.sample_pos, s_.out_tokens);
@@ -314,7 +315,7 @@ void Engine::PlanChunks() {
 }
 
 absl::Status Engine::Products(const float* x, int m, int cols,
-                              std::initializer_list<Product> products) {
+                              std::initializer_list<Product> products, const float* norm_w) {
   bool split = false;
   for (const Product& p : products) split |= p.host.any();
   if (products.size() > 4) return absl::InternalError("Engine::Products: more than 4 products");
@@ -322,8 +323,16 @@ absl::Status Engine::Products(const float* x, int m, int cols,
     Backend::MatMulJob jobs[4];
     int n_jobs = 0;
     for (const Product& p : products) jobs[n_jobs++] = {&p.dev, p.bias, p.out, p.add_to};
-    backend_->MatMulMany(x, m, jobs, n_jobs);
+    if (norm_w != nullptr) {
+      backend_->NormMatMulMany(x, {norm_w, cols, config_.norm_eps, s_.h}, m, jobs, n_jobs);
+    } else {
+      backend_->MatMulMany(x, m, jobs, n_jobs);
+    }
     return absl::OkStatus();
+  }
+  if (norm_w != nullptr) {
+    backend_->RmsNorm(x, norm_w, m, cols, config_.norm_eps, s_.h);
+    x = s_.h;
   }
   if (host_ == nullptr)
     return absl::FailedPreconditionError("a hybrid step's host rows, but no host executor");
@@ -449,12 +458,12 @@ absl::Status Engine::RunLayers(int n) {
       const int m = ch.rows;
       float* x = s_.x + int64_t(ch.row0) * c.hidden;
       const auto t0 = Clock::now();
-      // Attention block.
-      b.RmsNorm(x, w.attn_norm, m, c.hidden, c.norm_eps, s_.h);
-      RETURN_IF_ERROR(Products(s_.h, m, c.hidden,
+      // Attention block: q, k, v of the normed x.
+      RETURN_IF_ERROR(Products(x, m, c.hidden,
                                {{w.wq, w.bq, w.host.wq, s_.q},
                                 {w.wk, w.bk, w.host.wk, s_.k},
-                                {w.wv, w.bv, w.host.wv, s_.v}}));
+                                {w.wv, w.bv, w.host.wv, s_.v}},
+                               w.attn_norm));
       if (c.qk_norm) {  // each head of q and k, in place
         b.RmsNorm(s_.q, w.q_norm, m * c.n_heads, c.head_dim, c.norm_eps, s_.q);
         b.RmsNorm(s_.k, w.k_norm, m * c.n_kv_heads, c.head_dim, c.norm_eps, s_.k);
@@ -484,16 +493,17 @@ absl::Status Engine::RunLayers(int n) {
         b.RmsNorm(s_.o, w.post_attn_norm, m, c.hidden, c.norm_eps, s_.o);
         b.Add(x, s_.o, int64_t(m) * c.hidden);
       }
-      // MLP block.
-      b.RmsNorm(x, w.ffn_norm, m, c.hidden, c.norm_eps, s_.h);
+      // MLP block (sparse: on the normed x in s_.h).
       if (w.experts.n > 0) {
+        b.RmsNorm(x, w.ffn_norm, m, c.hidden, c.norm_eps, s_.h);
         host_times_.attention_s += SecondsSince(t0);
         RETURN_IF_ERROR(MoeBlock(l, w, x, m));
         continue;
       }
       RETURN_IF_ERROR(Products(
-          s_.h, m, c.hidden,
-          {{w.w_gate, nullptr, w.host.w_gate, s_.gate}, {w.w_up, nullptr, w.host.w_up, s_.up}}));
+          x, m, c.hidden,
+          {{w.w_gate, nullptr, w.host.w_gate, s_.gate}, {w.w_up, nullptr, w.host.w_up, s_.up}},
+          w.ffn_norm));
       if (c.mlp_act == MlpActivation::kGeluTanh) {
         b.GeGlu(s_.gate, s_.up, m, c.ffn, s_.gate);
       } else {

@@ -122,8 +122,11 @@ class Engine {
   // Runs products that share x [m, cols] (backend memory). With host rows,
   // x crosses to the host once; the backend computes its rows meanwhile and
   // each host share comes back into its columns of `out` (then added to
-  // add_to, where given).
-  absl::Status Products(const float* x, int m, int cols, std::initializer_list<Product> products);
+  // add_to, where given). With norm_w, the products are of RmsNorm(x) by
+  // norm_w (Backend::NormMatMulMany: the backend may fold the norm in; s_.h
+  // is its scratch).
+  absl::Status Products(const float* x, int m, int cols, std::initializer_list<Product> products,
+                        const float* norm_w = nullptr);
 
   Backend* backend_;
   WeightProvider* provider_;

@@ -155,6 +155,8 @@ __device__ __forceinline__ void LoadTile(const Params& p, int table_offset, int 
 
 template <typename T, int kVec>
 __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
+  PdlLetNextStart();  // pdl.h: waits before it reads
+  PdlWait();
   extern __shared__ float4 smem_f4[];
   float* sm = reinterpret_cast<float*>(smem_f4);
   const Layout lay(p.n_seqs, p.max_pairs, p.head_dim);
@@ -339,7 +341,7 @@ CudaError Launch(const Params& p, int max_ctx, int num_sms, cudaStream_t stream)
   unsigned grid = 0;
   PAGED_CUDA_TRY(PersistentGrid(kernel, kThreads, bytes,
                                 int64_t(p.n_seqs) * p.n_kv_heads * units_per_seq, num_sms, &grid));
-  kernel<<<grid, kThreads, bytes, stream>>>(p);
+  PAGED_CUDA_TRY(LaunchPdl(kernel, grid, kThreads, bytes, stream, p));
   PAGED_CUDA_LAUNCHED();
   return 0;
 }

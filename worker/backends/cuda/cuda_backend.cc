@@ -14,10 +14,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <numbers>
+#include <string>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
@@ -38,6 +40,7 @@
 #include "worker/backends/cuda/kernel_types.h"
 #include "worker/backends/cuda/kv_cache.h"
 #include "worker/backends/cuda/norm_rope.h"
+#include "worker/backends/cuda/op_profile.h"
 #include "worker/backends/cuda/sampling.h"
 #include "worker/backends/cuda/transfer.h"
 #include "worker/backends/cuda/weights.h"
@@ -116,6 +119,10 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(device_);
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    if (profile_.on()) {
+      profile_.Collect();
+      std::fputs(profile_.Report().c_str(), stderr);
+    }
     for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
     for (auto& c : copy_streams_) {
       if (c.stream != nullptr) cudaStreamSynchronize(c.stream);
@@ -181,6 +188,8 @@ class CudaBackend final : public Backend {
     grouped_experts_ = grouped == nullptr || std::strcmp(grouped, "0") != 0;
     const char* join = std::getenv("PAGED_CUDA_GEMV_JOIN");
     join_products_ = join == nullptr || std::strcmp(join, "0") != 0;
+    const char* fold = std::getenv("PAGED_CUDA_GEMV_NORM");
+    fold_norm_ = fold == nullptr || std::strcmp(fold, "0") != 0;
     return absl::OkStatus();
   }
 
@@ -233,6 +242,7 @@ class CudaBackend final : public Backend {
     Check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_),
           "Download: cudaMemcpyAsync");
     Check(cudaStreamSynchronize(stream_), "Download: cudaStreamSynchronize");
+    profile_.Collect();
   }
 
   void DownloadMany(const DownloadPart* parts, int n) override {
@@ -265,6 +275,7 @@ class CudaBackend final : public Backend {
       at += AlignUp(parts[i].bytes, 256);
     }
     Check(cudaStreamSynchronize(stream_), "DownloadMany: cudaStreamSynchronize");
+    profile_.Collect();
     at = 0;
     for (int i = 0; i < n; ++i) {
       std::memcpy(parts[i].host_dst, down_ + at, parts[i].bytes);
@@ -275,6 +286,7 @@ class CudaBackend final : public Backend {
   absl::Status Synchronize() override {
     Device();
     Check(cudaStreamSynchronize(stream_), "Synchronize: cudaStreamSynchronize");
+    profile_.Collect();
     absl::Status s = std::move(error_);
     error_ = absl::OkStatus();
     return s;
@@ -286,7 +298,7 @@ class CudaBackend final : public Backend {
   // table was rewritten (epoch_) since: those are the addresses and data it
   // names besides the caller's. PAGED_CUDA_GRAPHS=0 turns graphs off.
 
-  bool graphs_supported() const override { return graphs_on_ && !sync_each_op_; }
+  bool graphs_supported() const override { return graphs_on_ && !sync_each_op_ && !profile_.on(); }
 
   void BeginGraph() override {
     Device();
@@ -578,7 +590,7 @@ class CudaBackend final : public Backend {
     Device();
     if (ldo != 0 && ldo < w.rows) return Invalid("MatMul: ldo smaller than the weight's rows");
     Check(DoMatMul(x, n, w, bias, out, ldo > 0 ? ldo : w.rows));
-    AfterOp("MatMul");
+    AfterOp("MatMul", [&] { return ShapeKey("MatMul", n, &w, 1); });
   }
 
   // At one token row, products of 16-bit or int8 / int4 weights of one
@@ -586,25 +598,24 @@ class CudaBackend final : public Backend {
   // otherwise one by one (also with PAGED_CUDA_GEMV_JOIN=0, for measuring).
   void MatMulMany(const float* x, int n, const MatMulJob* jobs, int count) override {
     // One GEMV launch for products joined, or for one whose residual add it
-    // takes (cuda::GemvFusedAdd: off until checked on the GPU); an add it
+    // takes (cuda::GemvFusedAdd: on unless PAGED_CUDA_GEMV_ADD=0); an add it
     // does not take goes the default way, MatMul then Add.
     bool adds = false;
     for (int j = 0; j < count; ++j) adds |= jobs[j].add_to != nullptr;
-    const bool fused_add = cuda::GemvFusedAdd();
-    if (n == 1 && count >= 1 && count <= cuda::kGemvWideMaxJobs && (!adds || fused_add) &&
-        ((join_products_ && count >= 2) || adds) && cuda::FusedGemvEnabled()) {
-      Device();
-      cuda::GemvWideJob wide[cuda::kGemvWideMaxJobs];
-      for (int j = 0; j < count; ++j)
-        wide[j] = {View(*jobs[j].w), jobs[j].bias, jobs[j].out, jobs[j].add_to};
-      const cuda::CudaError e = cuda::LaunchGemvWideMany(wide, count, x, stream_);
-      if (e != int(cudaErrorNotSupported)) {
-        Check(Cuda(e, "MatMulMany: fused GEMV"));
-        AfterOp("MatMulMany");
-        return;
-      }
+    if ((join_products_ && count >= 2) || adds) {
+      if (WideGemv(x, n, jobs, count, nullptr)) return;
     }
     Backend::MatMulMany(x, n, jobs, count);
+  }
+
+  // The norm folded into the decode GEMV where it takes the products
+  // (PAGED_CUDA_GEMV_NORM=0: RmsNorm's own launch, for measuring).
+  void NormMatMulMany(const float* x, const NormIn& norm, int n, const MatMulJob* jobs,
+                      int count) override {
+    if (fold_norm_ && (join_products_ || count == 1) && norm.dim == jobs[0].w->cols &&
+        WideGemv(x, n, jobs, count, &norm))
+      return;
+    Backend::NormMatMulMany(x, norm, n, jobs, count);
   }
 
   void Rope(float* q, float* k, const int32_t* pos, int n, int n_heads, int n_kv_heads,
@@ -692,7 +703,10 @@ class CudaBackend final : public Backend {
     auto c = counters_.Get(uint64_t(cuda::AttentionCounterCount(a)) * sizeof(int32_t), stream_);
     if (!c.ok()) return Check(c.status());
     Check(cuda::LaunchAttention(a, partials, static_cast<int32_t*>(*c), stream_), "Attention");
-    AfterOp("Attention");
+    AfterOp("Attention", [&] {
+      return absl::StrCat(p.decode_rows ? "Attention decode rows" : "Attention", ", ", n_seqs,
+                          " seqs");
+    });
   }
 
   void SwiGlu(const float* gate, const float* up, int n, int dim, float* out) override {
@@ -967,6 +981,7 @@ class CudaBackend final : public Backend {
   void Device() {
     // Cheap when already current; the engine may call from another thread.
     cudaSetDevice(device_);
+    profile_.Begin(stream_);
   }
 
   void Check(absl::Status s) {
@@ -977,9 +992,51 @@ class CudaBackend final : public Backend {
   void Invalid(std::string msg) {
     Check(absl::InvalidArgumentError(absl::StrCat(name(), ": ", msg)));
   }
+  // The products in one launch of the decode GEMV (gemv_wide.h), with the
+  // norm folded in when given; false (nothing enqueued) where it does not
+  // take them.
+  bool WideGemv(const float* x, int n, const MatMulJob* jobs, int count, const NormIn* norm) {
+    bool adds = false;
+    for (int j = 0; j < count; ++j) adds |= jobs[j].add_to != nullptr;
+    if (n != 1 || count < 1 || count > cuda::kGemvWideMaxJobs || (adds && !cuda::GemvFusedAdd()) ||
+        !cuda::FusedGemvEnabled())
+      return false;
+    Device();
+    cuda::GemvWideJob wide[cuda::kGemvWideMaxJobs];
+    for (int j = 0; j < count; ++j)
+      wide[j] = {View(*jobs[j].w), jobs[j].bias, jobs[j].out, jobs[j].add_to};
+    const cuda::CudaError e =
+        cuda::LaunchGemvWideMany(wide, count, x, stream_, norm != nullptr ? norm->w : nullptr,
+                                 norm != nullptr ? norm->eps : 0.f);
+    if (e == int(cudaErrorNotSupported)) return false;
+    Check(Cuda(e, "MatMulMany: fused GEMV"));
+    AfterOp("MatMulMany", [&] {
+      int64_t rows = 0;
+      for (int j = 0; j < count; ++j) rows += jobs[j].w->rows;
+      WeightRef all = *jobs[0].w;
+      all.rows = rows;
+      return ShapeKey(
+          norm != nullptr ? (adds ? "norm+GEMV+add" : "norm+GEMV") : (adds ? "GEMV+add" : "GEMV"),
+          n, &all, count);
+    });
+    return true;
+  }
+
+  static std::string ShapeKey(const char* op, int n, const WeightRef* w, int joined) {
+    std::string k = absl::StrCat(op, " ", std::string(DTypeName(w->dtype)), " ", w->rows, "x",
+                                 w->cols, " n=", n);
+    if (joined > 1) absl::StrAppend(&k, " (", joined, " joined)");
+    return k;
+  }
 
   // PAGED_CUDA_SYNC=1: wait for the op and report a fault where it happens.
   void AfterOp(const char* op) {
+    AfterOp(op, [op] { return std::string(op); });
+  }
+  // PAGED_CUDA_PROFILE=1 times the op under key() (op_profile.h).
+  template <typename Key>
+  void AfterOp(const char* op, Key key) {
+    if (profile_.on()) profile_.End(stream_, key());
     if (!sync_each_op_) return;
     const cudaError_t e = cudaStreamSynchronize(stream_);
     if (e != cudaSuccess) Check(e, absl::StrCat(op, " (PAGED_CUDA_SYNC)").c_str());
@@ -1141,6 +1198,7 @@ class CudaBackend final : public Backend {
   std::vector<ExpertTask> single_;
   bool grouped_experts_ = true;  // PAGED_CUDA_GROUPED_EXPERTS=0: one task at a time
   bool join_products_ = true;    // PAGED_CUDA_GEMV_JOIN=0: MatMulMany one by one
+  bool fold_norm_ = true;        // PAGED_CUDA_GEMV_NORM=0: NormMatMulMany's RmsNorm launched
   cuda::DeviceScratch probs_;    // sampling probabilities [n, vocab]
   // RoPE inverse frequencies [head_dim / 2] of the last RoPEs used.
   struct RopeTable {
@@ -1155,6 +1213,7 @@ class CudaBackend final : public Backend {
   std::unordered_set<void*> imported_;  // ImportMemory'd and not yet closed
   std::string uuid_;                    // "GPU-xxxxxxxx-xxxx-..."
   absl::Status error_;                  // first failure since the last Synchronize
+  cuda::OpProfile profile_;             // PAGED_CUDA_PROFILE=1
 };
 
 }  // namespace

@@ -8,12 +8,43 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "worker/backends/cuda/kernel_types.h"
+#include "worker/backends/cuda/pdl.h"
 
 namespace paged::cuda {
 
 inline constexpr int kMaxGridX = 1 << 30;
+
+// The two halves of a programmatic dependent launch (pdl.h), in the kernel:
+// let the next kernel start, and wait for the one before. Both do nothing
+// in a kernel launched plainly.
+__device__ __forceinline__ void PdlLetNextStart() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void PdlWait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
+// Launches a kernel that calls PdlWait before it touches what the kernel
+// before it wrote or reads: as a programmatic dependent where PdlLaunches(),
+// else plainly.
+template <typename... KernelArgs, typename... Args>
+cudaError_t LaunchPdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                      cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  if (PdlLaunches()) {
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
 
 // Blocks for `count` items of `per_block` each, capped (kernels grid-stride).
 inline unsigned GridFor(int64_t count, int per_block, int64_t cap = 65536 * 4) {

@@ -8,6 +8,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void AddKernel(float* __restrict__ x, const float* __restrict__ y, int64_t count) {
+  PdlLetNextStart();  // pdl.h: waits before it reads
+  PdlWait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
        i += int64_t(gridDim.x) * blockDim.x) {
     x[i] += y[i];
@@ -16,6 +18,8 @@ __global__ void AddKernel(float* __restrict__ x, const float* __restrict__ y, in
 
 __global__ void SwiGluKernel(const float* __restrict__ gate, const float* __restrict__ up,
                              int64_t count, float* __restrict__ out) {
+  PdlLetNextStart();  // pdl.h: waits before it reads
+  PdlWait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
        i += int64_t(gridDim.x) * blockDim.x) {
     // The CPU reference's operation order: (g * (1 / (1 + e^-g))) * up.
@@ -123,7 +127,7 @@ __global__ void CastKernel(const float* __restrict__ src, int64_t count, T* __re
 
 CudaError LaunchAdd(float* x, const float* y, int64_t count, cudaStream_t stream) {
   if (count <= 0) return 0;
-  AddKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(x, y, count);
+  PAGED_CUDA_TRY(LaunchPdl(AddKernel, GridFor(count, kThreads), kThreads, 0, stream, x, y, count));
   PAGED_CUDA_LAUNCHED();
   return 0;
 }
@@ -132,7 +136,8 @@ CudaError LaunchSwiGlu(const float* gate, const float* up, int64_t n, int64_t di
                        cudaStream_t stream) {
   const int64_t count = n * dim;
   if (count <= 0) return 0;
-  SwiGluKernel<<<GridFor(count, kThreads), kThreads, 0, stream>>>(gate, up, count, out);
+  PAGED_CUDA_TRY(
+      LaunchPdl(SwiGluKernel, GridFor(count, kThreads), kThreads, 0, stream, gate, up, count, out));
   PAGED_CUDA_LAUNCHED();
   return 0;
 }

@@ -9,6 +9,7 @@
 #include "worker/backends/cuda/block_decode.cuh"
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_util.cuh"
+#include "worker/backends/cuda/env_switch.h"
 #include "worker/backends/cuda/gemv_wide.h"
 
 namespace paged::cuda {
@@ -93,10 +94,12 @@ struct WideJobs {
 // int8 / int4 ask for four blocks an SM: ptxas then keeps the decoded
 // quads in registers (without it, int8 at two rows a warp spilled); 0 leaves
 // f16 / bf16 as they were measured.
-template <ElemType kType, int R, int U>
+template <ElemType kType, int R, int U, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32,
                                   kType == ElemType::kI8 || kType == ElemType::kI4 ? 4 : 0)
-    GemvWideKernel(const WideJobs jobs, int64_t cols, int group, const float* __restrict__ x) {
+    GemvWideKernel(const WideJobs jobs, int64_t cols, int group, const float* __restrict__ x,
+                   const float* __restrict__ norm_w, float eps) {
+  PdlLetNextStart();  // pdl.h
   constexpr int E = ChunkValues(kType);
   constexpr bool kScaled = kType == ElemType::kI8 || kType == ElemType::kI4;
   // This block's job, its fields picked by constant indices (a dynamic
@@ -131,6 +134,19 @@ __global__ void __launch_bounds__(kWarps * 32,
   float acc[R];
 #pragma unroll
   for (int i = 0; i < R; ++i) acc[i] = 0.f;
+    // The first chunks of the rows into L2 before x is waited for: their
+    // loads depend on nothing (a prefetch holds no registers).
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t c = lane + 32 * u;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      if (c < chunks) asm volatile("prefetch.global.L2 [%0];" ::"l"(w[i] + c));
+    }
+  }
+  // x (and out) belong to the kernel before (pdl.h).
+  PdlWait();
+  float ss = 0.f;  // this lane's share of sum(x^2), with norm_w
   for (int64_t base = lane; base < chunks; base += 32 * U) {
     uint4 raw[U][R];
 #pragma unroll
@@ -147,6 +163,15 @@ __global__ void __launch_bounds__(kWarps * 32,
       float4 xv[E / 4];
 #pragma unroll
       for (int j = 0; j < E / 4; ++j) xv[j] = __ldg(xc + j);
+      if constexpr (kNorm) {
+        const float4* gc = reinterpret_cast<const float4*>(norm_w + c * E);
+#pragma unroll
+        for (int j = 0; j < E / 4; ++j) {
+          const float4 g = __ldg(gc + j);
+          ss += xv[j].x * xv[j].x + xv[j].y * xv[j].y + xv[j].z * xv[j].z + xv[j].w * xv[j].w;
+          xv[j] = make_float4(xv[j].x * g.x, xv[j].y * g.y, xv[j].z * g.z, xv[j].w * g.w);
+        }
+      }
 #pragma unroll
       for (int i = 0; i < R; ++i) {
         float d = 0.f;
@@ -174,6 +199,12 @@ __global__ void __launch_bounds__(kWarps * 32,
   }
 #pragma unroll
   for (int i = 0; i < R; ++i) acc[i] = WarpSum(acc[i]);
+  if constexpr (kNorm) {
+    // RmsNorm's scale, in its operation order.
+    const float scale = 1.f / sqrtf(__fadd_rn(WarpSum(ss) / float(cols), eps));
+#pragma unroll
+    for (int i = 0; i < R; ++i) acc[i] *= scale;
+  }
   if (lane == 0) {
 #pragma unroll
     for (int i = 0; i < R; ++i) {
@@ -205,10 +236,9 @@ int ForcedRows() {
   return r;
 }
 
-// Whether MatMulMany's jobs with add_to are added in the GEMV (off until
-// measured and checked on the GPU: PAGED_CUDA_GEMV_ADD=1, or
-// SetGemvFusedAdd); -1: not read yet.
-std::atomic<int> fused_add{-1};
+// Whether MatMulMany's jobs with add_to are added in the GEMV (on;
+// PAGED_CUDA_GEMV_ADD=0 or SetGemvFusedAdd turn it off).
+EnvSwitch fused_add("PAGED_CUDA_GEMV_ADD", /*on_by_default=*/true);
 
 // Rows per warp, as measured on the H100 (14336, 4096 and 4096 x 14336 at
 // one token row, docs/BENCHMARKS.md): int8 / int4 read 4x / 8x their
@@ -231,12 +261,26 @@ int RowsPerWarp(ElemType type, int64_t rows) {
 }
 
 template <ElemType kType, int R, int U>
-CudaError LaunchRows(WideJobs jobs, int64_t cols, int group, const float* x, cudaStream_t stream) {
+CudaError LaunchRows(WideJobs jobs, int64_t cols, int group, const float* x, const float* norm_w,
+                     float eps, cudaStream_t stream) {
   jobs.first[0] = 0;
   for (int j = 0; j < jobs.count; ++j)
     jobs.first[j + 1] = jobs.first[j] + int((jobs.rows[j] + kWarps * R - 1) / (kWarps * R));
-  GemvWideKernel<kType, R, U>
-      <<<unsigned(jobs.first[jobs.count]), kWarps * 32, 0, stream>>>(jobs, cols, group, x);
+  const dim3 grid(unsigned(jobs.first[jobs.count])), block(kWarps * 32);
+  if (norm_w != nullptr) {
+    // f16 / bf16 only: int8 / int4 are bound by their instructions, and
+    // the norm's (a multiply and a square per x value) cost them what the
+    // launch saved at int8 and a quarter of the step at int4 (H100).
+    if constexpr (kType == ElemType::kI8 || kType == ElemType::kI4) {
+      return int(cudaErrorNotSupported);
+    } else {
+      PAGED_CUDA_TRY(LaunchPdl(GemvWideKernel<kType, R, U, true>, grid, block, 0, stream, jobs,
+                               cols, group, x, norm_w, eps));
+    }
+  } else {
+    PAGED_CUDA_TRY(LaunchPdl(GemvWideKernel<kType, R, U, false>, grid, block, 0, stream, jobs, cols,
+                             group, x, norm_w, eps));
+  }
   PAGED_CUDA_LAUNCHED();
   return 0;
 }
@@ -246,16 +290,16 @@ CudaError LaunchRows(WideJobs jobs, int64_t cols, int group, const float* x, cud
 // jobs' rows together.
 template <ElemType kType>
 CudaError LaunchOf(const WideJobs& jobs, int64_t cols, int group, const float* x,
-                   cudaStream_t stream) {
+                   const float* norm_w, float eps, cudaStream_t stream) {
   int64_t rows = 0;
   for (int j = 0; j < jobs.count; ++j) rows += jobs.rows[j];
   switch (RowsPerWarp(kType, rows)) {
     case 4:
-      return LaunchRows<kType, 4, 2>(jobs, cols, group, x, stream);
+      return LaunchRows<kType, 4, 2>(jobs, cols, group, x, norm_w, eps, stream);
     case 2:
-      return LaunchRows<kType, 2, 4>(jobs, cols, group, x, stream);
+      return LaunchRows<kType, 2, 4>(jobs, cols, group, x, norm_w, eps, stream);
     default:
-      return LaunchRows<kType, 1, 4>(jobs, cols, group, x, stream);
+      return LaunchRows<kType, 1, 4>(jobs, cols, group, x, norm_w, eps, stream);
   }
 }
 
@@ -279,8 +323,10 @@ void SetGemvWideRowsPerWarp(int rows) {
 }
 
 CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, const float* norm_w, float eps) {
   if (count < 1 || count > kGemvWideMaxJobs) return int(cudaErrorNotSupported);
+  if (norm_w != nullptr && reinterpret_cast<uintptr_t>(norm_w) % 16 != 0)
+    return int(cudaErrorNotSupported);
   WideJobs k{};
   k.count = count;
   const MatrixView& w0 = jobs[0].w;
@@ -298,31 +344,20 @@ CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
   }
   switch (w0.type) {
     case ElemType::kF16:
-      return LaunchOf<ElemType::kF16>(k, w0.cols, w0.group, x, stream);
+      return LaunchOf<ElemType::kF16>(k, w0.cols, w0.group, x, norm_w, eps, stream);
     case ElemType::kBF16:
-      return LaunchOf<ElemType::kBF16>(k, w0.cols, w0.group, x, stream);
+      return LaunchOf<ElemType::kBF16>(k, w0.cols, w0.group, x, norm_w, eps, stream);
     case ElemType::kI8:
-      return LaunchOf<ElemType::kI8>(k, w0.cols, w0.group, x, stream);
+      return LaunchOf<ElemType::kI8>(k, w0.cols, w0.group, x, norm_w, eps, stream);
     case ElemType::kI4:
-      return LaunchOf<ElemType::kI4>(k, w0.cols, w0.group, x, stream);
+      return LaunchOf<ElemType::kI4>(k, w0.cols, w0.group, x, norm_w, eps, stream);
     default:
       return int(cudaErrorNotSupported);
   }
 }
 
-bool GemvFusedAdd() {
-  int v = fused_add.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("PAGED_CUDA_GEMV_ADD");
-    int unset = -1;
-    fused_add.compare_exchange_strong(unset, e != nullptr && std::strcmp(e, "1") == 0 ? 1 : 0,
-                                      std::memory_order_relaxed);
-    v = fused_add.load(std::memory_order_relaxed);
-  }
-  return v == 1;
-}
-
-void SetGemvFusedAdd(bool on) { fused_add.store(on ? 1 : 0, std::memory_order_relaxed); }
+bool GemvFusedAdd() { return fused_add.on(); }
+void SetGemvFusedAdd(bool on) { fused_add.set(on); }
 
 CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                          cudaStream_t stream) {

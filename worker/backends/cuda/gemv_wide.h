@@ -42,8 +42,18 @@ struct GemvWideJob {
   // not written (the residual stream's add in the same launch).
   float* add_to = nullptr;
 };
+// With norm_w, x is first RMS-normed as RmsNorm does (x / sqrt(mean(x^2) +
+// eps) * norm_w): the kernel scales each x value by norm_w as it reads it,
+// sums the squares of x on the way (every warp reads all of x) and scales
+// each dot by 1 / rms at the end, so the norm needs no launch of its own.
+// f16 / bf16 weights only (int8 / int4: cudaErrorNotSupported; their GEMV
+// is bound by its instructions, and the norm's cost more than the launch).
 CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
-                             cudaStream_t stream);
+                             cudaStream_t stream, const float* norm_w = nullptr, float eps = 0.f);
+
+// The GEMV is launched by LaunchPdl (pdl.h): launched as a programmatic
+// dependent, its blocks prefetch their rows' first chunks into L2 before
+// they wait for x.
 
 // Rows per warp for every later launch: 1, 2 or 4; anything else returns to
 // the automatic choice. PAGED_CUDA_GEMV_ROWS in the environment sets it at
@@ -51,9 +61,10 @@ CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
 void SetGemvWideRowsPerWarp(int rows);
 
 // Whether CudaBackend::MatMulMany adds a job's product to its add_to in the
-// GEMV (else: the GEMV, then an Add). Off until measured and checked on the
-// GPU; PAGED_CUDA_GEMV_ADD=1 in the environment turns it on at the first
-// call, SetGemvFusedAdd for the tests.
+// GEMV (else: the GEMV, then an Add). On (checked on the H100: the
+// GEMV takes no longer and the Add's launch goes); PAGED_CUDA_GEMV_ADD=0 in
+// the environment turns it off at the first call, SetGemvFusedAdd for the
+// tests.
 bool GemvFusedAdd();
 void SetGemvFusedAdd(bool on);
 

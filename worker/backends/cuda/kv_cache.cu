@@ -10,6 +10,8 @@ template <typename T>
 __global__ void KvWriteKernel(const float* __restrict__ k, const float* __restrict__ v,
                               const int32_t* __restrict__ slots, int n, char* __restrict__ base,
                               int block_tokens, int kv_dim, uint64_t block_bytes) {
+  PdlLetNextStart();  // pdl.h: waits before it reads
+  PdlWait();
   const int64_t total = int64_t(n) * kv_dim;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
        t += int64_t(gridDim.x) * blockDim.x) {
@@ -36,16 +38,16 @@ CudaError LaunchKvWrite(const float* k, const float* v, const int32_t* slots, in
   const unsigned grid = GridFor(total, 256);
   switch (kv.type) {
     case ElemType::kF32:
-      KvWriteKernel<float><<<grid, 256, 0, stream>>>(k, v, slots, n, base, kv.block_tokens,
-                                                     kv.kv_dim, kv.block_bytes);
+      PAGED_CUDA_TRY(LaunchPdl(KvWriteKernel<float>, grid, 256, 0, stream, k, v, slots, n, base,
+                               kv.block_tokens, kv.kv_dim, kv.block_bytes));
       break;
     case ElemType::kF16:
-      KvWriteKernel<__half><<<grid, 256, 0, stream>>>(k, v, slots, n, base, kv.block_tokens,
-                                                      kv.kv_dim, kv.block_bytes);
+      PAGED_CUDA_TRY(LaunchPdl(KvWriteKernel<__half>, grid, 256, 0, stream, k, v, slots, n, base,
+                               kv.block_tokens, kv.kv_dim, kv.block_bytes));
       break;
     case ElemType::kBF16:
-      KvWriteKernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(k, v, slots, n, base, kv.block_tokens,
-                                                             kv.kv_dim, kv.block_bytes);
+      PAGED_CUDA_TRY(LaunchPdl(KvWriteKernel<__nv_bfloat16>, grid, 256, 0, stream, k, v, slots, n,
+                               base, kv.block_tokens, kv.kv_dim, kv.block_bytes));
       break;
     default:
       return int(cudaErrorInvalidValue);

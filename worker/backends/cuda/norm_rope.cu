@@ -10,6 +10,9 @@ namespace {
 __global__ void RmsNormKernel(const float* x, const float* __restrict__ w, int dim, float eps,
                               float* out) {
   __shared__ float scratch[33];
+  PdlLetNextStart();  // pdl.h: waits before it reads
+  PdlWait();
+
   const float* xr = x + int64_t(blockIdx.x) * dim;
   float* o = out + int64_t(blockIdx.x) * dim;
   float ss = 0.f;
@@ -26,6 +29,8 @@ __global__ void RmsNormKernel(const float* x, const float* __restrict__ w, int d
 __global__ void RopeKernel(float* __restrict__ q, float* __restrict__ k,
                            const int32_t* __restrict__ pos, int n, int n_heads, int n_kv_heads,
                            int head_dim, const float* __restrict__ inv_freq, float attn_factor) {
+  PdlLetNextStart();  // pdl.h: waits before it reads
+  PdlWait();
   const int half = head_dim / 2;
   const int heads = n_heads + n_kv_heads;
   const int64_t total = int64_t(n) * heads * half;
@@ -56,7 +61,7 @@ CudaError LaunchRmsNorm(const float* x, const float* w, int n, int dim, float ep
                         cudaStream_t stream) {
   if (n <= 0 || dim <= 0) return 0;
   const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 256;
-  RmsNormKernel<<<unsigned(n), threads, 0, stream>>>(x, w, dim, eps, out);
+  PAGED_CUDA_TRY(LaunchPdl(RmsNormKernel, unsigned(n), threads, 0, stream, x, w, dim, eps, out));
   PAGED_CUDA_LAUNCHED();
   return 0;
 }
@@ -65,8 +70,8 @@ CudaError LaunchRope(float* q, float* k, const int32_t* pos, int n, int n_heads,
                      int head_dim, const float* inv_freq, float attn_factor, cudaStream_t stream) {
   const int64_t total = int64_t(n) * (n_heads + n_kv_heads) * (head_dim / 2);
   if (total <= 0) return 0;
-  RopeKernel<<<GridFor(total, 256), 256, 0, stream>>>(q, k, pos, n, n_heads, n_kv_heads, head_dim,
-                                                      inv_freq, attn_factor);
+  PAGED_CUDA_TRY(LaunchPdl(RopeKernel, GridFor(total, 256), 256, 0, stream, q, k, pos, n, n_heads,
+                           n_kv_heads, head_dim, inv_freq, attn_factor));
   PAGED_CUDA_LAUNCHED();
   return 0;
 }
