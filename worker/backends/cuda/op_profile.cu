@@ -108,8 +108,8 @@ std::string OpProfile::Report() const {
   std::string out = "cuda op profile (PAGED_CUDA_PROFILE=1): GPU ms by op, over " +
                     std::to_string(windows_) + " windows\n";
   char line[256];
-  std::snprintf(line, sizeof line, "%7s %10s %8s %9s  %s\n", "share", "total ms", "calls", "mean us",
-                "op");
+  std::snprintf(line, sizeof line, "%7s %10s %8s %9s  %s\n", "share", "total ms", "calls",
+                "mean us", "op");
   out += line;
   for (const auto& [key, s] : rows) {
     std::snprintf(line, sizeof line, "%6.1f%% %10.3f %8lld %9.2f  %s\n",
