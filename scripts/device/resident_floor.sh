@@ -8,7 +8,9 @@
 #     path), op by op through the GEMV, and replayed step graphs (f16 also
 #     with the residual add after the GEMV, PAGED_CUDA_GEMV_ADD=0, the norm
 #     in its own launch, PAGED_CUDA_GEMV_NORM=0, and the launches as
-#     programmatic dependents, PAGED_CUDA_PDL=1, also for int8 / int4);
+#     programmatic dependents, PAGED_CUDA_PDL=1, and a block's rows never /
+#     always split between its warps, PAGED_CUDA_GEMV_SPLIT=0 / 1, also for
+#     int8 / int4);
 #     FORMATS (f16) adds int8 / int4 segments;
 #   - PREFILL=1: 8 x 2048 prefill, paged (4 GiB) and resident.
 # Logs under $OUT (logs.tgz), the table last (and $OUT/table.txt).
@@ -41,6 +43,8 @@ for f in ${FORMATS:-f16}; do
   }
   for b in ${BATCHES:-1 2 8}; do run $f-b$b-graphs "" --batch=$b; done
   run $f-b1-pdl-graphs "PAGED_CUDA_PDL=1" --batch=1
+  run $f-b1-nosplit-graphs "PAGED_CUDA_GEMV_SPLIT=0" --batch=1
+  run $f-b1-splitall-graphs "PAGED_CUDA_GEMV_SPLIT=1" --batch=1
   if [[ $f == f16 ]]; then
     run f16-b1-normapart-graphs "PAGED_CUDA_GEMV_NORM=0" --batch=1
     run f16-b1-gemv "" --batch=1 --graphs=false

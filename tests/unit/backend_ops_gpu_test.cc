@@ -339,9 +339,12 @@ TEST_F(BackendOpsGpuTest, MatMulManyIsEachProduct) {
   }
   cases.push_back({1, {64, 64}, 512, {DType::kF16, DType::kI8}});
   cases.push_back({1, {64, 64}, 512, {DType::kI4, DType::kBF16}});
-  for (int path : {0, 1, 2, 4, -1}) {
+  // path: rows per warp (0: the GEMV's choice), the same with a block's
+  // rows split between its warps (10 + rows), or cuBLAS (-1).
+  for (int path : {0, 1, 2, 4, 10, 11, 12, 14, -1}) {
+    testing::GemvSwitchScope split(testing::GemvSwitch::kSplit, path >= 10);
     testing::FusedGemvEnv env(path >= 0);
-    testing::GemvRowsPerWarp rows_per_warp(std::max(path, 0));
+    testing::GemvRowsPerWarp rows_per_warp(std::max(path % 10, 0));
     for (const Case& c : cases) {
       const Twin x = Put(RandomFloats(rng, size_t(c.n * c.cols)));
       std::vector<Weight> ws;
@@ -433,9 +436,11 @@ TEST_F(BackendOpsGpuTest, NormMatMulManyIsTheProductsOfTheNormedRow) {
                                    {3, {61, 17}, 1024, false}};
   for (const bool pdl : {false, true}) {
     testing::GemvSwitchScope launch(testing::GemvSwitch::kPdl, pdl);
-    for (int path : {0, 1, 2, 4, -1}) {
+    // As in MatMulManyIsEachProduct: 10 + rows per warp splits the rows.
+    for (int path : {0, 1, 2, 4, 10, 11, 12, 14, -1}) {
+      testing::GemvSwitchScope split(testing::GemvSwitch::kSplit, path >= 10);
       testing::FusedGemvEnv env(path >= 0);
-      testing::GemvRowsPerWarp rows_per_warp(std::max(path, 0));
+      testing::GemvRowsPerWarp rows_per_warp(std::max(path % 10, 0));
       for (DType t : kAllWeightTypes) {
         for (const Case& c : cases) {
           // x far from unit scale, so a missing 1 / rms shows.
@@ -1616,13 +1621,18 @@ TEST_F(TimingGpuTest, DISABLED_PrintTimings) {
              2.0 * n * rows * cols / (ms / 1e3) / 1e12);
     }
   }
-  // The decode GEMV (n = 1) by rows per warp (0: its own choice), on the
-  // three matrix shapes of a llama-7b-like layer. Each timed run is 16
+  // The decode GEMV (n = 1) by rows per warp (0: its own choice), a warp's
+  // rows its own or a block's split between its warps (GemvSplit), on the
+  // matrix shapes of llama-3-8b and llama-7b layers. Each timed run is 16
   // products, over copies of the matrix that together outsize the L2 cache
   // (as a step's matrices do), so the figure is HBM's, not L2's.
   for (DType t : {DType::kF16, DType::kI8, DType::kI4}) {
-    for (const auto& [rows, cols] :
-         {std::pair<int64_t, int64_t>{14336, 4096}, {4096, 4096}, {4096, 14336}}) {
+    for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{14336, 4096},
+                                     {4096, 4096},
+                                     {4096, 14336},
+                                     {22016, 4096},
+                                     {12288, 4096},
+                                     {4096, 11008}}) {
       const uint64_t bytes = PayloadBytes(t, uint64_t(rows), uint64_t(cols));
       const int copies = int(std::max<uint64_t>(2, (256ull << 20) / bytes + 1));
       const Weight w = MakeWeight(t, rows * copies, cols, DefaultGroup(t), rng);
@@ -1637,7 +1647,9 @@ TEST_F(TimingGpuTest, DISABLED_PrintTimings) {
       }
       const Twin x = Put(RandomFloats(rng, size_t(cols)));
       const Twin out = Make(uint64_t(rows) * 4);
-      for (int r : {1, 2, 4, 0}) {
+      for (int path : {1, 2, 4, 0, 11, 12, 14, 10}) {
+        const int r = path % 10;
+        testing::GemvSwitchScope split(testing::GemvSwitch::kSplit, path >= 10);
         testing::GemvRowsPerWarp rows_per_warp(r);
         constexpr int kRuns = 16;
         const double ms =
@@ -1647,9 +1659,10 @@ TEST_F(TimingGpuTest, DISABLED_PrintTimings) {
               }
             }) /
             kRuns;
-        printf("TIMING gemv %s %lldx%lld rows/warp %d: %.4f ms, weight %.0f GB/s\n",
+        printf("TIMING gemv %s %lldx%lld rows/warp %d%s: %.4f ms, weight %.0f GB/s\n",
                std::string(DTypeName(t)).c_str(), static_cast<long long>(rows),
-               static_cast<long long>(cols), r, ms, double(bytes) / (ms / 1e3) / 1e9);
+               static_cast<long long>(cols), r, path >= 10 ? " split" : "", ms,
+               double(bytes) / (ms / 1e3) / 1e9);
       }
     }
   }

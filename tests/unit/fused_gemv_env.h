@@ -62,35 +62,50 @@ class GemvRowsPerWarp {
 };
 
 // A switch of the decode GEMV on or off for a scope, as it was again after
-// it: the residual add in the launch (cuda::GemvFusedAdd) or the decode
-// step's launches as programmatic dependents (cuda::PdlLaunches, pdl.h).
-enum class GemvSwitch { kFusedAdd, kPdl };
+// it: the residual add in the launch (cuda::GemvFusedAdd), the decode
+// step's launches as programmatic dependents (cuda::PdlLaunches, pdl.h), or
+// a block's rows split between its warps always (on) or never (off); after
+// the scope, the split's mode as it was (by shape, the default).
+enum class GemvSwitch { kFusedAdd, kPdl, kSplit };
 class GemvSwitchScope {
  public:
-  GemvSwitchScope(GemvSwitch which, bool on) : which_(which), was_(Get(which)) { Set(which, on); }
+  GemvSwitchScope(GemvSwitch which, bool on) : which_(which), was_(Get(which)) {
+    Set(which, on ? 1 : 0);
+  }
   ~GemvSwitchScope() { Set(which_, was_); }
   GemvSwitchScope(const GemvSwitchScope&) = delete;
   GemvSwitchScope& operator=(const GemvSwitchScope&) = delete;
 
  private:
-  static bool Get([[maybe_unused]] GemvSwitch which) {
+  // 0 / 1 for off / on; the split also keeps its by-shape mode (2).
+  static int Get([[maybe_unused]] GemvSwitch which) {
 #if PAGED_HAVE_CUDA
-    return which == GemvSwitch::kFusedAdd ? cuda::GemvFusedAdd() : cuda::PdlLaunches();
-#else
-    return false;
+    switch (which) {
+      case GemvSwitch::kFusedAdd:
+        return cuda::GemvFusedAdd() ? 1 : 0;
+      case GemvSwitch::kPdl:
+        return cuda::PdlLaunches() ? 1 : 0;
+      case GemvSwitch::kSplit:
+        return cuda::GemvSplitMode();
+    }
 #endif
+    return 0;
   }
-  static void Set([[maybe_unused]] GemvSwitch which, [[maybe_unused]] bool on) {
+  static void Set([[maybe_unused]] GemvSwitch which, [[maybe_unused]] int value) {
 #if PAGED_HAVE_CUDA
-    if (which == GemvSwitch::kFusedAdd) {
-      cuda::SetGemvFusedAdd(on);
-    } else {
-      cuda::SetPdlLaunches(on);
+    switch (which) {
+      case GemvSwitch::kFusedAdd:
+        return cuda::SetGemvFusedAdd(value == 1);
+      case GemvSwitch::kPdl:
+        return cuda::SetPdlLaunches(value == 1);
+      case GemvSwitch::kSplit:
+        // kGemvSplitNever, kGemvSplitAlways, kGemvSplitByShape: 0, 1, 2.
+        return cuda::SetGemvSplitMode(value);
     }
 #endif
   }
   const GemvSwitch which_;
-  const bool was_;
+  const int was_;
 };
 
 }  // namespace paged::testing

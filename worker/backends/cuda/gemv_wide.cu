@@ -94,7 +94,12 @@ struct WideJobs {
 // int8 / int4 ask for four blocks an SM: ptxas then keeps the decoded
 // quads in registers (without it, int8 at two rows a warp spilled); 0 leaves
 // f16 / bf16 as they were measured.
-template <ElemType kType, int R, int U, bool kNorm>
+// kSplit (GemvSplitMode): the block's four warps take the same R rows, each
+// thread every 128th chunk, and sum their shares through shared memory at
+// the end (in warp order: the result does not depend on timing). A block
+// then has R rows, not 4R: four times the blocks, each a quarter as long,
+// so the last wave of blocks is a smaller part of a product.
+template <ElemType kType, int R, int U, bool kNorm, bool kSplit>
 __global__ void __launch_bounds__(kWarps * 32,
                                   kType == ElemType::kI8 || kType == ElemType::kI4 ? 4 : 0)
     GemvWideKernel(const WideJobs jobs, int64_t cols, int group, const float* __restrict__ x,
@@ -119,8 +124,12 @@ __global__ void __launch_bounds__(kWarps * 32,
     }
   }
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int64_t r0 = (int64_t(int(blockIdx.x) - first) * kWarps + warp) * R;
-  if (r0 >= rows) return;
+  const int64_t r0 = kSplit ? int64_t(int(blockIdx.x) - first) * R
+                            : (int64_t(int(blockIdx.x) - first) * kWarps + warp) * R;
+  if (r0 >= rows) return;  // the whole block when kSplit
+  // This thread's first chunk, and the stride between its chunks.
+  constexpr int kStride = kSplit ? kWarps * 32 : 32;
+  const int t0 = kSplit ? int(threadIdx.x) : lane;
   const int64_t chunks = cols / E;
   const int64_t row_bytes = chunks * 16;
   const int64_t groups = kScaled ? (cols + group - 1) / group : 0;
@@ -138,7 +147,7 @@ __global__ void __launch_bounds__(kWarps * 32,
     // loads depend on nothing (a prefetch holds no registers).
 #pragma unroll
   for (int u = 0; u < U; ++u) {
-    const int64_t c = lane + 32 * u;
+    const int64_t c = t0 + kStride * u;
 #pragma unroll
     for (int i = 0; i < R; ++i) {
       if (c < chunks) asm volatile("prefetch.global.L2 [%0];" ::"l"(w[i] + c));
@@ -147,17 +156,17 @@ __global__ void __launch_bounds__(kWarps * 32,
   // x (and out) belong to the kernel before (pdl.h).
   PdlWait();
   float ss = 0.f;  // this lane's share of sum(x^2), with norm_w
-  for (int64_t base = lane; base < chunks; base += 32 * U) {
+  for (int64_t base = t0; base < chunks; base += kStride * U) {
     uint4 raw[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t c = base + 32 * u;
+      const int64_t c = base + kStride * u;
 #pragma unroll
       for (int i = 0; i < R; ++i) raw[u][i] = c < chunks ? __ldg(w[i] + c) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t c = base + 32 * u;
+      const int64_t c = base + kStride * u;
       if (c >= chunks) break;
       const float4* xc = reinterpret_cast<const float4*>(x + c * E);
       float4 xv[E / 4];
@@ -199,9 +208,29 @@ __global__ void __launch_bounds__(kWarps * 32,
   }
 #pragma unroll
   for (int i = 0; i < R; ++i) acc[i] = WarpSum(acc[i]);
+  if constexpr (kNorm) ss = WarpSum(ss);
+  if constexpr (kSplit) {
+    __shared__ float part[kWarps][R + 1];
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < R; ++i) part[warp][i] = acc[i];
+      part[warp][R] = ss;
+    }
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      acc[i] = part[0][i];
+#pragma unroll
+      for (int k = 1; k < kWarps; ++k) acc[i] += part[k][i];
+    }
+    ss = part[0][R];
+#pragma unroll
+    for (int k = 1; k < kWarps; ++k) ss += part[k][R];
+  }
   if constexpr (kNorm) {
     // RmsNorm's scale, in its operation order.
-    const float scale = 1.f / sqrtf(__fadd_rn(WarpSum(ss) / float(cols), eps));
+    const float scale = 1.f / sqrtf(__fadd_rn(ss / float(cols), eps));
 #pragma unroll
     for (int i = 0; i < R; ++i) acc[i] *= scale;
   }
@@ -240,16 +269,54 @@ int ForcedRows() {
 // PAGED_CUDA_GEMV_ADD=0 or SetGemvFusedAdd turn it off).
 EnvSwitch fused_add("PAGED_CUDA_GEMV_ADD", /*on_by_default=*/true);
 
+// Whether a block's rows are split between its warps (kSplit): the mode
+// set by SetGemvSplitMode or read from PAGED_CUDA_GEMV_SPLIT ("0": never,
+// "1": always, else by shape); -1: not read yet.
+std::atomic<int> split_mode{-1};
+
+int SplitMode() {
+  int m = split_mode.load(std::memory_order_relaxed);
+  if (m < 0) {
+    const char* e = std::getenv("PAGED_CUDA_GEMV_SPLIT");
+    const int read = e != nullptr && std::strcmp(e, "0") == 0   ? kGemvSplitNever
+                     : e != nullptr && std::strcmp(e, "1") == 0 ? kGemvSplitAlways
+                                                                : kGemvSplitByShape;
+    int unset = -1;
+    split_mode.compare_exchange_strong(unset, read, std::memory_order_relaxed);
+    m = split_mode.load(std::memory_order_relaxed);
+  }
+  return m;
+}
+
+// By shape, as measured on the H100 (TimingGpuTest, docs/BENCHMARKS.md):
+// f16 / bf16 gain at every shape of llama-7b and -8b layers (at four rows:
+// 4096 x 11008 2582 GB/s against 2219, 4096 x 4096 2267 against 2130,
+// 22016 x 4096 2930 against 2765); int8 / int4, bound by their
+// instructions, gain only on long rows, where a warp's chain of loads was
+// long (int8 4096 x 11008: 1898 against 1501) and lose on 4096 columns
+// (int8 22016 x 4096: 1868 against 2278).
+bool SplitRows(ElemType type, int64_t cols) {
+  switch (SplitMode()) {
+    case kGemvSplitNever:
+      return false;
+    case kGemvSplitAlways:
+      return true;
+    default:
+      return type == ElemType::kF16 || type == ElemType::kBF16 || cols >= 8192;
+  }
+}
+
 // Rows per warp, as measured on the H100 (14336, 4096 and 4096 x 14336 at
 // one token row, docs/BENCHMARKS.md): int8 / int4 read 4x / 8x their
 // weight bytes of x at one row a warp, and four rows were fastest at every
-// shape (int4 14336 x 4096: 1073 GB/s against 455 at one row); f16 gains
-// from four rows where that still leaves every SM four blocks (14336 rows:
-// 2723 against 2585 GB/s) and loses where it does not (4096 rows: 1951
-// against 2134), so it takes one row a warp there.
-int RowsPerWarp(ElemType type, int64_t rows) {
+// shape (int4 14336 x 4096: 1073 GB/s against 455 at one row), split or
+// not; so was f16 with the rows split (above). f16 not split gains from
+// four rows where that still leaves every SM four blocks (14336 rows: 2723
+// against 2585 GB/s) and loses where it does not (4096 rows: 1951 against
+// 2134), so it takes one row a warp there.
+int RowsPerWarp(ElemType type, int64_t rows, bool split) {
   if (const int forced = ForcedRows(); forced != 0) return forced;
-  if (type == ElemType::kI8 || type == ElemType::kI4) return 4;
+  if (type == ElemType::kI8 || type == ElemType::kI4 || split) return 4;
   static const int sms = [] {
     int device = 0, n = 0;
     if (cudaGetDevice(&device) != cudaSuccess ||
@@ -260,12 +327,13 @@ int RowsPerWarp(ElemType type, int64_t rows) {
   return (rows + kWarps * 4 - 1) / (kWarps * 4) >= 4 * sms ? 4 : 1;
 }
 
-template <ElemType kType, int R, int U>
+template <ElemType kType, int R, int U, bool kSplit>
 CudaError LaunchRows(WideJobs jobs, int64_t cols, int group, const float* x, const float* norm_w,
                      float eps, cudaStream_t stream) {
+  constexpr int kBlockRows = kSplit ? R : kWarps * R;
   jobs.first[0] = 0;
   for (int j = 0; j < jobs.count; ++j)
-    jobs.first[j + 1] = jobs.first[j] + int((jobs.rows[j] + kWarps * R - 1) / (kWarps * R));
+    jobs.first[j + 1] = jobs.first[j] + int((jobs.rows[j] + kBlockRows - 1) / kBlockRows);
   const dim3 grid(unsigned(jobs.first[jobs.count])), block(kWarps * 32);
   if (norm_w != nullptr) {
     // f16 / bf16 only: int8 / int4 are bound by their instructions, and
@@ -274,12 +342,12 @@ CudaError LaunchRows(WideJobs jobs, int64_t cols, int group, const float* x, con
     if constexpr (kType == ElemType::kI8 || kType == ElemType::kI4) {
       return int(cudaErrorNotSupported);
     } else {
-      PAGED_CUDA_TRY(LaunchPdl(GemvWideKernel<kType, R, U, true>, grid, block, 0, stream, jobs,
-                               cols, group, x, norm_w, eps));
+      PAGED_CUDA_TRY(LaunchPdl(GemvWideKernel<kType, R, U, true, kSplit>, grid, block, 0, stream,
+                               jobs, cols, group, x, norm_w, eps));
     }
   } else {
-    PAGED_CUDA_TRY(LaunchPdl(GemvWideKernel<kType, R, U, false>, grid, block, 0, stream, jobs, cols,
-                             group, x, norm_w, eps));
+    PAGED_CUDA_TRY(LaunchPdl(GemvWideKernel<kType, R, U, false, kSplit>, grid, block, 0, stream,
+                             jobs, cols, group, x, norm_w, eps));
   }
   PAGED_CUDA_LAUNCHED();
   return 0;
@@ -293,13 +361,17 @@ CudaError LaunchOf(const WideJobs& jobs, int64_t cols, int group, const float* x
                    const float* norm_w, float eps, cudaStream_t stream) {
   int64_t rows = 0;
   for (int j = 0; j < jobs.count; ++j) rows += jobs.rows[j];
-  switch (RowsPerWarp(kType, rows)) {
+  const bool split = SplitRows(kType, cols);
+  switch (RowsPerWarp(kType, rows, split)) {
     case 4:
-      return LaunchRows<kType, 4, 2>(jobs, cols, group, x, norm_w, eps, stream);
+      return split ? LaunchRows<kType, 4, 2, true>(jobs, cols, group, x, norm_w, eps, stream)
+                   : LaunchRows<kType, 4, 2, false>(jobs, cols, group, x, norm_w, eps, stream);
     case 2:
-      return LaunchRows<kType, 2, 4>(jobs, cols, group, x, norm_w, eps, stream);
+      return split ? LaunchRows<kType, 2, 4, true>(jobs, cols, group, x, norm_w, eps, stream)
+                   : LaunchRows<kType, 2, 4, false>(jobs, cols, group, x, norm_w, eps, stream);
     default:
-      return LaunchRows<kType, 1, 4>(jobs, cols, group, x, norm_w, eps, stream);
+      return split ? LaunchRows<kType, 1, 4, true>(jobs, cols, group, x, norm_w, eps, stream)
+                   : LaunchRows<kType, 1, 4, false>(jobs, cols, group, x, norm_w, eps, stream);
   }
 }
 
@@ -358,6 +430,8 @@ CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
 
 bool GemvFusedAdd() { return fused_add.on(); }
 void SetGemvFusedAdd(bool on) { fused_add.set(on); }
+int GemvSplitMode() { return SplitMode(); }
+void SetGemvSplitMode(int mode) { split_mode.store(mode, std::memory_order_relaxed); }
 
 CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                          cudaStream_t stream) {

@@ -2,7 +2,8 @@
 // time: out[r] = x . W[r, :] (+ bias[r]) for one token row (n = 1), r <
 // w.rows, f32 x and accumulation, each weight row read once. A warp takes
 // 1, 2 or 4 consecutive rows (int8 / int4: 4; f16 / bf16: 4 where that
-// leaves every SM four blocks, else 1: gemv_wide.cu has the measurements);
+// leaves every SM four blocks, else 1, or 4 with the rows split between a
+// block's warps, GemvSplitMode: gemv_wide.cu has the measurements);
 // a lane keeps eight 16-byte loads in flight, which is what HBM needs at
 // one token row, and reads each x value once for the warp's rows (x is
 // f32: at one row a warp the x reads from L1, 2x the weight bytes at f16,
@@ -67,5 +68,19 @@ void SetGemvWideRowsPerWarp(int rows);
 // tests.
 bool GemvFusedAdd();
 void SetGemvFusedAdd(bool on);
+
+// Whether a block's rows are split between its four warps by columns
+// (each warp a quarter of every row, summed in shared memory) rather than
+// one warp a row group: four times the blocks, each a quarter as long, a
+// warp's chain of loads a quarter as long. By shape (the default): f16 /
+// bf16 always, int8 / int4 where rows are 8192 values or longer (gemv_wide.cu
+// has the measurements). PAGED_CUDA_GEMV_SPLIT=0 / 1 (read at the first
+// launch) makes it never / always, for measuring; SetGemvSplitMode for the
+// tests.
+inline constexpr int kGemvSplitNever = 0;
+inline constexpr int kGemvSplitAlways = 1;
+inline constexpr int kGemvSplitByShape = 2;
+int GemvSplitMode();
+void SetGemvSplitMode(int mode);
 
 }  // namespace paged::cuda
