@@ -19,11 +19,18 @@ inline constexpr int kMaxGridX = 1 << 30;
 
 // The two halves of a programmatic dependent launch (pdl.h), in the kernel:
 // let the next kernel start, and wait for the one before. Both do nothing
-// in a kernel launched plainly.
+// in a kernel launched plainly, and are not compiled before sm_90 (which
+// has no such launch: every kernel there waits for the one before).
 __device__ __forceinline__ void PdlLetNextStart() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
 }
-__device__ __forceinline__ void PdlWait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void PdlWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 
 // Launches a kernel that calls PdlWait before it touches what the kernel
 // before it wrote or reads: as a programmatic dependent where PdlLaunches(),
