@@ -4,9 +4,13 @@
 // with its certificate, one without a certificate refused, pagectl over TLS,
 // and curl over https; and paged-up deploying the whole service over TLS.
 // (The official OpenAI clients over https are a manual step: docs/http.md.)
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -29,6 +33,25 @@ void MakeCertificate(const std::string& cert, const std::string& key, const std:
                                cert, "-days", "2", "-subj", "/CN=" + cn, "-addext",
                                "subjectAltName=DNS:localhost,IP:127.0.0.1"});
   ASSERT_EQ(rc, 0) << out;
+}
+
+// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick
+// for port 0). A port made from the pid could be in use: it fell in the
+// ephemeral range, where other tests' connections take theirs.
+int FreeLocalPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
 }
 
 std::string Match(const std::string& text, const std::string& re) {
@@ -116,7 +139,9 @@ TEST(TlsTest, PagedUpDeploysOverTls) {
   const std::string cert = dir.File("server.pem"), key = dir.File("server.key");
   ASSERT_NO_FATAL_FAILURE(MakeCertificate(cert, key, "localhost"));
   const std::string segment = testing::UniqueSegmentName("tls-up");
-  const std::string target = "127.0.0.1:" + std::to_string(20000 + ::getpid() % 20000);
+  const int port = FreeLocalPort();
+  ASSERT_GT(port, 0) << "no free port on 127.0.0.1";
+  const std::string target = "127.0.0.1:" + std::to_string(port);
   Subprocess up({std::string(PAGED_BINARY_DIR) + "/launcher/paged-up",
                  "--model=" + testing::Stories260KPath(), "--segment=" + segment,
                  "--weight-format=f32", "--kv-gib=0.02", "--device=cpu", "--gpu-budget=200MiB",
