@@ -600,9 +600,7 @@ class CudaBackend final : public Backend {
     // One GEMV launch for products joined, or for one whose residual add it
     // takes (cuda::GemvFusedAdd: on unless PAGED_CUDA_GEMV_ADD=0); an add it
     // does not take goes the default way, MatMul then Add.
-    bool adds = false;
-    for (int j = 0; j < count; ++j) adds |= jobs[j].add_to != nullptr;
-    if ((join_products_ && count >= 2) || adds) {
+    if ((join_products_ && count >= 2) || AnyAdds(jobs, count)) {
       if (WideGemv(x, n, jobs, count, nullptr)) return;
     }
     Backend::MatMulMany(x, n, jobs, count);
@@ -995,9 +993,11 @@ class CudaBackend final : public Backend {
   // The products in one launch of the decode GEMV (gemv_wide.h), with the
   // norm folded in when given; false (nothing enqueued) where it does not
   // take them.
+  static bool AnyAdds(const MatMulJob* jobs, int count) {
+    return std::any_of(jobs, jobs + count, [](const MatMulJob& j) { return j.add_to != nullptr; });
+  }
   bool WideGemv(const float* x, int n, const MatMulJob* jobs, int count, const NormIn* norm) {
-    bool adds = false;
-    for (int j = 0; j < count; ++j) adds |= jobs[j].add_to != nullptr;
+    const bool adds = AnyAdds(jobs, count);
     if (n != 1 || count < 1 || count > cuda::kGemvWideMaxJobs || (adds && !cuda::GemvFusedAdd()) ||
         !cuda::FusedGemvEnabled())
       return false;

@@ -2,14 +2,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
 #include "worker/backends/cuda/block_decode.cuh"
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_util.cuh"
-#include "worker/backends/cuda/env_switch.h"
+#include "worker/backends/cuda/env_setting.h"
 #include "worker/backends/cuda/gemv_wide.h"
 
 namespace paged::cuda {
@@ -250,43 +249,23 @@ __global__ void __launch_bounds__(kWarps * 32,
 
 // Rows per warp forced by SetGemvWideRowsPerWarp or PAGED_CUDA_GEMV_ROWS
 // (read at the first call): 1, 2 or 4; 0: chosen by RowsPerWarp.
-std::atomic<int> forced_rows{-1};
-
-int ForcedRows() {
-  int r = forced_rows.load(std::memory_order_relaxed);
-  if (r < 0) {
-    const char* v = std::getenv("PAGED_CUDA_GEMV_ROWS");
-    r = v != nullptr ? std::atoi(v) : 0;
-    if (r != 1 && r != 2 && r != 4) r = 0;
-    int unset = -1;
-    forced_rows.compare_exchange_strong(unset, r, std::memory_order_relaxed);
-    r = forced_rows.load(std::memory_order_relaxed);
-  }
-  return r;
-}
+int ValidRows(int r) { return r == 1 || r == 2 || r == 4 ? r : 0; }
+EnvSetting forced_rows("PAGED_CUDA_GEMV_ROWS",
+                       [](const char* v) { return ValidRows(v != nullptr ? std::atoi(v) : 0); });
+int ForcedRows() { return forced_rows.get(); }
 
 // Whether MatMulMany's jobs with add_to are added in the GEMV (on;
 // PAGED_CUDA_GEMV_ADD=0 or SetGemvFusedAdd turn it off).
-EnvSwitch fused_add("PAGED_CUDA_GEMV_ADD", /*on_by_default=*/true);
+EnvSetting fused_add("PAGED_CUDA_GEMV_ADD", OnUnless0);
 
 // Whether a block's rows are split between its warps (kSplit): the mode
 // set by SetGemvSplitMode or read from PAGED_CUDA_GEMV_SPLIT ("0": never,
-// "1": always, else by shape); -1: not read yet.
-std::atomic<int> split_mode{-1};
-
-int SplitMode() {
-  int m = split_mode.load(std::memory_order_relaxed);
-  if (m < 0) {
-    const char* e = std::getenv("PAGED_CUDA_GEMV_SPLIT");
-    const int read = e != nullptr && std::strcmp(e, "0") == 0   ? kGemvSplitNever
-                     : e != nullptr && std::strcmp(e, "1") == 0 ? kGemvSplitAlways
-                                                                : kGemvSplitByShape;
-    int unset = -1;
-    split_mode.compare_exchange_strong(unset, read, std::memory_order_relaxed);
-    m = split_mode.load(std::memory_order_relaxed);
-  }
-  return m;
-}
+// "1": always, else by shape).
+EnvSetting split_mode("PAGED_CUDA_GEMV_SPLIT", [](const char* v) {
+  return v != nullptr && std::strcmp(v, "0") == 0   ? kGemvSplitNever
+         : v != nullptr && std::strcmp(v, "1") == 0 ? kGemvSplitAlways
+                                                    : kGemvSplitByShape;
+});
 
 // By shape, as measured on the H100 (TimingGpuTest, docs/BENCHMARKS.md):
 // f16 / bf16 gain at every shape of llama-7b and -8b layers (at four rows:
@@ -296,7 +275,7 @@ int SplitMode() {
 // long (int8 4096 x 11008: 1898 against 1501) and lose on 4096 columns
 // (int8 22016 x 4096: 1868 against 2278).
 bool SplitRows(ElemType type, int64_t cols) {
-  switch (SplitMode()) {
+  switch (split_mode.get()) {
     case kGemvSplitNever:
       return false;
     case kGemvSplitAlways:
@@ -390,9 +369,7 @@ bool Fits(const MatrixView& w, const float* x) {
 
 }  // namespace
 
-void SetGemvWideRowsPerWarp(int rows) {
-  forced_rows.store(rows == 1 || rows == 2 || rows == 4 ? rows : 0, std::memory_order_relaxed);
-}
+void SetGemvWideRowsPerWarp(int rows) { forced_rows.set(ValidRows(rows)); }
 
 CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
                              cudaStream_t stream, const float* norm_w, float eps) {
@@ -429,9 +406,9 @@ CudaError LaunchGemvWideMany(const GemvWideJob* jobs, int count, const float* x,
 }
 
 bool GemvFusedAdd() { return fused_add.on(); }
-void SetGemvFusedAdd(bool on) { fused_add.set(on); }
-int GemvSplitMode() { return SplitMode(); }
-void SetGemvSplitMode(int mode) { split_mode.store(mode, std::memory_order_relaxed); }
+void SetGemvFusedAdd(bool on) { fused_add.set(on ? 1 : 0); }
+int GemvSplitMode() { return split_mode.get(); }
+void SetGemvSplitMode(int mode) { split_mode.set(mode); }
 
 CudaError LaunchGemvWide(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                          cudaStream_t stream) {

@@ -1,10 +1,9 @@
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
 
 #include "worker/backends/cuda/block_weights.h"
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_util.cuh"
+#include "worker/backends/cuda/env_setting.h"
 #include "worker/backends/cuda/gemv_wide.h"
 #include "worker/backends/cuda/weights.h"
 
@@ -210,20 +209,13 @@ CudaError LaunchDequantizeF16(const MatrixView& w, void* out, cudaStream_t strea
 
 namespace {
 
-// -1: not read yet; 0: off; 1: on.
-std::atomic<int> fused_gemv{-1};
+EnvSetting fused_gemv("PAGED_CUDA_FUSED_GEMV", OnUnless0);
 
 }  // namespace
 
-void ReadFusedGemvEnv() {
-  const char* v = std::getenv("PAGED_CUDA_FUSED_GEMV");
-  fused_gemv.store(v != nullptr && std::strcmp(v, "0") == 0 ? 0 : 1, std::memory_order_relaxed);
-}
+void ReadFusedGemvEnv() { fused_gemv.Reread(); }
 
-bool FusedGemvEnabled() {
-  if (fused_gemv.load(std::memory_order_relaxed) < 0) ReadFusedGemvEnv();
-  return fused_gemv.load(std::memory_order_relaxed) == 1;
-}
+bool FusedGemvEnabled() { return fused_gemv.on(); }
 
 CudaError LaunchGemv(const MatrixView& w, const float* x, int n, const float* bias, float* out,
                      int64_t ldo, cudaStream_t stream) {
