@@ -81,17 +81,18 @@ TEST_F(StoreProcessTest, BuildsVerifiesRefusesASecondStoreAndReattaches) {
     EXPECT_TRUE(j.contains(key)) << key;
   // The plan of a worker on this segment, the hybrid split measured here
   // with the CPU executor on the segment's own weights, against a slow link
-  // (5 GB/s) so that any machine's host earns at least half of the rows
-  // (hybrid_plan.h's minimum share is 45%).
+  // (0.2 GB/s) so that any machine's host earns at least half of the rows
+  // (hybrid_plan.h's minimum share is 45%): a loaded CI machine measured
+  // 1.5 GB/s on these tiny matrices, below the 4.1 a 5 GB/s link needed.
   auto [prc, pout] = Pagectl({"plan", "--segment=" + segment_, "--gpu-budget=512MiB",
-                              "--resident=none", "--link-gbs=5", "--json"});
+                              "--resident=none", "--link-gbs=0.2", "--json"});
   ASSERT_EQ(prc, 0) << pout;
   const auto plan = nlohmann::json::parse(pout);
   EXPECT_EQ(plan["paged_layers"], 2);
   EXPECT_GT(plan["host_gbs_at_1_row"].get<double>(), 0);
   const double share = plan["hybrid_host_share_at_1_row"].get<double>();
   const double host = plan["host_gbs_at_1_row"].get<double>();
-  EXPECT_NEAR(share, host / (host + 5), 1e-9) << "host " << host << " GB/s";
+  EXPECT_NEAR(share, host / (host + 0.2), 1e-9) << "host " << host << " GB/s";
   EXPECT_LE(share, 1);
   EXPECT_LT(plan["hybrid_predicted_decode_step_s"].get<double>(),
             plan["predicted_decode_step_s"].get<double>());
