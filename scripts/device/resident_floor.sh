@@ -10,7 +10,9 @@
 #     in its own launch, PAGED_CUDA_GEMV_NORM=0, and the launches as
 #     programmatic dependents, PAGED_CUDA_PDL=1, and a block's rows never /
 #     always split between its warps, PAGED_CUDA_GEMV_SPLIT=0 / 1, also for
-#     int8 / int4);
+#     int8 / int4, and decode rows' attention on the decode kernel,
+#     PAGED_CUDA_ATTN_DECODE=1, attention_decode.h); ROWS="pdl nosplit ..." runs only those
+#     variants (default: all);
 #     FORMATS (f16) adds int8 / int4 segments;
 #   - PREFILL=1: 8 x 2048 prefill, paged (4 GiB) and resident.
 # Logs under $OUT (logs.tgz), the table last (and $OUT/table.txt).
@@ -38,6 +40,9 @@ for f in ${FORMATS:-f16}; do
   run() {  # name "VAR=value ..." paged-bench flags...
     local name=$1 envs=$2
     shift 2
+    local tag=${name#"$f"-b*-}
+    tag=${tag%-graphs}
+    [[ $tag != graphs && -n ${ROWS:-} && " $ROWS " != *" $tag "* ]] && return 0
     env $envs timeout 150 $B paged-bench --segment=r-$f --device=cuda:0 --mode=resident \
       --prompt-len=32 --gen-len=64 "$@" >"$out/$name.txt" 2>&1
   }
@@ -45,6 +50,7 @@ for f in ${FORMATS:-f16}; do
   run $f-b1-pdl-graphs "PAGED_CUDA_PDL=1" --batch=1
   run $f-b1-nosplit-graphs "PAGED_CUDA_GEMV_SPLIT=0" --batch=1
   run $f-b1-splitall-graphs "PAGED_CUDA_GEMV_SPLIT=1" --batch=1
+  run $f-b1-attndec-graphs "PAGED_CUDA_ATTN_DECODE=1" --batch=1
   if [[ $f == f16 ]]; then
     run f16-b1-normapart-graphs "PAGED_CUDA_GEMV_NORM=0" --batch=1
     run f16-b1-gemv "" --batch=1 --graphs=false

@@ -28,7 +28,8 @@
 #include "worker/engine/backend_factory.h"
 #include "worker/engine/sampling.h"
 #if PAGED_HAVE_CUDA
-#include "worker/backends/cuda/attention.h"  // SetAttentionPrefillMma (timings)
+#include "worker/backends/cuda/attention.h"         // SetAttentionPrefillMma (timings)
+#include "worker/backends/cuda/attention_decode.h"  // SetAttentionDecode
 #endif
 
 namespace paged {
@@ -1097,6 +1098,23 @@ class AttentionGpuTest : public BackendOpsGpuTest {
     }
     ExpectClose(GetC<float>(out, size_t(n) * q_dim), first_run, 2e-5, "Attention " + Name(s));
   }
+
+  // Runs `body` with decode rows on the decode kernel (attention_decode.h),
+  // then on the CUDA-core kernel.
+  template <typename Body>
+  void OnBothDecodeKernels(Body body) {
+#if PAGED_HAVE_CUDA
+    const bool was = cuda::AttentionDecodeOn();
+    for (bool on : {true, false}) {
+      SCOPED_TRACE(on ? "decode kernel" : "CUDA-core kernel");
+      cuda::SetAttentionDecode(on);
+      body();
+    }
+    cuda::SetAttentionDecode(was);
+#else
+    body();
+#endif
+  }
 };
 
 // A prefill chunk crossing block boundaries, a prefill from 0, decode rows at
@@ -1143,8 +1161,33 @@ TEST_F(AttentionGpuTest, LongDecodeSplitK) {
   std::vector<SeqSpec> specs;
   for (int i = 0; i < 12; ++i) specs.push_back({2900 + 37 * i, 1});
   specs.push_back({5000, 1});  // more splits than the cap: longer chunks
-  Run(rng, AttnShape{32, 4, 128, DType::kF16}, specs, /*repeats=*/3);
-  Run(rng, AttnShape{8, 8, 64, DType::kF32}, specs, /*repeats=*/2);
+  OnBothDecodeKernels([&] {
+    Run(rng, AttnShape{32, 4, 128, DType::kF16}, specs, /*repeats=*/3);
+    Run(rng, AttnShape{8, 8, 64, DType::kF32}, specs, /*repeats=*/2);
+  });
+}
+
+// One decode row, as a batch-1 step has it: short contexts are split too
+// (the decode kernel fills the device), long ones up to the cap, run three
+// times (the counters are left at zero, the merge is in split order). The
+// shapes: llama-7b's 32 heads of 128, grouped 4 and 8 to a kv head, gpt-oss's
+// 64 of 64 over 8, head_dim 96 and 80 (lanes of a key past the head's end),
+// head_dim 256, and 12 heads a kv head (past the decode kernel's 8: the
+// CUDA-core kernel takes them).
+TEST_F(AttentionGpuTest, OneDecodeRowEveryLengthAndShape) {
+  std::mt19937 rng(21);
+  for (const AttnShape& s :
+       {AttnShape{32, 32, 128, DType::kF16}, AttnShape{32, 8, 128, DType::kBF16},
+        AttnShape{32, 4, 128, DType::kF32}, AttnShape{64, 8, 64, DType::kBF16},
+        AttnShape{8, 2, 96, DType::kF16}, AttnShape{4, 4, 80, DType::kF32},
+        AttnShape{8, 4, 256, DType::kBF16}, AttnShape{12, 1, 64, DType::kF16}}) {
+    for (int ctx : {1, 2, 31, 33, 95, 96, 97, 640, 4097}) {
+      SCOPED_TRACE(Name(s) + " context " + std::to_string(ctx));
+      AttnParams p;
+      p.decode_rows = true;
+      OnBothDecodeKernels([&] { Run(rng, s, {{ctx - 1, 1}}, /*repeats=*/3, p, {}, 64); });
+    }
+  }
 }
 
 // Decode rows only, told so (AttnParams::decode_rows: no prefill launch), at
@@ -1162,7 +1205,7 @@ TEST_F(AttentionGpuTest, DecodeRowsToldSo) {
          {AttnShape{32, 8, 128, DType::kF16}, AttnShape{8, 2, 64, DType::kBF16},
           AttnShape{4, 4, 8, DType::kF32}}) {
       SCOPED_TRACE(Name(s) + " window " + std::to_string(window));
-      Run(rng, s, specs, /*repeats=*/2, p, {}, /*max_ctx_slack=*/300);
+      OnBothDecodeKernels([&] { Run(rng, s, specs, /*repeats=*/2, p, {}, /*max_ctx_slack=*/300); });
     }
   }
 }
@@ -1198,10 +1241,12 @@ TEST_F(AttentionGpuTest, ScaleAndSoftCap) {
   for (const AttnShape& s : {AttnShape{8, 2, 128, DType::kF16}, AttnShape{8, 4, 64, DType::kF32},
                              AttnShape{4, 2, 64, DType::kBF16}}) {
     SCOPED_TRACE(Name(s));
-    Run(rng, s, kMixedBatch, 1, p);
-    p.window = 40;
-    Run(rng, s, kMixedBatch, 1, p);
-    p.window = 0;
+    OnBothDecodeKernels([&] {
+      Run(rng, s, kMixedBatch, 1, p);
+      p.window = 40;
+      Run(rng, s, kMixedBatch, 1, p);
+      p.window = 0;
+    });
   }
 }
 
@@ -1222,7 +1267,7 @@ TEST_F(AttentionGpuTest, Sinks) {
       AttnParams p;
       p.window = window;
       SCOPED_TRACE(Name(s) + " window " + std::to_string(window));
-      Run(rng, s, kMixedBatch, /*repeats=*/2, p, sinks);
+      OnBothDecodeKernels([&] { Run(rng, s, kMixedBatch, /*repeats=*/2, p, sinks); });
     }
   }
 }
@@ -1681,6 +1726,68 @@ TEST_F(TimingGpuTest, DISABLED_PrintTimings) {
                      out.G<int32_t>());
       });
       printf("TIMING sample 64 x 128256 %s: %.3f ms\n", names[m], ms);
+    }
+  }
+}
+
+// Decode attention: batch 1 and 64 rows at contexts 96, 1024 and 4096, in
+// llama-7b's shape (32 heads of 128, one kv head each, f16), llama-3-8b's
+// (grouped 4 to a kv head, bf16) and gpt-oss's (64 heads of 64 over 8):
+// the decode kernel against the CUDA-core one, per launch (50 launches
+// queued back to back, so that a short kernel's time is not the host's),
+// with the GB/s of K and V read.
+TEST_F(TimingGpuTest, DISABLED_DecodeAttentionTimings) {
+  std::mt19937 rng(6);
+  struct Shape {
+    const char* name;
+    int heads, kvh, hd;
+    DType kt;
+  };
+  for (const Shape& sh :
+       {Shape{"llama-7b", 32, 32, 128, DType::kF16}, Shape{"llama-3-8b", 32, 8, 128, DType::kBF16},
+        Shape{"gpt-oss", 64, 8, 64, DType::kBF16}}) {
+    for (int batch : {1, 64}) {
+      for (int ctx : {96, 1024, 4096}) {
+        const int bt = 16, kv_dim = sh.kvh * sh.hd, per_seq = (ctx + bt - 1) / bt;
+        const int nb = per_seq * batch;
+        const uint64_t block_bytes = 2ull * bt * kv_dim * 2;
+        void* pool = GpuRandomKv(block_bytes * nb, rng, sh.kt);
+        std::vector<int32_t> tables(nb);
+        std::iota(tables.begin(), tables.end(), 0);
+        std::shuffle(tables.begin(), tables.end(), rng);
+        std::vector<AttnSeq> seqs;
+        for (int b = 0; b < batch; ++b) seqs.push_back(AttnSeq{b, 1, ctx - 1, b * per_seq});
+        const Twin d_tables = Put(tables), d_seqs = Put(seqs);
+        const Twin q = Put(RandomFloats(rng, size_t(batch) * sh.heads * sh.hd, 0.5f));
+        const Twin out = Make(uint64_t(batch) * sh.heads * sh.hd * 4);
+        KvLayerView kv{pool, sh.kt, bt, kv_dim, block_bytes, uint64_t(nb)};
+        AttnParams ap;
+        ap.decode_rows = true;
+        constexpr int kLaunches = 50;
+        auto run = [&] {
+          for (int i = 0; i < kLaunches; ++i) {
+            gpu_->Attention(q.G<float>(), d_seqs.G<AttnSeq>(), batch, d_tables.G<int32_t>(),
+                            sh.heads, sh.kvh, sh.hd, ctx, kv, ap, out.G<float>());
+          }
+        };
+        double us = 0, old_us = 0;
+#if PAGED_HAVE_CUDA
+        const bool was = cuda::AttentionDecodeOn();
+        cuda::SetAttentionDecode(true);
+        us = Time(run, 5) * 1e3 / kLaunches;
+        cuda::SetAttentionDecode(false);
+        old_us = Time(run, 5) * 1e3 / kLaunches;
+        cuda::SetAttentionDecode(was);
+#else
+        us = Time(run, 5) * 1e3 / kLaunches;
+#endif
+        const double gb = 2.0 * ctx * kv_dim * 2 * batch / 1e9;
+        printf(
+            "TIMING attention decode %s %d/%d hd%d %s, batch %d, context %d: %.2f us, %.0f GB/s "
+            "(CUDA-core kernel %.2f us: %.2fx)\n",
+            sh.name, sh.heads, sh.kvh, sh.hd, std::string(DTypeName(sh.kt)).c_str(), batch, ctx, us,
+            gb / (us / 1e6), old_us, us > 0 ? old_us / us : 0.0);
+      }
     }
   }
 }

@@ -3,7 +3,9 @@
 #include <type_traits>
 
 #include "worker/backends/cuda/attention.h"
+#include "worker/backends/cuda/attention_decode.h"
 #include "worker/backends/cuda/attention_prefill_mma.h"
+#include "worker/backends/cuda/attention_util.cuh"
 #include "worker/backends/cuda/cuda_check.h"
 #include "worker/backends/cuda/device_util.cuh"
 
@@ -30,7 +32,9 @@ Plan MakePlan(const AttentionArgs& a) {
   p.max_pairs = p.rows_per_tile * p.group;
   // A decode row reads at most `window` keys.
   const int keys = a.window > 0 ? std::min(a.max_ctx, a.window) : a.max_ctx;
-  p.max_splits = std::clamp((keys + kSplitLen - 1) / kSplitLen, 1, kMaxSplits);
+  // Room for the splits of either kernel that may take decode rows.
+  p.max_splits = std::max(std::clamp((keys + kSplitLen - 1) / kSplitLen, 1, kMaxSplits),
+                          AttentionDecodeMaxSplits(keys));
   return p;
 }
 
@@ -65,6 +69,7 @@ struct Params {
   int n_heads, n_kv_heads, head_dim;
   int group, rows_per_tile, max_pairs, max_splits;
   int skip_prefill;  // prefill sequences run on the mma kernel
+  int skip_decode;   // decode rows run on the decode kernel
   float scale;
   float softcap;       // > 0: scores soft-capped
   int window;          // > 0: sliding window
@@ -78,53 +83,13 @@ __device__ __forceinline__ int Splits(int ctx, int max_splits) {
   return s < 1 ? 1 : (s > max_splits ? max_splits : s);
 }
 
-// A row's output with its head's sink: num / den is the softmax over the
-// keys (running max m); the sink's logit joins the denominator, both
-// rescaled to the larger maximum so that nothing overflows.
-__device__ __forceinline__ void SinkNormalise(float m, float sink, float* num, float* den) {
-  const float mx = fmaxf(m, sink);
-  const float c = m == -INFINITY ? 0.f : expf(m - mx);
-  *num *= c;
-  *den = *den * c + expf(sink - mx);
-}
-
-// The first key a query at position `pos` sees.
-__device__ __forceinline__ int FirstKey(int pos, int window) {
-  return window > 0 ? max(0, pos - window + 1) : 0;
-}
-
 __device__ __forceinline__ int Units(const AttnSeqView& sq, const Params& p) {
   if (sq.n_new <= 0) return 0;
+  if (sq.n_new == 1 && p.skip_decode) return 0;
   if (sq.n_new == 1)
     return Splits(sq.start_pos + 1 - FirstKey(sq.start_pos, p.window), p.max_splits);
   if (p.skip_prefill) return 0;
   return (sq.n_new + p.rows_per_tile - 1) / p.rows_per_tile;
-}
-
-template <typename T, int kVec>
-__device__ __forceinline__ void LoadVec(const T* src, float* dst) {
-  if constexpr (kVec == 1) {
-    dst[0] = ToF32(*src);
-  } else if constexpr (sizeof(T) == 4) {
-    static_assert(kVec == 4);
-    const float4 v = *reinterpret_cast<const float4*>(src);
-    dst[0] = v.x, dst[1] = v.y, dst[2] = v.z, dst[3] = v.w;
-  } else {
-    static_assert(kVec == 8);
-    const uint4 raw = *reinterpret_cast<const uint4*>(src);
-    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint16_t lo = uint16_t(w[i] & 0xffffu), hi = uint16_t(w[i] >> 16);
-      if constexpr (std::is_same_v<T, __half>) {
-        dst[2 * i] = __half2float(__ushort_as_half(lo));
-        dst[2 * i + 1] = __half2float(__ushort_as_half(hi));
-      } else {
-        dst[2 * i] = __uint_as_float(uint32_t(lo) << 16);
-        dst[2 * i + 1] = __uint_as_float(uint32_t(hi) << 16);
-      }
-    }
-  }
 }
 
 // Stages keys [t0, t0 + nt) of kv head `kvh` as f32: ks [nt][hd + 1], vs [nt][hd].
@@ -279,49 +244,10 @@ __global__ void __launch_bounds__(kThreads) AttentionKernel(Params p) {
         p.out[(int64_t(row) * p.n_heads + head) * hd + d] = num / den;
       }
     } else {
-      // One decode row: pairs are the group's heads. Publish this split's
-      // state; the last split of (s, kvh) to finish merges all of them.
-      const int64_t stride = 2 + hd;
-      for (int idx = tid; idx < npairs * hd; idx += nthreads) {
-        const int pp = idx / hd, d = idx - pp * hd;
-        const int64_t head = kvh * g + pp;
-        p.partials[((s * int64_t(p.n_heads) + head) * p.max_splits + split) * stride + 2 + d] =
-            acc[idx];
-      }
-      for (int pp = tid; pp < npairs; pp += nthreads) {
-        const int64_t head = kvh * g + pp;
-        float* part =
-            p.partials + ((s * int64_t(p.n_heads) + head) * p.max_splits + split) * stride;
-        part[0] = mrow[pp];
-        part[1] = lrow[pp];
-      }
-      __threadfence();
-      __syncthreads();
-      int32_t* counter = p.counters + int64_t(s) * p.n_kv_heads + kvh;
-      if (tid == 0) *flag = atomicAdd(counter, 1) == nsp - 1;
-      __syncthreads();
-      if (*flag) {
-        __threadfence();
-        for (int idx = tid; idx < npairs * hd; idx += nthreads) {
-          const int pp = idx / hd, d = idx - pp * hd;
-          const int64_t head = kvh * g + pp;
-          const float* part = p.partials + (s * int64_t(p.n_heads) + head) * p.max_splits * stride;
-          float mx = -INFINITY;
-          for (int i = 0; i < nsp; ++i) mx = fmaxf(mx, __ldcg(part + i * stride));
-          // The sink joins the merge as one more partial: no value, sum e^0.
-          const float sink = p.sinks != nullptr ? p.sinks[head] : -INFINITY;
-          mx = fmaxf(mx, sink);
-          float num = 0.f, den = sink == -INFINITY ? 0.f : expf(sink - mx);
-          for (int i = 0; i < nsp; ++i) {
-            const float mi = __ldcg(part + i * stride);
-            const float e = mi == -INFINITY ? 0.f : expf(mi - mx);
-            den += __ldcg(part + i * stride + 1) * e;
-            num += __ldcg(part + i * stride + 2 + d) * e;
-          }
-          p.out[(int64_t(sq.q_offset) * p.n_heads + head) * hd + d] = num / den;
-        }
-        if (tid == 0) *counter = 0;
-      }
+      // One decode row: pairs are the group's heads.
+      const DecodeOut o{p.out,     p.sinks,      p.partials, p.counters,
+                        p.n_heads, p.n_kv_heads, hd,         p.max_splits};
+      FinishDecodeSplit(o, s, sq.q_offset, kvh, g, split, nsp, acc, mrow, lrow, flag);
     }
     __syncthreads();  // shared memory is reused by the next item
   }
@@ -397,6 +323,12 @@ CudaError LaunchAttention(const AttentionArgs& a, float* partials, int32_t* coun
   p.partials = partials;
   p.counters = counters;
   p.skip_prefill = 0;
+  p.skip_decode = 0;
+  if (AttentionDecodeOn() && AttentionDecodeSupports(a)) {
+    const CudaError e = LaunchAttentionDecode(a, pl.max_splits, partials, counters, stream);
+    if (e != 0) return e;
+    p.skip_decode = 1;
+  }
   if (a.decode_rows) {
     p.skip_prefill = 1;  // there are no prefill rows to run anywhere
   } else if (AttentionPrefillMmaSupports(a)) {
@@ -404,6 +336,7 @@ CudaError LaunchAttention(const AttentionArgs& a, float* partials, int32_t* coun
     if (e != 0) return e;
     p.skip_prefill = 1;
   }
+  if (p.skip_prefill && p.skip_decode) return 0;  // nothing left for this kernel
   switch (a.kv.type) {
     case ElemType::kF32:
       return LaunchTyped<float>(p, a.max_ctx, a.num_sms, stream);

@@ -14,8 +14,10 @@
 // list from `seqs` itself, so the host needs no per-sequence information.
 //
 // Prefill sequences (n_new > 1) with an f16/bf16 cache and head_dim 64 or 128
-// go to a tensor-core kernel instead (attention_prefill_mma.h), launched
-// before this one on the same stream; each kernel skips the other's rows.
+// go to a tensor-core kernel instead (attention_prefill_mma.h), and decode
+// rows, where the decode kernel is switched on, to it (attention_decode.h),
+// each launched before this one on the same stream; each kernel skips the
+// others' rows, and this one is not launched when nothing is left for it.
 #pragma once
 
 #include <cstdint>
