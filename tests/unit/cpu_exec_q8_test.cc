@@ -7,7 +7,7 @@
 //     d * q (the product the integer kernels compute, up to the rounding of
 //     their few f32 terms): 1e-5 of sum |x' * w|, shapes with 1 to 130 rows,
 //     batches around the token tiles, bias, ldo and row ranges, on every SIMD
-//     target this CPU runs (without AVX-512 the f32 kernels get x');
+//     target this CPU runs (without AVX2 the f32 kernels get x');
 //   - the determinism contract bit for bit: split row ranges, a token alone
 //     vs in a batch, thread counts, MatMulMany (x quantized once per input);
 //   - formats without integer kernels keep f32 activations.
@@ -154,7 +154,7 @@ TEST(CpuExecQ8Test, RowRangesBiasAndLdo) {
   }
 }
 
-// The integer kernels on AVX-512; elsewhere x' through the f32 kernels.
+// The integer kernels on AVX-512 and AVX2; elsewhere x' through the f32 kernels.
 TEST(CpuExecQ8Test, EveryTargetThisCpuRunsComputesTheSameProduct) {
   std::mt19937 rng(43);
   ExecPool pool(Q8Options(2));

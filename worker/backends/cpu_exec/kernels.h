@@ -59,7 +59,7 @@ void MatMulRowsMXFP4(const RowsArgs& a, int64_t ra, int64_t rb);
 // The products with 8-bit activations (matmul_q8.cc): x quantized per
 // row into q [n, cols], d [n, cols / kQ8Block], s16 [n, cols / 16] (cols a
 // multiple of kQ8Block) and s32 [n, cols / 32], and the integer kernels that read a.q8, where the
-// CPU has them (HasQ8Kernels(): AVX-512).
+// CPU has them (HasQ8Kernels(): AVX-512 or AVX2).
 void QuantizeQ8(const float* x, int n, int64_t cols, int8_t* q, float* d, int16_t* s16,
                 int16_t* s32);
 bool HasQ8Kernels();

@@ -15,9 +15,12 @@
 // do not depend on the row range, the thread count or the other token rows
 // (each out(i, r) is one fixed sequence of operations).
 //
-// On AVX-512 (the AVX3 targets) only: elsewhere the front (matmul.cc) gives
-// the f32 kernels x' instead (HasQ8Kernels() false), which is the same
-// product up to f32 summation order.
+// On AVX-512 (the AVX3 targets) a super-block is 4 registers of 64 codes;
+// on AVX2 8 registers of 32 (one q4_k / q5_k sub-block each, two of q6_k's),
+// each multiplied by its sub-block scales picked from one register by a
+// byte shuffle, the same integer sums in 8 i32 lanes instead of 16. Elsewhere
+// the front (matmul.cc) gives the f32 kernels x' instead (HasQ8Kernels()
+// false), which is the same product up to f32 summation order.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "worker/backends/cpu_exec/matmul_q8.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -80,6 +83,11 @@ struct alignas(64) ScaleIndex {
   }
 };
 constexpr ScaleIndex kQ4KScaleIdx(32), kQ6KScaleIdx(16);
+
+// The f32 accumulator of a (weight row, token row) pair, and its sum.
+using AccV = __m512;
+HWY_INLINE AccV AccZero() { return _mm512_setzero_ps(); }
+HWY_INLINE float AccSum(AccV v) { return _mm512_reduce_add_ps(v); }
 
 // A super-block of one weight row, decoded for integer products: 4
 // registers of 64 u8 codes in column order (register k: columns [64k,
@@ -195,6 +203,183 @@ struct Q6K {
   }
 };
 
+#elif HWY_TARGET == HWY_AVX2
+#define PAGED_Q8_KERNELS 1
+
+// Bytes {2j, 2j + 1} in every 16-bit lane: a byte shuffle of a register
+// whose 128-bit halves hold 8 i16 values picks value j of each half into
+// every lane of that half.
+struct alignas(32) PickTable {
+  int8_t lane[8][32];
+  constexpr PickTable() : lane() {
+    for (int j = 0; j < 8; ++j) {
+      for (int i = 0; i < 32; ++i) lane[j][i] = int8_t(2 * j + i % 2);
+    }
+  }
+};
+constexpr PickTable kPick;
+
+HWY_INLINE __m256i Pick(__m256i halves, int j) {
+  return _mm256_shuffle_epi8(halves,
+                             _mm256_load_si256(reinterpret_cast<const __m256i*>(kPick.lane[j])));
+}
+
+// The 8 scales (bytes 0-7) and 8 mins (8-15) of a q4_k / q5_k super-block,
+// 0..63, from its 12 packed bytes s = blk + 4, four at a time in u32s:
+//   j < 4:  sc_j = s[j] & 63,                      m_j = s[j + 4] & 63
+//   j >= 4: sc_j = s[j + 4] & 15 | (s[j - 4] >> 6) << 4,
+//           m_j = s[j + 4] >> 4 | (s[j] >> 6) << 4
+// ((x >> 6) << 4 of each byte is (u32 >> 2) & 0x30 per byte: the bits
+// shifted in from the next byte land in bits 6, 7, masked off.)
+HWY_INLINE __m128i ScaleMinBytesK4(const uint8_t* blk) {
+  uint32_t a, b, c;
+  memcpy(&a, blk + 4, 4);
+  memcpy(&b, blk + 8, 4);
+  memcpy(&c, blk + 12, 4);
+  const uint32_t sc_lo = a & 0x3F3F3F3Fu, m_lo = b & 0x3F3F3F3Fu;
+  const uint32_t sc_hi = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+  const uint32_t m_hi = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+  return _mm_set_epi32(int(m_hi), int(m_lo), int(sc_hi), int(sc_lo));
+}
+
+// A super-block of one weight row, decoded for integer products: 8
+// registers of 32 u8 codes in column order (register j: columns [32j, 32j +
+// 32)), the sub-block scales as i16 arranged for Pick (register j's lanes
+// take value j of each half), the f32 d and the offset's correction as on
+// AVX-512: q4_k's mins (dmin and the 8 m_j as i16), q6_k's 32 (its 16
+// scales as i16).
+struct SuperBlock {
+  __m256i code[8];
+  __m256i scales;
+  __m128i m8;    // q4_k: m_0..7
+  __m256i sc16;  // q6_k: the 16 scales
+  float d;
+  float dmin;  // q4_k
+};
+
+// sum_j of register j's maddubs (u8 codes x s8 q, pairs summed in i16:
+// at most 2 * 63 * 127) times its scales (vpmaddwd), in 8 i32 lanes.
+HWY_INLINE __m256i CodeDot(const SuperBlock& s, const int8_t* q) {
+  __m256i sum = _mm256_setzero_si256();
+  PAGED_UNROLL
+  for (int j = 0; j < 8; ++j) {
+    const __m256i p = _mm256_maddubs_epi16(
+        s.code[j], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * j)));
+    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, Pick(s.scales, j)));
+  }
+  return sum;
+}
+
+// q4_k (kQ5 false) and q5_k (true: bit j of qh[l] is the fifth bit of
+// column 32 j + l).
+template <bool kQ5>
+struct K4 {
+  static constexpr int64_t kBytes = kQ5 ? 176 : 144;
+  static constexpr int64_t kQs = kQ5 ? 48 : 16;  // the nibbles' offset
+
+  static HWY_INLINE void Decode(const uint8_t* blk, SuperBlock& s) {
+    const __m128i sm = ScaleMinBytesK4(blk);
+    s.scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));  // sub-block j: scale j
+    s.m8 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+    s.d = Half(blk);
+    s.dmin = Half(blk + 2);
+    // Bytes [32p, 32p + 32) hold sub-blocks 2p (low nibbles) and 2p + 1 (high).
+    const __m256i low4 = _mm256_set1_epi8(15);
+    PAGED_UNROLL
+    for (int p = 0; p < 4; ++p) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQs + 32 * p));
+      s.code[2 * p] = _mm256_and_si256(b, low4);
+      s.code[2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
+    }
+    if constexpr (kQ5) {
+      // Bit j of each qh byte to bit 4 (16-bit shifts: the bits that cross
+      // from the other byte of a lane land outside bit 4), or'ed in.
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
+      const __m256i bit4 = _mm256_set1_epi8(0x10);
+      const __m256i h[8] = {_mm256_slli_epi16(qh, 4),
+                            _mm256_slli_epi16(qh, 3),
+                            _mm256_slli_epi16(qh, 2),
+                            _mm256_slli_epi16(qh, 1),
+                            qh,
+                            _mm256_srli_epi16(qh, 1),
+                            _mm256_srli_epi16(qh, 2),
+                            _mm256_srli_epi16(qh, 3)};
+      PAGED_UNROLL
+      for (int j = 0; j < 8; ++j)
+        s.code[j] = _mm256_or_si256(s.code[j], _mm256_and_si256(h[j], bit4));
+    }
+  }
+
+  static HWY_INLINE __m256 Dot(const SuperBlock& s, const int8_t* q, const int16_t*,
+                               const int16_t* s32, float dx, __m256 acc) {
+    const __m256i sum = CodeDot(s, q);
+    const __m128i mins =
+        _mm_madd_epi16(s.m8, _mm_loadu_si128(reinterpret_cast<const __m128i*>(s32)));  // 4 i32
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(s.d * dx), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(_mm_setzero_si128(), mins)),
+                            _mm256_set1_ps(s.dmin * dx), acc);
+  }
+};
+
+struct Q6K {
+  static constexpr int64_t kBytes = 210;
+
+  static HWY_INLINE void Decode(const uint8_t* blk, SuperBlock& s) {
+    s.d = Half(blk + 208);
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192));
+    s.sc16 = _mm256_cvtepi8_epi16(sc8);
+    // Register j spans sub-blocks 2j (its low half) and 2j + 1 (high):
+    // halves of even and odd scales.
+    const __m128i even_odd =
+        _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+    s.scales = _mm256_cvtepi8_epi16(even_odd);
+    // Half h (columns [128h, + 128)): ql [64h, + 32) low nibbles are
+    // columns + [0, 32), ql [64h + 32, + 32) + [32, 64), their high
+    // nibbles + [64, 96) and + [96, 128); the top two bits are bits 0-1,
+    // 2-3, 4-5, 6-7 of qh [32h, + 32), moved to bits 4-5.
+    const __m256i low4 = _mm256_set1_epi8(15), top2 = _mm256_set1_epi8(0x30);
+    PAGED_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+      s.code[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, low4),
+                                      _mm256_and_si256(_mm256_slli_epi16(qh, 4), top2));
+      s.code[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, low4),
+                                          _mm256_and_si256(_mm256_slli_epi16(qh, 2), top2));
+      s.code[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                                          _mm256_and_si256(qh, top2));
+      s.code[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                                          _mm256_and_si256(_mm256_srli_epi16(qh, 2), top2));
+    }
+  }
+
+  // Codes are q + 32: sum_i scale_i * (sum code * q - 32 sum q).
+  static HWY_INLINE __m256 Dot(const SuperBlock& s, const int8_t* q, const int16_t* s16,
+                               const int16_t*, float dx, __m256 acc) {
+    __m256i sum = CodeDot(s, q);
+    const __m256i off = _mm256_slli_epi32(
+        _mm256_madd_epi16(s.sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s16))), 5);
+    sum = _mm256_sub_epi32(sum, off);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(s.d * dx), acc);
+  }
+};
+
+using AccV = __m256;
+HWY_INLINE AccV AccZero() { return _mm256_setzero_ps(); }
+// The 8 lanes summed in a fixed order (halves, then pairs, then the two).
+HWY_INLINE float AccSum(AccV v) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+#else
+#define PAGED_Q8_KERNELS 0
+#endif
+
+#if PAGED_Q8_KERNELS
 // kR weight rows (r, r + stride, ...) x kT token rows (t0 ..): every
 // super-block decoded once per tile, then multiplied with each token row.
 template <class F, size_t kR, size_t kT>
@@ -204,11 +389,11 @@ HWY_NOINLINE void Q8Tile(const RowsArgs& a, int64_t r, int64_t stride, int t0) {
   const int64_t supers = w.cols / kQ8Block;
   const uint8_t* rows[kR];
   for (size_t k = 0; k < kR; ++k) rows[k] = BlockRow(w, r + int64_t(k) * stride);
-  __m512 acc[kR][kT];
+  AccV acc[kR][kT];
   PAGED_UNROLL
   for (size_t k = 0; k < kR; ++k) {
     PAGED_UNROLL
-    for (size_t t = 0; t < kT; ++t) acc[k][t] = _mm512_setzero_ps();
+    for (size_t t = 0; t < kT; ++t) acc[k][t] = AccZero();
   }
   for (int64_t b = 0; b < supers; ++b) {
     PAGED_UNROLL
@@ -229,7 +414,7 @@ HWY_NOINLINE void Q8Tile(const RowsArgs& a, int64_t r, int64_t stride, int t0) {
     const int64_t row = r + int64_t(k) * stride;
     PAGED_UNROLL
     for (size_t t = 0; t < kT; ++t) {
-      const float v = _mm512_reduce_add_ps(acc[k][t]);
+      const float v = AccSum(acc[k][t]);
       a.out[(t0 + int64_t(t)) * a.ldo + (row - a.r0)] = a.bias ? v + a.bias[row] : v;
     }
   }
@@ -284,9 +469,7 @@ void RunQ8(const RowsArgs& a, int64_t ra, int64_t rb) {
   }
 }
 
-#else
-#define PAGED_Q8_KERNELS 0
-#endif
+#endif  // PAGED_Q8_KERNELS
 
 }  // namespace
 
