@@ -1,16 +1,20 @@
 // The CPU executor's products with 8-bit activations
 // (ExecPoolOptions::q8_activations, worker/backends/cpu_exec/matmul_q8.cc):
 //   - the quantizer against its definition, written here in scalar code: per
-//     block of 256, d = max |x| / 127, q = round-half-even(x * (1 / d)), and
-//     the sums of q over 16 and 32 columns;
-//   - q4_k, q5_k and q6_k products against the scalar reference applied to x' =
-//     d * q (the product the integer kernels compute, up to the rounding of
-//     their few f32 terms): 1e-5 of sum |x' * w|, shapes with 1 to 130 rows,
+//     block of 256 (the K formats) or 32 (the others), d = max |x| / 127,
+//     q = round-half-even(x * (1 / d)), d then kept as f16 in blocks of 32,
+//     and the sums of q over 16 and 32 columns;
+//   - q4_k, q5_k, q6_k, q8_0 and q4_0 products, and int8 / int4 with groups
+//     of 32 to 512 columns, against the scalar reference applied to x' = d * q
+//     (the product the integer kernels compute, up to the rounding of their
+//     few f32 terms): 1e-5 of sum |x' * w|, shapes with 1 to 130 rows,
 //     batches around the token tiles, bias, ldo and row ranges, on every SIMD
-//     target this CPU runs (without AVX2 the f32 kernels get x');
+//     target this CPU runs (integer kernels: the K formats on AVX-512 and
+//     AVX2, the others on AVX2; elsewhere the f32 kernels get x');
 //   - the determinism contract bit for bit: split row ranges, a token alone
 //     vs in a batch, thread counts, MatMulMany (x quantized once per input);
-//   - formats without integer kernels keep f32 activations.
+//   - other formats, and int8 / int4 with groups that are not a multiple of
+//     32, keep f32 activations.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -36,10 +40,26 @@ using paged::testing::RandomVector;
 using paged::testing::Whole;
 
 constexpr double kRelTolerance = 1e-5;
-constexpr DType kQ8Formats[] = {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+constexpr DType kQ8Formats[] = {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kQ8_0,
+                                DType::kQ4_0, DType::kI8,   DType::kI4};
 
-using Weights = paged::testing::BlockWeights;
-using paged::testing::RandomBlocks;
+// A q8 format's random matrix: ggml blocks, or int8 / int4 of `group`.
+struct Weights {
+  paged::testing::BlockWeights blocks;
+  paged::testing::StoredWeights stored;
+  WeightRef ref;
+};
+Weights RandomWeights(DType t, int64_t rows, int64_t cols, std::mt19937& rng, int group = 64) {
+  Weights w;
+  if (IsBlockFormat(t)) {
+    w.blocks = paged::testing::RandomBlocks(t, rows, cols, rng);
+    w.ref = w.blocks.ref;
+  } else {
+    w.stored = paged::testing::MakeWeights(t, rows, cols, group, rng);
+    w.ref = w.stored.ref;
+  }
+  return w;
+}
 
 ExecPoolOptions Q8Options(int threads) {
   ExecPoolOptions o;
@@ -57,21 +77,23 @@ struct Quantized {
   std::vector<float> rounded;  // x'
 };
 
-Quantized Quantize(const std::vector<float>& x, int64_t cols) {
+Quantized Quantize(const std::vector<float>& x, int64_t block) {
   Quantized r;
-  const int64_t blocks = int64_t(x.size()) / 256;
+  const int64_t blocks = int64_t(x.size()) / block;
   r.q.resize(x.size());
   r.rounded.resize(x.size());
   for (int64_t b = 0; b < blocks; ++b) {
     float m = 0.f;
-    for (int64_t c = 0; c < 256; ++c) m = std::max(m, std::fabs(x[size_t(b * 256 + c)]));
+    for (int64_t c = 0; c < block; ++c) m = std::max(m, std::fabs(x[size_t(b * block + c)]));
     const float d = m / 127.f;
     const float inv = d > 0.f ? 1.f / d : 0.f;
-    r.d.push_back(d);
-    for (int64_t c = 0; c < 256; ++c) {
-      const size_t i = size_t(b * 256 + c);
+    // Blocks of 32 keep d as f16, rounded once q is computed (llama.cpp's q8_0).
+    const float kept = block == 32 ? HalfToFloat(FloatToHalf(d)) : d;
+    r.d.push_back(kept);
+    for (int64_t c = 0; c < block; ++c) {
+      const size_t i = size_t(b * block + c);
       r.q[i] = int8_t(std::nearbyint(x[i] * inv));
-      r.rounded[i] = d * float(r.q[i]);
+      r.rounded[i] = kept * float(r.q[i]);
     }
   }
   for (size_t g = 0; g < x.size() / 16; ++g) {
@@ -81,7 +103,6 @@ Quantized Quantize(const std::vector<float>& x, int64_t cols) {
   }
   for (size_t g = 0; g < x.size() / 32; ++g)
     r.s32.push_back(int16_t(r.s16[2 * g] + r.s16[2 * g + 1]));
-  (void)cols;
   return r;
 }
 
@@ -101,7 +122,7 @@ void ExpectReferenceOnRoundedX(ExecPool& pool, const WeightRef& w, const std::ve
       std::fill(x.begin() + w.cols, x.begin() + w.cols + 256, 0.f);
       for (size_t c = 0; c < 256; ++c) x[size_t(2 * w.cols) + c] *= 1000.f;
     }
-    const Quantized xq = Quantize(x, w.cols);
+    const Quantized xq = Quantize(x, Q8BlockOf(w.dtype));
     paged::testing::ExpectProductMatches(pool, w, x, xq.rounded, n,
                                          n % 2 == 1 ? bias.data() : nullptr, r0, r1, pad,
                                          kRelTolerance, Describe(w, n));
@@ -110,21 +131,25 @@ void ExpectReferenceOnRoundedX(ExecPool& pool, const WeightRef& w, const std::ve
 
 TEST(CpuExecQ8Test, QuantizerIsItsDefinition) {
   std::mt19937 rng(40);
-  for (int64_t cols : {256, 512, 4096}) {
-    for (int n : {1, 3}) {
-      std::vector<float> x = RandomVector(rng, size_t(n * cols));
-      std::fill(x.begin(), x.begin() + 256, 0.f);  // a block of zeros
-      const Quantized want = Quantize(x, cols);
-      std::vector<int8_t> q(x.size());
-      std::vector<float> d(x.size() / 256);
-      std::vector<int16_t> s16(x.size() / 16), s32(x.size() / 32);
-      QuantizeQ8(x.data(), n, cols, q.data(), d.data(), s16.data(), s32.data());
-      EXPECT_EQ(q, want.q) << cols << " n=" << n;
-      EXPECT_EQ(d, want.d) << cols << " n=" << n;
-      EXPECT_EQ(s16, want.s16) << cols << " n=" << n;
-      EXPECT_EQ(s32, want.s32) << cols << " n=" << n;
-      EXPECT_EQ(d[0], 0.f);
-      for (int8_t v : q) ASSERT_TRUE(v >= -127 && v <= 127);
+  for (int64_t block : {kQ8Block, kQ8ChunkBlock}) {
+    for (int64_t cols : {256, 512, 4096}) {
+      for (int n : {1, 3}) {
+        std::vector<float> x = RandomVector(rng, size_t(n * cols));
+        std::fill(x.begin(), x.begin() + 256, 0.f);  // a block of zeros
+        const Quantized want = Quantize(x, block);
+        std::vector<int8_t> q(x.size());
+        std::vector<float> d(x.size() / size_t(block));
+        std::vector<int16_t> s16(x.size() / 16), s32(x.size() / 32);
+        QuantizeQ8(x.data(), n, cols, block, q.data(), d.data(), s16.data(), s32.data());
+        const std::string what = std::to_string(cols) + " n=" + std::to_string(n) + " blocks of " +
+                                 std::to_string(block);
+        EXPECT_EQ(q, want.q) << what;
+        EXPECT_EQ(d, want.d) << what;
+        EXPECT_EQ(s16, want.s16) << what;
+        EXPECT_EQ(s32, want.s32) << what;
+        EXPECT_EQ(d[0], 0.f);
+        for (int8_t v : q) ASSERT_TRUE(v >= -127 && v <= 127);
+      }
     }
   }
 }
@@ -135,7 +160,7 @@ TEST(CpuExecQ8Test, ProductsAreTheReferenceOnRoundedActivations) {
   for (DType t : kQ8Formats) {
     for (int64_t cols : {256, 512, 1280, 4096}) {
       for (int64_t rows : {int64_t{1}, int64_t{5}, int64_t{130}}) {
-        const Weights w = RandomBlocks(t, rows, cols, rng);
+        const Weights w = RandomWeights(t, rows, cols, rng);
         ExpectReferenceOnRoundedX(pool, w.ref, {1, 2, 3, 4, 5, 8, 9, 33}, 0, rows, 0, rng);
       }
     }
@@ -146,7 +171,7 @@ TEST(CpuExecQ8Test, RowRangesBiasAndLdo) {
   std::mt19937 rng(42);
   ExecPool pool(Q8Options(2));
   for (DType t : kQ8Formats) {
-    const Weights w = RandomBlocks(t, 45, 512, rng);
+    const Weights w = RandomWeights(t, 45, 512, rng);
     for (const auto& [r0, r1] : std::vector<std::pair<int64_t, int64_t>>{
              {7, 38}, {0, 1}, {44, 45}, {3, 4}, {1, 45}, {9, 9}}) {
       ExpectReferenceOnRoundedX(pool, w.ref, {1, 3, 8, 9}, r0, r1, 5, rng);
@@ -154,27 +179,60 @@ TEST(CpuExecQ8Test, RowRangesBiasAndLdo) {
   }
 }
 
-// The integer kernels on AVX-512 and AVX2; elsewhere x' through the f32 kernels.
+// int8 / int4 groups of every multiple of 32 (one scale over 1 to 16
+// chunks), on rows of whole chunks that are not whole blocks of 256.
+TEST(CpuExecQ8Test, GroupsOfEveryMultipleOf32) {
+  std::mt19937 rng(47);
+  ExecPool pool(Q8Options(2));
+  for (DType t : {DType::kI8, DType::kI4}) {
+    for (int group : {32, 96, 256, 512}) {
+      for (int64_t cols : {1536, 1568}) {
+        const Weights w = RandomWeights(t, 11, cols, rng, group);
+        ExpectReferenceOnRoundedX(pool, w.ref, {1, 2, 5}, 0, 11, 0, rng);
+      }
+    }
+  }
+}
+
+// The integer kernels where the target has them for the format; elsewhere
+// x' through the f32 kernels: the same product either way.
 TEST(CpuExecQ8Test, EveryTargetThisCpuRunsComputesTheSameProduct) {
   std::mt19937 rng(43);
   ExecPool pool(Q8Options(2));
+  std::vector<Weights> weights;
+  for (DType t : kQ8Formats) weights.push_back(RandomWeights(t, 13, 512, rng));
   paged::testing::ForEachTargetThisCpuRuns(
       [&] {
-        for (DType t : kQ8Formats) {
-          const Weights w = RandomBlocks(t, 13, 512, rng);
+        for (const Weights& w : weights) {
           ExpectReferenceOnRoundedX(pool, w.ref, {1, 3, 9}, 0, w.ref.rows, 0, rng);
           ExpectReferenceOnRoundedX(pool, w.ref, {2}, 5, 11, 3, rng);
         }
       },
-      [] { return TargetName() + (HasQ8Kernels() ? " (integer)" : " (f32 on x')"); });
+      [&] {
+        std::string integer;
+        for (const Weights& w : weights) {
+          if (HasQ8Kernels(w.ref))
+            integer +=
+                std::string(integer.empty() ? "" : " ") + std::string(DTypeName(w.ref.dtype));
+        }
+        return TargetName() + (integer.empty() ? " (f32 on x')" : " (integer: " + integer + ")");
+      });
 }
 
 TEST(CpuExecQ8Test, OtherFormatsKeepF32Activations) {
   std::mt19937 rng(44);
   ExecPool exact(2), q8(Q8Options(2));
-  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ3_K, DType::kMXFP4}) {
-    const Weights w = RandomBlocks(t, 9, 512, rng);
-    const std::vector<float> x = RandomVector(rng, 3 * 512);
+  std::vector<Weights> others;
+  for (DType t : {DType::kQ3_K, DType::kMXFP4, DType::kQ4_1}) {
+    others.push_back(RandomWeights(t, 9, 512, rng));
+  }
+  // Groups that are not a multiple of 32, and rows of a part of a chunk.
+  others.push_back(RandomWeights(DType::kI8, 9, 512, rng, 16));
+  others.push_back(RandomWeights(DType::kI4, 9, 512, rng, 48));
+  others.push_back(RandomWeights(DType::kI8, 9, 336, rng, 32));
+  for (const Weights& w : others) {
+    EXPECT_FALSE(IsQ8Format(w.ref)) << Describe(w.ref, 3);
+    const std::vector<float> x = RandomVector(rng, size_t(3 * w.ref.cols));
     ExpectSameBits(Whole(exact, x, 3, w.ref, nullptr), Whole(q8, x, 3, w.ref, nullptr),
                    Describe(w.ref, 3));
   }
@@ -184,7 +242,7 @@ TEST(CpuExecQ8DeterminismTest, SplitRowRangesTokensAndThreadsDoNotChangeBits) {
   std::mt19937 rng(45);
   ExecPool one(Q8Options(1)), two(Q8Options(2)), five(Q8Options(5));
   for (DType t : kQ8Formats) {
-    const Weights w = RandomBlocks(t, 37, 512, rng);
+    const Weights w = RandomWeights(t, 37, 512, rng);
     const int64_t cols = w.ref.cols;
     const std::vector<float> bias = RandomVector(rng, 37);
     for (int n : {1, 5, 9}) {
@@ -220,9 +278,10 @@ TEST(CpuExecQ8DeterminismTest, SplitRowRangesTokensAndThreadsDoNotChangeBits) {
 TEST(CpuExecQ8DeterminismTest, ManyProductsMatchOneByOne) {
   std::mt19937 rng(46);
   ExecPool pool(Q8Options(2));
-  const Weights a = RandomBlocks(DType::kQ4_K, 21, 512, rng);
-  const Weights b = RandomBlocks(DType::kQ6_K, 14, 512, rng);
-  const Weights c = RandomBlocks(DType::kQ4_K, 9, 1024, rng);
+  const Weights a = RandomWeights(DType::kQ4_K, 21, 512, rng);
+  const Weights b = RandomWeights(DType::kQ6_K, 14, 512, rng);
+  const Weights c = RandomWeights(DType::kQ4_K, 9, 1024, rng);
+  const Weights d = RandomWeights(DType::kI8, 7, 512, rng, 32);
   std::vector<uint16_t> f16(size_t(11 * 512));
   for (uint16_t& h : f16) h = FloatToHalf(std::normal_distribution<float>(0.f, 1.f)(rng));
   WeightRef f;
@@ -238,8 +297,8 @@ TEST(CpuExecQ8DeterminismTest, ManyProductsMatchOneByOne) {
       const WeightRef* w;
       const std::vector<float>* x;
     };
-    const std::vector<P> products = {{&a.ref, &x},  {&b.ref, &x},  {&f, &x},
-                                     {&c.ref, &x2}, {&a.ref, &x3}, {&b.ref, &x}};
+    const std::vector<P> products = {{&a.ref, &x},  {&b.ref, &x},  {&f, &x},     {&d.ref, &x},
+                                     {&c.ref, &x2}, {&a.ref, &x3}, {&b.ref, &x}, {&d.ref, &x3}};
     std::vector<std::vector<float>> outs(products.size());
     std::vector<MatMulJob> jobs;
     for (size_t k = 0; k < products.size(); ++k) {

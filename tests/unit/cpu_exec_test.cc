@@ -58,54 +58,8 @@ double RelTolerance(DType t) {
   return 0;
 }
 
-// A weight matrix with its storage.
-struct Weights {
-  std::vector<uint8_t> data;
-  std::vector<uint16_t> scales;
-  WeightRef ref;
-};
-
-Weights MakeWeights(DType t, int64_t rows, int64_t cols, int group, std::mt19937& rng) {
-  std::normal_distribution<float> dist(0.f, 1.f);
-  Weights w;
-  w.ref.dtype = t;
-  w.ref.rows = rows;
-  w.ref.cols = cols;
-  w.ref.group = IsQuantized(t) ? group : 0;
-  std::vector<float> row(static_cast<size_t>(cols));
-  const int64_t groups = IsQuantized(t) ? GroupsPerRow(cols, group) : 0;
-  w.data.resize(PayloadBytes(t, uint64_t(rows), uint64_t(cols)));
-  if (IsQuantized(t)) w.scales.resize(size_t(rows * groups));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (float& v : row) v = dist(rng);
-    switch (t) {
-      case DType::kF32:
-        std::memcpy(w.data.data() + r * cols * 4, row.data(), size_t(cols) * 4);
-        break;
-      case DType::kF16:
-      case DType::kBF16:
-        for (int64_t c = 0; c < cols; ++c) {
-          const uint16_t h = t == DType::kF16 ? FloatToHalf(row[c]) : FloatToBf16(row[c]);
-          std::memcpy(w.data.data() + (r * cols + c) * 2, &h, 2);
-        }
-        break;
-      case DType::kI8:
-        QuantizeRowInt8(row.data(), cols, group,
-                        reinterpret_cast<int8_t*>(w.data.data()) + r * cols,
-                        w.scales.data() + r * groups);
-        break;
-      case DType::kI4:
-        QuantizeRowInt4(row.data(), cols, group, w.data.data() + r * ((cols + 1) / 2),
-                        w.scales.data() + r * groups);
-        break;
-      default:  // block formats: not read by the executor yet
-        break;
-    }
-  }
-  w.ref.data = w.data.data();
-  w.ref.scales = w.scales.empty() ? nullptr : w.scales.data();
-  return w;
-}
+using Weights = paged::testing::StoredWeights;
+using paged::testing::MakeWeights;
 
 struct Shape {
   int64_t rows, cols;

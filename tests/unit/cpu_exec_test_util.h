@@ -13,6 +13,7 @@
 
 #include "common/block_quant.h"
 #include "common/dtype.h"
+#include "common/quant.h"
 #include "hwy/targets.h"
 #include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu/thread_pool.h"
@@ -53,6 +54,58 @@ inline std::vector<float> Whole(cpu_exec::ExecPool& pool, const std::vector<floa
   std::vector<float> out(size_t(n * w.rows));
   cpu_exec::MatMul(pool, x.data(), n, w, 0, w.rows, bias, out.data(), w.rows);
   return out;
+}
+
+// A matrix of a stored format (f32, f16, bf16; int8 / int4 with f16 scales
+// per `group` columns, common/quant.h) of normal random values, its storage
+// and its WeightRef (which points into it).
+struct StoredWeights {
+  std::vector<uint8_t> data;
+  std::vector<uint16_t> scales;
+  WeightRef ref;
+};
+
+inline StoredWeights MakeWeights(DType t, int64_t rows, int64_t cols, int group,
+                                 std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.f, 1.f);
+  StoredWeights w;
+  w.ref.dtype = t;
+  w.ref.rows = rows;
+  w.ref.cols = cols;
+  w.ref.group = IsQuantized(t) ? group : 0;
+  std::vector<float> row(static_cast<size_t>(cols));
+  const int64_t groups = IsQuantized(t) ? GroupsPerRow(cols, group) : 0;
+  w.data.resize(PayloadBytes(t, uint64_t(rows), uint64_t(cols)));
+  if (IsQuantized(t)) w.scales.resize(size_t(rows * groups));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (float& v : row) v = dist(rng);
+    switch (t) {
+      case DType::kF32:
+        std::memcpy(w.data.data() + r * cols * 4, row.data(), size_t(cols) * 4);
+        break;
+      case DType::kF16:
+      case DType::kBF16:
+        for (int64_t c = 0; c < cols; ++c) {
+          const uint16_t h = t == DType::kF16 ? FloatToHalf(row[c]) : FloatToBf16(row[c]);
+          std::memcpy(w.data.data() + (r * cols + c) * 2, &h, 2);
+        }
+        break;
+      case DType::kI8:
+        QuantizeRowInt8(row.data(), cols, group,
+                        reinterpret_cast<int8_t*>(w.data.data()) + r * cols,
+                        w.scales.data() + r * groups);
+        break;
+      case DType::kI4:
+        QuantizeRowInt4(row.data(), cols, group, w.data.data() + r * ((cols + 1) / 2),
+                        w.scales.data() + r * groups);
+        break;
+      default:  // block formats: not read by the executor yet
+        break;
+    }
+  }
+  w.ref.data = w.data.data();
+  w.ref.scales = w.scales.empty() ? nullptr : w.scales.data();
+  return w;
 }
 
 // A matrix of ggml blocks and its WeightRef (which points into data).

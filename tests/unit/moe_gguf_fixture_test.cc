@@ -136,13 +136,15 @@ TEST_P(MoeGgufFixtureTest, MatchesLlamaCppOnTheDequantizedFile) {
   }
 }
 
-// With 8-bit activations (--device=cpu-q8: q4_k, q5_k and q6_k products in
-// integer arithmetic on activations rounded per block of 256, as llama.cpp's
-// CPU products do with q8_K):
+// With 8-bit activations (--device=cpu-q8: q4_k, q5_k and q6_k products on
+// activations rounded per block of 256, as llama.cpp's CPU products do with
+// q8_K; q8_0 and q4_0 per block of 32 with d kept as f16, as it does with
+// q8_0; in integers where the CPU has the kernels, else on x'):
 //   - position 0 (where attention returns the one V row) equals llama.cpp
 //     on the file with the f16 KV cache our native segments have
 //     (logits_quantized_kv16_first) to f32 rounding, for the files whose
-//     block tensors are all K formats: the same numbers, not just near;
+//     block tensors are all of those formats (qwen3moe: K formats; mixtral:
+//     K formats and q8_0): the same numbers, not just near;
 //   - every position stays as near llama.cpp's quantized run (f32 KV cache)
 //     as its own dequantized run is, with its argmax at 15 of 16 or more.
 //     They do not land on it: the two KV precisions alone move llama.cpp's
@@ -167,14 +169,16 @@ TEST_P(MoeGgufFixtureTest, Q8ActivationsApproachLlamaCppsQuantizedRun) {
   ASSERT_EQ(o.quantized_kv16_first.size(), q8.decode[0].size())
       << "expected.json lacks logits_quantized_kv16_first: scripts/make_moe_gguf_fixtures.py";
   const double first = testing::RelativeError(q8.decode[0], o.quantized_kv16_first);
-  const bool k_formats_only = std::all_of(o.types.begin(), o.types.end(), [](const std::string& t) {
-    return t == "F32" || t == "Q4_K" || t == "Q5_K" || t == "Q6_K";
-  });
-  if (k_formats_only) {
+  const bool q8_formats_only =
+      std::all_of(o.types.begin(), o.types.end(), [](const std::string& t) {
+        return t == "F32" || t == "Q4_K" || t == "Q5_K" || t == "Q6_K" || t == "Q8_0" ||
+               t == "Q4_0";
+      });
+  if (q8_formats_only) {
     EXPECT_LT(first, 1e-5) << GetParam() << ": position 0 vs llama.cpp, f16 KV";
   }
   std::printf("%-24s position 0 vs llama.cpp with an f16 KV cache: %.1e%s\n", GetParam().c_str(),
-              first, k_formats_only ? "" : " (q8_0 / mxfp4 tensors: llama.cpp's 8-bit, our f32)");
+              first, q8_formats_only ? "" : " (mxfp4 tensors: llama.cpp's 8-bit, our f32)");
   EXPECT_GE(same_argmax, int(q8.decode.size()) - 1) << GetParam();
   std::printf(
       "%-24s vs llama.cpp quantized: q8 activations %.1e, f32 %.1e (llama.cpp's "

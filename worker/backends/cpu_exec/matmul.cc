@@ -76,42 +76,78 @@ RowsFn KernelFor(DType t) {
   return nullptr;
 }
 
-// One x quantized to 8 bits (QuantizeQ8) and, where the CPU has no integer
-// kernels, the f32 x' = d * q the f32 kernels multiply instead: the same
+// One x quantized to 8 bits (QuantizeQ8), in the blocks each of its
+// products needs (256 for the K formats, 32 for the others), each at the
+// first product that needs it; and, for matrices the CPU has no integer
+// kernels for, the f32 x' = d * q the f32 kernels multiply instead: the same
 // product up to summation order.
-struct Q8Activations {
-  std::vector<int8_t> q;
-  std::vector<float> d;
-  std::vector<int16_t> s16, s32;
-  std::vector<float> dequantized;
-  Q8Rows rows;
+class Q8Activations {
+ public:
+  void Prepare(const float* x, int n, int64_t cols) {
+    x_ = x, n_ = n, cols_ = cols;
+    for (Scheme& s : schemes_) s.quantized = s.dequantized = s.even_odd = false;
+  }
 
-  // Quantizes x [n, cols] and points a at it: a.q8 (integer kernels) or
-  // a.x (x').
-  void Prepare(const float* x, int n, int64_t cols, RowsArgs& a) {
-    const size_t count = size_t(n) * size_t(cols);
-    q.resize(count);
-    d.resize(count / size_t(kQ8Block));
-    s16.resize(count / 16);
-    s32.resize(count / 32);
-    QuantizeQ8(x, n, cols, q.data(), d.data(), s16.data(), s32.data());
-    if (HasQ8Kernels()) {
-      rows = Q8Rows{q.data(), d.data(), s16.data(), s32.data()};
-      a.q8 = &rows;
+  // Points a at it: a.q8 (integer kernels for a.w) or a.x (x').
+  void Point(RowsArgs& a) {
+    Scheme& s = schemes_[IsKFormat(a.w->dtype) ? 0 : 1];
+    const int64_t block = Q8BlockOf(a.w->dtype);
+    const size_t count = size_t(n_) * size_t(cols_);
+    if (!s.quantized) {
+      s.q.resize(count);
+      s.d.resize(count / size_t(block));
+      s.s16.resize(count / 16);
+      s.s32.resize(count / 32);
+      QuantizeQ8(x_, n_, cols_, block, s.q.data(), s.d.data(), s.s16.data(), s.s32.data());
+      s.rows = Q8Rows{s.q.data(), s.d.data(), s.s16.data(), s.s32.data(), block};
+      s.quantized = true;
+    }
+    if (!HasQ8Kernels(*a.w)) {
+      if (!s.dequantized) {
+        s.x.resize(count);
+        for (size_t i = 0; i < count; ++i) s.x[i] = s.d[i / size_t(block)] * float(s.q[i]);
+        s.dequantized = true;
+      }
+      a.x = s.x.data();
       return;
     }
-    dequantized.resize(count);
-    for (size_t i = 0; i < count; ++i) {
-      dequantized[i] = d[i / size_t(kQ8Block)] * float(q[i]);
+    if (a.w->dtype != DType::kI4) {
+      a.q8 = &s.rows;
+      return;
     }
-    a.x = dequantized.data();
+    if (!s.even_odd) {  // kernels.h: each chunk's even columns, then its odd ones
+      s.q_even_odd.resize(count);
+      for (size_t c = 0; c < count; c += 32) {
+        for (size_t j = 0; j < 16; ++j) {
+          s.q_even_odd[c + j] = s.q[c + 2 * j];
+          s.q_even_odd[c + 16 + j] = s.q[c + 2 * j + 1];
+        }
+      }
+      s.rows_even_odd = s.rows;
+      s.rows_even_odd.q = s.q_even_odd.data();
+      s.even_odd = true;
+    }
+    a.q8 = &s.rows_even_odd;
   }
+
+ private:
+  struct Scheme {
+    std::vector<int8_t> q, q_even_odd;
+    std::vector<float> d, x;
+    std::vector<int16_t> s16, s32;
+    Q8Rows rows, rows_even_odd;
+    bool quantized = false, dequantized = false, even_odd = false;
+  };
+  const float* x_ = nullptr;
+  int n_ = 0;
+  int64_t cols_ = 0;
+  Scheme schemes_[2];  // blocks of 256, of 32
 };
 
 // Whether a product takes 8-bit activations: the pool asks for them and the
 // format has integer kernels (whole super-blocks: Check).
 bool UseQ8(const ExecPool& pool, const WeightRef& w, int n, int64_t r0, int64_t r1) {
-  return pool.q8_activations() && IsQ8Format(w.dtype) && n > 0 && r1 > r0 && w.cols > 0;
+  return pool.q8_activations() && IsQ8Format(w) && n > 0 && r1 > r0 && w.cols > 0;
 }
 
 // The kernel of a call: the integer one where its x was quantized for it,
@@ -163,7 +199,10 @@ void MatMul(ExecPool& pool, const float* x, int n, const WeightRef& w, int64_t r
   if (n == 0 || r1 == r0) return;
   RowsArgs a{x, n, &w, r0, bias, out, ldo};
   thread_local Q8Activations q8;
-  if (UseQ8(pool, w, n, r0, r1)) q8.Prepare(x, n, w.cols, a);
+  if (UseQ8(pool, w, n, r0, r1)) {
+    q8.Prepare(x, n, w.cols);
+    q8.Point(a);
+  }
   fn = KernelOf(a, fn);
   const int64_t row_work = std::max<int64_t>(w.cols, 1) * n;
   const int64_t blocks = std::max<int64_t>(1, kMinChunkWork / (kRowBlock * row_work));
@@ -185,7 +224,7 @@ void MatMulMany(ExecPool& pool, const MatMulJob* jobs, int count) {
   thread_local std::vector<Q8Activations> q8;
   if (q8.size() < size_t(count)) q8.resize(size_t(count));  // no moves once pointed at
   size_t q8_used = 0;
-  absl::InlinedVector<bool, 16> quantized(static_cast<size_t>(count), false);
+  absl::InlinedVector<int, 16> q8_of(static_cast<size_t>(count), -1);  // job -> its q8
   for (int k = 0; k < count; ++k) {
     const MatMulJob& j = jobs[k];
     fns[size_t(k)] = Check(j.x, j.n, *j.w, j.r0, j.r1, j.out, j.ldo);
@@ -193,18 +232,18 @@ void MatMulMany(ExecPool& pool, const MatMulJob* jobs, int count) {
     if (UseQ8(pool, *j.w, j.n, j.r0, j.r1)) {
       // An earlier job of the same x, n and cols lends its quantized x.
       int same = 0;
-      while (same < k && !(quantized[size_t(same)] && jobs[same].x == j.x && jobs[same].n == j.n &&
+      while (same < k && !(q8_of[size_t(same)] >= 0 && jobs[same].x == j.x && jobs[same].n == j.n &&
                            jobs[same].w->cols == j.w->cols)) {
         ++same;
       }
       if (same < k) {
-        args[size_t(k)].x = args[size_t(same)].x;
-        args[size_t(k)].q8 = args[size_t(same)].q8;
+        q8_of[size_t(k)] = q8_of[size_t(same)];
       } else {
-        q8[q8_used++].Prepare(j.x, j.n, j.w->cols, args[size_t(k)]);
+        q8_of[size_t(k)] = int(q8_used);
+        q8[q8_used++].Prepare(j.x, j.n, j.w->cols);
       }
+      q8[size_t(q8_of[size_t(k)])].Point(args[size_t(k)]);
       fns[size_t(k)] = KernelOf(args[size_t(k)], fns[size_t(k)]);
-      quantized[size_t(k)] = true;
     }
     base[size_t(k) + 1] = base[size_t(k)] + (j.n > 0 ? j.r1 - j.r0 : 0);
     row_work = std::max<int64_t>(row_work, std::max<int64_t>(j.w->cols, 1) * j.n);

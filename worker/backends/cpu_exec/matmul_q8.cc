@@ -31,39 +31,39 @@ HWY_BEFORE_NAMESPACE();
 namespace paged::cpu_exec::HWY_NAMESPACE {
 namespace {
 
-// One token row of x: q [cols], d [cols / 256], s16 [cols / 16], s32 [cols / 32] (Q8Rows).
-HWY_INLINE void QuantizeRow(const float* HWY_RESTRICT x, int64_t cols, int8_t* HWY_RESTRICT q,
-                            float* HWY_RESTRICT d, int16_t* HWY_RESTRICT s16,
-                            int16_t* HWY_RESTRICT s32) {
+// One token row of x in blocks of `block` (256 or 32) columns: q [cols], d
+// [cols / block], s16 [cols / 16], s32 [cols / 32] (Q8Rows). In blocks of 32
+// d is rounded to f16 after q is computed, as llama.cpp's q8_0 block stores
+// it (kernels.h).
+HWY_INLINE void QuantizeRow(const float* HWY_RESTRICT x, int64_t cols, int64_t block,
+                            int8_t* HWY_RESTRICT q, float* HWY_RESTRICT d,
+                            int16_t* HWY_RESTRICT s16, int16_t* HWY_RESTRICT s32) {
   const DF df;
   const hn::RebindToSigned<DF> di;
   const hn::Rebind<int8_t, DF> d8;
   const int64_t n = int64_t(hn::Lanes(df));
-  for (int64_t b = 0; b < cols / kQ8Block; ++b) {
-    const float* xb = x + b * kQ8Block;
+  for (int64_t b = 0; b < cols / block; ++b) {
+    const float* xb = x + b * block;
     VF amax = hn::Zero(df);
-    for (int64_t c = 0; c < kQ8Block; c += n) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, xb + c)));
+    for (int64_t c = 0; c < block; c += n) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, xb + c)));
     const float m = hn::GetLane(hn::MaxOfLanes(df, amax));
     const float scale = m / 127.f;
     const VF inv = hn::Set(df, scale > 0.f ? 1.f / scale : 0.f);
-    d[b] = scale;
-    int8_t* qb = q + b * kQ8Block;
-    for (int64_t c = 0; c < kQ8Block; c += n) {
+    d[b] = block == kQ8ChunkBlock ? HalfToFloat(FloatToHalf(scale)) : scale;
+    int8_t* qb = q + b * block;
+    for (int64_t c = 0; c < block; c += n) {
       const auto v = hn::NearestInt(hn::Mul(hn::LoadU(df, xb + c), inv));
       hn::StoreU(hn::DemoteTo(d8, v), d8, qb + c);
     }
-    for (int64_t g = 0; g < kQ8Block / 16; ++g) {
-      int32_t s = 0;
-      for (int64_t c = 0; c < 16; c += n) {
-        s += hn::GetLane(hn::SumOfLanes(di, hn::PromoteTo(di, hn::LoadU(d8, qb + 16 * g + c))));
-      }
-      s16[b * (kQ8Block / 16) + g] = int16_t(s);
-    }
-    for (int64_t g = 0; g < kQ8Block / 32; ++g) {
-      const int64_t k = b * (kQ8Block / 16) + 2 * g;
-      s32[b * (kQ8Block / 32) + g] = int16_t(s16[k] + s16[k + 1]);
-    }
   }
+  for (int64_t g = 0; g < cols / 16; ++g) {
+    int32_t s = 0;
+    for (int64_t c = 0; c < 16; c += n) {
+      s += hn::GetLane(hn::SumOfLanes(di, hn::PromoteTo(di, hn::LoadU(d8, q + 16 * g + c))));
+    }
+    s16[g] = int16_t(s);
+  }
+  for (int64_t g = 0; g < cols / 32; ++g) s32[g] = int16_t(s16[2 * g] + s16[2 * g + 1]);
 }
 
 #undef PAGED_Q8_KERNELS
@@ -107,6 +107,7 @@ struct SuperBlock {
 // qh[l] for column 32 j + l): the same scales, mins and products.
 template <bool kQ5>
 struct K4 {
+  static constexpr bool kSuperBlocks = true;
   static constexpr int64_t kBytes = kQ5 ? 176 : 144;
   static constexpr int64_t kQs = kQ5 ? 48 : 16;  // the nibbles' offset
 
@@ -161,6 +162,7 @@ struct K4 {
 };
 
 struct Q6K {
+  static constexpr bool kSuperBlocks = true;
   static constexpr int64_t kBytes = 210;
 
   static HWY_INLINE void Decode(const uint8_t* blk, SuperBlock& s) {
@@ -274,6 +276,7 @@ HWY_INLINE __m256i CodeDot(const SuperBlock& s, const int8_t* q) {
 // column 32 j + l).
 template <bool kQ5>
 struct K4 {
+  static constexpr bool kSuperBlocks = true;
   static constexpr int64_t kBytes = kQ5 ? 176 : 144;
   static constexpr int64_t kQs = kQ5 ? 48 : 16;  // the nibbles' offset
 
@@ -322,6 +325,7 @@ struct K4 {
 };
 
 struct Q6K {
+  static constexpr bool kSuperBlocks = true;
   static constexpr int64_t kBytes = 210;
 
   static HWY_INLINE void Decode(const uint8_t* blk, SuperBlock& s) {
@@ -365,6 +369,77 @@ struct Q6K {
   }
 };
 
+// s8 weights times s8 activations, pairs summed into 8 i32 lanes: the
+// weights' magnitudes as u8 against the activations carrying the weights'
+// signs (vpsignb; a weight of 0 zeroes its activation), so that vpmaddubsw
+// applies: |w| <= 128 and |q| <= 127, a pair at most 2 * 128 * 127.
+HWY_INLINE __m256i DotS8(__m256i w, const int8_t* q) {
+  const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+  const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(qv, w));
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+// Formats of 32-column chunks of s8 values (codes - 8 for the 4-bit ones),
+// one weight scale per chunk (a q8_0 / q4_0 block; an int8 / int4 group, a
+// multiple of 32), against activations in blocks of 32 (Q8Rows::block) as
+// llama.cpp's q8_0: Row(w, r): Codes(c), the chunk at column c; Scale(c),
+// its weight scale.
+struct Q8_0Chunks {
+  static constexpr bool kSuperBlocks = false;
+  struct Row {
+    const uint8_t* p = nullptr;
+    Row() = default;
+    Row(const WeightRef& w, int64_t r) : p(BlockRow(w, r)) {}
+    HWY_INLINE __m256i Codes(int64_t c) const {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c / 32 * 34 + 2));
+    }
+    HWY_INLINE float Scale(int64_t c) const { return Half(p + c / 32 * 34); }
+  };
+};
+
+// 4-bit codes q in 0..15 as q - 8 from 16 bytes: the low nibbles, then the
+// high ones (q4_0: columns 0-15, then 16-31; int4: columns 2j, then 2j + 1,
+// against activations ordered likewise, kernels.h).
+HWY_INLINE __m256i Nibbles(const uint8_t* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(15);
+  const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+  return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+}
+
+struct Q4_0Chunks {
+  static constexpr bool kSuperBlocks = false;
+  struct Row {
+    const uint8_t* p = nullptr;
+    Row() = default;
+    Row(const WeightRef& w, int64_t r) : p(BlockRow(w, r)) {}
+    HWY_INLINE __m256i Codes(int64_t c) const { return Nibbles(p + c / 32 * 18 + 2); }
+    HWY_INLINE float Scale(int64_t c) const { return Half(p + c / 32 * 18); }
+  };
+};
+
+// int8 (kFour false) and int4 (common/quant.h): a row's values, then its
+// f16 group scales.
+template <bool kFour>
+struct GroupChunks {
+  static constexpr bool kSuperBlocks = false;
+  struct Row {
+    const uint8_t* p = nullptr;
+    const uint16_t* scales = nullptr;
+    int64_t group = 1;
+    Row() = default;
+    Row(const WeightRef& w, int64_t r)
+        : p(static_cast<const uint8_t*>(w.data) + r * (kFour ? w.cols / 2 : w.cols)),
+          scales(static_cast<const uint16_t*>(w.scales) + r * GroupsPerRow(w.cols, w.group)),
+          group(w.group) {}
+    HWY_INLINE __m256i Codes(int64_t c) const {
+      if constexpr (kFour) return Nibbles(p + c / 2);
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c));
+    }
+    HWY_INLINE float Scale(int64_t c) const { return _cvtsh_ss(scales[c / group]); }
+  };
+};
+
 using AccV = __m256;
 HWY_INLINE AccV AccZero() { return _mm256_setzero_ps(); }
 // The 8 lanes summed in a fixed order (halves, then pairs, then the two).
@@ -380,6 +455,21 @@ HWY_INLINE float AccSum(AccV v) {
 #endif
 
 #if PAGED_Q8_KERNELS
+// out of a tile's kR weight rows (r, r + stride, ...) and kT token rows (t0 ..).
+template <size_t kR, size_t kT>
+HWY_INLINE void StoreTile(const RowsArgs& a, int64_t r, int64_t stride, int t0,
+                          const AccV (&acc)[kR][kT]) {
+  PAGED_UNROLL
+  for (size_t k = 0; k < kR; ++k) {
+    const int64_t row = r + int64_t(k) * stride;
+    PAGED_UNROLL
+    for (size_t t = 0; t < kT; ++t) {
+      const float v = AccSum(acc[k][t]);
+      a.out[(t0 + int64_t(t)) * a.ldo + (row - a.r0)] = a.bias ? v + a.bias[row] : v;
+    }
+  }
+}
+
 // kR weight rows (r, r + stride, ...) x kT token rows (t0 ..): every
 // super-block decoded once per tile, then multiplied with each token row.
 template <class F, size_t kR, size_t kT>
@@ -409,14 +499,52 @@ HWY_NOINLINE void Q8Tile(const RowsArgs& a, int64_t r, int64_t stride, int t0) {
       }
     }
   }
+  StoreTile<kR, kT>(a, r, stride, t0, acc);
+}
+
+#if HWY_TARGET == HWY_AVX2
+// The same tile for a format of 32-column chunks: each chunk of each row
+// multiplied with each token row in integers, then one f32 multiply-add by
+// the weight scale times the activation block's d.
+template <class F, size_t kR, size_t kT>
+HWY_NOINLINE void ChunkTile(const RowsArgs& a, int64_t r, int64_t stride, int t0) {
+  const WeightRef& w = *a.w;
+  const Q8Rows& x = *a.q8;
+  const int64_t chunks = w.cols / 32;
+  typename F::Row rows[kR];
+  for (size_t k = 0; k < kR; ++k) rows[k] = typename F::Row(w, r + int64_t(k) * stride);
+  AccV acc[kR][kT];
   PAGED_UNROLL
   for (size_t k = 0; k < kR; ++k) {
-    const int64_t row = r + int64_t(k) * stride;
     PAGED_UNROLL
-    for (size_t t = 0; t < kT; ++t) {
-      const float v = AccSum(acc[k][t]);
-      a.out[(t0 + int64_t(t)) * a.ldo + (row - a.r0)] = a.bias ? v + a.bias[row] : v;
+    for (size_t t = 0; t < kT; ++t) acc[k][t] = AccZero();
+  }
+  for (int64_t j = 0; j < chunks; ++j) {
+    PAGED_UNROLL
+    for (size_t k = 0; k < kR; ++k) {
+      const __m256i codes = rows[k].Codes(32 * j);
+      const float sw = rows[k].Scale(32 * j);
+      PAGED_UNROLL
+      for (size_t t = 0; t < kT; ++t) {
+        const int64_t i = t0 + int64_t(t);
+        const __m256i sum = DotS8(codes, x.q + i * w.cols + 32 * j);
+        acc[k][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
+                                    _mm256_set1_ps(sw * x.d[i * chunks + j]), acc[k][t]);
+      }
     }
+  }
+  StoreTile<kR, kT>(a, r, stride, t0, acc);
+}
+#endif
+
+template <class F, size_t kR, size_t kT>
+HWY_INLINE void Tile(const RowsArgs& a, int64_t r, int64_t stride, int t0) {
+  if constexpr (F::kSuperBlocks) {
+    Q8Tile<F, kR, kT>(a, r, stride, t0);
+  } else {
+#if HWY_TARGET == HWY_AVX2
+    ChunkTile<F, kR, kT>(a, r, stride, t0);
+#endif
   }
 }
 
@@ -427,13 +555,13 @@ HWY_INLINE void Q8TokenTiles(const RowsArgs& a, int64_t r, int64_t stride) {
   ForTokenTiles(a.n, [&](int i0, int nt) {
     switch (nt) {
       case 1:
-        return Q8Tile<F, kR, 1>(a, r, stride, i0);
+        return Tile<F, kR, 1>(a, r, stride, i0);
       case 2:
-        return Q8Tile<F, kR, 2>(a, r, stride, i0);
+        return Tile<F, kR, 2>(a, r, stride, i0);
       case 3:
-        return Q8Tile<F, kR, 3>(a, r, stride, i0);
+        return Tile<F, kR, 3>(a, r, stride, i0);
       default:
-        return Q8Tile<F, kR, 4>(a, r, stride, i0);
+        return Tile<F, kR, 4>(a, r, stride, i0);
     }
   });
 }
@@ -446,8 +574,8 @@ template <class F>
 void RunQ8Rows(const RowsArgs& a, int64_t ra, int64_t rb) {
   if (a.n == 1) {
     const int64_t part = (rb - ra) / 4;
-    for (int64_t r = ra; r < ra + part; ++r) Q8Tile<F, 4, 1>(a, r, part, 0);
-    for (int64_t r = ra + 4 * part; r < rb; ++r) Q8Tile<F, 1, 1>(a, r, 1, 0);
+    for (int64_t r = ra; r < ra + part; ++r) Tile<F, 4, 1>(a, r, part, 0);
+    for (int64_t r = ra + 4 * part; r < rb; ++r) Tile<F, 1, 1>(a, r, 1, 0);
     return;
   }
   const int64_t part = (rb - ra) / 2;
@@ -464,8 +592,18 @@ void RunQ8(const RowsArgs& a, int64_t ra, int64_t rb) {
       return RunQ8Rows<K4<true>>(a, ra, rb);
     case DType::kQ6_K:
       return RunQ8Rows<Q6K>(a, ra, rb);
+#if HWY_TARGET == HWY_AVX2
+    case DType::kQ8_0:
+      return RunQ8Rows<Q8_0Chunks>(a, ra, rb);
+    case DType::kQ4_0:
+      return RunQ8Rows<Q4_0Chunks>(a, ra, rb);
+    case DType::kI8:
+      return RunQ8Rows<GroupChunks<false>>(a, ra, rb);
+    case DType::kI4:
+      return RunQ8Rows<GroupChunks<true>>(a, ra, rb);
+#endif
     default:
-      HWY_ASSERT(false);  // the front calls it for IsQ8Format only
+      HWY_ASSERT(false);  // the front calls it where Q8Kernels says so only
   }
 }
 
@@ -473,15 +611,20 @@ void RunQ8(const RowsArgs& a, int64_t ra, int64_t rb) {
 
 }  // namespace
 
-void QuantizeQ8Rows(const float* x, int n, int64_t cols, int8_t* q, float* d, int16_t* s16,
-                    int16_t* s32) {
+void QuantizeQ8Rows(const float* x, int n, int64_t cols, int64_t block, int8_t* q, float* d,
+                    int16_t* s16, int16_t* s32) {
   for (int i = 0; i < n; ++i) {
-    QuantizeRow(x + i * cols, cols, q + i * cols, d + i * (cols / kQ8Block), s16 + i * (cols / 16),
-                s32 + i * (cols / 32));
+    QuantizeRow(x + i * cols, cols, block, q + i * cols, d + i * (cols / block),
+                s16 + i * (cols / 16), s32 + i * (cols / 32));
   }
 }
 
-bool Q8Kernels() { return PAGED_Q8_KERNELS; }
+// Whether this target has integer kernels for w (IsQ8Format(w) holds).
+bool Q8Kernels(const WeightRef& w) {
+  if (!PAGED_Q8_KERNELS) return false;
+  if (w.dtype == DType::kQ4_K || w.dtype == DType::kQ5_K || w.dtype == DType::kQ6_K) return true;
+  return HWY_TARGET == HWY_AVX2;  // the formats of 32-column chunks
+}
 
 void RowsQ8(const RowsArgs& a, int64_t ra, int64_t rb) {
 #if PAGED_Q8_KERNELS
@@ -502,12 +645,12 @@ HWY_EXPORT(QuantizeQ8Rows);
 HWY_EXPORT(Q8Kernels);
 HWY_EXPORT(RowsQ8);
 
-void QuantizeQ8(const float* x, int n, int64_t cols, int8_t* q, float* d, int16_t* s16,
-                int16_t* s32) {
-  HWY_DYNAMIC_DISPATCH(QuantizeQ8Rows)(x, n, cols, q, d, s16, s32);
+void QuantizeQ8(const float* x, int n, int64_t cols, int64_t block, int8_t* q, float* d,
+                int16_t* s16, int16_t* s32) {
+  HWY_DYNAMIC_DISPATCH(QuantizeQ8Rows)(x, n, cols, block, q, d, s16, s32);
 }
 
-bool HasQ8Kernels() { return HWY_DYNAMIC_DISPATCH(Q8Kernels)(); }
+bool HasQ8Kernels(const WeightRef& w) { return HWY_DYNAMIC_DISPATCH(Q8Kernels)(w); }
 
 void MatMulRowsQ8(const RowsArgs& a, int64_t ra, int64_t rb) {
   HWY_DYNAMIC_DISPATCH(RowsQ8)(a, ra, rb);
