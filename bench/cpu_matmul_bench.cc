@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "common/quant.h"
 #include "worker/backends/cpu/cpu_kernels.h"
 #include "worker/backends/cpu/thread_pool.h"
+#include "worker/backends/cpu_exec/attention.h"
 #include "worker/backends/cpu_exec/exec_pool.h"
 #include "worker/backends/cpu_exec/matmul.h"
 
@@ -48,6 +50,10 @@ ABSL_FLAG(
     "activations of the products: f32, q8 (8 bits per block of 256 for q4_k / q5_k / q6_k), or "
     "both (each format's rows twice)");
 ABSL_FLAG(bool, reference, true, "also time the scalar reference on the first shape");
+ABSL_FLAG(std::string, attention, "",
+          "instead of the products, decode attention at these contexts (128,1024,...): the "
+          "executor's kernel against the reference, f16 KV, llama-7b's heads (32 of 128) and "
+          "llama-3-8b's (32 over 8), batches 1 and 8");
 
 namespace paged {
 namespace {
@@ -197,6 +203,63 @@ std::string CpuModel() {
   return "unknown CPU";
 }
 
+// Decode attention (one new row per sequence) at each context: the
+// executor's kernel and the reference, us per call and GB/s of K and V read.
+int AttentionMain(cpu_exec::ExecPool& pool, ThreadPool& ref_pool, double seconds) {
+  std::vector<int> contexts;
+  for (const std::string& c :
+       std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_attention), ','))) {
+    const int ctx = std::atoi(c.c_str());
+    if (ctx <= 0) {
+      std::fprintf(stderr, "cpu_matmul_bench: bad context '%s'\n", c.c_str());
+      return 2;
+    }
+    contexts.push_back(ctx);
+  }
+  std::printf("%-34s %6s %4s %11s %9s %13s %8s\n", "attention (f16 KV)", "ctx", "n", "exec us",
+              "GB/s", "reference us", "speedup");
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  struct Heads {
+    const char* name;
+    int heads, kv_heads, hd;
+  };
+  for (const Heads& h :
+       {Heads{"llama-7b 32/32 hd128", 32, 32, 128}, Heads{"llama-3-8b 32/8 hd128", 32, 8, 128}}) {
+    for (int n : {1, 8}) {
+      for (int ctx : contexts) {
+        const int bt = 16, per_seq = (ctx + bt - 1) / bt, kv_dim = h.kv_heads * h.hd;
+        const uint64_t block_bytes = 2ull * bt * kv_dim * 2;
+        std::vector<uint16_t> pool_mem(block_bytes / 2 * per_seq * n);
+        for (uint16_t& v : pool_mem) v = FloatToHalf(dist(rng));
+        const KvLayerView kv{pool_mem.data(), DType::kF16, bt,
+                             kv_dim,          block_bytes, uint64_t(per_seq * n)};
+        std::vector<AttnSeq> seqs;
+        std::vector<int32_t> tables(size_t(per_seq * n));
+        std::iota(tables.begin(), tables.end(), 0);
+        for (int i = 0; i < n; ++i) seqs.push_back(AttnSeq{i, 1, ctx - 1, i * per_seq});
+        std::vector<float> q(size_t(n) * h.heads * h.hd), out(q.size());
+        for (float& v : q) v = 0.5f * dist(rng);
+        AttnParams p;
+        p.decode_rows = true;
+        const double exec = TimePerCall(seconds, 1, [&](int) {
+          cpu_exec::Attention(pool, q.data(), seqs.data(), n, tables.data(), h.heads, h.kv_heads,
+                              h.hd, ctx, kv, p, out.data());
+        });
+        const double ref = TimePerCall(seconds, 1, [&](int) {
+          cpu::Attention(ref_pool, q.data(), seqs.data(), n, tables.data(), h.heads, h.kv_heads,
+                         h.hd, ctx, kv, p, out.data());
+        });
+        const double bytes = 2.0 * ctx * kv_dim * 2 * n;
+        std::printf("%-34s %6d %4d %11.1f %9.1f %13.1f %7.1fx\n", h.name, ctx, n, exec * 1e6,
+                    bytes / exec / 1e9, ref * 1e6, ref / exec);
+        std::fflush(stdout);
+      }
+    }
+  }
+  return 0;
+}
+
 int Main() {
   auto cpus = cpu_exec::ParseCpuList(absl::GetFlag(FLAGS_pin));
   if (!cpus.ok()) {
@@ -260,6 +323,7 @@ int Main() {
   const bool pinned = !cpus->empty() && pool.pinned() && !opts.cpus.empty();
   ThreadPool ref_pool(pool.size());
 
+  if (!absl::GetFlag(FLAGS_attention).empty()) return AttentionMain(pool, ref_pool, seconds);
   const double bw = ReadBandwidth(pool, footprint, std::max(seconds, 1.0));
   std::printf("%s | target %s | %d threads%s | read bandwidth %.1f GB/s (%d MiB streamed)\n",
               CpuModel().c_str(), cpu_exec::TargetName().c_str(), pool.size(),
@@ -322,6 +386,6 @@ int main(int argc, char** argv) {
   paged::ParseFlags(argc, argv,
                     "cpu_matmul_bench [--threads N] [--pin none|all|LIST] [--seconds S] "
                     "[--dtypes f32,f16,...|blocks] [--batches 1,2,4,8,64] [--shapes RxC,...] "
-                    "[--reference]");
+                    "[--reference] [--attention 128,1024,...]");
   return paged::Main();
 }

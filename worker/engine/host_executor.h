@@ -73,6 +73,16 @@ class HostExecutor {
     (void)grain;
     if (end > begin) fn(begin, end);
   }
+  // Attention as Backend::Attention (worker/engine/backend.h) on host
+  // memory, where the executor has a kernel for it: false (nothing done)
+  // where it has not, and the caller runs its own.
+  virtual bool Attention(const float* q, const AttnSeq* seqs, int n_seqs,
+                         const int32_t* block_tables, int n_heads, int n_kv_heads, int head_dim,
+                         int max_ctx, const KvLayerView& kv, const AttnParams& p, float* out) {
+    (void)q, (void)seqs, (void)n_seqs, (void)block_tables, (void)n_heads, (void)n_kv_heads;
+    (void)head_dim, (void)max_ctx, (void)kv, (void)p, (void)out;
+    return false;
+  }
   // Whether MatMul reads weights of this dtype.
   virtual bool Supports(DType t) const = 0;
   // Threads sharing a product, the caller included.

@@ -140,6 +140,12 @@ class CpuBackend final : public Backend {
   void Attention(const float* q, const AttnSeq* seqs, int n_seqs, const int32_t* block_tables,
                  int n_heads, int n_kv_heads, int head_dim, int max_ctx, const KvLayerView& kv,
                  const AttnParams& p, float* out) override {
+    // The executor's vectorized kernel where there is one (--device=cpu),
+    // else the reference (cpu-ref).
+    if (matmul_ != nullptr && matmul_->Attention(q, seqs, n_seqs, block_tables, n_heads, n_kv_heads,
+                                                 head_dim, max_ctx, kv, p, out)) {
+      return;
+    }
     cpu::Attention(pool_, q, seqs, n_seqs, block_tables, n_heads, n_kv_heads, head_dim, max_ctx, kv,
                    p, out);
   }

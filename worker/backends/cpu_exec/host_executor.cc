@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "worker/backends/cpu/cpu_kernels.h"
+#include "worker/backends/cpu_exec/attention.h"
 #include "worker/backends/cpu_exec/matmul.h"
 
 namespace paged::cpu_exec {
@@ -35,6 +36,19 @@ class CpuHostExecutor final : public HostExecutor {
     cpu_exec::MatMulMany(pool_, jobs_.data(), count);
   }
   void Wake() override { pool_.Wake(); }
+  bool Attention(const float* q, const AttnSeq* seqs, int n_seqs, const int32_t* block_tables,
+                 int n_heads, int n_kv_heads, int head_dim, int max_ctx, const KvLayerView& kv,
+                 const AttnParams& p, float* out) override {
+    // PAGED_CPU_EXEC_ATTENTION=0: the backend's reference instead, for measuring.
+    static const bool on = [] {
+      const char* v = std::getenv("PAGED_CPU_EXEC_ATTENTION");
+      return v == nullptr || std::strcmp(v, "0") != 0;
+    }();
+    if (!on) return false;
+    cpu_exec::Attention(pool_, q, seqs, n_seqs, block_tables, n_heads, n_kv_heads, head_dim,
+                        max_ctx, kv, p, out);
+    return true;
+  }
   void Embedding(const WeightRef& table, const int32_t* ids, int n, float* out) override {
     const int64_t cols = table.cols;
     auto rows = [&](int64_t lo, int64_t hi) {

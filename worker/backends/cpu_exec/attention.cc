@@ -1,0 +1,343 @@
+// attention.h. Compiled per SIMD target like the products (matmul.cc's
+// HWY_DYNAMIC_DISPATCH); the front at the bottom splits the items over the
+// pool.
+#include "worker/backends/cpu_exec/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "common/check.h"
+#include "common/dtype.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "worker/backends/cpu_exec/attention.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+// After highway.h, once per target.
+#include "hwy/contrib/math/math-inl.h"
+
+#ifndef PAGED_CPU_EXEC_ATTENTION_ONCE
+#define PAGED_CPU_EXEC_ATTENTION_ONCE
+namespace paged::cpu_exec {
+
+// One call's shape, as every target's item function sees it.
+struct AttnCall {
+  const float* q;
+  const AttnSeq* seqs;
+  const int32_t* tables;
+  const KvLayerView* kv;
+  const AttnParams* p;
+  float* out;
+  int n_heads, n_kv_heads, head_dim;
+  float scale;
+  // The step's query rows as (sequence, row within it).
+  const std::pair<int32_t, int32_t>* rows;
+  int heads_per_item;  // kv heads of a work item (the last item of a row may have fewer)
+  int items_per_row;
+};
+
+}  // namespace paged::cpu_exec
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace paged::cpu_exec::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+namespace {
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// head_dim elements of a cached row as f32 into dst [padded], zeros past
+// head_dim (padded: head_dim rounded up to whole vectors).
+void Widen(const uint8_t* src, DType t, int head_dim, int64_t padded, float* dst) {
+  const DF df;
+  const int64_t n = int64_t(hn::Lanes(df));
+  const int64_t whole = head_dim / n * n;
+  int64_t d = 0;
+  if (t == DType::kF32) {
+    const float* s = reinterpret_cast<const float*>(src);
+    for (; d < whole; d += n) hn::StoreU(hn::LoadU(df, s + d), df, dst + d);
+    for (; d < head_dim; ++d) dst[d] = s[d];
+  } else if (t == DType::kF16) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    const hwy::float16_t* s = reinterpret_cast<const hwy::float16_t*>(src);
+    for (; d < whole; d += n) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, s + d)), df, dst + d);
+    const uint16_t* u = reinterpret_cast<const uint16_t*>(src);
+    for (; d < head_dim; ++d) dst[d] = HalfToFloat(u[d]);
+  } else {
+    const hn::Rebind<hwy::bfloat16_t, DF> db;
+    const hwy::bfloat16_t* s = reinterpret_cast<const hwy::bfloat16_t*>(src);
+    for (; d < whole; d += n) hn::StoreU(hn::PromoteTo(df, hn::LoadU(db, s + d)), df, dst + d);
+    const uint16_t* u = reinterpret_cast<const uint16_t*>(src);
+    for (; d < head_dim; ++d) dst[d] = Bf16ToFloat(u[d]);
+  }
+  for (; d < padded; ++d) dst[d] = 0.f;
+}
+
+// N elements of a cached row at p as f32.
+template <typename T>
+HWY_INLINE VF LoadF(DF df, const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return hn::LoadU(df, p);
+  } else {
+    return hn::PromoteTo(df, hn::LoadU(hn::Rebind<T, DF>(), p));
+  }
+}
+
+// sum a[d] * b[d] over `len` (whole vectors), four accumulators.
+template <typename T>
+HWY_INLINE float Dot(const float* HWY_RESTRICT a, const T* HWY_RESTRICT b, int64_t len) {
+  const DF df;
+  const int64_t n = int64_t(hn::Lanes(df));
+  VF s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
+  int64_t d = 0;
+  for (; d + 4 * n <= len; d += 4 * n) {
+    s0 = hn::MulAdd(hn::LoadU(df, a + d), LoadF(df, b + d), s0);
+    s1 = hn::MulAdd(hn::LoadU(df, a + d + n), LoadF(df, b + d + n), s1);
+    s2 = hn::MulAdd(hn::LoadU(df, a + d + 2 * n), LoadF(df, b + d + 2 * n), s2);
+    s3 = hn::MulAdd(hn::LoadU(df, a + d + 3 * n), LoadF(df, b + d + 3 * n), s3);
+  }
+  for (; d < len; d += n) s0 = hn::MulAdd(hn::LoadU(df, a + d), LoadF(df, b + d), s0);
+  return hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
+}
+
+// o[d] += sum over keys j < len of w[j] * row(j)[d], for d < dims (whole
+// vectors), keys in order: four vectors of o at a time in registers across
+// the keys. (Each o[d] is one chain of multiply-adds over the keys, so
+// calls over consecutive key ranges give the bits of one call.)
+template <typename T, class RowAt>
+HWY_INLINE void WeightedSum(const float* HWY_RESTRICT w, int64_t len, const RowAt& row_at,
+                            int64_t dims, float* HWY_RESTRICT o) {
+  const DF df;
+  const int64_t n = int64_t(hn::Lanes(df));
+  int64_t d = 0;
+  for (; d + 4 * n <= dims; d += 4 * n) {
+    VF a0 = hn::LoadU(df, o + d), a1 = hn::LoadU(df, o + d + n);
+    VF a2 = hn::LoadU(df, o + d + 2 * n), a3 = hn::LoadU(df, o + d + 3 * n);
+    for (int64_t j = 0; j < len; ++j) {
+      const T* v = reinterpret_cast<const T*>(row_at(j)) + d;
+      const VF x = hn::Set(df, w[j]);
+      a0 = hn::MulAdd(x, LoadF(df, v), a0);
+      a1 = hn::MulAdd(x, LoadF(df, v + n), a1);
+      a2 = hn::MulAdd(x, LoadF(df, v + 2 * n), a2);
+      a3 = hn::MulAdd(x, LoadF(df, v + 3 * n), a3);
+    }
+    hn::StoreU(a0, df, o + d);
+    hn::StoreU(a1, df, o + d + n);
+    hn::StoreU(a2, df, o + d + 2 * n);
+    hn::StoreU(a3, df, o + d + 3 * n);
+  }
+  for (; d < dims; d += n) {
+    VF a0 = hn::LoadU(df, o + d);
+    for (int64_t j = 0; j < len; ++j) {
+      a0 = hn::MulAdd(hn::Set(df, w[j]), LoadF(df, reinterpret_cast<const T*>(row_at(j)) + d), a0);
+    }
+    hn::StoreU(a0, df, o + d);
+  }
+}
+
+// Softmax of a [len] in place (a has room for len_padded), max-subtracted,
+// with the sink's term in the sum where there is one.
+HWY_INLINE void Softmax(float* a, int64_t len, int64_t len_padded, const float* sink) {
+  const DF df;
+  const int64_t n = int64_t(hn::Lanes(df));
+  std::fill(a + len, a + len_padded, -INFINITY);
+  VF vmax = hn::Set(df, -INFINITY);
+  for (int64_t t = 0; t < len_padded; t += n) vmax = hn::Max(vmax, hn::LoadU(df, a + t));
+  float max_val = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  if (sink != nullptr) max_val = std::max(max_val, *sink);
+  const VF m = hn::Set(df, max_val);
+  VF vsum = hn::Zero(df);
+  for (int64_t t = 0; t < len_padded; t += n) {
+    const VF e = hn::Exp(df, hn::Sub(hn::LoadU(df, a + t), m));  // 0 past len (-inf)
+    hn::StoreU(e, df, a + t);
+    vsum = hn::Add(vsum, e);
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+  if (sink != nullptr) sum += std::exp(*sink - max_val);
+  const VF inv = hn::Set(df, 1.f / sum);
+  for (int64_t t = 0; t < len_padded; t += n)
+    hn::StoreU(hn::Mul(hn::LoadU(df, a + t), inv), df, a + t);
+}
+
+// Items [lo, hi) of element type T: item = query row * items_per_row +
+// block of heads_per_item kv heads. Keys go a KV block at a time (its rows
+// are contiguous), each key's slice of the item's heads once for the
+// scores and once for the values: the pages of a block are read together,
+// where one head at a time over the whole context strides a row apart
+// (kv_dim values) from key to key. Where head_dim is whole vectors the
+// rows are read in place, else each slice is widened into a zero-padded
+// buffer first. An output's operations do not depend on the blocking.
+template <typename T>
+void Items(const AttnCall& c, int64_t lo, int64_t hi) {
+  const DF df;
+  const int64_t n = int64_t(hn::Lanes(df));
+  const KvLayerView& kv = *c.kv;
+  const AttnParams& p = *c.p;
+  const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
+  const bool direct = hd % n == 0;
+  const int64_t padded = (hd + n - 1) / n * n;
+  const uint64_t row_bytes = uint64_t(kv.kv_dim) * sizeof(T);
+  const uint64_t v_offset = uint64_t(kv.block_tokens) * row_bytes;
+  const uint8_t* base = static_cast<const uint8_t*>(kv.base);
+  const int q_dim = c.n_heads * hd;
+  thread_local std::vector<float> qbuf, kbuf, att, acc;
+  for (int64_t item = lo; item < hi; ++item) {
+    const auto [s, i] = c.rows[item / c.items_per_row];
+    const int g0 = int(item % c.items_per_row) * c.heads_per_item;
+    const int kvh = std::min(c.heads_per_item, c.n_kv_heads - g0);  // kv heads g0 ..
+    const int heads = kvh * group;                                  // query heads g0 * group ..
+    const AttnSeq& seq = c.seqs[s];
+    const int32_t pos = seq.start_pos + i;  // attends to [t0, pos]
+    const int32_t t0 = p.window > 0 ? std::max(0, pos - p.window + 1) : 0;
+    const int64_t len = pos - t0 + 1;
+    const int64_t len_padded = (len + n - 1) / n * n;
+    const int32_t* table = c.tables + seq.table_offset;
+    qbuf.resize(size_t(heads * padded));
+    kbuf.resize(size_t(padded));
+    acc.assign(size_t(heads * padded), 0.f);
+    att.resize(size_t(heads * len_padded));
+    const float* qrow = c.q + int64_t(seq.q_offset + i) * q_dim + int64_t(g0) * group * hd;
+    for (int h = 0; h < heads; ++h) {
+      std::memcpy(&qbuf[size_t(h * padded)], qrow + h * hd, size_t(hd) * 4);
+      std::fill(qbuf.begin() + h * padded + hd, qbuf.begin() + (h + 1) * padded, 0.f);
+    }
+    // The keys of the window by KV block: keys [j0, j1), whose K rows start
+    // at `rows` (key j0's row, kv head g0's slice); V rows v_offset after.
+    auto for_each_block = [&](auto&& fn) {
+      for (int64_t j0 = 0; j0 < len;) {
+        const int64_t t = t0 + j0;
+        const int64_t j1 = std::min(len, j0 + kv.block_tokens - t % kv.block_tokens);
+        const uint8_t* rows = base + uint64_t(table[t / kv.block_tokens]) * kv.block_bytes +
+                              uint64_t(t % kv.block_tokens) * row_bytes +
+                              uint64_t(g0) * hd * sizeof(T);
+        fn(j0, j1, rows);
+        j0 = j1;
+      }
+    };
+    const uint64_t head_bytes = uint64_t(hd) * sizeof(T);
+    for_each_block([&](int64_t j0, int64_t j1, const uint8_t* rows) {
+      for (int64_t j = j0; j < j1; ++j) {
+        const uint8_t* row = rows + uint64_t(j - j0) * row_bytes;
+        for (int k = 0; k < kvh; ++k) {
+          const T* key = reinterpret_cast<const T*>(row + k * head_bytes);
+          if (!direct) Widen(row + k * head_bytes, kv.dtype, hd, padded, kbuf.data());
+          for (int h = k * group; h < (k + 1) * group; ++h) {
+            const float* qh = &qbuf[size_t(h * padded)];
+            float x =
+                (direct ? Dot<T>(qh, key, hd) : Dot<float>(qh, kbuf.data(), padded)) * c.scale;
+            if (p.softcap > 0.f) x = std::tanh(x / p.softcap) * p.softcap;
+            att[size_t(h * len_padded + j)] = x;
+          }
+        }
+      }
+    });
+    for (int h = 0; h < heads; ++h) {
+      const int head = g0 * group + h;
+      Softmax(&att[size_t(h * len_padded)], len, len_padded,
+              p.sinks != nullptr ? &p.sinks[head] : nullptr);
+    }
+    for_each_block([&](int64_t j0, int64_t j1, const uint8_t* rows) {
+      for (int k = 0; k < kvh; ++k) {
+        const uint8_t* v0 = rows + v_offset + k * head_bytes;
+        if (direct) {
+          auto v_at = [&](int64_t j) { return v0 + uint64_t(j) * row_bytes; };
+          for (int h = k * group; h < (k + 1) * group; ++h) {
+            WeightedSum<T>(&att[size_t(h * len_padded + j0)], j1 - j0, v_at, hd,
+                           &acc[size_t(h * padded)]);
+          }
+          continue;
+        }
+        for (int64_t j = j0; j < j1; ++j) {
+          Widen(v0 + uint64_t(j - j0) * row_bytes, kv.dtype, hd, padded, kbuf.data());
+          auto buf_at = [&](int64_t) { return reinterpret_cast<const uint8_t*>(kbuf.data()); };
+          for (int h = k * group; h < (k + 1) * group; ++h) {
+            WeightedSum<float>(&att[size_t(h * len_padded + j)], 1, buf_at, padded,
+                               &acc[size_t(h * padded)]);
+          }
+        }
+      }
+    });
+    float* orow = c.out + int64_t(seq.q_offset + i) * q_dim + int64_t(g0) * group * hd;
+    for (int h = 0; h < heads; ++h) {
+      std::memcpy(orow + h * hd, &acc[size_t(h * padded)], size_t(hd) * 4);
+    }
+  }
+}
+
+}  // namespace
+
+void AttentionItems(const AttnCall& c, int64_t lo, int64_t hi) {
+  switch (c.kv->dtype) {
+    case DType::kF32:
+      return Items<float>(c, lo, hi);
+    case DType::kF16:
+      return Items<hwy::float16_t>(c, lo, hi);
+    default:
+      return Items<hwy::bfloat16_t>(c, lo, hi);
+  }
+}
+
+}  // namespace paged::cpu_exec::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace paged::cpu_exec {
+
+HWY_EXPORT(AttentionItems);
+
+void Attention(ExecPool& pool, const float* q, const AttnSeq* seqs, int n_seqs,
+               const int32_t* block_tables, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
+               const KvLayerView& kv, const AttnParams& p, float* out) {
+  PAGED_CHECK(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0, "attention: heads ",
+              n_heads, "/", n_kv_heads, ", head_dim ", head_dim);
+  PAGED_CHECK(kv.dtype == DType::kF32 || kv.dtype == DType::kF16 || kv.dtype == DType::kBF16,
+              "attention: KV dtype ", int(kv.dtype));
+  thread_local std::vector<std::pair<int32_t, int32_t>> rows;
+  rows.clear();
+  int64_t work = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    for (int32_t i = 0; i < seqs[s].n_new; ++i) {
+      const int32_t pos = seqs[s].start_pos + i;
+      PAGED_CHECK(pos < max_ctx, "attention: position ", pos, " past ", max_ctx);
+      rows.emplace_back(s, i);
+      const int64_t ctx = pos + 1;
+      work += (p.window > 0 ? std::min<int64_t>(ctx, p.window) : ctx) * n_heads * head_dim * 2;
+    }
+  }
+  if (rows.empty()) return;
+  // Items of a row: blocks of kv heads, as large as leaves every thread
+  // about four items (the bits do not depend on it: Items).
+  const int64_t want = 4 * int64_t(pool.size());
+  const int per_item = int(std::clamp<int64_t>(
+      (int64_t(n_kv_heads) * int64_t(rows.size()) + want - 1) / want, 1, n_kv_heads));
+  const int per_row = (n_kv_heads + per_item - 1) / per_item;
+  const int64_t items = int64_t(rows.size()) * per_row;
+  AttnCall c;
+  c.q = q;
+  c.seqs = seqs;
+  c.tables = block_tables;
+  c.kv = &kv;
+  c.p = &p;
+  c.out = out;
+  c.n_heads = n_heads;
+  c.n_kv_heads = n_kv_heads;
+  c.head_dim = head_dim;
+  c.scale = p.scale > 0.f ? p.scale : 1.f / std::sqrt(float(head_dim));
+  c.rows = rows.data();
+  c.heads_per_item = per_item;
+  c.items_per_row = per_row;
+  // About 64K multiply-adds a chunk, as the reference's ops.
+  const int64_t grain = std::max<int64_t>(1, 64 * 1024 / std::max<int64_t>(1, work / items));
+  pool.ParallelFor(0, items, grain, [&](int64_t lo, int64_t hi) {
+    HWY_DYNAMIC_DISPATCH(AttentionItems)(c, lo, hi);
+  });
+}
+
+}  // namespace paged::cpu_exec
+#endif  // HWY_ONCE
