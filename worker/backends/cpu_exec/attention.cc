@@ -35,10 +35,17 @@ struct AttnCall {
   float* out;
   int n_heads, n_kv_heads, head_dim;
   float scale;
-  // The step's query rows as (sequence, row within it).
-  const std::pair<int32_t, int32_t>* rows;
-  int heads_per_item;  // kv heads of a work item (the last item of a row may have fewer)
-  int items_per_row;
+  // Work items: keys [j0, j1) of a query row's window (row = sequence s,
+  // its new row i), all heads; each leaves its partial softmax state in
+  // partials[item]: [n_heads][head_dim] unnormalised output, then the
+  // [n_heads] maxima and [n_heads] sums.
+  struct Item {
+    int32_t s, i;
+    int64_t j0, j1;
+  };
+  const Item* items;
+  float* partials;
+  int64_t partial_floats;  // per item: n_heads * (head_dim + 2)
 };
 
 }  // namespace paged::cpu_exec
@@ -141,90 +148,81 @@ HWY_INLINE void WeightedSum(const float* HWY_RESTRICT w, int64_t len, const RowA
   }
 }
 
-// Softmax of a [len] in place (a has room for len_padded), max-subtracted,
-// with the sink's term in the sum where there is one.
-HWY_INLINE void Softmax(float* a, int64_t len, int64_t len_padded, const float* sink) {
+// The partial softmax of scores a [len] (room for len_padded): *m their
+// maximum, a[j] = exp(a[j] - m) in place, *l their sum. The sink and the
+// normalisation come in the merge.
+HWY_INLINE void Exps(float* a, int64_t len, int64_t len_padded, float* m, float* l) {
   const DF df;
   const int64_t n = int64_t(hn::Lanes(df));
   std::fill(a + len, a + len_padded, -INFINITY);
   VF vmax = hn::Set(df, -INFINITY);
   for (int64_t t = 0; t < len_padded; t += n) vmax = hn::Max(vmax, hn::LoadU(df, a + t));
-  float max_val = hn::GetLane(hn::MaxOfLanes(df, vmax));
-  if (sink != nullptr) max_val = std::max(max_val, *sink);
-  const VF m = hn::Set(df, max_val);
+  *m = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  const VF mv = hn::Set(df, *m);
   VF vsum = hn::Zero(df);
   for (int64_t t = 0; t < len_padded; t += n) {
-    const VF e = hn::Exp(df, hn::Sub(hn::LoadU(df, a + t), m));  // 0 past len (-inf)
+    const VF e = hn::Exp(df, hn::Sub(hn::LoadU(df, a + t), mv));  // 0 past len (-inf)
     hn::StoreU(e, df, a + t);
     vsum = hn::Add(vsum, e);
   }
-  float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
-  if (sink != nullptr) sum += std::exp(*sink - max_val);
-  const VF inv = hn::Set(df, 1.f / sum);
-  for (int64_t t = 0; t < len_padded; t += n)
-    hn::StoreU(hn::Mul(hn::LoadU(df, a + t), inv), df, a + t);
+  *l = hn::GetLane(hn::SumOfLanes(df, vsum));
 }
 
-// Items [lo, hi) of element type T: item = query row * items_per_row +
-// block of heads_per_item kv heads. Keys go a KV block at a time (its rows
-// are contiguous), each key's slice of the item's heads once for the
-// scores and once for the values: the pages of a block are read together,
-// where one head at a time over the whole context strides a row apart
-// (kv_dim values) from key to key. Where head_dim is whole vectors the
-// rows are read in place, else each slice is widened into a zero-padded
-// buffer first. An output's operations do not depend on the blocking.
+// Items [lo, hi) of element type T (AttnCall::Item). Keys go a KV block at
+// a time, each key's whole row (every kv head, contiguous) for the scores,
+// then each head's slice of the block's rows for the values, so that the
+// block's pages are read together and in order. Where head_dim is whole
+// vectors the rows are read in place, else each slice is widened into a
+// zero-padded buffer first. A partial's operations depend on its keys
+// alone.
 template <typename T>
 void Items(const AttnCall& c, int64_t lo, int64_t hi) {
   const DF df;
   const int64_t n = int64_t(hn::Lanes(df));
   const KvLayerView& kv = *c.kv;
   const AttnParams& p = *c.p;
-  const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
+  const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads, heads = c.n_heads;
   const bool direct = hd % n == 0;
   const int64_t padded = (hd + n - 1) / n * n;
   const uint64_t row_bytes = uint64_t(kv.kv_dim) * sizeof(T);
+  const uint64_t head_bytes = uint64_t(hd) * sizeof(T);
   const uint64_t v_offset = uint64_t(kv.block_tokens) * row_bytes;
   const uint8_t* base = static_cast<const uint8_t*>(kv.base);
-  const int q_dim = c.n_heads * hd;
+  const int q_dim = heads * hd;
   thread_local std::vector<float> qbuf, kbuf, att, acc;
   for (int64_t item = lo; item < hi; ++item) {
-    const auto [s, i] = c.rows[item / c.items_per_row];
-    const int g0 = int(item % c.items_per_row) * c.heads_per_item;
-    const int kvh = std::min(c.heads_per_item, c.n_kv_heads - g0);  // kv heads g0 ..
-    const int heads = kvh * group;                                  // query heads g0 * group ..
-    const AttnSeq& seq = c.seqs[s];
-    const int32_t pos = seq.start_pos + i;  // attends to [t0, pos]
+    const AttnCall::Item& it = c.items[item];
+    const AttnSeq& seq = c.seqs[it.s];
+    const int32_t pos = seq.start_pos + it.i;
     const int32_t t0 = p.window > 0 ? std::max(0, pos - p.window + 1) : 0;
-    const int64_t len = pos - t0 + 1;
+    const int64_t len = it.j1 - it.j0;  // keys t0 + j0 ..
     const int64_t len_padded = (len + n - 1) / n * n;
     const int32_t* table = c.tables + seq.table_offset;
     qbuf.resize(size_t(heads * padded));
     kbuf.resize(size_t(padded));
     acc.assign(size_t(heads * padded), 0.f);
     att.resize(size_t(heads * len_padded));
-    const float* qrow = c.q + int64_t(seq.q_offset + i) * q_dim + int64_t(g0) * group * hd;
+    const float* qrow = c.q + int64_t(seq.q_offset + it.i) * q_dim;
     for (int h = 0; h < heads; ++h) {
       std::memcpy(&qbuf[size_t(h * padded)], qrow + h * hd, size_t(hd) * 4);
       std::fill(qbuf.begin() + h * padded + hd, qbuf.begin() + (h + 1) * padded, 0.f);
     }
-    // The keys of the window by KV block: keys [j0, j1), whose K rows start
-    // at `rows` (key j0's row, kv head g0's slice); V rows v_offset after.
+    // The item's keys by KV block: [j0, j1) of its own, whose K rows start
+    // at `rows`; V rows v_offset after.
     auto for_each_block = [&](auto&& fn) {
       for (int64_t j0 = 0; j0 < len;) {
-        const int64_t t = t0 + j0;
+        const int64_t t = t0 + it.j0 + j0;
         const int64_t j1 = std::min(len, j0 + kv.block_tokens - t % kv.block_tokens);
-        const uint8_t* rows = base + uint64_t(table[t / kv.block_tokens]) * kv.block_bytes +
-                              uint64_t(t % kv.block_tokens) * row_bytes +
-                              uint64_t(g0) * hd * sizeof(T);
-        fn(j0, j1, rows);
+        fn(j0, j1,
+           base + uint64_t(table[t / kv.block_tokens]) * kv.block_bytes +
+               uint64_t(t % kv.block_tokens) * row_bytes);
         j0 = j1;
       }
     };
-    const uint64_t head_bytes = uint64_t(hd) * sizeof(T);
     for_each_block([&](int64_t j0, int64_t j1, const uint8_t* rows) {
       for (int64_t j = j0; j < j1; ++j) {
         const uint8_t* row = rows + uint64_t(j - j0) * row_bytes;
-        for (int k = 0; k < kvh; ++k) {
+        for (int k = 0; k < c.n_kv_heads; ++k) {
           const T* key = reinterpret_cast<const T*>(row + k * head_bytes);
           if (!direct) Widen(row + k * head_bytes, kv.dtype, hd, padded, kbuf.data());
           for (int h = k * group; h < (k + 1) * group; ++h) {
@@ -237,13 +235,13 @@ void Items(const AttnCall& c, int64_t lo, int64_t hi) {
         }
       }
     });
-    for (int h = 0; h < heads; ++h) {
-      const int head = g0 * group + h;
-      Softmax(&att[size_t(h * len_padded)], len, len_padded,
-              p.sinks != nullptr ? &p.sinks[head] : nullptr);
-    }
+    float* part = c.partials + item * c.partial_floats;
+    float* part_m = part + int64_t(heads) * hd;
+    float* part_l = part_m + heads;
+    for (int h = 0; h < heads; ++h)
+      Exps(&att[size_t(h * len_padded)], len, len_padded, &part_m[h], &part_l[h]);
     for_each_block([&](int64_t j0, int64_t j1, const uint8_t* rows) {
-      for (int k = 0; k < kvh; ++k) {
+      for (int k = 0; k < c.n_kv_heads; ++k) {
         const uint8_t* v0 = rows + v_offset + k * head_bytes;
         if (direct) {
           auto v_at = [&](int64_t j) { return v0 + uint64_t(j) * row_bytes; };
@@ -263,9 +261,8 @@ void Items(const AttnCall& c, int64_t lo, int64_t hi) {
         }
       }
     });
-    float* orow = c.out + int64_t(seq.q_offset + i) * q_dim + int64_t(g0) * group * hd;
     for (int h = 0; h < heads; ++h) {
-      std::memcpy(orow + h * hd, &acc[size_t(h * padded)], size_t(hd) * 4);
+      std::memcpy(part + int64_t(h) * hd, &acc[size_t(h * padded)], size_t(hd) * 4);
     }
   }
 }
@@ -291,6 +288,14 @@ namespace paged::cpu_exec {
 
 HWY_EXPORT(AttentionItems);
 
+namespace {
+
+// Keys of a split of a window of `len` keys: about an eighth of it, whole
+// KV blocks of 16, 64 to 512.
+int64_t SplitKeys(int64_t len) { return std::clamp<int64_t>((len / 8 + 15) / 16 * 16, 64, 512); }
+
+}  // namespace
+
 void Attention(ExecPool& pool, const float* q, const AttnSeq* seqs, int n_seqs,
                const int32_t* block_tables, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
                const KvLayerView& kv, const AttnParams& p, float* out) {
@@ -298,26 +303,29 @@ void Attention(ExecPool& pool, const float* q, const AttnSeq* seqs, int n_seqs,
               n_heads, "/", n_kv_heads, ", head_dim ", head_dim);
   PAGED_CHECK(kv.dtype == DType::kF32 || kv.dtype == DType::kF16 || kv.dtype == DType::kBF16,
               "attention: KV dtype ", int(kv.dtype));
-  thread_local std::vector<std::pair<int32_t, int32_t>> rows;
-  rows.clear();
-  int64_t work = 0;
+  // Items: each row's window in splits of SplitKeys keys (a function of
+  // the window's length alone, so that a row's bits depend on nothing else).
+  thread_local std::vector<AttnCall::Item> items;
+  thread_local std::vector<int64_t> first_item;  // per row, and the end
+  items.clear();
+  first_item.clear();
   for (int s = 0; s < n_seqs; ++s) {
     for (int32_t i = 0; i < seqs[s].n_new; ++i) {
       const int32_t pos = seqs[s].start_pos + i;
       PAGED_CHECK(pos < max_ctx, "attention: position ", pos, " past ", max_ctx);
-      rows.emplace_back(s, i);
-      const int64_t ctx = pos + 1;
-      work += (p.window > 0 ? std::min<int64_t>(ctx, p.window) : ctx) * n_heads * head_dim * 2;
+      const int64_t len = p.window > 0 ? std::min<int64_t>(pos + 1, p.window) : pos + 1;
+      const int64_t split = SplitKeys(len);
+      first_item.push_back(int64_t(items.size()));
+      for (int64_t j0 = 0; j0 < len; j0 += split) {
+        items.push_back(AttnCall::Item{s, i, j0, std::min(len, j0 + split)});
+      }
     }
   }
-  if (rows.empty()) return;
-  // Items of a row: blocks of kv heads, as large as leaves every thread
-  // about four items (the bits do not depend on it: Items).
-  const int64_t want = 4 * int64_t(pool.size());
-  const int per_item = int(std::clamp<int64_t>(
-      (int64_t(n_kv_heads) * int64_t(rows.size()) + want - 1) / want, 1, n_kv_heads));
-  const int per_row = (n_kv_heads + per_item - 1) / per_item;
-  const int64_t items = int64_t(rows.size()) * per_row;
+  if (items.empty()) return;
+  first_item.push_back(int64_t(items.size()));
+  thread_local std::vector<float> partials;
+  const int64_t per_item = int64_t(n_heads) * (head_dim + 2);
+  partials.resize(size_t(per_item) * items.size());
   AttnCall c;
   c.q = q;
   c.seqs = seqs;
@@ -329,13 +337,41 @@ void Attention(ExecPool& pool, const float* q, const AttnSeq* seqs, int n_seqs,
   c.n_kv_heads = n_kv_heads;
   c.head_dim = head_dim;
   c.scale = p.scale > 0.f ? p.scale : 1.f / std::sqrt(float(head_dim));
-  c.rows = rows.data();
-  c.heads_per_item = per_item;
-  c.items_per_row = per_row;
-  // About 64K multiply-adds a chunk, as the reference's ops.
-  const int64_t grain = std::max<int64_t>(1, 64 * 1024 / std::max<int64_t>(1, work / items));
-  pool.ParallelFor(0, items, grain, [&](int64_t lo, int64_t hi) {
+  c.items = items.data();
+  c.partials = partials.data();
+  c.partial_floats = per_item;
+  pool.ParallelFor(0, int64_t(items.size()), 1, [&](int64_t lo, int64_t hi) {
     HWY_DYNAMIC_DISPATCH(AttentionItems)(c, lo, hi);
+  });
+  // Each (row, head): its splits merged in order, with the head's sink.
+  // (The workers see the caller's thread_local vectors through pointers.)
+  const AttnCall::Item* item_of = items.data();
+  const int64_t* first_of = first_item.data();
+  const float* parts = partials.data();
+  const int64_t rows = int64_t(first_item.size()) - 1;
+  const int q_dim = n_heads * head_dim;
+  pool.ParallelFor(0, rows * n_heads, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t rh = lo; rh < hi; ++rh) {
+      const int64_t row = rh / n_heads;
+      const int h = int(rh % n_heads);
+      const AttnCall::Item& first = item_of[first_of[row]];
+      float mx = p.sinks != nullptr ? p.sinks[h] : -INFINITY;
+      for (int64_t k = first_of[row]; k < first_of[row + 1]; ++k) {
+        mx = std::max(mx, parts[k * per_item + int64_t(n_heads) * head_dim + h]);
+      }
+      float den = p.sinks != nullptr ? std::exp(p.sinks[h] - mx) : 0.f;
+      float* o = out + int64_t(seqs[first.s].q_offset + first.i) * q_dim + int64_t(h) * head_dim;
+      std::fill(o, o + head_dim, 0.f);
+      for (int64_t k = first_of[row]; k < first_of[row + 1]; ++k) {
+        const float* part = parts + k * per_item;
+        const float e = std::exp(part[int64_t(n_heads) * head_dim + h] - mx);
+        den += part[int64_t(n_heads) * (head_dim + 1) + h] * e;
+        const float* a = part + int64_t(h) * head_dim;
+        for (int d = 0; d < head_dim; ++d) o[d] += a[d] * e;
+      }
+      const float inv = 1.f / den;
+      for (int d = 0; d < head_dim; ++d) o[d] *= inv;
+    }
   });
 }
 
