@@ -8,7 +8,8 @@
 #   Q8_0 read as stored, against llama.cpp's Q8_0), q4_k_m (our int4 and the
 #   Q4_K_M GGUF read as stored, against llama.cpp's Q4_K_M); the quantized
 #   ones with f32 activations (--device=cpu) and 8-bit ones (cpu-q8, as
-#   llama.cpp computes them). ROUNDS (3), THREADS (2), LAYERS (2).
+#   llama.cpp computes them). ROUNDS (3), THREADS (2), LAYERS (2), DEPTH (0:
+#   the context the decode starts from: paged's prompt, llama-bench -d).
 # Prints one table (tokens/s per round) last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,10 +64,11 @@ for r in $(seq "${ROUNDS:-3}"); do
   for row in "${rows[@]}"; do
     IFS='|' read -r name _ _ dev gguf <<<"$row"
     got[$name-$dev,$r]=$("$B"/bench/paged-bench --segment="sbs-$name" --device="$dev" --threads="$T" \
-      --batch=1 --prompt-len=16 --gen-len=32 --mode=resident 2>&1 |
+      --batch=1 --prompt-len="$(( ${DEPTH:-0} > 16 ? ${DEPTH:-0} : 16 ))" --gen-len=32 \
+      --mode=resident 2>&1 |
       awk '$1 == "resident" && $2 == "decode" { print $5; exit }')
     if [[ -n $gguf ]]; then
-      got[llama-$name,$r]=$("$LB"/llama-bench -m "$gguf" -t "$T" -p 0 -n 32 -r 2 -o csv 2>/dev/null |
+      got[llama-$name,$r]=$("$LB"/llama-bench -m "$gguf" -t "$T" -p 0 -n 32 -d "${DEPTH:-0}" -r 2 -o csv 2>/dev/null |
         tail -1 | awk -F, '{gsub(/"/, "", $(NF-1)); print $(NF-1)}')
     fi
   done
