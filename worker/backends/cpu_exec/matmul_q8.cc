@@ -380,12 +380,13 @@ HWY_INLINE __m256i DotS8(__m256i w, const int8_t* q) {
 }
 
 // Formats of 32-column chunks of s8 values (codes - 8 for the 4-bit ones),
-// one weight scale per chunk (a q8_0 / q4_0 block; an int8 / int4 group, a
-// multiple of 32), against activations in blocks of 32 (Q8Rows::block) as
-// llama.cpp's q8_0: Row(w, r): Codes(c), the chunk at column c; Scale(c),
-// its weight scale.
+// one weight scale per ChunksPerScale chunks (a q8_0 / q4_0 block; an int8 /
+// int4 group, a multiple of 32), against activations in blocks of 32
+// (Q8Rows::block) as llama.cpp's q8_0: Row(w, r): Codes(c), the chunk at
+// column c; Scale(g), the weight scale of the g-th run of chunks.
 struct Q8_0Chunks {
   static constexpr bool kSuperBlocks = false;
+  static int64_t ChunksPerScale(const WeightRef&) { return 1; }
   struct Row {
     const uint8_t* p = nullptr;
     Row() = default;
@@ -393,7 +394,7 @@ struct Q8_0Chunks {
     HWY_INLINE __m256i Codes(int64_t c) const {
       return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c / 32 * 34 + 2));
     }
-    HWY_INLINE float Scale(int64_t c) const { return Half(p + c / 32 * 34); }
+    HWY_INLINE float Scale(int64_t g) const { return Half(p + g * 34); }
   };
 };
 
@@ -409,12 +410,13 @@ HWY_INLINE __m256i Nibbles(const uint8_t* p) {
 
 struct Q4_0Chunks {
   static constexpr bool kSuperBlocks = false;
+  static int64_t ChunksPerScale(const WeightRef&) { return 1; }
   struct Row {
     const uint8_t* p = nullptr;
     Row() = default;
     Row(const WeightRef& w, int64_t r) : p(BlockRow(w, r)) {}
     HWY_INLINE __m256i Codes(int64_t c) const { return Nibbles(p + c / 32 * 18 + 2); }
-    HWY_INLINE float Scale(int64_t c) const { return Half(p + c / 32 * 18); }
+    HWY_INLINE float Scale(int64_t g) const { return Half(p + g * 18); }
   };
 };
 
@@ -423,20 +425,19 @@ struct Q4_0Chunks {
 template <bool kFour>
 struct GroupChunks {
   static constexpr bool kSuperBlocks = false;
+  static int64_t ChunksPerScale(const WeightRef& w) { return w.group / 32; }
   struct Row {
     const uint8_t* p = nullptr;
     const uint16_t* scales = nullptr;
-    int64_t group = 1;
     Row() = default;
     Row(const WeightRef& w, int64_t r)
         : p(static_cast<const uint8_t*>(w.data) + r * (kFour ? w.cols / 2 : w.cols)),
-          scales(static_cast<const uint16_t*>(w.scales) + r * GroupsPerRow(w.cols, w.group)),
-          group(w.group) {}
+          scales(static_cast<const uint16_t*>(w.scales) + r * GroupsPerRow(w.cols, w.group)) {}
     HWY_INLINE __m256i Codes(int64_t c) const {
       if constexpr (kFour) return Nibbles(p + c / 2);
       return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c));
     }
-    HWY_INLINE float Scale(int64_t c) const { return _cvtsh_ss(scales[c / group]); }
+    HWY_INLINE float Scale(int64_t g) const { return _cvtsh_ss(scales[g]); }
   };
 };
 
@@ -519,11 +520,14 @@ HWY_NOINLINE void ChunkTile(const RowsArgs& a, int64_t r, int64_t stride, int t0
     PAGED_UNROLL
     for (size_t t = 0; t < kT; ++t) acc[k][t] = AccZero();
   }
-  for (int64_t j = 0; j < chunks; ++j) {
+  // Chunk j's weight scale is run g's (the same for every row: counted, not
+  // divided).
+  const int64_t per_scale = F::ChunksPerScale(w);
+  for (int64_t j = 0, g = 0, in_run = 0; j < chunks; ++j) {
     PAGED_UNROLL
     for (size_t k = 0; k < kR; ++k) {
       const __m256i codes = rows[k].Codes(32 * j);
-      const float sw = rows[k].Scale(32 * j);
+      const float sw = rows[k].Scale(g);
       PAGED_UNROLL
       for (size_t t = 0; t < kT; ++t) {
         const int64_t i = t0 + int64_t(t);
@@ -531,6 +535,10 @@ HWY_NOINLINE void ChunkTile(const RowsArgs& a, int64_t r, int64_t stride, int t0
         acc[k][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
                                     _mm256_set1_ps(sw * x.d[i * chunks + j]), acc[k][t]);
       }
+    }
+    if (++in_run == per_scale) {
+      in_run = 0;
+      ++g;
     }
   }
   StoreTile<kR, kT>(a, r, stride, t0, acc);
