@@ -135,16 +135,23 @@ HWY_INLINE void ScaleCodes16(const int8_t* codes, float a, float b, float* out) 
 
 // The 8 scales and 8 mins of a q4_k / q5_k super-block from its 12 packed
 // bytes (ScaleMinK4 in common/block_quant.cc), unpacked four at a time as in
-// ggml's kernels: out[0, 8) = sc_0..7, out[8, 16) = m_0..7, each 0..63.
-HWY_INLINE void UnpackScaleMinK4(const uint8_t* packed, int8_t* out) {
+// ggml's kernels, as four words of four bytes: u[0] = sc_0..3, u[1] =
+// sc_4..7, u[2] = m_0..3, u[3] = m_4..7, each 0..63. (The AVX2 integer
+// kernels take the words into a register as they are: matmul_q8.cc.)
+HWY_INLINE void ScaleMinWordsK4(const uint8_t* packed, uint32_t* u) {
   constexpr uint32_t k6 = 0x3f3f3f3f, k4 = 0x0f0f0f0f, k2 = 0x03030303;
-  uint32_t u[4];
   memcpy(u, packed, 12);
   u[3] = ((u[2] >> 4) & k4) | (((u[1] >> 6) & k2) << 4);  // m_4..7: high nibbles, top bits of 4..7
   const uint32_t m0 = u[1] & k6;                          // m_0..3
   u[1] = (u[2] & k4) | (((u[0] >> 6) & k2) << 4);         // sc_4..7: low nibbles, top bits of 0..3
   u[2] = m0;
   u[0] &= k6;  // sc_0..3
+}
+
+// The same as bytes: out[0, 8) = sc_0..7, out[8, 16) = m_0..7.
+HWY_INLINE void UnpackScaleMinK4(const uint8_t* packed, int8_t* out) {
+  uint32_t u[4];
+  ScaleMinWordsK4(packed, u);
   memcpy(out, u, 16);
 }
 

@@ -81,10 +81,8 @@ inline bool IsKFormat(DType t) {
   return t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
 }
 inline bool IsQ8Format(const WeightRef& w) {
+  if (IsKFormat(w.dtype)) return true;
   switch (w.dtype) {
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K:
     case DType::kQ8_0:
     case DType::kQ4_0:
       return true;

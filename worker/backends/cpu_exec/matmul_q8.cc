@@ -226,24 +226,6 @@ HWY_INLINE __m256i Pick(__m256i halves, int j) {
                              _mm256_load_si256(reinterpret_cast<const __m256i*>(kPick.lane[j])));
 }
 
-// The 8 scales (bytes 0-7) and 8 mins (8-15) of a q4_k / q5_k super-block,
-// 0..63, from its 12 packed bytes s = blk + 4, four at a time in u32s:
-//   j < 4:  sc_j = s[j] & 63,                      m_j = s[j + 4] & 63
-//   j >= 4: sc_j = s[j + 4] & 15 | (s[j - 4] >> 6) << 4,
-//           m_j = s[j + 4] >> 4 | (s[j] >> 6) << 4
-// ((x >> 6) << 4 of each byte is (u32 >> 2) & 0x30 per byte: the bits
-// shifted in from the next byte land in bits 6, 7, masked off.)
-HWY_INLINE __m128i ScaleMinBytesK4(const uint8_t* blk) {
-  uint32_t a, b, c;
-  memcpy(&a, blk + 4, 4);
-  memcpy(&b, blk + 8, 4);
-  memcpy(&c, blk + 12, 4);
-  const uint32_t sc_lo = a & 0x3F3F3F3Fu, m_lo = b & 0x3F3F3F3Fu;
-  const uint32_t sc_hi = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
-  const uint32_t m_hi = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
-  return _mm_set_epi32(int(m_hi), int(m_lo), int(sc_hi), int(sc_lo));
-}
-
 // A super-block of one weight row, decoded for integer products: 8
 // registers of 32 u8 codes in column order (register j: columns [32j, 32j +
 // 32)), the sub-block scales as i16 arranged for Pick (register j's lanes
@@ -281,7 +263,9 @@ struct K4 {
   static constexpr int64_t kQs = kQ5 ? 48 : 16;  // the nibbles' offset
 
   static HWY_INLINE void Decode(const uint8_t* blk, SuperBlock& s) {
-    const __m128i sm = ScaleMinBytesK4(blk);
+    uint32_t u[4];  // bytes: scales 0-7, mins 8-15
+    ScaleMinWordsK4(blk + 4, u);
+    const __m128i sm = _mm_set_epi32(int(u[3]), int(u[2]), int(u[1]), int(u[0]));
     s.scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));  // sub-block j: scale j
     s.m8 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
     s.d = Half(blk);
@@ -630,7 +614,7 @@ void QuantizeQ8Rows(const float* x, int n, int64_t cols, int64_t block, int8_t* 
 // Whether this target has integer kernels for w (IsQ8Format(w) holds).
 bool Q8Kernels(const WeightRef& w) {
   if (!PAGED_Q8_KERNELS) return false;
-  if (w.dtype == DType::kQ4_K || w.dtype == DType::kQ5_K || w.dtype == DType::kQ6_K) return true;
+  if (IsKFormat(w.dtype)) return true;
   return HWY_TARGET == HWY_AVX2;  // the formats of 32-column chunks
 }
 
