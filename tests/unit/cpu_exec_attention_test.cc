@@ -1,8 +1,9 @@
 // The CPU executor's attention (worker/backends/cpu_exec/attention.h, what
 // --device=cpu runs) against the scalar reference (cpu::Attention) on the
 // same KV pool, written by the reference's KvWrite into scattered blocks:
-//   - every KV dtype, head_dims from 6 (all tail) to 256, 1 to 8 query
-//     heads a kv head, prefill chunks and decode rows of several sequences,
+//   - every KV dtype, head_dims from 6 to 256 (f32, f16 and bf16 ones
+//     short of whole vectors too), 1 to 8 query heads a kv head, prefill
+//     chunks and decode rows of several sequences,
 //     a sliding window, gemma's scale and soft-cap, gpt-oss's sinks, on every
 //     SIMD target this CPU runs: within 2e-5 of the reference relative to
 //     the output's largest value (the sums' order and Highway's exp differ);
@@ -126,10 +127,17 @@ const std::vector<Spec> kMixed = {{20, 37}, {100, 1}, {700, 1}, {0, 5}, {0, 1}, 
 TEST(CpuExecAttentionTest, MatchesTheReferenceEveryShapeAndTarget) {
   std::mt19937 rng(60);
   ExecPool pool(2);
-  const Shape shapes[] = {{4, 4, 64, DType::kF16},   {8, 2, 128, DType::kF16},
-                          {8, 1, 128, DType::kBF16}, {8, 4, 6, DType::kF32},
-                          {6, 3, 80, DType::kF32},   {32, 4, 128, DType::kBF16},
-                          {8, 1, 96, DType::kF16},   {4, 2, 256, DType::kF16}};
+  const Shape shapes[] = {{4, 4, 64, DType::kF16},
+                          {8, 2, 128, DType::kF16},
+                          {8, 1, 128, DType::kBF16},
+                          {8, 4, 6, DType::kF32},
+                          {6, 3, 80, DType::kF32},
+                          {32, 4, 128, DType::kBF16},
+                          {8, 1, 96, DType::kF16},
+                          {4, 2, 256, DType::kF16},
+                          // head_dims short of whole vectors: rows widened first.
+                          {4, 2, 20, DType::kF16},
+                          {4, 4, 12, DType::kBF16}};
   paged::testing::ForEachTargetThisCpuRuns([&] {
     for (const Shape& s : shapes) {
       const Step st = MakeStep(s, kMixed, rng);

@@ -20,6 +20,7 @@
 
 // After highway.h, once per target.
 #include "hwy/contrib/math/math-inl.h"
+#include "worker/backends/cpu_exec/matmul-inl.h"  // DF, VF, HalvesToFloats
 
 #ifndef PAGED_CPU_EXEC_ATTENTION_ONCE
 #define PAGED_CPU_EXEC_ATTENTION_ONCE
@@ -53,37 +54,21 @@ struct AttnCall {
 
 HWY_BEFORE_NAMESPACE();
 namespace paged::cpu_exec::HWY_NAMESPACE {
-namespace hn = hwy::HWY_NAMESPACE;
 namespace {
 
-using DF = hn::ScalableTag<float>;
-using VF = hn::Vec<DF>;
-
 // head_dim elements of a cached row as f32 into dst [padded], zeros past
-// head_dim (padded: head_dim rounded up to whole vectors).
+// head_dim (padded: head_dim rounded up to whole vectors). Only where
+// head_dim is not whole vectors (Items reads the others in place).
 void Widen(const uint8_t* src, DType t, int head_dim, int64_t padded, float* dst) {
-  const DF df;
-  const int64_t n = int64_t(hn::Lanes(df));
-  const int64_t whole = head_dim / n * n;
-  int64_t d = 0;
   if (t == DType::kF32) {
-    const float* s = reinterpret_cast<const float*>(src);
-    for (; d < whole; d += n) hn::StoreU(hn::LoadU(df, s + d), df, dst + d);
-    for (; d < head_dim; ++d) dst[d] = s[d];
+    memcpy(dst, src, size_t(head_dim) * sizeof(float));
   } else if (t == DType::kF16) {
-    const hn::Rebind<hwy::float16_t, DF> dh;
-    const hwy::float16_t* s = reinterpret_cast<const hwy::float16_t*>(src);
-    for (; d < whole; d += n) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, s + d)), df, dst + d);
-    const uint16_t* u = reinterpret_cast<const uint16_t*>(src);
-    for (; d < head_dim; ++d) dst[d] = HalfToFloat(u[d]);
+    HalvesToFloats(reinterpret_cast<const uint16_t*>(src), head_dim, dst);
   } else {
-    const hn::Rebind<hwy::bfloat16_t, DF> db;
-    const hwy::bfloat16_t* s = reinterpret_cast<const hwy::bfloat16_t*>(src);
-    for (; d < whole; d += n) hn::StoreU(hn::PromoteTo(df, hn::LoadU(db, s + d)), df, dst + d);
     const uint16_t* u = reinterpret_cast<const uint16_t*>(src);
-    for (; d < head_dim; ++d) dst[d] = Bf16ToFloat(u[d]);
+    for (int d = 0; d < head_dim; ++d) dst[d] = Bf16ToFloat(u[d]);
   }
-  for (; d < padded; ++d) dst[d] = 0.f;
+  std::fill(dst + head_dim, dst + padded, 0.f);
 }
 
 // N elements of a cached row at p as f32.
